@@ -1,0 +1,52 @@
+"""nox mirrors CI: `nox -s tests lint typecheck` is what .ci/run checks."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+PY = "3.11"
+
+
+@nox.session(python=PY)
+def tests(session: nox.Session) -> None:
+    """The whole suite on the embedded backends and real Redis and PostgreSQL."""
+    session.install("-e", ".[test]")
+    session.run("bash", "scripts/test", *session.posargs, external=True)
+
+
+@nox.session(python=PY)
+@nox.parametrize("rq_version", ["2.0.0", "3.0.0"])
+def rq_compat(session: nox.Session, rq_version: str) -> None:
+    """RQ interop tests against the oldest supported 2.x and RQ 3."""
+    session.install("-e", ".[test]", f"rq=={rq_version}")
+    session.run("python", "-m", "pytest", "-m", "rq_compat", *session.posargs)
+
+
+@nox.session(python=PY)
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples")
+
+
+@nox.session(python=PY)
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+
+
+@nox.session(python=PY)
+def demo(session: nox.Session) -> None:
+    """Run the README's main job for a few seconds on the embedded defaults."""
+    session.install("-e", ".")
+    session.run("asyncsched", "run", "--tasks", "examples/tasks.yaml", "--for", "5")
+
+
+@nox.session(python=PY)
+def bench(session: nox.Session) -> None:
+    """Peer benchmarks (see benchmarks/README.md)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,48 @@
+"""asyncsched: asyncio background jobs on python-rq's Redis format — queue, scheduler and event bus."""
+
+from ._version import __version__
+from .config import Settings, get_settings
+from .exceptions import (
+    AsyncschedError,
+    BackendUnavailable,
+    ConfigurationError,
+    DuplicateTask,
+    FunctionNotAllowed,
+    InvalidJob,
+    InvalidSchedule,
+    JobError,
+    JobNotFound,
+    JobTimeout,
+    SerializationError,
+    TaskDefinitionError,
+    TaskNotFound,
+    UnsafeJob,
+    UnsupportedURL,
+)
+from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
+
+__all__ = [
+    "AsyncschedError",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "DuplicateTask",
+    "EventMessage",
+    "ExecutionStatus",
+    "FunctionNotAllowed",
+    "InvalidJob",
+    "InvalidSchedule",
+    "JobError",
+    "JobNotFound",
+    "JobTimeout",
+    "ScheduleType",
+    "ScheduledTask",
+    "SerializationError",
+    "Settings",
+    "TaskDefinitionError",
+    "TaskExecution",
+    "TaskNotFound",
+    "UnsafeJob",
+    "UnsupportedURL",
+    "__version__",
+    "get_settings",
+]

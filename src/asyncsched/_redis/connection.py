@@ -1,0 +1,132 @@
+"""One factory turning a URL into a ``redis.asyncio.Redis`` client.
+
+Schemes:
+
+* ``memory://`` or ``memory://NAME`` — an in-process fakeredis server (Lua enabled). Every client built for
+  the same NAME in this process talks to the same server, on whichever event loop it is used from, so the
+  worker, scheduler, bus and sync facade of one process share state. Nothing crosses process boundaries.
+* ``redis://``, ``rediss://`` (TLS), ``unix://`` — redis-py's own URL parsing (hiredis when installed).
+* ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` — the master of a Sentinel service.
+
+The clients return ``bytes`` (``decode_responses=False``), as python-rq expects.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..exceptions import BackendUnavailable, UnsupportedURL
+
+__all__ = ["check_redis", "create_redis", "mask_url", "reset_memory_servers"]
+
+_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel")
+_memory_servers: dict[str, Any] = {}
+_memory_lock = threading.Lock()
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _memory_server(name: str) -> Any:
+    import fakeredis
+
+    with _memory_lock:
+        server = _memory_servers.get(name)
+        if server is None:
+            server = fakeredis.FakeServer(version=(7, 2))
+            _memory_servers[name] = server
+        return server
+
+
+def reset_memory_servers() -> None:
+    """Forget every ``memory://`` server of this process (tests use it to start from empty)."""
+    with _memory_lock:
+        _memory_servers.clear()
+
+
+def create_redis(url: str, **options: Any) -> aioredis.Redis:
+    """A new ``redis.asyncio.Redis`` client for ``url``. Does not connect until first used.
+
+    ``options`` go to redis-py (e.g. ``max_connections``, ``socket_timeout``).
+    Raises :class:`~asyncsched.exceptions.UnsupportedURL` for a scheme we do not serve.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        import fakeredis
+
+        name = urlsplit(url).netloc + urlsplit(url).path or "default"
+        client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=_memory_server(name), **options)
+        return client
+    if scheme in ("redis", "rediss", "unix"):
+        options.setdefault("health_check_interval", 30)
+        return aioredis.Redis.from_url(url, **options)
+    if scheme == "redis+sentinel":
+        return _sentinel_master(url, **options)
+    raise UnsupportedURL(
+        f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}; use one of: "
+        + ", ".join(f"{s}://" for s in _SCHEMES)
+    )
+
+
+def _sentinel_master(url: str, **options: Any) -> aioredis.Redis:
+    parts = urlsplit(url)
+    hosts_part = parts.netloc.rsplit("@", 1)[-1]
+    hosts: list[tuple[str, int]] = []
+    for item in hosts_part.split(","):
+        host, _, port = item.rpartition(":")
+        if not host:
+            host, port = item, "26379"
+        hosts.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise UnsupportedURL(f"Sentinel URL needs a service name: {mask_url(url)} (…/service[/db])")
+    service = path[0]
+    if len(path) > 1:
+        options["db"] = int(path[1])
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts, sentinel_kwargs={"password": options.get("password")}, **options
+    )
+    master: aioredis.Redis = sentinel.master_for(service)
+    return master
+
+
+def describe(url: str) -> str:
+    """Where ``url`` points, for messages: ``host:port`` (or the socket path), password never shown."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    if parts.scheme == "memory":
+        return "in-process memory server"
+    return parts.netloc.rsplit("@", 1)[-1] or "localhost:6379"
+
+
+async def check_redis(client: aioredis.Redis, url: str) -> None:
+    """PING ``client``; turn any connection failure into one clear :class:`BackendUnavailable` line."""
+    try:
+        await client.ping()
+    except AuthenticationError as exc:
+        raise BackendUnavailable(
+            f"Redis at {describe(url)} refused the credentials in {mask_url(url)}: {exc}"
+        ) from None
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise BackendUnavailable(
+            f"cannot reach Redis at {describe(url)} ({mask_url(url)}): {str(exc).rstrip('.')}. "
+            "Is redis-server running? Set REDIS_URL, or use memory:// for the embedded server."
+        ) from None

@@ -1,0 +1,75 @@
+"""The ``asyncsched`` command line: one subcommand per module in this package.
+
+Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets ``handler`` to a
+function ``(args, settings) -> int``. Errors of asyncsched's own tree print as one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+from ..config import Settings, set_settings
+from ..exceptions import AsyncschedError
+from . import _db, _events, _info, _run, _scheduler, _tasks, _worker
+
+__all__ = ["build_parser", "main"]
+
+_COMMANDS = (_run, _worker, _scheduler, _tasks, _db, _info, _events)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used by the docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="asyncsched",
+        description="Asyncio background jobs on python-rq's Redis format: queue, scheduler, event bus.",
+    )
+    parser.add_argument("--version", action="version", version=f"asyncsched {__version__}")
+    parser.add_argument("--redis-url", help="Redis URL (env REDIS_URL; default memory://)")
+    parser.add_argument("--database-url", help="database URL (env DATABASE_URL; default SQLite file)")
+    parser.add_argument("--key-prefix", help="Redis key prefix (env ASYNCSCHED_KEY_PREFIX; default rq)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env ASYNCSCHED_LOG_LEVEL)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``asyncsched`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        settings = Settings.from_env(
+            redis_url=args.redis_url,
+            database_url=args.database_url,
+            key_prefix=args.key_prefix,
+            log_level=args.log_level,
+        )
+    except AsyncschedError as exc:
+        print(f"asyncsched: error: {exc}", file=sys.stderr)
+        return 2
+    set_settings(settings)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        code: int = args.handler(args, settings)
+    except AsyncschedError as exc:
+        print(f"asyncsched: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Settings: one object, read from the environment, overridable by CLI flags and constructor arguments.
+
+Every public component takes an optional ``settings`` (and usually a more specific override such as a URL
+or a client). With none given it uses :func:`get_settings`, which reads the environment once.
+
+=============================  ==============================  ==========================================
+Environment variable           Default                         Meaning
+=============================  ==============================  ==========================================
+``REDIS_URL``                  ``memory://``                   Redis: ``memory://`` (in-process),
+                                                               ``redis://``, ``rediss://``, ``unix://``,
+                                                               ``redis+sentinel://host:port/service``
+``DATABASE_URL``               ``sqlite+aiosqlite:///./asyncsched.db``
+                                                               SQL history and schedules
+``ASYNCSCHED_KEY_PREFIX``      ``rq`` (or ``RQ_KEY_PREFIX``)   Prefix of every Redis key (RQ 3's prefix)
+``ASYNCSCHED_QUEUES``          ``default``                     Comma-separated queues a worker listens to
+``ASYNCSCHED_SERIALIZER``      ``json``                        Serializer of jobs we create: json|pickle
+``ASYNCSCHED_ACCEPT_PICKLE``   ``false``                       Workers run pickled (RQ default) jobs
+``ASYNCSCHED_CONCURRENCY``     ``100``                         Async jobs in flight per worker
+``ASYNCSCHED_THREADS``         ``8``                           Threads for sync (``def``) jobs
+``ASYNCSCHED_JOB_TIMEOUT``     ``180``                         Default job timeout, seconds (RQ's)
+``ASYNCSCHED_AGENT``           ``default``                     Agent name of this process
+``ASYNCSCHED_TASKS``           (none)                          Comma-separated tasks.yaml files
+``ASYNCSCHED_HOST``            ``127.0.0.1``                   HTTP API host for ``asyncsched run``
+``ASYNCSCHED_PORT``            ``8000``                        HTTP API port
+``ASYNCSCHED_API_TOKEN``       (none)                          Bearer token required by the API if set
+``ASYNCSCHED_ALLOWED_FUNCTIONS`` (none)                        Comma-separated module prefixes the API
+                                                               may schedule or enqueue
+``ASYNCSCHED_CORS_ORIGINS``    (none)                          Comma-separated origins; CORS off if empty
+``ASYNCSCHED_RETENTION_DAYS``  ``30``                          Prune executions/events older than this
+``ASYNCSCHED_LOG_LEVEL``       ``INFO``                        Logging level
+=============================  ==============================  ==========================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .exceptions import ConfigurationError
+
+__all__ = ["Settings", "get_settings", "set_settings"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_ENV_VARS: Mapping[str, str] = {
+    "REDIS_URL": "redis_url",
+    "DATABASE_URL": "database_url",
+    "RQ_KEY_PREFIX": "key_prefix",
+    "ASYNCSCHED_KEY_PREFIX": "key_prefix",
+    "ASYNCSCHED_QUEUES": "queues",
+    "ASYNCSCHED_SERIALIZER": "serializer",
+    "ASYNCSCHED_ACCEPT_PICKLE": "accept_pickle",
+    "ASYNCSCHED_CONCURRENCY": "concurrency",
+    "ASYNCSCHED_THREADS": "threads",
+    "ASYNCSCHED_JOB_TIMEOUT": "job_timeout",
+    "ASYNCSCHED_AGENT": "agent",
+    "ASYNCSCHED_TASKS": "tasks",
+    "ASYNCSCHED_HOST": "host",
+    "ASYNCSCHED_PORT": "port",
+    "ASYNCSCHED_API_TOKEN": "api_token",
+    "ASYNCSCHED_ALLOWED_FUNCTIONS": "allowed_functions",
+    "ASYNCSCHED_CORS_ORIGINS": "cors_origins",
+    "ASYNCSCHED_RETENTION_DAYS": "retention_days",
+    "ASYNCSCHED_LOG_LEVEL": "log_level",
+}
+"""Environment variable -> settings field. ``ASYNCSCHED_KEY_PREFIX`` wins over RQ's ``RQ_KEY_PREFIX``."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide configuration. Build with :meth:`from_env`, change with :meth:`replace`."""
+
+    redis_url: str = "memory://"
+    database_url: str = "sqlite+aiosqlite:///./asyncsched.db"
+    key_prefix: str = "rq"
+    queues: tuple[str, ...] = ("default",)
+    serializer: str = "json"
+    accept_pickle: bool = False
+    concurrency: int = 100
+    threads: int = 8
+    job_timeout: int = 180
+    agent: str = "default"
+    tasks: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_token: str | None = field(default=None, repr=False)
+    allowed_functions: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    retention_days: int = 30
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.serializer not in ("json", "pickle"):
+            raise ConfigurationError(
+                f"serializer must be 'json' or 'pickle', got {self.serializer!r} (ASYNCSCHED_SERIALIZER)"
+            )
+        for name in ("concurrency", "threads", "job_timeout", "port"):
+            if getattr(self, name) <= 0 and not (name == "job_timeout" and self.job_timeout == -1):
+                raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.queues:
+            raise ConfigurationError("at least one queue is needed (ASYNCSCHED_QUEUES)")
+        if not self.key_prefix or ":" in self.key_prefix:
+            raise ConfigurationError(f"key prefix must be non-empty without ':', got {self.key_prefix!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``), then apply ``overrides``.
+
+        Overrides whose value is ``None`` are ignored, so CLI flags left unset fall back to the environment.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for var, name in _ENV_VARS.items():
+            if var in env:
+                values[name] = _parse(var, name, types[name], env[var])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (``None`` values ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _parse(var: str, name: str, typ: Any, raw: str) -> Any:
+    typ = str(typ)
+    try:
+        if typ == "bool":
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError("expected true or false")
+        if typ == "int":
+            return int(raw)
+        if typ.startswith("tuple"):
+            return _split(raw)
+        if typ == "str | None":
+            return raw or None
+        return raw
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {var}={raw!r} is invalid for {name}: {exc}") from None
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
+
+
+def set_settings(settings: Settings | None) -> None:
+    """Replace the process-wide settings (``None`` re-reads the environment on next use)."""
+    global _settings
+    _settings = settings

@@ -1,0 +1,135 @@
+"""SQL models (SQLAlchemy 2, typed, async): schedules, execution history and the event log.
+
+Redis is the hot path; these tables are what must be durable and queryable (``docs/architecture.md``).
+Ids are text so they can be made on any replica without a round trip; timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "EventMessage", "ExecutionStatus", "ScheduleType", "ScheduledTask", "TaskExecution"]
+
+
+def _uuid() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of asyncsched's tables (``Base.metadata`` is what the migrations must produce)."""
+
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ScheduleType(enum.StrEnum):
+    """How a scheduled task's ``schedule`` string is read."""
+
+    INTERVAL = "interval"
+    CRON = "cron"
+
+
+class ExecutionStatus(enum.StrEnum):
+    """The spec's execution statuses (RQ's own vocabulary is mapped onto these)."""
+
+    SCHEDULED = "scheduled"
+    DEFERRED = "deferred"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ScheduledTask(Base):
+    """A recurring task definition, from a ``tasks.yaml`` file or the API: the source of truth."""
+
+    __tablename__ = "asyncsched_scheduled_tasks"
+    __table_args__ = (
+        UniqueConstraint("agent_name", "name", name="uq_scheduled_task_agent_name"),
+        Index("ix_scheduled_task_next_run", "enabled", "next_run_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_uuid)
+    agent_name: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    type: Mapped[str] = mapped_column(String(16))
+    schedule: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    function: Mapped[str] = mapped_column(String(500))
+    args: Mapped[list[Any]] = mapped_column(default=list)
+    kwargs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    queue: Mapped[str] = mapped_column(String(200), default="default")
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[str | None] = mapped_column(String(1000), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_run_at: Mapped[datetime | None] = mapped_column(default=None)
+    next_run_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    def __repr__(self) -> str:
+        return f"<ScheduledTask {self.agent_name}/{self.name} {self.type} {self.schedule!r}>"
+
+
+class TaskExecution(Base):
+    """One attempt of one job: ad-hoc (``scheduled_task_id`` null) or fired by a schedule."""
+
+    __tablename__ = "asyncsched_task_executions"
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", name="uq_task_execution_job_attempt"),
+        Index("ix_task_execution_agent_status", "agent_name", "status"),
+        Index("ix_task_execution_enqueued", "enqueued_at"),
+        Index("ix_task_execution_task_enqueued", "scheduled_task_id", "enqueued_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_uuid)
+    job_id: Mapped[str] = mapped_column(String(200), index=True)
+    scheduled_task_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("asyncsched_scheduled_tasks.id", ondelete="SET NULL"), default=None
+    )
+    agent_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    task_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    function: Mapped[str | None] = mapped_column(String(500), default=None)
+    queue: Mapped[str] = mapped_column(String(200), default="default")
+    status: Mapped[str] = mapped_column(String(16), default=ExecutionStatus.QUEUED.value, index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    worker_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    enqueued_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    duration: Mapped[float | None] = mapped_column(Float, default=None)
+    result: Mapped[Any | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    traceback: Mapped[str | None] = mapped_column(Text, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<TaskExecution {self.job_id}#{self.attempt} {self.status}>"
+
+
+class EventMessage(Base):
+    """One event published on the bus (persisted when event logging is on)."""
+
+    __tablename__ = "asyncsched_event_messages"
+    __table_args__ = (Index("ix_event_message_type_created", "event_type", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_uuid)
+    event_type: Mapped[str] = mapped_column(String(200))
+    source_agent: Mapped[str] = mapped_column(String(200), index=True)
+    target_agent: Mapped[str | None] = mapped_column(String(200), default=None, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    def __repr__(self) -> str:
+        return f"<EventMessage {self.event_type} from {self.source_agent}>"

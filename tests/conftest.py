@@ -1,0 +1,116 @@
+"""Shared fixtures: every backend test runs on every backend.
+
+* ``redis_url`` is parametrized over ``memory`` (in-process fakeredis) and ``redis`` (a real redis-server
+  started for the session on a free loopback port, flushed before each test).
+* ``database_url`` is parametrized over ``sqlite`` (a fresh file) and ``postgresql`` (a fresh database on a
+  real PostgreSQL cluster started for the session).
+
+A missing server binary fails the tests that need it, with the install command; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from asyncsched._redis import create_redis, reset_memory_servers
+from asyncsched.config import Settings, set_settings
+
+from .servers import PostgresServer, RedisServer, ServerUnavailable, postgres_server, redis_server
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def real_redis() -> Iterator[RedisServer]:
+    """The session's real redis-server."""
+    try:
+        with redis_server() as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def real_postgres() -> Iterator[PostgresServer]:
+    """The session's real PostgreSQL cluster (run as ``nobody`` when the tests run as root)."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def real_redis_url(real_redis: RedisServer) -> str:
+    """URL of the real redis-server, flushed before the test."""
+    import redis as syncredis
+
+    if real_redis.proc.poll() is not None:  # a test may have stopped it
+        real_redis.restart()
+    client = syncredis.Redis.from_url(real_redis.url)
+    client.flushall()
+    client.close()
+    return real_redis.url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A Redis URL on every backend: the embedded memory server and a real redis-server."""
+    if request.param == "memory":
+        reset_memory_servers()
+        yield f"memory://test-{uuid.uuid4().hex[:8]}"
+        reset_memory_servers()
+    else:
+        yield request.getfixturevalue("real_redis_url")
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An async client for ``redis_url``."""
+    client = create_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _admin(server: PostgresServer, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(host="127.0.0.1", port=server.port, user="asyncsched", database="postgres")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def real_database_url(real_postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped after the test."""
+    name = f"t_{next(_db_counter)}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_admin(real_postgres, f'CREATE DATABASE "{name}"'))
+    yield real_postgres.url(name)
+    asyncio.run(_admin(real_postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL on every backend: a fresh SQLite file and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/test.db"
+    else:
+        yield request.getfixturevalue("real_database_url")
+
+
+@pytest.fixture
+def settings(redis_url: str, database_url: str) -> Iterator[Settings]:
+    """Settings on the parametrized backends, installed as the process-wide settings for the test."""
+    value = Settings(redis_url=redis_url, database_url=database_url)
+    set_settings(value)
+    yield value
+    set_settings(None)

@@ -1,0 +1,186 @@
+"""Real servers for the test session: a redis-server and a PostgreSQL cluster on free loopback ports.
+
+PostgreSQL refuses to run as root, so when the tests run as root (CI does) the cluster is initialised and
+run as the unprivileged ``nobody`` user in a directory that user owns. Missing binaries fail loudly with
+the install command; they are never a reason to skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+class ServerUnavailable(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerUnavailable(f"{what} exited with code {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise ServerUnavailable(f"{what} did not listen on port {port} within {timeout}s")
+
+
+def find_binary(name: str, extra_globs: tuple[str, ...] = ()) -> str:
+    path = shutil.which(name)
+    if path:
+        return path
+    for pattern in extra_globs:
+        hits = sorted(glob.glob(pattern))
+        if hits:
+            return hits[-1]
+    raise ServerUnavailable(name)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: str
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (data is not persisted)."""
+        self.stop()
+        self.proc = _spawn_redis(self.port, self.workdir)
+
+
+def _spawn_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
+    try:
+        binary = find_binary("redis-server")
+    except ServerUnavailable:
+        raise ServerUnavailable(
+            "redis-server is not installed; install it with `apt-get install -y redis-server`"
+        ) from None
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    _wait_port(port, proc, "redis-server")
+    return proc
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    workdir = tempfile.mkdtemp(prefix="asyncsched-redis-")
+    port = free_port()
+    server = RedisServer(port, _spawn_redis(port, workdir), workdir)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class PostgresServer:
+    port: int
+    datadir: str
+    user: str | None
+    pg_ctl: str
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql+asyncpg://asyncsched@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+asyncpg://asyncsched@127.0.0.1:{self.port}/{database}"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            [self.pg_ctl, "-D", self.datadir, "-w", "-t", "60", *args],
+            check=True,
+            user=self.user,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        opts = (
+            f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._ctl("-o", opts, "-l", os.path.join(self.datadir, "server.log"), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._ctl("-m", mode, "stop")
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    globs = ("/usr/lib/postgresql/*/bin/{}",)
+    try:
+        initdb = find_binary("initdb", tuple(g.format("initdb") for g in globs))
+        pg_ctl = find_binary("pg_ctl", tuple(g.format("pg_ctl") for g in globs))
+    except ServerUnavailable:
+        raise ServerUnavailable(
+            "PostgreSQL server binaries (initdb, pg_ctl) are missing; install them with "
+            "`apt-get install -y postgresql`"
+        ) from None
+    user = "nobody" if os.geteuid() == 0 else None
+    datadir = tempfile.mkdtemp(prefix="asyncsched-pg-")
+    if user:
+        shutil.chown(datadir, user=user)
+    subprocess.run(
+        [initdb, "-D", datadir, "-U", "asyncsched", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        check=True,
+        user=user,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    server = PostgresServer(free_port(), datadir, user, pg_ctl)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(datadir, ignore_errors=True)

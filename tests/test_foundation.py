@@ -1,0 +1,129 @@
+"""The foundation: settings, URL factories, clear errors, and the CLI skeleton."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import text
+
+from asyncsched import BackendUnavailable, ConfigurationError, Settings, UnsupportedURL
+from asyncsched import __all__ as exported
+from asyncsched._redis import check_redis, create_redis, mask_url
+from asyncsched.store import Base, check_database, create_engine, normalize_database_url
+
+
+def test_settings_from_env_and_overrides() -> None:
+    env = {"REDIS_URL": "redis://h:1/0", "ASYNCSCHED_QUEUES": "a, b", "ASYNCSCHED_ACCEPT_PICKLE": "yes"}
+    s = Settings.from_env(env, database_url="sqlite:///x.db", redis_url=None)
+    assert s.redis_url == "redis://h:1/0"
+    assert s.queues == ("a", "b")
+    assert s.accept_pickle is True
+    assert s.database_url == "sqlite:///x.db"
+    assert Settings.from_env({}).redis_url == "memory://"
+
+
+def test_settings_rejects_bad_values_with_the_variable_name() -> None:
+    with pytest.raises(ConfigurationError, match="ASYNCSCHED_CONCURRENCY"):
+        Settings.from_env({"ASYNCSCHED_CONCURRENCY": "many"})
+    with pytest.raises(ConfigurationError, match="serializer"):
+        Settings(serializer="yaml")
+
+
+def test_api_token_is_not_in_repr() -> None:
+    assert "s3cret" not in repr(Settings(api_token="s3cret"))
+
+
+async def test_redis_factory_round_trip(redis: aioredis.Redis, redis_url: str) -> None:
+    await check_redis(redis, redis_url)
+    await redis.set("k", b"v")
+    assert await redis.get("k") == b"v"
+    # Lua works on every backend (memory:// is fakeredis with lupa).
+    assert await redis.eval("return redis.call('GET', KEYS[1])", 1, "k") == b"v"
+
+
+async def test_memory_urls_share_one_server_per_name() -> None:
+    a, b, c = create_redis("memory://shared"), create_redis("memory://shared"), create_redis("memory://other")
+    await a.set("x", 1)
+    assert await b.get("x") == b"1"
+    assert await c.get("x") is None
+    for client in (a, b, c):
+        await client.aclose()
+
+
+def test_unknown_redis_scheme_is_a_typed_error() -> None:
+    with pytest.raises(UnsupportedURL, match="'foo'"):
+        create_redis("foo://x")
+
+
+async def test_unreachable_redis_names_host_and_masks_password() -> None:
+    url = "redis://:hunter2@127.0.0.1:1/0"
+    client = create_redis(url)
+    with pytest.raises(BackendUnavailable) as info:
+        await check_redis(client, url)
+    await client.aclose()
+    assert "127.0.0.1:1" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    assert mask_url(url) == "redis://:***@127.0.0.1:1/0"
+
+
+async def test_database_factory_creates_schema(database_url: str) -> None:
+    engine = create_engine(database_url)
+    await check_database(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+        names = await conn.run_sync(lambda c: __import__("sqlalchemy").inspect(c).get_table_names())
+        assert {
+            "asyncsched_scheduled_tasks",
+            "asyncsched_task_executions",
+            "asyncsched_event_messages",
+        } <= set(names)
+        assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+    await engine.dispose()
+
+
+def test_database_url_aliases_and_errors() -> None:
+    assert normalize_database_url("sqlite:///a.db") == "sqlite+aiosqlite:///a.db"
+    assert normalize_database_url("postgresql://u@h/d") == "postgresql+asyncpg://u@h/d"
+    with pytest.raises(UnsupportedURL, match="mysql"):
+        normalize_database_url("mysql://u:pw@h/d")
+
+
+async def test_unreachable_database_is_one_clear_error() -> None:
+    engine = create_engine("postgresql+asyncpg://u:pw@127.0.0.1:1/db")
+    with pytest.raises(BackendUnavailable, match=r"127\.0\.0\.1:1") as info:
+        await check_database(engine)
+    assert "pw" not in str(info.value).replace("password", "")
+    await engine.dispose()
+
+
+def test_cli_version_and_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "asyncsched", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert out.stdout.startswith("asyncsched ")
+    out = subprocess.run([sys.executable, "-m", "asyncsched", "--help"], capture_output=True, text=True)
+    for command in ("run", "worker", "scheduler", "tasks", "db", "info", "events"):
+        assert command in out.stdout
+
+
+def test_cli_unreachable_redis_is_one_line(tmp_path: object) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "asyncsched", "--redis-url", "redis://:pw@127.0.0.1:1/0", "info"],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1
+    assert "127.0.0.1:1" in out.stderr
+    assert ":pw@" not in out.stderr
+
+
+def test_public_api_is_curated() -> None:
+    import asyncsched
+
+    assert sorted(exported) == sorted(set(exported))
+    for name in exported:
+        assert hasattr(asyncsched, name), name
