@@ -1,0 +1,144 @@
+"""Job lifecycle records: the one feed from the queue and worker to the history recorder and the event bus.
+
+Whoever changes a job's state (``TaskQueue`` on enqueue/cancel, the worker on start/finish/fail/retry)
+appends one record to the Redis STREAM :func:`asyncsched._keys.lifecycle_stream` **in the same
+pipeline/script as the state change**, trimmed ``MAXLEN ~ LIFECYCLE_MAXLEN``. Two consumer groups read it:
+
+* ``recorder`` — writes :class:`~asyncsched.store.models.TaskExecution` rows in batches (upsert by
+  ``(job_id, attempt)``), XACKs only after the commit. While the database is down the records wait in the
+  stream: bounded, in Redis, nothing lost or duplicated.
+* ``events`` — publishes ``task.queued``, ``task.started``, ``task.completed``, ``task.failed``,
+  ``task.cancelled`` on the event bus (see :data:`EVENT_TYPES`).
+
+The worker never waits on SQL or on event delivery. Records of one job may be consumed out of order across
+batches; consumers merge by :data:`RANK` so a later state is never overwritten by an earlier one.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = [
+    "EVENT_TYPES",
+    "LIFECYCLE_MAXLEN",
+    "RANK",
+    "RESULT_CAP",
+    "Lifecycle",
+    "LifecycleRecord",
+    "cap_result",
+]
+
+LIFECYCLE_MAXLEN = 200_000
+"""Approximate bound of the stream: the buffer that survives a database outage."""
+
+RESULT_CAP = 16_384
+"""Results larger than this (as JSON text) are recorded as a truncated preview."""
+
+
+class Lifecycle(enum.StrEnum):
+    """What happened to the job. ``RETRY`` is a failed attempt that will run again."""
+
+    SCHEDULED = "scheduled"
+    DEFERRED = "deferred"
+    QUEUED = "queued"
+    STARTED = "started"
+    SUCCESS = "success"
+    FAILED = "failed"
+    RETRY = "retry"
+    CANCELLED = "cancelled"
+
+
+RANK: Mapping[Lifecycle, int] = {
+    Lifecycle.SCHEDULED: 0,
+    Lifecycle.DEFERRED: 0,
+    Lifecycle.QUEUED: 1,
+    Lifecycle.STARTED: 2,
+    Lifecycle.SUCCESS: 3,
+    Lifecycle.FAILED: 3,
+    Lifecycle.RETRY: 3,
+    Lifecycle.CANCELLED: 4,
+}
+"""Merge order: a record of lower rank never overwrites a stored state of higher rank (same attempt)."""
+
+EVENT_TYPES: Mapping[Lifecycle, str] = {
+    Lifecycle.QUEUED: "task.queued",
+    Lifecycle.STARTED: "task.started",
+    Lifecycle.SUCCESS: "task.completed",
+    Lifecycle.FAILED: "task.failed",
+    Lifecycle.RETRY: "task.failed",
+    Lifecycle.CANCELLED: "task.cancelled",
+}
+"""Event bus type published for each lifecycle kind (scheduled/deferred publish nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleRecord:
+    """One state change of one attempt of one job. Times are float epoch seconds (UTC)."""
+
+    kind: Lifecycle
+    job_id: str
+    queue: str
+    attempt: int = 1
+    agent_name: str | None = None
+    task_name: str | None = None
+    function: str | None = None
+    scheduled_task_id: str | None = None
+    worker: str | None = None
+    enqueued_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    result: str | None = None  # JSON text, capped at RESULT_CAP
+    error: str | None = None  # one line: "ExceptionType: message"
+    traceback: str | None = None
+
+    def encode(self) -> dict[str, str]:
+        """Stream fields: only the set ones, all as text."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = str(value)
+        return out
+
+    @classmethod
+    def decode(cls, raw: Mapping[bytes | str, bytes | str]) -> LifecycleRecord:
+        """Inverse of :meth:`encode` (accepts the bytes redis-py returns)."""
+        data = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value: Any = data[f.name]
+            if f.name == "kind":
+                value = Lifecycle(value)
+            elif f.name == "attempt":
+                value = int(value)
+            elif f.name.endswith("_at"):
+                value = float(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+    @property
+    def event_type(self) -> str | None:
+        """The event-bus type for this record, or ``None`` when nothing is published."""
+        return EVENT_TYPES.get(self.kind)
+
+
+def cap_result(value: Any) -> str | None:
+    """JSON text of ``value`` for the history, truncated to :data:`RESULT_CAP`; repr when not JSON-able."""
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = json.dumps(repr(value))
+    if len(text) > RESULT_CAP:
+        text = json.dumps({"truncated": True, "preview": text[: RESULT_CAP - 64]})
+    return text
