@@ -6,7 +6,7 @@ RQ's keys live in :mod:`asyncsched.rq.keys`. Ours share the same prefix (``Setti
 
 from __future__ import annotations
 
-__all__ = ["lifecycle_stream", "ns"]
+__all__ = ["event_log_stream", "lifecycle_stream", "ns"]
 
 
 def ns(prefix: str) -> str:
@@ -17,3 +17,8 @@ def ns(prefix: str) -> str:
 def lifecycle_stream(prefix: str) -> str:
     """STREAM of job lifecycle records (see :mod:`asyncsched._lifecycle`)."""
     return f"{ns(prefix)}:lifecycle"
+
+
+def event_log_stream(prefix: str) -> str:
+    """STREAM of published event envelopes to persist as ``EventMessage`` rows (when persistence is on)."""
+    return f"{ns(prefix)}:eventlog"
