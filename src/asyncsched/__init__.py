@@ -19,14 +19,18 @@ from .exceptions import (
     UnsafeJob,
     UnsupportedURL,
 )
+from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
     "AsyncschedError",
     "BackendUnavailable",
     "ConfigurationError",
+    "Database",
     "DuplicateTask",
     "EventMessage",
+    "EventRepository",
+    "ExecutionRepository",
     "ExecutionStatus",
     "FunctionNotAllowed",
     "InvalidJob",
@@ -34,6 +38,8 @@ __all__ = [
     "JobError",
     "JobNotFound",
     "JobTimeout",
+    "Page",
+    "Recorder",
     "ScheduleType",
     "ScheduledTask",
     "SerializationError",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -257,3 +257,38 @@ async def test_custom_prefix_and_group_created_on_entry(redis_url: str, db: Data
             await wait_until(seen, what="the prefixed stream to be recorded")
     finally:
         await client.aclose()
+
+
+async def test_a_restarted_recorder_writes_what_it_had_read(redis: aioredis.Redis, db: Database) -> None:
+    """Entries read by a recorder that died before its XACK stay pending and are written on restart."""
+    stream = _keys.lifecycle_stream("rq")
+    await _recorder(redis, db).flush()  # creates the group
+    await emit(redis, *lifecycle("crashed").values())
+    await redis.xreadgroup(GROUP, "test", {stream: ">"}, count=10)  # read, then "crash"
+    assert (await redis.xpending(stream, GROUP))["pending"] == 3
+    assert await _recorder(redis, db).flush() == 3
+    assert (await ExecutionRepository(db).get("crashed")).status == "success"
+    assert (await redis.xpending(stream, GROUP))["pending"] == 0
+
+
+async def test_entries_of_a_dead_consumer_are_claimed(redis: aioredis.Redis, db: Database) -> None:
+    stream = _keys.lifecycle_stream("rq")
+    await _recorder(redis, db).flush()
+    await emit(redis, *lifecycle("orphaned").values())
+    await redis.xreadgroup(GROUP, "dead-host", {stream: ">"}, count=10)
+    assert await _recorder(redis, db, consumer="alive", claim_idle=0).flush() == 3
+    assert (await ExecutionRepository(db).get("orphaned")).status == "success"
+
+
+async def test_recorder_applies_retention(redis: aioredis.Redis, db: Database) -> None:
+    old = T0 - 40 * 86400
+    await emit(redis, *lifecycle("old", t0=old).values(), *lifecycle("new").values())
+    await _recorder(redis, db, retention=False).flush()
+    assert await _count(db) == 2
+    async with _recorder(redis, db, retention=timedelta(days=30)):
+
+        async def pruned() -> bool:
+            return await _count(db) == 1
+
+        await wait_until(pruned, what="the old execution to be pruned")
+    assert (await ExecutionRepository(db).get("new")).status == "success"
