@@ -292,3 +292,37 @@ async def test_recorder_applies_retention(redis: aioredis.Redis, db: Database) -
 
         await wait_until(pruned, what="the old execution to be pruned")
     assert (await ExecutionRepository(db).get("new")).status == "success"
+
+
+async def test_nul_characters_are_stripped(redis: aioredis.Redis, db: Database) -> None:
+    """PostgreSQL refuses NUL in text; it is dropped from text fields instead of refusing the record."""
+    await emit(redis, LifecycleRecord(Lifecycle.FAILED, "nul", "default", error="bad \x00 byte"))
+    await redis.xadd(_keys.event_log_stream("rq"), {"id": "ev", "event_type": "x\x00", "source_agent": "a"})
+    await _recorder(redis, db).flush()
+    assert (await ExecutionRepository(db).get("nul")).error == "bad  byte"
+    assert (await EventRepository(db).get("ev")).event_type == "x"
+
+
+async def test_a_row_the_database_refuses_is_dropped_alone(
+    redis: aioredis.Redis, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that keeps failing while the database answers is written row by row; only the refused
+    row is dropped (logged), the others are recorded and everything is acknowledged."""
+    rec = _recorder(redis, db)
+    real_upsert = rec._upsert
+
+    async def refuse_poison(conn: Any, rows: list[dict[str, Any]]) -> None:
+        if any(r["job_id"] == "poison" for r in rows):
+            raise RuntimeError("the database refuses this row")
+        await real_upsert(conn, rows)
+
+    monkeypatch.setattr(rec, "_upsert", refuse_poison)
+    await emit(redis, *lifecycle("before").values(), LifecycleRecord(Lifecycle.QUEUED, "poison", "default"))
+    await emit(redis, *lifecycle("after").values())
+    for _ in range(2):  # the first failures look like an outage: raised, entries stay pending
+        with pytest.raises(RuntimeError):
+            await rec.flush()
+    assert await rec.flush() == 7
+    repo = ExecutionRepository(db)
+    assert {r.job_id for r in (await repo.list()).items} == {"before", "after"}
+    assert (await redis.xpending(_keys.lifecycle_stream("rq"), GROUP))["pending"] == 0
