@@ -225,7 +225,11 @@ async def test_database_failures_lose_and_duplicate_nothing(
             raise OperationalError("INSERT", {}, ConnectionRefusedError("database is down"))
         await real_upsert(conn, rows)
 
+    async def answers() -> bool:  # the outage ends only when the next write is attempted
+        return False
+
     monkeypatch.setattr(rec, "_upsert", flaky_upsert)
+    monkeypatch.setattr(rec, "_database_answers", answers)
     async with rec:
         for job in jobs:
             await emit(redis, *lifecycle(job).values())
