@@ -19,6 +19,7 @@ from .exceptions import (
     UnsafeJob,
     UnsupportedURL,
 )
+from .queue import JobRecord, JobStatus, Retry, TaskQueue
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
@@ -33,7 +34,10 @@ __all__ = [
     "InvalidSchedule",
     "JobError",
     "JobNotFound",
+    "JobRecord",
+    "JobStatus",
     "JobTimeout",
+    "Retry",
     "ScheduleType",
     "ScheduledTask",
     "SerializationError",
@@ -41,6 +45,7 @@ __all__ = [
     "TaskDefinitionError",
     "TaskExecution",
     "TaskNotFound",
+    "TaskQueue",
     "UnsafeJob",
     "UnsupportedURL",
     "__version__",

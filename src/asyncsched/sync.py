@@ -8,4 +8,6 @@ implemented twice.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .queue._sync import TaskQueue
+
+__all__: list[str] = ["TaskQueue"]
