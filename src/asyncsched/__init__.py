@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .config import Settings, get_settings
+from .events import Event, EventBus, LifecyclePublisher, Subscription
 from .exceptions import (
     AsyncschedError,
     BackendUnavailable,
@@ -26,6 +27,8 @@ __all__ = [
     "BackendUnavailable",
     "ConfigurationError",
     "DuplicateTask",
+    "Event",
+    "EventBus",
     "EventMessage",
     "ExecutionStatus",
     "FunctionNotAllowed",
@@ -34,10 +37,12 @@ __all__ = [
     "JobError",
     "JobNotFound",
     "JobTimeout",
+    "LifecyclePublisher",
     "ScheduleType",
     "ScheduledTask",
     "SerializationError",
     "Settings",
+    "Subscription",
     "TaskDefinitionError",
     "TaskExecution",
     "TaskNotFound",

@@ -8,4 +8,6 @@ implemented twice.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .events._sync import EventBus
+
+__all__: list[str] = ["EventBus"]
