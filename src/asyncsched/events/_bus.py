@@ -29,7 +29,7 @@ import collections
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
@@ -45,7 +45,7 @@ from ..exceptions import ConfigurationError
 from ._envelope import Event, validate_agent_name
 from ._match import compile_pattern
 
-__all__ = ["Callback", "EventBus", "Subscription"]
+__all__ = ["Callback", "EventBus", "EventStream", "Subscription"]
 
 logger = logging.getLogger("asyncsched.events")
 
@@ -615,26 +615,53 @@ class EventBus:
             await self._ensure_reader()
         return await self._inbox.get(timeout)
 
-    async def events(
-        self, event_type: str = "*", *, idle_timeout: float | None = None
-    ) -> AsyncIterator[Event]:
-        """Iterate over received events matching ``event_type`` (with their own buffer, so several
-        iterators and ``listen()`` each see every event). Ends when the bus closes, or after ``idle_timeout``
-        seconds without an event when one is given."""
+    def events(self, event_type: str = "*", *, idle_timeout: float | None = None) -> EventStream:
+        """Iterate over received events matching ``event_type``: ``async for event in bus.events("task.*")``.
+
+        The stream has its own buffer, registered when ``events()`` is called, so several streams and
+        ``listen()`` each see every event received from then on. It ends when the bus closes, or after
+        ``idle_timeout`` seconds without an event when one is given, or on ``await stream.aclose()``.
+        """
         sink = _Sink(self._buffer_size, None if event_type == "*" else compile_pattern(event_type))
         self._sinks.append(sink)
-        try:
-            if self._reader is None and not self._closed:
-                await self._ensure_reader()
-            while not self._closed:
-                event = await sink.get(idle_timeout)
-                if event is None:
-                    if idle_timeout is not None:
-                        return
-                    continue
-                yield event
-        finally:
-            self._sinks.remove(sink)
+        return EventStream(self, sink, idle_timeout)
+
+
+class EventStream:
+    """Async iterator over the events a bus receives (see :meth:`EventBus.events`)."""
+
+    def __init__(self, bus: EventBus, sink: _Sink, idle_timeout: float | None) -> None:
+        self._bus = bus
+        self._sink: _Sink | None = sink
+        self._idle_timeout = idle_timeout
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        bus = self._bus
+        while self._sink is not None and not bus._closed:
+            if bus._reader is None:
+                await bus._ensure_reader()
+            event = await self._sink.get(self._idle_timeout)
+            if event is not None:
+                return event
+            if self._idle_timeout is not None:
+                break
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Stop buffering events for this stream."""
+        self._detach()
+
+    def _detach(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None and sink in self._bus._sinks:
+            self._bus._sinks.remove(sink)
+
+    def __del__(self) -> None:
+        self._detach()
 
 
 def log_callback_error(sub: Subscription, event: Event, exc: BaseException) -> None:
