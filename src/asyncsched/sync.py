@@ -8,6 +8,7 @@ implemented twice.
 
 from __future__ import annotations
 
+from .events._sync import EventBus
 from .queue._sync import TaskQueue
 
-__all__: list[str] = ["TaskQueue"]
+__all__: list[str] = ["EventBus", "TaskQueue"]
