@@ -8,4 +8,6 @@ implemented twice.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .scheduler._sync import TaskScheduler
+
+__all__: list[str] = ["TaskScheduler"]
