@@ -10,5 +10,6 @@ from __future__ import annotations
 
 from .events._sync import EventBus
 from .queue._sync import TaskQueue
+from .scheduler._sync import TaskScheduler
 
-__all__: list[str] = ["EventBus", "TaskQueue"]
+__all__: list[str] = ["EventBus", "TaskQueue", "TaskScheduler"]
