@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .config import Settings, get_settings
+from .events import Event, EventBus, LifecyclePublisher, Subscription
 from .exceptions import (
     AsyncschedError,
     BackendUnavailable,
@@ -19,6 +20,7 @@ from .exceptions import (
     UnsafeJob,
     UnsupportedURL,
 )
+from .queue import JobRecord, JobStatus, Retry, TaskQueue
 from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
@@ -28,6 +30,8 @@ __all__ = [
     "ConfigurationError",
     "Database",
     "DuplicateTask",
+    "Event",
+    "EventBus",
     "EventMessage",
     "EventRepository",
     "ExecutionRepository",
@@ -37,16 +41,22 @@ __all__ = [
     "InvalidSchedule",
     "JobError",
     "JobNotFound",
+    "JobRecord",
+    "JobStatus",
     "JobTimeout",
+    "LifecyclePublisher",
     "Page",
     "Recorder",
+    "Retry",
     "ScheduleType",
     "ScheduledTask",
     "SerializationError",
     "Settings",
+    "Subscription",
     "TaskDefinitionError",
     "TaskExecution",
     "TaskNotFound",
+    "TaskQueue",
     "UnsafeJob",
     "UnsupportedURL",
     "__version__",
