@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, text
 
-from asyncsched.store import Base, Database
+from asyncsched.store import Base, Database, MigrationError
 from asyncsched.store._migrate import MIGRATIONS, VERSION_TABLE
 
 
@@ -77,3 +78,22 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (MIGRATIONS / "env.py").is_file()
     assert (MIGRATIONS / "script.py.mako").is_file()
     assert sorted(p.name for p in (MIGRATIONS / "versions").glob("[0-9]*.py")) == ["0001_initial.py"]
+
+
+async def test_a_schema_made_with_create_all_is_adopted(database_url: str) -> None:
+    """Tables created by ``Base.metadata.create_all`` (no history) are stamped at head, not recreated."""
+    async with Database(database_url, auto_migrate=False) as db:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        await db.migrate()
+        assert await db.current_revision() == "0001"
+        assert await db.schema_diff() == []
+
+
+async def test_a_different_schema_without_history_is_refused(database_url: str) -> None:
+    async with Database(database_url, auto_migrate=False) as db:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.tables["asyncsched_event_messages"].create)
+        with pytest.raises(MigrationError, match="missing tables"):
+            await db.migrate()
+        assert await db.current_revision() is None
