@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,37 @@ async def test_a_different_schema_without_history_is_refused(database_url: str) 
         with pytest.raises(MigrationError, match="missing tables"):
             await db.migrate()
         assert await db.current_revision() is None
+
+
+_MIGRATE_SCRIPT = """
+import asyncio, sys
+from asyncsched.store import Database
+
+async def main():
+    async with Database(sys.argv[1], auto_migrate=False) as db:
+        await db.migrate()
+        print(await db.current_revision())
+
+asyncio.run(main())
+"""
+
+
+async def test_processes_racing_to_create_the_schema(database_url: str) -> None:
+    """Several processes starting at once on a fresh database: one creates the schema, the others wait."""
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _MIGRATE_SCRIPT,
+            database_url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outputs = [await p.communicate() for p in procs]
+    assert [(p.returncode, out.decode().strip()) for p, (out, _) in zip(procs, outputs, strict=True)] == [
+        (0, "0001")
+    ] * 4, [err.decode()[-500:] for _, err in outputs]
+    async with Database(database_url, auto_migrate=False) as db:
+        assert await db.schema_diff() == []
