@@ -328,7 +328,7 @@ class Recorder:
         self.last_error = exc
         if not self._failing:
             log.warning(
-                "recorder cannot write history (%s: %s); entries stay in Redis, retrying",
+                "recorder cannot record history (%s: %s); entries stay in Redis, retrying",
                 type(exc).__name__,
                 str(exc).splitlines()[0] if str(exc) else "",
             )
