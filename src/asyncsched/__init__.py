@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .config import Settings, get_settings
+from .events import Event, EventBus, LifecyclePublisher, Subscription
 from .exceptions import (
     AsyncschedError,
     BackendUnavailable,
@@ -27,6 +28,8 @@ __all__ = [
     "BackendUnavailable",
     "ConfigurationError",
     "DuplicateTask",
+    "Event",
+    "EventBus",
     "EventMessage",
     "ExecutionStatus",
     "FunctionNotAllowed",
@@ -37,11 +40,13 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "JobTimeout",
+    "LifecyclePublisher",
     "Retry",
     "ScheduleType",
     "ScheduledTask",
     "SerializationError",
     "Settings",
+    "Subscription",
     "TaskDefinitionError",
     "TaskExecution",
     "TaskNotFound",
