@@ -21,16 +21,20 @@ from .exceptions import (
     UnsupportedURL,
 )
 from .queue import JobRecord, JobStatus, Retry, TaskQueue
+from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
     "AsyncschedError",
     "BackendUnavailable",
     "ConfigurationError",
+    "Database",
     "DuplicateTask",
     "Event",
     "EventBus",
     "EventMessage",
+    "EventRepository",
+    "ExecutionRepository",
     "ExecutionStatus",
     "FunctionNotAllowed",
     "InvalidJob",
@@ -41,6 +45,8 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "LifecyclePublisher",
+    "Page",
+    "Recorder",
     "Retry",
     "ScheduleType",
     "ScheduledTask",
