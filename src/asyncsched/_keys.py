@@ -7,6 +7,11 @@ RQ's keys live in :mod:`asyncsched.rq.keys`. Ours share the same prefix (``Setti
 from __future__ import annotations
 
 __all__ = [
+    "agent_event_channel",
+    "agent_event_channel_pattern",
+    "agent_event_stream",
+    "broadcast_event_channel",
+    "broadcast_event_stream",
     "event_log_stream",
     "lifecycle_stream",
     "ns",
@@ -32,6 +37,31 @@ def lifecycle_stream(prefix: str) -> str:
 def event_log_stream(prefix: str) -> str:
     """STREAM of published event envelopes to persist as ``EventMessage`` rows (when persistence is on)."""
     return f"{ns(prefix)}:eventlog"
+
+
+def agent_event_channel(prefix: str, agent: str) -> str:
+    """Pub/sub CHANNEL of events targeted at ``agent``."""
+    return f"{ns(prefix)}:events:agent:{agent}"
+
+
+def agent_event_channel_pattern(prefix: str) -> str:
+    """Pub/sub PATTERN matching every agent's channel (agent names never contain glob characters)."""
+    return f"{ns(prefix)}:events:agent:*"
+
+
+def broadcast_event_channel(prefix: str) -> str:
+    """Pub/sub CHANNEL of broadcast events (no target agent)."""
+    return f"{ns(prefix)}:events:broadcast"
+
+
+def agent_event_stream(prefix: str, agent: str) -> str:
+    """STREAM of events targeted at ``agent``, kept for its durable subscribers (consumer group = agent)."""
+    return f"{ns(prefix)}:events:stream:agent:{agent}"
+
+
+def broadcast_event_stream(prefix: str) -> str:
+    """STREAM of broadcast events, kept for durable subscribers (one consumer group per agent)."""
+    return f"{ns(prefix)}:events:stream:broadcast"
 
 
 # Scheduler (asyncsched.scheduler). SQL holds the schedules; these are the hot-path index, rebuilt from SQL.
