@@ -21,6 +21,7 @@ from .exceptions import (
     UnsupportedURL,
 )
 from .queue import JobRecord, JobStatus, Retry, TaskQueue
+from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "LifecyclePublisher",
+    "MisfirePolicy",
     "Retry",
     "ScheduleType",
     "ScheduledTask",
@@ -51,8 +53,10 @@ __all__ = [
     "TaskExecution",
     "TaskNotFound",
     "TaskQueue",
+    "TaskScheduler",
     "UnsafeJob",
     "UnsupportedURL",
     "__version__",
     "get_settings",
+    "parse_schedule",
 ]
