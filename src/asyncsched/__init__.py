@@ -22,6 +22,8 @@ from .exceptions import (
 )
 from .queue import JobRecord, JobStatus, Retry, TaskQueue
 from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
+
+from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "LifecyclePublisher",
+    "MisfirePolicy",
     "Page",
     "Recorder",
     "Retry",
@@ -57,8 +60,10 @@ __all__ = [
     "TaskExecution",
     "TaskNotFound",
     "TaskQueue",
+    "TaskScheduler",
     "UnsafeJob",
     "UnsupportedURL",
     "__version__",
     "get_settings",
+    "parse_schedule",
 ]
