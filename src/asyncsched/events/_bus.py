@@ -42,8 +42,10 @@ from .. import _keys
 from .._redis import create_redis
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
+from ._durable import DurableConsumer
 from ._envelope import Event, validate_agent_name
 from ._match import compile_pattern
+from ._tasks import stop_task
 
 __all__ = ["Callback", "EventBus", "EventStream", "Subscription"]
 
@@ -249,7 +251,8 @@ class EventBus:
         self._executor: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
         # durable delivery: agent -> consumer
-        self._durable: dict[str, Any] = {}
+        self._durable: dict[str, DurableConsumer] = {}
+        self._retired: list[DurableConsumer] = []  # unsubscribed, possibly still finishing an event
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -290,13 +293,12 @@ class EventBus:
         if self._closed:
             return
         self._closed = True
-        for consumer in list(self._durable.values()):
+        for consumer in [*self._durable.values(), *self._retired]:
             await consumer.stop()
         self._durable.clear()
-        tasks = [t for t in (self._reader, *self._background) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._retired.clear()
+        for task in [t for t in (self._reader, *self._background) if t is not None]:
+            await stop_task(task)
         self._reader = None
         if self._inflight:
             await asyncio.wait(list(self._inflight))
@@ -420,6 +422,7 @@ class EventBus:
             if not any(s.durable and s.agent_name == agent for s in self._subs):
                 consumer = self._durable.pop(agent, None)
                 if consumer is not None:
+                    self._retired.append(consumer)
                     self._spawn(consumer.stop())
 
     def durable_subscriptions(self, agent_name: str) -> list[Subscription]:
@@ -439,8 +442,6 @@ class EventBus:
     def _start_durable(self, agent: str) -> None:
         if agent in self._durable:
             return
-        from ._durable import DurableConsumer
-
         consumer = DurableConsumer(self, agent)
         self._durable[agent] = consumer
         consumer.start()
