@@ -28,8 +28,8 @@ def rq_compat(session: nox.Session, rq_version: str) -> None:
 @nox.session(python=PY)
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "examples")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session(python=PY)

@@ -20,6 +20,7 @@ from .exceptions import (
     UnsafeJob,
     UnsupportedURL,
 )
+from .queue import JobRecord, JobStatus, Retry, TaskQueue
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
@@ -36,8 +37,11 @@ __all__ = [
     "InvalidSchedule",
     "JobError",
     "JobNotFound",
+    "JobRecord",
+    "JobStatus",
     "JobTimeout",
     "LifecyclePublisher",
+    "Retry",
     "ScheduleType",
     "ScheduledTask",
     "SerializationError",
@@ -46,6 +50,7 @@ __all__ = [
     "TaskDefinitionError",
     "TaskExecution",
     "TaskNotFound",
+    "TaskQueue",
     "UnsafeJob",
     "UnsupportedURL",
     "__version__",

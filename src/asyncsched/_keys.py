@@ -15,6 +15,12 @@ __all__ = [
     "event_log_stream",
     "lifecycle_stream",
     "ns",
+    "sched_changes",
+    "sched_fired",
+    "sched_next",
+    "sched_pending",
+    "sched_sig",
+    "sched_version",
 ]
 
 
@@ -56,3 +62,36 @@ def agent_event_stream(prefix: str, agent: str) -> str:
 def broadcast_event_stream(prefix: str) -> str:
     """STREAM of broadcast events, kept for durable subscribers (one consumer group per agent)."""
     return f"{ns(prefix)}:events:stream:broadcast"
+
+
+# Scheduler (asyncsched.scheduler). SQL holds the schedules; these are the hot-path index, rebuilt from SQL.
+
+
+def sched_next(prefix: str) -> str:
+    """ZSET task id -> next fire time (epoch milliseconds): what an idle scheduler sleeps until."""
+    return f"{ns(prefix)}:sched:next"
+
+
+def sched_sig(prefix: str) -> str:
+    """HASH task id -> signature of the schedule (type, schedule, zone, anchor, enabled) it is indexed for."""
+    return f"{ns(prefix)}:sched:sig"
+
+
+def sched_pending(prefix: str) -> str:
+    """ZSET ``<task id>:<tick ms>`` -> lease deadline (ms): claimed ticks not yet enqueued (recovery)."""
+    return f"{ns(prefix)}:sched:pending"
+
+
+def sched_fired(prefix: str) -> str:
+    """STREAM of claimed ticks (task, tick, job id), trimmed: what fired, for humans and tests."""
+    return f"{ns(prefix)}:sched:fired"
+
+
+def sched_changes(prefix: str) -> str:
+    """Pub/sub channel: a schedule changed (register, edit, enable, disable, delete); replicas reload."""
+    return f"{ns(prefix)}:sched:changes"
+
+
+def sched_version(prefix: str) -> str:
+    """Counter bumped with every change, checked by idle replicas in case a pub/sub message was missed."""
+    return f"{ns(prefix)}:sched:version"

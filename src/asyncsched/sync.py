@@ -9,5 +9,7 @@ implemented twice.
 from __future__ import annotations
 
 from .events._sync import EventBus
+from .queue._sync import TaskQueue
+from .scheduler._sync import TaskScheduler
 
-__all__: list[str] = ["EventBus"]
+__all__: list[str] = ["EventBus", "TaskQueue", "TaskScheduler"]
