@@ -127,14 +127,15 @@ class Subscription:
 class _Sink:
     """A bounded buffer of received events for ``listen()`` or one ``events()`` iterator."""
 
-    __slots__ = ("buffer", "closed", "dropped", "match", "waiters")
+    __slots__ = ("buffer", "closed", "dropped", "match", "waiters", "warn")
 
-    def __init__(self, size: int, match: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, size: int, match: Callable[[str], bool] | None = None, warn: bool = True) -> None:
         self.buffer: collections.deque[Event] = collections.deque(maxlen=size)
         self.waiters: list[asyncio.Future[None]] = []
         self.match = match
         self.dropped = 0
         self.closed = False
+        self.warn = warn
 
     def put(self, event: Event) -> None:
         if self.match is not None and not self.match(event.event_type):
@@ -142,11 +143,11 @@ class _Sink:
         buffer = self.buffer
         if len(buffer) == buffer.maxlen:
             self.dropped += 1
-            if self.dropped == 1 or self.dropped % 10_000 == 0:
+            if self.warn and self.dropped == 1:
                 logger.warning(
-                    "event buffer full (%d events not read with listen()/events()); dropped %d oldest so far",
+                    "event buffer full: %d received events were not read with listen()/events(); dropping "
+                    "the oldest from now on (read them, or raise buffer_size)",
                     buffer.maxlen,
-                    self.dropped,
                 )
         buffer.append(event)
         for waiter in self.waiters:
@@ -243,7 +244,9 @@ class EventBus:
         self._reader: asyncio.Task[None] | None = None
         self._reader_lock = asyncio.Lock()
         self._channels: dict[bytes, asyncio.Future[None]] = {}
-        self._inbox = _Sink(buffer_size)
+        # listen()'s buffer, filled from the start so that the spec's subscribe-then-listen loop misses
+        # nothing; bounded, and quiet about dropping until listen() was used (callback-only buses).
+        self._inbox = _Sink(buffer_size, warn=False)
         self._sinks: list[_Sink] = [self._inbox]
         self._buffer_size = buffer_size
         self._inflight: set[asyncio.Future[Any]] = set()
@@ -612,6 +615,7 @@ class EventBus:
         ``timeout=0`` does not wait; ``None`` waits until an event arrives (or the bus closes). Receives
         what the bus listens to (see the class docs), independently of callbacks.
         """
+        self._inbox.warn = True
         if self._reader is None and not self._closed:
             await self._ensure_reader()
         return await self._inbox.get(timeout)
