@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .config import Settings, get_settings
+from .events import Event, EventBus, LifecyclePublisher, Subscription
 from .exceptions import (
     AsyncschedError,
     BackendUnavailable,
@@ -19,6 +20,7 @@ from .exceptions import (
     UnsafeJob,
     UnsupportedURL,
 )
+from .queue import JobRecord, JobStatus, Retry, TaskQueue
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "BackendUnavailable",
     "ConfigurationError",
     "DuplicateTask",
+    "Event",
+    "EventBus",
     "EventMessage",
     "ExecutionStatus",
     "FunctionNotAllowed",
@@ -33,14 +37,20 @@ __all__ = [
     "InvalidSchedule",
     "JobError",
     "JobNotFound",
+    "JobRecord",
+    "JobStatus",
     "JobTimeout",
+    "LifecyclePublisher",
+    "Retry",
     "ScheduleType",
     "ScheduledTask",
     "SerializationError",
     "Settings",
+    "Subscription",
     "TaskDefinitionError",
     "TaskExecution",
     "TaskNotFound",
+    "TaskQueue",
     "UnsafeJob",
     "UnsupportedURL",
     "__version__",
