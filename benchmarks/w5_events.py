@@ -8,13 +8,14 @@ and the runner publishes N messages carrying ``(i, send time)``:
 * ``inflight``: 100 coroutines publishing concurrently;
 * ``pipelined``: batches of 1,000 (``bus.publish_many`` / a redis-py pipeline).
 
-Throughput is N over first publish → last callback; latency is callback time − send time. Valid when
+Throughput is N over first publish → last callback; latency is callback time - send time. Valid when
 every message arrived exactly once. Run as a script it is the subscriber process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -60,10 +61,8 @@ class _Collector:
         seen = -1
         while not self.done.is_set() and len(self.ids) != seen:
             seen = len(self.ids)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.done.wait(), idle)
-            except TimeoutError:
-                pass
         await asyncio.sleep(0.3)  # duplicates, if any, arrive now
 
     def summary(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 * **dispatch**: 10,000 interval tasks of ``1 minute``, anchored one second apart in sixty groups
   (``start`` = epoch + k % 60 s), so about 167 ticks fall due every second. After a warm-up second, every job
   the scheduler enqueued for a tick inside the measuring window is read back from Redis: its id carries the
-  tick (``sched-<task>-<tick epoch>``), its hash the ``enqueued_at`` time; lag = enqueued_at − tick.
+  tick (``sched-<task>-<tick epoch>``), its hash the ``enqueued_at`` time; lag = enqueued_at - tick.
   Valid when every (task, tick) of the window was enqueued exactly once (ids are unique by construction,
   so "missing" is what is checked).
 
@@ -14,6 +14,7 @@ Run as a script it is the scheduler process (``python w6_scheduler.py <redis url
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -178,10 +179,8 @@ async def _serve(url: str, db_url: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
 
 
 if __name__ == "__main__":
