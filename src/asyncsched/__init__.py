@@ -21,6 +21,7 @@ from .exceptions import (
     UnsupportedURL,
 )
 from .queue import JobRecord, JobStatus, Retry, TaskQueue
+from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
 from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
@@ -45,6 +46,7 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "LifecyclePublisher",
+    "MisfirePolicy",
     "Page",
     "Recorder",
     "Retry",
@@ -57,8 +59,10 @@ __all__ = [
     "TaskExecution",
     "TaskNotFound",
     "TaskQueue",
+    "TaskScheduler",
     "UnsafeJob",
     "UnsupportedURL",
     "__version__",
     "get_settings",
+    "parse_schedule",
 ]
