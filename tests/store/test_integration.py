@@ -51,3 +51,29 @@ async def test_persisted_events_become_event_messages(redis: aioredis.Redis, db:
     assert (stored.event_type, stored.source_agent, stored.payload) == ("email.processed", "mail", {"n": 3})
     assert stored.created_at == sent.created_at
     assert {e.event_type for e in (await repo.list(agent="mail")).items} == {"email.processed", "task.failed"}
+
+
+async def test_worker_runs_become_finished_executions(redis: aioredis.Redis, db: Database) -> None:
+    """Queue -> worker (burst) -> lifecycle stream -> Recorder: final states, attempts, worker, result."""
+    from asyncsched.queue import Retry
+    from asyncsched.worker import Worker
+
+    settings = Settings()
+    async with TaskQueue(redis, settings=settings) as queue:
+        ok = await queue.enqueue("tests.jobs:add", args=(2, 3), agent_name="calc", task_name="add")
+        bad = await queue.enqueue("tests.jobs:fail", args=("nope",), agent_name="calc", retry=Retry(max=1))
+    async with Worker(["default"], redis=redis, settings=settings, burst=True, name="w-int") as worker:
+        await worker.run()
+    await Recorder(redis, db=db, settings=settings, consumer="t").flush()
+    repo = ExecutionRepository(db)
+    done = await repo.get(ok)
+    assert (done.status, done.worker_name, done.result) == ("success", "w-int", 5)
+    assert done.duration is not None
+    assert done.started_at is not None
+    assert done.ended_at is not None
+    assert done.enqueued_at is not None
+    attempts = await repo.attempts(bad)
+    assert [(a.attempt, a.status) for a in attempts] == [(1, "failed"), (2, "failed")]  # 1 retry
+    assert "nope" in (attempts[-1].error or "")
+    assert attempts[-1].traceback
+    assert (await repo.counts(agent_name="calc")).get("success") == 1
