@@ -360,3 +360,17 @@ async def test_recorder_survives_a_redis_restart(
         assert {(await repo.get(j)).status for j in ("before-restart", "after-restart")} == {"success"}
     finally:
         await client.aclose()
+
+
+async def test_missing_tables_keep_everything_pending(redis: aioredis.Redis, database_url: str) -> None:
+    """A database that was never migrated refuses every batch: nothing is dropped, it waits for the tables."""
+    async with Database(database_url, auto_migrate=False) as db:
+        await emit(redis, *lifecycle("early").values())
+        rec = _recorder(redis, db)
+        for _ in range(4):  # more than the poison threshold
+            with pytest.raises(Exception, match="asyncsched_task_executions"):
+                await rec.flush()
+        assert (await redis.xpending(_keys.lifecycle_stream("rq"), GROUP))["pending"] == 3
+        await db.migrate()
+        assert await rec.flush() == 3
+        assert (await ExecutionRepository(db).get("early")).status == "success"

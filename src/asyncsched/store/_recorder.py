@@ -35,7 +35,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
-from sqlalchemy import Table, bindparam, case, func, select, text, update
+from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -468,9 +468,29 @@ class Recorder:
         self._batch_failures = 0
 
     async def _database_answers(self) -> bool:
+        """Whether the database accepts an ordinary write to both tables (probe rows, rolled back).
+
+        Tells a refused row apart from a refused batch: a database that is down, read-only, full, or
+        lacks the tables (not migrated) fails the probe too, so nothing is dropped for those.
+        """
+        now = utcnow()
         try:
             async with self.db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+                trans = await conn.begin()
+                try:
+                    await conn.execute(
+                        TaskExecution.__table__.insert().values(
+                            id=_uuid(), job_id=f"probe-{_uuid()}", queue="probe", status="queued",
+                            attempt=1, created_at=now, updated_at=now,
+                        )
+                    )  # fmt: skip
+                    await conn.execute(
+                        EventMessage.__table__.insert().values(
+                            id=_uuid(), event_type="probe", source_agent="probe", payload={}, created_at=now
+                        )
+                    )
+                finally:
+                    await trans.rollback()
         except Exception:
             return False
         return True
