@@ -35,7 +35,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
-from sqlalchemy import Table, bindparam, case, func, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -479,13 +479,13 @@ class Recorder:
                 trans = await conn.begin()
                 try:
                     await conn.execute(
-                        TaskExecution.__table__.insert().values(
+                        insert(TaskExecution).values(
                             id=_uuid(), job_id=f"probe-{_uuid()}", queue="probe", status="queued",
                             attempt=1, created_at=now, updated_at=now,
                         )
                     )  # fmt: skip
                     await conn.execute(
-                        EventMessage.__table__.insert().values(
+                        insert(EventMessage).values(
                             id=_uuid(), event_type="probe", source_agent="probe", payload={}, created_at=now
                         )
                     )
