@@ -176,7 +176,6 @@ class _Batch:
     executions: dict[tuple[str, int], _Row] = field(default_factory=dict)
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     ack: dict[str, list[str]] = field(default_factory=dict)
-    records: int = 0
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self.ack.values())
@@ -223,8 +222,10 @@ class Recorder:
 
     ``flush_interval`` bounds how long the loop waits on an empty stream before it looks again (and how
     long leaving takes); entries are written as soon as they are read, up to ``batch_size`` at a time, so
-    under load the batches fill by themselves. ``retention`` (default ``settings.retention_days``; ``None``
-    or zero days: keep everything) is applied every ``prune_interval`` seconds.
+    under load the batches fill by themselves. ``retention`` (``True``: ``settings.retention_days``, where
+    0 keeps everything; a ``timedelta``; ``False``/``None``: keep everything) is applied on start and
+    every ``prune_interval`` seconds. ``consumer`` (default: the host name) names this reader in the
+    group; a restart under the same name writes what it had read but not acknowledged.
     """
 
     def __init__(
@@ -432,7 +433,6 @@ class Recorder:
                             {"job_id": record.job_id, "attempt": record.attempt}
                         )
                     row.apply(record, _entry_time(entry_id))
-                    batch.records += 1
                 else:
                     event = decode_event(fields)
                     batch.events.setdefault(event["id"], event)
