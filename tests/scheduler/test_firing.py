@@ -226,3 +226,34 @@ async def test_running_scheduler_picks_up_changes_and_sleeps_between_ticks(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_slow_pass_runs_every_due_tick_within_grace(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    task = await scheduler.register_task(name="t", type="cron", schedule="* * * * * *", function=FUNCTION)
+    clock.now = at(
+        12,
+        0,
+        3,
+    ) + timedelta(milliseconds=400)  # the loop was blocked for 3 s
+    await scheduler.run_pending()
+    assert queue.job_ids == [job_id_for(task.id, at(12, 0, s)) for s in (1, 2, 3)]
+
+
+async def test_a_task_disabled_behind_the_schedulers_back_is_dropped_and_can_come_back(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    from sqlalchemy import update
+
+    from asyncsched.store import ScheduledTask
+
+    task = await scheduler.register_task(name="t", type="interval", schedule="1 minute", function=FUNCTION)
+    async with scheduler._session() as session, session.begin():  # e.g. an operator's SQL
+        await session.execute(update(ScheduledTask).where(ScheduledTask.id == task.id).values(enabled=False))
+    clock.now = at(12, 1)
+    assert await scheduler.run_pending() == []
+    assert await scheduler.index.score(task.id) is None
+    await scheduler.enable(task.id)
+    clock.now = at(12, 2)
+    assert [f.tick for f in await scheduler.run_pending()] == [at(12, 2)]

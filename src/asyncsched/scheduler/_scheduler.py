@@ -15,7 +15,6 @@ import logging
 import os
 import random
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -32,15 +31,9 @@ from ..config import Settings, get_settings
 from ..exceptions import TaskNotFound
 from ..store.engine import create_engine, session_factory
 from ..store.models import ScheduledTask
-from ._definition import (
-    MISFIRE_ALL_LIMIT,
-    MisfirePolicy,
-    build_task,
-    grace_of,
-    policy_of,
-    task_trigger,
-)
-from ._index import ScheduleIndex, from_ms, signature, to_ms
+from ._definition import build_task, policy_of, task_trigger
+from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
+from ._misfire import plan
 from ._triggers import Trigger
 from ._yaml import load_tasks
 
@@ -485,30 +478,6 @@ class TaskScheduler:
         for task_id in await self.index.indexed_ids() - set(self._cache):
             await self.index.drop(task_id)
 
-    def _plan(
-        self, task: ScheduledTask, trigger: Trigger, tick: datetime, now: datetime
-    ) -> tuple[list[datetime], datetime | None]:
-        """Which ticks to run for a due entry at ``tick`` and the next tick to index (misfire policy)."""
-        grace = grace_of(task)
-        following = trigger.next_after(tick)
-        if (following is None or following > now) and now - tick <= grace:
-            return [tick], following
-        policy = policy_of(task)
-        nxt = trigger.next_after(now)
-        if policy is MisfirePolicy.ALL:
-            ticks: deque[datetime] = deque([tick], maxlen=MISFIRE_ALL_LIMIT)
-            cursor = following
-            steps = 0
-            while cursor is not None and cursor <= now and steps < 100_000:
-                ticks.append(cursor)
-                cursor = trigger.next_after(cursor)
-                steps += 1
-            return list(ticks), nxt
-        latest = _latest_at_or_before(trigger, tick, now)
-        if policy is MisfirePolicy.SKIP:
-            return ([latest] if now - latest <= grace else []), nxt
-        return [latest], nxt
-
     async def run_pending(self, now: datetime | None = None) -> list[Firing]:
         """Claim and enqueue everything due at ``now`` (default: the clock); returns what was fired here."""
         await self._open()
@@ -531,12 +500,11 @@ class TaskScheduler:
                 reloaded = True
                 entry = self._cache.get(task_id)
             if entry is None or not entry[0].enabled or entry[1] is None:
-                await self.index.claim(
-                    task_id, tick_ms, None, [], now_ms
-                )  # drop it, unless it moved meanwhile
+                # deleted or disabled: drop it from the index (unless it moved meanwhile)
+                await self.index.claim(task_id, tick_ms, None, [], now_ms, sig=DROP)
                 return []
             task = entry[0]
-            ticks, nxt = self._plan(task, entry[1], from_ms(tick_ms), now)
+            ticks, nxt = plan(task, entry[1], from_ms(tick_ms), now)
             lease = to_ms(now + LEASE)
             ticks_ms = [to_ms(t) for t in ticks]
             nxt_ms = None if nxt is None else to_ms(nxt)
@@ -646,10 +614,13 @@ class TaskScheduler:
         try:
             async with self._session() as session, session.begin():
                 for task_id, (last, nxt) in updates.items():
+                    query = update(ScheduledTask).where(ScheduledTask.id == task_id)
+                    if last is not None:  # replicas flush out of order: never move last_run_at backwards
+                        query = query.where(
+                            or_(ScheduledTask.last_run_at.is_(None), ScheduledTask.last_run_at <= last)
+                        )
                     await session.execute(
-                        update(ScheduledTask)
-                        .where(ScheduledTask.id == task_id)
-                        .values(last_run_at=last, next_run_at=nxt, updated_at=ScheduledTask.updated_at)
+                        query.values(last_run_at=last, next_run_at=nxt, updated_at=ScheduledTask.updated_at)
                     )
         except Exception:
             for task_id, value in updates.items():  # keep them for the next flush
@@ -657,19 +628,24 @@ class TaskScheduler:
             raise
 
     async def _listen(self) -> None:
-        """Set ``_changed`` on every change notice (pub/sub)."""
+        """Set ``_changed`` on every change notice (pub/sub); resubscribe after a lost connection."""
         assert self._redis is not None
-        pubsub = self._redis.pubsub()
-        try:
-            await pubsub.subscribe(self.index.channel)
-            self._listener_ready.set()
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=MAX_IDLE)
-                if message is not None:
-                    self._changed.set()
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self.index.channel)
+                self._listener_ready.set()
+                self._changed.set()  # anything may have changed while we were not listening
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=MAX_IDLE)
+                    if message is not None:
+                        self._changed.set()
+            except Exception as exc:  # connection lost: the version counter covers the gap
+                log.warning("change feed interrupted (%s); resubscribing", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _flusher(self) -> None:
         while True:
@@ -688,6 +664,7 @@ class TaskScheduler:
         ]
         try:
             await asyncio.wait_for(self._listener_ready.wait(), 30)
+            self._changed.clear()
             await self.rebuild_index()
             self._version = await self.index.version()
             log.info("scheduler running: %d task(s)", len(self._cache))
@@ -697,9 +674,10 @@ class TaskScheduler:
                         helper.result()  # re-raise a crashed helper
                 try:
                     await self.run_pending()
-                except Exception:
-                    log.exception("firing pass failed; retrying")
-                await self._wait()
+                    await self._wait()
+                except Exception:  # Redis or SQL unavailable: nothing is lost, the index waits for us
+                    log.exception("firing pass failed; retrying in 1 s")
+                    await asyncio.sleep(1.0)
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -729,19 +707,3 @@ def _utc(dt: datetime) -> datetime:
 
 def _utc_or_none(dt: datetime | None) -> datetime | None:
     return None if dt is None else _utc(dt)
-
-
-def _latest_at_or_before(trigger: Trigger, first: datetime, now: datetime) -> datetime:
-    """The last tick in ``[first, now]`` (``first`` is one), found without walking years of ticks."""
-    for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367), None):
-        start = first if window is None or now - window <= first else now - window
-        latest: datetime | None = first if start == first else None
-        cursor = trigger.next_after(start if start != first else first)
-        steps = 0
-        while cursor is not None and cursor <= now and steps < 200_000:
-            latest = cursor
-            cursor = trigger.next_after(cursor)
-            steps += 1
-        if latest is not None:
-            return latest
-    return first
