@@ -21,6 +21,8 @@ from .exceptions import (
     UnsupportedURL,
 )
 from .queue import JobRecord, JobStatus, Retry, TaskQueue
+from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
+
 from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
@@ -28,10 +30,13 @@ __all__ = [
     "AsyncschedError",
     "BackendUnavailable",
     "ConfigurationError",
+    "Database",
     "DuplicateTask",
     "Event",
     "EventBus",
     "EventMessage",
+    "EventRepository",
+    "ExecutionRepository",
     "ExecutionStatus",
     "FunctionNotAllowed",
     "InvalidJob",
@@ -43,6 +48,8 @@ __all__ = [
     "JobTimeout",
     "LifecyclePublisher",
     "MisfirePolicy",
+    "Page",
+    "Recorder",
     "Retry",
     "ScheduleType",
     "ScheduledTask",
