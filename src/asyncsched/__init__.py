@@ -21,9 +21,8 @@ from .exceptions import (
     UnsupportedURL,
 )
 from .queue import JobRecord, JobStatus, Retry, TaskQueue
-from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
-
 from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
+from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
