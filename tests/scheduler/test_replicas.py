@@ -68,9 +68,16 @@ async def test_three_scheduler_processes_enqueue_each_tick_exactly_once(
         start = client.xlen(fired_key)
         _wait(lambda: client.xlen(fired_key) >= start + 3)
     finally:
-        for proc in procs[1:]:
-            proc.send_signal(signal.SIGTERM)
-        errors = [proc.communicate(timeout=60)[1].decode() for proc in procs]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        errors = []
+        for proc in procs:
+            try:
+                errors.append(proc.communicate(timeout=60)[1].decode())
+            except subprocess.TimeoutExpired:  # never leave a process behind, even when failing
+                proc.kill()
+                errors.append(proc.communicate()[1].decode() + "\n(did not stop on SIGTERM)")
         client.close()
     assert [p.returncode for p in procs[1:]] == [0, 0], errors
 
