@@ -257,3 +257,22 @@ async def test_a_task_disabled_behind_the_schedulers_back_is_dropped_and_can_com
     await scheduler.enable(task.id)
     clock.now = at(12, 2)
     assert [f.tick for f in await scheduler.run_pending()] == [at(12, 2)]
+
+
+async def test_an_anchor_with_microseconds_fires_each_tick_once(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    task = await scheduler.register_task(
+        name="t",
+        type="interval",
+        schedule="1 second",
+        start="2026-06-01T11:00:00.123456+00:00",
+        function=FUNCTION,
+    )
+    clock.now = at(12, 0, 3) + timedelta(milliseconds=500)
+    await scheduler.run_pending()
+    assert len(queue.job_ids) == len(set(queue.job_ids)) == 4
+    assert [t for _, t in await scheduler.index.fired()] == [
+        int((at(12, 0, s) + timedelta(milliseconds=123)).timestamp() * 1000) for s in (0, 1, 2, 3)
+    ]
+    assert task.id

@@ -418,12 +418,12 @@ class TaskScheduler:
                 return []  # another replica claimed it
             if len(ticks) != 1 or ticks[0] != from_ms(tick_ms):
                 log.warning(
-                    "task %s/%s missed ticks since %s (policy %s): running %d",
+                    "task %s/%s due since %s: running %d tick(s) (misfire policy %s)",
                     task.agent_name,
                     task.name,
                     from_ms(tick_ms).isoformat(),
-                    policy_of(task).value,
                     len(ticks),
+                    policy_of(task).value,
                 )
             fired: list[Firing] = []
             for tick in ticks:
