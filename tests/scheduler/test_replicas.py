@@ -41,11 +41,10 @@ def _wait(predicate: object, timeout: float = 60.0) -> None:
 
 @pytest.mark.slow
 async def test_three_scheduler_processes_enqueue_each_tick_exactly_once(
-    real_redis_url: str, tmp_path: Path
+    real_redis_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    database_url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
-    async with Database(database_url) as db:  # migrated on entry (SQLite)
-        await db.check()
+    async with Database(database_url) as db:
+        await db.migrate()
     tasks_file = tmp_path / "tasks.yaml"
     tasks_file.write_text(TASKS)
     env = {
