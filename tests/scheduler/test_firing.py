@@ -276,3 +276,22 @@ async def test_an_anchor_with_microseconds_fires_each_tick_once(
         int((at(12, 0, s) + timedelta(milliseconds=123)).timestamp() * 1000) for s in (0, 1, 2, 3)
     ]
     assert task.id
+
+
+async def test_a_schedule_edited_in_sql_behind_our_back_is_replanned_not_spun_on(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    from sqlalchemy import update
+
+    from asyncsched.store import ScheduledTask
+
+    task = await scheduler.register_task(name="t", type="interval", schedule="1 minute", function=FUNCTION)
+    async with scheduler._session() as session, session.begin():
+        await session.execute(
+            update(ScheduledTask).where(ScheduledTask.id == task.id).values(schedule="1 hour")
+        )
+    clock.now = at(12, 1)
+    assert await scheduler.run_pending() == []
+    assert await scheduler.index.score(task.id) == int(at(13).timestamp() * 1000)
+    clock.now = at(13)
+    assert [f.tick for f in await scheduler.run_pending()] == [at(13)]

@@ -394,7 +394,7 @@ class TaskScheduler:
 
     async def _fire_due(self, task_id: str, tick_ms: int, now: datetime, reloaded: bool) -> list[Firing]:
         now_ms = to_ms(now)
-        for _attempt in range(2):
+        for attempt in range(2):
             entry = self._cache.get(task_id)
             if (entry is None or not entry[0].enabled) and not reloaded:
                 await self._reload()
@@ -410,10 +410,18 @@ class TaskScheduler:
             ticks_ms = [to_ms(t) for t in ticks]
             nxt_ms = None if nxt is None else to_ms(nxt)
             claimed = await self.index.claim(task_id, tick_ms, nxt_ms, ticks_ms, lease, signature(task))
-            if claimed == -1:  # our copy of the schedule is older than the index: reload and plan again
+            if claimed == -1 and attempt == 0:  # our copy of the schedule is older than the index: reload
                 await self._reload()
                 reloaded = True
                 continue
+            if claimed == -1:  # SQL itself disagrees with the index (a row edited behind our back)
+                log.warning(
+                    "task %s/%s changed in SQL without notice; re-planned from now",
+                    task.agent_name,
+                    task.name,
+                )
+                await self.index.sync(task_id, signature(task), None if nxt is None else to_ms(nxt))
+                return []
             if claimed == 0:
                 return []  # another replica claimed it
             if len(ticks) != 1 or ticks[0] != from_ms(tick_ms):
