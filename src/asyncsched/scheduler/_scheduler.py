@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -206,7 +207,7 @@ class TaskScheduler:
         """
         if task is None:
             definition.setdefault("agent_name", self.settings.agent)
-            task = build_task(**definition)
+            task = await asyncio.to_thread(partial(build_task, **definition))  # imports user code
         elif definition:
             raise TypeError("pass either a ScheduledTask or keyword fields, not both")
         stored = await self.register_tasks([task])
@@ -291,7 +292,8 @@ class TaskScheduler:
             definition.update(changes.pop("options") or {})
         definition.update(changes)
         check_import = "function" in changes
-        task = build_task(agent_name=current.agent_name, check_import=check_import, **definition)
+        build = partial(build_task, agent_name=current.agent_name, check_import=check_import, **definition)
+        task = await asyncio.to_thread(build)
         task.id = current.id
         task.source = current.source
         return (await self.register_tasks([task]))[0]
