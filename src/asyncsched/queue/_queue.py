@@ -29,6 +29,7 @@ from ._models import JobRecord, JobStatus, Retry, WorkerInfo, from_rq_status
 __all__ = ["TaskQueue"]
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_SEP = "\x1e"
 _ENQUEUE_KEYS = frozenset(
     [
         "func",
@@ -230,7 +231,6 @@ class TaskQueue:
         scheduled = when is not None and when > now
         fields: dict[str, Any] = {
             "created_at": ts,
-            "data": data,
             "success_callback_name": "",
             "failure_callback_name": "",
             "stopped_callback_name": "",
@@ -251,8 +251,7 @@ class TaskQueue:
         for key, value in (("result_ttl", result_ttl), ("failure_ttl", failure_ttl), ("ttl", ttl)):
             if value is not None:
                 fields[key] = int(value)
-        if meta:
-            fields["meta"] = serializers.dumps(dict(meta), self.serializer)
+        meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
         if retry is not None:
             policy = Retry(retry) if isinstance(retry, int) else retry
             fields["retries_left"] = policy.max
@@ -263,7 +262,6 @@ class TaskQueue:
             "asyncsched_scheduled_task": scheduled_task_id,
         }
         fields.update({k: v for k, v in extra.items() if v is not None})
-        pairs: list[Any] = [x for kv in fields.items() for x in kv]
         life: dict[str, Any] = {
             "kind": "scheduled" if scheduled else "queued",
             "job_id": job_id,
@@ -274,9 +272,8 @@ class TaskQueue:
         }
         named = {"agent_name": agent_name, "task_name": task_name, "scheduled_task_id": scheduled_task_id}
         life.update({k: v for k, v in named.items() if v is not None})
-        life_pairs = [x for kv in life.items() for x in kv]
         score = int(when.timestamp()) if when is not None else 0
-        part = [
+        text: list[Any] = [
             job_id,
             qname,
             "scheduled" if scheduled else "queued",
@@ -285,10 +282,14 @@ class TaskQueue:
             "" if ttl is None else int(ttl),
             "1" if at_front else "0",
             len(fields),
-            *pairs,
+            *(x for kv in fields.items() for x in kv),
             len(life),
-            *life_pairs,
+            *(x for kv in life.items() for x in kv),
         ]
+        # One text argument per job (fields joined by 0x1e) plus the two binary fields: sending a few
+        # arguments instead of ~60 per job is what makes bulk enqueue fast.
+        packed = _SEP.join(str(x).replace(_SEP, " ") for x in text)
+        part = [packed, data, meta_raw]
         return job_id, part
 
     # ------------------------------------------------------------------ reading

@@ -36,6 +36,7 @@ log = logging.getLogger("asyncsched.worker")
 
 ORPHAN_POLICIES = ("fail", "requeue")
 _FINISH_FIELDS = 21
+_SEP = "\x1e"
 
 
 def _is_fake(redis: aioredis.Redis) -> bool:
@@ -120,6 +121,8 @@ class Worker:
         self._registered = False
         self._background: list[asyncio.Task[None]] = []
         self.processed = 0
+        self._exec_base = os.urandom(10).hex()
+        self._exec_seq = 0
 
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> Worker:
@@ -278,7 +281,7 @@ class Worker:
         if n <= 0 and not given:
             return 0
         now = time.time()
-        execs = [uuid.uuid4().hex for _ in range(n + len(given))]
+        execs = [self._exec_id() for _ in range(n + len(given))]
         args: list[Any] = [
             self.prefix,
             self.name,
@@ -304,6 +307,11 @@ class Worker:
             h = {flat[k].decode(): flat[k + 1] for k in range(0, len(flat), 2)}
             self._dispatch(ClaimedJob(job_id.decode(), exec_id.decode(), queue.decode(), h, started=now))
         return count
+
+    def _exec_id(self) -> str:
+        """A 32-hex execution id like RQ's ``uuid4().hex``: a per-worker random part and a counter."""
+        self._exec_seq += 1
+        return f"{self._exec_base}{self._exec_seq:012x}"
 
     def _dispatch(self, job: ClaimedJob) -> None:
         prep = prepare(job, accept_pickle=self.accept_pickle, default_timeout=self.settings.job_timeout)
@@ -345,19 +353,19 @@ class Worker:
         args += [repr(now), _FINISH_FIELDS, len(batch)]
         for o in batch:
             j = o.job
-            args += [
+            fields = (
                 j.id,
                 j.execution_id,
                 j.queue,
                 o.kind,
-                result_type(o),
+                str(result_type(o)),
                 o.return_value or "",
                 codec.encode_exc(o.exc_text) if o.exc_text else "",
-                "" if o.job_ttl is None else o.job_ttl,
-                "" if o.results_ttl is None else o.results_ttl,
+                "" if o.job_ttl is None else str(o.job_ttl),
+                "" if o.results_ttl is None else str(o.results_ttl),
                 o.registry_score,
-                "" if o.retries_left is None else o.retries_left,
-                o.scheduled_at,
+                "" if o.retries_left is None else str(o.retries_left),
+                str(o.scheduled_at),
                 "1" if o.at_front else "0",
                 repr(j.started),
                 repr(o.ended),
@@ -366,8 +374,10 @@ class Worker:
                 o.error or "",
                 o.exc_text if o.kind != "finished" and o.exc_text else "",
                 o.life_result or "",
-                "" if o.next_attempt is None else o.next_attempt,
-            ]
+                "" if o.next_attempt is None else str(o.next_attempt),
+            )
+            # one argument per job (fields joined by 0x1e): far cheaper to send than 21 arguments
+            args.append(_SEP.join(x.replace(_SEP, " ") for x in fields))
         delay = 0.05
         while True:
             try:
