@@ -117,6 +117,7 @@ class Worker:
         self._sync_seen = False
         self._done: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self._stop = asyncio.Event()
+        self._closing = asyncio.Event()
         self._slot = asyncio.Event()
         self._registered = False
         self._background: list[asyncio.Task[None]] = []
@@ -162,15 +163,27 @@ class Worker:
             await self._work()
         finally:
             await self._drain()
-            for task in self._background:
-                task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
-            self._background = []
+            await self._stop_background()
             with contextlib.suppress(Exception):
                 await self._scripts.run(
                     "release_locks", [self.prefix, self.name, len(self.queues), *self.queues]
                 )
             log.info("worker %s stopped after %d jobs", self.name, self.processed)
+
+    async def _stop_background(self) -> None:
+        # The loops also watch ``_closing``: a cancellation swallowed inside a client call (seen with
+        # redis-py) must not keep a loop alive, so cancel, wait, and cancel again if needed.
+        self._closing.set()
+        pending = {t for t in self._background if not t.done()}
+        for _ in range(3):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=2.0)
+        if pending:
+            log.warning("worker %s: %d background task(s) did not stop", self.name, len(pending))
+        self._background = []
 
     # ------------------------------------------------------------------ registration
     async def _register_birth(self) -> None:
@@ -337,7 +350,7 @@ class Worker:
 
     # ------------------------------------------------------------------ completion, batched
     async def _completer(self) -> None:
-        while True:
+        while not self._closing.is_set():
             first = await self._done.get()
             batch = [first] if first is not None else []
             while not self._done.empty() and len(batch) < 200:
@@ -396,16 +409,15 @@ class Worker:
         self._slot.set()
 
     # ------------------------------------------------------------------ background duties
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopping; ``True`` if asked to stop."""
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless the background loops are closing."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._stop.wait()
-        return self._stop.is_set()
+                await self._closing.wait()
 
     async def _maintenance(self) -> None:
         last_reap = 0.0
-        while True:
+        while not self._closing.is_set():
             try:
                 await self._heartbeat()
                 if time.monotonic() - last_reap >= self.reap_interval:
@@ -415,7 +427,7 @@ class Worker:
                 raise
             except Exception:
                 log.exception("worker %s: heartbeat failed", self.name)
-            await asyncio.sleep(self.heartbeat_interval)
+            await self._nap(self.heartbeat_interval)
 
     async def _heartbeat(self) -> None:
         running = [job for job, _ in self._running.values()]
@@ -471,7 +483,7 @@ class Worker:
         return int(promoted)
 
     async def _promoter(self) -> None:
-        while True:
+        while not self._closing.is_set():
             try:
                 await self._promote_once()
             except asyncio.CancelledError:
@@ -481,14 +493,14 @@ class Worker:
             wait = self.scheduler_interval
             if getattr(self, "_next_due", -1) > 0:
                 wait = min(wait, max(self._next_due - time.time(), 0.05))
-            await asyncio.sleep(wait)
+            await self._nap(wait)
 
     async def _control(self) -> None:
         """RQ's worker commands on ``<p>:pubsub:<name>``: shutdown, stop-job, stop-execution, kill-horse."""
         pubsub: Any = self.redis.pubsub()
         try:
             await pubsub.subscribe(self.keys.pubsub(self.name))
-            while True:
+            while not self._closing.is_set():
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if msg is None:
                     continue
