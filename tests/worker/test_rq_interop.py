@@ -246,3 +246,16 @@ async def test_rq_dependents_run_after_parent(
     fetched = Job.fetch(child.id, connection=conn, serializer=JSONSerializer)
     assert fetched.get_status() == rq.job.JobStatus.FINISHED
     assert fetched.return_value() == 7
+
+
+async def test_lifecycle_records_of_rq_jobs_name_the_function(
+    redis_url: str, wsettings: Settings, conn: syncredis.Redis
+) -> None:
+    from asyncsched._keys import lifecycle_stream
+    from asyncsched._lifecycle import LifecycleRecord
+
+    job = Queue("default", connection=conn, serializer=JSONSerializer).enqueue(jobs.add, 1, 2)
+    await run_burst(redis=redis_url, settings=wsettings)
+    records = [LifecycleRecord.decode(f) for _, f in conn.xrange(lifecycle_stream("rq"))]
+    mine = [(r.kind, r.function) for r in records if r.job_id == job.id]
+    assert mine == [("started", "tests.jobs.add"), ("success", "tests.jobs.add")]

@@ -264,3 +264,32 @@ def test_zlib_header_of_results_is_rq_style() -> None:
 
     assert zlib.decompress(__import__("base64").b64decode(encode_exc("x"))) == b"x"
     assert decode_exc(encode_exc("tb")) == "tb"
+
+
+async def test_reaper_puts_back_jobs_stuck_in_the_intermediate_list(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    job_id = await queue.enqueue(jobs.add, args=(1, 2))
+    # a worker died between its BLMOVE and its claim: the id sits in the intermediate list
+    await redis.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
+    async with Worker(redis=redis_url, settings=wsettings) as worker:
+        assert await worker.reap() == []  # first seen now
+        first_seen = f"rq:queue:default:intermediate:first_seen:{job_id}"
+        await redis.set(first_seen, int(__import__("time").time()) - 120)  # ... two minutes ago
+        assert await worker.reap() == [(job_id, "unstuck")]
+    assert await redis.lrange("rq:queue:default", 0, -1) == [job_id.encode()]
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert await queue.result(job_id) == 3
+
+
+async def test_key_prefix_is_a_setting(redis_url: str, redis: aioredis.Redis) -> None:
+    settings = Settings(redis_url=redis_url, key_prefix="myapp")
+    async with TaskQueue(redis_url, settings=settings) as q:
+        job_id = await q.enqueue(jobs.add, args=(1, 2), delay=0.0)
+        later = await q.enqueue(jobs.add, args=(2, 2), delay=3600)
+        await run_burst(redis=redis_url, settings=settings)
+        assert await q.result(job_id) == 3
+        assert await q.status(later) == JobStatus.SCHEDULED
+    keys = {k.decode() for k in await redis.keys("*")}
+    assert keys
+    assert all(k.startswith("myapp:") for k in keys), keys

@@ -472,7 +472,10 @@ class Worker:
         reply = await self._scripts.run("reap", args)
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
         for job_id, action in out:
-            log.warning("job %s: its worker was lost; %s", job_id, action)
+            if action == "unstuck":
+                log.warning("job %s: stuck in the intermediate list (a worker died); put back", job_id)
+            else:
+                log.warning("job %s: its worker was lost; %s", job_id, action)
         return out
 
     async def _promote_once(self) -> int:

@@ -47,11 +47,12 @@ local function start(id, q)
   local h = redis.call('HGETALL', jk)
   local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', ARGV[3]}
   local extra = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
-    'asyncsched_function_path', 'asyncsched_scheduled_task')
+    'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
   life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
   if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
   if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
-  if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4] end
+  if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4]
+  elseif extra[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(extra[6], '^[^(]+') or extra[6]) end
   if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
   out[#out + 1] = id

@@ -72,7 +72,7 @@ for j = 0, njobs - 1 do
     local retries, sched, front = f[11], f[12], f[13]
     local ex_start, ex_end, wt = f[14], f[15], f[16]
     local extra = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
-      'asyncsched_function_path', 'asyncsched_scheduled_task')
+      'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
     if f[21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', f[21]) end
     if retries ~= '' then redis.call('HSET', jk, 'retries_left', retries) end
     local function add_result()
@@ -124,7 +124,8 @@ for j = 0, njobs - 1 do
     life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
     if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
     if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
-    if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4] end
+    if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4]
+    elseif extra[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(extra[6], '^[^(]+') or extra[6]) end
     if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
     if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
     if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
