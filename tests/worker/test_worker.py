@@ -293,3 +293,20 @@ async def test_key_prefix_is_a_setting(redis_url: str, redis: aioredis.Redis) ->
     keys = {k.decode() for k in await redis.keys("*")}
     assert keys
     assert all(k.startswith("myapp:") for k in keys), keys
+
+
+async def test_result_waits_for_the_current_attempt(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path
+) -> None:
+    counter = str(tmp_path / "n")
+    job_id = await queue.enqueue(jobs.fail_until, args=(counter, 2))
+    await run_burst(redis=redis_url, settings=wsettings)
+    with pytest.raises(JobError):
+        await queue.result(job_id)
+    await queue.requeue(job_id)
+    assert await queue.result(job_id) is None  # the old failure is not this attempt's outcome
+    async with Worker(redis=redis_url, settings=wsettings) as worker:
+        task = asyncio.create_task(worker.run())
+        assert await queue.result(job_id, wait=20) == 2
+        worker.request_stop()
+        await task

@@ -30,6 +30,7 @@ __all__ = ["TaskQueue"]
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _SEP = "\x1e"
+_PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created"})
 _ENQUEUE_KEYS = frozenset(
     [
         "func",
@@ -308,16 +309,26 @@ class TaskQueue:
         return ResultEntry.decode(entry_id, fields)
 
     async def result(self, job_id: str, wait: float | None = None) -> Any:
-        """The job's return value; ``None`` if it has not finished (after waiting up to ``wait`` seconds).
+        """The job's return value; ``None`` if it has not finished (after waiting up to ``wait`` seconds)
+        or was cancelled.
 
         Raises :class:`JobError` with the error line when the job failed or was stopped, and
-        :class:`JobNotFound` when there is neither a job nor a result.
+        :class:`JobNotFound` when there is neither a job nor a result. The result of an earlier attempt
+        of a job that was re-queued is not returned: the current attempt's is awaited.
         """
-        entry = await self._latest(job_id)
-        if entry is None and wait:
-            entry = await self._wait_result(job_id, wait)
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.job(job_id), "status")
+            pipe.xrevrange(self.keys.results(job_id), count=1)
+            status, entries = await pipe.execute()
+        last_id: bytes | None = entries[0][0] if entries else None
+        entry = ResultEntry.decode(*entries[0]) if entries else None
+        pending = status in _PENDING
+        if pending:
+            entry = None  # an earlier attempt's outcome
+            if wait:
+                entry = await self._wait_result(job_id, wait, last_id)
         if entry is None:
-            if not await self._r.exists(self.keys.job(job_id)):
+            if status is None:
                 raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
             return None
         if entry.type == ResultType.SUCCESSFUL:
@@ -325,7 +336,8 @@ class TaskQueue:
         lines = [ln for ln in (entry.exc_string or "").strip().splitlines() if ln.strip()]
         raise JobError(f"job {job_id} failed: {lines[-1] if lines else 'no error text'}")
 
-    async def _wait_result(self, job_id: str, wait: float) -> ResultEntry | None:
+    async def _wait_result(self, job_id: str, wait: float, after: bytes | None) -> ResultEntry | None:
+        """Wait for a result entry newer than ``after``: XREAD BLOCK, or short polls on the embedded server."""
         deadline = time.monotonic() + wait
         key = self.keys.results(job_id)
         pause = 0.005
@@ -334,13 +346,14 @@ class TaskQueue:
             if remaining <= 0:
                 return None
             if _is_fake(self.redis):
-                await asyncio.sleep(min(pause, remaining))  # the embedded server: short polls
+                await asyncio.sleep(min(pause, remaining))
                 pause = min(pause * 2, 0.1)
             else:
-                await self._r.xread({key: "0-0"}, count=1, block=max(1, int(remaining * 1000)))
-            entry = await self._latest(job_id)
-            if entry is not None:
-                return entry
+                start = after.decode() if after else "0-0"
+                await self._r.xread({key: start}, count=1, block=max(1, int(remaining * 1000)))
+            entries = await self._r.xrevrange(key, count=1)
+            if entries and entries[0][0] != after:
+                return ResultEntry.decode(*entries[0])
 
     async def job(self, job_id: str) -> JobRecord:
         """The full record. Raises :class:`JobNotFound`."""
