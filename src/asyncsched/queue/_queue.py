@@ -337,7 +337,7 @@ class TaskQueue:
         raise JobError(f"job {job_id} failed: {lines[-1] if lines else 'no error text'}")
 
     async def _wait_result(self, job_id: str, wait: float, after: bytes | None) -> ResultEntry | None:
-        """Wait for a result entry newer than ``after``: XREAD BLOCK, or short polls on the embedded server."""
+        """Wait for a result entry newer than ``after`` (XREAD BLOCK; short polls on memory://)."""
         deadline = time.monotonic() + wait
         key = self.keys.results(job_id)
         pause = 0.005
