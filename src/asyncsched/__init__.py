@@ -24,6 +24,7 @@ from .queue import JobRecord, JobStatus, Retry, TaskQueue
 from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
 from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
+from .worker import Worker
 
 __all__ = [
     "AsyncschedError",
@@ -62,6 +63,7 @@ __all__ = [
     "TaskScheduler",
     "UnsafeJob",
     "UnsupportedURL",
+    "Worker",
     "__version__",
     "get_settings",
     "parse_schedule",

@@ -310,3 +310,26 @@ async def test_result_waits_for_the_current_attempt(
         assert await queue.result(job_id, wait=20) == 2
         worker.request_stop()
         await task
+
+
+async def test_multi_queue_worker_blocks_and_reports(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path
+) -> None:
+    flag = tmp_path / "running"
+    async with Worker(["high", "low"], redis=redis_url, settings=wsettings, name="mq") as worker:
+        task = asyncio.create_task(worker.run())
+        low = await queue.enqueue(jobs.add, args=(1, 1), queue="low")
+        assert await queue.result(low, wait=20) == 2  # woken by the push, no polling
+        slow = await queue.enqueue(jobs.async_touch_and_sleep, args=(str(flag), 60), queue="high")
+        await eventually(flag.exists, what="the job to start")
+        info = await queue.workers()
+        assert info[0].current_jobs == [slow]
+        assert info[0].state == "busy"
+        counts = await queue.queue_counts()
+        assert counts["high"]["running"] == 1
+        assert counts["low"]["success"] == 1
+        assert [r.id for r in await queue.list_jobs("high", JobStatus.RUNNING)] == [slow]
+        await queue.cancel(slow)
+        await eventually(lambda: not worker.running_jobs, what="the cancelled job to stop")
+        worker.request_stop()
+        await task
