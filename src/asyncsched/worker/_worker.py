@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
@@ -36,6 +38,7 @@ log = logging.getLogger("asyncsched.worker")
 
 ORPHAN_POLICIES = ("fail", "requeue")
 _FINISH_FIELDS = 21
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _SEP = "\x1e"
 
 
@@ -244,25 +247,37 @@ class Worker:
                 await self._slot.wait()
 
     async def _work(self) -> None:
-        blocking = not self.burst
+        """The claim loop; survives Redis outages (backs off and retries until Redis answers again)."""
+        backoff = 0.1
         while not self._stop.is_set():
-            n = min(self._capacity(), self.batch_size)
-            if n <= 0:
-                await self._wait_slot()
-                continue
-            if await self._claim(n):
-                continue
-            if self.burst:
-                if await self._promote_once():
-                    continue
-                if not self._running and self._done.empty():
-                    if await self._queues_empty():
-                        return
-                    continue
-                await self._wait_slot(self.poll_timeout)
-                continue
-            if blocking:
-                await self._block(n)
+            try:
+                if await self._work_once():
+                    return
+                backoff = 0.1
+            except _REDIS_DOWN as exc:
+                log.warning("worker %s: Redis unavailable (%s); retrying in %.1fs", self.name, exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff):
+                        await self._stop.wait()
+                backoff = min(backoff * 2, 5.0)
+
+    async def _work_once(self) -> bool:
+        """One step of the claim loop; ``True`` when a burst worker is done."""
+        n = min(self._capacity(), self.batch_size)
+        if n <= 0:
+            await self._wait_slot()
+            return False
+        if await self._claim(n):
+            return False
+        if not self.burst:
+            await self._block(n)
+            return False
+        if await self._promote_once():
+            return False
+        if not self._running and self._done.empty():
+            return bool(await self._queues_empty())
+        await self._wait_slot(self.poll_timeout)
+        return False
 
     async def _queues_empty(self) -> bool:
         async with self._r.pipeline(transaction=False) as pipe:
@@ -500,6 +515,14 @@ class Worker:
 
     async def _control(self) -> None:
         """RQ's worker commands on ``<p>:pubsub:<name>``: shutdown, stop-job, stop-execution, kill-horse."""
+        while not self._closing.is_set():
+            try:
+                await self._listen()
+            except _REDIS_DOWN as exc:
+                log.warning("worker %s: command channel lost (%s); resubscribing", self.name, exc)
+                await self._nap(1.0)
+
+    async def _listen(self) -> None:
         pubsub: Any = self.redis.pubsub()
         try:
             await pubsub.subscribe(self.keys.pubsub(self.name))
