@@ -123,6 +123,7 @@ class Worker:
         self._closing = asyncio.Event()
         self._slot = asyncio.Event()
         self._registered = False
+        self._entered = False
         self._background: list[asyncio.Task[None]] = []
         self.processed = 0
         self._exec_base = os.urandom(10).hex()
@@ -131,6 +132,7 @@ class Worker:
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> Worker:
         await self._register_birth()
+        self._entered = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -171,6 +173,9 @@ class Worker:
                 await self._scripts.run(
                     "release_locks", [self.prefix, self.name, len(self.queues), *self.queues]
                 )
+            if not self._entered:  # used without ``async with``: leave nothing registered
+                with contextlib.suppress(Exception):
+                    await self._register_death()
             log.info("worker %s stopped after %d jobs", self.name, self.processed)
 
     async def _stop_background(self) -> None:
