@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -333,3 +334,17 @@ async def test_multi_queue_worker_blocks_and_reports(
         await eventually(lambda: not worker.running_jobs, what="the cancelled job to stop")
         worker.request_stop()
         await task
+
+
+async def test_scheduler_lock_of_another_holder_is_respected(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    job_id = await queue.enqueue(jobs.add, args=(1, 2), at=datetime.now(UTC) + timedelta(seconds=1))
+    await redis.zadd("rq:scheduled:default", {job_id: 1})  # due long ago
+    await redis.set("rq:scheduler-lock:default", "rq-scheduler-elsewhere", ex=60)
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert await queue.status(job_id) == JobStatus.SCHEDULED  # RQ's scheduler owns this queue
+    await redis.delete("rq:scheduler-lock:default")
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert await queue.result(job_id) == 3
+    assert await redis.get("rq:scheduler-lock:default") is None  # released at exit

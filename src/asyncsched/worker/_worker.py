@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import socket
@@ -499,7 +500,8 @@ class Worker:
         return out
 
     async def _promote_once(self) -> int:
-        args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), 60, self.stream]
+        lock_ttl = max(10, math.ceil(3 * self.scheduler_interval))  # a dead holder is replaced quickly
+        args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
         args += [LIFECYCLE_MAXLEN, 1000, len(self.queues), *self.queues]
         promoted, earliest = await self._scripts.run("promote", args)
         self._next_due = earliest
