@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = ["TaskQueue"]
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _SEP = "\x1e"
+_BATCH = 1000  # jobs per coalesced enqueue script call
 _PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created"})
 _ENQUEUE_KEYS = frozenset(
     [
@@ -93,6 +94,10 @@ class TaskQueue:
         self.stream = lifecycle_stream(self.prefix)
         self._scripts = Scripts(self.redis)
         self._r: Any = self.redis  # redis-py's stubs type replies as bytes | str; ours are bytes
+        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._ts_for: datetime | None = None
+        self._ts = ""
 
     async def __aenter__(self) -> TaskQueue:
         return self
@@ -101,7 +106,9 @@ class TaskQueue:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client if this queue created it."""
+        """Finish pending writes, then close the client if this queue created it."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._owns:
             await self.redis.aclose()
 
@@ -136,33 +143,61 @@ class TaskQueue:
         alone works too and is recorded either way). ``at``/``delay`` schedule the job (workers promote it
         when due). ``unique=True`` writes nothing if ``job_id`` already exists and returns ``job_id``.
         """
-        ids = await self.enqueue_many(
-            [
-                {
-                    "func": func,
-                    "agent_name": agent_name,
-                    "task_name": task_name,
-                    "function_path": function_path,
-                    "args": args,
-                    "kwargs": kwargs,
-                    "queue": queue,
-                    "job_id": job_id,
-                    "timeout": timeout,
-                    "result_ttl": result_ttl,
-                    "ttl": ttl,
-                    "failure_ttl": failure_ttl,
-                    "retry": retry,
-                    "at": at,
-                    "delay": delay,
-                    "meta": meta,
-                    "description": description,
-                    "scheduled_task_id": scheduled_task_id,
-                    "unique": unique,
-                    "at_front": at_front,
-                }
-            ]
+        job_id, part = self._prepare(
+            now=datetime.now(UTC),
+            func=func,
+            agent_name=agent_name,
+            task_name=task_name,
+            function_path=function_path,
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+            job_id=job_id,
+            timeout=timeout,
+            result_ttl=result_ttl,
+            ttl=ttl,
+            failure_ttl=failure_ttl,
+            retry=retry,
+            at=at,
+            delay=delay,
+            meta=meta,
+            description=description,
+            scheduled_task_id=scheduled_task_id,
+            unique=unique,
+            at_front=at_front,
         )
-        return ids[0]
+        await self._submit(part)
+        return job_id
+
+    async def _submit(self, part: list[Any]) -> None:
+        """Write one prepared job. Concurrent calls are coalesced: every job submitted while a write is
+        being prepared goes into the same script call (one round trip for many producers), and each
+        caller still waits for its own job to be written (or gets the error)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((part, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let producers running in this loop iteration join the batch
+        while self._pending:
+            batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            body = [x for part, _ in batch for x in part]
+            try:
+                args = [self.prefix, self.stream, LIFECYCLE_MAXLEN, len(batch), *body]
+                await self._scripts.run("enqueue", args)
+            except BaseException as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
 
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Enqueue several jobs (same keys as :meth:`enqueue`) in one atomic round trip."""
@@ -216,13 +251,16 @@ class TaskQueue:
         kwargs = dict(kwargs or {})
         if unique and job_id is None:
             raise InvalidJob("unique=True needs a job_id")
+        fresh = job_id is None
         if job_id is None:
-            job_id = str(uuid.uuid4())
+            job_id = _uuid4()
         elif not _JOB_ID.match(job_id):
             raise InvalidJob(f"job id {job_id!r} may only contain letters, digits, '_' and '-' (RQ's rule)")
         qname = queue or self.name
         data = codec.encode_data(name, args, kwargs, self.serializer)  # raises before anything is written
-        ts = codec.fmt_ts(now)
+        if self._ts_for is not now:  # one timestamp text per batch
+            self._ts_for, self._ts = now, codec.fmt_ts(now)
+        ts = self._ts
         when: datetime | None = None
         if at is not None:
             when = at if at.tzinfo else at.replace(tzinfo=UTC)
@@ -230,66 +268,58 @@ class TaskQueue:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
             when = now + timedelta(seconds=seconds)
         scheduled = when is not None and when > now
-        fields: dict[str, Any] = {
-            "created_at": ts,
-            "success_callback_name": "",
-            "failure_callback_name": "",
-            "stopped_callback_name": "",
-            "started_at": "",
-            "ended_at": "",
-            "last_heartbeat": "",
-            "worker_name": "",
-            "group_id": "",
-            "origin": qname,
-            "description": description or codec.call_string(name, args, kwargs),
-            "timeout": _seconds(timeout) if timeout is not None else self.settings.job_timeout,
-            "status": "scheduled" if scheduled else "queued",
-            "asyncsched_function_path": path,
-            "asyncsched_attempt": 1,
-        }
+        description = _clean(description or codec.call_string(name, args, kwargs))
+        path, qname = _clean(path), _clean(qname)
+        status = "scheduled" if scheduled else "queued"
+        # Hash fields in RQ's order (see rq.job.Job.to_dict), as a flat list of text.
+        fields = [
+            "created_at", ts,
+            "success_callback_name", "",
+            "failure_callback_name", "",
+            "stopped_callback_name", "",
+            "started_at", "",
+            "ended_at", "",
+            "last_heartbeat", "",
+            "worker_name", "",
+            "group_id", "",
+            "origin", qname,
+            "description", description,
+            "timeout", str(_seconds(timeout) if timeout is not None else self.settings.job_timeout),
+            "status", status,
+            "asyncsched_function_path", path,
+            "asyncsched_attempt", "1",
+        ]  # fmt: skip
         if not scheduled:
-            fields["enqueued_at"] = ts
-        for key, value in (("result_ttl", result_ttl), ("failure_ttl", failure_ttl), ("ttl", ttl)):
-            if value is not None:
-                fields[key] = int(value)
+            fields += ("enqueued_at", ts)
+        if result_ttl is not None:
+            fields += ("result_ttl", str(int(result_ttl)))
+        if failure_ttl is not None:
+            fields += ("failure_ttl", str(int(failure_ttl)))
+        if ttl is not None:
+            fields += ("ttl", str(int(ttl)))
         meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
         if retry is not None:
             policy = Retry(retry) if isinstance(retry, int) else retry
-            fields["retries_left"] = policy.max
-            fields["retry_intervals"] = "[" + ", ".join(str(i) for i in policy.intervals) + "]"
-        extra = {
-            "asyncsched_agent": agent_name,
-            "asyncsched_task": task_name,
-            "asyncsched_scheduled_task": scheduled_task_id,
-        }
-        fields.update({k: v for k, v in extra.items() if v is not None})
-        life: dict[str, Any] = {
-            "kind": "scheduled" if scheduled else "queued",
-            "job_id": job_id,
-            "queue": qname,
-            "attempt": 1,
-            "function": path,
-            "enqueued_at": now.timestamp(),
-        }
-        named = {"agent_name": agent_name, "task_name": task_name, "scheduled_task_id": scheduled_task_id}
-        life.update({k: v for k, v in named.items() if v is not None})
-        score = int(when.timestamp()) if when is not None else 0
-        text: list[Any] = [
-            job_id,
-            qname,
-            "scheduled" if scheduled else "queued",
-            score,
-            "1" if unique else "0",
-            "" if ttl is None else int(ttl),
-            "1" if at_front else "0",
-            len(fields),
-            *(x for kv in fields.items() for x in kv),
-            len(life),
-            *(x for kv in life.items() for x in kv),
-        ]
+            fields += ("retries_left", str(policy.max))
+            fields += ("retry_intervals", "[" + ", ".join(str(i) for i in policy.intervals) + "]")
+        life = ["kind", status, "job_id", job_id, "queue", qname, "attempt", "1", "function", path]
+        life += ("enqueued_at", repr(now.timestamp()))
+        for hash_field, life_field, value in (
+            ("asyncsched_agent", "agent_name", agent_name),
+            ("asyncsched_task", "task_name", task_name),
+            ("asyncsched_scheduled_task", "scheduled_task_id", scheduled_task_id),
+        ):
+            if value is not None:
+                value = _clean(value)
+                fields += (hash_field, value)
+                life += (life_field, value)
+        score = str(int(when.timestamp())) if when is not None else "0"
+        mode = "1" if unique else ("n" if fresh else "0")
+        head = [job_id, qname, status, score, mode, "" if ttl is None else str(int(ttl))]
+        head += ("1" if at_front else "0", str(len(fields) // 2))
         # One text argument per job (fields joined by 0x1e) plus the two binary fields: sending a few
         # arguments instead of ~60 per job is what makes bulk enqueue fast.
-        packed = _SEP.join(str(x).replace(_SEP, " ") for x in text)
+        packed = _SEP.join([*head, *fields, str(len(life) // 2), *life])
         part = [packed, data, meta_raw]
         return job_id, part
 
@@ -533,6 +563,17 @@ class TaskQueue:
     async def delete(self, job_id: str) -> None:
         """Remove a job's hash and result stream (not its registry entries, which expire)."""
         await self._r.delete(self.keys.job(job_id), self.keys.results(job_id))
+
+
+def _clean(text: str) -> str:
+    """User text without the byte the scripts use as a field separator."""
+    return text.replace(_SEP, " ") if _SEP in text else text
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())``, without the cost of building a ``UUID`` object."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 def _seconds(value: int | float | timedelta) -> int:

@@ -43,12 +43,10 @@ local function enqueue_dependents(id, failed)
 end
 
 local function split(packed)
-  local fields, pos = {}, 1
-  while true do
-    local at = string.find(packed, '\030', pos, true)
-    if not at then fields[#fields + 1] = string.sub(packed, pos); break end
-    fields[#fields + 1] = string.sub(packed, pos, at - 1)
-    pos = at + 1
+  local fields, n = {}, 0
+  for field in string.gmatch(packed .. '\030', '([^\030]*)\030') do
+    n = n + 1
+    fields[n] = field
   end
   return fields
 end
