@@ -52,6 +52,7 @@ local function split(packed)
 end
 local jobs_packed = {}
 for j = 1, njobs do jobs_packed[j] = ARGV[8 + j] end
+local ok_count, fail_count, work_time = 0, 0, 0
 for j = 0, njobs - 1 do
   local f = split(jobs_packed[j + 1])
   local id, ex, q, outcome = f[1], f[2], f[3], f[4]
@@ -61,7 +62,9 @@ for j = 0, njobs - 1 do
   redis.call('ZREM', p .. ':wip:' .. q, member)
   redis.call('ZREM', p .. ':executions:' .. id, ex)
   redis.call('SREM', wkey .. ':executions', member)
-  local cur = redis.call('HMGET', jk, 'status', 'worker_name')
+  -- one read: the state check and the fields of the lifecycle record
+  local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
+    'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
   if cur[1] ~= 'started' or cur[2] ~= w then
     out[#out + 1] = 0
   else
@@ -69,8 +72,7 @@ for j = 0, njobs - 1 do
     local job_ttl, res_ttl, score = f[8], f[9], f[10]
     local retries, sched, front = f[11], f[12], f[13]
     local ex_start, ex_end, wt = f[14], f[15], f[16]
-    local extra = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
-      'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
+    local extra = {cur[3], cur[4], cur[5], cur[6], cur[7], cur[8]}
     if f[21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', f[21]) end
     if retries ~= '' then redis.call('HSET', jk, 'retries_left', retries) end
     local function add_result()
@@ -97,14 +99,14 @@ for j = 0, njobs - 1 do
       end
       enqueue_dependents(id, false)
       apply_ttl()
-      if wexists then redis.call('HINCRBY', wkey, 'successful_job_count', 1) end
+      ok_count = ok_count + 1
     elseif outcome == 'failed' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
       redis.call('ZADD', p .. ':failed:' .. q, score, id)
       add_result()
       enqueue_dependents(id, true)
       apply_ttl()
-      if wexists then redis.call('HINCRBY', wkey, 'failed_job_count', 1) end
+      fail_count = fail_count + 1
     else
       redis.call('HSET', jk, 'ended_at', now_ts)
       if outcome == 'schedule' then
@@ -115,9 +117,9 @@ for j = 0, njobs - 1 do
         if front == '1' then redis.call('LPUSH', p .. ':queue:' .. q, id)
         else redis.call('RPUSH', p .. ':queue:' .. q, id) end
       end
-      if wexists then redis.call('HINCRBY', wkey, 'failed_job_count', 1) end
+      fail_count = fail_count + 1
     end
-    if wexists and wt ~= '' then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', wt) end
+    if wt ~= '' then work_time = work_time + tonumber(wt) end
     local life = {'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start, 'ended_at', ex_end}
     life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
     if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
@@ -133,6 +135,10 @@ for j = 0, njobs - 1 do
   end
 end
 if wexists then
+  -- worker counters once per batch
+  if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
+  if fail_count > 0 then redis.call('HINCRBY', wkey, 'failed_job_count', fail_count) end
+  if work_time > 0 then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', tostring(work_time)) end
   if redis.call('SCARD', wkey .. ':executions') == 0 then
     redis.call('HSET', wkey, 'state', 'idle')
     redis.call('HDEL', wkey, 'current_job')
