@@ -107,8 +107,9 @@ class TaskQueue:
 
     async def aclose(self) -> None:
         """Finish pending writes, then close the client if this queue created it."""
-        if self._flusher is not None and not self._flusher.done():
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        flusher = self._flusher
+        if flusher is not None and not flusher.done() and flusher.get_loop() is asyncio.get_running_loop():
+            await asyncio.gather(flusher, return_exceptions=True)
         if self._owns:
             await self.redis.aclose()
 
@@ -176,12 +177,15 @@ class TaskQueue:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._pending.append((part, future))
-        if self._flusher is None or self._flusher.done():
+        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
             self._flusher = loop.create_task(self._flush())
         await future
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let producers running in this loop iteration join the batch
+        loop = asyncio.get_running_loop()
+        # jobs submitted on another (since closed) loop have no caller left to tell
+        self._pending = [(part, fut) for part, fut in self._pending if fut.get_loop() is loop]
         while self._pending:
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
             body = [x for part, _ in batch for x in part]
