@@ -348,3 +348,17 @@ async def test_scheduler_lock_of_another_holder_is_respected(
     await run_burst(redis=redis_url, settings=wsettings)
     assert await queue.result(job_id) == 3
     assert await redis.get("rq:scheduler-lock:default") is None  # released at exit
+
+
+async def test_malformed_hash_in_queue_is_failed_not_dropped(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    await redis.hset("rq:job:garbage-1", mapping={"origin": "default", "whatever": "x"})
+    await redis.rpush("rq:queue:default", "garbage-1", "missing-2")
+    ok = await queue.enqueue(jobs.add, args=(1, 1))
+    await run_burst(redis=redis_url, settings=wsettings)
+    rec = await queue.job("garbage-1")
+    assert rec.status == JobStatus.FAILED
+    assert "no 'data'" in (rec.error or "")
+    assert await queue.result(ok) == 2
+    assert await redis.llen("rq:queue:default") == 0

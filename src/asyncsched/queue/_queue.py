@@ -332,6 +332,8 @@ class TaskQueue:
         """The job's state. Raises :class:`JobNotFound`."""
         raw = await self._r.hget(self.keys.job(job_id), "status")
         if raw is None:
+            if await self._r.exists(self.keys.job(job_id)):
+                return JobStatus.QUEUED  # RQ's "created": a hash without a status yet
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
         return from_rq_status(raw)
 

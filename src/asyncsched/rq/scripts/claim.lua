@@ -36,7 +36,8 @@ local function start(id, q)
     if slot then extra[slot] = h[k + 1] end
   end
   local status = extra[7]
-  if not status or status == 'canceled' or status == 'started' or status == 'finished' then
+  -- a missing hash is skipped (as RQ does); a malformed one is claimed so the worker fails it with a reason
+  if #h == 0 or status == 'canceled' or status == 'started' or status == 'finished' then
     return false
   end
   used = used + 1
