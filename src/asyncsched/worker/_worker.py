@@ -127,6 +127,7 @@ class Worker:
         self._entered = False
         self._background: list[asyncio.Task[None]] = []
         self.processed = 0
+        self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
         self._exec_base = os.urandom(10).hex()
         self._exec_seq = 0
 
@@ -504,7 +505,7 @@ class Worker:
         args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
         args += [LIFECYCLE_MAXLEN, 1000, len(self.queues), *self.queues]
         promoted, earliest = await self._scripts.run("promote", args)
-        self._next_due = earliest
+        self._next_due = int(earliest)
         return int(promoted)
 
     async def _promoter(self) -> None:
@@ -516,7 +517,7 @@ class Worker:
             except Exception:
                 log.exception("worker %s: promoting scheduled jobs failed", self.name)
             wait = self.scheduler_interval
-            if getattr(self, "_next_due", -1) > 0:
+            if self._next_due > 0:
                 wait = min(wait, max(self._next_due - time.time(), 0.05))
             await self._nap(wait)
 
