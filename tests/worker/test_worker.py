@@ -362,3 +362,15 @@ async def test_malformed_hash_in_queue_is_failed_not_dropped(
     assert "no 'data'" in (rec.error or "")
     assert await queue.result(ok) == 2
     assert await redis.llen("rq:queue:default") == 0
+
+
+async def test_a_rejected_outcome_does_not_stall_the_worker(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    ids = await queue.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(5)])
+    await redis.set(f"rq:results:{ids[2]}", "not a stream")  # XADD will fail with WRONGTYPE
+    worker = await run_burst(redis=redis_url, settings=wsettings)
+    assert worker.processed == 5
+    for i in (0, 1, 3, 4):
+        assert await queue.result(ids[i]) == 2 * i
+    assert await redis.type(f"rq:results:{ids[2]}") == b"string"  # its XADD really was refused

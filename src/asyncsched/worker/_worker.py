@@ -20,6 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import lifecycle_stream
@@ -413,15 +414,7 @@ class Worker:
             )
             # one argument per job (fields joined by 0x1e): far cheaper to send than 21 arguments
             args.append(_SEP.join(x.replace(_SEP, " ") for x in fields))
-        delay = 0.05
-        while True:
-            try:
-                await self._scripts.run("finish", args)
-                break
-            except Exception:  # Redis away: keep the outcomes, retry
-                log.exception("worker %s: recording %d outcomes failed; retrying", self.name, len(batch))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await self._record(batch, args)
         for o in batch:
             entry = self._running.pop(o.job.id, None)
             if entry is not None and entry[1] is not None and not o.job.is_async:
@@ -429,6 +422,30 @@ class Worker:
             self.processed += 1
             log.debug("job %s: %s", o.job.id, o.kind)
         self._slot.set()
+
+    async def _record(self, batch: list[Outcome], args: list[Any]) -> None:
+        """Run finish.lua: retry while Redis is away; if Redis rejects the batch (a key of the wrong type,
+        say), record the jobs one by one and give up only on those that fail: their lease lapses and the
+        reaper recovers them. The worker goes on either way."""
+        delay = 0.05
+        while True:
+            try:
+                await self._scripts.run("finish", args)
+                return
+            except _REDIS_DOWN:
+                log.warning("worker %s: Redis away; %d outcomes kept, retrying", self.name, len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except RedisError:
+                if len(batch) == 1:
+                    log.exception(
+                        "worker %s: could not record job %s; left to the reaper", self.name, batch[0].job.id
+                    )
+                    return
+                head = args[:8]
+                for i, outcome in enumerate(batch):
+                    await self._record([outcome], [*head[:7], 1, args[8 + i]])
+                return
 
     # ------------------------------------------------------------------ background duties
     async def _nap(self, seconds: float) -> None:
