@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from asyncsched import ConfigurationError, SerializationError
 from asyncsched._keys import agent_event_stream, broadcast_event_stream, event_log_stream
@@ -16,6 +19,7 @@ from asyncsched.config import Settings
 from asyncsched.events import Event, EventBus
 from asyncsched.events._bus import EventStream
 
+from ..servers import RedisServer
 from .conftest import Collector
 
 
@@ -336,3 +340,40 @@ async def test_a_client_passed_in_is_not_closed(bus_settings: Settings, redis: a
     async with EventBus(redis, settings=bus_settings) as bus:
         await bus.publish("x.y", "src")
     assert await redis.ping()
+
+
+@pytest.mark.slow
+async def test_live_and_durable_delivery_resume_after_a_redis_restart(
+    real_redis_url: str, real_redis: RedisServer
+) -> None:
+    settings = Settings(redis_url=real_redis_url)
+    durable: asyncio.Queue[Event] = asyncio.Queue()
+    async with EventBus(settings=settings, agent_name="a") as bus:
+        await bus.subscribe("d", "*", durable.put, durable=True)
+        await bus.publish("before", "src", target_agent="a")
+        assert (await bus.listen(timeout=10)) is not None
+        real_redis.restart()  # data and connections gone
+
+        async def publish_until(
+            event_type: str, target: str, received: Callable[[], Awaitable[bool]]
+        ) -> None:
+            for _ in range(100):  # each round waits on the bus, not on a clock
+                with contextlib.suppress(RedisConnectionError):
+                    await bus.publish(event_type, "src", target_agent=target)
+                if await received():
+                    return
+            raise AssertionError(f"{event_type} never arrived after the restart")
+
+        async def live() -> bool:
+            event = await bus.listen(timeout=0.2)
+            return event is not None and event.event_type == "after"
+
+        async def durable_got() -> bool:
+            try:
+                event = await asyncio.wait_for(durable.get(), 0.2)
+            except TimeoutError:
+                return False
+            return event.event_type == "after.durable"
+
+        await publish_until("after", "a", live)
+        await publish_until("after.durable", "d", durable_got)
