@@ -62,6 +62,7 @@ MONITOR = "*"
 _PUBLISH_LUA = resources.files(__package__).joinpath("publish.lua").read_text()
 _ROUTE_CACHE_MAX = 4096
 _EAGER_TASKS = sys.version_info >= (3, 12)
+_CLOSE_GRACE = 30.0
 
 
 def _is_async_callable(fn: Callable[..., Any]) -> bool:
@@ -306,8 +307,10 @@ class EventBus:
         for task in [t for t in (self._reader, *self._background) if t is not None]:
             await stop_task(task)
         self._reader = None
-        if self._inflight:
-            await asyncio.wait(list(self._inflight))
+        if self._inflight:  # running callbacks get a grace period, then async ones are cancelled
+            await asyncio.wait(list(self._inflight), timeout=_CLOSE_GRACE)
+            for fut in list(self._inflight):
+                fut.cancel()
         for sink in self._sinks:
             sink.close()
         for fut in self._channels.values():
@@ -445,7 +448,10 @@ class EventBus:
         else:
             channel = _keys.agent_event_channel(self._prefix, sub.agent_name).encode()
             sub._ready = [self._channel_future(self._broadcast_channel.encode())]
-            if self.agent_name != MONITOR:
+            if self.agent_name == MONITOR:  # the agent pattern covers every agent's channel
+                pattern = _keys.agent_event_channel_pattern(self._prefix).encode()
+                sub._ready.append(self._channel_future(pattern))
+            else:
                 sub._ready.append(self._channel_future(channel, subscribe=True))
 
     def _start_durable(self, agent: str) -> None:
