@@ -202,9 +202,10 @@ class EventBus:
     ``agent_name``: the agent this bus listens for with :meth:`listen`/:meth:`events` (its own channel and
     broadcasts); ``"*"`` observes every event of the deployment. Without it, the bus receives broadcasts
     and the events of the agents subscribed through it. ``persist``: also log every published event for
-    the ``EventMessage`` table. ``max_concurrency``: callbacks running at once. ``buffer_size``: events kept
-    for ``listen()`` (the oldest are dropped beyond it, with a warning). ``claim_idle``: seconds after which
-    a durable event delivered to a consumer that did not acknowledge it (crashed) is redelivered to another.
+    the ``EventMessage`` table (default ``Settings.event_log``, env ``ASYNCSCHED_EVENT_LOG``).
+    ``max_concurrency``: callbacks running at once. ``buffer_size``: events kept for ``listen()`` (the
+    oldest are dropped beyond it, with a warning). ``claim_idle``: seconds after which a durable event
+    delivered to a consumer that did not acknowledge it (crashed) is redelivered to another.
     ``consumer``: the durable consumer name (default unique per bus; a stable name lets a restarted process
     re-read its own unacknowledged events at once, without waiting ``claim_idle``).
     """
@@ -215,7 +216,7 @@ class EventBus:
         *,
         settings: Settings | None = None,
         agent_name: str | None = None,
-        persist: bool = False,
+        persist: bool | None = None,
         max_concurrency: int = 100,
         buffer_size: int = 10_000,
         claim_idle: float = 30.0,
@@ -227,7 +228,7 @@ class EventBus:
         if max_concurrency <= 0 or buffer_size <= 0 or claim_idle <= 0:
             raise ConfigurationError("max_concurrency, buffer_size and claim_idle must be positive")
         self.agent_name = agent_name
-        self.persist = persist
+        self.persist = self.settings.event_log if persist is None else persist
         self.max_concurrency = max_concurrency
         self.claim_idle = claim_idle
         self.consumer = consumer
