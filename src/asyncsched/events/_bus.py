@@ -304,7 +304,6 @@ class EventBus:
         for consumer in [*self._durable.values(), *self._retired]:
             await consumer.stop()
         self._durable.clear()
-        self._retired.clear()
         for task in [t for t in (self._reader, *self._background) if t is not None]:
             await stop_task(task)
         self._reader = None
@@ -435,8 +434,14 @@ class EventBus:
             if not any(s.durable and s.agent_name == agent for s in self._subs):
                 consumer = self._durable.pop(agent, None)
                 if consumer is not None:
-                    self._retired.append(consumer)
-                    self._spawn(consumer.stop())
+                    self._retired.append(consumer)  # now: aclose() must stop it even if _retire never ran
+                    self._spawn(self._retire(consumer))
+
+    async def _retire(self, consumer: DurableConsumer) -> None:
+        try:
+            await consumer.stop()
+        finally:
+            self._retired.remove(consumer)
 
     def durable_subscriptions(self, agent_name: str) -> list[Subscription]:
         """The active durable subscriptions of ``agent_name`` on this bus."""
