@@ -47,7 +47,7 @@ from ..exceptions import ConfigurationError
 from ._durable import DurableConsumer
 from ._envelope import Event, validate_agent_name
 from ._match import compile_pattern
-from ._tasks import stop_task
+from ._support import stop_task
 
 __all__ = ["Callback", "EventBus", "EventStream", "Subscription"]
 

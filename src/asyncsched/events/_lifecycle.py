@@ -40,7 +40,7 @@ from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ._bus import EventBus
 from ._envelope import Event, validate_agent_name
-from ._tasks import stop_task
+from ._support import ensure_group, stop_task
 
 __all__ = ["GROUP", "LifecyclePublisher", "lifecycle_event", "publish_system_event", "system_events"]
 
@@ -202,11 +202,7 @@ class LifecyclePublisher:
             self._own_bus = None
 
     async def _create_group(self) -> None:
-        try:
-            await self.bus.redis.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self.bus.redis, self.stream, GROUP)
 
     async def run_once(self, block: float | None = None, pending: bool = False) -> int:
         """Read one batch (waiting up to ``block`` seconds for one), publish it, acknowledge it.
