@@ -377,3 +377,22 @@ async def test_live_and_durable_delivery_resume_after_a_redis_restart(
 
         await publish_until("after", "a", live)
         await publish_until("after.durable", "d", durable_got)
+
+
+async def test_a_monitor_bus_runs_callbacks_of_any_agent(
+    bus_settings: Settings, collector: Collector
+) -> None:
+    async with (
+        EventBus(settings=bus_settings, agent_name="*") as monitor,
+        EventBus(settings=bus_settings) as bus,
+    ):
+        await monitor.subscribe("crm", "lead.*", collector.async_cb)
+        await bus.publish("lead.created", "web", target_agent="crm")
+        await bus.publish("lead.created", "web", target_agent="billing")  # another agent: not crm's
+        await bus.publish("lead.lost", "web")
+        await collector.wait(2)
+        assert len([await monitor.listen(10) for _ in range(3)]) == 3  # every event was received
+    assert [(e.event_type, e.target_agent) for e in collector.events] == [
+        ("lead.created", "crm"),
+        ("lead.lost", None),
+    ]
