@@ -396,3 +396,16 @@ async def test_a_monitor_bus_runs_callbacks_of_any_agent(
         ("lead.created", "crm"),
         ("lead.lost", None),
     ]
+
+
+async def test_publishing_survives_a_script_flush(bus_settings: Settings, redis: aioredis.Redis) -> None:
+    async with EventBus(settings=bus_settings, agent_name="a") as bus:
+        await bus.publish("one", "src", target_agent="a")
+        await redis.script_flush()
+        await bus.publish("two", "src", target_agent="a")
+        await redis.script_flush()
+        batch = [Event.create("three", "src", {"i": i}, target_agent="a") for i in range(3)]
+        await bus.publish_many(batch)
+        got = [await bus.listen(timeout=10) for _ in range(5)]
+        assert await bus.listen(timeout=0.1) is None  # nothing published twice
+    assert [e.event_type for e in got if e] == ["one", "two", "three", "three", "three"]

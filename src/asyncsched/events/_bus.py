@@ -352,12 +352,26 @@ class EventBus:
     async def publish_many(self, events: Iterable[Event]) -> list[Event]:
         """Publish already-built events in one pipelined round trip (all are serialized first)."""
         calls = [(event, self._script_call(event)) for event in events]
-        if not calls:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, (keys, args) in calls:
-                await self._script(keys, args, client=pipe)
-            await pipe.execute()
+        todo = [call for _, call in calls]
+        sha = self._script.sha
+        for _attempt in range(2):
+            if not todo:
+                break
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in todo:
+                    _ = pipe.evalsha(sha, len(keys), *keys, *args)  # queued; replies come from execute()
+                results = await pipe.execute(raise_on_error=False)
+            failed = [
+                call for call, result in zip(todo, results, strict=True) if isinstance(result, Exception)
+            ]
+            if not failed:
+                break
+            first = next(r for r in results if isinstance(r, Exception))
+            if not isinstance(first, NoScriptError):
+                raise first
+            # The server forgot the script (restart, SCRIPT FLUSH): load it, redo only the failed calls.
+            await self.redis.script_load(_PUBLISH_LUA)
+            todo = failed
         return [event for event, _ in calls]
 
     def _script_call(self, event: Event) -> tuple[list[str], list[Any]]:
