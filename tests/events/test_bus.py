@@ -409,3 +409,38 @@ async def test_publishing_survives_a_script_flush(bus_settings: Settings, redis:
         got = [await bus.listen(timeout=10) for _ in range(5)]
         assert await bus.listen(timeout=0.1) is None  # nothing published twice
     assert [e.event_type for e in got if e] == ["one", "two", "three", "three", "three"]
+
+
+async def test_a_burst_reaches_a_fast_async_callback_in_order(
+    bus_settings: Settings, collector: Collector
+) -> None:
+    async with EventBus(settings=bus_settings) as bus:
+        await bus.subscribe("a", "*", collector.async_cb)
+        await bus.publish_many([Event.create("n", "src", {"i": i}, target_agent="a") for i in range(300)])
+        await collector.wait(300)
+    assert [e.payload["i"] for e in collector.events] == list(range(300))
+
+
+async def test_closing_the_bus_delivers_queued_async_events_first(bus_settings: Settings) -> None:
+    seen: list[int] = []
+    gate = asyncio.Event()
+    first_running = asyncio.Event()
+
+    async def slow(event: Event) -> None:
+        first_running.set()
+        await gate.wait()
+        seen.append(event.payload["i"])
+
+    bus = EventBus(settings=bus_settings, max_concurrency=1)
+    await bus.__aenter__()
+    await bus.subscribe("a", "n", slow)
+    await bus.publish_many([Event.create("n", "src", {"i": i}, target_agent="a") for i in range(3)])
+    await bus.publish("marker", "src", target_agent="a")
+    # listen() returns events in arrival order: after the marker, all three reached the subscription.
+    received = [await bus.listen(timeout=10) for _ in range(4)]
+    assert [e.event_type for e in received if e] == ["n", "n", "n", "marker"]
+    await asyncio.wait_for(first_running.wait(), 10)
+    closing = asyncio.create_task(bus.aclose())
+    gate.set()
+    await asyncio.wait_for(closing, 15)
+    assert seen == [0, 1, 2]

@@ -29,7 +29,6 @@ import collections
 import functools
 import inspect
 import logging
-import sys
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -47,6 +46,7 @@ from ..exceptions import ConfigurationError
 from ._durable import DurableConsumer
 from ._envelope import Event, validate_agent_name
 from ._match import compile_pattern
+from ._runner import Runner, log_callback_error
 from ._support import stop_task
 
 __all__ = ["Callback", "EventBus", "EventStream", "Subscription"]
@@ -61,7 +61,6 @@ MONITOR = "*"
 
 _PUBLISH_LUA = resources.files(__package__).joinpath("publish.lua").read_text()
 _ROUTE_CACHE_MAX = 4096
-_EAGER_TASKS = sys.version_info >= (3, 12)
 _CLOSE_GRACE = 30.0
 
 
@@ -82,6 +81,7 @@ class Subscription:
         "_bus",
         "_match",
         "_ready",
+        "_runner",
         "active",
         "agent_name",
         "callback",
@@ -101,6 +101,7 @@ class Subscription:
         self.is_async = _is_async_callable(callback)
         self._match = compile_pattern(event_type)
         self._ready: list[asyncio.Future[None]] = []
+        self._runner: Runner | None = None  # async live subscriptions, once attached to a running bus
         self.active = True
 
     def matches(self, event_type: str) -> bool:
@@ -236,7 +237,7 @@ class EventBus:
         self._redis: aioredis.Redis | None = None
         self._owns_redis = False
         self._prefix = self.settings.key_prefix
-        self._maxlen = self.settings.event_stream_maxlen
+        self._maxlen = str(self.settings.event_stream_maxlen).encode()  # encoded once, not per publish
         self._broadcast_channel = _keys.broadcast_event_channel(self._prefix)
         self._broadcast_stream = _keys.broadcast_event_stream(self._prefix)
         self._script: Any = None
@@ -254,7 +255,8 @@ class EventBus:
         self._inbox = _Sink(buffer_size, warn=False)
         self._sinks: list[_Sink] = [self._inbox]
         self._buffer_size = buffer_size
-        self._inflight: set[asyncio.Future[Any]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()  # sync callbacks running in threads
+        self._runners: set[Runner] = set()  # async callbacks: one runner per subscription
         self._slot: asyncio.Future[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -282,12 +284,12 @@ class EventBus:
             self._owns_redis = True
         self._script = self._redis.register_script(_PUBLISH_LUA)
         try:
-            if self.agent_name is not None or any(not s.durable for s in self._subs):
-                await self._ensure_reader()
             for agent in {s.agent_name for s in self._subs if s.durable}:
                 self._start_durable(agent)
-            for sub in self._subs:
+            for sub in self._subs:  # before the reader starts: it dispatches to attached subscriptions
                 self._attach(sub)
+            if self.agent_name is not None or any(not s.durable for s in self._subs):
+                await self._ensure_reader()
         except BaseException:
             await self.aclose()
             raise
@@ -307,9 +309,15 @@ class EventBus:
         for task in [t for t in (self._reader, *self._background) if t is not None]:
             await stop_task(task)
         self._reader = None
-        if self._inflight:  # running callbacks get a grace period, then async ones are cancelled
-            await asyncio.wait(list(self._inflight), timeout=_CLOSE_GRACE)
-            for fut in list(self._inflight):
+        # Running callbacks get a grace period (queued async events are still delivered), then async
+        # ones are cancelled.
+        runners = list(self._runners)
+        for runner in runners:
+            runner.close_when_drained()
+        running = [*self._inflight, *(t for r in runners for t in r.tasks)]
+        if running:
+            await asyncio.wait(running, timeout=_CLOSE_GRACE)
+            for fut in running:
                 fut.cancel()
         for sink in self._sinks:
             sink.close()
@@ -440,6 +448,8 @@ class EventBus:
         self._forget(subscription)
 
     def _forget(self, subscription: Subscription) -> None:
+        if subscription._runner is not None:
+            subscription._runner.close()
         if subscription in self._subs:
             self._subs.remove(subscription)
         self._routes.clear()
@@ -463,6 +473,10 @@ class EventBus:
 
     def _attach(self, sub: Subscription) -> None:
         """Record what ``sub`` must wait for to be live, and subscribe its channel if needed."""
+        if sub.is_async and not sub.durable:
+            assert self._loop is not None
+            sub._runner = Runner(sub, self.max_concurrency, self._loop)
+            self._runners.add(sub._runner)
         if sub.durable:
             sub._ready = [self._durable[sub.agent_name].ready]
         else:
@@ -573,9 +587,14 @@ class EventBus:
             if subs is None:
                 subs = self._route(key)
             for sub in subs:
-                if len(inflight) >= self.max_concurrency:
-                    await self._wait_slot()
-                if sub.active:
+                runner = sub._runner
+                if runner is not None:  # async: queued for the subscription's workers
+                    if len(runner.queue) >= self._buffer_size:
+                        await runner.drained()
+                    runner.push(event)
+                elif sub.active:  # sync: one thread-pool call, at most max_concurrency at once
+                    if len(inflight) >= self.max_concurrency:
+                        await self._wait_slot()
                     self._start_callback(sub, event)
 
     def _route(self, key: tuple[str | None, str]) -> tuple[Subscription, ...]:
@@ -593,14 +612,7 @@ class EventBus:
     def _start_callback(self, sub: Subscription, event: Event) -> None:
         loop = self._loop
         assert loop is not None
-        fut: asyncio.Future[Any]
-        if sub.is_async:
-            if _EAGER_TASKS:  # Python 3.12+: a callback that does not suspend costs no loop iteration
-                fut = asyncio.Task(sub.callback(event), loop=loop, eager_start=True)  # type: ignore[call-arg]
-            else:
-                fut = loop.create_task(sub.callback(event))
-        else:
-            fut = loop.run_in_executor(self._threads(), sub.callback, event)
+        fut = loop.run_in_executor(self._threads(), sub.callback, event)
         self._inflight.add(fut)
         fut.add_done_callback(functools.partial(self._callback_done, sub, event))
 
@@ -702,19 +714,3 @@ class EventStream:
 
     def __del__(self) -> None:
         self._detach()
-
-
-def log_callback_error(sub: Subscription, event: Event, exc: BaseException) -> None:
-    """Log a failed callback with the event id (the one place this message is written)."""
-    name = getattr(sub.callback, "__qualname__", repr(sub.callback))
-    logger.error(
-        "event callback %s of agent %s failed on event %s (%s from %s): %s: %s",
-        name,
-        sub.agent_name,
-        event.id,
-        event.event_type,
-        event.source_agent,
-        type(exc).__name__,
-        exc,
-        exc_info=exc,
-    )
