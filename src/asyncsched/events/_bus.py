@@ -16,9 +16,10 @@ Transports (keys in :mod:`asyncsched._keys`):
 All three happen in one atomic script call per event (``publish.lua``): one round trip.
 
 Dispatch: one reader task per bus decodes each message once, appends it to the ``listen()``/``events()``
-buffers, and starts the matching callbacks (looked up in a cache keyed by ``(target, event_type)``).
-Async callbacks run as tasks on the bus's loop; sync callbacks run in the bus's thread pool. At most
-``max_concurrency`` callbacks run at once; beyond that the reader waits (back-pressure). A callback that
+buffers, and hands it to the matching subscriptions (looked up in a cache keyed by ``(target,
+event_type)``). Async callbacks go through their subscription's :class:`~._runner.Runner` (a queue and
+elastic worker tasks on the bus's loop, no task per event); sync callbacks run in the bus's thread pool,
+at most ``max_concurrency`` at once. Beyond the bounds the reader waits (back-pressure). A callback that
 raises is logged with the event id and affects nothing else.
 """
 
