@@ -444,3 +444,16 @@ async def test_closing_the_bus_delivers_queued_async_events_first(bus_settings: 
     gate.set()
     await asyncio.wait_for(closing, 15)
     assert seen == [0, 1, 2]
+
+
+async def test_a_sync_callback_returning_a_coroutine_is_reported(
+    bus_settings: Settings, collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with EventBus(settings=bus_settings) as bus:
+        await bus.subscribe("a", "*", lambda event: collector.async_cb(event))
+        with caplog.at_level(logging.ERROR, logger="asyncsched.events"):
+            sent = await bus.publish("x.y", "src", target_agent="a")
+            assert await bus.listen(timeout=10) == sent  # dispatched: the callback call was started
+            await bus.aclose()  # waits for it
+    assert collector.events == []
+    assert any(sent.id in r.getMessage() and "async def" in r.getMessage() for r in caplog.records)

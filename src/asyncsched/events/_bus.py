@@ -627,6 +627,13 @@ class EventBus:
         exc = fut.exception()
         if exc is not None:
             log_callback_error(sub, event, exc)
+        elif inspect.iscoroutine(result := fut.result()):  # e.g. a lambda returning a coroutine
+            result.close()
+            log_callback_error(
+                sub,
+                event,
+                TypeError("the callback returned a coroutine: make it an `async def` to have it run"),
+            )
 
     async def _wait_slot(self) -> None:
         while len(self._inflight) >= self.max_concurrency:
