@@ -17,7 +17,7 @@ from asyncsched import ConfigurationError, SerializationError
 from asyncsched._keys import agent_event_stream, broadcast_event_stream, event_log_stream
 from asyncsched.config import Settings
 from asyncsched.events import Event, EventBus
-from asyncsched.events._bus import EventStream
+from asyncsched.events._stream import EventStream
 
 from ..servers import RedisServer
 from .conftest import Collector

@@ -17,11 +17,13 @@ from __future__ import annotations
 from ._bus import Callback, EventBus, Subscription
 from ._envelope import Event, validate_agent_name, validate_event_type
 from ._lifecycle import LifecyclePublisher, lifecycle_event, publish_system_event, system_events
+from ._stream import EventStream
 
 __all__ = [
     "Callback",
     "Event",
     "EventBus",
+    "EventStream",
     "LifecyclePublisher",
     "Subscription",
     "lifecycle_event",
