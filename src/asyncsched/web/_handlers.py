@@ -36,11 +36,14 @@ class Conflict(Exception):
     """The request conflicts with the current state (answered 409)."""
 
 
-def _problems_to_errors(exc: TaskDefinitionError, default_field: str) -> list[FieldError]:
-    return [
-        error(("body", p.field or default_field), p.message, "value_error")
-        for p in getattr(exc, "problems", [])
-    ] or [error(("body", default_field), str(exc))]
+def _problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> list[FieldError]:
+    """Each :class:`~asyncsched.exceptions.Problem` as a field error under ``body``."""
+
+    def loc(field: str | None) -> tuple[str, ...]:
+        field = field or default_field
+        return ("body", field) if field else ("body",)
+
+    return [error(loc(p.field), p.message) for p in exc.problems] or [error(loc(None), str(exc))]
 
 
 def _items(page: Any) -> tuple[list[Any], int | None]:
@@ -82,7 +85,8 @@ class Handlers:
             tz = "UTC"
         parse_schedule = _import("asyncsched.scheduler", "parse_schedule")
         try:
-            parse_schedule(body["type"], body["schedule"], tz)
+            start = parse_datetime(body["start"]) if body.get("start") else None
+            parse_schedule(body["type"], body["schedule"], tz, start=start)
         except TaskDefinitionError as exc:
             errors.extend(_problems_to_errors(exc, "schedule"))
         except (ValueError, KeyError, TypeError) as exc:
@@ -103,30 +107,13 @@ class Handlers:
             pass
         else:
             raise DuplicateTask(f"a task named {body['name']!r} already exists for agent {agent!r}")
-        options: dict[str, Any] = {}
-        if body.get("timeout") is not None:
-            options["timeout"] = body["timeout"]
-        task_cls = _import("asyncsched.store.models", "ScheduledTask")
-        task = task_cls(
-            agent_name=agent,
-            name=body["name"],
-            description=body.get("description"),
-            enabled=body.get("enabled", True),
-            type=body["type"],
-            schedule=body["schedule"],
-            timezone=body.get("timezone", "UTC"),
-            function=body["function"],
-            args=list(body.get("args", [])),
-            kwargs=dict(body.get("kwargs", {})),
-            queue=body.get("queue", "default"),
-            options=options,
-            source=API_SOURCE,
-        )
+        definition = {k: v for k, v in body.items() if k != "agent_name" and v is not None}
         try:
-            stored = await scheduler.register_task(task)
+            # Validated again by the scheduler exactly as a YAML task (including that the function imports).
+            stored = await scheduler.register_task(agent_name=agent, source=API_SOURCE, **definition)
         except TaskDefinitionError as exc:
-            raise ValidationFailed(_problems_to_errors(exc, "schedule")) from None
-        data = task_to_dict(stored if stored is not None else task)
+            raise ValidationFailed(_problems_to_errors(exc, None)) from None
+        data = task_to_dict(stored)
         return ApiJSON(data, status_code=201, headers={"location": f"{_base(request)}/tasks/{data['id']}"})
 
     async def list_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Any:

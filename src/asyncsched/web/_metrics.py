@@ -123,19 +123,13 @@ async def render_metrics(services: Services, requests: RequestCounter) -> str:
             out.sample("asyncsched_scheduled_tasks", enabled, enabled="true")
             out.sample("asyncsched_scheduled_tasks", len(tasks) - enabled, enabled="false")
         repo = await _try("executions", services.executions)
-        if repo is not None:
-            rows: list[tuple[str, int]] = []
+        counts = await _try("execution counts", repo.counts) if repo is not None else None
+        if counts is not None:
+            out.family("asyncsched_executions", "gauge", "Execution history rows per status.")
             for status in _STATUSES:
-                page = await _try("execution counts", lambda s=status: repo.list(status=s, limit=1))  # type: ignore[misc]
-                total = getattr(page, "total", None)
-                if isinstance(total, int):
-                    rows.append((status, total))
-            if rows:
-                out.family("asyncsched_executions", "gauge", "Execution history rows per status.")
-                for status, total in rows:
-                    out.sample("asyncsched_executions", total, status=status)
+                out.sample("asyncsched_executions", int(counts.get(status, 0)), status=status)
 
-    live = services._built.get("live") or services._given.get("live")
+    live = services.live_if_started()
     if live is not None:
         out.family("asyncsched_live_events_total", "counter", "Events received by this process's live feed.")
         out.sample("asyncsched_live_events_total", live.received)

@@ -27,7 +27,7 @@ from ..exceptions import (
     TaskDefinitionError,
     UnsupportedURL,
 )
-from ._handlers import Conflict, Handlers
+from ._handlers import Conflict, Handlers, _problems_to_errors
 from ._metrics import CONTENT_TYPE, RequestCounter, render_metrics
 from ._security import token_ok
 from ._serialize import ApiJSON
@@ -147,8 +147,7 @@ class SchedulerRouter(Router):
         except Conflict as exc:
             return _detail(409, str(exc))
         except TaskDefinitionError as exc:
-            errors = [error(("body", p.field or "body"), p.message) for p in exc.problems]
-            return _detail(422, errors)
+            return _detail(422, _problems_to_errors(exc, None))
         except LookupError as exc:
             return _detail(404, str(exc).strip("'\"") or "not found")
         except (

@@ -30,8 +30,8 @@ __all__ = ["ComponentUnavailable", "Services"]
 
 log = logging.getLogger("asyncsched.web")
 
-WEB_AGENT = "asyncsched-web"
-"""Agent name of the router's own bus subscription."""
+MONITOR = "*"
+"""Agent name with which an ``EventBus`` observes every event of the deployment."""
 
 
 class ComponentUnavailable(AsyncschedError):
@@ -130,6 +130,11 @@ class Services:
         """An ``EventRepository`` on :meth:`db`."""
         return await self._get("events", self._build_events)
 
+    def live_if_started(self) -> LiveFeed | None:
+        """The live feed if one runs (metrics must not start one)."""
+        feed = self._given.get("live") or self._built.get("live")
+        return feed if isinstance(feed, LiveFeed) else None
+
     async def live(self) -> LiveFeed:
         """The live feed, fed from :meth:`bus`."""
         feed: LiveFeed = await self._get("live", self._build_live)
@@ -172,11 +177,8 @@ class Services:
 
     async def _build_db(self, stack: AsyncExitStack) -> Any:
         database_cls = _import("asyncsched.store", "Database")
-        db = await stack.enter_async_context(database_cls(settings=self.settings))
-        if self.settings.database_url.startswith("sqlite"):
-            # The embedded default creates its file on first use; servers migrate with `asyncsched db`.
-            await db.migrate()
-        return db
+        # The embedded default (SQLite) is created and migrated on entry; PostgreSQL is migrated explicitly.
+        return await stack.enter_async_context(database_cls(settings=self.settings))
 
     async def _build_queue(self, stack: AsyncExitStack) -> Any:
         queue_cls = _import("asyncsched.queue", "TaskQueue")
@@ -190,7 +192,8 @@ class Services:
 
     async def _build_bus(self, stack: AsyncExitStack) -> Any:
         bus_cls = _import("asyncsched.events", "EventBus")
-        return await stack.enter_async_context(bus_cls(settings=self.settings, agent_name=WEB_AGENT))
+        # agent "*": the monitor view, which receives every event of the deployment.
+        return await stack.enter_async_context(bus_cls(settings=self.settings, agent_name=MONITOR))
 
     async def _build_executions(self, stack: AsyncExitStack) -> Any:
         return _import("asyncsched.store", "ExecutionRepository")(await self.db())
@@ -205,15 +208,23 @@ class Services:
         return feed
 
 
+async def pump(bus: Any, *sinks: Callable[[Any], Any]) -> None:
+    """Hand every event ``bus`` receives to each of ``sinks`` (plain functions), until cancelled."""
+    async for event in bus.events("*"):
+        for sink in sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("live event handler failed")
+
+
 async def feed_from_bus(bus: Any, feed: LiveFeed, stack: AsyncExitStack) -> None:
-    """Subscribe ``feed`` to every event on ``bus`` for as long as ``stack`` is open."""
-    subscription = bus.subscribe(WEB_AGENT, "*", feed.push)
-    unsubscribe = getattr(subscription, "unsubscribe", None) or getattr(subscription, "cancel", None)
-    if unsubscribe is not None:
+    """Feed ``feed`` with every event of ``bus`` for as long as ``stack`` is open."""
+    task = asyncio.create_task(pump(bus, feed.push), name="asyncsched-web-live")
 
-        async def _close() -> None:
-            result = unsubscribe()
-            if asyncio.iscoroutine(result):
-                await result
+    async def _stop() -> None:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
-        stack.push_async_callback(_close)
+    stack.push_async_callback(_stop)

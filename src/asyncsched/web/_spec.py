@@ -14,7 +14,7 @@ from .._version import __version__
 
 __all__ = ["OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 FUNCTION_PATTERN = (
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 )
@@ -25,7 +25,7 @@ _name = {
     "minLength": 1,
     "maxLength": 200,
     "pattern": NAME_PATTERN,
-    "x-pattern-message": "letters, digits and _ . : - only, starting with a letter or digit",
+    "x-pattern-message": "letters, digits, _ . and - only, not starting with . or -",
 }
 _function = {
     "type": "string",
@@ -49,19 +49,35 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "agent_name": {**_name, "description": "Owner agent; defaults to the server's agent."},
             "description": {"type": ["string", "null"], "maxLength": 2000},
             "enabled": {"type": "boolean", "default": True},
-            "type": {"type": "string", "enum": ["interval", "cron"]},
+            "type": {"type": "string", "enum": ["interval", "cron", "date"]},
             "schedule": {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": 200,
-                "description": "Cron expression (`0 9 * * *`) or interval (`5 minutes`).",
+                "description": "Cron expression (`0 9 * * *`), interval (`5 minutes`) or ISO time (date).",
             },
             "timezone": {"type": "string", "minLength": 1, "maxLength": 64, "default": "UTC"},
             "function": _function,
             "args": _any_list,
             "kwargs": _any_object,
             "queue": {**_name, "default": "default"},
-            "timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 604800},
+            "timeout": {
+                "type": ["integer", "string", "null"],
+                "minimum": 1,
+                "maxLength": 100,
+                "description": "Job timeout: seconds or a duration like `5 minutes`.",
+            },
+            "retry": {
+                "type": ["integer", "object", "null"],
+                "minimum": 0,
+                "maximum": 100,
+                "maxProperties": 2,
+                "description": "Retries: a count, or `{max: N, interval: seconds or [seconds, ...]}`.",
+            },
+            "jitter": {"type": ["number", "string", "null"], "minimum": 0, "maxLength": 100},
+            "misfire": {"type": "string", "enum": ["coalesce", "skip", "all"]},
+            "misfire_grace": {"type": ["number", "string", "null"], "minimum": 0, "maxLength": 100},
+            "start": {"type": "string", "format": "date-time", "description": "Interval anchor."},
         },
     },
     "Task": {
