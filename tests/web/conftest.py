@@ -1,0 +1,92 @@
+"""Fixtures of the web tests: a running :class:`Runtime` (no HTTP) and an HTTP client on its router."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from asyncsched.config import Settings
+from asyncsched.runtime import Runtime
+from asyncsched.web import create_router
+
+T = TypeVar("T")
+PREFIX = "/api/scheduler"
+
+
+def write_tasks(path: Path, every: str = "1 hour", name: str = "yaml_add") -> Path:
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            tasks:
+              - name: {name}
+                description: loaded from YAML
+                type: interval
+                schedule: "{every}"
+                function: "tests.web.webtasks:add"
+                kwargs: {{a: 20, b: 22}}
+            """
+        )
+    )
+    return path
+
+
+async def until(
+    check: Callable[[], Awaitable[T | None]], runtime: Runtime | None = None, timeout: float = 60.0
+) -> T:
+    """Re-check ``check`` after every live event (or every 0.2 s) until it returns a truthy value."""
+
+    async def loop() -> T:
+        if runtime is None:
+            while True:
+                value = await check()
+                if value:
+                    return value
+                await asyncio.sleep(0.1)
+        async with runtime.live.subscribe() as events:
+            while True:
+                value = await check()
+                if value:
+                    return value
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(events.get(), 0.2)
+
+    try:
+        return await asyncio.wait_for(loop(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {timeout}s: {check}") from None
+
+
+@pytest.fixture
+def web_settings(settings: Settings) -> Settings:
+    """The parametrized backends, with the test tasks module allow-listed."""
+    return settings.replace(allowed_functions=("tests.web.webtasks",), agent="web-tests")
+
+
+@pytest.fixture
+async def runtime(web_settings: Settings, tmp_path: Path) -> AsyncIterator[Runtime]:
+    tasks = write_tasks(tmp_path / "tasks.yaml")
+    async with Runtime(web_settings, tasks_files=[tasks], http=False) as rt:
+        yield rt
+
+
+def client_for(app: Any, prefix: str = PREFIX, **headers: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=f"http://test{prefix}", headers=headers, timeout=30
+    )
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    assert runtime.services is not None
+    app = Starlette(routes=[Mount(PREFIX, create_router(runtime.services))])
+    async with client_for(app) as c:
+        yield c
