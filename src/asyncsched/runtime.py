@@ -54,6 +54,16 @@ def add_import_path(path: str | os.PathLike[str] | None = None) -> None:
         sys.path.insert(0, entry)
 
 
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` until it is done: a loop that swallowed one cancellation (``asyncio.wait_for`` can,
+    on Python 3.11) is cancelled again rather than awaited forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("%s ended with %r", task.get_name(), task.exception())
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the runtime owns Ctrl-C."""
 
@@ -195,9 +205,7 @@ class Runtime:
         async def _cancel() -> None:
             if task in self._background:
                 self._background.remove(task)
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait(task)
 
         stack.push_async_callback(_cancel)
         return task
@@ -237,13 +245,13 @@ class Runtime:
                     await asyncio.wait_for(asyncio.shield(worker_task), s.job_timeout)
 
             stack.push_async_callback(_stop_worker)
-        scheduler = await stack.enter_async_context(
-            TaskScheduler(redis, settings=s, db=db, queue=queue, fire=True)
-        )
+        scheduler = await stack.enter_async_context(TaskScheduler(redis, settings=s, db=db, queue=queue))
         for path in s.tasks:
             registered = await scheduler.register_file(Path(path), agent_name=s.agent)
             self.tasks.extend(registered)
             log.info("loaded %d task(s) from %s for agent %s", len(registered), path, s.agent)
+        # Fired from our own task (not fire=True) so shutdown can insist on cancelling it.
+        _ = self._spawn(stack, scheduler.run(), "asyncsched-scheduler")
         self.services = Services(
             s, redis=redis, db=db, queue=queue, scheduler=scheduler, bus=bus, live=self.live
         )
