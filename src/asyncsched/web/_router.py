@@ -13,6 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -21,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..exceptions import (
+    AsyncschedError,
     BackendUnavailable,
     DuplicateTask,
     FunctionNotAllowed,
@@ -38,6 +42,16 @@ from ._validation import ValidationFailed, coerce_query, error, validate
 __all__ = ["SchedulerRouter", "create_router"]
 
 log = logging.getLogger("asyncsched.web")
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # ConnectionError, asyncpg's refused connections
+    TimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    OperationalError,
+    InterfaceError,
+)
+"""Exceptions that mean a backend cannot be reached (answered 503, not 500)."""
 
 MAX_BODY = 1_048_576
 """Largest request body accepted (bytes); larger ones get 413."""
@@ -149,16 +163,17 @@ class SchedulerRouter(Router):
         except TaskDefinitionError as exc:
             return _detail(422, _problems_to_errors(exc, None))
         except LookupError as exc:
+            if not isinstance(exc, AsyncschedError):  # a KeyError of ours is a bug, not a 404
+                log.exception("%s %s failed", request.method, request.url.path)
+                return _detail(500, "internal error (see the server log)")
             return _detail(404, str(exc).strip("'\"") or "not found")
-        except (
-            BackendUnavailable,
-            ComponentUnavailable,
-            UnsupportedURL,
-            ConnectionError,
-            TimeoutError,
-        ) as exc:
+        except (BackendUnavailable, ComponentUnavailable, UnsupportedURL) as exc:
             log.warning("%s %s: unavailable: %s", request.method, request.url.path, exc)
-            return _detail(503, str(exc) or type(exc).__name__)
+            return _detail(503, str(exc))
+        except _UNAVAILABLE as exc:
+            first = (str(exc).splitlines() or [""])[0][:200]
+            log.warning("%s %s: backend unavailable: %s", request.method, request.url.path, first)
+            return _detail(503, f"backend unavailable: {type(exc).__name__}: {first}")
         except asyncio.CancelledError:
             raise
         except Exception:

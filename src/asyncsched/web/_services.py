@@ -70,7 +70,7 @@ class Services:
         self._built: dict[str, Any] = {}
         self._stack: AsyncExitStack | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -146,14 +146,15 @@ class Services:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # Built on another loop (an earlier test client): those clients cannot be used here.
-            self._loop, self._lock, self._stack = loop, asyncio.Lock(), AsyncExitStack()
+            self._loop, self._stack = loop, AsyncExitStack()
+            self._locks.clear()
             self._built.clear()
             self._tasks.clear()
         if name in self._built:
             return self._built[name]
-        assert self._lock is not None
         assert self._stack is not None
-        async with self._lock:
+        # One lock per component: a builder awaits the components it needs (scheduler -> db, queue).
+        async with self._locks.setdefault(name, asyncio.Lock()):
             if name not in self._built:
                 try:
                     self._built[name] = await build(self._stack)
