@@ -64,6 +64,23 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         log.debug("%s ended with %r", task.get_name(), task.exception())
 
 
+async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
+    """Let ``worker`` (already asked to stop) drain its running jobs, then make sure its task ends.
+
+    Running jobs get the worker's ``grace_period``. Once none is left the worker has a few seconds to
+    return; if it does not (a helper task of its that swallowed a cancellation keeps it waiting), its
+    task is cancelled until it ends, so shutdown never hangs.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + float(getattr(worker, "grace_period", 30.0)) + 2.0
+    while not task.done() and getattr(worker, "running_jobs", None) and loop.time() < deadline:
+        await asyncio.wait({task}, timeout=0.1)
+    await asyncio.wait({task}, timeout=3.0)
+    if not task.done():
+        log.warning("the worker did not stop by itself; cancelling it")
+    await cancel_and_wait(task)
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the runtime owns Ctrl-C."""
 
@@ -241,8 +258,7 @@ class Runtime:
 
             async def _stop_worker() -> None:
                 worker.request_stop()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(asyncio.shield(worker_task), s.job_timeout)
+                await stop_worker(worker, worker_task)
 
             stack.push_async_callback(_stop_worker)
         scheduler = await stack.enter_async_context(TaskScheduler(redis, settings=s, db=db, queue=queue))

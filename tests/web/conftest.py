@@ -90,3 +90,48 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     app = Starlette(routes=[Mount(PREFIX, create_router(runtime.services))])
     async with client_for(app) as c:
         yield c
+
+
+class RuntimeThread:
+    """A :class:`Runtime` serving HTTP from its own event loop in a background thread (for sync clients)."""
+
+    def __init__(self, settings: Settings, tasks_files: list[Path]) -> None:
+        import threading
+
+        from ..servers import free_port
+
+        self.settings = settings.replace(port=free_port())
+        self.tasks_files = tasks_files
+        self.url = f"http://127.0.0.1:{self.settings.port}{PREFIX}"
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runtime: Runtime | None = None
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main()), name="web-runtime", daemon=True
+        )
+
+    async def _main(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+            async with Runtime(self.settings, tasks_files=self.tasks_files) as runtime:
+                self._runtime = runtime
+                self._ready.set()
+                await runtime.wait()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def __enter__(self) -> RuntimeThread:
+        self._thread.start()
+        self._ready.wait(60)
+        if self._error is not None or self._runtime is None:
+            raise RuntimeError(f"runtime did not start: {self._error!r}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._runtime is not None:
+            self._loop.call_soon_threadsafe(self._runtime.request_stop)
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "runtime did not stop"
