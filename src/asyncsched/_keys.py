@@ -6,7 +6,22 @@ RQ's keys live in :mod:`asyncsched.rq.keys`. Ours share the same prefix (``Setti
 
 from __future__ import annotations
 
-__all__ = ["event_log_stream", "lifecycle_stream", "ns"]
+__all__ = [
+    "agent_event_channel",
+    "agent_event_channel_pattern",
+    "agent_event_stream",
+    "broadcast_event_channel",
+    "broadcast_event_stream",
+    "event_log_stream",
+    "lifecycle_stream",
+    "ns",
+    "sched_changes",
+    "sched_fired",
+    "sched_next",
+    "sched_pending",
+    "sched_sig",
+    "sched_version",
+]
 
 
 def ns(prefix: str) -> str:
@@ -22,3 +37,61 @@ def lifecycle_stream(prefix: str) -> str:
 def event_log_stream(prefix: str) -> str:
     """STREAM of published event envelopes to persist as ``EventMessage`` rows (when persistence is on)."""
     return f"{ns(prefix)}:eventlog"
+
+
+def agent_event_channel(prefix: str, agent: str) -> str:
+    """Pub/sub CHANNEL of events targeted at ``agent``."""
+    return f"{ns(prefix)}:events:agent:{agent}"
+
+
+def agent_event_channel_pattern(prefix: str) -> str:
+    """Pub/sub PATTERN matching every agent's channel (agent names never contain glob characters)."""
+    return f"{ns(prefix)}:events:agent:*"
+
+
+def broadcast_event_channel(prefix: str) -> str:
+    """Pub/sub CHANNEL of broadcast events (no target agent)."""
+    return f"{ns(prefix)}:events:broadcast"
+
+
+def agent_event_stream(prefix: str, agent: str) -> str:
+    """STREAM of events targeted at ``agent``, kept for its durable subscribers (consumer group = agent)."""
+    return f"{ns(prefix)}:events:stream:agent:{agent}"
+
+
+def broadcast_event_stream(prefix: str) -> str:
+    """STREAM of broadcast events, kept for durable subscribers (one consumer group per agent)."""
+    return f"{ns(prefix)}:events:stream:broadcast"
+
+
+# Scheduler (asyncsched.scheduler). SQL holds the schedules; these are the hot-path index, rebuilt from SQL.
+
+
+def sched_next(prefix: str) -> str:
+    """ZSET task id -> next fire time (epoch milliseconds): what an idle scheduler sleeps until."""
+    return f"{ns(prefix)}:sched:next"
+
+
+def sched_sig(prefix: str) -> str:
+    """HASH task id -> signature of the schedule (type, schedule, zone, anchor, enabled) it is indexed for."""
+    return f"{ns(prefix)}:sched:sig"
+
+
+def sched_pending(prefix: str) -> str:
+    """ZSET ``<task id>:<tick ms>`` -> lease deadline (ms): claimed ticks not yet enqueued (recovery)."""
+    return f"{ns(prefix)}:sched:pending"
+
+
+def sched_fired(prefix: str) -> str:
+    """STREAM of claimed ticks (task, tick, job id), trimmed: what fired, for humans and tests."""
+    return f"{ns(prefix)}:sched:fired"
+
+
+def sched_changes(prefix: str) -> str:
+    """Pub/sub channel: a schedule changed (register, edit, enable, disable, delete); replicas reload."""
+    return f"{ns(prefix)}:sched:changes"
+
+
+def sched_version(prefix: str) -> str:
+    """Counter bumped with every change, checked by idle replicas in case a pub/sub message was missed."""
+    return f"{ns(prefix)}:sched:version"

@@ -27,6 +27,8 @@ Environment variable           Default                         Meaning
                                                                may schedule or enqueue
 ``ASYNCSCHED_CORS_ORIGINS``    (none)                          Comma-separated origins; CORS off if empty
 ``ASYNCSCHED_RETENTION_DAYS``  ``30``                          Prune executions/events older than this
+``ASYNCSCHED_EVENT_STREAM_MAXLEN`` ``100000``                  Approximate bound of each durable event
+                                                               stream and of the event log stream
 ``ASYNCSCHED_LOG_LEVEL``       ``INFO``                        Logging level
 =============================  ==============================  ==========================================
 """
@@ -70,6 +72,7 @@ _ENV_VARS: Mapping[str, str] = {
     "ASYNCSCHED_ALLOWED_FUNCTIONS": "allowed_functions",
     "ASYNCSCHED_CORS_ORIGINS": "cors_origins",
     "ASYNCSCHED_RETENTION_DAYS": "retention_days",
+    "ASYNCSCHED_EVENT_STREAM_MAXLEN": "event_stream_maxlen",
     "ASYNCSCHED_LOG_LEVEL": "log_level",
 }
 """Environment variable -> settings field. ``ASYNCSCHED_KEY_PREFIX`` wins over RQ's ``RQ_KEY_PREFIX``."""
@@ -96,6 +99,7 @@ class Settings:
     allowed_functions: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     retention_days: int = 30
+    event_stream_maxlen: int = 100_000
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -103,7 +107,7 @@ class Settings:
             raise ConfigurationError(
                 f"serializer must be 'json' or 'pickle', got {self.serializer!r} (ASYNCSCHED_SERIALIZER)"
             )
-        for name in ("concurrency", "threads", "job_timeout", "port"):
+        for name in ("concurrency", "threads", "job_timeout", "port", "event_stream_maxlen"):
             if getattr(self, name) <= 0 and not (name == "job_timeout" and self.job_timeout == -1):
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.queues:

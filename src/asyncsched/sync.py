@@ -8,4 +8,8 @@ implemented twice.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .events._sync import EventBus
+from .queue._sync import TaskQueue
+from .scheduler._sync import TaskScheduler
+
+__all__: list[str] = ["EventBus", "TaskQueue", "TaskScheduler"]

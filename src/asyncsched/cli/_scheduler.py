@@ -1,19 +1,70 @@
-"""``asyncsched scheduler``."""
+"""``asyncsched scheduler``: register tasks files and fire schedules (run as many replicas as you like)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
 import sys
 from typing import Any
 
 from ..config import Settings
 
+log = logging.getLogger("asyncsched.scheduler")
+
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("scheduler", help="(scheduler: not built yet)")
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "scheduler", help="fire scheduled tasks (any number of replicas share one Redis)"
+    )
+    parser.add_argument(
+        "--tasks", action="append", metavar="FILE", help="tasks.yaml to register (repeatable)"
+    )
+    parser.add_argument("--agent", help="agent name of the tasks files (env ASYNCSCHED_AGENT)")
+    parser.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace, settings: Settings) -> int:
-    print("asyncsched scheduler: not built yet", file=sys.stderr)
-    return 2
+    settings = settings.replace(tasks=tuple(args.tasks) if args.tasks else None, agent=args.agent)
+    if os.getcwd() not in sys.path:  # task functions of the project we are started in (like `rq worker`)
+        sys.path.insert(0, os.getcwd())
+    return asyncio.run(_serve(settings, args.duration))
+
+
+async def _serve(settings: Settings, duration: float | None) -> int:
+    from .._redis import check_redis, create_redis
+    from ..scheduler import TaskScheduler
+    from ..store import Database
+
+    redis = create_redis(settings.redis_url)
+    try:
+        await check_redis(redis, settings.redis_url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        # SQLite is migrated on entry; PostgreSQL needs `asyncsched db upgrade` first (the store's policy).
+        async with (
+            Database(settings=settings) as db,
+            TaskScheduler(redis, settings=settings, db=db) as scheduler,
+        ):
+            await db.check()
+            for path in settings.tasks:  # all files are checked before anything fires
+                tasks = await scheduler.register_file(path, settings.agent)
+                log.info("registered %d task(s) of %s for agent %s", len(tasks), path, settings.agent)
+            runner = asyncio.create_task(scheduler.run())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({runner, stopper}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+            for task in (runner, stopper):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner  # re-raises what stopped the scheduler, if anything did
+        log.info("scheduler stopped")
+    finally:
+        await redis.aclose()
+    return 0

@@ -1,17 +1,44 @@
-"""Durable state in SQL: models, engine factory (and, from the store issue, repository and recorder)."""
+"""Durable state in SQL: models, the database handle, migrations, repositories and the history recorder.
 
+* :class:`Database` — engine + sessions + Alembic migrations shipped in ``store/migrations``.
+* :class:`ExecutionRepository`, :class:`EventRepository` — paged, filtered reads for the API and CLI.
+* :class:`Recorder` — writes the lifecycle stream and the event log to SQL in batches, off the hot path.
+"""
+
+from ._database import Database
+from ._migrate import MigrationError
+from ._recorder import Recorder
+from ._repository import (
+    EventNotFound,
+    EventRepository,
+    ExecutionNotFound,
+    ExecutionRepository,
+    Page,
+    PruneResult,
+    prune,
+)
 from .engine import check_database, create_engine, normalize_database_url, session_factory
 from .models import Base, EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
     "Base",
+    "Database",
     "EventMessage",
+    "EventNotFound",
+    "EventRepository",
+    "ExecutionNotFound",
+    "ExecutionRepository",
     "ExecutionStatus",
+    "MigrationError",
+    "Page",
+    "PruneResult",
+    "Recorder",
     "ScheduleType",
     "ScheduledTask",
     "TaskExecution",
     "check_database",
     "create_engine",
     "normalize_database_url",
+    "prune",
     "session_factory",
 ]

@@ -11,10 +11,31 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "EventMessage", "ExecutionStatus", "ScheduleType", "ScheduledTask", "TaskExecution"]
+__all__ = [
+    "Base",
+    "EventMessage",
+    "ExecutionStatus",
+    "ScheduleType",
+    "ScheduledTask",
+    "TaskExecution",
+    "UTCDateTime",
+]
 
 
 def _uuid() -> str:
@@ -25,10 +46,45 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Constraint names are fixed, so migrations (and SQLite batch migrations) can refer to them."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that always hands back an aware UTC datetime.
+
+    PostgreSQL keeps the offset; SQLite keeps none, so values are stored as naive UTC and marked UTC on the
+    way out. A naive datetime given by a caller is taken as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     """Declarative base of asyncsched's tables (``Base.metadata`` is what the migrations must produce)."""
 
-    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class ScheduleType(enum.StrEnum):
@@ -83,18 +139,25 @@ class ScheduledTask(Base):
 
 
 class TaskExecution(Base):
-    """One attempt of one job: ad-hoc (``scheduled_task_id`` null) or fired by a schedule."""
+    """One attempt of one job: ad-hoc (``scheduled_task_id`` null) or fired by a schedule.
+
+    Written by the :class:`~asyncsched.store.Recorder` from the lifecycle stream, one row per
+    ``(job_id, attempt)``. ``created_at`` is when the attempt was first seen (the time of its earliest
+    lifecycle record): lists are ordered by it, time filters and retention use it.
+    """
 
     __tablename__ = "asyncsched_task_executions"
     __table_args__ = (
         UniqueConstraint("job_id", "attempt", name="uq_task_execution_job_attempt"),
-        Index("ix_task_execution_agent_status", "agent_name", "status"),
-        Index("ix_task_execution_enqueued", "enqueued_at"),
-        Index("ix_task_execution_task_enqueued", "scheduled_task_id", "enqueued_at"),
+        Index("ix_task_execution_created", "created_at"),
+        Index("ix_task_execution_agent_created", "agent_name", "created_at"),
+        Index("ix_task_execution_status_created", "status", "created_at"),
+        Index("ix_task_execution_task_created", "scheduled_task_id", "created_at"),
+        Index("ix_task_execution_queue_created", "queue", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_uuid)
-    job_id: Mapped[str] = mapped_column(String(200), index=True)
+    job_id: Mapped[str] = mapped_column(String(200))
     scheduled_task_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("asyncsched_scheduled_tasks.id", ondelete="SET NULL"), default=None
     )
@@ -102,16 +165,17 @@ class TaskExecution(Base):
     task_name: Mapped[str | None] = mapped_column(String(200), default=None)
     function: Mapped[str | None] = mapped_column(String(500), default=None)
     queue: Mapped[str] = mapped_column(String(200), default="default")
-    status: Mapped[str] = mapped_column(String(16), default=ExecutionStatus.QUEUED.value, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ExecutionStatus.QUEUED.value)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     worker_name: Mapped[str | None] = mapped_column(String(200), default=None)
     enqueued_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
     duration: Mapped[float | None] = mapped_column(Float, default=None)
-    result: Mapped[Any | None] = mapped_column(JSON, default=None)
+    result: Mapped[Any | None] = mapped_column(JSON(none_as_null=True), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     traceback: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     def __repr__(self) -> str:
@@ -124,7 +188,7 @@ class EventMessage(Base):
     __tablename__ = "asyncsched_event_messages"
     __table_args__ = (Index("ix_event_message_type_created", "event_type", "created_at"),)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_uuid)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=_uuid)
     event_type: Mapped[str] = mapped_column(String(200))
     source_agent: Mapped[str] = mapped_column(String(200), index=True)
     target_agent: Mapped[str | None] = mapped_column(String(200), default=None, index=True)

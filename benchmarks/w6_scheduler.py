@@ -1,0 +1,188 @@
+"""W6: one ``TaskScheduler`` process with 10,000 registered schedules: idle CPU and dispatch lag.
+
+* **idle**: 10,000 yearly cron tasks (none due): the scheduler process's CPU over a 10 s window.
+* **dispatch**: 10,000 interval tasks of ``1 minute``, anchored one second apart in sixty groups
+  (``start`` = epoch + k % 60 s), so about 167 ticks fall due every second. After a warm-up second, every job
+  the scheduler enqueued for a tick inside the measuring window is read back from Redis: its id carries the
+  tick (``sched-<task>-<tick epoch>``), its hash the ``enqueued_at`` time; lag = enqueued_at - tick.
+  Valid when every (task, tick) of the window was enqueued exactly once (ids are unique by construction,
+  so "missing" is what is checked).
+
+Run as a script it is the scheduler process (``python w6_scheduler.py <redis url> <database url>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _common import Monitor, percentile, stop_worker  # noqa: E402
+
+INTERVAL_S = 60
+MEASURE_S = 10
+
+
+def _settings(url: str, db_url: str) -> Any:
+    from asyncsched.config import Settings
+
+    return Settings(redis_url=url, database_url=db_url)
+
+
+async def _register(url: str, db_url: str, n: int, kind: str) -> float:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from asyncsched.scheduler import TaskScheduler, build_task
+    from asyncsched.store.models import Base
+
+    engine = create_async_engine(db_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    await engine.dispose()
+    tasks = []
+    for k in range(n):
+        if kind == "idle":
+            spec: dict[str, Any] = {"type": "cron", "schedule": "0 0 1 1 *"}
+        else:
+            start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=k % INTERVAL_S)
+            spec = {"type": "interval", "schedule": f"{INTERVAL_S} seconds", "start": start.isoformat()}
+            # the tick of task k falls on epoch seconds ≡ k (mod INTERVAL_S)
+        tasks.append(
+            build_task(agent_name="bench", name=f"t{k}", function="tasks_asyncsched:noop", args=[k], **spec)
+        )
+    t0 = time.perf_counter()
+    async with TaskScheduler(url, settings=_settings(url, db_url)) as scheduler:
+        for start_i in range(0, n, 1000):
+            await scheduler.register_tasks(tasks[start_i : start_i + 1000])
+    return time.perf_counter() - t0
+
+
+def _spawn(url: str, db_url: str, out: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    fh = open(out, "wb")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), url, db_url],
+        cwd=HERE,
+        env=env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_running(out: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(out, "rb") as fh:
+            if b"scheduler running" in fh.read():
+                return time.time()
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    with open(out, "rb") as fh:
+        tail = fh.read()[-1500:].decode(errors="replace")
+    raise RuntimeError(f"scheduler did not start:\n{tail}")
+
+
+def _parse_ts(raw: bytes | None) -> float | None:
+    if not raw:
+        return None
+    text = raw.decode().rstrip("Z")
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def run_w6(url: str, n: int, tmp: str) -> dict[str, Any]:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    result: dict[str, Any] = {"n": n, "valid": True}
+
+    # -- idle
+    r.flushall()
+    db_idle = f"sqlite+aiosqlite:///{tmp}/w6-idle.db"
+    result["register_s"] = asyncio.run(_register(url, db_idle, n, "idle"))
+    out = os.path.join(tmp, "sched-idle.out")
+    proc = _spawn(url, db_idle, out)
+    with Monitor(proc.pid, interval=0.5) as mon:
+        try:
+            _wait_running(out, proc)
+            time.sleep(1)
+            mon.sample()
+            c0, t0 = mon.cpu_seconds(), time.monotonic()
+            time.sleep(6)
+            mon.sample()
+            result["idle_cpu_percent"] = 100 * (mon.cpu_seconds() - c0) / (time.monotonic() - t0)
+            result["idle_rss_mb"] = mon.rss_now_mb()
+        finally:
+            stop_worker(proc)
+
+    # -- dispatch
+    r.flushall()
+    db_run = f"sqlite+aiosqlite:///{tmp}/w6-run.db"
+    asyncio.run(_register(url, db_run, n, "dispatch"))
+    out = os.path.join(tmp, "sched-run.out")
+    proc = _spawn(url, db_run, out)
+    with Monitor(proc.pid, interval=0.5) as mon:
+        try:
+            ready = _wait_running(out, proc)
+            time.sleep(MEASURE_S + 2)
+        finally:
+            stop_worker(proc)
+        result["peak_rss_mb"] = mon.peak_mb()
+    window = range(int(ready) + 2, int(ready) + 2 + MEASURE_S)
+    ids = [k.decode() for k in r.scan_iter(match="rq:job:sched-*", count=5000)]
+    wanted = []
+    for key in ids:
+        tick = int(key.rsplit("-", 1)[1])
+        if tick in window:
+            wanted.append((key, tick))
+    pipe = r.pipeline(transaction=False)
+    for key, _tick in wanted:
+        pipe.hget(key, "enqueued_at")
+    lags = []
+    for (_key, tick), raw in zip(wanted, pipe.execute(), strict=True):
+        ts = _parse_ts(raw)
+        if ts is not None:
+            lags.append((ts - tick) * 1000)
+    expected = sum(len(range(tick % INTERVAL_S, n, INTERVAL_S)) for tick in window)
+    result.update(
+        dispatch_window_s=len(window),
+        fired=len(wanted),
+        expected=expected,
+        missing=expected - len(wanted),
+        lag_p50_ms=percentile(lags, 0.5),
+        lag_p99_ms=percentile(lags, 0.99),
+        lag_max_ms=max(lags, default=float("nan")),
+    )
+    if len(wanted) != expected:
+        result["valid"] = False
+        result["error"] = f"{expected - len(wanted)} of {expected} due (task, tick) pairs were not enqueued"
+    r.close()
+    return result
+
+
+async def _serve(url: str, db_url: str) -> None:
+    from asyncsched.scheduler import TaskScheduler
+
+    async with TaskScheduler(url, settings=_settings(url, db_url)) as scheduler:
+        task = asyncio.create_task(scheduler.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(_serve(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,685 @@
+"""The event bus: publish, subscribe with callbacks, listen.
+
+Transports (keys in :mod:`asyncsched._keys`):
+
+* **Live** — Redis pub/sub. A targeted event goes to ``<ns>:events:agent:<target>``, a broadcast to
+  ``<ns>:events:broadcast``. A bus listens on the broadcast channel plus the channel of every agent it
+  serves (its own ``agent_name`` and every agent that subscribed through it). Fire-and-forget: whoever is
+  listening now receives it.
+* **Durable** (opt-in per subscription, ``durable=True``) — Redis Streams: one stream per target agent and
+  one broadcast stream, one consumer group per agent (see :mod:`._durable`). Publishing appends to the
+  stream only once it exists (the first durable subscriber of that agent creates it), so nothing is kept
+  for agents nobody subscribed durably.
+* **Audit** (``persist=True``) — the envelope is also appended to the event log stream, which the store's
+  Recorder writes to the ``EventMessage`` table.
+
+All three happen in one atomic script call per event (``publish.lua``): one round trip.
+
+Dispatch: one reader task per bus decodes each message once, appends it to the ``listen()``/``events()``
+buffers, and starts the matching callbacks (looked up in a cache keyed by ``(target, event_type)``).
+Async callbacks run as tasks on the bus's loop; sync callbacks run in the bus's thread pool. At most
+``max_concurrency`` callbacks run at once; beyond that the reader waits (back-pressure). A callback that
+raises is logged with the event id and affects nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .. import _keys
+from .._redis import create_redis
+from ..config import Settings, get_settings
+from ..exceptions import ConfigurationError
+from ._durable import DurableConsumer
+from ._envelope import Event, validate_agent_name
+from ._match import compile_pattern
+from ._tasks import stop_task
+
+__all__ = ["Callback", "EventBus", "EventStream", "Subscription"]
+
+logger = logging.getLogger("asyncsched.events")
+
+Callback = Callable[[Event], Any]
+"""A subscriber: ``def cb(event)`` (run in a thread) or ``async def cb(event)`` (run on the loop)."""
+
+MONITOR = "*"
+"""``EventBus(agent_name="*")`` observes every event of the deployment (targeted and broadcast)."""
+
+_PUBLISH_LUA = resources.files(__package__).joinpath("publish.lua").read_text()
+_ROUTE_CACHE_MAX = 4096
+
+
+def _is_async_callable(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+
+
+class Subscription:
+    """One callback for one agent and one event-type pattern. Returned by :meth:`EventBus.subscribe`.
+
+    ``await subscription`` (or :meth:`wait_ready`) returns once Redis confirmed the subscription, so an
+    event published afterwards is received. :meth:`unsubscribe` stops deliveries.
+    """
+
+    __slots__ = (
+        "_bus",
+        "_match",
+        "_ready",
+        "active",
+        "agent_name",
+        "callback",
+        "durable",
+        "event_type",
+        "is_async",
+    )
+
+    def __init__(
+        self, bus: EventBus, agent_name: str, event_type: str, callback: Callback, durable: bool
+    ) -> None:
+        self._bus = bus
+        self.agent_name = agent_name
+        self.event_type = event_type
+        self.callback = callback
+        self.durable = durable
+        self.is_async = _is_async_callable(callback)
+        self._match = compile_pattern(event_type)
+        self._ready: list[asyncio.Future[None]] = []
+        self.active = True
+
+    def matches(self, event_type: str) -> bool:
+        """Whether this subscription's pattern matches ``event_type``."""
+        return self._match(event_type)
+
+    def unsubscribe(self) -> None:
+        """Stop delivering events to this callback (idempotent; callbacks already running finish)."""
+        self._bus.unsubscribe(self)
+
+    async def wait_ready(self, timeout: float | None = 30.0) -> Subscription:  # noqa: ASYNC109
+        """Wait until the subscription is live in Redis (channel subscribed, or consumer group created)."""
+        if self._ready:
+            async with asyncio.timeout(timeout):
+                for fut in self._ready:
+                    await asyncio.shield(fut)
+        return self
+
+    def __await__(self) -> Generator[Any, None, Subscription]:
+        return self.wait_ready().__await__()
+
+    def __repr__(self) -> str:
+        mode = "durable" if self.durable else "live"
+        state = "" if self.active else " (inactive)"
+        return f"<Subscription {self.agent_name} {self.event_type!r} {mode}{state}>"
+
+
+class _Sink:
+    """A bounded buffer of received events for ``listen()`` or one ``events()`` iterator."""
+
+    __slots__ = ("buffer", "closed", "dropped", "match", "waiters", "warn")
+
+    def __init__(self, size: int, match: Callable[[str], bool] | None = None, warn: bool = True) -> None:
+        self.buffer: collections.deque[Event] = collections.deque(maxlen=size)
+        self.waiters: list[asyncio.Future[None]] = []
+        self.match = match
+        self.dropped = 0
+        self.closed = False
+        self.warn = warn
+
+    def put(self, event: Event) -> None:
+        if self.match is not None and not self.match(event.event_type):
+            return
+        buffer = self.buffer
+        if len(buffer) == buffer.maxlen:
+            self.dropped += 1
+            if self.warn and self.dropped == 1:
+                logger.warning(
+                    "event buffer full: %d received events were not read with listen()/events(); dropping "
+                    "the oldest from now on (read them, or raise buffer_size)",
+                    buffer.maxlen,
+                )
+        buffer.append(event)
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    async def get(self, timeout: float | None) -> Event | None:  # noqa: ASYNC109
+        if self.buffer:
+            return self.buffer.popleft()
+        if timeout is not None and timeout <= 0:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self.buffer:
+            if self.closed:
+                return None
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            waiter: asyncio.Future[None] = loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                self.waiters.remove(waiter)
+        return self.buffer.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class EventBus:
+    """Publish events to one agent or to all, and receive them with callbacks, ``listen()`` or ``events()``.
+
+    Use as an async context manager::
+
+        async with EventBus(agent_name="support-bot") as bus:
+            await bus.subscribe("support-bot", "task.*", on_task)   # await: active once this returns
+            await bus.publish("email.processed", "email-agent", {"n": 10}, target_agent="support-bot")
+            event = await bus.listen(timeout=1.0)
+
+    ``agent_name``: the agent this bus listens for with :meth:`listen`/:meth:`events` (its own channel and
+    broadcasts); ``"*"`` observes every event of the deployment. Without it, the bus receives broadcasts
+    and the events of the agents subscribed through it. ``persist``: also log every published event for
+    the ``EventMessage`` table. ``max_concurrency``: callbacks running at once. ``buffer_size``: events kept
+    for ``listen()`` (the oldest are dropped beyond it, with a warning). ``claim_idle``: seconds after which
+    a durable event delivered to a consumer that did not acknowledge it (crashed) is redelivered to another.
+    ``consumer``: the durable consumer name (default unique per bus; a stable name lets a restarted process
+    re-read its own unacknowledged events at once, without waiting ``claim_idle``).
+    """
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis | None = None,
+        *,
+        settings: Settings | None = None,
+        agent_name: str | None = None,
+        persist: bool = False,
+        max_concurrency: int = 100,
+        buffer_size: int = 10_000,
+        claim_idle: float = 30.0,
+        consumer: str | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        if agent_name is not None and agent_name != MONITOR:
+            validate_agent_name(agent_name)
+        if max_concurrency <= 0 or buffer_size <= 0 or claim_idle <= 0:
+            raise ConfigurationError("max_concurrency, buffer_size and claim_idle must be positive")
+        self.agent_name = agent_name
+        self.persist = persist
+        self.max_concurrency = max_concurrency
+        self.claim_idle = claim_idle
+        self.consumer = consumer
+        self._redis_arg = redis
+        self._redis: aioredis.Redis | None = None
+        self._owns_redis = False
+        self._prefix = self.settings.key_prefix
+        self._maxlen = self.settings.event_stream_maxlen
+        self._broadcast_channel = _keys.broadcast_event_channel(self._prefix)
+        self._broadcast_stream = _keys.broadcast_event_stream(self._prefix)
+        self._script: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        # live delivery
+        self._subs: list[Subscription] = []
+        self._routes: dict[tuple[str | None, str], tuple[Subscription, ...]] = {}
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._reader_lock = asyncio.Lock()
+        self._channels: dict[bytes, asyncio.Future[None]] = {}
+        # listen()'s buffer, filled from the start so that the spec's subscribe-then-listen loop misses
+        # nothing; bounded, and quiet about dropping until listen() was used (callback-only buses).
+        self._inbox = _Sink(buffer_size, warn=False)
+        self._sinks: list[_Sink] = [self._inbox]
+        self._buffer_size = buffer_size
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._slot: asyncio.Future[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        # durable delivery: agent -> consumer
+        self._durable: dict[str, DurableConsumer] = {}
+        self._retired: list[DurableConsumer] = []  # unsubscribed, possibly still finishing an event
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The Redis client (available inside ``async with``)."""
+        if self._redis is None:
+            raise RuntimeError("the EventBus is not started: use `async with EventBus(...) as bus:`")
+        return self._redis
+
+    async def __aenter__(self) -> EventBus:
+        if self._closed:
+            raise RuntimeError("this EventBus was closed; create a new one")
+        self._loop = asyncio.get_running_loop()
+        if isinstance(self._redis_arg, aioredis.Redis):
+            self._redis = self._redis_arg
+        else:
+            self._redis = create_redis(self._redis_arg or self.settings.redis_url)
+            self._owns_redis = True
+        self._script = self._redis.register_script(_PUBLISH_LUA)
+        try:
+            if self.agent_name is not None or any(not s.durable for s in self._subs):
+                await self._ensure_reader()
+            for agent in {s.agent_name for s in self._subs if s.durable}:
+                self._start_durable(agent)
+            for sub in self._subs:
+                self._attach(sub)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop receiving, let running callbacks finish, close connections (what ``async with`` does)."""
+        if self._closed:
+            return
+        self._closed = True
+        for consumer in [*self._durable.values(), *self._retired]:
+            await consumer.stop()
+        self._durable.clear()
+        self._retired.clear()
+        for task in [t for t in (self._reader, *self._background) if t is not None]:
+            await stop_task(task)
+        self._reader = None
+        if self._inflight:
+            await asyncio.wait(list(self._inflight))
+        for sink in self._sinks:
+            sink.close()
+        for fut in self._channels.values():
+            if not fut.done():
+                fut.cancel()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+            self._pubsub = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+        if self._redis is not None and self._owns_redis:
+            await self._redis.aclose()
+        self._redis = None
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(
+        self,
+        event_type: str,
+        source_agent: str,
+        payload: Mapping[str, Any] | None = None,
+        target_agent: str | None = None,
+    ) -> Event:
+        """Publish one event to ``target_agent``, or to every agent when it is ``None``; return it.
+
+        Validates the names and serializes the payload before anything is sent: an invalid name raises
+        :class:`~asyncsched.exceptions.ConfigurationError`, a payload that is not a JSON object of JSON
+        values raises :class:`~asyncsched.exceptions.SerializationError`.
+        """
+        event = Event.create(event_type, source_agent, payload, target_agent)
+        keys, args = self._script_call(event)
+        await self._script(keys, args)
+        return event
+
+    async def publish_many(self, events: Iterable[Event]) -> list[Event]:
+        """Publish already-built events in one pipelined round trip (all are serialized first)."""
+        calls = [(event, self._script_call(event)) for event in events]
+        if not calls:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, (keys, args) in calls:
+                await self._script(keys, args, client=pipe)
+            await pipe.execute()
+        return [event for event, _ in calls]
+
+    def _script_call(self, event: Event) -> tuple[list[str], list[Any]]:
+        envelope = event.to_json()
+        target = event.target_agent
+        if target is None:
+            keys = [self._broadcast_stream]
+            args: list[Any] = [self._broadcast_channel, envelope, self._maxlen]
+        else:
+            keys = [_keys.agent_event_stream(self._prefix, target)]
+            args = [_keys.agent_event_channel(self._prefix, target), envelope, self._maxlen]
+        if self.persist:
+            keys.append(_keys.event_log_stream(self._prefix))
+            for item in event.log_fields().items():
+                args.extend(item)
+        if self._script is None:
+            raise RuntimeError("the EventBus is not started: use `async with EventBus(...) as bus:`")
+        return keys, args
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe(
+        self, agent_name: str, event_type: str, callback: Callback, durable: bool = False
+    ) -> Subscription:
+        """Call ``callback(event)`` for every event of ``agent_name`` (targeted at it, or broadcast) whose
+        type matches ``event_type`` (exact, or a wildcard pattern such as ``task.*`` or ``*``).
+
+        ``callback`` may be a plain function (run in a thread) or a coroutine function (run on the loop).
+        ``durable=True`` delivers through the agent's consumer group on Redis Streams instead of pub/sub:
+        events published while the agent was down are delivered when it comes back, each event is
+        acknowledged after its callbacks returned, and an event whose consumer died mid-callback is
+        redelivered. Durable events of one agent are handled in order, one at a time.
+
+        Returns at once; ``await`` the returned :class:`Subscription` to wait until it is live.
+        """
+        validate_agent_name(agent_name)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        if self._closed:
+            raise RuntimeError("this EventBus was closed; create a new one")
+        sub = Subscription(self, agent_name, event_type, callback, durable)
+        self._subs.append(sub)
+        self._routes.clear()
+        if self._loop is not None:
+            if durable:
+                self._start_durable(agent_name)
+            elif self._reader is None:
+                self._spawn(self._ensure_reader())
+            self._attach(sub)
+        return sub
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop delivering to ``subscription`` (same as ``subscription.unsubscribe()``); thread-safe."""
+        if not subscription.active:
+            return
+        subscription.active = False
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self._forget, subscription)
+                return
+        self._forget(subscription)
+
+    def _forget(self, subscription: Subscription) -> None:
+        if subscription in self._subs:
+            self._subs.remove(subscription)
+        self._routes.clear()
+        if subscription.durable:
+            agent = subscription.agent_name
+            if not any(s.durable and s.agent_name == agent for s in self._subs):
+                consumer = self._durable.pop(agent, None)
+                if consumer is not None:
+                    self._retired.append(consumer)
+                    self._spawn(consumer.stop())
+
+    def durable_subscriptions(self, agent_name: str) -> list[Subscription]:
+        """The active durable subscriptions of ``agent_name`` on this bus."""
+        return [s for s in self._subs if s.durable and s.agent_name == agent_name]
+
+    def _attach(self, sub: Subscription) -> None:
+        """Record what ``sub`` must wait for to be live, and subscribe its channel if needed."""
+        if sub.durable:
+            sub._ready = [self._durable[sub.agent_name].ready]
+        else:
+            channel = _keys.agent_event_channel(self._prefix, sub.agent_name).encode()
+            sub._ready = [self._channel_future(self._broadcast_channel.encode())]
+            if self.agent_name != MONITOR:
+                sub._ready.append(self._channel_future(channel, subscribe=True))
+
+    def _start_durable(self, agent: str) -> None:
+        if agent in self._durable:
+            return
+        consumer = DurableConsumer(self, agent)
+        self._durable[agent] = consumer
+        consumer.start()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("event bus background step failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------ receiving (pub/sub)
+
+    def _channel_future(self, channel: bytes, subscribe: bool = False) -> asyncio.Future[None]:
+        fut = self._channels.get(channel)
+        if fut is None:
+            assert self._loop is not None
+            fut = self._loop.create_future()
+            self._channels[channel] = fut
+            if subscribe and self._pubsub is not None:
+                self._spawn(self._pubsub.subscribe(channel))
+        return fut
+
+    async def _ensure_reader(self) -> None:
+        async with self._reader_lock:
+            if self._reader is not None or self._closed:
+                return
+            self._pubsub = self.redis.pubsub()
+            channels = [self._broadcast_channel.encode()]
+            agents = {s.agent_name for s in self._subs if not s.durable}
+            if self.agent_name is not None and self.agent_name != MONITOR:
+                agents.add(self.agent_name)
+            if self.agent_name != MONITOR:
+                channels += [_keys.agent_event_channel(self._prefix, a).encode() for a in sorted(agents)]
+            waits = [self._channel_future(c) for c in channels]
+            await self._pubsub.subscribe(*channels)
+            if self.agent_name == MONITOR:
+                pattern = _keys.agent_event_channel_pattern(self._prefix).encode()
+                waits.append(self._channel_future(pattern))
+                await self._pubsub.psubscribe(pattern)
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(), name="asyncsched-event-reader"
+            )
+            async with asyncio.timeout(30):
+                for fut in waits:
+                    await asyncio.shield(fut)
+
+    async def _read(self) -> None:
+        """The reader: one pub/sub connection, each message decoded once and dispatched."""
+        pubsub = self._pubsub
+        channels = self._channels
+        sinks = self._sinks
+        routes = self._routes
+        inflight = self._inflight
+        from_json = Event.from_json
+        backoff = 0.1
+        while True:
+            try:
+                response = await pubsub.parse_response(block=True)
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                logger.warning("event bus lost its pub/sub connection (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if response is None:
+                continue
+            backoff = 0.1
+            kind = response[0]
+            if kind == b"message":
+                data = response[2]
+            elif kind == b"pmessage":
+                data = response[3]
+            else:
+                if kind in (b"subscribe", b"psubscribe"):
+                    fut = channels.get(response[1])
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+                continue
+            try:
+                event = from_json(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.error("dropping a malformed event message (%s): %.200r", exc, data)
+                continue
+            for sink in sinks:
+                sink.put(event)
+            key = (event.target_agent, event.event_type)
+            subs = routes.get(key)
+            if subs is None:
+                subs = self._route(key)
+            for sub in subs:
+                if len(inflight) >= self.max_concurrency:
+                    await self._wait_slot()
+                if sub.active:
+                    self._start_callback(sub, event)
+
+    def _route(self, key: tuple[str | None, str]) -> tuple[Subscription, ...]:
+        target, event_type = key
+        subs = tuple(
+            s
+            for s in self._subs
+            if not s.durable and (target is None or s.agent_name == target) and s.matches(event_type)
+        )
+        if len(self._routes) >= _ROUTE_CACHE_MAX:
+            self._routes.clear()
+        self._routes[key] = subs
+        return subs
+
+    def _start_callback(self, sub: Subscription, event: Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[Any]
+        if sub.is_async:
+            fut = loop.create_task(sub.callback(event))
+        else:
+            fut = loop.run_in_executor(self._threads(), sub.callback, event)
+        self._inflight.add(fut)
+        fut.add_done_callback(functools.partial(self._callback_done, sub, event))
+
+    def _callback_done(self, sub: Subscription, event: Event, fut: asyncio.Future[Any]) -> None:
+        self._inflight.discard(fut)
+        slot = self._slot
+        if slot is not None and not slot.done():
+            slot.set_result(None)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log_callback_error(sub, event, exc)
+
+    async def _wait_slot(self) -> None:
+        while len(self._inflight) >= self.max_concurrency:
+            assert self._loop is not None
+            self._slot = self._loop.create_future()
+            await self._slot
+        self._slot = None
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.settings.threads, thread_name_prefix="asyncsched-events"
+            )
+        return self._executor
+
+    async def invoke(self, sub: Subscription, event: Event) -> None:
+        """Run one callback to completion (thread for sync ones); log, never raise, its exception."""
+        try:
+            if sub.is_async:
+                await sub.callback(event)
+            else:
+                assert self._loop is not None
+                await self._loop.run_in_executor(self._threads(), sub.callback, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log_callback_error(sub, event, exc)
+
+    # ------------------------------------------------------------------ listen / events
+
+    async def listen(self, timeout: float | None = 1.0) -> Event | None:  # noqa: ASYNC109
+        """The next event this bus received, or ``None`` after ``timeout`` seconds.
+
+        ``timeout=0`` does not wait; ``None`` waits until an event arrives (or the bus closes). Receives
+        what the bus listens to (see the class docs), independently of callbacks.
+        """
+        self._inbox.warn = True
+        if self._reader is None and not self._closed:
+            await self._ensure_reader()
+        return await self._inbox.get(timeout)
+
+    def events(self, event_type: str = "*", *, idle_timeout: float | None = None) -> EventStream:
+        """Iterate over received events matching ``event_type``: ``async for event in bus.events("task.*")``.
+
+        The stream has its own buffer, registered when ``events()`` is called, so several streams and
+        ``listen()`` each see every event received from then on. It ends when the bus closes, or after
+        ``idle_timeout`` seconds without an event when one is given, or on ``await stream.aclose()``.
+        """
+        sink = _Sink(self._buffer_size, None if event_type == "*" else compile_pattern(event_type))
+        self._sinks.append(sink)
+        return EventStream(self, sink, idle_timeout)
+
+
+class EventStream:
+    """Async iterator over the events a bus receives (see :meth:`EventBus.events`)."""
+
+    def __init__(self, bus: EventBus, sink: _Sink, idle_timeout: float | None) -> None:
+        self._bus = bus
+        self._sink: _Sink | None = sink
+        self._idle_timeout = idle_timeout
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        bus = self._bus
+        while self._sink is not None and not bus._closed:
+            if bus._reader is None:
+                await bus._ensure_reader()
+            event = await self._sink.get(self._idle_timeout)
+            if event is not None:
+                return event
+            if self._idle_timeout is not None:
+                break
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Stop buffering events for this stream."""
+        self._detach()
+
+    def _detach(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None and sink in self._bus._sinks:
+            self._bus._sinks.remove(sink)
+
+    def __del__(self) -> None:
+        self._detach()
+
+
+def log_callback_error(sub: Subscription, event: Event, exc: BaseException) -> None:
+    """Log a failed callback with the event id (the one place this message is written)."""
+    name = getattr(sub.callback, "__qualname__", repr(sub.callback))
+    logger.error(
+        "event callback %s of agent %s failed on event %s (%s from %s): %s: %s",
+        name,
+        sub.agent_name,
+        event.id,
+        event.event_type,
+        event.source_agent,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )

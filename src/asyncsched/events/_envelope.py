@@ -1,0 +1,182 @@
+"""The event envelope: what travels on the bus, as JSON.
+
+One JSON object per event, the same text on pub/sub channels and in the durable streams::
+
+    {"id": "<uuid hex>", "event_type": "task.completed", "source_agent": "email-agent",
+     "target_agent": null, "payload": {...}, "created_at": "2026-01-01T09:00:00.123456+00:00"}
+
+The attribute names are exactly those of the SQL model :class:`asyncsched.store.models.EventMessage`, so a
+callback written against the spec's ``EventMessage`` works with an :class:`Event` unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ConfigurationError, SerializationError
+
+if TYPE_CHECKING:
+    from ..store.models import EventMessage
+
+__all__ = ["Event", "validate_agent_name", "validate_event_type"]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_loads = json.loads
+_fromiso = datetime.fromisoformat
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _new_id() -> str:
+    """A random (version 4) UUID as 32 hex digits: ``uuid.uuid4().hex`` without building a UUID object."""
+    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
+
+
+_EVENT_TYPE = re.compile(r"[^\s*?\[\]]{1,200}")
+_AGENT = re.compile(r"[^\s*?\[\]]{1,200}")
+
+
+def validate_event_type(event_type: object) -> str:
+    """``event_type`` if it is a valid concrete event type, else :class:`ConfigurationError` (a ValueError).
+
+    Valid: 1-200 characters, no whitespace and no wildcard characters (``* ? [ ]``, which only
+    subscriptions use). By convention ``{agent}.{action}``, ``task.{status}``, ``system.{event}``.
+    """
+    if not isinstance(event_type, str) or _EVENT_TYPE.fullmatch(event_type) is None:
+        raise ConfigurationError(
+            f"invalid event_type {event_type!r}: use 1-200 characters without whitespace or wildcards "
+            "(e.g. 'email.processed', 'task.completed')"
+        )
+    return event_type
+
+
+def validate_agent_name(name: object, field: str = "agent_name") -> str:
+    """``name`` if it is a valid agent name (1-200 characters, no whitespace, no ``* ? [ ]``)."""
+    if not isinstance(name, str) or _AGENT.fullmatch(name) is None:
+        raise ConfigurationError(
+            f"invalid {field} {name!r}: use 1-200 characters without whitespace or wildcards "
+            "(e.g. 'email-agent')"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event. Immutable; build it with :meth:`create` (validates) or :meth:`from_json`.
+
+    ``target_agent`` is ``None`` for a broadcast. ``payload`` is a JSON object (a ``dict``);
+    ``created_at`` is an aware UTC datetime.
+    """
+
+    id: str
+    event_type: str
+    source_agent: str
+    target_agent: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def create(
+        cls,
+        event_type: str,
+        source_agent: str,
+        payload: Mapping[str, Any] | None = None,
+        target_agent: str | None = None,
+    ) -> Event:
+        """A new event with a fresh id and the current time. Validates names; the payload is checked by
+        :meth:`to_json` (which :meth:`EventBus.publish` calls before sending anything)."""
+        validate_event_type(event_type)
+        validate_agent_name(source_agent, "source_agent")
+        if target_agent is not None:
+            validate_agent_name(target_agent, "target_agent")
+        if payload is None:
+            payload = {}
+        elif not isinstance(payload, Mapping):
+            raise SerializationError(
+                f"event payload for {event_type!r} must be a JSON object (a dict), "
+                f"got {type(payload).__name__}"
+            )
+        return cls(_new_id(), event_type, source_agent, target_agent, dict(payload), datetime.now(UTC))
+
+    @property
+    def is_broadcast(self) -> bool:
+        """True when the event has no target agent."""
+        return self.target_agent is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``created_at`` as ISO 8601 text)."""
+        return {
+            "id": self.id,
+            "event_type": self.event_type,
+            "source_agent": self.source_agent,
+            "target_agent": self.target_agent,
+            "payload": self.payload,
+            "created_at": self.created_at.isoformat(),
+        }
+
+    def to_json(self) -> str:
+        """The wire envelope. Raises :class:`SerializationError` if the payload is not JSON-serializable."""
+        try:
+            return _dumps(self.to_dict())
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"event payload for {self.event_type!r} cannot be serialized as JSON ({exc}); use dicts with "
+                "str keys, lists, str, int, finite float, bool and None (convert datetimes, sets, objects)"
+            ) from None
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Event:
+        """Parse a wire envelope (raises ``ValueError``/``KeyError`` on malformed input)."""
+        d = _loads(data)
+        return cls(
+            d["id"],
+            d["event_type"],
+            d["source_agent"],
+            d["target_agent"],
+            d["payload"],
+            _fromiso(d["created_at"]),
+        )
+
+    def log_fields(self) -> dict[str, str]:
+        """Fields of this event in the persisted event log stream (read by the store's Recorder):
+        ``id, event_type, source_agent, target_agent`` (omitted for a broadcast), ``payload`` (JSON
+        text) and ``created_at`` (ISO 8601)."""
+        fields = {
+            "id": self.id,
+            "event_type": self.event_type,
+            "source_agent": self.source_agent,
+            "payload": _dumps(self.payload),
+            "created_at": self.created_at.isoformat(),
+        }
+        if self.target_agent is not None:
+            fields["target_agent"] = self.target_agent
+        return fields
+
+    def to_model(self) -> EventMessage:
+        """The SQL row for this event (:class:`asyncsched.store.models.EventMessage`)."""
+        from ..store.models import EventMessage
+
+        return EventMessage(
+            id=self.id,
+            event_type=self.event_type,
+            source_agent=self.source_agent,
+            target_agent=self.target_agent,
+            payload=dict(self.payload),
+            created_at=self.created_at,
+        )
+
+    @classmethod
+    def from_model(cls, row: EventMessage) -> Event:
+        """The event of a persisted SQL row (naive timestamps, as SQLite returns them, are taken as UTC)."""
+        created = row.created_at
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        return cls(
+            row.id, row.event_type, row.source_agent, row.target_agent, dict(row.payload or {}), created
+        )

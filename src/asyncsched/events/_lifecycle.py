@@ -1,0 +1,271 @@
+"""Lifecycle events: ``task.*`` from the job lifecycle feed, ``system.startup`` / ``system.shutdown``.
+
+The queue and the worker never publish on the bus themselves: they append a
+:class:`~asyncsched._lifecycle.LifecycleRecord` to the lifecycle stream in the same step as each state
+change. :class:`LifecyclePublisher` reads that stream in consumer group ``events`` and publishes one
+broadcast event per record (pipelined per batch), then acknowledges the batch. A crash between the two
+republishes the batch (at-least-once); a record left by a dead publisher is taken over after
+``claim_idle`` seconds.
+
+Event payload (times as ISO 8601 UTC text, ``None`` when unknown)::
+
+    {"job_id", "queue", "agent_name", "task_name", "function", "scheduled_task_id", "status",
+     "attempt", "worker", "enqueued_at", "started_at", "ended_at", "duration", "error", "will_retry"}
+
+``status`` is the spec's vocabulary (queued, running, success, failed, cancelled); a failed attempt that
+will be retried is ``task.failed`` with ``will_retry: true``. The source agent is the job's agent, or
+``asyncsched`` for jobs without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .. import _keys
+from .._lifecycle import Lifecycle, LifecycleRecord
+from ..config import Settings, get_settings
+from ..exceptions import ConfigurationError
+from ._bus import EventBus
+from ._envelope import Event, validate_agent_name
+from ._tasks import stop_task
+
+__all__ = ["GROUP", "LifecyclePublisher", "lifecycle_event", "publish_system_event"]
+
+logger = logging.getLogger("asyncsched.events")
+
+GROUP = "events"
+"""Consumer group of the lifecycle stream read by the publisher."""
+
+DEFAULT_SOURCE = "asyncsched"
+
+_STATUS: dict[Lifecycle, str] = {
+    Lifecycle.QUEUED: "queued",
+    Lifecycle.STARTED: "running",
+    Lifecycle.SUCCESS: "success",
+    Lifecycle.FAILED: "failed",
+    Lifecycle.RETRY: "failed",
+    Lifecycle.CANCELLED: "cancelled",
+}
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _source(agent: str | None) -> str:
+    if agent is None:
+        return DEFAULT_SOURCE
+    try:
+        return validate_agent_name(agent)
+    except ConfigurationError:
+        return DEFAULT_SOURCE
+
+
+def lifecycle_event(record: LifecycleRecord) -> Event | None:
+    """The ``task.*`` event of a lifecycle record, or ``None`` for kinds that publish nothing."""
+    event_type = record.event_type
+    if event_type is None:
+        return None
+    duration = None
+    if record.started_at is not None and record.ended_at is not None:
+        duration = round(record.ended_at - record.started_at, 6)
+    payload: dict[str, Any] = {
+        "job_id": record.job_id,
+        "queue": record.queue,
+        "agent_name": record.agent_name,
+        "task_name": record.task_name,
+        "function": record.function,
+        "scheduled_task_id": record.scheduled_task_id,
+        "status": _STATUS[record.kind],
+        "attempt": record.attempt,
+        "worker": record.worker,
+        "enqueued_at": _iso(record.enqueued_at),
+        "started_at": _iso(record.started_at),
+        "ended_at": _iso(record.ended_at),
+        "duration": duration,
+        "error": record.error,
+        "will_retry": record.kind is Lifecycle.RETRY,
+    }
+    return Event.create(event_type, _source(record.agent_name), payload)
+
+
+async def publish_system_event(
+    bus: EventBus,
+    kind: Literal["startup", "shutdown"],
+    component: str,
+    agent: str | None = None,
+    **details: Any,
+) -> Event:
+    """Publish ``system.startup`` or ``system.shutdown`` (broadcast) for ``component`` (``worker``,
+    ``scheduler``, ``runtime``...). Payload: component, agent, host, pid, and ``details``."""
+    if kind not in ("startup", "shutdown"):
+        raise ConfigurationError(f"system event kind must be 'startup' or 'shutdown', got {kind!r}")
+    payload = {"component": component, "agent": agent, "host": socket.gethostname(), "pid": os.getpid()}
+    payload.update(details)
+    return await bus.publish(f"system.{kind}", _source(agent), payload)
+
+
+class LifecyclePublisher:
+    """Consumes the lifecycle stream (group ``events``) and publishes ``task.*`` events on the bus.
+
+    ``async with LifecyclePublisher(settings=s):`` runs it in the background until exit. ``bus``: publish
+    through this (entered) bus instead of an own one. The group is created at the stream's end, so the
+    first start does not replay old history.
+    """
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis | None = None,
+        *,
+        settings: Settings | None = None,
+        bus: EventBus | None = None,
+        batch_size: int = 500,
+        claim_idle: float = 60.0,
+        consumer: str | None = None,
+    ) -> None:
+        self.settings = settings or (bus.settings if bus is not None else get_settings())
+        self._redis_arg = redis
+        self._bus = bus
+        self._own_bus: EventBus | None = None
+        self.batch_size = batch_size
+        self.claim_idle_ms = max(1, int(claim_idle * 1000))
+        self.claim_every = claim_idle / 2
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.stream = _keys.lifecycle_stream(self.settings.key_prefix)
+        self.published = 0
+        """Events published so far (for tests and metrics)."""
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._busy = False
+
+    @property
+    def bus(self) -> EventBus:
+        bus = self._bus or self._own_bus
+        if bus is None:
+            raise RuntimeError(
+                "the LifecyclePublisher is not started: use `async with LifecyclePublisher():`"
+            )
+        return bus
+
+    async def __aenter__(self) -> LifecyclePublisher:
+        if self._bus is None:
+            self._own_bus = EventBus(self._redis_arg, settings=self.settings)
+            await self._own_bus.__aenter__()
+        try:
+            await self._create_group()
+        except BaseException:
+            await self._close_bus()
+            raise
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="asyncsched-lifecycle-events")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._stopping = True
+        task = self._task
+        if task is not None:
+            await stop_task(task, grace=30.0 if self._busy else 0.0)
+        await self._close_bus()
+
+    async def _close_bus(self) -> None:
+        if self._own_bus is not None:
+            await self._own_bus.aclose()
+            self._own_bus = None
+
+    async def _create_group(self) -> None:
+        try:
+            await self.bus.redis.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run_once(self, block: float | None = None, pending: bool = False) -> int:
+        """Read one batch (waiting up to ``block`` seconds for one), publish it, acknowledge it.
+        ``pending=True`` re-reads this consumer's unacknowledged records. Returns the records handled."""
+        response = await self.bus.redis.xreadgroup(
+            GROUP,
+            self.consumer,
+            {self.stream: "0" if pending else ">"},
+            count=self.batch_size,
+            block=None if block is None else max(1, int(block * 1000)),
+        )
+        if not response:
+            return 0
+        entries: Any = response[0][1]  # type: ignore[index]
+        return await self._handle(entries)
+
+    async def _handle(self, entries: Any) -> int:
+        if not entries:
+            return 0
+        self._busy = True
+        try:
+            events: list[Event] = []
+            for entry_id, fields in entries:
+                if not fields:
+                    continue
+                try:
+                    event = lifecycle_event(LifecycleRecord.decode(fields))
+                except (ValueError, KeyError, TypeError) as exc:
+                    logger.error("skipping malformed lifecycle record %r: %s", entry_id, exc)
+                    continue
+                if event is not None:
+                    events.append(event)
+            if events:
+                await self.bus.publish_many(events)
+                self.published += len(events)
+            await self.bus.redis.xack(self.stream, GROUP, *(entry_id for entry_id, _ in entries))
+            return len(entries)
+        finally:
+            self._busy = False
+
+    async def _claim(self) -> None:
+        start: Any = "0-0"
+        for _ in range(1_000):
+            reply = await self.bus.redis.xautoclaim(
+                self.stream, GROUP, self.consumer, self.claim_idle_ms, start_id=start, count=self.batch_size
+            )
+            start = reply[0]
+            await self._handle(reply[1])
+            if start in (b"0-0", "0-0") or self._stopping:
+                return
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_claim = 0.0
+        backoff = 0.1
+        need_pending = True
+        while not self._stopping:
+            try:
+                if need_pending:
+                    while await self.run_once(pending=True):
+                        pass
+                    need_pending = False
+                if loop.time() >= next_claim:
+                    await self._claim()
+                    next_claim = loop.time() + self.claim_every
+                if not self._stopping:
+                    await self.run_once(block=min(self.claim_every, 1.0))
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self._create_group()
+                    continue
+                logger.error("lifecycle event publisher: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                logger.warning("lifecycle event publisher lost Redis (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

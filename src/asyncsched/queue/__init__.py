@@ -1,0 +1,9 @@
+"""The task queue: enqueue jobs in python-rq's format and inspect them (``TaskQueue``).
+
+The sync twin lives in :mod:`asyncsched.sync`.
+"""
+
+from ._models import JobRecord, JobStatus, Retry, WorkerInfo
+from ._queue import TaskQueue
+
+__all__ = ["JobRecord", "JobStatus", "Retry", "TaskQueue", "WorkerInfo"]

@@ -1,0 +1,232 @@
+"""The job model in the spec's vocabulary: :class:`JobStatus`, :class:`Retry`, :class:`JobRecord`."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..exceptions import InvalidJob, UnsafeJob
+from ..rq import codec
+from ..rq.codec import ResultEntry, ResultType
+
+__all__ = ["JobRecord", "JobStatus", "Retry", "WorkerInfo", "from_rq_status"]
+
+
+class JobStatus(enum.StrEnum):
+    """A job's state in the spec's vocabulary; RQ's statuses map onto it (:func:`from_rq_status`)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SCHEDULED = "scheduled"
+    DEFERRED = "deferred"
+
+
+_FROM_RQ = {
+    "created": JobStatus.QUEUED,
+    "queued": JobStatus.QUEUED,
+    "started": JobStatus.RUNNING,
+    "finished": JobStatus.SUCCESS,
+    "failed": JobStatus.FAILED,
+    "stopped": JobStatus.CANCELLED,
+    "canceled": JobStatus.CANCELLED,
+    "scheduled": JobStatus.SCHEDULED,
+    "deferred": JobStatus.DEFERRED,
+}
+
+TO_RQ: Mapping[JobStatus, tuple[str, ...]] = {
+    JobStatus.QUEUED: ("queued", "created"),
+    JobStatus.RUNNING: ("started",),
+    JobStatus.SUCCESS: ("finished",),
+    JobStatus.FAILED: ("failed",),
+    JobStatus.CANCELLED: ("canceled", "stopped"),
+    JobStatus.SCHEDULED: ("scheduled",),
+    JobStatus.DEFERRED: ("deferred",),
+}
+
+
+def from_rq_status(value: str | bytes | None) -> JobStatus:
+    """Map RQ's status text (``stopped`` is a cancellation from RQ's side). Unknown text: ``InvalidJob``."""
+    text = value.decode() if isinstance(value, bytes) else (value or "")
+    try:
+        return _FROM_RQ[text]
+    except KeyError:
+        raise InvalidJob(f"unknown RQ job status {text!r}") from None
+
+
+class Retry:
+    """Retry a failing job up to ``max`` more times, waiting ``interval`` seconds (like ``rq.Retry``).
+
+    ``interval`` may be a list: the n-th retry waits the n-th value (RQ's rule: with fewer intervals than
+    retries, the first values are reused).
+    """
+
+    def __init__(self, max: int, interval: int | list[int] = 0) -> None:
+        if max < 1:
+            raise ValueError(f"Retry(max=...) must be at least 1, got {max}")
+        intervals = [interval] if isinstance(interval, int) else list(interval)
+        if not intervals or any(i < 0 for i in intervals):
+            raise ValueError(f"retry intervals must be non-negative integers, got {interval!r}")
+        self.max = max
+        self.intervals = intervals
+
+    def __repr__(self) -> str:
+        return f"Retry(max={self.max}, interval={self.intervals})"
+
+
+def retry_interval(intervals: list[int] | None, retries_left: int) -> int:
+    """RQ's ``Job.get_retry_interval``: which interval applies with ``retries_left`` retries left."""
+    if not intervals:
+        return 0
+    return intervals[max(len(intervals) - retries_left, 0)]
+
+
+@dataclass
+class WorkerInfo:
+    """A worker as registered in RQ's keys (ours or RQ's own)."""
+
+    name: str
+    queues: list[str]
+    state: str
+    last_heartbeat: datetime | None
+    birth: datetime | None
+    current_jobs: list[str]
+    successful_job_count: int
+    failed_job_count: int
+    total_working_time: float
+    hostname: str | None = None
+    pid: int | None = None
+    version: str | None = None
+
+
+@dataclass
+class JobRecord:
+    """The full view of one job (hash, latest result and our extra fields)."""
+
+    id: str
+    function: str
+    args: list[Any] | tuple[Any, ...]
+    kwargs: dict[str, Any]
+    status: JobStatus
+    queue: str
+    agent_name: str | None = None
+    task_name: str | None = None
+    scheduled_task_id: str | None = None
+    created_at: datetime | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    worker_name: str | None = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    retries_left: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    timeout: int | None = None
+    description: str | None = None
+    attempt: int = 1
+    function_path: str | None = None
+    rq_status: str = ""
+    serializer: str | None = None
+
+    @classmethod
+    def from_hash(
+        cls,
+        job_id: str,
+        raw: Mapping[bytes, bytes],
+        latest: ResultEntry | None,
+        *,
+        accept_pickle: bool,
+    ) -> JobRecord:
+        """Build from ``HGETALL <p>:job:<id>`` and the latest result entry. Pickled payloads are only
+        decoded when ``accept_pickle``; otherwise args/kwargs are empty and the function comes from the
+        description."""
+        h = codec.text_hash(raw)
+
+        def s(name: str) -> str | None:
+            v = h.get(name)
+            return v.decode(errors="replace") if v else None
+
+        def i(name: str) -> int | None:
+            v = s(name)
+            try:
+                return int(v) if v is not None else None
+            except ValueError:
+                return None
+
+        description = s("description")
+        function = s("asyncsched_function_path") or (description or "").split("(", 1)[0]
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        fmt: str | None = None
+        if h.get("data"):
+            try:
+                function, args, kwargs, fmt = codec.decode_data(h["data"], accept_pickle=accept_pickle)
+            except UnsafeJob:
+                fmt = "pickle"
+            except Exception:  # a malformed payload still shows as a record
+                fmt = None
+        meta: dict[str, Any] = {}
+        if h.get("meta"):
+            try:
+                from ..rq import serializers
+
+                value, _ = serializers.loads(h["meta"], accept_pickle=accept_pickle)
+                meta = value if isinstance(value, dict) else {"value": value}
+            except Exception:
+                meta = {}
+        rq_status = s("status") or "created"
+        status = from_rq_status(rq_status)
+        result = error = tb = None
+        if latest is not None:
+            if latest.type == ResultType.SUCCESSFUL:
+                try:
+                    result = latest.value(accept_pickle=accept_pickle)
+                except Exception:
+                    result = None
+            elif latest.exc_string:
+                tb = latest.exc_string
+                lines = [ln for ln in tb.strip().splitlines() if ln.strip()]
+                error = lines[-1] if lines else tb
+        retries_left = i("retries_left")
+        return cls(
+            id=job_id,
+            function=function,
+            args=list(args),
+            kwargs=kwargs,
+            status=status,
+            queue=s("origin") or "default",
+            agent_name=s("asyncsched_agent"),
+            task_name=s("asyncsched_task"),
+            scheduled_task_id=s("asyncsched_scheduled_task"),
+            created_at=codec.parse_ts(h.get("created_at")),
+            enqueued_at=codec.parse_ts(h.get("enqueued_at")),
+            started_at=codec.parse_ts(h.get("started_at")),
+            ended_at=codec.parse_ts(h.get("ended_at")),
+            worker_name=s("worker_name"),
+            result=result,
+            error=error,
+            traceback=tb,
+            retries_left=retries_left,
+            meta=meta,
+            timeout=i("timeout"),
+            description=description,
+            attempt=i("asyncsched_attempt") or 1,
+            function_path=s("asyncsched_function_path"),
+            rq_status=rq_status,
+            serializer=str(fmt) if fmt else None,
+        )
+
+
+def parse_intervals(raw: bytes | None) -> list[int] | None:
+    """``retry_intervals`` (JSON list) or ``None``."""
+    if not raw:
+        return None
+    value = json.loads(raw)
+    return [int(v) for v in value] if isinstance(value, list) else None

@@ -1,0 +1,40 @@
+"""The Lua scripts of the wire format, one atomic operation per ``scripts/*.lua`` file (package data)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+
+__all__ = ["SCRIPT_NAMES", "Scripts", "source"]
+
+SCRIPT_NAMES = (
+    "enqueue",
+    "claim",
+    "finish",
+    "cancel",
+    "heartbeat",
+    "promote",
+    "release_locks",
+    "requeue",
+    "reap",
+)
+
+
+@cache
+def source(name: str) -> str:
+    """The text of ``scripts/<name>.lua``."""
+    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text()
+
+
+class Scripts:
+    """Every script registered on one client (EVALSHA, loaded on first use)."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._scripts = {name: redis.register_script(source(name)) for name in SCRIPT_NAMES}
+
+    async def run(self, name: str, args: list[Any]) -> Any:
+        """Run script ``name`` with ``args`` as ARGV (no KEYS: keys are built from the prefix)."""
+        return await self._scripts[name](keys=[], args=args)

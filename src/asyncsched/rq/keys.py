@@ -1,0 +1,146 @@
+"""Every RQ key, registry and hash field asyncsched touches: built here and nowhere else.
+
+Verified against python-rq 2.12.0 and 3.0.0 (``rq/{queue,job,registry,executions,results,worker}``); the
+prefix is RQ 3's ``RQ_KEY_PREFIX`` (``Settings.key_prefix``, default ``rq``). RQ 2.x hard-codes ``rq``.
+
+==========================================  ======  ===================================================
+key                                         type    content
+==========================================  ======  ===================================================
+``<p>:queues``                              SET     full queue keys (``<p>:queue:<q>``)
+``<p>:queue:<q>``                           LIST    job ids; producers RPUSH, workers pop from the left
+``<p>:queue:<q>:intermediate``              LIST    BLMOVE target of single-queue workers
+``<p>:job:<id>``                            HASH    the job (:mod:`asyncsched.rq.codec`)
+``<p>:results:<id>``                        STREAM  results (type 1 ok, 2 failed, 3 stopped, 4 retried)
+``<p>:wip:<q>``                             ZSET    started: ``<job>:<exec>`` -> lease expiry (s)
+``<p>:finished|failed:<q>``                 ZSET    job -> expiry (s)
+``<p>:deferred|scheduled|canceled:<q>``     ZSET    job -> creation / run-at / cancel time (s)
+``<p>:execution:<job>:<exec>``              HASH    one running execution
+``<p>:executions:<job>``                    ZSET    exec -> expiry + 60
+``<p>:worker:<name>``                       HASH    worker registration (``rq info``)
+``<p>:worker:<name>:executions``            SET     RQ 3: the worker's running ``<job>:<exec>``
+``<p>:workers``, ``<p>:workers:<q>``        SET     worker keys
+``<p>:pubsub:<name>``                       PUBSUB  JSON commands (shutdown, stop-job, kill-horse)
+``<p>:scheduler-lock:<q>``                  STRING  holder of the right to promote scheduled jobs
+``<p>:suspended``                           STRING  ``rq suspend``
+==========================================  ======  ===================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["JOB_FIELDS", "RQ_STATUSES", "RQKeys"]
+
+RQ_STATUSES = (
+    "created",
+    "queued",
+    "finished",
+    "failed",
+    "started",
+    "deferred",
+    "scheduled",
+    "stopped",
+    "canceled",
+)
+"""``rq.job.JobStatus`` values (identical in 2.x and 3.0)."""
+
+JOB_FIELDS = (
+    "data",
+    "created_at",
+    "status",
+    "success_callback_name",
+    "failure_callback_name",
+    "stopped_callback_name",
+    "started_at",
+    "ended_at",
+    "last_heartbeat",
+    "worker_name",
+    "group_id",
+    "origin",
+    "description",
+    "enqueued_at",
+    "timeout",
+    "result_ttl",
+    "failure_ttl",
+    "ttl",
+    "meta",
+    "retries_left",
+    "retry_intervals",
+    "enqueue_at_front_on_retry",
+)
+"""Hash fields RQ writes that we write or read (RQ ignores fields it does not know)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RQKeys:
+    """Key builder for one prefix."""
+
+    prefix: str = "rq"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def suspended(self) -> str:
+        return f"{self.prefix}:suspended"
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}:queue:{name}"
+
+    def queue_name(self, key: str | bytes) -> str:
+        """Inverse of :meth:`queue`."""
+        text = key.decode() if isinstance(key, bytes) else key
+        return text[len(self.queue("")) :]
+
+    def intermediate(self, name: str) -> str:
+        return f"{self.prefix}:queue:{name}:intermediate"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def results(self, job_id: str) -> str:
+        return f"{self.prefix}:results:{job_id}"
+
+    def wip(self, queue: str) -> str:
+        return f"{self.prefix}:wip:{queue}"
+
+    def finished(self, queue: str) -> str:
+        return f"{self.prefix}:finished:{queue}"
+
+    def failed(self, queue: str) -> str:
+        return f"{self.prefix}:failed:{queue}"
+
+    def deferred(self, queue: str) -> str:
+        return f"{self.prefix}:deferred:{queue}"
+
+    def scheduled(self, queue: str) -> str:
+        return f"{self.prefix}:scheduled:{queue}"
+
+    def canceled(self, queue: str) -> str:
+        return f"{self.prefix}:canceled:{queue}"
+
+    def execution(self, job_id: str, execution_id: str) -> str:
+        return f"{self.prefix}:execution:{job_id}:{execution_id}"
+
+    def executions(self, job_id: str) -> str:
+        return f"{self.prefix}:executions:{job_id}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    def worker_executions(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}:executions"
+
+    def workers_of(self, queue: str) -> str:
+        return f"{self.prefix}:workers:{queue}"
+
+    def pubsub(self, worker_name: str) -> str:
+        return f"{self.prefix}:pubsub:{worker_name}"
+
+    def scheduler_lock(self, queue: str) -> str:
+        return f"{self.prefix}:scheduler-lock:{queue}"

@@ -1,0 +1,41 @@
+-- Cancel one job as rq.job.Job.cancel does (status canceled, out of its queue/registries, into
+-- <p>:canceled:<q>); a running job also loses its execution and its worker is sent RQ's stop-job command.
+-- ARGV: prefix, id, now (int s), stream, maxlen
+-- Returns -1 no such job, 0 already finished/failed/cancelled, 1 cancelled before running, 2 was running.
+local p, id, now, stream, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local jk = p .. ':job:' .. id
+local h = redis.call('HMGET', jk, 'status', 'origin', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
+  'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task')
+local status = h[1]
+if not status then return -1 end
+if status == 'finished' or status == 'failed' or status == 'stopped' or status == 'canceled' then return 0 end
+local q = h[2] or 'default'
+redis.call('HSET', jk, 'status', 'canceled')
+redis.call('LREM', p .. ':queue:' .. q, 1, id)
+redis.call('LREM', p .. ':queue:' .. q .. ':intermediate', 1, id)
+redis.call('ZREM', p .. ':scheduled:' .. q, id)
+redis.call('ZREM', p .. ':deferred:' .. q, id)
+local rc = 1
+if status == 'started' then
+  rc = 2
+  local ek = p .. ':executions:' .. id
+  for _, ex in ipairs(redis.call('ZRANGE', ek, 0, -1)) do
+    local member = id .. ':' .. ex
+    redis.call('ZREM', p .. ':wip:' .. q, member)
+    redis.call('DEL', p .. ':execution:' .. member)
+    if h[3] then redis.call('SREM', p .. ':worker:' .. h[3] .. ':executions', member) end
+  end
+  redis.call('DEL', ek)
+  if h[3] then
+    redis.call('PUBLISH', p .. ':pubsub:' .. h[3], '{"command": "stop-job", "job_id": "' .. id .. '"}')
+  end
+end
+redis.call('ZADD', p .. ':canceled:' .. q, now, id)
+local life = {'kind', 'cancelled', 'job_id', id, 'queue', q, 'attempt', h[4] or '1', 'ended_at', now}
+if h[3] then life[#life + 1] = 'worker'; life[#life + 1] = h[3] end
+if h[5] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[5] end
+if h[6] then life[#life + 1] = 'task_name'; life[#life + 1] = h[6] end
+if h[7] then life[#life + 1] = 'function'; life[#life + 1] = h[7] end
+if h[8] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[8] end
+redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+return rc

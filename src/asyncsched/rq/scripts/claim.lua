@@ -1,0 +1,85 @@
+-- Dequeue up to N jobs and mark them started in one step, leaving what an RQ worker leaves
+-- (job status/started_at/worker_name/last_heartbeat, PERSIST, execution hash, executions zset,
+-- wip member <job>:<exec>, RQ 3 worker executions set) plus a 'started' lifecycle record.
+-- ARGV: prefix, worker, now (float s), now_ts (RQ text), lease (s), n, stream, maxlen,
+--       given_queue ('' if none), given_intermediate ('1'|'0'), ngiven, <id>*ngiven,
+--       nqueues, <queue>*nqueues, nexec, <exec id>*nexec   (nexec >= ngiven + n)
+-- Returns a flat list of entries: id, exec, queue, <hgetall as a nested array>.
+local p, w, now, now_ts, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local n, stream, maxlen = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local given_q, given_inter = ARGV[9], ARGV[10]
+local ngiven = tonumber(ARGV[11])
+local i = 12 + ngiven
+local nqueues = tonumber(ARGV[i])
+local queues = {}
+for k = 1, nqueues do queues[k] = ARGV[i + k] end
+i = i + nqueues + 1
+local nexec = tonumber(ARGV[i])
+local execs = {}
+for k = 1, nexec do execs[k] = ARGV[i + k] end
+local used = 0
+local out = {}
+local wkey = p .. ':worker:' .. w
+local wexec = wkey .. ':executions'
+local last_id = nil
+
+local function opt(v) if v then return v else return '' end end
+
+local function start(id, q)
+  local jk = p .. ':job:' .. id
+  local status = redis.call('HGET', jk, 'status')
+  if not status or status == 'canceled' or status == 'started' or status == 'finished' then
+    return false
+  end
+  used = used + 1
+  local ex = execs[used]
+  local member = id .. ':' .. ex
+  redis.call('HSET', jk, 'status', 'started', 'started_at', now_ts, 'worker_name', w, 'last_heartbeat', now_ts)
+  redis.call('PERSIST', jk)
+  local xk = p .. ':execution:' .. member
+  redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', ARGV[3], 'last_heartbeat', ARGV[3], 'worker_name', w)
+  redis.call('EXPIRE', xk, lease)
+  redis.call('ZADD', p .. ':executions:' .. id, math.floor(now) + lease + 60, ex)
+  redis.call('EXPIRE', p .. ':executions:' .. id, lease + 60)
+  redis.call('ZADD', p .. ':wip:' .. q, math.floor(now) + lease, member)
+  redis.call('SADD', wexec, member)
+  redis.call('EXPIRE', wexec, lease + 60)
+  local h = redis.call('HGETALL', jk)
+  local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', ARGV[3]}
+  local extra = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
+    'asyncsched_function_path', 'asyncsched_scheduled_task')
+  life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
+  if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
+  if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
+  if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4] end
+  if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+  out[#out + 1] = id
+  out[#out + 1] = ex
+  out[#out + 1] = q
+  out[#out + 1] = h
+  last_id = id
+  return true
+end
+
+for k = 1, ngiven do
+  local id = ARGV[11 + k]
+  if given_inter == '1' then redis.call('LREM', p .. ':queue:' .. given_q .. ':intermediate', 1, id) end
+  start(id, given_q)
+end
+local count = 0
+for _, q in ipairs(queues) do
+  while count < n do
+    local want = n - count
+    local ids = redis.call('LPOP', p .. ':queue:' .. q, want)
+    if not ids then break end
+    for _, id in ipairs(ids) do
+      if start(id, q) then count = count + 1 end
+    end
+    if #ids < want then break end
+  end
+end
+if last_id and redis.call('EXISTS', wkey) == 1 then
+  redis.call('HSET', wkey, 'state', 'busy', 'current_job', last_id, 'last_heartbeat', now_ts)
+end
+return out

@@ -1,0 +1,129 @@
+-- Record the outcome of a batch of executions exactly as an RQ worker does (rq 2.12 / 3.0):
+-- job hash status/ended_at, result stream entry, finished/failed registry, TTLs, retry re-queue or
+-- schedule, execution cleanup, worker counters, dependents, plus one lifecycle record per job.
+-- A job no longer 'started' by this worker (cancelled, reaped, deleted) only has its execution cleaned.
+-- ARGV: prefix, worker, stream, maxlen, now_ts, now (float), F (fields per job), njobs, then per job:
+--  1 id  2 exec  3 queue  4 outcome (finished|failed|stopped|requeue|schedule)  5 result type
+--  6 return_value ('' none)  7 exc_string ('' none)  8 job ttl ('' keep, -1 persist, 0 delete, n)
+--  9 results ttl ('' none, -1 persist, n)  10 registry score  11 retries_left ('' keep)
+--  12 scheduled score  13 at_front  14 exec started (float)  15 exec ended (float)  16 working time (s)
+--  17 lifecycle kind  18 error  19 traceback  20 result (capped JSON)  21 next attempt ('' keep)
+-- Returns one integer per job: 1 recorded, 0 only cleaned up.
+local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now = tonumber(ARGV[6])
+local F, njobs = tonumber(ARGV[7]), tonumber(ARGV[8])
+local wkey = p .. ':worker:' .. w
+local wexists = redis.call('EXISTS', wkey) == 1
+local out = {}
+
+local function enqueue_dependents(id, failed)
+  local dk = p .. ':job:' .. id .. ':dependents'
+  local children = redis.call('SMEMBERS', dk)
+  for _, child in ipairs(children) do
+    local ck = p .. ':job:' .. child
+    local cs = redis.call('HMGET', ck, 'status', 'origin', 'allow_dependency_failures')
+    if cs[1] == 'deferred' and not (failed and cs[3] ~= '1') then
+      local ready = true
+      for _, parent in ipairs(redis.call('SMEMBERS', p .. ':job::' .. child .. ':dependencies')) do
+        local ps = redis.call('HGET', p .. ':job:' .. parent, 'status')
+        if ps ~= 'finished' and not (cs[3] == '1' and (ps == 'failed' or ps == 'stopped' or ps == 'canceled')) then
+          ready = false
+        end
+      end
+      if ready then
+        local origin = cs[2] or 'default'
+        redis.call('ZREM', p .. ':deferred:' .. origin, child)
+        redis.call('HSET', ck, 'status', 'queued', 'enqueued_at', now_ts)
+        redis.call('RPUSH', p .. ':queue:' .. origin, child)
+      end
+    end
+  end
+  if #children > 0 then redis.call('DEL', dk) end
+end
+
+for j = 0, njobs - 1 do
+  local b = 8 + j * F
+  local id, ex, q, outcome = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local jk = p .. ':job:' .. id
+  local member = id .. ':' .. ex
+  redis.call('DEL', p .. ':execution:' .. member)
+  redis.call('ZREM', p .. ':wip:' .. q, member)
+  redis.call('ZREM', p .. ':executions:' .. id, ex)
+  redis.call('SREM', wkey .. ':executions', member)
+  local cur = redis.call('HMGET', jk, 'status', 'worker_name')
+  if cur[1] ~= 'started' or cur[2] ~= w then
+    out[#out + 1] = 0
+  else
+    local rtype, rv, exc = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
+    local job_ttl, res_ttl, score = ARGV[b + 8], ARGV[b + 9], ARGV[b + 10]
+    local retries, sched, front = ARGV[b + 11], ARGV[b + 12], ARGV[b + 13]
+    local ex_start, ex_end, wt = ARGV[b + 14], ARGV[b + 15], ARGV[b + 16]
+    local extra = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
+      'asyncsched_function_path', 'asyncsched_scheduled_task')
+    if ARGV[b + 21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', ARGV[b + 21]) end
+    if retries ~= '' then redis.call('HSET', jk, 'retries_left', retries) end
+    local function add_result()
+      local r = {'type', rtype, 'worker_name', w}
+      if exc ~= '' then r[#r + 1] = 'exc_string'; r[#r + 1] = exc end
+      if rv ~= '' then r[#r + 1] = 'return_value'; r[#r + 1] = rv end
+      r[#r + 1] = 'execution_id'; r[#r + 1] = ex
+      r[#r + 1] = 'execution_started_at'; r[#r + 1] = ex_start
+      r[#r + 1] = 'execution_ended_at'; r[#r + 1] = ex_end
+      local rk = p .. ':results:' .. id
+      redis.call('XADD', rk, 'MAXLEN', '~', 10, '*', unpack(r))
+      if res_ttl == '-1' then redis.call('PERSIST', rk) elseif res_ttl ~= '' then redis.call('EXPIRE', rk, res_ttl) end
+    end
+    local function apply_ttl()
+      if job_ttl == '0' then redis.call('DEL', jk)
+      elseif job_ttl == '-1' then redis.call('PERSIST', jk)
+      elseif job_ttl ~= '' then redis.call('EXPIRE', jk, job_ttl) end
+    end
+    if outcome == 'finished' then
+      redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
+      if job_ttl ~= '0' then
+        add_result()
+        redis.call('ZADD', p .. ':finished:' .. q, score, id)
+      end
+      enqueue_dependents(id, false)
+      apply_ttl()
+      if wexists then redis.call('HINCRBY', wkey, 'successful_job_count', 1) end
+    elseif outcome == 'failed' or outcome == 'stopped' then
+      redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
+      redis.call('ZADD', p .. ':failed:' .. q, score, id)
+      add_result()
+      enqueue_dependents(id, true)
+      apply_ttl()
+      if wexists then redis.call('HINCRBY', wkey, 'failed_job_count', 1) end
+    else
+      redis.call('HSET', jk, 'ended_at', now_ts)
+      if outcome == 'schedule' then
+        redis.call('HSET', jk, 'status', 'scheduled')
+        redis.call('ZADD', p .. ':scheduled:' .. q, sched, id)
+      else
+        redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
+        if front == '1' then redis.call('LPUSH', p .. ':queue:' .. q, id)
+        else redis.call('RPUSH', p .. ':queue:' .. q, id) end
+      end
+      if wexists then redis.call('HINCRBY', wkey, 'failed_job_count', 1) end
+    end
+    if wexists and wt ~= '' then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', wt) end
+    local life = {'kind', ARGV[b + 17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start, 'ended_at', ex_end}
+    life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
+    if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
+    if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
+    if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4] end
+    if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
+    if ARGV[b + 18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = ARGV[b + 18] end
+    if ARGV[b + 19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = ARGV[b + 19] end
+    if ARGV[b + 20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = ARGV[b + 20] end
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+    out[#out + 1] = 1
+  end
+end
+if wexists then
+  if redis.call('SCARD', wkey .. ':executions') == 0 then
+    redis.call('HSET', wkey, 'state', 'idle')
+    redis.call('HDEL', wkey, 'current_job')
+  end
+end
+return out

@@ -1,0 +1,50 @@
+-- Move due jobs from <p>:scheduled:<q> to their queue, as RQ's scheduler does, for each queue whose
+-- <p>:scheduler-lock:<q> this worker holds or can take (so RQ's scheduler and ours never both promote).
+-- ARGV: prefix, holder, now (int s), now_ts, lock_ttl, stream, maxlen, limit, nqueues, <queue>*nqueues
+-- Returns {promoted count, earliest remaining run-at (int s) or -1}
+local p, holder, now, now_ts, lock_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local stream, maxlen, limit, nq = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+local promoted, earliest = 0, -1
+for k = 1, nq do
+  local q = ARGV[9 + k]
+  local lk = p .. ':scheduler-lock:' .. q
+  local cur = redis.call('GET', lk)
+  local mine = false
+  if not cur then
+    redis.call('SET', lk, holder, 'EX', lock_ttl)
+    mine = true
+  elseif cur == holder then
+    redis.call('EXPIRE', lk, lock_ttl)
+    mine = true
+  end
+  if mine then
+    local sk = p .. ':scheduled:' .. q
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk, '-inf', now, 'LIMIT', 0, limit)) do
+      redis.call('ZREM', sk, id)
+      local jk = p .. ':job:' .. id
+      if redis.call('EXISTS', jk) == 1 then
+        redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
+        if redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1' then
+          redis.call('LPUSH', p .. ':queue:' .. q, id)
+        else
+          redis.call('RPUSH', p .. ':queue:' .. q, id)
+        end
+        local h = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
+          'asyncsched_function_path', 'asyncsched_scheduled_task')
+        local life = {'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', h[1] or '1', 'enqueued_at', now}
+        if h[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[2] end
+        if h[3] then life[#life + 1] = 'task_name'; life[#life + 1] = h[3] end
+        if h[4] then life[#life + 1] = 'function'; life[#life + 1] = h[4] end
+        if h[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[5] end
+        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+        promoted = promoted + 1
+      end
+    end
+    local first = redis.call('ZRANGE', sk, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local s = math.floor(tonumber(first[2]))
+      if earliest == -1 or s < earliest then earliest = s end
+    end
+  end
+end
+return {promoted, earliest}

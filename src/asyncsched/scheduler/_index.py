@@ -1,0 +1,158 @@
+"""The Redis side of the scheduler: next-fire index, tick claims, leases of claimed runs, change feed.
+
+SQL (:class:`ScheduledTask`) is the source of truth; this index is rebuilt from it at start. Every write
+that decides whether a tick runs is one Lua script (``lua/*.lua``), so replicas never race across round trips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .. import _keys
+from ..store.models import ScheduledTask
+
+__all__ = ["FIRED_MAXLEN", "ScheduleIndex", "from_ms", "signature", "to_ms"]
+
+FIRED_MAXLEN = 10_000
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def to_ms(dt: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (the index's score)."""
+    return round(dt.timestamp() * 1000)
+
+
+def from_ms(ms: int | float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def signature(task: ScheduledTask) -> str:
+    """What the index entry of ``task`` depends on: a change re-plans its next tick from now."""
+    parts = [task.type, task.schedule, task.timezone, (task.options or {}).get("start"), bool(task.enabled)]
+    return hashlib.sha1(json.dumps(parts, default=str).encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def pending_member(task_id: str, tick_ms: int) -> str:
+    return f"{task_id}:{tick_ms}"
+
+
+class ScheduleIndex:
+    """Typed wrappers around the scheduler's keys and scripts for one key prefix."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.next_key = _keys.sched_next(prefix)
+        self.sig_key = _keys.sched_sig(prefix)
+        self.pending_key = _keys.sched_pending(prefix)
+        self.fired_key = _keys.sched_fired(prefix)
+        self.channel = _keys.sched_changes(prefix)
+        self.version_key = _keys.sched_version(prefix)
+        self._claim = redis.register_script(_script("claim"))
+        self._sync = redis.register_script(_script("sync"))
+        self._relet = redis.register_script(_script("relet"))
+
+    async def sync(self, task_id: str, sig: str, next_ms: int | None) -> bool:
+        """Index ``task_id`` at ``next_ms`` unless it already follows ``sig``; ``None`` drops it."""
+        result = await self._sync(
+            keys=[self.next_key, self.sig_key], args=[task_id, sig, "" if next_ms is None else next_ms]
+        )
+        return bool(result)
+
+    async def drop(self, task_id: str) -> None:
+        await self.sync(task_id, "", None)
+
+    async def indexed_ids(self) -> set[str]:
+        members = await self.redis.zrange(self.next_key, 0, -1)
+        sigs = await self.redis.hkeys(self.sig_key)
+        return {_text(m) for m in members} | {_text(s) for s in sigs}
+
+    async def due(self, now_ms: int, limit: int = 500) -> list[tuple[str, int]]:
+        rows: list[Any] = await self.redis.zrangebyscore(
+            self.next_key, "-inf", now_ms, start=0, num=limit, withscores=True
+        )
+        return [(_text(member), int(score)) for member, score in rows]
+
+    async def score(self, task_id: str) -> int | None:
+        value = await self.redis.zscore(self.next_key, task_id)
+        return None if value is None else int(value)
+
+    async def claim(
+        self,
+        task_id: str,
+        seen_ms: int,
+        next_ms: int | None,
+        ticks_ms: Sequence[int],
+        lease_deadline_ms: int,
+        sig: str = "",
+    ) -> int:
+        """Advance ``task_id`` from ``seen_ms`` to ``next_ms`` and lease ``ticks_ms``.
+
+        1: claimed; 0: another replica moved the entry first; -1: ``sig`` is not the indexed schedule.
+        """
+        args: list[Any] = [
+            task_id,
+            seen_ms,
+            "" if next_ms is None else next_ms,
+            lease_deadline_ms,
+            FIRED_MAXLEN,
+        ]
+        args.append(sig)
+        args.extend(ticks_ms)
+        keys = [self.next_key, self.pending_key, self.fired_key, self.sig_key]
+        return int(await self._claim(keys=keys, args=args))
+
+    async def done(self, task_id: str, tick_ms: int) -> None:
+        await self.redis.zrem(self.pending_key, pending_member(task_id, tick_ms))
+
+    async def expired_leases(self, now_ms: int, limit: int = 100) -> list[tuple[str, int]]:
+        rows = await self.redis.zrangebyscore(self.pending_key, "-inf", now_ms, start=0, num=limit)
+        out = []
+        for row in rows:
+            task_id, _, tick = _text(row).rpartition(":")
+            out.append((task_id, int(tick)))
+        return out
+
+    async def relet(self, task_id: str, tick_ms: int, now_ms: int, deadline_ms: int) -> bool:
+        result = await self._relet(
+            keys=[self.pending_key], args=[pending_member(task_id, tick_ms), now_ms, deadline_ms]
+        )
+        return bool(result)
+
+    async def earliest(self) -> int | None:
+        """The earliest time (ms) anything is due: a next tick or an expiring lease."""
+        times = []
+        for key in (self.next_key, self.pending_key):
+            rows = await self.redis.zrange(key, 0, 0, withscores=True)
+            if rows:
+                times.append(int(rows[0][1]))
+        return min(times) if times else None
+
+    async def notify(self, task_id: str | None = None) -> None:
+        """Tell every replica that schedules changed (pub/sub now, version counter for the missed message)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(self.version_key)  # type: ignore[unused-awaitable]
+            pipe.publish(self.channel, task_id or "*")  # type: ignore[unused-awaitable]
+            await pipe.execute()
+
+    async def version(self) -> int:
+        value = await self.redis.get(self.version_key)
+        return int(value or 0)
+
+    async def fired(self, count: int = FIRED_MAXLEN) -> list[tuple[str, int]]:
+        """Claimed ticks, oldest first: ``(task id, tick ms)``."""
+        rows: Any = await self.redis.xrange(self.fired_key, count=count)
+        return [(_text(fields[b"task"]), int(fields[b"tick"])) for _id, fields in rows]

@@ -1,0 +1,747 @@
+"""``TaskScheduler``: the API over scheduled tasks (SQL) and the firing loop (Redis index -> queue).
+
+Writes go to SQL first (the source of truth), then to the Redis index, then a change notice is published so
+every replica reloads within a second. Firing: the earliest due ticks are read from the index, each is
+claimed with one Lua script (compare-and-advance of the task's entry) and enqueued with the job id
+``sched-<task id>-<tick epoch seconds>`` and ``unique=True``, so a tick runs once whoever claims it, even
+after a crash between claim and enqueue (the claim leaves a lease that another replica takes over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from .._redis import create_redis
+from ..config import Settings, get_settings
+from ..exceptions import TaskNotFound
+from ..store.engine import create_engine, session_factory
+from ..store.models import ScheduledTask
+from ._definition import (
+    MISFIRE_ALL_LIMIT,
+    MisfirePolicy,
+    build_task,
+    grace_of,
+    policy_of,
+    task_trigger,
+)
+from ._index import ScheduleIndex, from_ms, signature, to_ms
+from ._triggers import Trigger
+from ._yaml import load_tasks
+
+__all__ = ["Firing", "TaskScheduler"]
+
+log = logging.getLogger("asyncsched.scheduler")
+
+LEASE = timedelta(seconds=60)
+"""How long a claimed tick may stay un-enqueued before another replica takes it over."""
+MAX_IDLE = 5.0
+"""An idle scheduler wakes at the next tick, on a change notice, or after this many seconds at most."""
+FLUSH_INTERVAL = 1.0
+"""last_run_at / next_run_at reach SQL in batches this often."""
+
+_COLUMNS = (
+    "description",
+    "enabled",
+    "type",
+    "schedule",
+    "timezone",
+    "function",
+    "args",
+    "kwargs",
+    "queue",
+    "options",
+    "source",
+)
+
+
+class _Database(Protocol):
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    def session(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Firing:
+    """One run the scheduler handed to the queue."""
+
+    task_id: str
+    task_name: str
+    agent_name: str
+    tick: datetime
+    job_id: str
+
+
+def job_id_for(task_id: str, tick: datetime) -> str:
+    """The job id of one tick of one task: the same on every replica, so the queue dedupes it."""
+    return f"sched-{task_id}-{int(tick.timestamp())}"
+
+
+def _copy(task: ScheduledTask) -> ScheduledTask:
+    """A detached copy safe to hand out and to cache (times as aware UTC on every database)."""
+    clone = ScheduledTask(
+        id=task.id,
+        agent_name=task.agent_name,
+        name=task.name,
+        created_at=_utc_or_none(task.created_at),
+        updated_at=_utc_or_none(task.updated_at),
+        last_run_at=_utc_or_none(task.last_run_at),
+        next_run_at=_utc_or_none(task.next_run_at),
+    )
+    for column in _COLUMNS:
+        setattr(clone, column, getattr(task, column))
+    return clone
+
+
+class TaskScheduler:
+    """Scheduled tasks: register and edit them (any process), and fire them (``fire=True`` or :meth:`run`).
+
+    ::
+
+        async with TaskScheduler() as scheduler:
+            for task in await scheduler.load_tasks_from_yaml("tasks.yaml", agent_name="email-agent"):
+                await scheduler.register_task(task)
+            await scheduler.run()  # fire until cancelled (any number of replicas may do this)
+
+    ``db`` is any object with ``.engine`` and ``.session()`` (``asyncsched.store.Database``); without it an
+    engine is made from ``settings.database_url``. Tables must exist (``asyncsched db upgrade`` or
+    ``Base.metadata.create_all``). ``queue`` is the ``TaskQueue`` runs go to (default: one on ``redis``).
+    Methods also work without ``async with``; resources open on first use and close in :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis | None = None,
+        *,
+        settings: Settings | None = None,
+        db: _Database | None = None,
+        queue: Any = None,
+        fire: bool = False,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self._redis_arg = redis
+        self._db = db
+        self._queue = queue
+        self._fire = fire
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self._redis: aioredis.Redis | None = None
+        self._own_redis = False
+        self._engine: AsyncEngine | None = None
+        self._sessions: Any = None
+        self._index: ScheduleIndex | None = None
+        self._cache: dict[str, tuple[ScheduledTask, Trigger | None]] = {}
+        self._changed = asyncio.Event()
+        self._version = -1
+        self._sql_updates: dict[str, tuple[datetime | None, datetime | None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._open_lock = asyncio.Lock()
+        self._opened = False
+        self._listener_ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifetime
+    async def __aenter__(self) -> TaskScheduler:
+        await self._open()
+        if self._fire:
+            self._tasks.append(asyncio.create_task(self.run(), name="asyncsched-scheduler"))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _open(self) -> None:
+        async with self._open_lock:
+            if self._opened:
+                return
+            if isinstance(self._redis_arg, aioredis.Redis):
+                self._redis = self._redis_arg
+            else:
+                self._redis = create_redis(self._redis_arg or self.settings.redis_url)
+                self._own_redis = True
+            if self._db is not None:
+                self._engine = self._db.engine
+                self._sessions = self._db.session
+            else:
+                self._engine = create_engine(self.settings.database_url)
+                self._sessions = session_factory(self._engine)
+            self._index = ScheduleIndex(self._redis, self.settings.key_prefix)
+            self._opened = True
+
+    async def aclose(self) -> None:
+        """Stop firing, write pending run times to SQL, close what this scheduler opened."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if not self._opened:
+            return
+        with contextlib.suppress(Exception):
+            await self._flush()
+        if self._queue_owned and self._queue is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.__aexit__(None, None, None)
+            self._queue = None
+        if self._db is None and self._engine is not None:
+            await self._engine.dispose()
+        if self._own_redis and self._redis is not None:
+            await self._redis.aclose()
+        self._opened = False
+
+    _queue_owned = False
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        await self._open()
+        async with self._sessions() as session:
+            yield session
+
+    @property
+    def index(self) -> ScheduleIndex:
+        assert self._index is not None, "scheduler not opened"
+        return self._index
+
+    # ------------------------------------------------------------------ definitions
+    async def load_tasks_from_yaml(
+        self, path: str | os.PathLike[str], agent_name: str | None = None, *, check_import: bool = True
+    ) -> list[ScheduledTask]:
+        """Parse and validate a ``tasks.yaml`` file; the tasks come back unsaved (see :meth:`register_task`).
+
+        Raises :class:`~asyncsched.exceptions.TaskDefinitionError` with every problem of the file (file, line,
+        task, field); a file with any problem yields nothing.
+        """
+        return await asyncio.to_thread(
+            load_tasks, path, agent_name or self.settings.agent, check_import=check_import
+        )
+
+    async def register_task(self, task: ScheduledTask | None = None, /, **definition: Any) -> ScheduledTask:
+        """Create or update (by agent and name) one task; returns the stored task.
+
+        Pass a :class:`ScheduledTask` (e.g. from :meth:`load_tasks_from_yaml`), or keyword fields as in
+        YAML plus ``agent_name`` and optionally ``trigger=`` (an APScheduler 3 trigger or one of ours).
+        Registering the same definition again changes nothing; a changed schedule re-plans from now.
+        """
+        if task is None:
+            definition.setdefault("agent_name", self.settings.agent)
+            task = build_task(**definition)
+        elif definition:
+            raise TypeError("pass either a ScheduledTask or keyword fields, not both")
+        stored = await self.register_tasks([task])
+        return stored[0]
+
+    async def register_tasks(
+        self, tasks: Sequence[ScheduledTask], *, prune_source: str | None = None
+    ) -> list[ScheduledTask]:
+        """Create or update every task in one transaction (all or nothing).
+
+        With ``prune_source``, tasks of the same agents whose ``source`` is that file and which are no longer
+        in ``tasks`` are deleted (a task removed from a YAML file disappears on the next load).
+        """
+        for _attempt in range(3):
+            try:
+                stored, removed = await self._upsert(tasks, prune_source)
+                break
+            except IntegrityError:  # another process inserted the same (agent, name) meanwhile: update it
+                continue
+        else:  # pragma: no cover - three lost races in a row
+            stored, removed = await self._upsert(tasks, prune_source)
+        for task_id in removed:
+            await self.index.drop(task_id)
+            self._cache.pop(task_id, None)
+        for task in stored:
+            await self._sync_index(task)
+        await self.index.notify()
+        return stored
+
+    async def _upsert(
+        self, tasks: Sequence[ScheduledTask], prune_source: str | None
+    ) -> tuple[list[ScheduledTask], list[str]]:
+        now = self.clock()
+        stored: list[ScheduledTask] = []
+        removed: list[str] = []
+        async with self._session() as session, session.begin():
+            for task in tasks:
+                trigger = task_trigger(task)
+                row = (
+                    await session.execute(
+                        select(ScheduledTask).where(
+                            ScheduledTask.agent_name == task.agent_name, ScheduledTask.name == task.name
+                        )
+                    )
+                ).scalar_one_or_none()
+                if row is None:
+                    row = ScheduledTask(agent_name=task.agent_name, name=task.name)
+                    if task.id:
+                        row.id = task.id
+                    session.add(row)
+                    old_sig = None
+                else:
+                    old_sig = signature(row)
+                for column in _COLUMNS:
+                    value = getattr(task, column)
+                    if value is None and column in ("args", "kwargs", "options"):
+                        value = [] if column == "args" else {}
+                    if value is None and column in ("enabled",):
+                        value = True
+                    if value is None and column in ("timezone", "queue"):
+                        value = "UTC" if column == "timezone" else "default"
+                    if column == "source" and value is None:
+                        value = row.source
+                    if getattr(row, column) != value:
+                        setattr(row, column, value)
+                if old_sig != signature(row):
+                    row.next_run_at = trigger.next_after(now) if row.enabled else None
+                await session.flush()
+                stored.append(row)
+            if prune_source is not None:
+                agents = {t.agent_name for t in tasks}
+                keep = {t.id for t in stored}
+                rows = (
+                    await session.execute(
+                        select(ScheduledTask.id).where(
+                            ScheduledTask.source == prune_source, ScheduledTask.agent_name.in_(agents)
+                        )
+                    )
+                ).scalars()
+                removed = [task_id for task_id in rows if task_id not in keep]
+                if removed:
+                    await session.execute(delete(ScheduledTask).where(ScheduledTask.id.in_(removed)))
+        return [_copy(t) for t in stored], removed
+
+    async def register_file(
+        self, path: str | os.PathLike[str], agent_name: str | None = None, *, prune: bool = True
+    ) -> list[ScheduledTask]:
+        """Load, validate and register every task of a YAML file in one transaction (nothing on any error).
+
+        With ``prune`` (default) tasks previously loaded from this file but no longer in it are deleted.
+        """
+        tasks = await self.load_tasks_from_yaml(path, agent_name)
+        source = tasks[0].source if tasks else os.path.abspath(path)  # noqa: ASYNC240 - no I/O
+        return await self.register_tasks(tasks, prune_source=source if prune else None)
+
+    async def _sync_index(self, task: ScheduledTask) -> None:
+        """Align the Redis index with one stored task (keeps progress if its schedule is unchanged)."""
+        if not task.enabled or task.next_run_at is None:
+            await self.index.drop(task.id)
+            return
+        await self.index.sync(task.id, signature(task), to_ms(_utc(task.next_run_at)))
+
+    async def _find(self, session: AsyncSession, id_or_name: str, agent_name: str | None) -> ScheduledTask:
+        row = await session.get(ScheduledTask, id_or_name)
+        if row is not None and (agent_name is None or row.agent_name == agent_name):
+            return row
+        query = select(ScheduledTask).where(ScheduledTask.name == id_or_name)
+        if agent_name is not None:
+            query = query.where(ScheduledTask.agent_name == agent_name)
+        rows = list((await session.execute(query)).scalars())
+        if len(rows) == 1:
+            return rows[0]
+        if not rows:
+            where = f" of agent {agent_name!r}" if agent_name else ""
+            raise TaskNotFound(f"no scheduled task with id or name {id_or_name!r}{where}")
+        agents = ", ".join(sorted(r.agent_name for r in rows))
+        raise TaskNotFound(f"several tasks are named {id_or_name!r} (agents {agents}); pass agent_name")
+
+    async def get_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
+        """One task by id, or by name (within ``agent_name`` when given). Raises :class:`TaskNotFound`."""
+        async with self._session() as session:
+            return _copy(await self._find(session, id_or_name, agent_name))
+
+    async def list_tasks(self, agent_name: str | None = None) -> list[ScheduledTask]:
+        """Every task (of one agent), ordered by agent and name."""
+        query = select(ScheduledTask).order_by(ScheduledTask.agent_name, ScheduledTask.name)
+        if agent_name is not None:
+            query = query.where(ScheduledTask.agent_name == agent_name)
+        async with self._session() as session:
+            return [_copy(t) for t in (await session.execute(query)).scalars()]
+
+    async def update_task(
+        self, id_or_name: str, agent_name: str | None = None, **changes: Any
+    ) -> ScheduledTask:
+        """Change fields of a task, validated like YAML (``schedule``, ``enabled``, ``kwargs``...)."""
+        async with self._session() as session:
+            current = _copy(await self._find(session, id_or_name, agent_name))
+        definition: dict[str, Any] = {
+            "name": current.name,
+            "description": current.description,
+            "enabled": current.enabled,
+            "type": current.type,
+            "schedule": current.schedule,
+            "timezone": current.timezone,
+            "function": current.function,
+            "args": current.args,
+            "kwargs": current.kwargs,
+            "queue": current.queue,
+            **(current.options or {}),
+        }
+        if "options" in changes:
+            definition.update(changes.pop("options") or {})
+        definition.update(changes)
+        check_import = "function" in changes
+        task = build_task(agent_name=current.agent_name, check_import=check_import, **definition)
+        task.id = current.id
+        task.source = current.source
+        return (await self.register_tasks([task]))[0]
+
+    async def enable(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
+        """Enable a task; it fires from its next tick after now."""
+        return await self._set_enabled(id_or_name, agent_name, True)
+
+    async def disable(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
+        """Disable a task; no replica fires it until it is enabled again."""
+        return await self._set_enabled(id_or_name, agent_name, False)
+
+    async def _set_enabled(self, id_or_name: str, agent_name: str | None, enabled: bool) -> ScheduledTask:
+        async with self._session() as session, session.begin():
+            row = await self._find(session, id_or_name, agent_name)
+            if row.enabled != enabled:
+                row.enabled = enabled
+                row.next_run_at = task_trigger(row).next_after(self.clock()) if enabled else None
+            task = _copy(row)
+        await self._sync_index(task)
+        await self.index.notify(task.id)
+        return task
+
+    async def unregister_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
+        """Delete a task (by id or name); returns what was deleted. Raises :class:`TaskNotFound`."""
+        async with self._session() as session, session.begin():
+            row = await self._find(session, id_or_name, agent_name)
+            task = _copy(row)
+            await session.delete(row)
+        await self.index.drop(task.id)
+        self._cache.pop(task.id, None)
+        await self.index.notify(task.id)
+        return task
+
+    async def next_runs(
+        self, task: ScheduledTask | Trigger | str, n: int = 5, *, after: datetime | None = None
+    ) -> list[datetime]:
+        """The next ``n`` fire times (UTC) of a task (object, id or name) or trigger after ``after``."""
+        if isinstance(task, str):
+            task = await self.get_task(task)
+        trigger = task if isinstance(task, Trigger) else task_trigger(task)
+        return trigger.next_runs(n, after or self.clock())
+
+    async def run_now(self, id_or_name: str | ScheduledTask, agent_name: str | None = None) -> str:
+        """Enqueue one run of a task immediately, outside its schedule; returns the job id."""
+        task = (
+            id_or_name
+            if isinstance(id_or_name, ScheduledTask)
+            else await self.get_task(id_or_name, agent_name)
+        )
+        return await self._enqueue(task, f"sched-{task.id}-run-{uuid.uuid4().hex[:16]}", None)
+
+    # ------------------------------------------------------------------ firing
+    async def _reload(self) -> None:
+        """Refresh the cache of every task from SQL."""
+        async with self._session() as session:
+            rows = [_copy(t) for t in (await session.execute(select(ScheduledTask))).scalars()]
+        cache: dict[str, tuple[ScheduledTask, Trigger | None]] = {}
+        for row in rows:
+            try:
+                trigger: Trigger | None = task_trigger(row)
+            except Exception as exc:
+                log.error(
+                    "task %s/%s has an invalid schedule and is not fired: %s", row.agent_name, row.name, exc
+                )
+                trigger = None
+            cache[row.id] = (row, trigger)
+        self._cache = cache
+
+    async def rebuild_index(self) -> None:
+        """Make the Redis index match SQL (at start; after a Redis restart nothing is lost)."""
+        await self._reload()
+        now = self.clock()
+        for task, trigger in self._cache.values():
+            if not task.enabled or trigger is None:
+                await self.index.drop(task.id)
+                continue
+            nxt = task.next_run_at
+            if nxt is None and task.last_run_at is None:
+                nxt = trigger.next_after(now)
+            if nxt is None:
+                await self.index.drop(task.id)
+            else:
+                await self.index.sync(task.id, signature(task), to_ms(_utc(nxt)))
+        for task_id in await self.index.indexed_ids() - set(self._cache):
+            await self.index.drop(task_id)
+
+    def _plan(
+        self, task: ScheduledTask, trigger: Trigger, tick: datetime, now: datetime
+    ) -> tuple[list[datetime], datetime | None]:
+        """Which ticks to run for a due entry at ``tick`` and the next tick to index (misfire policy)."""
+        grace = grace_of(task)
+        following = trigger.next_after(tick)
+        if (following is None or following > now) and now - tick <= grace:
+            return [tick], following
+        policy = policy_of(task)
+        nxt = trigger.next_after(now)
+        if policy is MisfirePolicy.ALL:
+            ticks: deque[datetime] = deque([tick], maxlen=MISFIRE_ALL_LIMIT)
+            cursor = following
+            steps = 0
+            while cursor is not None and cursor <= now and steps < 100_000:
+                ticks.append(cursor)
+                cursor = trigger.next_after(cursor)
+                steps += 1
+            return list(ticks), nxt
+        latest = _latest_at_or_before(trigger, tick, now)
+        if policy is MisfirePolicy.SKIP:
+            return ([latest] if now - latest <= grace else []), nxt
+        return [latest], nxt
+
+    async def run_pending(self, now: datetime | None = None) -> list[Firing]:
+        """Claim and enqueue everything due at ``now`` (default: the clock); returns what was fired here."""
+        await self._open()
+        now = now or self.clock()
+        now_ms = to_ms(now)
+        fired: list[Firing] = []
+        reloaded = False
+        for task_id, tick_ms in await self.index.due(now_ms):
+            fired.extend(await self._fire_due(task_id, tick_ms, now, reloaded))
+            reloaded = reloaded or task_id not in self._cache
+        fired.extend(await self._recover(now))
+        return fired
+
+    async def _fire_due(self, task_id: str, tick_ms: int, now: datetime, reloaded: bool) -> list[Firing]:
+        now_ms = to_ms(now)
+        for _attempt in range(2):
+            entry = self._cache.get(task_id)
+            if (entry is None or not entry[0].enabled) and not reloaded:
+                await self._reload()
+                reloaded = True
+                entry = self._cache.get(task_id)
+            if entry is None or not entry[0].enabled or entry[1] is None:
+                await self.index.claim(
+                    task_id, tick_ms, None, [], now_ms
+                )  # drop it, unless it moved meanwhile
+                return []
+            task = entry[0]
+            ticks, nxt = self._plan(task, entry[1], from_ms(tick_ms), now)
+            lease = to_ms(now + LEASE)
+            ticks_ms = [to_ms(t) for t in ticks]
+            nxt_ms = None if nxt is None else to_ms(nxt)
+            claimed = await self.index.claim(task_id, tick_ms, nxt_ms, ticks_ms, lease, signature(task))
+            if claimed == -1:  # our copy of the schedule is older than the index: reload and plan again
+                await self._reload()
+                reloaded = True
+                continue
+            if claimed == 0:
+                return []  # another replica claimed it
+            if len(ticks) != 1 or ticks[0] != from_ms(tick_ms):
+                log.warning(
+                    "task %s/%s missed ticks since %s (policy %s): running %d",
+                    task.agent_name,
+                    task.name,
+                    from_ms(tick_ms).isoformat(),
+                    policy_of(task).value,
+                    len(ticks),
+                )
+            fired: list[Firing] = []
+            for tick in ticks:
+                firing = await self._fire_tick(task, tick)
+                if firing is not None:
+                    fired.append(firing)
+            self._sql_updates[task_id] = (ticks[-1] if ticks else task.last_run_at, nxt)
+            return fired
+        return []
+
+    async def _fire_tick(self, task: ScheduledTask, tick: datetime) -> Firing | None:
+        job_id = job_id_for(task.id, tick)
+        try:
+            await self._enqueue(task, job_id, tick)
+        except Exception:
+            log.exception("enqueue of %s failed; another attempt follows when its lease expires", job_id)
+            return None
+        await self.index.done(task.id, to_ms(tick))
+        log.info("fired %s/%s tick %s as %s", task.agent_name, task.name, tick.isoformat(), job_id)
+        return Firing(task.id, task.name, task.agent_name, tick, job_id)
+
+    async def _recover(self, now: datetime) -> list[Firing]:
+        """Enqueue claimed ticks whose claimer died before enqueueing (idempotent: the job id is unique)."""
+        fired: list[Firing] = []
+        now_ms = to_ms(now)
+        for task_id, tick_ms in await self.index.expired_leases(now_ms):
+            if not await self.index.relet(task_id, tick_ms, now_ms, to_ms(now + LEASE)):
+                continue
+            entry = self._cache.get(task_id)
+            if entry is None:
+                await self._reload()
+                entry = self._cache.get(task_id)
+            if entry is None:
+                await self.index.done(task_id, tick_ms)
+                continue
+            firing = await self._fire_tick(entry[0], from_ms(tick_ms))
+            if firing is not None:
+                fired.append(firing)
+        return fired
+
+    async def _enqueue(self, task: ScheduledTask, job_id: str, tick: datetime | None) -> str:
+        """The one seam between scheduler and queue: enqueue one run of ``task`` as ``job_id`` (unique)."""
+        queue = await self._get_queue()
+        options = task.options or {}
+        retry: Any = None
+        if options.get("retry"):
+            max_retries, interval = options["retry"]["max"], options["retry"].get("interval", 0)
+            retry = max_retries
+            if interval:
+                from ..queue import Retry  # type: ignore[import-not-found,unused-ignore]
+
+                retry = Retry(max=max_retries, interval=interval)
+        jitter = float(options.get("jitter") or 0)
+        result: str = await queue.enqueue(
+            task.function,
+            function_path=task.function,
+            job_id=job_id,
+            unique=True,
+            agent_name=task.agent_name,
+            task_name=task.name,
+            scheduled_task_id=task.id,
+            args=tuple(task.args or ()),
+            kwargs=dict(task.kwargs or {}),
+            queue=task.queue,
+            timeout=options.get("timeout"),
+            retry=retry,
+            delay=random.uniform(0, jitter) if jitter and tick is not None else None,
+            description=f"{task.agent_name}/{task.name}"
+            + (f" @ {tick.isoformat()}" if tick else " (run now)"),
+        )
+        return result
+
+    async def _get_queue(self) -> Any:
+        if self._queue is None:
+            await self._open()
+            from ..queue import TaskQueue  # type: ignore[import-not-found,unused-ignore]
+
+            queue = TaskQueue(self._redis, settings=self.settings)
+            await queue.__aenter__()
+            self._queue = queue
+            self._queue_owned = True
+        return self._queue
+
+    async def _flush(self) -> None:
+        """Write batched last_run_at / next_run_at to SQL (never bumps ``updated_at``)."""
+        updates, self._sql_updates = self._sql_updates, {}
+        if not updates:
+            return
+        try:
+            async with self._session() as session, session.begin():
+                for task_id, (last, nxt) in updates.items():
+                    await session.execute(
+                        update(ScheduledTask)
+                        .where(ScheduledTask.id == task_id)
+                        .values(last_run_at=last, next_run_at=nxt, updated_at=ScheduledTask.updated_at)
+                    )
+        except Exception:
+            for task_id, value in updates.items():  # keep them for the next flush
+                self._sql_updates.setdefault(task_id, value)
+            raise
+
+    async def _listen(self) -> None:
+        """Set ``_changed`` on every change notice (pub/sub)."""
+        assert self._redis is not None
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self.index.channel)
+            self._listener_ready.set()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=MAX_IDLE)
+                if message is not None:
+                    self._changed.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("writing run times to SQL failed; retrying")
+
+    async def run(self) -> None:
+        """Fire due ticks until cancelled. Sleeps until the next tick or a change notice; never busy-polls."""
+        await self._open()
+        helpers = [
+            asyncio.create_task(self._listen(), name="asyncsched-scheduler-listen"),
+            asyncio.create_task(self._flusher(), name="asyncsched-scheduler-flush"),
+        ]
+        try:
+            await asyncio.wait_for(self._listener_ready.wait(), 30)
+            await self.rebuild_index()
+            self._version = await self.index.version()
+            log.info("scheduler running: %d task(s)", len(self._cache))
+            while True:
+                for helper in helpers:
+                    if helper.done():
+                        helper.result()  # re-raise a crashed helper
+                try:
+                    await self.run_pending()
+                except Exception:
+                    log.exception("firing pass failed; retrying")
+                await self._wait()
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            for helper in helpers:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await helper
+
+    async def _wait(self) -> None:
+        earliest = await self.index.earliest()
+        timeout = MAX_IDLE
+        if earliest is not None:
+            timeout = min(MAX_IDLE, max(0.0, (earliest - to_ms(self.clock())) / 1000))
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+        version = await self.index.version()
+        if self._changed.is_set() or version != self._version:
+            self._changed.clear()
+            self._version = version
+            await self._reload()
+
+
+def _utc(dt: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns: they are UTC."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _utc_or_none(dt: datetime | None) -> datetime | None:
+    return None if dt is None else _utc(dt)
+
+
+def _latest_at_or_before(trigger: Trigger, first: datetime, now: datetime) -> datetime:
+    """The last tick in ``[first, now]`` (``first`` is one), found without walking years of ticks."""
+    for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367), None):
+        start = first if window is None or now - window <= first else now - window
+        latest: datetime | None = first if start == first else None
+        cursor = trigger.next_after(start if start != first else first)
+        steps = 0
+        while cursor is not None and cursor <= now and steps < 200_000:
+            latest = cursor
+            cursor = trigger.next_after(cursor)
+            steps += 1
+        if latest is not None:
+            return latest
+    return first

@@ -1,0 +1,1 @@
+"""Alembic migrations of asyncsched's tables, shipped inside the package (see :mod:`asyncsched.store`)."""

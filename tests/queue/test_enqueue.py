@@ -1,0 +1,186 @@
+"""TaskQueue: enqueue, enqueue_many, status, job, result, cancel, list, counts; on every backend."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis.asyncio as aioredis
+
+from asyncsched._keys import lifecycle_stream
+from asyncsched._lifecycle import LifecycleRecord
+from asyncsched.config import Settings
+from asyncsched.exceptions import InvalidJob, JobNotFound, SerializationError
+from asyncsched.queue import JobStatus, Retry, TaskQueue
+from tests import jobs
+
+
+@pytest.fixture
+async def queue(redis_url: str) -> TaskQueue:
+    async with TaskQueue(redis_url, settings=Settings(redis_url=redis_url)) as q:
+        yield q  # type: ignore[misc]
+
+
+async def test_enqueue_writes_rq_job(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    job_id = await queue.enqueue(
+        jobs.add, args=(2, 3), agent_name="mail", task_name="digest", meta={"k": 1}, description="d"
+    )
+    assert await redis.lrange("rq:queue:default", 0, -1) == [job_id.encode()]
+    assert await redis.smembers("rq:queues") == {b"rq:queue:default"}
+    h = await redis.hgetall(f"rq:job:{job_id}")
+    assert h[b"status"] == b"queued"
+    assert h[b"origin"] == b"default"
+    assert h[b"timeout"] == b"180"
+    assert h[b"asyncsched_agent"] == b"mail"
+    assert h[b"asyncsched_task"] == b"digest"
+    assert zlib.decompress(h[b"data"]) == b'["tests.jobs.add", null, [2, 3], {}]'
+    assert await queue.status(job_id) == JobStatus.QUEUED
+    rec = await queue.job(job_id)
+    assert (rec.function, rec.args, rec.kwargs, rec.meta) == ("tests.jobs.add", [2, 3], {}, {"k": 1})
+    assert rec.agent_name == "mail"
+    assert rec.task_name == "digest"
+    assert rec.description == "d"
+    assert rec.enqueued_at is not None
+    assert rec.attempt == 1
+    entries = await redis.xrange(lifecycle_stream("rq"))
+    record = LifecycleRecord.decode(entries[-1][1])
+    assert (record.kind, record.job_id, record.agent_name, record.task_name) == (
+        "queued",
+        job_id,
+        "mail",
+        "digest",
+    )
+
+
+async def test_function_path_string_and_spec_form(queue: TaskQueue) -> None:
+    job_id = await queue.enqueue(
+        func=jobs.add, function_path="tests.jobs:add", args=(1, 2), kwargs={}, agent_name="a"
+    )
+    rec = await queue.job(job_id)
+    assert rec.function == "tests.jobs.add"
+    assert rec.function_path == "tests.jobs:add"
+    job_id = await queue.enqueue("tests.jobs:echo", kwargs={"x": 1}, queue="other")
+    rec = await queue.job(job_id)
+    assert (rec.function, rec.kwargs, rec.queue) == ("tests.jobs.echo", {"x": 1}, "other")
+
+
+async def test_bad_input_writes_nothing(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    with pytest.raises(SerializationError, match="JSON"):
+        await queue.enqueue(jobs.echo, args=(jobs.NotJSON(),))
+    with pytest.raises(InvalidJob):
+        await queue.enqueue(lambda: 1)
+    with pytest.raises(InvalidJob):
+        await queue.enqueue("not a path")
+    with pytest.raises(InvalidJob):
+        await queue.enqueue(jobs.add, job_id="bad:id")
+    with pytest.raises(SerializationError):
+        await queue.enqueue_many([{"func": jobs.add, "args": (1, 2)}, {"func": jobs.echo, "args": ({1, 2},)}])
+    assert await redis.keys("rq:*") == []
+
+
+async def test_enqueue_many_one_round_trip(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    ids = await queue.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(20)])
+    assert len(set(ids)) == 20
+    assert await redis.lrange("rq:queue:default", 0, -1) == [i.encode() for i in ids]
+    assert await queue.enqueue_many([]) == []
+
+
+async def test_unique(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    first = await queue.enqueue(jobs.add, args=(1, 1), job_id="sched-t1-100", unique=True)
+    again = await queue.enqueue(jobs.add, args=(9, 9), job_id="sched-t1-100", unique=True)
+    assert first == again == "sched-t1-100"
+    assert await redis.llen("rq:queue:default") == 1
+    assert (await queue.job(first)).args == [1, 1]
+    with pytest.raises(InvalidJob):
+        await queue.enqueue(jobs.add, unique=True)
+
+
+async def test_delay_schedules(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    job_id = await queue.enqueue(jobs.add, args=(1, 2), delay=timedelta(hours=1))
+    assert await queue.status(job_id) == JobStatus.SCHEDULED
+    assert await redis.llen("rq:queue:default") == 0
+    score = await redis.zscore("rq:scheduled:default", job_id)
+    assert score is not None
+    assert score > datetime.now(UTC).timestamp() + 3000
+    h = await redis.hgetall(f"rq:job:{job_id}")
+    assert b"enqueued_at" not in h
+    past = await queue.enqueue(jobs.add, args=(1, 2), at=datetime.now(UTC) - timedelta(seconds=5))
+    assert await queue.status(past) == JobStatus.QUEUED
+
+
+async def test_retry_fields(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    job_id = await queue.enqueue(jobs.add, args=(1, 2), retry=Retry(3, [1, 2, 3]))
+    h = await redis.hgetall(f"rq:job:{job_id}")
+    assert (h[b"retries_left"], h[b"retry_intervals"]) == (b"3", b"[1, 2, 3]")
+    job_id = await queue.enqueue(jobs.add, args=(1, 2), retry=2)
+    assert (await queue.job(job_id)).retries_left == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        Retry(0)
+
+
+async def test_cancel_queued_and_scheduled(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    a = await queue.enqueue(jobs.add, args=(1, 2))
+    b = await queue.enqueue(jobs.add, args=(1, 2), delay=3600)
+    assert await queue.cancel(a) is True
+    assert await queue.cancel(b) is True
+    assert await queue.cancel(a) is False
+    assert await queue.status(a) == JobStatus.CANCELLED
+    assert await redis.llen("rq:queue:default") == 0
+    assert await redis.zcard("rq:scheduled:default") == 0
+    assert set(await redis.zrange("rq:canceled:default", 0, -1)) == {a.encode(), b.encode()}
+    with pytest.raises(JobNotFound):
+        await queue.cancel("nope")
+    counts = await queue.queue_counts()
+    assert counts["default"]["cancelled"] == 2
+    listed = await queue.list_jobs("default", JobStatus.CANCELLED)
+    assert {r.id for r in listed} == {a, b}
+
+
+async def test_not_found(queue: TaskQueue) -> None:
+    with pytest.raises(JobNotFound):
+        await queue.status("missing")
+    with pytest.raises(JobNotFound):
+        await queue.job("missing")
+    with pytest.raises(JobNotFound):
+        await queue.result("missing")
+
+
+async def test_list_and_filter(queue: TaskQueue) -> None:
+    a = await queue.enqueue(jobs.add, args=(1, 2), agent_name="x")
+    await queue.enqueue(jobs.add, args=(1, 2), agent_name="y")
+    c = await queue.enqueue(jobs.add, args=(1, 2), agent_name="x", task_name="t")
+    assert len(await queue.list_jobs()) == 3
+    assert [r.id for r in await queue.list_jobs(agent_name="x")] == [a, c]
+    assert [r.id for r in await queue.list_jobs(agent_name="x", task_name="t")] == [c]
+    assert [r.id for r in await queue.list_jobs(status=JobStatus.QUEUED, offset=1, limit=1)] != [a]
+
+
+async def test_pickle_queue(redis_url: str, redis: aioredis.Redis) -> None:
+    async with TaskQueue(redis_url, settings=Settings(redis_url=redis_url), serializer="pickle") as q:
+        job_id = await q.enqueue(jobs.echo, args=({1, 2},))
+        h = await redis.hgetall(f"rq:job:{job_id}")
+        assert zlib.decompress(h[b"data"])[:1] == b"\x80"
+        assert (await q.job(job_id)).args == [{1, 2}]
+    async with TaskQueue(redis_url, settings=Settings(redis_url=redis_url)) as q:
+        rec = await q.job(job_id)  # never unpickled without accept_pickle
+        assert rec.args == []
+        assert rec.serializer == "pickle"
+        assert rec.function == "tests.jobs.echo"
+
+
+def test_sync_facade(redis_url: str) -> None:
+    from asyncsched.sync import TaskQueue as SyncTaskQueue
+
+    with SyncTaskQueue(redis_url, settings=Settings(redis_url=redis_url)) as q:
+        job_id = q.enqueue(
+            func=jobs.add,
+            agent_name="my-agent",
+            task_name="my-task",
+            function_path="tests.jobs:add",
+            args=(1, 2),
+            kwargs={},
+        )
+        assert q.status(job_id) == JobStatus.QUEUED
+        assert q.job(job_id).agent_name == "my-agent"
+        assert q.cancel(job_id)

@@ -1,0 +1,19 @@
+"""Helpers for tests that drive the real ``rq`` package against our keys."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import redis as syncredis
+
+
+def sync_redis(url: str) -> syncredis.Redis:
+    """A sync client (what rq needs) on the same server as ``url``, memory:// included."""
+    if url.startswith("memory://"):
+        import fakeredis
+
+        from asyncsched._redis.connection import _memory_server
+
+        parts = urlsplit(url)
+        return fakeredis.FakeRedis(server=_memory_server(parts.netloc + parts.path or "default"))
+    return syncredis.Redis.from_url(url)
