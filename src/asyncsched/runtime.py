@@ -34,10 +34,15 @@ import uvicorn
 
 from ._redis import check_redis, create_redis, mask_url
 from .config import Settings, get_settings
+from .events import EventBus, LifecyclePublisher
 from .exceptions import ConfigurationError
+from .queue import TaskQueue
+from .scheduler import TaskScheduler
+from .store import Database, Recorder
 from .web import Services, create_app
 from .web._live import LiveFeed
-from .web._services import MONITOR, _import, pump
+from .web._services import MONITOR, pump
+from .worker import Worker
 
 __all__ = ["Runtime"]
 
@@ -228,15 +233,6 @@ class Runtime:
         return task
 
     async def _start(self, stack: AsyncExitStack) -> None:
-        # Imported by name so the web layer stays importable while a component is being built.
-        EventBus = _import("asyncsched.events", "EventBus")
-        LifecyclePublisher = _import("asyncsched.events", "LifecyclePublisher")
-        TaskQueue = _import("asyncsched.queue", "TaskQueue")
-        TaskScheduler = _import("asyncsched.scheduler", "TaskScheduler")
-        Database = _import("asyncsched.store", "Database")
-        Recorder = _import("asyncsched.store", "Recorder")
-        Worker = _import("asyncsched.worker", "Worker")
-
         s = self.settings
         add_import_path()
         redis = create_redis(s.redis_url)
