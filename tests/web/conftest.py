@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +18,9 @@ from starlette.routing import Mount
 from asyncsched.config import Settings
 from asyncsched.runtime import Runtime
 from asyncsched.web import create_router
+
+from ..servers import free_port as _free_port
+from .procs import Process, clean_env
 
 T = TypeVar("T")
 PREFIX = "/api/scheduler"
@@ -135,3 +139,51 @@ class RuntimeThread:
             self._loop.call_soon_threadsafe(self._runtime.request_stop)
         self._thread.join(60)
         assert not self._thread.is_alive(), "runtime did not stop"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A directory like a user's app: a task module and a tasks.yaml firing every second."""
+    (tmp_path / "apptasks.py").write_text(
+        textwrap.dedent(
+            """
+            async def tick(n: int = 1) -> dict:
+                return {"ticked": n}
+            """
+        )
+    )
+    (tmp_path / "tasks.yaml").write_text(
+        textwrap.dedent(
+            """
+            tasks:
+              - name: ticker
+                type: interval
+                schedule: "1 second"
+                function: "apptasks:tick"
+                kwargs: {n: 7}
+            """
+        )
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def run_process(project: Path) -> Iterator[tuple[Process, str]]:
+    port = _free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "asyncsched",
+        "run",
+        "--tasks",
+        "tasks.yaml",
+        "--port",
+        str(port),
+        "--for",
+        "300",
+    ]
+    process = Process(args, project, clean_env())
+    try:
+        yield process, f"http://127.0.0.1:{port}/api/scheduler"
+    finally:
+        process.stop()
