@@ -70,7 +70,7 @@ function when(iso) {
   const secs = Math.round((date.getTime() - Date.now()) / 1000);
   const abs = Math.abs(secs);
   const span = abs < 90 ? abs + "s" : abs < 5400 ? Math.round(abs / 60) + "m" : Math.round(abs / 3600) + "h";
-  const rel = secs >= 0 ? "in " + span : span + " ago";
+  const rel = abs === 0 ? "now" : secs > 0 ? "in " + span : span + " ago";
   return date.toLocaleTimeString() + " (" + rel + ")";
 }
 
