@@ -135,6 +135,18 @@ async def test_cors_is_off_unless_configured(embedded: Settings) -> None:
         assert allowed.headers["access-control-allow-origin"] == "https://ops.example"
         other = await client.get("/health", headers={"origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+        assert (
+            await client.post("/tasks", json=TASK, headers={"origin": "https://ops.example"})
+        ).status_code == 201
+
+
+async def test_cross_site_posts_are_refused(embedded: Settings) -> None:
+    async with Services(embedded) as services, client_for(create_router(services), "") as client:
+        cross = await client.post("/tasks/x/disable", headers={"origin": "https://evil.example"})
+        assert cross.status_code == 403
+        assert "cross-origin" in cross.json()["detail"]
+        same = await client.post("/tasks", json=TASK, headers={"origin": "http://test"})
+        assert same.status_code == 201
 
 
 async def test_without_allow_list_only_configured_functions_run(embedded: Settings, tmp_path: Path) -> None:

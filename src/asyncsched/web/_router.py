@@ -33,7 +33,7 @@ from ..exceptions import (
 )
 from ._handlers import Conflict, Handlers, _problems_to_errors
 from ._metrics import CONTENT_TYPE, RequestCounter, render_metrics
-from ._security import token_ok
+from ._security import same_origin_ok, token_ok
 from ._serialize import ApiJSON
 from ._services import ComponentUnavailable, Services
 from ._spec import OPERATIONS, SCHEMAS, Operation, openapi_document
@@ -140,6 +140,8 @@ class SchedulerRouter(Router):
         settings = self.services.settings
         if op.auth and not token_ok(request, settings.api_token):
             return _detail(401, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
+        if op.method in ("POST", "DELETE") and not same_origin_ok(request, settings.cors_origins):
+            return _detail(403, "cross-origin request refused (add the origin to ASYNCSCHED_CORS_ORIGINS)")
         try:
             params = coerce_query(request.query_params, op.params)
             params.update(request.path_params)

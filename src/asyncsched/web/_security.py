@@ -20,7 +20,7 @@ from starlette.requests import HTTPConnection
 
 from ..exceptions import FunctionNotAllowed
 
-__all__ = ["API_SOURCE", "check_function", "function_allowed", "token_ok"]
+__all__ = ["API_SOURCE", "check_function", "function_allowed", "same_origin_ok", "token_ok"]
 
 API_SOURCE = "api"
 """``ScheduledTask.source`` of tasks created through the API (never trusted for the allow-list)."""
@@ -35,6 +35,18 @@ def token_ok(conn: HTTPConnection, token: str | None) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def same_origin_ok(conn: HTTPConnection, allowed_origins: Iterable[str]) -> bool:
+    """Whether a state-changing request may proceed: no ``Origin`` header (not a browser, or same-origin
+    navigation), the page's own origin, or a configured CORS origin. Stops cross-site form posts."""
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return True
+    if origin in set(allowed_origins):
+        return True
+    host = conn.headers.get("host", "")
+    return origin.partition("://")[2].rstrip("/") == host
 
 
 def function_allowed(function: str, allow_list: Iterable[str]) -> bool:
