@@ -124,6 +124,13 @@ async def test_errors_name_the_offending_fields(client: httpx.AsyncClient) -> No
     assert (await client.post("/executions/nope/cancel")).status_code == 404
     assert (await client.delete("/tasks/nope")).status_code == 404
     assert (await client.get("/executions", params={"limit": "9999"})).status_code == 422
+    # NUL characters never reach the database (PostgreSQL refuses them in text).
+    assert (await client.get("/tasks/a%00b")).status_code == 422
+    nul = await client.post(
+        "/tasks", json={**base, "name": "n", "description": "a\x00b", "kwargs": {"k\x00": 1}}
+    )
+    assert nul.status_code == 422
+    assert [e["loc"] for e in nul.json()["detail"]] == [["body", "description"], ["body", "kwargs", "k\x00"]]
 
 
 async def test_jobs_cancel_queues_workers_and_events(client: httpx.AsyncClient, runtime: Runtime) -> None:

@@ -143,8 +143,7 @@ class SchedulerRouter(Router):
         if op.method in ("POST", "DELETE") and not same_origin_ok(request, settings.cors_origins):
             return _detail(403, "cross-origin request refused (add the origin to ASYNCSCHED_CORS_ORIGINS)")
         try:
-            params = coerce_query(request.query_params, op.params)
-            params.update(request.path_params)
+            params = coerce_query(request.query_params, op.params, request.path_params)
             body: Any = None
             if body_schema is not None:
                 body = await _read_json(request)

@@ -18,6 +18,8 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 FUNCTION_PATTERN = (
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 )
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+"""No control characters (ids, names and patterns in paths and queries)."""
 STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled"]
 
 _name = {
@@ -255,7 +257,7 @@ def _path(name: str, description: str) -> dict[str, Any]:
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE},
         "description": description,
     }
 
@@ -308,7 +310,7 @@ OPERATIONS: tuple[Operation, ...] = (
               params=(
                   _agent_q,
                   _q("status", {"type": "string", "enum": STATUSES}),
-                  _q("task_id", {"type": "string", "minLength": 1, "maxLength": 200}),
+                  _q("task_id", {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE}),
                   _q("since", {"type": "string", "format": "date-time"}, "Enqueued at or after."),
                   _q("until", {"type": "string", "format": "date-time"}, "Enqueued before."),
                   _offset_q, _limit_q,
@@ -330,7 +332,7 @@ OPERATIONS: tuple[Operation, ...] = (
               response="WorkerList"),
     Operation("list_events", "GET", "/events", "Recent events", "events",
               params=(
-                  _q("event_type", {"type": "string", "minLength": 1, "maxLength": 200},
+                  _q("event_type", {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE},
                      "Exact type or a wildcard pattern such as `task.*`."),
                   _agent_q,
                   _q("since", {"type": "string", "format": "date-time"}),
@@ -338,7 +340,7 @@ OPERATIONS: tuple[Operation, ...] = (
               ), response="EventPage", errors=(422,)),
     Operation("stream_events", "GET", "/events/stream", "Live events (Server-Sent Events)", "events",
               params=(
-                  _q("event_type", {"type": "string", "minLength": 1, "maxLength": 200},
+                  _q("event_type", {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE},
                      "Exact type or a wildcard pattern such as `task.*`."),
                   _agent_q,
                   _q("replay", {"type": "integer", "minimum": 0, "maximum": 200, "default": 0},

@@ -69,10 +69,27 @@ def parse_datetime(text: str) -> datetime:
 
 
 def validate(value: Any, schema: Mapping[str, Any], loc: Loc = ("body",)) -> list[FieldError]:
-    """Every problem of ``value`` against ``schema`` (empty when valid)."""
+    """Every problem of ``value`` against ``schema`` (empty when valid).
+
+    Text anywhere in ``value`` (keys included) must not contain NUL characters, which databases refuse.
+    """
     errors: list[FieldError] = []
     _check(value, schema, loc, errors)
+    _no_nul(value, loc, errors)
     return errors
+
+
+def _no_nul(value: Any, loc: Loc, errors: list[FieldError]) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            errors.append(error(loc, "NUL characters are not allowed"))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _no_nul(item, (*loc, index), errors)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key, (*loc, key), errors)
+            _no_nul(item, (*loc, key), errors)
 
 
 def _check(value: Any, schema: Mapping[str, Any], loc: Loc, errors: list[FieldError]) -> None:
@@ -140,26 +157,31 @@ def _check_object(
             errors.append(error((*loc, key), "unknown field", "extra_forbidden"))
 
 
-def coerce_query(params: Mapping[str, str], spec: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Typed values of the declared query ``params`` (OpenAPI parameter objects); raises ValidationFailed.
+def coerce_query(
+    params: Mapping[str, str], spec: Sequence[Mapping[str, Any]], path: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Typed values of the declared query (and ``path``) parameters (OpenAPI parameter objects).
+
+    Raises :class:`ValidationFailed` listing every bad one.
 
     Undeclared parameters are ignored, as most HTTP APIs do. Missing optional ones are ``None`` (or the
     schema's ``default``).
     """
+    path = path or {}
     out: dict[str, Any] = {}
     errors: list[FieldError] = []
     for param in spec:
-        if param.get("in") != "query":
+        if param.get("in") not in ("query", "path"):
             continue
         name: str = param["name"]
         schema: Mapping[str, Any] = param.get("schema", {})
-        raw = params.get(name)
+        raw = params.get(name) if param["in"] == "query" else path.get(name)
         if raw is None:
             if param.get("required"):
                 errors.append(error(("query", name), "field required", "missing"))
             out[name] = schema.get("default")
             continue
-        loc: Loc = ("query", name)
+        loc: Loc = (param["in"], name)
         kind = schema.get("type")
         kind = next(t for t in kind if t != "null") if isinstance(kind, list) else kind
         value: Any = raw
