@@ -49,8 +49,17 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_run(settings, args.duration, http=not args.no_http))
 
 
+class _DropSchedulerFired(logging.Filter):
+    """The run log has one line per fired task (with function and queue): drop the scheduler's twin."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("fired ")
+
+
 async def _run(settings: Settings, duration: float | None, *, http: bool) -> int:
     from ..runtime import Runtime
+
+    logging.getLogger("asyncsched.scheduler").addFilter(_DropSchedulerFired())
 
     loop = asyncio.get_running_loop()
     runtime = Runtime(settings, http=http)
