@@ -116,7 +116,7 @@ async def chromium_page() -> AsyncIterator[Page]:
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        for _ in range(600):  # Chromium writes the port it chose here once it listens
+        for _ in range(1200):  # Chromium writes the port it chose here once it listens (60 s at most)
             if port_file.exists() and port_file.read_text().strip():
                 break
             if proc.poll() is not None:
