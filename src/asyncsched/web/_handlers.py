@@ -19,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..exceptions import DuplicateTask, JobNotFound, TaskDefinitionError, TaskNotFound
 from ._live import event_to_dict, matches
-from ._security import API_SOURCE, check_function
+from ._security import API_SOURCE, check_function, function_allowed
 from ._serialize import ApiJSON, execution_to_dict, job_to_dict, plain, task_to_dict, worker_to_dict
 from ._services import Services, _import
 from ._validation import FieldError, ValidationFailed, error, parse_datetime
@@ -36,7 +36,7 @@ class Conflict(Exception):
     """The request conflicts with the current state (answered 409)."""
 
 
-def _problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> list[FieldError]:
+def problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> list[FieldError]:
     """Each :class:`~asyncsched.exceptions.Problem` as a field error under ``body``."""
 
     def loc(field: str | None) -> tuple[str, ...]:
@@ -72,7 +72,7 @@ class Handlers:
         allow = self.services.settings.allowed_functions
         if "*" in allow:
             return
-        trusted = set() if allow and _matches_any(function, allow) else await self._trusted_functions()
+        trusted = set() if allow and function_allowed(function, allow) else await self._trusted_functions()
         check_function(function, allow, trusted)
 
     def _validate_schedule(self, body: dict[str, Any]) -> list[FieldError]:
@@ -88,7 +88,7 @@ class Handlers:
             start = parse_datetime(body["start"]) if body.get("start") else None
             parse_schedule(body["type"], body["schedule"], tz, start=start)
         except TaskDefinitionError as exc:
-            errors.extend(_problems_to_errors(exc, "schedule"))
+            errors.extend(problems_to_errors(exc, "schedule"))
         except (ValueError, KeyError, TypeError) as exc:
             errors.append(error(("body", "schedule"), str(exc) or "invalid schedule"))
         return errors
@@ -112,7 +112,7 @@ class Handlers:
             # Validated again by the scheduler exactly as a YAML task (including that the function imports).
             stored = await scheduler.register_task(agent_name=agent, source=API_SOURCE, **definition)
         except TaskDefinitionError as exc:
-            raise ValidationFailed(_problems_to_errors(exc, None)) from None
+            raise ValidationFailed(problems_to_errors(exc, None)) from None
         data = task_to_dict(stored)
         return ApiJSON(data, status_code=201, headers={"location": f"{_base(request)}/tasks/{data['id']}"})
 
@@ -301,9 +301,3 @@ def _sse(item: dict[str, Any]) -> str:
 
 def _base(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
-
-
-def _matches_any(function: str, allow: tuple[str, ...]) -> bool:
-    from ._security import function_allowed
-
-    return function_allowed(function, allow)

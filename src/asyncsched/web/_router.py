@@ -31,7 +31,7 @@ from ..exceptions import (
     TaskDefinitionError,
     UnsupportedURL,
 )
-from ._handlers import Conflict, Handlers, _problems_to_errors
+from ._handlers import Conflict, Handlers, problems_to_errors
 from ._metrics import CONTENT_TYPE, RequestCounter, render_metrics
 from ._security import same_origin_ok, token_ok
 from ._serialize import ApiJSON
@@ -162,7 +162,7 @@ class SchedulerRouter(Router):
         except Conflict as exc:
             return _detail(409, str(exc))
         except TaskDefinitionError as exc:
-            return _detail(422, _problems_to_errors(exc, None))
+            return _detail(422, problems_to_errors(exc, None))
         except LookupError as exc:
             if not isinstance(exc, AsyncschedError):  # a KeyError of ours is a bug, not a 404
                 log.exception("%s %s failed", request.method, request.url.path)
