@@ -204,3 +204,9 @@ async def test_concurrent_enqueues_are_coalesced(queue: TaskQueue, redis: aiored
     assert isinstance(results[1], SerializationError)
     assert await queue.status(results[0]) == JobStatus.QUEUED  # type: ignore[arg-type]
     assert await queue.status(results[2]) == JobStatus.QUEUED  # type: ignore[arg-type]
+
+
+async def test_large_enqueue_many_is_split_in_order(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    ids = await queue.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(2500)])
+    assert await redis.lrange("rq:queue:default", 0, -1) == [i.encode() for i in ids]
+    assert (await queue.job(ids[-1])).args == [2499, 2499]

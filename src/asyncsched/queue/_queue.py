@@ -188,10 +188,8 @@ class TaskQueue:
         self._pending = [(part, fut) for part, fut in self._pending if fut.get_loop() is loop]
         while self._pending:
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-            body = [x for part, _ in batch for x in part]
             try:
-                args = [self.prefix, self.stream, LIFECYCLE_MAXLEN, len(batch), *body]
-                await self._scripts.run("enqueue", args)
+                await self._scripts.run("enqueue", self._enqueue_args([part for part, _ in batch]))
             except BaseException as exc:
                 for _, fut in batch:
                     if not fut.done():
@@ -204,9 +202,13 @@ class TaskQueue:
                         fut.set_result(None)
 
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
-        """Enqueue several jobs (same keys as :meth:`enqueue`) in one atomic round trip."""
-        argv: list[Any] = [self.prefix, self.stream, LIFECYCLE_MAXLEN]
-        body: list[Any] = []
+        """Enqueue several jobs (same keys as :meth:`enqueue`) in one round trip.
+
+        Every job is validated and serialized first, so a bad one raises before anything is written.
+        Up to 1,000 jobs are written by one atomic script call; larger batches are split into calls of
+        1,000, sent in order in the same round trip, so Redis is never blocked by one huge script.
+        """
+        parts: list[list[Any]] = []
         ids: list[str] = []
         now = datetime.now(UTC)
         for spec in jobs:
@@ -215,11 +217,18 @@ class TaskQueue:
                 raise TypeError(f"enqueue_many: unknown keys {sorted(unknown)}")
             job_id, part = self._prepare(now=now, **spec)
             ids.append(job_id)
-            body.extend(part)
-        if not ids:
+            parts.append(part)
+        if not parts:
             return []
-        await self._scripts.run("enqueue", [*argv, len(ids), *body])
+        calls = [self._enqueue_args(parts[i : i + _BATCH]) for i in range(0, len(parts), _BATCH)]
+        if len(calls) == 1:
+            await self._scripts.run("enqueue", calls[0])
+        else:
+            await self._scripts.run_many("enqueue", calls)
         return ids
+
+    def _enqueue_args(self, parts: list[list[Any]]) -> list[Any]:
+        return [self.prefix, self.stream, LIFECYCLE_MAXLEN, len(parts), *(x for part in parts for x in part)]
 
     def _prepare(
         self,
