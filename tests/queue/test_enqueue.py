@@ -210,3 +210,15 @@ async def test_large_enqueue_many_is_split_in_order(queue: TaskQueue, redis: aio
     ids = await queue.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(2500)])
     assert await redis.lrange("rq:queue:default", 0, -1) == [i.encode() for i in ids]
     assert (await queue.job(ids[-1])).args == [2499, 2499]
+
+
+async def test_unreachable_redis_is_backend_unavailable() -> None:
+    from asyncsched.exceptions import BackendUnavailable
+    from tests.servers import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async with TaskQueue(url, settings=Settings(redis_url=url)) as q:
+        with pytest.raises(BackendUnavailable, match="Redis is unavailable"):
+            await q.enqueue(jobs.add, args=(1, 2))
+        with pytest.raises(BackendUnavailable):
+            await q.status("x")

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
 from ..config import Settings, get_settings
-from ..exceptions import InvalidJob, JobError, JobNotFound
+from ..exceptions import BackendUnavailable, InvalidJob, JobError, JobNotFound
 from ..rq import codec, serializers
 from ..rq._scripts import Scripts
 from ..rq.codec import ResultEntry, ResultType
@@ -56,6 +59,22 @@ _ENQUEUE_KEYS = frozenset(
         "at_front",
     ]
 )
+
+
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+
+
+def _backend_errors(method: _F) -> _F:
+    """Turn redis-py's connection errors into :class:`BackendUnavailable` (the tree's own error)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise BackendUnavailable(f"Redis is unavailable: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _is_fake(redis: aioredis.Redis) -> bool:
@@ -114,6 +133,7 @@ class TaskQueue:
             await self.redis.aclose()
 
     # ------------------------------------------------------------------ enqueue
+    @_backend_errors
     async def enqueue(
         self,
         func: Callable[..., Any] | str | None = None,
@@ -201,6 +221,7 @@ class TaskQueue:
                     if not fut.done():
                         fut.set_result(None)
 
+    @_backend_errors
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Enqueue several jobs (same keys as :meth:`enqueue`) in one round trip.
 
@@ -337,6 +358,7 @@ class TaskQueue:
         return job_id, part
 
     # ------------------------------------------------------------------ reading
+    @_backend_errors
     async def status(self, job_id: str) -> JobStatus:
         """The job's state. Raises :class:`JobNotFound`."""
         raw = await self._r.hget(self.keys.job(job_id), "status")
@@ -353,6 +375,7 @@ class TaskQueue:
         entry_id, fields = entries[0]
         return ResultEntry.decode(entry_id, fields)
 
+    @_backend_errors
     async def result(self, job_id: str, wait: float | None = None) -> Any:
         """The job's return value; ``None`` if it has not finished (after waiting up to ``wait`` seconds)
         or was cancelled.
@@ -400,6 +423,7 @@ class TaskQueue:
             if entries and entries[0][0] != after:
                 return ResultEntry.decode(*entries[0])
 
+    @_backend_errors
     async def job(self, job_id: str) -> JobRecord:
         """The full record. Raises :class:`JobNotFound`."""
         async with self._r.pipeline(transaction=False) as pipe:
@@ -444,6 +468,7 @@ class TaskQueue:
             raw = await self._r.zrange(key, 0, -1)
         return list(dict.fromkeys(r.decode() for r in raw))
 
+    @_backend_errors
     async def list_jobs(
         self,
         queue: str = "default",
@@ -490,11 +515,13 @@ class TaskQueue:
                             return out
         return out
 
+    @_backend_errors
     async def queues(self) -> list[str]:
         """Names of every known queue (RQ's ``<p>:queues`` set)."""
         members = await self._r.smembers(self.keys.queues)
         return sorted(self.keys.queue_name(m) for m in members)
 
+    @_backend_errors
     async def queue_counts(self) -> dict[str, dict[str, int]]:
         """Queue name -> ``{state: count}`` (expired registry entries are not counted)."""
         names = await self.queues()
@@ -513,6 +540,7 @@ class TaskQueue:
         states = ["queued", "running", "success", "failed", "cancelled", "scheduled", "deferred"]
         return {q: dict(zip(states, replies[7 * n : 7 * n + 7], strict=True)) for n, q in enumerate(names)}
 
+    @_backend_errors
     async def workers(self) -> list[WorkerInfo]:
         """Workers registered in RQ's keys (ours and RQ's), as ``rq info`` lists them."""
         keys = sorted(await self._r.smembers(self.keys.workers))
@@ -552,6 +580,7 @@ class TaskQueue:
         return out
 
     # ------------------------------------------------------------------ changing state
+    @_backend_errors
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job: a queued/scheduled one never runs; a running one is stopped (async jobs are
         cancelled on the worker's loop; a sync job's thread runs on but its result is discarded).
@@ -563,6 +592,7 @@ class TaskQueue:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
         return bool(rc > 0)
 
+    @_backend_errors
     async def requeue(self, job_id: str) -> None:
         """Put a failed (or stopped/cancelled) job back on its queue as a new attempt."""
         rc = await self._scripts.run(
@@ -575,6 +605,7 @@ class TaskQueue:
             status = await self.status(job_id)
             raise JobError(f"job {job_id} is {status}, only failed or cancelled jobs can be requeued")
 
+    @_backend_errors
     async def delete(self, job_id: str) -> None:
         """Remove a job's hash and result stream (not its registry entries, which expire)."""
         await self._r.delete(self.keys.job(job_id), self.keys.results(job_id))
