@@ -34,7 +34,7 @@ import uvicorn
 
 from ._redis import check_redis, create_redis, mask_url
 from .config import Settings, get_settings
-from .events import EventBus, LifecyclePublisher
+from .events import EventBus, LifecyclePublisher, system_events
 from .exceptions import ConfigurationError
 from .queue import TaskQueue
 from .scheduler import TaskScheduler
@@ -243,6 +243,7 @@ class Runtime:
         await stack.enter_async_context(Recorder(redis, db=db, settings=s))
         bus = await stack.enter_async_context(EventBus(redis, settings=s, agent_name=MONITOR, persist=True))
         await stack.enter_async_context(LifecyclePublisher(redis, settings=s, bus=bus))
+        await stack.enter_async_context(system_events(bus, "runtime", s.agent))
         queue = await stack.enter_async_context(TaskQueue(redis, settings=s))
         run_log = RunLog(queue)
         stack.push_async_callback(run_log.aclose)

@@ -149,6 +149,14 @@ def project(tmp_path: Path) -> Path:
             """
             async def tick(n: int = 1) -> dict:
                 return {"ticked": n}
+
+
+            def note(text: str = "hello") -> str:
+                # The spec's pattern: a sync task publishing through the sync facade.
+                from asyncsched.sync import EventBus
+
+                EventBus().publish(event_type="app.noted", source_agent="app", payload={"text": text})
+                return text
             """
         )
     )
@@ -161,6 +169,10 @@ def project(tmp_path: Path) -> Path:
                 schedule: "1 second"
                 function: "apptasks:tick"
                 kwargs: {n: 7}
+              - name: noter
+                type: interval
+                schedule: "1 second"
+                function: "apptasks:note"
             """
         )
     )

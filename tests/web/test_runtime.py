@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def test_run_command_fires_logs_serves_and_stops_on_ctrl_c(
     run_process: tuple[Process, str], project: Path
 ) -> None:
     process, url = run_process
-    process.expect("loaded 1 task(s) from tasks.yaml")
+    process.expect("loaded 2 task(s) from tasks.yaml")
     process.expect("dashboard http://127.0.0.1:")
     fired = process.expect("fired  ticker")
     assert "apptasks:tick" in fired
@@ -36,12 +37,22 @@ def test_run_command_fires_logs_serves_and_stops_on_ctrl_c(
     with httpx.Client(base_url=url, timeout=30) as client:
         assert client.get("/health").json()["status"] == "ok"
         tasks = client.get("/tasks").json()["items"]
-        assert [t["name"] for t in tasks] == ["ticker"]
+        assert sorted(t["name"] for t in tasks) == ["noter", "ticker"]
         with client.stream("GET", "/events/stream", params={"event_type": "task.completed"}) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             event = next_sse_event(stream.iter_lines())
         assert event["event_type"] == "task.completed"
         assert event["payload"]["task_name"] == "ticker"
+
+        # The event log is on under `asyncsched run`: the runtime's system.startup and the events a sync
+        # task function published through the sync facade both reach the API's (SQL) event list.
+        deadline = time.monotonic() + 60
+        while True:
+            kinds = {e["event_type"] for e in client.get("/events", params={"limit": 200}).json()["items"]}
+            if {"system.startup", "app.noted"} <= kinds or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert {"system.startup", "app.noted"} <= kinds
 
     assert (project / "asyncsched.db").exists()  # the embedded default: a SQLite file in the cwd
     process.proc.send_signal(signal.SIGINT)

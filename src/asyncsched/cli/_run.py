@@ -14,7 +14,7 @@ import os
 import signal
 from typing import Any
 
-from ..config import Settings
+from ..config import Settings, set_settings
 
 log = logging.getLogger("asyncsched.run")
 
@@ -46,6 +46,11 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.replace(
         tasks=tuple(args.tasks) if args.tasks else None, agent=args.agent, host=args.host, port=args.port
     )
+    if "ASYNCSCHED_EVENT_LOG" not in os.environ:
+        # All in one process with a database at hand: keep every event (also those task functions publish
+        # through the sync facade) in the EventMessage table, for the API's event list and the dashboard.
+        settings = settings.replace(event_log=True)
+    set_settings(settings)
     return asyncio.run(_run(settings, args.duration, http=not args.no_http))
 
 
