@@ -21,16 +21,21 @@ from .exceptions import (
     UnsupportedURL,
 )
 from .queue import JobRecord, JobStatus, Retry, TaskQueue
+from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
+from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
 from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
 __all__ = [
     "AsyncschedError",
     "BackendUnavailable",
     "ConfigurationError",
+    "Database",
     "DuplicateTask",
     "Event",
     "EventBus",
     "EventMessage",
+    "EventRepository",
+    "ExecutionRepository",
     "ExecutionStatus",
     "FunctionNotAllowed",
     "InvalidJob",
@@ -41,6 +46,9 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "LifecyclePublisher",
+    "MisfirePolicy",
+    "Page",
+    "Recorder",
     "Retry",
     "ScheduleType",
     "ScheduledTask",
@@ -51,8 +59,10 @@ __all__ = [
     "TaskExecution",
     "TaskNotFound",
     "TaskQueue",
+    "TaskScheduler",
     "UnsafeJob",
     "UnsupportedURL",
     "__version__",
     "get_settings",
+    "parse_schedule",
 ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, text
 
-from asyncsched.store import Base, Database
+from asyncsched.store import Base, Database, MigrationError
 from asyncsched.store._migrate import MIGRATIONS, VERSION_TABLE
 
 
@@ -77,3 +79,56 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (MIGRATIONS / "env.py").is_file()
     assert (MIGRATIONS / "script.py.mako").is_file()
     assert sorted(p.name for p in (MIGRATIONS / "versions").glob("[0-9]*.py")) == ["0001_initial.py"]
+
+
+async def test_a_schema_made_with_create_all_is_adopted(database_url: str) -> None:
+    """Tables created by ``Base.metadata.create_all`` (no history) are stamped at head, not recreated."""
+    async with Database(database_url, auto_migrate=False) as db:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        await db.migrate()
+        assert await db.current_revision() == "0001"
+        assert await db.schema_diff() == []
+
+
+async def test_a_different_schema_without_history_is_refused(database_url: str) -> None:
+    async with Database(database_url, auto_migrate=False) as db:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.tables["asyncsched_event_messages"].create)
+        with pytest.raises(MigrationError, match="missing tables"):
+            await db.migrate()
+        assert await db.current_revision() is None
+
+
+_MIGRATE_SCRIPT = """
+import asyncio, sys
+from asyncsched.store import Database
+
+async def main():
+    async with Database(sys.argv[1], auto_migrate=False) as db:
+        await db.migrate()
+        print(await db.current_revision())
+
+asyncio.run(main())
+"""
+
+
+async def test_processes_racing_to_create_the_schema(database_url: str) -> None:
+    """Several processes starting at once on a fresh database: one creates the schema, the others wait."""
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _MIGRATE_SCRIPT,
+            database_url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outputs = [await p.communicate() for p in procs]
+    assert [(p.returncode, out.decode().strip()) for p, (out, _) in zip(procs, outputs, strict=True)] == [
+        (0, "0001")
+    ] * 4, [err.decode()[-500:] for _, err in outputs]
+    async with Database(database_url, auto_migrate=False) as db:
+        assert await db.schema_diff() == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -225,7 +225,11 @@ async def test_database_failures_lose_and_duplicate_nothing(
             raise OperationalError("INSERT", {}, ConnectionRefusedError("database is down"))
         await real_upsert(conn, rows)
 
+    async def answers() -> bool:  # the outage ends only when the next write is attempted
+        return False
+
     monkeypatch.setattr(rec, "_upsert", flaky_upsert)
+    monkeypatch.setattr(rec, "_database_answers", answers)
     async with rec:
         for job in jobs:
             await emit(redis, *lifecycle(job).values())
@@ -257,3 +261,72 @@ async def test_custom_prefix_and_group_created_on_entry(redis_url: str, db: Data
             await wait_until(seen, what="the prefixed stream to be recorded")
     finally:
         await client.aclose()
+
+
+async def test_a_restarted_recorder_writes_what_it_had_read(redis: aioredis.Redis, db: Database) -> None:
+    """Entries read by a recorder that died before its XACK stay pending and are written on restart."""
+    stream = _keys.lifecycle_stream("rq")
+    await _recorder(redis, db).flush()  # creates the group
+    await emit(redis, *lifecycle("crashed").values())
+    await redis.xreadgroup(GROUP, "test", {stream: ">"}, count=10)  # read, then "crash"
+    assert (await redis.xpending(stream, GROUP))["pending"] == 3
+    assert await _recorder(redis, db).flush() == 3
+    assert (await ExecutionRepository(db).get("crashed")).status == "success"
+    assert (await redis.xpending(stream, GROUP))["pending"] == 0
+
+
+async def test_entries_of_a_dead_consumer_are_claimed(redis: aioredis.Redis, db: Database) -> None:
+    stream = _keys.lifecycle_stream("rq")
+    await _recorder(redis, db).flush()
+    await emit(redis, *lifecycle("orphaned").values())
+    await redis.xreadgroup(GROUP, "dead-host", {stream: ">"}, count=10)
+    assert await _recorder(redis, db, consumer="alive", claim_idle=0).flush() == 3
+    assert (await ExecutionRepository(db).get("orphaned")).status == "success"
+
+
+async def test_recorder_applies_retention(redis: aioredis.Redis, db: Database) -> None:
+    old = T0 - 40 * 86400
+    await emit(redis, *lifecycle("old", t0=old).values(), *lifecycle("new").values())
+    await _recorder(redis, db, retention=False).flush()
+    assert await _count(db) == 2
+    async with _recorder(redis, db, retention=timedelta(days=30)):
+
+        async def pruned() -> bool:
+            return await _count(db) == 1
+
+        await wait_until(pruned, what="the old execution to be pruned")
+    assert (await ExecutionRepository(db).get("new")).status == "success"
+
+
+async def test_nul_characters_are_stripped(redis: aioredis.Redis, db: Database) -> None:
+    """PostgreSQL refuses NUL in text; it is dropped from text fields instead of refusing the record."""
+    await emit(redis, LifecycleRecord(Lifecycle.FAILED, "nul", "default", error="bad \x00 byte"))
+    await redis.xadd(_keys.event_log_stream("rq"), {"id": "ev", "event_type": "x\x00", "source_agent": "a"})
+    await _recorder(redis, db).flush()
+    assert (await ExecutionRepository(db).get("nul")).error == "bad  byte"
+    assert (await EventRepository(db).get("ev")).event_type == "x"
+
+
+async def test_a_row_the_database_refuses_is_dropped_alone(
+    redis: aioredis.Redis, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that keeps failing while the database answers is written row by row; only the refused
+    row is dropped (logged), the others are recorded and everything is acknowledged."""
+    rec = _recorder(redis, db)
+    real_upsert = rec._upsert
+
+    async def refuse_poison(conn: Any, rows: list[dict[str, Any]]) -> None:
+        if any(r["job_id"] == "poison" for r in rows):
+            raise RuntimeError("the database refuses this row")
+        await real_upsert(conn, rows)
+
+    monkeypatch.setattr(rec, "_upsert", refuse_poison)
+    await emit(redis, *lifecycle("before").values(), LifecycleRecord(Lifecycle.QUEUED, "poison", "default"))
+    await emit(redis, *lifecycle("after").values())
+    for _ in range(2):  # the first failures look like an outage: raised, entries stay pending
+        with pytest.raises(RuntimeError):
+            await rec.flush()
+    assert await rec.flush() == 7
+    repo = ExecutionRepository(db)
+    assert {r.job_id for r in (await repo.list()).items} == {"before", "after"}
+    assert (await redis.xpending(_keys.lifecycle_stream("rq"), GROUP))["pending"] == 0

@@ -1,19 +1,80 @@
-"""``asyncsched events``."""
+"""``asyncsched events``: publish an event, or print the events of the bus as JSON lines."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from typing import Any
 
 from ..config import Settings
+from ..exceptions import ConfigurationError
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("events", help="(events: not built yet)")
-    parser.set_defaults(handler=handle)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "events", help="publish events or watch the event bus", description="Publish or watch events."
+    )
+    commands = parser.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+
+    publish = commands.add_parser("publish", help="publish one event and print it as JSON")
+    publish.add_argument("event_type", metavar="TYPE", help="event type, e.g. email.processed")
+    publish.add_argument("--source", required=True, help="source agent")
+    publish.add_argument("--target", help="target agent (default: broadcast to every agent)")
+    publish.add_argument("--payload", default="{}", help="payload as a JSON object (default {})")
+    publish.add_argument("--persist", action="store_true", help="also record it in the event history")
+    publish.set_defaults(handler=handle_publish)
+
+    listen = commands.add_parser("listen", help="print events as JSON lines until interrupted")
+    listen.add_argument("--agent", help="receive this agent's events and broadcasts (default: every event)")
+    listen.add_argument("--type", default="*", dest="pattern", help="event type or wildcard (default *)")
+    listen.add_argument("--count", type=int, help="exit after this many events")
+    listen.set_defaults(handler=handle_listen)
 
 
-def handle(args: argparse.Namespace, settings: Settings) -> int:
-    print("asyncsched events: not built yet", file=sys.stderr)
-    return 2
+def _payload(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"--payload is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"--payload must be a JSON object, e.g. '{{\"n\": 1}}', got {text!r}")
+    return value
+
+
+def handle_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from ..events import EventBus
+
+    payload = _payload(args.payload)
+
+    async def run() -> str:
+        async with EventBus(settings=settings, persist=args.persist) as bus:
+            event = await bus.publish(args.event_type, args.source, payload, target_agent=args.target)
+        return json.dumps(event.to_dict())
+
+    print(asyncio.run(run()), flush=True)
+    return 0
+
+
+def handle_listen(args: argparse.Namespace, settings: Settings) -> int:
+    from ..events import EventBus
+
+    if args.count is not None and args.count <= 0:
+        raise ConfigurationError("--count must be positive")
+
+    async def run() -> None:
+        async with EventBus(settings=settings, agent_name=args.agent or "*") as bus:
+            stream = bus.events(args.pattern)
+            await bus.listen(timeout=0)  # subscribed once this returns
+            who = f"agent {args.agent}" if args.agent else "every agent"
+            print(f"listening for {args.pattern} events of {who}", file=sys.stderr, flush=True)
+            seen = 0
+            async for event in stream:
+                print(json.dumps(event.to_dict()), flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    return
+
+    asyncio.run(run())
+    return 0

@@ -35,38 +35,35 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_serve(settings, args.duration))
 
 
-async def prepare_database(settings: Settings) -> None:
-    """Create missing tables (``asyncsched db upgrade`` does the same through migrations)."""
-    from ..store import Base, check_database, create_engine
-
-    engine = create_engine(settings.database_url)
-    try:
-        await check_database(engine)
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-    finally:
-        await engine.dispose()
-
-
 async def _serve(settings: Settings, duration: float | None) -> int:
     from .._redis import check_redis, create_redis
     from ..scheduler import TaskScheduler
+    from ..store import Database
 
     redis = create_redis(settings.redis_url)
     try:
         await check_redis(redis, settings.redis_url)
-        await prepare_database(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        async with TaskScheduler(redis, settings=settings, fire=True) as scheduler:
-            for path in settings.tasks:
+        # SQLite is migrated on entry; PostgreSQL needs `asyncsched db upgrade` first (the store's policy).
+        async with (
+            Database(settings=settings) as db,
+            TaskScheduler(redis, settings=settings, db=db) as scheduler,
+        ):
+            await db.check()
+            for path in settings.tasks:  # all files are checked before anything fires
                 tasks = await scheduler.register_file(path, settings.agent)
                 log.info("registered %d task(s) of %s for agent %s", len(tasks), path, settings.agent)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), duration)
+            runner = asyncio.create_task(scheduler.run())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({runner, stopper}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+            for task in (runner, stopper):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner  # re-raises what stopped the scheduler, if anything did
         log.info("scheduler stopped")
     finally:
         await redis.aclose()

@@ -62,8 +62,10 @@ def _when(dt: datetime | None) -> str:
 
 async def _list(settings: Settings, agent: str | None) -> int:
     from ..scheduler import TaskScheduler, task_trigger
+    from ..store import Database
 
-    async with TaskScheduler(settings=settings) as scheduler:
+    async with Database(settings=settings) as db, TaskScheduler(settings=settings, db=db) as scheduler:
+        await db.check()
         tasks = await scheduler.list_tasks(agent)
     rows = [("AGENT", "NAME", "ENABLED", "SCHEDULE", "NEXT RUN", "LAST RUN")]
     now = datetime.now(UTC)

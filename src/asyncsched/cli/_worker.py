@@ -1,19 +1,21 @@
-"""``asyncsched worker``."""
+"""``asyncsched worker [QUEUE ...]``: run a worker (see ``asyncsched worker --help``)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..config import Settings
+from ..worker._cli import add_arguments, run_worker
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("worker", help="(worker: not built yet)")
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "worker", help="run a worker on RQ-format queues (SIGTERM/SIGINT stop it gracefully)"
+    )
+    add_arguments(parser)
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace, settings: Settings) -> int:
-    print("asyncsched worker: not built yet", file=sys.stderr)
-    return 2
+    return run_worker(args, settings)

@@ -42,8 +42,10 @@ from .. import _keys
 from .._redis import create_redis
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
+from ._durable import DurableConsumer
 from ._envelope import Event, validate_agent_name
 from ._match import compile_pattern
+from ._tasks import stop_task
 
 __all__ = ["Callback", "EventBus", "EventStream", "Subscription"]
 
@@ -125,14 +127,15 @@ class Subscription:
 class _Sink:
     """A bounded buffer of received events for ``listen()`` or one ``events()`` iterator."""
 
-    __slots__ = ("buffer", "closed", "dropped", "match", "waiters")
+    __slots__ = ("buffer", "closed", "dropped", "match", "waiters", "warn")
 
-    def __init__(self, size: int, match: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, size: int, match: Callable[[str], bool] | None = None, warn: bool = True) -> None:
         self.buffer: collections.deque[Event] = collections.deque(maxlen=size)
         self.waiters: list[asyncio.Future[None]] = []
         self.match = match
         self.dropped = 0
         self.closed = False
+        self.warn = warn
 
     def put(self, event: Event) -> None:
         if self.match is not None and not self.match(event.event_type):
@@ -140,11 +143,11 @@ class _Sink:
         buffer = self.buffer
         if len(buffer) == buffer.maxlen:
             self.dropped += 1
-            if self.dropped == 1 or self.dropped % 10_000 == 0:
+            if self.warn and self.dropped == 1:
                 logger.warning(
-                    "event buffer full (%d events not read with listen()/events()); dropped %d oldest so far",
+                    "event buffer full: %d received events were not read with listen()/events(); dropping "
+                    "the oldest from now on (read them, or raise buffer_size)",
                     buffer.maxlen,
-                    self.dropped,
                 )
         buffer.append(event)
         for waiter in self.waiters:
@@ -241,7 +244,9 @@ class EventBus:
         self._reader: asyncio.Task[None] | None = None
         self._reader_lock = asyncio.Lock()
         self._channels: dict[bytes, asyncio.Future[None]] = {}
-        self._inbox = _Sink(buffer_size)
+        # listen()'s buffer, filled from the start so that the spec's subscribe-then-listen loop misses
+        # nothing; bounded, and quiet about dropping until listen() was used (callback-only buses).
+        self._inbox = _Sink(buffer_size, warn=False)
         self._sinks: list[_Sink] = [self._inbox]
         self._buffer_size = buffer_size
         self._inflight: set[asyncio.Future[Any]] = set()
@@ -249,7 +254,8 @@ class EventBus:
         self._executor: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
         # durable delivery: agent -> consumer
-        self._durable: dict[str, Any] = {}
+        self._durable: dict[str, DurableConsumer] = {}
+        self._retired: list[DurableConsumer] = []  # unsubscribed, possibly still finishing an event
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -290,13 +296,12 @@ class EventBus:
         if self._closed:
             return
         self._closed = True
-        for consumer in list(self._durable.values()):
+        for consumer in [*self._durable.values(), *self._retired]:
             await consumer.stop()
         self._durable.clear()
-        tasks = [t for t in (self._reader, *self._background) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._retired.clear()
+        for task in [t for t in (self._reader, *self._background) if t is not None]:
+            await stop_task(task)
         self._reader = None
         if self._inflight:
             await asyncio.wait(list(self._inflight))
@@ -420,6 +425,7 @@ class EventBus:
             if not any(s.durable and s.agent_name == agent for s in self._subs):
                 consumer = self._durable.pop(agent, None)
                 if consumer is not None:
+                    self._retired.append(consumer)
                     self._spawn(consumer.stop())
 
     def durable_subscriptions(self, agent_name: str) -> list[Subscription]:
@@ -439,8 +445,6 @@ class EventBus:
     def _start_durable(self, agent: str) -> None:
         if agent in self._durable:
             return
-        from ._durable import DurableConsumer
-
         consumer = DurableConsumer(self, agent)
         self._durable[agent] = consumer
         consumer.start()
@@ -611,6 +615,7 @@ class EventBus:
         ``timeout=0`` does not wait; ``None`` waits until an event arrives (or the bus closes). Receives
         what the bus listens to (see the class docs), independently of callbacks.
         """
+        self._inbox.warn = True
         if self._reader is None and not self._closed:
             await self._ensure_reader()
         return await self._inbox.get(timeout)

@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
 from ._envelope import Event
+from ._tasks import stop_task
 
 if TYPE_CHECKING:
     from ._bus import EventBus
@@ -65,6 +66,11 @@ class DurableConsumer:
         self._stopping = False
         self._busy = False
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"asyncsched-durable-{self.agent}"
@@ -75,14 +81,9 @@ class DurableConsumer:
         the event stays pending, to be redelivered)."""
         self._stopping = True
         task = self._task
-        if task is None:
+        if task is None or task.done():
             return
-        if not self._busy:
-            task.cancel()
-        await asyncio.wait({task}, timeout=grace)
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
+        await stop_task(task, grace=grace if self._busy else 0.0)
         if not self.ready.done():
             self.ready.cancel()
 
@@ -105,6 +106,8 @@ class DurableConsumer:
                 if loop.time() >= next_claim:
                     await self._claim()
                     next_claim = loop.time() + self.claim_every
+                if self.stopping:
+                    break
                 response = await redis.xreadgroup(
                     self.agent, self.name, dict.fromkeys(self.streams, ">"), count=_BATCH, block=self.block_ms
                 )

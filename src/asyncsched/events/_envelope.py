@@ -12,8 +12,8 @@ callback written against the spec's ``EventMessage`` works with an :class:`Event
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +29,15 @@ __all__ = ["Event", "validate_agent_name", "validate_event_type"]
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _loads = json.loads
 _fromiso = datetime.fromisoformat
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _new_id() -> str:
+    """A random (version 4) UUID as 32 hex digits: ``uuid.uuid4().hex`` without building a UUID object."""
+    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
+
+
 _EVENT_TYPE = re.compile(r"[^\s*?\[\]]{1,200}")
 _AGENT = re.compile(r"[^\s*?\[\]]{1,200}")
 
@@ -93,7 +102,7 @@ class Event:
                 f"event payload for {event_type!r} must be a JSON object (a dict), "
                 f"got {type(payload).__name__}"
             )
-        return cls(uuid.uuid4().hex, event_type, source_agent, target_agent, dict(payload), datetime.now(UTC))
+        return cls(_new_id(), event_type, source_agent, target_agent, dict(payload), datetime.now(UTC))
 
     @property
     def is_broadcast(self) -> bool:

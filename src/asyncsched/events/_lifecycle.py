@@ -38,6 +38,7 @@ from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ._bus import EventBus
 from ._envelope import Event, validate_agent_name
+from ._tasks import stop_task
 
 __all__ = ["GROUP", "LifecyclePublisher", "lifecycle_event", "publish_system_event"]
 
@@ -173,12 +174,7 @@ class LifecyclePublisher:
         self._stopping = True
         task = self._task
         if task is not None:
-            if not self._busy:
-                task.cancel()
-            await asyncio.wait({task}, timeout=30)
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
+            await stop_task(task, grace=30.0 if self._busy else 0.0)
         await self._close_bus()
 
     async def _close_bus(self) -> None:
@@ -257,7 +253,8 @@ class LifecyclePublisher:
                 if loop.time() >= next_claim:
                     await self._claim()
                     next_claim = loop.time() + self.claim_every
-                await self.run_once(block=min(self.claim_every, 1.0))
+                if not self._stopping:
+                    await self.run_once(block=min(self.claim_every, 1.0))
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise

@@ -42,7 +42,7 @@ def import_function(name: str) -> Callable[..., Any]:
             obj: Any = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
-                error = exc
+                error = error or exc
                 continue
             raise InvalidJob(f"cannot import function {name!r}: {exc}") from exc
         except Exception as exc:
@@ -51,6 +51,8 @@ def import_function(name: str) -> Callable[..., Any]:
             for attr in parts[cut:]:
                 obj = getattr(obj, attr)
         except AttributeError:
+            if error is not None:
+                raise InvalidJob(f"cannot import function {name!r}: {error}") from None
             raise InvalidJob(
                 f"cannot import function {name!r}: module {module_name!r} has no attribute "
                 f"{'.'.join(parts[cut:])!r}"

@@ -601,9 +601,12 @@ class TaskScheduler:
         options = task.options or {}
         retry: Any = None
         if options.get("retry"):
-            from ..queue import Retry  # type: ignore[import-not-found,unused-ignore]
+            max_retries, interval = options["retry"]["max"], options["retry"].get("interval", 0)
+            retry = max_retries
+            if interval:
+                from ..queue import Retry  # type: ignore[import-not-found,unused-ignore]
 
-            retry = Retry(max=options["retry"]["max"], interval=options["retry"].get("interval", 0))
+                retry = Retry(max=max_retries, interval=interval)
         jitter = float(options.get("jitter") or 0)
         result: str = await queue.enqueue(
             task.function,

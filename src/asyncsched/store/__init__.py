@@ -6,6 +6,7 @@
 """
 
 from ._database import Database
+from ._migrate import MigrationError
 from ._recorder import Recorder
 from ._repository import (
     EventNotFound,
@@ -28,6 +29,7 @@ __all__ = [
     "ExecutionNotFound",
     "ExecutionRepository",
     "ExecutionStatus",
+    "MigrationError",
     "Page",
     "PruneResult",
     "Recorder",

@@ -85,19 +85,21 @@ class Database:
     async def migrate(self, revision: str = "head") -> None:
         """Bring the schema to ``revision`` (``alembic upgrade``). A missing SQLite file is created.
 
-        Safe to call on every start: at head it does nothing. On PostgreSQL concurrent callers are
-        serialised with an advisory lock, so several processes may start at once.
+        Safe to call on every start: at head it does nothing. Concurrent callers are serialised (an
+        advisory lock on PostgreSQL, an exclusive transaction on SQLite), so several processes may start
+        at once; on SQLite the whole migration commits or rolls back as one transaction.
         """
         for attempt in range(1, 11):
             try:
                 async with _alembic_lock(), self.engine.begin() as conn:
                     if self.dialect == "postgresql":
                         await conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATE_LOCK})"))
+                    else:  # one writer at a time, and the DDL commits (or not) as a whole
+                        await conn.exec_driver_sql("BEGIN EXCLUSIVE")
                     await conn.run_sync(_migrate.upgrade, revision)
                 return
             except OperationalError as exc:
-                # SQLite has no advisory lock and no transactional DDL: another process creating the same
-                # tables makes ours fail ("already exists", "locked"); once it is done, ours is a no-op.
+                # SQLite: another process held the database longer than the busy timeout; try again.
                 if self.dialect != "sqlite" or attempt == 10:
                     raise
                 log.info("SQLite migration raced another process (%s); retrying", exc.orig)

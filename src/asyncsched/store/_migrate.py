@@ -10,11 +10,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+from ..exceptions import AsyncschedError
 from .models import Base
 
-__all__ = ["MIGRATIONS", "VERSION_TABLE", "alembic_config", "head_revision", "schema_diff"]
+__all__ = ["MIGRATIONS", "VERSION_TABLE", "MigrationError", "alembic_config", "head_revision", "schema_diff"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 """The folder of ``env.py`` and ``versions/``."""
@@ -37,9 +39,32 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+class MigrationError(AsyncschedError, RuntimeError):
+    """The database's schema cannot be brought to the models' (the message says what differs)."""
+
+
 def upgrade(connection: Connection, revision: str = "head") -> None:
-    """``alembic upgrade`` on an open (sync-facing) connection."""
-    command.upgrade(alembic_config(connection), revision)
+    """``alembic upgrade`` on an open (sync-facing) connection.
+
+    A database whose tables were made with ``Base.metadata.create_all`` (no migration history) is adopted:
+    if its schema is exactly head's, it is stamped at head; if it differs, :class:`MigrationError`.
+    """
+    config = alembic_config(connection)
+    if current(connection) is None:
+        existing = set(inspect(connection).get_table_names())
+        ours = set(Base.metadata.tables)
+        if ours & existing:
+            diff = (
+                schema_diff(connection) if ours <= existing else [("missing tables", sorted(ours - existing))]
+            )
+            if diff or revision != "head":
+                raise MigrationError(
+                    "asyncsched tables exist without migration history and do not match the models "
+                    f"(differences: {diff}); back them up and drop them, then run `asyncsched db upgrade`"
+                )
+            command.stamp(config, "head")
+            return
+    command.upgrade(config, revision)
 
 
 def downgrade(connection: Connection, revision: str) -> None:

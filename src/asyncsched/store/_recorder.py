@@ -35,7 +35,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
-from sqlalchemy import Table, case, func, select, update
+from sqlalchemy import Table, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -88,6 +88,7 @@ _MERGED = (
 
 _CLIPPED = ("job_id", "scheduled_task_id", "agent_name", "task_name", "function", "queue", "worker_name")
 _TRACEBACK_CAP = 65_536
+_POISON_AFTER = 3  # failures of one batch, with the database answering, before rows are tried one by one
 _CHUNK = 200  # rows per INSERT statement: well under SQLite's and asyncpg's bind-parameter limits
 
 
@@ -97,7 +98,12 @@ def _limit(column: str, table: Any) -> int | None:
 
 
 def _clip(value: str | None, length: int | None) -> str | None:
-    if value is None or length is None or len(value) <= length:
+    """Fit a text column: without NUL characters (PostgreSQL refuses them) and cut to ``length``."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if length is None or len(value) <= length:
         return value
     return value[:length]
 
@@ -110,15 +116,15 @@ def _entry_time(entry_id: str) -> datetime:
     return datetime.fromtimestamp(int(entry_id.split("-", 1)[0]) / 1000, UTC)
 
 
-def _result(text: str | None) -> Any:
-    if text is None:
+def _result(raw: str | None) -> Any:
+    if raw is None:
         return None
-    if len(text) > RESULT_CAP:
-        return {"truncated": True, "preview": text[: RESULT_CAP - 64]}
+    if len(raw) > RESULT_CAP:
+        return {"truncated": True, "preview": raw[: RESULT_CAP - 64]}
     try:
-        return json.loads(text)
+        return json.loads(raw)
     except ValueError:
-        return text
+        return raw
 
 
 def _text(value: bytes | str) -> str:
@@ -148,7 +154,7 @@ class _Row:
             "started_at": _ts(record.started_at),
             "ended_at": _ts(record.ended_at),
             "result": _result(record.result),
-            "error": record.error,
+            "error": _clip(record.error, None),
             "traceback": _clip(record.traceback, _TRACEBACK_CAP),
         }
         wins = rank >= self.rank
@@ -273,6 +279,7 @@ class Recorder:
         self._next_claim = 0.0
         self._next_prune = 0.0
         self._failing = False
+        self._batch_failures = 0
 
     # ------------------------------------------------------------------ lifetime
 
@@ -403,7 +410,7 @@ class Recorder:
                 await self.redis.xack(stream, GROUP, *ids)
         self.recorded += len(batch)
         if self._failing:
-            log.warning("recorder writes again; pending history recorded")
+            log.info("recorder writes again; the pending history is recorded")
             self._failing = False
         return len(batch)
 
@@ -445,20 +452,49 @@ class Recorder:
                 await self._upsert(conn, rows)
                 await self._insert_events(conn, events)
         except (IntegrityError, DataError) as exc:
-            # A row the database refuses (not an outage): write one row at a time, drop the refused ones.
-            log.error("history batch refused (%s); retrying row by row", exc)
-            for row in rows:
-                try:
-                    async with self.db.engine.begin() as conn:
-                        await self._upsert(conn, [row])
-                except (IntegrityError, DataError) as row_exc:
-                    log.error("dropping execution %s#%s: %s", row["job_id"], row["attempt"], row_exc)
-            for event in events:
-                try:
-                    async with self.db.engine.begin() as conn:
-                        await self._insert_events(conn, [event])
-                except (IntegrityError, DataError) as row_exc:
-                    log.error("dropping event %s: %s", event["id"], row_exc)
+            log.error("history batch refused (%s); writing it row by row", exc)
+            await self._isolate(rows, events)
+        except Exception:
+            # Usually an outage: raise, keep the entries pending, retry. But if the same batch keeps
+            # failing while the database answers, one row in it is refused: find it and drop it alone.
+            self._batch_failures += 1
+            if self._batch_failures < _POISON_AFTER or not await self._database_answers():
+                raise
+            log.error(
+                "history batch failed %d times while the database answers; writing row by row",
+                self._batch_failures,
+            )
+            await self._isolate(rows, events)
+        self._batch_failures = 0
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with self.db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def _isolate(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+        """Write one row per transaction; drop (and log) the rows refused while the database answers."""
+        for row in rows:
+            try:
+                async with self.db.engine.begin() as conn:
+                    await self._upsert(conn, [row])
+            except Exception as exc:
+                if not await self._database_answers():
+                    raise  # an outage after all: everything stays pending (rewriting is idempotent)
+                log.error(
+                    "dropping execution %s#%s the database refuses: %s", row["job_id"], row["attempt"], exc
+                )
+        for event in events:
+            try:
+                async with self.db.engine.begin() as conn:
+                    await self._insert_events(conn, [event])
+            except Exception as exc:
+                if not await self._database_answers():
+                    raise
+                log.error("dropping event %s the database refuses: %s", event["id"], exc)
 
     def _execution_values(self, row: _Row) -> dict[str, Any]:
         table = TaskExecution.__table__

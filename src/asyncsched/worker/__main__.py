@@ -1,0 +1,40 @@
+"""``python -m asyncsched.worker [QUEUE ...]``: the spec's worker command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..config import Settings, set_settings
+from ..exceptions import AsyncschedError
+from ._cli import add_arguments, run_worker
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, configure logging and run a worker."""
+    parser = argparse.ArgumentParser(
+        prog="python -m asyncsched.worker", description="Run an asyncsched worker."
+    )
+    parser.add_argument("--redis-url", help="Redis URL (env REDIS_URL)")
+    parser.add_argument("--key-prefix", help="Redis key prefix (env ASYNCSCHED_KEY_PREFIX / RQ_KEY_PREFIX)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env ASYNCSCHED_LOG_LEVEL)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            redis_url=args.redis_url, key_prefix=args.key_prefix, log_level=args.log_level
+        )
+        set_settings(settings)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        )
+        return run_worker(args, settings)
+    except AsyncschedError as exc:
+        print(f"asyncsched worker: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

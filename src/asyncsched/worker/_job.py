@@ -1,0 +1,238 @@
+"""One claimed job: parsing its hash, running it (event loop or thread) and deciding its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._lifecycle import cap_result
+from ..exceptions import InvalidJob, JobTimeout, SerializationError, UnsafeJob
+from ..queue._functions import import_function
+from ..queue._models import parse_intervals, retry_interval
+from ..rq import codec
+from ..rq.codec import ResultType
+from ..rq.serializers import Format
+
+__all__ = ["ClaimedJob", "Outcome", "execute"]
+
+DEFAULT_RESULT_TTL = 500  # rq.defaults.DEFAULT_RESULT_TTL
+DEFAULT_FAILURE_TTL = 31_536_000  # rq.defaults.DEFAULT_FAILURE_TTL (one year)
+STOPPED_TEXT = "Job stopped by user, work-horse terminated."  # RQ's text for a stopped job
+
+
+def _int(h: Mapping[str, bytes], name: str) -> int | None:
+    raw = h.get(name)
+    if not raw:
+        return None
+    return int(raw)
+
+
+@dataclass(eq=False)
+class ClaimedJob:
+    """A job this worker marked started (one execution of it)."""
+
+    id: str
+    execution_id: str
+    queue: str
+    hash: dict[str, bytes]
+    started: float = field(default_factory=time.time)
+    stop_reason: str | None = None  # "stopped" (RQ stop-job / our cancel) or "shutdown"
+    is_async: bool = False
+
+    @property
+    def attempt(self) -> int:
+        try:
+            return _int(self.hash, "asyncsched_attempt") or 1
+        except ValueError:
+            return 1
+
+
+@dataclass
+class Outcome:
+    """What ``finish.lua`` records for one execution."""
+
+    job: ClaimedJob
+    kind: str  # finished | failed | stopped | requeue | schedule
+    ended: float = field(default_factory=time.time)
+    return_value: str | None = None  # base64 of the serialized value
+    exc_text: str | None = None
+    error: str | None = None
+    life_kind: str = "success"
+    life_result: str | None = None
+    retries_left: int | None = None
+    scheduled_at: int = 0
+    next_attempt: int | None = None
+    at_front: bool = False
+    job_ttl: int | None = None
+    results_ttl: int | None = None
+    registry_score: str = "+inf"
+
+
+def _error_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else text
+
+
+def _failure(job: ClaimedJob, exc_text: str, *, retry: bool = True) -> Outcome:
+    """A failed attempt: retried as RQ would (``retries_left``/``retry_intervals``), else failed."""
+    h = job.hash
+    try:
+        retries_left = _int(h, "retries_left")
+        intervals = parse_intervals(h.get("retry_intervals"))
+        failure_ttl = _int(h, "failure_ttl")
+    except ValueError:
+        retries_left, intervals, failure_ttl = None, None, None
+    now = time.time()
+    if retry and retries_left is not None and retries_left > 0:
+        wait = retry_interval(intervals, retries_left)
+        return Outcome(
+            job,
+            "schedule" if wait else "requeue",
+            ended=now,
+            exc_text=exc_text,
+            error=_error_line(exc_text),
+            life_kind="retry",
+            retries_left=retries_left - 1,
+            scheduled_at=int(now + wait),
+            next_attempt=job.attempt + 1,
+            at_front=h.get("enqueue_at_front_on_retry") == b"1",
+        )
+    ttl = DEFAULT_FAILURE_TTL if failure_ttl is None else failure_ttl
+    return Outcome(
+        job,
+        "failed",
+        ended=now,
+        exc_text=exc_text,
+        error=_error_line(exc_text),
+        life_kind="failed",
+        job_ttl=ttl,
+        results_ttl=failure_ttl,  # RQ: the failure stream only expires when failure_ttl is set
+        registry_score=str(int(now) + ttl) if ttl >= 0 else "+inf",
+    )
+
+
+def stopped(job: ClaimedJob) -> Outcome:
+    """A job stopped on request (RQ's stop-job or our cancel): RQ's ``stopped`` status."""
+    out = _failure(job, STOPPED_TEXT, retry=False)
+    out.kind = "stopped"
+    out.life_kind = "cancelled"
+    return out
+
+
+def put_back(job: ClaimedJob) -> Outcome:
+    """A job interrupted by shutdown (or lost by its worker): back on its queue as a new attempt."""
+    return Outcome(
+        job,
+        "requeue",
+        error="worker shut down before the job finished; re-queued",
+        life_kind="retry",
+        next_attempt=job.attempt + 1,
+    )
+
+
+def _success(job: ClaimedJob, value: Any, fmt: Format) -> Outcome:
+    try:
+        encoded = codec.encode_value(value, fmt)
+    except SerializationError as exc:
+        return _failure(job, f"asyncsched.exceptions.SerializationError: return value: {exc}")
+    try:
+        result_ttl = _int(job.hash, "result_ttl")
+    except ValueError:
+        result_ttl = None
+    ttl = DEFAULT_RESULT_TTL if result_ttl is None else result_ttl
+    now = time.time()
+    return Outcome(
+        job,
+        "finished",
+        ended=now,
+        return_value=encoded,
+        life_kind="success",
+        life_result=cap_result(value),
+        job_ttl=ttl,
+        results_ttl=ttl,
+        registry_score="+inf" if ttl < 0 else str(int(now) + ttl),
+    )
+
+
+@dataclass
+class Prepared:
+    """A job ready to call, or the outcome that replaces calling it."""
+
+    func: Callable[..., Any] | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    fmt: Format = Format.JSON
+    timeout: float | None = None
+    outcome: Outcome | None = None
+
+
+def prepare(job: ClaimedJob, *, accept_pickle: bool, default_timeout: int) -> Prepared:
+    """Decode and import; a refused, malformed or unimportable job becomes a failed outcome (no retry)."""
+    h = job.hash
+    try:
+        if "data" not in h:
+            raise InvalidJob("job hash has no 'data' field")
+        name, args, kwargs, fmt = codec.decode_data(h["data"], accept_pickle=accept_pickle)
+        func = import_function(name)
+        timeout = _int(h, "timeout")
+    except UnsafeJob as exc:
+        return Prepared(outcome=_failure(job, f"asyncsched.exceptions.UnsafeJob: {exc}", retry=False))
+    except InvalidJob as exc:
+        return Prepared(outcome=_failure(job, f"asyncsched.exceptions.InvalidJob: {exc}", retry=False))
+    except Exception as exc:  # malformed hash: bad zlib/JSON, bad ints
+        text = f"asyncsched.exceptions.InvalidJob: malformed job hash: {type(exc).__name__}: {exc}"
+        return Prepared(outcome=_failure(job, text, retry=False))
+    if timeout is None:
+        timeout = default_timeout
+    job.is_async = inspect.iscoroutinefunction(func)
+    return Prepared(func, args, kwargs, fmt, None if timeout == -1 else float(timeout))
+
+
+async def execute(job: ClaimedJob, prep: Prepared, executor: Executor) -> Outcome:
+    """Run a prepared job; every exception becomes an outcome (the worker goes on)."""
+    if prep.outcome is not None:
+        return prep.outcome
+    assert prep.func is not None
+    try:
+        if job.is_async:
+            async with asyncio.timeout(prep.timeout):
+                value = await prep.func(*prep.args, **prep.kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            call = functools.partial(contextvars.copy_context().run, prep.func, *prep.args, **prep.kwargs)
+            future = loop.run_in_executor(executor, call)
+            # A thread cannot be interrupted: on time-out or stop the job is recorded and the thread's
+            # eventual result is discarded.
+            async with asyncio.timeout(prep.timeout):
+                value = await asyncio.shield(future)
+            if inspect.isawaitable(value):
+                async with asyncio.timeout(prep.timeout):
+                    value = await value
+    except TimeoutError:
+        if job.stop_reason is not None:
+            raise
+        name = f"{JobTimeout.__module__}.{JobTimeout.__name__}"
+        text = f"{name}: Task exceeded maximum timeout value ({prep.timeout:g} seconds)"
+        return _failure(job, text)
+    except asyncio.CancelledError:
+        if job.stop_reason == "stopped":
+            return stopped(job)
+        if job.stop_reason == "shutdown":
+            return put_back(job)
+        raise
+    except Exception:
+        return _failure(job, traceback.format_exc())
+    return _success(job, value, prep.fmt)
+
+
+def result_type(outcome: Outcome) -> int:
+    """The result stream ``type`` for an outcome."""
+    return int(ResultType.SUCCESSFUL if outcome.kind == "finished" else ResultType.FAILED)

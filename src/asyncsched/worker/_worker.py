@@ -1,0 +1,519 @@
+"""The worker: claims jobs in batches, runs ``async def`` on the loop and ``def`` in threads, records
+outcomes in batches, keeps RQ's bookkeeping (registration, heartbeats, wip leases) current."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .._keys import lifecycle_stream
+from .._lifecycle import LIFECYCLE_MAXLEN
+from .._redis import create_redis
+from .._version import __version__
+from ..config import Settings, get_settings
+from ..exceptions import ConfigurationError
+from ..rq import codec
+from ..rq._scripts import Scripts
+from ..rq.keys import RQKeys
+from ._job import ClaimedJob, Outcome, Prepared, execute, prepare, result_type, stopped
+
+__all__ = ["ORPHAN_POLICIES", "Worker"]
+
+log = logging.getLogger("asyncsched.worker")
+
+ORPHAN_POLICIES = ("fail", "requeue")
+_FINISH_FIELDS = 21
+
+
+def _is_fake(redis: aioredis.Redis) -> bool:
+    return type(redis).__module__.startswith("fakeredis")
+
+
+def _default_name() -> str:
+    return f"asyncsched-{socket.gethostname().split('.')[0]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs jobs from RQ-format queues. ``async with Worker(...) as w: await w.run()``.
+
+    * ``concurrency``: jobs in flight (async jobs run concurrently on the loop);
+      ``threads``: pool for ``def`` jobs. Defaults from settings.
+    * ``burst``: return from :meth:`run` once the queues are empty and nothing runs.
+    * ``accept_pickle``: run pickled (RQ-default) jobs; otherwise they fail without being unpickled.
+    * ``heartbeat_interval``/``lease``: running jobs' ``<p>:wip:<q>`` scores are renewed every
+      ``heartbeat_interval`` seconds to now + ``lease``; a job whose lease lapses (its worker died) is
+      recovered by any worker's reaper per ``orphan_policy`` (``fail`` by default, like RQ; ``requeue``).
+    * ``grace_period``: on stop, how long running jobs may finish before they are put back on their queue.
+    """
+
+    def __init__(
+        self,
+        queues: Iterable[str] | None = None,
+        *,
+        redis: str | aioredis.Redis | None = None,
+        settings: Settings | None = None,
+        concurrency: int | None = None,
+        threads: int | None = None,
+        burst: bool = False,
+        accept_pickle: bool | None = None,
+        name: str | None = None,
+        heartbeat_interval: float = 10.0,
+        lease: int = 60,
+        orphan_policy: str = "fail",
+        grace_period: float = 30.0,
+        batch_size: int = 50,
+        scheduler_interval: float = 1.0,
+        poll_timeout: float = 1.0,
+        reap_interval: float = 30.0,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.queues = list(queues or self.settings.queues)
+        if not self.queues:
+            raise ConfigurationError("a worker needs at least one queue")
+        if orphan_policy not in ORPHAN_POLICIES:
+            raise ConfigurationError(f"orphan_policy must be one of {ORPHAN_POLICIES}, got {orphan_policy!r}")
+        if lease <= heartbeat_interval:
+            raise ConfigurationError(f"lease ({lease}s) must be longer than heartbeat_interval")
+        if redis is None or isinstance(redis, str):
+            self.redis = create_redis(redis or self.settings.redis_url)
+            self._owns = True
+        else:
+            self.redis, self._owns = redis, False
+        self._r: Any = self.redis
+        self.concurrency = concurrency or self.settings.concurrency
+        self.threads = threads or self.settings.threads
+        self.burst = burst
+        self.accept_pickle = self.settings.accept_pickle if accept_pickle is None else accept_pickle
+        self.name = name or _default_name()
+        self.heartbeat_interval = heartbeat_interval
+        self.lease = int(lease)
+        self.orphan_policy = orphan_policy
+        self.grace_period = grace_period
+        self.batch_size = batch_size
+        self.scheduler_interval = scheduler_interval
+        self.poll_timeout = poll_timeout
+        self.reap_interval = reap_interval
+        self.keys = RQKeys(self.settings.key_prefix)
+        self.prefix = self.settings.key_prefix
+        self.stream = lifecycle_stream(self.prefix)
+        self._scripts = Scripts(self.redis)
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="asyncsched-job")
+        self._running: dict[str, tuple[ClaimedJob, asyncio.Task[None] | None]] = {}
+        self._sync_running = 0
+        self._sync_seen = False
+        self._done: asyncio.Queue[Outcome | None] = asyncio.Queue()
+        self._stop = asyncio.Event()
+        self._slot = asyncio.Event()
+        self._registered = False
+        self._background: list[asyncio.Task[None]] = []
+        self.processed = 0
+
+    # ------------------------------------------------------------------ lifetime
+    async def __aenter__(self) -> Worker:
+        await self._register_birth()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self._register_death()
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._owns:
+                await self.redis.aclose()
+
+    def request_stop(self) -> None:
+        """Stop taking work; running jobs get ``grace_period`` to finish, the rest is put back."""
+        self._stop.set()
+        self._slot.set()
+
+    @property
+    def running_jobs(self) -> list[str]:
+        """Ids of the jobs running now."""
+        return list(self._running)
+
+    async def run(self) -> None:
+        """Process jobs until :meth:`request_stop` (or, in burst mode, until the queues are empty)."""
+        if not self._registered:
+            await self._register_birth()
+        self._background = [
+            asyncio.create_task(self._completer(), name="asyncsched-completer"),
+            asyncio.create_task(self._maintenance(), name="asyncsched-heartbeat"),
+            asyncio.create_task(self._promoter(), name="asyncsched-promoter"),
+            asyncio.create_task(self._control(), name="asyncsched-control"),
+        ]
+        log.info("worker %s listening on %s", self.name, ", ".join(self.queues))
+        try:
+            await self._work()
+        finally:
+            await self._drain()
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            self._background = []
+            with contextlib.suppress(Exception):
+                await self._scripts.run(
+                    "release_locks", [self.prefix, self.name, len(self.queues), *self.queues]
+                )
+            log.info("worker %s stopped after %d jobs", self.name, self.processed)
+
+    # ------------------------------------------------------------------ registration
+    async def _register_birth(self) -> None:
+        key = self.keys.worker(self.name)
+        if await self._r.exists(key) and not await self._r.hexists(key, "death"):
+            raise ConfigurationError(f"there exists an active worker named {self.name!r} already")
+        now = codec.fmt_ts()
+        mapping = {
+            "birth": now,
+            "last_heartbeat": now,
+            "queues": ",".join(self.queues),
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "ip_address": "",
+            "version": f"asyncsched-{__version__}",
+            "python_version": sys.version,
+            "state": "idle",
+            "successful_job_count": 0,
+            "failed_job_count": 0,
+            "total_working_time": 0,
+            "asyncsched": platform.python_implementation(),
+        }
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=mapping)
+            pipe.sadd(self.keys.workers, key)
+            for q in self.queues:
+                pipe.sadd(self.keys.workers_of(q), key)
+            pipe.expire(key, self.lease + 60)
+            await pipe.execute()
+        self._registered = True
+
+    async def _register_death(self) -> None:
+        if not self._registered:
+            return
+        key = self.keys.worker(self.name)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.srem(self.keys.workers, key)
+            for q in self.queues:
+                pipe.srem(self.keys.workers_of(q), key)
+            pipe.hset(key, "death", codec.fmt_ts())
+            pipe.expire(key, 60)
+            pipe.delete(self.keys.worker_executions(self.name))
+            await pipe.execute()
+        self._registered = False
+
+    # ------------------------------------------------------------------ the hot path
+    def _capacity(self) -> int:
+        free = self.concurrency - len(self._running)
+        if self._sync_seen:
+            free = min(free, self.threads - self._sync_running)
+        return max(free, 0)
+
+    async def _wait_slot(self, limit: float | None = None) -> None:
+        self._slot.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await self._slot.wait()
+
+    async def _work(self) -> None:
+        blocking = not self.burst
+        while not self._stop.is_set():
+            n = min(self._capacity(), self.batch_size)
+            if n <= 0:
+                await self._wait_slot()
+                continue
+            if await self._claim(n):
+                continue
+            if self.burst:
+                if await self._promote_once():
+                    continue
+                if not self._running and self._done.empty():
+                    if await self._queues_empty():
+                        return
+                    continue
+                await self._wait_slot(self.poll_timeout)
+                continue
+            if blocking:
+                await self._block(n)
+
+    async def _queues_empty(self) -> bool:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for q in self.queues:
+                pipe.llen(self.keys.queue(q))
+            lengths = await pipe.execute()
+        return not any(lengths)
+
+    async def _block(self, n: int) -> None:
+        """Wait (without polling) for a job to be pushed, then claim it and up to ``n - 1`` more."""
+        timeout = max(1, round(self.poll_timeout))
+        if len(self.queues) == 1 and not _is_fake(self.redis):
+            q = self.queues[0]
+            job_id = await self._r.blmove(
+                self.keys.queue(q), self.keys.intermediate(q), timeout, "LEFT", "RIGHT"
+            )
+            if job_id is not None:
+                await self._claim(n - 1, given=[job_id.decode()], given_queue=q, intermediate=True)
+            return
+        popped = await self._r.blpop([self.keys.queue(q) for q in self.queues], timeout=timeout)
+        if popped is not None:
+            key, job_id = popped
+            await self._claim(n - 1, given=[job_id.decode()], given_queue=self.keys.queue_name(key))
+
+    async def _claim(
+        self, n: int, *, given: list[str] | None = None, given_queue: str = "", intermediate: bool = False
+    ) -> int:
+        given = given or []
+        if n <= 0 and not given:
+            return 0
+        now = time.time()
+        execs = [uuid.uuid4().hex for _ in range(n + len(given))]
+        args: list[Any] = [
+            self.prefix,
+            self.name,
+            repr(now),
+            codec.fmt_ts(),
+            self.lease,
+            max(n, 0),
+            self.stream,
+            LIFECYCLE_MAXLEN,
+            given_queue,
+            "1" if intermediate else "0",
+            len(given),
+            *given,
+            len(self.queues) if n > 0 else 0,
+            *(self.queues if n > 0 else []),
+            len(execs),
+            *execs,
+        ]
+        reply = await self._scripts.run("claim", args)
+        count = len(reply) // 4
+        for i in range(count):
+            job_id, exec_id, queue, flat = reply[4 * i : 4 * i + 4]
+            h = {flat[k].decode(): flat[k + 1] for k in range(0, len(flat), 2)}
+            self._dispatch(ClaimedJob(job_id.decode(), exec_id.decode(), queue.decode(), h, started=now))
+        return count
+
+    def _dispatch(self, job: ClaimedJob) -> None:
+        prep = prepare(job, accept_pickle=self.accept_pickle, default_timeout=self.settings.job_timeout)
+        if prep.outcome is not None:
+            self._running[job.id] = (job, None)
+            self._done.put_nowait(prep.outcome)
+            return
+        if not job.is_async:
+            self._sync_running += 1
+            self._sync_seen = True
+        task = asyncio.create_task(self._execute(job, prep), name=f"asyncsched-job-{job.id}")
+        self._running[job.id] = (job, task)
+
+    async def _execute(self, job: ClaimedJob, prep: Prepared) -> None:
+        try:
+            outcome = await execute(job, prep, self._pool)
+        except asyncio.CancelledError:
+            outcome = stopped(job)
+        except BaseException:  # a bug of ours must not lose the job
+            log.exception("job %s: internal error", job.id)
+            outcome = stopped(job)
+        self._done.put_nowait(outcome)
+
+    # ------------------------------------------------------------------ completion, batched
+    async def _completer(self) -> None:
+        while True:
+            first = await self._done.get()
+            batch = [first] if first is not None else []
+            while not self._done.empty() and len(batch) < 200:
+                item = self._done.get_nowait()
+                if item is not None:
+                    batch.append(item)
+            if batch:
+                await self._finish(batch)
+
+    async def _finish(self, batch: list[Outcome]) -> None:
+        now = time.time()
+        args: list[Any] = [self.prefix, self.name, self.stream, LIFECYCLE_MAXLEN, codec.fmt_ts()]
+        args += [repr(now), _FINISH_FIELDS, len(batch)]
+        for o in batch:
+            j = o.job
+            args += [
+                j.id,
+                j.execution_id,
+                j.queue,
+                o.kind,
+                result_type(o),
+                o.return_value or "",
+                codec.encode_exc(o.exc_text) if o.exc_text else "",
+                "" if o.job_ttl is None else o.job_ttl,
+                "" if o.results_ttl is None else o.results_ttl,
+                o.registry_score,
+                "" if o.retries_left is None else o.retries_left,
+                o.scheduled_at,
+                "1" if o.at_front else "0",
+                repr(j.started),
+                repr(o.ended),
+                repr(max(o.ended - j.started, 0.0)),
+                o.life_kind,
+                o.error or "",
+                o.exc_text if o.kind != "finished" and o.exc_text else "",
+                o.life_result or "",
+                "" if o.next_attempt is None else o.next_attempt,
+            ]
+        delay = 0.05
+        while True:
+            try:
+                await self._scripts.run("finish", args)
+                break
+            except Exception:  # Redis away: keep the outcomes, retry
+                log.exception("worker %s: recording %d outcomes failed; retrying", self.name, len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for o in batch:
+            entry = self._running.pop(o.job.id, None)
+            if entry is not None and entry[1] is not None and not o.job.is_async:
+                self._sync_running -= 1
+            self.processed += 1
+            log.debug("job %s: %s", o.job.id, o.kind)
+        self._slot.set()
+
+    # ------------------------------------------------------------------ background duties
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping; ``True`` if asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        return self._stop.is_set()
+
+    async def _maintenance(self) -> None:
+        last_reap = 0.0
+        while True:
+            try:
+                await self._heartbeat()
+                if time.monotonic() - last_reap >= self.reap_interval:
+                    last_reap = time.monotonic()
+                    await self.reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s: heartbeat failed", self.name)
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _heartbeat(self) -> None:
+        running = [job for job, _ in self._running.values()]
+        args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), repr(time.time())]
+        args += [self.lease, self.lease + 60, len(running)]
+        for job in running:
+            args += [job.id, job.execution_id, job.queue]
+        reply = await self._scripts.run("heartbeat", args)
+        if not reply[0] and self._registered:
+            log.warning("worker %s: registration expired; registering again", self.name)
+            self._registered = False
+            await self._register_birth()
+        for raw in reply[1:]:
+            self._stop_job(raw.decode(), reason="no longer started by this worker (cancelled or reaped)")
+
+    def _stop_job(self, job_id: str, *, reason: str) -> None:
+        entry = self._running.get(job_id)
+        if entry is None or entry[1] is None or entry[0].stop_reason is not None:
+            return
+        job, task = entry
+        assert task is not None
+        log.info("job %s: stopping (%s)", job_id, reason)
+        job.stop_reason = "stopped"
+        task.cancel()
+
+    async def reap(self) -> list[tuple[str, str]]:
+        """Recover jobs whose worker died (lease lapsed) on this worker's queues; returns (id, action)."""
+        now = int(time.time())
+        exc = codec.encode_exc(
+            f"asyncsched: worker lost: the lease of this execution lapsed at {codec.fmt_ts()} "
+            "(its worker died or stalled); moved to FailedJobRegistry, due to AbandonedJobError"
+        )
+        args: list[Any] = [
+            self.prefix,
+            now,
+            codec.fmt_ts(),
+            self.orphan_policy,
+            self.stream,
+            LIFECYCLE_MAXLEN,
+        ]
+        args += [exc, "AbandonedJobError: worker lost", len(self.queues), *self.queues]
+        reply = await self._scripts.run("reap", args)
+        out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
+        for job_id, action in out:
+            log.warning("job %s: its worker was lost; %s", job_id, action)
+        return out
+
+    async def _promote_once(self) -> int:
+        args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), 60, self.stream]
+        args += [LIFECYCLE_MAXLEN, 1000, len(self.queues), *self.queues]
+        promoted, earliest = await self._scripts.run("promote", args)
+        self._next_due = earliest
+        return int(promoted)
+
+    async def _promoter(self) -> None:
+        while True:
+            try:
+                await self._promote_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s: promoting scheduled jobs failed", self.name)
+            wait = self.scheduler_interval
+            if getattr(self, "_next_due", -1) > 0:
+                wait = min(wait, max(self._next_due - time.time(), 0.05))
+            await asyncio.sleep(wait)
+
+    async def _control(self) -> None:
+        """RQ's worker commands on ``<p>:pubsub:<name>``: shutdown, stop-job, stop-execution, kill-horse."""
+        pubsub: Any = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(self.keys.pubsub(self.name))
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg is None:
+                    continue
+                try:
+                    payload = json.loads(msg["data"])
+                except (TypeError, ValueError):
+                    continue
+                command = payload.get("command")
+                if command == "shutdown":
+                    log.info("worker %s: shutdown requested over pub/sub", self.name)
+                    self.request_stop()
+                elif command == "stop-job" and payload.get("job_id"):
+                    self._stop_job(str(payload["job_id"]), reason="stop-job command")
+                elif command == "stop-execution" and payload.get("execution_id"):
+                    for job, _ in list(self._running.values()):
+                        if job.execution_id == payload["execution_id"]:
+                            self._stop_job(job.id, reason="stop-execution command")
+                elif command == "kill-horse":
+                    for job_id in list(self._running):
+                        self._stop_job(job_id, reason="kill-horse command")
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    # ------------------------------------------------------------------ shutdown
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + (self.grace_period if self._stop.is_set() else 0)
+        while self._running and time.monotonic() < deadline:
+            await self._wait_slot(max(deadline - time.monotonic(), 0.01))
+        for job, task in list(self._running.values()):
+            if task is not None and not task.done() and job.stop_reason is None:
+                job.stop_reason = "shutdown"
+                task.cancel()
+        tasks = [t for _, t in self._running.values() if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        end = time.monotonic() + 30
+        while self._running and time.monotonic() < end:  # the completer records what is left
+            await self._wait_slot(0.2)

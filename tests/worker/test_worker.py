@@ -1,0 +1,266 @@
+"""The worker on every backend: results, failures, retries, timeouts, bad jobs, cancel, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from asyncsched._keys import lifecycle_stream
+from asyncsched._lifecycle import LifecycleRecord
+from asyncsched.config import Settings
+from asyncsched.exceptions import JobError
+from asyncsched.queue import JobStatus, Retry, TaskQueue
+from asyncsched.testing import run_burst
+from asyncsched.worker import Worker
+from tests import jobs
+from tests.waiting import eventually
+
+
+async def test_runs_sync_and_async_jobs(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    a = await queue.enqueue(jobs.add, args=(2, 3), agent_name="ag", task_name="tk")
+    b = await queue.enqueue(jobs.async_add, args=(4, 5))
+    c = await queue.enqueue(jobs.none)
+    worker = await run_burst(redis=redis_url, settings=wsettings)
+    assert worker.processed == 3
+    assert await queue.result(a) == 5
+    assert await queue.result(b) == 9
+    assert await queue.result(c) is None
+    rec = await queue.job(a)
+    assert rec.status == JobStatus.SUCCESS
+    assert rec.worker_name == worker.name
+    assert rec.started_at is not None
+    assert rec.ended_at is not None
+    assert rec.started_at <= rec.ended_at
+    assert await redis.zcard("rq:wip:default") == 0
+    assert await redis.zscore("rq:finished:default", a) is not None
+    assert 400 < await redis.ttl(f"rq:job:{a}") <= 500
+    kinds = [
+        (r.kind, r.job_id)
+        for r in (LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq")))
+    ]
+    assert [k for k, j in kinds if j == a] == ["queued", "started", "success"]
+    records = [LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq"))]
+    done = next(r for r in records if r.job_id == a and r.kind == "success")
+    assert (done.agent_name, done.task_name, done.result, done.worker) == ("ag", "tk", "5", worker.name)
+    assert done.started_at is not None
+    assert done.ended_at is not None
+
+
+async def test_failure_is_recorded_and_worker_goes_on(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    bad = await queue.enqueue(jobs.fail, args=("kaput",))
+    abad = await queue.enqueue(jobs.async_fail)
+    good = await queue.enqueue(jobs.add, args=(1, 1))
+    await run_burst(redis=redis_url, settings=wsettings)
+    rec = await queue.job(bad)
+    assert rec.status == JobStatus.FAILED
+    assert rec.error == "ValueError: kaput"
+    assert rec.traceback is not None
+    assert "Traceback" in rec.traceback
+    assert "tests/jobs.py" in rec.traceback
+    assert (await queue.job(abad)).error == "RuntimeError: boom"
+    assert await queue.result(good) == 2
+    with pytest.raises(JobError, match="kaput"):
+        await queue.result(bad)
+    assert await redis.zscore("rq:failed:default", bad) is not None
+    workers = await queue.workers()
+    assert workers == []  # deregistered at exit
+
+
+async def test_bad_jobs_fail_with_a_clear_reason(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    missing = await queue.enqueue("tests.nowhere:func")
+    noattr = await queue.enqueue("tests.jobs:nothing_here")
+    malformed = await queue.enqueue(jobs.add, args=(1, 2))
+    await redis.hset(f"rq:job:{malformed}", "data", b"not zlib, not json")
+    async with TaskQueue(redis_url, settings=wsettings, serializer="pickle") as pq:
+        pickled = await pq.enqueue(jobs.add, args=(1, 2))
+    nodata = await queue.enqueue(jobs.add, args=(1, 2))
+    await redis.hdel(f"rq:job:{nodata}", "data")
+    after = await queue.enqueue(jobs.add, args=(3, 4))
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert "No module named 'tests.nowhere'" in ((await queue.job(missing)).error or "")
+    assert "has no attribute 'nothing_here'" in ((await queue.job(noattr)).error or "")
+    assert "malformed job hash" in ((await queue.job(malformed)).error or "")
+    assert "pickled" in ((await queue.job(pickled)).error or "")
+    assert "no 'data'" in ((await queue.job(nodata)).error or "")
+    assert await queue.result(after) == 7
+    # the pickle was never unpickled: accepting it is an explicit choice
+    await queue.requeue(pickled)
+    await run_burst(redis=redis_url, settings=wsettings, accept_pickle=True)
+    assert (await queue.job(pickled)).status == JobStatus.SUCCESS
+    assert (await queue.job(pickled)).attempt == 2
+
+
+async def test_unserializable_result_fails(queue: TaskQueue, redis_url: str, wsettings: Settings) -> None:
+    job_id = await queue.enqueue("tests.jobs:NotJSON")
+    await run_burst(redis=redis_url, settings=wsettings)
+    rec = await queue.job(job_id)
+    assert rec.status == JobStatus.FAILED
+    assert "return value" in (rec.error or "")
+
+
+async def test_retries_then_success(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    counter = str(tmp_path / "count")
+    job_id = await queue.enqueue(jobs.fail_until, args=(counter, 3), retry=Retry(3))
+    await run_burst(redis=redis_url, settings=wsettings)
+    rec = await queue.job(job_id)
+    assert rec.status == JobStatus.SUCCESS
+    assert rec.result == 3
+    assert rec.attempt == 3
+    assert rec.retries_left == 1
+    kinds = [
+        r.kind
+        for r in (LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq")))
+        if r.job_id == job_id
+    ]
+    assert kinds == ["queued", "started", "retry", "started", "retry", "started", "success"]
+
+
+async def test_retry_interval_schedules_then_runs(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    counter = str(tmp_path / "count")
+    job_id = await queue.enqueue(jobs.fail_until, args=(counter, 2), retry=Retry(1, [1]))
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert await queue.status(job_id) == JobStatus.SCHEDULED
+    assert await redis.zscore("rq:scheduled:default", job_id) is not None
+    # a long-running worker promotes the due retry itself: no separate scheduler process
+    async with Worker(redis=redis_url, settings=wsettings, scheduler_interval=0.1) as worker:
+        task = asyncio.create_task(worker.run())
+        assert await queue.result(job_id, wait=20) == 2
+        worker.request_stop()
+        await task
+
+
+async def test_delayed_job_becomes_due(queue: TaskQueue, redis_url: str, wsettings: Settings) -> None:
+    job_id = await queue.enqueue(jobs.add, args=(1, 2), delay=0.5)
+    assert await queue.status(job_id) == JobStatus.SCHEDULED
+    async with Worker(redis=redis_url, settings=wsettings, scheduler_interval=0.1) as worker:
+        task = asyncio.create_task(worker.run())
+        assert await queue.result(job_id, wait=20) == 3
+        worker.request_stop()
+        await task
+
+
+async def test_timeouts(queue: TaskQueue, redis_url: str, wsettings: Settings) -> None:
+    a = await queue.enqueue(jobs.async_sleep, args=(30,), timeout=1)
+    s = await queue.enqueue(jobs.sleep, args=(2,), timeout=1)
+    await run_burst(redis=redis_url, settings=wsettings)
+    for job_id in (a, s):
+        rec = await queue.job(job_id)
+        assert rec.status == JobStatus.FAILED
+        assert (
+            rec.error == "asyncsched.exceptions.JobTimeout: Task exceeded maximum timeout value (1 seconds)"
+        )
+
+
+async def test_cancel_running_async_job(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    flag = tmp_path / "running"
+    async with Worker(redis=redis_url, settings=wsettings) as worker:
+        task = asyncio.create_task(worker.run())
+        job_id = await queue.enqueue(jobs.async_touch_and_sleep, args=(str(flag), 60))
+        await eventually(flag.exists, what="the job to start")
+        assert await queue.status(job_id) == JobStatus.RUNNING
+        assert await queue.cancel(job_id) is True
+        await eventually(lambda: not worker.running_jobs, what="the worker to drop the job")
+        assert await queue.status(job_id) == JobStatus.CANCELLED
+        assert await redis.zcard("rq:wip:default") == 0
+        ok = await queue.enqueue(jobs.add, args=(1, 1))
+        assert await queue.result(ok, wait=20) == 2
+        worker.request_stop()
+        await task
+
+
+async def test_cancel_running_sync_job_discards_result(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path
+) -> None:
+    flag = tmp_path / "running"
+    async with Worker(redis=redis_url, settings=wsettings) as worker:
+        task = asyncio.create_task(worker.run())
+        job_id = await queue.enqueue(jobs.touch_and_sleep, args=(str(flag), 1))
+        await eventually(flag.exists, what="the job to start")
+        assert await queue.cancel(job_id) is True
+        await eventually(lambda: not worker.running_jobs, what="the worker to drop the job")
+        worker.request_stop()
+        await task
+    assert await queue.status(job_id) == JobStatus.CANCELLED
+    assert await queue.result(job_id) is None
+
+
+async def test_graceful_shutdown_puts_back_unfinished(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    flag = tmp_path / "running"
+    quick = tmp_path / "quick"
+    async with Worker(redis=redis_url, settings=wsettings, grace_period=0.5) as worker:
+        task = asyncio.create_task(worker.run())
+        long_id = await queue.enqueue(jobs.async_touch_and_sleep, args=(str(flag), 60))
+        short_id = await queue.enqueue(jobs.async_touch_and_sleep, args=(str(quick), 0.1))
+        await eventually(lambda: flag.exists() and quick.exists(), what="both jobs to start")
+        worker.request_stop()
+        await task
+    assert await queue.status(short_id) == JobStatus.SUCCESS
+    rec = await queue.job(long_id)
+    assert rec.status == JobStatus.QUEUED
+    assert rec.attempt == 2
+    assert await redis.lrange("rq:queue:default", 0, -1) == [long_id.encode()]
+    assert await redis.zcard("rq:wip:default") == 0
+    assert not await redis.sismember("rq:workers", f"rq:worker:{worker.name}")
+
+
+async def test_enqueue_from_a_sync_task(queue: TaskQueue, redis_url: str, wsettings: Settings) -> None:
+    parent = await queue.enqueue(jobs.enqueue_from_thread, args=(redis_url,))
+    await run_burst(redis=redis_url, settings=wsettings)
+    child = await queue.result(parent)
+    rec = await queue.job(child)
+    assert rec.agent_name == "child"
+    assert rec.status == JobStatus.SUCCESS  # the burst worker picked up the child too
+
+
+async def test_registration_and_concurrency(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    ids = await queue.enqueue_many([{"func": jobs.async_sleep, "args": (0.2,)} for _ in range(20)])
+    async with Worker(redis=redis_url, settings=wsettings, concurrency=20, name="w-one") as worker:
+        info = await queue.workers()
+        assert [w.name for w in info] == ["w-one"]
+        assert info[0].queues == ["default"]
+        task = asyncio.create_task(worker.run())
+        for job_id in ids:
+            assert await queue.result(job_id, wait=20) == 0.2
+        info = await queue.workers()
+        assert info[0].successful_job_count == 20
+        worker.request_stop()
+        await task
+    h = await redis.hgetall("rq:worker:w-one")
+    assert b"death" in h
+
+
+async def test_worker_ignores_data_of_other_queue(
+    queue: TaskQueue, redis_url: str, wsettings: Settings
+) -> None:
+    mine = await queue.enqueue(jobs.add, args=(1, 2), queue="high")
+    other = await queue.enqueue(jobs.add, args=(1, 2), queue="low")
+    await run_burst(["high"], redis=redis_url, settings=wsettings)
+    assert await queue.status(mine) == JobStatus.SUCCESS
+    assert await queue.status(other) == JobStatus.QUEUED
+
+
+def test_zlib_header_of_results_is_rq_style() -> None:
+    from asyncsched.rq.codec import decode_exc, encode_exc
+
+    assert zlib.decompress(__import__("base64").b64decode(encode_exc("x"))) == b"x"
+    assert decode_exc(encode_exc("tb")) == "tb"
