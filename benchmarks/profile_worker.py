@@ -82,6 +82,7 @@ def main() -> None:
     pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     func = {"W2": "noop", "W3": "sleepy", "W7": "sync_noop", "enqueue": "noop"}[opts.workload]
     tmp = tempfile.mkdtemp(prefix="bench-profile-")
+    opts.out = os.path.abspath(opts.out)
     collapsed = opts.out + ".collapsed"
     import redis
 
