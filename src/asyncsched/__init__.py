@@ -1,8 +1,9 @@
 """asyncsched: asyncio background jobs on python-rq's Redis format — queue, scheduler and event bus."""
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .config import Settings, get_settings
-from .events import Event, EventBus, LifecyclePublisher, Subscription
 from .exceptions import (
     AsyncschedError,
     BackendUnavailable,
@@ -20,10 +21,39 @@ from .exceptions import (
     UnsafeJob,
     UnsupportedURL,
 )
-from .queue import JobRecord, JobStatus, Retry, TaskQueue
-from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
-from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
-from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
+
+if TYPE_CHECKING:
+    from .events import Event, EventBus, LifecyclePublisher, Subscription
+    from .queue import JobRecord, JobStatus, Retry, TaskQueue
+    from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
+    from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
+    from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
+
+
+# Heavy parts (SQLAlchemy, croniter, ...) load on first use, so `import asyncsched.worker` stays lean.
+_LAZY: dict[str, str] = {
+    "Database": ".store",
+    "Event": ".events",
+    "EventBus": ".events",
+    "EventMessage": ".store.models",
+    "EventRepository": ".store",
+    "ExecutionRepository": ".store",
+    "ExecutionStatus": ".store.models",
+    "JobRecord": ".queue",
+    "JobStatus": ".queue",
+    "LifecyclePublisher": ".events",
+    "MisfirePolicy": ".scheduler",
+    "Page": ".store",
+    "Recorder": ".store",
+    "Retry": ".queue",
+    "ScheduleType": ".store.models",
+    "ScheduledTask": ".store.models",
+    "Subscription": ".events",
+    "TaskExecution": ".store.models",
+    "TaskQueue": ".queue",
+    "TaskScheduler": ".scheduler",
+    "parse_schedule": ".scheduler",
+}
 
 __all__ = [
     "AsyncschedError",
@@ -66,3 +96,18 @@ __all__ = [
     "get_settings",
     "parse_schedule",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncsched' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -177,3 +177,15 @@ async def test_sync_facade_runs_the_spec_snippet(sched_settings: object, tmp_pat
         assert len(scheduler.next_runs("process_pending_emails", 2)) == 2
     finally:
         scheduler.close()
+
+
+async def test_rename_keeps_the_id_and_a_clash_is_a_duplicate(scheduler: TaskScheduler) -> None:
+    from asyncsched import DuplicateTask
+
+    a = await scheduler.register_task(name="a", type="interval", schedule="1 hour", function=FUNCTION)
+    await scheduler.register_task(name="b", type="interval", schedule="1 hour", function=FUNCTION)
+    renamed = await scheduler.update_task(a.id, name="a2")
+    assert (renamed.id, renamed.name) == (a.id, "a2")
+    assert [t.name for t in await scheduler.list_tasks()] == ["a2", "b"]
+    with pytest.raises(DuplicateTask):
+        await scheduler.update_task(a.id, name="b")

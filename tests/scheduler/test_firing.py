@@ -226,3 +226,72 @@ async def test_running_scheduler_picks_up_changes_and_sleeps_between_ticks(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_slow_pass_runs_every_due_tick_within_grace(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    task = await scheduler.register_task(name="t", type="cron", schedule="* * * * * *", function=FUNCTION)
+    clock.now = at(
+        12,
+        0,
+        3,
+    ) + timedelta(milliseconds=400)  # the loop was blocked for 3 s
+    await scheduler.run_pending()
+    assert queue.job_ids == [job_id_for(task.id, at(12, 0, s)) for s in (1, 2, 3)]
+
+
+async def test_a_task_disabled_behind_the_schedulers_back_is_dropped_and_can_come_back(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    from sqlalchemy import update
+
+    from asyncsched.store import ScheduledTask
+
+    task = await scheduler.register_task(name="t", type="interval", schedule="1 minute", function=FUNCTION)
+    async with scheduler._session() as session, session.begin():  # e.g. an operator's SQL
+        await session.execute(update(ScheduledTask).where(ScheduledTask.id == task.id).values(enabled=False))
+    clock.now = at(12, 1)
+    assert await scheduler.run_pending() == []
+    assert await scheduler.index.score(task.id) is None
+    await scheduler.enable(task.id)
+    clock.now = at(12, 2)
+    assert [f.tick for f in await scheduler.run_pending()] == [at(12, 2)]
+
+
+async def test_an_anchor_with_microseconds_fires_each_tick_once(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    task = await scheduler.register_task(
+        name="t",
+        type="interval",
+        schedule="1 second",
+        start="2026-06-01T11:00:00.123456+00:00",
+        function=FUNCTION,
+    )
+    clock.now = at(12, 0, 3) + timedelta(milliseconds=500)
+    await scheduler.run_pending()
+    assert len(queue.job_ids) == len(set(queue.job_ids)) == 4
+    assert [t for _, t in await scheduler.index.fired()] == [
+        int((at(12, 0, s) + timedelta(milliseconds=123)).timestamp() * 1000) for s in (0, 1, 2, 3)
+    ]
+    assert task.id
+
+
+async def test_a_schedule_edited_in_sql_behind_our_back_is_replanned_not_spun_on(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    from sqlalchemy import update
+
+    from asyncsched.store import ScheduledTask
+
+    task = await scheduler.register_task(name="t", type="interval", schedule="1 minute", function=FUNCTION)
+    async with scheduler._session() as session, session.begin():
+        await session.execute(
+            update(ScheduledTask).where(ScheduledTask.id == task.id).values(schedule="1 hour")
+        )
+    clock.now = at(12, 1)
+    assert await scheduler.run_pending() == []
+    assert await scheduler.index.score(task.id) == int(at(13).timestamp() * 1000)
+    clock.now = at(13)
+    assert [f.tick for f in await scheduler.run_pending()] == [at(13)]

@@ -57,3 +57,23 @@ async def test_default_queue_is_built_on_the_schedulers_redis(sched_settings: Se
             record = await queue.job(firing.job_id)
             assert record.status == JobStatus.QUEUED
             assert record.retries_left == 2
+
+
+async def test_a_fired_tick_runs_on_a_worker_and_reports_success(
+    sched_settings: Settings, clock: Clock
+) -> None:
+    from asyncsched.worker import Worker
+
+    async with (
+        TaskQueue(settings=sched_settings) as queue,
+        TaskScheduler(settings=sched_settings, queue=queue, clock=clock) as scheduler,
+    ):
+        await scheduler.register_task(
+            name="t", type="interval", schedule="1 minute", function=FUNCTION, args=[7], kwargs={"k": "v"}
+        )
+        clock.advance(minutes=1)
+        (firing,) = await scheduler.run_pending()
+        async with Worker(["default"], settings=sched_settings, burst=True) as worker:
+            await worker.run()
+        assert await queue.status(firing.job_id) == JobStatus.SUCCESS
+        assert await queue.result(firing.job_id) == {"args": [7], "kwargs": {"k": "v"}}

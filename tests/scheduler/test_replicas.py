@@ -41,11 +41,10 @@ def _wait(predicate: object, timeout: float = 60.0) -> None:
 
 @pytest.mark.slow
 async def test_three_scheduler_processes_enqueue_each_tick_exactly_once(
-    real_redis_url: str, tmp_path: Path
+    real_redis_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    database_url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
-    async with Database(database_url) as db:  # migrated on entry (SQLite)
-        await db.check()
+    async with Database(database_url) as db:
+        await db.migrate()
     tasks_file = tmp_path / "tasks.yaml"
     tasks_file.write_text(TASKS)
     env = {
@@ -68,9 +67,16 @@ async def test_three_scheduler_processes_enqueue_each_tick_exactly_once(
         start = client.xlen(fired_key)
         _wait(lambda: client.xlen(fired_key) >= start + 3)
     finally:
-        for proc in procs[1:]:
-            proc.send_signal(signal.SIGTERM)
-        errors = [proc.communicate(timeout=60)[1].decode() for proc in procs]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        errors = []
+        for proc in procs:
+            try:
+                errors.append(proc.communicate(timeout=60)[1].decode())
+            except subprocess.TimeoutExpired:  # never leave a process behind, even when failing
+                proc.kill()
+                errors.append(proc.communicate()[1].decode() + "\n(did not stop on SIGTERM)")
         client.close()
     assert [p.returncode for p in procs[1:]] == [0, 0], errors
 

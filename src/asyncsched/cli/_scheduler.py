@@ -62,8 +62,9 @@ async def _serve(settings: Settings, duration: float | None) -> int:
             await asyncio.wait({runner, stopper}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
             for task in (runner, stopper):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner  # re-raises what stopped the scheduler, if anything did
+            await asyncio.wait({runner}, timeout=10)
+            if runner.done() and not runner.cancelled() and runner.exception() is not None:
+                raise runner.exception()  # type: ignore[misc]
         log.info("scheduler stopped")
     finally:
         await redis.aclose()

@@ -93,8 +93,8 @@ def to_definition(trigger: Any) -> dict[str, Any]:
         interval: timedelta = trigger.interval
         out = {"type": "interval", "schedule": format_interval(interval)}
         start: datetime | None = trigger.start_date
-        if start is not None:
-            out["start"] = start.isoformat()
+        if start is not None:  # APScheduler's default start is "now + interval": keep whole seconds
+            out["start"] = start.replace(microsecond=0).isoformat()
     elif kind == "DateTrigger":
         run_date: datetime = trigger.run_date
         out = {"type": "date", "schedule": run_date.isoformat(), "timezone": _zone_name(run_date.tzinfo)}

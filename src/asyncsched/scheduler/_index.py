@@ -18,7 +18,10 @@ import redis.asyncio as aioredis
 from .. import _keys
 from ..store.models import ScheduledTask
 
-__all__ = ["FIRED_MAXLEN", "ScheduleIndex", "from_ms", "signature", "to_ms"]
+__all__ = ["DROP", "FIRED_MAXLEN", "ScheduleIndex", "from_ms", "signature", "to_ms"]
+
+DROP = "-"
+"""Signature argument of :meth:`ScheduleIndex.claim` that removes the task from the index entirely."""
 
 FIRED_MAXLEN = 10_000
 

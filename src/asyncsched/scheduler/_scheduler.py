@@ -15,32 +15,27 @@ import logging
 import os
 import random
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from sqlalchemy import delete, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from .._redis import create_redis
 from ..config import Settings, get_settings
-from ..exceptions import TaskNotFound
+from ..exceptions import DuplicateTask
 from ..store.engine import create_engine, session_factory
 from ..store.models import ScheduledTask
-from ._definition import (
-    MISFIRE_ALL_LIMIT,
-    MisfirePolicy,
-    build_task,
-    grace_of,
-    policy_of,
-    task_trigger,
-)
-from ._index import ScheduleIndex, from_ms, signature, to_ms
+from ._definition import build_task, policy_of, task_trigger
+from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
+from ._misfire import plan
+from ._rows import copy_task, find_task, upsert_tasks, utc
 from ._triggers import Trigger
 from ._yaml import load_tasks
 
@@ -54,20 +49,6 @@ MAX_IDLE = 5.0
 """An idle scheduler wakes at the next tick, on a change notice, or after this many seconds at most."""
 FLUSH_INTERVAL = 1.0
 """last_run_at / next_run_at reach SQL in batches this often."""
-
-_COLUMNS = (
-    "description",
-    "enabled",
-    "type",
-    "schedule",
-    "timezone",
-    "function",
-    "args",
-    "kwargs",
-    "queue",
-    "options",
-    "source",
-)
 
 
 class _Database(Protocol):
@@ -91,22 +72,6 @@ class Firing:
 def job_id_for(task_id: str, tick: datetime) -> str:
     """The job id of one tick of one task: the same on every replica, so the queue dedupes it."""
     return f"sched-{task_id}-{int(tick.timestamp())}"
-
-
-def _copy(task: ScheduledTask) -> ScheduledTask:
-    """A detached copy safe to hand out and to cache (times as aware UTC on every database)."""
-    clone = ScheduledTask(
-        id=task.id,
-        agent_name=task.agent_name,
-        name=task.name,
-        created_at=_utc_or_none(task.created_at),
-        updated_at=_utc_or_none(task.updated_at),
-        last_run_at=_utc_or_none(task.last_run_at),
-        next_run_at=_utc_or_none(task.next_run_at),
-    )
-    for column in _COLUMNS:
-        setattr(clone, column, getattr(task, column))
-    return clone
 
 
 class TaskScheduler:
@@ -242,7 +207,7 @@ class TaskScheduler:
         """
         if task is None:
             definition.setdefault("agent_name", self.settings.agent)
-            task = build_task(**definition)
+            task = await asyncio.to_thread(partial(build_task, **definition))  # imports user code
         elif definition:
             raise TypeError("pass either a ScheduledTask or keyword fields, not both")
         stored = await self.register_tasks([task])
@@ -258,12 +223,13 @@ class TaskScheduler:
         """
         for _attempt in range(3):
             try:
-                stored, removed = await self._upsert(tasks, prune_source)
+                async with self._session() as session, session.begin():
+                    stored, removed = await upsert_tasks(session, tasks, prune_source, self.clock())
                 break
-            except IntegrityError:  # another process inserted the same (agent, name) meanwhile: update it
-                continue
-        else:  # pragma: no cover - three lost races in a row
-            stored, removed = await self._upsert(tasks, prune_source)
+            except IntegrityError as exc:  # another process inserted the same (agent, name): update it
+                error = exc
+        else:
+            raise DuplicateTask(f"cannot store the task(s): {str(error.orig).splitlines()[0]}") from None
         for task_id in removed:
             await self.index.drop(task_id)
             self._cache.pop(task_id, None)
@@ -271,61 +237,6 @@ class TaskScheduler:
             await self._sync_index(task)
         await self.index.notify()
         return stored
-
-    async def _upsert(
-        self, tasks: Sequence[ScheduledTask], prune_source: str | None
-    ) -> tuple[list[ScheduledTask], list[str]]:
-        now = self.clock()
-        stored: list[ScheduledTask] = []
-        removed: list[str] = []
-        async with self._session() as session, session.begin():
-            for task in tasks:
-                trigger = task_trigger(task)
-                row = (
-                    await session.execute(
-                        select(ScheduledTask).where(
-                            ScheduledTask.agent_name == task.agent_name, ScheduledTask.name == task.name
-                        )
-                    )
-                ).scalar_one_or_none()
-                if row is None:
-                    row = ScheduledTask(agent_name=task.agent_name, name=task.name)
-                    if task.id:
-                        row.id = task.id
-                    session.add(row)
-                    old_sig = None
-                else:
-                    old_sig = signature(row)
-                for column in _COLUMNS:
-                    value = getattr(task, column)
-                    if value is None and column in ("args", "kwargs", "options"):
-                        value = [] if column == "args" else {}
-                    if value is None and column in ("enabled",):
-                        value = True
-                    if value is None and column in ("timezone", "queue"):
-                        value = "UTC" if column == "timezone" else "default"
-                    if column == "source" and value is None:
-                        value = row.source
-                    if getattr(row, column) != value:
-                        setattr(row, column, value)
-                if old_sig != signature(row):
-                    row.next_run_at = trigger.next_after(now) if row.enabled else None
-                await session.flush()
-                stored.append(row)
-            if prune_source is not None:
-                agents = {t.agent_name for t in tasks}
-                keep = {t.id for t in stored}
-                rows = (
-                    await session.execute(
-                        select(ScheduledTask.id).where(
-                            ScheduledTask.source == prune_source, ScheduledTask.agent_name.in_(agents)
-                        )
-                    )
-                ).scalars()
-                removed = [task_id for task_id in rows if task_id not in keep]
-                if removed:
-                    await session.execute(delete(ScheduledTask).where(ScheduledTask.id.in_(removed)))
-        return [_copy(t) for t in stored], removed
 
     async def register_file(
         self, path: str | os.PathLike[str], agent_name: str | None = None, *, prune: bool = True
@@ -343,28 +254,12 @@ class TaskScheduler:
         if not task.enabled or task.next_run_at is None:
             await self.index.drop(task.id)
             return
-        await self.index.sync(task.id, signature(task), to_ms(_utc(task.next_run_at)))
-
-    async def _find(self, session: AsyncSession, id_or_name: str, agent_name: str | None) -> ScheduledTask:
-        row = await session.get(ScheduledTask, id_or_name)
-        if row is not None and (agent_name is None or row.agent_name == agent_name):
-            return row
-        query = select(ScheduledTask).where(ScheduledTask.name == id_or_name)
-        if agent_name is not None:
-            query = query.where(ScheduledTask.agent_name == agent_name)
-        rows = list((await session.execute(query)).scalars())
-        if len(rows) == 1:
-            return rows[0]
-        if not rows:
-            where = f" of agent {agent_name!r}" if agent_name else ""
-            raise TaskNotFound(f"no scheduled task with id or name {id_or_name!r}{where}")
-        agents = ", ".join(sorted(r.agent_name for r in rows))
-        raise TaskNotFound(f"several tasks are named {id_or_name!r} (agents {agents}); pass agent_name")
+        await self.index.sync(task.id, signature(task), to_ms(utc(task.next_run_at)))
 
     async def get_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
         """One task by id, or by name (within ``agent_name`` when given). Raises :class:`TaskNotFound`."""
         async with self._session() as session:
-            return _copy(await self._find(session, id_or_name, agent_name))
+            return copy_task(await find_task(session, id_or_name, agent_name))
 
     async def list_tasks(self, agent_name: str | None = None) -> list[ScheduledTask]:
         """Every task (of one agent), ordered by agent and name."""
@@ -372,14 +267,14 @@ class TaskScheduler:
         if agent_name is not None:
             query = query.where(ScheduledTask.agent_name == agent_name)
         async with self._session() as session:
-            return [_copy(t) for t in (await session.execute(query)).scalars()]
+            return [copy_task(t) for t in (await session.execute(query)).scalars()]
 
     async def update_task(
         self, id_or_name: str, agent_name: str | None = None, **changes: Any
     ) -> ScheduledTask:
         """Change fields of a task, validated like YAML (``schedule``, ``enabled``, ``kwargs``...)."""
         async with self._session() as session:
-            current = _copy(await self._find(session, id_or_name, agent_name))
+            current = copy_task(await find_task(session, id_or_name, agent_name))
         definition: dict[str, Any] = {
             "name": current.name,
             "description": current.description,
@@ -397,7 +292,8 @@ class TaskScheduler:
             definition.update(changes.pop("options") or {})
         definition.update(changes)
         check_import = "function" in changes
-        task = build_task(agent_name=current.agent_name, check_import=check_import, **definition)
+        build = partial(build_task, agent_name=current.agent_name, check_import=check_import, **definition)
+        task = await asyncio.to_thread(build)
         task.id = current.id
         task.source = current.source
         return (await self.register_tasks([task]))[0]
@@ -412,11 +308,11 @@ class TaskScheduler:
 
     async def _set_enabled(self, id_or_name: str, agent_name: str | None, enabled: bool) -> ScheduledTask:
         async with self._session() as session, session.begin():
-            row = await self._find(session, id_or_name, agent_name)
+            row = await find_task(session, id_or_name, agent_name)
             if row.enabled != enabled:
                 row.enabled = enabled
                 row.next_run_at = task_trigger(row).next_after(self.clock()) if enabled else None
-            task = _copy(row)
+            task = copy_task(row)
         await self._sync_index(task)
         await self.index.notify(task.id)
         return task
@@ -424,8 +320,8 @@ class TaskScheduler:
     async def unregister_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
         """Delete a task (by id or name); returns what was deleted. Raises :class:`TaskNotFound`."""
         async with self._session() as session, session.begin():
-            row = await self._find(session, id_or_name, agent_name)
-            task = _copy(row)
+            row = await find_task(session, id_or_name, agent_name)
+            task = copy_task(row)
             await session.delete(row)
         await self.index.drop(task.id)
         self._cache.pop(task.id, None)
@@ -454,7 +350,7 @@ class TaskScheduler:
     async def _reload(self) -> None:
         """Refresh the cache of every task from SQL."""
         async with self._session() as session:
-            rows = [_copy(t) for t in (await session.execute(select(ScheduledTask))).scalars()]
+            rows = [copy_task(t) for t in (await session.execute(select(ScheduledTask))).scalars()]
         cache: dict[str, tuple[ScheduledTask, Trigger | None]] = {}
         for row in rows:
             try:
@@ -481,33 +377,9 @@ class TaskScheduler:
             if nxt is None:
                 await self.index.drop(task.id)
             else:
-                await self.index.sync(task.id, signature(task), to_ms(_utc(nxt)))
+                await self.index.sync(task.id, signature(task), to_ms(utc(nxt)))
         for task_id in await self.index.indexed_ids() - set(self._cache):
             await self.index.drop(task_id)
-
-    def _plan(
-        self, task: ScheduledTask, trigger: Trigger, tick: datetime, now: datetime
-    ) -> tuple[list[datetime], datetime | None]:
-        """Which ticks to run for a due entry at ``tick`` and the next tick to index (misfire policy)."""
-        grace = grace_of(task)
-        following = trigger.next_after(tick)
-        if (following is None or following > now) and now - tick <= grace:
-            return [tick], following
-        policy = policy_of(task)
-        nxt = trigger.next_after(now)
-        if policy is MisfirePolicy.ALL:
-            ticks: deque[datetime] = deque([tick], maxlen=MISFIRE_ALL_LIMIT)
-            cursor = following
-            steps = 0
-            while cursor is not None and cursor <= now and steps < 100_000:
-                ticks.append(cursor)
-                cursor = trigger.next_after(cursor)
-                steps += 1
-            return list(ticks), nxt
-        latest = _latest_at_or_before(trigger, tick, now)
-        if policy is MisfirePolicy.SKIP:
-            return ([latest] if now - latest <= grace else []), nxt
-        return [latest], nxt
 
     async def run_pending(self, now: datetime | None = None) -> list[Firing]:
         """Claim and enqueue everything due at ``now`` (default: the clock); returns what was fired here."""
@@ -524,37 +396,44 @@ class TaskScheduler:
 
     async def _fire_due(self, task_id: str, tick_ms: int, now: datetime, reloaded: bool) -> list[Firing]:
         now_ms = to_ms(now)
-        for _attempt in range(2):
+        for attempt in range(2):
             entry = self._cache.get(task_id)
             if (entry is None or not entry[0].enabled) and not reloaded:
                 await self._reload()
                 reloaded = True
                 entry = self._cache.get(task_id)
             if entry is None or not entry[0].enabled or entry[1] is None:
-                await self.index.claim(
-                    task_id, tick_ms, None, [], now_ms
-                )  # drop it, unless it moved meanwhile
+                # deleted or disabled: drop it from the index (unless it moved meanwhile)
+                await self.index.claim(task_id, tick_ms, None, [], now_ms, sig=DROP)
                 return []
             task = entry[0]
-            ticks, nxt = self._plan(task, entry[1], from_ms(tick_ms), now)
+            ticks, nxt = plan(task, entry[1], from_ms(tick_ms), now)
             lease = to_ms(now + LEASE)
             ticks_ms = [to_ms(t) for t in ticks]
             nxt_ms = None if nxt is None else to_ms(nxt)
             claimed = await self.index.claim(task_id, tick_ms, nxt_ms, ticks_ms, lease, signature(task))
-            if claimed == -1:  # our copy of the schedule is older than the index: reload and plan again
+            if claimed == -1 and attempt == 0:  # our copy of the schedule is older than the index: reload
                 await self._reload()
                 reloaded = True
                 continue
+            if claimed == -1:  # SQL itself disagrees with the index (a row edited behind our back)
+                log.warning(
+                    "task %s/%s changed in SQL without notice; re-planned from now",
+                    task.agent_name,
+                    task.name,
+                )
+                await self.index.sync(task_id, signature(task), None if nxt is None else to_ms(nxt))
+                return []
             if claimed == 0:
                 return []  # another replica claimed it
             if len(ticks) != 1 or ticks[0] != from_ms(tick_ms):
                 log.warning(
-                    "task %s/%s missed ticks since %s (policy %s): running %d",
+                    "task %s/%s due since %s: running %d tick(s) (misfire policy %s)",
                     task.agent_name,
                     task.name,
                     from_ms(tick_ms).isoformat(),
-                    policy_of(task).value,
                     len(ticks),
+                    policy_of(task).value,
                 )
             fired: list[Firing] = []
             for tick in ticks:
@@ -646,10 +525,13 @@ class TaskScheduler:
         try:
             async with self._session() as session, session.begin():
                 for task_id, (last, nxt) in updates.items():
+                    query = update(ScheduledTask).where(ScheduledTask.id == task_id)
+                    if last is not None:  # replicas flush out of order: never move last_run_at backwards
+                        query = query.where(
+                            or_(ScheduledTask.last_run_at.is_(None), ScheduledTask.last_run_at <= last)
+                        )
                     await session.execute(
-                        update(ScheduledTask)
-                        .where(ScheduledTask.id == task_id)
-                        .values(last_run_at=last, next_run_at=nxt, updated_at=ScheduledTask.updated_at)
+                        query.values(last_run_at=last, next_run_at=nxt, updated_at=ScheduledTask.updated_at)
                     )
         except Exception:
             for task_id, value in updates.items():  # keep them for the next flush
@@ -657,19 +539,25 @@ class TaskScheduler:
             raise
 
     async def _listen(self) -> None:
-        """Set ``_changed`` on every change notice (pub/sub)."""
+        """Set ``_changed`` on every change notice (pub/sub); resubscribe after a lost connection."""
         assert self._redis is not None
-        pubsub = self._redis.pubsub()
-        try:
-            await pubsub.subscribe(self.index.channel)
-            self._listener_ready.set()
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=MAX_IDLE)
-                if message is not None:
-                    self._changed.set()
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self.index.channel)
+                self._listener_ready.set()
+                self._changed.set()  # anything may have changed while we were not listening
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=MAX_IDLE)
+                    if message is not None:
+                        self._changed.set()
+            except Exception as exc:  # connection lost: the version counter covers the gap
+                _raise_if_cancelling()
+                log.warning("change feed interrupted (%s); resubscribing", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _flusher(self) -> None:
         while True:
@@ -677,6 +565,7 @@ class TaskScheduler:
             try:
                 await self._flush()
             except Exception:
+                _raise_if_cancelling()
                 log.exception("writing run times to SQL failed; retrying")
 
     async def run(self) -> None:
@@ -687,25 +576,28 @@ class TaskScheduler:
             asyncio.create_task(self._flusher(), name="asyncsched-scheduler-flush"),
         ]
         try:
-            await asyncio.wait_for(self._listener_ready.wait(), 30)
+            async with asyncio.timeout(30):
+                await self._listener_ready.wait()
+            self._changed.clear()
             await self.rebuild_index()
             self._version = await self.index.version()
             log.info("scheduler running: %d task(s)", len(self._cache))
             while True:
+                _raise_if_cancelling()  # a cancel swallowed by a library below us still stops the loop
                 for helper in helpers:
                     if helper.done():
                         helper.result()  # re-raise a crashed helper
                 try:
                     await self.run_pending()
-                except Exception:
-                    log.exception("firing pass failed; retrying")
-                await self._wait()
+                    await self._wait()
+                except Exception:  # Redis or SQL unavailable: nothing is lost, the index waits for us
+                    _raise_if_cancelling()
+                    log.exception("firing pass failed; retrying in 1 s")
+                    await asyncio.sleep(1.0)
         finally:
             for helper in helpers:
                 helper.cancel()
-            for helper in helpers:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await helper
+            await asyncio.wait(helpers, timeout=5)
 
     async def _wait(self) -> None:
         earliest = await self.index.earliest()
@@ -714,7 +606,8 @@ class TaskScheduler:
             timeout = min(MAX_IDLE, max(0.0, (earliest - to_ms(self.clock())) / 1000))
         if timeout > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                async with asyncio.timeout(timeout):  # unlike 3.11's wait_for, never swallows a cancel
+                    await self._changed.wait()
         version = await self.index.version()
         if self._changed.is_set() or version != self._version:
             self._changed.clear()
@@ -722,26 +615,8 @@ class TaskScheduler:
             await self._reload()
 
 
-def _utc(dt: datetime) -> datetime:
-    """SQLite returns naive datetimes for timezone-aware columns: they are UTC."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def _utc_or_none(dt: datetime | None) -> datetime | None:
-    return None if dt is None else _utc(dt)
-
-
-def _latest_at_or_before(trigger: Trigger, first: datetime, now: datetime) -> datetime:
-    """The last tick in ``[first, now]`` (``first`` is one), found without walking years of ticks."""
-    for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367), None):
-        start = first if window is None or now - window <= first else now - window
-        latest: datetime | None = first if start == first else None
-        cursor = trigger.next_after(start if start != first else first)
-        steps = 0
-        while cursor is not None and cursor <= now and steps < 200_000:
-            latest = cursor
-            cursor = trigger.next_after(cursor)
-            steps += 1
-        if latest is not None:
-            return latest
-    return first
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that something below us turned into another exception or swallowed."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

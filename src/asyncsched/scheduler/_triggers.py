@@ -173,9 +173,11 @@ class IntervalTrigger(Trigger):
 
     def __init__(self, interval: str | timedelta | float, *, anchor: datetime | None = None) -> None:
         self.interval = parse_interval(interval)
+        self.interval = _to_ms_precision_delta(self.interval)
         if self.interval < timedelta(seconds=1):
             raise _invalid(f"interval must be at least 1 second, got {interval!r}")
-        self.anchor = _aware(anchor) if anchor is not None else EPOCH
+        # Whole milliseconds: the index stores ticks in ms, so every tick must survive that round trip.
+        self.anchor = _to_ms_precision(_aware(anchor)) if anchor is not None else EPOCH
         self.schedule = interval if isinstance(interval, str) else format_interval(self.interval)
         self.timezone = "UTC"
         self._step_us = self.interval // timedelta(microseconds=1)
@@ -208,7 +210,7 @@ class DateTrigger(Trigger):
                 ) from None
         if run_at.tzinfo is None:
             run_at = run_at.replace(tzinfo=zone)
-        self.run_at = run_at.astimezone(UTC)
+        self.run_at = _to_ms_precision(run_at.astimezone(UTC))
         self.timezone = timezone or "UTC"
         self.schedule = run_at.isoformat()
 
@@ -289,6 +291,14 @@ class CronTrigger(Trigger):
         zone = "" if self.timezone in ("UTC", "utc") else f" ({self.timezone})"
         macro = _MACRO_WORDS.get(self.schedule.lower())
         return (macro or _describe_cron(self._expr)) + zone
+
+
+def _to_ms_precision(dt: datetime) -> datetime:
+    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
+def _to_ms_precision_delta(delta: timedelta) -> timedelta:
+    return timedelta(milliseconds=delta // timedelta(milliseconds=1))
 
 
 def _offset(instant: datetime, zone: tzinfo) -> timedelta | None:

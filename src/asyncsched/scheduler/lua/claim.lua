@@ -2,12 +2,18 @@
 -- KEYS[1] next-fire ZSET, KEYS[2] pending ZSET, KEYS[3] fired STREAM, KEYS[4] signature HASH
 -- ARGV[1] task id, ARGV[2] the tick (ms) the caller saw, ARGV[3] the next tick (ms) or '' when none,
 -- ARGV[4] lease deadline (ms) of the runs to enqueue, ARGV[5] stream MAXLEN,
--- ARGV[6] the schedule signature the caller planned with ('' = do not check), ARGV[7..] ticks (ms) to run
+-- ARGV[6] the schedule signature the caller planned with ('' = do not check; '-' = drop the task from the
+-- index, signature included: it was deleted or disabled), ARGV[7..] ticks (ms) to run
 -- Returns 1 if this caller owns the runs (the index still held ARGV[2] and now holds ARGV[3]),
 -- 0 if another replica moved the entry first, -1 if the caller's copy of the schedule is stale.
 local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not current or tonumber(current) ~= tonumber(ARGV[2]) then
   return 0
+end
+if ARGV[6] == '-' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  return 1
 end
 if ARGV[6] ~= '' and redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[6] then
   return -1
