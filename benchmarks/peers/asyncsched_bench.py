@@ -22,6 +22,8 @@ class Asyncsched(Adapter):
     def __init__(self, url: str, opts: Any) -> None:
         super().__init__(url, opts)
         self.queue: Any = None
+        if opts.variant == "module":
+            self.name = "asyncsched-m"
 
     async def open(self) -> None:
         from asyncsched.queue import TaskQueue
@@ -48,6 +50,8 @@ class Asyncsched(Adapter):
         return int(counts.get("default", {}).get("queued", 0))
 
     def worker_cmd(self, workload: str) -> list[str]:
+        if self.opts.variant == "module":  # the lean entry point: `python -m asyncsched.worker`
+            return [sys.executable, "-m", "asyncsched.worker", "-c", str(self.opts.concurrency), "default"]
         # the CLI, as users run it: `asyncsched worker -c 100 default`
         bindir = os.path.dirname(sys.executable)
         return [os.path.join(bindir, "asyncsched"), "worker", "-c", str(self.opts.concurrency), "default"]
