@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .._redis import check_redis
 from ..config import Settings
 from ._worker import ORPHAN_POLICIES, Worker
 
@@ -77,6 +78,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
+        await check_redis(worker.redis, settings.redis_url)  # unreachable: one clear line, exit 2
         async with worker:
             await worker.run()
 
@@ -109,6 +111,8 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         import uvloop  # type: ignore[import-not-found]  # optional speed-up
     except ImportError:
+        uvloop = None
+    if uvloop is None:  # outside the except block: every later traceback would show the ImportError too
         asyncio.run(main())
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
