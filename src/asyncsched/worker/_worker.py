@@ -48,15 +48,6 @@ def _is_fake(redis: aioredis.Redis) -> bool:
     return type(redis).__module__.startswith("fakeredis")
 
 
-async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` until they are done: redis-py can swallow a cancel that lands mid-command."""
-    while pending := [t for t in tasks if not t.done()]:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.5)
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
 def _default_name() -> str:
     return f"asyncsched-{socket.gethostname().split('.')[0]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -181,9 +172,6 @@ class Worker:
         finally:
             await self._drain()
             await self._stop_background()
-
-            await _cancel_all(self._background)
-            self._background = []
             with contextlib.suppress(Exception):
                 await self._scripts.run(
                     "release_locks", [self.prefix, self.name, len(self.queues), *self.queues]
