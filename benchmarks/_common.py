@@ -134,7 +134,7 @@ def spawn_worker(cmd: Sequence[str], env: dict[str, str]) -> subprocess.Popen[by
     )
 
 
-def stop_worker(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+def stop_worker(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
     """SIGTERM (each library's graceful stop), then SIGKILL the worker's process group after ``grace``."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -232,6 +232,12 @@ def commandstats(r: redis.Redis) -> dict[str, int]:
         calls = val["calls"] if isinstance(val, dict) else 0
         out[name] = int(calls)
     return out
+
+
+def redis_cpu(r: redis.Redis) -> float:
+    """CPU seconds the redis-server process has used (user + sys)."""
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def command_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -357,16 +363,16 @@ def run_drain(adapter: Adapter, workload: str, func: str, n: int, tmp: str) -> d
     r = redis.Redis.from_url(adapter.url)
     r.flushall()
     log = os.path.join(tmp, "jobs.log")
-    c0 = commandstats(r)
+    c0, cpu0 = commandstats(r), redis_cpu(r)
     enqueue_s = _producer_enqueue(adapter, func, n, adapter.opts.concurrency)
-    c1 = commandstats(r)
+    c1, cpu1 = commandstats(r), redis_cpu(r)
     t_spawn = time.time()
     proc = spawn_worker(adapter.worker_cmd(workload), _env(adapter, workload, log))
     watcher = LogWatcher(log)
     with Monitor(proc.pid) as mon:
         finished = watcher.wait_for(n, proc)
         time.sleep(0.5)  # anything run twice shows up now
-        c2 = commandstats(r)
+        c2, cpu2 = commandstats(r), redis_cpu(r)
         mon.sample()
         cpu = mon.cpu_seconds()
         stop_worker(proc)
@@ -391,6 +397,8 @@ def run_drain(adapter: Adapter, workload: str, func: str, n: int, tmp: str) -> d
         enqueue_cmds_per_job=sum(command_delta(c0, c1).values()) / n,
         worker_cmds_per_job=sum(command_delta(c1, c2).values()) / n,
         worker_commands=command_delta(c1, c2),
+        enqueue_redis_cpu_us_per_job=(cpu1 - cpu0) * 1e6 / n,
+        worker_redis_cpu_us_per_job=(cpu2 - cpu1) * 1e6 / n,
         enqueue_commands=command_delta(c0, c1),
         peak_rss_mb=mon.peak_mb(),
         worker_cpu_s=cpu,

@@ -53,19 +53,21 @@ class Lib:
 LIBS: list[Lib] = [
     Lib("asyncsched", None, "asyncsched_bench.py", ["W2", "W1bulk", "W3", "W4", "W5", "W6", "W7"]),
     Lib("redis-py", None, "redispy_bench.py", ["W5"]),
-    # rq's SimpleWorker runs one job at a time: 5,000 / 1,000 jobs already take ~15 s per run.
-    # rq's W7 (plain def on SimpleWorker) is exactly its W2, so the W2 runs serve both rows.
-    Lib("rq", "peers", "rq_bench.py", ["W2", "W1bulk", "W3", "W4"], n_override={"W2": 5000, "W3": 1000}),
-    Lib("arq", "peers", "arq_bench.py", ["W2", "W3", "W4"]),
+    # rq's SimpleWorker runs one job at a time (~400 no-op jobs/s, ~75 sleeping jobs/s): smaller N keeps
+    # each of its cells near 10 s. rq's W7 (plain def on SimpleWorker) is exactly its W2: one set of runs.
+    Lib("rq", "peers", "rq_bench.py", ["W2", "W1bulk", "W3", "W4"], n_override={"W2": 4000, "W3": 750}),
+    # arq at its default poll_delay (0.5 s) and at its documented fast setting (0.01 s); the default one
+    # drains ~1,000 jobs/s, so 10,000 jobs keep its W2 cell near 10 s.
+    Lib("arq", "peers", "arq_bench.py", ["W2", "W3", "W4"], n_override={"W2": 10000}),
     Lib("arq-fast", "peers", "arq_bench.py", ["W2", "W3", "W4"], variant="fast"),
     Lib("saq", "peers", "saq_bench.py", ["W2", "W3", "W4", "W7"]),
-    Lib("streaq", "peers", "streaq_bench.py", ["W2", "W1bulk", "W3", "W4"]),
+    Lib("streaq", "peers", "streaq_bench.py", ["W2", "W1bulk", "W3", "W4"], n_override={"W2": 10000}),
     Lib("taskiq", "taskiq", "taskiq_bench.py", ["W2", "W3", "W4"]),
 ]
 PEERS = ["rq", "arq", "arq-fast", "saq", "streaq", "taskiq"]
 
 SIZES = {
-    "full": {"W2": 20000, "W1bulk": 20000, "W3": 5000, "W4": 2000, "W5": 20000, "W6": 10000, "W7": 20000},
+    "full": {"W2": 20000, "W1bulk": 20000, "W3": 5000, "W4": 2000, "W5": 10000, "W6": 10000, "W7": 20000},
     "quick": {"W2": 1000, "W1bulk": 1000, "W3": 300, "W4": 100, "W5": 1000, "W6": 500, "W7": 1000},
 }
 QUICK_SCALE = 0.2  # quick mode shrinks per-library overrides too
@@ -172,14 +174,19 @@ METRICS: dict[str, tuple[str, str, str, bool]] = {
     "W7 sync no-op drain": ("W7", "drain_jobs_per_s", "jobs/s", True),
     "Redis cmds/job, enqueue": ("W2", "enqueue_cmds_per_job", "cmds", False),
     "Redis cmds/job, worker": ("W2", "worker_cmds_per_job", "cmds", False),
+    "Redis CPU/job, enqueue": ("W2", "enqueue_redis_cpu_us_per_job", "µs", False),
+    "Redis CPU/job, worker": ("W2", "worker_redis_cpu_us_per_job", "µs", False),
     "worker peak RSS (W2)": ("W2", "peak_rss_mb", "MB", False),
     "worker idle RSS (W4)": ("W4", "idle_rss_mb", "MB", False),
     "W5 publish→callback, awaited": ("W5", "awaited_msgs_per_s", "msgs/s", True),
     "W5 publish→callback, 100 in flight": ("W5", "inflight_msgs_per_s", "msgs/s", True),
     "W5 publish→callback, pipelined": ("W5", "pipelined_msgs_per_s", "msgs/s", True),
     "W5 p99 latency, awaited": ("W5", "awaited_p99_ms", "ms", False),
+    "W6 dispatch lag p50": ("W6", "lag_p50_ms", "ms", False),
     "W6 dispatch lag p99": ("W6", "lag_p99_ms", "ms", False),
     "W6 idle scheduler CPU": ("W6", "idle_cpu_percent", "% of a core", False),
+    "W6 scheduler peak RSS": ("W6", "peak_rss_mb", "MB", False),
+    "W6 register the schedules (API)": ("W6", "register_s", "s", False),
 }
 
 
@@ -200,6 +207,9 @@ def aggregate(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
             if not vals and not invalid:
                 continue
             cell: dict[str, Any] = {"runs": len(runs), "invalid": invalid}
+            seen = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+            if seen:
+                cell["all_median"] = statistics.median(seen)
             if vals:
                 cell.update(median=statistics.median(vals), min=min(vals), max=max(vals))
             row[lib] = cell
@@ -305,7 +315,8 @@ def _cell(c: dict[str, Any] | None) -> str:
     if not c:
         return "—"
     if c["invalid"]:
-        return f"INVALID ({c['invalid']}/{c['runs']})"
+        seen = f" {_fmt(c['all_median'])}" if c.get("all_median") is not None else ""
+        return f"INVALID{seen} ({c['invalid']}/{c['runs']} runs failed the check)"
     return f"{_fmt(c['median'])} ({_fmt(c['min'])}-{_fmt(c['max'])})"
 
 

@@ -22,6 +22,8 @@ class Asyncsched(Adapter):
     def __init__(self, url: str, opts: Any) -> None:
         super().__init__(url, opts)
         self.queue: Any = None
+        if opts.variant == "module":
+            self.name = "asyncsched-m"
 
     async def open(self) -> None:
         from asyncsched.queue import TaskQueue
@@ -48,7 +50,14 @@ class Asyncsched(Adapter):
         return int(counts.get("default", {}).get("queued", 0))
 
     def worker_cmd(self, workload: str) -> list[str]:
-        return [sys.executable, "asyncsched_worker.py"]
+        if self.opts.variant == "module":  # the lean entry point: `python -m asyncsched.worker`
+            return [sys.executable, "-m", "asyncsched.worker", "-c", str(self.opts.concurrency), "default"]
+        # the CLI, as users run it: `asyncsched worker -c 100 default`
+        bindir = os.path.dirname(sys.executable)
+        return [os.path.join(bindir, "asyncsched"), "worker", "-c", str(self.opts.concurrency), "default"]
+
+    def worker_env(self, workload: str) -> dict[str, str]:
+        return {"REDIS_URL": self.url, "ASYNCSCHED_LOG_LEVEL": "WARNING"}
 
     def config(self, workload: str) -> dict[str, Any]:
         if workload == "W5":
@@ -61,8 +70,8 @@ class Asyncsched(Adapter):
                 "scheduler": "TaskScheduler.run() in its own process, SQLite schedule store, 10,000 tasks",
             }
         return {
-            "worker": f"asyncsched Worker(['default'], concurrency={self.opts.concurrency}) (threads: "
-            "settings default) in its own process, SIGTERM to stop",
+            "worker": f"asyncsched worker -c {self.opts.concurrency} default (threads: default 8), "
+            "SIGTERM to stop",
             "producer": "TaskQueue.enqueue, 100 concurrent coroutines; bulk: enqueue_many in chunks of 1,000",
             "stores": "full RQ job hash, registries, results (RQ defaults), plus a lifecycle stream record "
             "per state change",

@@ -37,6 +37,7 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _serve(settings: Settings, duration: float | None) -> int:
     from .._redis import check_redis, create_redis
+    from ..events import EventBus, system_events
     from ..scheduler import TaskScheduler
     from ..store import Database
 
@@ -51,6 +52,8 @@ async def _serve(settings: Settings, duration: float | None) -> int:
         # SQLite is migrated on entry; PostgreSQL needs `asyncsched db upgrade` first (the store's policy).
         async with (
             Database(settings=settings) as db,
+            EventBus(redis, settings=settings) as bus,
+            system_events(bus, "scheduler", settings.agent),
             TaskScheduler(redis, settings=settings, db=db) as scheduler,
         ):
             await db.check()
