@@ -464,6 +464,8 @@ class Worker:
                     await self.reap()
             except asyncio.CancelledError:
                 raise
+            except _REDIS_DOWN as exc:  # the claim loop reports the outage: no traceback every beat
+                log.debug("worker %s: heartbeat failed: %s", self.name, exc)
             except Exception:
                 log.exception("worker %s: heartbeat failed", self.name)
             await self._nap(self.heartbeat_interval)
@@ -531,6 +533,8 @@ class Worker:
                 await self._promote_once()
             except asyncio.CancelledError:
                 raise
+            except _REDIS_DOWN as exc:  # the claim loop reports the outage: no traceback every beat
+                log.debug("worker %s: promoting scheduled jobs failed: %s", self.name, exc)
             except Exception:
                 log.exception("worker %s: promoting scheduled jobs failed", self.name)
             wait = self.scheduler_interval
