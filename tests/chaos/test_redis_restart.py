@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from asyncsched.config import Settings
-from asyncsched.exceptions import JobNotFound
+from asyncsched.exceptions import BackendUnavailable, JobNotFound
 from asyncsched.queue import JobStatus, TaskQueue
 from tests.servers import RedisServer
 from tests.waiting import eventually
@@ -180,3 +180,64 @@ async def test_event_subscriber_survives_redis_restart(
     records = [r for r in caplog.records if r.name.startswith("asyncsched.events")]
     assert sum(r.exc_info is not None for r in records) <= 1, [r.getMessage() for r in records]
     assert len(records) < 20, [r.getMessage() for r in records]
+
+
+async def test_recorder_and_lifecycle_publisher_survive_redis_restart(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Their consumer groups vanish with the data; both recreate them and go on with new jobs."""
+    from asyncsched.events import Event, EventBus, LifecyclePublisher
+    from asyncsched.store import Database, ExecutionRepository, Recorder
+    from asyncsched.testing import run_burst
+
+    url = own_redis.url
+    db_url = f"sqlite+aiosqlite:///{tmp_path}/history.db"
+    settings = Settings(redis_url=url, database_url=db_url)
+    caplog.set_level(logging.INFO, logger="asyncsched")
+    seen: list[Event] = []
+    async with (
+        Database(db_url, auto_migrate=True) as db,
+        Recorder(url, db=db, settings=settings, flush_interval=0.05, max_backoff=0.5),
+        EventBus(url, settings=settings, agent_name="watcher") as bus,
+        LifecyclePublisher(url, settings=settings, bus=bus),
+    ):
+        await bus.subscribe("watcher", "task.*", seen.append)
+        repo = ExecutionRepository(db)
+
+        async def run_and_record(tag: str) -> str:
+            async with TaskQueue(url, settings=settings) as q:  # a fresh client: see the xfail below
+                job_id = await q.enqueue(chaosjobs.ok, args=(tag,))
+            await run_burst(redis=url, settings=settings)
+
+            async def recorded() -> bool:
+                try:
+                    return (await repo.get(job_id)).status == "success"
+                except LookupError:
+                    return False
+
+            await eventually(recorded, 60, f"the {tag} job in the history")
+            await eventually(
+                lambda: any(e.payload.get("job_id") == job_id for e in seen), 60, f"task.* events of {tag}"
+            )
+            return job_id
+
+        await run_and_record("before")
+        await _outage(own_redis)
+        await run_and_record("after")
+    records = [r for r in caplog.records if r.name.startswith(("asyncsched.store", "asyncsched.events"))]
+    assert sum(r.exc_info is not None for r in records) <= 2, [r.getMessage() for r in records]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=BackendUnavailable,
+    reason="foundation (_redis.create_redis): redis-py 8 clients are built without a Retry, so after a "
+    "Redis restart every pooled connection fails its next command once ('Connection closed by server'); a "
+    "producer's first enqueue() after the restart raises BackendUnavailable (HTTP 503 in the API).",
+)
+async def test_producer_enqueues_right_after_a_redis_restart(own_redis: RedisServer) -> None:
+    url = own_redis.url
+    async with TaskQueue(url, settings=Settings(redis_url=url)) as q:
+        await q.enqueue(chaosjobs.ok, args=("before",))
+        await _outage(own_redis)
+        await q.enqueue(chaosjobs.ok, args=("after",))

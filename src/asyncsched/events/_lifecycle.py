@@ -201,8 +201,11 @@ class LifecyclePublisher:
             await self._own_bus.aclose()
             self._own_bus = None
 
-    async def _create_group(self) -> None:
-        await ensure_group(self.bus.redis, self.stream, GROUP)
+    async def _create_group(self, *, lost: bool = False) -> None:
+        # A group that vanished while we ran means Redis lost its data (restart without persistence,
+        # FLUSHALL): everything now in the stream was written since then and is unpublished, so read it
+        # from the start; only the very first creation starts at the end (no replay of old history).
+        await ensure_group(self.bus.redis, self.stream, GROUP, start="0" if lost else "$")
 
     async def run_once(self, block: float | None = None, pending: bool = False) -> int:
         """Read one batch (waiting up to ``block`` seconds for one), publish it, acknowledge it.
@@ -275,7 +278,10 @@ class LifecyclePublisher:
                 raise
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    await self._create_group()
+                    logger.warning(
+                        "lifecycle event publisher: its consumer group vanished (Redis data lost); recreated"
+                    )
+                    await self._create_group(lost=True)
                     continue
                 logger.error("lifecycle event publisher: %s", exc)
                 await asyncio.sleep(backoff)

@@ -11,11 +11,11 @@ from redis.exceptions import ResponseError
 __all__ = ["ensure_group", "stop_task"]
 
 
-async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
-    """Create consumer group ``group`` of ``stream`` at the stream's end (creating the stream), unless it
-    exists already."""
+async def ensure_group(redis: aioredis.Redis, stream: str, group: str, start: str = "$") -> None:
+    """Create consumer group ``group`` of ``stream`` at the stream's end (or at ``start``; creating the
+    stream), unless it exists already."""
     try:
-        await redis.xgroup_create(stream, group, id="$", mkstream=True)
+        await redis.xgroup_create(stream, group, id=start, mkstream=True)
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
