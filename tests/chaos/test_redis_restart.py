@@ -43,13 +43,6 @@ async def _is(q: TaskQueue, job_id: str, status: JobStatus) -> bool:
     return await q.status(job_id) == status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="queue/worker bug: on main the worker process dies on the first Redis error (the claim loop has "
-    "no retry; BLMOVE's ConnectionError leaves run()). Branch queue (996214e) survives but logs a full "
-    "traceback per heartbeat (0.5 s) and promoter pass (1 s): ~27 tracebacks in a 3 s outage. "
-    "Remove when both are fixed.",
-)
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "processing"])
 async def test_worker_survives_redis_restart(own_redis: RedisServer, tmp_path: Path, busy: bool) -> None:
     url = own_redis.url
