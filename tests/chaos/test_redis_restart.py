@@ -5,6 +5,7 @@ handles work submitted after the restart."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from pathlib import Path
 
@@ -136,8 +137,12 @@ async def test_scheduler_survives_redis_restart(own_redis: RedisServer, tmp_path
         sched.stop()
 
 
-async def test_event_subscriber_survives_redis_restart(own_redis: RedisServer) -> None:
+async def test_event_subscriber_survives_redis_restart(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     from asyncsched.events import Event, EventBus
+
+    caplog.set_level(logging.INFO, logger="asyncsched.events")
 
     url = own_redis.url
     settings = Settings(redis_url=url)
@@ -156,3 +161,6 @@ async def test_event_subscriber_survives_redis_restart(own_redis: RedisServer) -
             return any(e.event_type == "chaos.after" for e in got)
 
         await eventually(delivered_after_restart, 60, "an event published after the restart to arrive")
+    records = [r for r in caplog.records if r.name.startswith("asyncsched.events")]
+    assert sum(r.exc_info is not None for r in records) <= 1, [r.getMessage() for r in records]
+    assert len(records) < 20, [r.getMessage() for r in records]

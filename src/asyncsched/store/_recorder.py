@@ -127,7 +127,8 @@ def _result(raw: str | None) -> Any:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    # Undecodable bytes (garbage XADDed by hand) must not make an entry unskippable: they become U+FFFD.
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -194,6 +195,8 @@ def decode_event(fields: Mapping[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = dict(fields)
     if "id" not in data and len(data) == 1:
         data = json.loads(next(iter(data.values())))
+        if not isinstance(data, dict):
+            raise ValueError(f"event envelope is a JSON {type(data).__name__}, not an object")
     payload = data.get("payload")
     if isinstance(payload, str):
         payload = json.loads(payload) if payload else {}
