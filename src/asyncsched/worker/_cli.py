@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
 from typing import Any
 
 from .._redis import check_redis
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what happens to jobs of a dead worker: fail (default, at-most-once like RQ) or requeue",
     )
     parser.add_argument("--grace-period", type=float, default=30.0, help="seconds to finish jobs on stop")
+    from ..cli import _sidecars
+
+    _sidecars.add_flags(parser, default=False)
 
 
 def _accept_pickle(args: argparse.Namespace) -> bool | None:
@@ -79,8 +83,16 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
         await check_redis(worker.redis, settings.redis_url)  # unreachable: one clear line, exit 2
-        async with worker:
-            await worker.run()
+        async with AsyncExitStack() as stack:
+            history, events = getattr(args, "history", False), getattr(args, "events", False)
+            if history or events:
+                from ..cli import _sidecars
+
+                await _sidecars.enter(
+                    stack, worker.redis, settings, component="worker", history=history, events=events
+                )
+            async with worker:
+                await worker.run()
 
     _run(main)
     stuck = [t for t in threading.enumerate() if t.name.startswith("asyncsched-job") and t.is_alive()]

@@ -128,6 +128,7 @@ class Worker:
         self._entered = False
         self._background: list[asyncio.Task[None]] = []
         self.processed = 0
+        self._outage = False
         self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
         self._exec_base = os.urandom(10).hex()
         self._exec_seq = 0
@@ -262,8 +263,9 @@ class Worker:
                 if await self._work_once():
                     return
                 backoff = 0.1
+                self._redis_up()
             except _REDIS_DOWN as exc:
-                log.warning("worker %s: Redis unavailable (%s); retrying in %.1fs", self.name, exc, backoff)
+                self._redis_down(exc)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(backoff):
                         await self._stop.wait()
@@ -432,8 +434,8 @@ class Worker:
             try:
                 await self._scripts.run("finish", args)
                 return
-            except _REDIS_DOWN:
-                log.warning("worker %s: Redis away; %d outcomes kept, retrying", self.name, len(batch))
+            except _REDIS_DOWN as exc:
+                self._redis_down(exc)  # the outcomes are kept and recorded when Redis is back
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except RedisError:
@@ -446,6 +448,17 @@ class Worker:
                 for i, outcome in enumerate(batch):
                     await self._record([outcome], [*head[:7], 1, args[8 + i]])
                 return
+
+    def _redis_down(self, exc: BaseException) -> None:
+        """Log an outage once (one line, no traceback); every loop keeps retrying with a pause."""
+        if not self._outage:
+            self._outage = True
+            log.warning("worker %s: Redis unavailable (%s); retrying until it is back", self.name, exc)
+
+    def _redis_up(self) -> None:
+        if self._outage:
+            self._outage = False
+            log.warning("worker %s: Redis is back", self.name)
 
     # ------------------------------------------------------------------ background duties
     async def _nap(self, seconds: float) -> None:
@@ -462,10 +475,11 @@ class Worker:
                 if time.monotonic() - last_reap >= self.reap_interval:
                     last_reap = time.monotonic()
                     await self.reap()
+                self._redis_up()
             except asyncio.CancelledError:
                 raise
-            except _REDIS_DOWN as exc:  # the claim loop reports the outage: no traceback every beat
-                log.debug("worker %s: heartbeat failed: %s", self.name, exc)
+            except _REDIS_DOWN as exc:
+                self._redis_down(exc)
             except Exception:
                 log.exception("worker %s: heartbeat failed", self.name)
             await self._nap(self.heartbeat_interval)
@@ -533,8 +547,8 @@ class Worker:
                 await self._promote_once()
             except asyncio.CancelledError:
                 raise
-            except _REDIS_DOWN as exc:  # the claim loop reports the outage: no traceback every beat
-                log.debug("worker %s: promoting scheduled jobs failed: %s", self.name, exc)
+            except _REDIS_DOWN as exc:
+                self._redis_down(exc)
             except Exception:
                 log.exception("worker %s: promoting scheduled jobs failed", self.name)
             wait = self.scheduler_interval
@@ -548,7 +562,7 @@ class Worker:
             try:
                 await self._listen()
             except _REDIS_DOWN as exc:
-                log.warning("worker %s: command channel lost (%s); resubscribing", self.name, exc)
+                self._redis_down(exc)
                 await self._nap(1.0)
 
     async def _listen(self) -> None:

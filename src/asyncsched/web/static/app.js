@@ -58,6 +58,13 @@ function td(child, cls) {
   return cell;
 }
 
+function jobCell(id) {
+  // Job ids of scheduled runs are long (sched-<task>-<tick>): one line, cut with an ellipsis, full on hover.
+  const cell = td(id, "mono job");
+  cell.title = id || "";
+  return cell;
+}
+
 function fill(tableId, rows) {
   const body = document.querySelector("#" + tableId + " tbody");
   body.replaceChildren(...rows);
@@ -149,7 +156,7 @@ async function loadExecutions() {
   fill("executions", data.items.map((e) => {
     const duration = e.duration === null || e.duration === undefined ? "" : e.duration.toFixed(3) + " s";
     const tr = row([
-      td(e.task_name || e.function || ""), td(e.job_id, "mono"), td(status(e.status)),
+      td(e.task_name || e.function || ""), jobCell(e.job_id), td(status(e.status)),
       td(when(e.enqueued_at)), td(duration), td(e.worker_name || ""), td(e.error || "", "error-text"),
     ]);
     tr.dataset.jobId = e.job_id;
