@@ -26,6 +26,13 @@ def rq_compat(session: nox.Session, rq_version: str) -> None:
 
 
 @nox.session(python=PY)
+def chaos(session: nox.Session) -> None:
+    """Fault injection: SIGKILLed workers, Redis and PostgreSQL restarts, malformed input, SIGTERM."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "tests/chaos", *session.posargs)
+
+
+@nox.session(python=PY)
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")

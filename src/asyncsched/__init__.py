@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
     from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
     from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
+    from .worker import Worker
 
 
 # Heavy parts (SQLAlchemy, croniter, ...) load on first use, so `import asyncsched.worker` stays lean.
@@ -53,6 +54,7 @@ _LAZY: dict[str, str] = {
     "TaskQueue": ".queue",
     "TaskScheduler": ".scheduler",
     "parse_schedule": ".scheduler",
+    "Worker": ".worker",
 }
 
 __all__ = [
@@ -92,6 +94,7 @@ __all__ = [
     "TaskScheduler",
     "UnsafeJob",
     "UnsupportedURL",
+    "Worker",
     "__version__",
     "get_settings",
     "parse_schedule",

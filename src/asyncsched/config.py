@@ -29,6 +29,8 @@ Environment variable           Default                         Meaning
 ``ASYNCSCHED_RETENTION_DAYS``  ``30``                          Prune executions/events older than this
 ``ASYNCSCHED_EVENT_STREAM_MAXLEN`` ``100000``                  Approximate bound of each durable event
                                                                stream and of the event log stream
+``ASYNCSCHED_EVENT_LOG``      ``false``                       Every event bus of the process also logs
+                                                               what it publishes for the EventMessage table
 ``ASYNCSCHED_LOG_LEVEL``       ``INFO``                        Logging level
 =============================  ==============================  ==========================================
 """
@@ -73,6 +75,7 @@ _ENV_VARS: Mapping[str, str] = {
     "ASYNCSCHED_CORS_ORIGINS": "cors_origins",
     "ASYNCSCHED_RETENTION_DAYS": "retention_days",
     "ASYNCSCHED_EVENT_STREAM_MAXLEN": "event_stream_maxlen",
+    "ASYNCSCHED_EVENT_LOG": "event_log",
     "ASYNCSCHED_LOG_LEVEL": "log_level",
 }
 """Environment variable -> settings field. ``ASYNCSCHED_KEY_PREFIX`` wins over RQ's ``RQ_KEY_PREFIX``."""
@@ -100,6 +103,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     retention_days: int = 30
     event_stream_maxlen: int = 100_000
+    event_log: bool = False
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -11,5 +11,6 @@ from __future__ import annotations
 from .events._sync import EventBus
 from .queue._sync import TaskQueue
 from .scheduler._sync import TaskScheduler
+from .store._sync import History
 
-__all__: list[str] = ["EventBus", "TaskQueue", "TaskScheduler"]
+__all__: list[str] = ["EventBus", "History", "TaskQueue", "TaskScheduler"]

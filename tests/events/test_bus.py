@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from asyncsched import ConfigurationError, SerializationError
 from asyncsched._keys import agent_event_stream, broadcast_event_stream, event_log_stream
 from asyncsched.config import Settings
 from asyncsched.events import Event, EventBus
-from asyncsched.events._bus import EventStream
+from asyncsched.events._stream import EventStream
 
+from ..servers import RedisServer
 from .conftest import Collector
 
 
@@ -336,3 +340,120 @@ async def test_a_client_passed_in_is_not_closed(bus_settings: Settings, redis: a
     async with EventBus(redis, settings=bus_settings) as bus:
         await bus.publish("x.y", "src")
     assert await redis.ping()
+
+
+@pytest.mark.slow
+async def test_live_and_durable_delivery_resume_after_a_redis_restart(
+    real_redis_url: str, real_redis: RedisServer
+) -> None:
+    settings = Settings(redis_url=real_redis_url)
+    durable: asyncio.Queue[Event] = asyncio.Queue()
+    async with EventBus(settings=settings, agent_name="a") as bus:
+        await bus.subscribe("d", "*", durable.put, durable=True)
+        await bus.publish("before", "src", target_agent="a")
+        assert (await bus.listen(timeout=10)) is not None
+        real_redis.restart()  # data and connections gone
+
+        async def publish_until(
+            event_type: str, target: str, received: Callable[[], Awaitable[bool]]
+        ) -> None:
+            for _ in range(100):  # each round waits on the bus, not on a clock
+                with contextlib.suppress(RedisConnectionError):
+                    await bus.publish(event_type, "src", target_agent=target)
+                if await received():
+                    return
+            raise AssertionError(f"{event_type} never arrived after the restart")
+
+        async def live() -> bool:
+            event = await bus.listen(timeout=0.2)
+            return event is not None and event.event_type == "after"
+
+        async def durable_got() -> bool:
+            try:
+                event = await asyncio.wait_for(durable.get(), 0.2)
+            except TimeoutError:
+                return False
+            return event.event_type == "after.durable"
+
+        await publish_until("after", "a", live)
+        await publish_until("after.durable", "d", durable_got)
+
+
+async def test_a_monitor_bus_runs_callbacks_of_any_agent(
+    bus_settings: Settings, collector: Collector
+) -> None:
+    async with (
+        EventBus(settings=bus_settings, agent_name="*") as monitor,
+        EventBus(settings=bus_settings) as bus,
+    ):
+        await monitor.subscribe("crm", "lead.*", collector.async_cb)
+        await bus.publish("lead.created", "web", target_agent="crm")
+        await bus.publish("lead.created", "web", target_agent="billing")  # another agent: not crm's
+        await bus.publish("lead.lost", "web")
+        await collector.wait(2)
+        assert len([await monitor.listen(10) for _ in range(3)]) == 3  # every event was received
+    assert [(e.event_type, e.target_agent) for e in collector.events] == [
+        ("lead.created", "crm"),
+        ("lead.lost", None),
+    ]
+
+
+async def test_publishing_survives_a_script_flush(bus_settings: Settings, redis: aioredis.Redis) -> None:
+    async with EventBus(settings=bus_settings, agent_name="a") as bus:
+        await bus.publish("one", "src", target_agent="a")
+        await redis.script_flush()
+        await bus.publish("two", "src", target_agent="a")
+        await redis.script_flush()
+        batch = [Event.create("three", "src", {"i": i}, target_agent="a") for i in range(3)]
+        await bus.publish_many(batch)
+        got = [await bus.listen(timeout=10) for _ in range(5)]
+        assert await bus.listen(timeout=0.1) is None  # nothing published twice
+    assert [e.event_type for e in got if e] == ["one", "two", "three", "three", "three"]
+
+
+async def test_a_burst_reaches_a_fast_async_callback_in_order(
+    bus_settings: Settings, collector: Collector
+) -> None:
+    async with EventBus(settings=bus_settings) as bus:
+        await bus.subscribe("a", "*", collector.async_cb)
+        await bus.publish_many([Event.create("n", "src", {"i": i}, target_agent="a") for i in range(300)])
+        await collector.wait(300)
+    assert [e.payload["i"] for e in collector.events] == list(range(300))
+
+
+async def test_closing_the_bus_delivers_queued_async_events_first(bus_settings: Settings) -> None:
+    seen: list[int] = []
+    gate = asyncio.Event()
+    first_running = asyncio.Event()
+
+    async def slow(event: Event) -> None:
+        first_running.set()
+        await gate.wait()
+        seen.append(event.payload["i"])
+
+    bus = EventBus(settings=bus_settings, max_concurrency=1)
+    await bus.__aenter__()
+    await bus.subscribe("a", "n", slow)
+    await bus.publish_many([Event.create("n", "src", {"i": i}, target_agent="a") for i in range(3)])
+    await bus.publish("marker", "src", target_agent="a")
+    # listen() returns events in arrival order: after the marker, all three reached the subscription.
+    received = [await bus.listen(timeout=10) for _ in range(4)]
+    assert [e.event_type for e in received if e] == ["n", "n", "n", "marker"]
+    await asyncio.wait_for(first_running.wait(), 10)
+    closing = asyncio.create_task(bus.aclose())
+    gate.set()
+    await asyncio.wait_for(closing, 15)
+    assert seen == [0, 1, 2]
+
+
+async def test_a_sync_callback_returning_a_coroutine_is_reported(
+    bus_settings: Settings, collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with EventBus(settings=bus_settings) as bus:
+        await bus.subscribe("a", "*", lambda event: collector.async_cb(event))
+        with caplog.at_level(logging.ERROR, logger="asyncsched.events"):
+            sent = await bus.publish("x.y", "src", target_agent="a")
+            assert await bus.listen(timeout=10) == sent  # dispatched: the callback call was started
+            await bus.aclose()  # waits for it
+    assert collector.events == []
+    assert any(sent.id in r.getMessage() and "async def" in r.getMessage() for r in caplog.records)

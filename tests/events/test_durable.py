@@ -206,3 +206,14 @@ async def test_durable_event_is_redelivered_after_the_subscriber_is_killed_mid_c
         assert await _pending(redis, settings, "worker-b") == 0
     finally:
         await redis.aclose()
+
+
+async def test_durable_streams_are_bounded(redis_url: str, redis: aioredis.Redis) -> None:
+    settings = Settings(redis_url=redis_url, event_stream_maxlen=10)
+    async with EventBus(settings=settings) as bus:
+        await bus.subscribe("billing", "never.*", lambda e: None, durable=True)
+        await bus.publish_many(
+            [Event.create("x.y", "src", {"i": i}, target_agent="billing") for i in range(500)]
+        )
+    # MAXLEN ~ trims whole radix-tree nodes (100 entries by default): bounded, not exact.
+    assert await redis.xlen(agent_event_stream(settings.key_prefix, "billing")) <= 200

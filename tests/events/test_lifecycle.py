@@ -10,7 +10,14 @@ import redis.asyncio as aioredis
 from asyncsched._keys import lifecycle_stream
 from asyncsched._lifecycle import Lifecycle, LifecycleRecord
 from asyncsched.config import Settings
-from asyncsched.events import Event, EventBus, LifecyclePublisher, lifecycle_event, publish_system_event
+from asyncsched.events import (
+    Event,
+    EventBus,
+    LifecyclePublisher,
+    lifecycle_event,
+    publish_system_event,
+    system_events,
+)
 from asyncsched.events._lifecycle import GROUP
 from asyncsched.store import Database, EventRepository, Recorder
 
@@ -179,6 +186,26 @@ async def test_system_events(bus_settings: Settings) -> None:
     assert isinstance(started.payload["pid"], int)
     assert stopped.event_type == "system.shutdown"
     assert stopped.source_agent == "asyncsched"
+
+
+async def test_system_events_around_a_component(bus_settings: Settings) -> None:
+    started: Event | None = None
+
+    async def crashing_component(bus: EventBus) -> None:
+        nonlocal started
+        async with system_events(bus, "scheduler", "email-agent", replica=2):
+            started = await bus.listen(timeout=10)
+            raise KeyError("crash")
+
+    async with EventBus(settings=bus_settings, agent_name="ops") as bus:
+        with pytest.raises(KeyError):
+            await crashing_component(bus)
+        stopped = await bus.listen(timeout=10)
+    assert started is not None
+    assert stopped is not None
+    assert (started.event_type, stopped.event_type) == ("system.startup", "system.shutdown")
+    assert stopped.payload["component"] == "scheduler"
+    assert stopped.payload["replica"] == 2
 
 
 async def test_persisted_events_become_event_message_rows(redis_url: str, database_url: str) -> None:

@@ -129,3 +129,20 @@ def test_sync_errors_are_the_async_errors(process_settings: Settings) -> None:
         EventBus(agent_name="two words")
     with pytest.raises(TypeError, match="URL"):
         EventBus(object())  # type: ignore[arg-type]
+
+
+def test_event_log_setting_makes_every_bus_persist(redis_url: str) -> None:
+    from asyncsched._keys import event_log_stream
+
+    settings = Settings(redis_url=redis_url, event_log=True)
+    assert Settings.from_env({"ASYNCSCHED_EVENT_LOG": "true"}).event_log is True
+    assert AsyncEventBus(settings=settings).persist is True
+    assert AsyncEventBus(settings=settings, persist=False).persist is False
+    event = EventBus(settings=settings).publish("email.sent", "email-agent")
+
+    async def logged() -> list[Any]:
+        async with AsyncEventBus(settings=settings) as bus:
+            return list(await bus.redis.xrange(event_log_stream(settings.key_prefix)))
+
+    entries = asyncio.run(logged())
+    assert [fields[b"id"].decode() for _, fields in entries] == [event.id]

@@ -184,3 +184,41 @@ def test_sync_facade(redis_url: str) -> None:
         assert q.status(job_id) == JobStatus.QUEUED
         assert q.job(job_id).agent_name == "my-agent"
         assert q.cancel(job_id)
+
+
+async def test_concurrent_enqueues_are_coalesced(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    import asyncio
+
+    ids = await asyncio.gather(*(queue.enqueue(jobs.add, args=(i, i)) for i in range(250)))
+    assert len(set(ids)) == 250
+    assert set(await redis.lrange("rq:queue:default", 0, -1)) == {i.encode() for i in ids}
+    for i, job_id in enumerate(ids[:5]):
+        assert (await queue.job(job_id)).args == [i, i]
+    # a validation error belongs to its caller only; the others are written
+    results = await asyncio.gather(
+        queue.enqueue(jobs.add, args=(1, 1)),
+        queue.enqueue(jobs.echo, args=(object(),)),
+        queue.enqueue(jobs.add, args=(2, 2)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], SerializationError)
+    assert await queue.status(results[0]) == JobStatus.QUEUED  # type: ignore[arg-type]
+    assert await queue.status(results[2]) == JobStatus.QUEUED  # type: ignore[arg-type]
+
+
+async def test_large_enqueue_many_is_split_in_order(queue: TaskQueue, redis: aioredis.Redis) -> None:
+    ids = await queue.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(2500)])
+    assert await redis.lrange("rq:queue:default", 0, -1) == [i.encode() for i in ids]
+    assert (await queue.job(ids[-1])).args == [2499, 2499]
+
+
+async def test_unreachable_redis_is_backend_unavailable() -> None:
+    from asyncsched.exceptions import BackendUnavailable
+    from tests.servers import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async with TaskQueue(url, settings=Settings(redis_url=url)) as q:
+        with pytest.raises(BackendUnavailable, match="Redis is unavailable"):
+            await q.enqueue(jobs.add, args=(1, 2))
+        with pytest.raises(BackendUnavailable):
+            await q.status("x")

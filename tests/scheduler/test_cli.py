@@ -68,3 +68,27 @@ def test_scheduler_refuses_an_invalid_tasks_file(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert f"{bad}:4, task 'x', field 'schedule'" in out.stderr
+
+
+async def test_scheduler_process_announces_startup_and_shutdown(real_redis_url: str, tmp_path: Path) -> None:
+    """`asyncsched scheduler` publishes system.startup and system.shutdown for other agents to react to."""
+    from asyncsched.events import EventBus
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/sys.db"
+    async with EventBus(real_redis_url, agent_name="*") as bus:
+        assert await bus.listen(timeout=0) is None  # the bus is subscribed from here on
+        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": real_redis_url}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "asyncsched", "scheduler", "--agent", "ops", "--for", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        seen = [await bus.listen(timeout=60), await bus.listen(timeout=60)]
+        seen = [e for e in seen if e is None or e.event_type.startswith("system.")]
+        assert proc.wait(60) == 0
+    assert [e.event_type if e else None for e in seen] == ["system.startup", "system.shutdown"]
+    assert {e.payload["component"] for e in seen if e} == {"scheduler"}
+    assert seen[0] is not None
+    assert seen[0].source_agent == "ops"

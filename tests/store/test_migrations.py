@@ -132,3 +132,24 @@ async def test_processes_racing_to_create_the_schema(database_url: str) -> None:
     ] * 4, [err.decode()[-500:] for _, err in outputs]
     async with Database(database_url, auto_migrate=False) as db:
         assert await db.schema_diff() == []
+
+
+def test_the_alembic_command_line_path(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """env.py run by Alembic itself (no connection handed in): online through an async engine, and offline
+    (``--sql``) as a script."""
+    from alembic import command
+
+    from asyncsched.store._migrate import alembic_config
+
+    config = alembic_config()
+    config.set_main_option("sqlalchemy.url", database_url)
+    command.upgrade(config, "head", sql=True)
+    assert "CREATE TABLE asyncsched_task_executions" in capsys.readouterr().out
+    command.upgrade(config, "head")
+
+    async def check() -> None:
+        async with Database(database_url, auto_migrate=False) as db:
+            assert await db.current_revision() == "0001"
+            assert await db.schema_diff() == []
+
+    asyncio.run(check())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from asyncsched.store import (
 )
 from asyncsched.store._recorder import GROUP
 
+from ..servers import RedisServer
 from .helpers import T0, emit, lifecycle, wait_until
 
 
@@ -330,3 +332,45 @@ async def test_a_row_the_database_refuses_is_dropped_alone(
     repo = ExecutionRepository(db)
     assert {r.job_id for r in (await repo.list()).items} == {"before", "after"}
     assert (await redis.xpending(_keys.lifecycle_stream("rq"), GROUP))["pending"] == 0
+
+
+async def test_recorder_survives_a_redis_restart(
+    real_redis: RedisServer, real_redis_url: str, db: Database
+) -> None:
+    """Redis restarts empty (no persistence): the loop backs off, recreates its group and goes on."""
+    from asyncsched._redis import create_redis
+
+    client = create_redis(real_redis_url)
+    try:
+        async with Recorder(
+            real_redis_url, db=db, settings=Settings(), consumer="t", flush_interval=0.05, max_backoff=0.2
+        ) as rec:
+            await emit(client, *lifecycle("before-restart").values())
+
+            async def recorded(n: int) -> bool:
+                return rec.recorded >= n
+
+            await wait_until(lambda: recorded(3), what="the first job")
+            await asyncio.to_thread(real_redis.restart)
+            await client.aclose()
+            client = create_redis(real_redis_url)  # the test's own connection died with the server
+            await emit(client, *lifecycle("after-restart").values())
+            await wait_until(lambda: recorded(6), what="the job after the restart")
+        repo = ExecutionRepository(db)
+        assert {(await repo.get(j)).status for j in ("before-restart", "after-restart")} == {"success"}
+    finally:
+        await client.aclose()
+
+
+async def test_missing_tables_keep_everything_pending(redis: aioredis.Redis, database_url: str) -> None:
+    """A database that was never migrated refuses every batch: nothing is dropped, it waits for the tables."""
+    async with Database(database_url, auto_migrate=False) as db:
+        await emit(redis, *lifecycle("early").values())
+        rec = _recorder(redis, db)
+        for _ in range(4):  # more than the poison threshold
+            with pytest.raises(Exception, match="asyncsched_task_executions"):
+                await rec.flush()
+        assert (await redis.xpending(_keys.lifecycle_stream("rq"), GROUP))["pending"] == 3
+        await db.migrate()
+        assert await rec.flush() == 3
+        assert (await ExecutionRepository(db).get("early")).status == "success"

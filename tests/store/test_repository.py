@@ -31,6 +31,7 @@ async def _seed(db: Database) -> ScheduledTask:
             status=["queued", "running", "success", "failed", "cancelled"][i % 5],
             queue="high" if i % 3 == 0 else "default",
             scheduled_task_id=task.id if i < 10 else None,
+            task_name="digest" if i < 10 else None,
             created_at=NOW - timedelta(minutes=i),
         )
         for i in range(30)
@@ -64,6 +65,7 @@ async def test_list_filters(db: Database) -> None:
     assert (await repo.list(status=["success", "failed"])).total == 12
     assert (await repo.list(task_id=task.id)).total == 10
     assert (await repo.list(queue="high")).total == 10
+    assert (await repo.list(task_name="digest")).total == 10
     window = await repo.list(since=NOW - timedelta(minutes=5), until=NOW - timedelta(minutes=1))
     assert [r.job_id for r in window.items] == ["job-02", "job-03", "job-04", "job-05"]  # [since, until)
     naive = await repo.list(since=(NOW - timedelta(minutes=2)).replace(tzinfo=None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -86,3 +87,34 @@ async def test_sigterm_is_graceful(real_redis_url: str, tmp_path: Path) -> None:
             assert await q.workers() == []
     finally:
         stop(proc)
+
+
+async def test_worker_survives_a_redis_restart(real_redis_url: str, request: pytest.FixtureRequest) -> None:
+    server = request.getfixturevalue("real_redis")
+    settings = Settings(redis_url=real_redis_url)
+    async with (
+        TaskQueue(real_redis_url, settings=settings) as q,
+        Worker(
+            redis=real_redis_url, settings=settings, heartbeat_interval=0.2, lease=5, name="survivor"
+        ) as w,
+    ):
+        task = asyncio.create_task(w.run())
+        first = await q.enqueue(jobs.add, args=(1, 1))
+        assert await q.result(first, wait=20) == 2
+        await asyncio.to_thread(server.restart)  # data is lost; clients reconnect
+        second = await eventually(lambda: _try_enqueue(q), timeout=30, what="Redis to accept enqueues")
+        assert await q.result(second, wait=30) == 4
+        await eventually(lambda: _registered(q), timeout=30, what="the worker to register again")
+        w.request_stop()
+        await task
+
+
+async def _try_enqueue(q: TaskQueue) -> str | None:
+    try:
+        return await q.enqueue(jobs.add, args=(2, 2))
+    except ConnectionError:  # BackendUnavailable is a ConnectionError
+        return None
+
+
+async def _registered(q: TaskQueue) -> bool:
+    return [w.name for w in await q.workers()] == ["survivor"]

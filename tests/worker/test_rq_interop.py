@@ -232,3 +232,30 @@ async def test_rq_side_cancel_and_stop_job(
         assert "stopped" in (stopped.latest_result().exc_string or "")  # type: ignore[union-attr]
         worker.request_stop()
         await task
+
+
+async def test_rq_dependents_run_after_parent(
+    redis_url: str, wsettings: Settings, conn: syncredis.Redis
+) -> None:
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    parent = q.enqueue(jobs.add, 1, 2)
+    child = q.enqueue(jobs.add, 3, 4, depends_on=parent)
+    assert child.get_status() == rq.job.JobStatus.DEFERRED
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert Job.fetch(parent.id, connection=conn, serializer=JSONSerializer).return_value() == 3
+    fetched = Job.fetch(child.id, connection=conn, serializer=JSONSerializer)
+    assert fetched.get_status() == rq.job.JobStatus.FINISHED
+    assert fetched.return_value() == 7
+
+
+async def test_lifecycle_records_of_rq_jobs_name_the_function(
+    redis_url: str, wsettings: Settings, conn: syncredis.Redis
+) -> None:
+    from asyncsched._keys import lifecycle_stream
+    from asyncsched._lifecycle import LifecycleRecord
+
+    job = Queue("default", connection=conn, serializer=JSONSerializer).enqueue(jobs.add, 1, 2)
+    await run_burst(redis=redis_url, settings=wsettings)
+    records = [LifecycleRecord.decode(f) for _, f in conn.xrange(lifecycle_stream("rq"))]
+    mine = [(r.kind, r.function) for r in records if r.job_id == job.id]
+    assert mine == [("started", "tests.jobs.add"), ("success", "tests.jobs.add")]

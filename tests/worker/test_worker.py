@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,112 @@ def test_zlib_header_of_results_is_rq_style() -> None:
 
     assert zlib.decompress(__import__("base64").b64decode(encode_exc("x"))) == b"x"
     assert decode_exc(encode_exc("tb")) == "tb"
+
+
+async def test_reaper_puts_back_jobs_stuck_in_the_intermediate_list(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    job_id = await queue.enqueue(jobs.add, args=(1, 2))
+    # a worker died between its BLMOVE and its claim: the id sits in the intermediate list
+    await redis.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
+    async with Worker(redis=redis_url, settings=wsettings) as worker:
+        assert await worker.reap() == []  # first seen now
+        first_seen = f"rq:queue:default:intermediate:first_seen:{job_id}"
+        await redis.set(first_seen, int(__import__("time").time()) - 120)  # ... two minutes ago
+        assert await worker.reap() == [(job_id, "unstuck")]
+    assert await redis.lrange("rq:queue:default", 0, -1) == [job_id.encode()]
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert await queue.result(job_id) == 3
+
+
+async def test_key_prefix_is_a_setting(redis_url: str, redis: aioredis.Redis) -> None:
+    settings = Settings(redis_url=redis_url, key_prefix="myapp")
+    async with TaskQueue(redis_url, settings=settings) as q:
+        job_id = await q.enqueue(jobs.add, args=(1, 2), delay=0.0)
+        later = await q.enqueue(jobs.add, args=(2, 2), delay=3600)
+        await run_burst(redis=redis_url, settings=settings)
+        assert await q.result(job_id) == 3
+        assert await q.status(later) == JobStatus.SCHEDULED
+    keys = {k.decode() for k in await redis.keys("*")}
+    assert keys
+    assert all(k.startswith("myapp:") for k in keys), keys
+
+
+async def test_result_waits_for_the_current_attempt(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path
+) -> None:
+    counter = str(tmp_path / "n")
+    job_id = await queue.enqueue(jobs.fail_until, args=(counter, 2))
+    await run_burst(redis=redis_url, settings=wsettings)
+    with pytest.raises(JobError):
+        await queue.result(job_id)
+    await queue.requeue(job_id)
+    assert await queue.result(job_id) is None  # the old failure is not this attempt's outcome
+    async with Worker(redis=redis_url, settings=wsettings) as worker:
+        task = asyncio.create_task(worker.run())
+        assert await queue.result(job_id, wait=20) == 2
+        worker.request_stop()
+        await task
+
+
+async def test_multi_queue_worker_blocks_and_reports(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path
+) -> None:
+    flag = tmp_path / "running"
+    async with Worker(["high", "low"], redis=redis_url, settings=wsettings, name="mq") as worker:
+        task = asyncio.create_task(worker.run())
+        low = await queue.enqueue(jobs.add, args=(1, 1), queue="low")
+        assert await queue.result(low, wait=20) == 2  # woken by the push, no polling
+        slow = await queue.enqueue(jobs.async_touch_and_sleep, args=(str(flag), 60), queue="high")
+        await eventually(flag.exists, what="the job to start")
+        info = await queue.workers()
+        assert info[0].current_jobs == [slow]
+        assert info[0].state == "busy"
+        counts = await queue.queue_counts()
+        assert counts["high"]["running"] == 1
+        assert counts["low"]["success"] == 1
+        assert [r.id for r in await queue.list_jobs("high", JobStatus.RUNNING)] == [slow]
+        await queue.cancel(slow)
+        await eventually(lambda: not worker.running_jobs, what="the cancelled job to stop")
+        worker.request_stop()
+        await task
+
+
+async def test_scheduler_lock_of_another_holder_is_respected(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    job_id = await queue.enqueue(jobs.add, args=(1, 2), at=datetime.now(UTC) + timedelta(seconds=1))
+    await redis.zadd("rq:scheduled:default", {job_id: 1})  # due long ago
+    await redis.set("rq:scheduler-lock:default", "rq-scheduler-elsewhere", ex=60)
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert await queue.status(job_id) == JobStatus.SCHEDULED  # RQ's scheduler owns this queue
+    await redis.delete("rq:scheduler-lock:default")
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert await queue.result(job_id) == 3
+    assert await redis.get("rq:scheduler-lock:default") is None  # released at exit
+
+
+async def test_malformed_hash_in_queue_is_failed_not_dropped(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    await redis.hset("rq:job:garbage-1", mapping={"origin": "default", "whatever": "x"})
+    await redis.rpush("rq:queue:default", "garbage-1", "missing-2")
+    ok = await queue.enqueue(jobs.add, args=(1, 1))
+    await run_burst(redis=redis_url, settings=wsettings)
+    rec = await queue.job("garbage-1")
+    assert rec.status == JobStatus.FAILED
+    assert "no 'data'" in (rec.error or "")
+    assert await queue.result(ok) == 2
+    assert await redis.llen("rq:queue:default") == 0
+
+
+async def test_a_rejected_outcome_does_not_stall_the_worker(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    ids = await queue.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(5)])
+    await redis.set(f"rq:results:{ids[2]}", "not a stream")  # XADD will fail with WRONGTYPE
+    worker = await run_burst(redis=redis_url, settings=wsettings)
+    assert worker.processed == 5
+    for i in (0, 1, 3, 4):
+        assert await queue.result(ids[i]) == 2 * i
+    assert await redis.type(f"rq:results:{ids[2]}") == b"string"  # its XADD really was refused

@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # Alembic narrates every migration step at INFO; one line from us says the schema is ready.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         code: int = args.handler(args, settings)
     except AsyncschedError as exc:

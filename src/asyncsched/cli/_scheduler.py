@@ -9,9 +9,11 @@ import logging
 import os
 import signal
 import sys
+from contextlib import AsyncExitStack
 from typing import Any
 
 from ..config import Settings
+from . import _sidecars as sidecars
 
 log = logging.getLogger("asyncsched.scheduler")
 
@@ -25,6 +27,7 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--agent", help="agent name of the tasks files (env ASYNCSCHED_AGENT)")
     parser.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
+    sidecars.add_flags(parser, default=True)
     parser.set_defaults(handler=handle)
 
 
@@ -32,10 +35,10 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.replace(tasks=tuple(args.tasks) if args.tasks else None, agent=args.agent)
     if os.getcwd() not in sys.path:  # task functions of the project we are started in (like `rq worker`)
         sys.path.insert(0, os.getcwd())
-    return asyncio.run(_serve(settings, args.duration))
+    return asyncio.run(_serve(settings, args.duration, history=args.history, events=args.events))
 
 
-async def _serve(settings: Settings, duration: float | None) -> int:
+async def _serve(settings: Settings, duration: float | None, *, history: bool, events: bool) -> int:
     from .._redis import check_redis, create_redis
     from ..scheduler import TaskScheduler
     from ..store import Database
@@ -50,9 +53,13 @@ async def _serve(settings: Settings, duration: float | None) -> int:
                 loop.add_signal_handler(sig, stop.set)
         # SQLite is migrated on entry; PostgreSQL needs `asyncsched db upgrade` first (the store's policy).
         async with (
+            AsyncExitStack() as stack,
             Database(settings=settings) as db,
             TaskScheduler(redis, settings=settings, db=db) as scheduler,
         ):
+            await sidecars.enter(
+                stack, redis, settings, component="scheduler", history=history, events=events
+            )
             await db.check()
             for path in settings.tasks:  # all files are checked before anything fires
                 tasks = await scheduler.register_file(path, settings.agent)

@@ -7,7 +7,7 @@
   created_at``: the attribute names of the SQL model ``asyncsched.EventMessage``, so callbacks written
   for either work with both).
 * :class:`LifecyclePublisher` — turns the job lifecycle feed into ``task.*`` events;
-  :func:`publish_system_event` publishes ``system.startup`` / ``system.shutdown``.
+  :func:`publish_system_event` / :func:`system_events` publish ``system.startup`` / ``system.shutdown``.
 
 The sync facade is :class:`asyncsched.sync.EventBus`. See ``docs/events.md``.
 """
@@ -16,16 +16,19 @@ from __future__ import annotations
 
 from ._bus import Callback, EventBus, Subscription
 from ._envelope import Event, validate_agent_name, validate_event_type
-from ._lifecycle import LifecyclePublisher, lifecycle_event, publish_system_event
+from ._lifecycle import LifecyclePublisher, lifecycle_event, publish_system_event, system_events
+from ._stream import EventStream
 
 __all__ = [
     "Callback",
     "Event",
     "EventBus",
+    "EventStream",
     "LifecyclePublisher",
     "Subscription",
     "lifecycle_event",
     "publish_system_event",
+    "system_events",
     "validate_agent_name",
     "validate_event_type",
 ]

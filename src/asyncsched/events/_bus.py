@@ -16,16 +16,16 @@ Transports (keys in :mod:`asyncsched._keys`):
 All three happen in one atomic script call per event (``publish.lua``): one round trip.
 
 Dispatch: one reader task per bus decodes each message once, appends it to the ``listen()``/``events()``
-buffers, and starts the matching callbacks (looked up in a cache keyed by ``(target, event_type)``).
-Async callbacks run as tasks on the bus's loop; sync callbacks run in the bus's thread pool. At most
-``max_concurrency`` callbacks run at once; beyond that the reader waits (back-pressure). A callback that
+buffers, and hands it to the matching subscriptions (looked up in a cache keyed by ``(target,
+event_type)``). Async callbacks go through their subscription's :class:`~._runner.Runner` (a queue and
+elastic worker tasks on the bus's loop, no task per event); sync callbacks run in the bus's thread pool,
+at most ``max_concurrency`` at once. Beyond the bounds the reader waits (back-pressure). A callback that
 raises is logged with the event id and affects nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import inspect
 import logging
@@ -36,6 +36,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
@@ -45,9 +46,11 @@ from ..exceptions import ConfigurationError
 from ._durable import DurableConsumer
 from ._envelope import Event, validate_agent_name
 from ._match import compile_pattern
-from ._tasks import stop_task
+from ._runner import Runner, log_callback_error
+from ._stream import EventStream, Sink
+from ._support import stop_task
 
-__all__ = ["Callback", "EventBus", "EventStream", "Subscription"]
+__all__ = ["Callback", "EventBus", "Subscription"]
 
 logger = logging.getLogger("asyncsched.events")
 
@@ -59,6 +62,7 @@ MONITOR = "*"
 
 _PUBLISH_LUA = resources.files(__package__).joinpath("publish.lua").read_text()
 _ROUTE_CACHE_MAX = 4096
+_CLOSE_GRACE = 30.0
 
 
 def _is_async_callable(fn: Callable[..., Any]) -> bool:
@@ -78,6 +82,7 @@ class Subscription:
         "_bus",
         "_match",
         "_ready",
+        "_runner",
         "active",
         "agent_name",
         "callback",
@@ -97,6 +102,7 @@ class Subscription:
         self.is_async = _is_async_callable(callback)
         self._match = compile_pattern(event_type)
         self._ready: list[asyncio.Future[None]] = []
+        self._runner: Runner | None = None  # async live subscriptions, once attached to a running bus
         self.active = True
 
     def matches(self, event_type: str) -> bool:
@@ -124,67 +130,6 @@ class Subscription:
         return f"<Subscription {self.agent_name} {self.event_type!r} {mode}{state}>"
 
 
-class _Sink:
-    """A bounded buffer of received events for ``listen()`` or one ``events()`` iterator."""
-
-    __slots__ = ("buffer", "closed", "dropped", "match", "waiters", "warn")
-
-    def __init__(self, size: int, match: Callable[[str], bool] | None = None, warn: bool = True) -> None:
-        self.buffer: collections.deque[Event] = collections.deque(maxlen=size)
-        self.waiters: list[asyncio.Future[None]] = []
-        self.match = match
-        self.dropped = 0
-        self.closed = False
-        self.warn = warn
-
-    def put(self, event: Event) -> None:
-        if self.match is not None and not self.match(event.event_type):
-            return
-        buffer = self.buffer
-        if len(buffer) == buffer.maxlen:
-            self.dropped += 1
-            if self.warn and self.dropped == 1:
-                logger.warning(
-                    "event buffer full: %d received events were not read with listen()/events(); dropping "
-                    "the oldest from now on (read them, or raise buffer_size)",
-                    buffer.maxlen,
-                )
-        buffer.append(event)
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-                break
-
-    async def get(self, timeout: float | None) -> Event | None:  # noqa: ASYNC109
-        if self.buffer:
-            return self.buffer.popleft()
-        if timeout is not None and timeout <= 0:
-            return None
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while not self.buffer:
-            if self.closed:
-                return None
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return None
-            waiter: asyncio.Future[None] = loop.create_future()
-            self.waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                pass
-            finally:
-                self.waiters.remove(waiter)
-        return self.buffer.popleft()
-
-    def close(self) -> None:
-        self.closed = True
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-
 class EventBus:
     """Publish events to one agent or to all, and receive them with callbacks, ``listen()`` or ``events()``.
 
@@ -198,9 +143,10 @@ class EventBus:
     ``agent_name``: the agent this bus listens for with :meth:`listen`/:meth:`events` (its own channel and
     broadcasts); ``"*"`` observes every event of the deployment. Without it, the bus receives broadcasts
     and the events of the agents subscribed through it. ``persist``: also log every published event for
-    the ``EventMessage`` table. ``max_concurrency``: callbacks running at once. ``buffer_size``: events kept
-    for ``listen()`` (the oldest are dropped beyond it, with a warning). ``claim_idle``: seconds after which
-    a durable event delivered to a consumer that did not acknowledge it (crashed) is redelivered to another.
+    the ``EventMessage`` table (default ``Settings.event_log``, env ``ASYNCSCHED_EVENT_LOG``).
+    ``max_concurrency``: callbacks running at once. ``buffer_size``: events kept for ``listen()`` (the
+    oldest are dropped beyond it, with a warning). ``claim_idle``: seconds after which a durable event
+    delivered to a consumer that did not acknowledge it (crashed) is redelivered to another.
     ``consumer``: the durable consumer name (default unique per bus; a stable name lets a restarted process
     re-read its own unacknowledged events at once, without waiting ``claim_idle``).
     """
@@ -211,7 +157,7 @@ class EventBus:
         *,
         settings: Settings | None = None,
         agent_name: str | None = None,
-        persist: bool = False,
+        persist: bool | None = None,
         max_concurrency: int = 100,
         buffer_size: int = 10_000,
         claim_idle: float = 30.0,
@@ -223,7 +169,7 @@ class EventBus:
         if max_concurrency <= 0 or buffer_size <= 0 or claim_idle <= 0:
             raise ConfigurationError("max_concurrency, buffer_size and claim_idle must be positive")
         self.agent_name = agent_name
-        self.persist = persist
+        self.persist = self.settings.event_log if persist is None else persist
         self.max_concurrency = max_concurrency
         self.claim_idle = claim_idle
         self.consumer = consumer
@@ -231,7 +177,7 @@ class EventBus:
         self._redis: aioredis.Redis | None = None
         self._owns_redis = False
         self._prefix = self.settings.key_prefix
-        self._maxlen = self.settings.event_stream_maxlen
+        self._maxlen = str(self.settings.event_stream_maxlen).encode()  # encoded once, not per publish
         self._broadcast_channel = _keys.broadcast_event_channel(self._prefix)
         self._broadcast_stream = _keys.broadcast_event_stream(self._prefix)
         self._script: Any = None
@@ -246,10 +192,11 @@ class EventBus:
         self._channels: dict[bytes, asyncio.Future[None]] = {}
         # listen()'s buffer, filled from the start so that the spec's subscribe-then-listen loop misses
         # nothing; bounded, and quiet about dropping until listen() was used (callback-only buses).
-        self._inbox = _Sink(buffer_size, warn=False)
-        self._sinks: list[_Sink] = [self._inbox]
+        self._inbox = Sink(buffer_size, warn=False)
+        self._sinks: list[Sink] = [self._inbox]
         self._buffer_size = buffer_size
-        self._inflight: set[asyncio.Future[Any]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()  # sync callbacks running in threads
+        self._runners: set[Runner] = set()  # async callbacks: one runner per subscription
         self._slot: asyncio.Future[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -277,12 +224,12 @@ class EventBus:
             self._owns_redis = True
         self._script = self._redis.register_script(_PUBLISH_LUA)
         try:
-            if self.agent_name is not None or any(not s.durable for s in self._subs):
-                await self._ensure_reader()
             for agent in {s.agent_name for s in self._subs if s.durable}:
                 self._start_durable(agent)
-            for sub in self._subs:
+            for sub in self._subs:  # before the reader starts: it dispatches to attached subscriptions
                 self._attach(sub)
+            if self.agent_name is not None or any(not s.durable for s in self._subs):
+                await self._ensure_reader()
         except BaseException:
             await self.aclose()
             raise
@@ -299,12 +246,19 @@ class EventBus:
         for consumer in [*self._durable.values(), *self._retired]:
             await consumer.stop()
         self._durable.clear()
-        self._retired.clear()
         for task in [t for t in (self._reader, *self._background) if t is not None]:
             await stop_task(task)
         self._reader = None
-        if self._inflight:
-            await asyncio.wait(list(self._inflight))
+        # Running callbacks get a grace period (queued async events are still delivered), then async
+        # ones are cancelled.
+        runners = list(self._runners)
+        for runner in runners:
+            runner.close_when_drained()
+        running = [*self._inflight, *(t for r in runners for t in r.tasks)]
+        if running:
+            await asyncio.wait(running, timeout=_CLOSE_GRACE)
+            for fut in running:
+                fut.cancel()
         for sink in self._sinks:
             sink.close()
         for fut in self._channels.values():
@@ -337,18 +291,35 @@ class EventBus:
         """
         event = Event.create(event_type, source_agent, payload, target_agent)
         keys, args = self._script_call(event)
-        await self._script(keys, args)
+        try:  # EVALSHA straight away: cheaper than redis-py's Script wrapper on this hot path
+            await self.redis.evalsha(self._script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed server forgot the script
+            await self._script(keys, args)
         return event
 
     async def publish_many(self, events: Iterable[Event]) -> list[Event]:
         """Publish already-built events in one pipelined round trip (all are serialized first)."""
         calls = [(event, self._script_call(event)) for event in events]
-        if not calls:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, (keys, args) in calls:
-                await self._script(keys, args, client=pipe)
-            await pipe.execute()
+        todo = [call for _, call in calls]
+        sha = self._script.sha
+        for _attempt in range(2):
+            if not todo:
+                break
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in todo:
+                    _ = pipe.evalsha(sha, len(keys), *keys, *args)  # queued; replies come from execute()
+                results = await pipe.execute(raise_on_error=False)
+            failed = [
+                call for call, result in zip(todo, results, strict=True) if isinstance(result, Exception)
+            ]
+            if not failed:
+                break
+            first = next(r for r in results if isinstance(r, Exception))
+            if not isinstance(first, NoScriptError):
+                raise first
+            # The server forgot the script (restart, SCRIPT FLUSH): load it, redo only the failed calls.
+            await self.redis.script_load(_PUBLISH_LUA)
+            todo = failed
         return [event for event, _ in calls]
 
     def _script_call(self, event: Event) -> tuple[list[str], list[Any]]:
@@ -417,6 +388,8 @@ class EventBus:
         self._forget(subscription)
 
     def _forget(self, subscription: Subscription) -> None:
+        if subscription._runner is not None:
+            subscription._runner.close()
         if subscription in self._subs:
             self._subs.remove(subscription)
         self._routes.clear()
@@ -425,8 +398,14 @@ class EventBus:
             if not any(s.durable and s.agent_name == agent for s in self._subs):
                 consumer = self._durable.pop(agent, None)
                 if consumer is not None:
-                    self._retired.append(consumer)
-                    self._spawn(consumer.stop())
+                    self._retired.append(consumer)  # now: aclose() must stop it even if _retire never ran
+                    self._spawn(self._retire(consumer))
+
+    async def _retire(self, consumer: DurableConsumer) -> None:
+        try:
+            await consumer.stop()
+        finally:
+            self._retired.remove(consumer)
 
     def durable_subscriptions(self, agent_name: str) -> list[Subscription]:
         """The active durable subscriptions of ``agent_name`` on this bus."""
@@ -434,12 +413,19 @@ class EventBus:
 
     def _attach(self, sub: Subscription) -> None:
         """Record what ``sub`` must wait for to be live, and subscribe its channel if needed."""
+        if sub.is_async and not sub.durable:
+            assert self._loop is not None
+            sub._runner = Runner(sub, self.max_concurrency, self._loop)
+            self._runners.add(sub._runner)
         if sub.durable:
             sub._ready = [self._durable[sub.agent_name].ready]
         else:
             channel = _keys.agent_event_channel(self._prefix, sub.agent_name).encode()
             sub._ready = [self._channel_future(self._broadcast_channel.encode())]
-            if self.agent_name != MONITOR:
+            if self.agent_name == MONITOR:  # the agent pattern covers every agent's channel
+                pattern = _keys.agent_event_channel_pattern(self._prefix).encode()
+                sub._ready.append(self._channel_future(pattern))
+            else:
                 sub._ready.append(self._channel_future(channel, subscribe=True))
 
     def _start_durable(self, agent: str) -> None:
@@ -541,9 +527,14 @@ class EventBus:
             if subs is None:
                 subs = self._route(key)
             for sub in subs:
-                if len(inflight) >= self.max_concurrency:
-                    await self._wait_slot()
-                if sub.active:
+                runner = sub._runner
+                if runner is not None:  # async: queued for the subscription's workers
+                    if len(runner.queue) >= self._buffer_size:
+                        await runner.drained()
+                    runner.push(event)
+                elif sub.active:  # sync: one thread-pool call, at most max_concurrency at once
+                    if len(inflight) >= self.max_concurrency:
+                        await self._wait_slot()
                     self._start_callback(sub, event)
 
     def _route(self, key: tuple[str | None, str]) -> tuple[Subscription, ...]:
@@ -561,11 +552,7 @@ class EventBus:
     def _start_callback(self, sub: Subscription, event: Event) -> None:
         loop = self._loop
         assert loop is not None
-        fut: asyncio.Future[Any]
-        if sub.is_async:
-            fut = loop.create_task(sub.callback(event))
-        else:
-            fut = loop.run_in_executor(self._threads(), sub.callback, event)
+        fut = loop.run_in_executor(self._threads(), sub.callback, event)
         self._inflight.add(fut)
         fut.add_done_callback(functools.partial(self._callback_done, sub, event))
 
@@ -579,6 +566,13 @@ class EventBus:
         exc = fut.exception()
         if exc is not None:
             log_callback_error(sub, event, exc)
+        elif inspect.iscoroutine(result := fut.result()):  # e.g. a lambda returning a coroutine
+            result.close()
+            log_callback_error(
+                sub,
+                event,
+                TypeError("the callback returned a coroutine: make it an `async def` to have it run"),
+            )
 
     async def _wait_slot(self) -> None:
         while len(self._inflight) >= self.max_concurrency:
@@ -627,59 +621,6 @@ class EventBus:
         ``listen()`` each see every event received from then on. It ends when the bus closes, or after
         ``idle_timeout`` seconds without an event when one is given, or on ``await stream.aclose()``.
         """
-        sink = _Sink(self._buffer_size, None if event_type == "*" else compile_pattern(event_type))
+        sink = Sink(self._buffer_size, None if event_type == "*" else compile_pattern(event_type))
         self._sinks.append(sink)
         return EventStream(self, sink, idle_timeout)
-
-
-class EventStream:
-    """Async iterator over the events a bus receives (see :meth:`EventBus.events`)."""
-
-    def __init__(self, bus: EventBus, sink: _Sink, idle_timeout: float | None) -> None:
-        self._bus = bus
-        self._sink: _Sink | None = sink
-        self._idle_timeout = idle_timeout
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        bus = self._bus
-        while self._sink is not None and not bus._closed:
-            if bus._reader is None:
-                await bus._ensure_reader()
-            event = await self._sink.get(self._idle_timeout)
-            if event is not None:
-                return event
-            if self._idle_timeout is not None:
-                break
-        await self.aclose()
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        """Stop buffering events for this stream."""
-        self._detach()
-
-    def _detach(self) -> None:
-        sink, self._sink = self._sink, None
-        if sink is not None and sink in self._bus._sinks:
-            self._bus._sinks.remove(sink)
-
-    def __del__(self) -> None:
-        self._detach()
-
-
-def log_callback_error(sub: Subscription, event: Event, exc: BaseException) -> None:
-    """Log a failed callback with the event id (the one place this message is written)."""
-    name = getattr(sub.callback, "__qualname__", repr(sub.callback))
-    logger.error(
-        "event callback %s of agent %s failed on event %s (%s from %s): %s: %s",
-        name,
-        sub.agent_name,
-        event.id,
-        event.event_type,
-        event.source_agent,
-        type(exc).__name__,
-        exc,
-        exc_info=exc,
-    )

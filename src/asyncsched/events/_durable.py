@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
 from ._envelope import Event
-from ._tasks import stop_task
+from ._support import ensure_group, stop_task
 
 if TYPE_CHECKING:
     from ._bus import EventBus
@@ -130,11 +130,7 @@ class DurableConsumer:
 
     async def _create_groups(self) -> None:
         for stream in self.streams:
-            try:
-                await self.bus.redis.xgroup_create(stream, self.agent, id="$", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await ensure_group(self.bus.redis, stream, self.agent)
 
     async def _own_pending(self) -> None:
         """Entries delivered to this consumer name and never acknowledged (a crash of a previous run)."""

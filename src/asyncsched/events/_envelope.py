@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,17 +30,34 @@ __all__ = ["Event", "validate_agent_name", "validate_event_type"]
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _loads = json.loads
 _fromiso = datetime.fromisoformat
+_encode_str = json.encoder.encode_basestring  # a JSON string literal (C implementation)
+_random = random.Random()  # private: seeded from os.urandom, untouched by random.seed() in user code
+_getrandbits = _random.getrandbits
+os.register_at_fork(after_in_child=_random.seed)  # a forked child must not repeat its parent's ids
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 def _new_id() -> str:
-    """A random (version 4) UUID as 32 hex digits: ``uuid.uuid4().hex`` without building a UUID object."""
-    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    """A random (version 4) UUID as 32 hex digits, like ``uuid.uuid4().hex`` but without a system call
+    per id: ids need uniqueness, not secrecy (a private generator seeded from ``os.urandom``, reseeded in
+    forked children)."""
+    return f"{_getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 _EVENT_TYPE = re.compile(r"[^\s*?\[\]]{1,200}")
 _AGENT = re.compile(r"[^\s*?\[\]]{1,200}")
+
+
+_valid_names: set[str] = set()
+"""Event types and agent names validated already (publishing the same few names is the common case)."""
+_VALID_NAMES_MAX = 4096
+
+
+def _remember(name: str) -> None:
+    if len(_valid_names) >= _VALID_NAMES_MAX:
+        _valid_names.clear()
+    _valid_names.add(name)
 
 
 def validate_event_type(event_type: object) -> str:
@@ -48,21 +66,27 @@ def validate_event_type(event_type: object) -> str:
     Valid: 1-200 characters, no whitespace and no wildcard characters (``* ? [ ]``, which only
     subscriptions use). By convention ``{agent}.{action}``, ``task.{status}``, ``system.{event}``.
     """
+    if event_type in _valid_names:
+        return event_type  # only str are remembered
     if not isinstance(event_type, str) or _EVENT_TYPE.fullmatch(event_type) is None:
         raise ConfigurationError(
             f"invalid event_type {event_type!r}: use 1-200 characters without whitespace or wildcards "
             "(e.g. 'email.processed', 'task.completed')"
         )
+    _remember(event_type)
     return event_type
 
 
 def validate_agent_name(name: object, field: str = "agent_name") -> str:
     """``name`` if it is a valid agent name (1-200 characters, no whitespace, no ``* ? [ ]``)."""
+    if name in _valid_names:
+        return name  # only str are remembered
     if not isinstance(name, str) or _AGENT.fullmatch(name) is None:
         raise ConfigurationError(
             f"invalid {field} {name!r}: use 1-200 characters without whitespace or wildcards "
             "(e.g. 'email-agent')"
         )
+    _remember(name)
     return name
 
 
@@ -122,8 +146,14 @@ class Event:
 
     def to_json(self) -> str:
         """The wire envelope. Raises :class:`SerializationError` if the payload is not JSON-serializable."""
-        try:
-            return _dumps(self.to_dict())
+        target = self.target_agent
+        try:  # built by hand: the names are plain strings, only the payload needs the general encoder
+            return (
+                f'{{"id":"{self.id}","event_type":{_encode_str(self.event_type)},'
+                f'"source_agent":{_encode_str(self.source_agent)},'
+                f'"target_agent":{"null" if target is None else _encode_str(target)},'
+                f'"payload":{_dumps(self.payload)},"created_at":"{self.created_at.isoformat()}"}}'
+            )
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"event payload for {self.event_type!r} cannot be serialized as JSON ({exc}); use dicts with "

@@ -20,10 +20,12 @@ will be retried is ``task.failed`` with ``will_retry: true``. The source agent i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -38,9 +40,9 @@ from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ._bus import EventBus
 from ._envelope import Event, validate_agent_name
-from ._tasks import stop_task
+from ._support import ensure_group, stop_task
 
-__all__ = ["GROUP", "LifecyclePublisher", "lifecycle_event", "publish_system_event"]
+__all__ = ["GROUP", "LifecyclePublisher", "lifecycle_event", "publish_system_event", "system_events"]
 
 logger = logging.getLogger("asyncsched.events")
 
@@ -116,6 +118,23 @@ async def publish_system_event(
     return await bus.publish(f"system.{kind}", _source(agent), payload)
 
 
+@contextlib.asynccontextmanager
+async def system_events(
+    bus: EventBus, component: str, agent: str | None = None, **details: Any
+) -> AsyncIterator[None]:
+    """Publish ``system.startup`` on entry and ``system.shutdown`` on exit (also when the body raises),
+    e.g. ``await stack.enter_async_context(system_events(bus, "worker", agent))`` in a composition root.
+    A failure to publish the shutdown event (Redis already gone) is logged, not raised."""
+    await publish_system_event(bus, "startup", component, agent, **details)
+    try:
+        yield
+    finally:
+        try:
+            await publish_system_event(bus, "shutdown", component, agent, **details)
+        except (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError) as exc:
+            logger.warning("could not publish system.shutdown for %s: %s", component, exc)
+
+
 class LifecyclePublisher:
     """Consumes the lifecycle stream (group ``events``) and publishes ``task.*`` events on the bus.
 
@@ -183,11 +202,7 @@ class LifecyclePublisher:
             self._own_bus = None
 
     async def _create_group(self) -> None:
-        try:
-            await self.bus.redis.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self.bus.redis, self.stream, GROUP)
 
     async def run_once(self, block: float | None = None, pending: bool = False) -> int:
         """Read one batch (waiting up to ``block`` seconds for one), publish it, acknowledge it.

@@ -77,7 +77,7 @@ class EventBus:
         *,
         settings: Settings | None = None,
         agent_name: str | None = None,
-        persist: bool = False,
+        persist: bool | None = None,
         **options: Any,
     ) -> None:
         if redis is not None and not isinstance(redis, str):
@@ -85,7 +85,7 @@ class EventBus:
         self.settings = settings or get_settings()
         self.url = redis or self.settings.redis_url
         self.agent_name = agent_name
-        self.persist = persist
+        self.persist = self.settings.event_log if persist is None else persist
         self._options = options
         self._bus: AsyncEventBus | None = None
         self._lock = threading.Lock()

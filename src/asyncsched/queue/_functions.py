@@ -31,8 +31,21 @@ def func_name(func: Callable[..., Any] | str) -> str:
     return f"{module}.{qualname}"
 
 
+_imported: dict[str, Callable[..., Any]] = {}
+
+
 def import_function(name: str) -> Callable[..., Any]:
-    """Import a dotted ``module.attr[.attr]`` (or ``module:attr``) name; ``InvalidJob`` naming what failed."""
+    """Import a dotted ``module.attr[.attr]`` (or ``module:attr``) name; ``InvalidJob`` naming what failed.
+
+    Successful imports are cached by name (modules are cached by Python anyway).
+    """
+    func = _imported.get(name)
+    if func is None:
+        func = _imported[name] = _import(name)
+    return func
+
+
+def _import(name: str) -> Callable[..., Any]:
     dotted = name.replace(":", ".")
     parts = dotted.split(".")
     error: Exception | None = None

@@ -33,8 +33,20 @@ class Scripts:
     """Every script registered on one client (EVALSHA, loaded on first use)."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
         self._scripts = {name: redis.register_script(source(name)) for name in SCRIPT_NAMES}
 
     async def run(self, name: str, args: list[Any]) -> Any:
         """Run script ``name`` with ``args`` as ARGV (no KEYS: keys are built from the prefix)."""
         return await self._scripts[name](keys=[], args=args)
+
+    async def run_many(self, name: str, arg_lists: list[list[Any]]) -> list[Any]:
+        """Run script ``name`` once per argument list, in order, in one round trip (a pipeline, not a
+        transaction: Redis serves other clients between the calls)."""
+        script = self._scripts[name]
+        pipe: Any = self._redis.pipeline(transaction=False)
+        async with pipe:
+            for args in arg_lists:
+                await script(keys=[], args=args, client=pipe)
+            replies: list[Any] = await pipe.execute()
+        return replies

@@ -23,6 +23,8 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -46,6 +48,7 @@ log = logging.getLogger("asyncsched.scheduler")
 LEASE = timedelta(seconds=60)
 """How long a claimed tick may stay un-enqueued before another replica takes it over."""
 MAX_IDLE = 5.0
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 """An idle scheduler wakes at the next tick, on a change notice, or after this many seconds at most."""
 FLUSH_INTERVAL = 1.0
 """last_run_at / next_run_at reach SQL in batches this often."""
@@ -115,6 +118,12 @@ class TaskScheduler:
         self._changed = asyncio.Event()
         self._version = -1
         self._sql_updates: dict[str, tuple[datetime | None, datetime | None]] = {}
+        # Next tick of each task as this replica last planned it (with the schedule's signature): SQL lags
+        # behind by up to FLUSH_INTERVAL (more during a database outage), so an index rebuilt after a Redis
+        # restart starts from whichever is later and never fires a tick a second time.
+        self._planned: dict[str, tuple[str, datetime | None]] = {}
+        self._redis_down = False
+        self._sql_down = False
         self._tasks: list[asyncio.Task[None]] = []
         self._open_lock = asyncio.Lock()
         self._opened = False
@@ -372,7 +381,14 @@ class TaskScheduler:
                 await self.index.drop(task.id)
                 continue
             nxt = task.next_run_at
-            if nxt is None and task.last_run_at is None:
+            planned = self._planned.get(task.id)
+            if (
+                planned is not None
+                and planned[0] == signature(task)
+                and (planned[1] is None or nxt is None or utc(planned[1]) > utc(nxt))
+            ):
+                nxt = planned[1]
+            if nxt is None and task.last_run_at is None and planned is None:
                 nxt = trigger.next_after(now)
             if nxt is None:
                 await self.index.drop(task.id)
@@ -441,6 +457,7 @@ class TaskScheduler:
                 if firing is not None:
                     fired.append(firing)
             self._sql_updates[task_id] = (ticks[-1] if ticks else task.last_run_at, nxt)
+            self._planned[task_id] = (signature(task), nxt)
             return fired
         return []
 
@@ -553,7 +570,11 @@ class TaskScheduler:
                         self._changed.set()
             except Exception as exc:  # connection lost: the version counter covers the gap
                 _raise_if_cancelling()
-                log.warning("change feed interrupted (%s); resubscribing", exc)
+                if self._listener_ready.is_set():
+                    log.warning("change feed interrupted (%s); resubscribing", exc)
+                else:
+                    log.debug("change feed still unavailable (%s)", exc)
+                self._listener_ready.clear()
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
@@ -564,9 +585,20 @@ class TaskScheduler:
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
                 await self._flush()
-            except Exception:
+            except Exception as exc:
                 _raise_if_cancelling()
-                log.exception("writing run times to SQL failed; retrying")
+                if not self._sql_down:  # one line per outage; the run times stay in memory meanwhile
+                    log.warning(
+                        "writing run times to SQL failed (%s: %s); firing goes on, retrying every %g s",
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "",
+                        FLUSH_INTERVAL,
+                    )
+                self._sql_down = True
+            else:
+                if self._sql_down:
+                    self._sql_down = False
+                    log.info("run times written to SQL again")
 
     async def run(self) -> None:
         """Fire due ticks until cancelled. Sleeps until the next tick or a change notice; never busy-polls."""
@@ -588,16 +620,36 @@ class TaskScheduler:
                     if helper.done():
                         helper.result()  # re-raise a crashed helper
                 try:
+                    if await self._index_lost():
+                        log.warning(
+                            "schedule index missing from Redis (restarted or flushed); rebuilt from SQL"
+                        )
+                        await self.rebuild_index()
                     await self.run_pending()
+                    if self._redis_down:
+                        self._redis_down = False
+                        log.info("Redis answers again; firing resumed")
                     await self._wait()
-                except Exception:  # Redis or SQL unavailable: nothing is lost, the index waits for us
+                except Exception as exc:  # Redis or SQL unavailable: nothing is lost, the index waits for us
                     _raise_if_cancelling()
-                    log.exception("firing pass failed; retrying in 1 s")
+                    if isinstance(exc, _REDIS_DOWN):
+                        if not self._redis_down:  # one line per outage, not a traceback a second
+                            log.warning("Redis unavailable (%s); firing paused, retrying every 1 s", exc)
+                        self._redis_down = True
+                    else:
+                        log.exception("firing pass failed; retrying in 1 s")
                     await asyncio.sleep(1.0)
         finally:
             for helper in helpers:
                 helper.cancel()
             await asyncio.wait(helpers, timeout=5)
+
+    async def _index_lost(self) -> bool:
+        """Whether Redis lost the index (restart without persistence, FLUSHALL) while SQL has live tasks."""
+        if not any(task.enabled and trigger is not None for task, trigger in self._cache.values()):
+            return False
+        assert self._redis is not None
+        return not await self._redis.exists(self.index.sig_key)
 
     async def _wait(self) -> None:
         earliest = await self.index.earliest()

@@ -35,7 +35,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
-from sqlalchemy import Table, case, func, select, text, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -89,7 +89,6 @@ _MERGED = (
 _CLIPPED = ("job_id", "scheduled_task_id", "agent_name", "task_name", "function", "queue", "worker_name")
 _TRACEBACK_CAP = 65_536
 _POISON_AFTER = 3  # failures of one batch, with the database answering, before rows are tried one by one
-_CHUNK = 200  # rows per INSERT statement: well under SQLite's and asyncpg's bind-parameter limits
 
 
 def _limit(column: str, table: Any) -> int | None:
@@ -128,7 +127,8 @@ def _result(raw: str | None) -> Any:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    # Undecodable bytes (garbage XADDed by hand) must not make an entry unskippable: they become U+FFFD.
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -177,7 +177,6 @@ class _Batch:
     executions: dict[tuple[str, int], _Row] = field(default_factory=dict)
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     ack: dict[str, list[str]] = field(default_factory=dict)
-    records: int = 0
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self.ack.values())
@@ -196,6 +195,8 @@ def decode_event(fields: Mapping[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = dict(fields)
     if "id" not in data and len(data) == 1:
         data = json.loads(next(iter(data.values())))
+        if not isinstance(data, dict):
+            raise ValueError(f"event envelope is a JSON {type(data).__name__}, not an object")
     payload = data.get("payload")
     if isinstance(payload, str):
         payload = json.loads(payload) if payload else {}
@@ -224,8 +225,10 @@ class Recorder:
 
     ``flush_interval`` bounds how long the loop waits on an empty stream before it looks again (and how
     long leaving takes); entries are written as soon as they are read, up to ``batch_size`` at a time, so
-    under load the batches fill by themselves. ``retention`` (default ``settings.retention_days``; ``None``
-    or zero days: keep everything) is applied every ``prune_interval`` seconds.
+    under load the batches fill by themselves. ``retention`` (``True``: ``settings.retention_days``, where
+    0 keeps everything; a ``timedelta``; ``False``/``None``: keep everything) is applied on start and
+    every ``prune_interval`` seconds. ``consumer`` (default: the host name) names this reader in the
+    group; a restart under the same name writes what it had read but not acknowledged.
     """
 
     def __init__(
@@ -280,6 +283,7 @@ class Recorder:
         self._next_prune = 0.0
         self._failing = False
         self._batch_failures = 0
+        self._upsert_stmt: Any = None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -328,7 +332,7 @@ class Recorder:
         self.last_error = exc
         if not self._failing:
             log.warning(
-                "recorder cannot write history (%s: %s); entries stay in Redis, retrying",
+                "recorder cannot record history (%s: %s); entries stay in Redis, retrying",
                 type(exc).__name__,
                 str(exc).splitlines()[0] if str(exc) else "",
             )
@@ -432,7 +436,6 @@ class Recorder:
                             {"job_id": record.job_id, "attempt": record.attempt}
                         )
                     row.apply(record, _entry_time(entry_id))
-                    batch.records += 1
                 else:
                     event = decode_event(fields)
                     batch.events.setdefault(event["id"], event)
@@ -468,9 +471,29 @@ class Recorder:
         self._batch_failures = 0
 
     async def _database_answers(self) -> bool:
+        """Whether the database accepts an ordinary write to both tables (probe rows, rolled back).
+
+        Tells a refused row apart from a refused batch: a database that is down, read-only, full, or
+        lacks the tables (not migrated) fails the probe too, so nothing is dropped for those.
+        """
+        now = utcnow()
         try:
             async with self.db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+                trans = await conn.begin()
+                try:
+                    await conn.execute(
+                        insert(TaskExecution).values(
+                            id=_uuid(), job_id=f"probe-{_uuid()}", queue="probe", status="queued",
+                            attempt=1, created_at=now, updated_at=now,
+                        )
+                    )  # fmt: skip
+                    await conn.execute(
+                        insert(EventMessage).values(
+                            id=_uuid(), event_type="probe", source_agent="probe", payload={}, created_at=now
+                        )
+                    )
+                finally:
+                    await trans.rollback()
         except Exception:
             return False
         return True
@@ -535,8 +558,24 @@ class Recorder:
                     r["scheduled_task_id"] = None
         table: Table = TaskExecution.__table__  # type: ignore[assignment]
         t = table.c
-        for start in range(0, len(rows), _CHUNK):
-            stmt = self._insert(table).values(rows[start : start + _CHUNK])
+        # executemany: SQLAlchemy sends it as multi-row INSERT ... ON CONFLICT ... RETURNING statements
+        # ("insertmanyvalues"), and the statement is compiled once and cached.
+        result = await conn.execute(self._upsert_statement(), rows)
+        fixes = []
+        for row_id, started, ended, duration in result.all():
+            if started is not None and ended is not None:
+                exact = max(0.0, (ended - started).total_seconds())
+                if duration is None or abs(duration - exact) > 1e-6:
+                    fixes.append({"b_id": row_id, "b_duration": exact})
+        if fixes:  # start and end arrived in different batches
+            fix = update(table).where(t.id == bindparam("b_id")).values(duration=bindparam("b_duration"))
+            await conn.execute(fix, fixes)
+
+    def _upsert_statement(self) -> Any:
+        if self._upsert_stmt is None:
+            table: Table = TaskExecution.__table__  # type: ignore[assignment]
+            t = table.c
+            stmt = self._insert(table)
             new = stmt.excluded
             old_rank = case(_STATUS_RANK, value=t.status, else_=-1)
             new_rank = case(_STATUS_RANK, value=new.status, else_=-1)
@@ -550,26 +589,16 @@ class Recorder:
                     (new_rank >= old_rank, func.coalesce(new[name], t[name])),
                     else_=func.coalesce(t[name], new[name]),
                 )
-            stmt = stmt.on_conflict_do_update(index_elements=[t.job_id, t.attempt], set_=set_).returning(
-                t.id, t.started_at, t.ended_at, t.duration
-            )
-            fixes = []
-            for row_id, started, ended, duration in (await conn.execute(stmt)).all():
-                if started is not None and ended is not None:
-                    exact = max(0.0, (ended - started).total_seconds())
-                    if duration is None or abs(duration - exact) > 1e-6:
-                        fixes.append({"id": row_id, "duration": exact})
-            if fixes:  # start and end arrived in different batches
-                for fix in fixes:
-                    await conn.execute(
-                        update(table).where(t.id == fix["id"]).values(duration=fix["duration"])
-                    )
+            self._upsert_stmt = stmt.on_conflict_do_update(
+                index_elements=[t.job_id, t.attempt], set_=set_
+            ).returning(t.id, t.started_at, t.ended_at, t.duration)
+        return self._upsert_stmt
 
     async def _insert_events(self, conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
         table: Table = EventMessage.__table__  # type: ignore[assignment]
-        for start in range(0, len(events), _CHUNK):
-            stmt = self._insert(table).values(events[start : start + _CHUNK])
-            await conn.execute(stmt.on_conflict_do_nothing(index_elements=[table.c.id]))
+        await conn.execute(self._insert(table).on_conflict_do_nothing(index_elements=[table.c.id]), events)
 
     # ------------------------------------------------------------------ retention and health
 

@@ -102,6 +102,7 @@ class ExecutionRepository:
         until: datetime | None,
         queue: str | None,
         job_id: str | None,
+        task_name: str | None = None,
     ) -> list[ColumnElement[bool]]:
         te = TaskExecution
         where: list[ColumnElement[bool]] = []
@@ -120,6 +121,8 @@ class ExecutionRepository:
             where.append(te.queue == queue)
         if job_id is not None:
             where.append(te.job_id == job_id)
+        if task_name is not None:
+            where.append(te.task_name == task_name)
         return where
 
     async def list(
@@ -134,10 +137,12 @@ class ExecutionRepository:
         *,
         queue: str | None = None,
         job_id: str | None = None,
+        task_name: str | None = None,
     ) -> Page[TaskExecution]:
         """Executions, newest first (by ``created_at``), filtered and paged.
 
-        ``status`` is one status or several; ``task_id`` is the scheduled task's id; ``since`` (inclusive)
+        ``status`` is one status or several; ``task_id`` is the scheduled task's id (``task_name`` the
+        recorded task name, e.g. of ad-hoc jobs); ``since`` (inclusive)
         and ``until`` (exclusive) bound ``created_at``. ``limit`` is capped at :data:`MAX_LIMIT`.
         """
         where = self._filters(
@@ -148,6 +153,7 @@ class ExecutionRepository:
             until=until,
             queue=queue,
             job_id=job_id,
+            task_name=task_name,
         )
         query = select(TaskExecution).where(*where)
         order = (TaskExecution.created_at.desc(), TaskExecution.job_id.desc(), TaskExecution.attempt.desc())

@@ -10,8 +10,10 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
 from typing import Any
 
+from .._redis import check_redis
 from ..config import Settings
 from ._worker import ORPHAN_POLICIES, Worker
 
@@ -43,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what happens to jobs of a dead worker: fail (default, at-most-once like RQ) or requeue",
     )
     parser.add_argument("--grace-period", type=float, default=30.0, help="seconds to finish jobs on stop")
+    from ..cli import _sidecars
+
+    _sidecars.add_flags(parser, default=False)
 
 
 def _accept_pickle(args: argparse.Namespace) -> bool | None:
@@ -77,8 +82,17 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
-        async with worker:
-            await worker.run()
+        await check_redis(worker.redis, settings.redis_url)  # unreachable: one clear line, exit 2
+        async with AsyncExitStack() as stack:
+            history, events = getattr(args, "history", False), getattr(args, "events", False)
+            if history or events:
+                from ..cli import _sidecars
+
+                await _sidecars.enter(
+                    stack, worker.redis, settings, component="worker", history=history, events=events
+                )
+            async with worker:
+                await worker.run()
 
     _run(main)
     stuck = [t for t in threading.enumerate() if t.name.startswith("asyncsched-job") and t.is_alive()]
@@ -109,6 +123,8 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         import uvloop  # type: ignore[import-not-found]  # optional speed-up
     except ImportError:
+        uvloop = None
+    if uvloop is None:  # outside the except block: every later traceback would show the ImportError too
         asyncio.run(main())
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

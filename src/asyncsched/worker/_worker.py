@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import socket
@@ -18,6 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
@@ -36,6 +40,8 @@ log = logging.getLogger("asyncsched.worker")
 
 ORPHAN_POLICIES = ("fail", "requeue")
 _FINISH_FIELDS = 21
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_SEP = "\x1e"
 
 
 def _is_fake(redis: aioredis.Redis) -> bool:
@@ -116,14 +122,21 @@ class Worker:
         self._sync_seen = False
         self._done: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self._stop = asyncio.Event()
+        self._closing = asyncio.Event()
         self._slot = asyncio.Event()
         self._registered = False
+        self._entered = False
         self._background: list[asyncio.Task[None]] = []
         self.processed = 0
+        self._outage = False
+        self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
+        self._exec_base = os.urandom(10).hex()
+        self._exec_seq = 0
 
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> Worker:
         await self._register_birth()
+        self._entered = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -159,15 +172,30 @@ class Worker:
             await self._work()
         finally:
             await self._drain()
-            for task in self._background:
-                task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
-            self._background = []
+            await self._stop_background()
             with contextlib.suppress(Exception):
                 await self._scripts.run(
                     "release_locks", [self.prefix, self.name, len(self.queues), *self.queues]
                 )
+            if not self._entered:  # used without ``async with``: leave nothing registered
+                with contextlib.suppress(Exception):
+                    await self._register_death()
             log.info("worker %s stopped after %d jobs", self.name, self.processed)
+
+    async def _stop_background(self) -> None:
+        # The loops also watch ``_closing``: a cancellation swallowed inside a client call (seen with
+        # redis-py) must not keep a loop alive, so cancel, wait, and cancel again if needed.
+        self._closing.set()
+        pending = {t for t in self._background if not t.done()}
+        for _ in range(3):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=2.0)
+        if pending:
+            log.warning("worker %s: %d background task(s) did not stop", self.name, len(pending))
+        self._background = []
 
     # ------------------------------------------------------------------ registration
     async def _register_birth(self) -> None:
@@ -228,25 +256,38 @@ class Worker:
                 await self._slot.wait()
 
     async def _work(self) -> None:
-        blocking = not self.burst
+        """The claim loop; survives Redis outages (backs off and retries until Redis answers again)."""
+        backoff = 0.1
         while not self._stop.is_set():
-            n = min(self._capacity(), self.batch_size)
-            if n <= 0:
-                await self._wait_slot()
-                continue
-            if await self._claim(n):
-                continue
-            if self.burst:
-                if await self._promote_once():
-                    continue
-                if not self._running and self._done.empty():
-                    if await self._queues_empty():
-                        return
-                    continue
-                await self._wait_slot(self.poll_timeout)
-                continue
-            if blocking:
-                await self._block(n)
+            try:
+                if await self._work_once():
+                    return
+                backoff = 0.1
+                self._redis_up()
+            except _REDIS_DOWN as exc:
+                self._redis_down(exc)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff):
+                        await self._stop.wait()
+                backoff = min(backoff * 2, 5.0)
+
+    async def _work_once(self) -> bool:
+        """One step of the claim loop; ``True`` when a burst worker is done."""
+        n = min(self._capacity(), self.batch_size)
+        if n <= 0:
+            await self._wait_slot()
+            return False
+        if await self._claim(n):
+            return False
+        if not self.burst:
+            await self._block(n)
+            return False
+        if await self._promote_once():
+            return False
+        if not self._running and self._done.empty():
+            return bool(await self._queues_empty())
+        await self._wait_slot(self.poll_timeout)
+        return False
 
     async def _queues_empty(self) -> bool:
         async with self._r.pipeline(transaction=False) as pipe:
@@ -278,7 +319,7 @@ class Worker:
         if n <= 0 and not given:
             return 0
         now = time.time()
-        execs = [uuid.uuid4().hex for _ in range(n + len(given))]
+        execs = [self._exec_id() for _ in range(n + len(given))]
         args: list[Any] = [
             self.prefix,
             self.name,
@@ -305,6 +346,11 @@ class Worker:
             self._dispatch(ClaimedJob(job_id.decode(), exec_id.decode(), queue.decode(), h, started=now))
         return count
 
+    def _exec_id(self) -> str:
+        """A 32-hex execution id like RQ's ``uuid4().hex``: a per-worker random part and a counter."""
+        self._exec_seq += 1
+        return f"{self._exec_base}{self._exec_seq:012x}"
+
     def _dispatch(self, job: ClaimedJob) -> None:
         prep = prepare(job, accept_pickle=self.accept_pickle, default_timeout=self.settings.job_timeout)
         if prep.outcome is not None:
@@ -329,7 +375,7 @@ class Worker:
 
     # ------------------------------------------------------------------ completion, batched
     async def _completer(self) -> None:
-        while True:
+        while not self._closing.is_set():
             first = await self._done.get()
             batch = [first] if first is not None else []
             while not self._done.empty() and len(batch) < 200:
@@ -345,19 +391,19 @@ class Worker:
         args += [repr(now), _FINISH_FIELDS, len(batch)]
         for o in batch:
             j = o.job
-            args += [
+            fields = (
                 j.id,
                 j.execution_id,
                 j.queue,
                 o.kind,
-                result_type(o),
+                str(result_type(o)),
                 o.return_value or "",
                 codec.encode_exc(o.exc_text) if o.exc_text else "",
-                "" if o.job_ttl is None else o.job_ttl,
-                "" if o.results_ttl is None else o.results_ttl,
+                "" if o.job_ttl is None else str(o.job_ttl),
+                "" if o.results_ttl is None else str(o.results_ttl),
                 o.registry_score,
-                "" if o.retries_left is None else o.retries_left,
-                o.scheduled_at,
+                "" if o.retries_left is None else str(o.retries_left),
+                str(o.scheduled_at),
                 "1" if o.at_front else "0",
                 repr(j.started),
                 repr(o.ended),
@@ -366,17 +412,11 @@ class Worker:
                 o.error or "",
                 o.exc_text if o.kind != "finished" and o.exc_text else "",
                 o.life_result or "",
-                "" if o.next_attempt is None else o.next_attempt,
-            ]
-        delay = 0.05
-        while True:
-            try:
-                await self._scripts.run("finish", args)
-                break
-            except Exception:  # Redis away: keep the outcomes, retry
-                log.exception("worker %s: recording %d outcomes failed; retrying", self.name, len(batch))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                "" if o.next_attempt is None else str(o.next_attempt),
+            )
+            # one argument per job (fields joined by 0x1e): far cheaper to send than 21 arguments
+            args.append(_SEP.join(x.replace(_SEP, " ") for x in fields))
+        await self._record(batch, args)
         for o in batch:
             entry = self._running.pop(o.job.id, None)
             if entry is not None and entry[1] is not None and not o.job.is_async:
@@ -385,27 +425,64 @@ class Worker:
             log.debug("job %s: %s", o.job.id, o.kind)
         self._slot.set()
 
+    async def _record(self, batch: list[Outcome], args: list[Any]) -> None:
+        """Run finish.lua: retry while Redis is away; if Redis rejects the batch (a key of the wrong type,
+        say), record the jobs one by one and give up only on those that fail: their lease lapses and the
+        reaper recovers them. The worker goes on either way."""
+        delay = 0.05
+        while True:
+            try:
+                await self._scripts.run("finish", args)
+                return
+            except _REDIS_DOWN as exc:
+                self._redis_down(exc)  # the outcomes are kept and recorded when Redis is back
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except RedisError:
+                if len(batch) == 1:
+                    log.exception(
+                        "worker %s: could not record job %s; left to the reaper", self.name, batch[0].job.id
+                    )
+                    return
+                head = args[:8]
+                for i, outcome in enumerate(batch):
+                    await self._record([outcome], [*head[:7], 1, args[8 + i]])
+                return
+
+    def _redis_down(self, exc: BaseException) -> None:
+        """Log an outage once (one line, no traceback); every loop keeps retrying with a pause."""
+        if not self._outage:
+            self._outage = True
+            log.warning("worker %s: Redis unavailable (%s); retrying until it is back", self.name, exc)
+
+    def _redis_up(self) -> None:
+        if self._outage:
+            self._outage = False
+            log.warning("worker %s: Redis is back", self.name)
+
     # ------------------------------------------------------------------ background duties
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopping; ``True`` if asked to stop."""
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless the background loops are closing."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._stop.wait()
-        return self._stop.is_set()
+                await self._closing.wait()
 
     async def _maintenance(self) -> None:
         last_reap = 0.0
-        while True:
+        while not self._closing.is_set():
             try:
                 await self._heartbeat()
                 if time.monotonic() - last_reap >= self.reap_interval:
                     last_reap = time.monotonic()
                     await self.reap()
+                self._redis_up()
             except asyncio.CancelledError:
                 raise
+            except _REDIS_DOWN as exc:
+                self._redis_down(exc)
             except Exception:
                 log.exception("worker %s: heartbeat failed", self.name)
-            await asyncio.sleep(self.heartbeat_interval)
+            await self._nap(self.heartbeat_interval)
 
     async def _heartbeat(self) -> None:
         running = [job for job, _ in self._running.values()]
@@ -450,35 +527,49 @@ class Worker:
         reply = await self._scripts.run("reap", args)
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
         for job_id, action in out:
-            log.warning("job %s: its worker was lost; %s", job_id, action)
+            if action == "unstuck":
+                log.warning("job %s: stuck in the intermediate list (a worker died); put back", job_id)
+            else:
+                log.warning("job %s: its worker was lost; %s", job_id, action)
         return out
 
     async def _promote_once(self) -> int:
-        args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), 60, self.stream]
+        lock_ttl = max(10, math.ceil(3 * self.scheduler_interval))  # a dead holder is replaced quickly
+        args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
         args += [LIFECYCLE_MAXLEN, 1000, len(self.queues), *self.queues]
         promoted, earliest = await self._scripts.run("promote", args)
-        self._next_due = earliest
+        self._next_due = int(earliest)
         return int(promoted)
 
     async def _promoter(self) -> None:
-        while True:
+        while not self._closing.is_set():
             try:
                 await self._promote_once()
             except asyncio.CancelledError:
                 raise
+            except _REDIS_DOWN as exc:
+                self._redis_down(exc)
             except Exception:
                 log.exception("worker %s: promoting scheduled jobs failed", self.name)
             wait = self.scheduler_interval
-            if getattr(self, "_next_due", -1) > 0:
+            if self._next_due > 0:
                 wait = min(wait, max(self._next_due - time.time(), 0.05))
-            await asyncio.sleep(wait)
+            await self._nap(wait)
 
     async def _control(self) -> None:
         """RQ's worker commands on ``<p>:pubsub:<name>``: shutdown, stop-job, stop-execution, kill-horse."""
+        while not self._closing.is_set():
+            try:
+                await self._listen()
+            except _REDIS_DOWN as exc:
+                self._redis_down(exc)
+                await self._nap(1.0)
+
+    async def _listen(self) -> None:
         pubsub: Any = self.redis.pubsub()
         try:
             await pubsub.subscribe(self.keys.pubsub(self.name))
-            while True:
+            while not self._closing.is_set():
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if msg is None:
                     continue

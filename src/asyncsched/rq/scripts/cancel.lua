@@ -5,7 +5,7 @@
 local p, id, now, stream, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jk = p .. ':job:' .. id
 local h = redis.call('HMGET', jk, 'status', 'origin', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
-  'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task')
+  'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
 local status = h[1]
 if not status then return -1 end
 if status == 'finished' or status == 'failed' or status == 'stopped' or status == 'canceled' then return 0 end
@@ -35,7 +35,8 @@ local life = {'kind', 'cancelled', 'job_id', id, 'queue', q, 'attempt', h[4] or 
 if h[3] then life[#life + 1] = 'worker'; life[#life + 1] = h[3] end
 if h[5] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[5] end
 if h[6] then life[#life + 1] = 'task_name'; life[#life + 1] = h[6] end
-if h[7] then life[#life + 1] = 'function'; life[#life + 1] = h[7] end
+if h[7] then life[#life + 1] = 'function'; life[#life + 1] = h[7]
+elseif h[9] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[9], '^[^(]+') or h[9]) end
 if h[8] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[8] end
 redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
 return rc

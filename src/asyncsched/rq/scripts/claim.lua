@@ -23,12 +23,21 @@ local wkey = p .. ':worker:' .. w
 local wexec = wkey .. ':executions'
 local last_id = nil
 
-local function opt(v) if v then return v else return '' end end
+local EXTRA = {asyncsched_attempt = 1, asyncsched_agent = 2, asyncsched_task = 3,
+  asyncsched_function_path = 4, asyncsched_scheduled_task = 5, description = 6, status = 7}
 
 local function start(id, q)
   local jk = p .. ':job:' .. id
-  local status = redis.call('HGET', jk, 'status')
-  if not status or status == 'canceled' or status == 'started' or status == 'finished' then
+  -- one read gives the status, our extra fields and the hash returned to the worker
+  local h = redis.call('HGETALL', jk)
+  local extra = {}
+  for k = 1, #h, 2 do
+    local slot = EXTRA[h[k]]
+    if slot then extra[slot] = h[k + 1] end
+  end
+  local status = extra[7]
+  -- a missing hash is skipped (as RQ does); a malformed one is claimed so the worker fails it with a reason
+  if #h == 0 or status == 'canceled' or status == 'started' or status == 'finished' then
     return false
   end
   used = used + 1
@@ -43,15 +52,12 @@ local function start(id, q)
   redis.call('EXPIRE', p .. ':executions:' .. id, lease + 60)
   redis.call('ZADD', p .. ':wip:' .. q, math.floor(now) + lease, member)
   redis.call('SADD', wexec, member)
-  redis.call('EXPIRE', wexec, lease + 60)
-  local h = redis.call('HGETALL', jk)
   local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', ARGV[3]}
-  local extra = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
-    'asyncsched_function_path', 'asyncsched_scheduled_task')
   life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
   if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
   if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
-  if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4] end
+  if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4]
+  elseif extra[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(extra[6], '^[^(]+') or extra[6]) end
   if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
   out[#out + 1] = id
@@ -79,6 +85,7 @@ for _, q in ipairs(queues) do
     if #ids < want then break end
   end
 end
+if last_id then redis.call('EXPIRE', wexec, lease + 60) end
 if last_id and redis.call('EXISTS', wkey) == 1 then
   redis.call('HSET', wkey, 'state', 'busy', 'current_job', last_id, 'last_heartbeat', now_ts)
 end

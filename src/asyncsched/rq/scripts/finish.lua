@@ -2,7 +2,8 @@
 -- job hash status/ended_at, result stream entry, finished/failed registry, TTLs, retry re-queue or
 -- schedule, execution cleanup, worker counters, dependents, plus one lifecycle record per job.
 -- A job no longer 'started' by this worker (cancelled, reaped, deleted) only has its execution cleaned.
--- ARGV: prefix, worker, stream, maxlen, now_ts, now (float), F (fields per job), njobs, then per job:
+-- ARGV: prefix, worker, stream, maxlen, now_ts, now (float), F (fields per job), njobs, then one
+-- argument per job: its F fields joined by the byte 0x1e (record separator), in this order:
 --  1 id  2 exec  3 queue  4 outcome (finished|failed|stopped|requeue|schedule)  5 result type
 --  6 return_value ('' none)  7 exc_string ('' none)  8 job ttl ('' keep, -1 persist, 0 delete, n)
 --  9 results ttl ('' none, -1 persist, n)  10 registry score  11 retries_left ('' keep)
@@ -41,26 +42,38 @@ local function enqueue_dependents(id, failed)
   if #children > 0 then redis.call('DEL', dk) end
 end
 
+local function split(packed)
+  local fields, n = {}, 0
+  for field in string.gmatch(packed .. '\030', '([^\030]*)\030') do
+    n = n + 1
+    fields[n] = field
+  end
+  return fields
+end
+local jobs_packed = {}
+for j = 1, njobs do jobs_packed[j] = ARGV[8 + j] end
+local ok_count, fail_count, work_time = 0, 0, 0
 for j = 0, njobs - 1 do
-  local b = 8 + j * F
-  local id, ex, q, outcome = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local f = split(jobs_packed[j + 1])
+  local id, ex, q, outcome = f[1], f[2], f[3], f[4]
   local jk = p .. ':job:' .. id
   local member = id .. ':' .. ex
   redis.call('DEL', p .. ':execution:' .. member)
   redis.call('ZREM', p .. ':wip:' .. q, member)
   redis.call('ZREM', p .. ':executions:' .. id, ex)
   redis.call('SREM', wkey .. ':executions', member)
-  local cur = redis.call('HMGET', jk, 'status', 'worker_name')
+  -- one read: the state check and the fields of the lifecycle record
+  local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
+    'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
   if cur[1] ~= 'started' or cur[2] ~= w then
     out[#out + 1] = 0
   else
-    local rtype, rv, exc = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
-    local job_ttl, res_ttl, score = ARGV[b + 8], ARGV[b + 9], ARGV[b + 10]
-    local retries, sched, front = ARGV[b + 11], ARGV[b + 12], ARGV[b + 13]
-    local ex_start, ex_end, wt = ARGV[b + 14], ARGV[b + 15], ARGV[b + 16]
-    local extra = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
-      'asyncsched_function_path', 'asyncsched_scheduled_task')
-    if ARGV[b + 21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', ARGV[b + 21]) end
+    local rtype, rv, exc = f[5], f[6], f[7]
+    local job_ttl, res_ttl, score = f[8], f[9], f[10]
+    local retries, sched, front = f[11], f[12], f[13]
+    local ex_start, ex_end, wt = f[14], f[15], f[16]
+    local extra = {cur[3], cur[4], cur[5], cur[6], cur[7], cur[8]}
+    if f[21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', f[21]) end
     if retries ~= '' then redis.call('HSET', jk, 'retries_left', retries) end
     local function add_result()
       local r = {'type', rtype, 'worker_name', w}
@@ -86,14 +99,14 @@ for j = 0, njobs - 1 do
       end
       enqueue_dependents(id, false)
       apply_ttl()
-      if wexists then redis.call('HINCRBY', wkey, 'successful_job_count', 1) end
+      ok_count = ok_count + 1
     elseif outcome == 'failed' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
       redis.call('ZADD', p .. ':failed:' .. q, score, id)
       add_result()
       enqueue_dependents(id, true)
       apply_ttl()
-      if wexists then redis.call('HINCRBY', wkey, 'failed_job_count', 1) end
+      fail_count = fail_count + 1
     else
       redis.call('HSET', jk, 'ended_at', now_ts)
       if outcome == 'schedule' then
@@ -104,23 +117,28 @@ for j = 0, njobs - 1 do
         if front == '1' then redis.call('LPUSH', p .. ':queue:' .. q, id)
         else redis.call('RPUSH', p .. ':queue:' .. q, id) end
       end
-      if wexists then redis.call('HINCRBY', wkey, 'failed_job_count', 1) end
+      fail_count = fail_count + 1
     end
-    if wexists and wt ~= '' then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', wt) end
-    local life = {'kind', ARGV[b + 17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start, 'ended_at', ex_end}
+    if wt ~= '' then work_time = work_time + tonumber(wt) end
+    local life = {'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start, 'ended_at', ex_end}
     life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
     if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
     if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
-    if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4] end
+    if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4]
+    elseif extra[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(extra[6], '^[^(]+') or extra[6]) end
     if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
-    if ARGV[b + 18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = ARGV[b + 18] end
-    if ARGV[b + 19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = ARGV[b + 19] end
-    if ARGV[b + 20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = ARGV[b + 20] end
+    if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
+    if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
+    if f[20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = f[20] end
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
     out[#out + 1] = 1
   end
 end
 if wexists then
+  -- worker counters once per batch
+  if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
+  if fail_count > 0 then redis.call('HINCRBY', wkey, 'failed_job_count', fail_count) end
+  if work_time > 0 then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', tostring(work_time)) end
   if redis.call('SCARD', wkey .. ':executions') == 0 then
     redis.call('HSET', wkey, 'state', 'idle')
     redis.call('HDEL', wkey, 'current_job')

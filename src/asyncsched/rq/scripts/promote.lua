@@ -30,11 +30,12 @@ for k = 1, nq do
           redis.call('RPUSH', p .. ':queue:' .. q, id)
         end
         local h = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
-          'asyncsched_function_path', 'asyncsched_scheduled_task')
+          'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
         local life = {'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', h[1] or '1', 'enqueued_at', now}
         if h[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[2] end
         if h[3] then life[#life + 1] = 'task_name'; life[#life + 1] = h[3] end
-        if h[4] then life[#life + 1] = 'function'; life[#life + 1] = h[4] end
+        if h[4] then life[#life + 1] = 'function'; life[#life + 1] = h[4]
+        elseif h[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[6], '^[^(]+') or h[6]) end
         if h[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[5] end
         redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
         promoted = promoted + 1

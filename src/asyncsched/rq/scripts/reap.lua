@@ -1,6 +1,8 @@
 -- Orphan recovery: executions in <p>:wip:<q> whose lease expired (their worker died) are re-queued or
 -- failed. Each entry is claimed by ZREM first, so two reapers (or RQ's own cleanup) never both act on it.
 -- Jobs with RQ retries left are retried as RQ's StartedJobRegistry.cleanup does.
+-- Also sweeps <p>:queue:<q>:intermediate (a worker that died between BLMOVE and its claim): an id still
+-- queued there a minute after it was first seen (RQ's first_seen key) goes back to its queue; it never ran.
 -- ARGV: prefix, now (int s), now_ts, policy ('requeue'|'fail'), stream, maxlen, exc_string (b64 zlib),
 --       error text, nqueues, <queue>*nqueues
 -- Returns a flat list: <id, action ('requeued'|'failed')>*
@@ -9,6 +11,24 @@ local exc, err, nq = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local out = {}
 for k = 1, nq do
   local q = ARGV[9 + k]
+  local ik = p .. ':queue:' .. q .. ':intermediate'
+  for _, id in ipairs(redis.call('LRANGE', ik, 0, -1)) do
+    local st = redis.call('HGET', p .. ':job:' .. id, 'status')
+    if st ~= 'queued' then
+      redis.call('LREM', ik, 1, id)
+    else
+      local fk = ik .. ':first_seen:' .. id
+      local seen = redis.call('GET', fk)
+      if not seen then
+        redis.call('SET', fk, now, 'EX', 86400)
+      elseif now - tonumber(seen) > 60 then
+        redis.call('LREM', ik, 1, id)
+        redis.call('DEL', fk)
+        redis.call('RPUSH', p .. ':queue:' .. q, id)
+        out[#out + 1] = id; out[#out + 1] = 'unstuck'
+      end
+    end
+  end
   local wk = p .. ':wip:' .. q
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', wk, 0, now)) do
     if redis.call('ZREM', wk, member) == 1 then
@@ -19,7 +39,7 @@ for k = 1, nq do
       redis.call('DEL', p .. ':execution:' .. member)
       redis.call('ZREM', p .. ':executions:' .. id, ex)
       local h = redis.call('HMGET', jk, 'status', 'worker_name', 'retries_left', 'failure_ttl', 'asyncsched_attempt',
-        'asyncsched_agent', 'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task')
+        'asyncsched_agent', 'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
       if h[2] then redis.call('SREM', p .. ':worker:' .. h[2] .. ':executions', member) end
       if h[1] == 'started' then
         local attempt = h[5] or '1'
@@ -46,7 +66,8 @@ for k = 1, nq do
         if h[2] then life[#life + 1] = 'worker'; life[#life + 1] = h[2] end
         if h[6] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[6] end
         if h[7] then life[#life + 1] = 'task_name'; life[#life + 1] = h[7] end
-        if h[8] then life[#life + 1] = 'function'; life[#life + 1] = h[8] end
+        if h[8] then life[#life + 1] = 'function'; life[#life + 1] = h[8]
+        elseif h[10] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[10], '^[^(]+') or h[10]) end
         if h[9] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[9] end
         redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
       end

@@ -4,7 +4,7 @@
 local p, id, now, now_ts, stream, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local jk = p .. ':job:' .. id
 local h = redis.call('HMGET', jk, 'status', 'origin', 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
-  'asyncsched_function_path', 'asyncsched_scheduled_task')
+  'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
 if not h[1] then return -1 end
 if h[1] ~= 'failed' and h[1] ~= 'stopped' and h[1] ~= 'canceled' then return 0 end
 local q = h[2] or 'default'
@@ -19,7 +19,8 @@ redis.call('RPUSH', p .. ':queue:' .. q, id)
 local life = {'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', attempt, 'enqueued_at', now}
 if h[4] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[4] end
 if h[5] then life[#life + 1] = 'task_name'; life[#life + 1] = h[5] end
-if h[6] then life[#life + 1] = 'function'; life[#life + 1] = h[6] end
+if h[6] then life[#life + 1] = 'function'; life[#life + 1] = h[6]
+elseif h[8] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[8], '^[^(]+') or h[8]) end
 if h[7] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[7] end
 redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
 return 1

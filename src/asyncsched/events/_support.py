@@ -1,11 +1,24 @@
-"""Stopping background tasks reliably."""
+"""Small helpers shared by the bus, the durable consumers and the lifecycle publisher."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-__all__ = ["stop_task"]
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+__all__ = ["ensure_group", "stop_task"]
+
+
+async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
+    """Create consumer group ``group`` of ``stream`` at the stream's end (creating the stream), unless it
+    exists already."""
+    try:
+        await redis.xgroup_create(stream, group, id="$", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
 
 
 async def stop_task(task: asyncio.Task[Any], *, grace: float = 0.0) -> None:

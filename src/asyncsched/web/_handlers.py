@@ -1,0 +1,303 @@
+"""The API's handlers: each takes the validated query/path values and body and returns JSON data.
+
+Plumbing (auth, validation, error mapping, metrics) lives in :mod:`asyncsched.web._router`; handlers raise
+the library's own exceptions (``TaskNotFound``, ``DuplicateTask``, ``FunctionNotAllowed``...) and
+:class:`~asyncsched.web._validation.ValidationFailed`, which the router turns into status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zoneinfo
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..exceptions import DuplicateTask, JobNotFound, TaskDefinitionError, TaskNotFound
+from ._live import event_to_dict, matches
+from ._security import API_SOURCE, check_function, function_allowed
+from ._serialize import ApiJSON, execution_to_dict, job_to_dict, plain, task_to_dict, worker_to_dict
+from ._services import Services, _import
+from ._validation import FieldError, ValidationFailed, error, parse_datetime
+
+__all__ = ["Handlers"]
+
+KEEPALIVE = 15.0
+"""Seconds between SSE comments that keep proxies from closing an idle stream."""
+
+TERMINAL = {"success", "failed", "cancelled"}
+
+
+class Conflict(Exception):
+    """The request conflicts with the current state (answered 409)."""
+
+
+def problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> list[FieldError]:
+    """Each :class:`~asyncsched.exceptions.Problem` as a field error under ``body``."""
+
+    def loc(field: str | None) -> tuple[str, ...]:
+        field = field or default_field
+        return ("body", field) if field else ("body",)
+
+    return [error(loc(p.field), p.message) for p in exc.problems] or [error(loc(None), str(exc))]
+
+
+def _items(page: Any) -> tuple[list[Any], int | None]:
+    """Items and total of a repository ``Page`` (or a plain list)."""
+    if isinstance(page, list | tuple):
+        return list(page), len(page)
+    items = list(getattr(page, "items", []) or [])
+    total = getattr(page, "total", None)
+    return items, total
+
+
+class Handlers:
+    """Endpoint bodies bound to one :class:`Services`."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    # -- tasks -------------------------------------------------------------------------------------
+
+    async def _trusted_functions(self) -> set[str]:
+        scheduler = await self.services.scheduler()
+        tasks = await scheduler.list_tasks()
+        return {t.function for t in tasks if getattr(t, "source", None) != API_SOURCE}
+
+    async def _check_function(self, function: str) -> None:
+        allow = self.services.settings.allowed_functions
+        if "*" in allow:
+            return
+        trusted = set() if allow and function_allowed(function, allow) else await self._trusted_functions()
+        check_function(function, allow, trusted)
+
+    def _validate_schedule(self, body: dict[str, Any]) -> list[FieldError]:
+        errors: list[FieldError] = []
+        tz = body.get("timezone", "UTC")
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            errors.append(error(("body", "timezone"), f"unknown time zone {tz!r}"))
+            tz = "UTC"
+        parse_schedule = _import("asyncsched.scheduler", "parse_schedule")
+        try:
+            start = parse_datetime(body["start"]) if body.get("start") else None
+            parse_schedule(body["type"], body["schedule"], tz, start=start)
+        except TaskDefinitionError as exc:
+            errors.extend(problems_to_errors(exc, "schedule"))
+        except (ValueError, KeyError, TypeError) as exc:
+            errors.append(error(("body", "schedule"), str(exc) or "invalid schedule"))
+        return errors
+
+    async def create_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+        settings = self.services.settings
+        errors = self._validate_schedule(body)
+        if errors:
+            raise ValidationFailed(errors)
+        await self._check_function(body["function"])
+        scheduler = await self.services.scheduler()
+        agent = body.get("agent_name") or settings.agent
+        try:
+            await scheduler.get_task(body["name"], agent_name=agent)
+        except TaskNotFound:
+            pass
+        else:
+            raise DuplicateTask(f"a task named {body['name']!r} already exists for agent {agent!r}")
+        definition = {k: v for k, v in body.items() if k != "agent_name" and v is not None}
+        try:
+            # Validated again by the scheduler exactly as a YAML task (including that the function imports).
+            stored = await scheduler.register_task(agent_name=agent, source=API_SOURCE, **definition)
+        except TaskDefinitionError as exc:
+            raise ValidationFailed(problems_to_errors(exc, None)) from None
+        data = task_to_dict(stored)
+        return ApiJSON(data, status_code=201, headers={"location": f"{_base(request)}/tasks/{data['id']}"})
+
+    async def list_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        scheduler = await self.services.scheduler()
+        tasks = await scheduler.list_tasks(agent_name=params.get("agent"))
+        items = [task_to_dict(t) for t in tasks]
+        return {"items": items, "total": len(items)}
+
+    async def _task(self, params: dict[str, Any]) -> Any:
+        scheduler = await self.services.scheduler()
+        return await scheduler.get_task(params["task_id"], agent_name=params.get("agent"))
+
+    async def get_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        return task_to_dict(await self._task(params))
+
+    async def delete_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+        task = await self._task(params)
+        scheduler = await self.services.scheduler()
+        await scheduler.unregister_task(task.id, agent_name=task.agent_name)
+        return Response(status_code=204)
+
+    async def enable_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        return await self._set_enabled(params, True)
+
+    async def disable_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        return await self._set_enabled(params, False)
+
+    async def _set_enabled(self, params: dict[str, Any], enabled: bool) -> Any:
+        task = await self._task(params)
+        scheduler = await self.services.scheduler()
+        action = scheduler.enable if enabled else scheduler.disable
+        await action(task.id, agent_name=task.agent_name)
+        return task_to_dict(await scheduler.get_task(task.id, agent_name=task.agent_name))
+
+    async def run_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+        task = await self._task(params)
+        scheduler = await self.services.scheduler()
+        job_id = await scheduler.run_now(task.id, agent_name=task.agent_name)
+        return ApiJSON({"job_id": job_id, "status": "queued", "task_id": task.id}, status_code=202)
+
+    # -- executions --------------------------------------------------------------------------------
+
+    async def list_executions(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        repo = await self.services.executions()
+        page = await repo.list(
+            agent_name=params.get("agent"),
+            status=params.get("status"),
+            task_id=params.get("task_id"),
+            since=params.get("since"),
+            until=params.get("until"),
+            offset=params["offset"],
+            limit=params["limit"],
+        )
+        items, total = _items(page)
+        return {
+            "items": [execution_to_dict(e) for e in items],
+            "total": total,
+            "offset": params["offset"],
+            "limit": params["limit"],
+        }
+
+    async def get_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        repo = await self.services.executions()
+        return execution_to_dict(await repo.get(params["execution_id"]))
+
+    async def cancel_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        key = params["execution_id"]
+        repo = await self.services.executions()
+        queue = await self.services.queue()
+        try:
+            execution = await repo.get(key)
+            job_id, status = execution.job_id, execution.status
+        except LookupError:
+            # Not recorded yet (the recorder batches): the job itself may exist in Redis.
+            record = await queue.job(key)
+            job_id, status = record.id, str(getattr(record.status, "value", record.status))
+        if status in TERMINAL:
+            raise Conflict(f"execution {key!r} already ended ({status})")
+        if not await queue.cancel(job_id):
+            raise Conflict(f"job {job_id!r} could not be cancelled (it already ended)")
+        return {"job_id": job_id, "status": "cancelled"}
+
+    # -- jobs, queues, workers ---------------------------------------------------------------------
+
+    async def enqueue_job(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+        errors: list[FieldError] = []
+        at = None
+        if body.get("at") is not None:
+            at = parse_datetime(body["at"])
+        if at is not None and body.get("delay") is not None:
+            errors.append(error(("body", "delay"), "give either 'at' or 'delay', not both"))
+        if errors:
+            raise ValidationFailed(errors)
+        await self._check_function(body["function"])
+        queue = await self.services.queue()
+        options: dict[str, Any] = {
+            "args": list(body.get("args", [])),
+            "kwargs": dict(body.get("kwargs", {})),
+            "queue": body.get("queue"),
+            "agent_name": body.get("agent_name"),
+            "task_name": body.get("task_name"),
+            "function_path": body["function"],
+            "description": body.get("description"),
+            "timeout": body.get("timeout"),
+        }
+        if body.get("retry"):
+            options["retry"] = body["retry"]
+        if at is not None:
+            options["at"] = at
+        elif body.get("delay"):
+            options["delay"] = timedelta(seconds=body["delay"])
+        job_id = await queue.enqueue(body["function"], **options)
+        status = "scheduled" if (at is not None and at > datetime.now(UTC)) or body.get("delay") else "queued"
+        return ApiJSON({"job_id": job_id, "status": status}, status_code=202)
+
+    async def get_job(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        queue = await self.services.queue()
+        try:
+            return job_to_dict(await queue.job(params["job_id"]))
+        except JobNotFound:
+            raise
+        except LookupError as exc:
+            raise JobNotFound(str(exc)) from None
+
+    async def list_queues(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        queue = await self.services.queue()
+        counts = await queue.queue_counts()
+        items = [{"name": name, "counts": dict(c)} for name, c in sorted(counts.items())]
+        return {"items": items}
+
+    async def list_workers(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        queue = await self.services.queue()
+        return {"items": [worker_to_dict(w) for w in await queue.workers()]}
+
+    # -- events ------------------------------------------------------------------------------------
+
+    async def list_events(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        repo = await self.services.events()
+        page = await repo.list(
+            event_type=params.get("event_type"),
+            agent=params.get("agent"),
+            since=params.get("since"),
+            offset=params["offset"],
+            limit=params["limit"],
+        )
+        items, total = _items(page)
+        return {
+            "items": [event_to_dict(e) for e in items],
+            "total": total,
+            "offset": params["offset"],
+            "limit": params["limit"],
+            "source": "database",
+        }
+
+    async def stream_events(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+        feed = await self.services.live()
+        event_type, agent = params.get("event_type"), params.get("agent")
+        last_id = request.headers.get("last-event-id")
+        replay_n: int = params["replay"]
+
+        async def stream() -> AsyncIterator[str]:
+            async with feed.subscribe() as queue:
+                yield "retry: 3000\n\n"
+                backlog = feed.recent(last_id) if last_id else feed.recent()[-replay_n:] if replay_n else []
+                for item in backlog:
+                    if matches(item, event_type, agent):
+                        yield _sse(item)
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    if matches(item, event_type, agent):
+                        yield _sse(item)
+
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _sse(item: dict[str, Any]) -> str:
+    data = json.dumps(plain(item), default=str, ensure_ascii=False)
+    return f"id: {item['id']}\nevent: message\ndata: {data}\n\n"
+
+
+def _base(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")

@@ -1,0 +1,419 @@
+"""The API as data: every operation, its parameters, body and response schemas, and the OpenAPI document.
+
+Request bodies and query parameters are validated against exactly these schemas
+(:mod:`asyncsched.web._validation`), so the published document and the server cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._version import __version__
+
+__all__ = ["OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
+
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+FUNCTION_PATTERN = (
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+)
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+"""No control characters (ids, names and patterns in paths and queries)."""
+STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled"]
+
+_name = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": NAME_PATTERN,
+    "x-pattern-message": "letters, digits, _ . and - only, not starting with . or -",
+}
+_function = {
+    "type": "string",
+    "minLength": 3,
+    "maxLength": 500,
+    "pattern": FUNCTION_PATTERN,
+    "x-pattern-message": "must be an import path 'package.module:function'",
+    "description": "Import path of the function, `package.module:function`.",
+}
+_datetime = {"type": ["string", "null"], "format": "date-time"}
+_any_list = {"type": "array", "maxItems": 100}
+_any_object = {"type": "object", "maxProperties": 100}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "TaskCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "type", "schedule", "function"],
+        "properties": {
+            "name": {**_name, "description": "Unique per agent."},
+            "agent_name": {**_name, "description": "Owner agent; defaults to the server's agent."},
+            "description": {"type": ["string", "null"], "maxLength": 2000},
+            "enabled": {"type": "boolean", "default": True},
+            "type": {"type": "string", "enum": ["interval", "cron", "date"]},
+            "schedule": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "Cron expression (`0 9 * * *`), interval (`5 minutes`) or ISO time (date).",
+            },
+            "timezone": {"type": "string", "minLength": 1, "maxLength": 64, "default": "UTC"},
+            "function": _function,
+            "args": _any_list,
+            "kwargs": _any_object,
+            "queue": {**_name, "default": "default"},
+            "timeout": {
+                "type": ["integer", "string", "null"],
+                "minimum": 1,
+                "maxLength": 100,
+                "description": "Job timeout: seconds or a duration like `5 minutes`.",
+            },
+            "retry": {
+                "type": ["integer", "object", "null"],
+                "minimum": 0,
+                "maximum": 100,
+                "maxProperties": 2,
+                "description": "Retries: a count, or `{max: N, interval: seconds or [seconds, ...]}`.",
+            },
+            "jitter": {"type": ["number", "string", "null"], "minimum": 0, "maxLength": 100},
+            "misfire": {"type": "string", "enum": ["coalesce", "skip", "all"]},
+            "misfire_grace": {"type": ["number", "string", "null"], "minimum": 0, "maxLength": 100},
+            "start": {"type": "string", "format": "date-time", "description": "Interval anchor."},
+        },
+    },
+    "Task": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "agent_name": {"type": "string"},
+            "name": {"type": "string"},
+            "description": {"type": ["string", "null"]},
+            "enabled": {"type": "boolean"},
+            "type": {"type": "string"},
+            "schedule": {"type": "string"},
+            "timezone": {"type": "string"},
+            "function": {"type": "string"},
+            "args": {"type": "array"},
+            "kwargs": {"type": "object"},
+            "queue": {"type": "string"},
+            "options": {"type": "object"},
+            "source": {"type": ["string", "null"]},
+            "created_at": _datetime,
+            "updated_at": _datetime,
+            "last_run_at": _datetime,
+            "next_run_at": _datetime,
+        },
+    },
+    "TaskList": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}},
+    },
+    "Execution": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "job_id": {"type": "string"},
+            "scheduled_task_id": {"type": ["string", "null"]},
+            "agent_name": {"type": ["string", "null"]},
+            "task_name": {"type": ["string", "null"]},
+            "function": {"type": ["string", "null"]},
+            "queue": {"type": "string"},
+            "status": {"type": "string", "enum": STATUSES},
+            "attempt": {"type": "integer"},
+            "worker_name": {"type": ["string", "null"]},
+            "enqueued_at": _datetime,
+            "started_at": _datetime,
+            "ended_at": _datetime,
+            "duration": {"type": ["number", "null"], "description": "Seconds."},
+            "result": {},
+            "error": {"type": ["string", "null"]},
+            "traceback": {"type": ["string", "null"]},
+        },
+    },
+    "ExecutionPage": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
+            "total": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "event_type": {"type": "string"},
+            "source_agent": {"type": "string"},
+            "target_agent": {"type": ["string", "null"]},
+            "payload": {"type": "object"},
+            "created_at": _datetime,
+        },
+    },
+    "EventPage": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "total": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "source": {"type": "string", "enum": ["database", "live"]},
+        },
+    },
+    "JobCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["function"],
+        "properties": {
+            "function": _function,
+            "args": _any_list,
+            "kwargs": _any_object,
+            "queue": {**_name, "default": "default"},
+            "agent_name": _name,
+            "task_name": _name,
+            "description": {"type": ["string", "null"], "maxLength": 2000},
+            "timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 604800},
+            "retry": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+            "delay": {"type": ["number", "null"], "minimum": 0, "maximum": 31536000},
+            "at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+    "JobAccepted": {
+        "type": "object",
+        "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}},
+    },
+    "Job": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "function": {"type": "string"},
+            "status": {"type": "string"},
+            "queue": {"type": "string"},
+            "agent_name": {"type": ["string", "null"]},
+            "task_name": {"type": ["string", "null"]},
+            "result": {},
+            "error": {"type": ["string", "null"]},
+        },
+    },
+    "Queue": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
+    "QueueList": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}},
+    },
+    "Worker": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "state": {"type": ["string", "null"]},
+            "last_heartbeat": _datetime,
+        },
+    },
+    "WorkerList": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}}},
+    },
+    "Health": {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "redis": {"type": "string"},
+            "database": {"type": "string"},
+        },
+    },
+    "ValidationError": {
+        "type": "object",
+        "properties": {
+            "detail": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                        "msg": {"type": "string"},
+                        "type": {"type": "string"},
+                    },
+                },
+            }
+        },
+    },
+    "Error": {"type": "object", "properties": {"detail": {"type": "string"}}},
+}
+
+
+def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE},
+        "description": description,
+    }
+
+
+_agent_q = _q("agent", _name, "Only this agent's items.")
+_offset_q = _q("offset", {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 0})
+_limit_q = _q("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50})
+_task_id = _path("task_id", "Task id, or its name (with `agent` to pick the agent).")
+_execution_id = _path("execution_id", "Execution id or job id.")
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One HTTP operation: what the router serves and what the OpenAPI document says about it."""
+
+    name: str
+    method: str
+    path: str
+    summary: str
+    tag: str
+    params: tuple[dict[str, Any], ...] = ()
+    body: str | None = None
+    response: str | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+    content_type: str = "application/json"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    # The spec's nine endpoints.
+    Operation("create_task", "POST", "/tasks", "Create a scheduled task", "tasks",
+              body="TaskCreate", response="Task", status=201, errors=(403, 409, 422)),
+    Operation("list_tasks", "GET", "/tasks", "List scheduled tasks", "tasks",
+              params=(_agent_q,), response="TaskList", errors=(422,)),
+    Operation("get_task", "GET", "/tasks/{task_id}", "Get a scheduled task", "tasks",
+              params=(_task_id, _agent_q), response="Task", errors=(404, 422)),
+    Operation("delete_task", "DELETE", "/tasks/{task_id}", "Delete a scheduled task", "tasks",
+              params=(_task_id, _agent_q), status=204, errors=(404, 422)),
+    Operation("enable_task", "POST", "/tasks/{task_id}/enable", "Enable a scheduled task", "tasks",
+              params=(_task_id, _agent_q), response="Task", errors=(404, 422)),
+    Operation("disable_task", "POST", "/tasks/{task_id}/disable", "Disable a scheduled task", "tasks",
+              params=(_task_id, _agent_q), response="Task", errors=(404, 422)),
+    Operation("list_executions", "GET", "/executions", "List task executions", "executions",
+              params=(
+                  _agent_q,
+                  _q("status", {"type": "string", "enum": STATUSES}),
+                  _q("task_id", {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE}),
+                  _q("since", {"type": "string", "format": "date-time"}, "Enqueued at or after."),
+                  _q("until", {"type": "string", "format": "date-time"}, "Enqueued before."),
+                  _offset_q, _limit_q,
+              ), response="ExecutionPage", errors=(422,)),
+    Operation("get_execution", "GET", "/executions/{execution_id}", "Get an execution", "executions",
+              params=(_execution_id,), response="Execution", errors=(404,)),
+    Operation("cancel_execution", "POST", "/executions/{execution_id}/cancel", "Cancel an execution",
+              "executions", params=(_execution_id,), response="JobAccepted", errors=(404, 409)),
+    # Operators' additions.
+    Operation("run_task", "POST", "/tasks/{task_id}/run", "Run a scheduled task now", "tasks",
+              params=(_task_id, _agent_q), response="JobAccepted", status=202, errors=(404, 422)),
+    Operation("enqueue_job", "POST", "/jobs", "Enqueue an allow-listed function", "jobs",
+              body="JobCreate", response="JobAccepted", status=202, errors=(403, 422)),
+    Operation("get_job", "GET", "/jobs/{job_id}", "Get a job's live state from Redis", "jobs",
+              params=(_path("job_id", "Job id."),), response="Job", errors=(404,)),
+    Operation("list_queues", "GET", "/queues", "Queues with job counts per state", "operations",
+              response="QueueList"),
+    Operation("list_workers", "GET", "/workers", "Workers with their heartbeats", "operations",
+              response="WorkerList"),
+    Operation("list_events", "GET", "/events", "Recent events", "events",
+              params=(
+                  _q("event_type", {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE},
+                     "Exact type or a wildcard pattern such as `task.*`."),
+                  _agent_q,
+                  _q("since", {"type": "string", "format": "date-time"}),
+                  _offset_q, _limit_q,
+              ), response="EventPage", errors=(422,)),
+    Operation("stream_events", "GET", "/events/stream", "Live events (Server-Sent Events)", "events",
+              params=(
+                  _q("event_type", {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE},
+                     "Exact type or a wildcard pattern such as `task.*`."),
+                  _agent_q,
+                  _q("replay", {"type": "integer", "minimum": 0, "maximum": 200, "default": 0},
+                     "Send this many of the most recent events first."),
+              ), content_type="text/event-stream", errors=(422,)),
+    Operation("health", "GET", "/health", "Redis and database reachable", "operations",
+              response="Health", errors=(503,), auth=False),
+    Operation("metrics", "GET", "/metrics", "Prometheus metrics", "operations",
+              content_type="text/plain"),
+    Operation("openapi", "GET", "/openapi.json", "This document", "meta", auth=False),
+    Operation("dashboard", "GET", "/dashboard", "The dashboard page", "meta", auth=False,
+              content_type="text/html"),
+)  # fmt: skip
+
+_ERROR_TEXT = {
+    401: "Missing or wrong bearer token",
+    403: "Function not on the allow-list",
+    404: "Not found",
+    409: "Conflict (duplicate task name, or execution already finished)",
+    422: "Invalid request; `detail` lists each offending field",
+    503: "A backend (Redis, database, component) is unavailable",
+}
+
+
+def openapi_document(root_path: str = "", *, secured: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the router (paths relative to where it is mounted).
+
+    ``secured``: a bearer token is configured, so the document declares it and the 401 answers.
+    """
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        item: dict[str, Any] = {
+            "operationId": op.name,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "parameters": [dict(p) for p in op.params],
+            "responses": {},
+        }
+        if op.body:
+            item["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(op.body)}},
+            }
+        ok: dict[str, Any] = {"description": "OK"}
+        if op.status != 204:
+            schema: dict[str, Any] = _ref(op.response) if op.response else {"type": "string"}
+            if op.content_type == "application/json" and not op.response:
+                schema = {"type": "object"}
+            ok["content"] = {op.content_type: {"schema": schema}}
+        item["responses"][str(op.status)] = ok
+        codes = set(op.errors) | ({401} if op.auth and secured else set()) | {503}
+        for code in sorted(codes):
+            name = "ValidationError" if code == 422 else "Error"
+            item["responses"][str(code)] = {
+                "description": _ERROR_TEXT[code],
+                "content": {"application/json": {"schema": _ref(name)}},
+            }
+        if secured and not op.auth:
+            item["security"] = []
+        paths.setdefault(op.path, {})[op.method.lower()] = item
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "asyncsched scheduler API",
+            "version": __version__,
+            "description": "Scheduled tasks, executions, jobs, queues, workers and events of asyncsched.",
+        },
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }
+    if secured:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    if root_path:
+        doc["servers"] = [{"url": root_path}]
+    return doc

@@ -1,0 +1,210 @@
+"""Request validation: a small JSON Schema subset, the same schemas the OpenAPI document publishes.
+
+Every problem is collected (not just the first) as ``{"loc": [...], "msg": ..., "type": ...}``, the shape
+FastAPI/pydantic clients already know, and raised together as :class:`ValidationFailed` (answered 422).
+
+Supported keywords: ``type`` (a name or a list of names), ``enum``, ``properties``, ``required``,
+``additionalProperties`` (a boolean), ``minLength``, ``maxLength``, ``pattern``, ``minimum``, ``maximum``,
+``items``, ``maxItems``, ``maxProperties`` and ``format: date-time``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+__all__ = ["FieldError", "ValidationFailed", "coerce_query", "parse_datetime", "validate"]
+
+FieldError = dict[str, Any]
+"""One problem: ``{"loc": ["body", "schedule"], "msg": "...", "type": "value_error"}``."""
+
+Loc = tuple[str | int, ...]
+
+
+class ValidationFailed(Exception):
+    """One or more request fields are invalid; ``errors`` lists each one."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors: list[FieldError] = list(errors)
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in self.errors))
+
+
+def error(loc: Loc, msg: str, kind: str = "value_error") -> FieldError:
+    """Build one :data:`FieldError`."""
+    return {"loc": list(loc), "msg": msg, "type": kind}
+
+
+@lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _type_ok(value: Any, name: str) -> bool:
+    if name == "null":
+        return value is None
+    if name == "boolean":
+        return isinstance(value, bool)
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if name == "string":
+        return isinstance(value, str)
+    if name == "array":
+        return isinstance(value, list)
+    if name == "object":
+        return isinstance(value, dict)
+    raise ValueError(f"unsupported schema type {name!r}")
+
+
+def parse_datetime(text: str) -> datetime:
+    """An ISO 8601 date-time; naive values are taken as UTC. Raises ``ValueError``."""
+    if not text or len(text) > 64:
+        raise ValueError("not an ISO 8601 date-time")
+    value = datetime.fromisoformat(text.replace("z", "Z"))
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def validate(value: Any, schema: Mapping[str, Any], loc: Loc = ("body",)) -> list[FieldError]:
+    """Every problem of ``value`` against ``schema`` (empty when valid).
+
+    Text anywhere in ``value`` (keys included) must not contain NUL characters, which databases refuse.
+    """
+    errors: list[FieldError] = []
+    _check(value, schema, loc, errors)
+    _no_nul(value, loc, errors)
+    return errors
+
+
+def _no_nul(value: Any, loc: Loc, errors: list[FieldError]) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            errors.append(error(loc, "NUL characters are not allowed"))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _no_nul(item, (*loc, index), errors)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key, (*loc, key), errors)
+            _no_nul(item, (*loc, key), errors)
+
+
+def _check(value: Any, schema: Mapping[str, Any], loc: Loc, errors: list[FieldError]) -> None:
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else list(types)
+        if not any(_type_ok(value, n) for n in names):
+            errors.append(error(loc, f"expected {' or '.join(names)}", "type_error"))
+            return
+    if value is None:
+        return
+    if "enum" in schema and value not in schema["enum"]:
+        allowed = ", ".join(repr(v) for v in schema["enum"])
+        errors.append(error(loc, f"must be one of {allowed}", "enum"))
+        return
+    if isinstance(value, str):
+        _check_string(value, schema, loc, errors)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            errors.append(error(loc, f"must be >= {schema['minimum']}"))
+        if "maximum" in schema and value > schema["maximum"]:
+            errors.append(error(loc, f"must be <= {schema['maximum']}"))
+    elif isinstance(value, list):
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            errors.append(error(loc, f"at most {schema['maxItems']} items"))
+        if "items" in schema:
+            for index, item in enumerate(value):
+                _check(item, schema["items"], (*loc, index), errors)
+    elif isinstance(value, dict):
+        _check_object(value, schema, loc, errors)
+
+
+def _check_string(value: str, schema: Mapping[str, Any], loc: Loc, errors: list[FieldError]) -> None:
+    if "minLength" in schema and len(value) < schema["minLength"]:
+        errors.append(error(loc, "must not be empty" if schema["minLength"] == 1 else "too short"))
+        return
+    if "maxLength" in schema and len(value) > schema["maxLength"]:
+        errors.append(error(loc, f"at most {schema['maxLength']} characters"))
+        return
+    if "pattern" in schema and not _compiled(schema["pattern"]).search(value):
+        errors.append(error(loc, schema.get("x-pattern-message", f"must match {schema['pattern']}")))
+        return
+    if schema.get("format") == "date-time":
+        try:
+            parse_datetime(value)
+        except ValueError:
+            errors.append(error(loc, "not an ISO 8601 date-time"))
+
+
+def _check_object(
+    value: dict[str, Any], schema: Mapping[str, Any], loc: Loc, errors: list[FieldError]
+) -> None:
+    props: Mapping[str, Any] = schema.get("properties", {})
+    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+        errors.append(error(loc, f"at most {schema['maxProperties']} keys"))
+    errors.extend(
+        error((*loc, name), "field required", "missing")
+        for name in schema.get("required", ())
+        if name not in value
+    )
+    for key, item in value.items():
+        if key in props:
+            _check(item, props[key], (*loc, key), errors)
+        elif schema.get("additionalProperties", True) is False:
+            errors.append(error((*loc, key), "unknown field", "extra_forbidden"))
+
+
+def coerce_query(
+    params: Mapping[str, str], spec: Sequence[Mapping[str, Any]], path: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Typed values of the declared query (and ``path``) parameters (OpenAPI parameter objects).
+
+    Raises :class:`ValidationFailed` listing every bad one.
+
+    Undeclared parameters are ignored, as most HTTP APIs do. Missing optional ones are ``None`` (or the
+    schema's ``default``).
+    """
+    path = path or {}
+    out: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    for param in spec:
+        if param.get("in") not in ("query", "path"):
+            continue
+        name: str = param["name"]
+        schema: Mapping[str, Any] = param.get("schema", {})
+        raw = params.get(name) if param["in"] == "query" else path.get(name)
+        if raw is None:
+            if param.get("required"):
+                errors.append(error(("query", name), "field required", "missing"))
+            out[name] = schema.get("default")
+            continue
+        loc: Loc = (param["in"], name)
+        kind = schema.get("type")
+        kind = next(t for t in kind if t != "null") if isinstance(kind, list) else kind
+        value: Any = raw
+        try:
+            if kind == "integer":
+                value = int(raw)
+            elif kind == "number":
+                value = float(raw)
+            elif kind == "boolean":
+                low = raw.lower()
+                if low not in ("true", "false", "1", "0"):
+                    raise ValueError
+                value = low in ("true", "1")
+        except ValueError:
+            errors.append(error(loc, f"expected {kind}", "type_error"))
+            continue
+        problems = validate(value, schema, loc)
+        if problems:
+            errors.extend(problems)
+            continue
+        if schema.get("format") == "date-time":
+            value = parse_datetime(raw)
+        out[name] = value
+    if errors:
+        raise ValidationFailed(errors)
+    return out
