@@ -45,9 +45,8 @@ def _database(url: str, tmp: str, n: int, kind: str) -> tuple[str, float | None]
     """A SQLite database holding the ``kind`` schedules, registered through the API (timed).
 
     With ``BENCH_CACHE_DIR`` set, later runs copy the first run's database instead of registering again.
-    The harness does not set it: with a copied database the Redis index starts empty, and the scheduler
-    of 2026-11-26 then reloads every task from SQL on each pass (~35% CPU with 10,000 tasks, almost nothing
-    fired), which is a scheduler finding, not the normal register-then-run path W6 means to measure."""
+    The harness does not set it: W6 measures the normal register-then-run path (a copied database starts
+    with an empty Redis index, which the scheduler before 05d9eca handled by reloading on every pass)."""
     path = os.path.join(tmp, f"w6-{kind}.db")
     cache_dir = os.environ.get("BENCH_CACHE_DIR")
     cached = os.path.join(cache_dir, f"w6-{kind}-{n}.db") if cache_dir else None
