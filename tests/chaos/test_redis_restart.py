@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from asyncsched.config import Settings
-from asyncsched.exceptions import BackendUnavailable, JobNotFound
+from asyncsched.exceptions import JobNotFound
 from asyncsched.queue import JobStatus, TaskQueue
 from tests.servers import RedisServer
 from tests.waiting import eventually
@@ -228,13 +228,6 @@ async def test_recorder_and_lifecycle_publisher_survive_redis_restart(
     assert sum(r.exc_info is not None for r in records) <= 2, [r.getMessage() for r in records]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BackendUnavailable,
-    reason="foundation (_redis.create_redis): redis-py 8 clients are built without a Retry, so after a "
-    "Redis restart every pooled connection fails its next command once ('Connection closed by server'); a "
-    "producer's first enqueue() after the restart raises BackendUnavailable (HTTP 503 in the API).",
-)
 async def test_producer_enqueues_right_after_a_redis_restart(own_redis: RedisServer) -> None:
     url = own_redis.url
     async with TaskQueue(url, settings=Settings(redis_url=url)) as q:

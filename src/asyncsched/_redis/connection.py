@@ -18,7 +18,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -74,13 +76,28 @@ def create_redis(url: str, **options: Any) -> aioredis.Redis:
         return client
     if scheme in ("redis", "rediss", "unix"):
         options.setdefault("health_check_interval", 30)
+        options.setdefault("retry", _reconnect_retry())
         return aioredis.Redis.from_url(url, **options)
     if scheme == "redis+sentinel":
+        options.setdefault("retry", _reconnect_retry())
         return _sentinel_master(url, **options)
     raise UnsupportedURL(
         f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}; use one of: "
         + ", ".join(f"{s}://" for s in _SCHEMES)
     )
+
+
+def _reconnect_retry() -> Retry:
+    """Retry a command whose connection was lost, after reconnecting: twice, 50 ms then 100 ms.
+
+    After a Redis restart every pooled connection is dead and fails its next command once ("Connection
+    closed by server"); without this the first call of every producer after a restart raised. Only
+    connection errors are retried, never timeouts: a command that timed out may have run, and re-running a
+    non-idempotent script (enqueue, claim) could do its work twice. A connection that broke mid-reply is the
+    rare case where a retry can repeat a command; the scripts are written so that a repeat is harmless
+    (fresh job ids are idempotent, claims re-check status).
+    """
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), 2, supported_errors=(RedisConnectionError,))
 
 
 def _sentinel_master(url: str, **options: Any) -> aioredis.Redis:
