@@ -28,11 +28,14 @@ if TYPE_CHECKING:
     from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
     from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
     from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
+    from .web import create_app, scheduler_router
     from .worker import Worker
 
 
 # Heavy parts (SQLAlchemy, croniter, ...) load on first use, so `import asyncsched.worker` stays lean.
 _LAZY: dict[str, str] = {
+    "create_app": ".web",
+    "scheduler_router": ".web",
     "Database": ".store",
     "Event": ".events",
     "EventBus": ".events",
@@ -96,8 +99,10 @@ __all__ = [
     "UnsupportedURL",
     "Worker",
     "__version__",
+    "create_app",
     "get_settings",
     "parse_schedule",
+    "scheduler_router",
 ]
 
 

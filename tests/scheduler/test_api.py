@@ -189,3 +189,17 @@ async def test_rename_keeps_the_id_and_a_clash_is_a_duplicate(scheduler: TaskSch
     assert [t.name for t in await scheduler.list_tasks()] == ["a2", "b"]
     with pytest.raises(DuplicateTask):
         await scheduler.update_task(a.id, name="b")
+
+
+async def test_default_scheduler_creates_the_embedded_database_on_first_use(tmp_path: Path) -> None:
+    """The spec's `TaskScheduler()` with no database set up: the SQLite file is created and migrated."""
+    from asyncsched.config import Settings as _Settings
+
+    path = tmp_path / "fresh" / "first.db"
+    settings = _Settings(redis_url="memory://first-use", database_url=f"sqlite+aiosqlite:///{path}")
+    async with TaskScheduler(settings=settings) as scheduler:
+        task = await scheduler.register_task(
+            name="hello", agent_name="a", type="interval", schedule="5 minutes", function=FUNCTION
+        )
+        assert [t.name for t in await scheduler.list_tasks()] == [task.name]
+    assert path.exists()

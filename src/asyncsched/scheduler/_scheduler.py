@@ -32,7 +32,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from .._redis import create_redis
 from ..config import Settings, get_settings
 from ..exceptions import DuplicateTask
-from ..store.engine import create_engine, session_factory
 from ..store.models import ScheduledTask
 from ._definition import build_task, policy_of, task_trigger
 from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
@@ -154,8 +153,15 @@ class TaskScheduler:
                 self._engine = self._db.engine
                 self._sessions = self._db.session
             else:
-                self._engine = create_engine(self.settings.database_url)
-                self._sessions = session_factory(self._engine)
+                # Our own handle on the configured database: the embedded SQLite default is created and
+                # migrated on first use, as everywhere else (PostgreSQL needs `asyncsched db upgrade`).
+                from ..store import Database
+
+                owned = Database(settings=self.settings)
+                await owned.__aenter__()
+                self._owned_db = owned
+                self._engine = owned.engine
+                self._sessions = owned.session
             self._index = ScheduleIndex(self._redis, self.settings.key_prefix)
             self._opened = True
 
@@ -175,13 +181,15 @@ class TaskScheduler:
             with contextlib.suppress(Exception):
                 await self._queue.__aexit__(None, None, None)
             self._queue = None
-        if self._db is None and self._engine is not None:
-            await self._engine.dispose()
+        if self._owned_db is not None:
+            await self._owned_db.aclose()
+            self._owned_db = None
         if self._own_redis and self._redis is not None:
             await self._redis.aclose()
         self._opened = False
 
     _queue_owned = False
+    _owned_db: Any = None
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
