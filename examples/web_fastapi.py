@@ -5,9 +5,10 @@ Run from the repository root::
     uvicorn examples.web_fastapi:app --port 8000
     # then open http://127.0.0.1:8000/api/scheduler/dashboard (the API's schema: /api/scheduler/openapi.json)
 
-``scheduler_router`` is a Starlette router, so FastAPI mounts it with ``app.mount`` (``include_router`` is
-for FastAPI's own ``APIRouter``). The lifespan runs scheduler, worker, bus and recorder in this process and
-registers ``examples/tasks.yaml``, as the spec's "Integrate into App" does on startup.
+As in the spec's "Integrate into App": ``app.include_router(scheduler_router, prefix="/api/scheduler",
+tags=["scheduler"])`` with the ``APIRouter`` form from ``asyncsched.web.fastapi`` (``app.mount(prefix,
+asyncsched.web.scheduler_router)`` works too). The lifespan runs scheduler, worker, bus and recorder in this
+process and registers ``examples/tasks.yaml``, as the spec's startup hook does.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from asyncsched import web
 from asyncsched.runtime import Runtime
-from asyncsched.web import scheduler_router
+from asyncsched.web.fastapi import scheduler_router
 
 TASKS = Path(__file__).with_name("tasks.yaml")
 
@@ -28,11 +30,11 @@ TASKS = Path(__file__).with_name("tasks.yaml")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with Runtime(tasks_files=[TASKS], agent="example-agent", http=False):
         yield
-    await scheduler_router.services.aclose()
+    await web.scheduler_router.services.aclose()
 
 
 app = FastAPI(title="my app", lifespan=lifespan)
-app.mount("/api/scheduler", scheduler_router)
+app.include_router(scheduler_router, prefix="/api/scheduler", tags=["scheduler"])
 
 
 @app.get("/")

@@ -49,13 +49,22 @@ def fastapi_app(router: Any, prefix: str) -> FastAPI:
     return app
 
 
+def fastapi_include(router: Any, prefix: str) -> FastAPI:
+    """The spec's own form: ``app.include_router(scheduler_router, prefix=..., tags=[...])``."""
+    from asyncsched.web.fastapi import make_router
+
+    app = FastAPI()
+    app.include_router(make_router(router), prefix=prefix, tags=["scheduler"])
+    return app
+
+
 @pytest.fixture
 async def default_router(embedded: Settings) -> AsyncIterator[Any]:
     yield scheduler_router
     await scheduler_router.services.aclose()
 
 
-@pytest.mark.parametrize("framework", [starlette_app, fastapi_app])
+@pytest.mark.parametrize("framework", [starlette_app, fastapi_app, fastapi_include])
 @pytest.mark.parametrize("prefix", ["/api/scheduler", "/ops/jobs"])
 async def test_default_router_mounts_anywhere(default_router: Any, framework: Any, prefix: str) -> None:
     async with client_for(framework(default_router, prefix), prefix) as client:

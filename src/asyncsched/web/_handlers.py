@@ -114,7 +114,9 @@ class Handlers:
         except TaskDefinitionError as exc:
             raise ValidationFailed(problems_to_errors(exc, None)) from None
         data = task_to_dict(stored)
-        return ApiJSON(data, status_code=201, headers={"location": f"{_base(request)}/tasks/{data['id']}"})
+        return ApiJSON(
+            data, status_code=201, headers={"location": f"{prefix_of(request, '/tasks')}/tasks/{data['id']}"}
+        )
 
     async def list_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         scheduler = await self.services.scheduler()
@@ -299,5 +301,13 @@ def _sse(item: dict[str, Any]) -> str:
     return f"id: {item['id']}\nevent: message\ndata: {data}\n\n"
 
 
-def _base(request: Request) -> str:
+def prefix_of(request: Request, suffix: str) -> str:
+    """The prefix the API is served under, as the client sees it: from the request path when it ends with
+    the operation's own path (``suffix``), so mounting and FastAPI's ``include_router`` both work; else the
+    ASGI root path."""
+    path = request.url.path
+    if suffix != "/" and path.endswith(suffix):
+        return path[: -len(suffix)].rstrip("/")
+    if suffix == "/" and path.endswith("/"):
+        return path.rstrip("/")
     return str(request.scope.get("root_path", "")).rstrip("/")

@@ -31,7 +31,7 @@ from ..exceptions import (
     TaskDefinitionError,
     UnsupportedURL,
 )
-from ._handlers import Conflict, Handlers, problems_to_errors
+from ._handlers import Conflict, Handlers, prefix_of, problems_to_errors
 from ._metrics import CONTENT_TYPE, RequestCounter, render_metrics
 from ._security import same_origin_ok, token_ok
 from ._serialize import ApiJSON
@@ -187,7 +187,7 @@ class SchedulerRouter(Router):
     # -- operations served here (not data handlers) ------------------------------------------------
 
     async def _index(self, request: Request) -> Response:
-        base = str(request.scope.get("root_path", "")).rstrip("/")
+        base = prefix_of(request, "/")
         return JSONResponse(
             {
                 "name": "asyncsched",
@@ -198,13 +198,13 @@ class SchedulerRouter(Router):
         )
 
     async def _op_openapi(self, request: Request, params: dict[str, Any], body: Any) -> Response:
-        root = str(request.scope.get("root_path", "")).rstrip("/")
+        root = prefix_of(request, "/openapi.json")
         return JSONResponse(openapi_document(root, secured=bool(self.services.settings.api_token)))
 
     async def _op_dashboard(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         from ._dashboard import render_dashboard
 
-        root = str(request.scope.get("root_path", "")).rstrip("/")
+        root = prefix_of(request, "/dashboard")
         return HTMLResponse(render_dashboard(root, token_required=bool(self.services.settings.api_token)))
 
     async def _op_metrics(self, request: Request, params: dict[str, Any], body: Any) -> Response:
