@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 from ..config import Settings
-from ..store import Database, prune
 
 
 def register(sub: Any) -> None:
@@ -36,6 +35,8 @@ def _handle_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _upgrade(settings: Settings, revision: str) -> int:
+    from ..store import Database  # lazy: keeps `asyncsched worker` lean
+
     async with Database(settings=settings, auto_migrate=False) as db:
         await db.check()
         before = await db.current_revision()
@@ -53,6 +54,8 @@ def _handle_current(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _current(settings: Settings) -> int:
+    from ..store import Database  # lazy: keeps `asyncsched worker` lean
+
     async with Database(settings=settings, auto_migrate=False) as db:
         await db.check()
         current = await db.current_revision()
@@ -71,6 +74,8 @@ def _handle_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _prune(settings: Settings, days: float) -> int:
+    from ..store import Database, prune  # lazy: keeps `asyncsched worker` lean
+
     async with Database(settings=settings, auto_migrate=False) as db:
         await db.check()
         result = await prune(db, timedelta(days=days))

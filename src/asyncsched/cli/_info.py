@@ -8,7 +8,6 @@ from typing import Any
 
 from .._redis import check_redis, create_redis, mask_url
 from ..config import Settings
-from ..store import check_database, create_engine
 
 
 def register(sub: Any) -> None:
@@ -21,6 +20,8 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _info(settings: Settings) -> int:
+    from ..store import check_database, create_engine  # lazy: keeps other subcommands lean
+
     print(f"redis:    {mask_url(settings.redis_url)}")
     print(f"database: {_mask_db(settings.database_url)}")
     print(f"prefix:   {settings.key_prefix}   queues: {', '.join(settings.queues)}")
