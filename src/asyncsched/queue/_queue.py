@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import os
 import re
@@ -28,6 +29,8 @@ from ..rq.keys import RQKeys
 from ..rq.serializers import Format
 from ._functions import func_name
 from ._models import JobRecord, JobStatus, Retry, WorkerInfo, from_rq_status
+
+log = logging.getLogger("asyncsched.queue")
 
 __all__ = ["TaskQueue"]
 
@@ -448,7 +451,10 @@ class TaskQueue:
             raw, entries = replies[2 * n], replies[2 * n + 1]
             if raw:
                 latest = ResultEntry.decode(*entries[0]) if entries else None
-                out.append(JobRecord.from_hash(job_id, raw, latest, accept_pickle=self.accept_pickle))
+                try:
+                    out.append(JobRecord.from_hash(job_id, raw, latest, accept_pickle=self.accept_pickle))
+                except InvalidJob as exc:  # one malformed hash must not hide the rest of the listing
+                    log.warning("listing skips job %s: %s", job_id, exc)
         return out
 
     async def _ids(self, queue: str, status: JobStatus) -> list[str]:
