@@ -277,6 +277,14 @@ class Worker:
         if n <= 0:
             await self._wait_slot()
             return False
+        if self._sync_running > 0 and n < self.threads // 2:
+            # Sync jobs are claimed only for free threads (a claimed job is "started" for RQ). With few
+            # threads free, a moment's wait lets more of them free up, so one claim round trip fetches a
+            # batch instead of one or two jobs. Bounded: at most 2 ms before claiming what is free.
+            deadline = time.monotonic() + 0.002
+            while n < self.threads // 2 and (left := deadline - time.monotonic()) > 0:
+                await self._wait_slot(left)
+                n = min(self._capacity(), self.batch_size)
         if await self._claim(n):
             return False
         if not self.burst:
