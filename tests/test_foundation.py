@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import DataError
 from sqlalchemy import text
 
 from asyncsched import BackendUnavailable, ConfigurationError, Settings, UnsupportedURL
@@ -51,6 +52,32 @@ async def test_memory_urls_share_one_server_per_name() -> None:
     assert await c.get("x") is None
     for client in (a, b, c):
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0", "unix:///tmp/none.sock", "redis+sentinel://h/s"],
+)
+def test_clients_pack_commands_exactly_as_redis_py(url: str) -> None:
+    from redis.asyncio.connection import AbstractConnection
+
+    connection = create_redis(url).connection_pool.make_connection()
+    assert type(connection).__name__.startswith("Hiredis")  # our packer is in use on every scheme
+    commands: list[tuple[object, ...]] = [
+        ("SET", "k", "\u00e9t\u00e9", 3, -7, 0.1 + 0.2, 1e-7, 1.7e9, b"\x00\xff", ""),
+        ("SCRIPT LOAD", "return 1"),
+        (b"CLIENT SETNAME", b"x"),
+        ("EVALSHA", "a" * 40, 0, *(str(i) for i in range(2000))),
+        ("SET", memoryview(b"view"), bytearray(b"array")),  # hiredis refuses these: redis-py packs them
+    ]
+    for command in commands:
+        ours = b"".join(bytes(chunk) for chunk in connection.pack_command(*command))
+        theirs = b"".join(bytes(chunk) for chunk in AbstractConnection.pack_command(connection, *command))
+        assert ours == theirs
+    with pytest.raises(DataError):
+        connection.pack_command("SET", "k", True)
+    with pytest.raises(UnicodeEncodeError):
+        connection.pack_command("SET", "k", "\udcff")
 
 
 def test_unknown_redis_scheme_is_a_typed_error() -> None:

@@ -212,6 +212,57 @@ async def test_large_enqueue_many_is_split_in_order(queue: TaskQueue, redis: aio
     assert (await queue.job(ids[-1])).args == [2499, 2499]
 
 
+async def test_mixed_batch_writes_each_job_as_a_single_enqueue_would(
+    queue: TaskQueue, redis: aioredis.Redis
+) -> None:
+    # jobs with different options alternate inside one script call (each run of like jobs shares a header)
+    await queue.enqueue(jobs.add, args=(0, 0), job_id="taken")
+    specs: list[dict[str, object]] = [
+        {"func": jobs.add, "args": (1, 1)},
+        {"func": jobs.add, "args": (1, 2), "meta": {"m": 1}},
+        {"func": jobs.add, "args": (1, 3), "delay": 3600},
+        {"func": jobs.add, "args": (1, 4)},
+        {"func": jobs.echo, "kwargs": {"x": 1}, "queue": "other", "agent_name": "a", "task_name": "t"},
+        {
+            "func": jobs.add,
+            "args": (1, 5),
+            "meta": {"m": 2},
+            "delay": 3600,
+            "ttl": 500,
+            "retry": Retry(2, [3]),
+        },
+        {"func": jobs.add, "args": (9, 9), "job_id": "taken", "unique": True},
+        {"func": jobs.add, "args": (1, 6), "job_id": "fresh", "unique": True, "at_front": True},
+        {"func": jobs.add, "args": (1, 7), "result_ttl": 5, "failure_ttl": 6, "description": "mine"},
+        {"func": jobs.add, "args": (1, 8)},
+    ]
+    batch = await queue.enqueue_many(specs)
+    single = [await queue.enqueue(**{**spec, "queue": "single"}) for spec in specs[:6] + specs[8:]]  # type: ignore[arg-type]
+    per_job = {b"created_at", b"enqueued_at", b"origin"}
+
+    async def shape(job_id: str) -> dict[bytes, bytes]:
+        h = await redis.hgetall(f"rq:job:{job_id}")
+        return {k: v for k, v in h.items() if k not in per_job}
+
+    for mine, theirs in zip(batch[:6] + batch[8:], single, strict=True):
+        assert await shape(mine) == await shape(theirs)
+        assert set(await redis.hgetall(f"rq:job:{mine}")) == set(await redis.hgetall(f"rq:job:{theirs}"))
+    assert (await queue.job("taken")).args == [0, 0]  # unique: the existing job is kept
+    assert await redis.lrange("rq:queue:default", 0, -1) == [
+        b"fresh",
+        b"taken",
+        *(batch[i].encode() for i in (0, 1, 3, 8, 9)),
+    ]
+    assert await redis.lrange("rq:queue:other", 0, -1) == [batch[4].encode()]
+    assert await redis.zrange("rq:scheduled:default", 0, -1) == sorted(batch[i].encode() for i in (2, 5))
+    assert 400 < await redis.ttl(f"rq:job:{batch[5]}") <= 500
+    records = [LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq"))]
+    by_id = {r.job_id: r for r in records}
+    assert by_id[batch[4]].agent_name == "a"
+    assert by_id[batch[2]].kind == "scheduled"
+    assert len([r for r in records if r.job_id == "taken"]) == 1  # the skipped duplicate left no record
+
+
 async def test_unreachable_redis_is_backend_unavailable() -> None:
     from asyncsched.exceptions import BackendUnavailable
     from tests.servers import free_port

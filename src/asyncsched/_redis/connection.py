@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from hiredis import pack_command as _hiredis_pack
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
@@ -77,14 +78,47 @@ def create_redis(url: str, **options: Any) -> aioredis.Redis:
     if scheme in ("redis", "rediss", "unix"):
         options.setdefault("health_check_interval", 30)
         options.setdefault("retry", _reconnect_retry())
-        return aioredis.Redis.from_url(url, **options)
+        return _fast_packing(aioredis.Redis.from_url(url, **options))
     if scheme == "redis+sentinel":
         options.setdefault("retry", _reconnect_retry())
-        return _sentinel_master(url, **options)
+        return _fast_packing(_sentinel_master(url, **options))
     raise UnsupportedURL(
         f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}; use one of: "
         + ", ".join(f"{s}://" for s in _SCHEMES)
     )
+
+
+def _fast_packing(client: aioredis.Redis) -> aioredis.Redis:
+    """Make ``client`` build commands with hiredis' C packer (hiredis is a dependency: ``redis[hiredis]``).
+
+    redis-py's asyncio connections pack every command in pure Python (its sync client already uses
+    hiredis): for a 1,000-job enqueue script call that was a third of the producer's CPU. Applied before
+    the first connection is made, on whichever connection class the URL chose (TCP, TLS, unix, Sentinel).
+    """
+    pool = client.connection_pool
+    encoder = pool.connection_kwargs.get("encoding", "utf-8"), pool.connection_kwargs.get("encoding_errors")
+    if encoder[0].lower().replace("-", "") != "utf8" or encoder[1] not in (None, "strict"):
+        return client  # hiredis encodes text as strict UTF-8 only
+    base = pool.connection_class
+    if not issubclass(base, _HiredisPacking):
+        pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+    return client
+
+
+class _HiredisPacking:
+    """Mixin over a redis-py asyncio connection class: ``pack_command`` in C (same bytes as redis-py's)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        # as redis-py: a command name with spaces ("SCRIPT LOAD") is sent as separate words
+        first = args[0]
+        if isinstance(first, str):
+            args = (*first.encode().split(), *args[1:])
+        elif b" " in first:
+            args = (*first.split(), *args[1:])
+        try:
+            return [_hiredis_pack(args)]
+        except TypeError:  # memoryview, bool, None, ...: redis-py's packer converts or raises DataError
+            return super().pack_command(*args)  # type: ignore[misc,no-any-return]
 
 
 def _reconnect_retry() -> Retry:

@@ -11,12 +11,20 @@ from ..exceptions import InvalidJob
 __all__ = ["func_name", "import_function"]
 
 
+_checked: dict[str, str] = {}  # path -> dotted name, for paths already validated
+
+
 def func_name(func: Callable[..., Any] | str) -> str:
     """RQ's ``func_name`` (``module.qualname``) for a callable or a ``module:attr`` / ``module.attr`` path."""
     if isinstance(func, str):
-        name = func.strip().replace(":", ".")
-        if not name or "." not in name or any(not part.isidentifier() for part in name.split(".")):
-            raise InvalidJob(f"function path {func!r} is not 'package.module:function'")
+        name = _checked.get(func)
+        if name is None:
+            name = func.strip().replace(":", ".")
+            if not name or "." not in name or any(not part.isidentifier() for part in name.split(".")):
+                raise InvalidJob(f"function path {func!r} is not 'package.module:function'")
+            if len(_checked) >= 1024:
+                _checked.clear()
+            _checked[func] = name
         return name
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", None)

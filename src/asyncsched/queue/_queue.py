@@ -64,6 +64,7 @@ _ENQUEUE_KEYS = frozenset(
 )
 
 
+_Part = tuple[str, list[Any]]  # one prepared job: the header it shares with like jobs, its own values
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -116,10 +117,12 @@ class TaskQueue:
         self.stream = lifecycle_stream(self.prefix)
         self._scripts = Scripts(self.redis)
         self._r: Any = self.redis  # redis-py's stubs type replies as bytes | str; ours are bytes
-        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
+        self._pending: list[tuple[_Part, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._ts_for: datetime | None = None
         self._ts = ""
+        self._epoch = ""
+        self._headers: dict[tuple[Any, ...], str] = {}  # shared options -> enqueue script header
 
     async def __aenter__(self) -> TaskQueue:
         return self
@@ -193,7 +196,7 @@ class TaskQueue:
         await self._submit(part)
         return job_id
 
-    async def _submit(self, part: list[Any]) -> None:
+    async def _submit(self, part: _Part) -> None:
         """Write one prepared job. Concurrent calls are coalesced: every job submitted while a write is
         being prepared goes into the same script call (one round trip for many producers), and each
         caller still waits for its own job to be written (or gets the error)."""
@@ -232,7 +235,7 @@ class TaskQueue:
         Up to 1,000 jobs are written by one atomic script call; larger batches are split into calls of
         1,000, sent in order in the same round trip, so Redis is never blocked by one huge script.
         """
-        parts: list[list[Any]] = []
+        parts: list[_Part] = []
         ids: list[str] = []
         now = datetime.now(UTC)
         for spec in jobs:
@@ -251,8 +254,19 @@ class TaskQueue:
             await self._scripts.run_many("enqueue", calls)
         return ids
 
-    def _enqueue_args(self, parts: list[list[Any]]) -> list[Any]:
-        return [self.prefix, self.stream, LIFECYCLE_MAXLEN, len(parts), *(x for part in parts for x in part)]
+    def _enqueue_args(self, parts: list[_Part]) -> list[Any]:
+        """The enqueue script's arguments: runs of jobs with the same header become one segment."""
+        out: list[Any] = [self.prefix, self.stream, LIFECYCLE_MAXLEN]
+        header: str | None = None
+        count_at = 0
+        for part_header, values in parts:
+            if part_header is not header and part_header != header:
+                header = part_header
+                out += (header, 0)
+                count_at = len(out) - 1
+            out[count_at] += 1
+            out += values
+        return out
 
     def _prepare(
         self,
@@ -278,7 +292,7 @@ class TaskQueue:
         scheduled_task_id: str | None = None,
         unique: bool = False,
         at_front: bool = False,
-    ) -> tuple[str, list[Any]]:
+    ) -> tuple[str, _Part]:
         target = func if func is not None else function_path
         if target is None:
             raise InvalidJob("enqueue needs a function (func=...) or a function_path")
@@ -296,8 +310,7 @@ class TaskQueue:
         qname = queue or self.name
         data = codec.encode_data(name, args, kwargs, self.serializer)  # raises before anything is written
         if self._ts_for is not now:  # one timestamp text per batch
-            self._ts_for, self._ts = now, codec.fmt_ts(now)
-        ts = self._ts
+            self._ts_for, self._ts, self._epoch = now, codec.fmt_ts(now), repr(now.timestamp())
         when: datetime | None = None
         if at is not None:
             when = at if at.tzinfo else at.replace(tzinfo=UTC)
@@ -306,11 +319,59 @@ class TaskQueue:
             when = now + timedelta(seconds=seconds)
         scheduled = when is not None and when > now
         description = _clean(description or codec.call_string(name, args, kwargs))
+        meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
+        shared = (
+            qname,
+            scheduled,
+            "1" if unique else ("n" if fresh else "0"),
+            at_front,
+            bool(meta_raw),
+            path,
+            _seconds(timeout) if timeout is not None else self.settings.job_timeout,
+            result_ttl,
+            failure_ttl,
+            ttl,
+            retry if isinstance(retry, int | None) else (retry.max, *retry.intervals),
+            agent_name,
+            task_name,
+            scheduled_task_id,
+        )
+        header = self._headers.get(shared)
+        if header is None:
+            header = self._header(*shared)
+            if len(self._headers) >= 256:
+                self._headers.clear()
+            self._headers[shared] = header
+        values: list[Any] = [job_id, data, meta_raw] if meta_raw else [job_id, data]
+        values += (description, self._ts, self._epoch)
+        if scheduled:
+            assert when is not None
+            values.append(str(int(when.timestamp())))
+        return job_id, (header, values)
+
+    @staticmethod
+    def _header(
+        qname: str,
+        scheduled: bool,
+        mode: str,
+        at_front: bool,
+        has_meta: bool,
+        path: str,
+        timeout: int,
+        result_ttl: int | None,
+        failure_ttl: int | None,
+        ttl: int | None,
+        retry: int | tuple[int, ...] | None,
+        agent_name: str | None,
+        task_name: str | None,
+        scheduled_task_id: str | None,
+    ) -> str:
+        """The part of the enqueue script's arguments that jobs with the same options share (see
+        ``enqueue.lua``); per-job values (id, data, meta, description, timestamps) go separately."""
         path, qname = _clean(path), _clean(qname)
         status = "scheduled" if scheduled else "queued"
-        # Hash fields in RQ's order (see rq.job.Job.to_dict), as a flat list of text.
+        # Hash fields in RQ's order (see rq.job.Job.to_dict) after the per-job ones, as a flat list of text.
         fields = [
-            "created_at", ts,
             "success_callback_name", "",
             "failure_callback_name", "",
             "stopped_callback_name", "",
@@ -320,27 +381,22 @@ class TaskQueue:
             "worker_name", "",
             "group_id", "",
             "origin", qname,
-            "description", description,
-            "timeout", str(_seconds(timeout) if timeout is not None else self.settings.job_timeout),
+            "timeout", str(timeout),
             "status", status,
             "asyncsched_function_path", path,
             "asyncsched_attempt", "1",
         ]  # fmt: skip
-        if not scheduled:
-            fields += ("enqueued_at", ts)
         if result_ttl is not None:
             fields += ("result_ttl", str(int(result_ttl)))
         if failure_ttl is not None:
             fields += ("failure_ttl", str(int(failure_ttl)))
         if ttl is not None:
             fields += ("ttl", str(int(ttl)))
-        meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
         if retry is not None:
-            policy = Retry(retry) if isinstance(retry, int) else retry
+            policy = Retry(retry) if isinstance(retry, int) else Retry(retry[0], list(retry[1:]))
             fields += ("retries_left", str(policy.max))
             fields += ("retry_intervals", "[" + ", ".join(str(i) for i in policy.intervals) + "]")
-        life = ["kind", status, "job_id", job_id, "queue", qname, "attempt", "1", "function", path]
-        life += ("enqueued_at", repr(now.timestamp()))
+        life = ["kind", status, "queue", qname, "attempt", "1", "function", path]
         for hash_field, life_field, value in (
             ("asyncsched_agent", "agent_name", agent_name),
             ("asyncsched_task", "task_name", task_name),
@@ -350,15 +406,9 @@ class TaskQueue:
                 value = _clean(value)
                 fields += (hash_field, value)
                 life += (life_field, value)
-        score = str(int(when.timestamp())) if when is not None else "0"
-        mode = "1" if unique else ("n" if fresh else "0")
-        head = [job_id, qname, status, score, mode, "" if ttl is None else str(int(ttl))]
-        head += ("1" if at_front else "0", str(len(fields) // 2))
-        # One text argument per job (fields joined by 0x1e) plus the two binary fields: sending a few
-        # arguments instead of ~60 per job is what makes bulk enqueue fast.
-        packed = _SEP.join([*head, *fields, str(len(life) // 2), *life])
-        part = [packed, data, meta_raw]
-        return job_id, part
+        head = [qname, status, mode, "" if ttl is None else str(int(ttl)), "1" if at_front else "0"]
+        head += ("1" if has_meta else "0", str(len(fields) // 2))
+        return _SEP.join([*head, *fields, str(len(life) // 2), *life])
 
     # ------------------------------------------------------------------ reading
     @_backend_errors
