@@ -12,6 +12,8 @@ __all__ = [
     "agent_event_stream",
     "broadcast_event_channel",
     "broadcast_event_stream",
+    "claiming_list",
+    "claiming_registry",
     "event_log_stream",
     "lifecycle_stream",
     "ns",
@@ -32,6 +34,16 @@ def ns(prefix: str) -> str:
 def lifecycle_stream(prefix: str) -> str:
     """STREAM of job lifecycle records (see :mod:`asyncsched._lifecycle`)."""
     return f"{ns(prefix)}:lifecycle"
+
+
+def claiming_list(prefix: str, worker: str) -> str:
+    """LIST a single-queue worker BLMOVEs job ids into; its claim script, pipelined behind, empties it."""
+    return f"{ns(prefix)}:claiming:{worker}"
+
+
+def claiming_registry(prefix: str) -> str:
+    """HASH worker name -> queue of every claiming list, so the reaper can return a dead worker's ids."""
+    return f"{ns(prefix)}:claiming"
 
 
 def event_log_stream(prefix: str) -> str:

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from asyncsched._keys import lifecycle_stream
 from asyncsched._lifecycle import LifecycleRecord
+from asyncsched._redis import create_redis
 from asyncsched.config import Settings
 from asyncsched.exceptions import JobError
 from asyncsched.queue import JobStatus, Retry, TaskQueue
@@ -374,3 +375,118 @@ async def test_a_rejected_outcome_does_not_stall_the_worker(
     for i in (0, 1, 3, 4):
         assert await queue.result(ids[i]) == 2 * i
     assert await redis.type(f"rq:results:{ids[2]}") == b"string"  # its XADD really was refused
+
+
+# ---------------------------------------------------------------- the pipelined BLMOVE + claim (real Redis)
+@pytest.mark.parametrize(
+    "epoch",
+    [0, 951782400, 1709164799.999999, 1735689599.5, 1767225600.000001, 4102444800, 1764201234.123456],
+)
+async def test_claim_script_formats_redis_time_as_rq_does(real_redis_url: str, epoch: float) -> None:
+    from asyncsched.rq._scripts import source
+    from asyncsched.rq.codec import fmt_ts
+
+    text = source("claim")
+    body = text[text.index("local function rq_ts") : text.index("-- A claim pipelined")]
+    client = create_redis(real_redis_url)
+    sec, usec = int(epoch), round((epoch - int(epoch)) * 1e6)
+    got = await client.eval(body + "return rq_ts(tonumber(ARGV[1]), tonumber(ARGV[2]))", 0, sec, usec)
+    await client.aclose()
+    want = fmt_ts(datetime.fromtimestamp(sec, UTC).replace(microsecond=usec))
+    assert got.decode() == want
+
+
+async def test_idle_worker_claims_in_the_round_trip_that_delivers_the_job(real_redis_url: str) -> None:
+    settings = Settings(redis_url=real_redis_url)
+    admin = create_redis(real_redis_url)
+    async with (
+        TaskQueue(real_redis_url, settings=settings) as q,
+        Worker(redis=real_redis_url, settings=settings, poll_timeout=1) as worker,
+    ):
+        runner = asyncio.create_task(worker.run())
+        await eventually(lambda: _blocked_clients(admin), what="the worker to block on its queue")
+        before = datetime.now(UTC)
+        job_id = await q.enqueue(jobs.add, args=(1, 2))
+        assert await q.result(job_id, wait=10) == 3
+        rec = await q.job(job_id)
+        assert rec.started_at is not None
+        assert before - timedelta(seconds=1) <= rec.started_at <= datetime.now(UTC)  # Redis' clock
+        assert await admin.llen(f"rq:asyncsched:claiming:{worker.name}") == 0
+        assert await admin.llen("rq:queue:default:intermediate") == 0
+        assert await admin.hget("rq:asyncsched:claiming", worker.name) == b"default"
+        worker.request_stop()
+        await runner
+    assert await admin.hget("rq:asyncsched:claiming", worker.name) is None  # unregistered at exit
+    await admin.aclose()
+
+
+async def _blocked_clients(admin: aioredis.Redis) -> bool:
+    info = await admin.info("clients")
+    return int(info["blocked_clients"]) > 0
+
+
+async def test_reaper_returns_a_dead_workers_claiming_list(real_redis_url: str) -> None:
+    settings = Settings(redis_url=real_redis_url)
+    admin = create_redis(real_redis_url)
+    async with TaskQueue(real_redis_url, settings=settings) as q:
+        first = await q.enqueue(jobs.add, args=(1, 1))
+        second = await q.enqueue(jobs.add, args=(2, 2))
+        # a worker was killed between its BLMOVE and the claim behind it; its key has expired since
+        await admin.hset("rq:asyncsched:claiming", "gone", "default")
+        await admin.lmove("rq:queue:default", "rq:asyncsched:claiming:gone", "LEFT", "RIGHT")
+        async with Worker(redis=real_redis_url, settings=settings) as reaper:
+            assert await reaper.reap() == [(first, "unclaimed")]
+        assert await admin.lrange("rq:queue:default", 0, -1) == [first.encode(), second.encode()]
+        assert await admin.hget("rq:asyncsched:claiming", "gone") is None
+        await run_burst(redis=real_redis_url, settings=settings)
+        assert (await q.result(first), await q.result(second)) == (2, 4)
+    await admin.aclose()
+
+
+async def test_a_live_workers_claiming_list_is_left_alone(real_redis_url: str) -> None:
+    settings = Settings(redis_url=real_redis_url)
+    admin = create_redis(real_redis_url)
+    async with TaskQueue(real_redis_url, settings=settings) as q:
+        await q.enqueue(jobs.add, args=(1, 1))
+        async with (
+            Worker(redis=real_redis_url, settings=settings) as alive,
+            Worker(redis=real_redis_url, settings=settings) as reaper,
+        ):
+            await admin.lmove("rq:queue:default", f"rq:asyncsched:claiming:{alive.name}", "LEFT", "RIGHT")
+            assert await reaper.reap() == []
+            assert await admin.llen(f"rq:asyncsched:claiming:{alive.name}") == 1
+        # ... until it stops: its own leftovers go back to the queue
+        assert await admin.llen("rq:queue:default") == 1
+    await admin.aclose()
+
+
+async def test_cancelled_while_claiming_puts_the_claimed_jobs_back(
+    real_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(redis_url=real_redis_url)
+    async with TaskQueue(real_redis_url, settings=settings) as q:
+        worker = Worker(redis=real_redis_url, settings=settings, orphan_policy="fail")
+        claimed = asyncio.Event()
+        release = asyncio.Event()
+        original = worker._blmove_and_claim
+
+        async def slow_reply(n: int, block_s: int) -> list[object]:
+            reply = await original(n, block_s)  # Redis has started the job ...
+            claimed.set()
+            await release.wait()  # ... and its reply is still on its way when the worker is cancelled
+            return reply
+
+        monkeypatch.setattr(worker, "_blmove_and_claim", slow_reply)
+        async with worker:
+            runner = asyncio.create_task(worker.run())
+            job_id = await q.enqueue(jobs.add, args=(5, 5))
+            await asyncio.wait_for(claimed.wait(), 10)
+            runner.cancel()
+            await asyncio.sleep(0)
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await runner
+        rec = await q.job(job_id)
+        # the job was taken, not lost: it ran or went back to the queue; it never waits for the reaper
+        assert rec.status in (JobStatus.SUCCESS, JobStatus.QUEUED), rec.status
+        assert await q.list_jobs(status=JobStatus.RUNNING) == []

@@ -35,7 +35,6 @@ log = logging.getLogger("asyncsched.queue")
 __all__ = ["TaskQueue"]
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-_SEP = "\x1e"
 _BATCH = 1000  # jobs per coalesced enqueue script call
 _PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created"})
 _ENQUEUE_KEYS = frozenset(
@@ -64,7 +63,7 @@ _ENQUEUE_KEYS = frozenset(
 )
 
 
-_Part = tuple[str, list[Any]]  # one prepared job: the header it shares with like jobs, its own values
+_Part = tuple[tuple[str, ...], list[Any]]  # a prepared job: the header it shares with like jobs, its values
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -122,7 +121,7 @@ class TaskQueue:
         self._ts_for: datetime | None = None
         self._ts = ""
         self._epoch = ""
-        self._headers: dict[tuple[Any, ...], str] = {}  # shared options -> enqueue script header
+        self._headers: dict[tuple[Any, ...], tuple[str, ...]] = {}  # shared options -> script header
 
     async def __aenter__(self) -> TaskQueue:
         return self
@@ -257,12 +256,13 @@ class TaskQueue:
     def _enqueue_args(self, parts: list[_Part]) -> list[Any]:
         """The enqueue script's arguments: runs of jobs with the same header become one segment."""
         out: list[Any] = [self.prefix, self.stream, LIFECYCLE_MAXLEN]
-        header: str | None = None
+        header: tuple[str, ...] | None = None
         count_at = 0
         for part_header, values in parts:
             if part_header is not header and part_header != header:
                 header = part_header
-                out += (header, 0)
+                out += header
+                out.append(0)
                 count_at = len(out) - 1
             out[count_at] += 1
             out += values
@@ -318,7 +318,7 @@ class TaskQueue:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
             when = now + timedelta(seconds=seconds)
         scheduled = when is not None and when > now
-        description = _clean(description or codec.call_string(name, args, kwargs))
+        description = description or codec.call_string(name, args, kwargs)
         meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
         shared = (
             qname,
@@ -365,10 +365,9 @@ class TaskQueue:
         agent_name: str | None,
         task_name: str | None,
         scheduled_task_id: str | None,
-    ) -> str:
+    ) -> tuple[str, ...]:
         """The part of the enqueue script's arguments that jobs with the same options share (see
         ``enqueue.lua``); per-job values (id, data, meta, description, timestamps) go separately."""
-        path, qname = _clean(path), _clean(qname)
         status = "scheduled" if scheduled else "queued"
         # Hash fields in RQ's order (see rq.job.Job.to_dict) after the per-job ones, as a flat list of text.
         fields = [
@@ -403,12 +402,11 @@ class TaskQueue:
             ("asyncsched_scheduled_task", "scheduled_task_id", scheduled_task_id),
         ):
             if value is not None:
-                value = _clean(value)
                 fields += (hash_field, value)
                 life += (life_field, value)
         head = [qname, status, mode, "" if ttl is None else str(int(ttl)), "1" if at_front else "0"]
         head += ("1" if has_meta else "0", str(len(fields) // 2))
-        return _SEP.join([*head, *fields, str(len(life) // 2), *life])
+        return (*head, *fields, str(len(life) // 2), *life)
 
     # ------------------------------------------------------------------ reading
     @_backend_errors
@@ -665,11 +663,6 @@ class TaskQueue:
     async def delete(self, job_id: str) -> None:
         """Remove a job's hash and result stream (not its registry entries, which expire)."""
         await self._r.delete(self.keys.job(job_id), self.keys.results(job_id))
-
-
-def _clean(text: str) -> str:
-    """User text without the byte the scripts use as a field separator."""
-    return text.replace(_SEP, " ") if _SEP in text else text
 
 
 def _uuid4() -> str:

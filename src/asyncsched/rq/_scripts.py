@@ -36,6 +36,10 @@ class Scripts:
         self._redis = redis
         self._scripts = {name: redis.register_script(source(name)) for name in SCRIPT_NAMES}
 
+    def sha(self, name: str) -> str:
+        """The SHA1 of script ``name`` (for sending ``EVALSHA`` inside a pipeline of other commands)."""
+        return str(self._scripts[name].sha)
+
     async def run(self, name: str, args: list[Any]) -> Any:
         """Run script ``name`` with ``args`` as ARGV (no KEYS: keys are built from the prefix)."""
         return await self._scripts[name](keys=[], args=args)

@@ -8,7 +8,7 @@ key                                         type    content
 ==========================================  ======  ===================================================
 ``<p>:queues``                              SET     full queue keys (``<p>:queue:<q>``)
 ``<p>:queue:<q>``                           LIST    job ids; producers RPUSH, workers pop from the left
-``<p>:queue:<q>:intermediate``              LIST    BLMOVE target of single-queue workers
+``<p>:queue:<q>:intermediate``              LIST    RQ workers' BLMOVE target (ours use their own list)
 ``<p>:job:<id>``                            HASH    the job (:mod:`asyncsched.rq.codec`)
 ``<p>:results:<id>``                        STREAM  results (type 1 ok, 2 failed, 3 stopped, 4 retried)
 ``<p>:wip:<q>``                             ZSET    started: ``<job>:<exec>`` -> lease expiry (s)

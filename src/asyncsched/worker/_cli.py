@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from typing import Any
 
 from .._redis import check_redis
@@ -120,10 +121,9 @@ def _busy(thread: threading.Thread) -> bool:
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    try:
-        import uvloop  # type: ignore[import-not-found]  # optional speed-up
-    except ImportError:
-        uvloop = None
+    uvloop: Any = None
+    with suppress(ImportError):  # optional speed-up (typed or not, installed or not)
+        uvloop = importlib.import_module("uvloop")
     if uvloop is None:  # outside the except block: every later traceback would show the ImportError too
         asyncio.run(main())
         return

@@ -16,14 +16,14 @@ import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._keys import lifecycle_stream
+from .._keys import claiming_list, claiming_registry, lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
 from .._version import __version__
@@ -32,7 +32,7 @@ from ..exceptions import ConfigurationError
 from ..rq import codec
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
-from ._job import ClaimedJob, Outcome, Prepared, execute, prepare, result_type, stopped
+from ._job import ClaimedJob, Outcome, Prepared, execute, prepare, put_back, result_type, stopped
 
 __all__ = ["ORPHAN_POLICIES", "Worker"]
 
@@ -116,6 +116,9 @@ class Worker:
         self.prefix = self.settings.key_prefix
         self.stream = lifecycle_stream(self.prefix)
         self._scripts = Scripts(self.redis)
+        # one queue on a real Redis: BLMOVE into our own claiming list with the claim pipelined behind it
+        self._pipelined = len(self.queues) == 1 and not _is_fake(self.redis)
+        self._claiming = claiming_list(self.prefix, self.name)
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="asyncsched-job")
         self._running: dict[str, tuple[ClaimedJob, asyncio.Task[None] | None]] = {}
         self._sync_running = 0
@@ -225,6 +228,8 @@ class Worker:
             for q in self.queues:
                 pipe.sadd(self.keys.workers_of(q), key)
             pipe.expire(key, self.lease + 60)
+            if self._pipelined:
+                pipe.hset(claiming_registry(self.prefix), self.name, self.queues[0])
             await pipe.execute()
         self._registered = True
 
@@ -241,6 +246,9 @@ class Worker:
             pipe.delete(self.keys.worker_executions(self.name))
             await pipe.execute()
         self._registered = False
+        if self._pipelined:  # anything left in our claiming list goes back to its queue
+            with contextlib.suppress(*_REDIS_DOWN):
+                await self.reap()
 
     # ------------------------------------------------------------------ the hot path
     def _capacity(self) -> int:
@@ -288,7 +296,8 @@ class Worker:
         if await self._claim(n):
             return False
         if not self.burst:
-            await self._block(n)
+            if await self._block(n):
+                await asyncio.sleep(0)  # a worker woken from idle starts its jobs before its next command
             return False
         if await self._promote_once():
             return False
@@ -304,41 +313,68 @@ class Worker:
             lengths = await pipe.execute()
         return not any(lengths)
 
-    async def _block(self, n: int) -> None:
-        """Wait (without polling) for a job to be pushed, then claim it and up to ``n - 1`` more."""
-        timeout = max(1, round(self.poll_timeout))
-        if len(self.queues) == 1 and not _is_fake(self.redis):
-            q = self.queues[0]
-            job_id = await self._r.blmove(
-                self.keys.queue(q), self.keys.intermediate(q), timeout, "LEFT", "RIGHT"
-            )
-            if job_id is not None:
-                await self._claim(n - 1, given=[job_id.decode()], given_queue=q, intermediate=True)
-            return
-        popped = await self._r.blpop([self.keys.queue(q) for q in self.queues], timeout=timeout)
-        if popped is not None:
-            key, job_id = popped
-            await self._claim(n - 1, given=[job_id.decode()], given_queue=self.keys.queue_name(key))
+    async def _block(self, n: int) -> int:
+        """Wait (without polling) for a job to be pushed, then claim it and up to ``n - 1`` more.
 
-    async def _claim(
-        self, n: int, *, given: list[str] | None = None, given_queue: str = "", intermediate: bool = False
-    ) -> int:
+        With one queue on a real Redis, the claim script is pipelined right behind a BLMOVE into this
+        worker's own claiming list, so the job is started in the same round trip that delivers it. The
+        claim cannot be abandoned half way: if this task is cancelled meanwhile, the pipeline is still
+        awaited and what it claimed is taken (and, at shutdown, put back like any running job).
+        """
+        timeout = max(1, round(self.poll_timeout))
+        if self._pipelined:
+            task = asyncio.ensure_future(self._blmove_and_claim(n, timeout))
+            try:
+                reply = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    self._take(await task)
+                raise
+            return self._take(reply)
+        popped = await self._r.blpop([self.keys.queue(q) for q in self.queues], timeout=timeout)
+        if popped is None:
+            return 0
+        key, job_id = popped
+        return await self._claim(n - 1, given=[job_id.decode()], given_queue=self.keys.queue_name(key))
+
+    async def _blmove_and_claim(self, n: int, block_s: int) -> list[Any]:
+        q = self.queues[0]
+        args = self._claim_args(n, [], q, self._claiming, now_from_redis=True)
+        pipe: Any = self._r.pipeline(transaction=False)
+        async with pipe:
+            pipe.blmove(self.keys.queue(q), self._claiming, block_s, "LEFT", "RIGHT")
+            pipe.execute_command("EVALSHA", self._scripts.sha("claim"), 0, *args)
+            moved, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, NoScriptError):  # Redis restarted (empty script cache): load it, claim again
+            reply = await self._scripts.run("claim", args)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(moved, Exception):
+            log.warning("worker %s: BLMOVE failed: %s", self.name, moved)
+        return cast(list[Any], reply)
+
+    async def _claim(self, n: int, *, given: list[str] | None = None, given_queue: str = "") -> int:
         given = given or []
         if n <= 0 and not given:
             return 0
-        now = time.time()
+        reply = await self._scripts.run("claim", self._claim_args(n, given, given_queue, ""))
+        return self._take(reply)
+
+    def _claim_args(
+        self, n: int, given: list[str], given_queue: str, claiming: str, *, now_from_redis: bool = False
+    ) -> list[Any]:
         execs = [self._exec_id() for _ in range(n + len(given))]
-        args: list[Any] = [
+        return [
             self.prefix,
             self.name,
-            repr(now),
-            codec.fmt_ts(),
+            "" if now_from_redis else repr(time.time()),
+            "" if now_from_redis else codec.fmt_ts(),
             self.lease,
             max(n, 0),
             self.stream,
             LIFECYCLE_MAXLEN,
             given_queue,
-            "1" if intermediate else "0",
+            claiming,
             len(given),
             *given,
             len(self.queues) if n > 0 else 0,
@@ -346,12 +382,14 @@ class Worker:
             len(execs),
             *execs,
         ]
-        reply = await self._scripts.run("claim", args)
+
+    def _take(self, reply: list[Any]) -> int:
+        """Start the jobs a claim script returned; how many."""
         count = len(reply) // 4
         for i in range(count):
             job_id, exec_id, queue, flat = reply[4 * i : 4 * i + 4]
             h = {flat[k].decode(): flat[k + 1] for k in range(0, len(flat), 2)}
-            self._dispatch(ClaimedJob(job_id.decode(), exec_id.decode(), queue.decode(), h, started=now))
+            self._dispatch(ClaimedJob(job_id.decode(), exec_id.decode(), queue.decode(), h))
         return count
 
     def _exec_id(self) -> str:
@@ -514,7 +552,18 @@ class Worker:
         assert task is not None
         log.info("job %s: stopping (%s)", job_id, reason)
         job.stop_reason = "stopped"
+        self._cancel(job, task)
+
+    def _cancel(self, job: ClaimedJob, task: asyncio.Task[None]) -> None:
+        """Cancel a job's task. A task cancelled before its first step never reaches ``_execute``'s
+        handler, so its outcome is recorded here instead (else the job would stay started forever)."""
         task.cancel()
+
+        def never_started(done: asyncio.Task[None]) -> None:
+            if done.cancelled():
+                self._done.put_nowait(put_back(job) if job.stop_reason == "shutdown" else stopped(job))
+
+        task.add_done_callback(never_started)
 
     async def reap(self) -> list[tuple[str, str]]:
         """Recover jobs whose worker died (lease lapsed) on this worker's queues; returns (id, action)."""
@@ -537,6 +586,8 @@ class Worker:
         for job_id, action in out:
             if action == "unstuck":
                 log.warning("job %s: stuck in the intermediate list (a worker died); put back", job_id)
+            elif action == "unclaimed":
+                log.warning("job %s: left in a stopped worker's claiming list; put back", job_id)
             else:
                 log.warning("job %s: its worker was lost; %s", job_id, action)
         return out
@@ -610,7 +661,7 @@ class Worker:
         for job, task in list(self._running.values()):
             if task is not None and not task.done() and job.stop_reason is None:
                 job.stop_reason = "shutdown"
-                task.cancel()
+                self._cancel(job, task)
         tasks = [t for _, t in self._running.values() if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         end = time.monotonic() + 30

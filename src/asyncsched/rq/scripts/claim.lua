@@ -1,13 +1,41 @@
 -- Dequeue up to N jobs and mark them started in one step, leaving what an RQ worker leaves
 -- (job status/started_at/worker_name/last_heartbeat, PERSIST, execution hash, executions zset,
 -- wip member <job>:<exec>, RQ 3 worker executions set) plus a 'started' lifecycle record.
--- ARGV: prefix, worker, now (float s), now_ts (RQ text), lease (s), n, stream, maxlen,
---       given_queue ('' if none), given_intermediate ('1'|'0'), ngiven, <id>*ngiven,
+-- ARGV: prefix, worker, now (float s, or '' for Redis' clock), now_ts (RQ text), lease (s), n, stream, maxlen,
+--       given_queue ('' if none), claiming list ('' if none), ngiven, <id>*ngiven,
 --       nqueues, <queue>*nqueues, nexec, <exec id>*nexec   (nexec >= ngiven + n)
 -- Returns a flat list of entries: id, exec, queue, <hgetall as a nested array>.
-local p, w, now, now_ts, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+
+-- RQ's timestamp text ('%Y-%m-%dT%H:%M:%S.%fZ', UTC) of an epoch second and microsecond
+-- (days to civil date: Howard Hinnant's algorithm)
+local function rq_ts(sec, usec)
+  local days = math.floor(sec / 86400)
+  local rem = sec - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d,
+    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, usec)
+end
+
+-- A claim pipelined behind a blocking pop runs at an unknown later moment: it takes the time from Redis
+if now_s == '' then
+  local t = redis.call('TIME')
+  now_s = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+  now_ts = rq_ts(tonumber(t[1]), tonumber(t[2]))
+end
+local now = tonumber(now_s)
 local n, stream, maxlen = tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local given_q, given_inter = ARGV[9], ARGV[10]
+-- The claiming list is the worker's own BLMOVE target (its claim runs pipelined right behind the BLMOVE):
+-- its ids, which are of given_queue, are claimed first and count towards n.
+local given_q, claiming = ARGV[9], ARGV[10]
 local ngiven = tonumber(ARGV[11])
 local i = 12 + ngiven
 local nqueues = tonumber(ARGV[i])
@@ -46,13 +74,13 @@ local function start(id, q)
   redis.call('HSET', jk, 'status', 'started', 'started_at', now_ts, 'worker_name', w, 'last_heartbeat', now_ts)
   redis.call('PERSIST', jk)
   local xk = p .. ':execution:' .. member
-  redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', ARGV[3], 'last_heartbeat', ARGV[3], 'worker_name', w)
+  redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', now_s, 'last_heartbeat', now_s, 'worker_name', w)
   redis.call('EXPIRE', xk, lease)
   redis.call('ZADD', p .. ':executions:' .. id, math.floor(now) + lease + 60, ex)
   redis.call('EXPIRE', p .. ':executions:' .. id, lease + 60)
   redis.call('ZADD', p .. ':wip:' .. q, math.floor(now) + lease, member)
   redis.call('SADD', wexec, member)
-  local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', ARGV[3]}
+  local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s}
   life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
   if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
   if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
@@ -69,11 +97,17 @@ local function start(id, q)
 end
 
 for k = 1, ngiven do
-  local id = ARGV[11 + k]
-  if given_inter == '1' then redis.call('LREM', p .. ':queue:' .. given_q .. ':intermediate', 1, id) end
-  start(id, given_q)
+  start(ARGV[11 + k], given_q)
 end
 local count = 0
+if claiming ~= '' and n > 0 then
+  local ids = redis.call('LPOP', claiming, n)
+  if ids then
+    for _, id in ipairs(ids) do
+      if start(id, given_q) then count = count + 1 end
+    end
+  end
+end
 for _, q in ipairs(queues) do
   while count < n do
     local want = n - count

@@ -3,12 +3,29 @@
 -- Jobs with RQ retries left are retried as RQ's StartedJobRegistry.cleanup does.
 -- Also sweeps <p>:queue:<q>:intermediate (a worker that died between BLMOVE and its claim): an id still
 -- queued there a minute after it was first seen (RQ's first_seen key) goes back to its queue; it never ran.
+-- And returns the ids left in a dead worker's claiming list (<p>:asyncsched:claiming:<worker>, its BLMOVE
+-- target, normally emptied by the claim pipelined behind the BLMOVE) to the head of their queue.
 -- ARGV: prefix, now (int s), now_ts, policy ('requeue'|'fail'), stream, maxlen, exc_string (b64 zlib),
 --       error text, nqueues, <queue>*nqueues
--- Returns a flat list: <id, action ('requeued'|'failed')>*
+-- Returns a flat list: <id, action ('requeued'|'failed'|'unstuck'|'unclaimed')>*
 local p, now, now_ts, policy, stream, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local exc, err, nq = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local out = {}
+local registry = p .. ':asyncsched:claiming'
+local claiming = redis.call('HGETALL', registry)
+for k = 1, #claiming, 2 do
+  local w, q = claiming[k], claiming[k + 1]
+  local wk = p .. ':worker:' .. w
+  if redis.call('EXISTS', wk) == 0 or redis.call('HEXISTS', wk, 'death') == 1 then
+    local lk = registry .. ':' .. w
+    while true do
+      local id = redis.call('LMOVE', lk, p .. ':queue:' .. q, 'RIGHT', 'LEFT')
+      if not id then break end
+      out[#out + 1] = id; out[#out + 1] = 'unclaimed'
+    end
+    redis.call('HDEL', registry, w)
+  end
+end
 for k = 1, nq do
   local q = ARGV[9 + k]
   local ik = p .. ':queue:' .. q .. ':intermediate'
