@@ -134,7 +134,7 @@ class Worker:
         self._outage = False
         self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
         self._exec_base = os.urandom(10).hex()
-        self._exec_seq = 0
+        self._exec_seq = 0  # the next execution number: ids are base + %012x, made by the claim script
 
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> Worker:
@@ -363,7 +363,9 @@ class Worker:
     def _claim_args(
         self, n: int, given: list[str], given_queue: str, claiming: str, *, now_from_redis: bool = False
     ) -> list[Any]:
-        execs = [self._exec_id() for _ in range(n + len(given))]
+        # reserve the execution numbers this call may use (gaps are harmless; reuse would not be)
+        first_exec = self._exec_seq
+        self._exec_seq += n + len(given)
         return [
             self.prefix,
             self.name,
@@ -379,8 +381,8 @@ class Worker:
             *given,
             len(self.queues) if n > 0 else 0,
             *(self.queues if n > 0 else []),
-            len(execs),
-            *execs,
+            self._exec_base,
+            first_exec,
         ]
 
     def _take(self, reply: list[Any]) -> int:
@@ -391,11 +393,6 @@ class Worker:
             h = {flat[k].decode(): flat[k + 1] for k in range(0, len(flat), 2)}
             self._dispatch(ClaimedJob(job_id.decode(), exec_id.decode(), queue.decode(), h))
         return count
-
-    def _exec_id(self) -> str:
-        """A 32-hex execution id like RQ's ``uuid4().hex``: a per-worker random part and a counter."""
-        self._exec_seq += 1
-        return f"{self._exec_base}{self._exec_seq:012x}"
 
     def _dispatch(self, job: ClaimedJob) -> None:
         prep = prepare(job, accept_pickle=self.accept_pickle, default_timeout=self.settings.job_timeout)

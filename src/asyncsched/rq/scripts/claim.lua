@@ -3,7 +3,8 @@
 -- wip member <job>:<exec>, RQ 3 worker executions set) plus a 'started' lifecycle record.
 -- ARGV: prefix, worker, now (float s, or '' for Redis' clock), now_ts (RQ text), lease (s), n, stream, maxlen,
 --       given_queue ('' if none), claiming list ('' if none), ngiven, <id>*ngiven,
---       nqueues, <queue>*nqueues, nexec, <exec id>*nexec   (nexec >= ngiven + n)
+--       nqueues, <queue>*nqueues, exec base (20 hex), first exec number
+--       (the k-th job started gets execution id base .. %012x of first + k - 1, like RQ's uuid4().hex)
 -- Returns a flat list of entries: id, exec, queue, <hgetall as a nested array>.
 local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
@@ -42,9 +43,7 @@ local nqueues = tonumber(ARGV[i])
 local queues = {}
 for k = 1, nqueues do queues[k] = ARGV[i + k] end
 i = i + nqueues + 1
-local nexec = tonumber(ARGV[i])
-local execs = {}
-for k = 1, nexec do execs[k] = ARGV[i + k] end
+local exec_base, exec_first = ARGV[i], tonumber(ARGV[i + 1])
 local used = 0
 local out = {}
 local wkey = p .. ':worker:' .. w
@@ -69,7 +68,7 @@ local function start(id, q)
     return false
   end
   used = used + 1
-  local ex = execs[used]
+  local ex = exec_base .. string.format('%012x', exec_first + used - 1)
   local member = id .. ':' .. ex
   redis.call('HSET', jk, 'status', 'started', 'started_at', now_ts, 'worker_name', w, 'last_heartbeat', now_ts)
   redis.call('PERSIST', jk)
