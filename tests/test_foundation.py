@@ -80,6 +80,21 @@ def test_clients_pack_commands_exactly_as_redis_py(url: str) -> None:
         connection.pack_command("SET", "k", "\udcff")
 
 
+def test_new_connections_do_not_look_up_redis_py_version_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # redis-py >= 8 reads package metadata from disk for each new connection unless told its version
+    import redis
+    import redis.utils
+
+    def blocked() -> str:
+        raise AssertionError("importlib.metadata lookup while creating a connection")
+
+    monkeypatch.setattr(redis.utils, "get_lib_version", blocked)
+    for url in ("redis://127.0.0.1:1/0", "unix:///tmp/none.sock", "redis+sentinel://h/s"):
+        connection = create_redis(url).connection_pool.make_connection()
+        info = getattr(connection, "driver_info", None)
+        assert info is None or info.lib_version == redis.__version__
+
+
 def test_unknown_redis_scheme_is_a_typed_error() -> None:
     with pytest.raises(UnsupportedURL, match="'foo'"):
         create_redis("foo://x")

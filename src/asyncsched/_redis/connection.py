@@ -17,6 +17,7 @@ import threading
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import redis
 import redis.asyncio as aioredis
 from hiredis import pack_command as _hiredis_pack
 from redis.asyncio.retry import Retry
@@ -25,6 +26,11 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:  # redis-py >= 8
+    from redis.driver_info import DriverInfo as _DriverInfo
+except ImportError:  # pragma: no cover - older redis-py fixes the version once, at import
+    _DriverInfo = None  # type: ignore[assignment,misc]
 
 from ..exceptions import BackendUnavailable, UnsupportedURL
 
@@ -76,16 +82,28 @@ def create_redis(url: str, **options: Any) -> aioredis.Redis:
         client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=_memory_server(name), **options)
         return client
     if scheme in ("redis", "rediss", "unix"):
+        _driver_info(options)
         options.setdefault("health_check_interval", 30)
         options.setdefault("retry", _reconnect_retry())
         return _fast_packing(aioredis.Redis.from_url(url, **options))
     if scheme == "redis+sentinel":
+        _driver_info(options)
         options.setdefault("retry", _reconnect_retry())
         return _fast_packing(_sentinel_master(url, **options))
     raise UnsupportedURL(
         f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}; use one of: "
         + ", ".join(f"{s}://" for s in _SCHEMES)
     )
+
+
+def _driver_info(options: dict[str, Any]) -> None:
+    """Give redis-py its own name and version for ``CLIENT SETINFO`` up front.
+
+    Left to itself, redis-py >= 8 looks its version up with ``importlib.metadata`` for every new connection:
+    ~0.4 ms of file-system reads, blocking the event loop each time a pool grows.
+    """
+    if _DriverInfo is not None and "driver_info" not in options:
+        options["driver_info"] = _DriverInfo(name="redis-py", lib_version=redis.__version__)
 
 
 def _fast_packing(client: aioredis.Redis) -> aioredis.Redis:
@@ -151,9 +169,10 @@ def _sentinel_master(url: str, **options: Any) -> aioredis.Redis:
         options["db"] = int(path[1])
     if parts.password:
         options["password"] = unquote(parts.password)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        hosts, sentinel_kwargs={"password": options.get("password")}, **options
-    )
+    sentinel_kwargs = {"password": options.get("password")}
+    if "driver_info" in options:
+        sentinel_kwargs["driver_info"] = options["driver_info"]
+    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)  # type: ignore[no-untyped-call]
     master: aioredis.Redis = sentinel.master_for(service)
     return master
 

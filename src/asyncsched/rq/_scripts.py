@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -23,10 +22,17 @@ SCRIPT_NAMES = (
 )
 
 
-@cache
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text()
+
+
+# Read once, when the module is imported: never from a coroutine (file I/O would block the event loop).
+_SOURCES = {name: _read(name) for name in SCRIPT_NAMES}
+
+
 def source(name: str) -> str:
     """The text of ``scripts/<name>.lua``."""
-    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text()
+    return _SOURCES[name]
 
 
 class Scripts:
