@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,26 +27,45 @@ from asyncsched.config import Settings, set_settings
 from .servers import PostgresServer, RedisServer, ServerUnavailable, postgres_server, redis_server
 
 _db_counter = itertools.count()
+_S = TypeVar("_S")
+
+
+@contextmanager
+def _started(start: Callable[[], AbstractContextManager[_S]]) -> Iterator[_S]:
+    """A server from ``start``; a missing binary fails the test with the install command (never skips)."""
+    try:
+        with start() as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def real_redis() -> Iterator[RedisServer]:
     """The session's real redis-server."""
-    try:
-        with redis_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+    with _started(redis_server) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def real_postgres() -> Iterator[PostgresServer]:
     """The session's real PostgreSQL cluster (run as ``nobody`` when the tests run as root)."""
-    try:
-        with postgres_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+    with _started(postgres_server) as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone, to stop and restart (the session's is shared)."""
+    with _started(redis_server) as server:
+        yield server
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of this test alone (stopping the session's would break other tests)."""
+    with _started(postgres_server) as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -16,20 +15,10 @@ from asyncsched.config import Settings
 from asyncsched.queue import JobStatus, TaskQueue
 from asyncsched.scheduler import TaskScheduler
 from asyncsched.store import Database, ScheduledTask
-from tests.servers import PostgresServer, ServerUnavailable, postgres_server
+from tests.servers import PostgresServer
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster of this test alone (stopping the session's would break other tests)."""
-    try:
-        with postgres_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 async def test_scheduler_fires_through_a_database_outage(

@@ -16,6 +16,8 @@ from asyncsched.events import Event
 from asyncsched.events import EventBus as AsyncEventBus
 from asyncsched.sync import EventBus
 
+from .workflow_tasks import process_pending_emails_task  # the spec's task, verbatim but for the import
+
 
 @pytest.fixture
 def process_settings(redis_url: str) -> Iterator[Settings]:
@@ -24,17 +26,6 @@ def process_settings(redis_url: str) -> Iterator[Settings]:
     set_settings(settings)
     yield settings
     set_settings(None)
-
-
-def process_pending_emails_task(batch_size: int = 10) -> dict[str, Any]:
-    """The spec's scheduled task function, verbatim but for the import."""
-    event_bus = EventBus()
-    event_bus.publish(
-        event_type="email.batch_processed",
-        source_agent="email-agent",
-        payload={"batch_size": batch_size},
-    )
-    return {"status": "success", "processed": batch_size}
 
 
 async def test_publish_from_a_worker_thread_while_an_event_loop_runs(process_settings: Settings) -> None:

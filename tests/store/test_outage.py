@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import asyncpg
-import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
@@ -14,18 +12,8 @@ from asyncsched._redis import create_redis
 from asyncsched.config import Settings
 from asyncsched.store import Database, ExecutionRepository, Recorder, TaskExecution
 
-from ..servers import PostgresServer, ServerUnavailable, postgres_server
+from ..servers import PostgresServer
 from .helpers import emit, lifecycle, wait_until
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster of this test alone (stopping the session's would break other tests)."""
-    try:
-        with postgres_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 async def _create_db(server: PostgresServer) -> str:
