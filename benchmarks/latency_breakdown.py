@@ -6,8 +6,11 @@ Starts its own redis-server, runs a worker in a subprocess (as W4 does) and a pr
 percentiles of:
 
 * ``enqueue call``: the producer's ``await TaskQueue.enqueue(...)`` (prepare, script call, reply);
+* ``enqueue→written``: until the producer has written the script call to its socket (preparing the job);
 * ``enqueue→claimed``: from just before ``enqueue`` until the worker holds the claim script's reply (the
   producer's script, the wake-up of the worker's BLMOVE and the claim script pipelined behind it);
+* ``reply read→claimed``: from the moment the claim reply's bytes reach the worker's stream until the worker
+  holds the parsed reply;
 * ``claimed→start``: decoding the claimed job and starting it (the job function's first line);
 * ``enqueue→start``: the W4 figure;
 * Redis' own time for each script and command (``SLOWLOG`` with a 0 µs threshold), by name.
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -40,7 +44,13 @@ import asyncio, json, os, signal, sys, time
 sys.path.insert(0, os.environ["BENCH_DIR"])
 from asyncsched.worker import Worker
 from asyncsched.worker import _worker
-starts, claims = {}, {}
+starts, claims, arrivals = {}, {}, {}
+last_read = [0.0]
+feed = asyncio.StreamReader.feed_data
+def timed_feed(self, data):
+    last_read[0] = time.time()
+    return feed(self, data)
+asyncio.StreamReader.feed_data = timed_feed
 import tasks_breakdown
 tasks_breakdown.STARTS = starts
 take = _worker.Worker._take
@@ -48,6 +58,7 @@ def timed_take(self, reply):
     now = time.time()
     for i in range(0, len(reply), 4):
         claims[reply[i].decode()] = now
+        arrivals[reply[i].decode()] = last_read[0]
     return take(self, reply)
 _worker.Worker._take = timed_take
 async def main():
@@ -55,12 +66,13 @@ async def main():
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.request_stop)
         await worker.run()
     with open(os.environ["BENCH_OUT"], "w") as fh:
-        json.dump({"starts": starts, "claims": claims}, fh)
+        json.dump({"starts": starts, "claims": claims, "arrivals": arrivals}, fh)
 asyncio.run(main())
 """
 
 TASKS = """
 import time
+from typing import Any
 STARTS = {}
 async def noop(i, t=0.0):
     STARTS[i] = time.time()
@@ -90,8 +102,16 @@ def main() -> None:
         env["ASYNCSCHED_LOG_LEVEL"] = "WARNING"
         worker = subprocess.Popen([sys.executable, "-c", WORKER], env=env)
         sent: dict[str, tuple[int, float, float]] = {}
+        written: list[float] = []
+        writelines = asyncio.StreamWriter.writelines
+        last_write = [0.0]
+
+        def timed_writelines(self: asyncio.StreamWriter, data: Any) -> None:
+            last_write[0] = time.time()
+            writelines(self, data)
 
         async def produce() -> None:
+            asyncio.StreamWriter.writelines = timed_writelines  # type: ignore[method-assign]
             async with TaskQueue(server.url) as q:
                 await q.enqueue("tasks_breakdown.noop", args=(-1, time.time()))
                 await asyncio.sleep(1.0)
@@ -107,6 +127,7 @@ def main() -> None:
                     t = time.time()
                     job_id = await q.enqueue("tasks_breakdown.noop", args=(i, t))
                     sent[job_id] = (i, t, time.time())
+                    written.append(max(last_write[0] - t, 0.0))
                 await asyncio.sleep(0.5)
 
         asyncio.run(produce())
@@ -116,16 +137,19 @@ def main() -> None:
         with open(out) as fh:
             seen = json.load(fh)
         starts = {int(k): v for k, v in seen["starts"].items()}
-        claims = seen["claims"]
+        claims, arrivals = seen["claims"], seen["arrivals"]
         ms = 1000.0
         call = [(done - t) * ms for _, t, done in sent.values()]
         to_claim = [(claims[j] - t) * ms for j, (_, t, _) in sent.items() if j in claims]
+        parsed = [(claims[j] - arrivals[j]) * ms for j in sent if j in claims]
         to_start = [(starts[i] - claims[j]) * ms for j, (i, _, _) in sent.items() if j in claims]
         total = [(starts[i] - t) * ms for i, t, _ in sent.values() if i in starts]
         print(f"{opts.n} jobs, one every 5 ms, redis-server on {server.url}")
         for name, values in (
             ("enqueue call", call),
+            ("enqueue→written", [w * ms for w in written]),
             ("enqueue→claimed", to_claim),
+            ("reply read→claimed", parsed),
             ("claimed→start", to_start),
             ("enqueue→start (W4)", total),
         ):

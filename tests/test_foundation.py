@@ -95,6 +95,36 @@ def test_new_connections_do_not_look_up_redis_py_version_on_the_loop(monkeypatch
         assert info is None or info.lib_version == redis.__version__
 
 
+async def test_line_pipelines_commands_and_survives_a_lost_connection(real_redis_url: str) -> None:
+    from redis.exceptions import NoScriptError, ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from asyncsched._redis.connection import Line
+
+    client = create_redis(real_redis_url, socket_timeout=0.5)
+    assert Line.supported(client)
+    assert not Line.supported(create_redis("memory://line"))
+    line = Line(client)
+    replies = await line.execute(("SET", "k", "v"), ("EVALSHA", "0" * 40, 0), ("INCR", "k"), ("GET", "k"))
+    assert replies[::3] == [b"OK", b"v"]  # raw replies, as a pipeline gives them
+    assert isinstance(replies[1], NoScriptError)
+    assert isinstance(replies[2], ResponseError)
+    # the line keeps a connection of its own, outside the client's pool
+    (line_id,) = await line.execute(("CLIENT", "ID"))
+    assert await client.client_id() != line_id
+    # Redis drops the connection (a restart, a proxy): the next call reconnects and is answered
+    await client.client_kill_filter(_id=line_id)
+    assert await line.execute(("PING",)) == [b"PONG"]
+    # a reply that does not come within the socket timeout (+ the blocking allowance) is an error ...
+    with pytest.raises(RedisTimeoutError):
+        await line.execute(("BLPOP", "nothing", 2), blocking=0.1)
+    # ... and the next call starts over on a fresh connection (the late reply is never read as its own)
+    assert await line.execute(("LPUSH", "nothing", "x"), ("GET", "k")) == [1, b"v"]
+    assert await line.execute(("BLPOP", "nothing", 2), blocking=2) == [[b"nothing", b"x"]]
+    await line.aclose()
+    await client.aclose()
+
+
 def test_unknown_redis_scheme_is_a_typed_error() -> None:
     with pytest.raises(UnsupportedURL, match="'foo'"):
         create_redis("foo://x")

@@ -41,6 +41,18 @@ def test_data_round_trip_and_rq_bytes() -> None:
         codec.encode_data("m.f", (object(),), {}, "json")
 
 
+@pytest.mark.parametrize("size", [0, 1, 55, 511, 512, 513, 4096, 70_000, 300_000])
+def test_deflate_is_a_zlib_stream_any_reader_takes(size: int) -> None:
+    raw = (b"asyncsched " * (size // 11 + 1))[:size]
+    packed = codec.deflate(raw)
+    assert zlib.decompress(packed) == raw  # what RQ does, with zlib's default (largest) window
+    assert zlib.decompressobj().decompress(packed) == raw
+    if size >= 512:
+        assert len(packed) <= len(zlib.compress(raw)) + 8  # sized window, no worse compression
+    exc = codec.encode_exc("Traceback ...\n" * size)
+    assert codec.decode_exc(exc) == "Traceback ...\n" * size
+
+
 def test_timestamps_match_rq() -> None:
     dt = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     assert codec.fmt_ts(dt) == "2026-01-02T03:04:05.678901Z"

@@ -405,6 +405,7 @@ async def test_idle_worker_claims_in_the_round_trip_that_delivers_the_job(real_r
     ):
         runner = asyncio.create_task(worker.run())
         await eventually(lambda: _blocked_clients(admin), what="the worker to block on its queue")
+        await admin.config_resetstat()
         before = datetime.now(UTC)
         job_id = await q.enqueue(jobs.add, args=(1, 2))
         assert await q.result(job_id, wait=10) == 3
@@ -414,6 +415,9 @@ async def test_idle_worker_claims_in_the_round_trip_that_delivers_the_job(real_r
         assert await admin.llen(f"rq:asyncsched:claiming:{worker.name}") == 0
         assert await admin.llen("rq:queue:default:intermediate") == 0
         assert await admin.hget("rq:asyncsched:claiming", worker.name) == b"default"
+        blmove = (await admin.info("commandstats"))["cmdstat_blmove"]
+        assert blmove["calls"] >= 1
+        assert blmove["rejected_calls"] == blmove["failed_calls"] == 0, blmove
         worker.request_stop()
         await runner
     assert await admin.hget("rq:asyncsched:claiming", worker.name) is None  # unregistered at exit
@@ -466,21 +470,25 @@ async def test_cancelled_while_claiming_puts_the_claimed_jobs_back(
     settings = Settings(redis_url=real_redis_url)
     async with TaskQueue(real_redis_url, settings=settings) as q:
         worker = Worker(redis=real_redis_url, settings=settings, orphan_policy="fail")
-        claimed = asyncio.Event()
         release = asyncio.Event()
-        original = worker._blmove_and_claim
+        line = worker._line
+        assert line is not None
+        original = line._read
 
-        async def slow_reply(n: int, block_s: int) -> list[object]:
-            reply = await original(n, block_s)  # Redis has started the job ...
-            claimed.set()
-            await release.wait()  # ... and its reply is still on its way when the worker is cancelled
-            return reply
+        async def slow_reply(conn: object) -> None:
+            if line._unread == 2 and not line._replies:  # the BLMOVE + claim pipeline's replies ...
+                await release.wait()  # ... are still on their way when the worker is cancelled
+            await original(conn)
 
-        monkeypatch.setattr(worker, "_blmove_and_claim", slow_reply)
+        monkeypatch.setattr(line, "_read", slow_reply)
         async with worker:
             runner = asyncio.create_task(worker.run())
             job_id = await q.enqueue(jobs.add, args=(5, 5))
-            await asyncio.wait_for(claimed.wait(), 10)
+
+            async def claimed() -> bool:
+                return await q.status(job_id) == JobStatus.RUNNING  # Redis has started the job
+
+            await eventually(claimed, what="the claim script to start the job")
             runner.cancel()
             await asyncio.sleep(0)
             release.set()

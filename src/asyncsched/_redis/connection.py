@@ -13,6 +13,7 @@ The clients return ``bytes`` (``decode_responses=False``), as python-rq expects.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -23,7 +24,7 @@ from hiredis import pack_command as _hiredis_pack
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -34,7 +35,7 @@ except ImportError:  # pragma: no cover - older redis-py fixes the version once,
 
 from ..exceptions import BackendUnavailable, UnsupportedURL
 
-__all__ = ["check_redis", "create_redis", "mask_url", "reset_memory_servers"]
+__all__ = ["Line", "check_redis", "create_redis", "mask_url", "reset_memory_servers"]
 
 _SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel")
 _memory_servers: dict[str, Any] = {}
@@ -137,6 +138,111 @@ class _HiredisPacking:
             return [_hiredis_pack(args)]
         except TypeError:  # memoryview, bool, None, ...: redis-py's packer converts or raises DataError
             return super().pack_command(*args)  # type: ignore[misc,no-any-return]
+
+
+class Line:
+    """A connection of its own for one caller on a hot path, which writes a command (or a few,
+    pipelined) and reads their replies with nothing else in between.
+
+    redis-py's client checks a connection out of its pool for every command, and with a socket timeout
+    set (its default) writes it from a separate task: together ~30 µs p50 and ~100 µs p99 before the
+    bytes leave, on an idle machine, on the enqueue→start path. A ``Line`` keeps one connection (made
+    by the client's pool, so TLS, auth, db and Sentinel settings apply; not counted in the pool), writes
+    to it at once and bounds the wait for replies itself.
+
+    For real servers only (see :meth:`supported`); one caller at a time; bound to the event loop of its
+    first call. Errors behave as the client's: a connection lost before or during the call is reconnected
+    and the call retried (the ``_reconnect_retry`` policy: twice, 50 ms then 100 ms); no reply within the
+    client's socket timeout drops the connection and raises redis-py's ``TimeoutError`` (never retried:
+    the commands may have run). A call cancelled while its replies are on their way keeps them: the
+    caller may :meth:`collect` them (to learn what the commands did); otherwise the next call drops the
+    connection and starts clean.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._pool: Any = client.connection_pool
+        self._conn: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeout: float | None = None
+        self._call_timeout: float | None = None
+        self._replies: list[Any] = []
+        self._unread = 0  # replies of the last call still to be read
+
+    @staticmethod
+    def supported(client: aioredis.Redis) -> bool:
+        """Whether ``client`` can have a :class:`Line`: a redis-py client of a real server (not fakeredis)."""
+        pool = getattr(client, "connection_pool", None)
+        return hasattr(pool, "make_connection") and not type(client).__module__.startswith("fakeredis")
+
+    async def execute(self, *commands: tuple[Any, ...], blocking: float = 0.0) -> list[Any]:
+        """Send ``commands`` in one write and return their replies in order. An error reply is returned
+        as its exception (``NoScriptError``, ``ResponseError``...), like ``pipeline(raise_on_error=False)``.
+        ``blocking``: how long a blocking command among them may wait (added to the socket timeout)."""
+        failures = 0
+        while True:
+            try:
+                return await self._round_trip(commands, blocking)
+            except RedisConnectionError:
+                failures += 1
+                if failures > 2:
+                    raise
+                await asyncio.sleep(0.05 * 2 ** (failures - 1))
+
+    async def collect(self) -> list[Any]:
+        """The replies of the last call, after it was cancelled: those already read and those still to
+        come (awaited, under the call's own time limit)."""
+        if self._unread and self._conn is not None:
+            await self._read(self._conn)
+        return self._replies
+
+    async def _round_trip(self, commands: tuple[tuple[Any, ...], ...], blocking: float) -> list[Any]:
+        conn = self._connection()
+        if self._unread:  # an interrupted call's replies were never collected: start clean
+            self._unread = 0
+            await conn.disconnect(nowait=True)
+        self._replies = []
+        self._call_timeout = None if self._timeout is None else self._timeout + blocking
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        self._unread = len(commands)
+        await self._read(conn)
+        return self._replies
+
+    async def _read(self, conn: Any) -> None:
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                while self._unread:
+                    try:
+                        reply = await conn.read_response(disconnect_on_error=False)
+                    except ResponseError as exc:
+                        reply = exc
+                    self._replies.append(reply)
+                    self._unread -= 1
+        except asyncio.CancelledError:
+            raise  # the replies stay readable: see collect()
+        except TimeoutError:
+            self._unread = 0
+            await conn.disconnect(nowait=True)
+            raise RedisTimeoutError(f"no reply from Redis within {self._call_timeout:g} s") from None
+        except BaseException:
+            self._unread = 0
+            await conn.disconnect(nowait=True)
+            raise
+
+    def _connection(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._conn is None or self._loop is not loop:
+            self._conn = conn = self._pool.make_connection()
+            self._timeout = conn.socket_timeout  # the client's read timeout, applied by _read
+            conn.socket_timeout = None
+            self._loop = loop
+            self._unread = 0
+        return self._conn
+
+    async def aclose(self) -> None:
+        """Close the connection (the next call opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self._loop is asyncio.get_running_loop():
+            await conn.disconnect()
 
 
 def _reconnect_retry() -> Retry:

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .._keys import lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
+from .._redis.connection import Line
 from ..config import Settings, get_settings
 from ..exceptions import BackendUnavailable, InvalidJob, JobError, JobNotFound
 from ..rq import codec, serializers
@@ -115,6 +116,7 @@ class TaskQueue:
         self.prefix = self.settings.key_prefix
         self.stream = lifecycle_stream(self.prefix)
         self._scripts = Scripts(self.redis)
+        self._line = Line(self.redis) if Line.supported(self.redis) else None  # the flusher's connection
         self._r: Any = self.redis  # redis-py's stubs type replies as bytes | str; ours are bytes
         self._pending: list[tuple[_Part, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -134,6 +136,8 @@ class TaskQueue:
         flusher = self._flusher
         if flusher is not None and not flusher.done() and flusher.get_loop() is asyncio.get_running_loop():
             await asyncio.gather(flusher, return_exceptions=True)
+        if self._line is not None:
+            await self._line.aclose()
         if self._owns:
             await self.redis.aclose()
 
@@ -213,8 +217,12 @@ class TaskQueue:
         self._pending = [(part, fut) for part, fut in self._pending if fut.get_loop() is loop]
         while self._pending:
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            args = self._enqueue_args([part for part, _ in batch])
             try:
-                await self._scripts.run("enqueue", self._enqueue_args([part for part, _ in batch]))
+                if self._line is not None:
+                    await self._scripts.run_on(self._line, "enqueue", args)
+                else:
+                    await self._scripts.run("enqueue", args)
             except BaseException as exc:
                 for _, fut in batch:
                     if not fut.done():

@@ -6,6 +6,9 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from .._redis.connection import Line
 
 __all__ = ["SCRIPT_NAMES", "Scripts", "source"]
 
@@ -49,6 +52,17 @@ class Scripts:
     async def run(self, name: str, args: list[Any]) -> Any:
         """Run script ``name`` with ``args`` as ARGV (no KEYS: keys are built from the prefix)."""
         return await self._scripts[name](keys=[], args=args)
+
+    async def run_on(self, line: Line, name: str, args: list[Any]) -> Any:
+        """:meth:`run` over ``line`` (a connection of the caller's own; see :class:`Line`)."""
+        script = self._scripts[name]
+        reply = (await line.execute(("EVALSHA", script.sha, 0, *args)))[0]
+        if isinstance(reply, NoScriptError):  # Redis restarted or flushed its script cache
+            await self._redis.script_load(script.script)
+            reply = (await line.execute(("EVALSHA", script.sha, 0, *args)))[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     async def run_many(self, name: str, arg_lists: list[list[Any]]) -> list[Any]:
         """Run script ``name`` once per argument list, in order, in one round trip (a pipeline, not a

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .._keys import claiming_list, claiming_registry, lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
+from .._redis.connection import Line
 from .._version import __version__
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
@@ -42,10 +43,6 @@ ORPHAN_POLICIES = ("fail", "requeue")
 _FINISH_FIELDS = 21
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _SEP = "\x1e"
-
-
-def _is_fake(redis: aioredis.Redis) -> bool:
-    return type(redis).__module__.startswith("fakeredis")
 
 
 def _default_name() -> str:
@@ -116,8 +113,10 @@ class Worker:
         self.prefix = self.settings.key_prefix
         self.stream = lifecycle_stream(self.prefix)
         self._scripts = Scripts(self.redis)
-        # one queue on a real Redis: BLMOVE into our own claiming list with the claim pipelined behind it
-        self._pipelined = len(self.queues) == 1 and not _is_fake(self.redis)
+        # the claim loop's own connection (real Redis only; see Line). With one queue, an idle worker
+        # BLMOVEs into its own claiming list with the claim script pipelined behind it.
+        self._line = Line(self.redis) if Line.supported(self.redis) else None
+        self._pipelined = len(self.queues) == 1 and self._line is not None
         self._claiming = claiming_list(self.prefix, self.name)
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="asyncsched-job")
         self._running: dict[str, tuple[ClaimedJob, asyncio.Task[None] | None]] = {}
@@ -174,6 +173,9 @@ class Worker:
         try:
             await self._work()
         finally:
+            if self._line is not None:
+                with contextlib.suppress(Exception):
+                    await self._line.aclose()
             await self._drain()
             await self._stop_background()
             with contextlib.suppress(Exception):
@@ -323,13 +325,26 @@ class Worker:
         """
         timeout = max(1, round(self.poll_timeout))
         if self._pipelined:
-            task = asyncio.ensure_future(self._blmove_and_claim(n, timeout))
+            assert self._line is not None
+            q = self.queues[0]
+            args = self._claim_args(n, [], q, self._claiming, now_from_redis=True)
+            blmove = ("BLMOVE", self.keys.queue(q), self._claiming, "LEFT", "RIGHT", timeout)
+            claim = ("EVALSHA", self._scripts.sha("claim"), 0, *args)
             try:
-                reply = await asyncio.shield(task)
+                moved, reply = await self._line.execute(blmove, claim, blocking=timeout)
             except asyncio.CancelledError:
+                # the claim may have run: read what it did and take it (at shutdown: put it back)
                 with contextlib.suppress(Exception):
-                    self._take(await task)
+                    late = await self._line.collect()
+                    if len(late) == 2 and isinstance(late[1], list):
+                        self._take(late[1])
                 raise
+            if isinstance(reply, NoScriptError):  # Redis restarted (empty script cache): load it, claim again
+                reply = await self._scripts.run("claim", args)
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(moved, Exception):
+                log.warning("worker %s: BLMOVE failed: %s", self.name, moved)
             return self._take(reply)
         popped = await self._r.blpop([self.keys.queue(q) for q in self.queues], timeout=timeout)
         if popped is None:
@@ -337,28 +352,14 @@ class Worker:
         key, job_id = popped
         return await self._claim(n - 1, given=[job_id.decode()], given_queue=self.keys.queue_name(key))
 
-    async def _blmove_and_claim(self, n: int, block_s: int) -> list[Any]:
-        q = self.queues[0]
-        args = self._claim_args(n, [], q, self._claiming, now_from_redis=True)
-        pipe: Any = self._r.pipeline(transaction=False)
-        async with pipe:
-            pipe.blmove(self.keys.queue(q), self._claiming, block_s, "LEFT", "RIGHT")
-            pipe.execute_command("EVALSHA", self._scripts.sha("claim"), 0, *args)
-            moved, reply = await pipe.execute(raise_on_error=False)
-        if isinstance(reply, NoScriptError):  # Redis restarted (empty script cache): load it, claim again
-            reply = await self._scripts.run("claim", args)
-        if isinstance(reply, Exception):
-            raise reply
-        if isinstance(moved, Exception):
-            log.warning("worker %s: BLMOVE failed: %s", self.name, moved)
-        return cast(list[Any], reply)
-
     async def _claim(self, n: int, *, given: list[str] | None = None, given_queue: str = "") -> int:
         given = given or []
         if n <= 0 and not given:
             return 0
-        reply = await self._scripts.run("claim", self._claim_args(n, given, given_queue, ""))
-        return self._take(reply)
+        args = self._claim_args(n, given, given_queue, "")
+        if self._line is not None:
+            return self._take(await self._scripts.run_on(self._line, "claim", args))
+        return self._take(await self._scripts.run("claim", args))
 
     def _claim_args(
         self, n: int, given: list[str], given_queue: str, claiming: str, *, now_from_redis: bool = False
