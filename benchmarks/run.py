@@ -477,11 +477,13 @@ def main() -> int:
     md = render_markdown(doc)
     os.makedirs(opts.out, exist_ok=True)
     stem = started.strftime("%Y-%m-%d") + ("-quick" if opts.quick else "")
+    if only or wanted_libs:  # a partial run never replaces the day's full comparison
+        stem += "-" + "-".join(sorted(only) or ["all"]) + "-" + "-".join(sorted(wanted_libs) or ["all"])
     with open(os.path.join(opts.out, stem + ".json"), "w") as fh:
         json.dump(doc, fh, indent=1, default=str)
     with open(os.path.join(opts.out, stem + ".md"), "w") as fh:
         fh.write(f"# Benchmark results {doc['started']} UTC\n\n{md}")
-    if not opts.quick and not opts.no_docs:
+    if not opts.quick and not opts.no_docs and not (only or wanted_libs):
         update_docs(md)
     print(md)
     log(f"done in {doc['duration_s']:.0f}s; wrote {os.path.join(opts.out, stem)}.{{json,md}}")
