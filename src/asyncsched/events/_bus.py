@@ -41,6 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
 from .._redis import create_redis
+from .._redis.connection import Line
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ._durable import DurableConsumer
@@ -181,6 +182,8 @@ class EventBus:
         self._broadcast_channel = _keys.broadcast_event_channel(self._prefix)
         self._broadcast_stream = _keys.broadcast_event_stream(self._prefix)
         self._script: Any = None
+        self._line: Line | None = None
+        self._line_busy = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         # live delivery
@@ -223,6 +226,8 @@ class EventBus:
             self._redis = create_redis(self._redis_arg or self.settings.redis_url)
             self._owns_redis = True
         self._script = self._redis.register_script(_PUBLISH_LUA)
+        # a connection of its own for one publish at a time (the common, awaited case); see Line
+        self._line = Line(self._redis) if Line.supported(self._redis) else None
         try:
             for agent in {s.agent_name for s in self._subs if s.durable}:
                 self._start_durable(agent)
@@ -270,6 +275,9 @@ class EventBus:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
+        if self._line is not None:
+            await self._line.aclose()
+            self._line = None
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
         self._redis = None
@@ -291,6 +299,18 @@ class EventBus:
         """
         event = Event.create(event_type, source_agent, payload, target_agent)
         keys, args = self._script_call(event)
+        line = self._line
+        if line is not None and not self._line_busy:  # others publishing meanwhile use the pool
+            self._line_busy = True
+            try:
+                (reply,) = await line.execute(("EVALSHA", self._script.sha, len(keys), *keys, *args))
+            finally:
+                self._line_busy = False
+            if isinstance(reply, NoScriptError):  # a restarted or flushed server forgot the script
+                await self._script(keys, args)
+            elif isinstance(reply, Exception):
+                raise reply
+            return event
         try:  # EVALSHA straight away: cheaper than redis-py's Script wrapper on this hot path
             await self.redis.evalsha(self._script.sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted or flushed server forgot the script
