@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -93,6 +94,20 @@ def test_new_connections_do_not_look_up_redis_py_version_on_the_loop(monkeypatch
         connection = create_redis(url).connection_pool.make_connection()
         info = getattr(connection, "driver_info", None)
         assert info is None or info.lib_version == redis.__version__
+
+
+async def test_more_commands_in_flight_than_connections_wait_for_one(
+    redis: aioredis.Redis, redis_url: str
+) -> None:
+    # redis-py's own pool raises MaxConnectionsError at the 101st concurrent command; ours waits
+    real = redis_url.startswith("redis://")
+    before = len(await redis.client_list()) if real else 0
+    client = create_redis(redis_url, max_connections=8) if real else create_redis(redis_url)
+    replies = await asyncio.gather(*(client.incr("n") for _ in range(300)))
+    assert sorted(replies) == list(range(1, 301))
+    if real:
+        assert len(await redis.client_list()) <= before + 8
+    await client.aclose()
 
 
 async def test_line_pipelines_commands_and_survives_a_lost_connection(real_redis_url: str) -> None:

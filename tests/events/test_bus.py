@@ -421,6 +421,19 @@ async def test_a_burst_reaches_a_fast_async_callback_in_order(
     assert [e.payload["i"] for e in collector.events] == list(range(300))
 
 
+async def test_concurrent_publishes_all_arrive_once(bus_settings: Settings, collector: Collector) -> None:
+    # one publish at a time has the bus's own connection; the others meanwhile go through the pool
+    async with EventBus(settings=bus_settings) as bus:
+        await bus.subscribe("a", "*", collector.async_cb)
+        sent = await asyncio.gather(
+            *(bus.publish("n", "src", {"i": i}, target_agent="a") for i in range(200))
+        )
+        await collector.wait(200)
+        assert await bus.listen(timeout=0.1) is not None  # listen() sees them too
+    assert sorted(e.payload["i"] for e in collector.events) == list(range(200))
+    assert {e.id for e in collector.events} == {e.id for e in sent}
+
+
 async def test_closing_the_bus_delivers_queued_async_events_first(bus_settings: Settings) -> None:
     seen: list[int] = []
     gate = asyncio.Event()

@@ -72,7 +72,9 @@ def reset_memory_servers() -> None:
 def create_redis(url: str, **options: Any) -> aioredis.Redis:
     """A new ``redis.asyncio.Redis`` client for ``url``. Does not connect until first used.
 
-    ``options`` go to redis-py (e.g. ``max_connections``, ``socket_timeout``).
+    ``options`` go to redis-py (e.g. ``max_connections``, ``socket_timeout``; for TCP/TLS/unix URLs the
+    pool is a ``BlockingConnectionPool`` of 100 connections by default, ``timeout`` being how long a
+    command may wait for a free one).
     Raises :class:`~asyncsched.exceptions.UnsupportedURL` for a scheme we do not serve.
     """
     scheme = urlsplit(url).scheme.lower()
@@ -80,13 +82,19 @@ def create_redis(url: str, **options: Any) -> aioredis.Redis:
         import fakeredis
 
         name = urlsplit(url).netloc + urlsplit(url).path or "default"
+        options.setdefault("max_connections", 100_000)  # in-process connections: no reason to refuse one
         client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=_memory_server(name), **options)
         return client
     if scheme in ("redis", "rediss", "unix"):
         _driver_info(options)
         options.setdefault("health_check_interval", 30)
         options.setdefault("retry", _reconnect_retry())
-        return _fast_packing(aioredis.Redis.from_url(url, **options))
+        # redis-py's default pool raises MaxConnectionsError once 100 commands are in flight; a blocking
+        # pool makes the 101st wait for a free connection (up to ``timeout`` seconds) instead
+        options.setdefault("max_connections", 100)
+        options.setdefault("timeout", 20)
+        pool = aioredis.BlockingConnectionPool.from_url(url, **options)
+        return _fast_packing(aioredis.Redis.from_pool(pool))
     if scheme == "redis+sentinel":
         _driver_info(options)
         options.setdefault("retry", _reconnect_retry())
