@@ -136,6 +136,13 @@ async def test_line_pipelines_commands_and_survives_a_lost_connection(real_redis
     # ... and the next call starts over on a fresh connection (the late reply is never read as its own)
     assert await line.execute(("LPUSH", "nothing", "x"), ("GET", "k")) == [1, b"v"]
     assert await line.execute(("BLPOP", "nothing", 2), blocking=2) == [[b"nothing", b"x"]]
+    # idle past the health-check interval: a PING goes first (a silently dead connection is replaced)
+    line._conn.next_health_check = 0
+    pings = (await client.info("commandstats"))["cmdstat_ping"]["calls"]
+    assert await line.execute(("GET", "k")) == [b"v"]
+    assert (await client.info("commandstats"))["cmdstat_ping"]["calls"] == pings + 1
+    assert await line.execute(("GET", "k")) == [b"v"]
+    assert (await client.info("commandstats"))["cmdstat_ping"]["calls"] == pings + 1
     await line.aclose()
     await client.aclose()
 

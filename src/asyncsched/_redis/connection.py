@@ -162,7 +162,8 @@ class Line:
     first call. Errors behave as the client's: a connection lost before or during the call is reconnected
     and the call retried (the ``_reconnect_retry`` policy: twice, 50 ms then 100 ms); no reply within the
     client's socket timeout drops the connection and raises redis-py's ``TimeoutError`` (never retried:
-    the commands may have run). A call cancelled while its replies are on their way keeps them: the
+    the commands may have run); after ``health_check_interval`` idle a PING goes first, as in the pool.
+    A call cancelled while its replies are on their way keeps them: the
     caller may :meth:`collect` them (to learn what the commands did); otherwise the next call drops the
     connection and starts clean.
     """
@@ -210,7 +211,18 @@ class Line:
             await conn.disconnect(nowait=True)
         self._replies = []
         self._call_timeout = None if self._timeout is None else self._timeout + blocking
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        packed = conn.pack_commands(commands)
+        if conn.health_check_interval and asyncio.get_running_loop().time() > conn.next_health_check:
+            # idle for a while (the pool's rule): PING first, so a connection that died silently is
+            # replaced before the call rather than found dead by its timeout
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await conn.send_packed_command(packed, check_health=True)
+            except TimeoutError:
+                await conn.disconnect(nowait=True)
+                raise RedisTimeoutError(f"no reply from Redis within {self._timeout:g} s") from None
+        else:
+            await conn.send_packed_command(packed, check_health=False)
         self._unread = len(commands)
         await self._read(conn)
         return self._replies
