@@ -251,6 +251,41 @@ async def test_registration_and_concurrency(
     assert b"death" in h
 
 
+async def test_a_slot_frees_when_a_job_returns_and_unrecorded_outcomes_are_bounded(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await queue.enqueue_many([{"func": jobs.async_add, "args": (i, i)} for i in range(3)])
+    worker = Worker(redis=redis_url, settings=wsettings, concurrency=1)
+    recording = asyncio.Event()
+    release = asyncio.Event()
+    original = worker._record
+
+    async def held(batch: list[object], args: list[object]) -> None:
+        recording.set()
+        await release.wait()  # Redis is slow to take the outcomes
+        await original(batch, args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker, "_record", held)
+    async with worker:
+        runner = asyncio.create_task(worker.run())
+        await asyncio.wait_for(recording.wait(), 10)
+        # the first job's outcome is not recorded, yet the second job ran in the slot it freed ...
+        await eventually(lambda: _ran(worker, 2), what="the second job to run")
+        # ... and no third: one slot of concurrency means at most one outcome waiting beside it
+        assert await queue.status(ids[2]) == JobStatus.QUEUED
+        assert worker._capacity() == 0
+        release.set()
+        for i, job_id in enumerate(ids):
+            assert await queue.result(job_id, wait=10) == 2 * i
+        worker.request_stop()
+        await runner
+    assert worker.processed == 3
+
+
+async def _ran(worker: Worker, count: int) -> bool:
+    return worker._executing == 0 and len(worker._running) == count
+
+
 async def test_worker_ignores_data_of_other_queue(
     queue: TaskQueue, redis_url: str, wsettings: Settings
 ) -> None:

@@ -119,7 +119,9 @@ class Worker:
         self._pipelined = len(self.queues) == 1 and self._line is not None
         self._claiming = claiming_list(self.prefix, self.name)
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="asyncsched-job")
+        # claimed and not yet recorded (running, or finished with the outcome on its way to Redis)
         self._running: dict[str, tuple[ClaimedJob, asyncio.Task[None] | None]] = {}
+        self._executing = 0  # of which still running (a slot frees when its function returns)
         self._sync_running = 0
         self._sync_seen = False
         self._done: asyncio.Queue[Outcome | None] = asyncio.Queue()
@@ -254,7 +256,9 @@ class Worker:
 
     # ------------------------------------------------------------------ the hot path
     def _capacity(self) -> int:
-        free = self.concurrency - len(self._running)
+        # A slot frees as soon as a job returns, so the next claim overlaps the recording of the last
+        # outcomes; at most ``concurrency`` outcomes wait to be recorded.
+        free = min(self.concurrency - self._executing, 2 * self.concurrency - len(self._running))
         if self._sync_seen:
             free = min(free, self.threads - self._sync_running)
         return max(free, 0)
@@ -404,6 +408,7 @@ class Worker:
         if not job.is_async:
             self._sync_running += 1
             self._sync_seen = True
+        self._executing += 1
         task = asyncio.create_task(self._execute(job, prep), name=f"asyncsched-job-{job.id}")
         self._running[job.id] = (job, task)
 
@@ -415,6 +420,14 @@ class Worker:
         except BaseException:  # a bug of ours must not lose the job
             log.exception("job %s: internal error", job.id)
             outcome = stopped(job)
+        self._returned(job, outcome)
+
+    def _returned(self, job: ClaimedJob, outcome: Outcome) -> None:
+        """A dispatched job's function is done (once per job): free its slot, queue its outcome."""
+        self._executing -= 1
+        if not job.is_async:
+            self._sync_running -= 1
+        self._slot.set()
         self._done.put_nowait(outcome)
 
     # ------------------------------------------------------------------ completion, batched
@@ -462,9 +475,7 @@ class Worker:
             args.append(_SEP.join(x.replace(_SEP, " ") for x in fields))
         await self._record(batch, args)
         for o in batch:
-            entry = self._running.pop(o.job.id, None)
-            if entry is not None and entry[1] is not None and not o.job.is_async:
-                self._sync_running -= 1
+            self._running.pop(o.job.id, None)
             self.processed += 1
             log.debug("job %s: %s", o.job.id, o.kind)
         self._slot.set()
@@ -559,7 +570,7 @@ class Worker:
 
         def never_started(done: asyncio.Task[None]) -> None:
             if done.cancelled():
-                self._done.put_nowait(put_back(job) if job.stop_reason == "shutdown" else stopped(job))
+                self._returned(job, put_back(job) if job.stop_reason == "shutdown" else stopped(job))
 
         task.add_done_callback(never_started)
 
