@@ -110,6 +110,27 @@ async def test_more_commands_in_flight_than_connections_wait_for_one(
     await client.aclose()
 
 
+async def test_waiting_for_a_connection_is_bounded(real_redis_url: str) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    client = create_redis(real_redis_url, max_connections=1, timeout=0.5)
+    admin = create_redis(real_redis_url)
+    holder = asyncio.create_task(client.blpop(["nothing"], timeout=5))  # takes the only connection
+    await asyncio.sleep(0)
+    with pytest.raises(RedisConnectionError, match=r"no free Redis connection within 0\.5 s"):
+        await client.get("k")
+    quitter = asyncio.create_task(client.get("k"))  # a waiter that gives up ...
+    patient = asyncio.create_task(client.get("k"))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    await admin.lpush("nothing", "x")  # the holder returns its connection ...
+    assert list(await holder) == [b"nothing", b"x"]
+    assert await patient is None  # ... to the next waiter still there
+    assert quitter.cancelled()
+    await admin.aclose()
+    await client.aclose()
+
+
 async def test_line_pipelines_commands_and_survives_a_lost_connection(real_redis_url: str) -> None:
     from redis.exceptions import NoScriptError, ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError

@@ -211,7 +211,7 @@ class TaskQueue:
         await future
 
     async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let producers running in this loop iteration join the batch
+        # Runs from the loop iteration after the first submit: every producer of that iteration has joined
         loop = asyncio.get_running_loop()
         # jobs submitted on another (since closed) loop have no caller left to tell
         self._pending = [(part, fut) for part, fut in self._pending if fut.get_loop() is loop]

@@ -17,6 +17,8 @@ from ..exceptions import SerializationError, UnsafeJob
 
 __all__ = ["Format", "detect", "dumps", "loads"]
 
+_JSON = json.JSONEncoder(allow_nan=False)  # json.dumps(v, allow_nan=False) without an encoder per call
+
 
 class Format(enum.StrEnum):
     """The serializer of a payload."""
@@ -45,7 +47,7 @@ def dumps(value: Any, fmt: Format | str) -> bytes:
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise SerializationError(f"cannot pickle {type(value).__name__}: {exc}") from None
     try:
-        return json.dumps(value, allow_nan=False).encode()
+        return _JSON.encode(value).encode()
     except (TypeError, ValueError) as exc:
         raise SerializationError(
             f"cannot serialize to JSON: {exc}; pass JSON types (str, int, float, bool, None, list, dict) "
