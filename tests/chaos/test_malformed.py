@@ -38,8 +38,8 @@ CORRUPTIONS: dict[str, tuple[Corrupt, str]] = {
     "missing-data": (lambda r, j: r.hdel(f"rq:job:{j}", "data"), "no 'data' field"),
     "garbage-data": (
         lambda r, j: _hset(r, j, data=b"\x00\xffnot zlib, not json"),
-        "UnsafeJob",
-    ),  # not JSON: taken for pickle, refused unread
+        "UnsafeJob: payload is neither JSON nor a pickle with a protocol header",
+    ),  # refused unread, and the reason does not call it a pickle
     "data-not-a-call": (lambda r, j: _hset(r, j, data=b'{"just": "a dict"}'), "InvalidJob"),
     "bad-timeout": (lambda r, j: _hset(r, j, timeout="soon"), "InvalidJob"),
 }

@@ -60,8 +60,14 @@ def loads(payload: bytes, *, accept_pickle: bool) -> tuple[Any, Format]:
     fmt = detect(payload)
     if fmt == Format.PICKLE:
         if not accept_pickle:
+            what = (
+                "payload is pickled"
+                if payload[:1] == b"\x80"
+                else "payload is neither JSON nor a pickle with a protocol header (corrupt, or an old "
+                "protocol 0/1 pickle)"
+            )
             raise UnsafeJob(
-                "payload is pickled and this process does not accept pickle "
+                f"{what} and this process does not accept pickle "
                 "(set ASYNCSCHED_ACCEPT_PICKLE=true or --accept-pickle only if every producer is trusted)"
             )
         return pickle.loads(payload), fmt
