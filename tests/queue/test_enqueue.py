@@ -273,3 +273,23 @@ async def test_unreachable_redis_is_backend_unavailable() -> None:
             await q.enqueue(jobs.add, args=(1, 2))
         with pytest.raises(BackendUnavailable):
             await q.status("x")
+
+
+async def test_a_queue_on_the_callers_client_opens_no_connection_of_its_own(real_redis_url: str) -> None:
+    # such a queue may be dropped without aclose() (the caller owns the client): nothing may leak
+    from asyncsched._redis import create_redis
+
+    admin = create_redis(real_redis_url)
+    client = create_redis(real_redis_url)
+    await client.ping()
+    before = len(await admin.client_list())
+    queue = TaskQueue(client, settings=Settings(redis_url=real_redis_url))
+    for i in range(3):
+        await queue.enqueue(jobs.add, args=(i, i))
+    assert len(await admin.client_list()) == before
+    del queue
+    async with TaskQueue(real_redis_url, settings=Settings(redis_url=real_redis_url)) as own:
+        await own.enqueue(jobs.add, args=(1, 1))  # a queue of its own client closes what it opened
+    assert len(await admin.client_list()) == before
+    await client.aclose()
+    await admin.aclose()

@@ -226,8 +226,9 @@ class EventBus:
             self._redis = create_redis(self._redis_arg or self.settings.redis_url)
             self._owns_redis = True
         self._script = self._redis.register_script(_PUBLISH_LUA)
-        # a connection of its own for one publish at a time (the common, awaited case); see Line
-        self._line = Line(self._redis) if Line.supported(self._redis) else None
+        # a connection of its own for one publish at a time (the common, awaited case; see Line), with a
+        # client of our own only (a bus wrapping the caller's client may be dropped without aclose())
+        self._line = Line(self._redis) if self._owns_redis and Line.supported(self._redis) else None
         try:
             for agent in {s.agent_name for s in self._subs if s.durable}:
                 self._start_durable(agent)

@@ -116,7 +116,9 @@ class TaskQueue:
         self.prefix = self.settings.key_prefix
         self.stream = lifecycle_stream(self.prefix)
         self._scripts = Scripts(self.redis)
-        self._line = Line(self.redis) if Line.supported(self.redis) else None  # the flusher's connection
+        # the flusher's own connection; only with a client of our own (closed by aclose(), as that client is:
+        # a queue wrapping the caller's client may be dropped without aclose())
+        self._line = Line(self.redis) if self._owns and Line.supported(self.redis) else None
         self._r: Any = self.redis  # redis-py's stubs type replies as bytes | str; ours are bytes
         self._pending: list[tuple[_Part, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
