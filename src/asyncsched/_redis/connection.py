@@ -17,7 +17,7 @@ import asyncio
 import collections
 import contextlib
 import threading
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
@@ -213,7 +213,7 @@ class Line:
 
     For real servers only (see :meth:`supported`); one caller at a time; bound to the event loop of its
     first call. Errors behave as the client's: a connection lost before or during the call is reconnected
-    and the call retried (the ``_reconnect_retry`` policy: twice, 50 ms then 100 ms); no reply within the
+    and the call retried under the client's own ``retry`` policy (``_reconnect_retry``); no reply within the
     client's socket timeout drops the connection and raises redis-py's ``TimeoutError`` (never retried:
     the commands may have run); after ``health_check_interval`` idle a PING goes first, as in the pool.
     A call cancelled while its replies are on their way keeps them: the
@@ -240,15 +240,8 @@ class Line:
         """Send ``commands`` in one write and return their replies in order. An error reply is returned
         as its exception (``NoScriptError``, ``ResponseError``...), like ``pipeline(raise_on_error=False)``.
         ``blocking``: how long a blocking command among them may wait (added to the socket timeout)."""
-        failures = 0
-        while True:
-            try:
-                return await self._round_trip(commands, blocking)
-            except RedisConnectionError:
-                failures += 1
-                if failures > 2:
-                    raise
-                await asyncio.sleep(0.05 * 2 ** (failures - 1))
+        retry: Retry = self._connection().retry
+        return await retry.call_with_retry(lambda: self._round_trip(commands, blocking), _dropped)
 
     async def collect(self) -> list[Any]:
         """The replies of the last call, after it was cancelled: those already read and those still to
@@ -272,8 +265,7 @@ class Line:
                 async with asyncio.timeout(self._timeout):
                     await conn.send_packed_command(packed, check_health=True)
             except TimeoutError:
-                await conn.disconnect(nowait=True)
-                raise RedisTimeoutError(f"no reply from Redis within {self._timeout:g} s") from None
+                await _give_up(conn, self._timeout)
         else:
             await conn.send_packed_command(packed, check_health=False)
         self._unread = len(commands)
@@ -294,8 +286,7 @@ class Line:
             raise  # the replies stay readable: see collect()
         except TimeoutError:
             self._unread = 0
-            await conn.disconnect(nowait=True)
-            raise RedisTimeoutError(f"no reply from Redis within {self._call_timeout:g} s") from None
+            await _give_up(conn, self._call_timeout)
         except BaseException:
             self._unread = 0
             await conn.disconnect(nowait=True)
@@ -316,6 +307,16 @@ class Line:
         conn, self._conn = self._conn, None
         if conn is not None and self._loop is asyncio.get_running_loop():
             await conn.disconnect()
+
+
+async def _dropped(error: Exception) -> None:
+    """A :class:`Line` call failed on a lost connection: redis-py has closed it; the retry reconnects."""
+
+
+async def _give_up(conn: Any, seconds: float | None) -> NoReturn:
+    """No reply in time: the connection is dropped (a late reply must never be read as the next call's)."""
+    await conn.disconnect(nowait=True)
+    raise RedisTimeoutError(f"no reply from Redis within {seconds:g} s") from None
 
 
 def _reconnect_retry() -> Retry:

@@ -324,8 +324,8 @@ class Worker:
 
         With one queue on a real Redis, the claim script is pipelined right behind a BLMOVE into this
         worker's own claiming list, so the job is started in the same round trip that delivers it. The
-        claim cannot be abandoned half way: if this task is cancelled meanwhile, the pipeline is still
-        awaited and what it claimed is taken (and, at shutdown, put back like any running job).
+        claim cannot be abandoned half way: if this task is cancelled meanwhile, the replies are still
+        read (``Line.collect``) and what it claimed is taken (at shutdown, put back like any running job).
         """
         timeout = max(1, round(self.poll_timeout))
         if self._pipelined:
