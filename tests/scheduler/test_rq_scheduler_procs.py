@@ -1,8 +1,10 @@
 """Real processes on a real redis-server: three ``asyncsched scheduler`` replicas beside a running
-``rqscheduler`` fire each rq-scheduler job once; cron strings follow the process's local time as rqscheduler's do."""
+``rqscheduler`` fire each rq-scheduler job once; cron strings follow the process's local time as
+rqscheduler's do."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -130,7 +132,7 @@ def test_three_replicas_beside_rqscheduler_fire_each_job_once(real_redis_url: st
     # t reschedules to floor(t) + interval), a double fire ~0 s apart; 0.2 s is left for the consumer.
     for job_id, interval in (("every-2s", 2), ("x3", 3)):
         times = consumer.runs(job_id)
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(g > interval - 1.2 for g in gaps), (job_id, gaps)
 
 
