@@ -95,6 +95,8 @@ class RQSchedulerJob:
     meta_format: Format = Format.PICKLE
     fields: Mapping[str, bytes] = field(default_factory=dict)
     problem: str | None = None
+    data_problem: str | None = None
+    """Why ``args``/``kwargs`` could not be read (they only matter for display and import)."""
 
     @property
     def next_run_at(self) -> datetime:
@@ -150,9 +152,9 @@ class RQSchedulerJob:
             value, _fmt = _loads(payload, accept_pickle)
             func, _instance, args, kwargs = value
             values.update(function=str(func), args=tuple(args), kwargs=dict(kwargs))
-        except Exception:  # only for display and import: the worker reads data itself
+        except Exception as exc:  # only for display and import: the worker reads data itself
             desc = values["description"] or ""
-            values["function"] = desc.split("(", 1)[0] or None
+            values.update(function=desc.split("(", 1)[0] or None, data_problem=str(exc) or type(exc).__name__)
         if not values["queue"]:
             problems.append("job has no origin (queue)")
         if fields.get("dependency_ids") or fields.get("dependency_id"):
