@@ -242,3 +242,45 @@ def test_cron_dialect_is_crontabs(cron: str, now: datetime, expected: datetime) 
     theirs = CronTab(cron).next(now=now, return_datetime=True, default_utc=False)
     assert theirs == expected
     assert cron_next(cron, now.replace(tzinfo=UTC), UTC) == int(expected.replace(tzinfo=UTC).timestamp())
+
+
+async def test_live_rqscheduler_instances_are_read(redis_url: str) -> None:
+    from asyncsched.scheduler._rqscheduler import live_rqschedulers
+
+    theirs = Scheduler(connection=sync_redis(redis_url), name="box-1", interval=5)
+    client = create_redis(redis_url)
+    try:
+        assert await live_rqschedulers(client) == []
+        theirs.register_birth()
+        assert await live_rqschedulers(client) == ["box-1"]
+        theirs.register_death()
+        assert await live_rqschedulers(client) == []
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("cron", "ours"),
+    [
+        ("*/5 * * * *", "*/5 * * * *"),
+        ("0 9 * * 1-5", "0 9 * * 1-5"),
+        ("0 9 * * * *", "0 9 * * *"),  # crontab's year field, unrestricted
+        ("30 0 9 * * * *", "0 9 * * * 30"),  # crontab's seconds first -> ours last
+        ("@daily", "@daily"),
+    ],
+)
+def test_import_maps_crontab_onto_our_cron(cron: str, ours: str) -> None:
+    from asyncsched.cli._rqscheduler_import import _cron
+
+    assert _cron(cron) == ours
+
+
+@pytest.mark.parametrize(
+    ("cron", "why"),
+    [("0 9 * * * 2027", "restricts the year"), ("0 0 13 * 5", "restricts both day and weekday")],
+)
+def test_import_refuses_what_our_cron_would_read_differently(cron: str, why: str) -> None:
+    from asyncsched.cli._rqscheduler_import import _cron
+
+    with pytest.raises(ValueError, match=why):
+        _cron(cron)
