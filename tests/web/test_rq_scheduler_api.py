@@ -54,3 +54,43 @@ async def test_rq_scheduler_jobs_are_listed_fired_and_in_the_history(
             after = {j["id"] for j in (await client.get("/rq-scheduler/jobs")).json()["items"]}
             assert after == {"daily"}  # repeats used up: gone from rq-scheduler's set
     conn.close()
+
+
+async def test_dashboard_lists_rq_scheduler_jobs(tmp_path: Path) -> None:
+    """In a real headless Chromium: rq-scheduler's schedules follow the tasks, marked, with the reason when
+    one is not fired."""
+    from asyncsched._redis import reset_memory_servers
+
+    from .cdp import chromium_page
+    from .conftest import RuntimeThread
+
+    reset_memory_servers()
+    settings = Settings(
+        redis_url="memory://rq-dashboard", database_url=f"sqlite+aiosqlite:///{tmp_path}/d.db"
+    )
+    conn = sync_redis(settings.redis_url)
+    s = Scheduler(connection=conn)
+    s.cron("0 9 * * *", "tests.web.webtasks.shout", id="daily-shout")
+    s.schedule(datetime.utcnow(), "tests.web.webtasks.add", interval=60, id="no-origin")
+    conn.hdel("rq:job:no-origin", "origin")
+    try:
+        with RuntimeThread(settings, [write_tasks(tmp_path / "tasks.yaml")]) as server:
+            async with chromium_page() as page:
+                await page.goto(f"{server.url}/dashboard")
+                rows = "document.querySelectorAll('#tasks tbody tr[data-source=\"rq-scheduler\"]')"
+                await page.wait_for(f"{rows}.length === 2")
+                cells = await page.evaluate(f"[...{rows}].map(r => [...r.cells].map(c => c.innerText))")
+                by_id = {c[0]: c for c in cells}
+                assert by_id["daily-shout"][1:5] == [
+                    "rq-scheduler",
+                    "cron 0 9 * * *",
+                    "tests.web.webtasks.shout",
+                    "rq-scheduler",
+                ]
+                assert by_id["no-origin"][4].startswith("not fired: job has no origin")
+                assert await page.evaluate(
+                    "document.querySelector('#tasks tr[data-name=\"yaml_add\"]') !== null"
+                )
+    finally:
+        conn.close()
+        reset_memory_servers()
