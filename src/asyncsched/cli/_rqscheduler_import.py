@@ -222,6 +222,12 @@ async def _take_lock(redis: Any, key: str, token: str, wait: float = 30.0) -> No
         await asyncio.sleep(0.1)
 
 
+async def _remove(redis: Any, key: str, jobs: list[Any]) -> list[Any]:
+    """Remove each job from rq-scheduler's set if it is still at the time it was read; the removed ones."""
+    remove = redis.register_script(_REMOVE)
+    return [job for job in jobs if await remove(keys=[key], args=[job.id, repr(job.score)])]
+
+
 async def _register(path: Path, agent: str, settings: Settings, redis: Any, check_import: bool) -> int:
     from ..scheduler import TaskScheduler
     from ..store import Database
@@ -288,12 +294,7 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
             return 1 if failed else 0
         removed: list[Any] = []
         if args.remove:  # out of rq-scheduler's set first (under its lock), put back if registering fails
-            remove = redis.register_script(_REMOVE)
-            removed = [
-                job
-                for job in imported
-                if await remove(keys=[keys.rq_scheduler_jobs], args=[job.id, repr(job.score)])
-            ]
+            removed = await _remove(redis, keys.rq_scheduler_jobs, imported)
             await redis.eval(_RELEASE, 1, keys.rq_scheduler_lock, token)
             locked = False
         await asyncio.to_thread(path.write_text, text, encoding="utf-8")

@@ -41,7 +41,7 @@ from .._lifecycle import LIFECYCLE_MAXLEN
 from ..config import Settings
 from ..rq import codec
 from ..rq.keys import RQKeys
-from ._rqscheduler_jobs import AGENT, FIRE, RQSchedulerJob, plan
+from ._rqscheduler_jobs import AGENT, FIRE, Plan, RQSchedulerJob, plan
 
 __all__ = ["RQFiring", "RQSchedulerBridge", "list_rq_scheduler_jobs", "live_rqschedulers"]
 
@@ -181,33 +181,7 @@ class RQSchedulerBridge:
                 self._report(job)
                 return None
             step = plan(job, now, self.zone)
-            args: list[Any] = [
-                job_id,
-                repr(score),
-                token,
-                LOCK_TTL,
-                step.mode,
-                "" if step.next_score is None else step.next_score,
-                job.status or "",
-                job.meta_raw or b"",
-                step.new_meta or b"",
-                codec.fmt_ts(now),
-                f"{now.timestamp():.6f}",
-                job.queue or "",
-                LIFECYCLE_MAXLEN,
-                AGENT,
-                job_id[:200],
-                (job.function or "")[:500],
-                DEFAULT_TIMEOUT,
-            ]
-            keys = [
-                self.keys.rq_scheduler_jobs,
-                self.keys.rq_scheduler_lock,
-                self.keys.job(job_id),
-                self.keys.queue(job.queue or ""),
-                self.keys.queues,
-                self.stream,
-            ]
+            keys, args = self._script_call(job, step, token, now)
             result = int(await self._fire(keys=keys, args=args))
             if result == -1:
                 return _LOST_LOCK
@@ -235,6 +209,39 @@ class RQSchedulerBridge:
                 )
             return RQFiring(job_id, job.queue or "", job.next_run_at, nxt, step.mode == FIRE)
         return None  # still changing after three reads: left for the next pass
+
+    def _script_call(
+        self, job: RQSchedulerJob, step: Plan, token: str, now: datetime
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of ``rqscheduler_fire.lua`` (see its header) for ``job`` planned as ``step``."""
+        keys = [
+            self.keys.rq_scheduler_jobs,
+            self.keys.rq_scheduler_lock,
+            self.keys.job(job.id),
+            self.keys.queue(job.queue or ""),
+            self.keys.queues,
+            self.stream,
+        ]
+        args: list[Any] = [
+            job.id,
+            repr(job.score),
+            token,
+            LOCK_TTL,
+            step.mode,
+            "" if step.next_score is None else step.next_score,
+            job.status or "",
+            job.meta_raw or b"",
+            step.new_meta or b"",
+            codec.fmt_ts(now),
+            f"{now.timestamp():.6f}",
+            job.queue or "",
+            LIFECYCLE_MAXLEN,
+            AGENT,
+            job.id[:200],
+            (job.function or "")[:500],
+            DEFAULT_TIMEOUT,
+        ]
+        return keys, args
 
     def _report(self, job: RQSchedulerJob) -> None:
         self._skip.add(job.id)
