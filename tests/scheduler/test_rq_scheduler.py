@@ -284,3 +284,28 @@ def test_import_refuses_what_our_cron_would_read_differently(cron: str, why: str
 
     with pytest.raises(ValueError, match=why):
         _cron(cron)
+
+
+async def test_the_fire_script_refuses_a_stale_read_or_a_lost_lock(redis_url: str) -> None:
+    """The guards behind 'once': a job moved since it was read is not fired; nor is anything once the
+    lock is no longer ours (expired and taken by rqscheduler, say)."""
+    from asyncsched.scheduler._rqscheduler import _LOST_LOCK
+
+    create_jobs(redis_url)
+    client = create_redis(redis_url)
+    try:
+        bridge = RQSchedulerBridge(client, Settings(), zone=UTC)
+        await client.set("rq:scheduler_lock", "ours")
+        stale = T0.timestamp() - 60  # what another firer had moved it from
+        assert await bridge._fire_one("every-90s", stale, "ours", T0) is None
+        assert await client.llen("rq:queue:default") == 0
+        assert await client.zscore(SET, "every-90s") == T0.timestamp()
+        await client.set("rq:scheduler_lock", "1733000000.25")  # rqscheduler's now
+        assert await bridge._fire_one("every-90s", T0.timestamp(), "ours", T0) is _LOST_LOCK
+        assert await client.llen("rq:queue:default") == 0
+        await client.set("rq:scheduler_lock", "ours")
+        fired = await bridge._fire_one("every-90s", T0.timestamp(), "ours", T0)
+        assert fired.enqueued
+        assert await client.ttl("rq:scheduler_lock") > 0  # each job fired renews our lease on the lock
+    finally:
+        await client.aclose()
