@@ -17,6 +17,7 @@ __all__ = [
     "event_log_stream",
     "lifecycle_stream",
     "ns",
+    "paused_queue",
     "sched_changes",
     "sched_fired",
     "sched_next",
@@ -44,6 +45,11 @@ def claiming_list(prefix: str, worker: str) -> str:
 def claiming_registry(prefix: str) -> str:
     """HASH worker name -> queue of every claiming list, so the reaper can return a dead worker's ids."""
     return f"{ns(prefix)}:claiming"
+
+
+def paused_queue(prefix: str, queue: str) -> str:
+    """STRING present while ``queue`` is paused: our workers' claim script takes nothing from it."""
+    return f"{ns(prefix)}:paused:{queue}"
 
 
 def event_log_stream(prefix: str) -> str:

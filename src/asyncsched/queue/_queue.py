@@ -28,6 +28,7 @@ from ..rq._scripts import Scripts
 from ..rq.codec import ResultEntry, ResultType
 from ..rq.keys import RQKeys
 from ..rq.serializers import Format
+from ._admin import QueueAdmin
 from ._functions import func_name
 from ._models import JobRecord, JobStatus, Retry, WorkerInfo, from_rq_status
 
@@ -85,7 +86,7 @@ def _is_fake(redis: aioredis.Redis) -> bool:
     return type(redis).__module__.startswith("fakeredis")
 
 
-class TaskQueue:
+class TaskQueue(QueueAdmin):
     """Enqueue jobs and inspect them. An async context manager; usable without entering it too.
 
     ``redis`` is a URL or a client (default: ``settings.redis_url``). ``name`` is the default queue;

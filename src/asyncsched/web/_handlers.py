@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..exceptions import DuplicateTask, JobNotFound, TaskDefinitionError, TaskNotFound
 from ._live import event_to_dict, matches
+from ._ops import OperatorHandlers
 from ._rqscheduler import list_rq_scheduler_jobs
 from ._security import API_SOURCE, check_function, function_allowed
 from ._serialize import ApiJSON, execution_to_dict, job_to_dict, plain, task_to_dict, worker_to_dict
@@ -56,7 +57,7 @@ def _items(page: Any) -> tuple[list[Any], int | None]:
     return items, total
 
 
-class Handlers:
+class Handlers(OperatorHandlers):
     """Endpoint bodies bound to one :class:`Services`."""
 
     def __init__(self, services: Services) -> None:
@@ -246,7 +247,8 @@ class Handlers:
     async def list_queues(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         queue = await self.services.queue()
         counts = await queue.queue_counts()
-        items = [{"name": name, "counts": dict(c)} for name, c in sorted(counts.items())]
+        paused = await queue.paused(list(counts))
+        items = [{"name": n, "counts": dict(c), "paused": n in paused} for n, c in sorted(counts.items())]
         return {"items": items}
 
     async def list_workers(self, request: Request, params: dict[str, Any], body: Any) -> Any:

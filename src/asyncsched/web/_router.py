@@ -109,7 +109,7 @@ class SchedulerRouter(Router):
                 self._cors_app = CORSMiddleware(
                     super().__call__,
                     allow_origins=list(origins),
-                    allow_methods=["GET", "POST", "DELETE"],
+                    allow_methods=["GET", "POST", "PATCH", "DELETE"],
                     allow_headers=["authorization", "content-type", "last-event-id"],
                     max_age=600,
                 )
@@ -140,7 +140,7 @@ class SchedulerRouter(Router):
         settings = self.services.settings
         if op.auth and not token_ok(request, settings.api_token):
             return _detail(401, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
-        if op.method in ("POST", "DELETE") and not same_origin_ok(request, settings.cors_origins):
+        if op.method in ("POST", "PATCH", "DELETE") and not same_origin_ok(request, settings.cors_origins):
             return _detail(403, "cross-origin request refused (add the origin to ASYNCSCHED_CORS_ORIGINS)")
         try:
             params = coerce_query(request.query_params, op.params, request.path_params)

@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._keys import claiming_list, claiming_registry, lifecycle_stream
+from .._keys import claiming_list, claiming_registry, lifecycle_stream, paused_queue
 from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
 from .._redis.connection import Line
@@ -313,11 +313,19 @@ class Worker:
         return False
 
     async def _queues_empty(self) -> bool:
+        """Nothing to claim: every queue empty or paused (a burst worker ends)."""
         async with self._r.pipeline(transaction=False) as pipe:
             for q in self.queues:
                 pipe.llen(self.keys.queue(q))
-            lengths = await pipe.execute()
-        return not any(lengths)
+                pipe.exists(paused_queue(self.prefix, q))
+            replies = await pipe.execute()
+        return not any(n and not paused for n, paused in zip(replies[::2], replies[1::2], strict=True))
+
+    async def _unpaused(self) -> list[str]:
+        """The queues not paused now (checked before blocking: a blocking pop would take a paused queue's
+        job, which the claim script then puts back)."""
+        flags = await self._r.mget([paused_queue(self.prefix, q) for q in self.queues])
+        return [q for q, flag in zip(self.queues, flags, strict=True) if flag is None]
 
     async def _block(self, n: int) -> int:
         """Wait (without polling) for a job to be pushed, then claim it and up to ``n - 1`` more.
@@ -328,6 +336,12 @@ class Worker:
         read (``Line.collect``) and what it claimed is taken (at shutdown, put back like any running job).
         """
         timeout = max(1, round(self.poll_timeout))
+        queues = await self._unpaused()
+        if not queues:  # all paused: look again after the poll timeout (or at stop)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_timeout):
+                    await self._stop.wait()
+            return 0
         if self._pipelined:
             assert self._line is not None
             q = self.queues[0]
@@ -350,7 +364,7 @@ class Worker:
             if isinstance(moved, Exception):
                 log.warning("worker %s: BLMOVE failed: %s", self.name, moved)
             return self._take(reply)
-        popped = await self._r.blpop([self.keys.queue(q) for q in self.queues], timeout=timeout)
+        popped = await self._r.blpop([self.keys.queue(q) for q in queues], timeout=timeout)
         if popped is None:
             return 0
         key, job_id = popped

@@ -95,11 +95,22 @@ local function start(id, q)
   return true
 end
 
-for k = 1, ngiven do
-  start(ARGV[11 + k], given_q)
+-- A paused queue (asyncsched's key, set by TaskQueue.pause) gives nothing: ids already popped from it by a
+-- blocking pop go back to its front, in order.
+local function paused(q) return redis.call('EXISTS', p .. ':asyncsched:paused:' .. q) == 1 end
+local given_paused = given_q ~= '' and paused(given_q)
+if given_paused then
+  for k = ngiven, 1, -1 do redis.call('LPUSH', p .. ':queue:' .. given_q, ARGV[11 + k]) end
+  if claiming ~= '' then
+    while redis.call('LMOVE', claiming, p .. ':queue:' .. given_q, 'RIGHT', 'LEFT') do end
+  end
+else
+  for k = 1, ngiven do
+    start(ARGV[11 + k], given_q)
+  end
 end
 local count = 0
-if claiming ~= '' and n > 0 then
+if claiming ~= '' and n > 0 and not given_paused then
   local ids = redis.call('LPOP', claiming, n)
   if ids then
     for _, id in ipairs(ids) do
@@ -108,7 +119,7 @@ if claiming ~= '' and n > 0 then
   end
 end
 for _, q in ipairs(queues) do
-  while count < n do
+  while count < n and not paused(q) do
     local want = n - count
     local ids = redis.call('LPOP', p .. ':queue:' .. q, want)
     if not ids then break end
