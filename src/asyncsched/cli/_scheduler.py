@@ -12,6 +12,7 @@ import sys
 from contextlib import AsyncExitStack
 from typing import Any
 
+from .. import _metrics
 from ..config import Settings
 from . import _sidecars as sidecars
 
@@ -28,6 +29,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--agent", help="agent name of the tasks files (env ASYNCSCHED_AGENT)")
     parser.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
     sidecars.add_flags(parser, default=True)
+    _metrics.add_flags(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -35,10 +37,12 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.replace(tasks=tuple(args.tasks) if args.tasks else None, agent=args.agent)
     if os.getcwd() not in sys.path:  # task functions of the project we are started in (like `rq worker`)
         sys.path.insert(0, os.getcwd())
-    return asyncio.run(_serve(settings, args.duration, history=args.history, events=args.events))
+    return asyncio.run(_serve(settings, args.duration, history=args.history, events=args.events, args=args))
 
 
-async def _serve(settings: Settings, duration: float | None, *, history: bool, events: bool) -> int:
+async def _serve(
+    settings: Settings, duration: float | None, *, history: bool, events: bool, args: Any = None
+) -> int:
     from .._redis import check_redis, create_redis
     from ..scheduler import TaskScheduler
     from ..store import Database
@@ -61,6 +65,7 @@ async def _serve(settings: Settings, duration: float | None, *, history: bool, e
                 stack, redis, settings, component="scheduler", history=history, events=events
             )
             await db.check()
+            scheduler.metrics = await _metrics.expose(stack, args, redis, settings.key_prefix, worker=False)
             for path in settings.tasks:  # all files are checked before anything fires
                 tasks = await scheduler.register_file(path, settings.agent)
                 log.info("registered %d task(s) of %s for agent %s", len(tasks), path, settings.agent)

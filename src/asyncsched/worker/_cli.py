@@ -46,9 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what happens to jobs of a dead worker: fail (default, at-most-once like RQ) or requeue",
     )
     parser.add_argument("--grace-period", type=float, default=30.0, help="seconds to finish jobs on stop")
+    from .. import _metrics
     from ..cli import _sidecars
 
     _sidecars.add_flags(parser, default=False)
+    _metrics.add_flags(parser)
 
 
 def _accept_pickle(args: argparse.Namespace) -> bool | None:
@@ -85,6 +87,11 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
             loop.add_signal_handler(sig, worker.request_stop)
         await check_redis(worker.redis, settings.redis_url)  # unreachable: one clear line, exit 2
         async with AsyncExitStack() as stack:
+            from .. import _metrics
+
+            worker.metrics = await _metrics.expose(
+                stack, args, worker.redis, settings.key_prefix, worker=True
+            )
             history, events = getattr(args, "history", False), getattr(args, "events", False)
             if history or events:
                 from ..cli import _sidecars

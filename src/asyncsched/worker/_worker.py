@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,6 +36,9 @@ from ..rq.keys import RQKeys
 from ._job import ClaimedJob, Outcome, Prepared, execute, prepare, put_back, result_type, stopped
 
 __all__ = ["ORPHAN_POLICIES", "Worker"]
+
+if TYPE_CHECKING:
+    from .._metrics import ProcessMetrics
 
 log = logging.getLogger("asyncsched.worker")
 
@@ -136,6 +139,7 @@ class Worker:
         self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
         self._exec_base = os.urandom(10).hex()
         self._exec_seq = 0  # the next execution number: ids are base + %012x, made by the claim script
+        self.metrics: ProcessMetrics | None = None  # asyncsched._metrics: observes each recorded batch
 
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> Worker:
@@ -488,6 +492,8 @@ class Worker:
             # one argument per job (fields joined by 0x1e): far cheaper to send than 21 arguments
             args.append(_SEP.join(x.replace(_SEP, " ") for x in fields))
         await self._record(batch, args)
+        if self.metrics is not None:
+            self.metrics.observe_outcomes(batch)
         for o in batch:
             self._running.pop(o.job.id, None)
             self.processed += 1
