@@ -130,14 +130,21 @@ def _label(value: str) -> str:
 class _Series:
     """The histograms and counters of one (queue, function)."""
 
-    __slots__ = ("labels", "outcomes", "retries", "run", "wait")
+    __slots__ = ("labels", "outcomes", "run", "wait")
 
     def __init__(self, queue: str, function: str) -> None:
         self.labels = f'queue="{_label(queue)}",function="{_label(function)}"'
         self.wait = Histogram(WAIT_BUCKETS)
         self.run = Histogram(RUN_BUCKETS)
-        self.outcomes: dict[str, int] = {}
-        self.retries = 0
+        self.outcomes: dict[str, int] = {}  # by Outcome.kind (finished, failed, stopped, requeue, schedule)
+
+    def by_outcome(self) -> dict[str, int]:
+        """Counts by the ``outcome`` label."""
+        out: dict[str, int] = {}
+        for kind, n in self.outcomes.items():
+            label = _OUTCOME.get(kind, kind)
+            out[label] = out.get(label, 0) + n
+        return out
 
 
 class _Clock:
@@ -193,25 +200,36 @@ class ProcessMetrics:
         return series
 
     def observe_outcomes(self, outcomes: Iterable[Any]) -> None:
-        """Record a worker's batch of ``Outcome`` objects (``asyncsched.worker._job``)."""
-        series_map = self._series
-        clock = self._clock
+        """Record a worker's batch of ``Outcome`` objects (``asyncsched.worker._job``).
+
+        The hot path of metrics: about a microsecond a job. Runs of jobs of one (queue, function), the
+        common case, share one look-up; histograms are updated inline."""
+        series_map, clock = self._series, self._clock
+        last_key: tuple[str, bytes] | None = None
+        series: _Series | None = None
         for o in outcomes:
             job = o.job
             h = job.hash
             # ours name the function; RQ's jobs only describe the call (``module.func(args...)``)
             function = h.get("asyncsched_function_path") or (h.get("description") or b"").split(b"(", 1)[0]
-            series = series_map.get((job.queue, function)) or self._series_of(job.queue, function)
+            key = (job.queue, function)
+            if key != last_key or series is None:
+                series = series_map.get(key) or self._series_of(job.queue, function)
+                last_key = key
+                wait, run, kinds = series.wait, series.run, series.outcomes
+            started = job.started
             enqueued = h.get("enqueued_at")
             if enqueued:
-                at = clock.epoch(enqueued)
+                at = clock._last_value if enqueued == clock._last else clock.epoch(enqueued)
                 if at is not None:
-                    series.wait.observe(max(job.started - at, 0.0))
-            series.run.observe(max(o.ended - job.started, 0.0))
-            outcome = _OUTCOME.get(o.kind, o.kind)
-            series.outcomes[outcome] = series.outcomes.get(outcome, 0) + 1
-            if outcome == "retry":
-                series.retries += 1
+                    value = started - at if started > at else 0.0
+                    wait.counts[bisect_left(wait.bounds, value)] += 1
+                    wait.sum += value
+            value = o.ended - started if o.ended > started else 0.0
+            run.counts[bisect_left(run.bounds, value)] += 1
+            run.sum += value
+            kind = o.kind
+            kinds[kind] = kinds.get(kind, 0) + 1
 
     def observe_tick(self, tick: datetime, enqueued: float | None = None) -> None:
         """A scheduler enqueued the job of ``tick`` (at ``enqueued``, default now)."""
@@ -233,9 +251,11 @@ class ProcessMetrics:
                 if kind == "histogram":
                     out.extend((s.wait if "wait" in name else s.run).lines(name, labels))
                 elif name == "asyncsched_jobs_total":
-                    out.extend(f'{name}{{{labels},outcome="{k}"}} {n}' for k, n in sorted(s.outcomes.items()))
+                    out.extend(
+                        f'{name}{{{labels},outcome="{k}"}} {n}' for k, n in sorted(s.by_outcome().items())
+                    )
                 else:
-                    out.append(f"{name}{{{labels}}} {s.retries}")
+                    out.append(f"{name}{{{labels}}} {s.by_outcome().get('retry', 0)}")
         return out
 
     def _scheduler_lines(self) -> list[str]:

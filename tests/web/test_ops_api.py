@@ -148,3 +148,9 @@ async def test_patch_is_refused_cross_origin(client: httpx.AsyncClient) -> None:
         "/tasks/yaml_add", json={"description": "x"}, headers={"origin": "http://evil.example"}
     )
     assert response.status_code == 403
+
+
+async def test_metrics_show_overdue_ticks_and_recorder_backlog(client: httpx.AsyncClient) -> None:
+    text = (await client.get("/metrics")).text
+    assert "\nasyncsched_scheduler_ticks_overdue " in text
+    assert "\nasyncsched_scheduler_overdue_seconds " in text

@@ -9,6 +9,9 @@ Series:
 * ``asyncsched_executions{status}`` — execution history rows per status.
 * ``asyncsched_live_events_total`` / ``asyncsched_live_clients`` — the live feed of this process.
 * ``asyncsched_http_requests_total{operation,code}`` — requests this router answered.
+* ``asyncsched_scheduler_ticks_overdue``, ``asyncsched_scheduler_overdue_seconds`` and
+  ``asyncsched_recorder_lag_entries`` (:func:`asyncsched._metrics.redis_lines`). Job wait/run histograms
+  are per worker process: ``asyncsched worker --metrics-port``.
 """
 
 from __future__ import annotations
@@ -113,6 +116,12 @@ async def render_metrics(services: Services, requests: RequestCounter) -> str:
                     beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)
                     age = max(0.0, (now - beat).total_seconds())
                     out.sample("asyncsched_worker_heartbeat_age_seconds", round(age, 3), worker=worker.name)
+
+    if redis_ok:  # overdue ticks and the recorder's backlog (asyncsched/_metrics.py)
+        from .._metrics import redis_lines
+
+        client = await _try("redis", services.redis)
+        out.lines += await redis_lines(client, services.settings.key_prefix) if client is not None else []
 
     if db_ok:
         scheduler = await _try("scheduler", services.scheduler)
