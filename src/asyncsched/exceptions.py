@@ -7,6 +7,7 @@
     │   └── UnsupportedURL                         a URL whose scheme we do not serve
     ├── BackendUnavailable (ConnectionError)     Redis or the database cannot be reached
     ├── SerializationError (TypeError)           a value cannot be stored (args, result, payload)
+    │   └── InvalidValue (ValueError)              refused at a boundary: not UTF-8, too deep, too large
     ├── JobError
     │   ├── JobNotFound (LookupError)
     │   ├── JobTimeout (TimeoutError)
@@ -33,6 +34,7 @@ __all__ = [
     "FunctionNotAllowed",
     "InvalidJob",
     "InvalidSchedule",
+    "InvalidValue",
     "JobError",
     "JobNotFound",
     "JobTimeout",
@@ -63,6 +65,19 @@ class BackendUnavailable(AsyncschedError, ConnectionError):
 
 class SerializationError(AsyncschedError, TypeError):
     """A value (job arguments, a result, an event payload) cannot be serialized; nothing was written."""
+
+
+class InvalidValue(SerializationError, ValueError):
+    """A value refused where it enters asyncsched (API, enqueue, publish): text that is not valid UTF-8
+    (a lone surrogate), nesting deeper than allowed, or more bytes than the configured limit.
+
+    ``field`` names where (``"kwargs.to"``, ``"payload.items.3"``); ``reason`` says what is wrong.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
 
 
 class JobError(AsyncschedError):

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._boundary import check_job_args
 from .._keys import lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
@@ -318,7 +319,11 @@ class TaskQueue:
         elif not _JOB_ID.match(job_id):
             raise InvalidJob(f"job id {job_id!r} may only contain letters, digits, '_' and '-' (RQ's rule)")
         qname = queue or self.name
-        data = codec.encode_data(name, args, kwargs, self.serializer)  # raises before anything is written
+        raw = serializers.dumps((name, None, args, kwargs), self.serializer)  # raises before any write
+        check_job_args(
+            args, kwargs, raw, self.settings.max_args_bytes, json_ascii=self.serializer == Format.JSON
+        )
+        data = codec.deflate(raw)  # codec.encode_data, with the boundary check between its two steps
         if self._ts_for is not now:  # one timestamp text per batch
             self._ts_for, self._ts, self._epoch = now, codec.fmt_ts(now), repr(now.timestamp())
         when: datetime | None = None
