@@ -12,7 +12,7 @@ from typing import Any
 
 from .._version import __version__
 
-__all__ = ["OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
+__all__ = ["LINKS", "OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 FUNCTION_PATTERN = (
@@ -365,6 +365,30 @@ OPERATIONS: tuple[Operation, ...] = (
               content_type="text/html", errors=(422,)),
 )  # fmt: skip
 
+
+def _link(operation: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation, "parameters": parameters}
+
+
+_TASK_LINKS = {
+    name: _link(name, task_id="$response.body#/id")
+    for name in ("get_task", "delete_task", "enable_task", "disable_task", "run_task")
+}
+_JOB_LINKS = {
+    "get_job": _link("get_job", job_id="$response.body#/job_id"),
+    "get_execution": _link("get_execution", execution_id="$response.body#/job_id"),
+    "cancel_execution": _link("cancel_execution", execution_id="$response.body#/job_id"),
+}
+LINKS: dict[str, dict[str, dict[str, Any]]] = {
+    "create_task": _TASK_LINKS,
+    "enable_task": _TASK_LINKS,
+    "disable_task": _TASK_LINKS,
+    "enqueue_job": _JOB_LINKS,
+    "run_task": _JOB_LINKS,
+}
+"""OpenAPI links of each operation's success answer: which later calls take ids from it (clients and
+stateful testers such as schemathesis follow them)."""
+
 _ERROR_TEXT = {
     400: "Host not served without a token (DNS rebinding protection; see ASYNCSCHED_ALLOWED_HOSTS)",
     401: "Missing or wrong bearer token",
@@ -402,6 +426,8 @@ def openapi_document(root_path: str = "", *, secured: bool = False) -> dict[str,
             if op.content_type == "application/json" and not op.response:
                 schema = {"type": "object"}
             ok["content"] = {op.content_type: {"schema": schema}}
+        if op.name in LINKS:
+            ok["links"] = LINKS[op.name]
         item["responses"][str(op.status)] = ok
         # 400: an unknown Host with no token (DNS rebinding protection); 401: a token is set.
         codes = set(op.errors) | (({401} if op.auth else set()) if secured else {400}) | {503}
