@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import zoneinfo
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..exceptions import JobNotFound, TaskDefinitionError
+from ..exceptions import AsyncschedError, JobNotFound, TaskDefinitionError
 from ._live import matches
 from ._security import API_SOURCE, check_function, function_allowed
 from ._serialize import (
@@ -34,6 +36,8 @@ from ._services import Services, _import
 from ._validation import FieldError, ValidationFailed, error, parse_datetime
 
 __all__ = ["Handlers"]
+
+log = logging.getLogger("asyncsched.web")
 
 KEEPALIVE = 15.0
 """Seconds between SSE comments that keep proxies from closing an idle stream."""
@@ -69,6 +73,29 @@ def _page(page: Any, view: Callable[[Any], dict[str, Any]], params: dict[str, An
         "offset": offset,
         "limit": limit,
     }
+
+
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    LookupError,  # 404
+    AsyncschedError,  # mapped by the router
+    OperationalError,  # 503: the database, not the row
+    InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
+async def _one(load: Awaitable[Any], view: Callable[[Any], dict[str, Any]], key: str) -> dict[str, Any]:
+    """One stored item for display: a row that cannot be loaded is answered degraded, like in lists."""
+    try:
+        row = await load
+    except _PASS_THROUGH:
+        raise
+    except Exception as exc:
+        line = (str(exc).splitlines() or [""])[0][:200]
+        log.warning("cannot load %s: %s: %s", key, type(exc).__name__, line)
+        return {"id": key, "degraded": f"row cannot be read: {type(exc).__name__}: {line}"}
+    return display_item(row, view)
 
 
 class Handlers:
@@ -146,7 +173,7 @@ class Handlers:
         return await scheduler.get_task(params["task_id"], agent_name=params.get("agent_name"))
 
     async def get_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
-        return task_to_dict(await self._task(params))
+        return await _one(self._task(params), task_to_dict, params["task_id"])
 
     async def delete_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         task = await self._task(params)
@@ -185,7 +212,7 @@ class Handlers:
 
     async def get_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         repo = await self.services.executions()
-        return execution_to_dict(await repo.get(params["execution_id"]))
+        return await _one(repo.get(params["execution_id"]), execution_to_dict, params["execution_id"])
 
     async def cancel_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         key = params["execution_id"]

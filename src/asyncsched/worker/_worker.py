@@ -401,6 +401,7 @@ class Worker:
 
     def _dispatch(self, job: ClaimedJob) -> None:
         prep = prepare(job, accept_pickle=self.accept_pickle, default_timeout=self.settings.job_timeout)
+        prep.max_result_bytes = self.settings.max_result_bytes
         if prep.outcome is not None:
             self._running[job.id] = (job, None)
             self._done.put_nowait(prep.outcome)
