@@ -362,6 +362,24 @@ async def test_foreign_host_is_refused_without_token(api: httpx.AsyncClient, met
     assert "ASYNCSCHED_ALLOWED_HOSTS" in response.json()["detail"]
 
 
+async def test_health_answers_any_host_without_details(api: httpx.AsyncClient) -> None:
+    """Orchestrators probe by IP (``Host: 10.1.2.3:8000``): /health answers, but with no error details."""
+    response = await api.get("/health", headers={"host": "10.1.2.3:8000"})
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "redis": "ok", "database": "ok"}
+
+
+async def test_health_details_only_for_allowed_hosts(hostile_settings: Settings, db: Database) -> None:
+    async with Services(hostile_settings.replace(redis_url="redis://127.0.0.1:1/0"), db=db) as services:
+        app = Starlette(routes=[Mount("/api", create_router(services))])
+        async with client_for(app, "/api") as client:
+            foreign = await client.get("/health", headers={"host": "attacker.example"})
+            assert foreign.status_code == 503
+            assert foreign.json()["redis"] == "unavailable"
+            local = await client.get("/health")
+            assert local.json()["redis"].startswith("unavailable: ")
+
+
 @pytest.mark.parametrize(
     "host", ["localhost", "localhost:8000", "127.0.0.1", "127.0.0.1:9", "127.1.2.3", "[::1]", "[::1]:8000",
              "app.localhost", "testserver", "LOCALHOST"]

@@ -106,6 +106,12 @@ def _loc(field: str) -> tuple[str | int, ...]:
     return tuple(parts) if parts[:1] == ["body"] else ("body", *parts)
 
 
+def _is_health(scope: Scope) -> bool:
+    """Whether the request is for ``/health`` relative to where the router is mounted."""
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+    return (path[len(root) :] if root and path.startswith(root) else path) == "/health"
+
+
 class _TooLarge(Exception):
     pass
 
@@ -154,7 +160,7 @@ class SchedulerRouter(Router):
         if scope["type"] == "http":
             settings = self.services.settings
             conn = HTTPConnection(scope)
-            if not host_ok(conn, settings.api_token, settings.allowed_hosts):
+            if not host_ok(conn, settings.api_token, settings.allowed_hosts) and not _is_health(scope):
                 await _json_error(400, host_refusal(conn))(scope, receive, send)
                 return
             await self._serve(scope, receive, send)
@@ -220,7 +226,9 @@ class SchedulerRouter(Router):
         self, op: Operation, handler: Handler, body_schema: dict[str, Any] | None, request: Request
     ) -> Response:
         settings = self.services.settings
-        if not host_ok(request, settings.api_token, settings.allowed_hosts):  # routes copied elsewhere
+        # Checked here too for routes copied elsewhere (FastAPI's include_router). /health answers any host
+        # (orchestrators probe by IP), with details only for a host that may see them.
+        if op.name != "health" and not host_ok(request, settings.api_token, settings.allowed_hosts):
             return _detail(400, host_refusal(request))
         if op.auth and not token_ok(request, settings.api_token):
             return _detail(401, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
@@ -306,7 +314,10 @@ class SchedulerRouter(Router):
     async def _op_health(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         from sqlalchemy import text
 
-        detail = token_ok(request, self.services.settings.api_token)
+        settings = self.services.settings
+        detail = token_ok(request, settings.api_token) and host_ok(
+            request, settings.api_token, settings.allowed_hosts
+        )
         report: dict[str, str] = {}
 
         async def redis_check() -> None:
