@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..exceptions import AsyncschedError, JobNotFound, TaskDefinitionError
 from ._live import matches
+from ._rqscheduler import list_rq_scheduler_jobs as _rq_scheduler_jobs
 from ._security import API_SOURCE, check_function, function_allowed
 from ._serialize import (
     ApiJSON,
@@ -103,6 +104,12 @@ class Handlers:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+
+    async def list_rq_scheduler_jobs(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        """GET /rq-scheduler/jobs (web/_rqscheduler.py), paged like every list (``total``: the readable
+        jobs, which the pages cover)."""
+        data = await _rq_scheduler_jobs(self, request, params, body)
+        return {**data, **_page(list(data["items"]), dict, params)}
 
     # -- tasks -------------------------------------------------------------------------------------
 
