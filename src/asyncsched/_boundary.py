@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from array import array
 from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any
@@ -46,8 +47,8 @@ Path = tuple[str | int, ...]
 SURROGATE = re.compile("[\ud800-\udfff]")
 """A surrogate code point: in decoded text, always a lone one (a pair decodes to one character)."""
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]")
-_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # as signed bytes: +1 opens, -1 closes
 _LONE = "contains a lone surrogate (text that is not valid UTF-8)"
 
 
@@ -116,11 +117,14 @@ def check_size(size: int, limit: int, field: str, setting: str) -> None:
 
 def _depth_exceeds(text: str, max_depth: int) -> bool:
     """Whether JSON ``text`` nests lists/objects deeper than ``max_depth`` (brackets inside strings do
-    not count); a fast count first, the exact scan only when there are enough brackets to matter."""
+    not count). Linear and C-level (a hostile megabyte costs about what parsing it would): a count first;
+    then the bracket skeleton as +1/-1 bytes, a run of openers, and the running sum's maximum."""
     if text.count("[") + text.count("{") <= max_depth:
         return False
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > max_depth
+    skeleton = _JSON_STRING.sub("", text).encode("utf-8", "surrogatepass").translate(_STEPS, _NOT_BRACKET)
+    if b"\x01" * (max_depth + 1) in skeleton:
+        return True
+    return max(accumulate(array("b", skeleton)), default=0) > max_depth
 
 
 def _no_constant(name: str) -> Any:
@@ -166,6 +170,9 @@ def check_event_text(payload: Any, text: str, limit: int) -> None:
     if len(text) * 4 > limit:  # a UTF-8 character is at most 4 bytes: only then count the bytes
         size = len(text.encode("utf-8", "surrogatepass"))
         check_size(size, limit, "payload", "ASYNCSCHED_MAX_PAYLOAD_BYTES")
-    if text.isascii() and text.count("[") + text.count("{") <= MAX_DEPTH:
+    ascii_only = text.isascii()
+    if ascii_only and text.count("[") + text.count("{") <= MAX_DEPTH:
         return
     check_value(payload, "payload")
+    if not ascii_only and SURROGATE.search(text) is not None:  # not in the payload: in a name
+        raise InvalidValue("event", f"event_type or an agent name {_LONE}")

@@ -137,6 +137,8 @@ async def test_enqueue_and_publish_share_the_boundary(hostile_settings: Settings
         with pytest.raises(InvalidValue, match="ASYNCSCHED_MAX_PAYLOAD_BYTES"):
             await bus.publish("a.b", "a", {"k": "x" * 2000})
         assert (await bus.publish("a.b", "a", {"k": "😀"})).payload == {"k": "😀"}
+        with pytest.raises(InvalidValue, match="event_type or an agent name"):
+            await bus.publish("a.\ud800", "a", {})
 
 
 async def test_results_over_the_limit_fail_the_job_with_the_reason(hostile_settings: Settings) -> None:

@@ -20,8 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from asyncsched._boundary import loads_json
 from asyncsched._redis import reset_memory_servers
 from asyncsched.config import Settings
+from asyncsched.exceptions import InvalidValue
 from asyncsched.web._spec import OPERATIONS
 
 from ..web.conftest import RuntimeThread, write_tasks
@@ -158,3 +160,28 @@ def test_raw_query_bytes(client: httpx.Client, raw: bytes) -> None:
     encoded = "".join(f"%{b:02X}" for b in raw)
     for query in (f"limit={encoded}", f"{encoded}=1", f"agent_name={encoded}"):
         check_answer(client.get(f"/tasks?{query}"), "query")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    leaf=json_values, wrappers=st.lists(st.sampled_from(["list", "object", "pair"]), min_size=50, max_size=80)
+)
+def test_nesting_bound_is_exact(leaf: Any, wrappers: list[str]) -> None:
+    """The pre-parse depth check agrees with the parsed value's depth (strings full of brackets included)."""
+    value = leaf
+    for kind in wrappers:
+        value = [value] if kind == "list" else {"[{": value} if kind == "object" else ["]}", value, {}]
+    text = json.dumps(value)
+    if _depth(value) > 64:
+        with pytest.raises(InvalidValue, match="nested deeper than 64"):
+            loads_json(text)
+    else:
+        assert loads_json(text) == value
