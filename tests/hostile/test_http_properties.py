@@ -172,7 +172,10 @@ def _depth(value: Any) -> int:
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(
-    leaf=json_values, wrappers=st.lists(st.sampled_from(["list", "object", "pair"]), min_size=50, max_size=80)
+    leaf=st.recursive(
+        st.integers() | st.text(max_size=10), lambda inner: st.lists(inner, max_size=3), max_leaves=5
+    ),
+    wrappers=st.lists(st.sampled_from(["list", "object", "pair"]), min_size=50, max_size=80),
 )
 def test_nesting_bound_is_exact(leaf: Any, wrappers: list[str]) -> None:
     """The pre-parse depth check agrees with the parsed value's depth (strings full of brackets included)."""
