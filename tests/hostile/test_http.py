@@ -280,6 +280,19 @@ async def test_concurrent_creates_of_one_name_exactly_one_wins(api: httpx.AsyncC
     assert (await api.get("/tasks/race")).json()["schedule"] == "1 hour"
 
 
+async def test_task_names_are_unique_by_a_database_constraint(db: Database) -> None:
+    """The constraint that decides the race exists in the migrated schema on every backend."""
+    from sqlalchemy import inspect
+
+    async with db.engine.connect() as conn:
+        constraints = await conn.run_sync(
+            lambda sync: inspect(sync).get_unique_constraints("asyncsched_scheduled_tasks")
+        )
+    assert {"name": "uq_scheduled_task_agent_name", "columns": ["agent_name", "name"]} in [
+        {"name": c["name"], "columns": c["column_names"]} for c in constraints
+    ]
+
+
 # -- item 7: 422, not 500 ---------------------------------------------------------------------------------
 
 
