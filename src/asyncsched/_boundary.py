@@ -131,9 +131,21 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (only finite numbers are accepted)")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r} (which one counts would be a guess)")
+            seen.add(key)
+    return obj
+
+
 def loads_json(raw: bytes | str, field: str = "body", *, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse JSON strictly: UTF-8 only, no ``NaN``/``Infinity``, nesting bounded before parsing, no
-    lone surrogates from ``\\u`` escapes. Raises :class:`InvalidValue` naming ``field`` (and the place)."""
+    """Parse JSON strictly: UTF-8 only, no ``NaN``/``Infinity``, no duplicate keys, nesting bounded before
+    parsing, no lone surrogates from ``\\u`` escapes. Raises :class:`InvalidValue` naming ``field`` (and
+    the place)."""
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -144,7 +156,7 @@ def loads_json(raw: bytes | str, field: str = "body", *, max_depth: int = MAX_DE
     if _depth_exceeds(text, max_depth):
         raise InvalidValue(field, f"nested deeper than {max_depth} levels")
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         raise InvalidValue(field, f"invalid JSON: {exc}") from None
     if "\\u" in text or "\\U" in text:  # only escapes can bring a surrogate into decoded text

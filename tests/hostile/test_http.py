@@ -317,6 +317,8 @@ VALID_BODY = {
         (b'"\xed\xa0\x80"', "UTF-8"),
         (b'"\\ud800"', "surrogate"),
         (b'{"\\udfff": 1}', "surrogate"),
+        (b'1, "a": 2', "duplicate key 'a'"),
+        (b"1" * 5000, "digits"),
     ],
 )
 @pytest.mark.parametrize("path", ["/tasks", "/jobs"])
@@ -360,6 +362,14 @@ async def test_extreme_since_filters_never_500(api: httpx.AsyncClient, path: str
     assert response.status_code in (200, 422), response.text
     if response.status_code == 422:
         assert {tuple(loc) for loc in locs(response)} <= {("query", "since"), ("query", "until")}
+
+
+@pytest.mark.parametrize("path", ["/tasks/%FF", "/executions/%ED%A0%80", "/jobs/a%C3"])
+async def test_path_parameters_must_be_utf8(api: httpx.AsyncClient, path: str) -> None:
+    response = await api.get(path)
+    assert response.status_code == 422
+    assert locs(response)[0][0] == "path"
+    assert "UTF-8" in response.json()["detail"][0]["msg"]
 
 
 # -- item 8: DNS rebinding ----------------------------------------------------------------------------------
@@ -489,6 +499,9 @@ def test_real_server_answers_413_at_once(tmp_path: Path) -> None:
             reply = sock.recv(4096)
         assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
         assert b"application/json" in reply
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /api/scheduler/tasks HTTP/1.0\r\n\r\n")  # no Host: not a browser
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200"), "a request without Host is served"
     reset_memory_servers()
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -104,6 +105,20 @@ def _loc(field: str) -> tuple[str | int, ...]:
     """``"body"``, ``"args.0"``, ``"kwargs.to"`` as a 422 ``loc`` under ``body``."""
     parts: list[str | int] = [int(p) if p.isdigit() else p for p in field.split(".")]
     return tuple(parts) if parts[:1] == ["body"] else ("body", *parts)
+
+
+def _check_path_utf8(request: Request) -> None:
+    """Path parameters must be percent-encoded UTF-8 (servers decode invalid bytes to U+FFFD silently)."""
+    raw = request.scope.get("raw_path")
+    if not raw or b"%" not in raw:
+        return
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        names = [name for name, value in request.path_params.items() if "\ufffd" in str(value)] or ["path"]
+        raise ValidationFailed(
+            [error(("path", name), "not valid UTF-8 (percent-decoded)", "unicode_error") for name in names]
+        ) from None
 
 
 def _is_health(scope: Scope) -> bool:
@@ -238,6 +253,7 @@ class SchedulerRouter(Router):
             declared = _declared_length(request)
             if declared is not None and declared > MAX_BODY:
                 raise _TooLarge
+            _check_path_utf8(request)
             query = parse_query_string(request.scope.get("query_string", b""))
             params = coerce_query(query, op.params, request.path_params)
             body: Any = None

@@ -82,7 +82,7 @@ def host_ok(conn: HTTPConnection, token: str | None, allowed_hosts: Iterable[str
     if token:
         return True
     host = request_host(conn)
-    if _loopback(host):
+    if not host or _loopback(host):  # no Host at all: not a browser (browsers always send it)
         return True
     allowed = {h.strip().lower().strip("[]") for h in allowed_hosts}
     return "*" in allowed or host in allowed
