@@ -107,6 +107,25 @@ def _loc(field: str) -> tuple[str | int, ...]:
     return tuple(parts) if parts[:1] == ["body"] else ("body", *parts)
 
 
+async def _inputs(
+    op: Operation, body_schema: dict[str, Any] | None, request: Request
+) -> tuple[dict[str, Any], Any]:
+    """The operation's typed parameters and validated body; :class:`ValidationFailed`, ``_TooLarge``..."""
+    declared = _declared_length(request)
+    if declared is not None and declared > MAX_BODY:
+        raise _TooLarge
+    _check_path_utf8(request)
+    query = parse_query_string(request.scope.get("query_string", b""))
+    params = coerce_query(query, op.params, request.path_params)
+    body: Any = None
+    if body_schema is not None:
+        body = await _read_json(request)
+        problems = validate(body, body_schema)
+        if problems:
+            raise ValidationFailed(problems)
+    return params, body
+
+
 def _check_path_utf8(request: Request) -> None:
     """Path parameters must be percent-encoded UTF-8 (servers decode invalid bytes to U+FFFD silently)."""
     raw = request.scope.get("raw_path")
@@ -240,28 +259,11 @@ class SchedulerRouter(Router):
     async def _answer(
         self, op: Operation, handler: Handler, body_schema: dict[str, Any] | None, request: Request
     ) -> Response:
-        settings = self.services.settings
-        # Checked here too for routes copied elsewhere (FastAPI's include_router). /health answers any host
-        # (orchestrators probe by IP), with details only for a host that may see them.
-        if op.name != "health" and not host_ok(request, settings.api_token, settings.allowed_hosts):
-            return _detail(400, host_refusal(request))
-        if op.auth and not token_ok(request, settings.api_token):
-            return _detail(401, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
-        if op.method in ("POST", "DELETE") and not same_origin_ok(request, settings.cors_origins):
-            return _detail(403, "cross-origin request refused (add the origin to ASYNCSCHED_CORS_ORIGINS)")
+        refusal = self._refusal(op, request)
+        if refusal is not None:
+            return refusal
         try:
-            declared = _declared_length(request)
-            if declared is not None and declared > MAX_BODY:
-                raise _TooLarge
-            _check_path_utf8(request)
-            query = parse_query_string(request.scope.get("query_string", b""))
-            params = coerce_query(query, op.params, request.path_params)
-            body: Any = None
-            if body_schema is not None:
-                body = await _read_json(request)
-                problems = validate(body, body_schema)
-                if problems:
-                    raise ValidationFailed(problems)
+            params, body = await _inputs(op, body_schema, request)
             result = await handler(request, params, body)
         except ValidationFailed as exc:
             return _detail(422, exc.errors)
@@ -299,6 +301,19 @@ class SchedulerRouter(Router):
         if isinstance(result, Response):
             return result
         return ApiJSON(result, status_code=op.status)
+
+    def _refusal(self, op: Operation, request: Request) -> Response | None:
+        """The answer refusing the request before its inputs are read, if any (Host, token, origin)."""
+        settings = self.services.settings
+        # Checked here too for routes copied elsewhere (FastAPI's include_router). /health answers any host
+        # (orchestrators probe by IP), with details only for a host that may see them.
+        if op.name != "health" and not host_ok(request, settings.api_token, settings.allowed_hosts):
+            return _detail(400, host_refusal(request))
+        if op.auth and not token_ok(request, settings.api_token):
+            return _detail(401, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
+        if op.method in ("POST", "DELETE") and not same_origin_ok(request, settings.cors_origins):
+            return _detail(403, "cross-origin request refused (add the origin to ASYNCSCHED_CORS_ORIGINS)")
+        return None
 
     # -- operations served here (not data handlers) ------------------------------------------------
 
