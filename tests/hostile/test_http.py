@@ -156,6 +156,38 @@ async def test_results_over_the_limit_fail_the_job_with_the_reason(hostile_setti
         assert await queue.result(small) == "X"
 
 
+async def test_scheduler_skips_a_tick_whose_arguments_are_refused(
+    hostile_settings: Settings, db: Database
+) -> None:
+    """A task stored before the boundary existed (a lone surrogate in kwargs) is refused at enqueue: the
+    tick is logged and dropped, not retried every lease forever; the task's next tick is tried again."""
+    from datetime import timedelta
+
+    from asyncsched.scheduler import TaskScheduler
+
+    from ..scheduler.conftest import FUNCTION, Clock
+
+    class RefusingQueue:
+        def __init__(self) -> None:
+            self.attempts: list[str] = []
+
+        async def enqueue(self, func: Any, **kwargs: Any) -> str:
+            self.attempts.append(kwargs["job_id"])
+            raise InvalidValue("kwargs.a", "contains a lone surrogate (text that is not valid UTF-8)")
+
+    queue, clock = RefusingQueue(), Clock()
+    async with TaskScheduler(settings=hostile_settings, db=db, queue=queue, clock=clock) as scheduler:
+        await scheduler.register_task(name="old", type="interval", schedule="1 minute", function=FUNCTION)
+        clock.now += timedelta(minutes=1)
+        assert await scheduler.run_pending() == []
+        assert len(queue.attempts) == 1
+        clock.now += timedelta(minutes=5, seconds=30)  # past the lease: a failed enqueue would be retried
+        await scheduler.run_pending()
+        first = queue.attempts[0]
+        assert queue.attempts.count(first) == 1
+        assert len(queue.attempts) >= 2  # the next tick was tried (coalesced misfire)
+
+
 async def test_ten_megabyte_event_is_refused_by_default(hostile_settings: Settings) -> None:
     async with EventBus(settings=hostile_settings, agent_name="a") as bus:
         with pytest.raises(InvalidValue, match=r"payload: is 1000\d+ bytes, more than the limit of 1048576"):

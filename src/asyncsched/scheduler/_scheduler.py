@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from .._redis import create_redis
 from ..config import Settings, get_settings
-from ..exceptions import DuplicateTask
+from ..exceptions import DuplicateTask, InvalidValue
 from ..store.models import ScheduledTask
 from ._definition import build_task, policy_of, task_trigger
 from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
@@ -482,6 +482,12 @@ class TaskScheduler:
         job_id = job_id_for(task.id, tick)
         try:
             await self._enqueue(task, job_id, tick)
+        except InvalidValue as exc:  # the task's own arguments are refused: retrying cannot help
+            log.error(
+                "task %s/%s: tick %s not enqueued: %s", task.agent_name, task.name, tick.isoformat(), exc
+            )
+            await self.index.done(task.id, to_ms(tick))
+            return None
         except Exception:
             log.exception("enqueue of %s failed; another attempt follows when its lease expires", job_id)
             return None
