@@ -13,6 +13,7 @@ here). Ctrl-C stops both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,10 +37,8 @@ def main() -> int:
     print(f"app on http://127.0.0.1:{port}/api/scheduler/dashboard; Ctrl-C stops", flush=True)
     try:
         while app.poll() is None and worker.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 app.wait(1)
-            except subprocess.TimeoutExpired:
-                pass
     except KeyboardInterrupt:
         pass
     finally:

@@ -23,13 +23,13 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from ._control import ControlPlane, lifespan
+    from ._spec_names import init_db, logger
     from .events import Event, EventBus, LifecyclePublisher, Subscription
     from .queue import JobRecord, JobStatus, Retry, TaskQueue
     from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
     from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
     from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
-    from ._control import ControlPlane, lifespan
-    from ._spec_names import init_db, logger
     from .web import create_app, scheduler_router
     from .worker import Worker
 

@@ -66,11 +66,12 @@ async def test_spec_app_and_worker_fire_record_and_publish(project: Path, real_r
 
             async def completed_while_running() -> bool:
                 event = await bus.listen(timeout=1)
-                if event and event.event_type == "task.completed":
-                    if event.payload["task_name"] == "process_pending_emails":
-                        job_ids.append(event.payload["job_id"])
-                        return True
-                return False
+                if event is None or event.event_type != "task.completed":
+                    return False
+                if event.payload["task_name"] != "process_pending_emails":
+                    return False
+                job_ids.append(event.payload["job_id"])
+                return True
 
             await eventually(completed_while_running, timeout=60, what="task.completed of the email task")
 
