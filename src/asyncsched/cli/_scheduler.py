@@ -33,6 +33,9 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.replace(tasks=tuple(args.tasks) if args.tasks else None, agent=args.agent)
+    from .._control import warn_if_memory
+
+    warn_if_memory(settings, "scheduler")
     if os.getcwd() not in sys.path:  # task functions of the project we are started in (like `rq worker`)
         sys.path.insert(0, os.getcwd())
     return asyncio.run(_serve(settings, args.duration, history=args.history, events=args.events))

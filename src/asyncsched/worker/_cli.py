@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_scheduler: bool = Fal
         help="what happens to jobs of a dead worker: fail (default, at-most-once like RQ) or requeue",
     )
     parser.add_argument("--grace-period", type=float, default=30.0, help="seconds to finish jobs on stop")
-    word = "default" if with_scheduler else "default off"
+    word = "default, except with --burst" if with_scheduler else "default off"
     plane = parser.add_mutually_exclusive_group()
     plane.add_argument(
         "--with-scheduler",
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_scheduler: bool = Fal
         help="only run jobs (another process, e.g. `asyncsched scheduler`, runs the control plane)"
         + (" (default)" if not with_scheduler else ""),
     )
-    parser.set_defaults(with_scheduler=with_scheduler)
+    parser.set_defaults(with_scheduler=None, scheduler_default=with_scheduler)
     parser.add_argument(
         "--tasks",
         action="append",
@@ -142,7 +142,9 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _control_plane(args: argparse.Namespace, settings: Settings, worker: Worker) -> ControlPlane | None:
     """The control plane the options ask for (``None``: none), validated before anything starts."""
-    scheduler = bool(getattr(args, "with_scheduler", False))
+    scheduler = getattr(args, "with_scheduler", None)
+    if scheduler is None:  # a burst worker exits when the queues are empty: no schedules unless asked
+        scheduler = bool(getattr(args, "scheduler_default", False)) and not args.burst
     history = getattr(args, "history", None)
     events = getattr(args, "events", None)
     history = scheduler if history is None else history
