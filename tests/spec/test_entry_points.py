@@ -62,17 +62,21 @@ def test_spec_form_runs_the_control_plane_by_default_and_the_cli_form_does_not()
     assert (spec.run_scheduler, spec.history, spec.events) == (True, True, True)
     assert plane([], with_scheduler=False) is None  # asyncsched worker: lean, like `rq worker`
     explicit = plane(["--with-scheduler"], with_scheduler=False)
-    assert explicit is not None and explicit.run_scheduler
+    assert explicit is not None
+    assert explicit.run_scheduler
     assert plane(["--no-scheduler"], with_scheduler=True) is None
     assert plane(["--burst"], with_scheduler=True) is None  # a burst worker exits when idle
     partial = plane(["--with-scheduler", "--no-events"], with_scheduler=False)
-    assert partial is not None and (partial.run_scheduler, partial.history, partial.events) == (
+    assert partial is not None
+    assert (partial.run_scheduler, partial.history, partial.events) == (
         True,
         True,
         False,
     )
     history_only = plane(["--history"], with_scheduler=False)
-    assert history_only is not None and not history_only.run_scheduler and history_only.history
+    assert history_only is not None
+    assert not history_only.run_scheduler
+    assert history_only.history
 
 
 def test_tasks_without_the_scheduler_is_refused_in_one_line() -> None:
@@ -148,9 +152,8 @@ async def test_lifespan_plain_form_enters_as_a_context_manager(tmp_path: Path) -
 
     set_settings(settings)
     try:
-        async with asyncsched.lifespan(FastAPI()):
-            async with Database(settings=settings) as db:
-                assert await db.current_revision() == Database.head_revision()
+        async with asyncsched.lifespan(FastAPI()), Database(settings=settings) as db:
+            assert await db.current_revision() == Database.head_revision()
     finally:
         set_settings(None)
 
