@@ -28,7 +28,14 @@ import redis.asyncio as aioredis
 
 from .config import Settings, get_settings
 
-__all__ = ["ControlPlane", "cancel_and_wait", "lifespan", "stop_worker", "warn_if_memory"]
+__all__ = [
+    "ControlPlane",
+    "cancel_and_wait",
+    "lifespan",
+    "migrated_database",
+    "stop_worker",
+    "warn_if_memory",
+]
 
 log = logging.getLogger("asyncsched")
 
@@ -58,6 +65,19 @@ async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
     if not task.done():
         log.warning("the worker did not stop by itself; cancelling it")
     await cancel_and_wait(task)
+
+
+@asynccontextmanager
+async def migrated_database(settings: Settings) -> AsyncIterator[Any]:
+    """The configured ``Database``, reachable (else one ``BackendUnavailable`` line naming host and port) and
+    migrated to this version's schema (any dialect: every entry point migrates on first use; concurrent
+    starts are serialised by the store)."""
+    from .store import Database
+
+    async with Database(settings=settings, auto_migrate=False) as db:
+        await db.check()
+        await db.migrate()
+        yield db
 
 
 def warn_if_memory(settings: Settings, component: str) -> bool:
@@ -150,16 +170,13 @@ class ControlPlane:
             stack.push_async_callback(redis.aclose)
             await check_redis(redis, self._redis_arg or s.redis_url)
         if self.run_scheduler or self.history:
-            from .store import Database
-
-            self.db = await stack.enter_async_context(Database(settings=s, auto_migrate=False))
-            await self.db.check()
-            await self.db.migrate()
+            self.db = await stack.enter_async_context(migrated_database(s))
         bus = await stack.enter_async_context(EventBus(redis, settings=s))
         if self.history:
             from .store import Recorder
 
             await stack.enter_async_context(Recorder(redis, db=self.db, settings=s))
+            log.info("recording job history into %s", self.db.url.render_as_string(hide_password=True))
         if self.events:
             await stack.enter_async_context(LifecyclePublisher(redis, settings=s, bus=bus))
         await stack.enter_async_context(system_events(bus, self.component, s.agent))

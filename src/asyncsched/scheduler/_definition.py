@@ -17,7 +17,16 @@ from ..exceptions import InvalidSchedule, Problem, TaskDefinitionError
 from ..store.models import ScheduledTask
 from ._triggers import Trigger, parse_interval, parse_schedule, parse_timezone
 
-__all__ = ["FIELDS", "MisfirePolicy", "build_task", "check_function", "task_trigger", "validate_definition"]
+__all__ = [
+    "ALIGNMENTS",
+    "FIELDS",
+    "MisfirePolicy",
+    "anchored_at_registration",
+    "build_task",
+    "check_function",
+    "task_trigger",
+    "validate_definition",
+]
 
 
 class MisfirePolicy(enum.StrEnum):
@@ -51,9 +60,14 @@ FIELDS: dict[str, str] = {
     "jitter": "random delay up to this: seconds or '30 seconds'",
     "misfire": "coalesce (default), skip or all",
     "misfire_grace": "seconds a tick may be late and still run: seconds or '1 minute'",
-    "start": "interval anchor: an ISO time (default the Unix epoch)",
+    "start": "interval anchor: an ISO time (default: when the task is registered)",
+    "align": "interval ticks: 'registration' (default: every interval from registration or start) or "
+    "'epoch' (multiples of the interval since 1970-01-01 UTC: '5 minutes' at :00, :05...)",
 }
 """Every key a task definition accepts, with what it takes (used in error messages)."""
+
+ALIGNMENTS = ("registration", "epoch")
+"""Where an interval's ticks count from when no ``start`` is given."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
 _FUNC_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -150,6 +164,16 @@ def validate_definition(
             start = None
         if isinstance(start, datetime):
             options["start"] = start.isoformat()
+    align = data.get("align")
+    if align is not None:
+        if align not in ALIGNMENTS:
+            bad("align", f"must be 'registration' or 'epoch', got {align!r}")
+        elif kind != "interval":
+            bad("align", f"applies to interval tasks only (this one is {kind!r}); remove it")
+        elif start is not None and align == "epoch":
+            bad("align", "'epoch' and 'start' both set the anchor of the ticks; keep one")
+        elif align == "epoch":  # 'registration' is the default and is not stored
+            options["align"] = "epoch"
     schedule = data.get("schedule")
     if schedule is None:
         bad("schedule", "missing; e.g. '5 minutes' (interval) or '0 9 * * *' (cron)")
@@ -274,10 +298,23 @@ def _with(problem: Problem, **where: Any) -> Problem:
 
 
 def task_trigger(task: ScheduledTask) -> Trigger:
-    """The trigger of a stored task (raises :class:`InvalidSchedule` if its row was edited into nonsense)."""
-    start = (task.options or {}).get("start")
+    """The trigger of a stored task (raises :class:`InvalidSchedule` if its row was edited into nonsense).
+
+    An interval counts from ``start`` when given, else from the Unix epoch with ``align: epoch``, else from
+    ``anchor_at`` (when its schedule was registered; ``None`` on rows older than the column: the epoch).
+    """
+    options = task.options or {}
+    start = options.get("start")
     anchor = datetime.fromisoformat(start) if isinstance(start, str) else None
+    if anchor is None and options.get("align") != "epoch":
+        anchor = task.anchor_at
     return parse_schedule(task.type, task.schedule, task.timezone, start=anchor)
+
+
+def anchored_at_registration(task: ScheduledTask) -> bool:
+    """Whether ``task``'s ticks count from its registration (an interval without ``start`` or ``align``)."""
+    options = task.options or {}
+    return task.type == "interval" and not options.get("start") and options.get("align") != "epoch"
 
 
 def grace_of(task: ScheduledTask) -> timedelta:

@@ -87,8 +87,9 @@ class TaskScheduler:
             await scheduler.run()  # fire until cancelled (any number of replicas may do this)
 
     ``db`` is any object with ``.engine`` and ``.session()`` (``asyncsched.store.Database``); without it an
-    engine is made from ``settings.database_url``. Tables must exist (``asyncsched db upgrade`` or
-    ``Base.metadata.create_all``). ``queue`` is the ``TaskQueue`` runs go to (default: one on ``redis``).
+    engine is made from ``settings.database_url`` and migrated on first use (with ``db`` given, its
+    tables must exist: ``asyncsched db upgrade``, :func:`asyncsched.init_db` or ``Database.migrate``).
+    ``queue`` is the ``TaskQueue`` runs go to (default: one on ``redis``).
     Methods also work without ``async with``; resources open on first use and close in :meth:`aclose`.
     """
 
@@ -153,11 +154,11 @@ class TaskScheduler:
                 self._engine = self._db.engine
                 self._sessions = self._db.session
             else:
-                # Our own handle on the configured database: the embedded SQLite default is created and
-                # migrated on first use, as everywhere else (PostgreSQL needs `asyncsched db upgrade`).
+                # Our own handle on the configured database, created or migrated on first use as by every
+                # entry point (any dialect; concurrent first uses are serialised by the store).
                 from ..store import Database
 
-                owned = Database(settings=self.settings)
+                owned = Database(settings=self.settings, auto_migrate=True)
                 await owned.__aenter__()
                 self._owned_db = owned
                 self._engine = owned.engine

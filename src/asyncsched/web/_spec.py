@@ -80,6 +80,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "misfire": {"type": "string", "enum": ["coalesce", "skip", "all"]},
             "misfire_grace": {"type": ["number", "string", "null"], "minimum": 0, "maxLength": 100},
             "start": {"type": "string", "format": "date-time", "description": "Interval anchor."},
+            "align": {
+                "type": "string",
+                "enum": ["registration", "epoch"],
+                "description": "Interval ticks count from registration (default) or the Unix epoch.",
+            },
         },
     },
     "Task": {

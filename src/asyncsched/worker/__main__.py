@@ -12,7 +12,6 @@ import logging
 import sys
 
 from ..config import Settings, set_settings
-from ..exceptions import AsyncschedError
 from ._cli import add_arguments, run_worker
 
 
@@ -25,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-prefix", help="Redis key prefix (env ASYNCSCHED_KEY_PREFIX / RQ_KEY_PREFIX)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env ASYNCSCHED_LOG_LEVEL)")
     parser.add_argument("--database-url", help="database URL (env DATABASE_URL; default SQLite file)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of operational errors")
     add_arguments(parser, with_scheduler=True)
     args = parser.parse_args(argv)
     try:
@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         )
         return run_worker(args, settings)
-    except AsyncschedError as exc:
-        print(f"asyncsched worker: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # operational errors are one line (--debug: the traceback); bugs re-raise
+        from ..cli._errors import report
+
+        return report(exc, "asyncsched worker", debug=args.debug)
 
 
 if __name__ == "__main__":
