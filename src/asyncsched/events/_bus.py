@@ -40,6 +40,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
+from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
 from ..config import Settings, get_settings
@@ -285,6 +286,7 @@ class EventBus:
 
     # ------------------------------------------------------------------ publishing
 
+    @async_api("EventBus")
     async def publish(
         self,
         event_type: str,
@@ -624,6 +626,7 @@ class EventBus:
 
     # ------------------------------------------------------------------ listen / events
 
+    @async_api("EventBus")
     async def listen(self, timeout: float | None = 1.0) -> Event | None:  # noqa: ASYNC109
         """The next event this bus received, or ``None`` after ``timeout`` seconds.
 

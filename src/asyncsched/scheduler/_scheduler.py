@@ -29,6 +29,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from .._misuse import async_api
 from .._redis import create_redis
 from ..config import Settings, get_settings
 from ..exceptions import DuplicateTask
@@ -204,6 +205,7 @@ class TaskScheduler:
         return self._index
 
     # ------------------------------------------------------------------ definitions
+    @async_api("TaskScheduler")
     async def load_tasks_from_yaml(
         self, path: str | os.PathLike[str], agent_name: str | None = None, *, check_import: bool = True
     ) -> list[ScheduledTask]:
@@ -216,6 +218,7 @@ class TaskScheduler:
             load_tasks, path, agent_name or self.settings.agent, check_import=check_import
         )
 
+    @async_api("TaskScheduler")
     async def register_task(self, task: ScheduledTask | None = None, /, **definition: Any) -> ScheduledTask:
         """Create or update (by agent and name) one task; returns the stored task.
 
@@ -256,6 +259,7 @@ class TaskScheduler:
         await self.index.notify()
         return stored
 
+    @async_api("TaskScheduler")
     async def register_file(
         self, path: str | os.PathLike[str], agent_name: str | None = None, *, prune: bool = True
     ) -> list[ScheduledTask]:
@@ -274,11 +278,13 @@ class TaskScheduler:
             return
         await self.index.sync(task.id, signature(task), to_ms(utc(task.next_run_at)))
 
+    @async_api("TaskScheduler")
     async def get_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
         """One task by id, or by name (within ``agent_name`` when given). Raises :class:`TaskNotFound`."""
         async with self._session() as session:
             return copy_task(await find_task(session, id_or_name, agent_name))
 
+    @async_api("TaskScheduler")
     async def list_tasks(self, agent_name: str | None = None) -> list[ScheduledTask]:
         """Every task (of one agent), ordered by agent and name."""
         query = select(ScheduledTask).order_by(ScheduledTask.agent_name, ScheduledTask.name)
@@ -335,6 +341,7 @@ class TaskScheduler:
         await self.index.notify(task.id)
         return task
 
+    @async_api("TaskScheduler")
     async def unregister_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
         """Delete a task (by id or name); returns what was deleted. Raises :class:`TaskNotFound`."""
         async with self._session() as session, session.begin():
