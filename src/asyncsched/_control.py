@@ -280,11 +280,12 @@ async def _lifespan(
         files = [tasks]
     else:
         files = list(tasks)
-    from ._redis import create_redis
+    from ._redis import check_redis, create_redis
 
     redis = create_redis(s.redis_url)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(redis.aclose)
+        await check_redis(redis, s.redis_url)  # unreachable: one BackendUnavailable line naming host and port
         await stack.enter_async_context(
             ControlPlane(
                 redis,

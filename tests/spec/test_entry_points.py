@@ -197,3 +197,14 @@ def test_asyncsched_run_on_memory_does_not_warn(project: Path) -> None:
     done = run_cli(["asyncsched", "run", "--no-http", "--for", "0.1"], project)
     assert done.returncode == 0, done.stderr
     assert "lives inside this process only" not in done.stderr
+
+
+async def test_lifespan_with_an_unreachable_redis_fails_in_one_line(tmp_path: Path) -> None:
+    from asyncsched.exceptions import BackendUnavailable
+
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0", database_url=f"sqlite+aiosqlite:///{tmp_path}/l.db"
+    )
+    with pytest.raises(BackendUnavailable, match=r"127\.0\.0\.1:1"):
+        async with asyncsched.lifespan(settings=settings)(FastAPI()):
+            pass
