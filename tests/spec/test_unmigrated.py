@@ -114,3 +114,9 @@ def test_backend_errors_are_summarised_with_the_fix(capsys: pytest.CaptureFixtur
     assert "--debug shows the traceback" in err
     with pytest.raises(ZeroDivisionError):  # a bug is not an operational error: it keeps its traceback
         report(ZeroDivisionError("bug"), "asyncsched", debug=False)
+
+
+def test_a_lone_operational_error_in_a_task_group_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [ConnectionRefusedError("connect failed")])
+    assert report(group, "asyncsched", debug=False) == 2
+    assert "ConnectionRefusedError: connect failed" in capsys.readouterr().err

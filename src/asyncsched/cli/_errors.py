@@ -40,8 +40,11 @@ def _summary(exc: BaseException) -> str:
 
 def report(exc: BaseException, prog: str, *, debug: bool) -> int:
     """Print ``exc`` for the user of ``prog`` and return the exit code (2); re-raise bugs."""
+    original = exc
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:  # one failure in a task group
+        exc = exc.exceptions[0]
     if not is_operational(exc):
-        raise exc
+        raise original
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     hint = "" if debug or isinstance(exc, AsyncschedError) else " (--debug shows the traceback)"
