@@ -39,7 +39,13 @@ def error(loc: Loc, msg: str, kind: str = "value_error") -> FieldError:
 
 @lru_cache(maxsize=64)
 def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+    """``pattern`` with JSON Schema's (ECMA 262) meaning of ``$``: the end of the text, which is Python's
+    ``\\Z`` (Python's ``$`` also matches before a trailing newline, so ``"name\\n"`` would pass)."""
+    return re.compile(_END_OF_TEXT.sub(lambda m: m.group(1) + r"\Z", pattern))
+
+
+_END_OF_TEXT = re.compile(r"((?:^|[^\\])(?:\\\\)*)\$")
+"""An unescaped ``$`` (outside character classes in the patterns used here)."""
 
 
 def _type_ok(value: Any, name: str) -> bool:
