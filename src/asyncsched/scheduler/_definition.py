@@ -202,7 +202,7 @@ def _check_schedule(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad) -> 
         bad("type", f"must be interval, cron or date, got {kind!r:.100}")
     out["type"] = kind
     tz = data.get("timezone")
-    if tz is not None and (not isinstance(tz, str) or len(tz) > LIMITS["timezone"]):
+    if tz is not None and (not isinstance(tz, str) or not tz or len(tz) > LIMITS["timezone"]):
         bad("timezone", f"must be an IANA name such as 'Europe/Berlin', got {tz!r:.100}")
         tz = None
     elif tz is not None:

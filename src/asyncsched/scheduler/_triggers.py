@@ -130,6 +130,8 @@ def _delta(seconds: float, given: object) -> timedelta:
     """``seconds`` as a timedelta, refusing NaN, infinities and anything over :data:`MAX_INTERVAL`."""
     if not math.isfinite(seconds) or seconds > MAX_INTERVAL.total_seconds():
         raise _invalid(f"interval must be at most {MAX_INTERVAL.days} days, got {str(given)[:100]!r}")
+    if seconds <= 0:
+        raise _invalid(f"interval must be positive, got {str(given)[:100]!r}")
     return timedelta(seconds=seconds)
 
 

@@ -10,6 +10,7 @@ Supported keywords: ``type`` (a name or a list of names), ``enum``, ``properties
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -114,6 +115,9 @@ def _check(value: Any, schema: Mapping[str, Any], loc: Loc, errors: list[FieldEr
     if isinstance(value, str):
         _check_string(value, schema, loc, errors)
     elif isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):  # a literal NaN or Infinity
+            errors.append(error(loc, f"must be a finite number, got {value!r}"))
+            return
         if "minimum" in schema and value < schema["minimum"]:
             errors.append(error(loc, f"must be >= {schema['minimum']}"))
         if "maximum" in schema and value > schema["maximum"]:
