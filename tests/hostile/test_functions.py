@@ -233,7 +233,9 @@ async def test_api_refuses_every_steered_function(api: httpx.AsyncClient, tmp_pa
     assert NEVER not in sys.modules
     assert not marker.exists()
     # The same requests with an honest function are accepted: the checks above can fail.
-    assert (await api.post("/jobs", json={"function": f"{S}:touch", "args": [str(marker)]})).status_code == 202
+    assert (
+        await api.post("/jobs", json={"function": f"{S}:touch", "args": [str(marker)]})
+    ).status_code == 202
     honest = {"name": "honest", "type": "interval", "schedule": "1 hour", "function": f"{S}:Jobs.static"}
     assert (await api.post("/tasks", json=honest)).status_code == 201
 
@@ -242,7 +244,7 @@ async def test_api_refuses_every_steered_function(api: httpx.AsyncClient, tmp_pa
 
 
 async def _steer(redis: aioredis.Redis, queue: TaskQueue, name: str, arg: str) -> str:
-    """A queued job whose hash is then rewritten in Redis to call ``name`` (as an attacker with Redis would)."""
+    """A queued job whose hash is then rewritten to call ``name`` (as anyone who can write Redis could)."""
     job_id = await queue.enqueue(services.touch, args=["unused"])
     await redis.hset(f"rq:job:{job_id}", "data", codec.encode_data(name, [arg], {}, "json"))
     return job_id

@@ -259,11 +259,14 @@ def _check_call(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad, *, chec
     args = [] if args is None else args
     if not isinstance(args, list | tuple):
         bad("args", f"must be a list, got {type(args).__name__}")
+        args = []
     elif len(args) > LIMITS["args"]:
         bad("args", f"must have at most {LIMITS['args']} items, got {len(args)}")
+        args = []
     elif problem := _value_problem(list(args)):
         bad("args", problem)
-    out["args"] = list(args) if isinstance(args, list | tuple) else []
+        args = []
+    out["args"] = list(args)
     kwargs = data.get("kwargs", {})
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):

@@ -112,7 +112,7 @@ class _TaskLoader(yaml.SafeLoader):
                 raise _Refused(
                     f"key {str(key_node.value)[:100]!r} appears twice (first on line {seen[key]})",
                     key_node.start_mark,
-                    self._field() or str(key_node.value)[:100],
+                    self._field() if len(self._path) > 2 else str(key_node.value)[:100],
                 )
             seen[key] = _line(key_node)
 
@@ -251,6 +251,11 @@ def _one_task(
     data: dict[str, Any] = {}
     lines: dict[str, int] = {}
     local: list[Problem] = []
+    try:
+        loader.flatten_mapping(node)  # merge keys (<<: *defaults) into the task's own keys
+    except yaml.YAMLError as exc:
+        problems.append(_with(_yaml_problem(exc, file, ""), task=label))
+        return None
     for key_node, value_node in node.value:
         key = str(key_node.value)[:100] if isinstance(key_node, yaml.ScalarNode) else "(not a text key)"
         try:
