@@ -274,6 +274,7 @@ def _import_dotted(name: str, allow: tuple[str, ...] | None) -> Callable[..., An
     dotted = _text_name(name)
     parts = dotted.split(".")
     denied: FunctionRef | None = None
+    missing: str | None = None  # Python's message for the longest module that does not exist
     for cut in range(len(parts) - 1, 0, -1):
         ref = FunctionRef(".".join(parts[:cut]), ".".join(parts[cut:]))
         if allow is not None and not function_allowed(ref, allow):
@@ -283,11 +284,15 @@ def _import_dotted(name: str, allow: tuple[str, ...] | None) -> Callable[..., An
             module = importlib.import_module(ref.module)
         except ModuleNotFoundError as exc:
             if exc.name and (ref.module == exc.name or ref.module.startswith(exc.name + ".")):
+                missing = missing or str(exc)
                 continue
             raise InvalidJob(f"cannot import module {ref.module!r}: ModuleNotFoundError: {exc}") from None
         except Exception as exc:
             raise InvalidJob(f"cannot import module {ref.module!r}: {type(exc).__name__}: {exc}") from None
-        return resolve_function(ref, allow=allow) if allow is not None else _walk(module, ref)
+        try:
+            return resolve_function(ref, allow=allow) if allow is not None else _walk(module, ref)
+        except InvalidJob as exc:
+            raise InvalidJob(f"{missing}; and {exc}" if missing else str(exc)) from None
     if denied is not None:
         raise _not_allowed(denied, allow or ())
-    raise InvalidJob(f"cannot import function {name!r}: no module of it can be imported")
+    raise InvalidJob(f"cannot import function {name!r}: {missing or 'no module of it can be imported'}")
