@@ -39,6 +39,7 @@ __all__ = [
     "function_allowed",
     "import_function",
     "parse_reference",
+    "reference_for",
     "resolve_function",
 ]
 
@@ -296,3 +297,23 @@ def _import_dotted(name: str, allow: tuple[str, ...] | None) -> Callable[..., An
     if denied is not None:
         raise _not_allowed(denied, allow or ())
     raise InvalidJob(f"cannot import function {name!r}: {missing or 'no module of it can be imported'}")
+
+
+def reference_for(name: str, *, check_import: bool = True) -> str:
+    """``module:qualname`` for RQ's dotted ``name`` (``module:qualname`` is returned as is).
+
+    With ``check_import``, :func:`import_function` resolves it by the one rule and the function's own module
+    and qualname are returned; otherwise (or when it does not resolve) the last dotted part is taken as the
+    qualname, and whoever uses the reference checks it again.
+    """
+    if ":" in name:
+        return name
+    if check_import:
+        try:
+            func = import_function(name)
+        except (InvalidJob, FunctionNotAllowed):
+            pass
+        else:
+            return f"{func.__module__}:{func.__qualname__}"
+    module, _, qualname = name.rpartition(".")
+    return f"{module}:{qualname}"
