@@ -283,6 +283,31 @@ async def test_worker_fails_jobs_with_steered_functions(
     assert (tmp_path / "honest").read_text() == "touch ran"
 
 
+async def test_worker_with_an_allow_list_never_imports_other_modules(
+    redis_url: str, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    sys.modules.pop(NEVER, None)
+    settings = Settings(redis_url=redis_url)
+    marker = tmp_path / "marker"
+    async with TaskQueue(redis_url, settings=settings) as queue:
+        names = (f"{NEVER}.f", f"{NEVER}:f", "tests.hostile.funcapp.other.touch_other", "posix.system")
+        refused = {name: await _steer(redis, queue, name, str(marker)) for name in names}
+        honest = await _steer(redis, queue, f"{S}.touch", str(tmp_path / "honest"))
+        await run_burst(redis=redis_url, settings=settings, allowed_functions=ALLOW)
+        for name, job_id in refused.items():
+            record = await queue.job(job_id)
+            assert "FunctionNotAllowed" in (record.error or ""), (name, record.error)
+        assert (await queue.result(honest)) == "touched"
+    assert NEVER not in sys.modules
+    assert not marker.exists()
+
+
+async def test_enqueue_refuses_a_job_id_with_a_trailing_newline(redis_url: str) -> None:
+    async with TaskQueue(redis_url, settings=Settings(redis_url=redis_url)) as queue:
+        with pytest.raises(InvalidJob, match="job id"):
+            await queue.enqueue(services.touch, args=["x"], job_id="abc\n")
+
+
 # -- end to end: task files ---------------------------------------------------------------------------
 
 

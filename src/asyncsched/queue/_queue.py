@@ -35,7 +35,7 @@ log = logging.getLogger("asyncsched.queue")
 
 __all__ = ["TaskQueue"]
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_JOB_ID = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 _BATCH = 1000  # jobs per coalesced enqueue script call
 _PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created"})
 _ENQUEUE_KEYS = frozenset(
