@@ -56,6 +56,7 @@ HOSTILE: dict[str, tuple[bytes, int, str | None]] = {
         6,
         "kwargs",
     ),
+    "deep-complex-keys": (("tasks:\n  - {" + "? [" * 3000 + "]" * 3000 + ": 1}\n").encode(), 2, "tasks"),
     "python-tag": (
         ("tasks:\n" + TASK + "    kwargs: {a: !!python/object/apply:os.system [id]}\n").encode(),
         6,

@@ -46,6 +46,7 @@ class _TaskLoader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self._path: list[str | int] = []
+        self._depth = 0
         self._values = 0
         self._sizes: dict[int, int] = {}
 
@@ -92,11 +93,15 @@ class _TaskLoader(yaml.SafeLoader):
                     )
                 self._count(size, event.start_mark)
             return super().compose_node(parent, index)
-        if len(self._path) > MAX_DEPTH:
+        if self._depth >= MAX_DEPTH:  # counted per node, so complex keys (`? [...]`) count too
             raise _Refused(f"nested deeper than {MAX_DEPTH} levels", event.start_mark, self._field())
         before = self._values
         self._count(1, event.start_mark)
-        node = super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
         self._sizes[id(node)] = self._values - before
         if isinstance(node, yaml.MappingNode):
             self._no_duplicate_keys(node)
