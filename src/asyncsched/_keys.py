@@ -115,5 +115,5 @@ def dead_letter_stream(prefix: str) -> str:
 
 
 def durable_consumer_alive(prefix: str, agent: str, consumer: str) -> str:
-    """STRING with a TTL: the heartbeat of one durable consumer of ``agent`` (absent: the consumer is gone)."""
+    """STRING with a TTL: the heartbeat of a durable consumer of ``agent`` (absent: the consumer is gone)."""
     return f"{ns(prefix)}:events:alive:{agent}:{consumer}"
