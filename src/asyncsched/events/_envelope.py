@@ -139,8 +139,8 @@ def validate_event_type(event_type: object) -> str:
     Valid: 1-200 characters, no whitespace and no wildcard characters (``* ? [ ]``, which only
     subscriptions use). By convention ``{agent}.{action}``, ``task.{status}``, ``system.{event}``.
     """
-    if event_type in _valid_names:
-        return event_type  # only str are remembered
+    if type(event_type) is str and event_type in _valid_names:
+        return event_type
     if not isinstance(event_type, str) or _EVENT_TYPE.fullmatch(event_type) is None:
         raise ConfigurationError(
             f"invalid event_type {event_type!r}: use 1-200 characters without whitespace or wildcards "
@@ -152,8 +152,8 @@ def validate_event_type(event_type: object) -> str:
 
 def validate_agent_name(name: object, field: str = "agent_name") -> str:
     """``name`` if it is a valid agent name (1-200 characters, no whitespace, no ``* ? [ ]``)."""
-    if name in _valid_names:
-        return name  # only str are remembered
+    if type(name) is str and name in _valid_names:
+        return name
     if not isinstance(name, str) or _AGENT.fullmatch(name) is None:
         raise ConfigurationError(
             f"invalid {field} {name!r}: use 1-200 characters without whitespace or wildcards "
