@@ -32,12 +32,13 @@ async def cancel_until_done(task: asyncio.Task[Any], *, grace: float = 0.0) -> N
     """Let ``task`` finish for up to ``grace`` seconds, then cancel it until it is done.
 
     Cancellation is repeated because a client library may swallow one that lands at an unlucky moment
-    (redis-py does during some connection steps)."""
+    (redis-py does during some connection steps); each one gets a second to act, so the task's own
+    cleanup (closing a connection in a ``finally``) is not interrupted by the next."""
     if grace > 0 and not task.done():
         await asyncio.wait({task}, timeout=grace)
     while not task.done():
         task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
+        await asyncio.wait({task}, timeout=1.0)
 
 
 class Supervised:
