@@ -21,7 +21,7 @@ EVENTS = 150
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("claim_idle", [2.0, 10.0])
+@pytest.mark.parametrize("claim_idle", [1.0, 10.0])
 async def test_two_live_subscribers_of_one_agent_handle_each_event_exactly_once(
     real_redis_url: str, claim_idle: float
 ) -> None:
