@@ -442,3 +442,27 @@ def test_any_message_on_the_bus_leaves_the_reader_alive(envelopes: list[dict[str
             assert bus._reader.restarts == 0
 
     asyncio.run(scenario())
+
+
+async def test_scheduler_change_feed_survives_garbage(
+    redis_url: str, database_url: str, redis: aioredis.Redis
+) -> None:
+    """The change feed only wakes the scheduler (the version counter is the truth): garbage on its channel
+    wakes it too, and changes made afterwards are still picked up."""
+    from asyncsched.scheduler import TaskScheduler
+    from tests.scheduler.conftest import FUNCTION, RecordingQueue, create_tables
+
+    await create_tables(database_url)
+    settings_ = Settings(redis_url=redis_url, database_url=database_url, agent="test-agent")
+    queue = RecordingQueue()
+    async with (
+        TaskScheduler(settings=settings_, queue=queue, fire=True) as firer,
+        TaskScheduler(settings=settings_, queue=queue) as api,
+    ):
+        await eventually(firer._listener_ready.is_set, 30, "the change feed")
+        for data in POISON.values():
+            await redis.publish(firer.index.channel, data)
+        await api.register_task(name="t", type="cron", schedule="* * * * * *", function=FUNCTION)
+        await eventually(lambda: len(queue.calls) >= 1, 30, "the new task to fire")
+        assert firer._listener_ready.is_set()
+        assert all(not t.done() for t in firer._tasks)
