@@ -26,6 +26,8 @@ from asyncsched.config import Settings, set_settings
 
 from .servers import PostgresServer, RedisServer, ServerUnavailable, postgres_server, redis_server
 
+pytest_plugins = ["tests.guards"]  # bounded teardowns, a hard backstop, leaks reported where made
+
 _db_counter = itertools.count()
 _S = TypeVar("_S")
 
