@@ -32,8 +32,9 @@ async def test_the_reaper_takes_only_lapsed_leases(
         runner = asyncio.create_task(live.run())
         try:
             await eventually(flag.exists, what="the job to start")
-            (member,) = await _wip(redis)
+            ((member, deadline),) = (await _wip(redis)).items()
             assert member.startswith(job_id + ":")
+            assert deadline >= time.time() + 20  # leased for its worker's lease (30 s), not already lapsed
             # a live worker's job, its lease in the future: not the reaper's to take
             assert await reaper.reap() == []
             assert await queue.status(job_id) == JobStatus.RUNNING
