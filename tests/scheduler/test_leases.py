@@ -71,8 +71,9 @@ async def _async(value: object) -> object:
 async def test_an_expired_lease_is_taken_over_by_one_replica_only(
     sched_settings: Settings, queue: RecordingQueue, clock: Clock
 ) -> None:
+    other = RecordingQueue()  # b's own, so that a wrong takeover by b shows at once (a's blocks)
     a = TaskScheduler(settings=sched_settings, queue=queue, clock=clock)
-    b = TaskScheduler(settings=sched_settings, queue=queue, clock=clock)
+    b = TaskScheduler(settings=sched_settings, queue=other, clock=clock)
     try:
         task = await a.register_task(name="t", type="interval", schedule="1 hour", function=FUNCTION)
         await b.run_pending(at(11))
@@ -90,6 +91,7 @@ async def test_an_expired_lease_is_taken_over_by_one_replica_only(
         with pytest.MonkeyPatch().context() as m:
             m.setattr(b.index, "expired_leases", lambda now_ms, limit=100: _async(seen))
             assert await b.run_pending() == []  # the lease is a's again (renewed): b must not take it
+        assert other.calls == []
         queue.hold.set()
         assert [f.job_id for f in await taking] == [job_id_for(task.id, at(13))]
         assert queue.job_ids == [job_id_for(task.id, at(13))]

@@ -7,6 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from asyncsched.config import Settings
@@ -98,3 +99,56 @@ async def test_each_retry_waits_its_own_interval(
     assert rec.status == JobStatus.FAILED  # no retries left
     assert rec.attempt == len(intervals) + 1
     assert await redis.zscore("rq:scheduled:default", job_id) is None
+
+
+class _Outage:
+    """Makes the named scripts of a worker fail as if Redis were unreachable, ``times`` calls each."""
+
+    def __init__(self, worker: Worker, names: set[str], times: int) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        self.failed: dict[str, int] = dict.fromkeys(names, 0)
+        self.times = times
+        original = worker._scripts.run
+
+        async def run(name: str, args: list[object]) -> object:
+            if name in self.failed and self.failed[name] < self.times:
+                self.failed[name] += 1
+                raise RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+            return await original(name, args)
+
+        worker._scripts.run = run  # type: ignore[method-assign]
+
+
+async def test_outcomes_finished_while_redis_is_down_are_recorded_when_it_is_back(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    ok = await queue.enqueue(jobs.add, args=(2, 3))
+    bad = await queue.enqueue(jobs.fail, args=("down",))
+    async with Worker(redis=redis_url, settings=wsettings, burst=True) as worker:
+        outage = _Outage(worker, {"finish"}, times=4)
+        await asyncio.wait_for(worker.run(), 60)
+    assert outage.failed == {"finish": 4}  # recording was refused four times, then went through
+    assert await queue.result(ok) == 5
+    assert (await queue.job(bad)).status == JobStatus.FAILED
+    assert worker.processed == 2
+    # the outage is logged (as one line per outage, not per retry: other loops reaching Redis meanwhile
+    # log "Redis is back", so with only this script failing there may be a line per attempt at most)
+    outages = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert 1 <= len(outages) <= 4
+
+
+async def test_promotion_goes_on_after_redis_was_down(
+    queue: TaskQueue, redis_url: str, wsettings: Settings
+) -> None:
+    job_id = await queue.enqueue(jobs.add, args=(1, 2), delay=0.2)
+    assert await queue.status(job_id) == JobStatus.SCHEDULED
+    async with Worker(redis=redis_url, settings=wsettings, scheduler_interval=0.05) as worker:
+        outage = _Outage(worker, {"promote"}, times=3)
+        task = asyncio.create_task(worker.run())
+        try:
+            assert await queue.result(job_id, wait=30) == 3
+        finally:
+            worker.request_stop()
+            await asyncio.wait_for(task, 30)
+    assert outage.failed == {"promote": 3}
