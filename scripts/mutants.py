@@ -128,6 +128,33 @@ MUTANTS: list[Mutant] = [
         ["tests/worker/test_leases.py", "tests/worker/test_worker.py", *REAL_REDIS],
         "a worker renews (and keeps running) a job that was reaped or cancelled",
     ),
+    m(
+        "control-stop-execution",
+        "worker/_worker.py",
+        'if job.execution_id == payload["execution_id"]:',
+        "if True:",
+        ["tests/worker/test_rq_interop.py", "-k", "commands"],
+        "RQ's stop-execution command stops every running job, not the one execution",
+        critical=False,
+    ),
+    m(
+        "control-kill-horse",
+        "worker/_worker.py",
+        '                elif command == "kill-horse":\n',
+        '                elif command == "kill-horse-disabled":\n',
+        ["tests/worker/test_rq_interop.py", "-k", "commands"],
+        "RQ's kill-horse command is ignored",
+        critical=False,
+    ),
+    m(
+        "record-gives-up-when-down",
+        "worker/_worker.py",
+        "                self._redis_down(exc)  # the outcomes are kept and recorded when Redis is back\n",
+        "                return\n",
+        ["tests/worker/test_leases.py", *REAL_REDIS],
+        "outcomes finished while Redis is down are dropped (jobs stay started until reaped)",
+        critical=False,
+    ),
     # --- retries -------------------------------------------------------------------------------------
     m(
         "retry-intervals",
