@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..exceptions import AsyncschedError, JobNotFound, TaskDefinitionError
+from ..exceptions import AsyncschedError, InvalidJob, JobNotFound, TaskDefinitionError
 from ._live import matches
 from ._rqscheduler import list_rq_scheduler_jobs as _rq_scheduler_jobs
 from ._security import API_SOURCE, check_function, function_allowed
@@ -119,11 +119,13 @@ class Handlers:
         return functions
 
     async def _check_function(self, function: str) -> None:
+        """The one function rule (403 when not allowed, 422 naming ``function`` when it does not resolve)."""
         allow = self.services.settings.allowed_functions
-        if "*" in allow:
-            return
         trusted = set() if allow and function_allowed(function, allow) else await self._trusted_functions()
-        check_function(function, allow, trusted)
+        try:
+            check_function(function, allow, trusted)
+        except InvalidJob as exc:
+            raise ValidationFailed([error(("body", "function"), str(exc))]) from None
 
     def _validate_schedule(self, body: dict[str, Any]) -> list[FieldError]:
         errors: list[FieldError] = []

@@ -50,11 +50,13 @@ def error(loc: Loc, msg: str, kind: str = "value_error") -> FieldError:
 
 @lru_cache(maxsize=64)
 def _compiled(pattern: str) -> re.Pattern[str]:
-    # JSON Schema patterns are ECMA-262, where a final "$" does not match before a trailing newline as
-    # Python's does: "name\n" must not pass "^[a-z]+$".
-    if pattern.endswith("$") and not pattern.endswith("\\$"):
-        pattern = pattern[:-1] + r"\Z"
-    return re.compile(pattern)
+    """``pattern`` with JSON Schema's (ECMA 262) meaning of ``$``: the end of the text, which is Python's
+    ``\\Z`` (Python's ``$`` also matches before a trailing newline, so ``"name\\n"`` would pass)."""
+    return re.compile(_END_OF_TEXT.sub(lambda m: m.group(1) + r"\Z", pattern))
+
+
+_END_OF_TEXT = re.compile(r"((?:^|[^\\])(?:\\\\)*)\$")
+"""An unescaped ``$`` (outside character classes in the patterns used here)."""
 
 
 def _type_ok(value: Any, name: str) -> bool:
@@ -134,6 +136,9 @@ def _check(value: Any, schema: Mapping[str, Any], loc: Loc, errors: list[FieldEr
     if isinstance(value, str):
         _check_string(value, schema, loc, errors)
     elif isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):  # a literal NaN or Infinity
+            errors.append(error(loc, f"must be a finite number, got {value!r}"))
+            return
         if "minimum" in schema and value < schema["minimum"]:
             errors.append(error(loc, f"must be >= {schema['minimum']}"))
         if "maximum" in schema and value > schema["maximum"]:
