@@ -9,6 +9,7 @@ longer in its file is reported STALE (the list must follow the code, not rot sil
     python scripts/mutants.py --fast       # the bugs of issue 21's table, real Redis only (about 3 minutes)
     python scripts/mutants.py --only sched-claim-compare,retry-cap
     python scripts/mutants.py --list
+    python scripts/mutants.py --check      # each mutant still applies (seconds; for CI on every change)
 
 Exit status 1 when a critical mutant survives, a mutant is stale, or the unmutated tests fail. Survivors
 that are not critical are reported, not fatal. ``nox -s mutants`` runs this.
@@ -316,6 +317,9 @@ def main() -> int:
     parser.add_argument("--fast", action="store_true", help="only the quick subset (issue 21's table)")
     parser.add_argument("--critical", action="store_true", help="only the critical mutants")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument(
+        "--check", action="store_true", help="only check each mutant's text is in its file once (seconds)"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per test run (default 900)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -326,6 +330,10 @@ def main() -> int:
             flags = ("critical " if x.critical else "") + ("fast" if x.fast else "")
             print(f"{x.id:28} {x.path:28} {flags:14} {x.why}")
         return 0
+    if args.check:
+        stale = [x.id for x in chosen if (ROOT / PKG / x.path).read_text(encoding="utf-8").count(x.old) != 1]
+        print(f"{len(chosen) - len(stale)}/{len(chosen)} mutants apply; stale: {', '.join(stale) or 'none'}")
+        return 1 if stale else 0
     if not args.no_baseline and not _baseline(chosen, args.timeout):
         print("the unmutated tests fail: fix them first")
         return 1

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
+from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
 from ..config import Settings, get_settings
@@ -156,6 +157,7 @@ class TaskQueue:
             await self.redis.aclose()
 
     # ------------------------------------------------------------------ enqueue
+    @async_api("TaskQueue")
     @_backend_errors
     async def enqueue(
         self,
@@ -444,6 +446,7 @@ class TaskQueue:
         return (*head, *fields, str(len(life) // 2), *life)
 
     # ------------------------------------------------------------------ reading
+    @async_api("TaskQueue")
     @_backend_errors
     async def status(self, job_id: str) -> JobStatus:
         """The job's state. Raises :class:`JobNotFound`."""
@@ -461,6 +464,7 @@ class TaskQueue:
         entry_id, fields = entries[0]
         return ResultEntry.decode(entry_id, fields)
 
+    @async_api("TaskQueue")
     @_backend_errors
     async def result(self, job_id: str, wait: float | None = None) -> Any:
         """The job's return value; ``None`` if it has not finished (after waiting up to ``wait`` seconds)
@@ -509,6 +513,7 @@ class TaskQueue:
             if entries and entries[0][0] != after:
                 return ResultEntry.decode(*entries[0])
 
+    @async_api("TaskQueue")
     @_backend_errors
     async def job(self, job_id: str) -> JobRecord:
         """The full record. Raises :class:`JobNotFound`."""
@@ -678,6 +683,7 @@ class TaskQueue:
         return out
 
     # ------------------------------------------------------------------ changing state
+    @async_api("TaskQueue")
     @_backend_errors
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job: a queued/scheduled one never runs; a running one is stopped (async jobs are
