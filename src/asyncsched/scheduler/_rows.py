@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..exceptions import TaskNotFound
 from ..store.models import ScheduledTask
-from ._definition import task_trigger
+from ._definition import anchored_at_registration, task_trigger
 from ._index import signature
 
 __all__ = ["COLUMNS", "copy_task", "find_task", "upsert_tasks", "utc", "utc_or_none"]
@@ -60,6 +60,7 @@ def copy_task(task: ScheduledTask) -> ScheduledTask:
         updated_at=utc_or_none(task.updated_at),
         last_run_at=utc_or_none(task.last_run_at),
         next_run_at=utc_or_none(task.next_run_at),
+        anchor_at=utc_or_none(task.anchor_at),
     )
     for column in COLUMNS:
         setattr(clone, column, getattr(task, column))
@@ -89,13 +90,14 @@ async def upsert_tasks(
 ) -> tuple[list[ScheduledTask], list[str]]:
     """Create or update ``tasks`` (by id when set, else by agent and name) in the caller's transaction.
 
-    A task whose schedule signature changes gets ``next_run_at`` re-planned from ``now``. With
-    ``prune_source``, the agents' other tasks from that source are deleted. Returns detached copies of the
-    stored tasks and the ids deleted.
+    A task whose schedule signature changes gets ``next_run_at`` re-planned from ``now`` and, when its
+    interval counts from registration, ``anchor_at = now`` (the same definition registered again keeps
+    both). With ``prune_source``, the agents' other tasks from that source are deleted. Returns detached
+    copies of the stored tasks and the ids deleted.
     """
     stored: list[ScheduledTask] = []
     for task in tasks:
-        trigger = task_trigger(task)
+        task_trigger(task)  # invalid definitions fail before anything is written
         row = await session.get(ScheduledTask, task.id) if task.id else None
         if row is None:
             query = select(ScheduledTask).where(
@@ -118,7 +120,10 @@ async def upsert_tasks(
             if getattr(row, column) != value:
                 setattr(row, column, value)
         if old_sig != signature(row):
-            row.next_run_at = trigger.next_after(now) if row.enabled else None
+            # Ticks count from here: whole milliseconds, as the index stores them.
+            registered = now.replace(microsecond=now.microsecond // 1000 * 1000)
+            row.anchor_at = registered if anchored_at_registration(row) else None
+            row.next_run_at = task_trigger(row).next_after(now) if row.enabled else None
         await session.flush()
         stored.append(row)
     removed: list[str] = []

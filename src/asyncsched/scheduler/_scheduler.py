@@ -29,6 +29,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from .._misuse import async_api
 from .._redis import create_redis
 from ..config import Settings, get_settings
 from ..exceptions import DuplicateTask
@@ -87,8 +88,9 @@ class TaskScheduler:
             await scheduler.run()  # fire until cancelled (any number of replicas may do this)
 
     ``db`` is any object with ``.engine`` and ``.session()`` (``asyncsched.store.Database``); without it an
-    engine is made from ``settings.database_url``. Tables must exist (``asyncsched db upgrade`` or
-    ``Base.metadata.create_all``). ``queue`` is the ``TaskQueue`` runs go to (default: one on ``redis``).
+    engine is made from ``settings.database_url`` and migrated on first use (with ``db`` given, its
+    tables must exist: ``asyncsched db upgrade``, :func:`asyncsched.init_db` or ``Database.migrate``).
+    ``queue`` is the ``TaskQueue`` runs go to (default: one on ``redis``).
     Methods also work without ``async with``; resources open on first use and close in :meth:`aclose`.
     """
 
@@ -153,11 +155,11 @@ class TaskScheduler:
                 self._engine = self._db.engine
                 self._sessions = self._db.session
             else:
-                # Our own handle on the configured database: the embedded SQLite default is created and
-                # migrated on first use, as everywhere else (PostgreSQL needs `asyncsched db upgrade`).
+                # Our own handle on the configured database, created or migrated on first use as by every
+                # entry point (any dialect; concurrent first uses are serialised by the store).
                 from ..store import Database
 
-                owned = Database(settings=self.settings)
+                owned = Database(settings=self.settings, auto_migrate=True)
                 await owned.__aenter__()
                 self._owned_db = owned
                 self._engine = owned.engine
@@ -203,6 +205,7 @@ class TaskScheduler:
         return self._index
 
     # ------------------------------------------------------------------ definitions
+    @async_api("TaskScheduler")
     async def load_tasks_from_yaml(
         self, path: str | os.PathLike[str], agent_name: str | None = None, *, check_import: bool = True
     ) -> list[ScheduledTask]:
@@ -215,6 +218,7 @@ class TaskScheduler:
             load_tasks, path, agent_name or self.settings.agent, check_import=check_import
         )
 
+    @async_api("TaskScheduler")
     async def register_task(self, task: ScheduledTask | None = None, /, **definition: Any) -> ScheduledTask:
         """Create or update (by agent and name) one task; returns the stored task.
 
@@ -255,6 +259,7 @@ class TaskScheduler:
         await self.index.notify()
         return stored
 
+    @async_api("TaskScheduler")
     async def register_file(
         self, path: str | os.PathLike[str], agent_name: str | None = None, *, prune: bool = True
     ) -> list[ScheduledTask]:
@@ -273,11 +278,13 @@ class TaskScheduler:
             return
         await self.index.sync(task.id, signature(task), to_ms(utc(task.next_run_at)))
 
+    @async_api("TaskScheduler")
     async def get_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
         """One task by id, or by name (within ``agent_name`` when given). Raises :class:`TaskNotFound`."""
         async with self._session() as session:
             return copy_task(await find_task(session, id_or_name, agent_name))
 
+    @async_api("TaskScheduler")
     async def list_tasks(self, agent_name: str | None = None) -> list[ScheduledTask]:
         """Every task (of one agent), ordered by agent and name."""
         query = select(ScheduledTask).order_by(ScheduledTask.agent_name, ScheduledTask.name)
@@ -334,6 +341,7 @@ class TaskScheduler:
         await self.index.notify(task.id)
         return task
 
+    @async_api("TaskScheduler")
     async def unregister_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
         """Delete a task (by id or name); returns what was deleted. Raises :class:`TaskNotFound`."""
         async with self._session() as session, session.begin():
@@ -615,6 +623,11 @@ class TaskScheduler:
             asyncio.create_task(self._listen(), name="asyncsched-scheduler-listen"),
             asyncio.create_task(self._flusher(), name="asyncsched-scheduler-flush"),
         ]
+        if self.settings.rq_scheduler:  # rq-scheduler's jobs too (docs/scheduler.md, "rq-scheduler's jobs")
+            from ._rqscheduler import RQSchedulerBridge
+
+            bridge = RQSchedulerBridge(self._redis, self.settings, clock=self.clock)  # type: ignore[arg-type]
+            helpers.append(asyncio.create_task(bridge.run(), name="asyncsched-scheduler-rq-scheduler"))
         try:
             async with asyncio.timeout(30):
                 await self._listener_ready.wait()

@@ -17,8 +17,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..exceptions import DuplicateTask, JobNotFound, TaskDefinitionError, TaskNotFound
+from ..exceptions import DuplicateTask, InvalidJob, JobNotFound, TaskDefinitionError, TaskNotFound
 from ._live import event_to_dict, matches
+from ._rqscheduler import list_rq_scheduler_jobs
 from ._security import API_SOURCE, check_function, function_allowed
 from ._serialize import ApiJSON, execution_to_dict, job_to_dict, plain, task_to_dict, worker_to_dict
 from ._services import Services, _import
@@ -61,6 +62,8 @@ class Handlers:
     def __init__(self, services: Services) -> None:
         self.services = services
 
+    list_rq_scheduler_jobs = list_rq_scheduler_jobs  # GET /rq-scheduler/jobs (web/_rqscheduler.py)
+
     # -- tasks -------------------------------------------------------------------------------------
 
     async def _trusted_functions(self) -> set[str]:
@@ -69,11 +72,13 @@ class Handlers:
         return {t.function for t in tasks if getattr(t, "source", None) != API_SOURCE}
 
     async def _check_function(self, function: str) -> None:
+        """The one function rule (403 when not allowed, 422 naming ``function`` when it does not resolve)."""
         allow = self.services.settings.allowed_functions
-        if "*" in allow:
-            return
         trusted = set() if allow and function_allowed(function, allow) else await self._trusted_functions()
-        check_function(function, allow, trusted)
+        try:
+            check_function(function, allow, trusted)
+        except InvalidJob as exc:
+            raise ValidationFailed([error(("body", "function"), str(exc))]) from None
 
     def _validate_schedule(self, body: dict[str, Any]) -> list[FieldError]:
         errors: list[FieldError] = []

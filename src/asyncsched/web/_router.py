@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,9 +28,11 @@ from ..exceptions import (
     BackendUnavailable,
     DuplicateTask,
     FunctionNotAllowed,
+    RedisRefused,
     TaskDefinitionError,
     UnsupportedURL,
 )
+from ._compat import RouterBase
 from ._handlers import Conflict, Handlers, prefix_of, problems_to_errors
 from ._metrics import CONTENT_TYPE, RequestCounter, render_metrics
 from ._security import same_origin_ok, token_ok
@@ -86,8 +88,12 @@ class _TooLarge(Exception):
     pass
 
 
-class SchedulerRouter(Router):
-    """The API and dashboard as a Starlette ``Router`` (an ASGI app; mount it at any prefix)."""
+class SchedulerRouter(RouterBase):
+    """The API and dashboard as a Starlette ``Router`` (an ASGI app; mount it at any prefix).
+
+    With FastAPI installed it is also a FastAPI ``APIRouter`` (see ``_compat.py``), so
+    ``app.include_router(scheduler_router, prefix=..., tags=...)`` works on the same object.
+    """
 
     def __init__(self, services: Services | None = None) -> None:
         self.services = services if services is not None else Services()
@@ -168,7 +174,7 @@ class SchedulerRouter(Router):
                 log.exception("%s %s failed", request.method, request.url.path)
                 return _detail(500, "internal error (see the server log)")
             return _detail(404, str(exc).strip("'\"") or "not found")
-        except (BackendUnavailable, ComponentUnavailable, UnsupportedURL) as exc:
+        except (BackendUnavailable, ComponentUnavailable, UnsupportedURL, RedisRefused) as exc:
             log.warning("%s %s: unavailable: %s", request.method, request.url.path, exc)
             return _detail(503, str(exc))
         except _UNAVAILABLE as exc:
