@@ -203,9 +203,9 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "allowlist-prefix",
-        "web/_security.py",
-        'if module == prefix or module.startswith(prefix + "."):',
-        "if module.startswith(prefix):",
+        "queue/_functions.py",
+        'if ref.module == prefix or ref.module.startswith(prefix + "."):',
+        "if ref.module.startswith(prefix):",
         ["tests/web/test_validation.py"],
         "allow-list entry app.services also allows app.servicesx",
     ),
