@@ -7,6 +7,7 @@ With ``ASYNCSCHED_SCREENSHOTS=DIR`` the test also writes the screenshots used by
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -101,8 +102,16 @@ async def test_dashboard_operator_actions(served: tuple[Process, str], tmp_path:
         await page.wait_for("document.getElementById('job-message').textContent === 'requeued'")
         deadline = time.monotonic() + 60
         while api.get(f"/jobs/{ids[0]}").json()["attempt"] != 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
         assert api.get(f"/jobs/{ids[0]}").json()["attempt"] == 2
+        # The timeline lists both attempts from the history (each one failed).
+        attempts = "document.querySelectorAll('#job-timeline li[data-attempt]').length"
+        deadline = time.monotonic() + 60
+        while await page.evaluate(f"openJob({ids[0]!r}).then(() => {attempts})") != 2:
+            assert time.monotonic() < deadline, await page.evaluate(
+                "document.getElementById('job-timeline').innerText"
+            )
+            await asyncio.sleep(0.3)
         await page.evaluate(click("#job-close"))
 
         # Bulk delete: refused when the operator says no, done when they say yes.

@@ -128,7 +128,7 @@ async function loadHealth() {
 }
 
 async function loadQueues() {
-  const data = await api("/queues");
+  const data = await api("/queues?limit=500");
   fill("queues", data.items.map((q) => {
     const counts = Object.entries(q.counts).filter(([, n]) => n > 0).map(([s, n]) => s + " " + n).join(", ");
     const path = "/queues/" + encodeURIComponent(q.name);
@@ -146,7 +146,7 @@ async function loadQueues() {
 }
 
 async function loadWorkers() {
-  const data = await api("/workers");
+  const data = await api("/workers?limit=500");
   fill("workers", data.items.map((w) =>
     row([td(w.name, "mono"), td(w.state || ""), td((w.queues || []).join(", ")), td(when(w.last_heartbeat))])));
 }
@@ -165,7 +165,7 @@ function rqSchedulerRow(j) {
 }
 
 async function loadTasks() {
-  const [data, rq] = await Promise.all([api("/tasks"), api("/rq-scheduler/jobs").catch(() => ({ items: [] }))]);
+  const [data, rq] = await Promise.all([api("/tasks?limit=500"), api("/rq-scheduler/jobs").catch(() => ({ items: [] }))]);
   fill("tasks", data.items.map((t) => {
     const path = "/tasks/" + encodeURIComponent(t.id);
     const actions = td();
@@ -192,7 +192,7 @@ function historyQuery() {
   // The filter form's values as query parameters (datetime-local is the browser's local time).
   const params = new URLSearchParams({ limit: String(HISTORY_PAGE), offset: String(historyOffset) });
   const form = document.getElementById("history-filters");
-  for (const name of ["status", "agent", "task_id"]) {
+  for (const name of ["status", "agent_name", "task_id"]) {
     const value = form.elements[name].value.trim();
     if (value) params.set(name, value);
   }

@@ -88,7 +88,9 @@ async function openJob(id) {
     return;
   }
   currentJob = job;
-  const execution = await api("/executions/" + encodeURIComponent(id)).catch(() => null);
+  // Every attempt recorded in the history (one row per attempt), oldest first.
+  const history = await api("/executions?limit=100&job_id=" + encodeURIComponent(id)).catch(() => ({ items: [] }));
+  const attempts = (history.items || []).slice().sort((a, b) => a.attempt - b.attempt);
   document.getElementById("job-title").textContent = "Job " + job.id;
   const fields = document.getElementById("job-fields");
   fields.replaceChildren();
@@ -106,10 +108,16 @@ async function openJob(id) {
   const timeline = document.getElementById("job-timeline");
   const steps = [["created", job.created_at], ["enqueued", job.enqueued_at], ["started", job.started_at],
                  ["ended", job.ended_at]];
-  if (execution && execution.duration !== null && execution.duration !== undefined) {
-    steps.push(["recorded: " + execution.status + " after " + execution.duration.toFixed(3) + " s", execution.ended_at]);
+  for (const a of attempts) {
+    const took = a.duration === null || a.duration === undefined ? "" : " after " + a.duration.toFixed(3) + " s";
+    const item = "attempt " + a.attempt + ": " + a.status + took + (a.error ? " (" + a.error + ")" : "");
+    steps.push([item, a.ended_at || a.started_at || a.enqueued_at]);
   }
-  timeline.replaceChildren(...steps.filter(([, t]) => t).map(([name, t]) => el("li", name + ": " + when(t))));
+  timeline.replaceChildren(...steps.filter(([, t]) => t).map(([name, t]) => {
+    const li = el("li", name + ": " + when(t));
+    if (name.startsWith("attempt ")) li.dataset.attempt = name.split(" ")[1].replace(":", "");
+    return li;
+  }));
   document.getElementById("job-traceback").textContent = job.traceback || "(none)";
   document.getElementById("job-requeue").disabled = !["failed", "cancelled"].includes(job.status);
   document.getElementById("job-cancel").disabled = !["queued", "running", "scheduled", "deferred"].includes(job.status);
