@@ -18,7 +18,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import lifecycle_stream
-from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
 from .._redis.connection import Line
 from ..config import Settings, get_settings
@@ -265,7 +264,7 @@ class TaskQueue:
 
     def _enqueue_args(self, parts: list[_Part]) -> list[Any]:
         """The enqueue script's arguments: runs of jobs with the same header become one segment."""
-        out: list[Any] = [self.prefix, self.stream, LIFECYCLE_MAXLEN]
+        out: list[Any] = [self.prefix, self.stream, self.settings.lifecycle_maxlen]
         header: tuple[str, ...] | None = None
         count_at = 0
         for part_header, values in parts:
@@ -650,7 +649,7 @@ class TaskQueue:
         cancelled on the worker's loop; a sync job's thread runs on but its result is discarded).
         Returns ``False`` if the job had already ended. Raises :class:`JobNotFound`."""
         rc = await self._scripts.run(
-            "cancel", [self.prefix, job_id, int(time.time()), self.stream, LIFECYCLE_MAXLEN]
+            "cancel", [self.prefix, job_id, int(time.time()), self.stream, self.settings.lifecycle_maxlen]
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
@@ -661,7 +660,7 @@ class TaskQueue:
         """Put a failed (or stopped/cancelled) job back on its queue as a new attempt."""
         rc = await self._scripts.run(
             "requeue",
-            [self.prefix, job_id, int(time.time()), codec.fmt_ts(), self.stream, LIFECYCLE_MAXLEN],
+            [self.prefix, job_id, int(time.time()), codec.fmt_ts(), self.stream, self.settings.lifecycle_maxlen],
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")

@@ -26,7 +26,7 @@ __all__ = ["RequestCounter", "render_metrics"]
 
 log = logging.getLogger("asyncsched.web")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_STATUSES = ("scheduled", "deferred", "queued", "running", "success", "failed", "cancelled")
+_STATUSES = ("scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown")
 
 
 class RequestCounter:

@@ -20,7 +20,7 @@ FUNCTION_PATTERN = (
 )
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 """No control characters (ids, names and patterns in paths and queries)."""
-STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled"]
+STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown"]
 
 _name = {
     "type": "string",
