@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle
-from .models import EventMessage, ExecutionStatus, TaskExecution, _uuid, utcnow
+from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = ["STATUS_OF", "Batch", "Row", "decode_event", "text"]
 
@@ -42,18 +42,6 @@ STATUS_OF: Mapping[Lifecycle, ExecutionStatus] = {
 _KINDS: Mapping[bytes, tuple[int, str]] = {
     kind.value.encode(): (RANK[kind], STATUS_OF[kind].value) for kind in Lifecycle
 }
-_TEXT = {  # record field -> column (text)
-    b"agent_name": "agent_name",
-    b"task_name": "task_name",
-    b"function": "function",
-    b"queue": "queue",
-    b"worker": "worker_name",
-    b"scheduled_task_id": "scheduled_task_id",
-    b"result": "result",
-    b"error": "error",
-    b"traceback": "traceback",
-}
-_TIMES = {b"enqueued_at": "enqueued_at", b"started_at": "started_at", b"ended_at": "ended_at"}
 _TRACEBACK_CAP = 65_536
 
 
@@ -105,68 +93,76 @@ def epoch(value: float | None) -> datetime | None:
 
 
 class Row:
-    """One execution being merged inside a batch (times as float epoch seconds)."""
+    """One execution being merged inside a batch: raw record fields (bytes), merged by rank."""
 
-    __slots__ = ("attempt", "created", "job_id", "rank", "status", "values")
+    __slots__ = ("attempt", "first_seen", "job_id", "rank", "status", "values")
 
-    def __init__(self, job_id: str, attempt: int) -> None:
+    def __init__(self, job_id: str, attempt: int, first_seen: bytes | str) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self.rank = -1
         self.status = ExecutionStatus.QUEUED.value
-        self.values: dict[str, Any] = {}
-        self.created: float | None = None
+        self.values: dict[bytes, bytes] = {}
+        self.first_seen = first_seen  # id of its first entry in the batch (entries come in id order)
 
-    def apply(self, rank: int, status: str, fields: dict[bytes, bytes], seen_at: float) -> None:
-        """Merge one record (raw field -> value, ``kind``/``job_id``/``attempt`` already read)."""
-        wins = rank >= self.rank
-        if rank > self.rank:
-            self.rank, self.status = rank, status
-        values = self.values
-        earliest = seen_at
-        for raw_name, raw_value in fields.items():
-            column = _TEXT.get(raw_name)
-            if column is not None:
-                if wins or values.get(column) is None:
-                    values[column] = text(raw_value)
-                continue
-            column = _TIMES.get(raw_name)
-            if column is not None:
-                moment = float(raw_value)
-                if wins or values.get(column) is None:
-                    values[column] = moment
-                if column != "ended_at" and moment < earliest:
-                    earliest = moment
-        if self.created is None or earliest < self.created:
-            self.created = earliest
+    def apply(self, rank: int, status: str, fields: dict[bytes, bytes]) -> None:
+        """Merge one record's remaining fields (``kind``/``job_id``/``attempt`` already taken out)."""
+        if rank >= self.rank:
+            self.values.update(fields)  # equal or higher rank: its fields replace
+            if rank > self.rank:
+                self.rank, self.status = rank, status
+        else:
+            values = self.values  # lower rank: only fills what is missing
+            for name, value in fields.items():
+                if name not in values:
+                    values[name] = value
 
-    def sql_values(self, now: datetime) -> dict[str, Any]:
-        """The column values of this row for the upsert (clipped, typed)."""
+    def sql_values(self, now: float) -> dict[str, Any]:
+        """The column values of this row for the upsert (clipped; times as float epoch seconds)."""
         v = self.values
-        started, ended = v.get("started_at"), v.get("ended_at")
-        duration = max(0.0, ended - started) if started is not None and ended is not None else None
-        created = self.created
+        enqueued, started, ended = _float(v.get(b"enqueued_at")), _float(v.get(b"started_at")), _float(
+            v.get(b"ended_at")
+        )
+        created = _entry_seconds(self.first_seen)
+        if enqueued is not None and enqueued < created:
+            created = enqueued
+        if started is not None and started < created:
+            created = started
         return {
-            "id": _uuid(),
             "job_id": clip(self.job_id, _LIMITS["job_id"]),
             "attempt": self.attempt,
             "status": self.status,
-            "scheduled_task_id": clip(v.get("scheduled_task_id"), _LIMITS["scheduled_task_id"]),
-            "agent_name": clip(v.get("agent_name"), _LIMITS["agent_name"]),
-            "task_name": clip(v.get("task_name"), _LIMITS["task_name"]),
-            "function": clip(v.get("function"), _LIMITS["function"]),
-            "queue": clip(v.get("queue"), _LIMITS["queue"]) or "default",
-            "worker_name": clip(v.get("worker_name"), _LIMITS["worker_name"]),
-            "enqueued_at": epoch(v.get("enqueued_at")),
-            "started_at": epoch(started),
-            "ended_at": epoch(ended),
-            "duration": duration,
-            "result": result_json(v.get("result")),
-            "error": clip(v.get("error"), None),
-            "traceback": clip(v.get("traceback"), _TRACEBACK_CAP),
-            "created_at": epoch(created) if created is not None else now,
+            "scheduled_task_id": _column(v, b"scheduled_task_id", "scheduled_task_id"),
+            "agent_name": _column(v, b"agent_name", "agent_name"),
+            "task_name": _column(v, b"task_name", "task_name"),
+            "function": _column(v, b"function", "function"),
+            "queue": _column(v, b"queue", "queue") or "default",
+            "worker_name": _column(v, b"worker", "worker_name"),
+            "enqueued_at": enqueued,
+            "started_at": started,
+            "ended_at": ended,
+            "duration": max(0.0, ended - started) if started is not None and ended is not None else None,
+            "result": result_json(_str(v.get(b"result"))),
+            "error": _column(v, b"error", "error"),
+            "traceback": _column(v, b"traceback", "traceback"),
+            "created_at": created,
             "updated_at": now,
         }
+
+
+def _float(raw: bytes | None) -> float | None:
+    return None if raw is None else float(raw)
+
+
+def _str(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode(errors="replace")
+
+
+def _column(values: dict[bytes, bytes], field: bytes, column: str) -> str | None:
+    raw = values.get(field)
+    if raw is None:
+        return None
+    return clip(raw.decode(errors="replace"), _LIMITS[column])
 
 
 @dataclass
@@ -198,16 +194,16 @@ class Batch:
                     fields = {(k if isinstance(k, bytes) else k.encode()): _b(v) for k, v in raw.items()}
                 else:
                     it = iter(raw)
-                    fields = dict(zip(it, it, strict=True))
+                    fields = dict(zip(it, it))
                 rank, status = _KINDS[fields.pop(b"kind")]
-                job_id = text(fields.pop(b"job_id"))
+                job_id = fields.pop(b"job_id").decode(errors="replace")
                 raw_attempt = fields.pop(b"attempt", None)
                 attempt = int(raw_attempt) if raw_attempt is not None else 1
                 key = (job_id, attempt)
                 row = rows.get(key)
                 if row is None:
-                    row = rows[key] = Row(job_id, attempt)
-                row.apply(rank, status, fields, _entry_seconds(entry_id))
+                    row = rows[key] = Row(job_id, attempt, entry_id)
+                row.apply(rank, status, fields)
             except (KeyError, TypeError, ValueError) as exc:
                 log.error("skipping malformed lifecycle entry %s (%s): %r", text(entry_id), exc, raw)
 

@@ -6,8 +6,9 @@ One statement per batch and table, whatever the batch size:
   round trip and one plan for thousands of rows;
 * SQLite: ``INSERT ... VALUES (?, ...) ON CONFLICT DO UPDATE`` through the driver's ``executemany`` (C).
 
-Both are driver-level statements (no per-row ORM or type processing), so values are typed here: timestamps
-as aware datetimes (PostgreSQL) or SQLAlchemy's SQLite text form, results as JSON text. The conflict clause
+Both are driver-level statements (no per-row ORM or type processing), so values are typed here: times come
+as float epoch seconds and are sent as integer microseconds (PostgreSQL) or SQLAlchemy's SQLite text form,
+results as JSON text. The conflict clause
 is the merge rule of :mod:`asyncsched.store._history_rows` applied against the stored row, with one more
 status, ``unknown`` (set by the reconciler when a job's records were lost): it ranks above ``running`` and
 below the outcomes, so a late outcome still replaces it (and its reason), a late start does not.
@@ -18,8 +19,9 @@ key order, so concurrent batches lock shared rows in the same order and cannot d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -49,14 +51,15 @@ COLUMNS = (
     "queue", "worker_name", "enqueued_at", "started_at", "ended_at", "duration", "result", "error",
     "traceback", "created_at", "updated_at",
 )  # fmt: skip
+_SENT = COLUMNS[1:]  # every column but the id, which the database makes
 _MERGED = (
     "agent_name", "task_name", "function", "queue", "worker_name", "enqueued_at", "started_at",
     "ended_at", "duration", "result", "traceback",
 )  # fmt: skip
+_TIMES = ("enqueued_at", "started_at", "ended_at", "created_at", "updated_at")
 _PG_TYPES = {
-    "attempt": "int", "duration": "float8", "enqueued_at": "timestamptz", "started_at": "timestamptz",
-    "ended_at": "timestamptz", "created_at": "timestamptz", "updated_at": "timestamptz", "result": "text",
-    "error": "text", "traceback": "text",
+    "attempt": "int", "duration": "float8", "result": "text", "error": "text", "traceback": "text",
+    **dict.fromkeys(_TIMES, "int8"),  # epoch microseconds: exact, and cheaper to send than timestamps
 }  # fmt: skip
 
 
@@ -88,24 +91,33 @@ def _set_clause(old: str) -> str:
 
 
 def _pg_upsert() -> str:
-    casts = ", ".join(f"${i + 1}::{_PG_TYPES.get(c, 'varchar')}[]" for i, c in enumerate(COLUMNS))
-    select = ", ".join(
-        f"(SELECT s.id FROM {TASKS} s WHERE s.id = u.{c})"
-        if c == "scheduled_task_id"
-        else ("u.result::json" if c == "result" else f"u.{c}")
-        for c in COLUMNS
-    )
+    casts = ", ".join(f"${i + 1}::{_PG_TYPES.get(c, 'varchar')}[]" for i, c in enumerate(_SENT))
+    def column(c: str) -> str:
+        if c == "scheduled_task_id":
+            return f"(SELECT s.id FROM {TASKS} s WHERE s.id = u.{c})"
+        if c == "result":
+            return "u.result::json"
+        if c in _TIMES:
+            return f"'epoch'::timestamptz + u.{c} * interval '1 microsecond'"
+        if c == "id":  # made by the database: one array less to build and send
+            return "replace(gen_random_uuid()::text, '-', '')"
+        return f"u.{c}"
+
+    select = ", ".join(column(c) for c in COLUMNS)
     return (
         f"INSERT INTO {EXEC} AS t ({', '.join(COLUMNS)}) SELECT {select} "
-        f"FROM unnest({casts}) AS u({', '.join(COLUMNS)}) "
+        f"FROM unnest({casts}) AS u({', '.join(_SENT)}) "
         f"ON CONFLICT (job_id, attempt) DO UPDATE SET {_set_clause('t')}"
     )
 
 
 def _sqlite_upsert() -> str:
-    marks = ", ".join(
-        f"(SELECT id FROM {TASKS} WHERE id = ?)" if c == "scheduled_task_id" else "?" for c in COLUMNS
-    )
+    def mark(c: str) -> str:
+        if c == "scheduled_task_id":
+            return f"(SELECT id FROM {TASKS} WHERE id = ?)"
+        return "lower(hex(randomblob(16)))" if c == "id" else "?"
+
+    marks = ", ".join(mark(c) for c in COLUMNS)
     return (
         f"INSERT INTO {EXEC} ({', '.join(COLUMNS)}) VALUES ({marks}) "
         f"ON CONFLICT (job_id, attempt) DO UPDATE SET {_set_clause(EXEC)}"
@@ -116,12 +128,24 @@ _PG_UPSERT = _pg_upsert()
 _SQLITE_UPSERT = _sqlite_upsert()
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
+def _micros(value: float | None) -> int | None:
+    """Epoch seconds as integer microseconds, rounded exactly as ``datetime.fromtimestamp`` rounds."""
+    if value is None:
+        return None
+    whole = math.floor(value)
+    return whole * 1_000_000 + round((value - whole) * 1e6)
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _sqlite_time(value: float | None) -> str | None:
     # SQLAlchemy's SQLite DateTime text form, naive UTC (what UTCDateTime stores and reads back)
-    return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    micros = _micros(value)
+    return None if micros is None else (_EPOCH + timedelta(microseconds=micros)).isoformat(" ", "microseconds")
 
 
-_SQLITE_TIMES = frozenset({"enqueued_at", "started_at", "ended_at", "created_at", "updated_at"})
+_TIME_SET = frozenset(_TIMES)
 
 
 async def upsert_executions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -130,14 +154,14 @@ async def upsert_executions(conn: AsyncConnection, rows: Sequence[dict[str, Any]
         return
     ordered = sorted(rows, key=lambda r: (r["job_id"], r["attempt"]))
     if conn.dialect.name == "postgresql":
-        arrays = tuple([r[c] for r in ordered] for c in COLUMNS)
+        arrays = tuple(
+            [_micros(r[c]) for r in ordered] if c in _TIME_SET else [r[c] for r in ordered] for c in _SENT
+        )
         await conn.exec_driver_sql(_PG_UPSERT, arrays)
     else:
-        params = [
-            tuple(_sqlite_time(r[c]) if c in _SQLITE_TIMES else r[c] for c in COLUMNS) for r in ordered
-        ]
+        params = [tuple(_sqlite_time(r[c]) if c in _TIME_SET else r[c] for c in _SENT) for r in ordered]
         await conn.exec_driver_sql(_SQLITE_UPSERT, params)
-    await fix_durations(conn, [r for r in ordered if r["duration"] is None and (r["ended_at"] or r["started_at"])])
+    await fix_durations(conn, [r for r in ordered if r["ended_at"] is not None and r["started_at"] is None])
 
 
 async def fix_durations(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -176,22 +200,25 @@ async def insert_events(conn: AsyncConnection, events: Sequence[dict[str, Any]])
 async def mark_unknown(
     conn: AsyncConnection, keys: Sequence[tuple[str, int, str]], now: datetime, statuses: Sequence[str]
 ) -> int:
-    """Set ``unknown`` with a reason on the rows ``(job_id, attempt, reason)`` still in ``statuses``."""
-    if not keys:
-        return 0
-    from sqlalchemy import bindparam, update
+    """Set ``unknown`` with a reason on the rows ``(job_id, attempt, reason)`` still in ``statuses``;
+    returns how many rows changed (one statement per distinct reason)."""
+    from sqlalchemy import tuple_, update
 
     table: Any = TaskExecution.__table__
-    stmt = (
-        update(table)
-        .where(
-            table.c.job_id == bindparam("b_job"),
-            table.c.attempt == bindparam("b_attempt"),
-            table.c.status.in_(list(statuses)),
-        )
-        .values(status=ExecutionStatus.UNKNOWN.value, error=bindparam("b_reason"), updated_at=now)
-    )
-    result = await conn.execute(
-        stmt, [{"b_job": job, "b_attempt": attempt, "b_reason": reason} for job, attempt, reason in keys]
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    by_reason: dict[str, list[tuple[str, int]]] = {}
+    for job, attempt, reason in keys:
+        by_reason.setdefault(reason, []).append((job, attempt))
+    changed = 0
+    for reason, pairs in by_reason.items():
+        for start in range(0, len(pairs), 500):
+            stmt = (
+                update(table)
+                .where(
+                    tuple_(table.c.job_id, table.c.attempt).in_(pairs[start : start + 500]),
+                    table.c.status.in_(list(statuses)),
+                )
+                .values(status=ExecutionStatus.UNKNOWN.value, error=reason, updated_at=now)
+            )
+            result = await conn.execute(stmt)
+            changed += max(0, int(getattr(result, "rowcount", 0) or 0))
+    return changed

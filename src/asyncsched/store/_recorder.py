@@ -341,7 +341,7 @@ class Recorder:
         return total
 
     async def _commit(self, batch: Batch) -> int:
-        now = utcnow()
+        now = time.time()
         rows = [row.sql_values(now) for row in batch.executions.values()]
         events = list(batch.events.values())
         if rows or events:
