@@ -153,8 +153,10 @@ def _joblog(log: str, n: int) -> tuple[float, float, bool]:
 def _wait_log(log: str, n: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if os.path.exists(log) and sum(1 for _ in open(log)) >= n:
-            return
+        if os.path.exists(log):
+            with open(log) as fh:
+                if sum(1 for _ in fh) >= n:
+                    return
         time.sleep(0.2)
     raise TimeoutError(f"the worker did not run {n} jobs in {timeout}s")
 

@@ -125,7 +125,14 @@ class Settings:
             raise ConfigurationError(
                 f"serializer must be 'json' or 'pickle', got {self.serializer!r} (ASYNCSCHED_SERIALIZER)"
             )
-        for name in ("concurrency", "threads", "job_timeout", "port", "event_stream_maxlen", "lifecycle_maxlen"):
+        for name in (
+            "concurrency",
+            "threads",
+            "job_timeout",
+            "port",
+            "event_stream_maxlen",
+            "lifecycle_maxlen",
+        ):
             if getattr(self, name) <= 0 and not (name == "job_timeout" and self.job_timeout == -1):
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
         if self.env is not None and self.env.lower() not in _ENVS:

@@ -65,5 +65,6 @@ async def test_outcome_of_a_job_whose_hash_vanished_is_recorded(
     rec = done[0]
     assert (rec.attempt, rec.agent_name, rec.task_name, rec.worker) == (1, "ag", "tk", worker.name)
     assert rec.function == "tests.jobs.async_sleep"
-    assert rec.started_at is not None and rec.ended_at is not None
+    assert rec.started_at is not None
+    assert rec.ended_at is not None
     assert not await redis.exists(f"rq:job:{job_id}")  # nothing recreated in Redis

@@ -46,6 +46,9 @@ async def _serve(settings: Settings, duration: float | None, *, history: bool, e
     redis = create_redis(settings.redis_url)
     try:
         await check_redis(redis, settings.redis_url)
+        from .._redis._durability import warn_if_redis_may_lose_data
+
+        await warn_if_redis_may_lose_data(redis, settings, "scheduler")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -660,7 +660,14 @@ class TaskQueue:
         """Put a failed (or stopped/cancelled) job back on its queue as a new attempt."""
         rc = await self._scripts.run(
             "requeue",
-            [self.prefix, job_id, int(time.time()), codec.fmt_ts(), self.stream, self.settings.lifecycle_maxlen],
+            [
+                self.prefix,
+                job_id,
+                int(time.time()),
+                codec.fmt_ts(),
+                self.stream,
+                self.settings.lifecycle_maxlen,
+            ],
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")

@@ -27,7 +27,10 @@ from redis.exceptions import ResponseError
 from .. import _keys
 from ._history_rows import text
 
-__all__ = ["HistoryLoss", "LossLog", "StreamAccount", "history_loss"]
+__all__ = ["DEGRADED_FOR", "HistoryLoss", "LossLog", "StreamAccount", "history_loss"]
+
+DEGRADED_FOR = 3600.0
+"""Seconds after the latest loss of history during which ``/health`` reports ``degraded``."""
 
 log = logging.getLogger("asyncsched.store.recorder")
 
@@ -75,8 +78,8 @@ class StreamAccount:
         """Add ``n`` entries that were read but trimmed before they were recorded to the ledger."""
         if n > 0:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.hincrby(self.ledger, "lost", n)
-            pipe.hset(self.ledger, "last_loss_at", int(time.time() * 1000))
+            pipe.hincrby(self.ledger, "lost", n)  # type: ignore[unused-awaitable]
+            pipe.hset(self.ledger, "last_loss_at", int(time.time() * 1000))  # type: ignore[unused-awaitable]
             await pipe.execute()
 
     async def trim(self) -> int:
@@ -86,9 +89,9 @@ class StreamAccount:
     async def backlog(self) -> int:
         """Entries not yet recorded: pending in the group plus unread (lost ones not counted)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xinfo_stream(self.stream)
-        pipe.xinfo_groups(self.stream)
-        pipe.hget(self.ledger, "position")
+        pipe.xinfo_stream(self.stream)  # type: ignore[unused-awaitable]
+        pipe.xinfo_groups(self.stream)  # type: ignore[unused-awaitable]
+        pipe.hget(self.ledger, "position")  # type: ignore[unused-awaitable]
         try:
             info, groups, position = await pipe.execute()
         except ResponseError:  # no stream yet

@@ -120,8 +120,10 @@ class Row:
     def sql_values(self, now: float) -> dict[str, Any]:
         """The column values of this row for the upsert (clipped; times as float epoch seconds)."""
         v = self.values
-        enqueued, started, ended = _float(v.get(b"enqueued_at")), _float(v.get(b"started_at")), _float(
-            v.get(b"ended_at")
+        enqueued, started, ended = (
+            _float(v.get(b"enqueued_at")),
+            _float(v.get(b"started_at")),
+            _float(v.get(b"ended_at")),
         )
         created = _entry_seconds(self.first_seen)
         if enqueued is not None and enqueued < created:
@@ -194,7 +196,7 @@ class Batch:
                     fields = {(k if isinstance(k, bytes) else k.encode()): _b(v) for k, v in raw.items()}
                 else:
                     it = iter(raw)
-                    fields = dict(zip(it, it))
+                    fields = dict(zip(it, it, strict=False))
                 rank, status = _KINDS[fields.pop(b"kind")]
                 job_id = fields.pop(b"job_id").decode(errors="replace")
                 raw_attempt = fields.pop(b"attempt", None)

@@ -80,18 +80,20 @@ def _set_clause(old: str) -> str:
         f"scheduled_task_id = COALESCE({old}.scheduled_task_id, excluded.scheduled_task_id)",
         # the reason of an 'unknown' row goes when a real outcome arrives
         f"error = CASE WHEN {old}.status = 'unknown' AND {new_rank} > {old_rank} THEN excluded.error "
-        f"WHEN {wins} THEN COALESCE(excluded.error, {old}.error) ELSE COALESCE({old}.error, excluded.error) END",
+        f"WHEN {wins} THEN COALESCE(excluded.error, {old}.error) "
+        f"ELSE COALESCE({old}.error, excluded.error) END",
     ]
-    for name in _MERGED:
-        sets.append(
-            f"{name} = CASE WHEN {wins} THEN COALESCE(excluded.{name}, {old}.{name}) "
-            f"ELSE COALESCE({old}.{name}, excluded.{name}) END"
-        )
+    sets.extend(
+        f"{name} = CASE WHEN {wins} THEN COALESCE(excluded.{name}, {old}.{name}) "
+        f"ELSE COALESCE({old}.{name}, excluded.{name}) END"
+        for name in _MERGED
+    )
     return ", ".join(sets)
 
 
 def _pg_upsert() -> str:
     casts = ", ".join(f"${i + 1}::{_PG_TYPES.get(c, 'varchar')}[]" for i, c in enumerate(_SENT))
+
     def column(c: str) -> str:
         if c == "scheduled_task_id":
             return f"(SELECT s.id FROM {TASKS} s WHERE s.id = u.{c})"
@@ -142,7 +144,9 @@ _EPOCH = datetime(1970, 1, 1)
 def _sqlite_time(value: float | None) -> str | None:
     # SQLAlchemy's SQLite DateTime text form, naive UTC (what UTCDateTime stores and reads back)
     micros = _micros(value)
-    return None if micros is None else (_EPOCH + timedelta(microseconds=micros)).isoformat(" ", "microseconds")
+    return (
+        None if micros is None else (_EPOCH + timedelta(microseconds=micros)).isoformat(" ", "microseconds")
+    )
 
 
 _TIME_SET = frozenset(_TIMES)
@@ -194,7 +198,9 @@ async def insert_events(conn: AsyncConnection, events: Sequence[dict[str, Any]])
 
     table: Any = EventMessage.__table__
     dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    await conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=[table.c.id]), list(events))
+    await conn.execute(
+        dialect.insert(table).on_conflict_do_nothing(index_elements=[table.c.id]), list(events)
+    )
 
 
 async def mark_unknown(

@@ -121,8 +121,8 @@ class Reconciler:
     async def _inspect(self, rows: list[Any]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:
-            pipe.hmget(self.keys.job(row.job_id), ["status", "asyncsched_attempt"])
-        pipe.xinfo_stream(self.stream)
+            pipe.hmget(self.keys.job(row.job_id), ["status", "asyncsched_attempt"])  # type: ignore[unused-awaitable]
+        pipe.xinfo_stream(self.stream)  # type: ignore[unused-awaitable]
         replies = await pipe.execute(raise_on_error=False)
         info = replies[-1]
         seen = "0-0" if isinstance(info, ResponseError) else text(info["last-generated-id"])

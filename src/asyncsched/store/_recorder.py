@@ -241,7 +241,8 @@ class Recorder:
     async def _read_pending(self) -> Batch | None:
         """This consumer's pending entries (a failed batch, a restart, claimed ones), from a cursor."""
         assert self._pending is not None
-        reply = await self.redis.xreadgroup(GROUP, self.consumer, self._pending, count=self.batch_size)
+        streams: Any = dict(self._pending)
+        reply = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self.batch_size)
         batch = Batch()
         for stream, entries in _items(reply):
             if entries:
@@ -261,7 +262,9 @@ class Recorder:
             self._last_id = text(entries[-1][0])
             batch.add_lifecycle(self.lifecycle_stream, entries)
         if len(self.streams) > 1:
-            reply = await self.redis.xreadgroup(GROUP, self.consumer, {self.event_stream: ">"}, count=self.batch_size)
+            reply = await self.redis.xreadgroup(
+                GROUP, self.consumer, {self.event_stream: ">"}, count=self.batch_size
+            )
             for stream, events in _items(reply):
                 batch.add_events(stream, events)
         return batch if batch.size else None
@@ -349,7 +352,7 @@ class Recorder:
         pipe = self.redis.pipeline(transaction=False)
         for stream, ids in batch.ack.items():
             if ids:
-                pipe.xack(stream, GROUP, *ids)
+                pipe.xack(stream, GROUP, *ids)  # type: ignore[unused-awaitable]
         await pipe.execute()
         if batch.trimmed:
             await self.account.count_lost(batch.trimmed)
@@ -469,7 +472,9 @@ async def _settle(
     """Wait for one (or ``all_``) of the writes in flight; add up what they handled, keep the first error."""
     if not inflight:
         return total, error
-    done, _ = await asyncio.wait(inflight, return_when=asyncio.ALL_COMPLETED if all_ else asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        inflight, return_when=asyncio.ALL_COMPLETED if all_ else asyncio.FIRST_COMPLETED
+    )
     for task in done:
         inflight.discard(task)
         if task.cancelled():

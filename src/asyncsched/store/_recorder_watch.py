@@ -146,4 +146,3 @@ class Watch:
                 result.events,
                 retention,
             )
-

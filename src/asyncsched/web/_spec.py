@@ -223,9 +223,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Health": {
         "type": "object",
         "properties": {
-            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
             "redis": {"type": "string"},
             "database": {"type": "string"},
+            "history": {
+                "type": "string",
+                "description": "Present when history was lost in the last hour (status degraded).",
+            },
         },
     },
     "ValidationError": {

@@ -443,7 +443,13 @@ class Worker:
 
     async def _finish(self, batch: list[Outcome]) -> None:
         now = time.time()
-        args: list[Any] = [self.prefix, self.name, self.stream, self.settings.lifecycle_maxlen, codec.fmt_ts()]
+        args: list[Any] = [
+            self.prefix,
+            self.name,
+            self.stream,
+            self.settings.lifecycle_maxlen,
+            codec.fmt_ts(),
+        ]
         args += [repr(now), _FINISH_FIELDS, len(batch)]
         for o in batch:
             j = o.job
