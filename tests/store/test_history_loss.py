@@ -29,7 +29,9 @@ def _recorder(redis: aioredis.Redis, db: Database, **options: Any) -> Recorder:
     return Recorder(redis, db=db, settings=Settings(), **options)
 
 
-async def test_trimming_keeps_what_any_group_has_not_acknowledged(redis: aioredis.Redis, db: Database) -> None:
+async def test_trimming_keeps_what_any_group_has_not_acknowledged(
+    redis: aioredis.Redis, db: Database
+) -> None:
     rec = _recorder(redis, db)
     await rec.flush()  # creates the recorder's group
     await redis.xgroup_create(STREAM, "events", id="0")
@@ -140,7 +142,9 @@ async def test_open_executions_of_lost_records_end_unknown(redis: aioredis.Redis
     assert ended.error is not None
     assert "Redis says the job is finished" in ended.error
     assert (await repo.counts())["unknown"] == 2
-    await emit(redis, LifecycleRecord(Lifecycle.SUCCESS, "ended", "default", started_at=1.0e9, ended_at=1.0e9 + 2))
+    await emit(
+        redis, LifecycleRecord(Lifecycle.SUCCESS, "ended", "default", started_at=1.0e9, ended_at=1.0e9 + 2)
+    )
     await emit(redis, LifecycleRecord(Lifecycle.STARTED, "gone", "default", started_at=1.0e9))
     await rec.flush()
     ended, gone = await repo.get("ended"), await repo.get("gone")
@@ -156,7 +160,9 @@ async def test_reconciler_waits_for_records_not_yet_recorded(redis: aioredis.Red
     await emit(redis, LifecycleRecord(Lifecycle.STARTED, "slow", "default", started_at=1.0e9))
     await rec.flush()
     await redis.hset("rq:job:slow", mapping={"status": "finished"})
-    await emit(redis, LifecycleRecord(Lifecycle.SUCCESS, "slow", "default", started_at=1.0e9, ended_at=1.0e9 + 1))
+    await emit(
+        redis, LifecycleRecord(Lifecycle.SUCCESS, "slow", "default", started_at=1.0e9, ended_at=1.0e9 + 1)
+    )
     assert await rec.reconciler.run_once() == 0  # seen ended, but its record is unread
     assert await rec.reconciler.run_once() == 0  # still unread: nothing marked
     await rec.flush()
@@ -175,7 +181,9 @@ async def test_health_is_degraded_and_metrics_count_the_loss(redis_url: str, tmp
             transport = httpx.ASGITransport(app=create_app(services))
             async with httpx.AsyncClient(transport=transport, base_url="http://t/api/scheduler") as http:
                 assert (await http.get("/health")).json()["status"] == "ok"
-                await client.hset(_keys.lifecycle_ledger("rq"), mapping={"lost": 7, "last_loss_at": _now_ms()})
+                await client.hset(
+                    _keys.lifecycle_ledger("rq"), mapping={"lost": 7, "last_loss_at": _now_ms()}
+                )
                 health = (await http.get("/health")).json()
                 assert health["status"] == "degraded"
                 assert "lost 7 lifecycle records" in health["history"]

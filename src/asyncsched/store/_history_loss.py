@@ -71,7 +71,7 @@ class StreamAccount:
         span = None
         if lost:
             until = _ms(first) if first else int(time.time() * 1000)
-            span = (_ms(last), until)
+            span = (_ms(last) or until, until)  # nothing read before: only the end is known
         return lost, span, list(entries or [])
 
     async def count_lost(self, n: int) -> None:
@@ -172,7 +172,7 @@ class LossLog:
         span = ""
         if self._span is not None:
             start, end = (datetime.fromtimestamp(ms / 1000, UTC).isoformat() for ms in self._span)
-            span = f", written between {start} and {end}"
+            span = f", written between {start} and {end}" if start != end else f", written by {end}"
         log.error(
             "history lost: %d lifecycle records were dropped before the Recorder read them%s "
             "(%d lost since this Recorder started). Their executions are marked 'unknown' once the "
