@@ -32,7 +32,7 @@ Environment variable           Default                         Meaning
 ``ASYNCSCHED_LIFECYCLE_MAXLEN`` ``1000000``                 Hard bound of the job lifecycle stream
                                                                (history and task.* events buffer): only
                                                                reached when no Recorder keeps up (a long
-                                                               database outage); ~250 bytes of Redis
+                                                               database outage); 130-250 bytes of Redis
                                                                memory per record; records dropped past it
                                                                are counted and reported
 ``ASYNCSCHED_ENV``             (none)                          ``production`` makes start-up warn about a
