@@ -12,21 +12,17 @@ It reads two Redis streams with the consumer group ``recorder``:
 statement per table (:mod:`~asyncsched.store._history_sql`). Up to ``in_flight`` batches are written
 concurrently while the next ones are read and merged; each is acknowledged (XACK) only after its commit.
 
-**Failures.** If the database fails, nothing is acknowledged: the entries stay pending in Redis, the
-Recorder backs off (exponentially, capped at ``max_backoff``) and retries them until the database answers.
-The writes are idempotent merges, so an entry written twice changes nothing. A batch that keeps failing
-while the database answers holds a row the database refuses: rows are then written one by one and only
-the refused one is dropped (logged). The outage is logged once, and its end once, after a real commit.
+**Failures.** If the database fails, nothing is acknowledged: the entries stay pending in Redis and are
+retried with back-off (capped at ``max_backoff``); merges are idempotent, so nothing is duplicated. A row
+the database refuses is dropped alone (:mod:`~asyncsched.store._recorder_write`). The outage is logged
+once, and its end once, after a real commit.
 
 **Loss.** The stream is trimmed only below what every consumer group acknowledged (``trim_interval``).
 The producers' hard bound ``ASYNCSCHED_LIFECYCLE_MAXLEN`` may still drop records during a long outage:
 those are counted exactly (:mod:`~asyncsched.store._history_loss`), logged once per
 ``loss_log_interval``, and their executions marked ``unknown`` (:mod:`~asyncsched.store._reconcile`).
 
-Merge rule (the same in Python inside a batch and in SQL against the stored row): the status moves only
-to a strictly higher rank; other fields from a record of higher or equal rank replace stored ones, from a
-lower rank they only fill what is missing; ``created_at`` keeps the earliest time; ``duration`` is
-``ended_at - started_at``.
+The merge rule (Python inside a batch, SQL against the stored row) is in :mod:`._history_rows`.
 """
 
 from __future__ import annotations
@@ -42,9 +38,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
-from sqlalchemy import insert
-from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _keys
 from .._redis import create_redis
@@ -52,10 +45,9 @@ from ..config import Settings, get_settings
 from ._database import Database
 from ._history_loss import LossLog, StreamAccount
 from ._history_rows import STATUS_OF, Batch, decode_event, text
-from ._history_sql import insert_events, upsert_executions
 from ._reconcile import Reconciler
 from ._recorder_watch import Watch
-from .models import EventMessage, TaskExecution, _uuid, utcnow
+from ._recorder_write import BatchWriter
 
 __all__ = ["GROUP", "STATUS_OF", "Recorder", "decode_event"]
 
@@ -64,11 +56,10 @@ log = logging.getLogger("asyncsched.store.recorder")
 GROUP = "recorder"
 """Consumer group of the Recorder on both streams."""
 
-_POISON_AFTER = 3  # failures of one batch, with the database answering, before rows are tried one by one
 _ROUND = 64  # batches per round of the background loop (flush() may run between rounds)
 
 
-class Recorder:
+class Recorder(BatchWriter):
     """Writes execution history and the event log to SQL from Redis streams, in batches (async CM).
 
     ``async with Recorder(redis, db=db):`` runs the loop in a task until the block exits; leaving it
@@ -362,83 +353,6 @@ class Recorder:
             log.info("recorder writes again; the pending history is recorded")
             self._failing = False
         return len(batch)
-
-    # ------------------------------------------------------------------ SQL
-
-    async def _write(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
-        try:
-            async with self.db.engine.begin() as conn:
-                await self._upsert(conn, rows)
-                await insert_events(conn, events)
-        except (IntegrityError, DataError) as exc:
-            self.failures += 1
-            log.error("history batch refused (%s); writing it row by row", exc)
-            await self._isolate(rows, events)
-        except Exception:
-            # Usually an outage: raise, keep the entries pending, retry. But if the same batch keeps
-            # failing while the database answers, one row in it is refused: find it and drop it alone.
-            self.failures += 1
-            self._batch_failures += 1
-            if self._batch_failures < _POISON_AFTER or not await self._database_answers():
-                raise
-            log.error(
-                "history batch failed %d times while the database answers; writing row by row",
-                self._batch_failures,
-            )
-            await self._isolate(rows, events)
-        self._batch_failures = 0
-
-    async def _upsert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        await upsert_executions(conn, rows)
-
-    async def _database_answers(self) -> bool:
-        """Whether the database accepts an ordinary write to both tables (probe rows, rolled back).
-
-        Tells a refused row apart from a refused batch: a database that is down, read-only, full, or
-        lacks the tables (not migrated) fails the probe too, so nothing is dropped for those.
-        """
-        now = utcnow()
-        try:
-            async with self.db.engine.connect() as conn:
-                trans = await conn.begin()
-                try:
-                    await conn.execute(
-                        insert(TaskExecution).values(
-                            id=_uuid(), job_id=f"probe-{_uuid()}", queue="probe", status="queued",
-                            attempt=1, created_at=now, updated_at=now,
-                        )
-                    )  # fmt: skip
-                    await conn.execute(
-                        insert(EventMessage).values(
-                            id=_uuid(), event_type="probe", source_agent="probe", payload={}, created_at=now
-                        )
-                    )
-                finally:
-                    await trans.rollback()
-        except Exception:
-            return False
-        return True
-
-    async def _isolate(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
-        """Write one row per transaction; drop (and log) the rows refused while the database answers."""
-        for row in rows:
-            try:
-                async with self.db.engine.begin() as conn:
-                    await self._upsert(conn, [row])
-            except Exception as exc:
-                if not await self._database_answers():
-                    raise  # an outage after all: everything stays pending (rewriting is idempotent)
-                log.error(
-                    "dropping execution %s#%s the database refuses: %s", row["job_id"], row["attempt"], exc
-                )
-        for event in events:
-            try:
-                async with self.db.engine.begin() as conn:
-                    await insert_events(conn, [event])
-            except Exception as exc:
-                if not await self._database_answers():
-                    raise
-                log.error("dropping event %s the database refuses: %s", event["id"], exc)
 
     # ------------------------------------------------------------------ health
 
