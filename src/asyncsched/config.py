@@ -41,6 +41,7 @@ Environment variable           Default                         Meaning
 ``ASYNCSCHED_EVENT_LOG``      ``false``                       Every event bus of the process also logs
                                                                what it publishes for the EventMessage table
 ``ASYNCSCHED_LOG_LEVEL``       ``INFO``                        Logging level
+``ASYNCSCHED_RQ_SCHEDULER``   ``true``                        Schedulers also fire rq-scheduler's jobs
 =============================  ==============================  ==========================================
 """
 
@@ -89,6 +90,7 @@ _ENV_VARS: Mapping[str, str] = {
     "ASYNCSCHED_LIFECYCLE_MAXLEN": "lifecycle_maxlen",
     "ASYNCSCHED_ENV": "env",
     "ASYNCSCHED_LOG_LEVEL": "log_level",
+    "ASYNCSCHED_RQ_SCHEDULER": "rq_scheduler",
 }
 """Environment variable -> settings field. ``ASYNCSCHED_KEY_PREFIX`` wins over RQ's ``RQ_KEY_PREFIX``."""
 
@@ -119,6 +121,7 @@ class Settings:
     lifecycle_maxlen: int = 1_000_000
     env: str | None = None
     log_level: str = "INFO"
+    rq_scheduler: bool = True
 
     def __post_init__(self) -> None:
         if self.serializer not in ("json", "pickle"):
