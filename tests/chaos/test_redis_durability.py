@@ -72,3 +72,23 @@ async def test_worker_process_warns_at_start(own_redis: RedisServer, tmp_path: P
     finally:
         proc.stop()
     assert proc.log().count("production Redis may lose data: persistence is off") == 1
+
+
+async def test_info_reports_lost_history(own_redis: RedisServer, tmp_path: Path) -> None:
+    from asyncsched import _keys
+
+    client = create_redis(own_redis.url)
+    try:
+        await client.hset(
+            _keys.lifecycle_ledger("rq"), mapping={"lost": 12, "last_loss_at": 1_800_000_000_000}
+        )
+    finally:
+        await client.aclose()
+    log = tmp_path / "info.log"
+    db = f"sqlite+aiosqlite:///{tmp_path}/info.db"
+    proc = procs.Proc(["--redis-url", own_redis.url, "--database-url", db, "info"], log)
+    try:
+        assert await asyncio.to_thread(proc.wait, 60) == 0, proc.log()
+    finally:
+        proc.stop()
+    assert "history:  12 lifecycle records lost (latest loss at 2027-01-15T08:00:00+00:00)" in proc.log()
