@@ -43,6 +43,7 @@ _KINDS: Mapping[bytes, tuple[int, str]] = {
     kind.value.encode(): (RANK[kind], STATUS_OF[kind].value) for kind in Lifecycle
 }
 _TRACEBACK_CAP = 65_536
+_TIME_FIELDS = (b"enqueued_at", b"started_at", b"ended_at")
 
 
 def text(value: bytes | str) -> str:
@@ -152,7 +153,7 @@ class Row:
         }
 
 
-def _float(raw: bytes | None) -> float | None:
+def _float(raw: Any) -> float | None:
     return None if raw is None else float(raw)
 
 
@@ -201,6 +202,10 @@ class Batch:
                 job_id = fields.pop(b"job_id").decode(errors="replace")
                 raw_attempt = fields.pop(b"attempt", None)
                 attempt = int(raw_attempt) if raw_attempt is not None else 1
+                for name in _TIME_FIELDS:  # checked here: a bad value skips its record, not the batch
+                    raw_time = fields.get(name)
+                    if raw_time is not None:
+                        fields[name] = float(raw_time)  # type: ignore[assignment]
                 key = (job_id, attempt)
                 row = rows.get(key)
                 if row is None:
