@@ -174,7 +174,7 @@ def _fresh(server: Any, pg: Any, kind: str, tmp: str, tag: str) -> str:
     """Empty Redis and a new migrated database; returns its URL."""
     import redis
 
-    redis.Redis.from_url(server.url).flushall()
+    redis.Redis.from_url(server.url, socket_timeout=600).flushall(asynchronous=True)
     if kind == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp}/{tag}.db"
     else:
