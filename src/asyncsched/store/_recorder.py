@@ -238,7 +238,8 @@ class Recorder(BatchWriter):
         for stream, entries in _items(reply):
             if entries:
                 self._pending[stream] = text(entries[-1][0])
-                self._add(batch, stream, entries)
+                add = batch.add_lifecycle if stream == self.lifecycle_stream else batch.add_events
+                add(stream, entries)
         if not batch.size:
             self._pending = None
             return None
@@ -259,12 +260,6 @@ class Recorder(BatchWriter):
             for stream, events in _items(reply):
                 batch.add_events(stream, events)
         return batch if batch.size else None
-
-    def _add(self, batch: Batch, stream: str, entries: Any) -> None:
-        if stream == self.lifecycle_stream:
-            batch.add_lifecycle(stream, entries)
-        else:
-            batch.add_events(stream, entries)
 
     async def _next_batch(self) -> Batch | None:
         if not self._groups_ready:
@@ -327,6 +322,9 @@ class Recorder(BatchWriter):
                     break
                 batches += 1
                 inflight.add(asyncio.create_task(self._commit(batch)))
+        except BaseException:
+            self._pending = dict.fromkeys(self.streams, "0")  # a read failed: what it took is pending
+            raise
         finally:
             total, error = await _settle(inflight, total, error, all_=True)
         if error is not None:
