@@ -89,10 +89,6 @@ def result_json(raw: str | None) -> str | None:
     return raw
 
 
-def epoch(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
 class Row:
     """One execution being merged inside a batch: raw record fields (bytes), merged by rank."""
 
