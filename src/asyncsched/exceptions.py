@@ -6,7 +6,9 @@
     ├── ConfigurationError (ValueError)          bad settings, unknown URL scheme
     │   └── UnsupportedURL                         a URL whose scheme we do not serve
     ├── BackendUnavailable (ConnectionError)     Redis or the database cannot be reached
+    ├── RedisRefused (RuntimeError)              Redis answered an error (a key of the wrong type...)
     ├── SerializationError (TypeError)           a value cannot be stored (args, result, payload)
+    │   └── InvalidValue (ValueError)              refused at a boundary: not UTF-8, too deep, too large
     ├── JobError
     │   ├── JobNotFound (LookupError)
     │   ├── JobTimeout (TimeoutError)
@@ -33,10 +35,12 @@ __all__ = [
     "FunctionNotAllowed",
     "InvalidJob",
     "InvalidSchedule",
+    "InvalidValue",
     "JobError",
     "JobNotFound",
     "JobTimeout",
     "Problem",
+    "RedisRefused",
     "SerializationError",
     "TaskDefinitionError",
     "TaskNotFound",
@@ -61,8 +65,27 @@ class BackendUnavailable(AsyncschedError, ConnectionError):
     """Redis or the SQL database cannot be reached; the message names host and port, password masked."""
 
 
+class RedisRefused(AsyncschedError, RuntimeError):
+    """Redis answered an operation with an error reply that is not a lost connection, e.g. ``WRONGTYPE``:
+    a key holds data of the wrong type (written by hand, or by another program). The message names the key
+    when it is known. Only the operation concerned fails; the API answers 503 with the message."""
+
+
 class SerializationError(AsyncschedError, TypeError):
     """A value (job arguments, a result, an event payload) cannot be serialized; nothing was written."""
+
+
+class InvalidValue(SerializationError, ValueError):
+    """A value refused where it enters asyncsched (API, enqueue, publish): text that is not valid UTF-8
+    (a lone surrogate), nesting deeper than allowed, or more bytes than the configured limit.
+
+    ``field`` names where (``"kwargs.to"``, ``"payload.items.3"``); ``reason`` says what is wrong.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
 
 
 class JobError(AsyncschedError):

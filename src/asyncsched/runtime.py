@@ -14,6 +14,10 @@ process at real servers.
 
 One readable log line is written per fired task and per result (logger ``asyncsched.run``), from the
 ``task.*`` events of the bus.
+
+The live feed, the worker and the scheduler run under :class:`asyncsched._supervise.Supervised`: should
+one of them crash (or end while nobody asked it to), it is logged and restarted with backoff; the process
+ends only when it is asked to stop (or the HTTP server cannot serve).
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from typing import Any
 
 import uvicorn
 
+from ._control import cancel_and_wait, stop_worker
 from ._redis import check_redis, create_redis, mask_url
 from ._redis._durability import warn_if_redis_may_lose_data
+from ._supervise import Supervised
 from .config import Settings, get_settings
 from .events import EventBus, LifecyclePublisher, system_events
 from .exceptions import ConfigurationError
@@ -45,7 +51,7 @@ from .web._live import LiveFeed
 from .web._services import MONITOR, pump
 from .worker import Worker
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "cancel_and_wait", "stop_worker"]
 
 log = logging.getLogger("asyncsched.run")
 
@@ -58,33 +64,6 @@ def add_import_path(path: str | os.PathLike[str] | None = None) -> None:
     entry = os.path.abspath(path or os.getcwd())
     if entry not in sys.path:
         sys.path.insert(0, entry)
-
-
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` until it is done: a loop that swallowed one cancellation (``asyncio.wait_for`` can,
-    on Python 3.11) is cancelled again rather than awaited forever."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("%s ended with %r", task.get_name(), task.exception())
-
-
-async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
-    """Let ``worker`` (already asked to stop) drain its running jobs, then make sure its task ends.
-
-    Running jobs get the worker's ``grace_period``. Once none is left the worker has a few seconds to
-    return; if it does not (a helper task of its that swallowed a cancellation keeps it waiting), its
-    task is cancelled until it ends, so shutdown never hangs.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + float(getattr(worker, "grace_period", 30.0)) + 2.0
-    while not task.done() and getattr(worker, "running_jobs", None) and loop.time() < deadline:
-        await asyncio.wait({task}, timeout=0.1)
-    await asyncio.wait({task}, timeout=3.0)
-    if not task.done():
-        log.warning("the worker did not stop by itself; cancelling it")
-    await cancel_and_wait(task)
 
 
 class _Server(uvicorn.Server):
@@ -221,6 +200,22 @@ class Runtime:
         finally:
             stop.cancel()
 
+    def _supervise(self, stack: AsyncExitStack, run: Any, name: str, done: Any = None) -> asyncio.Task[Any]:
+        """Run ``run()`` under a supervisor (restarted with backoff when it crashes or ends unless
+        ``done()``); its supervising task is watched by :meth:`wait` and stopped with the stack."""
+        supervised = Supervised(name, run, done=done or self._stop.is_set).start()
+        task = supervised.task
+        assert task is not None
+        self._background.append(task)
+
+        async def _stop() -> None:
+            if task in self._background:
+                self._background.remove(task)
+            await supervised.stop()
+
+        stack.push_async_callback(_stop)
+        return task
+
     def _spawn(self, stack: AsyncExitStack, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._background.append(task)
@@ -249,11 +244,13 @@ class Runtime:
         queue = await stack.enter_async_context(TaskQueue(redis, settings=s))
         run_log = RunLog(queue)
         stack.push_async_callback(run_log.aclose)
-        _ = self._spawn(stack, pump(bus, self.live.push, run_log), "asyncsched-live")
+        _ = self._supervise(
+            stack, lambda: pump(bus, self.live.push, run_log), "asyncsched-live", lambda: not bus.started
+        )
         if self.run_worker:
             worker = await stack.enter_async_context(Worker(redis=redis, settings=s))
             self._worker = worker
-            worker_task = self._spawn(stack, worker.run(), "asyncsched-worker")
+            worker_task = self._supervise(stack, worker.run, "asyncsched-worker", worker._stop.is_set)
 
             async def _stop_worker() -> None:
                 worker.request_stop()
@@ -266,7 +263,7 @@ class Runtime:
             self.tasks.extend(registered)
             log.info("loaded %d task(s) from %s for agent %s", len(registered), path, s.agent)
         # Fired from our own task (not fire=True) so shutdown can insist on cancelling it.
-        _ = self._spawn(stack, scheduler.run(), "asyncsched-scheduler")
+        _ = self._supervise(stack, scheduler.run, "asyncsched-scheduler")
         self.services = Services(
             s, redis=redis, db=db, queue=queue, scheduler=scheduler, bus=bus, live=self.live
         )

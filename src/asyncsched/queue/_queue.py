@@ -15,13 +15,16 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._boundary import check_job_args
 from .._keys import lifecycle_stream
+from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
 from ..config import Settings, get_settings
-from ..exceptions import BackendUnavailable, InvalidJob, JobError, JobNotFound
+from ..exceptions import BackendUnavailable, InvalidJob, JobError, JobNotFound, RedisRefused
 from ..rq import codec, serializers
 from ..rq._scripts import Scripts
 from ..rq.codec import ResultEntry, ResultType
@@ -34,7 +37,7 @@ log = logging.getLogger("asyncsched.queue")
 
 __all__ = ["TaskQueue"]
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_JOB_ID = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 _BATCH = 1000  # jobs per coalesced enqueue script call
 _PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created"})
 _ENQUEUE_KEYS = frozenset(
@@ -68,7 +71,8 @@ _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
 def _backend_errors(method: _F) -> _F:
-    """Turn redis-py's connection errors into :class:`BackendUnavailable` (the tree's own error)."""
+    """Turn redis-py's connection errors into :class:`BackendUnavailable` and its other error replies
+    (``WRONGTYPE``...) into :class:`RedisRefused` (the tree's own errors)."""
 
     @functools.wraps(method)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -76,8 +80,18 @@ def _backend_errors(method: _F) -> _F:
             return await method(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise BackendUnavailable(f"Redis is unavailable: {exc}") from exc
+        except ResponseError as exc:
+            raise RedisRefused(f"Redis refused the operation: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _refused(result: Any) -> RedisRefused | None:
+    """The error of one job refused by the enqueue script (its text in place of 1/0), or ``None``."""
+    if isinstance(result, bytes | str):
+        text = result.decode(errors="replace") if isinstance(result, bytes) else result
+        return RedisRefused(f"Redis refused the enqueue: {text}")
+    return None
 
 
 def _is_fake(redis: aioredis.Redis) -> bool:
@@ -143,6 +157,7 @@ class TaskQueue:
             await self.redis.aclose()
 
     # ------------------------------------------------------------------ enqueue
+    @async_api("TaskQueue")
     @_backend_errors
     async def enqueue(
         self,
@@ -221,9 +236,9 @@ class TaskQueue:
             args = self._enqueue_args([part for part, _ in batch])
             try:
                 if self._line is not None:
-                    await self._scripts.run_on(self._line, "enqueue", args)
+                    results = await self._scripts.run_on(self._line, "enqueue", args)
                 else:
-                    await self._scripts.run("enqueue", args)
+                    results = await self._scripts.run("enqueue", args)
             except BaseException as exc:
                 for _, fut in batch:
                     if not fut.done():
@@ -231,9 +246,14 @@ class TaskQueue:
                 if not isinstance(exc, Exception):
                     raise
             else:
-                for _, fut in batch:
-                    if not fut.done():
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    refused = _refused(result)  # this job's queue key has the wrong type: it alone fails
+                    if refused is None:
                         fut.set_result(None)
+                    else:
+                        fut.set_exception(refused)
 
     @_backend_errors
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -257,9 +277,17 @@ class TaskQueue:
             return []
         calls = [self._enqueue_args(parts[i : i + _BATCH]) for i in range(0, len(parts), _BATCH)]
         if len(calls) == 1:
-            await self._scripts.run("enqueue", calls[0])
+            results = [await self._scripts.run("enqueue", calls[0])]
         else:
-            await self._scripts.run_many("enqueue", calls)
+            results = await self._scripts.run_many("enqueue", calls)
+        refused = [
+            (i, r) for i, r in zip(ids, (x for call in results for x in call), strict=True) if _refused(r)
+        ]
+        if refused:
+            raise RedisRefused(
+                f"{len(refused)} of {len(ids)} jobs were not enqueued (the others were): "
+                f"{_refused(refused[0][1])} (first: job {refused[0][0]})"
+            )
         return ids
 
     def _enqueue_args(self, parts: list[_Part]) -> list[Any]:
@@ -317,7 +345,11 @@ class TaskQueue:
         elif not _JOB_ID.match(job_id):
             raise InvalidJob(f"job id {job_id!r} may only contain letters, digits, '_' and '-' (RQ's rule)")
         qname = queue or self.name
-        data = codec.encode_data(name, args, kwargs, self.serializer)  # raises before anything is written
+        raw = serializers.dumps((name, None, args, kwargs), self.serializer)  # raises before any write
+        check_job_args(
+            args, kwargs, raw, self.settings.max_args_bytes, json_ascii=self.serializer == Format.JSON
+        )
+        data = codec.deflate(raw)  # codec.encode_data, with the boundary check between its two steps
         if self._ts_for is not now:  # one timestamp text per batch
             self._ts_for, self._ts, self._epoch = now, codec.fmt_ts(now), repr(now.timestamp())
         when: datetime | None = None
@@ -418,6 +450,7 @@ class TaskQueue:
         return (*head, *fields, str(len(life) // 2), *life)
 
     # ------------------------------------------------------------------ reading
+    @async_api("TaskQueue")
     @_backend_errors
     async def status(self, job_id: str) -> JobStatus:
         """The job's state. Raises :class:`JobNotFound`."""
@@ -435,6 +468,7 @@ class TaskQueue:
         entry_id, fields = entries[0]
         return ResultEntry.decode(entry_id, fields)
 
+    @async_api("TaskQueue")
     @_backend_errors
     async def result(self, job_id: str, wait: float | None = None) -> Any:
         """The job's return value; ``None`` if it has not finished (after waiting up to ``wait`` seconds)
@@ -483,6 +517,7 @@ class TaskQueue:
             if entries and entries[0][0] != after:
                 return ResultEntry.decode(*entries[0])
 
+    @async_api("TaskQueue")
     @_backend_errors
     async def job(self, job_id: str) -> JobRecord:
         """The full record. Raises :class:`JobNotFound`."""
@@ -586,7 +621,8 @@ class TaskQueue:
 
     @_backend_errors
     async def queue_counts(self) -> dict[str, dict[str, int]]:
-        """Queue name -> ``{state: count}`` (expired registry entries are not counted)."""
+        """Queue name -> ``{state: count}`` (expired registry entries are not counted). A state whose key
+        Redis refuses (a key of the wrong type) is left out of its queue's counts, with a warning."""
         names = await self.queues()
         now = int(time.time())
         k = self.keys
@@ -599,9 +635,17 @@ class TaskQueue:
                 pipe.zcard(k.canceled(q))
                 pipe.zcard(k.scheduled(q))
                 pipe.zcard(k.deferred(q))
-            replies = await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
         states = ["queued", "running", "success", "failed", "cancelled", "scheduled", "deferred"]
-        return {q: dict(zip(states, replies[7 * n : 7 * n + 7], strict=True)) for n, q in enumerate(names)}
+        out: dict[str, dict[str, int]] = {}
+        for n, q in enumerate(names):
+            counts = out[q] = {}
+            for state, reply in zip(states, replies[7 * n : 7 * n + 7], strict=True):
+                if isinstance(reply, Exception):
+                    log.warning("queue %s: its %s count is left out: Redis refused it (%s)", q, state, reply)
+                else:
+                    counts[state] = reply
+        return out
 
     @_backend_errors
     async def workers(self) -> list[WorkerInfo]:
@@ -643,6 +687,7 @@ class TaskQueue:
         return out
 
     # ------------------------------------------------------------------ changing state
+    @async_api("TaskQueue")
     @_backend_errors
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job: a queued/scheduled one never runs; a running one is stopped (async jobs are

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle
+from ..events._poison import report_malformed
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = ["STATUS_OF", "Batch", "Row", "decode_event", "text"]
@@ -84,7 +85,7 @@ def result_json(raw: str | None) -> str | None:
         return json.dumps({"truncated": True, "preview": raw[: RESULT_CAP - 64]})
     try:
         json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse: kept as text
         return json.dumps(raw)
     return raw
 
@@ -207,8 +208,9 @@ class Batch:
                 if row is None:
                     row = rows[key] = Row(job_id, attempt, entry_id)
                 row.apply(rank, status, fields)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("skipping malformed lifecycle entry %s (%s): %r", text(entry_id), exc, raw)
+            except Exception as exc:  # any entry, however broken, is skipped on its own
+                reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
+                report_malformed("history entry", stream, reason, raw, log)
 
     def add_events(self, stream: str, entries: Sequence[Any]) -> None:
         """Event-log entries ``[id, {field: value}]`` as ``EventMessage`` rows (first of an id wins)."""
@@ -222,8 +224,9 @@ class Batch:
             fields = {text(k): text(v) for k, v in raw.items()}
             try:
                 event = decode_event(fields)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("skipping malformed event-log entry %s (%s): %r", text(entry_id), exc, fields)
+            except Exception as exc:
+                reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
+                report_malformed("history entry", stream, reason, fields, log)
                 continue
             self.events.setdefault(event["id"], event)
 
