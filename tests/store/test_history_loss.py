@@ -179,7 +179,9 @@ async def test_health_is_degraded_and_metrics_count_the_loss(redis_url: str, tmp
     try:
         async with Services(settings) as services:
             transport = httpx.ASGITransport(app=create_app(services))
-            async with httpx.AsyncClient(transport=transport, base_url="http://t/api/scheduler") as http:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://localhost/api/scheduler"
+            ) as http:
                 assert (await http.get("/health")).json()["status"] == "ok"
                 await client.hset(
                     _keys.lifecycle_ledger("rq"), mapping={"lost": 7, "last_loss_at": _now_ms()}
