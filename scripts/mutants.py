@@ -203,9 +203,9 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "allowlist-prefix",
-        "web/_security.py",
-        'if module == prefix or module.startswith(prefix + "."):',
-        "if module.startswith(prefix):",
+        "queue/_functions.py",
+        'if ref.module == prefix or ref.module.startswith(prefix + "."):',
+        "if ref.module.startswith(prefix):",
         ["tests/web/test_validation.py"],
         "allow-list entry app.services also allows app.servicesx",
     ),
@@ -235,12 +235,20 @@ MUTANTS: list[Mutant] = [
         "job hash timestamps without RQ's trailing Z",
     ),
     m(
-        "wire-queue-key",
-        "rq/keys.py",
-        'return f"{self.prefix}:queue:{name}"',
-        'return f"{self.prefix}:queues:{name}"',
+        "wire-queues-set",
+        "rq/scripts/enqueue.lua",
+        "        redis.call('SADD', p .. ':queues', qkey)\n",
+        "",
         ["tests/worker/test_rq_interop.py", "tests/queue/test_rq_reads_ours.py", *REAL_REDIS],
-        "queue lists under a key RQ does not read",
+        "queues missing from RQ's set of queues (rq info, Queue.all, rq-dashboard do not see them)",
+    ),
+    m(
+        "wire-job-field",
+        "rq/scripts/enqueue.lua",
+        "'description', desc, 'enqueued_at', ts,",
+        "'desc', desc, 'enqueued_at', ts,",
+        ["tests/queue/test_rq_reads_ours.py", "tests/worker/test_rq_interop.py", *REAL_REDIS],
+        "a job hash field under a name RQ does not read",
     ),
 ]
 

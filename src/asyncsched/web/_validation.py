@@ -44,8 +44,18 @@ class ValidationFailed(Exception):
 
 
 def error(loc: Loc, msg: str, kind: str = "value_error") -> FieldError:
-    """Build one :data:`FieldError`."""
-    return {"loc": list(loc), "msg": msg, "type": kind}
+    """Build one :data:`FieldError`. Text that UTF-8 cannot carry (a lone surrogate echoed from the
+    request in a key or message) is escaped, so the 422 itself can always be sent."""
+    return {"loc": [_sendable(part) for part in loc], "msg": _sendable(msg), "type": kind}
+
+
+def _sendable(part: Any) -> Any:
+    if isinstance(part, str):
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError:
+            return part.encode("utf-8", "backslashreplace").decode("utf-8")
+    return part
 
 
 @lru_cache(maxsize=64)
