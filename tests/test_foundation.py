@@ -269,4 +269,5 @@ def test_cli_info_shows_settings_and_healthy_backends(real_redis_url: str, real_
     assert lines[0].startswith(f"redis:    {real_redis_url}  ok (Redis ")
     assert lines[1] == f"database: {real_database_url.replace('asyncsched@', 'asyncsched:***@')}  ok"
     assert lines[2] == "prefix:   acme   queues: default"
+    assert lines[3] == "history:  0 lifecycle records lost"
     assert "s3cret" not in out.stdout + out.stderr

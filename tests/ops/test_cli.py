@@ -41,6 +41,7 @@ async def test_info_shows_queues_workers_and_scheduler(
         await task
     assert data["redis"]["status"] == "ok"
     assert data["redis"]["version"]
+    assert data["redis"]["history_lost"] == {"lost": 0, "last_loss_at": None}
     assert data["database"]["status"] == "ok"
     queues = {q["name"]: q for q in data["queues"]}
     assert queues["low"]["paused"] is True
@@ -51,6 +52,7 @@ async def test_info_shows_queues_workers_and_scheduler(
     assert data["schedulers"]["ticks_overdue"] == 0
     assert text.returncode == 0
     assert "cli-test-worker" in text.stdout
+    assert "history:  0 lifecycle records lost" in text.stdout
     assert long in text.stdout
     low_line = next(line for line in text.stdout.splitlines() if line.startswith("low "))
     assert low_line.split()[-1] == "yes"  # PAUSED column

@@ -36,6 +36,10 @@ async def _redis_section(settings: Settings) -> tuple[dict[str, Any], dict[str, 
         health: dict[str, Any] = {"status": "ok", "version": None}
         with contextlib.suppress(Exception):  # the embedded server (fakeredis) has no INFO
             health["version"] = (await redis.info("server")).get("redis_version")
+        from ..store._history_loss import history_loss
+
+        loss = await history_loss(redis, settings.key_prefix)
+        health["history_lost"] = {"lost": loss.lost, "last_loss_at": loss.last_loss_at}
         async with TaskQueue(redis, settings=settings) as queue:
             workers = [
                 {
@@ -120,6 +124,13 @@ def _print(data: dict[str, Any]) -> None:
     print(f" (Redis {data['redis']['version']})" if data["redis"].get("version") else "")
     print(f"database: {s['database_url']}  {data['database']['status']}")
     print(f"prefix:   {s['key_prefix']}   queues: {', '.join(s['queues'])}")
+    loss = data["redis"].get("history_lost")
+    if loss is not None:
+        at = loss["last_loss_at"]
+        print(
+            f"history:  {loss['lost']} lifecycle records lost"
+            + (f" (latest loss at {at.isoformat()})" if at else "")
+        )
     if "queues" not in data:
         return
     print()
