@@ -67,6 +67,18 @@ def touch_and_sleep(path: str, seconds: float) -> str:
     return "slept"
 
 
+def touch_and_wait(path: str, release: str, limit: float = 120.0) -> str:
+    """Create ``path`` (the job is running), then run until ``release`` exists (the test says so)."""
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    deadline = time.monotonic() + limit
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} never appeared")
+        time.sleep(0.02)
+    return "released"
+
+
 async def async_touch_and_sleep(path: str, seconds: float) -> str:
     with open(path, "w") as fh:
         fh.write(str(os.getpid()))

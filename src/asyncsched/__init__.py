@@ -23,6 +23,8 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from ._control import ControlPlane, lifespan
+    from ._spec_names import init_db, logger
     from .events import Event, EventBus, LifecyclePublisher, Subscription
     from .queue import JobRecord, JobStatus, Retry, TaskQueue
     from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
@@ -34,7 +36,11 @@ if TYPE_CHECKING:
 
 # Heavy parts (SQLAlchemy, croniter, ...) load on first use, so `import asyncsched.worker` stays lean.
 _LAZY: dict[str, str] = {
+    "ControlPlane": "._control",
     "create_app": ".web",
+    "init_db": "._spec_names",
+    "lifespan": "._control",
+    "logger": "._spec_names",
     "scheduler_router": ".web",
     "Database": ".store",
     "Event": ".events",
@@ -64,6 +70,7 @@ __all__ = [
     "AsyncschedError",
     "BackendUnavailable",
     "ConfigurationError",
+    "ControlPlane",
     "Database",
     "DuplicateTask",
     "Event",
@@ -101,6 +108,9 @@ __all__ = [
     "__version__",
     "create_app",
     "get_settings",
+    "init_db",
+    "lifespan",
+    "logger",
     "parse_schedule",
     "scheduler_router",
 ]

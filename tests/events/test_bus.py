@@ -464,3 +464,9 @@ async def test_a_sync_callback_returning_a_coroutine_is_reported(
             await bus.aclose()  # waits for it
     assert collector.events == []
     assert any(sent.id in r.getMessage() and "async def" in r.getMessage() for r in caplog.records)
+
+
+async def test_runs_on_the_chosen_event_loop(loop_kind: str) -> None:
+    """``--loop=uvloop`` really puts the suite on uvloop (CI runs the worker and bus suites so)."""
+    loop = asyncio.get_running_loop()
+    assert (type(loop).__module__.split(".")[0] == "uvloop") == (loop_kind == "uvloop"), type(loop)

@@ -49,6 +49,8 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
+from .._boundary import check_event_text
+from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
 from .._supervise import Supervised, cancel_until_done
@@ -369,6 +371,7 @@ class EventBus:
 
     # ------------------------------------------------------------------ publishing
 
+    @async_api("EventBus")
     async def publish(
         self,
         event_type: str,
@@ -433,6 +436,7 @@ class EventBus:
 
     def _script_call(self, event: Event) -> tuple[list[str], list[Any]]:
         envelope = event.to_json()
+        check_event_text(event.payload, envelope, self.settings.max_payload_bytes)
         target = event.target_agent
         if target is None:
             keys = [self._broadcast_stream]
@@ -746,6 +750,7 @@ class EventBus:
 
     # ------------------------------------------------------------------ listen / events
 
+    @async_api("EventBus")
     async def listen(self, timeout: float | None = 1.0) -> Event | None:  # noqa: ASYNC109
         """The next event this bus received, or ``None`` after ``timeout`` seconds.
 

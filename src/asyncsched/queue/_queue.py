@@ -18,8 +18,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._boundary import check_job_args
 from .._keys import lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
+from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
 from ..config import Settings, get_settings
@@ -36,7 +38,7 @@ log = logging.getLogger("asyncsched.queue")
 
 __all__ = ["TaskQueue"]
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_JOB_ID = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 _BATCH = 1000  # jobs per coalesced enqueue script call
 _PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created"})
 _ENQUEUE_KEYS = frozenset(
@@ -156,6 +158,7 @@ class TaskQueue:
             await self.redis.aclose()
 
     # ------------------------------------------------------------------ enqueue
+    @async_api("TaskQueue")
     @_backend_errors
     async def enqueue(
         self,
@@ -343,7 +346,11 @@ class TaskQueue:
         elif not _JOB_ID.match(job_id):
             raise InvalidJob(f"job id {job_id!r} may only contain letters, digits, '_' and '-' (RQ's rule)")
         qname = queue or self.name
-        data = codec.encode_data(name, args, kwargs, self.serializer)  # raises before anything is written
+        raw = serializers.dumps((name, None, args, kwargs), self.serializer)  # raises before any write
+        check_job_args(
+            args, kwargs, raw, self.settings.max_args_bytes, json_ascii=self.serializer == Format.JSON
+        )
+        data = codec.deflate(raw)  # codec.encode_data, with the boundary check between its two steps
         if self._ts_for is not now:  # one timestamp text per batch
             self._ts_for, self._ts, self._epoch = now, codec.fmt_ts(now), repr(now.timestamp())
         when: datetime | None = None
@@ -444,6 +451,7 @@ class TaskQueue:
         return (*head, *fields, str(len(life) // 2), *life)
 
     # ------------------------------------------------------------------ reading
+    @async_api("TaskQueue")
     @_backend_errors
     async def status(self, job_id: str) -> JobStatus:
         """The job's state. Raises :class:`JobNotFound`."""
@@ -461,6 +469,7 @@ class TaskQueue:
         entry_id, fields = entries[0]
         return ResultEntry.decode(entry_id, fields)
 
+    @async_api("TaskQueue")
     @_backend_errors
     async def result(self, job_id: str, wait: float | None = None) -> Any:
         """The job's return value; ``None`` if it has not finished (after waiting up to ``wait`` seconds)
@@ -509,6 +518,7 @@ class TaskQueue:
             if entries and entries[0][0] != after:
                 return ResultEntry.decode(*entries[0])
 
+    @async_api("TaskQueue")
     @_backend_errors
     async def job(self, job_id: str) -> JobRecord:
         """The full record. Raises :class:`JobNotFound`."""
@@ -678,6 +688,7 @@ class TaskQueue:
         return out
 
     # ------------------------------------------------------------------ changing state
+    @async_api("TaskQueue")
     @_backend_errors
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job: a queued/scheduled one never runs; a running one is stopped (async jobs are

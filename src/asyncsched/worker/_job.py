@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._lifecycle import cap_result
-from ..exceptions import InvalidJob, JobTimeout, SerializationError, UnsafeJob
+from ..exceptions import FunctionNotAllowed, InvalidJob, JobTimeout, SerializationError, UnsafeJob
 from ..queue._functions import import_function
 from ..queue._models import parse_intervals, retry_interval
 from ..rq import codec
@@ -138,11 +138,15 @@ def put_back(job: ClaimedJob) -> Outcome:
     )
 
 
-def _success(job: ClaimedJob, value: Any, fmt: Format) -> Outcome:
+def _success(job: ClaimedJob, value: Any, fmt: Format, max_bytes: int | None = None) -> Outcome:
     try:
         encoded = codec.encode_value(value, fmt)
     except SerializationError as exc:
         return _failure(job, f"asyncsched.exceptions.SerializationError: return value: {exc}")
+    if max_bytes is not None and encoded is not None and len(encoded) * 3 // 4 > max_bytes:  # base64
+        size = len(encoded) * 3 // 4
+        text = f"return value of {size} bytes is over the limit of {max_bytes} (ASYNCSCHED_MAX_RESULT_BYTES)"
+        return _failure(job, f"asyncsched.exceptions.InvalidValue: {text}", retry=False)
     try:
         result_ttl = _int(job.hash, "result_ttl")
     except ValueError:
@@ -172,21 +176,31 @@ class Prepared:
     fmt: Format = Format.JSON
     timeout: float | None = None
     outcome: Outcome | None = None
+    max_result_bytes: int | None = None
 
 
-def prepare(job: ClaimedJob, *, accept_pickle: bool, default_timeout: int) -> Prepared:
-    """Decode and import; a refused, malformed or unimportable job becomes a failed outcome (no retry)."""
+def prepare(
+    job: ClaimedJob, *, accept_pickle: bool, default_timeout: int, allow: tuple[str, ...] | None = None
+) -> Prepared:
+    """Decode and import; a refused, malformed or unimportable job becomes a failed outcome (no retry).
+
+    The function is resolved by the one rule (``import_function``): a name that does not resolve to a
+    function defined in the module it names (or, with ``allow``, is not allowed) is never called.
+    """
     h = job.hash
     try:
         if "data" not in h:
             raise InvalidJob("job hash has no 'data' field")
         name, args, kwargs, fmt = codec.decode_data(h["data"], accept_pickle=accept_pickle)
-        func = import_function(name)
+        func = import_function(name, allow=allow)
         timeout = _int(h, "timeout")
     except UnsafeJob as exc:
         return Prepared(outcome=_failure(job, f"asyncsched.exceptions.UnsafeJob: {exc}", retry=False))
     except InvalidJob as exc:
         return Prepared(outcome=_failure(job, f"asyncsched.exceptions.InvalidJob: {exc}", retry=False))
+    except FunctionNotAllowed as exc:
+        text = f"asyncsched.exceptions.FunctionNotAllowed: {exc}"
+        return Prepared(outcome=_failure(job, text, retry=False))
     except Exception as exc:  # malformed hash: bad zlib/JSON, bad ints
         text = f"asyncsched.exceptions.InvalidJob: malformed job hash: {type(exc).__name__}: {exc}"
         return Prepared(outcome=_failure(job, text, retry=False))
@@ -230,7 +244,7 @@ async def execute(job: ClaimedJob, prep: Prepared, executor: Executor) -> Outcom
         raise
     except Exception:
         return _failure(job, traceback.format_exc())
-    return _success(job, value, prep.fmt)
+    return _success(job, value, prep.fmt, prep.max_result_bytes)
 
 
 def result_type(outcome: Outcome) -> int:

@@ -58,6 +58,9 @@ class Worker:
       ``threads``: pool for ``def`` jobs. Defaults from settings.
     * ``burst``: return from :meth:`run` once the queues are empty and nothing runs.
     * ``accept_pickle``: run pickled (RQ-default) jobs; otherwise they fail without being unpickled.
+    * ``allowed_functions``: an allow-list (as ``ASYNCSCHED_ALLOWED_FUNCTIONS``) for the functions jobs may
+      name; other jobs fail without their module being imported. ``None``: every function defined in the
+      module it is named by (``docs/security.md``).
     * ``heartbeat_interval``/``lease``: running jobs' ``<p>:wip:<q>`` scores are renewed every
       ``heartbeat_interval`` seconds to now + ``lease``; a job whose lease lapses (its worker died) is
       recovered by any worker's reaper per ``orphan_policy`` (``fail`` by default, like RQ; ``requeue``).
@@ -74,6 +77,7 @@ class Worker:
         threads: int | None = None,
         burst: bool = False,
         accept_pickle: bool | None = None,
+        allowed_functions: Iterable[str] | None = None,
         name: str | None = None,
         heartbeat_interval: float = 10.0,
         lease: int = 60,
@@ -102,6 +106,7 @@ class Worker:
         self.threads = threads or self.settings.threads
         self.burst = burst
         self.accept_pickle = self.settings.accept_pickle if accept_pickle is None else accept_pickle
+        self.allowed_functions = None if allowed_functions is None else tuple(allowed_functions)
         self.name = name or _default_name()
         self.heartbeat_interval = heartbeat_interval
         self.lease = int(lease)
@@ -469,7 +474,13 @@ class Worker:
         return count
 
     def _dispatch(self, job: ClaimedJob) -> None:
-        prep = prepare(job, accept_pickle=self.accept_pickle, default_timeout=self.settings.job_timeout)
+        prep = prepare(
+            job,
+            accept_pickle=self.accept_pickle,
+            default_timeout=self.settings.job_timeout,
+            allow=self.allowed_functions,
+        )
+        prep.max_result_bytes = self.settings.max_result_bytes
         if prep.outcome is not None:
             self._running[job.id] = (job, None)
             self._done.put_nowait(prep.outcome)
