@@ -20,7 +20,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._boundary import check_job_args
 from .._keys import lifecycle_stream
-from .._lifecycle import LIFECYCLE_MAXLEN
 from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
@@ -293,7 +292,7 @@ class TaskQueue:
 
     def _enqueue_args(self, parts: list[_Part]) -> list[Any]:
         """The enqueue script's arguments: runs of jobs with the same header become one segment."""
-        out: list[Any] = [self.prefix, self.stream, LIFECYCLE_MAXLEN]
+        out: list[Any] = [self.prefix, self.stream, self.settings.lifecycle_maxlen]
         header: tuple[str, ...] | None = None
         count_at = 0
         for part_header, values in parts:
@@ -695,7 +694,7 @@ class TaskQueue:
         cancelled on the worker's loop; a sync job's thread runs on but its result is discarded).
         Returns ``False`` if the job had already ended. Raises :class:`JobNotFound`."""
         rc = await self._scripts.run(
-            "cancel", [self.prefix, job_id, int(time.time()), self.stream, LIFECYCLE_MAXLEN]
+            "cancel", [self.prefix, job_id, int(time.time()), self.stream, self.settings.lifecycle_maxlen]
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
@@ -706,7 +705,14 @@ class TaskQueue:
         """Put a failed (or stopped/cancelled) job back on its queue as a new attempt."""
         rc = await self._scripts.run(
             "requeue",
-            [self.prefix, job_id, int(time.time()), codec.fmt_ts(), self.stream, LIFECYCLE_MAXLEN],
+            [
+                self.prefix,
+                job_id,
+                int(time.time()),
+                codec.fmt_ts(),
+                self.stream,
+                self.settings.lifecycle_maxlen,
+            ],
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")

@@ -18,7 +18,7 @@ __all__ = ["LINKS", "OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 """No control characters (ids, names and patterns in paths and queries)."""
-STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled"]
+STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown"]
 
 _name = name_schema()
 _function = function_schema()
@@ -168,9 +168,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Health": {
         "type": "object",
         "properties": {
-            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
             "redis": {"type": "string"},
             "database": {"type": "string"},
+            "history": {
+                "type": "string",
+                "description": "Present when history was lost in the last hour (status degraded).",
+            },
         },
     },
     "ValidationError": {
