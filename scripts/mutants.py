@@ -5,8 +5,8 @@ edit is made in a temporary copy of ``src/`` (the work tree is never touched) an
 copy first on ``PYTHONPATH``, so subprocesses the tests spawn run the mutant too. An edit whose text is no
 longer in its file is reported STALE (the list must follow the code, not rot silently).
 
-    python scripts/mutants.py              # every mutant (about 15 minutes on 2 cores)
-    python scripts/mutants.py --fast       # the bugs of issue 21's table, real Redis only (about 3 minutes)
+    python scripts/mutants.py              # every mutant (26 minutes on a loaded 2-core machine)
+    python scripts/mutants.py --fast       # the bugs of issue 21's table, real Redis only (10-13 minutes)
     python scripts/mutants.py --only sched-claim-compare,retry-cap
     python scripts/mutants.py --list
     python scripts/mutants.py --check      # each mutant still applies (seconds; for CI on every change)
