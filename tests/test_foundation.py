@@ -270,6 +270,7 @@ def test_cli_info_shows_settings_and_healthy_backends(real_redis_url: str, real_
         f"database: {real_database_url.replace('asyncsched@', 'asyncsched:***@')}",
         "prefix:   acme   queues: default",
         "redis:    ok",
+        "history:  0 lifecycle records lost",
         "database: ok",
     ]
     assert "s3cret" not in out.stdout + out.stderr

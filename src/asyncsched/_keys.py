@@ -15,8 +15,10 @@ __all__ = [
     "claiming_list",
     "claiming_registry",
     "event_log_stream",
+    "lifecycle_ledger",
     "lifecycle_stream",
     "ns",
+    "redis_marker",
     "sched_changes",
     "sched_fired",
     "sched_next",
@@ -34,6 +36,17 @@ def ns(prefix: str) -> str:
 def lifecycle_stream(prefix: str) -> str:
     """STREAM of job lifecycle records (see :mod:`asyncsched._lifecycle`)."""
     return f"{ns(prefix)}:lifecycle"
+
+
+def lifecycle_ledger(prefix: str) -> str:
+    """HASH of the Recorder's accounting of the lifecycle stream: ``position`` (entries read or counted
+    lost), ``lost`` (records dropped before the Recorder read them), ``last_loss_at`` (epoch ms)."""
+    return f"{ns(prefix)}:lifecycle:ledger"
+
+
+def redis_marker(prefix: str) -> str:
+    """STRING set by the Recorder at start: its absence after a Redis restart means Redis lost its data."""
+    return f"{ns(prefix)}:marker"
 
 
 def claiming_list(prefix: str, worker: str) -> str:

@@ -60,7 +60,7 @@ async def test_from_asyncsched_import_scheduler_router_works_everywhere(
 ) -> None:
     app = build(router, "/api/scheduler")  # type: ignore[operator]
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         listed = await client.get("/api/scheduler/tasks")
         assert listed.status_code == 200, listed.text
         assert listed.json()["items"] == []
@@ -84,7 +84,7 @@ def test_the_router_works_and_fastapi_is_not_imported_without_fastapi(tmp_path: 
 
         async def main():
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
                 response = await client.get("/api/scheduler/health")
                 assert response.status_code == 200, response.text
             await scheduler_router.services.aclose()

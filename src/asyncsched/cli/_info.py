@@ -29,6 +29,11 @@ async def _info(settings: Settings) -> int:
     try:
         await check_redis(redis, settings.redis_url)
         print("redis:    ok")
+        from ..store._history_loss import history_loss
+
+        loss = await history_loss(redis, settings.key_prefix)
+        when = f" (latest loss at {loss.last_loss_at.isoformat()})" if loss.last_loss_at else ""
+        print(f"history:  {loss.lost} lifecycle records lost{when}")
     finally:
         await redis.aclose()
     engine = create_engine(settings.database_url)

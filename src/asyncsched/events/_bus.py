@@ -49,6 +49,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
+from .._boundary import check_event_text
 from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
@@ -435,6 +436,7 @@ class EventBus:
 
     def _script_call(self, event: Event) -> tuple[list[str], list[Any]]:
         envelope = event.to_json()
+        check_event_text(event.payload, envelope, self.settings.max_payload_bytes)
         target = event.target_agent
         if target is None:
             keys = [self._broadcast_stream]

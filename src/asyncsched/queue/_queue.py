@@ -18,8 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._boundary import check_job_args
 from .._keys import lifecycle_stream
-from .._lifecycle import LIFECYCLE_MAXLEN
 from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
@@ -292,7 +292,7 @@ class TaskQueue:
 
     def _enqueue_args(self, parts: list[_Part]) -> list[Any]:
         """The enqueue script's arguments: runs of jobs with the same header become one segment."""
-        out: list[Any] = [self.prefix, self.stream, LIFECYCLE_MAXLEN]
+        out: list[Any] = [self.prefix, self.stream, self.settings.lifecycle_maxlen]
         header: tuple[str, ...] | None = None
         count_at = 0
         for part_header, values in parts:
@@ -345,7 +345,11 @@ class TaskQueue:
         elif not _JOB_ID.match(job_id):
             raise InvalidJob(f"job id {job_id!r} may only contain letters, digits, '_' and '-' (RQ's rule)")
         qname = queue or self.name
-        data = codec.encode_data(name, args, kwargs, self.serializer)  # raises before anything is written
+        raw = serializers.dumps((name, None, args, kwargs), self.serializer)  # raises before any write
+        check_job_args(
+            args, kwargs, raw, self.settings.max_args_bytes, json_ascii=self.serializer == Format.JSON
+        )
+        data = codec.deflate(raw)  # codec.encode_data, with the boundary check between its two steps
         if self._ts_for is not now:  # one timestamp text per batch
             self._ts_for, self._ts, self._epoch = now, codec.fmt_ts(now), repr(now.timestamp())
         when: datetime | None = None
@@ -690,7 +694,7 @@ class TaskQueue:
         cancelled on the worker's loop; a sync job's thread runs on but its result is discarded).
         Returns ``False`` if the job had already ended. Raises :class:`JobNotFound`."""
         rc = await self._scripts.run(
-            "cancel", [self.prefix, job_id, int(time.time()), self.stream, LIFECYCLE_MAXLEN]
+            "cancel", [self.prefix, job_id, int(time.time()), self.stream, self.settings.lifecycle_maxlen]
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
@@ -701,7 +705,14 @@ class TaskQueue:
         """Put a failed (or stopped/cancelled) job back on its queue as a new attempt."""
         rc = await self._scripts.run(
             "requeue",
-            [self.prefix, job_id, int(time.time()), codec.fmt_ts(), self.stream, LIFECYCLE_MAXLEN],
+            [
+                self.prefix,
+                job_id,
+                int(time.time()),
+                codec.fmt_ts(),
+                self.stream,
+                self.settings.lifecycle_maxlen,
+            ],
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..exceptions import TaskNotFound
+from ..exceptions import DuplicateTask, TaskNotFound
 from ..store.models import ScheduledTask
 from ._definition import anchored_at_registration, task_trigger
 from ._index import signature
@@ -86,14 +86,20 @@ async def find_task(session: AsyncSession, id_or_name: str, agent_name: str | No
 
 
 async def upsert_tasks(
-    session: AsyncSession, tasks: Sequence[ScheduledTask], prune_source: str | None, now: datetime
+    session: AsyncSession,
+    tasks: Sequence[ScheduledTask],
+    prune_source: str | None,
+    now: datetime,
+    *,
+    create_only: bool = False,
 ) -> tuple[list[ScheduledTask], list[str]]:
     """Create or update ``tasks`` (by id when set, else by agent and name) in the caller's transaction.
 
     A task whose schedule signature changes gets ``next_run_at`` re-planned from ``now`` and, when its
     interval counts from registration, ``anchor_at = now`` (the same definition registered again keeps
     both). With ``prune_source``, the agents' other tasks from that source are deleted. Returns detached
-    copies of the stored tasks and the ids deleted.
+    copies of the stored tasks and the ids deleted. ``create_only``: an existing task
+    raises :class:`DuplicateTask`.
     """
     stored: list[ScheduledTask] = []
     for task in tasks:
@@ -104,6 +110,8 @@ async def upsert_tasks(
                 ScheduledTask.agent_name == task.agent_name, ScheduledTask.name == task.name
             )
             row = (await session.execute(query)).scalar_one_or_none()
+        if row is not None and create_only:
+            raise DuplicateTask(f"a task named {task.name!r} already exists for agent {task.agent_name!r}")
         if row is None:
             row = ScheduledTask(agent_name=task.agent_name, name=task.name, source=None)
             if task.id:

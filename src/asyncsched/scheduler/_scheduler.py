@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from .._misuse import async_api
 from .._redis import create_redis
 from ..config import Settings, get_settings
-from ..exceptions import DuplicateTask
+from ..exceptions import DuplicateTask, InvalidValue
 from ..store.models import ScheduledTask
 from ._definition import build_task, policy_of, task_trigger
 from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
@@ -219,23 +219,27 @@ class TaskScheduler:
         )
 
     @async_api("TaskScheduler")
-    async def register_task(self, task: ScheduledTask | None = None, /, **definition: Any) -> ScheduledTask:
+    async def register_task(
+        self, task: ScheduledTask | None = None, /, *, create_only: bool = False, **definition: Any
+    ) -> ScheduledTask:
         """Create or update (by agent and name) one task; returns the stored task.
 
         Pass a :class:`ScheduledTask` (e.g. from :meth:`load_tasks_from_yaml`), or keyword fields as in
         YAML plus ``agent_name`` and optionally ``trigger=`` (an APScheduler 3 trigger or one of ours).
         Registering the same definition again changes nothing; a changed schedule re-plans from now.
+        ``create_only=True`` raises :class:`DuplicateTask` instead of updating an existing task (of
+        concurrent creates of one name exactly one wins, by the table's unique constraint).
         """
         if task is None:
             definition.setdefault("agent_name", self.settings.agent)
             task = await asyncio.to_thread(partial(build_task, **definition))  # imports user code
         elif definition:
             raise TypeError("pass either a ScheduledTask or keyword fields, not both")
-        stored = await self.register_tasks([task])
+        stored = await self.register_tasks([task], create_only=create_only)
         return stored[0]
 
     async def register_tasks(
-        self, tasks: Sequence[ScheduledTask], *, prune_source: str | None = None
+        self, tasks: Sequence[ScheduledTask], *, prune_source: str | None = None, create_only: bool = False
     ) -> list[ScheduledTask]:
         """Create or update every task in one transaction (all or nothing).
 
@@ -245,9 +249,14 @@ class TaskScheduler:
         for _attempt in range(3):
             try:
                 async with self._session() as session, session.begin():
-                    stored, removed = await upsert_tasks(session, tasks, prune_source, self.clock())
+                    stored, removed = await upsert_tasks(
+                        session, tasks, prune_source, self.clock(), create_only=create_only
+                    )
                 break
             except IntegrityError as exc:  # another process inserted the same (agent, name): update it
+                if create_only:
+                    names = ", ".join(f"{t.agent_name}/{t.name}" for t in tasks)
+                    raise DuplicateTask(f"a task with this agent and name already exists ({names})") from None
                 error = exc
         else:
             raise DuplicateTask(f"cannot store the task(s): {str(error.orig).splitlines()[0]}") from None
@@ -481,6 +490,12 @@ class TaskScheduler:
         job_id = job_id_for(task.id, tick)
         try:
             await self._enqueue(task, job_id, tick)
+        except InvalidValue as exc:  # the task's own arguments are refused: retrying cannot help
+            log.error(
+                "task %s/%s: tick %s not enqueued: %s", task.agent_name, task.name, tick.isoformat(), exc
+            )
+            await self.index.done(task.id, to_ms(tick))
+            return None
         except Exception:
             log.exception("enqueue of %s failed; another attempt follows when its lease expires", job_id)
             return None

@@ -26,7 +26,7 @@ __all__ = ["RequestCounter", "render_metrics"]
 
 log = logging.getLogger("asyncsched.web")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_STATUSES = ("scheduled", "deferred", "queued", "running", "success", "failed", "cancelled")
+_STATUSES = ("scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown")
 
 
 class RequestCounter:
@@ -68,6 +68,12 @@ async def _try(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         return None
 
 
+async def _history_loss(services: Services) -> Any:
+    from ..store._history_loss import history_loss
+
+    return await history_loss(await services.redis(), services.settings.key_prefix)
+
+
 async def render_metrics(services: Services, requests: RequestCounter) -> str:
     """The exposition text for one scrape; a backend that fails only drops its series (``up`` says 0)."""
     out = _Out()
@@ -92,6 +98,14 @@ async def render_metrics(services: Services, requests: RequestCounter) -> str:
     out.sample("asyncsched_up", 1 if db_ok else 0, backend="database")
 
     if redis_ok:
+        loss = await _try("history loss", lambda: _history_loss(services))
+        if loss is not None:
+            out.family(
+                "asyncsched_history_lost_total",
+                "counter",
+                "Job lifecycle records dropped before the Recorder recorded them (executions: unknown).",
+            )
+            out.sample("asyncsched_history_lost_total", loss.lost)
         queue = await _try("queue", services.queue)
         counts = await _try("queue counts", queue.queue_counts) if queue is not None else None
         if counts is not None:

@@ -138,11 +138,15 @@ def put_back(job: ClaimedJob) -> Outcome:
     )
 
 
-def _success(job: ClaimedJob, value: Any, fmt: Format) -> Outcome:
+def _success(job: ClaimedJob, value: Any, fmt: Format, max_bytes: int | None = None) -> Outcome:
     try:
         encoded = codec.encode_value(value, fmt)
     except SerializationError as exc:
         return _failure(job, f"asyncsched.exceptions.SerializationError: return value: {exc}")
+    if max_bytes is not None and encoded is not None and len(encoded) * 3 // 4 > max_bytes:  # base64
+        size = len(encoded) * 3 // 4
+        text = f"return value of {size} bytes is over the limit of {max_bytes} (ASYNCSCHED_MAX_RESULT_BYTES)"
+        return _failure(job, f"asyncsched.exceptions.InvalidValue: {text}", retry=False)
     try:
         result_ttl = _int(job.hash, "result_ttl")
     except ValueError:
@@ -172,6 +176,7 @@ class Prepared:
     fmt: Format = Format.JSON
     timeout: float | None = None
     outcome: Outcome | None = None
+    max_result_bytes: int | None = None
 
 
 def prepare(
@@ -239,7 +244,7 @@ async def execute(job: ClaimedJob, prep: Prepared, executor: Executor) -> Outcom
         raise
     except Exception:
         return _failure(job, traceback.format_exc())
-    return _success(job, value, prep.fmt)
+    return _success(job, value, prep.fmt, prep.max_result_bytes)
 
 
 def result_type(outcome: Outcome) -> int:

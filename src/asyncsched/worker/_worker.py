@@ -23,7 +23,6 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import claiming_list, claiming_registry, lifecycle_stream
-from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
 from .._redis.connection import Line
 from .._supervise import Supervised
@@ -42,7 +41,7 @@ __all__ = ["ORPHAN_POLICIES", "Worker"]
 log = logging.getLogger("asyncsched.worker")
 
 ORPHAN_POLICIES = ("fail", "requeue")
-_FINISH_FIELDS = 21
+_FINISH_FIELDS = 26
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _SEP = "\x1e"
 
@@ -423,7 +422,7 @@ class Worker:
             self.lease,
             max(n, 0),
             self.stream,
-            LIFECYCLE_MAXLEN,
+            self.settings.lifecycle_maxlen,
             given_queue,
             claiming,
             len(given),
@@ -480,6 +479,7 @@ class Worker:
             default_timeout=self.settings.job_timeout,
             allow=self.allowed_functions,
         )
+        prep.max_result_bytes = self.settings.max_result_bytes
         if prep.outcome is not None:
             self._running[job.id] = (job, None)
             self._done.put_nowait(prep.outcome)
@@ -523,7 +523,13 @@ class Worker:
 
     async def _finish(self, batch: list[Outcome]) -> None:
         now = time.time()
-        args: list[Any] = [self.prefix, self.name, self.stream, LIFECYCLE_MAXLEN, codec.fmt_ts()]
+        args: list[Any] = [
+            self.prefix,
+            self.name,
+            self.stream,
+            self.settings.lifecycle_maxlen,
+            codec.fmt_ts(),
+        ]
         args += [repr(now), _FINISH_FIELDS, len(batch)]
         for o in batch:
             j = o.job
@@ -549,6 +555,7 @@ class Worker:
                 o.exc_text if o.kind != "finished" and o.exc_text else "",
                 o.life_result or "",
                 "" if o.next_attempt is None else str(o.next_attempt),
+                *_known(j),
             )
             # one argument per job (fields joined by 0x1e): far cheaper to send than 21 arguments
             args.append(_SEP.join(x.replace(_SEP, " ") for x in fields))
@@ -636,6 +643,8 @@ class Worker:
         entry = self._running.get(job_id)
         if entry is None or entry[1] is None or entry[0].stop_reason is not None:
             return
+        if entry[1].done():  # it returned; its outcome is being recorded (the heartbeat saw it finish)
+            return
         job, task = entry
         assert task is not None
         log.info("job %s: stopping (%s)", job_id, reason)
@@ -666,7 +675,7 @@ class Worker:
             codec.fmt_ts(),
             self.orphan_policy,
             self.stream,
-            LIFECYCLE_MAXLEN,
+            self.settings.lifecycle_maxlen,
         ]
         args += [exc, "AbandonedJobError: worker lost", len(self.queues), *self.queues]
         reply = await self._scripts.run("reap", args)
@@ -683,7 +692,7 @@ class Worker:
     async def _promote_once(self) -> int:
         lock_ttl = max(10, math.ceil(3 * self.scheduler_interval))  # a dead holder is replaced quickly
         args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
-        args += [LIFECYCLE_MAXLEN, 1000, len(self.queues), *self.queues]
+        args += [self.settings.lifecycle_maxlen, 1000, len(self.queues), *self.queues]
         promoted, earliest = await self._scripts.run("promote", args)
         self._next_due = int(earliest)
         return int(promoted)
@@ -766,3 +775,10 @@ class Worker:
         end = time.monotonic() + 30
         while self._running and time.monotonic() < end:  # the completer records what is left
             await self._wait_slot(0.2)
+
+
+def _known(job: ClaimedJob) -> tuple[str, ...]:
+    """What the worker knows of a job from its claim, for finish.lua to record if the hash vanished."""
+    h = job.hash
+    fields = ("asyncsched_agent", "asyncsched_task", "asyncsched_function_path", "asyncsched_scheduled_task")
+    return (str(job.attempt), *(h[k].decode(errors="replace") if h.get(k) else "" for k in fields))
