@@ -195,8 +195,8 @@ MUTANTS: list[Mutant] = [
     m(
         "allowlist-api-source",
         "web/_handlers.py",
-        'return {t.function for t in tasks if getattr(t, "source", None) != API_SOURCE}',
-        "return {t.function for t in tasks}",
+        "await tasks.functions(exclude_source=API_SOURCE)",
+        'await tasks.functions(exclude_source="(none)")',
         ["tests/web/test_mount.py", "-k", "allow or vouches"],
         "tasks created through the API vouch for their own functions when no allow-list is set",
         fast=True,
