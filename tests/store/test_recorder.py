@@ -212,6 +212,33 @@ async def test_background_loop_records_and_drains_on_exit(redis: aioredis.Redis,
     assert {(await ExecutionRepository(db).get(j)).status for j in ("bg-1", "bg-2")} == {"success"}
 
 
+async def test_a_loop_that_dies_is_restarted_and_records(
+    redis: aioredis.Redis, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The recorder's loop runs under the supervisor: a crash that escapes it is logged and the loop restarted,
+    so history is still recorded."""
+    rec = _recorder(redis, db, flush_interval=0.05)
+    real_run = rec._run
+    crashes = {"left": 1}
+
+    async def crashing_run() -> None:
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError("escaped the loop")
+        await real_run()
+
+    rec._run = crashing_run  # type: ignore[method-assign]
+    async with rec:
+        await emit(redis, *lifecycle("sup-1").values())
+
+        async def recorded() -> bool:
+            return rec.recorded >= 3
+
+        await wait_until(recorded, what="the restarted loop to record 3 entries")
+    assert (await ExecutionRepository(db).get("sup-1")).status == "success"
+    assert "escaped the loop" in caplog.text
+
+
 async def test_database_failures_lose_and_duplicate_nothing(
     redis: aioredis.Redis, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

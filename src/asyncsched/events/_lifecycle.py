@@ -36,6 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
 from .._lifecycle import Lifecycle, LifecycleRecord
+from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ._bus import EventBus
@@ -187,7 +188,9 @@ class LifecyclePublisher:
         except BaseException:
             await self._close_bus()
             raise
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="asyncsched-lifecycle-events")
+        # Supervised: a loop that ends unasked is restarted with backoff and logged (readers never die).
+        supervised = Supervised("asyncsched-lifecycle-events", self._run, done=lambda: self._stopping)
+        self._task = supervised.start().task
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

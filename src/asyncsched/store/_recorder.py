@@ -41,6 +41,7 @@ from redis.exceptions import ResponseError
 
 from .. import _keys
 from .._redis import create_redis
+from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ._database import Database
 from ._history_loss import LossLog, StreamAccount
@@ -154,7 +155,10 @@ class Recorder(BatchWriter):
         self._stopping.clear()
         with contextlib.suppress(Exception):  # Redis may be down: the loop keeps trying
             await self._ensure_groups()
-        self._task = asyncio.create_task(self._run(), name=f"asyncsched-recorder-{self.consumer}")
+        # Supervised: should the loop ever end unasked (it catches every Exception itself), it is restarted
+        # with backoff and logged instead of leaving history unrecorded.
+        name = f"asyncsched-recorder-{self.consumer}"
+        self._task = Supervised(name, self._run, done=self._stopping.is_set).start().task
         await self.watch.start()
         return self
 
