@@ -215,8 +215,8 @@ async def test_background_loop_records_and_drains_on_exit(redis: aioredis.Redis,
 async def test_a_loop_that_dies_is_restarted_and_records(
     redis: aioredis.Redis, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The recorder's loop runs under the supervisor: a crash that escapes it is logged and the loop restarted,
-    so history is still recorded."""
+    """The recorder's loop runs under the supervisor: a crash that escapes it is logged and the loop
+    restarted, so history is still recorded."""
     rec = _recorder(redis, db, flush_interval=0.05)
     real_run = rec._run
     crashes = {"left": 1}
