@@ -6,7 +6,8 @@ Schemes:
   the same NAME in this process talks to the same server, on whichever event loop it is used from, so the
   worker, scheduler, bus and sync facade of one process share state. Nothing crosses process boundaries.
 * ``redis://``, ``rediss://`` (TLS), ``unix://`` — redis-py's own URL parsing (hiredis when installed).
-* ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` — the master of a Sentinel service.
+* ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` — the master of a Sentinel service,
+  followed through failovers (see :mod:`asyncsched._redis.sentinel`).
 
 The clients return ``bytes`` (``decode_responses=False``), as python-rq expects.
 """
@@ -36,6 +37,7 @@ except ImportError:  # pragma: no cover - older redis-py fixes the version once,
     _DriverInfo = None  # type: ignore[assignment,misc]
 
 from ..exceptions import BackendUnavailable, UnsupportedURL
+from .sentinel import SentinelPool
 
 __all__ = ["Line", "check_redis", "create_redis", "mask_url", "reset_memory_servers"]
 
@@ -353,7 +355,7 @@ def _sentinel_master(url: str, **options: Any) -> aioredis.Redis:
     if "driver_info" in options:
         sentinel_kwargs["driver_info"] = options["driver_info"]
     sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)  # type: ignore[no-untyped-call]
-    master: aioredis.Redis = sentinel.master_for(service)
+    master: aioredis.Redis = sentinel.master_for(service, connection_pool_class=SentinelPool)
     return master
 
 
