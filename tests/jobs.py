@@ -85,3 +85,20 @@ def enqueue_from_thread(redis_url: str) -> str:
 
 class NotJSON:
     pass
+
+
+def note(path: str, text: str, seconds: float = 0.0) -> str:
+    """Append ``text`` and the time to ``path`` (one line), after sleeping ``seconds``; return ``text``."""
+    start = time.time()
+    time.sleep(seconds)
+    with open(path, "a") as fh:
+        fh.write(f"{text} {start:.6f} {time.time():.6f}\n")
+    return text
+
+
+def noted(path: str) -> list[str]:
+    """The texts :func:`note` appended to ``path``, in order."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [line.split()[0] for line in fh if line.strip()]

@@ -38,6 +38,7 @@ _FROM_RQ = {
     "canceled": JobStatus.CANCELLED,
     "scheduled": JobStatus.SCHEDULED,
     "deferred": JobStatus.DEFERRED,
+    "rate_limited": JobStatus.DEFERRED,  # RQ 3: waiting for a slot of its RateLimit
 }
 
 TO_RQ: Mapping[JobStatus, tuple[str, ...]] = {
@@ -47,17 +48,23 @@ TO_RQ: Mapping[JobStatus, tuple[str, ...]] = {
     JobStatus.FAILED: ("failed",),
     JobStatus.CANCELLED: ("canceled", "stopped"),
     JobStatus.SCHEDULED: ("scheduled",),
-    JobStatus.DEFERRED: ("deferred",),
+    JobStatus.DEFERRED: ("deferred", "rate_limited"),
 }
 
 
 def from_rq_status(value: str | bytes | None) -> JobStatus:
-    """Map RQ's status text (``stopped`` is a cancellation from RQ's side). Unknown text: ``InvalidJob``."""
+    """Map RQ's status text (``stopped`` is a cancellation from RQ's side; RQ 3's ``rate_limited`` waits
+    for a slot, like a deferred job for its dependencies). Text that neither RQ 2.x/3.x nor asyncsched
+    writes raises ``InvalidJob`` naming it, rather than being guessed at."""
     text = value.decode() if isinstance(value, bytes) else (value or "")
     try:
         return _FROM_RQ[text]
     except KeyError:
-        raise InvalidJob(f"unknown RQ job status {text!r}") from None
+        raise InvalidJob(
+            f"unknown RQ job status {text!r} (not one RQ 2.x/3.x or asyncsched writes: "
+            + ", ".join(_FROM_RQ)
+            + ")"
+        ) from None
 
 
 class Retry:

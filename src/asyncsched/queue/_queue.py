@@ -37,7 +37,7 @@ __all__ = ["TaskQueue"]
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _BATCH = 1000  # jobs per coalesced enqueue script call
-_PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created"})
+_PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created", b"rate_limited"})
 _ENQUEUE_KEYS = frozenset(
     [
         "func",
@@ -421,13 +421,17 @@ class TaskQueue:
     # ------------------------------------------------------------------ reading
     @_backend_errors
     async def status(self, job_id: str) -> JobStatus:
-        """The job's state. Raises :class:`JobNotFound`."""
+        """The job's state. Raises :class:`JobNotFound`, and :class:`InvalidJob` naming a status that
+        neither RQ 2.x/3.x nor asyncsched writes."""
         raw = await self._r.hget(self.keys.job(job_id), "status")
         if raw is None:
             if await self._r.exists(self.keys.job(job_id)):
                 return JobStatus.QUEUED  # RQ's "created": a hash without a status yet
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
-        return from_rq_status(raw)
+        try:
+            return from_rq_status(raw)
+        except InvalidJob as exc:
+            raise InvalidJob(f"job {job_id!r}: {exc}") from None
 
     async def _latest(self, job_id: str) -> ResultEntry | None:
         entries = await self._r.xrevrange(self.keys.results(job_id), count=1)
@@ -650,7 +654,7 @@ class TaskQueue:
         cancelled on the worker's loop; a sync job's thread runs on but its result is discarded).
         Returns ``False`` if the job had already ended. Raises :class:`JobNotFound`."""
         rc = await self._scripts.run(
-            "cancel", [self.prefix, job_id, int(time.time()), self.stream, LIFECYCLE_MAXLEN]
+            "cancel", [self.prefix, job_id, int(time.time()), self.stream, LIFECYCLE_MAXLEN, codec.fmt_ts()]
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
