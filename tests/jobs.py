@@ -102,3 +102,50 @@ def noted(path: str) -> list[str]:
         return []
     with open(path) as fh:
         return [line.split()[0] for line in fh if line.strip()]
+
+
+def note_fail(path: str, text: str) -> None:
+    """:func:`note`, then raise ``ValueError(text)``."""
+    note(path, text)
+    raise ValueError(text)
+
+
+def note_current(path: str) -> str:
+    """Note the id of ``rq.get_current_job()`` and of ``asyncsched.current_job()`` (``none`` if absent)."""
+    import rq
+
+    import asyncsched
+
+    job = rq.get_current_job()
+    assert job is None or job.connection.ping()
+    ours = asyncsched.current_job()
+    note(path, f"rq:{job.id if job else 'none'}")
+    return ours.id if ours is not None else "none"
+
+
+async def anote_current(path: str) -> str:
+    """:func:`note_current` from a coroutine job."""
+    await asyncio.sleep(0)
+    return note_current(path)
+
+
+# RQ callbacks (rq.Callback): RQ's signatures; they note into the job's first argument (a path)
+def cb_success(job: Any, connection: Any, result: Any, *args: Any, **kwargs: Any) -> None:
+    assert connection.ping()
+    note(job.args[0], f"on_success:{job.id}:{result}")
+
+
+def cb_failure(job: Any, connection: Any, typ: Any, value: Any, tb: Any) -> None:
+    note(job.args[0], f"on_failure:{job.id}:{typ.__name__}")
+
+
+def cb_stopped(job: Any, connection: Any) -> None:
+    note(job.args[0], f"on_stopped:{job.id}")
+
+
+def cb_broken(job: Any, connection: Any, *args: Any) -> None:
+    raise RuntimeError("callback broke")
+
+
+def cb_slow(job: Any, connection: Any, *args: Any) -> None:
+    time.sleep(3)

@@ -1,13 +1,15 @@
 """RQ's job features, made by the real ``rq`` package, under our worker and under the stock RQ worker.
 
-Each scenario runs twice on a flushed Redis: once with our worker, once with ``rq.SimpleWorker`` (the
-reference), and the final state in RQ's registries and the side effects must be the same. Run on RQ 2.x
-and 3.x by ``nox -s rq_compat``; a feature RQ 2.x does not have is skipped there.
+Each scenario runs twice on a flushed Redis: once with our worker, once with the stock ``rq worker``
+(the reference, in its own process); the final state in RQ's registries and the side effects must be
+the same. Run on RQ 2.x and 3.x by ``nox -s rq_compat``; a feature RQ 2.x lacks is skipped there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +17,20 @@ from typing import Any
 import pytest
 import redis as syncredis
 import rq
-from rq import Queue
+from rq import Callback, Queue
+from rq.command import send_stop_job_command
+from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.suspension import resume, suspend
 
 from asyncsched.config import Settings
 from asyncsched.queue import JobStatus, TaskQueue
 from asyncsched.testing import run_burst
+from asyncsched.worker import Worker
 from tests import jobs
+from tests.waiting import eventually
+from tests.worker.test_rq_interop import rq_cli
 
 pytestmark = pytest.mark.rq_compat
 
@@ -67,9 +75,11 @@ async def both(conn: syncredis.Redis, url: str, tmp_path: Path, scenario: Scenar
         ids = scenario(conn, path)
         if which == "ours":
             await run_burst(redis=url, settings=Settings(redis_url=url), concurrency=4)
-        else:
-            worker = rq.SimpleWorker([rq_queue(conn)], connection=conn, serializer=JSONSerializer)
-            worker.work(burst=True)  # main thread (signal handlers); nothing else runs meanwhile
+        else:  # the stock `rq worker`, in its own process
+            proc = await asyncio.to_thread(
+                rq_cli, "worker", "--burst", "--serializer", "rq.serializers.JSONSerializer", url=url
+            )
+            assert proc.returncode == 0 or "suspended" in proc.stdout, proc.stderr
         states.append(final_state(conn, ids, path))
     assert states[0] == states[1], f"ours: {states[0]}\nrq:   {states[1]}"
     return states[0]
@@ -121,3 +131,159 @@ async def test_cancelling_a_job_holding_a_slot_lets_the_next_in(
         assert await ours.cancel(first.id)
         assert await ours.status(second.id) == JobStatus.QUEUED
     assert real_conn.zrange("rq:rl:one:allowed", 0, -1) == [second.id.encode()]
+
+
+def error_lines(conn: syncredis.Redis, ids: list[str]) -> list[str | None]:
+    """The last line of each job's latest failure (as RQ reads it), or None."""
+    out: list[str | None] = []
+    for job_id in ids:
+        result = Job.fetch(job_id, connection=conn, serializer=JSONSerializer).latest_result()
+        text = (result.exc_string or "").strip() if result is not None else ""
+        out.append(text.splitlines()[-1] if text else None)
+    return out
+
+
+async def test_callbacks_run_with_rq_signatures(
+    real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    errors: dict[str, list[str | None]] = {}
+
+    def scenario(conn: syncredis.Redis, path: Path) -> list[str]:
+        q = rq_queue(conn)
+        ok, fail, broken = Callback(jobs.cb_success), Callback(jobs.cb_failure), Callback(jobs.cb_broken)
+        return [
+            q.enqueue(jobs.note, str(path), "a", job_id="a", on_success=ok, on_failure=fail).id,
+            q.enqueue(jobs.note_fail, str(path), "b", job_id="b", on_success=ok, on_failure=fail).id,
+            # a success callback that raises fails the job, and its failure callback sees that error
+            q.enqueue(jobs.note, str(path), "c", job_id="c", on_success=broken, on_failure=fail).id,
+            # a failure callback that raises replaces the job's error
+            q.enqueue(jobs.note_fail, str(path), "d", job_id="d", on_failure=broken).id,
+        ]
+
+    state = await both(real_conn, real_redis_url, tmp_path, scenario)
+    errors["rq"] = error_lines(real_conn, ["a", "b", "c", "d"])
+    assert state["statuses"] == ["finished", "failed", "failed", "failed"]
+    assert state["notes"] == sorted(
+        ["a", "on_success:a:a", "b", "on_failure:b:ValueError", "c", "on_failure:c:RuntimeError", "d"]
+    )
+    assert errors["rq"][1:] == [
+        "ValueError: b",
+        "RuntimeError: callback broke",
+        "RuntimeError: callback broke",
+    ]
+    # and ours wrote the same errors (run again: `both` leaves the reference's state behind)
+    real_conn.flushall()
+    scenario(real_conn, tmp_path / "again.log")
+    await run_burst(redis=real_redis_url, settings=Settings(redis_url=real_redis_url))
+    assert error_lines(real_conn, ["a", "b", "c", "d"]) == errors["rq"]
+
+
+async def test_callback_timeout_fails_the_job(
+    real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    q = rq_queue(real_conn)
+    job = q.enqueue(jobs.note, str(tmp_path / "t.log"), "t", on_success=Callback(jobs.cb_slow, timeout=1))
+    await run_burst(redis=real_redis_url, settings=Settings(redis_url=real_redis_url))
+    fetched = Job.fetch(job.id, connection=real_conn, serializer=JSONSerializer)
+    assert fetched.get_status() == rq.job.JobStatus.FAILED
+    assert "exceeded its timeout (1 seconds)" in (fetched.latest_result().exc_string or "")  # type: ignore[union-attr]
+
+
+async def test_stopped_callback(real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path) -> None:
+    path = str(tmp_path / "s.log")
+    q = rq_queue(real_conn)
+    job = q.enqueue(jobs.async_touch_and_sleep, path + ".flag", 30, on_stopped=Callback(jobs.cb_stopped))
+    settings = Settings(redis_url=real_redis_url)
+    async with Worker(redis=real_redis_url, settings=settings, poll_timeout=0.2) as worker:
+        task = asyncio.create_task(worker.run())
+        await eventually(lambda: Path(path + ".flag").exists(), what="the job to start")
+        send_stop_job_command(real_conn, job.id, serializer=JSONSerializer)
+        # (the job wrote its pid to the flag file without a newline: the note ends that line)
+        expected = f"on_stopped:{job.id}"
+        await eventually(
+            lambda: jobs.noted(path + ".flag")[-1].endswith(expected), what="the stopped callback"
+        )
+        worker.request_stop()
+        await task
+    assert Job.fetch(job.id, connection=real_conn, serializer=JSONSerializer).get_status() == "stopped"
+
+
+@pytest.mark.skipif(not hasattr(rq, "Repeat"), reason="rq.Repeat is new in RQ 2.2")
+async def test_repeat_runs_times_plus_one(
+    real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    def scenario(conn: syncredis.Redis, path: Path) -> list[str]:
+        return [rq_queue(conn).enqueue(jobs.note, str(path), "r", repeat=rq.Repeat(times=2)).id]
+
+    state = await both(real_conn, real_redis_url, tmp_path, scenario)
+    assert state["statuses"] == ["finished"]
+    assert state["notes"] == ["r", "r", "r"]
+
+
+@pytest.mark.skipif(not hasattr(rq, "Repeat"), reason="rq.Repeat is new in RQ 2.2")
+async def test_repeat_with_an_interval_is_scheduled(real_conn: syncredis.Redis, real_redis_url: str) -> None:
+    job = rq_queue(real_conn).enqueue(jobs.add, 1, 2, repeat=rq.Repeat(times=2, interval=[30, 60]))
+    await run_burst(redis=real_redis_url, settings=Settings(redis_url=real_redis_url))
+    fetched = Job.fetch(job.id, connection=real_conn, serializer=JSONSerializer)
+    assert fetched.get_status() == "scheduled"
+    assert (fetched.repeats_left, fetched.repeat_intervals) == (1, [60])
+    score = real_conn.zscore("rq:scheduled:default", job.id)
+    assert score is not None
+    assert 20 < score - time.time() <= 31
+    assert FinishedJobRegistry("default", connection=real_conn).count == 1  # the first run is recorded
+
+
+async def test_current_job_inside_jobs(
+    real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    def scenario(conn: syncredis.Redis, path: Path) -> list[str]:
+        q = rq_queue(conn)
+        return [
+            q.enqueue(jobs.note_current, str(path), job_id="sync-job").id,
+            q.enqueue(jobs.anote_current, str(path), job_id="async-job").id,
+        ]
+
+    state = await both(real_conn, real_redis_url, tmp_path, scenario)
+    assert state["notes"] == ["rq:async-job", "rq:sync-job"]
+    real_conn.flushall()
+    scenario(real_conn, tmp_path / "ours.log")
+    await run_burst(redis=real_redis_url, settings=Settings(redis_url=real_redis_url))
+    for job_id in ("sync-job", "async-job"):  # asyncsched.current_job() too
+        assert Job.fetch(job_id, connection=real_conn, serializer=JSONSerializer).return_value() == job_id
+
+
+async def test_suspended_burst_workers_run_nothing(
+    real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    def scenario(conn: syncredis.Redis, path: Path) -> list[str]:
+        suspend(conn)
+        return [rq_queue(conn).enqueue(jobs.note, str(path), "s").id]
+
+    state = await both(real_conn, real_redis_url, tmp_path, scenario)
+    assert state["statuses"] == ["queued"]
+    assert state["queued"] == 1
+
+
+async def test_suspend_and_resume_a_running_worker(
+    real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(redis_url=real_redis_url)
+    async with (
+        TaskQueue(real_redis_url, settings=settings) as q,
+        Worker(redis=real_redis_url, settings=settings, poll_timeout=0.2) as worker,
+    ):
+        task = asyncio.create_task(worker.run())
+        first = await q.enqueue(jobs.add, args=(1, 1))
+        assert await q.result(first, wait=10) == 2
+        suspend(real_conn)  # as `rq suspend` does
+        await eventually(
+            lambda: real_conn.hget(f"rq:worker:{worker.name}", "state") == b"suspended",
+            what="the worker to notice",
+        )
+        held = await q.enqueue(jobs.add, args=(2, 2))
+        await asyncio.sleep(1.5)  # a suspended worker must not take it: nothing to await but time
+        assert await q.status(held) == JobStatus.QUEUED
+        resume(real_conn)
+        assert await q.result(held, wait=10) == 4
+        worker.request_stop()
+        await task

@@ -26,21 +26,22 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .._keys import claiming_list, claiming_registry, lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
-from .._redis.connection import Line
+from .._redis.connection import Line, create_sync_redis
 from .._version import __version__
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ..rq import codec
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
-from ._job import ClaimedJob, Outcome, Prepared, execute, prepare, put_back, result_type, stopped
+from ._job import ClaimedJob, Outcome, Prepared, after_run, execute, prepare, put_back, result_type, stopped
+from ._rqjob import CurrentJob, install_rq_current_job, set_current
 
 __all__ = ["ORPHAN_POLICIES", "Worker"]
 
 log = logging.getLogger("asyncsched.worker")
 
 ORPHAN_POLICIES = ("fail", "requeue")
-_FINISH_FIELDS = 21
+_FINISH_FIELDS = 24
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _SEP = "\x1e"
 
@@ -91,10 +92,13 @@ class Worker:
         if lease <= heartbeat_interval:
             raise ConfigurationError(f"lease ({lease}s) must be longer than heartbeat_interval")
         if redis is None or isinstance(redis, str):
-            self.redis = create_redis(redis or self.settings.redis_url)
+            self._url: str | None = redis or self.settings.redis_url
+            self.redis = create_redis(self._url)
             self._owns = True
         else:
-            self.redis, self._owns = redis, False
+            self.redis, self._owns, self._url = redis, False, None
+        self._sync: Any = None  # the synchronous client RQ callbacks get (made on first use)
+        self._suspended = False  # RQ's suspension key was seen by the last claim
         self._r: Any = self.redis
         self.concurrency = concurrency or self.settings.concurrency
         self.threads = threads or self.settings.threads
@@ -148,6 +152,8 @@ class Worker:
             await self._register_death()
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._sync is not None:
+                self._sync.close()
             if self._owns:
                 await self.redis.aclose()
 
@@ -165,6 +171,7 @@ class Worker:
         """Process jobs until :meth:`request_stop` (or, in burst mode, until the queues are empty)."""
         if not self._registered:
             await self._register_birth()
+        install_rq_current_job()  # rq.get_current_job() sees our jobs (when rq is installed)
         self._background = [
             asyncio.create_task(self._completer(), name="asyncsched-completer"),
             asyncio.create_task(self._maintenance(), name="asyncsched-heartbeat"),
@@ -287,6 +294,8 @@ class Worker:
 
     async def _work_once(self) -> bool:
         """One step of the claim loop; ``True`` when a burst worker is done."""
+        if self._suspended:
+            return await self._while_suspended()
         n = min(self._capacity(), self.batch_size)
         if n <= 0:
             await self._wait_slot()
@@ -310,6 +319,25 @@ class Worker:
         if not self._running and self._done.empty():
             return bool(await self._queues_empty())
         await self._wait_slot(self.poll_timeout)
+        return False
+
+    async def _while_suspended(self) -> bool:
+        """Suspended (RQ's ``<p>:suspended`` key): claim nothing; check again each second (as RQ's worker),
+        and say so in the worker hash. A burst worker stops, as RQ's does; running jobs finish."""
+        if self.burst:
+            log.warning("worker %s: suspended in burst mode, exiting", self.name)
+            return True
+        if await self._r.exists(self.keys.suspended):
+            with contextlib.suppress(RedisError):
+                await self._r.hset(self.keys.worker(self.name), "state", "suspended")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._stop.wait()
+            return False
+        self._suspended = False
+        with contextlib.suppress(RedisError):
+            await self._r.hset(self.keys.worker(self.name), "state", "idle")
+        log.warning("worker %s: resumed", self.name)
         return False
 
     async def _queues_empty(self) -> bool:
@@ -392,6 +420,11 @@ class Worker:
 
     def _take(self, reply: list[Any]) -> int:
         """Start the jobs a claim script returned; how many."""
+        if len(reply) == 1:  # {'suspended'}: rq suspend / asyncsched suspend
+            if not self._suspended:
+                self._suspended = True
+                log.warning("worker %s: suspended (rq resume / asyncsched resume to go on)", self.name)
+            return 0
         count = len(reply) // 4
         for i in range(count):
             job_id, exec_id, queue, flat = reply[4 * i : 4 * i + 4]
@@ -413,14 +446,37 @@ class Worker:
         self._running[job.id] = (job, task)
 
     async def _execute(self, job: ClaimedJob, prep: Prepared) -> None:
+        ctx = CurrentJob(job.id, job.queue, job.execution_id, job.attempt, self.name, job.hash, prep.fmt)
+        ctx.connect = self._sync_redis
+        set_current(ctx)  # this task's context: the job's function, its threads, its callbacks
         try:
             outcome = await execute(job, prep, self._pool)
+            if job.features is not None:
+                outcome = await after_run(job, outcome, self._pool, ctx)
         except asyncio.CancelledError:
             outcome = stopped(job)
         except BaseException:  # a bug of ours must not lose the job
             log.exception("job %s: internal error", job.id)
             outcome = stopped(job)
         self._returned(job, outcome)
+
+    def _sync_redis(self) -> Any:
+        """A synchronous client on this worker's Redis (RQ callbacks' ``connection``); thread-safe."""
+        if self._sync is None:
+            if self._url is not None:
+                self._sync = create_sync_redis(self._url)
+            else:  # given a client: the same server, from its connection settings
+                import redis as syncredis
+
+                kwargs = self.redis.connection_pool.connection_kwargs
+                if "server" in kwargs:  # fakeredis
+                    import fakeredis
+
+                    self._sync = fakeredis.FakeRedis(server=kwargs["server"])
+                else:
+                    keep = ("host", "port", "db", "username", "password", "path")
+                    self._sync = syncredis.Redis(**{k: v for k, v in kwargs.items() if k in keep})
+        return self._sync
 
     def _returned(self, job: ClaimedJob, outcome: Outcome) -> None:
         """A dispatched job's function is done (once per job): free its slot, queue its outcome."""
@@ -470,6 +526,7 @@ class Worker:
                 o.exc_text if o.kind != "finished" and o.exc_text else "",
                 o.life_result or "",
                 "" if o.next_attempt is None else str(o.next_attempt),
+                *_repeat_fields(o),
             )
             # one argument per job (fields joined by 0x1e): far cheaper to send than 21 arguments
             args.append(_SEP.join(x.replace(_SEP, " ") for x in fields))
@@ -676,3 +733,11 @@ class Worker:
         end = time.monotonic() + 30
         while self._running and time.monotonic() < end:  # the completer records what is left
             await self._wait_slot(0.2)
+
+
+def _repeat_fields(o: Outcome) -> tuple[str, str, str]:
+    """finish.lua's fields 22-24: RQ Repeat's repeats left, intervals left (JSON) and wait (s)."""
+    if o.repeat is None or o.kind != "finished":
+        return "", "", ""
+    left, intervals, wait = o.repeat
+    return str(left), json.dumps(intervals), str(int(time.time()) + wait if wait else 0)

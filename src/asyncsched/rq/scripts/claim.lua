@@ -5,7 +5,8 @@
 --       given_queue ('' if none), claiming list ('' if none), ngiven, <id>*ngiven,
 --       nqueues, <queue>*nqueues, exec base (20 hex), first exec number
 --       (the k-th job started gets execution id base .. %012x of first + k - 1, like RQ's uuid4().hex)
--- Returns a flat list of entries: id, exec, queue, <hgetall as a nested array>.
+-- Returns a flat list of entries: id, exec, queue, <hgetall as a nested array>; {'suspended'} when
+-- workers are suspended.
 local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 -- RQ's timestamp text ('%Y-%m-%dT%H:%M:%S.%fZ', UTC) of an epoch second and microsecond
@@ -44,6 +45,12 @@ local queues = {}
 for k = 1, nqueues do queues[k] = ARGV[i + k] end
 i = i + nqueues + 1
 local exec_base, exec_first = ARGV[i], tonumber(ARGV[i + 1])
+-- RQ's suspension (rq suspend / asyncsched suspend): claim nothing. Ids the worker already popped go back to
+-- the head of their queue; ids in the claiming list wait there for the claim after the resume.
+if redis.call('EXISTS', p .. ':suspended') == 1 then
+  for k = ngiven, 1, -1 do redis.call('LPUSH', p .. ':queue:' .. given_q, ARGV[11 + k]) end
+  return {'suspended'}
+end
 local used = 0
 local out = {}
 local wkey = p .. ':worker:' .. w

@@ -9,6 +9,8 @@
 --  9 results ttl ('' none, -1 persist, n)  10 registry score  11 retries_left ('' keep)
 --  12 scheduled score  13 at_front  14 exec started (float)  15 exec ended (float)  16 working time (s)
 --  17 lifecycle kind  18 error  19 traceback  20 result (capped JSON)  21 next attempt ('' keep)
+--  22 RQ Repeat: repeats left after this run ('' no repeat)  23 repeat intervals left (JSON)
+--  24 repeat run-at (epoch s; 0: re-queued now)
 -- Returns one integer per job: 1 recorded, 0 only cleaned up.
 --#include ratelimit
 local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -106,7 +108,19 @@ for j = 0, njobs - 1 do
         redis.call('ZADD', p .. ':finished:' .. q, score, id)
       end
       enqueue_dependents(id, false)
-      apply_ttl()
+      if f[22] ~= '' then
+        -- rq.Repeat.schedule: the run is recorded as finished, then the job runs again (no TTL applied)
+        redis.call('HSET', jk, 'repeats_left', f[22], 'repeat_intervals', f[23])
+        if f[24] == '0' then
+          redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
+          redis.call('RPUSH', p .. ':queue:' .. q, id)
+        else
+          redis.call('HSET', jk, 'status', 'scheduled')
+          redis.call('ZADD', p .. ':scheduled:' .. q, f[24], id)
+        end
+      else
+        apply_ttl()
+      end
       ok_count = ok_count + 1
     elseif outcome == 'failed' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
