@@ -661,6 +661,24 @@ class TaskQueue:
         return bool(rc > 0)
 
     @_backend_errors
+    async def suspend_workers(self, duration: int | None = None) -> None:
+        """Suspend every worker on this Redis, ours and RQ's (as ``rq suspend``): running jobs finish,
+        no job starts until :meth:`resume_workers` (or until ``duration`` seconds have passed)."""
+        if duration is not None and duration < 1:
+            raise ValueError(f"duration must be at least 1 second, got {duration!r}")
+        await self._r.set(self.keys.suspended, 1, ex=duration)
+
+    @_backend_errors
+    async def resume_workers(self) -> None:
+        """Undo :meth:`suspend_workers` (as ``rq resume``)."""
+        await self._r.delete(self.keys.suspended)
+
+    @_backend_errors
+    async def workers_suspended(self) -> bool:
+        """Whether workers are suspended (by :meth:`suspend_workers`, ``rq suspend`` or the CLI)."""
+        return bool(await self._r.exists(self.keys.suspended))
+
+    @_backend_errors
     async def requeue(self, job_id: str) -> None:
         """Put a failed (or stopped/cancelled) job back on its queue as a new attempt."""
         rc = await self._scripts.run(
