@@ -8,16 +8,17 @@ the same. Run on RQ 2.x and 3.x by ``nox -s rq_compat``; a feature RQ 2.x lacks 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis as syncredis
 import rq
-from rq import Callback, Queue
+from rq import Queue
 from rq.command import send_stop_job_command
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
@@ -25,7 +26,8 @@ from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
 from asyncsched.config import Settings
-from asyncsched.queue import JobStatus, TaskQueue
+from asyncsched.exceptions import InvalidJob
+from asyncsched.queue import Callback, JobStatus, RateLimit, Repeat, TaskQueue
 from asyncsched.testing import run_burst
 from asyncsched.worker import Worker
 from tests import jobs
@@ -36,7 +38,7 @@ pytestmark = pytest.mark.rq_compat
 
 needs_rq3 = pytest.mark.skipif(not hasattr(rq, "RateLimit"), reason="RateLimit is new in RQ 3")
 
-Scenario = Callable[[syncredis.Redis, Path], list[str]]
+Scenario = Callable[[syncredis.Redis, Path], list[str] | Awaitable[list[str]]]
 
 
 @pytest.fixture
@@ -72,7 +74,8 @@ async def both(conn: syncredis.Redis, url: str, tmp_path: Path, scenario: Scenar
     for which in ("ours", "rq"):
         conn.flushall()
         path = tmp_path / f"{which}.log"
-        ids = scenario(conn, path)
+        made = scenario(conn, path)
+        ids = await made if inspect.isawaitable(made) else made
         if which == "ours":
             await run_burst(redis=url, settings=Settings(redis_url=url), concurrency=4)
         else:  # the stock `rq worker`, in its own process
@@ -150,7 +153,11 @@ async def test_callbacks_run_with_rq_signatures(
 
     def scenario(conn: syncredis.Redis, path: Path) -> list[str]:
         q = rq_queue(conn)
-        ok, fail, broken = Callback(jobs.cb_success), Callback(jobs.cb_failure), Callback(jobs.cb_broken)
+        ok, fail, broken = (
+            rq.Callback(jobs.cb_success),
+            rq.Callback(jobs.cb_failure),
+            rq.Callback(jobs.cb_broken),
+        )
         return [
             q.enqueue(jobs.note, str(path), "a", job_id="a", on_success=ok, on_failure=fail).id,
             q.enqueue(jobs.note_fail, str(path), "b", job_id="b", on_success=ok, on_failure=fail).id,
@@ -182,7 +189,7 @@ async def test_callback_timeout_fails_the_job(
     real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
 ) -> None:
     q = rq_queue(real_conn)
-    job = q.enqueue(jobs.note, str(tmp_path / "t.log"), "t", on_success=Callback(jobs.cb_slow, timeout=1))
+    job = q.enqueue(jobs.note, str(tmp_path / "t.log"), "t", on_success=rq.Callback(jobs.cb_slow, timeout=1))
     await run_burst(redis=real_redis_url, settings=Settings(redis_url=real_redis_url))
     fetched = Job.fetch(job.id, connection=real_conn, serializer=JSONSerializer)
     assert fetched.get_status() == rq.job.JobStatus.FAILED
@@ -192,11 +199,15 @@ async def test_callback_timeout_fails_the_job(
 async def test_stopped_callback(real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path) -> None:
     path = str(tmp_path / "s.log")
     q = rq_queue(real_conn)
-    job = q.enqueue(jobs.async_touch_and_sleep, path + ".flag", 30, on_stopped=Callback(jobs.cb_stopped))
+    job = q.enqueue(jobs.async_touch_and_sleep, path + ".flag", 30, on_stopped=rq.Callback(jobs.cb_stopped))
     settings = Settings(redis_url=real_redis_url)
     async with Worker(redis=real_redis_url, settings=settings, poll_timeout=0.2) as worker:
         task = asyncio.create_task(worker.run())
         await eventually(lambda: Path(path + ".flag").exists(), what="the job to start")
+        channel = f"rq:pubsub:{worker.name}"
+        await eventually(
+            lambda: real_conn.pubsub_numsub(channel)[0][1], what="the worker to listen for commands"
+        )
         send_stop_job_command(real_conn, job.id, serializer=JSONSerializer)
         # (the job wrote its pid to the flag file without a newline: the note ends that line)
         expected = f"on_stopped:{job.id}"
@@ -287,3 +298,82 @@ async def test_suspend_and_resume_a_running_worker(
         assert await q.result(held, wait=10) == 4
         worker.request_stop()
         await task
+
+
+async def test_our_producer_writes_rq_features_both_workers_honour(
+    real_conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    """depends_on (+ allow_dependency_failures), callbacks, repeat and rate_limit from TaskQueue.enqueue:
+    the stock rq worker and ours end in the same state."""
+    settings = Settings(redis_url=real_redis_url)
+    with_limit = hasattr(rq, "RateLimit")
+    with_repeat = hasattr(rq, "Repeat")
+
+    async def scenario(conn: syncredis.Redis, path: Path) -> list[str]:
+        p = str(path)
+        async with TaskQueue(real_redis_url, settings=settings, serializer="json") as q:
+            parent = await q.enqueue(jobs.note, args=(p, "parent"), job_id="parent")
+            bad = await q.enqueue(jobs.note_fail, args=(p, "bad"), job_id="bad")
+            ids = [
+                parent,
+                bad,
+                await q.enqueue(jobs.note, args=(p, "child"), job_id="child", depends_on=parent),
+                await q.enqueue(jobs.note, args=(p, "orphan"), job_id="orphan", depends_on=[parent, bad]),
+                await q.enqueue(
+                    jobs.note,
+                    args=(p, "tolerant"),
+                    job_id="tolerant",
+                    depends_on=[parent, bad],
+                    allow_dependency_failures=True,
+                ),
+                await q.enqueue(
+                    jobs.note,
+                    args=(p, "called"),
+                    job_id="called",
+                    on_success=Callback(jobs.cb_success, timeout=5),
+                    on_failure="tests.jobs:cb_failure",
+                ),
+                await q.enqueue(jobs.note_fail, args=(p, "boom"), job_id="boom", on_failure=jobs.cb_failure),
+            ]
+            if with_repeat:
+                ids.append(await q.enqueue(jobs.note, args=(p, "again"), job_id="again", repeat=Repeat(2)))
+            if with_limit:
+                limit = RateLimit("rl", 1)
+                ids += [
+                    await q.enqueue(jobs.note, args=(p, f"lim{k}"), job_id=f"lim{k}", rate_limit=limit)
+                    for k in range(3)
+                ]
+        return ids
+
+    state = await both(real_conn, real_redis_url, tmp_path, scenario)
+    names = ["parent", "bad", "child", "orphan", "tolerant", "called", "boom"]
+    statuses = dict(zip(names, state["statuses"][:7], strict=True))
+    assert statuses == {
+        "parent": "finished",
+        "bad": "failed",
+        "child": "finished",
+        "orphan": "deferred",
+        "tolerant": "finished",
+        "called": "finished",
+        "boom": "failed",
+    }
+    expected = ["parent", "bad", "child", "tolerant", "called", "on_success:called:called", "boom"]
+    expected.append("on_failure:boom:ValueError")
+    expected += ["again"] * 3 if with_repeat else []
+    expected += ["lim0", "lim1", "lim2"] if with_limit else []
+    assert state["notes"] == sorted(expected)
+    assert state["statuses"][7:] == ["finished"] * (int(with_repeat) + 3 * int(with_limit))
+
+
+async def test_producer_options_are_validated(real_redis_url: str) -> None:
+    async with TaskQueue(real_redis_url, settings=Settings(redis_url=real_redis_url)) as q:
+        with pytest.raises(InvalidJob, match="depends_on"):
+            await q.enqueue(jobs.add, args=(1, 2), depends_on=["not an id"])
+        with pytest.raises(InvalidJob, match="at/delay"):
+            await q.enqueue(jobs.add, args=(1, 2), depends_on="x", delay=60)
+        with pytest.raises(InvalidJob, match="module level"):
+            await q.enqueue(jobs.add, args=(1, 2), on_success=lambda *a: None)
+        with pytest.raises(ValueError, match="concurrency"):
+            RateLimit("k", 0)
+        with pytest.raises(ValueError, match="times"):
+            Repeat(0)

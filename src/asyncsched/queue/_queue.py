@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ from ..rq.codec import ResultEntry, ResultType
 from ..rq.keys import RQKeys
 from ..rq.serializers import Format
 from ._functions import func_name
-from ._models import JobRecord, JobStatus, Retry, WorkerInfo, from_rq_status
+from ._models import Callback, JobRecord, JobStatus, RateLimit, Repeat, Retry, WorkerInfo, from_rq_status
 
 log = logging.getLogger("asyncsched.queue")
 
@@ -60,6 +61,13 @@ _ENQUEUE_KEYS = frozenset(
         "scheduled_task_id",
         "unique",
         "at_front",
+        "depends_on",
+        "allow_dependency_failures",
+        "on_success",
+        "on_failure",
+        "on_stopped",
+        "repeat",
+        "rate_limit",
     ]
 )
 
@@ -168,12 +176,26 @@ class TaskQueue:
         scheduled_task_id: str | None = None,
         unique: bool = False,
         at_front: bool = False,
+        depends_on: str | Iterable[str] | None = None,
+        allow_dependency_failures: bool = False,
+        on_success: Callback | Callable[..., Any] | str | None = None,
+        on_failure: Callback | Callable[..., Any] | str | None = None,
+        on_stopped: Callback | Callable[..., Any] | str | None = None,
+        repeat: Repeat | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> str:
         """Enqueue one job; returns its id. Nothing is written when an argument cannot be serialized.
 
         ``func`` is a module-level callable or a ``"package.module:function"`` path (``function_path``
         alone works too and is recorded either way). ``at``/``delay`` schedule the job (workers promote it
         when due). ``unique=True`` writes nothing if ``job_id`` already exists and returns ``job_id``.
+
+        RQ's job features, written as RQ writes them (a stock ``rq worker`` honours them too):
+        ``depends_on`` (job ids; the job waits, ``deferred``, until they all finished, or also failed with
+        ``allow_dependency_failures``), ``on_success``/``on_failure``/``on_stopped`` callbacks
+        (:class:`Callback`, or a function / path with RQ's 60 s timeout), ``repeat`` (:class:`Repeat`)
+        and ``rate_limit`` (:class:`RateLimit`, RQ 3's). ``depends_on`` and ``rate_limit`` cannot be
+        combined with ``at``/``delay``.
         """
         job_id, part = self._prepare(
             now=datetime.now(UTC),
@@ -197,6 +219,13 @@ class TaskQueue:
             scheduled_task_id=scheduled_task_id,
             unique=unique,
             at_front=at_front,
+            depends_on=depends_on,
+            allow_dependency_failures=allow_dependency_failures,
+            on_success=on_success,
+            on_failure=on_failure,
+            on_stopped=on_stopped,
+            repeat=repeat,
+            rate_limit=rate_limit,
         )
         await self._submit(part)
         return job_id
@@ -302,6 +331,13 @@ class TaskQueue:
         scheduled_task_id: str | None = None,
         unique: bool = False,
         at_front: bool = False,
+        depends_on: str | Iterable[str] | None = None,
+        allow_dependency_failures: bool = False,
+        on_success: Callback | Callable[..., Any] | str | None = None,
+        on_failure: Callback | Callable[..., Any] | str | None = None,
+        on_stopped: Callback | Callable[..., Any] | str | None = None,
+        repeat: Repeat | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> tuple[str, _Part]:
         target = func if func is not None else function_path
         if target is None:
@@ -328,6 +364,11 @@ class TaskQueue:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
             when = now + timedelta(seconds=seconds)
         scheduled = when is not None and when > now
+        rq_opts = _rq_options(
+            depends_on, allow_dependency_failures, on_success, on_failure, on_stopped, repeat, rate_limit
+        )
+        if scheduled and (depends_on is not None or rate_limit is not None):
+            raise InvalidJob("depends_on and rate_limit cannot be combined with at/delay")
         description = description or codec.call_string(name, args, kwargs)
         meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
         shared = (
@@ -345,6 +386,7 @@ class TaskQueue:
             agent_name,
             task_name,
             scheduled_task_id,
+            rq_opts,
         )
         header = self._headers.get(shared)
         if header is None:
@@ -375,15 +417,17 @@ class TaskQueue:
         agent_name: str | None,
         task_name: str | None,
         scheduled_task_id: str | None,
+        rq_opts: tuple[tuple[str, str], ...] = (),
     ) -> tuple[str, ...]:
         """The part of the enqueue script's arguments that jobs with the same options share (see
         ``enqueue.lua``); per-job values (id, data, meta, description, timestamps) go separately."""
         status = "scheduled" if scheduled else "queued"
         # Hash fields in RQ's order (see rq.job.Job.to_dict) after the per-job ones, as a flat list of text.
+        names = dict(rq_opts)
         fields = [
-            "success_callback_name", "",
-            "failure_callback_name", "",
-            "stopped_callback_name", "",
+            "success_callback_name", names.pop("success_callback_name", ""),
+            "failure_callback_name", names.pop("failure_callback_name", ""),
+            "stopped_callback_name", names.pop("stopped_callback_name", ""),
             "started_at", "",
             "ended_at", "",
             "last_heartbeat", "",
@@ -405,6 +449,10 @@ class TaskQueue:
             policy = Retry(retry) if isinstance(retry, int) else Retry(retry[0], list(retry[1:]))
             fields += ("retries_left", str(policy.max))
             fields += ("retry_intervals", "[" + ", ".join(str(i) for i in policy.intervals) + "]")
+        for item in names.items():
+            fields += item
+        if at_front and ("dependency_ids" in names or "rate_limit_key" in names):
+            fields += ("enqueue_at_front", "1")  # for the later push (RQ's field)
         life = ["kind", status, "queue", qname, "attempt", "1", "function", path]
         for hash_field, life_field, value in (
             ("asyncsched_agent", "agent_name", agent_name),
@@ -710,3 +758,42 @@ def _seconds(value: int | float | timedelta) -> int:
     if seconds <= 0:
         raise InvalidJob(f"timeout must be positive seconds (or -1 for none), got {value!r}")
     return math.ceil(seconds)
+
+
+def _rq_options(
+    depends_on: str | Iterable[str] | None,
+    allow_failures: bool,
+    on_success: Callback | Callable[..., Any] | str | None,
+    on_failure: Callback | Callable[..., Any] | str | None,
+    on_stopped: Callback | Callable[..., Any] | str | None,
+    repeat: Repeat | None,
+    rate_limit: RateLimit | None,
+) -> tuple[tuple[str, str], ...]:
+    """The RQ job hash fields (name, text) of these options, validated; hashable, for the header cache."""
+    out: list[tuple[str, str]] = []
+    for kind, cb in (("success", on_success), ("failure", on_failure), ("stopped", on_stopped)):
+        if cb is None:
+            continue
+        if not isinstance(cb, Callback):
+            cb = Callback(cb)
+        out.append((f"{kind}_callback_name", func_name(cb.func)))
+        if cb.timeout is not None:
+            out.append((f"{kind}_callback_timeout", str(cb.timeout)))
+    if repeat is not None:
+        if not isinstance(repeat, Repeat):
+            raise InvalidJob(f"repeat must be asyncsched.queue.Repeat, got {type(repeat).__name__}")
+        out += [("repeats_left", str(repeat.times)), ("repeat_intervals", json.dumps(repeat.intervals))]
+    if rate_limit is not None:
+        if not isinstance(rate_limit, RateLimit):
+            raise InvalidJob(
+                f"rate_limit must be asyncsched.queue.RateLimit, got {type(rate_limit).__name__}"
+            )
+        out += [("rate_limit_key", rate_limit.key), ("rate_limit_concurrency", str(rate_limit.concurrency))]
+    if depends_on is not None:
+        ids = [depends_on] if isinstance(depends_on, str) else list(depends_on)
+        bad = [i for i in ids if not _JOB_ID.match(str(i))]
+        if not ids or bad:
+            raise InvalidJob(f"depends_on must be one or more job ids, got {depends_on!r}")
+        out += [("dependency_id", ids[0]), ("dependency_ids", json.dumps(ids))]
+        out.append(("allow_dependency_failures", "1" if allow_failures else "0"))
+    return tuple(out)

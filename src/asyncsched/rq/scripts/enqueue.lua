@@ -10,6 +10,7 @@
 -- The shared fields are passed straight from ARGV to HSET/XADD (unpack of a range: no table is built, no
 -- string is split), which keeps both a 1-job call and a 1,000-job call cheap for Redis.
 -- Returns one integer per job: 1 written, 0 skipped (unique and the job already exists).
+--#include ratelimit
 local p, stream, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local out, n = {}, 0
 local registered = {}
@@ -25,6 +26,17 @@ while i <= #ARGV do
   local njobs = tonumber(ARGV[life_to + 1])
   i = life_to + 2
   local scheduled = status == 'scheduled'
+  -- RQ's dependencies and rate limit, from the shared hash fields (rare: found by one scan)
+  local deps, allow, rl_key, rl_conc = nil, false, nil, nil
+  for k = hash_from, hash_to, 2 do
+    local name = ARGV[k]
+    if name == 'dependency_ids' then
+      deps = {}
+      for dep in string.gmatch(ARGV[k + 1], '"([^"]+)"') do deps[#deps + 1] = dep end
+    elseif name == 'allow_dependency_failures' then allow = ARGV[k + 1] == '1'
+    elseif name == 'rate_limit_key' then rl_key = ARGV[k + 1]
+    elseif name == 'rate_limit_concurrency' then rl_conc = ARGV[k + 1] end
+  end
   local qkey = p .. ':queue:' .. q
   local skey = p .. ':scheduled:' .. q
   local push = front == '1' and 'LPUSH' or 'RPUSH'
@@ -50,10 +62,31 @@ while i <= #ARGV do
       out[n] = 0
     else
       if unique == '0' then redis.call('DEL', jk) end
+      -- rq.Queue.setup_dependencies: deferred while a dependency is neither finished nor (allowed) failed
+      local waiting = false
+      if deps then
+        for _, dep in ipairs(deps) do
+          local ds = redis.call('HGET', p .. ':job:' .. dep, 'status')
+          if ds and ds ~= 'finished' and not (allow and ds == 'failed') then waiting = true end
+        end
+      end
       if scheduled then
         redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
           unpack(ARGV, hash_from, hash_to))
         redis.call('ZADD', skey, score, id)
+      elseif waiting or rl_key then
+        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
+          unpack(ARGV, hash_from, hash_to))
+        if waiting then
+          redis.call('HSET', jk, 'status', 'deferred')
+          redis.call('ZADD', p .. ':deferred:' .. q, tonumber(epoch), id)
+          for _, dep in ipairs(deps) do
+            redis.call('SADD', p .. ':job:' .. dep .. ':dependents', id)
+            redis.call('SADD', p .. ':job::' .. id .. ':dependencies', dep)
+          end
+        else
+          rl_wait(p, rl_key, rl_conc, id, tonumber(epoch), ts)
+        end
       else
         redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
           unpack(ARGV, hash_from, hash_to))
