@@ -149,3 +149,13 @@ def cb_broken(job: Any, connection: Any, *args: Any) -> None:
 
 def cb_slow(job: Any, connection: Any, *args: Any) -> None:
     time.sleep(3)
+
+
+def hold(path: str, limit: float = 60.0) -> str:
+    """Create ``path``, then run until ``path + '.release'`` exists (at most ``limit`` seconds)."""
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path + ".release") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "released"

@@ -193,7 +193,7 @@ async def test_rq_maintenance_never_fails_our_long_jobs(
         Worker(redis=real_redis_url, settings=settings, heartbeat_interval=0.3, lease=2) as worker,
     ):
         task = asyncio.create_task(worker.run())
-        job_id = await q.enqueue(jobs.touch_and_sleep, args=(str(flag), 6))
+        job_id = await q.enqueue(jobs.hold, args=(str(flag),))  # runs until released below
         await eventually(flag.exists, what="the job to start")
         started = time.monotonic()
         # While it runs, a stock rq worker starts on the same queue (its startup maintenance cleans
@@ -208,7 +208,8 @@ async def test_rq_maintenance_never_fails_our_long_jobs(
             assert info.returncode == 0, info.stderr
             rq.registry.clean_registries(Queue("default", connection=conn))
             assert await q.status(job_id) == JobStatus.RUNNING
-        assert await q.result(job_id, wait=30) == "slept"
+        Path(f"{flag}.release").touch()
+        assert await q.result(job_id, wait=30) == "released"
         worker.request_stop()
         await task
 

@@ -99,6 +99,7 @@ class Worker:
             self.redis, self._owns, self._url = redis, False, None
         self._sync: Any = None  # the synchronous client RQ callbacks get (made on first use)
         self._suspended = False  # RQ's suspension key was seen by the last claim
+        self._listening = asyncio.Event()  # subscribed to RQ's command channel
         self._r: Any = self.redis
         self.concurrency = concurrency or self.settings.concurrency
         self.threads = threads or self.settings.threads
@@ -180,6 +181,11 @@ class Worker:
         ]
         log.info("worker %s listening on %s", self.name, ", ".join(self.queues))
         try:
+            # as RQ's worker: subscribed to its command channel before the first job, so that a stop-job
+            # command for a job it started is never missed (bounded: Redis may be down at start)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._listening.wait()
             await self._work()
         finally:
             if self._line is not None:
@@ -694,6 +700,7 @@ class Worker:
         pubsub: Any = self.redis.pubsub()
         try:
             await pubsub.subscribe(self.keys.pubsub(self.name))
+            self._listening.set()
             while not self._closing.is_set():
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if msg is None:

@@ -79,7 +79,9 @@ while i <= #ARGV do
           unpack(ARGV, hash_from, hash_to))
         if waiting then
           redis.call('HSET', jk, 'status', 'deferred')
-          redis.call('ZADD', p .. ':deferred:' .. q, tonumber(epoch), id)
+          -- RQ 2.x reads the score as an expiry (no ttl: never); RQ 3 only orders by it
+          local dscore = ttl ~= '' and tostring(math.floor(tonumber(epoch)) + tonumber(ttl)) or '+inf'
+          redis.call('ZADD', p .. ':deferred:' .. q, dscore, id)
           for _, dep in ipairs(deps) do
             redis.call('SADD', p .. ':job:' .. dep .. ':dependents', id)
             redis.call('SADD', p .. ':job::' .. id .. ':dependencies', dep)
