@@ -159,3 +159,10 @@ def hold(path: str, limit: float = 60.0) -> str:
     while not os.path.exists(path + ".release") and time.monotonic() < deadline:
         time.sleep(0.05)
     return "released"
+
+
+def return_rq_retry() -> Any:
+    """RQ 3's retry-by-return: the job returns ``rq.Retry``."""
+    import rq
+
+    return rq.Retry(max=2)

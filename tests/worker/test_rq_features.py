@@ -377,3 +377,18 @@ async def test_producer_options_are_validated(real_redis_url: str) -> None:
             RateLimit("k", 0)
         with pytest.raises(ValueError, match="times"):
             Repeat(0)
+
+
+@needs_rq3
+async def test_unsupported_rq_features_are_refused_naming_them(
+    real_conn: syncredis.Redis, real_redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    q = rq_queue(real_conn)
+    hooked = q.enqueue(jobs.add, 1, 2, webhooks=[rq.webhook.Webhook("http://127.0.0.1:9/hook", "finished")])
+    returned = q.enqueue(jobs.return_rq_retry)
+    await run_burst(redis=real_redis_url, settings=Settings(redis_url=real_redis_url))
+    for job, feature in ((hooked, "webhooks"), (returned, "rq.Retry")):
+        fetched = Job.fetch(job.id, connection=real_conn, serializer=JSONSerializer)
+        assert fetched.get_status() == "failed"
+        assert feature in (fetched.latest_result().exc_string or "")  # type: ignore[union-attr]
+        assert any(feature in r.getMessage() and job.id in r.getMessage() for r in caplog.records)

@@ -147,6 +147,13 @@ def put_back(job: ClaimedJob) -> Outcome:
 
 
 def _success(job: ClaimedJob, value: Any, fmt: Format) -> Outcome:
+    if type(value).__name__ == "Retry" and type(value).__module__.split(".")[0] == "rq":
+        reason = (
+            "a job returning rq.Retry (RQ 3's retry-by-return) is not supported by asyncsched's worker; "
+            "raise an exception and enqueue with retry=Retry(...) instead"
+        )
+        log.warning("job %s refused: %s", job.id, reason)
+        return _failure(job, f"asyncsched.exceptions.InvalidJob: {reason}", retry=False)
     try:
         encoded = codec.encode_value(value, fmt)
     except SerializationError as exc:

@@ -26,7 +26,7 @@ local function enqueue_dependents(id, failed)
   for _, child in ipairs(children) do
     local ck = p .. ':job:' .. child
     local cs = redis.call('HMGET', ck, 'status', 'origin', 'allow_dependency_failures', 'rate_limit_key',
-      'rate_limit_concurrency')
+      'rate_limit_concurrency', 'enqueue_at_front')
     if cs[1] == 'deferred' and not (failed and cs[3] ~= '1') then
       local ready = true
       for _, parent in ipairs(redis.call('SMEMBERS', p .. ':job::' .. child .. ':dependencies')) do
@@ -42,7 +42,7 @@ local function enqueue_dependents(id, failed)
           rl_wait(p, cs[4], cs[5], child, now, now_ts)
         else
           redis.call('HSET', ck, 'status', 'queued', 'enqueued_at', now_ts)
-          redis.call('RPUSH', p .. ':queue:' .. origin, child)
+          redis.call(cs[6] == '1' and 'LPUSH' or 'RPUSH', p .. ':queue:' .. origin, child)
         end
       end
     end
