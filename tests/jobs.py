@@ -166,3 +166,10 @@ def return_rq_retry() -> Any:
     import rq
 
     return rq.Retry(max=2)
+
+
+class Counter:
+    """For an RQ job on a bound method (``q.enqueue(Counter().bump)``)."""
+
+    def bump(self) -> int:
+        return 1

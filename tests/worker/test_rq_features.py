@@ -386,8 +386,9 @@ async def test_unsupported_rq_features_are_refused_naming_them(
     q = rq_queue(real_conn)
     hooked = q.enqueue(jobs.add, 1, 2, webhooks=[rq.webhook.Webhook("http://127.0.0.1:9/hook", "finished")])
     returned = q.enqueue(jobs.return_rq_retry)
-    await run_burst(redis=real_redis_url, settings=Settings(redis_url=real_redis_url))
-    for job, feature in ((hooked, "webhooks"), (returned, "rq.Retry")):
+    bound = Queue("default", connection=real_conn).enqueue(jobs.Counter().bump)  # pickle: an instance
+    await run_burst(redis=real_redis_url, settings=Settings(redis_url=real_redis_url), accept_pickle=True)
+    for job, feature in ((hooked, "webhooks"), (returned, "rq.Retry"), (bound, "bound method")):
         fetched = Job.fetch(job.id, connection=real_conn, serializer=JSONSerializer)
         assert fetched.get_status() == "failed"
         assert feature in (fetched.latest_result().exc_string or "")  # type: ignore[union-attr]

@@ -200,7 +200,6 @@ def prepare(job: ClaimedJob, *, accept_pickle: bool, default_timeout: int) -> Pr
         name, args, kwargs, fmt = codec.decode_data(h["data"], accept_pickle=accept_pickle)
         reason = refused(h)
         if reason is not None:
-            log.warning("job %s refused: %s", job.id, reason)
             raise InvalidJob(reason)
         func = import_function(name)
         timeout = _int(h, "timeout")
@@ -208,6 +207,7 @@ def prepare(job: ClaimedJob, *, accept_pickle: bool, default_timeout: int) -> Pr
     except UnsafeJob as exc:
         return Prepared(outcome=_failure(job, f"asyncsched.exceptions.UnsafeJob: {exc}", retry=False))
     except InvalidJob as exc:
+        log.warning("job %s refused: %s", job.id, exc)
         return Prepared(outcome=_failure(job, f"asyncsched.exceptions.InvalidJob: {exc}", retry=False))
     except Exception as exc:  # malformed hash: bad zlib/JSON, bad ints
         text = f"asyncsched.exceptions.InvalidJob: malformed job hash: {type(exc).__name__}: {exc}"
