@@ -32,6 +32,7 @@ Environment variable           Default                         Meaning
 ``ASYNCSCHED_EVENT_LOG``      ``false``                       Every event bus of the process also logs
                                                                what it publishes for the EventMessage table
 ``ASYNCSCHED_LOG_LEVEL``       ``INFO``                        Logging level
+``ASYNCSCHED_RQ_SCHEDULER``   ``true``                        Schedulers also fire rq-scheduler's jobs
 =============================  ==============================  ==========================================
 """
 
@@ -77,6 +78,7 @@ _ENV_VARS: Mapping[str, str] = {
     "ASYNCSCHED_EVENT_STREAM_MAXLEN": "event_stream_maxlen",
     "ASYNCSCHED_EVENT_LOG": "event_log",
     "ASYNCSCHED_LOG_LEVEL": "log_level",
+    "ASYNCSCHED_RQ_SCHEDULER": "rq_scheduler",
 }
 """Environment variable -> settings field. ``ASYNCSCHED_KEY_PREFIX`` wins over RQ's ``RQ_KEY_PREFIX``."""
 
@@ -105,6 +107,7 @@ class Settings:
     event_stream_maxlen: int = 100_000
     event_log: bool = False
     log_level: str = "INFO"
+    rq_scheduler: bool = True
 
     def __post_init__(self) -> None:
         if self.serializer not in ("json", "pickle"):

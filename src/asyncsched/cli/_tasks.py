@@ -1,4 +1,4 @@
-"""``asyncsched tasks validate FILE...`` and ``asyncsched tasks list``."""
+"""``asyncsched tasks validate FILE...``, ``asyncsched tasks list`` and ``asyncsched tasks import``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import Settings
+from . import _rqscheduler_import
 
 
 def register(sub: Any) -> None:
@@ -23,6 +24,7 @@ def register(sub: Any) -> None:
     validate.add_argument("--no-import", action="store_true", help="do not import the task functions")
     listing = tasks_sub.add_parser("list", help="every scheduled task with its schedule and next run")
     listing.add_argument("--agent", help="only this agent's tasks")
+    _rqscheduler_import.add_parser(tasks_sub)
     parser.set_defaults(handler=handle, parser=parser)
 
 
@@ -33,6 +35,8 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
         return _validate(args.files, args.agent or settings.agent, not args.no_import)
     if args.tasks_command == "list":
         return asyncio.run(_list(settings, args.agent))
+    if args.tasks_command == "import":
+        return _rqscheduler_import.handle_import(args, settings)
     args.parser.print_help()
     return 2
 
@@ -88,8 +92,10 @@ async def _list(settings: Settings, agent: str | None) -> int:
         )
     if len(rows) == 1:
         print("no scheduled tasks" + (f" for agent {agent!r}" if agent else ""))
-        return 0
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    else:
+        widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if agent is None:
+        await _rqscheduler_import.print_listing(settings)
     return 0

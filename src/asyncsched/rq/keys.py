@@ -25,6 +25,9 @@ key                                         type    content
 ``<p>:rl:<key>``                            HASH    RQ 3 RateLimit: ``concurrency``
 ``<p>:rl:<key>:allowed|rate_limited``       ZSET    RQ 3: ids holding a slot / waiting for one (time)
 ``<p>:rl-keys``                             SET     RQ 3: rate limit keys in use
+``<p>:scheduler:scheduled_jobs``            ZSET    rq-scheduler 0.14: job -> next run (epoch s)
+``<p>:scheduler_lock``                      STRING  rq-scheduler: held during one firing pass
+``<p>:scheduler_instance:<name>``           HASH    rq-scheduler: ``birth`` (``death`` once stopped)
 ==========================================  ======  ===================================================
 """
 
@@ -159,3 +162,15 @@ class RQKeys:
 
     def scheduler_lock(self, queue: str) -> str:
         return f"{self.prefix}:scheduler-lock:{queue}"
+
+    # rq-scheduler 0.14 (``rq_scheduler.Scheduler``'s class attributes; its ``rq`` is this prefix).
+    @property
+    def rq_scheduler_jobs(self) -> str:
+        return f"{self.prefix}:scheduler:scheduled_jobs"
+
+    @property
+    def rq_scheduler_lock(self) -> str:
+        return f"{self.prefix}:scheduler_lock"
+
+    def rq_scheduler_instance(self, name: str) -> str:
+        return f"{self.prefix}:scheduler_instance:{name}"

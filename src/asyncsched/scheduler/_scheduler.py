@@ -615,6 +615,11 @@ class TaskScheduler:
             asyncio.create_task(self._listen(), name="asyncsched-scheduler-listen"),
             asyncio.create_task(self._flusher(), name="asyncsched-scheduler-flush"),
         ]
+        if self.settings.rq_scheduler:  # rq-scheduler's jobs too (docs/scheduler.md, "rq-scheduler's jobs")
+            from ._rqscheduler import RQSchedulerBridge
+
+            bridge = RQSchedulerBridge(self._redis, self.settings, clock=self.clock)  # type: ignore[arg-type]
+            helpers.append(asyncio.create_task(bridge.run(), name="asyncsched-scheduler-rq-scheduler"))
         try:
             async with asyncio.timeout(30):
                 await self._listener_ready.wait()

@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from ..exceptions import DuplicateTask, JobNotFound, TaskDefinitionError, TaskNotFound
 from ..queue import RateLimit, Repeat
 from ._live import event_to_dict, matches
+from ._rqscheduler import list_rq_scheduler_jobs
 from ._security import API_SOURCE, check_function, function_allowed
 from ._serialize import ApiJSON, execution_to_dict, job_to_dict, plain, task_to_dict, worker_to_dict
 from ._services import Services, _import
@@ -61,6 +62,8 @@ class Handlers:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+
+    list_rq_scheduler_jobs = list_rq_scheduler_jobs  # GET /rq-scheduler/jobs (web/_rqscheduler.py)
 
     # -- tasks -------------------------------------------------------------------------------------
 

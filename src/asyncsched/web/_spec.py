@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import __version__
+from ._rqscheduler import RQ_SCHEDULER_SCHEMAS
 
 __all__ = ["OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
 
@@ -273,6 +274,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+SCHEMAS.update(RQ_SCHEDULER_SCHEMAS)
+
+
 def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
@@ -347,6 +351,9 @@ OPERATIONS: tuple[Operation, ...] = (
     # Operators' additions.
     Operation("run_task", "POST", "/tasks/{task_id}/run", "Run a scheduled task now", "tasks",
               params=(_task_id, _agent_q), response="JobAccepted", status=202, errors=(404, 422)),
+    Operation("list_rq_scheduler_jobs", "GET", "/rq-scheduler/jobs",
+              "rq-scheduler's schedules (asyncsched's scheduler fires them too)", "tasks",
+              response="RQSchedulerJobList"),
     Operation("enqueue_job", "POST", "/jobs", "Enqueue an allow-listed function", "jobs",
               body="JobCreate", response="JobAccepted", status=202, errors=(403, 422)),
     Operation("get_job", "GET", "/jobs/{job_id}", "Get a job's live state from Redis", "jobs",

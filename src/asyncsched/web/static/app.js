@@ -132,8 +132,21 @@ async function loadWorkers() {
     row([td(w.name, "mono"), td(w.state || ""), td((w.queues || []).join(", ")), td(when(w.last_heartbeat))])));
 }
 
+function rqSchedulerRow(j) {
+  // rq-scheduler's schedules, fired by asyncsched's scheduler too (GET /rq-scheduler/jobs); not editable here
+  const every = j.kind === "interval" ? "interval " + j.interval + " s" : j.kind === "cron" ? "cron " + j.cron_string : "once";
+  const left = j.repeat === null || j.repeat === undefined ? "" : ", " + j.repeat + " left";
+  const tr = row([
+    td(j.id, "mono"), td("rq-scheduler"), td(every + left, "mono"), td(j.function || "", "mono"),
+    td(j.problem ? "not fired: " + j.problem : "rq-scheduler"), td(when(j.next_run_at)), td(when(j.last_run_at)), td(),
+  ]);
+  tr.dataset.source = "rq-scheduler";
+  tr.dataset.name = j.id;
+  return tr;
+}
+
 async function loadTasks() {
-  const data = await api("/tasks");
+  const [data, rq] = await Promise.all([api("/tasks"), api("/rq-scheduler/jobs").catch(() => ({ items: [] }))]);
   fill("tasks", data.items.map((t) => {
     const path = "/tasks/" + encodeURIComponent(t.id);
     const actions = td();
@@ -148,7 +161,7 @@ async function loadTasks() {
     tr.dataset.name = t.name;
     tr.dataset.enabled = String(t.enabled);
     return tr;
-  }));
+  }).concat(rq.items.map(rqSchedulerRow)));
 }
 
 async function loadExecutions() {
