@@ -36,6 +36,13 @@ def sentinel_compat(session: nox.Session, redis_version: str) -> None:
 
 
 @nox.session(python=PY)
+def arq_compat(session: nox.Session) -> None:
+    """Jobs of a real arq producer on our worker (the asyncsched[arq] extra; arq pins redis<6)."""
+    session.install("-e", ".[test,arq]")
+    session.run("python", "-m", "pytest", "-m", "arq", *session.posargs)
+
+
+@nox.session(python=PY)
 def chaos(session: nox.Session) -> None:
     """Fault injection: SIGKILLed workers, Redis and PostgreSQL restarts, malformed input, SIGTERM."""
     session.install("-e", ".[test]")

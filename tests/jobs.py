@@ -173,3 +173,19 @@ class Counter:
 
     def bump(self) -> int:
         return 1
+
+
+# arq functions: arq's signature, ctx first
+async def arq_add(ctx: dict[str, Any], a: int, b: int) -> int:
+    assert ctx["job_id"] and ctx["job_try"] >= 1
+    return a + b
+
+
+async def arq_fail(ctx: dict[str, Any], message: str) -> None:
+    raise ValueError(message)
+
+
+class ArqSettings:
+    """What an arq deployment's ``WorkerSettings`` looks like (read by ``Worker(arq="module:Class")``)."""
+
+    functions = (arq_add, arq_fail)

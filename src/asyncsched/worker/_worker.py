@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..exceptions import ConfigurationError
 from ..rq import codec
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
+from ._arq import ArqConsumer, arq_functions
 from ._job import ClaimedJob, Outcome, Prepared, after_run, execute, prepare, put_back, result_type, stopped
 from ._rqjob import CurrentJob, install_rq_current_job, set_current
 
@@ -82,6 +83,8 @@ class Worker:
         scheduler_interval: float = 1.0,
         poll_timeout: float = 1.0,
         reap_interval: float = 30.0,
+        arq: Mapping[str, Any] | Iterable[Any] | str | None = None,
+        arq_serializer: str = "pickle",
     ) -> None:
         self.settings = settings or get_settings()
         self.queues = list(queues or self.settings.queues)
@@ -114,6 +117,17 @@ class Worker:
         self.scheduler_interval = scheduler_interval
         self.poll_timeout = poll_timeout
         self.reap_interval = reap_interval
+        # jobs of arq producers too (asyncsched[arq]; see _arq.py): arq's function names -> functions
+        self._arq: ArqConsumer | None = None
+        if arq is not None:
+            self._arq = ArqConsumer(
+                self.redis,
+                arq_functions(arq),
+                accept_pickle=self.accept_pickle,
+                serializer=arq_serializer,
+                concurrency=self.concurrency,
+                job_timeout=float(self.settings.job_timeout),
+            )
         self.keys = RQKeys(self.settings.key_prefix)
         self.prefix = self.settings.key_prefix
         self.stream = lifecycle_stream(self.prefix)
@@ -186,7 +200,19 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await self._listening.wait()
-            await self._work()
+            arq_task = None
+            if self._arq is not None:
+                arq_task = asyncio.create_task(
+                    self._arq.run(self._stop, burst=self.burst), name="asyncsched-arq"
+                )
+            try:
+                await self._work()
+            finally:
+                if arq_task is not None:
+                    if not self.burst:
+                        self._stop.set()
+                    await arq_task
+                    self.processed += self._arq.processed if self._arq is not None else 0
         finally:
             if self._line is not None:
                 with contextlib.suppress(Exception):
