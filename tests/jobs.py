@@ -177,7 +177,8 @@ class Counter:
 
 # arq functions: arq's signature, ctx first
 async def arq_add(ctx: dict[str, Any], a: int, b: int) -> int:
-    assert ctx["job_id"] and ctx["job_try"] >= 1
+    assert ctx["job_id"]
+    assert ctx["job_try"] >= 1
     return a + b
 
 
