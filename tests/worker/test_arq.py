@@ -56,3 +56,33 @@ async def test_pickled_arq_jobs_refused_without_accept_pickle(real_redis_url: st
             await job.result(timeout=5)
     finally:
         await pool.aclose()  # type: ignore[attr-defined]
+
+
+def test_worker_cli_runs_arq_jobs(real_redis_url: str) -> None:
+    from asyncsched.cli import main
+    from asyncsched.config import set_settings
+
+    async def enqueue() -> str:
+        pool = await arq_pool(real_redis_url)
+        try:
+            job = await pool.enqueue_job("arq_add", 20, 22)  # type: ignore[attr-defined]
+            return str(job.job_id)
+        finally:
+            await pool.aclose()  # type: ignore[attr-defined]
+
+    async def result(job_id: str) -> object:
+        from arq.jobs import Job
+
+        pool = await arq_pool(real_redis_url)
+        try:
+            return await Job(job_id, pool).result(timeout=5)  # type: ignore[arg-type]
+        finally:
+            await pool.aclose()  # type: ignore[attr-defined]
+
+    job_id = asyncio.run(enqueue())
+    argv = ["--redis-url", real_redis_url, "worker", "--burst", "--accept-pickle"]
+    try:
+        assert main([*argv, "--arq", "tests.jobs:ArqSettings"]) == 0
+    finally:
+        set_settings(None)
+    assert asyncio.run(result(job_id)) == 42

@@ -46,6 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what happens to jobs of a dead worker: fail (default, at-most-once like RQ) or requeue",
     )
     parser.add_argument("--grace-period", type=float, default=30.0, help="seconds to finish jobs on stop")
+    parser.add_argument(
+        "--arq",
+        metavar="MODULE:WORKERSETTINGS",
+        help="also run jobs of arq producers, with the functions of this arq WorkerSettings",
+    )
+    parser.add_argument(
+        "--arq-serializer", choices=("pickle", "json"), default="pickle", help="arq jobs' serializer"
+    )
     from ..cli import _sidecars
 
     _sidecars.add_flags(parser, default=False)
@@ -77,6 +85,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         lease=args.lease,
         orphan_policy=args.orphan_policy,
         grace_period=args.grace_period,
+        arq=getattr(args, "arq", None),
+        arq_serializer=getattr(args, "arq_serializer", "pickle"),
     )
 
     async def main() -> None:
