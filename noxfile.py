@@ -50,6 +50,23 @@ def chaos(session: nox.Session) -> None:
 
 
 @nox.session(python=PY)
+def uvloop(session: nox.Session) -> None:
+    """The worker and event-bus suites again, on uvloop (`--loop=uvloop`, see tests/conftest.py)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "tests/worker", "tests/events", "--loop=uvloop", *session.posargs)
+
+
+@nox.session(python=PY)
+def mutants(session: nox.Session) -> None:
+    """Curated mutation testing (scripts/mutants.py): every critical mutant must be killed.
+
+    `nox -s mutants` runs them all (~15 min on 2 cores); `nox -s mutants -- --fast` the bugs of issue 21's
+    table on real Redis (~3 min when the machine is idle); `-- --only ID,ID`, `-- --list`."""
+    session.install("-e", ".[test]")
+    session.run("python", "scripts/mutants.py", *session.posargs)
+
+
+@nox.session(python=PY)
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")

@@ -5,8 +5,9 @@
   (``start`` = epoch + k % 60 s), so about 167 ticks fall due every second. After a warm-up second, every job
   the scheduler enqueued for a tick inside the measuring window is read back from Redis: its id carries the
   tick (``sched-<task>-<tick epoch>``), its hash the ``enqueued_at`` time; lag = enqueued_at - tick.
-  Valid when every (task, tick) of the window was enqueued exactly once (ids are unique by construction,
-  so "missing" is what is checked).
+  Valid when every (task, tick) due in the window was claimed exactly once and enqueued (:func:`check_ticks`):
+  the job ids are unique by construction, so a double claim is read from the scheduler's stream of claimed
+  ticks (one entry per claim), and no job may exist without its claim.
 
 Run as a script it is the scheduler process (``python w6_scheduler.py <redis url> <database url>``).
 """
@@ -161,12 +162,11 @@ def run_w6(url: str, n: int, tmp: str) -> dict[str, Any]:
             stop_worker(proc)
         result["peak_rss_mb"] = mon.peak_mb()
     window = range(int(ready) + 2, int(ready) + 2 + MEASURE_S)
-    ids = [k.decode() for k in r.scan_iter(match="rq:job:sched-*", count=5000)]
-    wanted = []
-    for key in ids:
-        tick = int(key.rsplit("-", 1)[1])
-        if tick in window:
-            wanted.append((key, tick))
+    jobs = []
+    for key in (k.decode() for k in r.scan_iter(match="rq:job:sched-*", count=5000)):
+        task, tick = key.removeprefix("rq:job:sched-").rsplit("-", 1)
+        jobs.append((task, int(tick), key))
+    wanted = [(key, tick) for _task, tick, key in jobs if tick in window]
     pipe = r.pipeline(transaction=False)
     for key, _tick in wanted:
         pipe.hget(key, "enqueued_at")
@@ -175,21 +175,70 @@ def run_w6(url: str, n: int, tmp: str) -> dict[str, Any]:
         ts = _parse_ts(raw)
         if ts is not None:
             lags.append((ts - tick) * 1000)
-    expected = sum(len(range(tick % INTERVAL_S, n, INTERVAL_S)) for tick in window)
+    claims = [
+        (fields[b"task"].decode(), int(fields[b"tick"]) // 1000)
+        for _id, fields in r.xrange(_fired_key(), count=10_000_000)
+    ]
+    due = {tick: len(range(tick % INTERVAL_S, n, INTERVAL_S)) for tick in window}
+    verdict = check_ticks([(task, tick) for task, tick, _key in jobs], claims, due)
+    verdict["valid"] = result["valid"] and verdict["valid"]
     result.update(
         dispatch_window_s=len(window),
-        fired=len(wanted),
-        expected=expected,
-        missing=expected - len(wanted),
         lag_p50_ms=percentile(lags, 0.5),
         lag_p99_ms=percentile(lags, 0.99),
         lag_max_ms=max(lags, default=float("nan")),
+        **verdict,
     )
-    if len(wanted) != expected:
-        result["valid"] = False
-        result["error"] = f"{expected - len(wanted)} of {expected} due (task, tick) pairs were not enqueued"
     r.close()
     return result
+
+
+def _fired_key(prefix: str = "rq") -> str:
+    from asyncsched._keys import sched_fired
+
+    return sched_fired(prefix)
+
+
+def check_ticks(
+    jobs: list[tuple[str, int]], claims: list[tuple[str, int]], due: dict[int, int]
+) -> dict[str, Any]:
+    """W6's validity: each (task, tick) due in the window claimed once and enqueued once.
+
+    ``jobs``: (task id, tick s) of every scheduled job in Redis; ``claims``: (task id, tick s) of every
+    entry of the scheduler's claimed-ticks stream; ``due``: tick s -> how many tasks fall due then (the
+    window). Ticks outside the window are ignored."""
+    enqueued = {(task, tick) for task, tick in jobs if tick in due}
+    claimed = [(task, tick) for task, tick in claims if tick in due]
+    per_tick: dict[int, int] = {}
+    for _task, tick in enqueued:
+        per_tick[tick] = per_tick.get(tick, 0) + 1
+    expected = sum(due.values())
+    missing = sum(max(count - per_tick.get(tick, 0), 0) for tick, count in due.items())
+    extra = sum(max(per_tick.get(tick, 0) - count, 0) for tick, count in due.items())
+    duplicates = len(claimed) - len(set(claimed))
+    unclaimed = len(enqueued - set(claimed))
+    errors = []
+    if missing:
+        errors.append(f"{missing} of {expected} due (task, tick) pairs were not enqueued")
+    if extra:
+        errors.append(f"{extra} (task, tick) pairs enqueued beyond the {expected} due")
+    if duplicates:
+        errors.append(f"{duplicates} (task, tick) pairs were claimed more than once")
+    if unclaimed:
+        errors.append(f"{unclaimed} jobs were enqueued without a claim of their tick")
+    out: dict[str, Any] = {
+        "valid": not errors,
+        "expected": expected,
+        "fired": len(enqueued),
+        "claims": len(claimed),
+        "missing": missing,
+        "extra": extra,
+        "duplicates": duplicates,
+        "unclaimed": unclaimed,
+    }
+    if errors:
+        out["error"] = "; ".join(errors)
+    return out
 
 
 async def _serve(url: str, db_url: str) -> None:

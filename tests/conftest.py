@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,8 +26,34 @@ from asyncsched.config import Settings, set_settings
 
 from .servers import PostgresServer, RedisServer, ServerUnavailable, postgres_server, redis_server
 
+pytest_plugins = ["tests.guards"]  # bounded teardowns, a hard backstop, leaks reported where made
+
 _db_counter = itertools.count()
 _S = TypeVar("_S")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop the async tests run on (CI runs the worker and bus suites on uvloop too)",
+    )
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """The loop of every async test and fixture: asyncio's, or uvloop's with ``--loop=uvloop``."""
+    if config.getoption("--loop") == "uvloop":
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
+
+@pytest.fixture
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """``"uvloop"`` when the suite runs with ``--loop=uvloop``, else ``"asyncio"``."""
+    return str(request.config.getoption("--loop"))
 
 
 @contextmanager

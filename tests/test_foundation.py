@@ -242,3 +242,34 @@ def test_public_api_is_curated() -> None:
     assert sorted(exported) == sorted(set(exported))
     for name in exported:
         assert hasattr(asyncsched, name), name
+
+
+def test_cli_info_shows_settings_and_healthy_backends(real_redis_url: str, real_database_url: str) -> None:
+    """Real Redis and PostgreSQL; the database password (trust auth ignores it) is never printed."""
+    db_url = real_database_url.replace("asyncsched@", "asyncsched:s3cret@")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asyncsched",
+            "--redis-url",
+            real_redis_url,
+            "--database-url",
+            db_url,
+            "--key-prefix",
+            "acme",
+            "info",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"redis:    {real_redis_url}",
+        f"database: {real_database_url.replace('asyncsched@', 'asyncsched:***@')}",
+        "prefix:   acme   queues: default",
+        "redis:    ok",
+        "database: ok",
+    ]
+    assert "s3cret" not in out.stdout + out.stderr

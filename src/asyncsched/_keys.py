@@ -107,3 +107,13 @@ def sched_changes(prefix: str) -> str:
 def sched_version(prefix: str) -> str:
     """Counter bumped with every change, checked by idle replicas in case a pub/sub message was missed."""
     return f"{ns(prefix)}:sched:version"
+
+
+def dead_letter_stream(prefix: str) -> str:
+    """STREAM of durable events no consumer could handle (malformed, or callbacks failed every retry)."""
+    return f"{ns(prefix)}:events:dead"
+
+
+def durable_consumer_alive(prefix: str, agent: str, consumer: str) -> str:
+    """STRING with a TTL: the heartbeat of a durable consumer of ``agent`` (absent: the consumer is gone)."""
+    return f"{ns(prefix)}:events:alive:{agent}:{consumer}"

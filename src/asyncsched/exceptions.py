@@ -6,6 +6,7 @@
     ├── ConfigurationError (ValueError)          bad settings, unknown URL scheme
     │   └── UnsupportedURL                         a URL whose scheme we do not serve
     ├── BackendUnavailable (ConnectionError)     Redis or the database cannot be reached
+    ├── RedisRefused (RuntimeError)              Redis answered an error (a key of the wrong type...)
     ├── SerializationError (TypeError)           a value cannot be stored (args, result, payload)
     ├── JobError
     │   ├── JobNotFound (LookupError)
@@ -37,6 +38,7 @@ __all__ = [
     "JobNotFound",
     "JobTimeout",
     "Problem",
+    "RedisRefused",
     "SerializationError",
     "TaskDefinitionError",
     "TaskNotFound",
@@ -59,6 +61,12 @@ class UnsupportedURL(ConfigurationError):
 
 class BackendUnavailable(AsyncschedError, ConnectionError):
     """Redis or the SQL database cannot be reached; the message names host and port, password masked."""
+
+
+class RedisRefused(AsyncschedError, RuntimeError):
+    """Redis answered an operation with an error reply that is not a lost connection, e.g. ``WRONGTYPE``:
+    a key holds data of the wrong type (written by hand, or by another program). The message names the key
+    when it is known. Only the operation concerned fails; the API answers 503 with the message."""
 
 
 class SerializationError(AsyncschedError, TypeError):

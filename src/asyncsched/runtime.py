@@ -14,6 +14,10 @@ process at real servers.
 
 One readable log line is written per fired task and per result (logger ``asyncsched.run``), from the
 ``task.*`` events of the bus.
+
+The live feed, the worker and the scheduler run under :class:`asyncsched._supervise.Supervised`: should
+one of them crash (or end while nobody asked it to), it is logged and restarted with backoff; the process
+ends only when it is asked to stop (or the HTTP server cannot serve).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 import uvicorn
 
 from ._redis import check_redis, create_redis, mask_url
+from ._supervise import Supervised
 from .config import Settings, get_settings
 from .events import EventBus, LifecyclePublisher, system_events
 from .exceptions import ConfigurationError
@@ -220,6 +225,22 @@ class Runtime:
         finally:
             stop.cancel()
 
+    def _supervise(self, stack: AsyncExitStack, run: Any, name: str, done: Any = None) -> asyncio.Task[Any]:
+        """Run ``run()`` under a supervisor (restarted with backoff when it crashes or ends unless
+        ``done()``); its supervising task is watched by :meth:`wait` and stopped with the stack."""
+        supervised = Supervised(name, run, done=done or self._stop.is_set).start()
+        task = supervised.task
+        assert task is not None
+        self._background.append(task)
+
+        async def _stop() -> None:
+            if task in self._background:
+                self._background.remove(task)
+            await supervised.stop()
+
+        stack.push_async_callback(_stop)
+        return task
+
     def _spawn(self, stack: AsyncExitStack, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._background.append(task)
@@ -247,11 +268,13 @@ class Runtime:
         queue = await stack.enter_async_context(TaskQueue(redis, settings=s))
         run_log = RunLog(queue)
         stack.push_async_callback(run_log.aclose)
-        _ = self._spawn(stack, pump(bus, self.live.push, run_log), "asyncsched-live")
+        _ = self._supervise(
+            stack, lambda: pump(bus, self.live.push, run_log), "asyncsched-live", lambda: not bus.started
+        )
         if self.run_worker:
             worker = await stack.enter_async_context(Worker(redis=redis, settings=s))
             self._worker = worker
-            worker_task = self._spawn(stack, worker.run(), "asyncsched-worker")
+            worker_task = self._supervise(stack, worker.run, "asyncsched-worker", worker._stop.is_set)
 
             async def _stop_worker() -> None:
                 worker.request_stop()
@@ -264,7 +287,7 @@ class Runtime:
             self.tasks.extend(registered)
             log.info("loaded %d task(s) from %s for agent %s", len(registered), path, s.agent)
         # Fired from our own task (not fire=True) so shutdown can insist on cancelling it.
-        _ = self._spawn(stack, scheduler.run(), "asyncsched-scheduler")
+        _ = self._supervise(stack, scheduler.run, "asyncsched-scheduler")
         self.services = Services(
             s, redis=redis, db=db, queue=queue, scheduler=scheduler, bus=bus, live=self.live
         )

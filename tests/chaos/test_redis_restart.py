@@ -231,6 +231,10 @@ async def test_recorder_and_lifecycle_publisher_survive_redis_restart(
 async def test_producer_enqueues_right_after_a_redis_restart(own_redis: RedisServer) -> None:
     url = own_redis.url
     async with TaskQueue(url, settings=Settings(redis_url=url)) as q:
-        await q.enqueue(chaosjobs.ok, args=("before",))
-        await _outage(own_redis)
-        await q.enqueue(chaosjobs.ok, args=("after",))
+        lost = await q.enqueue(chaosjobs.ok, args=("before",))
+        await _outage(own_redis)  # the server keeps no data: the first job is gone with it
+        job_id = await q.enqueue(chaosjobs.ok, args=("after",))  # the first call after the restart works
+        assert job_id != lost
+        assert await q.status(job_id) == JobStatus.QUEUED
+        assert (await q.job(job_id)).args == ["after"]
+        assert [r.id for r in await q.list_jobs()] == [job_id]

@@ -330,12 +330,6 @@ async def test_publish_many_pipelines_prebuilt_events(bus_settings: Settings) ->
     assert got == events
 
 
-async def test_using_a_bus_that_is_not_entered_is_a_clear_error(bus_settings: Settings) -> None:
-    bus = EventBus(settings=bus_settings)
-    with pytest.raises(RuntimeError, match="async with"):
-        await bus.publish("x.y", "src")
-
-
 async def test_a_client_passed_in_is_not_closed(bus_settings: Settings, redis: aioredis.Redis) -> None:
     async with EventBus(redis, settings=bus_settings) as bus:
         await bus.publish("x.y", "src")
@@ -470,3 +464,9 @@ async def test_a_sync_callback_returning_a_coroutine_is_reported(
             await bus.aclose()  # waits for it
     assert collector.events == []
     assert any(sent.id in r.getMessage() and "async def" in r.getMessage() for r in caplog.records)
+
+
+async def test_runs_on_the_chosen_event_loop(loop_kind: str) -> None:
+    """``--loop=uvloop`` really puts the suite on uvloop (CI runs the worker and bus suites so)."""
+    loop = asyncio.get_running_loop()
+    assert (type(loop).__module__.split(".")[0] == "uvloop") == (loop_kind == "uvloop"), type(loop)

@@ -88,7 +88,9 @@ def test_functions() -> None:
     with pytest.raises(InvalidJob):
         func_name("nodots")
     assert import_function("json:dumps") is json.dumps
-    assert import_function("json.JSONEncoder.encode") is json.JSONEncoder.encode
+    assert import_function("json.encoder.JSONEncoder.encode") is json.JSONEncoder.encode
+    with pytest.raises(InvalidJob, match="not a function defined in module 'json'"):
+        import_function("json.JSONEncoder.encode")  # JSONEncoder is defined in json.encoder
     with pytest.raises(InvalidJob, match="no attribute"):
         import_function("json.nothing")
 

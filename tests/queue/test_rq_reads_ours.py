@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis as syncredis
@@ -25,6 +27,7 @@ OURS_ONLY = {
     "asyncsched_attempt",
 }
 VARYING = {"created_at", "enqueued_at"}
+RQ_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 @pytest.fixture
@@ -58,6 +61,7 @@ async def test_job_hash_matches_rq_field_by_field(
     redis_url: str, conn: syncredis.Redis, serializer: str
 ) -> None:
     rq_serializer = JSONSerializer if serializer == "json" else None
+    before = datetime.now(UTC) - timedelta(milliseconds=10)
     rq_job = Queue("default", connection=conn, serializer=rq_serializer).enqueue(
         jobs.echo, 2, "x", key=[1, 2], retry=__import__("rq").Retry(max=2, interval=[3, 4]), meta={"a": 1}
     )
@@ -65,12 +69,17 @@ async def test_job_hash_matches_rq_field_by_field(
         ours = await q.enqueue(
             jobs.echo, args=(2, "x"), kwargs={"key": [1, 2]}, retry=Retry(2, [3, 4]), meta={"a": 1}
         )
+    after = datetime.now(UTC) + timedelta(milliseconds=10)
     theirs_h = {k.decode(): v for k, v in conn.hgetall(f"rq:job:{rq_job.id}").items()}
     ours_h = {k.decode(): v for k, v in conn.hgetall(f"rq:job:{ours}").items()}
     assert set(ours_h) - OURS_ONLY == set(theirs_h)
     for field, value in theirs_h.items():
         if field in VARYING:
-            assert len(ours_h[field]) == len(value), field
+            # RQ's timestamp text exactly (microseconds, 'Z'), and the moment of the enqueue
+            for h in (theirs_h, ours_h):
+                assert RQ_TS.fullmatch(h[field].decode()), (field, h[field])
+                moment = datetime.strptime(h[field].decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+                assert before <= moment <= after, (field, moment, before, after)
         elif field == "data" and serializer == "pickle":
             # pickle of a list (RQ pickles the tuple (name, instance, args, kwargs) too): same content
             import pickle
@@ -84,3 +93,4 @@ async def test_job_hash_matches_rq_field_by_field(
             assert zlib.decompress(ours_h[field]) == zlib.decompress(value)
         else:
             assert ours_h[field] == value, field
+    assert ours_h["created_at"] <= ours_h["enqueued_at"]

@@ -39,19 +39,28 @@ class Clock:
 
 @dataclass
 class RecordingQueue:
-    """Stands in for TaskQueue at the scheduler's one enqueue seam: records calls, honours ``unique``."""
+    """Stands in for TaskQueue at the scheduler's one enqueue seam and records every call.
+
+    A repeated job id is recorded too (the real queue's ``unique`` would hide it): the scheduler must
+    enqueue each tick once, and a second enqueue of a tick means two replicas (or a replica and a lease
+    takeover) both believed they owned it. ``hold``, when set, makes ``enqueue`` wait on it (a claimer
+    slow between its claim and its enqueue).
+    """
 
     calls: list[dict[str, Any]] = field(default_factory=list)
     fail: int = 0
+    hold: asyncio.Event | None = None
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def enqueue(self, func: Any, **kwargs: Any) -> str:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("queue down")
         job_id: str = kwargs["job_id"]
-        if kwargs.get("unique") and any(c["job_id"] == job_id for c in self.calls):
-            return job_id
         self.calls.append({"func": func, **kwargs})
+        self.entered.set()
+        if self.hold is not None:
+            await self.hold.wait()
         return job_id
 
     @property

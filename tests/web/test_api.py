@@ -185,14 +185,20 @@ async def test_health_and_metrics(client: httpx.AsyncClient, runtime: Runtime) -
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = metrics.text
-    assert 'asyncsched_up{backend="redis"} 1' in text
-    assert 'asyncsched_up{backend="database"} 1' in text
-    assert 'asyncsched_scheduled_tasks{enabled="true"} 1' in text
-    assert "asyncsched_workers 1" in text
-    assert 'asyncsched_executions{status="success"}' in text
-    assert (
-        'asyncsched_queue_jobs{queue="default",state="finished"}' in text or "asyncsched_queue_jobs{" in text
-    )
+    lines = set(text.splitlines())
+    assert 'asyncsched_up{backend="redis"} 1' in lines
+    assert 'asyncsched_up{backend="database"} 1' in lines
+    assert 'asyncsched_scheduled_tasks{enabled="true"} 1' in lines
+    assert 'asyncsched_scheduled_tasks{enabled="false"} 0' in lines
+    assert "asyncsched_workers 1" in lines
+    # the one run, in Redis and in SQL; every other state counted and empty
+    states = ("cancelled", "deferred", "failed", "queued", "running", "scheduled")
+    assert 'asyncsched_queue_jobs{queue="default",state="success"} 1' in lines
+    for state in states:
+        assert f'asyncsched_queue_jobs{{queue="default",state="{state}"}} 0' in lines, state
+    assert 'asyncsched_executions{status="success"} 1' in lines
+    for state in states:
+        assert f'asyncsched_executions{{status="{state}"}} 0' in lines, state
     assert 'asyncsched_http_requests_total{operation="health",code="200"} 1' in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2

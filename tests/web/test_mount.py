@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -178,6 +177,27 @@ async def test_without_allow_list_only_configured_functions_run(embedded: Settin
         assert (await client.post("/jobs", json={"function": "tests.web.webtasks:shout"})).status_code == 403
 
 
+async def test_a_task_created_through_the_api_never_vouches_for_its_function(settings: Settings) -> None:
+    """On every backend: a function the API scheduled while an allow-list allowed it is refused once no
+    allow-list is set, since no configured (YAML or code) task uses it; API-created tasks are not trusted."""
+    from ..scheduler.conftest import create_tables
+
+    await create_tables(settings.database_url)
+    shout = {**TASK, "name": "via-api", "function": "tests.web.webtasks:shout"}
+    listed = settings.replace(allowed_functions=("tests.web.webtasks:shout",))
+    async with Services(listed) as services, client_for(create_router(services), "") as client:
+        assert (await client.post("/tasks", json=shout)).status_code == 201
+    unlisted = settings.replace(allowed_functions=())
+    async with Services(unlisted) as services, client_for(create_router(services), "") as client:
+        tasks = (await client.get("/tasks")).json()
+        assert [t["function"] for t in tasks["items"]] == ["tests.web.webtasks:shout"]
+        attempts = (("/jobs", {"function": "tests.web.webtasks:shout"}), ("/tasks", {**shout, "name": "x"}))
+        for path, body in attempts:
+            refused = await client.post(path, json=body)
+            assert refused.status_code == 403, (path, refused.text)
+            assert "no allow-list is set" in refused.json()["detail"]
+
+
 async def test_unreachable_redis_answers_503(tmp_path: Path) -> None:
     settings = Settings(
         redis_url="redis://127.0.0.1:1/0", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"
@@ -202,8 +222,13 @@ async def test_oversized_body_is_refused(embedded: Settings) -> None:
         assert response.status_code == 413
 
 
-def test_router_is_an_asgi_router() -> None:
+async def test_router_is_an_asgi_router(default_router: Any) -> None:
     from starlette.routing import Router
 
-    assert isinstance(scheduler_router, Router)
-    assert httpx.ASGITransport(app=scheduler_router)
+    assert isinstance(default_router, Router)
+    # an ASGI app by itself, unmounted: it answers requests at its own root
+    async with client_for(default_router, "") as client:
+        health = await client.get("/health")
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok", "redis": "ok", "database": "ok"}
+        assert (await client.get("/tasks")).json()["items"] == []

@@ -129,7 +129,8 @@ async def test_our_jobs_on_stock_rq_worker(real_redis_url: str, worker_class: st
         rec = await q.job(bad)
         assert rec.status == JobStatus.FAILED
         assert "ValueError: rq saw it" in (rec.error or "")
-        assert rec.agent_name == "a" or rec.agent_name is None
+        assert rec.agent_name is None  # enqueued without one
+        assert (await q.job(ok)).agent_name == "a"  # our own fields survive a stock RQ worker's writes
     async with TaskQueue(real_redis_url, settings=settings, serializer="pickle") as pq:
         pj = await pq.enqueue(jobs.add, args=(20, 22))
         proc = rq_cli("worker", "--burst", "-w", worker_class, url=real_redis_url)
@@ -263,3 +264,45 @@ async def test_lifecycle_records_of_rq_jobs_name_the_function(
     records = [LifecycleRecord.decode(f) for _, f in conn.xrange(lifecycle_stream("rq"))]
     mine = [(r.kind, r.function) for r in records if r.job_id == job.id]
     assert mine == [("started", "tests.jobs.add"), ("success", "tests.jobs.add")]
+
+
+async def test_rq_worker_commands_stop_execution_kill_horse_shutdown(
+    redis_url: str, wsettings: Settings, conn: syncredis.Redis, tmp_path: Path
+) -> None:
+    """RQ's pub/sub worker commands, sent by rq itself: each does what RQ's own worker does with it."""
+    from rq.command import send_command, send_kill_horse_command, send_shutdown_command
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    async with (
+        TaskQueue(redis_url, settings=wsettings) as q,
+        Worker(redis=redis_url, settings=wsettings, concurrency=4, heartbeat_interval=0.2, lease=5) as worker,
+    ):
+        task = asyncio.create_task(worker.run())
+        try:
+            channel = f"rq:pubsub:{worker.name}"
+            await eventually(lambda: dict(conn.pubsub_numsub(channel)).get(channel.encode()), what="listener")
+            a = await q.enqueue(jobs.async_touch_and_sleep, args=(str(one), 60))
+            b = await q.enqueue(jobs.async_touch_and_sleep, args=(str(two), 60))
+            await eventually(lambda: one.exists() and two.exists(), what="both jobs to start")
+            (exec_a,) = [e.decode() for e in conn.zrange(f"rq:executions:{a}", 0, -1)]
+            # stop-execution names one execution: another id stops nothing, the right one stops only it
+            send_command(conn, worker.name, "stop-execution", job_id=a, execution_id="0" * 32)
+            send_command(conn, worker.name, "stop-execution", job_id=a, execution_id=exec_a)
+            await eventually(lambda: worker.running_jobs == [b], what="the one execution to stop")
+            assert await q.status(a) == JobStatus.CANCELLED
+            assert await q.status(b) == JobStatus.RUNNING
+            # kill-horse stops what is running; the worker itself goes on
+            send_kill_horse_command(conn, worker.name)
+            await eventually(lambda: not worker.running_jobs, what="kill-horse to stop the running job")
+            assert await q.status(b) == JobStatus.CANCELLED
+            assert not task.done()
+            assert await q.result(await q.enqueue(jobs.add, args=(1, 2)), wait=30) == 3
+            # shutdown: the worker's run ends (as RQ's worker does, it then leaves RQ's registry)
+            key = f"rq:worker:{worker.name}".encode()
+            assert key in conn.smembers("rq:workers")
+            send_shutdown_command(conn, worker.name)
+            await asyncio.wait_for(task, 30)
+        finally:
+            worker.request_stop()
+            await asyncio.wait_for(task, 30)
+    assert key not in conn.smembers("rq:workers")

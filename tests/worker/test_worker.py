@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -502,33 +503,50 @@ async def test_a_live_workers_claiming_list_is_left_alone(real_redis_url: str) -
 async def test_cancelled_while_claiming_puts_the_claimed_jobs_back(
     real_redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Deterministic: the job is enqueued only once the worker's BLMOVE + claim pipeline is on the wire
+    (so it is delivered by that pipeline, never by the non-blocking claim before it), and the replies are
+    held back exactly once, until the worker has been cancelled."""
     settings = Settings(redis_url=real_redis_url)
     async with TaskQueue(real_redis_url, settings=settings) as q:
-        worker = Worker(redis=real_redis_url, settings=settings, orphan_policy="fail")
+        # a long BLMOVE: the job enqueued below reaches it however slow the machine is
+        worker = Worker(redis=real_redis_url, settings=settings, orphan_policy="fail", poll_timeout=60)
+        blocking = asyncio.Event()  # the pipeline is sent; its replies are not read yet
         release = asyncio.Event()
         line = worker._line
         assert line is not None
         original = line._read
+        held = False
 
         async def slow_reply(conn: object) -> None:
-            if line._unread == 2 and not line._replies:  # the BLMOVE + claim pipeline's replies ...
-                await release.wait()  # ... are still on their way when the worker is cancelled
+            nonlocal held
+            if not held and line._unread == 2 and not line._replies:  # the BLMOVE + claim pipeline
+                held = True
+                blocking.set()
+                await release.wait()  # its replies are still on their way when the worker is cancelled
             await original(conn)
 
         monkeypatch.setattr(line, "_read", slow_reply)
         async with worker:
             runner = asyncio.create_task(worker.run())
-            job_id = await q.enqueue(jobs.add, args=(5, 5))
+            try:
+                await asyncio.wait_for(blocking.wait(), 30)
+                job_id = await q.enqueue(jobs.add, args=(5, 5))
 
-            async def claimed() -> bool:
-                return await q.status(job_id) == JobStatus.RUNNING  # Redis has started the job
+                async def claimed() -> bool:
+                    return await q.status(job_id) == JobStatus.RUNNING  # Redis has started the job
 
-            await eventually(claimed, what="the claim script to start the job")
-            runner.cancel()
-            await asyncio.sleep(0)
-            release.set()
-            with pytest.raises(asyncio.CancelledError):
-                await runner
+                await eventually(claimed, timeout=30, what="the claim script to start the job")
+                runner.cancel()  # cancelled first: the held read raises CancelledError, then collects
+                await asyncio.sleep(0)
+                release.set()
+                with pytest.raises(asyncio.CancelledError):
+                    await runner
+            finally:
+                release.set()  # never leave the worker waiting, whatever failed above
+                if not runner.done():
+                    runner.cancel()
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait_for(runner, 30)
         rec = await q.job(job_id)
         # the job was taken, not lost: it ran or went back to the queue; it never waits for the reaper
         assert rec.status in (JobStatus.SUCCESS, JobStatus.QUEUED), rec.status

@@ -1,4 +1,4 @@
-"""``asyncsched events``: publish an event, or print the events of the bus as JSON lines."""
+"""``asyncsched events``: publish an event, print the bus's events as JSON lines, inspect dead letters."""
 
 from __future__ import annotations
 
@@ -31,6 +31,20 @@ def register(sub: Any) -> None:
     listen.add_argument("--type", default="*", dest="pattern", help="event type or wildcard (default *)")
     listen.add_argument("--count", type=int, help="exit after this many events")
     listen.set_defaults(handler=handle_listen)
+
+    dead = commands.add_parser(
+        "dead-letters",
+        help="list, replay or delete durable events no consumer could handle",
+        description="Durable events acknowledged without being handled (malformed, or their callbacks failed "
+        "every retry) are kept in a dead-letter stream. Without options: list the newest.",
+    )
+    dead.add_argument("--count", type=int, default=100, help="how many to list (newest; default 100)")
+    dead.add_argument("--json", action="store_true", help="one JSON object per line, with the data")
+    action = dead.add_mutually_exclusive_group()
+    action.add_argument("--replay", nargs="+", metavar="ID", help="deliver these again to their agent")
+    action.add_argument("--delete", nargs="+", metavar="ID", help="delete these dead letters")
+    action.add_argument("--delete-all", action="store_true", help="delete every dead letter")
+    dead.set_defaults(handler=handle_dead_letters)
 
 
 def _payload(text: str) -> dict[str, Any]:
@@ -78,3 +92,46 @@ def handle_listen(args: argparse.Namespace, settings: Settings) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def handle_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from .._redis import create_redis
+    from ..events._envelope import MalformedEvent
+    from ..events._poison import delete_dead_letters, list_dead_letters, replay_dead_letter
+
+    if args.count <= 0:
+        raise ConfigurationError("--count must be positive")
+    prefix = settings.key_prefix
+
+    async def run() -> int:
+        redis = create_redis(settings.redis_url)
+        try:
+            if args.delete_all or args.delete:
+                n = await delete_dead_letters(redis, prefix, None if args.delete_all else list(args.delete))
+                print(f"deleted {n} dead letter(s)", file=sys.stderr)
+                return 0
+            if args.replay:
+                failed = 0
+                for letter_id in args.replay:
+                    try:
+                        new_id = await replay_dead_letter(redis, prefix, letter_id)
+                    except (LookupError, MalformedEvent) as exc:
+                        print(f"{letter_id}: not put back: {exc}", file=sys.stderr)
+                        failed += 1
+                    else:
+                        print(f"{letter_id}: delivered again as {new_id}", file=sys.stderr)
+                return 1 if failed else 0
+            letters = await list_dead_letters(redis, prefix, args.count)
+            for letter in letters:
+                if args.json:
+                    print(json.dumps(letter.to_dict()), flush=True)
+                else:
+                    where = f"from {letter.source} {letter.entry}"
+                    print(f"{letter.id}  agent {letter.group}  {where}: {letter.reason}")
+            if not args.json:
+                print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+            return 0
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())

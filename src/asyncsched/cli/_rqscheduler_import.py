@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import re
@@ -110,18 +109,10 @@ def local_zone_name() -> str | None:
 
 
 def _function(func: str, check_import: bool) -> str:
-    """RQ's ``module.attr`` as ``module:attr``: the longest prefix that imports is the module."""
-    if ":" in func:
-        return func
-    parts = func.split(".")
-    if check_import:
-        for cut in range(len(parts) - 1, 0, -1):
-            try:
-                importlib.import_module(".".join(parts[:cut]))
-            except Exception:
-                continue
-            return ".".join(parts[:cut]) + ":" + ".".join(parts[cut:])
-    return ".".join(parts[:-1]) + ":" + parts[-1]
+    """RQ's ``module.attr`` as ``module:attr``, resolved by the one function rule (``docs/security.md``)."""
+    from ..queue._functions import reference_for
+
+    return reference_for(func, check_import=check_import)
 
 
 def _cron(cron: str) -> str:

@@ -15,7 +15,7 @@ The sync facade is :class:`asyncsched.sync.EventBus`. See ``docs/events.md``.
 from __future__ import annotations
 
 from ._bus import Callback, EventBus, Subscription
-from ._envelope import Event, validate_agent_name, validate_event_type
+from ._envelope import Event, MalformedEvent, validate_agent_name, validate_event_type
 from ._lifecycle import LifecyclePublisher, lifecycle_event, publish_system_event, system_events
 from ._stream import EventStream
 
@@ -25,6 +25,7 @@ __all__ = [
     "EventBus",
     "EventStream",
     "LifecyclePublisher",
+    "MalformedEvent",
     "Subscription",
     "lifecycle_event",
     "publish_system_event",

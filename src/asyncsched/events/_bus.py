@@ -21,6 +21,15 @@ event_type)``). Async callbacks go through their subscription's :class:`~._runne
 elastic worker tasks on the bus's loop, no task per event); sync callbacks run in the bus's thread pool,
 at most ``max_concurrency`` at once. Beyond the bounds the reader waits (back-pressure). A callback that
 raises is logged with the event id and affects nothing else.
+
+Readers never die: each message is decoded and validated on its own (:meth:`Event.from_json`); one that
+is not a valid envelope is logged (rate-limited, see :mod:`._poison`) and skipped. The reader and the
+durable consumers run under :class:`asyncsched._supervise.Supervised`, which restarts them (with backoff,
+logged) should they end anyway.
+
+Lifetime: ``async with EventBus() as bus`` or, like ``TaskQueue``, without it: the first ``publish``,
+``subscribe``, ``listen`` or ``events`` starts the bus on the running loop; ``aclose()`` releases it.
+Every operation on a closed bus raises ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -42,11 +51,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .. import _keys
 from .._redis import create_redis
 from .._redis.connection import Line
+from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ._durable import DurableConsumer
-from ._envelope import Event, validate_agent_name
+from ._envelope import Event, MalformedEvent, validate_agent_name
 from ._match import compile_pattern
+from ._poison import report_malformed
 from ._runner import Runner, log_callback_error
 from ._stream import EventStream, Sink
 from ._support import stop_task
@@ -70,6 +81,15 @@ def _is_async_callable(fn: Callable[..., Any]) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+
+
+def _channel_name(channel: Any) -> str:
+    return channel.decode(errors="replace") if isinstance(channel, bytes) else str(channel)
+
+
+def _log_start_failure(starting: asyncio.Future[None]) -> None:
+    if not starting.cancelled() and (exc := starting.exception()) is not None:
+        logger.error("the event bus could not start: %s: %s", type(exc).__name__, exc)
 
 
 class Subscription:
@@ -116,10 +136,12 @@ class Subscription:
 
     async def wait_ready(self, timeout: float | None = 30.0) -> Subscription:  # noqa: ASYNC109
         """Wait until the subscription is live in Redis (channel subscribed, or consumer group created)."""
-        if self._ready:
-            async with asyncio.timeout(timeout):
-                for fut in self._ready:
+        async with asyncio.timeout(timeout):
+            while pending := [fut for fut in self._ready if not fut.done()]:
+                for fut in pending:  # the list may grow meanwhile (a bus starting on first use)
                     await asyncio.shield(fut)
+            for fut in self._ready:
+                fut.result()  # a failed start or subscription raises here
         return self
 
     def __await__(self) -> Generator[Any, None, Subscription]:
@@ -147,9 +169,14 @@ class EventBus:
     the ``EventMessage`` table (default ``Settings.event_log``, env ``ASYNCSCHED_EVENT_LOG``).
     ``max_concurrency``: callbacks running at once. ``buffer_size``: events kept for ``listen()`` (the
     oldest are dropped beyond it, with a warning). ``claim_idle``: seconds after which a durable event
-    delivered to a consumer that did not acknowledge it (crashed) is redelivered to another.
+    delivered to a consumer that is gone (crashed or stopped) is redelivered to another.
     ``consumer``: the durable consumer name (default unique per bus; a stable name lets a restarted process
-    re-read its own unacknowledged events at once, without waiting ``claim_idle``).
+    re-read its own unacknowledged events at once, without waiting ``claim_idle``). ``durable_retries``:
+    how many times a durable callback that raised is retried (with backoff) before the event goes to the
+    dead-letter stream (``asyncsched events dead-letters``).
+
+    Without ``async with``, the first ``publish``/``subscribe``/``listen``/``events`` starts the bus; call
+    :meth:`aclose` to release it.
     """
 
     def __init__(
@@ -163,12 +190,16 @@ class EventBus:
         buffer_size: int = 10_000,
         claim_idle: float = 30.0,
         consumer: str | None = None,
+        durable_retries: int = 3,
     ) -> None:
         self.settings = settings or get_settings()
         if agent_name is not None and agent_name != MONITOR:
             validate_agent_name(agent_name)
         if max_concurrency <= 0 or buffer_size <= 0 or claim_idle <= 0:
             raise ConfigurationError("max_concurrency, buffer_size and claim_idle must be positive")
+        if type(durable_retries) is not int or durable_retries < 0:
+            raise ConfigurationError(f"durable_retries must be an integer >= 0, got {durable_retries!r}")
+        self.durable_retries = durable_retries
         self.agent_name = agent_name
         self.persist = self.settings.event_log if persist is None else persist
         self.max_concurrency = max_concurrency
@@ -190,7 +221,9 @@ class EventBus:
         self._subs: list[Subscription] = []
         self._routes: dict[tuple[str | None, str], tuple[Subscription, ...]] = {}
         self._pubsub: Any = None
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: Supervised | None = None
+        self._starting: asyncio.Future[None] | None = None
+        self._start_task: asyncio.Task[None] | None = None
         self._reader_lock = asyncio.Lock()
         self._channels: dict[bytes, asyncio.Future[None]] = {}
         # listen()'s buffer, filled from the start so that the spec's subscribe-then-listen loop misses
@@ -211,14 +244,59 @@ class EventBus:
 
     @property
     def redis(self) -> aioredis.Redis:
-        """The Redis client (available inside ``async with``)."""
+        """The Redis client (once the bus started: inside ``async with``, or after a first operation)."""
         if self._redis is None:
+            if self._closed:
+                raise RuntimeError("this EventBus was closed; create a new one")
             raise RuntimeError("the EventBus is not started: use `async with EventBus(...) as bus:`")
         return self._redis
 
+    @property
+    def started(self) -> bool:
+        """Whether the bus is started and not closed."""
+        return self._starting is not None and self._starting.done() and not self._closed
+
     async def __aenter__(self) -> EventBus:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        """Start the bus on the running loop (idempotent; what ``async with`` and a first use do)."""
         if self._closed:
             raise RuntimeError("this EventBus was closed; create a new one")
+        if self._starting is None:
+            self._begin_start()
+        assert self._starting is not None
+        await asyncio.shield(self._starting)
+        if self._closed:
+            raise RuntimeError("this EventBus was closed; create a new one")
+
+    def _begin_start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._starting = starting = loop.create_future()
+        starting.add_done_callback(_log_start_failure)
+        self._start_task = loop.create_task(self._run_start(starting), name="asyncsched-event-bus-start")
+
+    async def _run_start(self, starting: asyncio.Future[None]) -> None:
+        try:
+            await self._start()
+        except BaseException as exc:
+            if not starting.done():
+                starting.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            await self.aclose()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not starting.done():
+            starting.set_result(None)
+
+    async def _ensure_started(self) -> None:
+        if self._closed:
+            raise RuntimeError("this EventBus was closed; create a new one")
+        if self._starting is None or not self._starting.done():
+            await self.start()
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if isinstance(self._redis_arg, aioredis.Redis):
             self._redis = self._redis_arg
@@ -229,17 +307,12 @@ class EventBus:
         # a connection of its own for one publish at a time (the common, awaited case; see Line), with a
         # client of our own only (a bus wrapping the caller's client may be dropped without aclose())
         self._line = Line(self._redis) if self._owns_redis and Line.supported(self._redis) else None
-        try:
-            for agent in {s.agent_name for s in self._subs if s.durable}:
-                self._start_durable(agent)
-            for sub in self._subs:  # before the reader starts: it dispatches to attached subscriptions
-                self._attach(sub)
-            if self.agent_name is not None or any(not s.durable for s in self._subs):
-                await self._ensure_reader()
-        except BaseException:
-            await self.aclose()
-            raise
-        return self
+        for agent in {s.agent_name for s in self._subs if s.durable}:
+            self._start_durable(agent)
+        for sub in self._subs:  # before the reader starts: it dispatches to attached subscriptions
+            self._attach(sub)
+        if self.agent_name is not None or any(not s.durable for s in self._subs):
+            await self._ensure_reader()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
@@ -249,10 +322,15 @@ class EventBus:
         if self._closed:
             return
         self._closed = True
+        if self._starting is not None and not self._starting.done():
+            self._starting.set_exception(RuntimeError("this EventBus was closed while starting"))
+            self._starting.exception()
         for consumer in [*self._durable.values(), *self._retired]:
             await consumer.stop()
         self._durable.clear()
-        for task in [t for t in (self._reader, *self._background) if t is not None]:
+        if self._reader is not None:
+            await self._reader.stop()
+        for task in list(self._background):
             await stop_task(task)
         self._reader = None
         # Running callbacks get a grace period (queued async events are still delivered), then async
@@ -299,6 +377,8 @@ class EventBus:
         values raises :class:`~asyncsched.exceptions.SerializationError`.
         """
         event = Event.create(event_type, source_agent, payload, target_agent)
+        if self._script is None or self._closed:  # first use (or a closed bus: raises)
+            await self._ensure_started()
         keys, args = self._script_call(event)
         line = self._line
         if line is not None and not self._line_busy:  # others publishing meanwhile use the pool
@@ -320,6 +400,8 @@ class EventBus:
 
     async def publish_many(self, events: Iterable[Event]) -> list[Event]:
         """Publish already-built events in one pipelined round trip (all are serialized first)."""
+        if self._script is None or self._closed:
+            await self._ensure_started()
         calls = [(event, self._script_call(event)) for event in events]
         todo = [call for _, call in calls]
         sha = self._script.sha
@@ -356,8 +438,6 @@ class EventBus:
             keys.append(_keys.event_log_stream(self._prefix))
             for item in event.log_fields().items():
                 args.extend(item)
-        if self._script is None:
-            raise RuntimeError("the EventBus is not started: use `async with EventBus(...) as bus:`")
         return keys, args
 
     # ------------------------------------------------------------------ subscribing
@@ -374,23 +454,41 @@ class EventBus:
         acknowledged after its callbacks returned, and an event whose consumer died mid-callback is
         redelivered. Durable events of one agent are handled in order, one at a time.
 
-        Returns at once; ``await`` the returned :class:`Subscription` to wait until it is live.
+        Returns at once; ``await`` the returned :class:`Subscription` to wait until it is live (on a bus
+        not started yet, called on a running loop, this starts the bus; a failure to start is raised by
+        that ``await``). Raises ``RuntimeError`` on a closed bus.
         """
         validate_agent_name(agent_name)
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
         if self._closed:
             raise RuntimeError("this EventBus was closed; create a new one")
+        compile_pattern(event_type)  # an invalid pattern raises here, not in the reader
         sub = Subscription(self, agent_name, event_type, callback, durable)
         self._subs.append(sub)
         self._routes.clear()
-        if self._loop is not None:
+        if self._loop is None:
+            self._start_on_first_use(sub)
+        else:
             if durable:
                 self._start_durable(agent_name)
             elif self._reader is None:
                 self._spawn(self._ensure_reader())
             self._attach(sub)
         return sub
+
+    def _start_on_first_use(self, sub: Subscription) -> None:
+        """``subscribe`` on a bus not started: start it now if a loop runs here (``await sub`` waits for
+        it); without a running loop the subscription is attached when the bus is entered."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._starting is None:
+            self._begin_start()
+        starting = self._starting
+        if starting is not None and not starting.done():
+            sub._ready = [starting]
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop delivering to ``subscription`` (same as ``subscription.unsubscribe()``); thread-safe."""
@@ -496,23 +594,22 @@ class EventBus:
                 pattern = _keys.agent_event_channel_pattern(self._prefix).encode()
                 waits.append(self._channel_future(pattern))
                 await self._pubsub.psubscribe(pattern)
-            self._reader = asyncio.get_running_loop().create_task(
-                self._read(), name="asyncsched-event-reader"
-            )
+            self._reader = Supervised("asyncsched-event-reader", self._read, done=lambda: self._closed)
+            self._reader.start()
             async with asyncio.timeout(30):
                 for fut in waits:
                     await asyncio.shield(fut)
 
     async def _read(self) -> None:
-        """The reader: one pub/sub connection, each message decoded once and dispatched."""
+        """The reader: one pub/sub connection, each message decoded once and dispatched.
+
+        Nothing a message holds can end it: a malformed one is reported and skipped, and whatever a
+        dispatch raises is logged (the supervisor restarts the reader should it end all the same)."""
         pubsub = self._pubsub
         channels = self._channels
-        sinks = self._sinks
-        routes = self._routes
-        inflight = self._inflight
         from_json = Event.from_json
         backoff = 0.1
-        while True:
+        while not self._closed:
             try:
                 response = await pubsub.parse_response(block=True)
             except asyncio.CancelledError:
@@ -525,38 +622,49 @@ class EventBus:
             if response is None:
                 continue
             backoff = 0.1
-            kind = response[0]
-            if kind == b"message":
-                data = response[2]
-            elif kind == b"pmessage":
-                data = response[3]
-            else:
-                if kind in (b"subscribe", b"psubscribe"):
-                    fut = channels.get(response[1])
-                    if fut is not None and not fut.done():
-                        fut.set_result(None)
-                continue
             try:
-                event = from_json(data)
-            except (ValueError, KeyError, TypeError) as exc:
-                logger.error("dropping a malformed event message (%s): %.200r", exc, data)
-                continue
-            for sink in sinks:
-                sink.put(event)
-            key = (event.target_agent, event.event_type)
-            subs = routes.get(key)
-            if subs is None:
-                subs = self._route(key)
-            for sub in subs:
-                runner = sub._runner
-                if runner is not None:  # async: queued for the subscription's workers
-                    if len(runner.queue) >= self._buffer_size:
-                        await runner.drained()
-                    runner.push(event)
-                elif sub.active:  # sync: one thread-pool call, at most max_concurrency at once
-                    if len(inflight) >= self.max_concurrency:
-                        await self._wait_slot()
-                    self._start_callback(sub, event)
+                kind = response[0]
+                if kind == b"message":
+                    data = response[2]
+                elif kind == b"pmessage":
+                    data = response[3]
+                else:
+                    if kind in (b"subscribe", b"psubscribe"):
+                        fut = channels.get(response[1])
+                        if fut is not None and not fut.done():
+                            fut.set_result(None)
+                    continue
+                source = response[-2]
+                try:
+                    event = from_json(data)
+                except MalformedEvent as exc:
+                    report_malformed("event", _channel_name(source), exc, data)
+                    continue
+                await self._dispatch(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug of ours: log it, keep reading
+                logger.exception("event bus reader: cannot handle a message (%s); skipped", exc)
+
+    async def _dispatch(self, event: Event) -> None:
+        """Hand one decoded event to the ``listen()``/``events()`` buffers and the matching callbacks."""
+        for sink in self._sinks:
+            sink.put(event)
+        key = (event.target_agent, event.event_type)
+        subs = self._routes.get(key)
+        if subs is None:
+            subs = self._route(key)
+        inflight = self._inflight
+        for sub in subs:
+            runner = sub._runner
+            if runner is not None:  # async: queued for the subscription's workers
+                if len(runner.queue) >= self._buffer_size:
+                    await runner.drained()
+                runner.push(event)
+            elif sub.active:  # sync: one thread-pool call, at most max_concurrency at once
+                if len(inflight) >= self.max_concurrency:
+                    await self._wait_slot()
+                self._start_callback(sub, event)
 
     def _route(self, key: tuple[str | None, str]) -> tuple[Subscription, ...]:
         target, event_type = key
@@ -609,18 +717,26 @@ class EventBus:
             )
         return self._executor
 
-    async def invoke(self, sub: Subscription, event: Event) -> None:
-        """Run one callback to completion (thread for sync ones); log, never raise, its exception."""
+    async def invoke(self, sub: Subscription, event: Event) -> Exception | None:
+        """Run one callback to completion (thread for sync ones); log and return, never raise, its
+        exception (``None`` when it returned)."""
         try:
             if sub.is_async:
                 await sub.callback(event)
             else:
                 assert self._loop is not None
-                await self._loop.run_in_executor(self._threads(), sub.callback, event)
+                result = await self._loop.run_in_executor(self._threads(), sub.callback, event)
+                if inspect.iscoroutine(result):
+                    result.close()
+                    raise TypeError(
+                        "the callback returned a coroutine: make it an `async def` to have it run"
+                    )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log_callback_error(sub, event, exc)
+            return exc
+        return None
 
     # ------------------------------------------------------------------ listen / events
 
@@ -631,8 +747,10 @@ class EventBus:
         what the bus listens to (see the class docs), independently of callbacks.
         """
         self._inbox.warn = True
-        if self._reader is None and not self._closed:
-            await self._ensure_reader()
+        if not self._closed:  # a closed bus returns what it buffered, then None
+            await self._ensure_started()
+            if self._reader is None:
+                await self._ensure_reader()
         return await self._inbox.get(timeout)
 
     def events(self, event_type: str = "*", *, idle_timeout: float | None = None) -> EventStream:
@@ -642,6 +760,8 @@ class EventBus:
         ``listen()`` each see every event received from then on. It ends when the bus closes, or after
         ``idle_timeout`` seconds without an event when one is given, or on ``await stream.aclose()``.
         """
+        if self._closed:
+            raise RuntimeError("this EventBus was closed; create a new one")
         sink = Sink(self._buffer_size, None if event_type == "*" else compile_pattern(event_type))
         self._sinks.append(sink)
         return EventStream(self, sink, idle_timeout)

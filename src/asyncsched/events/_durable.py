@@ -3,21 +3,26 @@
 Streams: ``<ns>:events:stream:agent:<agent>`` (events targeted at the agent) and
 ``<ns>:events:stream:broadcast`` (broadcasts; every durable agent has its own group on it). The group of an
 agent is named after the agent, so every process subscribing durably for the same agent shares the work:
-each event is handled once per agent, by one of them.
+each event is handled once per agent, by one of them, as long as the consumers live.
 
-Lease protocol (at-least-once):
+Protocol (at-least-once across crashes, once while consumers live):
 
 1. The first durable subscription of an agent creates its groups at ``$`` (``MKSTREAM``); from then on
    publishers append every event for it, and the events wait in the stream while the agent is down
    (bounded by ``Settings.event_stream_maxlen``, oldest trimmed first).
-2. On start the consumer re-reads its own pending entries (``XREADGROUP ... 0``): with a stable
+2. A consumer announces it is alive with a key of its own (``<ns>:events:alive:<agent>:<consumer>``,
+   expiring after ``claim_idle`` seconds, refreshed every ``claim_idle / 3``) before it reads anything,
+   and deletes it when it stops.
+3. On start the consumer re-reads its own pending entries (``XREADGROUP ... 0``): with a stable
    ``consumer`` name, a restarted process resumes where it crashed at once.
-3. An entry is acknowledged (``XACK``) after all matching callbacks returned (a callback that raised is
-   logged, and the entry acknowledged all the same, so one bad event cannot loop forever).
-4. While callbacks run, the consumer renews its lease on the entry every ``claim_idle / 3`` seconds
-   (``XCLAIM ... JUSTID`` resets its idle time).
-5. Every ``claim_idle / 2`` seconds the consumer takes over (``XAUTOCLAIM``) entries idle for longer than
-   ``claim_idle``: those of a consumer that died mid-callback. They are delivered again.
+4. It reads a few entries at a time (:data:`READ_COUNT`) and handles them one by one, in order. An entry
+   is acknowledged after all matching callbacks returned. A callback that raises is retried
+   (``EventBus(durable_retries=...)``, with backoff) and, if it still fails, the entry goes to the
+   dead-letter stream and is acknowledged; so does an entry that is not a valid event (see
+   :mod:`._poison`). One bad event can neither loop forever nor stop the consumer.
+5. Every ``claim_idle / 2`` seconds the consumer takes over the pending entries of consumers of its group
+   whose alive key is gone (they crashed, or stopped) and that were idle for ``claim_idle``. Entries a
+   live consumer has read but not yet handled are never taken from it, however long its callbacks take.
 """
 
 from __future__ import annotations
@@ -34,17 +39,28 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
-from ._envelope import Event
-from ._support import ensure_group, stop_task
+from .._supervise import Supervised
+from ._envelope import Event, MalformedEvent
+from ._poison import dead_letter, report_malformed
+from ._support import ensure_group
 
 if TYPE_CHECKING:
-    from ._bus import EventBus
+    from ._bus import EventBus, Subscription
 
-__all__ = ["DurableConsumer"]
+__all__ = ["READ_COUNT", "DurableConsumer"]
 
 logger = logging.getLogger("asyncsched.events")
 
-_BATCH = 100
+READ_COUNT = 10
+"""Entries read per stream at a time (handled one by one; never taken over while this consumer lives)."""
+
+_CLAIM_BATCH = 100
+_RETRY_DELAY = 0.1
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class DurableConsumer:
@@ -53,18 +69,26 @@ class DurableConsumer:
     def __init__(self, bus: EventBus, agent: str) -> None:
         self.bus = bus
         self.agent = agent
-        prefix = bus.settings.key_prefix
+        self.prefix = prefix = bus.settings.key_prefix
         self.streams = [_keys.agent_event_stream(prefix, agent), _keys.broadcast_event_stream(prefix)]
         self.name = bus.consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.alive_key = _keys.durable_consumer_alive(prefix, agent, self.name)
         self.claim_idle_ms = max(1, int(bus.claim_idle * 1000))
         self.claim_every = bus.claim_idle / 2
         self.renew_every = bus.claim_idle / 3
         self.block_ms = max(1, int(min(self.claim_every, 2.0) * 1000))
+        self.retries = bus.durable_retries
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = loop.create_future()
-        self._task: asyncio.Task[None] | None = None
+        self._alive: asyncio.Future[None] = loop.create_future()
+        self._reader = Supervised(f"asyncsched-durable-{agent}", self._run, done=lambda: self._stopping)
+        self._keeper = Supervised(
+            f"asyncsched-durable-{agent}-alive", self._keep_alive, done=lambda: self._stopping
+        )
         self._stopping = False
         self._busy = False
+        self.handled = 0
+        """Entries handled (acknowledged) by this consumer."""
 
     @property
     def stopping(self) -> bool:
@@ -72,20 +96,34 @@ class DurableConsumer:
         return self._stopping
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"asyncsched-durable-{self.agent}"
-        )
+        self._keeper.start()
+        self._reader.start()
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop after the event being handled (its callbacks get ``grace`` seconds, then are cancelled and
         the event stays pending, to be redelivered)."""
         self._stopping = True
-        task = self._task
-        if task is None or task.done():
-            return
-        await stop_task(task, grace=grace if self._busy else 0.0)
+        await self._reader.stop(grace=grace if self._busy else 0.0)
+        await self._keeper.stop()
         if not self.ready.done():
             self.ready.cancel()
+        if self._alive.done() and not self._alive.cancelled():
+            try:  # gone: the entries it read and did not handle may be taken over by others at once
+                await asyncio.wait_for(self.bus.redis.delete(self.alive_key), 2.0)
+            except (*_REDIS_DOWN, ResponseError, TimeoutError) as exc:
+                logger.debug("durable consumer %s: alive key not deleted (%s)", self.name, exc)
+
+    async def _keep_alive(self) -> None:
+        """Refresh the alive key every ``renew_every`` seconds (see the module docs)."""
+        redis = self.bus.redis
+        while not self._stopping:
+            try:
+                await redis.set(self.alive_key, b"1", px=self.claim_idle_ms)
+                if not self._alive.done():
+                    self._alive.set_result(None)
+            except _REDIS_DOWN as exc:
+                logger.debug("durable consumer %s: heartbeat failed (%s)", self.name, exc)
+            await asyncio.sleep(self.renew_every)
 
     async def _run(self) -> None:
         redis = self.bus.redis
@@ -93,6 +131,7 @@ class DurableConsumer:
         need_groups, need_pending = True, True
         next_claim = 0.0
         backoff = 0.1
+        await asyncio.shield(self._alive)
         while not self._stopping:
             try:
                 if need_groups:
@@ -109,13 +148,15 @@ class DurableConsumer:
                 if self.stopping:
                     break
                 response = await redis.xreadgroup(
-                    self.agent, self.name, dict.fromkeys(self.streams, ">"), count=_BATCH, block=self.block_ms
+                    self.agent,
+                    self.name,
+                    dict.fromkeys(self.streams, ">"),
+                    count=READ_COUNT,
+                    block=self.block_ms,
                 )
                 if response:
                     await self._handle(response)
                 backoff = 0.1
-            except asyncio.CancelledError:
-                raise
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # the stream was deleted (e.g. FLUSHALL): start again
                     need_groups = True
@@ -123,7 +164,7 @@ class DurableConsumer:
                 logger.error("durable consumer of agent %s: %s", self.agent, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except _REDIS_DOWN as exc:
                 logger.warning("durable consumer of agent %s lost Redis (%s); retrying", self.agent, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -134,31 +175,54 @@ class DurableConsumer:
 
     async def _own_pending(self) -> None:
         """Entries delivered to this consumer name and never acknowledged (a crash of a previous run)."""
-        for _ in range(10_000):
-            response = await self.bus.redis.xreadgroup(
-                self.agent, self.name, dict.fromkeys(self.streams, "0"), count=_BATCH
-            )
+        after: Any = dict.fromkeys(self.streams, "0")
+        for _ in range(100_000):
+            response = await self.bus.redis.xreadgroup(self.agent, self.name, after, count=_CLAIM_BATCH)
             if not response or not any(item[1] for item in response):
                 return
             await self._handle(response)
             if self._stopping:
                 return
 
+    async def _gone(self, consumers: list[Any]) -> list[str]:
+        """The consumers (of the group) among ``consumers`` whose alive key is absent."""
+        names = [_text(c) for c in consumers if _text(c) != self.name]
+        if not names:
+            return []
+        keys = [_keys.durable_consumer_alive(self.prefix, self.agent, n) for n in names]
+        async with self.bus.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                _ = pipe.exists(key)  # queued; replies come from execute()
+            alive = await pipe.execute()
+        return [name for name, present in zip(names, alive, strict=True) if not present]
+
     async def _claim(self) -> None:
-        """Take over entries idle longer than ``claim_idle`` (their consumer died) and handle them."""
+        """Take over the pending entries of gone consumers idle for ``claim_idle``, and handle them."""
         redis = self.bus.redis
         for stream in self.streams:
-            start: Any = "0-0"
-            for _ in range(1_000):
-                reply = await redis.xautoclaim(
-                    stream, self.agent, self.name, self.claim_idle_ms, start_id=start, count=_BATCH
-                )
-                start, entries = reply[0], reply[1]
-                if entries:
-                    logger.info("agent %s: redelivering %d unacknowledged event(s)", self.agent, len(entries))
-                    await self._handle([[stream, entries]])
-                if start in (b"0-0", "0-0") or self._stopping:
-                    break
+            summary = await redis.xpending(stream, self.agent)
+            if not summary or not summary.get("pending"):
+                continue
+            consumers = [c["name"] for c in summary.get("consumers") or []]
+            for gone in await self._gone(consumers):
+                for _ in range(1_000):
+                    pending = await redis.xpending_range(
+                        stream, self.agent, "-", "+", _CLAIM_BATCH, consumername=gone, idle=self.claim_idle_ms
+                    )
+                    if not pending:
+                        break
+                    ids: Any = [p["message_id"] for p in pending]
+                    entries = await redis.xclaim(stream, self.agent, self.name, self.claim_idle_ms, ids)
+                    if entries:
+                        logger.info(
+                            "agent %s: redelivering %d event(s) of stopped consumer %s",
+                            self.agent,
+                            len(entries),
+                            gone,
+                        )
+                        await self._handle([[stream, entries]])
+                    if self._stopping or len(pending) < _CLAIM_BATCH:
+                        break
 
     async def _handle(self, response: Any) -> None:
         redis = self.bus.redis
@@ -166,31 +230,53 @@ class DurableConsumer:
         try:
             for stream, entries in response:
                 for entry_id, fields in entries:
-                    if fields:
+                    if fields:  # a trimmed entry comes back without fields: nothing to do but acknowledge
                         await self._deliver(stream, entry_id, fields)
                     await redis.xack(stream, self.agent, entry_id)
+                    self.handled += 1
                     if self._stopping:
                         return
         finally:
             self._busy = False
 
     async def _deliver(self, stream: Any, entry_id: Any, fields: dict[bytes, bytes]) -> None:
+        raw = fields.get(b"e")
         try:
-            event = Event.from_json(fields[b"e"])
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.error("agent %s: dropping malformed durable event %r (%s)", self.agent, entry_id, exc)
+            if raw is None:
+                names = sorted(_text(k) for k in fields)[:10]
+                raise MalformedEvent(f"entry has no 'e' field (fields: {names})")
+            event = Event.from_json(raw)
+        except MalformedEvent as exc:
+            where = f"{_text(stream)} (group {self.agent}, entry {_text(entry_id)})"
+            data = raw if raw is not None else repr(fields)
+            report_malformed("durable event", where, exc, data)
+            await self._dead_letter(stream, entry_id, f"malformed: {exc}", data)
             return
         subs = [s for s in self.bus.durable_subscriptions(self.agent) if s.matches(event.event_type)]
-        if not subs:
-            return
-        work = asyncio.gather(*(self.bus.invoke(s, event) for s in subs))
-        try:
-            while True:
-                done, _ = await asyncio.wait({work}, timeout=self.renew_every)
-                if done:
-                    return
-                # Renew the lease: reset the entry's idle time so no other consumer takes it over.
-                await self.bus.redis.xclaim(stream, self.agent, self.name, 0, [entry_id], justid=True)
-        finally:
-            if not work.done():
-                work.cancel()
+        failed: list[tuple[Subscription, BaseException]] = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(min(_RETRY_DELAY * 2 ** (attempt - 1), 5.0))
+                subs = [s for s, _ in failed if s.active]
+            if not subs:
+                return
+            errors = await asyncio.gather(*(self.bus.invoke(s, event) for s in subs))
+            failed = [(s, e) for s, e in zip(subs, errors, strict=True) if e is not None]
+            if not failed:
+                return
+        sub, error = failed[0]
+        name = getattr(sub.callback, "__qualname__", repr(sub.callback))
+        reason = f"callback {name} failed {self.retries + 1} time(s): {type(error).__name__}: {error}"
+        logger.error("agent %s: event %s goes to the dead-letter stream: %s", self.agent, event.id, reason)
+        await self._dead_letter(stream, entry_id, reason, raw)
+
+    async def _dead_letter(self, stream: Any, entry_id: Any, reason: str, data: Any) -> None:
+        await dead_letter(
+            self.bus.redis,
+            self.prefix,
+            source=_text(stream),
+            entry=entry_id,
+            group=self.agent,
+            reason=reason,
+            data=data,
+        )

@@ -20,12 +20,85 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ConfigurationError, SerializationError
+from ..exceptions import AsyncschedError, ConfigurationError, SerializationError
 
 if TYPE_CHECKING:
     from ..store.models import EventMessage
 
-__all__ = ["Event", "validate_agent_name", "validate_event_type"]
+__all__ = [
+    "MAX_ENVELOPE_BYTES",
+    "MAX_PAYLOAD_DEPTH",
+    "Event",
+    "MalformedEvent",
+    "validate_agent_name",
+    "validate_event_type",
+]
+
+MAX_ENVELOPE_BYTES = 1_048_576
+"""Largest envelope (UTF-8 bytes of its JSON text) published or accepted by a reader."""
+
+MAX_PAYLOAD_DEPTH = 64
+"""Deepest nesting of lists and objects inside a payload (the payload object itself is depth 1)."""
+
+_MAX_ID = 200
+
+
+class MalformedEvent(AsyncschedError, ValueError):
+    """A message on the bus is not a valid event envelope (the message names the field or the limit).
+
+    Readers skip such a message (logged; a durable one goes to the dead-letter stream): it never reaches
+    a callback and never stops a reader."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists/dicts in ``value`` (iterative: no recursion limit to hit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > deepest:
+            deepest = level
+            if deepest > MAX_PAYLOAD_DEPTH:
+                return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _has_surrogate(value: Any) -> bool:
+    """Whether any string (key or value) in ``value`` holds a lone surrogate (not valid UTF-8)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _check_payload_text(text: str, payload: Any) -> None:
+    """Depth and UTF-8 checks, walking ``payload`` only when its JSON ``text`` makes them possible."""
+    if text.count("[") + text.count("{") > MAX_PAYLOAD_DEPTH and _depth(payload) > MAX_PAYLOAD_DEPTH:
+        raise MalformedEvent(f"payload: nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    if "\\u" in text and _has_surrogate(payload):
+        raise MalformedEvent("payload: a string holds a lone surrogate (not valid UTF-8)")
+
 
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _loads = json.loads
@@ -66,8 +139,8 @@ def validate_event_type(event_type: object) -> str:
     Valid: 1-200 characters, no whitespace and no wildcard characters (``* ? [ ]``, which only
     subscriptions use). By convention ``{agent}.{action}``, ``task.{status}``, ``system.{event}``.
     """
-    if event_type in _valid_names:
-        return event_type  # only str are remembered
+    if type(event_type) is str and event_type in _valid_names:
+        return event_type
     if not isinstance(event_type, str) or _EVENT_TYPE.fullmatch(event_type) is None:
         raise ConfigurationError(
             f"invalid event_type {event_type!r}: use 1-200 characters without whitespace or wildcards "
@@ -79,8 +152,8 @@ def validate_event_type(event_type: object) -> str:
 
 def validate_agent_name(name: object, field: str = "agent_name") -> str:
     """``name`` if it is a valid agent name (1-200 characters, no whitespace, no ``* ? [ ]``)."""
-    if name in _valid_names:
-        return name  # only str are remembered
+    if type(name) is str and name in _valid_names:
+        return name
     if not isinstance(name, str) or _AGENT.fullmatch(name) is None:
         raise ConfigurationError(
             f"invalid {field} {name!r}: use 1-200 characters without whitespace or wildcards "
@@ -145,33 +218,105 @@ class Event:
         }
 
     def to_json(self) -> str:
-        """The wire envelope. Raises :class:`SerializationError` if the payload is not JSON-serializable."""
+        """The wire envelope. Raises :class:`SerializationError` if the payload is not JSON-serializable,
+        nested deeper than :data:`MAX_PAYLOAD_DEPTH`, not valid UTF-8, or makes the envelope larger than
+        :data:`MAX_ENVELOPE_BYTES` (what a reader would refuse is never sent)."""
         target = self.target_agent
         try:  # built by hand: the names are plain strings, only the payload needs the general encoder
-            return (
-                f'{{"id":"{self.id}","event_type":{_encode_str(self.event_type)},'
-                f'"source_agent":{_encode_str(self.source_agent)},'
-                f'"target_agent":{"null" if target is None else _encode_str(target)},'
-                f'"payload":{_dumps(self.payload)},"created_at":"{self.created_at.isoformat()}"}}'
-            )
+            payload = _dumps(self.payload)
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"event payload for {self.event_type!r} cannot be serialized as JSON ({exc}); use dicts with "
                 "str keys, lists, str, int, finite float, bool and None (convert datetimes, sets, objects)"
             ) from None
+        except RecursionError:
+            raise SerializationError(
+                f"event payload for {self.event_type!r}: nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+            ) from None
+        text = (
+            f'{{"id":"{self.id}","event_type":{_encode_str(self.event_type)},'
+            f'"source_agent":{_encode_str(self.source_agent)},'
+            f'"target_agent":{"null" if target is None else _encode_str(target)},'
+            f'"payload":{payload},"created_at":"{self.created_at.isoformat()}"}}'
+        )
+        if not text.isascii() or len(text) * 4 > MAX_ENVELOPE_BYTES:
+            try:
+                size = len(text.encode())
+            except UnicodeEncodeError:
+                raise SerializationError(
+                    f"event payload for {self.event_type!r}: a string holds a lone surrogate (invalid UTF-8)"
+                ) from None
+            if size > MAX_ENVELOPE_BYTES:
+                raise SerializationError(
+                    f"event payload for {self.event_type!r}: the envelope is {size} bytes, more than the "
+                    f"limit of {MAX_ENVELOPE_BYTES} (store large data elsewhere and send a reference)"
+                )
+        if (
+            payload.count("[") + payload.count("{") > MAX_PAYLOAD_DEPTH
+            and _depth(self.payload) > MAX_PAYLOAD_DEPTH
+        ):
+            raise SerializationError(
+                f"event payload for {self.event_type!r}: nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+            )
+        return text
 
     @classmethod
     def from_json(cls, data: str | bytes) -> Event:
-        """Parse a wire envelope (raises ``ValueError``/``KeyError`` on malformed input)."""
-        d = _loads(data)
-        return cls(
-            d["id"],
-            d["event_type"],
-            d["source_agent"],
-            d["target_agent"],
-            d["payload"],
-            _fromiso(d["created_at"]),
-        )
+        """Parse and validate a wire envelope; :class:`MalformedEvent` (a ``ValueError``) names what is
+        wrong: size (:data:`MAX_ENVELOPE_BYTES`, checked before parsing), JSON, nesting
+        (:data:`MAX_PAYLOAD_DEPTH`), a field's type or form, a lone surrogate. Never raises anything else."""
+        if not isinstance(data, str | bytes | bytearray | memoryview):
+            raise MalformedEvent(f"message is a {type(data).__name__}, not JSON text")
+        if len(data) > MAX_ENVELOPE_BYTES:
+            raise MalformedEvent(f"message of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
+        try:
+            if not isinstance(data, str):
+                data = bytes(data).decode()  # strict UTF-8 (json.loads would let surrogates pass)
+            d = _loads(data, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise MalformedEvent("message: JSON nested too deeply") from None
+        except ValueError as exc:  # includes UnicodeDecodeError
+            raise MalformedEvent(f"message is not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise MalformedEvent(f"message is a JSON {type(d).__name__}, not an object")
+        try:
+            return cls._from_dict(d, data)
+        except MalformedEvent:
+            raise
+        except KeyError as exc:
+            raise MalformedEvent(f"field {exc.args[0]!r} is missing") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise MalformedEvent(str(exc)) from None
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any], data: str) -> Event:
+        event_id = d["id"]
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= _MAX_ID:
+            raise MalformedEvent(
+                f"field 'id' must be a string of 1-{_MAX_ID} characters, got {event_id!r:.80}"
+            )
+        event_type = validate_event_type(d["event_type"])
+        source = validate_agent_name(d["source_agent"], "source_agent")
+        target = d["target_agent"]
+        if target is not None:
+            validate_agent_name(target, "target_agent")
+        payload = d["payload"]
+        if not isinstance(payload, dict):
+            raise MalformedEvent(f"field 'payload' must be a JSON object, got {type(payload).__name__}")
+        _check_payload_text(data, payload)
+        created_text = d["created_at"]
+        if not isinstance(created_text, str):
+            raise MalformedEvent(
+                f"field 'created_at' must be ISO 8601 text, got {type(created_text).__name__}"
+            )
+        try:
+            created = _fromiso(created_text)
+            created = created.replace(tzinfo=UTC) if created.tzinfo is None else created.astimezone(UTC)
+        except (ValueError, OverflowError):
+            raise MalformedEvent(
+                f"field 'created_at' is not a valid ISO 8601 time: {created_text!r:.80}"
+            ) from None
+        return cls(event_id, event_type, source, target, payload, created)
 
     def log_fields(self) -> dict[str, str]:
         """Fields of this event in the persisted event log stream (read by the store's Recorder):

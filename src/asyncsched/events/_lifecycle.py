@@ -40,6 +40,7 @@ from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ._bus import EventBus
 from ._envelope import Event, validate_agent_name
+from ._poison import report_malformed
 from ._support import ensure_group, stop_task
 
 __all__ = ["GROUP", "LifecyclePublisher", "lifecycle_event", "publish_system_event", "system_events"]
@@ -231,11 +232,7 @@ class LifecyclePublisher:
             for entry_id, fields in entries:
                 if not fields:
                     continue
-                try:
-                    event = lifecycle_event(LifecycleRecord.decode(fields))
-                except (ValueError, KeyError, TypeError) as exc:
-                    logger.error("skipping malformed lifecycle record %r: %s", entry_id, exc)
-                    continue
+                event = self._decode(entry_id, fields)
                 if event is not None:
                     events.append(event)
             if events:
@@ -245,6 +242,18 @@ class LifecyclePublisher:
             return len(entries)
         finally:
             self._busy = False
+
+    def _decode(self, entry_id: Any, fields: Any) -> Event | None:
+        """The event of one record, or ``None`` (nothing to publish, or malformed: reported, skipped)."""
+        try:
+            event = lifecycle_event(LifecycleRecord.decode(fields))
+            if event is not None:
+                event.to_json()  # what cannot be sent is refused here, alone, not with its batch
+            return event
+        except Exception as exc:  # any record, however broken, is skipped on its own
+            where = f"{self.stream} (entry {entry_id!r})"
+            report_malformed("lifecycle record", where, f"{type(exc).__name__}: {exc}", fields)
+            return None
 
     async def _claim(self) -> None:
         start: Any = "0-0"
@@ -288,5 +297,9 @@ class LifecyclePublisher:
                 backoff = min(backoff * 2, 5.0)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 logger.warning("lifecycle event publisher lost Redis (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:  # never end: log, back off, go on
+                logger.exception("lifecycle event publisher: unexpected error; retrying")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -94,6 +94,7 @@ class EventStream:
         bus = self._bus
         while self._sink is not None and not bus._closed:
             if bus._reader is None:
+                await bus._ensure_started()  # a bus used without `async with` starts here
                 await bus._ensure_reader()
             event = await self._sink.get(self._idle_timeout)
             if event is not None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import lifecycle_stream
@@ -23,7 +24,7 @@ from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
 from .._redis.connection import Line
 from ..config import Settings, get_settings
-from ..exceptions import BackendUnavailable, InvalidJob, JobError, JobNotFound
+from ..exceptions import BackendUnavailable, InvalidJob, JobError, JobNotFound, RedisRefused
 from ..rq import codec, serializers
 from ..rq._scripts import Scripts
 from ..rq.codec import ResultEntry, ResultType
@@ -36,7 +37,7 @@ log = logging.getLogger("asyncsched.queue")
 
 __all__ = ["TaskQueue"]
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_JOB_ID = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 _BATCH = 1000  # jobs per coalesced enqueue script call
 _PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created", b"rate_limited"})
 _ENQUEUE_KEYS = frozenset(
@@ -77,7 +78,8 @@ _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
 def _backend_errors(method: _F) -> _F:
-    """Turn redis-py's connection errors into :class:`BackendUnavailable` (the tree's own error)."""
+    """Turn redis-py's connection errors into :class:`BackendUnavailable` and its other error replies
+    (``WRONGTYPE``...) into :class:`RedisRefused` (the tree's own errors)."""
 
     @functools.wraps(method)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -85,8 +87,18 @@ def _backend_errors(method: _F) -> _F:
             return await method(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise BackendUnavailable(f"Redis is unavailable: {exc}") from exc
+        except ResponseError as exc:
+            raise RedisRefused(f"Redis refused the operation: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _refused(result: Any) -> RedisRefused | None:
+    """The error of one job refused by the enqueue script (its text in place of 1/0), or ``None``."""
+    if isinstance(result, bytes | str):
+        text = result.decode(errors="replace") if isinstance(result, bytes) else result
+        return RedisRefused(f"Redis refused the enqueue: {text}")
+    return None
 
 
 def _is_fake(redis: aioredis.Redis) -> bool:
@@ -251,9 +263,9 @@ class TaskQueue:
             args = self._enqueue_args([part for part, _ in batch])
             try:
                 if self._line is not None:
-                    await self._scripts.run_on(self._line, "enqueue", args)
+                    results = await self._scripts.run_on(self._line, "enqueue", args)
                 else:
-                    await self._scripts.run("enqueue", args)
+                    results = await self._scripts.run("enqueue", args)
             except BaseException as exc:
                 for _, fut in batch:
                     if not fut.done():
@@ -261,9 +273,14 @@ class TaskQueue:
                 if not isinstance(exc, Exception):
                     raise
             else:
-                for _, fut in batch:
-                    if not fut.done():
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    refused = _refused(result)  # this job's queue key has the wrong type: it alone fails
+                    if refused is None:
                         fut.set_result(None)
+                    else:
+                        fut.set_exception(refused)
 
     @_backend_errors
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -287,9 +304,17 @@ class TaskQueue:
             return []
         calls = [self._enqueue_args(parts[i : i + _BATCH]) for i in range(0, len(parts), _BATCH)]
         if len(calls) == 1:
-            await self._scripts.run("enqueue", calls[0])
+            results = [await self._scripts.run("enqueue", calls[0])]
         else:
-            await self._scripts.run_many("enqueue", calls)
+            results = await self._scripts.run_many("enqueue", calls)
+        refused = [
+            (i, r) for i, r in zip(ids, (x for call in results for x in call), strict=True) if _refused(r)
+        ]
+        if refused:
+            raise RedisRefused(
+                f"{len(refused)} of {len(ids)} jobs were not enqueued (the others were): "
+                f"{_refused(refused[0][1])} (first: job {refused[0][0]})"
+            )
         return ids
 
     def _enqueue_args(self, parts: list[_Part]) -> list[Any]:
@@ -639,7 +664,8 @@ class TaskQueue:
 
     @_backend_errors
     async def queue_counts(self) -> dict[str, dict[str, int]]:
-        """Queue name -> ``{state: count}`` (expired registry entries are not counted)."""
+        """Queue name -> ``{state: count}`` (expired registry entries are not counted). A state whose key
+        Redis refuses (a key of the wrong type) is left out of its queue's counts, with a warning."""
         names = await self.queues()
         now = int(time.time())
         k = self.keys
@@ -652,9 +678,17 @@ class TaskQueue:
                 pipe.zcard(k.canceled(q))
                 pipe.zcard(k.scheduled(q))
                 pipe.zcard(k.deferred(q))
-            replies = await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
         states = ["queued", "running", "success", "failed", "cancelled", "scheduled", "deferred"]
-        return {q: dict(zip(states, replies[7 * n : 7 * n + 7], strict=True)) for n, q in enumerate(names)}
+        out: dict[str, dict[str, int]] = {}
+        for n, q in enumerate(names):
+            counts = out[q] = {}
+            for state, reply in zip(states, replies[7 * n : 7 * n + 7], strict=True):
+                if isinstance(reply, Exception):
+                    log.warning("queue %s: its %s count is left out: Redis refused it (%s)", q, state, reply)
+                else:
+                    counts[state] = reply
+        return out
 
     @_backend_errors
     async def workers(self) -> list[WorkerInfo]:

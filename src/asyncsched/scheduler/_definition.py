@@ -7,15 +7,18 @@ Every problem is collected, none raised early, so a file reports all its errors 
 from __future__ import annotations
 
 import enum
-import importlib
-import re
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..exceptions import InvalidSchedule, Problem, TaskDefinitionError
+from ..exceptions import InvalidJob, InvalidSchedule, Problem, TaskDefinitionError
+from ..queue._functions import check_function as _check_function
+from ..queue._functions import parse_reference
 from ..store.models import ScheduledTask
-from ._triggers import Trigger, parse_interval, parse_schedule, parse_timezone
+from ._fields import FIELDS, LIMITS, NAME_RE, NAME_RULE
+from ._triggers import Trigger, check_date, parse_interval, parse_schedule, parse_timezone
 
 __all__ = ["FIELDS", "MisfirePolicy", "build_task", "check_function", "task_trigger", "validate_definition"]
 
@@ -35,60 +38,82 @@ MISFIRE_ALL_LIMIT = 100
 DEFAULT_GRACE = 60.0
 """Seconds a tick may be late and still count as on time (relevant to ``skip``)."""
 
-FIELDS: dict[str, str] = {
-    "name": "a unique name within the agent",
-    "description": "free text",
-    "enabled": "true or false (default true)",
-    "type": "interval, cron or date",
-    "schedule": "'5 minutes', '0 9 * * *' or an ISO time",
-    "function": "'package.module:function'",
-    "args": "a list",
-    "kwargs": "a mapping",
-    "queue": "the queue to enqueue into (default 'default')",
-    "timezone": "an IANA time zone (default UTC)",
-    "timeout": "job timeout: seconds or '5 minutes'",
-    "retry": "retries: a count, or {max: N, interval: seconds or [seconds, ...]}",
-    "jitter": "random delay up to this: seconds or '30 seconds'",
-    "misfire": "coalesce (default), skip or all",
-    "misfire_grace": "seconds a tick may be late and still run: seconds or '1 minute'",
-    "start": "interval anchor: an ISO time (default the Unix epoch)",
-}
-"""Every key a task definition accepts, with what it takes (used in error messages)."""
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
-_FUNC_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
 
 def check_function(path: str) -> str | None:
-    """``None`` if ``"pkg.module:attr"`` imports and is callable, else what is wrong."""
-    module_name, _, attr = path.partition(":")
+    """``None`` if ``"pkg.module:function"`` names a callable defined in that module, else what is wrong.
+
+    The one rule of :func:`asyncsched.queue._functions.resolve_function` (no allow-list: task files and
+    code are trusted configuration; the API applies its allow-list before this is reached).
+    """
+    return _check_function(path)
+
+
+_TEXT_FIELDS = ("name", "description", "type", "schedule", "function", "queue", "timezone", "misfire")
+
+
+def _text_problem(value: str) -> str | None:
+    """What makes ``value`` unstorable text (NUL, lone surrogates), or ``None``."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any import-time failure of user code is a finding, not a crash
-        return f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            return f"module {module_name!r} has no attribute {attr!r}"
-        obj = getattr(obj, part)
-    if not callable(obj):
-        return f"{path!r} is not callable"
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (a lone surrogate such as '\\ud800' is not)"
     return None
 
 
-def _seconds(value: Any, field: str, problems: list[Problem], *, zero_ok: bool = False) -> float | None:
-    if isinstance(value, bool):
-        problems.append(
-            Problem(f"must be seconds or a duration like '30 seconds', got {value!r}", field=field)
-        )
+def _value_problem(value: Any, depth: int = 0) -> str | None:
+    """What keeps ``value`` from being stored as JSON (type, NaN, depth, bad text), or ``None``."""
+    if depth > LIMITS["depth"]:
+        return f"is nested deeper than {LIMITS['depth']} levels"
+    if value is None or isinstance(value, bool | int):
         return None
-    if isinstance(value, int | float) and zero_ok and value == 0:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"must hold finite numbers, got {value!r}"
+    if isinstance(value, str):
+        return _text_problem(value)
+    if isinstance(value, list | tuple):
+        return next((p for p in (_value_problem(v, depth + 1) for v in value) if p), None)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"must have text keys, got {key!r}"
+            problem = _text_problem(key) or _value_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"must hold JSON values (text, numbers, lists, mappings); got {type(value).__name__} {value!r:.60}"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _seconds(
+    value: Any, field: str, bad: _Bad, *, minimum: float = 0.0, zero_ok: bool = False
+) -> float | None:
+    """A duration field in seconds, within ``(0 or minimum, LIMITS[field]]``."""
+    limit = LIMITS[field]
+    number = _number(value)
+    if isinstance(value, bool) or not (number is not None or isinstance(value, str)):
+        bad(field, f"must be seconds or a duration like '30 seconds', got {value!r:.100}")
+        return None
+    if number is not None and zero_ok and number == 0:
         return 0.0
     try:
-        return parse_interval(value).total_seconds()
+        seconds = parse_interval(value).total_seconds()
     except InvalidSchedule:
-        problems.append(Problem(f"must be a positive duration like '30 seconds', got {value!r}", field=field))
+        bad(field, f"must be a positive duration like '30 seconds' up to {limit} seconds, got {value!r:.100}")
         return None
+    if seconds > limit or seconds < minimum:
+        bad(field, f"must be from {minimum:g} to {limit} seconds, got {value!r:.100}")
+        return None
+    return seconds
+
+
+_Bad = Callable[[str, str], None]
 
 
 def validate_definition(
@@ -102,32 +127,83 @@ def validate_definition(
 
     for key in data:
         if key not in FIELDS:
-            bad(str(key), f"unknown key {key!r}; allowed keys: {', '.join(FIELDS)}")
+            bad(str(key)[:100], f"unknown key {str(key)[:100]!r}; allowed keys: {', '.join(FIELDS)}")
+    unstorable = False
+    for field in _TEXT_FIELDS:
+        value = data.get(field)
+        problem = _text_problem(value) if isinstance(value, str) else None
+        if problem:
+            bad(field, problem)
+            unstorable = True
+    if unstorable:
+        return {}, problems
     out: dict[str, Any] = {}
+    _check_identity(data, out, bad)
+    options = _check_schedule(data, out, bad)
+    _check_call(data, out, bad, check_import=check_import)
+    _check_options(data, options, bad)
+    out["options"] = options
+    return out, problems
+
+
+def _check_identity(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad) -> None:
     name = data.get("name")
     if name is None:
         bad("name", "missing (every task needs a name)")
-    elif not isinstance(name, str) or not _NAME_RE.match(name):
-        bad("name", f"must be 1-200 letters, digits, '_', '-' or '.', got {name!r}")
+    elif not isinstance(name, str) or len(name) > LIMITS["name"] or not NAME_RE.match(name):
+        bad("name", f"must be {NAME_RULE}, got {name!r:.100}")
     else:
         out["name"] = name
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         bad("description", f"must be text, got {type(description).__name__}")
+    elif description is not None and len(description) > LIMITS["description"]:
+        bad("description", f"must be at most {LIMITS['description']} characters, got {len(description)}")
     out["description"] = description
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
-        bad("enabled", f"must be true or false, got {enabled!r}")
+        bad("enabled", f"must be true or false, got {enabled!r:.100}")
     out["enabled"] = enabled is not False
+    queue = data.get("queue", "default")
+    if not isinstance(queue, str) or len(queue) > LIMITS["name"] or not NAME_RE.match(queue):
+        bad("queue", f"must be a queue name ({NAME_RULE}), got {queue!r:.100}")
+    out["queue"] = queue if isinstance(queue, str) else "default"
+
+
+def _check_start(data: Mapping[str, Any], bad: _Bad) -> datetime | None:
+    start = data.get("start")
+    if start is None:
+        return None
+    if isinstance(start, str):
+        try:
+            start = datetime.fromisoformat(start) if len(start) <= 64 else None
+        except ValueError:
+            start = None
+        if start is None:
+            bad("start", f"must be an ISO time such as '2026-01-01T00:00:00Z', got {data['start']!r:.100}")
+            return None
+    if not isinstance(start, datetime):
+        bad("start", f"must be an ISO time, got {start!r:.100}")
+        return None
+    try:
+        return check_date(start if start.tzinfo else start.replace(tzinfo=UTC), "start")
+    except InvalidSchedule as exc:
+        bad("start", exc.problems[0].message)
+        return None
+
+
+def _check_schedule(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad) -> dict[str, Any]:
+    """``type``, ``timezone``, ``start`` and ``schedule``; returns the options so far (``start``)."""
+    options: dict[str, Any] = {}
     kind = data.get("type")
     if kind is None:
         bad("type", "missing; use interval, cron or date")
     elif kind not in ("interval", "cron", "date"):
-        bad("type", f"must be interval, cron or date, got {kind!r}")
+        bad("type", f"must be interval, cron or date, got {kind!r:.100}")
     out["type"] = kind
     tz = data.get("timezone")
-    if tz is not None and not isinstance(tz, str):
-        bad("timezone", f"must be an IANA name such as 'Europe/Berlin', got {tz!r}")
+    if tz is not None and (not isinstance(tz, str) or not tz or len(tz) > LIMITS["timezone"]):
+        bad("timezone", f"must be an IANA name such as 'Europe/Berlin', got {tz!r:.100}")
         tz = None
     elif tz is not None:
         try:
@@ -136,101 +212,126 @@ def validate_definition(
             bad("timezone", exc.problems[0].message)
             tz = None
     out["timezone"] = tz or "UTC"
-    start = data.get("start")
-    options: dict[str, Any] = {}
+    had_start = data.get("start") is not None
+    start = _check_start(data, bad)
     if start is not None:
-        if isinstance(start, str):
-            try:
-                start = datetime.fromisoformat(start)
-            except ValueError:
-                bad("start", f"must be an ISO time such as '2026-01-01T00:00:00Z', got {start!r}")
-                start = None
-        if start is not None and not isinstance(start, datetime):
-            bad("start", f"must be an ISO time, got {start!r}")
-            start = None
-        if isinstance(start, datetime):
-            options["start"] = start.isoformat()
+        options["start"] = start.isoformat()
     schedule = data.get("schedule")
     if schedule is None:
         bad("schedule", "missing; e.g. '5 minutes' (interval) or '0 9 * * *' (cron)")
-    elif kind in ("interval", "cron", "date"):
-        if isinstance(schedule, datetime) and kind == "date":
-            schedule = schedule.isoformat()
-        if isinstance(schedule, int | float) and not isinstance(schedule, bool) and kind == "interval":
-            schedule = f"{schedule} seconds"
-        if not isinstance(schedule, str):
-            bad("schedule", f"must be a string, got {type(schedule).__name__} {schedule!r}")
-        else:
-            try:
-                anchor = start if isinstance(start, datetime) else None
-                parse_schedule(kind, schedule, tz, start=anchor)
-                out["schedule"] = schedule.strip()
-            except InvalidSchedule as exc:
-                for problem in exc.problems:
-                    bad(problem.field or "schedule", problem.message)
+        return options
+    if kind not in ("interval", "cron", "date") or (had_start and start is None):
+        return options
+    if isinstance(schedule, datetime) and kind == "date":
+        schedule = schedule.isoformat()
+    if _number(schedule) is not None and kind == "interval":
+        schedule = f"{schedule} seconds"
+    if not isinstance(schedule, str):
+        bad("schedule", f"must be a string, got {type(schedule).__name__} {schedule!r:.100}")
+    elif len(schedule) > LIMITS["schedule"]:
+        bad("schedule", f"must be at most {LIMITS['schedule']} characters")
+    else:
+        try:
+            parse_schedule(kind, schedule, tz, start=start)
+            out["schedule"] = schedule.strip()
+        except InvalidSchedule as exc:
+            for problem in exc.problems:
+                bad(problem.field or "schedule", problem.message)
+    return options
+
+
+def _check_call(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad, *, check_import: bool) -> None:
+    """``function``, ``args`` and ``kwargs``."""
     function = data.get("function")
     if function is None:
         bad("function", "missing; e.g. 'app.services.email:process_pending_emails_task'")
-    elif not isinstance(function, str) or not _FUNC_RE.match(function.strip()):
-        bad("function", f"must look like 'package.module:function', got {function!r}")
     else:
-        function = function.strip()
-        error = check_function(function) if check_import else None
-        if error:
-            bad("function", error)
-        out["function"] = function
+        try:
+            parse_reference(function)
+        except InvalidJob as exc:
+            bad("function", str(exc))
+        else:
+            error = check_function(function) if check_import else None
+            if error:
+                bad("function", error)
+            out["function"] = function
     args = data.get("args", [])
-    if args is None:
-        args = []
+    args = [] if args is None else args
     if not isinstance(args, list | tuple):
         bad("args", f"must be a list, got {type(args).__name__}")
-    out["args"] = list(args) if isinstance(args, list | tuple) else []
+        args = []
+    elif len(args) > LIMITS["args"]:
+        bad("args", f"must have at most {LIMITS['args']} items, got {len(args)}")
+        args = []
+    elif problem := _value_problem(list(args)):
+        bad("args", problem)
+        args = []
+    out["args"] = list(args)
     kwargs = data.get("kwargs", {})
-    if kwargs is None:
-        kwargs = {}
+    kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         bad("kwargs", "must be a mapping of names to values")
         kwargs = {}
+    elif len(kwargs) > LIMITS["kwargs"]:
+        bad("kwargs", f"must have at most {LIMITS['kwargs']} keys, got {len(kwargs)}")
+    elif problem := _value_problem(dict(kwargs)):
+        bad("kwargs", problem)
+    elif len(json.dumps([out["args"], dict(kwargs)])) > LIMITS["value_bytes"]:
+        bad("kwargs", f"args and kwargs together must be at most {LIMITS['value_bytes']} bytes of JSON")
     out["kwargs"] = dict(kwargs)
-    queue = data.get("queue", "default")
-    if not isinstance(queue, str) or not queue or not _NAME_RE.match(queue):
-        bad("queue", f"must be a queue name (letters, digits, '_', '-', '.'), got {queue!r}")
-    out["queue"] = queue if isinstance(queue, str) else "default"
+
+
+def _check_retry(retry: Any, bad: _Bad) -> dict[str, Any] | None:
+    limit, most = LIMITS["retry"], LIMITS["retry_interval"]
+
+    def count_ok(n: Any) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= limit
+
+    def seconds_ok(n: Any) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= most
+
+    if count_ok(retry):
+        return {"max": retry, "interval": 0}
+    if isinstance(retry, Mapping) and set(retry) <= {"max", "interval"}:
+        max_, interval = retry.get("max"), retry.get("interval", 0)
+        ok_interval = seconds_ok(interval) or (
+            isinstance(interval, list)
+            and len(interval) <= LIMITS["retry_intervals"]
+            and all(map(seconds_ok, interval))
+        )
+        if count_ok(max_) and ok_interval:
+            return {"max": max_, "interval": interval}
+    bad(
+        "retry",
+        f"must be a count from 0 to {limit} or {{max: N, interval: seconds or [seconds, ...]}} with "
+        f"intervals from 0 to {most} seconds, got {retry!r:.100}",
+    )
+    return None
+
+
+def _check_options(data: Mapping[str, Any], options: dict[str, Any], bad: _Bad) -> None:
+    """``timeout``, ``retry``, ``jitter``, ``misfire`` and ``misfire_grace`` into ``options``."""
     if data.get("timeout") is not None:
-        seconds = _seconds(data["timeout"], "timeout", problems)
+        seconds = _seconds(data["timeout"], "timeout", bad, minimum=1)
         if seconds is not None:
             options["timeout"] = int(seconds) if seconds == int(seconds) else seconds
     if data.get("retry") is not None:
-        retry = data["retry"]
-        if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
-            options["retry"] = {"max": retry, "interval": 0}
-        elif isinstance(retry, Mapping) and set(retry) <= {"max", "interval"}:
-            max_ = retry.get("max")
-            interval = retry.get("interval", 0)
-            ok_interval = (
-                isinstance(interval, int) and not isinstance(interval, bool) and interval >= 0
-            ) or (isinstance(interval, list) and all(isinstance(i, int) and i >= 0 for i in interval))
-            if not (isinstance(max_, int) and not isinstance(max_, bool) and max_ >= 0) or not ok_interval:
-                bad("retry", f"must be {{max: N, interval: seconds or [seconds, ...]}}, got {dict(retry)!r}")
-            else:
-                options["retry"] = {"max": max_, "interval": interval}
-        else:
-            bad("retry", f"must be a count or {{max: N, interval: seconds}}, got {retry!r}")
+        retry = _check_retry(data["retry"], bad)
+        if retry is not None:
+            options["retry"] = retry
     if data.get("jitter") is not None:
-        seconds = _seconds(data["jitter"], "jitter", problems, zero_ok=True)
+        seconds = _seconds(data["jitter"], "jitter", bad, zero_ok=True)
         if seconds is not None:
             options["jitter"] = seconds
     if data.get("misfire") is not None:
         try:
             options["misfire"] = MisfirePolicy(data["misfire"]).value
         except ValueError:
-            bad("misfire", f"must be coalesce, skip or all, got {data['misfire']!r}")
+            bad("misfire", f"must be coalesce, skip or all, got {data['misfire']!r:.100}")
     if data.get("misfire_grace") is not None:
-        seconds = _seconds(data["misfire_grace"], "misfire_grace", problems)
+        seconds = _seconds(data["misfire_grace"], "misfire_grace", bad, zero_ok=True)
         if seconds is not None:
             options["misfire_grace"] = seconds
-    out["options"] = options
-    return out, problems
 
 
 def build_task(

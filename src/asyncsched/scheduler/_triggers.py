@@ -21,6 +21,7 @@ mapping to instants is ours.
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ __all__ = [
     "DateTrigger",
     "IntervalTrigger",
     "Trigger",
+    "check_date",
     "format_interval",
     "parse_interval",
     "parse_schedule",
@@ -43,6 +45,11 @@ __all__ = [
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_INTERVAL = timedelta(days=3660)
+"""Longest interval schedule (about ten years); longer ones are refused, never overflow later."""
+EARLIEST = EPOCH
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+"""Dates (``date`` schedules, interval ``start``) must lie in ``[EARLIEST, LATEST)``."""
 
 _UNITS: dict[str, int] = {}
 for _names, _secs in (
@@ -55,7 +62,7 @@ for _names, _secs in (
     for _n in _names:
         _UNITS[_n] = _secs
 
-_INTERVAL_RE = re.compile(r"^\s*(?:every\s+)?(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
+_INTERVAL_RE = re.compile(r"\A\s*(?:every\s+)?(\d{1,15}(?:\.\d{1,9})?)\s*([a-zA-Z]{1,10})\s*\Z")
 _MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -104,19 +111,43 @@ def parse_interval(text: str | int | float | timedelta) -> timedelta:
     elif isinstance(text, bool):
         raise _invalid(f"interval must be like '5 minutes', got {text!r}")
     elif isinstance(text, int | float):
-        delta = timedelta(seconds=text)
+        delta = _delta(float(text), text)
     else:
-        match = _INTERVAL_RE.match(str(text))
+        match = _INTERVAL_RE.match(str(text)) if len(str(text)) <= 100 else None
         unit = match and _UNITS.get(match.group(2).lower())
         if not match or not unit:
             raise _invalid(
-                f"interval {text!r} does not parse; write '<number> <unit>' with unit seconds, minutes, "
-                "hours, days or weeks, e.g. '5 minutes'"
+                f"interval {str(text)[:100]!r} does not parse; write '<number> <unit>' with unit seconds, "
+                "minutes, hours, days or weeks, e.g. '5 minutes'"
             )
-        delta = timedelta(seconds=float(match.group(1)) * unit)
+        delta = _delta(float(match.group(1)) * unit, text)
     if delta <= timedelta(0):
         raise _invalid(f"interval must be positive, got {text!r}")
     return delta
+
+
+def _delta(seconds: float, given: object) -> timedelta:
+    """``seconds`` as a timedelta, refusing NaN, infinities and anything over :data:`MAX_INTERVAL`."""
+    if not math.isfinite(seconds) or seconds > MAX_INTERVAL.total_seconds():
+        raise _invalid(f"interval must be at most {MAX_INTERVAL.days} days, got {str(given)[:100]!r}")
+    if seconds <= 0:
+        raise _invalid(f"interval must be positive, got {str(given)[:100]!r}")
+    return timedelta(seconds=seconds)
+
+
+def check_date(value: datetime, field: str = "schedule") -> datetime:
+    """``value`` (aware) if it lies between :data:`EARLIEST` and :data:`LATEST`, else InvalidSchedule."""
+    try:
+        inside = EARLIEST <= _aware(value) < LATEST
+    except OverflowError:  # an offset that pushes year 1 or 9999 out of range
+        inside = False
+    if not inside:
+        raise _invalid(
+            f"{value.isoformat()} is out of range; use a time from {EARLIEST:%Y-%m-%d} to before "
+            f"{LATEST:%Y-%m-%d} (UTC)",
+            field,
+        )
+    return value
 
 
 def format_interval(delta: timedelta) -> str:
@@ -177,7 +208,8 @@ class IntervalTrigger(Trigger):
         if self.interval < timedelta(seconds=1):
             raise _invalid(f"interval must be at least 1 second, got {interval!r}")
         # Whole milliseconds: the index stores ticks in ms, so every tick must survive that round trip.
-        self.anchor = _to_ms_precision(_aware(anchor)) if anchor is not None else EPOCH
+        anchor = check_date(_aware(anchor), "start") if anchor is not None else None
+        self.anchor = _to_ms_precision(anchor) if anchor is not None else EPOCH
         self.schedule = interval if isinstance(interval, str) else format_interval(self.interval)
         self.timezone = "UTC"
         self._step_us = self.interval // timedelta(microseconds=1)
@@ -210,6 +242,7 @@ class DateTrigger(Trigger):
                 ) from None
         if run_at.tzinfo is None:
             run_at = run_at.replace(tzinfo=zone)
+        check_date(run_at)
         self.run_at = _to_ms_precision(run_at.astimezone(UTC))
         self.timezone = timezone or "UTC"
         self.schedule = run_at.isoformat()

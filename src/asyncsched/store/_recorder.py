@@ -44,6 +44,7 @@ from .. import _keys
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle, LifecycleRecord
 from .._redis import create_redis
 from ..config import Settings, get_settings
+from ..events._poison import report_malformed
 from ._database import Database
 from ._repository import prune
 from .models import EventMessage, ExecutionStatus, ScheduledTask, TaskExecution, _uuid, utcnow
@@ -122,7 +123,7 @@ def _result(raw: str | None) -> Any:
         return {"truncated": True, "preview": raw[: RESULT_CAP - 64]}
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse: kept as text
         return raw
 
 
@@ -439,8 +440,9 @@ class Recorder:
                 else:
                     event = decode_event(fields)
                     batch.events.setdefault(event["id"], event)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("skipping malformed entry %s of %s (%s): %r", entry_id, stream, exc, fields)
+            except Exception as exc:  # any entry, however broken, is skipped on its own
+                where = f"{stream} (entry {entry_id})"
+                report_malformed("history entry", where, f"{type(exc).__name__}: {exc}", fields)
         return batch
 
     # ------------------------------------------------------------------ SQL

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..exceptions import DuplicateTask, JobNotFound, TaskDefinitionError, TaskNotFound
+from ..exceptions import DuplicateTask, InvalidJob, JobNotFound, TaskDefinitionError, TaskNotFound
 from ..queue import RateLimit, Repeat
 from ._live import event_to_dict, matches
 from ._rqscheduler import list_rq_scheduler_jobs
@@ -73,11 +73,13 @@ class Handlers:
         return {t.function for t in tasks if getattr(t, "source", None) != API_SOURCE}
 
     async def _check_function(self, function: str) -> None:
+        """The one function rule (403 when not allowed, 422 naming ``function`` when it does not resolve)."""
         allow = self.services.settings.allowed_functions
-        if "*" in allow:
-            return
         trusted = set() if allow and function_allowed(function, allow) else await self._trusted_functions()
-        check_function(function, allow, trusted)
+        try:
+            check_function(function, allow, trusted)
+        except InvalidJob as exc:
+            raise ValidationFailed([error(("body", "function"), str(exc))]) from None
 
     def _validate_schedule(self, body: dict[str, Any]) -> list[FieldError]:
         errors: list[FieldError] = []

@@ -28,6 +28,7 @@ from ..exceptions import (
     BackendUnavailable,
     DuplicateTask,
     FunctionNotAllowed,
+    RedisRefused,
     TaskDefinitionError,
     UnsupportedURL,
 )
@@ -168,7 +169,7 @@ class SchedulerRouter(Router):
                 log.exception("%s %s failed", request.method, request.url.path)
                 return _detail(500, "internal error (see the server log)")
             return _detail(404, str(exc).strip("'\"") or "not found")
-        except (BackendUnavailable, ComponentUnavailable, UnsupportedURL) as exc:
+        except (BackendUnavailable, ComponentUnavailable, UnsupportedURL, RedisRefused) as exc:
             log.warning("%s %s: unavailable: %s", request.method, request.url.path, exc)
             return _detail(503, str(exc))
         except _UNAVAILABLE as exc:

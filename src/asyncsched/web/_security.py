@@ -3,8 +3,9 @@
 The token is compared in constant time and never logged or echoed. The allow-list decides which functions
 the API may schedule or enqueue: an entry is a module prefix (``app.services`` allows
 ``app.services:f`` and ``app.services.email:g``, not ``app.servicesx:h``) or one exact function
-(``app.tasks:send``). ``*`` allows every function, which is arbitrary code execution for anyone holding
-the token; it must be chosen explicitly.
+(``app.tasks:send``), judged by :func:`asyncsched.queue._functions.function_allowed` on the text and
+again on the resolved function's real module and name. ``*`` allows every function defined in its module,
+which is arbitrary code execution for anyone holding the token; it must be chosen explicitly.
 
 With no allow-list configured the API may only use functions that trusted configuration already
 schedules: a task loaded from a ``tasks.yaml`` file or registered from Python code (any task whose
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from starlette.requests import HTTPConnection
 
 from ..exceptions import FunctionNotAllowed
+from ..queue._functions import function_allowed, parse_reference, resolve_function
 
 __all__ = ["API_SOURCE", "check_function", "function_allowed", "same_origin_ok", "token_ok"]
 
@@ -49,34 +51,21 @@ def same_origin_ok(conn: HTTPConnection, allowed_origins: Iterable[str]) -> bool
     return origin.partition("://")[2].rstrip("/") == host
 
 
-def function_allowed(function: str, allow_list: Iterable[str]) -> bool:
-    """Whether ``function`` (``pkg.module:name``) matches an allow-list entry."""
-    module, _, _name = function.partition(":")
-    for entry in allow_list:
-        entry = entry.strip()
-        if not entry:
-            continue
-        if entry == "*":
-            return True
-        if ":" in entry:
-            if function == entry:
-                return True
-            continue
-        prefix = entry.rstrip(".")
-        if module == prefix or module.startswith(prefix + "."):
-            return True
-    return False
-
-
 def check_function(function: str, allow_list: Iterable[str], trusted: Iterable[str]) -> None:
-    """Raise :class:`FunctionNotAllowed` unless ``function`` is allow-listed or already trusted.
+    """Resolve ``function`` for the API: allow-listed, or one that trusted configuration already uses.
 
-    ``trusted`` holds the functions of tasks defined by configuration (YAML files, Python code).
+    ``trusted`` holds the functions of tasks defined by configuration (YAML files, Python code). Raises
+    :class:`FunctionNotAllowed` before anything is imported when neither covers the text, then resolves it
+    by the one rule of :func:`asyncsched.queue._functions.resolve_function` (:class:`InvalidJob` when it is
+    not a function defined in the module it names).
     """
+    ref = parse_reference(function)
     allow = tuple(allow_list)
-    if allow and function_allowed(function, allow):
+    if allow and function_allowed(ref, allow):
+        resolve_function(ref, allow=allow)
         return
-    if function in set(trusted):
+    if str(ref) in set(trusted):
+        resolve_function(ref)
         return
     if allow:
         raise FunctionNotAllowed(

@@ -11,78 +11,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import __version__
+from ..scheduler._fields import function_schema, name_schema, task_schema
 from ._rqscheduler import RQ_SCHEDULER_SCHEMAS
 
 __all__ = ["OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
 
-NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
-FUNCTION_PATTERN = (
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
-)
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 """No control characters (ids, names and patterns in paths and queries)."""
 STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled"]
 
-_name = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 200,
-    "pattern": NAME_PATTERN,
-    "x-pattern-message": "letters, digits, _ . and - only, not starting with . or -",
-}
-_function = {
-    "type": "string",
-    "minLength": 3,
-    "maxLength": 500,
-    "pattern": FUNCTION_PATTERN,
-    "x-pattern-message": "must be an import path 'package.module:function'",
-    "description": "Import path of the function, `package.module:function`.",
-}
+_name = name_schema()
+_function = function_schema()
 _datetime = {"type": ["string", "null"], "format": "date-time"}
 _any_list = {"type": "array", "maxItems": 100}
 _any_object = {"type": "object", "maxProperties": 100}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "TaskCreate": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["name", "type", "schedule", "function"],
-        "properties": {
-            "name": {**_name, "description": "Unique per agent."},
-            "agent_name": {**_name, "description": "Owner agent; defaults to the server's agent."},
-            "description": {"type": ["string", "null"], "maxLength": 2000},
-            "enabled": {"type": "boolean", "default": True},
-            "type": {"type": "string", "enum": ["interval", "cron", "date"]},
-            "schedule": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 200,
-                "description": "Cron expression (`0 9 * * *`), interval (`5 minutes`) or ISO time (date).",
-            },
-            "timezone": {"type": "string", "minLength": 1, "maxLength": 64, "default": "UTC"},
-            "function": _function,
-            "args": _any_list,
-            "kwargs": _any_object,
-            "queue": {**_name, "default": "default"},
-            "timeout": {
-                "type": ["integer", "string", "null"],
-                "minimum": 1,
-                "maxLength": 100,
-                "description": "Job timeout: seconds or a duration like `5 minutes`.",
-            },
-            "retry": {
-                "type": ["integer", "object", "null"],
-                "minimum": 0,
-                "maximum": 100,
-                "maxProperties": 2,
-                "description": "Retries: a count, or `{max: N, interval: seconds or [seconds, ...]}`.",
-            },
-            "jitter": {"type": ["number", "string", "null"], "minimum": 0, "maxLength": 100},
-            "misfire": {"type": "string", "enum": ["coalesce", "skip", "all"]},
-            "misfire_grace": {"type": ["number", "string", "null"], "minimum": 0, "maxLength": 100},
-            "start": {"type": "string", "format": "date-time", "description": "Interval anchor."},
-        },
-    },
+    "TaskCreate": task_schema(),
     "Task": {
         "type": "object",
         "properties": {

@@ -10,6 +10,7 @@ Supported keywords: ``type`` (a name or a list of names), ``enum``, ``properties
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -39,7 +40,13 @@ def error(loc: Loc, msg: str, kind: str = "value_error") -> FieldError:
 
 @lru_cache(maxsize=64)
 def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+    """``pattern`` with JSON Schema's (ECMA 262) meaning of ``$``: the end of the text, which is Python's
+    ``\\Z`` (Python's ``$`` also matches before a trailing newline, so ``"name\\n"`` would pass)."""
+    return re.compile(_END_OF_TEXT.sub(lambda m: m.group(1) + r"\Z", pattern))
+
+
+_END_OF_TEXT = re.compile(r"((?:^|[^\\])(?:\\\\)*)\$")
+"""An unescaped ``$`` (outside character classes in the patterns used here)."""
 
 
 def _type_ok(value: Any, name: str) -> bool:
@@ -108,6 +115,9 @@ def _check(value: Any, schema: Mapping[str, Any], loc: Loc, errors: list[FieldEr
     if isinstance(value, str):
         _check_string(value, schema, loc, errors)
     elif isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):  # a literal NaN or Infinity
+            errors.append(error(loc, f"must be a finite number, got {value!r}"))
+            return
         if "minimum" in schema and value < schema["minimum"]:
             errors.append(error(loc, f"must be >= {schema['minimum']}"))
         if "maximum" in schema and value > schema["maximum"]:

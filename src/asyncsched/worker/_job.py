@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._lifecycle import cap_result
-from ..exceptions import InvalidJob, JobTimeout, SerializationError, UnsafeJob
+from ..exceptions import FunctionNotAllowed, InvalidJob, JobTimeout, SerializationError, UnsafeJob
 from ..queue._functions import import_function
 from ..queue._models import parse_intervals, retry_interval
 from ..rq import codec
@@ -191,8 +191,14 @@ class Prepared:
     outcome: Outcome | None = None
 
 
-def prepare(job: ClaimedJob, *, accept_pickle: bool, default_timeout: int) -> Prepared:
-    """Decode and import; a refused, malformed or unimportable job becomes a failed outcome (no retry)."""
+def prepare(
+    job: ClaimedJob, *, accept_pickle: bool, default_timeout: int, allow: tuple[str, ...] | None = None
+) -> Prepared:
+    """Decode and import; a refused, malformed or unimportable job becomes a failed outcome (no retry).
+
+    The function is resolved by the one rule (``import_function``): a name that does not resolve to a
+    function defined in the module it names (or, with ``allow``, is not allowed) is never called.
+    """
     h = job.hash
     try:
         if "data" not in h:
@@ -201,7 +207,7 @@ def prepare(job: ClaimedJob, *, accept_pickle: bool, default_timeout: int) -> Pr
         reason = refused(h)
         if reason is not None:
             raise InvalidJob(reason)
-        func = import_function(name)
+        func = import_function(name, allow=allow)
         timeout = _int(h, "timeout")
         job.features = features(h)
     except UnsafeJob as exc:
@@ -209,6 +215,9 @@ def prepare(job: ClaimedJob, *, accept_pickle: bool, default_timeout: int) -> Pr
     except InvalidJob as exc:
         log.warning("job %s refused: %s", job.id, exc)
         return Prepared(outcome=_failure(job, f"asyncsched.exceptions.InvalidJob: {exc}", retry=False))
+    except FunctionNotAllowed as exc:
+        text = f"asyncsched.exceptions.FunctionNotAllowed: {exc}"
+        return Prepared(outcome=_failure(job, text, retry=False))
     except Exception as exc:  # malformed hash: bad zlib/JSON, bad ints
         text = f"asyncsched.exceptions.InvalidJob: malformed job hash: {type(exc).__name__}: {exc}"
         return Prepared(outcome=_failure(job, text, retry=False))

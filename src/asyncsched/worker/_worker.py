@@ -20,20 +20,23 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import claiming_list, claiming_registry, lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
 from .._redis import create_redis
 from .._redis.connection import Line, create_sync_redis
+from .._supervise import Supervised
 from .._version import __version__
 from ..config import Settings, get_settings
+from ..events._poison import report_malformed
 from ..exceptions import ConfigurationError
 from ..rq import codec
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
 from ._arq import ArqConsumer, arq_functions
+from ._guard import QueueBackoff, parse_command
 from ._job import ClaimedJob, Outcome, Prepared, after_run, execute, prepare, put_back, result_type, stopped
 from ._rqjob import CurrentJob, install_rq_current_job, set_current
 
@@ -58,6 +61,9 @@ class Worker:
       ``threads``: pool for ``def`` jobs. Defaults from settings.
     * ``burst``: return from :meth:`run` once the queues are empty and nothing runs.
     * ``accept_pickle``: run pickled (RQ-default) jobs; otherwise they fail without being unpickled.
+    * ``allowed_functions``: an allow-list (as ``ASYNCSCHED_ALLOWED_FUNCTIONS``) for the functions jobs may
+      name; other jobs fail without their module being imported. ``None``: every function defined in the
+      module it is named by (``docs/security.md``).
     * ``heartbeat_interval``/``lease``: running jobs' ``<p>:wip:<q>`` scores are renewed every
       ``heartbeat_interval`` seconds to now + ``lease``; a job whose lease lapses (its worker died) is
       recovered by any worker's reaper per ``orphan_policy`` (``fail`` by default, like RQ; ``requeue``).
@@ -74,6 +80,7 @@ class Worker:
         threads: int | None = None,
         burst: bool = False,
         accept_pickle: bool | None = None,
+        allowed_functions: Iterable[str] | None = None,
         name: str | None = None,
         heartbeat_interval: float = 10.0,
         lease: int = 60,
@@ -108,6 +115,7 @@ class Worker:
         self.threads = threads or self.settings.threads
         self.burst = burst
         self.accept_pickle = self.settings.accept_pickle if accept_pickle is None else accept_pickle
+        self.allowed_functions = None if allowed_functions is None else tuple(allowed_functions)
         self.name = name or _default_name()
         self.heartbeat_interval = heartbeat_interval
         self.lease = int(lease)
@@ -149,7 +157,8 @@ class Worker:
         self._slot = asyncio.Event()
         self._registered = False
         self._entered = False
-        self._background: list[asyncio.Task[None]] = []
+        self._background: list[Supervised] = []
+        self._paused = QueueBackoff(self.name)
         self.processed = 0
         self._outage = False
         self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
@@ -187,11 +196,16 @@ class Worker:
         if not self._registered:
             await self._register_birth()
         install_rq_current_job()  # rq.get_current_job() sees our jobs (when rq is installed)
-        self._background = [
-            asyncio.create_task(self._completer(), name="asyncsched-completer"),
-            asyncio.create_task(self._maintenance(), name="asyncsched-heartbeat"),
-            asyncio.create_task(self._promoter(), name="asyncsched-promoter"),
-            asyncio.create_task(self._control(), name="asyncsched-control"),
+        self._closing.clear()
+        closing = self._closing.is_set
+        self._background = [  # restarted, with backoff, should one of them end or crash
+            Supervised(name, loop, done=closing).start()
+            for name, loop in (
+                ("asyncsched-completer", self._completer),
+                ("asyncsched-heartbeat", self._maintenance),
+                ("asyncsched-promoter", self._promoter),
+                ("asyncsched-control", self._control),
+            )
         ]
         log.info("worker %s listening on %s", self.name, ", ".join(self.queues))
         try:
@@ -232,15 +246,13 @@ class Worker:
         # The loops also watch ``_closing``: a cancellation swallowed inside a client call (seen with
         # redis-py) must not keep a loop alive, so cancel, wait, and cancel again if needed.
         self._closing.set()
-        pending = {t for t in self._background if not t.done()}
-        for _ in range(3):
-            if not pending:
-                break
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=2.0)
-        if pending:
-            log.warning("worker %s: %d background task(s) did not stop", self.name, len(pending))
+        stops = {asyncio.ensure_future(s.stop()) for s in self._background}
+        if stops:
+            _, pending = await asyncio.wait(stops, timeout=6.0)
+            if pending:
+                log.warning("worker %s: %d background task(s) did not stop", self.name, len(pending))
+                for stop in pending:
+                    stop.cancel()
         self._background = []
 
     # ------------------------------------------------------------------ registration
@@ -309,20 +321,38 @@ class Worker:
                 await self._slot.wait()
 
     async def _work(self) -> None:
-        """The claim loop; survives Redis outages (backs off and retries until Redis answers again)."""
+        """The claim loop; survives Redis outages (backs off and retries until Redis answers again) and
+        any error reply (logged; the queue concerned, or the whole loop, backs off). Only a stop ends it."""
         backoff = 0.1
+        refused = 0.0
         while not self._stop.is_set():
             try:
                 if await self._work_once():
                     return
                 backoff = 0.1
+                refused = 0.0
                 self._redis_up()
             except _REDIS_DOWN as exc:
                 self._redis_down(exc)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff):
-                        await self._stop.wait()
+                await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # an error reply (or a bug of ours): log it, pause, go on
+                refused = min(refused * 2, 60.0) if refused else 1.0
+                log.error(
+                    "worker %s: claiming failed (%s: %s); retrying in %.0fs",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    refused,
+                    exc_info=not isinstance(exc, RedisError),
+                )
+                await self._pause(refused)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless a stop is requested."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _work_once(self) -> bool:
         """One step of the claim loop; ``True`` when a burst worker is done."""
@@ -340,6 +370,11 @@ class Worker:
             while n < self.threads // 2 and (left := deadline - time.monotonic()) > 0:
                 await self._wait_slot(left)
                 n = min(self._capacity(), self.batch_size)
+        if not self._paused.active(self.queues):  # every queue paused after error replies
+            if self.burst and not self._running and self._done.empty():
+                return True
+            await self._pause(max(self._paused.next_resume(), 0.05))
+            return False
         if await self._claim(n):
             return False
         if not self.burst:
@@ -373,11 +408,15 @@ class Worker:
         return False
 
     async def _queues_empty(self) -> bool:
+        queues = self._paused.active(self.queues)
         async with self._r.pipeline(transaction=False) as pipe:
-            for q in self.queues:
+            for q in queues:
                 pipe.llen(self.keys.queue(q))
-            lengths = await pipe.execute()
-        return not any(lengths)
+            lengths = await pipe.execute(raise_on_error=False)
+        for q, length in zip(queues, lengths, strict=True):
+            if isinstance(length, Exception):
+                self._paused.failed(q, length)
+        return not any(n for n in lengths if not isinstance(n, Exception))
 
     async def _block(self, n: int) -> int:
         """Wait (without polling) for a job to be pushed, then claim it and up to ``n - 1`` more.
@@ -407,10 +446,16 @@ class Worker:
                 reply = await self._scripts.run("claim", args)
             if isinstance(reply, Exception):
                 raise reply
-            if isinstance(moved, Exception):
-                log.warning("worker %s: BLMOVE failed: %s", self.name, moved)
-            return self._take(reply)
-        popped = await self._r.blpop([self.keys.queue(q) for q in self.queues], timeout=timeout)
+            taken = self._take(reply)
+            if isinstance(moved, Exception):  # refused at once, so it would spin: pause the queue
+                self._paused.failed(q, f"BLMOVE: {moved}")
+            return taken
+        queues = self._paused.active(self.queues)
+        try:
+            popped = await self._r.blpop([self.keys.queue(q) for q in queues], timeout=timeout)
+        except ResponseError as exc:  # a queue key of the wrong type: find it and pause it
+            await self._pause_refused(queues, exc)
+            return 0
         if popped is None:
             return 0
         key, job_id = popped
@@ -444,28 +489,64 @@ class Worker:
             claiming,
             len(given),
             *given,
-            len(self.queues) if n > 0 else 0,
-            *(self.queues if n > 0 else []),
+            *self._queue_args(n),
             self._exec_base,
             first_exec,
         ]
 
+    async def _pause_refused(self, queues: list[str], exc: Exception) -> None:
+        """Pause the queues whose list key is not a list (``exc`` came from a command over all of them)."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.type(self.keys.queue(q))
+            types = await pipe.execute(raise_on_error=False)
+        bad = [q for q, t in zip(queues, types, strict=True) if t not in (b"list", b"none", "list", "none")]
+        for q in bad or queues:
+            self._paused.failed(q, exc)
+
+    def _queue_args(self, n: int) -> list[Any]:
+        queues = self._paused.active(self.queues) if n > 0 else []
+        return [len(queues), *queues]
+
     def _take(self, reply: list[Any]) -> int:
-        """Start the jobs a claim script returned; how many."""
+        """Start the jobs a claim script returned; how many. Entries of refused jobs and queues (an error
+        text in place of the hash; see claim.lua) are reported and skipped."""
         if len(reply) == 1:  # {'suspended'}: rq suspend / asyncsched suspend
             if not self._suspended:
                 self._suspended = True
                 log.warning("worker %s: suspended (rq resume / asyncsched resume to go on)", self.name)
             return 0
-        count = len(reply) // 4
-        for i in range(count):
+        count = 0
+        ok_queues: set[str] = set()
+        refused_queues: set[str] = set()
+        for i in range(len(reply) // 4):
             job_id, exec_id, queue, flat = reply[4 * i : 4 * i + 4]
+            q = queue.decode(errors="replace")
+            if not isinstance(flat, list):
+                reason = flat.decode(errors="replace") if isinstance(flat, bytes) else str(flat)
+                if job_id:
+                    report_malformed(
+                        "job", f"queue {q}", f"skipped, removed from the queue: {reason}", job_id
+                    )
+                else:
+                    refused_queues.add(q)
+                    self._paused.failed(q, reason)
+                continue
             h = {flat[k].decode(): flat[k + 1] for k in range(0, len(flat), 2)}
-            self._dispatch(ClaimedJob(job_id.decode(), exec_id.decode(), queue.decode(), h))
+            self._dispatch(ClaimedJob(job_id.decode(), exec_id.decode(), q, h))
+            ok_queues.add(q)
+            count += 1
+        if ok_queues:
+            self._paused.succeeded(ok_queues - refused_queues)
         return count
 
     def _dispatch(self, job: ClaimedJob) -> None:
-        prep = prepare(job, accept_pickle=self.accept_pickle, default_timeout=self.settings.job_timeout)
+        prep = prepare(
+            job,
+            accept_pickle=self.accept_pickle,
+            default_timeout=self.settings.job_timeout,
+            allow=self.allowed_functions,
+        )
         if prep.outcome is not None:
             self._running[job.id] = (job, None)
             self._done.put_nowait(prep.outcome)
@@ -699,15 +780,27 @@ class Worker:
         return int(promoted)
 
     async def _promoter(self) -> None:
+        refused = 0.0
         while not self._closing.is_set():
             try:
                 await self._promote_once()
+                refused = 0.0
             except asyncio.CancelledError:
                 raise
             except _REDIS_DOWN as exc:
                 self._redis_down(exc)
-            except Exception:
-                log.exception("worker %s: promoting scheduled jobs failed", self.name)
+            except Exception as exc:  # an error reply: log, and try less often while it lasts
+                refused = min(refused * 2, 60.0) if refused else self.scheduler_interval
+                log.error(
+                    "worker %s: promoting scheduled jobs failed (%s: %s); next try in %.0fs",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    refused,
+                    exc_info=not isinstance(exc, RedisError),
+                )
+                await self._nap(refused)
+                continue
             wait = self.scheduler_interval
             if self._next_due > 0:
                 wait = min(wait, max(self._next_due - time.time(), 0.05))
@@ -731,11 +824,10 @@ class Worker:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if msg is None:
                     continue
-                try:
-                    payload = json.loads(msg["data"])
-                except (TypeError, ValueError):
+                payload = parse_command(msg.get("data"), self.keys.pubsub(self.name))
+                if payload is None:
                     continue
-                command = payload.get("command")
+                command = payload["command"]
                 if command == "shutdown":
                     log.info("worker %s: shutdown requested over pub/sub", self.name)
                     self.request_stop()

@@ -5,8 +5,12 @@
 --       given_queue ('' if none), claiming list ('' if none), ngiven, <id>*ngiven,
 --       nqueues, <queue>*nqueues, exec base (20 hex), first exec number
 --       (the k-th job started gets execution id base .. %012x of first + k - 1, like RQ's uuid4().hex)
--- Returns a flat list of entries: id, exec, queue, <hgetall as a nested array>; {'suspended'} when
--- workers are suspended.
+-- Returns a flat list of entries: id, exec, queue, <hgetall as a nested array>. Keys of the wrong type
+-- never abort the script half way: a job whose keys Redis refuses is popped and returned as
+-- id, '', queue, <error text> (the worker skips it); a queue whose keys are refused is not popped and
+-- comes back as '', '', queue, <error text> (the worker backs that queue off). A worker key or the
+-- lifecycle stream of the wrong type refuses the whole claim before any write. {'suspended'} when
+-- workers are suspended (RQ's suspension key).
 local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 -- RQ's timestamp text ('%Y-%m-%dT%H:%M:%S.%fZ', UTC) of an epoch second and microsecond
@@ -57,13 +61,36 @@ local wkey = p .. ':worker:' .. w
 local wexec = wkey .. ':executions'
 local last_id = nil
 
+local function refused(key, want)
+  local t = redis.call('TYPE', key).ok
+  if t ~= 'none' and t ~= want then
+    return 'WRONGTYPE key ' .. key .. ' holds a ' .. t .. ', not a ' .. want
+  end
+  return false
+end
+for _, check in ipairs({{stream, 'stream'}, {wexec, 'set'}, {wkey, 'hash'}}) do
+  local bad = refused(check[1], check[2])
+  if bad then return redis.error_reply(bad) end
+end
+
+local function poison(id, q, err)
+  out[#out + 1] = id
+  out[#out + 1] = ''
+  out[#out + 1] = q
+  out[#out + 1] = err
+end
+
 local EXTRA = {asyncsched_attempt = 1, asyncsched_agent = 2, asyncsched_task = 3,
   asyncsched_function_path = 4, asyncsched_scheduled_task = 5, description = 6, status = 7}
 
 local function start(id, q)
   local jk = p .. ':job:' .. id
   -- one read gives the status, our extra fields and the hash returned to the worker
-  local h = redis.call('HGETALL', jk)
+  local h = redis.pcall('HGETALL', jk)
+  if h.err then
+    poison(id, q, 'key ' .. jk .. ': ' .. h.err)
+    return false
+  end
   local extra = {}
   for k = 1, #h, 2 do
     local slot = EXTRA[h[k]]
@@ -77,13 +104,19 @@ local function start(id, q)
   used = used + 1
   local ex = exec_base .. string.format('%012x', exec_first + used - 1)
   local member = id .. ':' .. ex
+  local ek = p .. ':executions:' .. id
+  local z = redis.pcall('ZADD', ek, math.floor(now) + lease + 60, ex)  -- first write: may refuse the job
+  if type(z) == 'table' and z.err then
+    used = used - 1
+    poison(id, q, 'key ' .. ek .. ': ' .. z.err)
+    return false
+  end
   redis.call('HSET', jk, 'status', 'started', 'started_at', now_ts, 'worker_name', w, 'last_heartbeat', now_ts)
   redis.call('PERSIST', jk)
   local xk = p .. ':execution:' .. member
   redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', now_s, 'last_heartbeat', now_s, 'worker_name', w)
   redis.call('EXPIRE', xk, lease)
-  redis.call('ZADD', p .. ':executions:' .. id, math.floor(now) + lease + 60, ex)
-  redis.call('EXPIRE', p .. ':executions:' .. id, lease + 60)
+  redis.call('EXPIRE', ek, lease + 60)
   redis.call('ZADD', p .. ':wip:' .. q, math.floor(now) + lease, member)
   redis.call('SADD', wexec, member)
   local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s}
@@ -102,12 +135,35 @@ local function start(id, q)
   return true
 end
 
-for k = 1, ngiven do
-  start(ARGV[11 + k], given_q)
+-- a queue is usable when its list and its wip registry have the right types (checked before popping)
+local usable = {}
+local function queue_ok(q)
+  if usable[q] == nil then
+    local bad = refused(p .. ':queue:' .. q, 'list') or refused(p .. ':wip:' .. q, 'zset')
+    usable[q] = not bad
+    if bad then poison('', q, bad) end
+  end
+  return usable[q]
+end
+
+if ngiven > 0 then
+  if queue_ok(given_q) then
+    for k = 1, ngiven do
+      start(ARGV[11 + k], given_q)
+    end
+  else  -- popped by the worker's BLPOP: put them back where they were
+    for k = ngiven, 1, -1 do
+      redis.pcall('LPUSH', p .. ':queue:' .. given_q, ARGV[11 + k])
+    end
+  end
 end
 local count = 0
-if claiming ~= '' and n > 0 then
-  local ids = redis.call('LPOP', claiming, n)
+if claiming ~= '' and n > 0 and queue_ok(given_q) then
+  local ids = redis.pcall('LPOP', claiming, n)
+  if type(ids) == 'table' and ids.err then
+    poison('', given_q, 'key ' .. claiming .. ': ' .. ids.err)
+    ids = nil
+  end
   if ids then
     for _, id in ipairs(ids) do
       if start(id, given_q) then count = count + 1 end
@@ -115,7 +171,7 @@ if claiming ~= '' and n > 0 then
   end
 end
 for _, q in ipairs(queues) do
-  while count < n do
+  while count < n and queue_ok(q) do
     local want = n - count
     local ids = redis.call('LPOP', p .. ':queue:' .. q, want)
     if not ids then break end

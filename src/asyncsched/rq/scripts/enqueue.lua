@@ -10,10 +10,23 @@
 -- The shared fields are passed straight from ARGV to HSET/XADD (unpack of a range: no table is built, no
 -- string is split), which keeps both a 1-job call and a 1,000-job call cheap for Redis.
 -- Returns one integer per job: 1 written, 0 skipped (unique and the job already exists).
+-- A queue key (list, scheduled zset) of the wrong type refuses the jobs of that segment alone: each gets
+-- the WRONGTYPE text naming the key in place of its integer, and nothing of theirs is written. The stream
+-- of the wrong type refuses the whole call (an error reply) before any write.
 --#include ratelimit
 local p, stream, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local out, n = {}, 0
 local registered = {}
+
+local function refuse_wrong_type(key, want)
+  local t = redis.call('TYPE', key).ok
+  if t ~= 'none' and t ~= want then
+    return 'WRONGTYPE key ' .. key .. ' holds a ' .. t .. ', not a ' .. want
+  end
+  return false
+end
+local bad = refuse_wrong_type(stream, 'stream')
+if bad then return redis.error_reply(bad) end
 
 local i = 4
 while i <= #ARGV do
@@ -40,6 +53,7 @@ while i <= #ARGV do
   local qkey = p .. ':queue:' .. q
   local skey = p .. ':scheduled:' .. q
   local push = front == '1' and 'LPUSH' or 'RPUSH'
+  if scheduled then bad = refuse_wrong_type(skey, 'zset') else bad = refuse_wrong_type(qkey, 'list') end
 
   for _ = 1, njobs do
     local id, data = ARGV[i], ARGV[i + 1]
@@ -58,7 +72,9 @@ while i <= #ARGV do
     end
     local jk = p .. ':job:' .. id
     n = n + 1
-    if unique == '1' and redis.call('EXISTS', jk) == 1 then
+    if bad then
+      out[n] = bad
+    elseif unique == '1' and redis.call('EXISTS', jk) == 1 then
       out[n] = 0
     else
       if unique == '0' then redis.call('DEL', jk) end

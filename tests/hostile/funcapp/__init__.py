@@ -1,0 +1,1 @@
+"""A victim application for the hostile tests: ``services`` is allow-listed, the rest is not."""

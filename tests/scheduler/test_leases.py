@@ -1,0 +1,135 @@
+"""Claims and leases under the races they exist for, on every backend (the real Redis runs the real Lua).
+
+Each replica's reads are pinned to what it saw *before* the other replica acted, so the interleaving the
+compare-and-set scripts guard against happens every time, not by luck of timing. The recording queue
+counts a repeated job id (see ``RecordingQueue``): a tick enqueued twice fails these tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from asyncsched.config import Settings
+from asyncsched.scheduler import TaskScheduler, job_id_for
+from asyncsched.scheduler._index import to_ms
+
+from .conftest import FUNCTION, Clock, RecordingQueue
+
+
+def at(h: int, m: int = 0, s: int = 0) -> datetime:
+    return datetime(2026, 6, 1, h, m, s, tzinfo=UTC)
+
+
+async def test_a_claim_holds_only_while_the_index_still_has_the_tick_it_saw(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    task = await scheduler.register_task(name="t", type="interval", schedule="1 minute", function=FUNCTION)
+    index = scheduler.index
+    seen, nxt = to_ms(at(12, 1)), to_ms(at(12, 2))
+    assert await index.score(task.id) == seen
+    lease = to_ms(at(12, 2))
+    assert await index.claim(task.id, seen, nxt, [seen], lease) == 1
+    assert await index.score(task.id) == nxt
+    # a second claimer that saw the same tick loses: the entry moved on
+    assert await index.claim(task.id, seen, to_ms(at(12, 3)), [seen], lease) == 0
+    assert await index.score(task.id) == nxt
+    assert await index.expired_leases(lease) == [(task.id, seen)]  # one lease, not two
+    # a tick the index never held is not claimable either
+    assert await index.claim(task.id, to_ms(at(12, 1, 30)), nxt, [seen], lease) == 0
+
+
+async def test_replicas_that_both_saw_a_tick_due_enqueue_it_once(
+    sched_settings: Settings, queue: RecordingQueue, clock: Clock
+) -> None:
+    a = TaskScheduler(settings=sched_settings, queue=queue, clock=clock)
+    b = TaskScheduler(settings=sched_settings, queue=queue, clock=clock)
+    try:
+        task = await a.register_task(name="t", type="interval", schedule="1 minute", function=FUNCTION)
+        for minute in (1, 2, 3):
+            clock.now = at(12, minute)
+            await b.run_pending(at(11))  # open b (nothing due at 11:00)
+            seen = await b.index.due(to_ms(clock.now))
+            assert seen == [(task.id, to_ms(clock.now))]
+            assert [f.job_id for f in await a.run_pending()] == [job_id_for(task.id, clock.now)]
+            stale = pytest.MonkeyPatch()
+            with stale.context() as m:
+                m.setattr(b.index, "due", lambda now_ms, limit=500, _s=seen: _async(_s))
+                assert await b.run_pending() == []  # b's claim finds the entry moved: it lost
+        assert queue.job_ids == [job_id_for(task.id, at(12, m)) for m in (1, 2, 3)]
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+async def test_an_expired_lease_is_taken_over_by_one_replica_only(
+    sched_settings: Settings, queue: RecordingQueue, clock: Clock
+) -> None:
+    other = RecordingQueue()  # b's own, so that a wrong takeover by b shows at once (a's blocks)
+    a = TaskScheduler(settings=sched_settings, queue=queue, clock=clock)
+    b = TaskScheduler(settings=sched_settings, queue=other, clock=clock)
+    try:
+        task = await a.register_task(name="t", type="interval", schedule="1 hour", function=FUNCTION)
+        await b.run_pending(at(11))
+        clock.now = at(13)
+        queue.fail = 1  # the claimer "dies" between its claim and its enqueue: the tick stays leased
+        assert await a.run_pending() == []
+        clock.now = at(13, 1, 1)  # the lease (60 s) expired
+        # both replicas see the expired lease; a takes it over and is slow to enqueue
+        seen = await b.index.expired_leases(to_ms(clock.now))
+        assert seen == [(task.id, to_ms(at(13)))]
+        queue.hold = asyncio.Event()
+        queue.entered.clear()
+        taking = asyncio.create_task(a.run_pending())
+        await asyncio.wait_for(queue.entered.wait(), 30)  # a holds the lease now, mid-enqueue
+        with pytest.MonkeyPatch().context() as m:
+            m.setattr(b.index, "expired_leases", lambda now_ms, limit=100: _async(seen))
+            assert await b.run_pending() == []  # the lease is a's again (renewed): b must not take it
+        assert other.calls == []
+        queue.hold.set()
+        assert [f.job_id for f in await taking] == [job_id_for(task.id, at(13))]
+        assert queue.job_ids == [job_id_for(task.id, at(13))]
+        assert await a.index.expired_leases(to_ms(at(14))) == []  # done: the lease is gone
+    finally:
+        if queue.hold is not None:
+            queue.hold.set()
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_relet_takes_only_an_expired_lease(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    task = await scheduler.register_task(name="t", type="interval", schedule="1 hour", function=FUNCTION)
+    index = scheduler.index
+    tick = to_ms(at(13))
+    assert await index.claim(task.id, tick, to_ms(at(14)), [tick], to_ms(at(13, 1))) == 1
+    assert not await index.relet(task.id, tick, to_ms(at(13, 0, 30)), to_ms(at(13, 2)))  # still held
+    assert await index.expired_leases(to_ms(at(13, 1))) == [(task.id, tick)]  # deadline unchanged
+    assert await index.relet(task.id, tick, to_ms(at(13, 1, 1)), to_ms(at(13, 2, 1)))  # expired: taken
+    assert not await index.relet(task.id, tick, to_ms(at(13, 1, 1)), to_ms(at(13, 2, 1)))  # now held again
+    assert not await index.relet(task.id, to_ms(at(12)), to_ms(at(15)), to_ms(at(16)))  # no such lease
+
+
+async def test_a_leased_tick_of_a_deleted_task_is_dropped_not_fired(
+    scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
+) -> None:
+    task = await scheduler.register_task(name="t", type="interval", schedule="1 hour", function=FUNCTION)
+    clock.now = at(13)
+    queue.fail = 1  # the claimer dies before enqueueing: the tick stays leased
+    assert await scheduler.run_pending() == []
+    assert await scheduler.index.expired_leases(to_ms(at(15))) == [(task.id, to_ms(at(13)))]
+    await scheduler.unregister_task(task.id)
+    clock.now = at(13, 1, 1)  # the lease expired; the task is gone from SQL
+    assert await scheduler.run_pending() == []
+    assert queue.calls == []
+    assert await scheduler.index.expired_leases(to_ms(at(15))) == []  # the lease was released, not leaked
+    clock.now = at(14, 0, 1)
+    assert await scheduler.run_pending() == []
+    assert queue.calls == []
