@@ -126,3 +126,18 @@ async def test_failover_loses_nothing_acknowledged(sentinel: SentinelSetup) -> N
         await eventually(all_done, timeout=30, what="every acknowledged job to succeed")
     assert recovered < 10, f"recovery took {recovered:.1f}s"
     assert all(on_port(new, f"rq:job:{j}") for j in acked)
+
+
+async def test_wait_replicas_acknowledges_only_replicated_enqueues(
+    sentinel: SentinelSetup, real_redis_url: str
+) -> None:
+    settings = Settings(redis_url=sentinel.url)
+    async with TaskQueue(sentinel.url, settings=settings, wait_replicas=1) as queue:
+        job_id = await queue.enqueue(jobs.add, args=(1, 2))
+    assert on_port(sentinel.replica.port, f"rq:job:{job_id}")  # on the replica when acknowledged
+    # a server without replicas cannot acknowledge it: the caller is told
+    async with TaskQueue(
+        real_redis_url, settings=Settings(redis_url=real_redis_url), wait_replicas=1
+    ) as alone:
+        with pytest.raises(BackendUnavailable, match="0 of 1 replicas"):
+            await alone.enqueue(jobs.add, args=(1, 2))

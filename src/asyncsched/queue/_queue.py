@@ -39,6 +39,7 @@ __all__ = ["TaskQueue"]
 
 _JOB_ID = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 _BATCH = 1000  # jobs per coalesced enqueue script call
+_WAIT_MS = 2000  # how long an enqueue waits for its replicas (wait_replicas)
 _PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created", b"rate_limited"})
 _ENQUEUE_KEYS = frozenset(
     [
@@ -121,10 +122,15 @@ class TaskQueue:
         settings: Settings | None = None,
         name: str = "default",
         serializer: str | None = None,
+        wait_replicas: int | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        url = (redis or self.settings.redis_url) if redis is None or isinstance(redis, str) else ""
+        # acknowledge an enqueue only once this many replicas have it (WAIT; opt-in: see
+        # docs/fault-tolerance.md, Redis Sentinel failover)
+        self.wait_replicas = wait_replicas or 0
         if redis is None or isinstance(redis, str):
-            self.redis = create_redis(redis or self.settings.redis_url)
+            self.redis = create_redis(url)
             self._owns = True
         else:
             self.redis = redis
@@ -264,6 +270,8 @@ class TaskQueue:
             try:
                 if self._line is not None:
                     results = await self._scripts.run_on(self._line, "enqueue", args)
+                    if self.wait_replicas:
+                        await self._replicated(self._line)
                 else:
                     results = await self._scripts.run("enqueue", args)
             except BaseException as exc:
@@ -281,6 +289,18 @@ class TaskQueue:
                         fut.set_result(None)
                     else:
                         fut.set_exception(refused)
+
+    async def _replicated(self, line: Line) -> None:
+        """``WAIT`` on the connection that wrote: ``wait_replicas`` replicas have the writes, or the
+        enqueue is not acknowledged (``BackendUnavailable``; the jobs may still run)."""
+        (acked,) = await line.execute(("WAIT", self.wait_replicas, _WAIT_MS))
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < self.wait_replicas:
+            raise BackendUnavailable(
+                f"the enqueue reached {acked} of {self.wait_replicas} replicas within {_WAIT_MS} ms; "
+                "not acknowledged (the job may still run)"
+            )
 
     @_backend_errors
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:

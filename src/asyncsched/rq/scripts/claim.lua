@@ -74,6 +74,11 @@ for _, check in ipairs({{stream, 'stream'}, {wexec, 'set'}, {wkey, 'hash'}}) do
 end
 
 local function poison(id, q, err)
+  -- only a key of the wrong type poisons a job or queue; any other refusal (NOREPLICAS, READONLY, OOM:
+  -- no write of this script went through) fails the whole claim, so the worker retries it elsewhere
+  if not string.find(err, 'WRONGTYPE', 1, true) then
+    error({err = string.match(err, ': (.*)$') or err})  -- Redis' own text (its code first)
+  end
   out[#out + 1] = id
   out[#out + 1] = ''
   out[#out + 1] = q
