@@ -9,6 +9,7 @@ longer in its file is reported STALE (the list must follow the code, not rot sil
     python scripts/mutants.py --fast       # the bugs of issue 21's table, real Redis only (about 3 minutes)
     python scripts/mutants.py --only sched-claim-compare,retry-cap
     python scripts/mutants.py --list
+    python scripts/mutants.py --check      # each mutant still applies (seconds; for CI on every change)
 
 Exit status 1 when a critical mutant survives, a mutant is stale, or the unmutated tests fail. Survivors
 that are not critical are reported, not fatal. ``nox -s mutants`` runs this.
@@ -202,9 +203,9 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "allowlist-prefix",
-        "web/_security.py",
-        'if module == prefix or module.startswith(prefix + "."):',
-        "if module.startswith(prefix):",
+        "queue/_functions.py",
+        'if ref.module == prefix or ref.module.startswith(prefix + "."):',
+        "if ref.module.startswith(prefix):",
         ["tests/web/test_validation.py"],
         "allow-list entry app.services also allows app.servicesx",
     ),
@@ -234,12 +235,20 @@ MUTANTS: list[Mutant] = [
         "job hash timestamps without RQ's trailing Z",
     ),
     m(
-        "wire-queue-key",
-        "rq/keys.py",
-        'return f"{self.prefix}:queue:{name}"',
-        'return f"{self.prefix}:queues:{name}"',
+        "wire-queues-set",
+        "rq/scripts/enqueue.lua",
+        "        redis.call('SADD', p .. ':queues', qkey)\n",
+        "",
         ["tests/worker/test_rq_interop.py", "tests/queue/test_rq_reads_ours.py", *REAL_REDIS],
-        "queue lists under a key RQ does not read",
+        "queues missing from RQ's set of queues (rq info, Queue.all, rq-dashboard do not see them)",
+    ),
+    m(
+        "wire-job-field",
+        "rq/scripts/enqueue.lua",
+        "'description', desc, 'enqueued_at', ts,",
+        "'desc', desc, 'enqueued_at', ts,",
+        ["tests/queue/test_rq_reads_ours.py", "tests/worker/test_rq_interop.py", *REAL_REDIS],
+        "a job hash field under a name RQ does not read",
     ),
 ]
 
@@ -316,6 +325,9 @@ def main() -> int:
     parser.add_argument("--fast", action="store_true", help="only the quick subset (issue 21's table)")
     parser.add_argument("--critical", action="store_true", help="only the critical mutants")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument(
+        "--check", action="store_true", help="only check each mutant's text is in its file once (seconds)"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per test run (default 900)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -326,6 +338,10 @@ def main() -> int:
             flags = ("critical " if x.critical else "") + ("fast" if x.fast else "")
             print(f"{x.id:28} {x.path:28} {flags:14} {x.why}")
         return 0
+    if args.check:
+        stale = [x.id for x in chosen if (ROOT / PKG / x.path).read_text(encoding="utf-8").count(x.old) != 1]
+        print(f"{len(chosen) - len(stale)}/{len(chosen)} mutants apply; stale: {', '.join(stale) or 'none'}")
+        return 1 if stale else 0
     if not args.no_baseline and not _baseline(chosen, args.timeout):
         print("the unmutated tests fail: fix them first")
         return 1

@@ -5,9 +5,10 @@
   test whose teardown then hangs (an event loop waiting on a task that ignores cancellation) hung the run.
   Here every teardown gets whatever is left of the test's timeout (at least ``TEARDOWN_FLOOR`` seconds) and
   fails with the stack of where it was stuck once that runs out.
-* **Backstop.** Whatever still blocks (a C call that signals cannot interrupt, a wedged thread) is ended by
-  ``faulthandler``: all threads' stacks are dumped and the process exits ``HARD_MARGIN`` seconds after the
-  test's timeout. A run never hangs.
+* **Backstop.** Whatever still blocks (a C call that signals cannot interrupt, such as uvloop closing a
+  loop with handles still open, or a wedged thread) is ended by ``faulthandler``: all threads' stacks are
+  dumped and the process exits ``HARD_MARGIN`` seconds after the test's timeout (re-armed after a failure,
+  which makes pytest's faulthandler plugin cancel pending dumps). A run never hangs.
 * **Leaks are reported at the test that leaked.** With ``filterwarnings = error`` an unclosed socket kept
   alive by a reference cycle (or by a failed test's traceback in ``sys.last_traceback``) used to fail
   whichever later test happened to trigger garbage collection. After each test (after its event loop is
@@ -57,14 +58,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, None]:
     budget = timeout_of(item)
     item.stash[_DEADLINE] = time.monotonic() + budget if budget > 0 else float("inf")
-    if budget > 0:  # to the real stderr (pytest's faulthandler keeps a copy of it), not a capture file
-        out = item.config.stash.get(fault_handler_stderr_fd_key, sys.__stderr__.fileno())
-        faulthandler.dump_traceback_later(budget + HARD_MARGIN, exit=True, file=out)
+    _arm_backstop(item)
     try:
         yield
     finally:
-        if budget > 0:
-            faulthandler.cancel_dump_traceback_later()
+        faulthandler.cancel_dump_traceback_later()
+
+
+def _arm_backstop(item: pytest.Item, floor: float = 0.0) -> None:
+    """Exit the process ``HARD_MARGIN`` s after the test's deadline (or ``floor`` s from now, if later),
+    with every thread's stack on the real stderr (pytest's faulthandler keeps a copy of it)."""
+    deadline = item.stash.get(_DEADLINE, float("inf"))
+    if deadline == float("inf"):
+        return
+    left = max(deadline - time.monotonic(), floor)
+    out = item.config.stash.get(fault_handler_stderr_fd_key, sys.__stderr__.fileno())
+    faulthandler.dump_traceback_later(left + HARD_MARGIN, exit=True, file=out)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_exception_interact(node: pytest.Item | pytest.Collector) -> None:
+    # pytest's faulthandler plugin cancels every pending dump when a test fails: arm ours again
+    if isinstance(node, pytest.Item):
+        _arm_backstop(node, TEARDOWN_FLOOR)
 
 
 class TeardownTimeout(Exception):
@@ -78,6 +94,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, None]:
         yield
         return
     limit = max(deadline - time.monotonic(), TEARDOWN_FLOOR)
+    _arm_backstop(item, TEARDOWN_FLOOR)  # whatever cancelled it meanwhile (a failure does)
 
     def expired(signum: int, frame: FrameType | None) -> None:
         raise TeardownTimeout(

@@ -67,6 +67,18 @@ def touch_and_sleep(path: str, seconds: float) -> str:
     return "slept"
 
 
+def touch_and_wait(path: str, release: str, limit: float = 120.0) -> str:
+    """Create ``path`` (the job is running), then run until ``release`` exists (the test says so)."""
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    deadline = time.monotonic() + limit
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} never appeared")
+        time.sleep(0.02)
+    return "released"
+
+
 async def async_touch_and_sleep(path: str, seconds: float) -> str:
     with open(path, "w") as fh:
         fh.write(str(os.getpid()))
@@ -150,15 +162,6 @@ def cb_broken(job: Any, connection: Any, *args: Any) -> None:
 def cb_slow(job: Any, connection: Any, *args: Any) -> None:
     time.sleep(3)
 
-
-def hold(path: str, limit: float = 60.0) -> str:
-    """Create ``path``, then run until ``path + '.release'`` exists (at most ``limit`` seconds)."""
-    with open(path, "w") as fh:
-        fh.write(str(os.getpid()))
-    deadline = time.monotonic() + limit
-    while not os.path.exists(path + ".release") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return "released"
 
 
 def return_rq_retry() -> Any:

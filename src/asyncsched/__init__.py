@@ -23,6 +23,8 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from ._control import ControlPlane, lifespan
+    from ._spec_names import init_db, logger
     from .events import Event, EventBus, LifecyclePublisher, Subscription
     from .queue import JobRecord, JobStatus, Retry, TaskQueue
     from .scheduler import MisfirePolicy, TaskScheduler, parse_schedule
@@ -34,7 +36,11 @@ if TYPE_CHECKING:
 
 # Heavy parts (SQLAlchemy, croniter, ...) load on first use, so `import asyncsched.worker` stays lean.
 _LAZY: dict[str, str] = {
+    "ControlPlane": "._control",
     "create_app": ".web",
+    "init_db": "._spec_names",
+    "lifespan": "._control",
+    "logger": "._spec_names",
     "scheduler_router": ".web",
     "Database": ".store",
     "Event": ".events",
@@ -66,6 +72,7 @@ __all__ = [
     "AsyncschedError",
     "BackendUnavailable",
     "ConfigurationError",
+    "ControlPlane",
     "CurrentJob",
     "Database",
     "DuplicateTask",
@@ -105,6 +112,9 @@ __all__ = [
     "create_app",
     "current_job",
     "get_settings",
+    "init_db",
+    "lifespan",
+    "logger",
     "parse_schedule",
     "scheduler_router",
 ]

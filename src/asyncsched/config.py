@@ -26,6 +26,12 @@ Environment variable           Default                         Meaning
 ``ASYNCSCHED_ALLOWED_FUNCTIONS`` (none)                        Comma-separated module prefixes the API
                                                                may schedule or enqueue
 ``ASYNCSCHED_CORS_ORIGINS``    (none)                          Comma-separated origins; CORS off if empty
+``ASYNCSCHED_ALLOWED_HOSTS``   (none)                          Host names the API serves without a token
+                                                               besides loopback ones; ``*`` allows any
+``ASYNCSCHED_MAX_ARGS_BYTES``  ``1048576``                     Largest serialized args+kwargs of a job
+``ASYNCSCHED_MAX_PAYLOAD_BYTES`` ``1048576``                   Largest serialized event (at most the
+                                                               readers' fixed 1 MiB envelope bound)
+``ASYNCSCHED_MAX_RESULT_BYTES`` ``1048576``                    Largest serialized job result
 ``ASYNCSCHED_RETENTION_DAYS``  ``30``                          Prune executions/events older than this
 ``ASYNCSCHED_EVENT_STREAM_MAXLEN`` ``100000``                  Approximate bound of each durable event
                                                                stream and of the event log stream
@@ -74,6 +80,10 @@ _ENV_VARS: Mapping[str, str] = {
     "ASYNCSCHED_API_TOKEN": "api_token",
     "ASYNCSCHED_ALLOWED_FUNCTIONS": "allowed_functions",
     "ASYNCSCHED_CORS_ORIGINS": "cors_origins",
+    "ASYNCSCHED_ALLOWED_HOSTS": "allowed_hosts",
+    "ASYNCSCHED_MAX_ARGS_BYTES": "max_args_bytes",
+    "ASYNCSCHED_MAX_PAYLOAD_BYTES": "max_payload_bytes",
+    "ASYNCSCHED_MAX_RESULT_BYTES": "max_result_bytes",
     "ASYNCSCHED_RETENTION_DAYS": "retention_days",
     "ASYNCSCHED_EVENT_STREAM_MAXLEN": "event_stream_maxlen",
     "ASYNCSCHED_EVENT_LOG": "event_log",
@@ -103,6 +113,10 @@ class Settings:
     api_token: str | None = field(default=None, repr=False)
     allowed_functions: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    max_args_bytes: int = 1_048_576
+    max_payload_bytes: int = 1_048_576
+    max_result_bytes: int = 1_048_576
     retention_days: int = 30
     event_stream_maxlen: int = 100_000
     event_log: bool = False
@@ -114,7 +128,16 @@ class Settings:
             raise ConfigurationError(
                 f"serializer must be 'json' or 'pickle', got {self.serializer!r} (ASYNCSCHED_SERIALIZER)"
             )
-        for name in ("concurrency", "threads", "job_timeout", "port", "event_stream_maxlen"):
+        for name in (
+            "concurrency",
+            "threads",
+            "job_timeout",
+            "port",
+            "event_stream_maxlen",
+            "max_args_bytes",
+            "max_payload_bytes",
+            "max_result_bytes",
+        ):
             if getattr(self, name) <= 0 and not (name == "job_timeout" and self.job_timeout == -1):
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.queues:

@@ -8,6 +8,7 @@
     ├── BackendUnavailable (ConnectionError)     Redis or the database cannot be reached
     ├── RedisRefused (RuntimeError)              Redis answered an error (a key of the wrong type...)
     ├── SerializationError (TypeError)           a value cannot be stored (args, result, payload)
+    │   └── InvalidValue (ValueError)              refused at a boundary: not UTF-8, too deep, too large
     ├── JobError
     │   ├── JobNotFound (LookupError)
     │   ├── JobTimeout (TimeoutError)
@@ -34,6 +35,7 @@ __all__ = [
     "FunctionNotAllowed",
     "InvalidJob",
     "InvalidSchedule",
+    "InvalidValue",
     "JobError",
     "JobNotFound",
     "JobTimeout",
@@ -71,6 +73,19 @@ class RedisRefused(AsyncschedError, RuntimeError):
 
 class SerializationError(AsyncschedError, TypeError):
     """A value (job arguments, a result, an event payload) cannot be serialized; nothing was written."""
+
+
+class InvalidValue(SerializationError, ValueError):
+    """A value refused where it enters asyncsched (API, enqueue, publish): text that is not valid UTF-8
+    (a lone surrogate), nesting deeper than allowed, or more bytes than the configured limit.
+
+    ``field`` names where (``"kwargs.to"``, ``"payload.items.3"``); ``reason`` says what is wrong.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
 
 
 class JobError(AsyncschedError):

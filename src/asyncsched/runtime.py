@@ -36,6 +36,7 @@ from typing import Any
 
 import uvicorn
 
+from ._control import cancel_and_wait, stop_worker
 from ._redis import check_redis, create_redis, mask_url
 from ._supervise import Supervised
 from .config import Settings, get_settings
@@ -49,7 +50,7 @@ from .web._live import LiveFeed
 from .web._services import MONITOR, pump
 from .worker import Worker
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "cancel_and_wait", "stop_worker"]
 
 log = logging.getLogger("asyncsched.run")
 
@@ -62,33 +63,6 @@ def add_import_path(path: str | os.PathLike[str] | None = None) -> None:
     entry = os.path.abspath(path or os.getcwd())
     if entry not in sys.path:
         sys.path.insert(0, entry)
-
-
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` until it is done: a loop that swallowed one cancellation (``asyncio.wait_for`` can,
-    on Python 3.11) is cancelled again rather than awaited forever."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("%s ended with %r", task.get_name(), task.exception())
-
-
-async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
-    """Let ``worker`` (already asked to stop) drain its running jobs, then make sure its task ends.
-
-    Running jobs get the worker's ``grace_period``. Once none is left the worker has a few seconds to
-    return; if it does not (a helper task of its that swallowed a cancellation keeps it waiting), its
-    task is cancelled until it ends, so shutdown never hangs.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + float(getattr(worker, "grace_period", 30.0)) + 2.0
-    while not task.done() and getattr(worker, "running_jobs", None) and loop.time() < deadline:
-        await asyncio.wait({task}, timeout=0.1)
-    await asyncio.wait({task}, timeout=3.0)
-    if not task.done():
-        log.warning("the worker did not stop by itself; cancelling it")
-    await cancel_and_wait(task)
 
 
 class _Server(uvicorn.Server):

@@ -70,7 +70,10 @@ async def test_concurrent_first_uses_start_the_bus_once(bus_settings: Settings, 
         await asyncio.gather(*(s.wait_ready() for s in subs))
         assert bus._redis is not None
         more = await bus.publish("x.z", "src", target_agent="a")
-        await collector.wait(12)  # 4 events x 3 subscriptions
+        try:
+            await collector.wait(12)  # 4 events x 3 subscriptions
+        except TimeoutError:
+            raise AssertionError([e.event_type for e in collector.events]) from None
         assert sorted(e.id for e in collector.events) == sorted([e.id for e in [*sent, more]] * 3)
     finally:
         await bus.aclose()

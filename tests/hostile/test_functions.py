@@ -207,7 +207,9 @@ async def api(settings: Settings, tmp_path: Path) -> AsyncIterator[httpx.AsyncCl
         assert runtime.services is not None
         app = Starlette(routes=[Mount("/api", create_router(runtime.services))])
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test/api", timeout=30) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost/api", timeout=30
+        ) as client:
             yield client
 
 

@@ -157,6 +157,13 @@ def test_api_answers_422_naming_the_field(
     assert _named(response, field), response.text
 
 
+def test_a_422_that_echoes_a_lone_surrogate_can_be_sent(served: RuntimeThread) -> None:
+    """Found by the property below: the error's loc echoed a dict key holding '\\ud800' (a 500)."""
+    response = _post(served, {**BASE, "enabled": {"\ud800": "a\x00"}})
+    assert response.status_code == 422, response.text
+    assert _named(response, "enabled"), response.text
+
+
 def test_limits_are_the_same_for_yaml_and_api(served: RuntimeThread) -> None:
     """The issue's differences: retry count, timeout, description length, a leading '.' or '-'."""
     at_limit = {

@@ -52,6 +52,8 @@ async def test_rq_fetches_our_job(redis_url: str, conn: syncredis.Redis) -> None
     assert job.description == "tests.jobs.add(2, 3)"
     rq_queue = Queue("default", connection=conn, serializer=JSONSerializer)
     assert rq_queue.job_ids == [job_id]
+    # listed in RQ's set of queues, as `rq info` and rq-dashboard find them
+    assert [queue.name for queue in Queue.all(connection=conn, serializer=JSONSerializer)] == ["default"]
     assert Job.fetch(sched, connection=conn, serializer=JSONSerializer).get_status() == RQStatus.SCHEDULED
     assert rq_queue.scheduled_job_registry.get_job_ids() == [sched]
 

@@ -150,8 +150,10 @@ async def test_edit_on_one_replica_is_used_by_another(
         clock.now = at(12, 2)
         assert await firer.run_pending() == []  # the 12:02 tick is gone with the old schedule
         clock.now = at(13)
+        assert await firer.run_pending() == []  # the new schedule counts from its edit at 12:01
+        clock.now = at(13, 1)
         (firing,) = await firer.run_pending()
-        assert firing.tick == at(13)
+        assert firing.tick == at(13, 1)
         assert queue.calls[-1]["kwargs"] == {"v": 2}
 
 

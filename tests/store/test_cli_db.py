@@ -10,6 +10,8 @@ import pytest
 from asyncsched.cli import main
 from asyncsched.store import Database, EventRepository
 
+HEAD = Database.head_revision()
+
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     code = main(list(argv))
@@ -20,13 +22,13 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 def test_upgrade_current_and_prune(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = _run(capsys, "--database-url", database_url, "db", "current")
     assert code == 1
-    assert out.strip() == "empty (never migrated) (behind head 0001; run `asyncsched db upgrade`)"
+    assert out.strip() == f"empty (never migrated) (behind head {HEAD}; run `asyncsched db upgrade`)"
     code, out = _run(capsys, "--database-url", database_url, "db", "upgrade")
-    assert (code, out.strip()) == (0, "database migrated from empty to 0001")
+    assert (code, out.strip()) == (0, f"database migrated from empty to {HEAD}")
     code, out = _run(capsys, "--database-url", database_url, "db", "upgrade")
-    assert (code, out.strip()) == (0, "database is at revision 0001 (nothing to do)")
+    assert (code, out.strip()) == (0, f"database is at revision {HEAD} (nothing to do)")
     code, out = _run(capsys, "--database-url", database_url, "db", "current")
-    assert (code, out.strip()) == (0, "0001 (up to date)")
+    assert (code, out.strip()) == (0, f"{HEAD} (up to date)")
 
     async def add_events() -> None:
         async with Database(database_url) as db:

@@ -12,6 +12,9 @@ from sqlalchemy import inspect, text
 from asyncsched.store import Base, Database, MigrationError
 from asyncsched.store._migrate import MIGRATIONS, VERSION_TABLE
 
+HEAD = "0002_interval_anchor"
+"""The newest shipped revision (the chain: 0001 -> 0002_interval_anchor)."""
+
 
 async def _tables(db: Database) -> set[str]:
     async with db.engine.connect() as conn:
@@ -22,7 +25,7 @@ async def test_migrations_produce_exactly_the_models_schema(database_url: str) -
     async with Database(database_url, auto_migrate=False) as db:
         assert await db.current_revision() is None
         await db.migrate()
-        assert await db.current_revision() == db.head_revision() == "0001"
+        assert await db.current_revision() == db.head_revision() == HEAD
         assert await db.schema_diff() == []
         assert await _tables(db) == {*Base.metadata.tables, VERSION_TABLE}
 
@@ -52,7 +55,7 @@ async def test_concurrent_first_migrations(database_url: str) -> None:
     dbs = [Database(database_url, auto_migrate=False) for _ in range(3)]
     try:
         await asyncio.gather(*(d.migrate() for d in dbs))
-        assert await dbs[0].current_revision() == "0001"
+        assert await dbs[0].current_revision() == HEAD
     finally:
         for d in dbs:
             await d.aclose()
@@ -63,7 +66,7 @@ async def test_embedded_first_use_creates_the_sqlite_file(tmp_path: Path) -> Non
     async with Database(f"sqlite:///{path}") as db:  # SQLite: migrated on entry
         assert db.dialect == "sqlite"
         assert path.exists()
-        assert await db.current_revision() == "0001"
+        assert await db.current_revision() == HEAD
     async with Database(f"sqlite:///{path}") as db:  # second use: nothing to do
         assert await db.schema_diff() == []
 
@@ -78,7 +81,10 @@ def test_migrations_ship_inside_the_package() -> None:
     assert MIGRATIONS.is_dir()
     assert (MIGRATIONS / "env.py").is_file()
     assert (MIGRATIONS / "script.py.mako").is_file()
-    assert sorted(p.name for p in (MIGRATIONS / "versions").glob("[0-9]*.py")) == ["0001_initial.py"]
+    assert sorted(p.name for p in (MIGRATIONS / "versions").glob("[0-9]*.py")) == [
+        "0001_initial.py",
+        "0002_interval_anchor.py",
+    ]
 
 
 async def test_a_schema_made_with_create_all_is_adopted(database_url: str) -> None:
@@ -87,7 +93,7 @@ async def test_a_schema_made_with_create_all_is_adopted(database_url: str) -> No
         async with db.engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
         await db.migrate()
-        assert await db.current_revision() == "0001"
+        assert await db.current_revision() == HEAD
         assert await db.schema_diff() == []
 
 
@@ -128,7 +134,7 @@ async def test_processes_racing_to_create_the_schema(database_url: str) -> None:
     ]
     outputs = [await p.communicate() for p in procs]
     assert [(p.returncode, out.decode().strip()) for p, (out, _) in zip(procs, outputs, strict=True)] == [
-        (0, "0001")
+        (0, HEAD)
     ] * 4, [err.decode()[-500:] for _, err in outputs]
     async with Database(database_url, auto_migrate=False) as db:
         assert await db.schema_diff() == []
@@ -149,7 +155,7 @@ def test_the_alembic_command_line_path(database_url: str, capsys: pytest.Capture
 
     async def check() -> None:
         async with Database(database_url, auto_migrate=False) as db:
-            assert await db.current_revision() == "0001"
+            assert await db.current_revision() == HEAD
             assert await db.schema_diff() == []
 
     asyncio.run(check())

@@ -84,7 +84,10 @@ async def runtime(web_settings: Settings, tmp_path: Path) -> AsyncIterator[Runti
 
 def client_for(app: Any, prefix: str = PREFIX, **headers: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=f"http://test{prefix}", headers=headers, timeout=30
+        transport=httpx.ASGITransport(app=app),
+        base_url=f"http://localhost{prefix}",
+        headers=headers,
+        timeout=30,
     )
 
 

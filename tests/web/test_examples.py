@@ -34,7 +34,7 @@ async def test_example_app(module: str) -> None:
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://x") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
     ):
         assert (await client.get("/")).json()["scheduler"] == "/api/scheduler/dashboard"
         tasks = (await client.get("/api/scheduler/tasks")).json()["items"]

@@ -188,31 +188,36 @@ async def test_rq_maintenance_never_fails_our_long_jobs(
 ) -> None:
     conn = real_conn
     settings = Settings(redis_url=real_redis_url)
-    flag = tmp_path / "running"
+    flag, release = tmp_path / "running", tmp_path / "release"
     async with (
         TaskQueue(real_redis_url, settings=settings) as q,
         Worker(redis=real_redis_url, settings=settings, heartbeat_interval=0.3, lease=2) as worker,
     ):
         task = asyncio.create_task(worker.run())
-        job_id = await q.enqueue(jobs.hold, args=(str(flag),))  # runs until released below
-        await eventually(flag.exists, what="the job to start")
-        started = time.monotonic()
-        # While it runs, a stock rq worker starts on the same queue (its startup maintenance cleans
-        # registries and sweeps the intermediate queue), `rq info` runs, and registries are cleaned
-        # well after the 2 s lease would have lapsed without heartbeats.
-        rounds = 0
-        while time.monotonic() - started < 3.5 or rounds < 2:  # past the 2 s lease
-            rounds += 1
-            proc = await asyncio.to_thread(rq_cli, "worker", "--burst", "other-queue", url=real_redis_url)
-            assert proc.returncode == 0, proc.stderr
-            info = await asyncio.to_thread(rq_cli, "info", url=real_redis_url)
-            assert info.returncode == 0, info.stderr
-            rq.registry.clean_registries(Queue("default", connection=conn))
-            assert await q.status(job_id) == JobStatus.RUNNING
-        Path(f"{flag}.release").touch()
-        assert await q.result(job_id, wait=30) == "released"
-        worker.request_stop()
-        await task
+        try:
+            # the job runs until the test releases it (not for a fixed time: a slow machine's rq
+            # processes must not outlast it)
+            job_id = await q.enqueue(jobs.touch_and_wait, args=(str(flag), str(release)))
+            await eventually(flag.exists, what="the job to start")
+            started = time.monotonic()
+            # While it runs, a stock rq worker starts on the same queue (its startup maintenance cleans
+            # registries and sweeps the intermediate queue), `rq info` runs, and registries are cleaned
+            # well after the 2 s lease would have lapsed without heartbeats.
+            rounds = 0
+            while time.monotonic() - started < 3.5 or rounds < 2:  # past the 2 s lease
+                rounds += 1
+                proc = await asyncio.to_thread(rq_cli, "worker", "--burst", "other-queue", url=real_redis_url)
+                assert proc.returncode == 0, proc.stderr
+                info = await asyncio.to_thread(rq_cli, "info", url=real_redis_url)
+                assert info.returncode == 0, info.stderr
+                rq.registry.clean_registries(Queue("default", connection=conn))
+                assert await q.status(job_id) == JobStatus.RUNNING
+            release.touch()
+            assert await q.result(job_id, wait=30) == "released"
+        finally:
+            release.touch()
+            worker.request_stop()
+            await asyncio.wait_for(task, 60)
 
 
 async def test_rq_side_cancel_and_stop_job(

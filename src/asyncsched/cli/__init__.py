@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from .._version import __version__
 from ..config import Settings, set_settings
 from ..exceptions import AsyncschedError
-from . import _db, _events, _info, _run, _scheduler, _suspend, _tasks, _worker
+from . import _db, _errors, _events, _info, _run, _scheduler, _suspend, _tasks, _worker
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help="database URL (env DATABASE_URL; default SQLite file)")
     parser.add_argument("--key-prefix", help="Redis key prefix (env ASYNCSCHED_KEY_PREFIX; default rq)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env ASYNCSCHED_LOG_LEVEL)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of operational errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMANDS:
         module.register(sub)
@@ -66,11 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         code: int = args.handler(args, settings)
-    except AsyncschedError as exc:
-        print(f"asyncsched: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # operational errors are one line (--debug: the traceback); bugs re-raise
+        return _errors.report(exc, "asyncsched", debug=args.debug)
     return code
 
 

@@ -42,10 +42,17 @@ def register(sub: Any) -> None:
     parser.set_defaults(handler=handle)
 
 
+DEFAULT_TASKS = "tasks.yaml"
+"""Loaded from the working directory when no tasks file is named (the spec: "if a tasks.yaml file exists")."""
+
+
 def handle(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.replace(
         tasks=tuple(args.tasks) if args.tasks else None, agent=args.agent, host=args.host, port=args.port
     )
+    if not settings.tasks and os.path.isfile(DEFAULT_TASKS):
+        log.info("loading ./%s (found in the working directory; --tasks FILE names another)", DEFAULT_TASKS)
+        settings = settings.replace(tasks=(DEFAULT_TASKS,))
     if "ASYNCSCHED_EVENT_LOG" not in os.environ:
         # All in one process with a database at hand: keep every event (also those task functions publish
         # through the sync facade) in the EventMessage table, for the API's event list and the dashboard.

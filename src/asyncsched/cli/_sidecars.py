@@ -20,9 +20,10 @@ from ..config import Settings
 log = logging.getLogger("asyncsched")
 
 
-def add_flags(parser: argparse.ArgumentParser, *, default: bool) -> None:
-    """``--history/--no-history`` and ``--events/--no-events``, on or off by ``default``."""
-    word = "default on" if default else "default off"
+def add_flags(parser: argparse.ArgumentParser, *, default: bool | None) -> None:
+    """``--history/--no-history`` and ``--events/--no-events``, on or off by ``default`` (``None``: as the
+    worker's ``--with-scheduler``)."""
+    word = {True: "default on", False: "default off", None: "default: on with the scheduler"}[default]
     parser.add_argument(
         "--history",
         action=argparse.BooleanOptionalAction,

@@ -65,11 +65,10 @@ def _when(dt: datetime | None) -> str:
 
 
 async def _list(settings: Settings, agent: str | None) -> int:
+    from .._control import migrated_database
     from ..scheduler import TaskScheduler, task_trigger
-    from ..store import Database
 
-    async with Database(settings=settings) as db, TaskScheduler(settings=settings, db=db) as scheduler:
-        await db.check()
+    async with migrated_database(settings) as db, TaskScheduler(settings=settings, db=db) as scheduler:
         tasks = await scheduler.list_tasks(agent)
     rows = [("AGENT", "NAME", "ENABLED", "SCHEDULE", "NEXT RUN", "LAST RUN")]
     now = datetime.now(UTC)

@@ -49,9 +49,11 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
+from .._boundary import check_event_text
+from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
-from .._supervise import Supervised
+from .._supervise import Supervised, cancel_until_done
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ._durable import DurableConsumer
@@ -224,6 +226,7 @@ class EventBus:
         self._reader: Supervised | None = None
         self._starting: asyncio.Future[None] | None = None
         self._start_task: asyncio.Task[None] | None = None
+        self._live = False  # started and not closed (the hot path's one check)
         self._reader_lock = asyncio.Lock()
         self._channels: dict[bytes, asyncio.Future[None]] = {}
         # listen()'s buffer, filled from the start so that the spec's subscribe-then-listen loop misses
@@ -254,7 +257,7 @@ class EventBus:
     @property
     def started(self) -> bool:
         """Whether the bus is started and not closed."""
-        return self._starting is not None and self._starting.done() and not self._closed
+        return self._live
 
     async def __aenter__(self) -> EventBus:
         await self.start()
@@ -288,6 +291,7 @@ class EventBus:
                 raise
             return
         if not starting.done():
+            self._live = not self._closed
             starting.set_result(None)
 
     async def _ensure_started(self) -> None:
@@ -322,6 +326,10 @@ class EventBus:
         if self._closed:
             return
         self._closed = True
+        self._live = False
+        start = self._start_task
+        if start is not None and not start.done() and start is not asyncio.current_task():
+            await cancel_until_done(start)  # closed while starting: nothing it opened may outlive us
         if self._starting is not None and not self._starting.done():
             self._starting.set_exception(RuntimeError("this EventBus was closed while starting"))
             self._starting.exception()
@@ -363,6 +371,7 @@ class EventBus:
 
     # ------------------------------------------------------------------ publishing
 
+    @async_api("EventBus")
     async def publish(
         self,
         event_type: str,
@@ -377,7 +386,7 @@ class EventBus:
         values raises :class:`~asyncsched.exceptions.SerializationError`.
         """
         event = Event.create(event_type, source_agent, payload, target_agent)
-        if self._script is None or self._closed:  # first use (or a closed bus: raises)
+        if not self._live:  # first use, or starting (waits until subscribed), or closed (raises)
             await self._ensure_started()
         keys, args = self._script_call(event)
         line = self._line
@@ -400,7 +409,7 @@ class EventBus:
 
     async def publish_many(self, events: Iterable[Event]) -> list[Event]:
         """Publish already-built events in one pipelined round trip (all are serialized first)."""
-        if self._script is None or self._closed:
+        if not self._live:
             await self._ensure_started()
         calls = [(event, self._script_call(event)) for event in events]
         todo = [call for _, call in calls]
@@ -427,6 +436,7 @@ class EventBus:
 
     def _script_call(self, event: Event) -> tuple[list[str], list[Any]]:
         envelope = event.to_json()
+        check_event_text(event.payload, envelope, self.settings.max_payload_bytes)
         target = event.target_agent
         if target is None:
             keys = [self._broadcast_stream]
@@ -740,6 +750,7 @@ class EventBus:
 
     # ------------------------------------------------------------------ listen / events
 
+    @async_api("EventBus")
     async def listen(self, timeout: float | None = 1.0) -> Event | None:  # noqa: ASYNC109
         """The next event this bus received, or ``None`` after ``timeout`` seconds.
 

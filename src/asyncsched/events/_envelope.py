@@ -267,8 +267,15 @@ class Event:
         (:data:`MAX_PAYLOAD_DEPTH`), a field's type or form, a lone surrogate. Never raises anything else."""
         if not isinstance(data, str | bytes | bytearray | memoryview):
             raise MalformedEvent(f"message is a {type(data).__name__}, not JSON text")
-        if len(data) > MAX_ENVELOPE_BYTES:
+        if len(data) > MAX_ENVELOPE_BYTES:  # (a str's UTF-8 size is at least its length)
             raise MalformedEvent(f"message of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
+        if isinstance(data, str) and not data.isascii():  # text from Python, not Redis: check it too
+            try:
+                data = data.encode()
+            except UnicodeEncodeError:
+                raise MalformedEvent("message holds a lone surrogate (not valid UTF-8)") from None
+            if len(data) > MAX_ENVELOPE_BYTES:
+                raise MalformedEvent(f"message of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
         try:
             if not isinstance(data, str):
                 data = bytes(data).decode()  # strict UTF-8 (json.loads would let surrogates pass)

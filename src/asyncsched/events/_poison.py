@@ -71,14 +71,17 @@ def preview(data: Any, limit: int = PREVIEW) -> str:
     return shown + "…" if len(text) > limit else shown
 
 
-def report_malformed(kind: str, source: str, reason: object, data: Any) -> None:
+def report_malformed(
+    kind: str, source: str, reason: object, data: Any, log: logging.Logger | None = None
+) -> None:
     """Log a skipped message of ``kind`` (e.g. "event", "lifecycle record") from ``source`` (a channel
-    or stream), rate-limited per source (see the module docs)."""
+    or stream), rate-limited per source (see the module docs), on ``log`` (default ``asyncsched.events``)."""
+    log = log or logger
     now = time.monotonic()
     window = _windows.get(source)
     if window is None or now - window.start >= WINDOW:
         if window is not None and window.skipped:
-            logger.error(
+            log.error(
                 "%d more malformed message(s) on %s were skipped without a log line in the last %.0fs",
                 window.skipped,
                 source,
@@ -91,7 +94,7 @@ def report_malformed(kind: str, source: str, reason: object, data: Any) -> None:
         window.skipped += 1
         return
     window.logged += 1
-    logger.error("skipping a malformed %s on %s: %s; message: %s", kind, source, reason, preview(data))
+    log.error("skipping a malformed %s on %s: %s; message: %s", kind, source, reason, preview(data))
 
 
 def _reset_windows() -> None:

@@ -19,8 +19,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._boundary import check_job_args
 from .._keys import lifecycle_stream
 from .._lifecycle import LIFECYCLE_MAXLEN
+from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
 from ..config import Settings, get_settings
@@ -170,6 +172,7 @@ class TaskQueue:
             await self.redis.aclose()
 
     # ------------------------------------------------------------------ enqueue
+    @async_api("TaskQueue")
     @_backend_errors
     async def enqueue(
         self,
@@ -399,7 +402,11 @@ class TaskQueue:
         elif not _JOB_ID.match(job_id):
             raise InvalidJob(f"job id {job_id!r} may only contain letters, digits, '_' and '-' (RQ's rule)")
         qname = queue or self.name
-        data = codec.encode_data(name, args, kwargs, self.serializer)  # raises before anything is written
+        raw = serializers.dumps((name, None, args, kwargs), self.serializer)  # raises before any write
+        check_job_args(
+            args, kwargs, raw, self.settings.max_args_bytes, json_ascii=self.serializer == Format.JSON
+        )
+        data = codec.deflate(raw)  # codec.encode_data, with the boundary check between its two steps
         if self._ts_for is not now:  # one timestamp text per batch
             self._ts_for, self._ts, self._epoch = now, codec.fmt_ts(now), repr(now.timestamp())
         when: datetime | None = None
@@ -512,6 +519,7 @@ class TaskQueue:
         return (*head, *fields, str(len(life) // 2), *life)
 
     # ------------------------------------------------------------------ reading
+    @async_api("TaskQueue")
     @_backend_errors
     async def status(self, job_id: str) -> JobStatus:
         """The job's state. Raises :class:`JobNotFound`, and :class:`InvalidJob` naming a status that
@@ -533,6 +541,7 @@ class TaskQueue:
         entry_id, fields = entries[0]
         return ResultEntry.decode(entry_id, fields)
 
+    @async_api("TaskQueue")
     @_backend_errors
     async def result(self, job_id: str, wait: float | None = None) -> Any:
         """The job's return value; ``None`` if it has not finished (after waiting up to ``wait`` seconds)
@@ -581,6 +590,7 @@ class TaskQueue:
             if entries and entries[0][0] != after:
                 return ResultEntry.decode(*entries[0])
 
+    @async_api("TaskQueue")
     @_backend_errors
     async def job(self, job_id: str) -> JobRecord:
         """The full record. Raises :class:`JobNotFound`."""
@@ -750,6 +760,7 @@ class TaskQueue:
         return out
 
     # ------------------------------------------------------------------ changing state
+    @async_api("TaskQueue")
     @_backend_errors
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job: a queued/scheduled one never runs; a running one is stopped (async jobs are

@@ -20,7 +20,16 @@ from ..store.models import ScheduledTask
 from ._fields import FIELDS, LIMITS, NAME_RE, NAME_RULE
 from ._triggers import Trigger, check_date, parse_interval, parse_schedule, parse_timezone
 
-__all__ = ["FIELDS", "MisfirePolicy", "build_task", "check_function", "task_trigger", "validate_definition"]
+__all__ = [
+    "ALIGNMENTS",
+    "FIELDS",
+    "MisfirePolicy",
+    "anchored_at_registration",
+    "build_task",
+    "check_function",
+    "task_trigger",
+    "validate_definition",
+]
 
 
 class MisfirePolicy(enum.StrEnum):
@@ -37,6 +46,9 @@ class MisfirePolicy(enum.StrEnum):
 MISFIRE_ALL_LIMIT = 100
 DEFAULT_GRACE = 60.0
 """Seconds a tick may be late and still count as on time (relevant to ``skip``)."""
+
+ALIGNMENTS = ("registration", "epoch")
+"""Where an interval's ticks count from when no ``start`` is given."""
 
 
 def check_function(path: str) -> str | None:
@@ -216,6 +228,7 @@ def _check_schedule(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad) -> 
     start = _check_start(data, bad)
     if start is not None:
         options["start"] = start.isoformat()
+    _check_align(data.get("align"), kind, had_start, options, bad)
     schedule = data.get("schedule")
     if schedule is None:
         bad("schedule", "missing; e.g. '5 minutes' (interval) or '0 9 * * *' (cron)")
@@ -238,6 +251,20 @@ def _check_schedule(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad) -> 
             for problem in exc.problems:
                 bad(problem.field or "schedule", problem.message)
     return options
+
+
+def _check_align(align: Any, kind: Any, had_start: bool, options: dict[str, Any], bad: _Bad) -> None:
+    """``align``: where interval ticks count from (``registration``, the default, is not stored)."""
+    if align is None:
+        return
+    if align not in ALIGNMENTS:
+        bad("align", f"must be 'registration' or 'epoch', got {align!r:.100}")
+    elif kind != "interval":
+        bad("align", f"applies to interval tasks only (this one is {kind!r:.100}); remove it")
+    elif had_start and align == "epoch":
+        bad("align", "'epoch' and 'start' both set the anchor of the ticks; keep one")
+    elif align == "epoch":
+        options["align"] = "epoch"
 
 
 def _check_call(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad, *, check_import: bool) -> None:
@@ -375,10 +402,23 @@ def _with(problem: Problem, **where: Any) -> Problem:
 
 
 def task_trigger(task: ScheduledTask) -> Trigger:
-    """The trigger of a stored task (raises :class:`InvalidSchedule` if its row was edited into nonsense)."""
-    start = (task.options or {}).get("start")
+    """The trigger of a stored task (raises :class:`InvalidSchedule` if its row was edited into nonsense).
+
+    An interval counts from ``start`` when given, else from the Unix epoch with ``align: epoch``, else from
+    ``anchor_at`` (when its schedule was registered; ``None`` on rows older than the column: the epoch).
+    """
+    options = task.options or {}
+    start = options.get("start")
     anchor = datetime.fromisoformat(start) if isinstance(start, str) else None
+    if anchor is None and options.get("align") != "epoch":
+        anchor = task.anchor_at
     return parse_schedule(task.type, task.schedule, task.timezone, start=anchor)
+
+
+def anchored_at_registration(task: ScheduledTask) -> bool:
+    """Whether ``task``'s ticks count from its registration (an interval without ``start`` or ``align``)."""
+    options = task.options or {}
+    return task.type == "interval" and not options.get("start") and options.get("align") != "epoch"
 
 
 def grace_of(task: ScheduledTask) -> timedelta:

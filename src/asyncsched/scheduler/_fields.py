@@ -68,7 +68,10 @@ FIELDS: dict[str, str] = {
     "jitter": f"random delay up to this: seconds or '30 seconds' (at most {LIMITS['jitter'] // DAY} days)",
     "misfire": "coalesce (default), skip or all",
     "misfire_grace": "seconds a tick may be late and still run: seconds or '1 minute'",
-    "start": f"interval anchor: an ISO time from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d}",
+    "start": f"interval anchor: an ISO time from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} "
+    "(default: when the task is registered)",
+    "align": "interval ticks: 'registration' (default: every interval from registration or start) or "
+    "'epoch' (multiples of the interval since 1970-01-01 UTC: '5 minutes' at :00, :05...)",
 }
 """Every key a task definition accepts, with what it takes (used in error messages and the schema)."""
 
@@ -137,6 +140,7 @@ def task_schema() -> dict[str, Any]:
         "misfire": {"type": "string", "enum": ["coalesce", "skip", "all"]},
         "misfire_grace": _duration("misfire_grace", 0),
         "start": {"type": "string", "format": "date-time", "description": FIELDS["start"]},
+        "align": {"type": "string", "enum": ["registration", "epoch"], "description": FIELDS["align"]},
     }
     assert set(props) - {"agent_name"} == set(FIELDS), "every field has a schema"
     return {

@@ -42,6 +42,10 @@ def from_ms(ms: int | float) -> datetime:
 def signature(task: ScheduledTask) -> str:
     """What the index entry of ``task`` depends on: a change re-plans its next tick from now."""
     parts = [task.type, task.schedule, task.timezone, (task.options or {}).get("start"), bool(task.enabled)]
+    align = (task.options or {}).get("align")
+    if align is not None or task.anchor_at is not None:  # (absent on rows older than these: unchanged)
+        anchor = task.anchor_at
+        parts += [align, None if anchor is None else to_ms(anchor.replace(tzinfo=anchor.tzinfo or UTC))]
     return hashlib.sha1(json.dumps(parts, default=str).encode(), usedforsecurity=False).hexdigest()[:16]
 
 

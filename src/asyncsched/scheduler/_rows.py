@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..exceptions import TaskNotFound
+from ..exceptions import DuplicateTask, TaskNotFound
 from ..store.models import ScheduledTask
-from ._definition import task_trigger
+from ._definition import anchored_at_registration, task_trigger
 from ._index import signature
 
 __all__ = ["COLUMNS", "copy_task", "find_task", "upsert_tasks", "utc", "utc_or_none"]
@@ -60,6 +60,7 @@ def copy_task(task: ScheduledTask) -> ScheduledTask:
         updated_at=utc_or_none(task.updated_at),
         last_run_at=utc_or_none(task.last_run_at),
         next_run_at=utc_or_none(task.next_run_at),
+        anchor_at=utc_or_none(task.anchor_at),
     )
     for column in COLUMNS:
         setattr(clone, column, getattr(task, column))
@@ -85,23 +86,32 @@ async def find_task(session: AsyncSession, id_or_name: str, agent_name: str | No
 
 
 async def upsert_tasks(
-    session: AsyncSession, tasks: Sequence[ScheduledTask], prune_source: str | None, now: datetime
+    session: AsyncSession,
+    tasks: Sequence[ScheduledTask],
+    prune_source: str | None,
+    now: datetime,
+    *,
+    create_only: bool = False,
 ) -> tuple[list[ScheduledTask], list[str]]:
     """Create or update ``tasks`` (by id when set, else by agent and name) in the caller's transaction.
 
-    A task whose schedule signature changes gets ``next_run_at`` re-planned from ``now``. With
-    ``prune_source``, the agents' other tasks from that source are deleted. Returns detached copies of the
-    stored tasks and the ids deleted.
+    A task whose schedule signature changes gets ``next_run_at`` re-planned from ``now`` and, when its
+    interval counts from registration, ``anchor_at = now`` (the same definition registered again keeps
+    both). With ``prune_source``, the agents' other tasks from that source are deleted. Returns detached
+    copies of the stored tasks and the ids deleted. ``create_only``: an existing task
+    raises :class:`DuplicateTask`.
     """
     stored: list[ScheduledTask] = []
     for task in tasks:
-        trigger = task_trigger(task)
+        task_trigger(task)  # invalid definitions fail before anything is written
         row = await session.get(ScheduledTask, task.id) if task.id else None
         if row is None:
             query = select(ScheduledTask).where(
                 ScheduledTask.agent_name == task.agent_name, ScheduledTask.name == task.name
             )
             row = (await session.execute(query)).scalar_one_or_none()
+        if row is not None and create_only:
+            raise DuplicateTask(f"a task named {task.name!r} already exists for agent {task.agent_name!r}")
         if row is None:
             row = ScheduledTask(agent_name=task.agent_name, name=task.name, source=None)
             if task.id:
@@ -118,7 +128,10 @@ async def upsert_tasks(
             if getattr(row, column) != value:
                 setattr(row, column, value)
         if old_sig != signature(row):
-            row.next_run_at = trigger.next_after(now) if row.enabled else None
+            # Ticks count from here: whole milliseconds, as the index stores them.
+            registered = now.replace(microsecond=now.microsecond // 1000 * 1000)
+            row.anchor_at = registered if anchored_at_registration(row) else None
+            row.next_run_at = task_trigger(row).next_after(now) if row.enabled else None
         await session.flush()
         stored.append(row)
     removed: list[str] = []

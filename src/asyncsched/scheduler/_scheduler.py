@@ -29,9 +29,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from .._misuse import async_api
 from .._redis import create_redis
 from ..config import Settings, get_settings
-from ..exceptions import DuplicateTask
+from ..exceptions import DuplicateTask, InvalidValue
 from ..store.models import ScheduledTask
 from ._definition import build_task, policy_of, task_trigger
 from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
@@ -87,8 +88,9 @@ class TaskScheduler:
             await scheduler.run()  # fire until cancelled (any number of replicas may do this)
 
     ``db`` is any object with ``.engine`` and ``.session()`` (``asyncsched.store.Database``); without it an
-    engine is made from ``settings.database_url``. Tables must exist (``asyncsched db upgrade`` or
-    ``Base.metadata.create_all``). ``queue`` is the ``TaskQueue`` runs go to (default: one on ``redis``).
+    engine is made from ``settings.database_url`` and migrated on first use (with ``db`` given, its
+    tables must exist: ``asyncsched db upgrade``, :func:`asyncsched.init_db` or ``Database.migrate``).
+    ``queue`` is the ``TaskQueue`` runs go to (default: one on ``redis``).
     Methods also work without ``async with``; resources open on first use and close in :meth:`aclose`.
     """
 
@@ -153,11 +155,11 @@ class TaskScheduler:
                 self._engine = self._db.engine
                 self._sessions = self._db.session
             else:
-                # Our own handle on the configured database: the embedded SQLite default is created and
-                # migrated on first use, as everywhere else (PostgreSQL needs `asyncsched db upgrade`).
+                # Our own handle on the configured database, created or migrated on first use as by every
+                # entry point (any dialect; concurrent first uses are serialised by the store).
                 from ..store import Database
 
-                owned = Database(settings=self.settings)
+                owned = Database(settings=self.settings, auto_migrate=True)
                 await owned.__aenter__()
                 self._owned_db = owned
                 self._engine = owned.engine
@@ -203,6 +205,7 @@ class TaskScheduler:
         return self._index
 
     # ------------------------------------------------------------------ definitions
+    @async_api("TaskScheduler")
     async def load_tasks_from_yaml(
         self, path: str | os.PathLike[str], agent_name: str | None = None, *, check_import: bool = True
     ) -> list[ScheduledTask]:
@@ -215,23 +218,28 @@ class TaskScheduler:
             load_tasks, path, agent_name or self.settings.agent, check_import=check_import
         )
 
-    async def register_task(self, task: ScheduledTask | None = None, /, **definition: Any) -> ScheduledTask:
+    @async_api("TaskScheduler")
+    async def register_task(
+        self, task: ScheduledTask | None = None, /, *, create_only: bool = False, **definition: Any
+    ) -> ScheduledTask:
         """Create or update (by agent and name) one task; returns the stored task.
 
         Pass a :class:`ScheduledTask` (e.g. from :meth:`load_tasks_from_yaml`), or keyword fields as in
         YAML plus ``agent_name`` and optionally ``trigger=`` (an APScheduler 3 trigger or one of ours).
         Registering the same definition again changes nothing; a changed schedule re-plans from now.
+        ``create_only=True`` raises :class:`DuplicateTask` instead of updating an existing task (of
+        concurrent creates of one name exactly one wins, by the table's unique constraint).
         """
         if task is None:
             definition.setdefault("agent_name", self.settings.agent)
             task = await asyncio.to_thread(partial(build_task, **definition))  # imports user code
         elif definition:
             raise TypeError("pass either a ScheduledTask or keyword fields, not both")
-        stored = await self.register_tasks([task])
+        stored = await self.register_tasks([task], create_only=create_only)
         return stored[0]
 
     async def register_tasks(
-        self, tasks: Sequence[ScheduledTask], *, prune_source: str | None = None
+        self, tasks: Sequence[ScheduledTask], *, prune_source: str | None = None, create_only: bool = False
     ) -> list[ScheduledTask]:
         """Create or update every task in one transaction (all or nothing).
 
@@ -241,9 +249,14 @@ class TaskScheduler:
         for _attempt in range(3):
             try:
                 async with self._session() as session, session.begin():
-                    stored, removed = await upsert_tasks(session, tasks, prune_source, self.clock())
+                    stored, removed = await upsert_tasks(
+                        session, tasks, prune_source, self.clock(), create_only=create_only
+                    )
                 break
             except IntegrityError as exc:  # another process inserted the same (agent, name): update it
+                if create_only:
+                    names = ", ".join(f"{t.agent_name}/{t.name}" for t in tasks)
+                    raise DuplicateTask(f"a task with this agent and name already exists ({names})") from None
                 error = exc
         else:
             raise DuplicateTask(f"cannot store the task(s): {str(error.orig).splitlines()[0]}") from None
@@ -255,6 +268,7 @@ class TaskScheduler:
         await self.index.notify()
         return stored
 
+    @async_api("TaskScheduler")
     async def register_file(
         self, path: str | os.PathLike[str], agent_name: str | None = None, *, prune: bool = True
     ) -> list[ScheduledTask]:
@@ -273,11 +287,13 @@ class TaskScheduler:
             return
         await self.index.sync(task.id, signature(task), to_ms(utc(task.next_run_at)))
 
+    @async_api("TaskScheduler")
     async def get_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
         """One task by id, or by name (within ``agent_name`` when given). Raises :class:`TaskNotFound`."""
         async with self._session() as session:
             return copy_task(await find_task(session, id_or_name, agent_name))
 
+    @async_api("TaskScheduler")
     async def list_tasks(self, agent_name: str | None = None) -> list[ScheduledTask]:
         """Every task (of one agent), ordered by agent and name."""
         query = select(ScheduledTask).order_by(ScheduledTask.agent_name, ScheduledTask.name)
@@ -334,6 +350,7 @@ class TaskScheduler:
         await self.index.notify(task.id)
         return task
 
+    @async_api("TaskScheduler")
     async def unregister_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
         """Delete a task (by id or name); returns what was deleted. Raises :class:`TaskNotFound`."""
         async with self._session() as session, session.begin():
@@ -473,6 +490,12 @@ class TaskScheduler:
         job_id = job_id_for(task.id, tick)
         try:
             await self._enqueue(task, job_id, tick)
+        except InvalidValue as exc:  # the task's own arguments are refused: retrying cannot help
+            log.error(
+                "task %s/%s: tick %s not enqueued: %s", task.agent_name, task.name, tick.isoformat(), exc
+            )
+            await self.index.done(task.id, to_ms(tick))
+            return None
         except Exception:
             log.exception("enqueue of %s failed; another attempt follows when its lease expires", job_id)
             return None

@@ -8,8 +8,11 @@ Three kinds, chosen by a task's ``type``:
   Evaluated on the wall clock of the task's IANA time zone (default UTC).
 * ``interval`` — ``"<number> <unit>"`` with unit second/minute/hour/day/week (singular or plural, also
   ``s``/``sec``/``m``/``min``/``h``/``hr``/``d``/``w``). Absolute elapsed time, unaffected by DST. Ticks are
-  ``anchor + k * interval``; the anchor is the Unix epoch unless the task sets ``start``, so every replica
-  computes the same ticks and ``"5 minutes"`` fires at :00, :05, :10...
+  ``anchor + k * interval``. A stored task's anchor is its ``start``, else the instant its schedule was
+  registered (``ScheduledTask.anchor_at``, in SQL, so every replica computes the same ticks): ``"5 minutes"``
+  registered at 21:02:04 fires at 21:07:04, 21:12:04... With ``align: epoch`` the anchor is the Unix epoch
+  (``"5 minutes"`` at :00, :05, :10; ``"1 week"`` on Thursdays, 1970-01-01 was one). A bare
+  :class:`IntervalTrigger` without ``anchor`` counts from the epoch.
 * ``date`` — one instant (ISO 8601; naive times are read in the task's zone); fires once.
 
 DST rule for cron (``docs/scheduler.md``): the expression is matched against local wall-clock times. A wall

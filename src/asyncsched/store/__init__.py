@@ -1,7 +1,8 @@
 """Durable state in SQL: models, the database handle, migrations, repositories and the history recorder.
 
 * :class:`Database` — engine + sessions + Alembic migrations shipped in ``store/migrations``.
-* :class:`ExecutionRepository`, :class:`EventRepository` — paged, filtered reads for the API and CLI.
+* :class:`ExecutionRepository`, :class:`EventRepository`, :class:`TaskRepository` — paged, filtered reads for
+  the API and CLI (``list_for_display`` pages survive rows that cannot be loaded: :class:`UnreadableRow`).
 * :class:`Recorder` — writes the lifecycle stream and the event log to SQL in batches, off the hot path.
 """
 
@@ -15,8 +16,10 @@ from ._repository import (
     ExecutionRepository,
     Page,
     PruneResult,
+    UnreadableRow,
     prune,
 )
+from ._tasks import TaskRepository
 from .engine import check_database, create_engine, normalize_database_url, session_factory
 from .models import Base, EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
 
@@ -36,6 +39,8 @@ __all__ = [
     "ScheduleType",
     "ScheduledTask",
     "TaskExecution",
+    "TaskRepository",
+    "UnreadableRow",
     "check_database",
     "create_engine",
     "normalize_database_url",

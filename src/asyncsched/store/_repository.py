@@ -3,31 +3,29 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 
 from ..exceptions import AsyncschedError
 from ._database import Database
+from ._pages import MAX_LIMIT, Page, UnreadableRow, read_page
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = [
+    "MAX_LIMIT",
     "EventNotFound",
     "EventRepository",
     "ExecutionNotFound",
     "ExecutionRepository",
     "Page",
     "PruneResult",
+    "UnreadableRow",
     "prune",
 ]
-
-T = TypeVar("T")
-
-MAX_LIMIT = 1000
-"""Largest page a repository returns, whatever ``limit`` asks for."""
 
 
 class ExecutionNotFound(AsyncschedError, LookupError):
@@ -38,39 +36,8 @@ class EventNotFound(AsyncschedError, LookupError):
     """No persisted event with this id."""
 
 
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a list: ``items`` at ``offset``, out of ``total`` matching rows."""
-
-    items: list[T]
-    total: int
-    offset: int
-    limit: int
-
-    @property
-    def has_more(self) -> bool:
-        """Whether rows follow this page."""
-        return self.offset + len(self.items) < self.total
-
-
-def _check_page(offset: int, limit: int) -> tuple[int, int]:
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    if limit <= 0:
-        raise ValueError(f"limit must be > 0, got {limit}")
-    return offset, min(limit, MAX_LIMIT)
-
-
 def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-async def _page(db: Database, query: Select[Any], order: Sequence[Any], offset: int, limit: int) -> Page[Any]:
-    offset, limit = _check_page(offset, limit)
-    async with db.session() as session:
-        total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-        rows = (await session.scalars(query.order_by(*order).offset(offset).limit(limit))).all()
-    return Page(list(rows), int(total or 0), offset, limit)
 
 
 def _statuses(status: str | Iterable[str] | None) -> list[str] | None:
@@ -155,9 +122,29 @@ class ExecutionRepository:
             job_id=job_id,
             task_name=task_name,
         )
+        return await read_page(self.db, select(TaskExecution).where(*where), self._ORDER, offset, limit)
+
+    _ORDER = (TaskExecution.created_at.desc(), TaskExecution.job_id.desc(), TaskExecution.attempt.desc())
+
+    async def list_for_display(
+        self, offset: int = 0, limit: int = 50, **filters: Any
+    ) -> Page[TaskExecution | UnreadableRow]:
+        """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
+        comes back as an :class:`UnreadableRow` instead of failing the page."""
+        where = self._filters(
+            agent_name=filters.pop("agent_name", None),
+            status=filters.pop("status", None),
+            task_id=filters.pop("task_id", None),
+            since=filters.pop("since", None),
+            until=filters.pop("until", None),
+            queue=filters.pop("queue", None),
+            job_id=filters.pop("job_id", None),
+            task_name=filters.pop("task_name", None),
+        )
+        if filters:
+            raise TypeError(f"unknown execution filters: {', '.join(sorted(filters))}")
         query = select(TaskExecution).where(*where)
-        order = (TaskExecution.created_at.desc(), TaskExecution.job_id.desc(), TaskExecution.attempt.desc())
-        return await _page(self.db, query, order, offset, limit)
+        return await read_page(self.db, query, self._ORDER, offset, limit, model=TaskExecution)
 
     async def get(self, id_or_job_id: str) -> TaskExecution:
         """The execution with this id, else the latest attempt of the job with this id.
@@ -276,27 +263,23 @@ class EventRepository:
         every ``agent`` given as a target only through ``target_agent``. ``since`` is inclusive, ``until``
         exclusive.
         """
-        em = EventMessage
-        where: list[ColumnElement[bool]] = []
-        if event_type is not None and event_type != "*":
-            if event_type.endswith("*"):
-                prefix = event_type[:-1]
-                escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                where.append(em.event_type.like(f"{escaped}%", escape="\\"))
-            else:
-                where.append(em.event_type == event_type)
-        if agent is not None:
-            where.append(or_(em.source_agent == agent, em.target_agent == agent))
-        if source_agent is not None:
-            where.append(em.source_agent == source_agent)
-        if target_agent is not None:
-            where.append(em.target_agent == target_agent)
-        if since is not None:
-            where.append(em.created_at >= _aware(since))
-        if until is not None:
-            where.append(em.created_at < _aware(until))
+        where = _event_filters(event_type, agent, since, until, source_agent, target_agent)
         query = select(EventMessage).where(*where)
-        return await _page(self.db, query, (em.created_at.desc(), em.id.desc()), offset, limit)
+        return await read_page(self.db, query, self._ORDER, offset, limit)
+
+    _ORDER = (EventMessage.created_at.desc(), EventMessage.id.desc())
+
+    async def list_for_display(
+        self, offset: int = 0, limit: int = 50, **filters: Any
+    ) -> Page[EventMessage | UnreadableRow]:
+        """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
+        comes back as an :class:`UnreadableRow` instead of failing the page."""
+        names = ("event_type", "agent", "since", "until", "source_agent", "target_agent")
+        unknown = set(filters) - set(names)
+        if unknown:
+            raise TypeError(f"unknown event filters: {', '.join(sorted(unknown))}")
+        query = select(EventMessage).where(*_event_filters(*(filters.get(n) for n in names)))
+        return await read_page(self.db, query, self._ORDER, offset, limit, model=EventMessage)
 
     async def prune(self, older_than: timedelta | datetime) -> int:
         """Delete events created before ``older_than`` (an age or a cutoff); return how many."""
@@ -304,6 +287,36 @@ class EventRepository:
         async with self.db.session() as session, session.begin():
             result = await session.execute(delete(EventMessage).where(EventMessage.created_at < cutoff))
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _event_filters(
+    event_type: str | None,
+    agent: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    source_agent: str | None,
+    target_agent: str | None,
+) -> list[ColumnElement[bool]]:
+    em = EventMessage
+    where: list[ColumnElement[bool]] = []
+    if event_type is not None and event_type != "*":
+        if event_type.endswith("*"):
+            prefix = event_type[:-1]
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(em.event_type.like(f"{escaped}%", escape="\\"))
+        else:
+            where.append(em.event_type == event_type)
+    if agent is not None:
+        where.append(or_(em.source_agent == agent, em.target_agent == agent))
+    if source_agent is not None:
+        where.append(em.source_agent == source_agent)
+    if target_agent is not None:
+        where.append(em.target_agent == target_agent)
+    if since is not None:
+        where.append(em.created_at >= _aware(since))
+    if until is not None:
+        where.append(em.created_at < _aware(until))
+    return where
 
 
 def _cutoff(older_than: timedelta | datetime) -> datetime:

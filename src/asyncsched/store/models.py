@@ -133,6 +133,10 @@ class ScheduledTask(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_run_at: Mapped[datetime | None] = mapped_column(default=None)
     next_run_at: Mapped[datetime | None] = mapped_column(default=None)
+    anchor_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Interval tasks: when the current schedule was registered, the instant its ticks count from
+    (``anchor + k * interval``); set by the scheduler, the same for every replica. ``None``: Unix epoch
+    (``align: epoch``, and tasks stored before this column existed)."""
 
     def __repr__(self) -> str:
         return f"<ScheduledTask {self.agent_name}/{self.name} {self.type} {self.schedule!r}>"

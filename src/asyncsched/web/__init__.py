@@ -19,13 +19,15 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from ..config import Settings
 from ._live import LiveFeed
 from ._router import SchedulerRouter, create_router
+from ._security import host_ok, host_refusal
 from ._services import ComponentUnavailable, Services
 from ._spec import openapi_document
 
@@ -60,6 +62,9 @@ def create_app(
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
 
     async def root(request: Request) -> Response:
+        settings = services.settings
+        if not host_ok(request, settings.api_token, settings.allowed_hosts):
+            return JSONResponse({"detail": host_refusal(request)}, status_code=400)
         return RedirectResponse(f"{request.scope.get('root_path', '')}{prefix}/dashboard")
 
     routes: list[Route | Mount] = [Mount(prefix, router)] if prefix else []
@@ -67,4 +72,17 @@ def create_app(
         routes.insert(0, Route("/", root, methods=["GET"]))
     else:
         routes.append(Mount("", router))
-    return Starlette(routes=routes, **starlette_options)
+    handlers: dict[Any, Any] = {HTTPException: _http_error, Exception: _server_error}
+    handlers.update(starlette_options.pop("exception_handlers", None) or {})
+    return Starlette(routes=routes, exception_handlers=handlers, **starlette_options)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Every error of the app outside the API's own routes (unknown paths, 405s) as JSON."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """An unexpected error as JSON (the traceback goes to the log, never to the client)."""
+    return JSONResponse({"detail": "internal error (see the server log)"}, status_code=500)

@@ -9,24 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import zoneinfo
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..exceptions import DuplicateTask, InvalidJob, JobNotFound, TaskDefinitionError, TaskNotFound
+from ..exceptions import AsyncschedError, InvalidJob, JobNotFound, TaskDefinitionError
 from ..queue import RateLimit, Repeat
-from ._live import event_to_dict, matches
-from ._rqscheduler import list_rq_scheduler_jobs
+from ._live import matches
+from ._rqscheduler import list_rq_scheduler_jobs as _rq_scheduler_jobs
 from ._security import API_SOURCE, check_function, function_allowed
-from ._serialize import ApiJSON, execution_to_dict, job_to_dict, plain, task_to_dict, worker_to_dict
+from ._serialize import (
+    ApiJSON,
+    display_item,
+    event_view,
+    execution_to_dict,
+    job_to_dict,
+    plain,
+    task_to_dict,
+    worker_to_dict,
+)
 from ._services import Services, _import
 from ._validation import FieldError, ValidationFailed, error, parse_datetime
 
 __all__ = ["Handlers"]
+
+log = logging.getLogger("asyncsched.web")
 
 KEEPALIVE = 15.0
 """Seconds between SSE comments that keep proxies from closing an idle stream."""
@@ -48,13 +61,43 @@ def problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> l
     return [error(loc(p.field), p.message) for p in exc.problems] or [error(loc(None), str(exc))]
 
 
-def _items(page: Any) -> tuple[list[Any], int | None]:
-    """Items and total of a repository ``Page`` (or a plain list)."""
+def _page(page: Any, view: Callable[[Any], dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """``{"items", "total", "offset", "limit"}`` of a repository ``Page`` (already cut) or of a whole
+    list (cut here); each item shown by :func:`display_item`, so one bad item cannot fail the page."""
+    offset, limit = params["offset"], params["limit"]
     if isinstance(page, list | tuple):
-        return list(page), len(page)
-    items = list(getattr(page, "items", []) or [])
-    total = getattr(page, "total", None)
-    return items, total
+        total, items = len(page), list(page)[offset : offset + limit]
+    else:
+        total, items = page.total, list(page.items)
+    return {
+        "items": [display_item(item, view) for item in items],
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+    }
+
+
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    LookupError,  # 404
+    AsyncschedError,  # mapped by the router
+    OperationalError,  # 503: the database, not the row
+    InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
+async def _one(load: Awaitable[Any], view: Callable[[Any], dict[str, Any]], key: str) -> dict[str, Any]:
+    """One stored item for display: a row that cannot be loaded is answered degraded, like in lists."""
+    try:
+        row = await load
+    except _PASS_THROUGH:
+        raise
+    except Exception as exc:
+        line = (str(exc).splitlines() or [""])[0][:200]
+        log.warning("cannot load %s: %s: %s", key, type(exc).__name__, line)
+        return {"id": key, "degraded": f"row cannot be read: {type(exc).__name__}: {line}"}
+    return display_item(row, view)
 
 
 class Handlers:
@@ -63,14 +106,18 @@ class Handlers:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    list_rq_scheduler_jobs = list_rq_scheduler_jobs  # GET /rq-scheduler/jobs (web/_rqscheduler.py)
+    async def list_rq_scheduler_jobs(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        """GET /rq-scheduler/jobs (web/_rqscheduler.py), paged like every list (``total``: the readable
+        jobs, which the pages cover)."""
+        data = await _rq_scheduler_jobs(self, request, params, body)
+        return {**data, **_page(list(data["items"]), dict, params)}
 
     # -- tasks -------------------------------------------------------------------------------------
 
     async def _trusted_functions(self) -> set[str]:
-        scheduler = await self.services.scheduler()
-        tasks = await scheduler.list_tasks()
-        return {t.function for t in tasks if getattr(t, "source", None) != API_SOURCE}
+        tasks = await self.services.tasks()
+        functions: set[str] = await tasks.functions(exclude_source=API_SOURCE)
+        return functions
 
     async def _check_function(self, function: str) -> None:
         """The one function rule (403 when not allowed, 422 naming ``function`` when it does not resolve)."""
@@ -107,16 +154,13 @@ class Handlers:
         await self._check_function(body["function"])
         scheduler = await self.services.scheduler()
         agent = body.get("agent_name") or settings.agent
-        try:
-            await scheduler.get_task(body["name"], agent_name=agent)
-        except TaskNotFound:
-            pass
-        else:
-            raise DuplicateTask(f"a task named {body['name']!r} already exists for agent {agent!r}")
         definition = {k: v for k, v in body.items() if k != "agent_name" and v is not None}
         try:
-            # Validated again by the scheduler exactly as a YAML task (including that the function imports).
-            stored = await scheduler.register_task(agent_name=agent, source=API_SOURCE, **definition)
+            # Validated again by the scheduler exactly as a YAML task (including that the function imports);
+            # create_only: of concurrent creates of one name, the table's unique constraint lets one win.
+            stored = await scheduler.register_task(
+                agent_name=agent, source=API_SOURCE, create_only=True, **definition
+            )
         except TaskDefinitionError as exc:
             raise ValidationFailed(problems_to_errors(exc, None)) from None
         data = task_to_dict(stored)
@@ -125,17 +169,21 @@ class Handlers:
         )
 
     async def list_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Any:
-        scheduler = await self.services.scheduler()
-        tasks = await scheduler.list_tasks(agent_name=params.get("agent"))
-        items = [task_to_dict(t) for t in tasks]
-        return {"items": items, "total": len(items)}
+        tasks = await self.services.tasks()
+        page = await tasks.list_for_display(
+            agent_name=params.get("agent_name"),
+            enabled=params.get("enabled"),
+            offset=params["offset"],
+            limit=params["limit"],
+        )
+        return _page(page, task_to_dict, params)
 
     async def _task(self, params: dict[str, Any]) -> Any:
         scheduler = await self.services.scheduler()
-        return await scheduler.get_task(params["task_id"], agent_name=params.get("agent"))
+        return await scheduler.get_task(params["task_id"], agent_name=params.get("agent_name"))
 
     async def get_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
-        return task_to_dict(await self._task(params))
+        return await _one(self._task(params), task_to_dict, params["task_id"])
 
     async def delete_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         task = await self._task(params)
@@ -166,26 +214,15 @@ class Handlers:
 
     async def list_executions(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         repo = await self.services.executions()
-        page = await repo.list(
-            agent_name=params.get("agent"),
-            status=params.get("status"),
-            task_id=params.get("task_id"),
-            since=params.get("since"),
-            until=params.get("until"),
-            offset=params["offset"],
-            limit=params["limit"],
+        filters = ("agent_name", "status", "task_id", "task_name", "job_id", "queue", "since", "until")
+        page = await repo.list_for_display(
+            offset=params["offset"], limit=params["limit"], **{name: params.get(name) for name in filters}
         )
-        items, total = _items(page)
-        return {
-            "items": [execution_to_dict(e) for e in items],
-            "total": total,
-            "offset": params["offset"],
-            "limit": params["limit"],
-        }
+        return _page(page, execution_to_dict, params)
 
     async def get_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         repo = await self.services.executions()
-        return execution_to_dict(await repo.get(params["execution_id"]))
+        return await _one(repo.get(params["execution_id"]), execution_to_dict, params["execution_id"])
 
     async def cancel_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         key = params["execution_id"]
@@ -263,32 +300,24 @@ class Handlers:
     async def list_queues(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         queue = await self.services.queue()
         counts = await queue.queue_counts()
-        items = [{"name": name, "counts": dict(c)} for name, c in sorted(counts.items())]
-        return {"items": items}
+        rows = [{"name": name, "counts": c} for name, c in sorted(counts.items())]
+        return _page(rows, lambda row: {"name": row["name"], "counts": dict(row["counts"])}, params)
 
     async def list_workers(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         queue = await self.services.queue()
-        return {"items": [worker_to_dict(w) for w in await queue.workers()]}
+        workers = sorted(await queue.workers(), key=lambda w: str(getattr(w, "name", "")))
+        return _page(workers, worker_to_dict, params)
 
     # -- events ------------------------------------------------------------------------------------
 
     async def list_events(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         repo = await self.services.events()
-        page = await repo.list(
-            event_type=params.get("event_type"),
-            agent=params.get("agent"),
-            since=params.get("since"),
-            offset=params["offset"],
-            limit=params["limit"],
+        filters = ("event_type", "agent", "source_agent", "target_agent", "since", "until")
+        page = await repo.list_for_display(
+            offset=params["offset"], limit=params["limit"], **{name: params.get(name) for name in filters}
         )
-        items, total = _items(page)
-        return {
-            "items": [event_to_dict(e) for e in items],
-            "total": total,
-            "offset": params["offset"],
-            "limit": params["limit"],
-            "source": "database",
-        }
+        view = event_view(self.services.settings.max_payload_bytes)
+        return {**_page(page, view, params), "source": "database"}
 
     async def stream_events(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         feed = await self.services.live()

@@ -8,37 +8,41 @@ routes can bypass it. CORS is a Starlette ``CORSMiddleware`` wrapped around the 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._boundary import loads_json
 from ..exceptions import (
     AsyncschedError,
     BackendUnavailable,
     DuplicateTask,
     FunctionNotAllowed,
+    InvalidValue,
     RedisRefused,
     TaskDefinitionError,
     UnsupportedURL,
 )
+from ._compat import RouterBase
 from ._handlers import Conflict, Handlers, prefix_of, problems_to_errors
 from ._metrics import CONTENT_TYPE, RequestCounter, render_metrics
-from ._security import same_origin_ok, token_ok
+from ._security import host_ok, host_refusal, same_origin_ok, token_ok
 from ._serialize import ApiJSON
 from ._services import ComponentUnavailable, Services
 from ._spec import OPERATIONS, SCHEMAS, Operation, openapi_document
-from ._validation import ValidationFailed, coerce_query, error, validate
+from ._validation import ValidationFailed, coerce_query, error, parse_query_string, validate
 
 __all__ = ["SchedulerRouter", "create_router"]
 
@@ -66,7 +70,22 @@ def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> 
     return ApiJSON({"detail": detail}, status_code=status, headers=headers)
 
 
+def _declared_length(conn: HTTPConnection) -> int | None:
+    """The ``Content-Length`` header's value; :class:`_BadLength` when it is not a number."""
+    raw = conn.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or len(raw) > 30:
+        raise _BadLength
+    return int(raw)
+
+
 async def _read_json(request: Request) -> Any:
+    """The body as JSON: the declared length decides 413 before anything is read; then strict UTF-8,
+    bounded nesting, no NaN/Infinity (:func:`asyncsched._boundary.loads_json`)."""
+    declared = _declared_length(request)
+    if declared is not None and declared > MAX_BODY:
+        raise _TooLarge
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -78,32 +97,140 @@ async def _read_json(request: Request) -> Any:
     if not raw.strip():
         raise ValidationFailed([error(("body",), "a JSON body is required", "missing")])
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationFailed([error(("body",), f"invalid JSON: {exc}", "json_invalid")]) from None
+        return loads_json(raw)
+    except InvalidValue as exc:
+        kind = "json_invalid" if exc.reason.startswith("invalid JSON") else "value_error"
+        raise ValidationFailed([error(_loc(exc.field), exc.reason, kind)]) from None
+
+
+def _loc(field: str) -> tuple[str | int, ...]:
+    """``"body"``, ``"args.0"``, ``"kwargs.to"`` as a 422 ``loc`` under ``body``."""
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in field.split(".")]
+    return tuple(parts) if parts[:1] == ["body"] else ("body", *parts)
+
+
+async def _inputs(
+    op: Operation, body_schema: dict[str, Any] | None, request: Request
+) -> tuple[dict[str, Any], Any]:
+    """The operation's typed parameters and validated body; :class:`ValidationFailed`, ``_TooLarge``..."""
+    declared = _declared_length(request)
+    if declared is not None and declared > MAX_BODY:
+        raise _TooLarge
+    _check_path_utf8(request)
+    query = parse_query_string(request.scope.get("query_string", b""))
+    params = coerce_query(query, op.params, request.path_params)
+    body: Any = None
+    if body_schema is not None:
+        body = await _read_json(request)
+        problems = validate(body, body_schema)
+        if problems:
+            raise ValidationFailed(problems)
+    return params, body
+
+
+def _check_path_utf8(request: Request) -> None:
+    """Path parameters must be percent-encoded UTF-8 (servers decode invalid bytes to U+FFFD silently)."""
+    raw = request.scope.get("raw_path")
+    if not raw or b"%" not in raw:
+        return
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        names = [name for name, value in request.path_params.items() if "\ufffd" in str(value)] or ["path"]
+        raise ValidationFailed(
+            [error(("path", name), "not valid UTF-8 (percent-decoded)", "unicode_error") for name in names]
+        ) from None
+
+
+def _is_health(scope: Scope) -> bool:
+    """Whether the request is for ``/health`` relative to where the router is mounted."""
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+    return (path[len(root) :] if root and path.startswith(root) else path) == "/health"
 
 
 class _TooLarge(Exception):
     pass
 
 
-class SchedulerRouter(Router):
-    """The API and dashboard as a Starlette ``Router`` (an ASGI app; mount it at any prefix)."""
+class _BadLength(Exception):
+    pass
+
+
+def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class _JSONRoute(Route):
+    """A ``Route`` whose 405 (method not allowed) answers JSON, like every other error of the API."""
+
+    allow: list[str] | None = None
+    """Every method served at this path (by this and sibling routes), for the ``Allow`` header."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allow = ", ".join(self.allow or sorted(self.methods))
+            response = _json_error(405, f"method {scope['method']} not allowed here", {"allow": allow})
+            await response(scope, receive, send)
+            return
+        await super().handle(scope, receive, send)
+
+
+class SchedulerRouter(RouterBase):
+    """The API and dashboard as a Starlette ``Router`` (an ASGI app; mount it at any prefix).
+
+    With FastAPI installed it is also a FastAPI ``APIRouter`` (see ``_compat.py``), so
+    ``app.include_router(scheduler_router, prefix=..., tags=...)`` works on the same object.
+    """
 
     def __init__(self, services: Services | None = None) -> None:
         self.services = services if services is not None else Services()
         self.handlers = Handlers(self.services)
         self.requests = RequestCounter()
-        routes: list[Route | Mount] = [Route("/", self._index, methods=["GET"], name="index")]
-        routes.extend(
-            Route(op.path, self._endpoint(op), methods=[op.method], name=op.name) for op in OPERATIONS
-        )
+        routes: list[Route | Mount] = [_JSONRoute("/", self._index, methods=["GET"], name="index")]
+        for op in OPERATIONS:
+            route = _JSONRoute(op.path, self._endpoint(op), methods=[op.method], name=op.name)
+            route.allow = sorted({o.method for o in OPERATIONS if o.path == op.path})
+            routes.append(route)
         routes.append(Mount("/static", StaticFiles(packages=[_STATIC]), name="static"))
-        super().__init__(routes=routes)
+        super().__init__(routes=routes, default=self._not_found)
         self._cors_app: ASGIApp | None = None
         self._cors_checked = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            settings = self.services.settings
+            conn = HTTPConnection(scope)
+            if not host_ok(conn, settings.api_token, settings.allowed_hosts) and not _is_health(scope):
+                await _json_error(400, host_refusal(conn))(scope, receive, send)
+                return
+            await self._serve(scope, receive, send)
+            return
+        await self._route(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Route one HTTP request; an ``HTTPException`` raised below (static files' 404, Starlette's own
+        errors when mounted in an app) is answered as JSON when no answer has started."""
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._route(scope, receive, tracked)
+        except HTTPException as exc:
+            if started:
+                raise
+            await _json_error(exc.status_code, str(exc.detail), dict(exc.headers or {}))(scope, receive, send)
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().not_found(scope, receive, send)
+            return
+        await _json_error(404, f"no such route: {scope.get('path', '')[:200]}")(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not self._cors_checked:
             origins = self.services.settings.cors_origins
             if origins:
@@ -138,24 +265,20 @@ class SchedulerRouter(Router):
     async def _answer(
         self, op: Operation, handler: Handler, body_schema: dict[str, Any] | None, request: Request
     ) -> Response:
-        settings = self.services.settings
-        if op.auth and not token_ok(request, settings.api_token):
-            return _detail(401, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
-        if op.method in ("POST", "DELETE") and not same_origin_ok(request, settings.cors_origins):
-            return _detail(403, "cross-origin request refused (add the origin to ASYNCSCHED_CORS_ORIGINS)")
+        refusal = self._refusal(op, request)
+        if refusal is not None:
+            return refusal
         try:
-            params = coerce_query(request.query_params, op.params, request.path_params)
-            body: Any = None
-            if body_schema is not None:
-                body = await _read_json(request)
-                problems = validate(body, body_schema)
-                if problems:
-                    raise ValidationFailed(problems)
+            params, body = await _inputs(op, body_schema, request)
             result = await handler(request, params, body)
         except ValidationFailed as exc:
             return _detail(422, exc.errors)
+        except InvalidValue as exc:  # from the queue or bus boundary: args, kwargs, payload
+            return _detail(422, [error(_loc(exc.field), exc.reason)])
         except _TooLarge:
             return _detail(413, f"request body larger than {MAX_BODY} bytes")
+        except _BadLength:
+            return _detail(400, "invalid Content-Length header")
         except FunctionNotAllowed as exc:
             return _detail(403, str(exc))
         except DuplicateTask as exc:
@@ -168,7 +291,7 @@ class SchedulerRouter(Router):
             if not isinstance(exc, AsyncschedError):  # a KeyError of ours is a bug, not a 404
                 log.exception("%s %s failed", request.method, request.url.path)
                 return _detail(500, "internal error (see the server log)")
-            return _detail(404, str(exc).strip("'\"") or "not found")
+            return _detail(404, str(exc) or "not found")  # our own message, quotes and all
         except (BackendUnavailable, ComponentUnavailable, UnsupportedURL, RedisRefused) as exc:
             log.warning("%s %s: unavailable: %s", request.method, request.url.path, exc)
             return _detail(503, str(exc))
@@ -184,6 +307,19 @@ class SchedulerRouter(Router):
         if isinstance(result, Response):
             return result
         return ApiJSON(result, status_code=op.status)
+
+    def _refusal(self, op: Operation, request: Request) -> Response | None:
+        """The answer refusing the request before its inputs are read, if any (Host, token, origin)."""
+        settings = self.services.settings
+        # Checked here too for routes copied elsewhere (FastAPI's include_router). /health answers any host
+        # (orchestrators probe by IP), with details only for a host that may see them.
+        if op.name != "health" and not host_ok(request, settings.api_token, settings.allowed_hosts):
+            return _detail(400, host_refusal(request))
+        if op.auth and not token_ok(request, settings.api_token):
+            return _detail(401, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
+        if op.method in ("POST", "DELETE") and not same_origin_ok(request, settings.cors_origins):
+            return _detail(403, "cross-origin request refused (add the origin to ASYNCSCHED_CORS_ORIGINS)")
+        return None
 
     # -- operations served here (not data handlers) ------------------------------------------------
 
@@ -215,7 +351,10 @@ class SchedulerRouter(Router):
     async def _op_health(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         from sqlalchemy import text
 
-        detail = token_ok(request, self.services.settings.api_token)
+        settings = self.services.settings
+        detail = token_ok(request, settings.api_token) and host_ok(
+            request, settings.api_token, settings.allowed_hosts
+        )
         report: dict[str, str] = {}
 
         async def redis_check() -> None:

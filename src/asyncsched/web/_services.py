@@ -130,6 +130,10 @@ class Services:
         """An ``EventRepository`` on :meth:`db`."""
         return await self._get("events", self._build_events)
 
+    async def tasks(self) -> Any:
+        """A ``TaskRepository`` on :meth:`db` (reads for lists; the scheduler writes)."""
+        return await self._get("tasks", self._build_tasks)
+
     def live_if_started(self) -> LiveFeed | None:
         """The live feed if one runs (metrics must not start one)."""
         feed = self._given.get("live") or self._built.get("live")
@@ -201,6 +205,9 @@ class Services:
 
     async def _build_events(self, stack: AsyncExitStack) -> Any:
         return _import("asyncsched.store", "EventRepository")(await self.db())
+
+    async def _build_tasks(self, stack: AsyncExitStack) -> Any:
+        return _import("asyncsched.store", "TaskRepository")(await self.db())
 
     async def _build_live(self, stack: AsyncExitStack) -> LiveFeed:
         feed = LiveFeed()

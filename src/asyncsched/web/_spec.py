@@ -14,7 +14,7 @@ from .._version import __version__
 from ..scheduler._fields import function_schema, name_schema, task_schema
 from ._rqscheduler import RQ_SCHEDULER_SCHEMAS
 
-__all__ = ["OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
+__all__ = ["LINKS", "OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 """No control characters (ids, names and patterns in paths and queries)."""
@@ -25,6 +25,26 @@ _function = function_schema()
 _datetime = {"type": ["string", "null"], "format": "date-time"}
 _any_list = {"type": "array", "maxItems": 100}
 _any_object = {"type": "object", "maxProperties": 100}
+_degraded = {
+    "type": "string",
+    "description": "Present only when the stored item could not be shown as is: what was changed or left "
+    "out (the rest of the page is unaffected).",
+}
+
+
+def _page_of(item: str, **extra: Any) -> dict[str, Any]:
+    """A page of a list: ``items`` at ``offset`` (at most ``limit``) out of ``total``."""
+    return {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+            "total": {"type": "integer", "description": "Items matching the filters, on all pages."},
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+            **extra,
+        },
+    }
+
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "TaskCreate": task_schema(),
@@ -49,12 +69,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "updated_at": _datetime,
             "last_run_at": _datetime,
             "next_run_at": _datetime,
+            "degraded": _degraded,
         },
     },
-    "TaskList": {
-        "type": "object",
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}},
-    },
+    "TaskList": _page_of("Task"),
     "Execution": {
         "type": "object",
         "properties": {
@@ -75,17 +93,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "result": {},
             "error": {"type": ["string", "null"]},
             "traceback": {"type": ["string", "null"]},
+            "degraded": _degraded,
         },
     },
-    "ExecutionPage": {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
-            "total": {"type": "integer"},
-            "offset": {"type": "integer"},
-            "limit": {"type": "integer"},
-        },
-    },
+    "ExecutionPage": _page_of("Execution"),
     "Event": {
         "type": "object",
         "properties": {
@@ -95,18 +106,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "target_agent": {"type": ["string", "null"]},
             "payload": {"type": "object"},
             "created_at": _datetime,
+            "degraded": _degraded,
         },
     },
-    "EventPage": {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-            "total": {"type": "integer"},
-            "offset": {"type": "integer"},
-            "limit": {"type": "integer"},
-            "source": {"type": "string", "enum": ["database", "live"]},
-        },
-    },
+    "EventPage": _page_of("Event", source={"type": "string", "enum": ["database", "live"]}),
     "JobCreate": {
         "type": "object",
         "additionalProperties": False,
@@ -172,12 +175,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "name": {"type": "string"},
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "degraded": _degraded,
         },
     },
-    "QueueList": {
-        "type": "object",
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}},
-    },
+    "QueueList": _page_of("Queue"),
     "Worker": {
         "type": "object",
         "properties": {
@@ -185,12 +186,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "queues": {"type": "array", "items": {"type": "string"}},
             "state": {"type": ["string", "null"]},
             "last_heartbeat": _datetime,
+            "degraded": _degraded,
         },
     },
-    "WorkerList": {
-        "type": "object",
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}}},
-    },
+    "WorkerList": _page_of("Worker"),
     "Health": {
         "type": "object",
         "properties": {
@@ -236,7 +235,10 @@ def _path(name: str, description: str) -> dict[str, Any]:
     }
 
 
-_agent_q = _q("agent", _name, "Only this agent's items.")
+_agent_q = _q("agent_name", _name, "Only this agent's items.")
+_agent_alias_q = _q("agent", {**_name, "x-alias-of": "agent_name"}, "Same as `agent_name` (older name).")
+_agents = (_agent_q, _agent_alias_q)
+_printable = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE}
 _offset_q = _q("offset", {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 0})
 _limit_q = _q("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50})
 _task_id = _path("task_id", "Task id, or its name (with `agent` to pick the agent).")
@@ -266,77 +268,111 @@ class Operation:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+_paging = (_offset_q, _limit_q)
+_task_ref = (_task_id, *_agents)
+
 OPERATIONS: tuple[Operation, ...] = (
     # The spec's nine endpoints.
     Operation("create_task", "POST", "/tasks", "Create a scheduled task", "tasks",
-              body="TaskCreate", response="Task", status=201, errors=(403, 409, 422)),
+              body="TaskCreate", response="Task", status=201, errors=(403, 409, 413, 422)),
     Operation("list_tasks", "GET", "/tasks", "List scheduled tasks", "tasks",
-              params=(_agent_q,), response="TaskList", errors=(422,)),
+              params=(*_agents, _q("enabled", {"type": "boolean"}, "Only enabled (or disabled) tasks."),
+                      *_paging), response="TaskList", errors=(422,)),
     Operation("get_task", "GET", "/tasks/{task_id}", "Get a scheduled task", "tasks",
-              params=(_task_id, _agent_q), response="Task", errors=(404, 422)),
+              params=_task_ref, response="Task", errors=(404, 422)),
     Operation("delete_task", "DELETE", "/tasks/{task_id}", "Delete a scheduled task", "tasks",
-              params=(_task_id, _agent_q), status=204, errors=(404, 422)),
+              params=_task_ref, status=204, errors=(404, 422)),
     Operation("enable_task", "POST", "/tasks/{task_id}/enable", "Enable a scheduled task", "tasks",
-              params=(_task_id, _agent_q), response="Task", errors=(404, 422)),
+              params=_task_ref, response="Task", errors=(404, 422)),
     Operation("disable_task", "POST", "/tasks/{task_id}/disable", "Disable a scheduled task", "tasks",
-              params=(_task_id, _agent_q), response="Task", errors=(404, 422)),
+              params=_task_ref, response="Task", errors=(404, 422)),
     Operation("list_executions", "GET", "/executions", "List task executions", "executions",
               params=(
-                  _agent_q,
+                  *_agents,
                   _q("status", {"type": "string", "enum": STATUSES}),
-                  _q("task_id", {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE}),
+                  _q("task_id", _printable, "The scheduled task's id."),
+                  _q("task_name", _printable, "The recorded task name (also of ad-hoc jobs)."),
+                  _q("job_id", _printable),
+                  _q("queue", _name),
                   _q("since", {"type": "string", "format": "date-time"}, "Enqueued at or after."),
                   _q("until", {"type": "string", "format": "date-time"}, "Enqueued before."),
-                  _offset_q, _limit_q,
+                  *_paging,
               ), response="ExecutionPage", errors=(422,)),
     Operation("get_execution", "GET", "/executions/{execution_id}", "Get an execution", "executions",
-              params=(_execution_id,), response="Execution", errors=(404,)),
+              params=(_execution_id,), response="Execution", errors=(404, 422)),
     Operation("cancel_execution", "POST", "/executions/{execution_id}/cancel", "Cancel an execution",
-              "executions", params=(_execution_id,), response="JobAccepted", errors=(404, 409)),
+              "executions", params=(_execution_id,), response="JobAccepted", errors=(404, 409, 422)),
     # Operators' additions.
     Operation("run_task", "POST", "/tasks/{task_id}/run", "Run a scheduled task now", "tasks",
-              params=(_task_id, _agent_q), response="JobAccepted", status=202, errors=(404, 422)),
+              params=_task_ref, response="JobAccepted", status=202, errors=(404, 422)),
     Operation("list_rq_scheduler_jobs", "GET", "/rq-scheduler/jobs",
               "rq-scheduler's schedules (asyncsched's scheduler fires them too)", "tasks",
-              response="RQSchedulerJobList"),
+              params=_paging, response="RQSchedulerJobList", errors=(422,)),
     Operation("enqueue_job", "POST", "/jobs", "Enqueue an allow-listed function", "jobs",
-              body="JobCreate", response="JobAccepted", status=202, errors=(403, 422)),
+              body="JobCreate", response="JobAccepted", status=202, errors=(403, 413, 422)),
     Operation("get_job", "GET", "/jobs/{job_id}", "Get a job's live state from Redis", "jobs",
-              params=(_path("job_id", "Job id."),), response="Job", errors=(404,)),
+              params=(_path("job_id", "Job id."),), response="Job", errors=(404, 422)),
     Operation("list_queues", "GET", "/queues", "Queues with job counts per state", "operations",
-              response="QueueList"),
+              params=_paging, response="QueueList", errors=(422,)),
     Operation("list_workers", "GET", "/workers", "Workers with their heartbeats", "operations",
-              response="WorkerList"),
+              params=_paging, response="WorkerList", errors=(422,)),
     Operation("list_events", "GET", "/events", "Recent events", "events",
               params=(
-                  _q("event_type", {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE},
-                     "Exact type or a wildcard pattern such as `task.*`."),
-                  _agent_q,
-                  _q("since", {"type": "string", "format": "date-time"}),
-                  _offset_q, _limit_q,
+                  _q("event_type", _printable, "Exact type or a wildcard pattern such as `task.*`."),
+                  _q("agent", _name, "Source or target agent."),
+                  _q("source_agent", _name),
+                  _q("target_agent", _name),
+                  _q("since", {"type": "string", "format": "date-time"}, "Created at or after."),
+                  _q("until", {"type": "string", "format": "date-time"}, "Created before."),
+                  *_paging,
               ), response="EventPage", errors=(422,)),
     Operation("stream_events", "GET", "/events/stream", "Live events (Server-Sent Events)", "events",
               params=(
-                  _q("event_type", {"type": "string", "minLength": 1, "maxLength": 200, "pattern": PRINTABLE},
-                     "Exact type or a wildcard pattern such as `task.*`."),
-                  _agent_q,
+                  _q("event_type", _printable, "Exact type or a wildcard pattern such as `task.*`."),
+                  _q("agent", _name, "Source or target agent."),
                   _q("replay", {"type": "integer", "minimum": 0, "maximum": 200, "default": 0},
                      "Send this many of the most recent events first."),
               ), content_type="text/event-stream", errors=(422,)),
     Operation("health", "GET", "/health", "Redis and database reachable", "operations",
-              response="Health", errors=(503,), auth=False),
+              response="Health", errors=(422, 503), auth=False),
     Operation("metrics", "GET", "/metrics", "Prometheus metrics", "operations",
-              content_type="text/plain"),
-    Operation("openapi", "GET", "/openapi.json", "This document", "meta", auth=False),
+              content_type="text/plain", errors=(422,)),
+    Operation("openapi", "GET", "/openapi.json", "This document", "meta", auth=False, errors=(422,)),
     Operation("dashboard", "GET", "/dashboard", "The dashboard page", "meta", auth=False,
-              content_type="text/html"),
+              content_type="text/html", errors=(422,)),
 )  # fmt: skip
 
+
+def _link(operation: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation, "parameters": parameters}
+
+
+_TASK_LINKS = {
+    name: _link(name, task_id="$response.body#/id")
+    for name in ("get_task", "delete_task", "enable_task", "disable_task", "run_task")
+}
+_JOB_LINKS = {
+    "get_job": _link("get_job", job_id="$response.body#/job_id"),
+    "get_execution": _link("get_execution", execution_id="$response.body#/job_id"),
+    "cancel_execution": _link("cancel_execution", execution_id="$response.body#/job_id"),
+}
+LINKS: dict[str, dict[str, dict[str, Any]]] = {
+    "create_task": _TASK_LINKS,
+    "enable_task": _TASK_LINKS,
+    "disable_task": _TASK_LINKS,
+    "enqueue_job": _JOB_LINKS,
+    "run_task": _JOB_LINKS,
+}
+"""OpenAPI links of each operation's success answer: which later calls take ids from it (clients and
+stateful testers such as schemathesis follow them)."""
+
 _ERROR_TEXT = {
+    400: "Host not served without a token (DNS rebinding protection; see ASYNCSCHED_ALLOWED_HOSTS)",
     401: "Missing or wrong bearer token",
     403: "Function not on the allow-list",
     404: "Not found",
     409: "Conflict (duplicate task name, or execution already finished)",
+    413: "Request body larger than the limit (decided from Content-Length when given)",
     422: "Invalid request; `detail` lists each offending field",
     503: "A backend (Redis, database, component) is unavailable",
 }
@@ -367,8 +403,11 @@ def openapi_document(root_path: str = "", *, secured: bool = False) -> dict[str,
             if op.content_type == "application/json" and not op.response:
                 schema = {"type": "object"}
             ok["content"] = {op.content_type: {"schema": schema}}
+        if op.name in LINKS:
+            ok["links"] = LINKS[op.name]
         item["responses"][str(op.status)] = ok
-        codes = set(op.errors) | ({401} if op.auth and secured else set()) | {503}
+        # 400: an unknown Host with no token (DNS rebinding protection); 401: a token is set.
+        codes = set(op.errors) | (({401} if op.auth else set()) if secured else {400}) | {503}
         for code in sorted(codes):
             name = "ValidationError" if code == 422 else "Error"
             item["responses"][str(code)] = {

@@ -16,8 +16,18 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
-__all__ = ["FieldError", "ValidationFailed", "coerce_query", "parse_datetime", "validate"]
+from .._boundary import text_problem
+
+__all__ = [
+    "FieldError",
+    "ValidationFailed",
+    "coerce_query",
+    "parse_datetime",
+    "parse_query_string",
+    "validate",
+]
 
 FieldError = dict[str, Any]
 """One problem: ``{"loc": ["body", "schedule"], "msg": "...", "type": "value_error"}``."""
@@ -34,8 +44,18 @@ class ValidationFailed(Exception):
 
 
 def error(loc: Loc, msg: str, kind: str = "value_error") -> FieldError:
-    """Build one :data:`FieldError`."""
-    return {"loc": list(loc), "msg": msg, "type": kind}
+    """Build one :data:`FieldError`. Text that UTF-8 cannot carry (a lone surrogate echoed from the
+    request in a key or message) is escaped, so the 422 itself can always be sent."""
+    return {"loc": [_sendable(part) for part in loc], "msg": _sendable(msg), "type": kind}
+
+
+def _sendable(part: Any) -> Any:
+    if isinstance(part, str):
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError:
+            return part.encode("utf-8", "backslashreplace").decode("utf-8")
+    return part
 
 
 @lru_cache(maxsize=64)
@@ -68,17 +88,25 @@ def _type_ok(value: Any, name: str) -> bool:
 
 
 def parse_datetime(text: str) -> datetime:
-    """An ISO 8601 date-time; naive values are taken as UTC. Raises ``ValueError``."""
+    """An ISO 8601 date-time, as aware UTC; naive values are taken as UTC. Raises ``ValueError``, also
+    for a time that has no UTC equivalent in years 1-9999 (``0001-01-01T00:00:00+14:00``)."""
     if not text or len(text) > 64:
         raise ValueError("not an ISO 8601 date-time")
     value = datetime.fromisoformat(text.replace("z", "Z"))
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: its UTC time falls outside years 1-9999") from None
 
 
 def validate(value: Any, schema: Mapping[str, Any], loc: Loc = ("body",)) -> list[FieldError]:
     """Every problem of ``value`` against ``schema`` (empty when valid).
 
-    Text anywhere in ``value`` (keys included) must not contain NUL characters, which databases refuse.
+    Text anywhere in ``value`` (keys included) must not contain NUL characters, which databases refuse,
+    nor lone surrogates (text that is not valid UTF-8). Nesting is bounded before this is called
+    (:func:`asyncsched._boundary.loads_json`).
     """
     errors: list[FieldError] = []
     _check(value, schema, loc, errors)
@@ -90,6 +118,9 @@ def _no_nul(value: Any, loc: Loc, errors: list[FieldError]) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             errors.append(error(loc, "NUL characters are not allowed"))
+        problem = text_problem(value)
+        if problem is not None:
+            errors.append(error(loc, problem, "unicode_error"))
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _no_nul(item, (*loc, index), errors)
@@ -145,8 +176,11 @@ def _check_string(value: str, schema: Mapping[str, Any], loc: Loc, errors: list[
     if schema.get("format") == "date-time":
         try:
             parse_datetime(value)
-        except ValueError:
-            errors.append(error(loc, "not an ISO 8601 date-time"))
+        except ValueError as exc:
+            text = str(exc)
+            errors.append(
+                error(loc, text if text.startswith("out of range") else "not an ISO 8601 date-time")
+            )
 
 
 def _check_object(
@@ -167,54 +201,105 @@ def _check_object(
             errors.append(error((*loc, key), "unknown field", "extra_forbidden"))
 
 
+def parse_query_string(raw: bytes) -> dict[str, str]:
+    """The query string as strict UTF-8 name/value pairs. Raises :class:`ValidationFailed` naming every
+    parameter that is not valid UTF-8 (percent-decoded) or is given more than once."""
+    out: dict[str, str] = {}
+    errors: list[FieldError] = []
+    for part in raw.split(b"&"):
+        if not part:
+            continue
+        raw_name, _, raw_value = part.partition(b"=")
+        name_bytes = unquote_to_bytes(raw_name.replace(b"+", b" "))
+        value_bytes = unquote_to_bytes(raw_value.replace(b"+", b" "))
+        name = name_bytes.decode("utf-8", "replace")[:100]
+        try:
+            name_bytes.decode("utf-8")
+            value = value_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            errors.append(error(("query", name), "not valid UTF-8 (percent-decoded)", "unicode_error"))
+            continue
+        if name in out:
+            errors.append(error(("query", name), "given more than once"))
+            continue
+        out[name] = value
+    if errors:
+        raise ValidationFailed(errors)
+    return out
+
+
 def coerce_query(
     params: Mapping[str, str], spec: Sequence[Mapping[str, Any]], path: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """Typed values of the declared query (and ``path``) parameters (OpenAPI parameter objects).
 
-    Raises :class:`ValidationFailed` listing every bad one.
-
-    Undeclared parameters are ignored, as most HTTP APIs do. Missing optional ones are ``None`` (or the
-    schema's ``default``).
+    Raises :class:`ValidationFailed` listing every bad one, and every undeclared query parameter (a
+    misspelt filter must not silently return everything). Missing optional ones are ``None`` (or the
+    schema's ``default``). A parameter whose schema has ``x-alias-of`` is another name of that one: its
+    value is returned under the main name (giving both with different values is an error).
     """
     path = path or {}
     out: dict[str, Any] = {}
-    errors: list[FieldError] = []
+    known = {p["name"] for p in spec if p.get("in") == "query"}
+    expected = ", ".join(sorted(known)) or "none"
+    errors: list[FieldError] = [
+        error(("query", name), f"unknown query parameter (expected: {expected})", "extra_forbidden")
+        for name in params
+        if name not in known
+    ]
+    aliases: list[tuple[str, str]] = []
     for param in spec:
         if param.get("in") not in ("query", "path"):
             continue
         name: str = param["name"]
         schema: Mapping[str, Any] = param.get("schema", {})
         raw = params.get(name) if param["in"] == "query" else path.get(name)
+        if "x-alias-of" in schema:
+            aliases.append((name, schema["x-alias-of"]))
         if raw is None:
             if param.get("required"):
                 errors.append(error(("query", name), "field required", "missing"))
             out[name] = schema.get("default")
             continue
-        loc: Loc = (param["in"], name)
-        kind = schema.get("type")
-        kind = next(t for t in kind if t != "null") if isinstance(kind, list) else kind
-        value: Any = raw
         try:
-            if kind == "integer":
-                value = int(raw)
-            elif kind == "number":
-                value = float(raw)
-            elif kind == "boolean":
-                low = raw.lower()
-                if low not in ("true", "false", "1", "0"):
-                    raise ValueError
-                value = low in ("true", "1")
-        except ValueError:
-            errors.append(error(loc, f"expected {kind}", "type_error"))
+            out[name] = _coerce_one(raw, schema, (param["in"], name))
+        except ValidationFailed as exc:
+            errors.extend(exc.errors)
+    for alias, main in aliases:
+        value = out.pop(alias, None)
+        if value is None:
             continue
-        problems = validate(value, schema, loc)
-        if problems:
-            errors.extend(problems)
-            continue
-        if schema.get("format") == "date-time":
-            value = parse_datetime(raw)
-        out[name] = value
+        if out.get(main) is not None and out[main] != value:
+            errors.append(error(("query", alias), f"conflicts with {main!r} (give one of them)"))
+        out[main] = value
     if errors:
         raise ValidationFailed(errors)
     return out
+
+
+def _coerce_one(raw: str, schema: Mapping[str, Any], loc: Loc) -> Any:
+    kind = schema.get("type")
+    kind = next(t for t in kind if t != "null") if isinstance(kind, list) else kind
+    value: Any = raw
+    try:
+        if kind == "integer":
+            if len(raw) > 20:
+                raise ValueError
+            value = int(raw)
+        elif kind == "number":
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+        elif kind == "boolean":
+            low = raw.lower()
+            if low not in ("true", "false", "1", "0"):
+                raise ValueError
+            value = low in ("true", "1")
+    except ValueError:
+        raise ValidationFailed([error(loc, f"expected {kind}", "type_error")]) from None
+    problems = validate(value, schema, loc)
+    if problems:
+        raise ValidationFailed(problems)
+    if schema.get("format") == "date-time":
+        value = parse_datetime(raw)
+    return value

@@ -1,4 +1,9 @@
-"""``python -m asyncsched.worker [QUEUE ...]``: the spec's worker command."""
+"""``python -m asyncsched.worker [QUEUE ...]``: the spec's worker command.
+
+Unlike the lean ``asyncsched worker``, the spec form runs the control plane by default (``--with-scheduler``:
+schedules fire, history is recorded, ``task.*`` events are published), because the spec's deployment is an
+app that registers tasks plus this worker and nothing else; ``--no-scheduler`` runs jobs only.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import logging
 import sys
 
 from ..config import Settings, set_settings
-from ..exceptions import AsyncschedError
 from ._cli import add_arguments, run_worker
 
 
@@ -19,11 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", help="Redis URL (env REDIS_URL)")
     parser.add_argument("--key-prefix", help="Redis key prefix (env ASYNCSCHED_KEY_PREFIX / RQ_KEY_PREFIX)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env ASYNCSCHED_LOG_LEVEL)")
-    add_arguments(parser)
+    parser.add_argument("--database-url", help="database URL (env DATABASE_URL; default SQLite file)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of operational errors")
+    add_arguments(parser, with_scheduler=True)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(
-            redis_url=args.redis_url, key_prefix=args.key_prefix, log_level=args.log_level
+            redis_url=args.redis_url,
+            database_url=args.database_url,
+            key_prefix=args.key_prefix,
+            log_level=args.log_level,
         )
         set_settings(settings)
         logging.basicConfig(
@@ -31,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         )
         return run_worker(args, settings)
-    except AsyncschedError as exc:
-        print(f"asyncsched worker: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # operational errors are one line (--debug: the traceback); bugs re-raise
+        from ..cli._errors import report
+
+        return report(exc, "asyncsched worker", debug=args.debug)
 
 
 if __name__ == "__main__":

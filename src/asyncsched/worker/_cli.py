@@ -14,8 +14,10 @@ from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
+from .._control import ControlPlane, warn_if_memory
 from .._redis import check_redis
 from ..config import Settings
+from ..exceptions import ConfigurationError
 from ._worker import ORPHAN_POLICIES, Worker
 
 __all__ = ["add_arguments", "run_worker"]
@@ -23,8 +25,8 @@ __all__ = ["add_arguments", "run_worker"]
 log = logging.getLogger("asyncsched.worker")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the worker's options to ``parser``."""
+def add_arguments(parser: argparse.ArgumentParser, *, with_scheduler: bool = False) -> None:
+    """Add the worker's options to ``parser``; ``with_scheduler`` is the default of ``--with-scheduler``."""
     parser.add_argument("queues", nargs="*", metavar="QUEUE", help="queues to listen to, in priority order")
     parser.add_argument("-c", "--concurrency", type=int, help="jobs in flight (env ASYNCSCHED_CONCURRENCY)")
     parser.add_argument("-t", "--threads", type=int, help="threads for sync jobs (env ASYNCSCHED_THREADS)")
@@ -46,6 +48,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what happens to jobs of a dead worker: fail (default, at-most-once like RQ) or requeue",
     )
     parser.add_argument("--grace-period", type=float, default=30.0, help="seconds to finish jobs on stop")
+    word = "default, except with --burst" if with_scheduler else "default off"
+    plane = parser.add_mutually_exclusive_group()
+    plane.add_argument(
+        "--with-scheduler",
+        dest="with_scheduler",
+        action="store_true",
+        help="also run the control plane in this process: fire scheduled tasks, record job history into "
+        f"the database (DATABASE_URL) and publish task.* events, like `rq worker --with-scheduler` ({word}; "
+        "safe with any number of workers)",
+    )
+    plane.add_argument(
+        "--no-scheduler",
+        dest="with_scheduler",
+        action="store_false",
+        help="only run jobs (another process, e.g. `asyncsched scheduler`, runs the control plane)"
+        + (" (default)" if not with_scheduler else ""),
+    )
+    parser.set_defaults(with_scheduler=None, scheduler_default=with_scheduler)
+    parser.add_argument(
+        "--tasks",
+        action="append",
+        metavar="FILE",
+        help="tasks.yaml to register at start (with the scheduler)",
+    )
+    parser.add_argument("--agent", help="agent name of the --tasks files (env ASYNCSCHED_AGENT)")
     parser.add_argument(
         "--arq",
         metavar="MODULE:WORKERSETTINGS",
@@ -56,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     from ..cli import _sidecars
 
-    _sidecars.add_flags(parser, default=False)
+    _sidecars.add_flags(parser, default=None)
 
 
 def _accept_pickle(args: argparse.Namespace) -> bool | None:
@@ -89,18 +116,21 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         arq_serializer=getattr(args, "arq_serializer", "pickle"),
     )
 
+    plane = _control_plane(args, settings, worker)
+    warn_if_memory(settings, "worker")
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
         await check_redis(worker.redis, settings.redis_url)  # unreachable: one clear line, exit 2
         async with AsyncExitStack() as stack:
-            history, events = getattr(args, "history", False), getattr(args, "events", False)
-            if history or events:
-                from ..cli import _sidecars
-
-                await _sidecars.enter(
-                    stack, worker.redis, settings, component="worker", history=history, events=events
+            if plane is not None:
+                await stack.enter_async_context(plane)
+            else:
+                log.info(
+                    "control plane not in this process (--no-scheduler): schedules fire, history is "
+                    "recorded and task.* events are published only where one runs"
                 )
             async with worker:
                 await worker.run()
@@ -118,6 +148,34 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _control_plane(args: argparse.Namespace, settings: Settings, worker: Worker) -> ControlPlane | None:
+    """The control plane the options ask for (``None``: none), validated before anything starts."""
+    scheduler = getattr(args, "with_scheduler", None)
+    if scheduler is None:  # a burst worker exits when the queues are empty: no schedules unless asked
+        scheduler = bool(getattr(args, "scheduler_default", False)) and not args.burst
+    history = getattr(args, "history", None)
+    events = getattr(args, "events", None)
+    history = scheduler if history is None else history
+    events = scheduler if events is None else events
+    tasks = getattr(args, "tasks", None) or ()
+    if tasks and not scheduler:
+        raise ConfigurationError("--tasks needs the scheduler in this process: add --with-scheduler")
+    if not (scheduler or history or events):
+        return None
+    if os.getcwd() not in sys.path:  # task functions of the project we are started in (like `rq worker`)
+        sys.path.insert(0, os.getcwd())
+    return ControlPlane(
+        worker.redis,
+        settings=settings,
+        scheduler=scheduler,
+        history=history,
+        events=events,
+        tasks=tasks,
+        agent=getattr(args, "agent", None),
+        component="worker",
+    )
 
 
 def _busy(thread: threading.Thread) -> bool:

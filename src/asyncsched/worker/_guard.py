@@ -102,5 +102,5 @@ def parse_command(data: Any, channel: str) -> dict[str, str] | None:
             out[field] = value
         return out
     except (ValueError, RecursionError) as exc:  # ValueError covers JSON and UTF-8 errors
-        report_malformed("worker command", channel, exc, data)
+        report_malformed("worker command", channel, exc, data, log)
         return None

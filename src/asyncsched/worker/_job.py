@@ -146,7 +146,7 @@ def put_back(job: ClaimedJob) -> Outcome:
     )
 
 
-def _success(job: ClaimedJob, value: Any, fmt: Format) -> Outcome:
+def _success(job: ClaimedJob, value: Any, fmt: Format, max_bytes: int | None = None) -> Outcome:
     if type(value).__name__ == "Retry" and type(value).__module__.split(".")[0] == "rq":
         reason = (
             "a job returning rq.Retry (RQ 3's retry-by-return) is not supported by asyncsched's worker; "
@@ -158,6 +158,10 @@ def _success(job: ClaimedJob, value: Any, fmt: Format) -> Outcome:
         encoded = codec.encode_value(value, fmt)
     except SerializationError as exc:
         return _failure(job, f"asyncsched.exceptions.SerializationError: return value: {exc}")
+    if max_bytes is not None and encoded is not None and len(encoded) * 3 // 4 > max_bytes:  # base64
+        size = len(encoded) * 3 // 4
+        text = f"return value of {size} bytes is over the limit of {max_bytes} (ASYNCSCHED_MAX_RESULT_BYTES)"
+        return _failure(job, f"asyncsched.exceptions.InvalidValue: {text}", retry=False)
     try:
         result_ttl = _int(job.hash, "result_ttl")
     except ValueError:
@@ -189,6 +193,7 @@ class Prepared:
     fmt: Format = Format.JSON
     timeout: float | None = None
     outcome: Outcome | None = None
+    max_result_bytes: int | None = None
 
 
 def prepare(
@@ -265,7 +270,7 @@ async def execute(job: ClaimedJob, prep: Prepared, executor: Executor) -> Outcom
         out = _failure(job, traceback.format_exc())
         out.exc = exc
         return out
-    return _success(job, value, prep.fmt)
+    return _success(job, value, prep.fmt, prep.max_result_bytes)
 
 
 async def after_run(job: ClaimedJob, outcome: Outcome, executor: Executor, ctx: CurrentJob) -> Outcome:

@@ -525,9 +525,8 @@ class Worker:
             if not isinstance(flat, list):
                 reason = flat.decode(errors="replace") if isinstance(flat, bytes) else str(flat)
                 if job_id:
-                    report_malformed(
-                        "job", f"queue {q}", f"skipped, removed from the queue: {reason}", job_id
-                    )
+                    why = f"{reason} (skipped and removed from the queue)"
+                    report_malformed("job", f"queue {q}", why, job_id, log)
                 else:
                     refused_queues.add(q)
                     self._paused.failed(q, reason)
@@ -547,6 +546,7 @@ class Worker:
             default_timeout=self.settings.job_timeout,
             allow=self.allowed_functions,
         )
+        prep.max_result_bytes = self.settings.max_result_bytes
         if prep.outcome is not None:
             self._running[job.id] = (job, None)
             self._done.put_nowait(prep.outcome)

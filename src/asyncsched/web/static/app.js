@@ -117,7 +117,7 @@ async function loadHealth() {
 }
 
 async function loadQueues() {
-  const data = await api("/queues");
+  const data = await api("/queues?limit=500");
   fill("queues", data.items.map((q) => {
     const counts = Object.entries(q.counts).filter(([, n]) => n > 0).map(([s, n]) => s + " " + n).join(", ");
     const tr = row([td(q.name, "mono"), td(counts || "empty")]);
@@ -127,7 +127,7 @@ async function loadQueues() {
 }
 
 async function loadWorkers() {
-  const data = await api("/workers");
+  const data = await api("/workers?limit=500");
   fill("workers", data.items.map((w) =>
     row([td(w.name, "mono"), td(w.state || ""), td((w.queues || []).join(", ")), td(when(w.last_heartbeat))])));
 }
@@ -146,7 +146,7 @@ function rqSchedulerRow(j) {
 }
 
 async function loadTasks() {
-  const [data, rq] = await Promise.all([api("/tasks"), api("/rq-scheduler/jobs").catch(() => ({ items: [] }))]);
+  const [data, rq] = await Promise.all([api("/tasks?limit=500"), api("/rq-scheduler/jobs").catch(() => ({ items: [] }))]);
   fill("tasks", data.items.map((t) => {
     const path = "/tasks/" + encodeURIComponent(t.id);
     const actions = td();

@@ -1,0 +1,1 @@
+"""The spec's example application, with only the renames of docs/migrating-from-the-spec.md."""

@@ -1,0 +1,316 @@
+"""The control plane a process can host: scheduler, history recorder and lifecycle publisher.
+
+``rq worker --with-scheduler`` fires RQ's schedules from inside a worker; ``python -m asyncsched.worker``
+(and ``asyncsched worker --with-scheduler``) does the same with :class:`ControlPlane`, and
+:func:`lifespan` runs it inside a Starlette/FastAPI app::
+
+    app = FastAPI(lifespan=asyncsched.lifespan)                       # everything on
+    app = FastAPI(lifespan=asyncsched.lifespan(tasks="tasks.yaml", agent="email-agent", worker=True))
+
+Any number of processes may run the control plane against one Redis: each tick of a schedule is claimed by
+one atomic script (one job, whoever claims it), and the recorder and the publisher are Redis consumer groups
+(each lifecycle record is handled by one member; the recorder's writes are idempotent upserts). A process
+that stops mid-batch leaves its records pending; another member takes them over after ``claim_idle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, overload
+
+import redis.asyncio as aioredis
+
+from .config import Settings, get_settings
+
+__all__ = [
+    "ControlPlane",
+    "cancel_and_wait",
+    "lifespan",
+    "migrated_database",
+    "stop_worker",
+    "warn_if_memory",
+]
+
+log = logging.getLogger("asyncsched")
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` until it is done: a loop that swallowed one cancellation (``asyncio.wait_for`` can,
+    on Python 3.11) is cancelled again rather than awaited forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("%s ended with %r", task.get_name(), task.exception())
+
+
+async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
+    """Let ``worker`` (already asked to stop) drain its running jobs, then make sure its task ends.
+
+    Running jobs get the worker's ``grace_period``. Once none is left the worker has a few seconds to
+    return; if it does not (a helper task of its that swallowed a cancellation keeps it waiting), its
+    task is cancelled until it ends, so shutdown never hangs.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + float(getattr(worker, "grace_period", 30.0)) + 2.0
+    while not task.done() and getattr(worker, "running_jobs", None) and loop.time() < deadline:
+        await asyncio.wait({task}, timeout=0.1)
+    await asyncio.wait({task}, timeout=3.0)
+    if not task.done():
+        log.warning("the worker did not stop by itself; cancelling it")
+    await cancel_and_wait(task)
+
+
+@asynccontextmanager
+async def migrated_database(settings: Settings) -> AsyncIterator[Any]:
+    """The configured ``Database``, reachable (else one ``BackendUnavailable`` line naming host and port) and
+    migrated to this version's schema (any dialect: every entry point migrates on first use; concurrent
+    starts are serialised by the store)."""
+    from .store import Database
+
+    async with Database(settings=settings, auto_migrate=False) as db:
+        await db.check()
+        await db.migrate()
+        yield db
+
+
+def warn_if_memory(settings: Settings, component: str) -> bool:
+    """Warn loudly when a separate ``component`` process runs on ``memory://`` (no other process can reach
+    it); returns whether it did."""
+    if not settings.redis_url.lower().startswith("memory:"):
+        return False
+    log.warning(
+        "%s: REDIS_URL is %s, a Redis that lives inside this process only: no producer, worker or API in "
+        "another process can reach it. Set REDIS_URL (e.g. redis://localhost:6379/0), or run everything in "
+        "one process with `asyncsched run`.",
+        component,
+        settings.redis_url,
+    )
+    return True
+
+
+class ControlPlane:
+    """Scheduler (``scheduler``), history recorder (``history``) and ``task.*`` publisher (``events``) in the
+    current process, as one async context manager.
+
+    ``redis``: a URL or client (default ``settings.redis_url``). ``tasks``: ``tasks.yaml`` files registered
+    on entry for ``agent`` (all are validated before anything is stored). The database is migrated on entry
+    (any dialect; concurrent starts are serialised), so no entry point meets a missing table.
+    ``component`` names this process in ``system.startup`` / ``system.shutdown``.
+    """
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis | None = None,
+        *,
+        settings: Settings | None = None,
+        scheduler: bool = True,
+        history: bool = True,
+        events: bool = True,
+        tasks: Sequence[str | os.PathLike[str]] = (),
+        agent: str | None = None,
+        component: str = "control-plane",
+    ) -> None:
+        self.settings = settings or get_settings()
+        self._redis_arg = redis
+        self.run_scheduler, self.history, self.events = scheduler, history, events
+        self.tasks_files = [Path(p) for p in tasks]
+        self.agent = agent or self.settings.agent
+        self.component = component
+        self.scheduler: Any = None
+        self.db: Any = None
+        self.registered: list[Any] = []
+        self._stack: AsyncExitStack | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def describe(self) -> str:
+        parts = [
+            name
+            for name, on in (
+                ("scheduler", self.run_scheduler),
+                ("history", self.history),
+                ("events", self.events),
+            )
+            if on
+        ]
+        return ", ".join(parts) or "nothing"
+
+    async def __aenter__(self) -> ControlPlane:
+        stack = AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        from ._redis import check_redis, create_redis
+        from .events import EventBus, LifecyclePublisher, system_events
+
+        s = self.settings
+        if isinstance(self._redis_arg, aioredis.Redis):
+            redis = self._redis_arg
+        else:
+            redis = create_redis(self._redis_arg or s.redis_url)
+            stack.push_async_callback(redis.aclose)
+            await check_redis(redis, self._redis_arg or s.redis_url)
+        if self.run_scheduler or self.history:
+            self.db = await stack.enter_async_context(migrated_database(s))
+        bus = await stack.enter_async_context(EventBus(redis, settings=s))
+        if self.history:
+            from .store import Recorder
+
+            await stack.enter_async_context(Recorder(redis, db=self.db, settings=s))
+            log.info("recording job history into %s", self.db.url.render_as_string(hide_password=True))
+        if self.events:
+            await stack.enter_async_context(LifecyclePublisher(redis, settings=s, bus=bus))
+        await stack.enter_async_context(system_events(bus, self.component, s.agent))
+        if self.run_scheduler:
+            from .scheduler import TaskScheduler
+
+            self.scheduler = await stack.enter_async_context(TaskScheduler(redis, settings=s, db=self.db))
+            for path in self.tasks_files:
+                registered = await self.scheduler.register_file(path, self.agent)
+                self.registered.extend(registered)
+                log.info("registered %d task(s) of %s for agent %s", len(registered), path, self.agent)
+            self._task = asyncio.create_task(self.scheduler.run(), name="asyncsched-control-scheduler")
+            stack.push_async_callback(self._stop_scheduler)
+        where = self.db.url.render_as_string(hide_password=True) if self.db is not None else "-"
+        log.info("control plane running in this process: %s (database %s)", self.describe(), where)
+
+    async def _stop_scheduler(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
+
+    async def wait(self) -> None:
+        """Until the scheduler loop ends (it only does by crashing: its error is raised) or cancellation."""
+        if self._task is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.shield(self._task)
+
+
+LifespanFactory = Callable[[Any], AbstractAsyncContextManager[None]]
+
+
+@overload
+def lifespan(app: Any, /) -> AbstractAsyncContextManager[None]: ...
+
+
+@overload
+def lifespan(
+    *,
+    settings: Settings | None = ...,
+    tasks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = ...,
+    agent: str | None = ...,
+    scheduler: bool = ...,
+    history: bool = ...,
+    events: bool = ...,
+    worker: bool = ...,
+) -> LifespanFactory: ...
+
+
+def lifespan(
+    app: Any = None,
+    /,
+    *,
+    settings: Settings | None = None,
+    tasks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    agent: str | None = None,
+    scheduler: bool = True,
+    history: bool = True,
+    events: bool = True,
+    worker: bool = False,
+) -> AbstractAsyncContextManager[None] | LifespanFactory:
+    """A Starlette/FastAPI lifespan running the control plane (and with ``worker=True`` a worker) in the app.
+
+    ``FastAPI(lifespan=asyncsched.lifespan)`` uses the defaults; ``lifespan(tasks=..., agent=...)``
+    returns a lifespan with options. Inside your own lifespan: ``async with asyncsched.lifespan(app):``.
+    ``tasks``: ``tasks.yaml`` file(s) to register on startup (default: ``settings.tasks``).
+    """
+    options: dict[str, Any] = {
+        "settings": settings,
+        "tasks": tasks,
+        "agent": agent,
+        "scheduler": scheduler,
+        "history": history,
+        "events": events,
+        "worker": worker,
+    }
+    if app is not None:
+        return _lifespan(**options)
+
+    def factory(app: Any) -> AbstractAsyncContextManager[None]:
+        return _lifespan(**options)
+
+    return factory
+
+
+@asynccontextmanager
+async def _lifespan(
+    *,
+    settings: Settings | None,
+    tasks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+    agent: str | None,
+    scheduler: bool,
+    history: bool,
+    events: bool,
+    worker: bool,
+) -> AsyncIterator[None]:
+    s = settings or get_settings()
+    if tasks is None:
+        files: list[str | os.PathLike[str]] = list(s.tasks)
+    elif isinstance(tasks, str | os.PathLike):
+        files = [tasks]
+    else:
+        files = list(tasks)
+    from ._redis import check_redis, create_redis
+
+    redis = create_redis(s.redis_url)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(redis.aclose)
+        await check_redis(redis, s.redis_url)  # unreachable: one BackendUnavailable line naming host and port
+        await stack.enter_async_context(
+            ControlPlane(
+                redis,
+                settings=s,
+                scheduler=scheduler,
+                history=history,
+                events=events,
+                tasks=files,
+                agent=agent,
+                component="app",
+            )
+        )
+        if worker:
+            await _enter_worker(stack, redis, s)
+        yield
+
+
+async def _enter_worker(stack: AsyncExitStack, redis: aioredis.Redis, settings: Settings) -> None:
+    from .worker import Worker
+
+    instance = await stack.enter_async_context(Worker(redis=redis, settings=settings))
+    task = asyncio.create_task(instance.run(), name="asyncsched-app-worker")
+
+    async def _stop() -> None:
+        instance.request_stop()
+        await stop_worker(instance, task)
+
+    stack.push_async_callback(_stop)

@@ -1,0 +1,130 @@
+"""Paged reads that one bad row cannot break: :class:`Page`, :class:`UnreadableRow` and the page query.
+
+A row can be stored yet fail to load: text a driver cannot decode, a JSON column nested deeper than the
+decoder allows, a timestamp edited by hand. A list must still show every other row, so when a page fails
+to load it is loaded again one row at a time, and each row that still fails comes back as an
+:class:`UnreadableRow` (its id and the reason), logged once per read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from ._database import Database
+
+__all__ = ["MAX_LIMIT", "Page", "UnreadableRow", "check_page", "read_page"]
+
+log = logging.getLogger("asyncsched.store")
+
+T = TypeVar("T")
+
+MAX_LIMIT = 1000
+"""Largest page a repository returns, whatever ``limit`` asks for."""
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError, TimeoutError)
+"""The database is unreachable: an outage, not a bad row (raised as is)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list: ``items`` at ``offset``, out of ``total`` matching rows."""
+
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def has_more(self) -> bool:
+        """Whether rows follow this page."""
+        return self.offset + len(self.items) < self.total
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    """A stored row that cannot be loaded: which table, its id, and why (one line)."""
+
+    table: str
+    id: str
+    reason: str
+
+
+def check_page(offset: int, limit: int) -> tuple[int, int]:
+    """``offset`` and ``limit`` checked, ``limit`` capped at :data:`MAX_LIMIT`."""
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    if limit <= 0:
+        raise ValueError(f"limit must be > 0, got {limit}")
+    return offset, min(limit, MAX_LIMIT)
+
+
+async def read_page(
+    db: Database,
+    query: Select[Any],
+    order: Sequence[Any],
+    offset: int,
+    limit: int,
+    *,
+    model: Any = None,
+) -> Page[Any]:
+    """One page of ``query`` (rows of one mapped class). With ``model`` (that class), a page that fails
+    to load is read again row by row, rows that still fail becoming :class:`UnreadableRow` items;
+    without it the error propagates."""
+    offset, limit = check_page(offset, limit)
+    async with db.session() as session:
+        total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+        failed = False
+        try:
+            rows: list[Any] = list(
+                (await session.scalars(query.order_by(*order).offset(offset).limit(limit))).all()
+            )
+        except _UNAVAILABLE:
+            raise
+        except Exception as exc:
+            if model is None:
+                raise
+            log.warning(
+                "a row of %s cannot be loaded (%s); reading the page row by row", _table(model), _line(exc)
+            )
+            rows, failed = [], True
+    if failed:
+        rows = await _row_by_row(db, query, order, offset, limit, model)
+    return Page(rows, int(total or 0), offset, limit)
+
+
+async def _row_by_row(
+    db: Database, query: Select[Any], order: Sequence[Any], offset: int, limit: int, model: Any
+) -> list[Any]:
+    ids_query = query.with_only_columns(model.id).order_by(*order).offset(offset).limit(limit)
+    async with db.session() as session:
+        ids = list((await session.scalars(ids_query)).all())
+    out: list[Any] = []
+    for row_id in ids:
+        async with db.session() as session:
+            try:
+                row = await session.get(model, row_id)
+            except _UNAVAILABLE:
+                raise
+            except Exception as exc:
+                reason = _line(exc)
+                log.warning("unreadable row %s in %s: %s", row_id, _table(model), reason)
+                out.append(UnreadableRow(_table(model), str(row_id), f"row cannot be read: {reason}"))
+                continue
+        if row is not None:
+            out.append(row)
+    return out
+
+
+def _table(model: Any) -> str:
+    return str(getattr(model, "__tablename__", model))
+
+
+def _line(exc: BaseException) -> str:
+    text = (str(exc).splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
