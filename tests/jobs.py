@@ -163,7 +163,6 @@ def cb_slow(job: Any, connection: Any, *args: Any) -> None:
     time.sleep(3)
 
 
-
 def return_rq_retry() -> Any:
     """RQ 3's retry-by-return: the job returns ``rq.Retry``."""
     import rq
