@@ -102,6 +102,8 @@ def create_redis(url: str, **options: Any) -> aioredis.Redis:
     if scheme == "redis+sentinel":
         _driver_info(options)
         options.setdefault("retry", _reconnect_retry())
+        options.setdefault("max_connections", 100)
+        options.setdefault("timeout", 20)
         return _fast_packing(_sentinel_master(url, **options))
     raise UnsupportedURL(
         f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}; use one of: "
@@ -225,6 +227,11 @@ class _WaitingPool(aioredis.ConnectionPool):
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+class _WaitingSentinelPool(_WaitingPool, SentinelPool):
+    """The Sentinel master's pool, waiting for a free connection as :class:`_WaitingPool` does (during a
+    failover many commands are in flight at once; redis-py's pool would raise ``MaxConnectionsError``)."""
 
 
 class Line:
@@ -364,7 +371,7 @@ def _sentinel_master(url: str, **options: Any) -> aioredis.Redis:
     if "driver_info" in options:
         sentinel_kwargs["driver_info"] = options["driver_info"]
     sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)  # type: ignore[no-untyped-call]
-    master: aioredis.Redis = sentinel.master_for(service, connection_pool_class=SentinelPool)
+    master: aioredis.Redis = sentinel.master_for(service, connection_pool_class=_WaitingSentinelPool)
     return master
 
 
