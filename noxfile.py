@@ -60,8 +60,8 @@ def uvloop(session: nox.Session) -> None:
 def mutants(session: nox.Session) -> None:
     """Curated mutation testing (scripts/mutants.py): every critical mutant must be killed.
 
-    `nox -s mutants` runs them all (~15 min on 2 cores); `nox -s mutants -- --fast` the bugs of issue 21's
-    table on real Redis (~3 min when the machine is idle); `-- --only ID,ID`, `-- --list`."""
+    `nox -s mutants` runs them all (26 min on a loaded 2-core machine); `nox -s mutants -- --fast` the bugs
+    of issue 21's table on real Redis (10-13 min there); `-- --check` (seconds), `-- --only ID,ID`."""
     session.install("-e", ".[test]")
     session.run("python", "scripts/mutants.py", *session.posargs)
 

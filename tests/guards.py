@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import faulthandler
 import gc
+import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Generator, Iterator
@@ -36,6 +38,7 @@ from _pytest.faulthandler import fault_handler_stderr_fd_key
 TEARDOWN_FLOOR = 15.0
 HARD_MARGIN = 90.0
 _DEADLINE = pytest.StashKey[float]()
+_NAMER = pytest.StashKey[threading.Timer]()
 
 
 def timeout_of(item: pytest.Item) -> float:
@@ -63,6 +66,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+        namer = item.stash.get(_NAMER, None)
+        if namer is not None:
+            namer.cancel()
 
 
 def _arm_backstop(item: pytest.Item, floor: float = 0.0) -> None:
@@ -74,6 +80,15 @@ def _arm_backstop(item: pytest.Item, floor: float = 0.0) -> None:
     left = max(deadline - time.monotonic(), floor)
     out = item.config.stash.get(fault_handler_stderr_fd_key, sys.__stderr__.fileno())
     faulthandler.dump_traceback_later(left + HARD_MARGIN, exit=True, file=out)
+    # name the test first (faulthandler's dump cannot), if a Python thread still gets to run
+    note = f"\n[tests/guards.py] {item.nodeid} ran {HARD_MARGIN:.0f}s past its timeout: ending the run\n"
+    previous = item.stash.get(_NAMER, None)
+    if previous is not None:
+        previous.cancel()
+    namer = threading.Timer(max(left + HARD_MARGIN - 1, 0), os.write, (out, note.encode()))
+    namer.daemon = True
+    namer.start()
+    item.stash[_NAMER] = namer
 
 
 @pytest.hookimpl(trylast=True)

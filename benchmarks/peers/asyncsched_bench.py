@@ -54,7 +54,10 @@ class Asyncsched(Adapter):
             return [sys.executable, "-m", "asyncsched.worker", "-c", str(self.opts.concurrency), "default"]
         # the CLI, as users run it: `asyncsched worker -c 100 default`
         bindir = os.path.dirname(sys.executable)
-        return [os.path.join(bindir, "asyncsched"), "worker", "-c", str(self.opts.concurrency), "default"]
+        cmd = [os.path.join(bindir, "asyncsched"), "worker", "-c", str(self.opts.concurrency), "default"]
+        if os.environ.get("BENCH_METRICS_PORT"):  # the cost of the worker's metrics (docs/operations.md)
+            cmd += ["--metrics-port", os.environ["BENCH_METRICS_PORT"]]
+        return cmd
 
     def worker_env(self, workload: str) -> dict[str, str]:
         return {"REDIS_URL": self.url, "ASYNCSCHED_LOG_LEVEL": "WARNING"}

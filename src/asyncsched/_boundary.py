@@ -78,6 +78,8 @@ def find_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> tuple[Path, str] 
         if isinstance(item, str):
             if not item.isascii() and SURROGATE.search(item) is not None:
                 return path, _LONE
+        elif isinstance(item, _NonFinite):
+            return path, f"{item.literal} is not a JSON number (only finite numbers are accepted)"
         elif isinstance(item, Mapping):
             if depth >= max_depth:
                 return path, f"nested deeper than {max_depth} levels"
@@ -127,8 +129,13 @@ def _depth_exceeds(text: str, max_depth: int) -> bool:
     return max(accumulate(array("b", skeleton)), default=0) > max_depth
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (only finite numbers are accepted)")
+class _NonFinite:
+    """Where a ``NaN``/``Infinity`` literal was parsed (found afterwards, so the refusal names its place)."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -156,10 +163,11 @@ def loads_json(raw: bytes | str, field: str = "body", *, max_depth: int = MAX_DE
     if _depth_exceeds(text, max_depth):
         raise InvalidValue(field, f"nested deeper than {max_depth} levels")
     try:
-        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        value = json.loads(text, parse_constant=_NonFinite, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         raise InvalidValue(field, f"invalid JSON: {exc}") from None
-    if "\\u" in text or "\\U" in text:  # only escapes can bring a surrogate into decoded text
+    if isinstance(value, _NonFinite) or "\\u" in text or "NaN" in text or "Infinity" in text:
+        # only escapes can bring a surrogate into decoded text; the literals are found where they are
         check_value(value, field, max_depth=max_depth + 1)
     return value
 

@@ -169,6 +169,9 @@ class ControlPlane:
             redis = create_redis(self._redis_arg or s.redis_url)
             stack.push_async_callback(redis.aclose)
             await check_redis(redis, self._redis_arg or s.redis_url)
+            from ._redis._durability import warn_if_redis_may_lose_data
+
+            await warn_if_redis_may_lose_data(redis, s, self.component)  # (a given client: its owner did)
         if self.run_scheduler or self.history:
             self.db = await stack.enter_async_context(migrated_database(s))
         bus = await stack.enter_async_context(EventBus(redis, settings=s))

@@ -15,8 +15,11 @@ __all__ = [
     "claiming_list",
     "claiming_registry",
     "event_log_stream",
+    "lifecycle_ledger",
     "lifecycle_stream",
     "ns",
+    "paused_queue",
+    "redis_marker",
     "sched_changes",
     "sched_fired",
     "sched_next",
@@ -36,6 +39,17 @@ def lifecycle_stream(prefix: str) -> str:
     return f"{ns(prefix)}:lifecycle"
 
 
+def lifecycle_ledger(prefix: str) -> str:
+    """HASH of the Recorder's accounting of the lifecycle stream: ``position`` (entries read or counted
+    lost), ``lost`` (records dropped before the Recorder read them), ``last_loss_at`` (epoch ms)."""
+    return f"{ns(prefix)}:lifecycle:ledger"
+
+
+def redis_marker(prefix: str) -> str:
+    """STRING set by the Recorder at start: its absence after a Redis restart means Redis lost its data."""
+    return f"{ns(prefix)}:marker"
+
+
 def claiming_list(prefix: str, worker: str) -> str:
     """LIST a single-queue worker BLMOVEs job ids into; its claim script, pipelined behind, empties it."""
     return f"{ns(prefix)}:claiming:{worker}"
@@ -44,6 +58,11 @@ def claiming_list(prefix: str, worker: str) -> str:
 def claiming_registry(prefix: str) -> str:
     """HASH worker name -> queue of every claiming list, so the reaper can return a dead worker's ids."""
     return f"{ns(prefix)}:claiming"
+
+
+def paused_queue(prefix: str, queue: str) -> str:
+    """STRING present while ``queue`` is paused: our workers' claim script takes nothing from it."""
+    return f"{ns(prefix)}:paused:{queue}"
 
 
 def event_log_stream(prefix: str) -> str:

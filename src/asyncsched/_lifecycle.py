@@ -2,7 +2,9 @@
 
 Whoever changes a job's state (``TaskQueue`` on enqueue/cancel, the worker on start/finish/fail/retry)
 appends one record to the Redis STREAM :func:`asyncsched._keys.lifecycle_stream` **in the same
-pipeline/script as the state change**, trimmed ``MAXLEN ~ LIFECYCLE_MAXLEN``. Two consumer groups read it:
+pipeline/script as the state change**, capped ``MAXLEN ~ settings.lifecycle_maxlen`` (a hard bound for long
+outages only: the Recorder trims the stream below what every group acknowledged, and counts whatever the
+cap drops unread). Two consumer groups read it:
 
 * ``recorder`` — writes :class:`~asyncsched.store.models.TaskExecution` rows in batches (upsert by
   ``(job_id, attempt)``), XACKs only after the commit. While the database is down the records wait in the
@@ -32,8 +34,8 @@ __all__ = [
     "cap_result",
 ]
 
-LIFECYCLE_MAXLEN = 200_000
-"""Approximate bound of the stream: the buffer that survives a database outage."""
+LIFECYCLE_MAXLEN = 1_000_000
+"""Default of ``Settings.lifecycle_maxlen`` (``ASYNCSCHED_LIFECYCLE_MAXLEN``): the stream's hard bound."""
 
 RESULT_CAP = 16_384
 """Results larger than this (as JSON text) are recorded as a truncated preview."""

@@ -35,6 +35,15 @@ Environment variable           Default                         Meaning
 ``ASYNCSCHED_RETENTION_DAYS``  ``30``                          Prune executions/events older than this
 ``ASYNCSCHED_EVENT_STREAM_MAXLEN`` ``100000``                  Approximate bound of each durable event
                                                                stream and of the event log stream
+``ASYNCSCHED_LIFECYCLE_MAXLEN`` ``1000000``                 Hard bound of the job lifecycle stream
+                                                               (history and task.* events buffer): only
+                                                               reached when no Recorder keeps up (a long
+                                                               database outage); 130-250 bytes of Redis
+                                                               memory per record; records dropped past it
+                                                               are counted and reported
+``ASYNCSCHED_ENV``             (none)                          ``production`` makes start-up warn about a
+                                                               Redis that may lose data; also implied by a
+                                                               ``redis://`` URL with a PostgreSQL database
 ``ASYNCSCHED_EVENT_LOG``      ``false``                       Every event bus of the process also logs
                                                                what it publishes for the EventMessage table
 ``ASYNCSCHED_LOG_LEVEL``       ``INFO``                        Logging level
@@ -54,6 +63,7 @@ from .exceptions import ConfigurationError
 
 __all__ = ["Settings", "get_settings", "set_settings"]
 
+_ENVS = {"production", "staging", "development", "test"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -87,6 +97,8 @@ _ENV_VARS: Mapping[str, str] = {
     "ASYNCSCHED_RETENTION_DAYS": "retention_days",
     "ASYNCSCHED_EVENT_STREAM_MAXLEN": "event_stream_maxlen",
     "ASYNCSCHED_EVENT_LOG": "event_log",
+    "ASYNCSCHED_LIFECYCLE_MAXLEN": "lifecycle_maxlen",
+    "ASYNCSCHED_ENV": "env",
     "ASYNCSCHED_LOG_LEVEL": "log_level",
     "ASYNCSCHED_RQ_SCHEDULER": "rq_scheduler",
 }
@@ -120,6 +132,8 @@ class Settings:
     retention_days: int = 30
     event_stream_maxlen: int = 100_000
     event_log: bool = False
+    lifecycle_maxlen: int = 1_000_000
+    env: str | None = None
     log_level: str = "INFO"
     rq_scheduler: bool = True
 
@@ -134,12 +148,17 @@ class Settings:
             "job_timeout",
             "port",
             "event_stream_maxlen",
+            "lifecycle_maxlen",
             "max_args_bytes",
             "max_payload_bytes",
             "max_result_bytes",
         ):
             if getattr(self, name) <= 0 and not (name == "job_timeout" and self.job_timeout == -1):
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.env is not None and self.env.lower() not in _ENVS:
+            raise ConfigurationError(
+                f"env must be one of {', '.join(sorted(_ENVS))}, got {self.env!r} (ASYNCSCHED_ENV)"
+            )
         if not self.queues:
             raise ConfigurationError("at least one queue is needed (ASYNCSCHED_QUEUES)")
         if not self.key_prefix or ":" in self.key_prefix:
@@ -159,6 +178,14 @@ class Settings:
                 values[name] = _parse(var, name, types[name], env[var])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def production(self) -> bool:
+        """Whether this deployment says it is production: ``ASYNCSCHED_ENV=production``, or (when unset)
+        a real Redis (not ``memory://``) with a PostgreSQL database."""
+        if self.env is not None:
+            return self.env.lower() == "production"
+        return not self.redis_url.startswith("memory://") and self.database_url.startswith("postgres")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (``None`` values ignored)."""

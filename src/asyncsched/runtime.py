@@ -38,6 +38,7 @@ import uvicorn
 
 from ._control import cancel_and_wait, stop_worker
 from ._redis import check_redis, create_redis, mask_url
+from ._redis._durability import warn_if_redis_may_lose_data
 from ._supervise import Supervised
 from .config import Settings, get_settings
 from .events import EventBus, LifecyclePublisher, system_events
@@ -233,6 +234,7 @@ class Runtime:
         redis = create_redis(s.redis_url)
         stack.push_async_callback(redis.aclose)
         await check_redis(redis, s.redis_url)
+        await warn_if_redis_may_lose_data(redis, s, "asyncsched run")
         db = await stack.enter_async_context(Database(settings=s))
         await db.migrate()
         await stack.enter_async_context(Recorder(redis, db=db, settings=s))

@@ -120,3 +120,29 @@ def test_a_lone_operational_error_in_a_task_group_is_one_line(capsys: pytest.Cap
     group = ExceptionGroup("unhandled errors in a TaskGroup", [ConnectionRefusedError("connect failed")])
     assert report(group, "asyncsched", debug=False) == 2
     assert "ConnectionRefusedError: connect failed" in capsys.readouterr().err
+
+
+async def test_the_mounted_router_migrates_an_unmigrated_postgres(
+    real_database_url: str, real_redis_url: str
+) -> None:
+    """The router mounted in someone else's app builds its services lazily; its first request migrates."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from asyncsched.web import create_router
+    from asyncsched.web._services import Services
+
+    assert await revision(real_database_url) is None
+    services = Services(Settings(redis_url=real_redis_url, database_url=real_database_url))
+    router = create_router(services)
+    app = Starlette(routes=[Mount("/api/scheduler", app=router)])
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            answer = await client.get("/api/scheduler/tasks")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["items"] == []
+        assert await revision(real_database_url) == Database.head_revision()
+    finally:
+        await services.aclose()

@@ -1,46 +1,28 @@
-"""``asyncsched info``: settings in force (secrets masked) and whether Redis and the database answer."""
+"""``asyncsched info``: backends' health, queues, workers and schedulers, like ``rq info``
+(the report itself: :mod:`asyncsched.cli._overview`)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
-from .._redis import check_redis, create_redis, mask_url
 from ..config import Settings
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("info", help="show settings and backend health")
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "info", help="backends' health, queues with counts, workers and schedulers (exit 3 if unhealthy)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON document per refresh")
+    parser.add_argument("--interval", type=float, help="refresh every N seconds until Ctrl-C")
+    parser.add_argument("--count", type=int, help="with --interval: stop after N refreshes")
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_info(settings))
+    from ._common import EXIT_USAGE, fail, run
+    from ._overview import show
 
-
-async def _info(settings: Settings) -> int:
-    from ..store import check_database, create_engine  # lazy: keeps other subcommands lean
-
-    print(f"redis:    {mask_url(settings.redis_url)}")
-    print(f"database: {_mask_db(settings.database_url)}")
-    print(f"prefix:   {settings.key_prefix}   queues: {', '.join(settings.queues)}")
-    redis = create_redis(settings.redis_url)
-    try:
-        await check_redis(redis, settings.redis_url)
-        print("redis:    ok")
-    finally:
-        await redis.aclose()
-    engine = create_engine(settings.database_url)
-    try:
-        await check_database(engine)
-        print("database: ok")
-    finally:
-        await engine.dispose()
-    return 0
-
-
-def _mask_db(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    if args.interval is not None and args.interval <= 0:
+        return fail("--interval must be a positive number of seconds", EXIT_USAGE)
+    return run(lambda: show(settings, as_json=args.json, interval=args.interval, count=args.count))

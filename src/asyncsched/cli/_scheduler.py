@@ -9,8 +9,10 @@ import logging
 import os
 import signal
 import sys
+from contextlib import AsyncExitStack
 from typing import Any
 
+from .. import _metrics
 from ..config import Settings
 from . import _sidecars as sidecars
 
@@ -27,6 +29,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--agent", help="agent name of the tasks files (env ASYNCSCHED_AGENT)")
     parser.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
     sidecars.add_flags(parser, default=True)
+    _metrics.add_flags(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -37,10 +40,12 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
     warn_if_memory(settings, "scheduler")
     if os.getcwd() not in sys.path:  # task functions of the project we are started in (like `rq worker`)
         sys.path.insert(0, os.getcwd())
-    return asyncio.run(_serve(settings, args.duration, history=args.history, events=args.events))
+    return asyncio.run(_serve(settings, args.duration, history=args.history, events=args.events, args=args))
 
 
-async def _serve(settings: Settings, duration: float | None, *, history: bool, events: bool) -> int:
+async def _serve(
+    settings: Settings, duration: float | None, *, history: bool, events: bool, args: Any = None
+) -> int:
     from .._control import ControlPlane
 
     stop = asyncio.Event()
@@ -58,7 +63,15 @@ async def _serve(settings: Settings, duration: float | None, *, history: bool, e
         agent=settings.agent,
         component="scheduler",
     )
-    async with plane:
+    async with plane, AsyncExitStack() as stack:
+        if getattr(args, "metrics_port", None) is not None and plane.scheduler is not None:
+            from .._redis import create_redis
+
+            redis = create_redis(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            plane.scheduler.metrics = await _metrics.expose(
+                stack, args, redis, settings.key_prefix, worker=False
+            )
         runner = asyncio.create_task(plane.wait())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({runner, stopper}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)

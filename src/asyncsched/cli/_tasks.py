@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import Settings
-from . import _rqscheduler_import
+from . import _rqscheduler_import, _task_ops
 
 
 def register(sub: Any) -> None:
@@ -24,6 +24,8 @@ def register(sub: Any) -> None:
     validate.add_argument("--no-import", action="store_true", help="do not import the task functions")
     listing = tasks_sub.add_parser("list", help="every scheduled task with its schedule and next run")
     listing.add_argument("--agent", help="only this agent's tasks")
+    listing.add_argument("--json", action="store_true", help="the tasks as JSON (as the API lists them)")
+    _task_ops.add_parsers(tasks_sub)
     _rqscheduler_import.add_parser(tasks_sub)
     parser.set_defaults(handler=handle, parser=parser)
 
@@ -33,6 +35,8 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
         sys.path.insert(0, os.getcwd())
     if args.tasks_command == "validate":
         return _validate(args.files, args.agent or settings.agent, not args.no_import)
+    if args.tasks_command in _task_ops.ACTIONS or (args.tasks_command == "list" and args.json):
+        return _task_ops.handle(args, settings)
     if args.tasks_command == "list":
         return asyncio.run(_list(settings, args.agent))
     if args.tasks_command == "import":

@@ -54,6 +54,9 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode  # built once: NaN/Infinity refused
+
+
 def _depth(value: Any) -> int:
     """Nesting depth of lists/dicts in ``value`` (iterative: no recursion limit to hit)."""
     deepest = 0
@@ -279,7 +282,7 @@ class Event:
         try:
             if not isinstance(data, str):
                 data = bytes(data).decode()  # strict UTF-8 (json.loads would let surrogates pass)
-            d = _loads(data, parse_constant=_refuse_constant)
+            d = _decode(data)
         except RecursionError:
             raise MalformedEvent("message: JSON nested too deeply") from None
         except ValueError as exc:  # includes UnicodeDecodeError

@@ -21,7 +21,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._boundary import check_job_args
 from .._keys import lifecycle_stream
-from .._lifecycle import LIFECYCLE_MAXLEN
 from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
@@ -32,6 +31,7 @@ from ..rq._scripts import Scripts
 from ..rq.codec import ResultEntry, ResultType
 from ..rq.keys import RQKeys
 from ..rq.serializers import Format
+from ._admin import QueueAdmin
 from ._functions import func_name
 from ._models import Callback, JobRecord, JobStatus, RateLimit, Repeat, Retry, WorkerInfo, from_rq_status
 
@@ -108,7 +108,7 @@ def _is_fake(redis: aioredis.Redis) -> bool:
     return type(redis).__module__.startswith("fakeredis")
 
 
-class TaskQueue:
+class TaskQueue(QueueAdmin):
     """Enqueue jobs and inspect them. An async context manager; usable without entering it too.
 
     ``redis`` is a URL or a client (default: ``settings.redis_url``). ``name`` is the default queue;
@@ -342,7 +342,7 @@ class TaskQueue:
 
     def _enqueue_args(self, parts: list[_Part]) -> list[Any]:
         """The enqueue script's arguments: runs of jobs with the same header become one segment."""
-        out: list[Any] = [self.prefix, self.stream, LIFECYCLE_MAXLEN]
+        out: list[Any] = [self.prefix, self.stream, self.settings.lifecycle_maxlen]
         header: tuple[str, ...] | None = None
         count_at = 0
         for part_header, values in parts:
@@ -767,7 +767,15 @@ class TaskQueue:
         cancelled on the worker's loop; a sync job's thread runs on but its result is discarded).
         Returns ``False`` if the job had already ended. Raises :class:`JobNotFound`."""
         rc = await self._scripts.run(
-            "cancel", [self.prefix, job_id, int(time.time()), self.stream, LIFECYCLE_MAXLEN, codec.fmt_ts()]
+            "cancel",
+            [
+                self.prefix,
+                job_id,
+                int(time.time()),
+                self.stream,
+                self.settings.lifecycle_maxlen,
+                codec.fmt_ts(),
+            ],
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
@@ -796,7 +804,14 @@ class TaskQueue:
         """Put a failed (or stopped/cancelled) job back on its queue as a new attempt."""
         rc = await self._scripts.run(
             "requeue",
-            [self.prefix, job_id, int(time.time()), codec.fmt_ts(), self.stream, LIFECYCLE_MAXLEN],
+            [
+                self.prefix,
+                job_id,
+                int(time.time()),
+                codec.fmt_ts(),
+                self.stream,
+                self.settings.lifecycle_maxlen,
+            ],
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")

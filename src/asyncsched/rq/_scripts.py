@@ -22,6 +22,8 @@ SCRIPT_NAMES = (
     "release_locks",
     "requeue",
     "reap",
+    "empty",
+    "delete_failed",
 )
 
 

@@ -37,7 +37,6 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .. import _keys
-from .._lifecycle import LIFECYCLE_MAXLEN
 from ..config import Settings
 from ..rq import codec
 from ..rq.keys import RQKeys
@@ -235,7 +234,7 @@ class RQSchedulerBridge:
             codec.fmt_ts(now),
             f"{now.timestamp():.6f}",
             job.queue or "",
-            LIFECYCLE_MAXLEN,
+            self.settings.lifecycle_maxlen,
             AGENT,
             job.id[:200],
             (job.function or "")[:500],

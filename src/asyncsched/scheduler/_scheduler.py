@@ -129,6 +129,7 @@ class TaskScheduler:
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._listener_ready = asyncio.Event()
+        self.metrics: Any = None  # an asyncsched._metrics.ProcessMetrics observing each tick fired here
 
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> TaskScheduler:
@@ -500,6 +501,8 @@ class TaskScheduler:
             log.exception("enqueue of %s failed; another attempt follows when its lease expires", job_id)
             return None
         await self.index.done(task.id, to_ms(tick))
+        if self.metrics is not None:
+            self.metrics.observe_tick(tick, self.clock().timestamp())
         log.info("fired %s/%s tick %s as %s", task.agent_name, task.name, tick.isoformat(), job_id)
         return Firing(task.id, task.name, task.agent_name, tick, job_id)
 

@@ -104,6 +104,10 @@ class ExecutionStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+    """The outcome was never recorded and cannot be any more: the job's lifecycle records were lost
+    (dropped past ``ASYNCSCHED_LIFECYCLE_MAXLEN``) or the job vanished from Redis. ``error`` says why.
+    A late outcome record still replaces it."""
 
 
 class ScheduledTask(Base):

@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from ..exceptions import AsyncschedError, InvalidJob, JobNotFound, TaskDefinitionError
 from ..queue import RateLimit, Repeat
 from ._live import matches
+from ._ops import OperatorHandlers
 from ._rqscheduler import list_rq_scheduler_jobs as _rq_scheduler_jobs
 from ._security import API_SOURCE, check_function, function_allowed
 from ._serialize import (
@@ -100,7 +101,7 @@ async def _one(load: Awaitable[Any], view: Callable[[Any], dict[str, Any]], key:
     return display_item(row, view)
 
 
-class Handlers:
+class Handlers(OperatorHandlers):
     """Endpoint bodies bound to one :class:`Services`."""
 
     def __init__(self, services: Services) -> None:
@@ -300,8 +301,10 @@ class Handlers:
     async def list_queues(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         queue = await self.services.queue()
         counts = await queue.queue_counts()
-        rows = [{"name": name, "counts": c} for name, c in sorted(counts.items())]
-        return _page(rows, lambda row: {"name": row["name"], "counts": dict(row["counts"])}, params)
+        paused = await queue.paused(list(counts))
+        rows = [{"name": name, "counts": c, "paused": name in paused} for name, c in sorted(counts.items())]
+        view = lambda row: {"name": row["name"], "counts": dict(row["counts"]), "paused": row["paused"]}  # noqa: E731
+        return _page(rows, view, params)
 
     async def list_workers(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         queue = await self.services.queue()

@@ -9,6 +9,9 @@ Series:
 * ``asyncsched_executions{status}`` — execution history rows per status.
 * ``asyncsched_live_events_total`` / ``asyncsched_live_clients`` — the live feed of this process.
 * ``asyncsched_http_requests_total{operation,code}`` — requests this router answered.
+* ``asyncsched_scheduler_ticks_overdue``, ``asyncsched_scheduler_overdue_seconds`` and
+  ``asyncsched_recorder_lag_entries`` (:func:`asyncsched._metrics.redis_lines`). Job wait/run histograms
+  are per worker process: ``asyncsched worker --metrics-port``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ __all__ = ["RequestCounter", "render_metrics"]
 
 log = logging.getLogger("asyncsched.web")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_STATUSES = ("scheduled", "deferred", "queued", "running", "success", "failed", "cancelled")
+_STATUSES = ("scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown")
 
 
 class RequestCounter:
@@ -68,6 +71,12 @@ async def _try(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         return None
 
 
+async def _history_loss(services: Services) -> Any:
+    from ..store._history_loss import history_loss
+
+    return await history_loss(await services.redis(), services.settings.key_prefix)
+
+
 async def render_metrics(services: Services, requests: RequestCounter) -> str:
     """The exposition text for one scrape; a backend that fails only drops its series (``up`` says 0)."""
     out = _Out()
@@ -92,6 +101,14 @@ async def render_metrics(services: Services, requests: RequestCounter) -> str:
     out.sample("asyncsched_up", 1 if db_ok else 0, backend="database")
 
     if redis_ok:
+        loss = await _try("history loss", lambda: _history_loss(services))
+        if loss is not None:
+            out.family(
+                "asyncsched_history_lost_total",
+                "counter",
+                "Job lifecycle records dropped before the Recorder recorded them (executions: unknown).",
+            )
+            out.sample("asyncsched_history_lost_total", loss.lost)
         queue = await _try("queue", services.queue)
         counts = await _try("queue counts", queue.queue_counts) if queue is not None else None
         if counts is not None:
@@ -113,6 +130,12 @@ async def render_metrics(services: Services, requests: RequestCounter) -> str:
                     beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)
                     age = max(0.0, (now - beat).total_seconds())
                     out.sample("asyncsched_worker_heartbeat_age_seconds", round(age, 3), worker=worker.name)
+
+    if redis_ok:  # overdue ticks and the recorder's backlog (asyncsched/_metrics.py)
+        from .._metrics import redis_lines
+
+        client = await _try("redis", services.redis)
+        out.lines += await redis_lines(client, services.settings.key_prefix) if client is not None else []
 
     if db_ok:
         scheduler = await _try("scheduler", services.scheduler)

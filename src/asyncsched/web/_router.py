@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -237,7 +238,7 @@ class SchedulerRouter(RouterBase):
                 self._cors_app = CORSMiddleware(
                     super().__call__,
                     allow_origins=list(origins),
-                    allow_methods=["GET", "POST", "DELETE"],
+                    allow_methods=["GET", "POST", "PATCH", "DELETE"],
                     allow_headers=["authorization", "content-type", "last-event-id"],
                     max_age=600,
                 )
@@ -317,7 +318,7 @@ class SchedulerRouter(RouterBase):
             return _detail(400, host_refusal(request))
         if op.auth and not token_ok(request, settings.api_token):
             return _detail(401, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
-        if op.method in ("POST", "DELETE") and not same_origin_ok(request, settings.cors_origins):
+        if op.method in ("POST", "PATCH", "DELETE") and not same_origin_ok(request, settings.cors_origins):
             return _detail(403, "cross-origin request refused (add the origin to ASYNCSCHED_CORS_ORIGINS)")
         return None
 
@@ -373,7 +374,28 @@ class SchedulerRouter(RouterBase):
             except Exception as exc:
                 report[name] = f"unavailable: {type(exc).__name__}: {exc}" if detail else "unavailable"
         ok = all(v == "ok" for v in report.values())
-        return ApiJSON({"status": "ok" if ok else "unavailable", **report}, status_code=200 if ok else 503)
+        status = "ok" if ok else "unavailable"
+        if report["redis"] == "ok":
+            history = await self._history_health()
+            if history is not None:
+                report["history"] = history
+                status = "degraded" if ok else status
+        return ApiJSON({"status": status, **report}, status_code=200 if ok else 503)
+
+    async def _history_health(self) -> str | None:
+        """A loss of history in the last hour (records dropped unread) makes the service degraded."""
+        from ..store._history_loss import DEGRADED_FOR, history_loss
+
+        try:
+            client = await self.services.redis()
+            loss = await asyncio.wait_for(history_loss(client, self.services.settings.key_prefix), 5.0)
+        except Exception:
+            return None
+        if not loss.lost or loss.last_loss_at is None:
+            return None
+        if (datetime.now(UTC) - loss.last_loss_at).total_seconds() > DEGRADED_FOR:
+            return None
+        return f"lost {loss.lost} lifecycle records (latest loss at {loss.last_loss_at.isoformat()})"
 
 
 def create_router(services: Services | None = None) -> SchedulerRouter:

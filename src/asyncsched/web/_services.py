@@ -182,8 +182,9 @@ class Services:
 
     async def _build_db(self, stack: AsyncExitStack) -> Any:
         database_cls = _import("asyncsched.store", "Database")
-        # The embedded default (SQLite) is created and migrated on entry; PostgreSQL is migrated explicitly.
-        return await stack.enter_async_context(database_cls(settings=self.settings))
+        # Every entry point migrates on first use (PostgreSQL included; concurrent starts are serialised by
+        # the store), so a router mounted in an app whose database was never upgraded still works.
+        return await stack.enter_async_context(database_cls(settings=self.settings, auto_migrate=True))
 
     async def _build_queue(self, stack: AsyncExitStack) -> Any:
         queue_cls = _import("asyncsched.queue", "TaskQueue")

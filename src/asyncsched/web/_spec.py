@@ -12,13 +12,14 @@ from typing import Any
 
 from .._version import __version__
 from ..scheduler._fields import function_schema, name_schema, task_schema
+from ._ops import JOB_STATES, ops_schemas
 from ._rqscheduler import RQ_SCHEDULER_SCHEMAS
 
 __all__ = ["LINKS", "OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 """No control characters (ids, names and patterns in paths and queries)."""
-STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled"]
+STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown"]
 
 _name = name_schema()
 _function = function_schema()
@@ -193,9 +194,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Health": {
         "type": "object",
         "properties": {
-            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
             "redis": {"type": "string"},
             "database": {"type": "string"},
+            "history": {
+                "type": "string",
+                "description": "Present when history was lost in the last hour (status degraded).",
+            },
         },
     },
     "ValidationError": {
@@ -219,6 +224,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 SCHEMAS.update(RQ_SCHEDULER_SCHEMAS)
+SCHEMAS.update(ops_schemas(SCHEMAS["TaskCreate"]))
+SCHEMAS["Queue"]["properties"]["paused"] = {"type": "boolean", "description": "Paused: workers take none."}
 
 
 def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -243,6 +250,7 @@ _offset_q = _q("offset", {"type": "integer", "minimum": 0, "maximum": 1000000, "
 _limit_q = _q("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50})
 _task_id = _path("task_id", "Task id, or its name (with `agent` to pick the agent).")
 _execution_id = _path("execution_id", "Execution id or job id.")
+_queue_path = {**_path("queue", "Queue name."), "schema": _name}
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -337,6 +345,27 @@ OPERATIONS: tuple[Operation, ...] = (
               response="Health", errors=(422, 503), auth=False),
     Operation("metrics", "GET", "/metrics", "Prometheus metrics", "operations",
               content_type="text/plain", errors=(422,)),
+    # Operators' actions (web/_ops.py).
+    Operation("update_task", "PATCH", "/tasks/{task_id}", "Change some fields of a scheduled task", "tasks",
+              params=(_task_id, _agent_q), body="TaskUpdate", response="Task",
+              errors=(403, 404, 409, 413, 422)),
+    Operation("requeue_job", "POST", "/jobs/{job_id}/requeue", "Requeue a failed or cancelled job", "jobs",
+              params=(_path("job_id", "Job id."),), response="JobAccepted", errors=(404, 409)),
+    Operation("cancel_job", "POST", "/jobs/{job_id}/cancel", "Cancel a job", "jobs",
+              params=(_path("job_id", "Job id."),), response="JobAccepted", errors=(404, 409)),
+    Operation("list_queue_jobs", "GET", "/queues/{queue}/jobs", "A queue's jobs, one page", "operations",
+              params=(_queue_path, _q("status", {"type": "string", "enum": JOB_STATES}), _offset_q, _limit_q),
+              response="JobPage", errors=(422,)),
+    Operation("empty_queue", "DELETE", "/queues/{queue}/jobs", "Delete a queue's waiting jobs", "operations",
+              params=(_queue_path,), response="BulkResult", errors=(422,)),
+    Operation("pause_queue", "POST", "/queues/{queue}/pause", "Pause a queue (workers take none)",
+              "operations", params=(_queue_path,), response="QueueState", errors=(422,)),
+    Operation("resume_queue", "POST", "/queues/{queue}/resume", "Resume a paused queue", "operations",
+              params=(_queue_path,), response="QueueState", errors=(422,)),
+    Operation("requeue_failed", "POST", "/queues/{queue}/failed/requeue", "Requeue every failed job",
+              "operations", params=(_queue_path,), response="BulkResult", errors=(422,)),
+    Operation("delete_failed", "DELETE", "/queues/{queue}/failed", "Delete every failed job", "operations",
+              params=(_queue_path,), response="BulkResult", errors=(422,)),
     Operation("openapi", "GET", "/openapi.json", "This document", "meta", auth=False, errors=(422,)),
     Operation("dashboard", "GET", "/dashboard", "The dashboard page", "meta", auth=False,
               content_type="text/html", errors=(422,)),
@@ -371,7 +400,7 @@ _ERROR_TEXT = {
     401: "Missing or wrong bearer token",
     403: "Function not on the allow-list",
     404: "Not found",
-    409: "Conflict (duplicate task name, or execution already finished)",
+    409: "Conflict (duplicate task name, or the job is not in a state that allows this)",
     413: "Request body larger than the limit (decided from Content-Length when given)",
     422: "Invalid request; `detail` lists each offending field",
     503: "A backend (Redis, database, component) is unavailable",

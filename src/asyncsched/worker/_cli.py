@@ -16,6 +16,7 @@ from typing import Any
 
 from .._control import ControlPlane, warn_if_memory
 from .._redis import check_redis
+from .._redis._durability import warn_if_redis_may_lose_data
 from ..config import Settings
 from ..exceptions import ConfigurationError
 from ._worker import ORPHAN_POLICIES, Worker
@@ -84,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_scheduler: bool = Fal
     from ..cli import _sidecars
 
     _sidecars.add_flags(parser, default=None)
+    from .. import _metrics
+
+    _metrics.add_flags(parser)
 
 
 def _accept_pickle(args: argparse.Namespace) -> bool | None:
@@ -124,7 +128,13 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
         await check_redis(worker.redis, settings.redis_url)  # unreachable: one clear line, exit 2
+        await warn_if_redis_may_lose_data(worker.redis, settings, "worker")
         async with AsyncExitStack() as stack:
+            from .. import _metrics
+
+            worker.metrics = await _metrics.expose(
+                stack, args, worker.redis, settings.key_prefix, worker=True
+            )
             if plane is not None:
                 await stack.enter_async_context(plane)
             else:

@@ -16,15 +16,14 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._keys import claiming_list, claiming_registry, lifecycle_stream
-from .._lifecycle import LIFECYCLE_MAXLEN
+from .._keys import claiming_list, claiming_registry, lifecycle_stream, paused_queue
 from .._redis import create_redis
 from .._redis.connection import Line, create_sync_redis
 from .._supervise import Supervised
@@ -42,10 +41,13 @@ from ._rqjob import CurrentJob, install_rq_current_job, set_current
 
 __all__ = ["ORPHAN_POLICIES", "Worker"]
 
+if TYPE_CHECKING:
+    from .._metrics import ProcessMetrics
+
 log = logging.getLogger("asyncsched.worker")
 
 ORPHAN_POLICIES = ("fail", "requeue")
-_FINISH_FIELDS = 24
+_FINISH_FIELDS = 29
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _SEP = "\x1e"
 
@@ -164,6 +166,7 @@ class Worker:
         self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
         self._exec_base = os.urandom(10).hex()
         self._exec_seq = 0  # the next execution number: ids are base + %012x, made by the claim script
+        self.metrics: ProcessMetrics | None = None  # asyncsched._metrics: observes each recorded batch
 
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> Worker:
@@ -408,15 +411,28 @@ class Worker:
         return False
 
     async def _queues_empty(self) -> bool:
+        """Nothing to claim: every queue empty, paused by an operator, or backed off after errors."""
         queues = self._paused.active(self.queues)
         async with self._r.pipeline(transaction=False) as pipe:
             for q in queues:
                 pipe.llen(self.keys.queue(q))
-            lengths = await pipe.execute(raise_on_error=False)
+                pipe.exists(paused_queue(self.prefix, q))
+            replies = await pipe.execute(raise_on_error=False)
+        lengths, paused = replies[::2], replies[1::2]
         for q, length in zip(queues, lengths, strict=True):
             if isinstance(length, Exception):
                 self._paused.failed(q, length)
-        return not any(n for n in lengths if not isinstance(n, Exception))
+        return not any(
+            n for n, off in zip(lengths, paused, strict=True) if not isinstance(n, Exception) and off == 0
+        )
+
+    async def _unpaused(self, queues: list[str]) -> list[str]:
+        """Those of ``queues`` no operator paused (``TaskQueue.pause``), checked before blocking: a blocking
+        pop would take a paused queue's job, which the claim script then puts back."""
+        if not queues:
+            return []
+        flags = await self._r.mget([paused_queue(self.prefix, q) for q in queues])
+        return [q for q, flag in zip(queues, flags, strict=True) if flag is None]
 
     async def _block(self, n: int) -> int:
         """Wait (without polling) for a job to be pushed, then claim it and up to ``n - 1`` more.
@@ -427,6 +443,12 @@ class Worker:
         read (``Line.collect``) and what it claimed is taken (at shutdown, put back like any running job).
         """
         timeout = max(1, round(self.poll_timeout))
+        queues = await self._unpaused(self._paused.active(self.queues))
+        if not queues:  # all paused: look again after the poll timeout (or at stop)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_timeout):
+                    await self._stop.wait()
+            return 0
         if self._pipelined:
             assert self._line is not None
             q = self.queues[0]
@@ -450,7 +472,6 @@ class Worker:
             if isinstance(moved, Exception):  # refused at once, so it would spin: pause the queue
                 self._paused.failed(q, f"BLMOVE: {moved}")
             return taken
-        queues = self._paused.active(self.queues)
         try:
             popped = await self._r.blpop([self.keys.queue(q) for q in queues], timeout=timeout)
         except ResponseError as exc:  # a queue key of the wrong type: find it and pause it
@@ -484,7 +505,7 @@ class Worker:
             self.lease,
             max(n, 0),
             self.stream,
-            LIFECYCLE_MAXLEN,
+            self.settings.lifecycle_maxlen,
             given_queue,
             claiming,
             len(given),
@@ -613,7 +634,13 @@ class Worker:
 
     async def _finish(self, batch: list[Outcome]) -> None:
         now = time.time()
-        args: list[Any] = [self.prefix, self.name, self.stream, LIFECYCLE_MAXLEN, codec.fmt_ts()]
+        args: list[Any] = [
+            self.prefix,
+            self.name,
+            self.stream,
+            self.settings.lifecycle_maxlen,
+            codec.fmt_ts(),
+        ]
         args += [repr(now), _FINISH_FIELDS, len(batch)]
         for o in batch:
             j = o.job
@@ -639,11 +666,14 @@ class Worker:
                 o.exc_text if o.kind != "finished" and o.exc_text else "",
                 o.life_result or "",
                 "" if o.next_attempt is None else str(o.next_attempt),
+                *_known(j),
                 *_repeat_fields(o),
             )
             # one argument per job (fields joined by 0x1e): far cheaper to send than 21 arguments
             args.append(_SEP.join(x.replace(_SEP, " ") for x in fields))
         await self._record(batch, args)
+        if self.metrics is not None:
+            self.metrics.observe_outcomes(batch)
         for o in batch:
             self._running.pop(o.job.id, None)
             self.processed += 1
@@ -727,6 +757,8 @@ class Worker:
         entry = self._running.get(job_id)
         if entry is None or entry[1] is None or entry[0].stop_reason is not None:
             return
+        if entry[1].done():  # it returned; its outcome is being recorded (the heartbeat saw it finish)
+            return
         job, task = entry
         assert task is not None
         log.info("job %s: stopping (%s)", job_id, reason)
@@ -757,7 +789,7 @@ class Worker:
             codec.fmt_ts(),
             self.orphan_policy,
             self.stream,
-            LIFECYCLE_MAXLEN,
+            self.settings.lifecycle_maxlen,
         ]
         args += [exc, "AbandonedJobError: worker lost", len(self.queues), *self.queues]
         reply = await self._scripts.run("reap", args)
@@ -774,7 +806,7 @@ class Worker:
     async def _promote_once(self) -> int:
         lock_ttl = max(10, math.ceil(3 * self.scheduler_interval))  # a dead holder is replaced quickly
         args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
-        args += [LIFECYCLE_MAXLEN, 1000, len(self.queues), *self.queues]
+        args += [self.settings.lifecycle_maxlen, 1000, len(self.queues), *self.queues]
         promoted, earliest = await self._scripts.run("promote", args)
         self._next_due = int(earliest)
         return int(promoted)
@@ -860,8 +892,15 @@ class Worker:
             await self._wait_slot(0.2)
 
 
+def _known(job: ClaimedJob) -> tuple[str, ...]:
+    """What the worker knows of a job from its claim, for finish.lua to record if the hash vanished."""
+    h = job.hash
+    fields = ("asyncsched_agent", "asyncsched_task", "asyncsched_function_path", "asyncsched_scheduled_task")
+    return (str(job.attempt), *(h[k].decode(errors="replace") if h.get(k) else "" for k in fields))
+
+
 def _repeat_fields(o: Outcome) -> tuple[str, str, str]:
-    """finish.lua's fields 22-24: RQ Repeat's repeats left, intervals left (JSON) and wait (s)."""
+    """finish.lua's fields 27-29: RQ Repeat's repeats left, intervals left (JSON) and wait (s)."""
     if o.repeat is None or o.kind != "finished":
         return "", "", ""
     left, intervals, wait = o.repeat

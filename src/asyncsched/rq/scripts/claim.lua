@@ -151,8 +151,13 @@ local function queue_ok(q)
   return usable[q]
 end
 
+-- A paused queue (asyncsched's key, set by TaskQueue.pause) gives nothing: ids already popped from it by a
+-- blocking pop (BLPOP's given ids, BLMOVE's claiming list) go back to its front, in order.
+local function paused(q) return redis.call('EXISTS', p .. ':asyncsched:paused:' .. q) == 1 end
+local given_paused = given_q ~= '' and paused(given_q)
+
 if ngiven > 0 then
-  if queue_ok(given_q) then
+  if queue_ok(given_q) and not given_paused then
     for k = 1, ngiven do
       start(ARGV[11 + k], given_q)
     end
@@ -162,8 +167,11 @@ if ngiven > 0 then
     end
   end
 end
+if given_paused and claiming ~= '' then
+  while type(redis.pcall('LMOVE', claiming, p .. ':queue:' .. given_q, 'RIGHT', 'LEFT')) == 'string' do end
+end
 local count = 0
-if claiming ~= '' and n > 0 and queue_ok(given_q) then
+if claiming ~= '' and n > 0 and queue_ok(given_q) and not given_paused then
   local ids = redis.pcall('LPOP', claiming, n)
   if type(ids) == 'table' and ids.err then
     poison('', given_q, 'key ' .. claiming .. ': ' .. ids.err)
@@ -176,7 +184,7 @@ if claiming ~= '' and n > 0 and queue_ok(given_q) then
   end
 end
 for _, q in ipairs(queues) do
-  while count < n and queue_ok(q) do
+  while count < n and queue_ok(q) and not paused(q) do
     local want = n - count
     local ids = redis.call('LPOP', p .. ':queue:' .. q, want)
     if not ids then break end

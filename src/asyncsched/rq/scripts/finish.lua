@@ -9,9 +9,11 @@
 --  9 results ttl ('' none, -1 persist, n)  10 registry score  11 retries_left ('' keep)
 --  12 scheduled score  13 at_front  14 exec started (float)  15 exec ended (float)  16 working time (s)
 --  17 lifecycle kind  18 error  19 traceback  20 result (capped JSON)  21 next attempt ('' keep)
---  22 RQ Repeat: repeats left after this run ('' no repeat)  23 repeat intervals left (JSON)
---  24 repeat run-at (epoch s; 0: re-queued now)
--- Returns one integer per job: 1 recorded, 0 only cleaned up.
+--  22 attempt  23 agent  24 task name  25 function  26 scheduled task id (as claimed: for a vanished hash)
+--  27 RQ Repeat: repeats left after this run ('' no repeat)  28 repeat intervals left (JSON)
+--  29 repeat run-at (epoch s; 0: re-queued now)
+-- Returns one integer per job: 1 recorded, 0 only cleaned up (a vanished hash: outcome recorded in the
+-- lifecycle stream only).
 --#include ratelimit
 local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now = tonumber(ARGV[6])
@@ -73,7 +75,19 @@ for j = 0, njobs - 1 do
   -- one read: the state check and the fields of the lifecycle record
   local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
     'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key')
-  if cur[1] ~= 'started' or cur[2] ~= w then
+  if not cur[1] and (outcome == 'finished' or outcome == 'failed' or outcome == 'stopped') then
+    -- the hash is gone (Redis lost its data, or the job was deleted while it ran): the job still ran,
+    -- so its outcome is recorded from what the worker knows (fields 22-26)
+    local life = {'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14], 'ended_at', f[15],
+      'attempt', f[22] ~= '' and f[22] or '1'}
+    local known = {{'agent_name', f[23]}, {'task_name', f[24]}, {'function', f[25]},
+      {'scheduled_task_id', f[26]}, {'error', f[18]}, {'traceback', f[19]}, {'result', f[20]}}
+    for _, kv in ipairs(known) do
+      if kv[2] and kv[2] ~= '' then life[#life + 1] = kv[1]; life[#life + 1] = kv[2] end
+    end
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+    out[#out + 1] = 0
+  elseif cur[1] ~= 'started' or cur[2] ~= w then
     -- cancelled while running: its rate-limit slot was kept until now (cancel.lua)
     if cur[9] and cur[1] == 'canceled' then rl_release(p, cur[9], id, now, now_ts) end
     out[#out + 1] = 0
@@ -108,15 +122,15 @@ for j = 0, njobs - 1 do
         redis.call('ZADD', p .. ':finished:' .. q, score, id)
       end
       enqueue_dependents(id, false)
-      if f[22] ~= '' then
+      if f[27] ~= '' then
         -- rq.Repeat.schedule: the run is recorded as finished, then the job runs again (no TTL applied)
-        redis.call('HSET', jk, 'repeats_left', f[22], 'repeat_intervals', f[23])
-        if f[24] == '0' then
+        redis.call('HSET', jk, 'repeats_left', f[27], 'repeat_intervals', f[28])
+        if f[29] == '0' then
           redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
           redis.call('RPUSH', p .. ':queue:' .. q, id)
         else
           redis.call('HSET', jk, 'status', 'scheduled')
-          redis.call('ZADD', p .. ':scheduled:' .. q, f[24], id)
+          redis.call('ZADD', p .. ':scheduled:' .. q, f[29], id)
         end
       else
         apply_ttl()

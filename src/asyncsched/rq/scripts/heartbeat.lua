@@ -1,7 +1,7 @@
 -- Renew the leases of a worker's running executions the way RQ's maintain_heartbeats does (wip score,
 -- execution hash, executions zset, job last_heartbeat) and the worker registration.
 -- ARGV: prefix, worker, now (int s), now_ts, now (float), lease, worker_ttl, n, <id, exec, queue>*n
--- Returns: {worker_key_existed (0|1), <ids of jobs no longer started by this worker>...}
+-- Returns: {worker_key_existed (0|1), <ids of jobs whose hash says another state (cancelled, reaped)>...}
 local p, w, now, now_ts, nowf = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local lease, wttl, n = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local wkey = p .. ':worker:' .. w
@@ -19,9 +19,11 @@ for k = 0, n - 1 do
     redis.call('ZADD', p .. ':executions:' .. id, now + lease + 60, ex)
     redis.call('EXPIRE', p .. ':executions:' .. id, lease + 60)
     redis.call('HSET', jk, 'last_heartbeat', now_ts)
-  else
+  elseif cur[1] then
     out[#out + 1] = id
   end
+  -- a vanished hash (Redis lost its data, or the job was deleted) is not a stop: the job runs on and
+  -- finish.lua records its outcome from what the worker knows
 end
 if out[1] == 1 then
   redis.call('HSET', wkey, 'last_heartbeat', now_ts)

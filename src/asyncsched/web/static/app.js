@@ -10,6 +10,10 @@ let token = sessionStorage.getItem("asyncsched-token") || "";
 let refreshTimer = null;
 let refreshing = false;
 let refreshAgain = false;
+const EXTRA_LOADERS = []; // loaders of static/ops.js (failed jobs), run by every refresh
+const HISTORY_PAGE = 25;
+let historyOffset = 0;
+let historyTotal = 0;
 
 function headers(extra) {
   const h = Object.assign({ accept: "application/json" }, extra || {});
@@ -60,7 +64,14 @@ function td(child, cls) {
 
 function jobCell(id) {
   // Job ids of scheduled runs are long (sched-<task>-<tick>): one line, cut with an ellipsis, full on hover.
-  const cell = td(id, "mono job");
+  // The id is a button opening the job's details (static/ops.js).
+  const cell = td(undefined, "mono job");
+  const open = el("button", id, "link");
+  open.type = "button";
+  open.dataset.job = id || "";
+  open.setAttribute("aria-label", "details of job " + id);
+  open.addEventListener("click", () => openJob(id));
+  cell.appendChild(open);
   cell.title = id || "";
   return cell;
 }
@@ -120,8 +131,16 @@ async function loadQueues() {
   const data = await api("/queues?limit=500");
   fill("queues", data.items.map((q) => {
     const counts = Object.entries(q.counts).filter(([, n]) => n > 0).map(([s, n]) => s + " " + n).join(", ");
-    const tr = row([td(q.name, "mono"), td(counts || "empty")]);
+    const path = "/queues/" + encodeURIComponent(q.name);
+    const action = q.paused
+      ? button("resume", () => api(path + "/resume", { method: "POST" }))
+      : button("pause", () => api(path + "/pause", { method: "POST" }));
+    action.setAttribute("aria-label", (q.paused ? "resume queue " : "pause queue ") + q.name);
+    const name = td(q.name, "mono");
+    if (q.paused) name.appendChild(el("span", "paused", "pill bad"));
+    const tr = row([name, td(counts || "empty"), td(action)]);
     tr.dataset.queue = q.name;
+    tr.dataset.paused = String(Boolean(q.paused));
     return tr;
   }));
 }
@@ -154,6 +173,11 @@ async function loadTasks() {
     actions.appendChild(t.enabled
       ? button("disable", () => api(path + "/disable", { method: "POST" }))
       : button("enable", () => api(path + "/enable", { method: "POST" })));
+    const edit = el("button", "edit");
+    edit.type = "button";
+    edit.dataset.action = "edit";
+    edit.addEventListener("click", () => editTask(t));
+    actions.appendChild(edit);
     const tr = row([
       td(t.name), td(t.agent_name), td(t.type + " " + t.schedule, "mono"), td(t.function, "mono"),
       td(t.enabled ? "yes" : "no"), td(when(t.next_run_at)), td(when(t.last_run_at)), actions,
@@ -164,8 +188,29 @@ async function loadTasks() {
   }).concat(rq.items.map(rqSchedulerRow)));
 }
 
+function historyQuery() {
+  // The filter form's values as query parameters (datetime-local is the browser's local time).
+  const params = new URLSearchParams({ limit: String(HISTORY_PAGE), offset: String(historyOffset) });
+  const form = document.getElementById("history-filters");
+  for (const name of ["status", "agent_name", "task_id"]) {
+    const value = form.elements[name].value.trim();
+    if (value) params.set(name, value);
+  }
+  for (const name of ["since", "until"]) {
+    const value = form.elements[name].value;
+    if (value) params.set(name, new Date(value).toISOString());
+  }
+  return params.toString();
+}
+
 async function loadExecutions() {
-  const data = await api("/executions?limit=25");
+  const data = await api("/executions?" + historyQuery());
+  historyTotal = data.total || 0;
+  const last = Math.min(historyOffset + data.items.length, historyTotal);
+  document.getElementById("history-range").textContent =
+    historyTotal ? (historyOffset + 1) + "–" + last + " of " + historyTotal : "no executions";
+  document.getElementById("history-prev").disabled = historyOffset === 0;
+  document.getElementById("history-next").disabled = last >= historyTotal;
   fill("executions", data.items.map((e) => {
     const duration = e.duration === null || e.duration === undefined ? "" : e.duration.toFixed(3) + " s";
     const tr = row([
@@ -186,7 +231,8 @@ async function refresh() {
   }
   refreshing = true;
   try {
-    const results = await Promise.allSettled([loadHealth(), loadQueues(), loadWorkers(), loadTasks(), loadExecutions()]);
+    const loaders = [loadHealth(), loadQueues(), loadWorkers(), loadTasks(), loadExecutions()];
+    const results = await Promise.allSettled(loaders.concat(EXTRA_LOADERS.map((load) => load())));
     const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
     say(failed.length ? failed[0] : "updated " + new Date().toLocaleTimeString());
     document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
@@ -268,6 +314,20 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
   sessionStorage.setItem("asyncsched-token", token);
   document.getElementById("token-form").hidden = true;
   refresh();
+});
+
+document.getElementById("history-filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  historyOffset = 0;
+  scheduleRefresh(0);
+});
+document.getElementById("history-prev").addEventListener("click", () => {
+  historyOffset = Math.max(0, historyOffset - HISTORY_PAGE);
+  scheduleRefresh(0);
+});
+document.getElementById("history-next").addEventListener("click", () => {
+  if (historyOffset + HISTORY_PAGE < historyTotal) historyOffset += HISTORY_PAGE;
+  scheduleRefresh(0);
 });
 
 if (TOKEN_REQUIRED && !token) document.getElementById("token-form").hidden = false;

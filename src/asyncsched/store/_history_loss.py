@@ -1,0 +1,184 @@
+"""The lifecycle stream's accounting: reads that count what was dropped, safe trimming, exact backlog.
+
+* **Reading** (``lua/read.lua``): the Recorder reads new entries through one script that also keeps a
+  ledger (:func:`asyncsched._keys.lifecycle_ledger`): ``position``, how many entries ever added precede the
+  group's last delivered one. Entries are only trimmed from the front, so if the stream's first entry lies
+  past the last delivered one, ``(entries-added - length) - position`` entries were dropped unread; they
+  are added to ``lost`` (exact, whoever trimmed: the producers' hard bound, an operator's XTRIM).
+* **Trimming** (``lua/trim.lua``): below what every consumer group has acknowledged (the oldest pending
+  entry, or the entry after the last delivered one), never an entry some group has not read.
+* **Backlog**: pending + unread, from the same ledger, so it never counts lost entries (Redis' own ``lag``
+  does, once anything was trimmed unread).
+* :class:`LossLog`: losses are logged once per interval with their count and time range, never per record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from .. import _keys
+from ._history_rows import text
+
+__all__ = ["DEGRADED_FOR", "HistoryLoss", "LossLog", "StreamAccount", "history_loss"]
+
+DEGRADED_FOR = 3600.0
+"""Seconds after the latest loss of history during which ``/health`` reports ``degraded``."""
+
+log = logging.getLogger("asyncsched.store.recorder")
+
+_READ = resources.files(__package__).joinpath("lua", "read.lua").read_text()
+_TRIM = resources.files(__package__).joinpath("lua", "trim.lua").read_text()
+
+
+def _ms(entry_id: bytes | str) -> int:
+    return int(text(entry_id).split("-", 1)[0])
+
+
+def _before(a: str, b: str) -> bool:
+    am, _, aseq = a.partition("-")
+    bm, _, bseq = b.partition("-")
+    return (int(am), int(aseq or 0)) < (int(bm), int(bseq or 0))
+
+
+class StreamAccount:
+    """One consumer of the lifecycle stream in group ``group``, reading through the accounting script."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, group: str, consumer: str) -> None:
+        self.redis = redis
+        self.stream = _keys.lifecycle_stream(prefix)
+        self.ledger = _keys.lifecycle_ledger(prefix)
+        self.group = group
+        self.consumer = consumer
+        self._read = redis.register_script(_READ)
+        self._trim = redis.register_script(_TRIM)
+
+    async def read(self, count: int) -> tuple[int, tuple[int, int] | None, list[Any]]:
+        """Read up to ``count`` new entries; returns (entries found lost, their time range in epoch ms
+        (after the last delivered, before the first present), the entries ``[id, [field, value...]]``)."""
+        reply = await self._read(
+            keys=[self.stream, self.ledger],
+            args=[self.group, self.consumer, count, int(time.time() * 1000)],
+        )
+        lost, last, first, entries = int(reply[0]), reply[1], reply[2], reply[3]
+        span = None
+        if lost:
+            until = _ms(first) if first else int(time.time() * 1000)
+            span = (_ms(last) or until, until)  # nothing read before: only the end is known
+        return lost, span, list(entries or [])
+
+    async def count_lost(self, n: int) -> None:
+        """Add ``n`` entries that were read but trimmed before they were recorded to the ledger."""
+        if n > 0:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hincrby(self.ledger, "lost", n)  # type: ignore[unused-awaitable]
+            pipe.hset(self.ledger, "last_loss_at", int(time.time() * 1000))  # type: ignore[unused-awaitable]
+            await pipe.execute()
+
+    async def trim(self) -> int:
+        """Trim below what every group acknowledged; returns the entries removed."""
+        return int(await self._trim(keys=[self.stream], args=[]))
+
+    async def backlog(self) -> int:
+        """Entries not yet recorded: pending in the group plus unread (lost ones not counted)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xinfo_stream(self.stream)  # type: ignore[unused-awaitable]
+        pipe.xinfo_groups(self.stream)  # type: ignore[unused-awaitable]
+        pipe.hget(self.ledger, "position")  # type: ignore[unused-awaitable]
+        try:
+            info, groups, position = await pipe.execute()
+        except ResponseError:  # no stream yet
+            return 0
+        group = next((g for g in groups if text(g["name"]) == self.group), None)
+        if group is None:
+            return 0
+        pending, last = int(group.get("pending") or 0), text(group["last-delivered-id"])
+        length, added = int(info["length"]), int(info.get("entries-added") or 0)
+        first = info.get("first-entry")
+        if not length:
+            unread = 0
+        elif first and _before(last, text(first[0])):
+            unread = length
+        elif position is not None:
+            unread = max(0, added - int(position))
+        else:
+            unread = int(group.get("lag") or 0)
+        return pending + unread
+
+    async def acked_through(self, entry_id: str) -> bool:
+        """Whether the group has read and acknowledged every entry up to ``entry_id`` (inclusive)."""
+        if entry_id in ("", "0-0"):
+            return True
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return True  # no stream: nothing unread
+        group = next((g for g in groups if text(g["name"]) == self.group), None)
+        if group is None or _before(text(group["last-delivered-id"]), entry_id):
+            return False
+        if int(group.get("pending") or 0):
+            summary = await self.redis.xpending(self.stream, self.group)
+            oldest = summary.get("min")
+            if oldest is not None and not _before(entry_id, text(oldest)):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLoss:
+    """Lifecycle records dropped before the Recorder read them (kept in Redis, for every process)."""
+
+    lost: int
+    last_loss_at: datetime | None
+
+
+async def history_loss(redis: aioredis.Redis, prefix: str) -> HistoryLoss:
+    """What the ledger says: records lost so far and when the latest loss was found."""
+    lost, at = await redis.hmget(_keys.lifecycle_ledger(prefix), ["lost", "last_loss_at"])
+    when = datetime.fromtimestamp(int(at) / 1000, UTC) if at else None
+    return HistoryLoss(int(lost or 0), when)
+
+
+class LossLog:
+    """Losses found, logged once per ``interval`` with the count and the time range (never per record)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.count = 0
+        self.total = 0
+        self._span: tuple[int, int] | None = None
+        self._next = 0.0
+
+    def add(self, n: int, span: tuple[int, int] | None) -> None:
+        if n <= 0:
+            return
+        self.count += n
+        self.total += n
+        if span is not None:
+            old = self._span
+            self._span = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.count or (now < self._next and not force):
+            return
+        span = ""
+        if self._span is not None:
+            start, end = (datetime.fromtimestamp(ms / 1000, UTC).isoformat() for ms in self._span)
+            span = f", written between {start} and {end}" if start != end else f", written by {end}"
+        log.error(
+            "history lost: %d lifecycle records were dropped before the Recorder read them%s "
+            "(%d lost since this Recorder started). Their executions are marked 'unknown' once the "
+            "Recorder has caught up; raise ASYNCSCHED_LIFECYCLE_MAXLEN to buffer longer outages",
+            self.count,
+            span,
+            self.total,
+        )
+        self.count, self._span, self._next = 0, None, now + self.interval

@@ -1,0 +1,274 @@
+"""Lifecycle records and event-log entries decoded into the rows the Recorder writes, merged in a batch.
+
+Records of one ``(job_id, attempt)`` inside a batch (queued, started, finished...) become ONE row: the
+database sees one row write per execution per batch, however many records it had. The merge rule is the
+one the SQL upsert applies against the stored row (see :mod:`asyncsched.store._history_sql`): the status
+moves only to a strictly higher rank; fields of a record of higher or equal rank replace, of a lower rank
+only fill what is missing; ``created_at`` keeps the earliest time; ``duration`` is ``ended_at -
+started_at`` when both are known.
+
+This is the Recorder's hot path (tens of thousands of records a second): records are merged from the raw
+field/value list Redis returns, text is decoded once, timestamps stay floats until the row is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .._lifecycle import RANK, RESULT_CAP, Lifecycle
+from ..events._poison import report_malformed
+from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
+
+__all__ = ["STATUS_OF", "Batch", "Row", "decode_event", "text"]
+
+log = logging.getLogger("asyncsched.store.recorder")
+
+STATUS_OF: Mapping[Lifecycle, ExecutionStatus] = {
+    Lifecycle.SCHEDULED: ExecutionStatus.SCHEDULED,
+    Lifecycle.DEFERRED: ExecutionStatus.DEFERRED,
+    Lifecycle.QUEUED: ExecutionStatus.QUEUED,
+    Lifecycle.STARTED: ExecutionStatus.RUNNING,
+    Lifecycle.SUCCESS: ExecutionStatus.SUCCESS,
+    Lifecycle.FAILED: ExecutionStatus.FAILED,
+    Lifecycle.RETRY: ExecutionStatus.FAILED,
+    Lifecycle.CANCELLED: ExecutionStatus.CANCELLED,
+}
+"""Execution status recorded for each lifecycle kind."""
+
+_KINDS: Mapping[bytes, tuple[int, str]] = {
+    kind.value.encode(): (RANK[kind], STATUS_OF[kind].value) for kind in Lifecycle
+}
+_TRACEBACK_CAP = 65_536
+_TIME_FIELDS = (b"enqueued_at", b"started_at", b"ended_at")
+
+
+def text(value: bytes | str) -> str:
+    """Text of a Redis reply; undecodable bytes (garbage XADDed by hand) become U+FFFD, never an error."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _limit(table: Any, column: str) -> int | None:
+    length: int | None = getattr(table.c[column].type, "length", None)
+    return length
+
+
+_EXEC = TaskExecution.__table__
+_LIMITS = {
+    name: _limit(_EXEC, name)
+    for name in ("job_id", "scheduled_task_id", "agent_name", "task_name", "function", "queue", "worker_name")
+}
+_LIMITS["error"] = None
+_LIMITS["traceback"] = _TRACEBACK_CAP
+
+
+def clip(value: str | None, length: int | None) -> str | None:
+    """Fit a text column: without NUL characters (PostgreSQL refuses them) and cut to ``length``."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if length is None or len(value) <= length:
+        return value
+    return value[:length]
+
+
+def result_json(raw: str | None) -> str | None:
+    """The JSON text stored for a record's result: as is when it is JSON, else as a JSON string."""
+    if raw is None:
+        return None
+    if len(raw) > RESULT_CAP:
+        return json.dumps({"truncated": True, "preview": raw[: RESULT_CAP - 64]})
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse: kept as text
+        return json.dumps(raw)
+    return raw
+
+
+class Row:
+    """One execution being merged inside a batch: raw record fields (bytes), merged by rank."""
+
+    __slots__ = ("attempt", "first_seen", "job_id", "rank", "status", "values")
+
+    def __init__(self, job_id: str, attempt: int, first_seen: bytes | str) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+        self.rank = -1
+        self.status = ExecutionStatus.QUEUED.value
+        self.values: dict[bytes, bytes] = {}
+        self.first_seen = first_seen  # id of its first entry in the batch (entries come in id order)
+
+    def apply(self, rank: int, status: str, fields: dict[bytes, bytes]) -> None:
+        """Merge one record's remaining fields (``kind``/``job_id``/``attempt`` already taken out)."""
+        if rank >= self.rank:
+            self.values.update(fields)  # equal or higher rank: its fields replace
+            if rank > self.rank:
+                self.rank, self.status = rank, status
+        else:
+            values = self.values  # lower rank: only fills what is missing
+            for name, value in fields.items():
+                if name not in values:
+                    values[name] = value
+
+    def sql_values(self, now: float) -> dict[str, Any]:
+        """The column values of this row for the upsert (clipped; times as float epoch seconds)."""
+        v = self.values
+        enqueued, started, ended = (
+            _float(v.get(b"enqueued_at")),
+            _float(v.get(b"started_at")),
+            _float(v.get(b"ended_at")),
+        )
+        created = _entry_seconds(self.first_seen)
+        if enqueued is not None and enqueued < created:
+            created = enqueued
+        if started is not None and started < created:
+            created = started
+        return {
+            "job_id": clip(self.job_id, _LIMITS["job_id"]),
+            "attempt": self.attempt,
+            "status": self.status,
+            "scheduled_task_id": _column(v, b"scheduled_task_id", "scheduled_task_id"),
+            "agent_name": _column(v, b"agent_name", "agent_name"),
+            "task_name": _column(v, b"task_name", "task_name"),
+            "function": _column(v, b"function", "function"),
+            "queue": _column(v, b"queue", "queue") or "default",
+            "worker_name": _column(v, b"worker", "worker_name"),
+            "enqueued_at": enqueued,
+            "started_at": started,
+            "ended_at": ended,
+            "duration": max(0.0, ended - started) if started is not None and ended is not None else None,
+            "result": result_json(_str(v.get(b"result"))),
+            "error": _column(v, b"error", "error"),
+            "traceback": _column(v, b"traceback", "traceback"),
+            "created_at": created,
+            "updated_at": now,
+        }
+
+
+def _float(raw: Any) -> float | None:
+    return None if raw is None else float(raw)
+
+
+def _str(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode(errors="replace")
+
+
+def _column(values: dict[bytes, bytes], field: bytes, column: str) -> str | None:
+    raw = values.get(field)
+    if raw is None:
+        return None
+    return clip(raw.decode(errors="replace"), _LIMITS[column])
+
+
+@dataclass
+class Batch:
+    """Entries of one read, decoded, with the ids to acknowledge per stream."""
+
+    executions: dict[tuple[str, int], Row] = field(default_factory=dict)
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ack: dict[str, list[bytes | str]] = field(default_factory=dict)
+    trimmed: int = 0
+    """Entries delivered again after Redis had trimmed them (read but never recorded): lost."""
+    size: int = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add_lifecycle(self, stream: str, entries: Sequence[Any]) -> None:
+        """Merge lifecycle entries ``[id, [field, value, ...] | {field: value}]`` into the rows."""
+        ids = self.ack.setdefault(stream, [])
+        rows = self.executions
+        for entry_id, raw in entries:
+            ids.append(entry_id)
+            self.size += 1
+            if not raw:
+                self.trimmed += 1
+                continue
+            try:
+                if isinstance(raw, dict):
+                    fields = {(k if isinstance(k, bytes) else k.encode()): _b(v) for k, v in raw.items()}
+                else:
+                    it = iter(raw)
+                    fields = dict(zip(it, it, strict=False))
+                rank, status = _KINDS[fields.pop(b"kind")]
+                job_id = fields.pop(b"job_id").decode(errors="replace")
+                raw_attempt = fields.pop(b"attempt", None)
+                attempt = int(raw_attempt) if raw_attempt is not None else 1
+                for name in _TIME_FIELDS:  # checked here: a bad value skips its record, not the batch
+                    raw_time = fields.get(name)
+                    if raw_time is not None:
+                        fields[name] = float(raw_time)  # type: ignore[assignment]
+                key = (job_id, attempt)
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = Row(job_id, attempt, entry_id)
+                row.apply(rank, status, fields)
+            except Exception as exc:  # any entry, however broken, is skipped on its own
+                reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
+                report_malformed("history entry", stream, reason, raw, log)
+
+    def add_events(self, stream: str, entries: Sequence[Any]) -> None:
+        """Event-log entries ``[id, {field: value}]`` as ``EventMessage`` rows (first of an id wins)."""
+        ids = self.ack.setdefault(stream, [])
+        for entry_id, raw in entries:
+            ids.append(entry_id)
+            self.size += 1
+            if not raw:
+                self.trimmed += 1
+                continue
+            fields = {text(k): text(v) for k, v in raw.items()}
+            try:
+                event = decode_event(fields)
+            except Exception as exc:
+                reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
+                report_malformed("history entry", stream, reason, fields, log)
+                continue
+            self.events.setdefault(event["id"], event)
+
+
+def _b(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _entry_seconds(entry_id: bytes | str) -> float:
+    ms = entry_id.split(b"-", 1)[0] if isinstance(entry_id, bytes) else entry_id.split("-", 1)[0]
+    return int(ms) / 1000
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except ValueError:
+        parsed = datetime.fromisoformat(value)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def decode_event(fields: Mapping[str, str]) -> dict[str, Any]:
+    """An ``EventMessage`` row from an event-log entry (flat fields, or one JSON field holding them)."""
+    data: dict[str, Any] = dict(fields)
+    if "id" not in data and len(data) == 1:
+        data = json.loads(next(iter(data.values())))
+        if not isinstance(data, dict):
+            raise ValueError(f"event envelope is a JSON {type(data).__name__}, not an object")
+    payload = data.get("payload")
+    if isinstance(payload, str):
+        payload = json.loads(payload) if payload else {}
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {"value": payload}
+    created = data.get("created_at")
+    table = EventMessage.__table__
+    return {
+        "id": clip(str(data["id"]), _limit(table, "id")),
+        "event_type": clip(str(data["event_type"]), _limit(table, "event_type")),
+        "source_agent": clip(str(data["source_agent"]), _limit(table, "source_agent")),
+        "target_agent": clip(data.get("target_agent") or None, _limit(table, "target_agent")),
+        "payload": payload,
+        "created_at": _parse_time(str(created)) if created else utcnow(),
+    }

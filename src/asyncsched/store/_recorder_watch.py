@@ -1,0 +1,148 @@
+"""The Recorder's periodic duties, in one background task beside its write loop.
+
+* trim the lifecycle stream below what every consumer group acknowledged (every ``trim_interval``);
+* log the losses found since the last line (at most once per ``loss_log_interval``);
+* notice that Redis lost its data (its ``run_id`` changed and the marker key set at start is gone) and say
+  so once, with what the history knows was in flight; the reconciler then starts over;
+* reconcile open executions with Redis (every ``reconcile_interval``);
+* apply the retention (every ``prune_interval``).
+
+A failing duty is logged once per kind of failure and retried at the next tick; it never stops the others
+or the write loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import _keys
+from ._repository import ExecutionRepository, prune
+
+if TYPE_CHECKING:
+    from ._recorder import Recorder
+
+__all__ = ["Watch"]
+
+log = logging.getLogger("asyncsched.store.recorder")
+
+
+class Watch:
+    """Background duties of one :class:`~asyncsched.store.Recorder` (see the module docstring)."""
+
+    def __init__(
+        self, recorder: Recorder, *, trim_interval: float, reconcile_interval: float, prune_interval: float
+    ) -> None:
+        self.recorder = recorder
+        self.trim_interval = trim_interval
+        self.reconcile_interval = reconcile_interval
+        self.prune_interval = prune_interval
+        self.trimmed = 0
+        """Entries trimmed (all acknowledged by every group) so far."""
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._run_id: str | None = None
+        self._marker = _keys.redis_marker(recorder.settings.key_prefix)
+        self._next: dict[str, float] = {}
+        self._failing: set[str] = set()
+
+    async def start(self) -> None:
+        self._stop.clear()
+        with contextlib.suppress(Exception):  # Redis may be down: the first tick tries again
+            await self._check_redis(first=True)
+        self._task = asyncio.create_task(self._loop(), name="asyncsched-recorder-watch")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _loop(self) -> None:
+        duties = (
+            ("trim", self.trim_interval, self._trim),
+            ("redis", self.trim_interval, self._check_redis),
+            ("reconcile", self.reconcile_interval, self._reconcile),
+            ("prune", self.prune_interval, self._prune),
+        )
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for name, every, duty in duties:
+                if now >= self._next.get(name, 0.0):
+                    self._next[name] = now + every
+                    await self._guard(name, duty)
+            self.recorder.losses.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), min(self.trim_interval, self.reconcile_interval))
+
+    async def _guard(self, name: str, duty: Any) -> None:
+        try:
+            await duty()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if name not in self._failing:
+                self._failing.add(name)
+                log.warning("recorder: %s failed (%s: %s); retrying", name, type(exc).__name__, exc)
+            return
+        self._failing.discard(name)
+
+    async def _trim(self) -> None:
+        self.trimmed += await self.recorder.account.trim()
+
+    async def _check_redis(self, first: bool = False) -> None:
+        redis = self.recorder.redis
+        info = await redis.info("server")
+        run_id = str(info.get("run_id", ""))
+        if first or self._run_id is None:
+            self._run_id = run_id
+            await redis.set(self._marker, run_id)
+            return
+        if run_id == self._run_id:
+            return
+        previous, self._run_id = self._run_id, run_id
+        if await redis.exists(self._marker):
+            log.warning("Redis restarted (run_id %s -> %s) and kept its data", previous[:8], run_id[:8])
+        else:
+            await self._report_wipe(previous, run_id)
+        await redis.set(self._marker, run_id)
+
+    async def _report_wipe(self, previous: str, run_id: str) -> None:
+        counts: dict[str, int] = {}
+        with contextlib.suppress(Exception):
+            counts = await ExecutionRepository(self.recorder.db).counts()
+        open_ = {s: counts.get(s, 0) for s in ("scheduled", "deferred", "queued", "running")}
+        backlog = ", ".join(f"{n} {s}" for s, n in open_.items() if n) or "none"
+        log.error(
+            "Redis LOST ITS DATA (restarted without persistence, or flushed; run_id %s -> %s): jobs it held "
+            "are gone, with any lifecycle records not yet recorded. Open executions in the history: %s; "
+            "those whose jobs are gone are marked 'unknown' within %.0fs. Configure Redis persistence "
+            "(appendonly yes), see docs/fault-tolerance.md",
+            previous[:8],
+            run_id[:8],
+            backlog,
+            self.reconcile_interval + self.recorder.reconciler.min_age,
+        )
+        self.recorder.reconciler.restart()
+        self._next["reconcile"] = 0.0
+
+    async def _reconcile(self) -> None:
+        await self.recorder.reconciler.run_once()
+
+    async def _prune(self) -> None:
+        retention = self.recorder.retention
+        if retention is None:
+            return
+        result = await prune(self.recorder.db, retention)
+        if result.executions or result.events:
+            log.info(
+                "retention: pruned %d executions and %d events older than %s",
+                result.executions,
+                result.events,
+                retention,
+            )
