@@ -26,6 +26,23 @@ def rq_compat(session: nox.Session, rq_version: str) -> None:
 
 
 @nox.session(python=PY)
+@nox.parametrize("redis_version", ["5.0.1", "newest"])
+def sentinel_compat(session: nox.Session, redis_version: str) -> None:
+    """Redis Sentinel (a real master, replica and Sentinel, failover included) on the lowest redis-py the
+    package allows and the newest."""
+    pin = "redis[hiredis]" if redis_version == "newest" else f"redis[hiredis]=={redis_version}"
+    session.install("-e", ".[test]", pin)
+    session.run("python", "-m", "pytest", "-m", "sentinel", *session.posargs)
+
+
+@nox.session(python=PY)
+def arq_compat(session: nox.Session) -> None:
+    """Jobs of a real arq producer on our worker (the asyncsched[arq] extra; arq pins redis<6)."""
+    session.install("-e", ".[test,arq]")
+    session.run("python", "-m", "pytest", "-m", "arq", *session.posargs)
+
+
+@nox.session(python=PY)
 def chaos(session: nox.Session) -> None:
     """Fault injection: SIGKILLed workers, Redis and PostgreSQL restarts, malformed input, SIGTERM."""
     session.install("-e", ".[test]")

@@ -97,3 +97,98 @@ def enqueue_from_thread(redis_url: str) -> str:
 
 class NotJSON:
     pass
+
+
+def note(path: str, text: str, seconds: float = 0.0) -> str:
+    """Append ``text`` and the time to ``path`` (one line), after sleeping ``seconds``; return ``text``."""
+    start = time.time()
+    time.sleep(seconds)
+    with open(path, "a") as fh:
+        fh.write(f"{text} {start:.6f} {time.time():.6f}\n")
+    return text
+
+
+def noted(path: str) -> list[str]:
+    """The texts :func:`note` appended to ``path``, in order."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [line.split()[0] for line in fh if line.strip()]
+
+
+def note_fail(path: str, text: str) -> None:
+    """:func:`note`, then raise ``ValueError(text)``."""
+    note(path, text)
+    raise ValueError(text)
+
+
+def note_current(path: str) -> str:
+    """Note the id of ``rq.get_current_job()`` and of ``asyncsched.current_job()`` (``none`` if absent)."""
+    import rq
+
+    import asyncsched
+
+    job = rq.get_current_job()
+    assert job is None or job.connection.ping()
+    ours = asyncsched.current_job()
+    note(path, f"rq:{job.id if job else 'none'}")
+    return ours.id if ours is not None else "none"
+
+
+async def anote_current(path: str) -> str:
+    """:func:`note_current` from a coroutine job."""
+    await asyncio.sleep(0)
+    return note_current(path)
+
+
+# RQ callbacks (rq.Callback): RQ's signatures; they note into the job's first argument (a path)
+def cb_success(job: Any, connection: Any, result: Any, *args: Any, **kwargs: Any) -> None:
+    assert connection.ping()
+    note(job.args[0], f"on_success:{job.id}:{result}")
+
+
+def cb_failure(job: Any, connection: Any, typ: Any, value: Any, tb: Any) -> None:
+    note(job.args[0], f"on_failure:{job.id}:{typ.__name__}")
+
+
+def cb_stopped(job: Any, connection: Any) -> None:
+    note(job.args[0], f"on_stopped:{job.id}")
+
+
+def cb_broken(job: Any, connection: Any, *args: Any) -> None:
+    raise RuntimeError("callback broke")
+
+
+def cb_slow(job: Any, connection: Any, *args: Any) -> None:
+    time.sleep(3)
+
+
+def return_rq_retry() -> Any:
+    """RQ 3's retry-by-return: the job returns ``rq.Retry``."""
+    import rq
+
+    return rq.Retry(max=2)
+
+
+class Counter:
+    """For an RQ job on a bound method (``q.enqueue(Counter().bump)``)."""
+
+    def bump(self) -> int:
+        return 1
+
+
+# arq functions: arq's signature, ctx first
+async def arq_add(ctx: dict[str, Any], a: int, b: int) -> int:
+    assert ctx["job_id"]
+    assert ctx["job_try"] >= 1
+    return a + b
+
+
+async def arq_fail(ctx: dict[str, Any], message: str) -> None:
+    raise ValueError(message)
+
+
+class ArqSettings:
+    """What an arq deployment's ``WorkerSettings`` looks like (read by ``Worker(arq="module:Class")``)."""
+
+    functions = (arq_add, arq_fail)

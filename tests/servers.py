@@ -76,7 +76,7 @@ class RedisServer:
         self.proc = _spawn_redis(self.port, self.workdir)
 
 
-def _spawn_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
+def _spawn_redis(port: int, workdir: str, *extra: str) -> subprocess.Popen[bytes]:
     try:
         binary = find_binary("redis-server")
     except ServerUnavailable:
@@ -100,6 +100,7 @@ def _spawn_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
             "no",
             "--loglevel",
             "warning",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
@@ -117,6 +118,118 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class SentinelSetup:
+    """A master, one replica and one Sentinel monitoring them as ``mymaster`` (quorum 1).
+
+    The master refuses writes without a connected replica (``min-replicas-to-write 1``): after a failover
+    the old master, still alive, refuses writes instead of acknowledging ones its demotion will discard
+    (the Redis setting that makes a failover lose nothing acknowledged). The replica has no such guard, so
+    that once promoted, alone until the old master follows it, it takes writes at once.
+    """
+
+    master: RedisServer
+    replica: RedisServer
+    sentinel_port: int
+    sentinel: subprocess.Popen[bytes]
+    service: str = "mymaster"
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{self.service}/0"
+
+    def master_port(self) -> int:
+        import redis as syncredis
+
+        with syncredis.Redis(port=self.sentinel_port) as client:
+            _, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        return int(port)
+
+    def ready(self) -> bool:
+        """The master takes writes (its replica is synced and acknowledging) and the Sentinel sees the
+        replica as a healthy promotion candidate."""
+        import redis as syncredis
+        from redis.exceptions import ResponseError
+
+        with syncredis.Redis(port=self.sentinel_port, decode_responses=True) as client:
+            replicas = client.execute_command("SENTINEL", "REPLICAS", self.service)
+        info = [dict(zip(r[::2], r[1::2], strict=True)) if isinstance(r, list) else r for r in replicas]
+        if not any(r.get("flags") == "slave" and r.get("master-link-status") == "ok" for r in info):
+            return False
+        with syncredis.Redis(port=self.master_port()) as master:
+            try:
+                master.set("asyncsched:sentinel-probe", 1)
+            except ResponseError:  # NOREPLICAS until the replica's first acknowledgement
+                return False
+            master.delete("asyncsched:sentinel-probe")
+        return True
+
+    def failover(self, timeout: float = 30.0) -> int:
+        """``SENTINEL FAILOVER``; returns the new master's port once the Sentinel names it and it accepts
+        writes (the old master is demoted by the Sentinel later, in its own time)."""
+        import redis as syncredis
+
+        old = self.master_port()
+        with syncredis.Redis(port=self.sentinel_port) as client:
+            client.execute_command("SENTINEL", "FAILOVER", self.service)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = self.master_port()
+            if new != old:
+                with syncredis.Redis(port=new) as master:
+                    if master.info("replication")["role"] == "master":
+                        return new
+            time.sleep(0.05)
+        raise ServerUnavailable(f"Sentinel failover of {self.service} did not complete in {timeout}s")
+
+
+@contextlib.contextmanager
+def sentinel_setup() -> Iterator[SentinelSetup]:
+    """Start a master, a replica and a Sentinel on free ports; wait until the Sentinel sees the replica."""
+
+    workdir = tempfile.mkdtemp(prefix="asyncsched-sentinel-")
+    guard = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "10")
+    servers: list[RedisServer] = []
+    sentinel: subprocess.Popen[bytes] | None = None
+    try:
+        mport = free_port()
+        os.mkdir(mdir := os.path.join(workdir, "master"))
+        servers.append(RedisServer(mport, _spawn_redis(mport, mdir, *guard), mdir))
+        rport = free_port()
+        os.mkdir(rdir := os.path.join(workdir, "replica"))
+        replica = _spawn_redis(rport, rdir, "--replicaof", "127.0.0.1", str(mport))
+        servers.append(RedisServer(rport, replica, rdir))
+        sport = free_port()
+        conf = os.path.join(workdir, "sentinel.conf")
+        with open(conf, "w") as fh:
+            fh.write(
+                f"port {sport}\nbind 127.0.0.1\ndir {workdir}\n"
+                f"sentinel monitor mymaster 127.0.0.1 {mport} 1\n"
+                "sentinel down-after-milliseconds mymaster 1000\n"
+                "sentinel failover-timeout mymaster 10000\n"
+            )
+        sentinel = subprocess.Popen(
+            [find_binary("redis-server"), conf, "--sentinel", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_port(sport, sentinel, "redis-server --sentinel")
+        setup = SentinelSetup(servers[0], servers[1], sport, sentinel)
+        deadline = time.monotonic() + 30
+        while not setup.ready():
+            if time.monotonic() > deadline:
+                raise ServerUnavailable("the Sentinel setup was not ready (replica synced, seen) within 30s")
+            time.sleep(0.1)
+        yield setup
+    finally:
+        if sentinel is not None and sentinel.poll() is None:
+            sentinel.terminate()
+            sentinel.wait(10)
+        for server in servers:
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

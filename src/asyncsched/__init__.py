@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .store import Database, EventRepository, ExecutionRepository, Page, Recorder
     from .store.models import EventMessage, ExecutionStatus, ScheduledTask, ScheduleType, TaskExecution
     from .web import create_app, scheduler_router
-    from .worker import Worker
+    from .worker import CurrentJob, Worker, current_job
 
 
 # Heavy parts (SQLAlchemy, croniter, ...) load on first use, so `import asyncsched.worker` stays lean.
@@ -64,6 +64,8 @@ _LAZY: dict[str, str] = {
     "TaskScheduler": ".scheduler",
     "parse_schedule": ".scheduler",
     "Worker": ".worker",
+    "CurrentJob": ".worker",
+    "current_job": ".worker",
 }
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigurationError",
     "ControlPlane",
+    "CurrentJob",
     "Database",
     "DuplicateTask",
     "Event",
@@ -107,6 +110,7 @@ __all__ = [
     "Worker",
     "__version__",
     "create_app",
+    "current_job",
     "get_settings",
     "init_db",
     "lifespan",

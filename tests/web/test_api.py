@@ -202,3 +202,30 @@ async def test_health_and_metrics(client: httpx.AsyncClient, runtime: Runtime) -
     assert 'asyncsched_http_requests_total{operation="health",code="200"} 1' in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+
+
+async def test_jobs_with_rq_dependencies_repeat_and_rate_limit(client: httpx.AsyncClient) -> None:
+    parent = (await client.post("/jobs", json={"function": "tests.web.webtasks:add", "delay": 3600})).json()
+    child = await client.post(
+        "/jobs", json={"function": "tests.web.webtasks:add", "depends_on": [parent["job_id"]]}
+    )
+    assert child.status_code == 202, child.text
+    assert child.json()["status"] == "deferred"  # waits for its (scheduled) parent
+    limited = await client.post(
+        "/jobs",
+        json={
+            "function": "tests.web.webtasks:add",
+            "delay": 0,
+            "repeat": {"times": 1},
+            "rate_limit": {"key": "api", "concurrency": 1},
+        },
+    )
+    assert limited.status_code == 202, limited.text
+    mixed = await client.post(
+        "/jobs", json={"function": "tests.web.webtasks:add", "depends_on": ["x"], "delay": 60}
+    )
+    assert mixed.status_code == 422
+    assert mixed.json()["detail"][0]["loc"] == ["body", "depends_on"]
+    bad = await client.post("/jobs", json={"function": "tests.web.webtasks:add", "depends_on": ["no spaces"]})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"][:2] == ["body", "depends_on"]

@@ -50,7 +50,10 @@ def real_conn(real_redis_url: str) -> Iterator[syncredis.Redis]:
 
 
 def rq_cli(*args: str, url: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     return subprocess.run(
         [RQ_BIN, *args, "--url", url],
         cwd=ROOT,

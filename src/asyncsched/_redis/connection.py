@@ -6,7 +6,8 @@ Schemes:
   the same NAME in this process talks to the same server, on whichever event loop it is used from, so the
   worker, scheduler, bus and sync facade of one process share state. Nothing crosses process boundaries.
 * ``redis://``, ``rediss://`` (TLS), ``unix://`` — redis-py's own URL parsing (hiredis when installed).
-* ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` — the master of a Sentinel service.
+* ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` — the master of a Sentinel service,
+  followed through failovers (see :mod:`asyncsched._redis.sentinel`).
 
 The clients return ``bytes`` (``decode_responses=False``), as python-rq expects.
 """
@@ -36,8 +37,9 @@ except ImportError:  # pragma: no cover - older redis-py fixes the version once,
     _DriverInfo = None  # type: ignore[assignment,misc]
 
 from ..exceptions import BackendUnavailable, UnsupportedURL
+from .sentinel import SentinelPool
 
-__all__ = ["Line", "check_redis", "create_redis", "mask_url", "reset_memory_servers"]
+__all__ = ["Line", "check_redis", "create_redis", "create_sync_redis", "mask_url", "reset_memory_servers"]
 
 _SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel")
 _memory_servers: dict[str, Any] = {}
@@ -100,11 +102,37 @@ def create_redis(url: str, **options: Any) -> aioredis.Redis:
     if scheme == "redis+sentinel":
         _driver_info(options)
         options.setdefault("retry", _reconnect_retry())
+        options.setdefault("max_connections", 100)
+        options.setdefault("timeout", 20)
         return _fast_packing(_sentinel_master(url, **options))
     raise UnsupportedURL(
         f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}; use one of: "
         + ", ".join(f"{s}://" for s in _SCHEMES)
     )
+
+
+def create_sync_redis(url: str) -> redis.Redis:
+    """A synchronous ``redis.Redis`` on the same server as ``create_redis(url)`` (the connection RQ's own
+    code gets: job callbacks, ``rq.get_current_job().connection``); ``memory://`` included."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        import fakeredis
+
+        name = parts.netloc + parts.path or "default"
+        client: redis.Redis = fakeredis.FakeRedis(server=_memory_server(name))
+        return client
+    if scheme == "redis+sentinel":
+        from redis.sentinel import Sentinel as SyncSentinel
+
+        hosts, service, options = _sentinel_parts(url, {})
+        kwargs = {"password": options.get("password")}
+        sentinel = SyncSentinel(hosts, sentinel_kwargs=kwargs, **options)  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(service)  # type: ignore[no-untyped-call]
+        return master
+    if scheme in ("redis", "rediss", "unix"):
+        return redis.Redis.from_url(url)
+    raise UnsupportedURL(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
 
 
 def _driver_info(options: dict[str, Any]) -> None:
@@ -199,6 +227,11 @@ class _WaitingPool(aioredis.ConnectionPool):
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+class _WaitingSentinelPool(_WaitingPool, SentinelPool):
+    """The Sentinel master's pool, waiting for a free connection as :class:`_WaitingPool` does (during a
+    failover many commands are in flight at once; redis-py's pool would raise ``MaxConnectionsError``)."""
 
 
 class Line:
@@ -333,6 +366,17 @@ def _reconnect_retry() -> Retry:
 
 
 def _sentinel_master(url: str, **options: Any) -> aioredis.Redis:
+    hosts, service, options = _sentinel_parts(url, options)
+    sentinel_kwargs = {"password": options.get("password")}
+    if "driver_info" in options:
+        sentinel_kwargs["driver_info"] = options["driver_info"]
+    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)  # type: ignore[no-untyped-call]
+    master: aioredis.Redis = sentinel.master_for(service, connection_pool_class=_WaitingSentinelPool)
+    return master
+
+
+def _sentinel_parts(url: str, options: dict[str, Any]) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """The Sentinels' addresses, the service name and the connection options of a Sentinel URL."""
     parts = urlsplit(url)
     hosts_part = parts.netloc.rsplit("@", 1)[-1]
     hosts: list[tuple[str, int]] = []
@@ -349,12 +393,7 @@ def _sentinel_master(url: str, **options: Any) -> aioredis.Redis:
         options["db"] = int(path[1])
     if parts.password:
         options["password"] = unquote(parts.password)
-    sentinel_kwargs = {"password": options.get("password")}
-    if "driver_info" in options:
-        sentinel_kwargs["driver_info"] = options["driver_info"]
-    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)  # type: ignore[no-untyped-call]
-    master: aioredis.Redis = sentinel.master_for(service)
-    return master
+    return hosts, service, options
 
 
 def describe(url: str) -> str:

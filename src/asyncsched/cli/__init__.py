@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from .._version import __version__
 from ..config import Settings, set_settings
 from ..exceptions import AsyncschedError
-from . import _db, _errors, _events, _info, _jobs, _queues, _run, _scheduler, _tasks, _worker
+from . import _db, _errors, _events, _info, _jobs, _queues, _run, _scheduler, _suspend, _tasks, _worker
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (_run, _worker, _scheduler, _tasks, _db, _info, _events, _jobs, _queues)
+_COMMANDS = (_run, _worker, _scheduler, _tasks, _db, _info, _events, _jobs, _queues, _suspend)
 
 
 def build_parser() -> argparse.ArgumentParser:

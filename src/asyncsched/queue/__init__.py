@@ -3,7 +3,7 @@
 The sync twin lives in :mod:`asyncsched.sync`.
 """
 
-from ._models import JobRecord, JobStatus, Retry, WorkerInfo
+from ._models import Callback, JobRecord, JobStatus, RateLimit, Repeat, Retry, WorkerInfo
 from ._queue import TaskQueue
 
-__all__ = ["JobRecord", "JobStatus", "Retry", "TaskQueue", "WorkerInfo"]
+__all__ = ["Callback", "JobRecord", "JobStatus", "RateLimit", "Repeat", "Retry", "TaskQueue", "WorkerInfo"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,7 +13,16 @@ from ..exceptions import InvalidJob, UnsafeJob
 from ..rq import codec
 from ..rq.codec import ResultEntry, ResultType
 
-__all__ = ["JobRecord", "JobStatus", "Retry", "WorkerInfo", "from_rq_status"]
+__all__ = [
+    "Callback",
+    "JobRecord",
+    "JobStatus",
+    "RateLimit",
+    "Repeat",
+    "Retry",
+    "WorkerInfo",
+    "from_rq_status",
+]
 
 
 class JobStatus(enum.StrEnum):
@@ -38,6 +47,7 @@ _FROM_RQ = {
     "canceled": JobStatus.CANCELLED,
     "scheduled": JobStatus.SCHEDULED,
     "deferred": JobStatus.DEFERRED,
+    "rate_limited": JobStatus.DEFERRED,  # RQ 3: waiting for a slot of its RateLimit
 }
 
 TO_RQ: Mapping[JobStatus, tuple[str, ...]] = {
@@ -47,17 +57,23 @@ TO_RQ: Mapping[JobStatus, tuple[str, ...]] = {
     JobStatus.FAILED: ("failed",),
     JobStatus.CANCELLED: ("canceled", "stopped"),
     JobStatus.SCHEDULED: ("scheduled",),
-    JobStatus.DEFERRED: ("deferred",),
+    JobStatus.DEFERRED: ("deferred", "rate_limited"),
 }
 
 
 def from_rq_status(value: str | bytes | None) -> JobStatus:
-    """Map RQ's status text (``stopped`` is a cancellation from RQ's side). Unknown text: ``InvalidJob``."""
+    """Map RQ's status text (``stopped`` is a cancellation from RQ's side; RQ 3's ``rate_limited`` waits
+    for a slot, like a deferred job for its dependencies). Text that neither RQ 2.x/3.x nor asyncsched
+    writes raises ``InvalidJob`` naming it, rather than being guessed at."""
     text = value.decode() if isinstance(value, bytes) else (value or "")
     try:
         return _FROM_RQ[text]
     except KeyError:
-        raise InvalidJob(f"unknown RQ job status {text!r}") from None
+        raise InvalidJob(
+            f"unknown RQ job status {text!r} (not one RQ 2.x/3.x or asyncsched writes: "
+            + ", ".join(_FROM_RQ)
+            + ")"
+        ) from None
 
 
 class Retry:
@@ -78,6 +94,56 @@ class Retry:
 
     def __repr__(self) -> str:
         return f"Retry(max={self.max}, interval={self.intervals})"
+
+
+class Callback:
+    """A job callback (like ``rq.Callback``): ``func`` is a module-level function or a
+    ``"module:function"`` path, run by the worker with RQ's signature (``on_success(job, connection,
+    result)``, ``on_failure(job, connection, type, value, traceback)``, ``on_stopped(job, connection)``)
+    within ``timeout`` seconds (RQ's default, 60)."""
+
+    def __init__(self, func: Callable[..., Any] | str, timeout: int | None = None) -> None:
+        if timeout is not None and timeout < 1:
+            raise ValueError(f"Callback timeout must be a whole number of seconds >= 1, got {timeout!r}")
+        self.func = func
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Callback({self.func!r}, timeout={self.timeout})"
+
+
+class Repeat:
+    """Run a successful job ``times`` more times (like ``rq.Repeat``), waiting ``interval`` seconds before
+    each repeat (a list: one value per repeat, the last one reused)."""
+
+    def __init__(self, times: int, interval: int | list[int] = 0) -> None:
+        if times < 1:
+            raise ValueError(f"Repeat(times=...) must be at least 1, got {times!r}")
+        intervals = [interval] if isinstance(interval, int) else list(interval)
+        if not intervals or any(i < 0 for i in intervals):
+            raise ValueError(f"repeat intervals must be non-negative integers, got {interval!r}")
+        self.times = times
+        self.intervals = intervals
+
+    def __repr__(self) -> str:
+        return f"Repeat(times={self.times}, interval={self.intervals})"
+
+
+class RateLimit:
+    """At most ``concurrency`` jobs with this ``key`` queued or running at once (like RQ 3's
+    ``rq.RateLimit``, same keys: our workers and RQ's share the limit); the others wait as
+    ``rate_limited`` (:attr:`JobStatus.DEFERRED`) for a slot."""
+
+    def __init__(self, key: str, concurrency: int) -> None:
+        if not key:
+            raise ValueError("RateLimit key must be a non-empty string")
+        if concurrency < 1:
+            raise ValueError(f"RateLimit concurrency must be an integer >= 1, got {concurrency!r}")
+        self.key = key
+        self.concurrency = concurrency
+
+    def __repr__(self) -> str:
+        return f"RateLimit({self.key!r}, concurrency={self.concurrency})"
 
 
 def retry_interval(intervals: list[int] | None, retries_left: int) -> int:

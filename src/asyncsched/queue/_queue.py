@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import math
 import os
@@ -32,7 +33,7 @@ from ..rq.keys import RQKeys
 from ..rq.serializers import Format
 from ._admin import QueueAdmin
 from ._functions import func_name
-from ._models import JobRecord, JobStatus, Retry, WorkerInfo, from_rq_status
+from ._models import Callback, JobRecord, JobStatus, RateLimit, Repeat, Retry, WorkerInfo, from_rq_status
 
 log = logging.getLogger("asyncsched.queue")
 
@@ -40,7 +41,8 @@ __all__ = ["TaskQueue"]
 
 _JOB_ID = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 _BATCH = 1000  # jobs per coalesced enqueue script call
-_PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created"})
+_WAIT_MS = 2000  # how long an enqueue waits for its replicas (wait_replicas)
+_PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created", b"rate_limited"})
 _ENQUEUE_KEYS = frozenset(
     [
         "func",
@@ -63,6 +65,13 @@ _ENQUEUE_KEYS = frozenset(
         "scheduled_task_id",
         "unique",
         "at_front",
+        "depends_on",
+        "allow_dependency_failures",
+        "on_success",
+        "on_failure",
+        "on_stopped",
+        "repeat",
+        "rate_limit",
     ]
 )
 
@@ -115,10 +124,15 @@ class TaskQueue(QueueAdmin):
         settings: Settings | None = None,
         name: str = "default",
         serializer: str | None = None,
+        wait_replicas: int | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        url = (redis or self.settings.redis_url) if redis is None or isinstance(redis, str) else ""
+        # acknowledge an enqueue only once this many replicas have it (WAIT; opt-in: see
+        # docs/fault-tolerance.md, Redis Sentinel failover)
+        self.wait_replicas = wait_replicas or 0
         if redis is None or isinstance(redis, str):
-            self.redis = create_redis(redis or self.settings.redis_url)
+            self.redis = create_redis(url)
             self._owns = True
         else:
             self.redis = redis
@@ -183,12 +197,26 @@ class TaskQueue(QueueAdmin):
         scheduled_task_id: str | None = None,
         unique: bool = False,
         at_front: bool = False,
+        depends_on: str | Iterable[str] | None = None,
+        allow_dependency_failures: bool = False,
+        on_success: Callback | Callable[..., Any] | str | None = None,
+        on_failure: Callback | Callable[..., Any] | str | None = None,
+        on_stopped: Callback | Callable[..., Any] | str | None = None,
+        repeat: Repeat | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> str:
         """Enqueue one job; returns its id. Nothing is written when an argument cannot be serialized.
 
         ``func`` is a module-level callable or a ``"package.module:function"`` path (``function_path``
         alone works too and is recorded either way). ``at``/``delay`` schedule the job (workers promote it
         when due). ``unique=True`` writes nothing if ``job_id`` already exists and returns ``job_id``.
+
+        RQ's job features, written as RQ writes them (a stock ``rq worker`` honours them too):
+        ``depends_on`` (job ids; the job waits, ``deferred``, until they all finished, or also failed with
+        ``allow_dependency_failures``), ``on_success``/``on_failure``/``on_stopped`` callbacks
+        (:class:`Callback`, or a function / path with RQ's 60 s timeout), ``repeat`` (:class:`Repeat`)
+        and ``rate_limit`` (:class:`RateLimit`, RQ 3's). ``depends_on`` and ``rate_limit`` cannot be
+        combined with ``at``/``delay``.
         """
         job_id, part = self._prepare(
             now=datetime.now(UTC),
@@ -212,6 +240,13 @@ class TaskQueue(QueueAdmin):
             scheduled_task_id=scheduled_task_id,
             unique=unique,
             at_front=at_front,
+            depends_on=depends_on,
+            allow_dependency_failures=allow_dependency_failures,
+            on_success=on_success,
+            on_failure=on_failure,
+            on_stopped=on_stopped,
+            repeat=repeat,
+            rate_limit=rate_limit,
         )
         await self._submit(part)
         return job_id
@@ -238,6 +273,8 @@ class TaskQueue(QueueAdmin):
             try:
                 if self._line is not None:
                     results = await self._scripts.run_on(self._line, "enqueue", args)
+                    if self.wait_replicas:
+                        await self._replicated(self._line)
                 else:
                     results = await self._scripts.run("enqueue", args)
             except BaseException as exc:
@@ -255,6 +292,18 @@ class TaskQueue(QueueAdmin):
                         fut.set_result(None)
                     else:
                         fut.set_exception(refused)
+
+    async def _replicated(self, line: Line) -> None:
+        """``WAIT`` on the connection that wrote: ``wait_replicas`` replicas have the writes, or the
+        enqueue is not acknowledged (``BackendUnavailable``; the jobs may still run)."""
+        (acked,) = await line.execute(("WAIT", self.wait_replicas, _WAIT_MS))
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < self.wait_replicas:
+            raise BackendUnavailable(
+                f"the enqueue reached {acked} of {self.wait_replicas} replicas within {_WAIT_MS} ms; "
+                "not acknowledged (the job may still run)"
+            )
 
     @_backend_errors
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -330,6 +379,13 @@ class TaskQueue(QueueAdmin):
         scheduled_task_id: str | None = None,
         unique: bool = False,
         at_front: bool = False,
+        depends_on: str | Iterable[str] | None = None,
+        allow_dependency_failures: bool = False,
+        on_success: Callback | Callable[..., Any] | str | None = None,
+        on_failure: Callback | Callable[..., Any] | str | None = None,
+        on_stopped: Callback | Callable[..., Any] | str | None = None,
+        repeat: Repeat | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> tuple[str, _Part]:
         target = func if func is not None else function_path
         if target is None:
@@ -360,6 +416,11 @@ class TaskQueue(QueueAdmin):
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
             when = now + timedelta(seconds=seconds)
         scheduled = when is not None and when > now
+        rq_opts = _rq_options(
+            depends_on, allow_dependency_failures, on_success, on_failure, on_stopped, repeat, rate_limit
+        )
+        if scheduled and (depends_on is not None or rate_limit is not None):
+            raise InvalidJob("depends_on and rate_limit cannot be combined with at/delay")
         description = description or codec.call_string(name, args, kwargs)
         meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
         shared = (
@@ -377,6 +438,7 @@ class TaskQueue(QueueAdmin):
             agent_name,
             task_name,
             scheduled_task_id,
+            rq_opts,
         )
         header = self._headers.get(shared)
         if header is None:
@@ -407,15 +469,17 @@ class TaskQueue(QueueAdmin):
         agent_name: str | None,
         task_name: str | None,
         scheduled_task_id: str | None,
+        rq_opts: tuple[tuple[str, str], ...] = (),
     ) -> tuple[str, ...]:
         """The part of the enqueue script's arguments that jobs with the same options share (see
         ``enqueue.lua``); per-job values (id, data, meta, description, timestamps) go separately."""
         status = "scheduled" if scheduled else "queued"
         # Hash fields in RQ's order (see rq.job.Job.to_dict) after the per-job ones, as a flat list of text.
+        names = dict(rq_opts)
         fields = [
-            "success_callback_name", "",
-            "failure_callback_name", "",
-            "stopped_callback_name", "",
+            "success_callback_name", names.pop("success_callback_name", ""),
+            "failure_callback_name", names.pop("failure_callback_name", ""),
+            "stopped_callback_name", names.pop("stopped_callback_name", ""),
             "started_at", "",
             "ended_at", "",
             "last_heartbeat", "",
@@ -437,6 +501,10 @@ class TaskQueue(QueueAdmin):
             policy = Retry(retry) if isinstance(retry, int) else Retry(retry[0], list(retry[1:]))
             fields += ("retries_left", str(policy.max))
             fields += ("retry_intervals", "[" + ", ".join(str(i) for i in policy.intervals) + "]")
+        for item in names.items():
+            fields += item
+        if at_front and ("dependency_ids" in names or "rate_limit_key" in names):
+            fields += ("enqueue_at_front", "1")  # for the later push (RQ's field)
         life = ["kind", status, "queue", qname, "attempt", "1", "function", path]
         for hash_field, life_field, value in (
             ("asyncsched_agent", "agent_name", agent_name),
@@ -454,13 +522,17 @@ class TaskQueue(QueueAdmin):
     @async_api("TaskQueue")
     @_backend_errors
     async def status(self, job_id: str) -> JobStatus:
-        """The job's state. Raises :class:`JobNotFound`."""
+        """The job's state. Raises :class:`JobNotFound`, and :class:`InvalidJob` naming a status that
+        neither RQ 2.x/3.x nor asyncsched writes."""
         raw = await self._r.hget(self.keys.job(job_id), "status")
         if raw is None:
             if await self._r.exists(self.keys.job(job_id)):
                 return JobStatus.QUEUED  # RQ's "created": a hash without a status yet
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
-        return from_rq_status(raw)
+        try:
+            return from_rq_status(raw)
+        except InvalidJob as exc:
+            raise InvalidJob(f"job {job_id!r}: {exc}") from None
 
     async def _latest(self, job_id: str) -> ResultEntry | None:
         entries = await self._r.xrevrange(self.keys.results(job_id), count=1)
@@ -695,11 +767,37 @@ class TaskQueue(QueueAdmin):
         cancelled on the worker's loop; a sync job's thread runs on but its result is discarded).
         Returns ``False`` if the job had already ended. Raises :class:`JobNotFound`."""
         rc = await self._scripts.run(
-            "cancel", [self.prefix, job_id, int(time.time()), self.stream, self.settings.lifecycle_maxlen]
+            "cancel",
+            [
+                self.prefix,
+                job_id,
+                int(time.time()),
+                self.stream,
+                self.settings.lifecycle_maxlen,
+                codec.fmt_ts(),
+            ],
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
         return bool(rc > 0)
+
+    @_backend_errors
+    async def suspend_workers(self, duration: int | None = None) -> None:
+        """Suspend every worker on this Redis, ours and RQ's (as ``rq suspend``): running jobs finish,
+        no job starts until :meth:`resume_workers` (or until ``duration`` seconds have passed)."""
+        if duration is not None and duration < 1:
+            raise ValueError(f"duration must be at least 1 second, got {duration!r}")
+        await self._r.set(self.keys.suspended, 1, ex=duration)
+
+    @_backend_errors
+    async def resume_workers(self) -> None:
+        """Undo :meth:`suspend_workers` (as ``rq resume``)."""
+        await self._r.delete(self.keys.suspended)
+
+    @_backend_errors
+    async def workers_suspended(self) -> bool:
+        """Whether workers are suspended (by :meth:`suspend_workers`, ``rq suspend`` or the CLI)."""
+        return bool(await self._r.exists(self.keys.suspended))
 
     @_backend_errors
     async def requeue(self, job_id: str) -> None:
@@ -740,3 +838,42 @@ def _seconds(value: int | float | timedelta) -> int:
     if seconds <= 0:
         raise InvalidJob(f"timeout must be positive seconds (or -1 for none), got {value!r}")
     return math.ceil(seconds)
+
+
+def _rq_options(
+    depends_on: str | Iterable[str] | None,
+    allow_failures: bool,
+    on_success: Callback | Callable[..., Any] | str | None,
+    on_failure: Callback | Callable[..., Any] | str | None,
+    on_stopped: Callback | Callable[..., Any] | str | None,
+    repeat: Repeat | None,
+    rate_limit: RateLimit | None,
+) -> tuple[tuple[str, str], ...]:
+    """The RQ job hash fields (name, text) of these options, validated; hashable, for the header cache."""
+    out: list[tuple[str, str]] = []
+    for kind, cb in (("success", on_success), ("failure", on_failure), ("stopped", on_stopped)):
+        if cb is None:
+            continue
+        if not isinstance(cb, Callback):
+            cb = Callback(cb)
+        out.append((f"{kind}_callback_name", func_name(cb.func)))
+        if cb.timeout is not None:
+            out.append((f"{kind}_callback_timeout", str(cb.timeout)))
+    if repeat is not None:
+        if not isinstance(repeat, Repeat):
+            raise InvalidJob(f"repeat must be asyncsched.queue.Repeat, got {type(repeat).__name__}")
+        out += [("repeats_left", str(repeat.times)), ("repeat_intervals", json.dumps(repeat.intervals))]
+    if rate_limit is not None:
+        if not isinstance(rate_limit, RateLimit):
+            raise InvalidJob(
+                f"rate_limit must be asyncsched.queue.RateLimit, got {type(rate_limit).__name__}"
+            )
+        out += [("rate_limit_key", rate_limit.key), ("rate_limit_concurrency", str(rate_limit.concurrency))]
+    if depends_on is not None:
+        ids = [depends_on] if isinstance(depends_on, str) else list(depends_on)
+        bad = [i for i in ids if not _JOB_ID.match(str(i))]
+        if not ids or bad:
+            raise InvalidJob(f"depends_on must be one or more job ids, got {depends_on!r}")
+        out += [("dependency_id", ids[0]), ("dependency_ids", json.dumps(ids))]
+        out.append(("allow_dependency_failures", "1" if allow_failures else "0"))
+    return tuple(out)

@@ -28,7 +28,14 @@ SCRIPT_NAMES = (
 
 
 def _read(name: str) -> str:
-    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text()
+    """``scripts/<name>.lua``, with each ``--#include <lib>`` line replaced by ``scripts/lib_<lib>.lua``."""
+    text = resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text()
+    lines = text.splitlines(keepends=True)
+    for k, line in enumerate(lines):
+        if line.startswith("--#include "):
+            lib = line.split()[1]
+            lines[k] = resources.files(__package__).joinpath("scripts", f"lib_{lib}.lua").read_text()
+    return "".join(lines)
 
 
 # Read once, when the module is imported: never from a coroutine (file I/O would block the event loop).

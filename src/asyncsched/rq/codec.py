@@ -94,7 +94,8 @@ def encode_data(func_name: str, args: Sequence[Any], kwargs: Mapping[str, Any], 
 
 
 def decode_data(raw: bytes, *, accept_pickle: bool) -> tuple[str, tuple[Any, ...], dict[str, Any], Format]:
-    """Inverse of :func:`encode_data`; ``UnsafeJob`` for refused pickle, ``ValueError`` if malformed."""
+    """Inverse of :func:`encode_data`; ``UnsafeJob`` for refused pickle, ``InvalidJob`` for a bound method,
+    ``ValueError`` if malformed."""
     try:
         payload = zlib.decompress(raw)
     except zlib.error:
@@ -102,9 +103,16 @@ def decode_data(raw: bytes, *, accept_pickle: bool) -> tuple[str, tuple[Any, ...
     value, fmt = serializers.loads(payload, accept_pickle=accept_pickle)
     if not isinstance(value, list | tuple) or len(value) != 4:
         raise ValueError("job data is not a (function, instance, args, kwargs) sequence")
-    func, _instance, args, kwargs = value
+    func, instance, args, kwargs = value
     if not isinstance(func, str) or not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         raise ValueError("job data has a malformed function name, args or kwargs")
+    if instance is not None:
+        from ..exceptions import InvalidJob
+
+        raise InvalidJob(
+            f"an RQ job on a bound method ({func!r} of an instance in the payload) is not supported by "
+            "asyncsched's worker; enqueue a module-level function"
+        )
     return func, tuple(args), kwargs, fmt
 
 

@@ -22,6 +22,9 @@ key                                         type    content
 ``<p>:pubsub:<name>``                       PUBSUB  JSON commands (shutdown, stop-job, kill-horse)
 ``<p>:scheduler-lock:<q>``                  STRING  holder of the right to promote scheduled jobs
 ``<p>:suspended``                           STRING  ``rq suspend``
+``<p>:rl:<key>``                            HASH    RQ 3 RateLimit: ``concurrency``
+``<p>:rl:<key>:allowed|rate_limited``       ZSET    RQ 3: ids holding a slot / waiting for one (time)
+``<p>:rl-keys``                             SET     RQ 3: rate limit keys in use
 ``<p>:scheduler:scheduled_jobs``            ZSET    rq-scheduler 0.14: job -> next run (epoch s)
 ``<p>:scheduler_lock``                      STRING  rq-scheduler: held during one firing pass
 ``<p>:scheduler_instance:<name>``           HASH    rq-scheduler: ``birth`` (``death`` once stopped)
@@ -44,8 +47,9 @@ RQ_STATUSES = (
     "scheduled",
     "stopped",
     "canceled",
+    "rate_limited",
 )
-"""``rq.job.JobStatus`` values (identical in 2.x and 3.0)."""
+"""``rq.job.JobStatus`` values (2.x and 3.0; ``rate_limited`` is RQ 3's)."""
 
 JOB_FIELDS = (
     "data",
@@ -70,6 +74,17 @@ JOB_FIELDS = (
     "retries_left",
     "retry_intervals",
     "enqueue_at_front_on_retry",
+    "success_callback_timeout",
+    "failure_callback_timeout",
+    "stopped_callback_timeout",
+    "dependency_id",
+    "dependency_ids",
+    "allow_dependency_failures",
+    "enqueue_at_front",
+    "repeats_left",
+    "repeat_intervals",
+    "rate_limit_key",
+    "rate_limit_concurrency",
 )
 """Hash fields RQ writes that we write or read (RQ ignores fields it does not know)."""
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..exceptions import AsyncschedError, InvalidJob, JobNotFound, TaskDefinitionError
+from ..queue import RateLimit, Repeat
 from ._live import matches
 from ._ops import OperatorHandlers
 from ._rqscheduler import list_rq_scheduler_jobs as _rq_scheduler_jobs
@@ -250,6 +251,11 @@ class Handlers(OperatorHandlers):
             at = parse_datetime(body["at"])
         if at is not None and body.get("delay") is not None:
             errors.append(error(("body", "delay"), "give either 'at' or 'delay', not both"))
+        errors += [
+            error(("body", name), f"'{name}' cannot be combined with 'at' or 'delay'")
+            for name in ("depends_on", "rate_limit")
+            if body.get(name) and (at is not None or body.get("delay"))
+        ]
         if errors:
             raise ValidationFailed(errors)
         await self._check_function(body["function"])
@@ -266,12 +272,21 @@ class Handlers(OperatorHandlers):
         }
         if body.get("retry"):
             options["retry"] = body["retry"]
+        if body.get("depends_on"):  # RQ's dependencies (rq-compat.md)
+            options["depends_on"] = list(body["depends_on"])
+            options["allow_dependency_failures"] = bool(body.get("allow_dependency_failures", False))
+        if body.get("repeat"):
+            options["repeat"] = Repeat(body["repeat"]["times"], body["repeat"].get("interval", 0))
+        if body.get("rate_limit"):
+            options["rate_limit"] = RateLimit(body["rate_limit"]["key"], body["rate_limit"]["concurrency"])
         if at is not None:
             options["at"] = at
         elif body.get("delay"):
             options["delay"] = timedelta(seconds=body["delay"])
         job_id = await queue.enqueue(body["function"], **options)
         status = "scheduled" if (at is not None and at > datetime.now(UTC)) or body.get("delay") else "queued"
+        if body.get("depends_on") or body.get("rate_limit"):  # waiting for a parent or a slot: "deferred"
+            status = str(await queue.status(job_id))
         return ApiJSON({"job_id": job_id, "status": status}, status_code=202)
 
     async def get_job(self, request: Request, params: dict[str, Any], body: Any) -> Any:

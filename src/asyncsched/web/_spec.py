@@ -127,6 +127,31 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "retry": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
             "delay": {"type": ["number", "null"], "minimum": 0, "maximum": 31536000},
             "at": {"type": ["string", "null"], "format": "date-time"},
+            "depends_on": {
+                "type": ["array", "null"],
+                "items": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": 128},
+                "minItems": 1,
+                "maxItems": 100,
+            },
+            "allow_dependency_failures": {"type": "boolean"},
+            "repeat": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "required": ["times"],
+                "properties": {
+                    "times": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    "interval": {"type": "integer", "minimum": 0, "maximum": 31536000},
+                },
+            },
+            "rate_limit": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "required": ["key", "concurrency"],
+                "properties": {
+                    "key": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "concurrency": {"type": "integer", "minimum": 1, "maximum": 100000},
+                },
+            },
         },
     },
     "JobAccepted": {

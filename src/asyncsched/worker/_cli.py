@@ -74,6 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_scheduler: bool = Fal
         help="tasks.yaml to register at start (with the scheduler)",
     )
     parser.add_argument("--agent", help="agent name of the --tasks files (env ASYNCSCHED_AGENT)")
+    parser.add_argument(
+        "--arq",
+        metavar="MODULE:WORKERSETTINGS",
+        help="also run jobs of arq producers, with the functions of this arq WorkerSettings",
+    )
+    parser.add_argument(
+        "--arq-serializer", choices=("pickle", "json"), default="pickle", help="arq jobs' serializer"
+    )
     from ..cli import _sidecars
 
     _sidecars.add_flags(parser, default=None)
@@ -108,6 +116,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         lease=args.lease,
         orphan_policy=args.orphan_policy,
         grace_period=args.grace_period,
+        arq=getattr(args, "arq", None),
+        arq_serializer=getattr(args, "arq_serializer", "pickle"),
     )
 
     plane = _control_plane(args, settings, worker)

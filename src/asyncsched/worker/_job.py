@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -20,8 +21,11 @@ from ..queue._models import parse_intervals, retry_interval
 from ..rq import codec
 from ..rq.codec import ResultType
 from ..rq.serializers import Format
+from ._rqjob import CurrentJob, Features, features, refused
 
-__all__ = ["ClaimedJob", "Outcome", "execute"]
+__all__ = ["ClaimedJob", "Outcome", "after_run", "execute"]
+
+log = logging.getLogger("asyncsched.worker")
 
 DEFAULT_RESULT_TTL = 500  # rq.defaults.DEFAULT_RESULT_TTL
 DEFAULT_FAILURE_TTL = 31_536_000  # rq.defaults.DEFAULT_FAILURE_TTL (one year)
@@ -46,6 +50,7 @@ class ClaimedJob:
     started: float = field(default_factory=time.time)
     stop_reason: str | None = None  # "stopped" (RQ stop-job / our cancel) or "shutdown"
     is_async: bool = False
+    features: Features | None = None  # RQ callbacks / Repeat asked for by the hash
 
     @property
     def attempt(self) -> int:
@@ -74,6 +79,9 @@ class Outcome:
     job_ttl: int | None = None
     results_ttl: int | None = None
     registry_score: str = "+inf"
+    value: Any = None  # the return value (for a success callback)
+    exc: BaseException | None = None  # the exception of a failed run (for a failure callback)
+    repeat: tuple[int, list[int], int] | None = None  # RQ Repeat: (repeats left, intervals, wait s)
 
 
 def _error_line(text: str) -> str:
@@ -139,6 +147,13 @@ def put_back(job: ClaimedJob) -> Outcome:
 
 
 def _success(job: ClaimedJob, value: Any, fmt: Format, max_bytes: int | None = None) -> Outcome:
+    if type(value).__name__ == "Retry" and type(value).__module__.split(".")[0] == "rq":
+        reason = (
+            "a job returning rq.Retry (RQ 3's retry-by-return) is not supported by asyncsched's worker; "
+            "raise an exception and enqueue with retry=Retry(...) instead"
+        )
+        log.warning("job %s refused: %s", job.id, reason)
+        return _failure(job, f"asyncsched.exceptions.InvalidJob: {reason}", retry=False)
     try:
         encoded = codec.encode_value(value, fmt)
     except SerializationError as exc:
@@ -163,6 +178,8 @@ def _success(job: ClaimedJob, value: Any, fmt: Format, max_bytes: int | None = N
         job_ttl=ttl,
         results_ttl=ttl,
         registry_score="+inf" if ttl < 0 else str(int(now) + ttl),
+        value=value,
+        repeat=job.features.repeat() if job.features is not None else None,
     )
 
 
@@ -192,11 +209,16 @@ def prepare(
         if "data" not in h:
             raise InvalidJob("job hash has no 'data' field")
         name, args, kwargs, fmt = codec.decode_data(h["data"], accept_pickle=accept_pickle)
+        reason = refused(h)
+        if reason is not None:
+            raise InvalidJob(reason)
         func = import_function(name, allow=allow)
         timeout = _int(h, "timeout")
+        job.features = features(h)
     except UnsafeJob as exc:
         return Prepared(outcome=_failure(job, f"asyncsched.exceptions.UnsafeJob: {exc}", retry=False))
     except InvalidJob as exc:
+        log.warning("job %s refused: %s", job.id, exc)
         return Prepared(outcome=_failure(job, f"asyncsched.exceptions.InvalidJob: {exc}", retry=False))
     except FunctionNotAllowed as exc:
         text = f"asyncsched.exceptions.FunctionNotAllowed: {exc}"
@@ -234,17 +256,77 @@ async def execute(job: ClaimedJob, prep: Prepared, executor: Executor) -> Outcom
         if job.stop_reason is not None:
             raise
         name = f"{JobTimeout.__module__}.{JobTimeout.__name__}"
-        text = f"{name}: Task exceeded maximum timeout value ({prep.timeout:g} seconds)"
-        return _failure(job, text)
+        message = f"Task exceeded maximum timeout value ({prep.timeout:g} seconds)"
+        out = _failure(job, f"{name}: {message}")
+        out.exc = JobTimeout(message)
+        return out
     except asyncio.CancelledError:
         if job.stop_reason == "stopped":
             return stopped(job)
         if job.stop_reason == "shutdown":
             return put_back(job)
         raise
-    except Exception:
-        return _failure(job, traceback.format_exc())
+    except Exception as exc:
+        out = _failure(job, traceback.format_exc())
+        out.exc = exc
+        return out
     return _success(job, value, prep.fmt, prep.max_result_bytes)
+
+
+async def after_run(job: ClaimedJob, outcome: Outcome, executor: Executor, ctx: CurrentJob) -> Outcome:
+    """Run the job's RQ callbacks for ``outcome`` (see :mod:`._rqjob`); the outcome they leave."""
+    f = job.features
+    if f is None:
+        return outcome
+    if outcome.kind == "finished" and f.on_success:
+        try:
+            await _callback(executor, ctx, f.on_success, f.success_timeout, outcome.value)
+        except Exception as cb_error:  # RQ: a failing success callback fails the job
+            outcome = _failure(job, "".join(traceback.format_exception(cb_error)))
+            outcome.exc = cb_error
+    if outcome.exc is not None and f.on_failure:
+        err = outcome.exc
+        try:
+            await _callback(executor, ctx, f.on_failure, f.failure_timeout, type(err), err, err.__traceback__)
+        except Exception as error:  # RQ: it replaces the job's error
+            log.exception("job %s: error while executing failure callback", job.id)
+            outcome = _failure(job, "".join(traceback.format_exception(error)))
+            outcome.exc = error
+    if outcome.kind == "stopped" and f.on_stopped:
+        # not awaited: the job's task was just cancelled; the outcome does not depend on it (as in RQ)
+        stopped_call = _callback(executor, ctx, f.on_stopped, f.stopped_timeout)
+        task = asyncio.get_running_loop().create_task(stopped_call)
+        _callbacks.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(functools.partial(_log_stopped_callback, job.id))
+    return outcome
+
+
+async def _callback(executor: Executor, ctx: CurrentJob, name: str, seconds: float, *args: Any) -> None:
+    """Call RQ callback ``name(rq_job, connection, *args)`` in a worker thread within ``seconds``."""
+
+    def call() -> None:
+        func = import_function(name)
+        if inspect.iscoroutinefunction(func):
+            raise TypeError("Coroutine callbacks are not supported")  # as RQ
+        rq_job = ctx.rq_job()
+        func(rq_job, rq_job.connection, *args)
+
+    future = asyncio.get_running_loop().run_in_executor(executor, contextvars.copy_context().run, call)
+    try:
+        async with asyncio.timeout(seconds):
+            await asyncio.shield(future)
+    except TimeoutError:
+        message = f"Callback {name} exceeded its timeout ({seconds:g} seconds)"
+        raise JobTimeout(message) from None
+
+
+_callbacks: set[asyncio.Task[None]] = set()  # stopped callbacks still running
+
+
+def _log_stopped_callback(job_id: str, task: asyncio.Task[None]) -> None:
+    _callbacks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("job %s: error while executing stopped callback: %s", job_id, task.exception())
 
 
 def result_type(outcome: Outcome) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -13,7 +14,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._keys import claiming_list, claiming_registry, lifecycle_stream, paused_queue
 from .._redis import create_redis
-from .._redis.connection import Line
+from .._redis.connection import Line, create_sync_redis
 from .._supervise import Supervised
 from .._version import __version__
 from ..config import Settings, get_settings
@@ -33,8 +34,10 @@ from ..exceptions import ConfigurationError
 from ..rq import codec
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
+from ._arq import ArqConsumer, arq_functions
 from ._guard import QueueBackoff, parse_command
-from ._job import ClaimedJob, Outcome, Prepared, execute, prepare, put_back, result_type, stopped
+from ._job import ClaimedJob, Outcome, Prepared, after_run, execute, prepare, put_back, result_type, stopped
+from ._rqjob import CurrentJob, install_rq_current_job, set_current
 
 __all__ = ["ORPHAN_POLICIES", "Worker"]
 
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncsched.worker")
 
 ORPHAN_POLICIES = ("fail", "requeue")
-_FINISH_FIELDS = 26
+_FINISH_FIELDS = 29
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _SEP = "\x1e"
 
@@ -89,6 +92,8 @@ class Worker:
         scheduler_interval: float = 1.0,
         poll_timeout: float = 1.0,
         reap_interval: float = 30.0,
+        arq: Mapping[str, Any] | Iterable[Any] | str | None = None,
+        arq_serializer: str = "pickle",
     ) -> None:
         self.settings = settings or get_settings()
         self.queues = list(queues or self.settings.queues)
@@ -99,10 +104,14 @@ class Worker:
         if lease <= heartbeat_interval:
             raise ConfigurationError(f"lease ({lease}s) must be longer than heartbeat_interval")
         if redis is None or isinstance(redis, str):
-            self.redis = create_redis(redis or self.settings.redis_url)
+            self._url: str | None = redis or self.settings.redis_url
+            self.redis = create_redis(self._url)
             self._owns = True
         else:
-            self.redis, self._owns = redis, False
+            self.redis, self._owns, self._url = redis, False, None
+        self._sync: Any = None  # the synchronous client RQ callbacks get (made on first use)
+        self._suspended = False  # RQ's suspension key was seen by the last claim
+        self._listening = asyncio.Event()  # subscribed to RQ's command channel
         self._r: Any = self.redis
         self.concurrency = concurrency or self.settings.concurrency
         self.threads = threads or self.settings.threads
@@ -118,6 +127,17 @@ class Worker:
         self.scheduler_interval = scheduler_interval
         self.poll_timeout = poll_timeout
         self.reap_interval = reap_interval
+        # jobs of arq producers too (asyncsched[arq]; see _arq.py): arq's function names -> functions
+        self._arq: ArqConsumer | None = None
+        if arq is not None:
+            self._arq = ArqConsumer(
+                self.redis,
+                arq_functions(arq),
+                accept_pickle=self.accept_pickle,
+                serializer=arq_serializer,
+                concurrency=self.concurrency,
+                job_timeout=float(self.settings.job_timeout),
+            )
         self.keys = RQKeys(self.settings.key_prefix)
         self.prefix = self.settings.key_prefix
         self.stream = lifecycle_stream(self.prefix)
@@ -159,6 +179,8 @@ class Worker:
             await self._register_death()
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._sync is not None:
+                self._sync.close()
             if self._owns:
                 await self.redis.aclose()
 
@@ -176,6 +198,7 @@ class Worker:
         """Process jobs until :meth:`request_stop` (or, in burst mode, until the queues are empty)."""
         if not self._registered:
             await self._register_birth()
+        install_rq_current_job()  # rq.get_current_job() sees our jobs (when rq is installed)
         self._closing.clear()
         closing = self._closing.is_set
         self._background = [  # restarted, with backoff, should one of them end or crash
@@ -189,7 +212,24 @@ class Worker:
         ]
         log.info("worker %s listening on %s", self.name, ", ".join(self.queues))
         try:
-            await self._work()
+            # as RQ's worker: subscribed to its command channel before the first job, so that a stop-job
+            # command for a job it started is never missed (bounded: Redis may be down at start)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._listening.wait()
+            arq_task = None
+            if self._arq is not None:
+                arq_task = asyncio.create_task(
+                    self._arq.run(self._stop, burst=self.burst), name="asyncsched-arq"
+                )
+            try:
+                await self._work()
+            finally:
+                if arq_task is not None:
+                    if not self.burst:
+                        self._stop.set()
+                    await arq_task
+                    self.processed += self._arq.processed if self._arq is not None else 0
         finally:
             if self._line is not None:
                 with contextlib.suppress(Exception):
@@ -319,6 +359,8 @@ class Worker:
 
     async def _work_once(self) -> bool:
         """One step of the claim loop; ``True`` when a burst worker is done."""
+        if self._suspended:
+            return await self._while_suspended()
         n = min(self._capacity(), self.batch_size)
         if n <= 0:
             await self._wait_slot()
@@ -347,6 +389,25 @@ class Worker:
         if not self._running and self._done.empty():
             return bool(await self._queues_empty())
         await self._wait_slot(self.poll_timeout)
+        return False
+
+    async def _while_suspended(self) -> bool:
+        """Suspended (RQ's ``<p>:suspended`` key): claim nothing; check again each second (as RQ's worker),
+        and say so in the worker hash. A burst worker stops, as RQ's does; running jobs finish."""
+        if self.burst:
+            log.warning("worker %s: suspended in burst mode, exiting", self.name)
+            return True
+        if await self._r.exists(self.keys.suspended):
+            with contextlib.suppress(RedisError):
+                await self._r.hset(self.keys.worker(self.name), "state", "suspended")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._stop.wait()
+            return False
+        self._suspended = False
+        with contextlib.suppress(RedisError):
+            await self._r.hset(self.keys.worker(self.name), "state", "idle")
+        log.warning("worker %s: resumed", self.name)
         return False
 
     async def _queues_empty(self) -> bool:
@@ -471,6 +532,11 @@ class Worker:
     def _take(self, reply: list[Any]) -> int:
         """Start the jobs a claim script returned; how many. Entries of refused jobs and queues (an error
         text in place of the hash; see claim.lua) are reported and skipped."""
+        if len(reply) == 1:  # {'suspended'}: rq suspend / asyncsched suspend
+            if not self._suspended:
+                self._suspended = True
+                log.warning("worker %s: suspended (rq resume / asyncsched resume to go on)", self.name)
+            return 0
         count = 0
         ok_queues: set[str] = set()
         refused_queues: set[str] = set()
@@ -514,14 +580,37 @@ class Worker:
         self._running[job.id] = (job, task)
 
     async def _execute(self, job: ClaimedJob, prep: Prepared) -> None:
+        ctx = CurrentJob(job.id, job.queue, job.execution_id, job.attempt, self.name, job.hash, prep.fmt)
+        ctx.connect = self._sync_redis
+        set_current(ctx)  # this task's context: the job's function, its threads, its callbacks
         try:
             outcome = await execute(job, prep, self._pool)
+            if job.features is not None:
+                outcome = await after_run(job, outcome, self._pool, ctx)
         except asyncio.CancelledError:
             outcome = stopped(job)
         except BaseException:  # a bug of ours must not lose the job
             log.exception("job %s: internal error", job.id)
             outcome = stopped(job)
         self._returned(job, outcome)
+
+    def _sync_redis(self) -> Any:
+        """A synchronous client on this worker's Redis (RQ callbacks' ``connection``); thread-safe."""
+        if self._sync is None:
+            if self._url is not None:
+                self._sync = create_sync_redis(self._url)
+            else:  # given a client: the same server, from its connection settings
+                import redis as syncredis
+
+                kwargs = self.redis.connection_pool.connection_kwargs
+                if "server" in kwargs:  # fakeredis
+                    import fakeredis
+
+                    self._sync = fakeredis.FakeRedis(server=kwargs["server"])
+                else:
+                    keep = ("host", "port", "db", "username", "password", "path")
+                    self._sync = syncredis.Redis(**{k: v for k, v in kwargs.items() if k in keep})
+        return self._sync
 
     def _returned(self, job: ClaimedJob, outcome: Outcome) -> None:
         """A dispatched job's function is done (once per job): free its slot, queue its outcome."""
@@ -578,6 +667,7 @@ class Worker:
                 o.life_result or "",
                 "" if o.next_attempt is None else str(o.next_attempt),
                 *_known(j),
+                *_repeat_fields(o),
             )
             # one argument per job (fields joined by 0x1e): far cheaper to send than 21 arguments
             args.append(_SEP.join(x.replace(_SEP, " ") for x in fields))
@@ -761,6 +851,7 @@ class Worker:
         pubsub: Any = self.redis.pubsub()
         try:
             await pubsub.subscribe(self.keys.pubsub(self.name))
+            self._listening.set()
             while not self._closing.is_set():
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if msg is None:
@@ -806,3 +897,11 @@ def _known(job: ClaimedJob) -> tuple[str, ...]:
     h = job.hash
     fields = ("asyncsched_agent", "asyncsched_task", "asyncsched_function_path", "asyncsched_scheduled_task")
     return (str(job.attempt), *(h[k].decode(errors="replace") if h.get(k) else "" for k in fields))
+
+
+def _repeat_fields(o: Outcome) -> tuple[str, str, str]:
+    """finish.lua's fields 27-29: RQ Repeat's repeats left, intervals left (JSON) and wait (s)."""
+    if o.repeat is None or o.kind != "finished":
+        return "", "", ""
+    left, intervals, wait = o.repeat
+    return str(left), json.dumps(intervals), str(int(time.time()) + wait if wait else 0)

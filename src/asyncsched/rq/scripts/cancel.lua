@@ -1,11 +1,12 @@
 -- Cancel one job as rq.job.Job.cancel does (status canceled, out of its queue/registries, into
 -- <p>:canceled:<q>); a running job also loses its execution and its worker is sent RQ's stop-job command.
--- ARGV: prefix, id, now (int s), stream, maxlen
+-- ARGV: prefix, id, now (int s), stream, maxlen, now_ts (RQ's timestamp text)
 -- Returns -1 no such job, 0 already finished/failed/cancelled, 1 cancelled before running, 2 was running.
+--#include ratelimit
 local p, id, now, stream, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jk = p .. ':job:' .. id
 local h = redis.call('HMGET', jk, 'status', 'origin', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
-  'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
+  'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key')
 local status = h[1]
 if not status then return -1 end
 if status == 'finished' or status == 'failed' or status == 'stopped' or status == 'canceled' then return 0 end
@@ -31,6 +32,11 @@ if status == 'started' then
   end
 end
 redis.call('ZADD', p .. ':canceled:' .. q, now, id)
+if h[10] then  -- RQ's RateLimitRegistry.cancel: out of the waiting line; the slot of a job that was not
+  -- running is released now, a running one's when its worker records the end (finish.lua)
+  redis.call('ZREM', p .. ':rl:' .. h[10] .. ':rate_limited', id)
+  if status ~= 'started' then rl_release(p, h[10], id, tonumber(now), ARGV[6]) end
+end
 local life = {'kind', 'cancelled', 'job_id', id, 'queue', q, 'attempt', h[4] or '1', 'ended_at', now}
 if h[3] then life[#life + 1] = 'worker'; life[#life + 1] = h[3] end
 if h[5] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[5] end

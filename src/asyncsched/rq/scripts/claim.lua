@@ -9,7 +9,8 @@
 -- never abort the script half way: a job whose keys Redis refuses is popped and returned as
 -- id, '', queue, <error text> (the worker skips it); a queue whose keys are refused is not popped and
 -- comes back as '', '', queue, <error text> (the worker backs that queue off). A worker key or the
--- lifecycle stream of the wrong type refuses the whole claim before any write.
+-- lifecycle stream of the wrong type refuses the whole claim before any write. {'suspended'} when
+-- workers are suspended (RQ's suspension key).
 local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 -- RQ's timestamp text ('%Y-%m-%dT%H:%M:%S.%fZ', UTC) of an epoch second and microsecond
@@ -48,6 +49,12 @@ local queues = {}
 for k = 1, nqueues do queues[k] = ARGV[i + k] end
 i = i + nqueues + 1
 local exec_base, exec_first = ARGV[i], tonumber(ARGV[i + 1])
+-- RQ's suspension (rq suspend / asyncsched suspend): claim nothing. Ids the worker already popped go back to
+-- the head of their queue; ids in the claiming list wait there for the claim after the resume.
+if redis.call('EXISTS', p .. ':suspended') == 1 then
+  for k = ngiven, 1, -1 do redis.call('LPUSH', p .. ':queue:' .. given_q, ARGV[11 + k]) end
+  return {'suspended'}
+end
 local used = 0
 local out = {}
 local wkey = p .. ':worker:' .. w
@@ -67,6 +74,11 @@ for _, check in ipairs({{stream, 'stream'}, {wexec, 'set'}, {wkey, 'hash'}}) do
 end
 
 local function poison(id, q, err)
+  -- only a key of the wrong type poisons a job or queue; any other refusal (NOREPLICAS, READONLY, OOM:
+  -- no write of this script went through) fails the whole claim, so the worker retries it elsewhere
+  if not string.find(err, 'WRONGTYPE', 1, true) then
+    error({err = string.match(err, ': (.*)$') or err})  -- Redis' own text (its code first)
+  end
   out[#out + 1] = id
   out[#out + 1] = ''
   out[#out + 1] = q

@@ -13,6 +13,7 @@
 -- A queue key (list, scheduled zset) of the wrong type refuses the jobs of that segment alone: each gets
 -- the WRONGTYPE text naming the key in place of its integer, and nothing of theirs is written. The stream
 -- of the wrong type refuses the whole call (an error reply) before any write.
+--#include ratelimit
 local p, stream, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local out, n = {}, 0
 local registered = {}
@@ -38,6 +39,17 @@ while i <= #ARGV do
   local njobs = tonumber(ARGV[life_to + 1])
   i = life_to + 2
   local scheduled = status == 'scheduled'
+  -- RQ's dependencies and rate limit, from the shared hash fields (rare: found by one scan)
+  local deps, allow, rl_key, rl_conc = nil, false, nil, nil
+  for k = hash_from, hash_to, 2 do
+    local name = ARGV[k]
+    if name == 'dependency_ids' then
+      deps = {}
+      for dep in string.gmatch(ARGV[k + 1], '"([^"]+)"') do deps[#deps + 1] = dep end
+    elseif name == 'allow_dependency_failures' then allow = ARGV[k + 1] == '1'
+    elseif name == 'rate_limit_key' then rl_key = ARGV[k + 1]
+    elseif name == 'rate_limit_concurrency' then rl_conc = ARGV[k + 1] end
+  end
   local qkey = p .. ':queue:' .. q
   local skey = p .. ':scheduled:' .. q
   local push = front == '1' and 'LPUSH' or 'RPUSH'
@@ -66,10 +78,33 @@ while i <= #ARGV do
       out[n] = 0
     else
       if unique == '0' then redis.call('DEL', jk) end
+      -- rq.Queue.setup_dependencies: deferred while a dependency is neither finished nor (allowed) failed
+      local waiting = false
+      if deps then
+        for _, dep in ipairs(deps) do
+          local ds = redis.call('HGET', p .. ':job:' .. dep, 'status')
+          if ds and ds ~= 'finished' and not (allow and ds == 'failed') then waiting = true end
+        end
+      end
       if scheduled then
         redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
           unpack(ARGV, hash_from, hash_to))
         redis.call('ZADD', skey, score, id)
+      elseif waiting or rl_key then
+        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
+          unpack(ARGV, hash_from, hash_to))
+        if waiting then
+          redis.call('HSET', jk, 'status', 'deferred')
+          -- RQ 2.x reads the score as an expiry (no ttl: never); RQ 3 only orders by it
+          local dscore = ttl ~= '' and tostring(math.floor(tonumber(epoch)) + tonumber(ttl)) or '+inf'
+          redis.call('ZADD', p .. ':deferred:' .. q, dscore, id)
+          for _, dep in ipairs(deps) do
+            redis.call('SADD', p .. ':job:' .. dep .. ':dependents', id)
+            redis.call('SADD', p .. ':job::' .. id .. ':dependencies', dep)
+          end
+        else
+          rl_wait(p, rl_key, rl_conc, id, tonumber(epoch), ts)
+        end
       else
         redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
           unpack(ARGV, hash_from, hash_to))

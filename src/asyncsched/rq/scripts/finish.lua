@@ -10,8 +10,11 @@
 --  12 scheduled score  13 at_front  14 exec started (float)  15 exec ended (float)  16 working time (s)
 --  17 lifecycle kind  18 error  19 traceback  20 result (capped JSON)  21 next attempt ('' keep)
 --  22 attempt  23 agent  24 task name  25 function  26 scheduled task id (as claimed: for a vanished hash)
+--  27 RQ Repeat: repeats left after this run ('' no repeat)  28 repeat intervals left (JSON)
+--  29 repeat run-at (epoch s; 0: re-queued now)
 -- Returns one integer per job: 1 recorded, 0 only cleaned up (a vanished hash: outcome recorded in the
 -- lifecycle stream only).
+--#include ratelimit
 local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now = tonumber(ARGV[6])
 local F, njobs = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -24,7 +27,8 @@ local function enqueue_dependents(id, failed)
   local children = redis.call('SMEMBERS', dk)
   for _, child in ipairs(children) do
     local ck = p .. ':job:' .. child
-    local cs = redis.call('HMGET', ck, 'status', 'origin', 'allow_dependency_failures')
+    local cs = redis.call('HMGET', ck, 'status', 'origin', 'allow_dependency_failures', 'rate_limit_key',
+      'rate_limit_concurrency', 'enqueue_at_front')
     if cs[1] == 'deferred' and not (failed and cs[3] ~= '1') then
       local ready = true
       for _, parent in ipairs(redis.call('SMEMBERS', p .. ':job::' .. child .. ':dependencies')) do
@@ -36,8 +40,12 @@ local function enqueue_dependents(id, failed)
       if ready then
         local origin = cs[2] or 'default'
         redis.call('ZREM', p .. ':deferred:' .. origin, child)
-        redis.call('HSET', ck, 'status', 'queued', 'enqueued_at', now_ts)
-        redis.call('RPUSH', p .. ':queue:' .. origin, child)
+        if cs[4] and tonumber(cs[5] or '') then  -- rate limited: waits for a slot (as RQ 3)
+          rl_wait(p, cs[4], cs[5], child, now, now_ts)
+        else
+          redis.call('HSET', ck, 'status', 'queued', 'enqueued_at', now_ts)
+          redis.call(cs[6] == '1' and 'LPUSH' or 'RPUSH', p .. ':queue:' .. origin, child)
+        end
       end
     end
   end
@@ -66,7 +74,7 @@ for j = 0, njobs - 1 do
   redis.call('SREM', wkey .. ':executions', member)
   -- one read: the state check and the fields of the lifecycle record
   local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
-    'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
+    'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key')
   if not cur[1] and (outcome == 'finished' or outcome == 'failed' or outcome == 'stopped') then
     -- the hash is gone (Redis lost its data, or the job was deleted while it ran): the job still ran,
     -- so its outcome is recorded from what the worker knows (fields 22-26)
@@ -80,6 +88,8 @@ for j = 0, njobs - 1 do
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
     out[#out + 1] = 0
   elseif cur[1] ~= 'started' or cur[2] ~= w then
+    -- cancelled while running: its rate-limit slot was kept until now (cancel.lua)
+    if cur[9] and cur[1] == 'canceled' then rl_release(p, cur[9], id, now, now_ts) end
     out[#out + 1] = 0
   else
     local rtype, rv, exc = f[5], f[6], f[7]
@@ -112,7 +122,19 @@ for j = 0, njobs - 1 do
         redis.call('ZADD', p .. ':finished:' .. q, score, id)
       end
       enqueue_dependents(id, false)
-      apply_ttl()
+      if f[27] ~= '' then
+        -- rq.Repeat.schedule: the run is recorded as finished, then the job runs again (no TTL applied)
+        redis.call('HSET', jk, 'repeats_left', f[27], 'repeat_intervals', f[28])
+        if f[29] == '0' then
+          redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
+          redis.call('RPUSH', p .. ':queue:' .. q, id)
+        else
+          redis.call('HSET', jk, 'status', 'scheduled')
+          redis.call('ZADD', p .. ':scheduled:' .. q, f[29], id)
+        end
+      else
+        apply_ttl()
+      end
       ok_count = ok_count + 1
     elseif outcome == 'failed' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
@@ -133,6 +155,7 @@ for j = 0, njobs - 1 do
       end
       fail_count = fail_count + 1
     end
+    if cur[9] then rl_release(p, cur[9], id, now, now_ts) end
     if wt ~= '' then work_time = work_time + tonumber(wt) end
     local life = {'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start, 'ended_at', ex_end}
     life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'

@@ -8,6 +8,7 @@
 -- ARGV: prefix, now (int s), now_ts, policy ('requeue'|'fail'), stream, maxlen, exc_string (b64 zlib),
 --       error text, nqueues, <queue>*nqueues
 -- Returns a flat list: <id, action ('requeued'|'failed'|'unstuck'|'unclaimed')>*
+--#include ratelimit
 local p, now, now_ts, policy, stream, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local exc, err, nq = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local out = {}
@@ -56,7 +57,8 @@ for k = 1, nq do
       redis.call('DEL', p .. ':execution:' .. member)
       redis.call('ZREM', p .. ':executions:' .. id, ex)
       local h = redis.call('HMGET', jk, 'status', 'worker_name', 'retries_left', 'failure_ttl', 'asyncsched_attempt',
-        'asyncsched_agent', 'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
+        'asyncsched_agent', 'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description',
+        'rate_limit_key')
       if h[2] then redis.call('SREM', p .. ':worker:' .. h[2] .. ':executions', member) end
       if h[1] == 'started' then
         local attempt = h[5] or '1'
@@ -78,6 +80,7 @@ for k = 1, nq do
           if ttl > 0 then redis.call('EXPIRE', jk, ttl) end
           kind = 'failed'
           out[#out + 1] = id; out[#out + 1] = 'failed'
+          if h[11] then rl_release(p, h[11], id, now, now_ts) end
         end
         local life = {'kind', kind, 'job_id', id, 'queue', q, 'attempt', attempt, 'ended_at', now, 'error', err}
         if h[2] then life[#life + 1] = 'worker'; life[#life + 1] = h[2] end
@@ -89,6 +92,22 @@ for k = 1, nq do
         redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
       end
     end
+  end
+end
+-- RQ's RateLimitRegistry.cleanup: free slots held by jobs that are neither queued nor started (and have no
+-- live execution), fill free slots, and forget a key with nobody holding or waiting
+for _, key in ipairs(redis.call('SMEMBERS', p .. ':rl-keys')) do
+  local base = p .. ':rl:' .. key
+  for _, id in ipairs(redis.call('ZRANGE', base .. ':allowed', 0, -1)) do
+    local st = redis.call('HGET', p .. ':job:' .. id, 'status')
+    if st ~= 'queued' and st ~= 'started' and redis.call('ZCOUNT', p .. ':executions:' .. id, '(' .. now, '+inf') == 0 then
+      redis.call('ZREM', base .. ':allowed', id)
+    end
+  end
+  rl_fill(p, key, now, now_ts)
+  if redis.call('ZCARD', base .. ':allowed') == 0 and redis.call('ZCARD', base .. ':rate_limited') == 0 then
+    redis.call('SREM', p .. ':rl-keys', key)
+    redis.call('DEL', base, base .. ':allowed', base .. ':rate_limited')
   end
 end
 return out

@@ -1,0 +1,47 @@
+-- RQ 3's concurrency rate limits (rq/rate_limit.py), shared by the scripts that include this file:
+-- <p>:rl:<key> {concurrency}, <p>:rl:<key>:allowed (ids holding a slot, zset by time),
+-- <p>:rl:<key>:rate_limited (ids waiting, zset by time), <p>:rl-keys (set of keys).
+-- Fill free slots with waiting jobs, oldest first (RQ's ACQUIRE_AND_ENQUEUE_SCRIPT): each is added to
+-- allowed, pushed onto its queue (front if enqueue_at_front) and marked queued. Returns the promoted ids.
+local function rl_fill(p, key, now, now_ts)
+  local base = p .. ':rl:' .. key
+  local ak, wk = base .. ':allowed', base .. ':rate_limited'
+  local concurrency = tonumber(redis.call('HGET', base, 'concurrency') or '0') or 0
+  local promoted = {}
+  while concurrency > 0 and redis.call('ZCARD', ak) < concurrency do
+    local r = redis.call('ZPOPMIN', wk)
+    if #r == 0 then break end
+    local id = r[1]
+    local jk = p .. ':job:' .. id
+    local f = redis.call('HMGET', jk, 'origin', 'status', 'enqueue_at_front')
+    if f[1] and f[2] == 'rate_limited' then
+      redis.call('ZADD', ak, now, id)
+      if f[3] == '1' then
+        redis.call('LPUSH', p .. ':queue:' .. f[1], id)
+      else
+        redis.call('RPUSH', p .. ':queue:' .. f[1], id)
+      end
+      redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
+      promoted[#promoted + 1] = id
+    end
+  end
+  return promoted
+end
+
+-- A job with a rate limit left its slot (finished, failed, stopped, cancelled, deleted, scheduled for a
+-- retry): unless it is queued or started again, release the slot and fill free slots (RQ's release_slot).
+local function rl_release(p, key, id, now, now_ts)
+  local status = redis.call('HGET', p .. ':job:' .. id, 'status')
+  if status == 'queued' or status == 'started' then return end
+  redis.call('ZREM', p .. ':rl:' .. key .. ':allowed', id)
+  rl_fill(p, key, now, now_ts)
+end
+
+-- Put a job with a rate limit in line for a slot (RQ's _enqueue_rate_limited_job), then fill free slots.
+local function rl_wait(p, key, concurrency, id, now, now_ts)
+  redis.call('SADD', p .. ':rl-keys', key)
+  redis.call('HSET', p .. ':rl:' .. key, 'concurrency', concurrency)
+  redis.call('HSET', p .. ':job:' .. id, 'status', 'rate_limited')
+  redis.call('ZADD', p .. ':rl:' .. key .. ':rate_limited', now, id)
+  return rl_fill(p, key, now, now_ts)
+end

@@ -1,0 +1,201 @@
+"""RQ's per-job features on our worker: callbacks, ``Repeat``, the current job, refusing what we lack.
+
+* **Callbacks** (``success_callback_name``/``failure_callback_name``/``stopped_callback_name`` and their
+  ``*_timeout``, 60 s by default): run as RQ 2.x/3.x runs them, in a worker thread, with RQ's signatures
+  ``on_success(job, connection, result)``, ``on_failure(job, connection, type, value, traceback)`` and
+  ``on_stopped(job, connection)``; ``job`` is an ``rq.job.Job`` and ``connection`` a synchronous
+  ``redis.Redis``. A success callback that raises or overruns fails the job (its failure callback runs);
+  a failure callback that raises replaces the job's error; a stopped callback's error is logged. Coroutine
+  callbacks are refused with RQ's ``TypeError``.
+* **Repeat** (``repeats_left``/``repeat_intervals``): a successful run with repeats left is recorded as
+  finished, then re-queued (interval 0) or scheduled (see ``finish.lua``), as ``rq.Repeat.schedule`` does.
+* **Current job**: :func:`current_job` inside a job; ``rq.get_current_job()`` too when ``rq`` is installed
+  (built only when asked for).
+* **Refused**: a hash field naming an RQ feature this worker does not implement (``webhooks``) fails the
+  job with a reason naming it, before the function runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..rq.serializers import Format
+
+__all__ = ["CurrentJob", "Features", "current_job", "features", "install_rq_current_job", "refused"]
+
+log = logging.getLogger("asyncsched.worker")
+
+CALLBACK_TIMEOUT = 60  # rq.defaults.CALLBACK_TIMEOUT
+
+#: hash fields of RQ features this worker does not implement: the job is failed naming the feature
+UNSUPPORTED = {"webhooks": "RQ webhooks (rq.Webhook)"}
+
+
+@dataclass(eq=False)
+class CurrentJob:
+    """The job running in this context (see :func:`current_job`)."""
+
+    id: str
+    queue: str
+    execution_id: str
+    attempt: int
+    worker_name: str
+    hash: Mapping[str, bytes] = field(repr=False)
+    fmt: Format = Format.JSON
+    connect: Callable[[], Any] | None = field(default=None, repr=False)
+    _rq: Any = field(default=None, repr=False)
+
+    @property
+    def description(self) -> str | None:
+        raw = self.hash.get("description")
+        return raw.decode(errors="replace") if raw else None
+
+    def rq_job(self) -> Any:
+        """This job as an ``rq.job.Job`` on a synchronous connection (needs the ``rq`` package)."""
+        if self._rq is None:
+            from rq.job import Job
+            from rq.serializers import DefaultSerializer, JSONSerializer
+
+            serializer = JSONSerializer if self.fmt is Format.JSON else DefaultSerializer
+            connection = self.connect() if self.connect is not None else None
+            job = Job(self.id, connection=connection, serializer=serializer)
+            job.restore(dict(self.hash))
+            self._rq = job
+        return self._rq
+
+
+_current: contextvars.ContextVar[CurrentJob | None] = contextvars.ContextVar("asyncsched_job", default=None)
+
+
+def current_job() -> CurrentJob | None:
+    """The job this code runs in (on an asyncsched worker), or ``None`` outside a job."""
+    return _current.get()
+
+
+def set_current(job: CurrentJob) -> None:
+    """Make ``job`` the current job of this context (a job's own task: its function and threads)."""
+    _current.set(job)
+
+
+class _RQJobStack:
+    """Stands in for ``rq.job._job_stack``: inside a job run by our worker its top is that job (an
+    ``rq.job.Job``, made on first use); elsewhere (RQ's own workers in this process) RQ's stack answers."""
+
+    def __init__(self, stack: Any) -> None:
+        self._stack = stack
+
+    @property
+    def top(self) -> Any:
+        ours = _current.get()
+        if ours is not None:
+            return ours.rq_job()
+        return self._stack.top
+
+    def __getattr__(self, name: str) -> Any:  # push, pop, ...
+        return getattr(self._stack, name)
+
+
+class _RQJobVar:
+    """Stands in for RQ 3's ``rq.job._current_job`` context variable, as :class:`_RQJobStack` for RQ 2."""
+
+    def __init__(self, var: Any) -> None:
+        self._var = var
+
+    def get(self, *default: Any) -> Any:
+        ours = _current.get()
+        if ours is not None:
+            return ours.rq_job()
+        return self._var.get(*default)
+
+    def __getattr__(self, name: str) -> Any:  # set, reset
+        return getattr(self._var, name)
+
+
+def install_rq_current_job() -> None:
+    """Make ``rq.get_current_job()`` see jobs our worker runs (no-op without ``rq``; idempotent)."""
+    module: Any = sys.modules.get("rq.job")
+    if module is None:
+        try:
+            import rq.job as module
+        except ImportError:
+            return
+    var = getattr(module, "_current_job", None)  # RQ 3: a ContextVar
+    if var is not None and not isinstance(var, _RQJobVar):
+        module._current_job = _RQJobVar(var)
+    stack = getattr(module, "_job_stack", None)  # RQ 2: a LocalStack
+    if stack is not None and not isinstance(stack, _RQJobStack):
+        module._job_stack = _RQJobStack(stack)
+
+
+@dataclass
+class Features:
+    """The RQ features a job hash asks for (``None`` from :func:`features` when it asks for none)."""
+
+    on_success: str = ""
+    on_failure: str = ""
+    on_stopped: str = ""
+    success_timeout: float = CALLBACK_TIMEOUT
+    failure_timeout: float = CALLBACK_TIMEOUT
+    stopped_timeout: float = CALLBACK_TIMEOUT
+    repeats_left: int = 0
+    repeat_intervals: list[int] = field(default_factory=list)
+
+    def repeat(self) -> tuple[int, list[int], int] | None:
+        """After a success: ``(repeats left, intervals left, seconds to wait)``, as ``rq.Repeat.schedule``
+        computes them, or ``None`` when no repeat is due."""
+        if self.repeats_left <= 0:
+            return None
+        intervals = list(self.repeat_intervals)
+        wait = intervals[0] if intervals else 0
+        if len(intervals) > 1:
+            intervals = intervals[1:]
+        return self.repeats_left - 1, intervals, wait
+
+
+_FIELDS = (
+    "success_callback_name",
+    "failure_callback_name",
+    "stopped_callback_name",
+    "repeats_left",
+)
+
+
+def features(h: Mapping[str, bytes]) -> Features | None:
+    """Parse the callback and repeat fields of a job hash; ``ValueError`` when one is malformed."""
+    if not any(h.get(name) for name in _FIELDS):
+        return None
+    f = Features(
+        on_success=h.get("success_callback_name", b"").decode(),
+        on_failure=h.get("failure_callback_name", b"").decode(),
+        on_stopped=h.get("stopped_callback_name", b"").decode(),
+    )
+    for kind in ("success", "failure", "stopped"):
+        raw = h.get(f"{kind}_callback_timeout")
+        if raw:
+            setattr(f, f"{kind}_timeout", float(raw))
+    if h.get("repeats_left"):
+        f.repeats_left = int(h["repeats_left"])
+        raw = h.get("repeat_intervals")
+        intervals = json.loads(raw) if raw else []
+        if not isinstance(intervals, list) or not all(isinstance(i, int) and i >= 0 for i in intervals):
+            raise ValueError(f"repeat_intervals must be a JSON list of seconds, got {raw!r}")
+        f.repeat_intervals = intervals
+    return f
+
+
+def refused(h: Mapping[str, bytes]) -> str | None:
+    """The reason a job asking for an RQ feature this worker lacks is refused, or ``None``."""
+    for name, feature in UNSUPPORTED.items():
+        value = h.get(name)
+        if value and value not in (b"[]", b"null"):
+            return (
+                f"{feature} requested by the job's {name!r} field is not supported by asyncsched's worker; "
+                "run this job on a stock RQ worker"
+            )
+    return None
