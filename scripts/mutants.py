@@ -110,7 +110,7 @@ MUTANTS: list[Mutant] = [
         "rq/scripts/claim.lua",
         "status == 'canceled' or status == 'started' or status == 'finished' then",
         "status == 'canceled' then",
-        ["tests/worker/test_worker.py", "tests/worker/test_rq_interop.py", *REAL_REDIS],
+        ["tests/worker/test_leases.py", "tests/worker/test_worker.py", *REAL_REDIS],
         "a job id queued twice is started twice",
     ),
     m(

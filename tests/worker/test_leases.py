@@ -152,3 +152,21 @@ async def test_promotion_goes_on_after_redis_was_down(
             worker.request_stop()
             await asyncio.wait_for(task, 30)
     assert outage.failed == {"promote": 3}
+
+
+async def test_a_job_id_queued_twice_runs_once(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A job id pushed onto its queue twice (an operator's double requeue, a producer's retried push) is
+    started once: the claim skips a job already started or finished, as RQ's worker does."""
+    log = tmp_path / "runs"
+    job_id = await queue.enqueue(jobs.note, args=(str(log), "ran"))
+    await redis.rpush("rq:queue:default", job_id)  # the same id a second time, right behind the first
+    assert await redis.lrange("rq:queue:default", 0, -1) == [job_id.encode()] * 2
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert jobs.noted(str(log)) == ["ran"]
+    assert await queue.status(job_id) == JobStatus.SUCCESS
+    # and once more after it finished: still not run again
+    await redis.rpush("rq:queue:default", job_id)
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert jobs.noted(str(log)) == ["ran"]
