@@ -4,6 +4,7 @@ and ``tasks.yaml``) on the embedded backends: ``memory://`` Redis and a SQLite f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -92,6 +93,15 @@ def test_snippet_runs(snippet: Snippet, project: Path) -> None:
         argv, cwd=project, env=_env(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
+    try:
+        _check_snippet(snippet, proc)
+    finally:  # whatever ended the test (failure, interrupt), the snippet's processes end with it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _check_snippet(snippet: Snippet, proc: subprocess.Popen[str]) -> None:
     try:
         output, _ = proc.communicate(timeout=snippet.run_for or 120)
     except subprocess.TimeoutExpired:
