@@ -484,7 +484,7 @@ async def test_fastapi_include_router_checks_host_too(services: Services) -> Non
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/nope", 404), ("PUT", "/tasks", 405), ("PATCH", "/tasks/x", 405),
+    [("GET", "/nope", 404), ("PUT", "/tasks", 405), ("PUT", "/tasks/x", 405),
      ("GET", "/static/nope.js", 404), ("DELETE", "/executions", 405)],
 )  # fmt: skip
 async def test_router_errors_are_json(api: httpx.AsyncClient, method: str, path: str, status: int) -> None:
