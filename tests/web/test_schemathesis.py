@@ -77,6 +77,9 @@ def test_stateful_sequences_never_500(served: RuntimeThread) -> None:
                 for task in client.get("/tasks", params={"limit": 500}).json()["items"]:
                     if task.get("source") == "api":
                         client.delete(f"/tasks/{task['id']}")
+                for queue in client.get("/queues", params={"limit": 500}).json()["items"]:
+                    if queue.get("paused"):  # operator endpoints change state a replay must not see
+                        client.post(f"/queues/{queue['name']}/resume")
 
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"base_url": served.url, "timeout": 30}
