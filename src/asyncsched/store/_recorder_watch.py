@@ -19,7 +19,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 from .. import _keys
+from .._supervise import cancel_until_done
 from ._repository import ExecutionRepository, prune
 
 if TYPE_CHECKING:
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["Watch"]
 
 log = logging.getLogger("asyncsched.store.recorder")
+
+_STOP_GRACE = 10.0
+"""Seconds :meth:`Watch.stop` waits for the duty under way before cancelling it."""
 
 
 class Watch:
@@ -48,6 +54,7 @@ class Watch:
         self._marker = _keys.redis_marker(recorder.settings.key_prefix)
         self._next: dict[str, float] = {}
         self._failing: set[str] = set()
+        self._no_info = False
 
     async def start(self) -> None:
         self._stop.clear()
@@ -58,10 +65,13 @@ class Watch:
     async def stop(self) -> None:
         self._stop.set()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if task is None:
+            return
+        # Let the duty under way finish (a cancelled database session leaves a connection that SQLAlchemy
+        # can only roll back from the garbage collector, with a traceback); cancel only if it hangs.
+        await cancel_until_done(task, grace=_STOP_GRACE)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("recorder: background duties ended with %r", task.exception())
 
     async def _loop(self) -> None:
         duties = (
@@ -96,8 +106,17 @@ class Watch:
         self.trimmed += await self.recorder.account.trim()
 
     async def _check_redis(self, first: bool = False) -> None:
+        if self._no_info:
+            return
         redis = self.recorder.redis
-        info = await redis.info("server")
+        try:
+            info = await redis.info("server")
+        except ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            # An in-process Redis (memory://) has no INFO and cannot restart behind our back.
+            self._no_info = True
+            return
         run_id = str(info.get("run_id", ""))
         if first or self._run_id is None:
             self._run_id = run_id
