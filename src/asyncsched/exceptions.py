@@ -15,7 +15,8 @@
     │   ├── UnsafeJob                              pickled job refused by a worker not told to accept pickle
     │   └── InvalidJob (ValueError)                malformed job hash or function that cannot be imported
     ├── TaskDefinitionError (ValueError)         invalid scheduled-task definitions (carries every problem)
-    │   └── InvalidSchedule                        a cron or interval string that does not parse
+    │   ├── InvalidSchedule                        a cron or interval string that does not parse
+    │   └── BrokenTask                             a stored task row that cannot be read or run as it is
     ├── TaskNotFound (LookupError)
     ├── DuplicateTask (ValueError)
     └── FunctionNotAllowed (PermissionError)    a function outside the API's allow-list
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 __all__ = [
     "AsyncschedError",
     "BackendUnavailable",
+    "BrokenTask",
     "ConfigurationError",
     "DuplicateTask",
     "FunctionNotAllowed",
@@ -141,6 +143,12 @@ class TaskDefinitionError(AsyncschedError, ValueError):
 
 class InvalidSchedule(TaskDefinitionError):
     """A cron expression or interval string does not parse, or describes no time at all."""
+
+
+class BrokenTask(TaskDefinitionError):
+    """A stored task row cannot be enabled or run as it is: a column that cannot be read (invalid JSON or
+    text, edited by hand), a schedule that no longer parses, a function the allow-list now refuses.
+    ``problems`` name each field. Deleting and disabling such a task always work."""
 
 
 class TaskNotFound(AsyncschedError, LookupError):

@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..exceptions import (
     AsyncschedError,
     BackendUnavailable,
+    BrokenTask,
     DuplicateTask,
     InvalidJob,
     JobError,
@@ -82,6 +83,8 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return asyncio.run(main())
     except (JobNotFound, TaskNotFound) as exc:
         return fail(str(exc).strip("'\""), EXIT_NOT_FOUND)
+    except BrokenTask as exc:  # the stored task cannot be enabled or run as it is
+        return fail(str(exc), EXIT_REFUSED)
     except (TaskDefinitionError, InvalidJob) as exc:
         return fail(str(exc), EXIT_USAGE)
     except (Refused, DuplicateTask, JobError) as exc:

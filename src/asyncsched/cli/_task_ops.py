@@ -1,4 +1,4 @@
-"""``asyncsched tasks show|enable|disable|run|edit TASK`` and ``tasks list --json``.
+"""``asyncsched tasks show|enable|disable|run|edit|delete TASK`` and ``tasks list --json``.
 
 TASK is a task id or name (``--agent`` picks the agent when names repeat). Edits are validated as YAML
 definitions are (:meth:`TaskScheduler.update_task`); a YAML-loaded task edited here is overwritten by the
@@ -15,7 +15,7 @@ from typing import Any
 from ..config import Settings
 from ._common import EXIT_OK, EXIT_USAGE, emit_json, fail, json_arg, run, when
 
-ACTIONS = ("show", "enable", "disable", "run", "edit")
+ACTIONS = ("show", "enable", "disable", "run", "edit", "delete")
 _EDITABLE = ("name", "description", "type", "schedule", "timezone", "function", "args", "kwargs", "queue")
 
 
@@ -27,6 +27,7 @@ def add_parsers(tasks_sub: Any) -> None:
         ("disable", "disable a task (no replica fires it)"),
         ("run", "enqueue one run of a task now; prints the job id"),
         ("edit", "change fields of a task, validated as in YAML"),
+        ("delete", "delete a task (works on a row that cannot be read)"),
     ):
         parser = tasks_sub.add_parser(name, help=text)
         parser.add_argument("task", metavar="TASK", help="task id or name")
@@ -75,6 +76,7 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
         "disable": _disable,
         "run": _run,
         "edit": _edit,
+        "delete": _delete,
         "list": _list_json,
     }
     action = actions[args.tasks_command]
@@ -116,8 +118,17 @@ async def _disable(scheduler: Any, args: argparse.Namespace) -> int:
     return _print_task(await scheduler.disable(args.task, agent_name=args.agent), args, "disabled")
 
 
+async def _delete(scheduler: Any, args: argparse.Namespace) -> int:
+    task = await scheduler.unregister_task(args.task, agent_name=args.agent)
+    if args.json:
+        emit_json({"id": task.id, "agent_name": task.agent_name, "name": task.name, "deleted": True})
+    else:
+        print(f"{task.agent_name}/{task.name} ({task.id}): deleted")
+    return EXIT_OK
+
+
 async def _run(scheduler: Any, args: argparse.Namespace) -> int:
-    task = await scheduler.get_task(args.task, agent_name=args.agent)
+    task = await scheduler.checked_task(args.task, agent_name=args.agent)  # BrokenTask names the field
     job_id = await scheduler.run_now(task)
     if args.json:
         emit_json({"job_id": job_id, "task_id": task.id, "status": "queued"})
@@ -153,7 +164,9 @@ async def _edit(scheduler: Any, args: argparse.Namespace) -> int:
 
 def _print_task(task: Any, args: argparse.Namespace, verb: str) -> int:
     if args.json:
-        emit_json(task_dict(task))
+        from ..web._serialize import display_item
+
+        emit_json(display_item(task, task_dict))  # a row that cannot be read shows its key and why
     else:
         state = f"next run {when(task.next_run_at)}" if task.enabled else "disabled"
         print(f"{task.agent_name}/{task.name} ({task.id}): {verb}; {state}")

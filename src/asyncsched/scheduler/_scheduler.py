@@ -25,25 +25,37 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from .._misuse import async_api
 from .._redis import create_redis
 from ..config import Settings, get_settings
-from ..exceptions import DuplicateTask, InvalidValue
+from ..exceptions import BrokenTask, DuplicateTask, InvalidValue
 from ..store.models import ScheduledTask
 from ._definition import build_task, policy_of, task_trigger
 from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
 from ._misfire import plan
-from ._rows import copy_task, find_task, upsert_tasks, utc
+from ._rows import (
+    UNAVAILABLE,
+    TaskKey,
+    copy_task,
+    find_key,
+    find_task,
+    load_checked,
+    row_problems,
+    upsert_tasks,
+    utc,
+)
 from ._triggers import Trigger
 from ._yaml import load_tasks
 
 __all__ = ["Firing", "TaskScheduler"]
 
 log = logging.getLogger("asyncsched.scheduler")
+
+_KEY_COLUMNS = (ScheduledTask.id, ScheduledTask.agent_name, ScheduledTask.name, ScheduledTask.enabled)
 
 LEASE = timedelta(seconds=60)
 """How long a claimed tick may stay un-enqueued before another replica takes it over."""
@@ -341,23 +353,55 @@ class TaskScheduler:
         return await self._set_enabled(id_or_name, agent_name, False)
 
     async def _set_enabled(self, id_or_name: str, agent_name: str | None, enabled: bool) -> ScheduledTask:
-        async with self._session() as session, session.begin():
-            row = await find_task(session, id_or_name, agent_name)
-            if row.enabled != enabled:
-                row.enabled = enabled
-                row.next_run_at = task_trigger(row).next_after(self.clock()) if enabled else None
-            task = copy_task(row)
+        if enabled:
+            checked = await self.checked_task(id_or_name, agent_name)
+            async with self._session() as session, session.begin():
+                row = await find_task(session, checked.id, None)
+                if not row.enabled:
+                    row.enabled = True
+                    row.next_run_at = task_trigger(row).next_after(self.clock())
+                task = copy_task(row)
+        else:  # whatever the other columns hold: only the key and two plain columns are touched
+            key = await self._key(id_or_name, agent_name)
+            async with self._session() as session, session.begin():
+                await session.execute(
+                    update(ScheduledTask)
+                    .where(ScheduledTask.id == key.id, ScheduledTask.enabled.is_(True))
+                    .values(enabled=False, next_run_at=None)
+                )
+            task = await self._readable_or_stub(TaskKey(key.id, key.agent_name, key.name, False))
         await self._sync_index(task)
         await self.index.notify(task.id)
         return task
 
+    async def _key(self, id_or_name: str, agent_name: str | None) -> TaskKey:
+        async with self._session() as session:
+            return await find_key(session, id_or_name, agent_name)
+
+    async def _readable_or_stub(self, key: TaskKey) -> ScheduledTask:
+        """The whole task of ``key``, or only its key columns when the row cannot be read."""
+        try:
+            return await load_checked(self._session, key)
+        except BrokenTask:
+            return key.stub()
+
+    async def checked_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
+        """A task that can be enabled or run as stored; :class:`BrokenTask` naming each field otherwise
+        (a column that cannot be read, a schedule that no longer parses...). :class:`TaskNotFound`."""
+        task = await load_checked(self._session, await self._key(id_or_name, agent_name))
+        problems = row_problems(task)
+        if problems:
+            raise BrokenTask(problems)
+        return task
+
     @async_api("TaskScheduler")
     async def unregister_task(self, id_or_name: str, agent_name: str | None = None) -> ScheduledTask:
-        """Delete a task (by id or name); returns what was deleted. Raises :class:`TaskNotFound`."""
+        """Delete a task (by id or name); returns what was deleted (only its id, agent, name and enabled
+        flag when the row could not be read). Raises :class:`TaskNotFound`. Works on any row."""
+        key = await self._key(id_or_name, agent_name)
+        task = await self._readable_or_stub(key)
         async with self._session() as session, session.begin():
-            row = await find_task(session, id_or_name, agent_name)
-            task = copy_task(row)
-            await session.delete(row)
+            await session.execute(delete(ScheduledTask).where(ScheduledTask.id == key.id))
         await self.index.drop(task.id)
         self._cache.pop(task.id, None)
         await self.index.notify(task.id)
@@ -373,30 +417,52 @@ class TaskScheduler:
         return trigger.next_runs(n, after or self.clock())
 
     async def run_now(self, id_or_name: str | ScheduledTask, agent_name: str | None = None) -> str:
-        """Enqueue one run of a task immediately, outside its schedule; returns the job id."""
-        task = (
-            id_or_name
-            if isinstance(id_or_name, ScheduledTask)
-            else await self.get_task(id_or_name, agent_name)
-        )
+        """Enqueue one run of a task immediately, outside its schedule; returns the job id.
+        :class:`BrokenTask` (naming the field) when the stored task cannot run as it is."""
+        if isinstance(id_or_name, ScheduledTask):
+            task = id_or_name
+            problems = row_problems(task)
+            if problems:
+                raise BrokenTask(problems)
+        else:
+            task = await self.checked_task(id_or_name, agent_name)
         return await self._enqueue(task, f"sched-{task.id}-run-{uuid.uuid4().hex[:16]}", None)
 
     # ------------------------------------------------------------------ firing
     async def _reload(self) -> None:
-        """Refresh the cache of every task from SQL."""
-        async with self._session() as session:
-            rows = [copy_task(t) for t in (await session.execute(select(ScheduledTask))).scalars()]
+        """Refresh the cache of every task from SQL (a row that cannot be read or fired is logged and left
+        out: it never stops the others)."""
         cache: dict[str, tuple[ScheduledTask, Trigger | None]] = {}
-        for row in rows:
+        for row in await self._readable_rows():
+            trigger: Trigger | None = None
+            reasons = [str(p) for p in row_problems(row)]
             try:
-                trigger: Trigger | None = task_trigger(row)
+                trigger = None if reasons else task_trigger(row)
             except Exception as exc:
-                log.error(
-                    "task %s/%s has an invalid schedule and is not fired: %s", row.agent_name, row.name, exc
-                )
-                trigger = None
+                reasons.append(str(exc))
+            if reasons:
+                log.error("task %s/%s cannot be fired: %s", row.agent_name, row.name, "; ".join(reasons))
             cache[row.id] = (row, trigger)
         self._cache = cache
+
+    async def _readable_rows(self) -> list[ScheduledTask]:
+        try:
+            async with self._session() as session:
+                return [copy_task(t) for t in (await session.execute(select(ScheduledTask))).scalars()]
+        except UNAVAILABLE:
+            raise
+        except Exception:  # one row cannot be loaded: read them one by one
+            async with self._session() as session:
+                keys = [TaskKey(*r) for r in (await session.execute(select(*_KEY_COLUMNS))).all()]
+        rows: list[ScheduledTask] = []
+        for key in keys:
+            try:
+                rows.append(await load_checked(self._session, key))
+            except BrokenTask as exc:
+                log.error("task %s/%s cannot be read and is not fired: %s", key.agent_name, key.name, exc)
+            except LookupError:
+                continue
+        return rows
 
     async def rebuild_index(self) -> None:
         """Make the Redis index match SQL (at start; after a Redis restart nothing is lost)."""

@@ -19,7 +19,15 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..exceptions import AsyncschedError, InvalidJob, JobNotFound, TaskDefinitionError
+from ..exceptions import (
+    AsyncschedError,
+    BrokenTask,
+    FunctionNotAllowed,
+    InvalidJob,
+    JobNotFound,
+    Problem,
+    TaskDefinitionError,
+)
 from ..queue import RateLimit, Repeat
 from ._live import matches
 from ._ops import OperatorHandlers
@@ -187,9 +195,8 @@ class Handlers(OperatorHandlers):
         return await _one(self._task(params), task_to_dict, params["task_id"])
 
     async def delete_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
-        task = await self._task(params)
-        scheduler = await self.services.scheduler()
-        await scheduler.unregister_task(task.id, agent_name=task.agent_name)
+        scheduler = await self.services.scheduler()  # works on any row, readable or not
+        await scheduler.unregister_task(params["task_id"], agent_name=params.get("agent_name"))
         return Response(status_code=204)
 
     async def enable_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
@@ -199,16 +206,30 @@ class Handlers(OperatorHandlers):
         return await self._set_enabled(params, False)
 
     async def _set_enabled(self, params: dict[str, Any], enabled: bool) -> Any:
-        task = await self._task(params)
         scheduler = await self.services.scheduler()
-        action = scheduler.enable if enabled else scheduler.disable
-        await action(task.id, agent_name=task.agent_name)
-        return task_to_dict(await scheduler.get_task(task.id, agent_name=task.agent_name))
+        if enabled:
+            task = await self._runnable(params)
+            await scheduler.enable(task.id, agent_name=task.agent_name)
+        else:  # disabling works on any row, readable or not
+            task = await scheduler.disable(params["task_id"], agent_name=params.get("agent_name"))
+        return await _one(scheduler.get_task(task.id, agent_name=task.agent_name), task_to_dict, task.id)
+
+    async def _runnable(self, params: dict[str, Any]) -> Any:
+        """The task, if it can be enabled or run as stored: :class:`BrokenTask` (409 naming the field)
+        when a column cannot be read, no longer validates, or its function is refused by the allow-list."""
+        scheduler = await self.services.scheduler()
+        task = await scheduler.checked_task(params["task_id"], agent_name=params.get("agent_name"))
+        try:
+            await self._check_function(task.function)
+        except (FunctionNotAllowed, ValidationFailed) as exc:
+            reason = str(exc.errors[0]["msg"]) if isinstance(exc, ValidationFailed) else str(exc)
+            raise BrokenTask([Problem(reason, task=task.name, field="function")]) from None
+        return task
 
     async def run_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
-        task = await self._task(params)
+        task = await self._runnable(params)
         scheduler = await self.services.scheduler()
-        job_id = await scheduler.run_now(task.id, agent_name=task.agent_name)
+        job_id = await scheduler.run_now(task)
         return ApiJSON({"job_id": job_id, "status": "queued", "task_id": task.id}, status_code=202)
 
     # -- executions --------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from .._boundary import loads_json
 from ..exceptions import (
     AsyncschedError,
     BackendUnavailable,
+    BrokenTask,
     DuplicateTask,
     FunctionNotAllowed,
     InvalidValue,
@@ -286,6 +287,8 @@ class SchedulerRouter(RouterBase):
             return _detail(409, str(exc))
         except Conflict as exc:
             return _detail(409, str(exc))
+        except BrokenTask as exc:  # the stored task, not the request: 409 naming each field
+            return _detail(409, [error(("task", p.field or "task"), p.message) for p in exc.problems])
         except TaskDefinitionError as exc:
             return _detail(422, problems_to_errors(exc, None))
         except LookupError as exc:

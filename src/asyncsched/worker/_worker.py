@@ -795,7 +795,9 @@ class Worker:
         reply = await self._scripts.run("reap", args)
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
         for job_id, action in out:
-            if action == "unstuck":
+            if action.startswith(("skipped", "quarantined")):  # a key of the wrong type (reap.lua)
+                log.error("reap: %s %s", f"job {job_id}:" if job_id else "a key", action)
+            elif action == "unstuck":
                 log.warning("job %s: stuck in the intermediate list (a worker died); put back", job_id)
             elif action == "unclaimed":
                 log.warning("job %s: left in a stopped worker's claiming list; put back", job_id)

@@ -7,100 +7,172 @@
 -- target, normally emptied by the claim pipelined behind the BLMOVE) to the head of their queue.
 -- ARGV: prefix, now (int s), now_ts, policy ('requeue'|'fail'), stream, maxlen, exc_string (b64 zlib),
 --       error text, nqueues, <queue>*nqueues
--- Returns a flat list: <id, action ('requeued'|'failed'|'unstuck'|'unclaimed')>*
+-- Returns a flat list: <id, action ('requeued'|'failed'|'unstuck'|'unclaimed'|'quarantined: <why>'|
+--   'skipped: <why>')>*. A key of the wrong type (planted by a foreign writer) never fails the reap: that id
+--   (or key: id '') is skipped and reported; a job hash of another type leaves the intermediate list; ids a
+--   dead worker claimed from a queue whose key is of another type go to <p>:asyncsched:quarantine:<q>.
 --#include ratelimit
+--#include types
 local p, now, now_ts, policy, stream, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local exc, err, nq = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local out = {}
+local function report(id, action) out[#out + 1] = id; out[#out + 1] = action end
+local function skipped(id, why) report(id, 'skipped: ' .. why) end
+local stream_bad = wrong_type(stream, 'stream')
+if stream_bad then skipped('', stream_bad .. ' (lifecycle records of this reap are not written)') end
+
+-- a dead worker's claiming list goes back to the head of its queue (or to quarantine: see above)
+local function unclaim(w, q, lk)
+  local lbad = wrong_type(lk, 'list')
+  if lbad then skipped('', lbad); return true end
+  local target, action = p .. ':queue:' .. q, 'unclaimed'
+  local qbad = wrong_type(target, 'list')
+  if qbad then
+    target, action = p .. ':asyncsched:quarantine:' .. q, 'quarantined: ' .. qbad
+    local tbad = wrong_type(target, 'list')
+    if tbad then skipped('', tbad); return false end  -- nowhere to put them: left where they are
+  end
+  while true do
+    local id = redis.call('LMOVE', lk, target, 'RIGHT', 'LEFT')
+    if not id then break end
+    report(id, action)
+  end
+  return true
+end
+
 local registry = p .. ':asyncsched:claiming'
-local claiming = redis.call('HGETALL', registry)
-for k = 1, #claiming, 2 do
-  local w, q = claiming[k], claiming[k + 1]
-  local wk = p .. ':worker:' .. w
-  if redis.call('EXISTS', wk) == 0 or redis.call('HEXISTS', wk, 'death') == 1 then
-    local lk = registry .. ':' .. w
-    while true do
-      local id = redis.call('LMOVE', lk, p .. ':queue:' .. q, 'RIGHT', 'LEFT')
-      if not id then break end
-      out[#out + 1] = id; out[#out + 1] = 'unclaimed'
+local rbad = wrong_type(registry, 'hash')
+if rbad then skipped('', rbad) else
+  local claiming = redis.call('HGETALL', registry)
+  for k = 1, #claiming, 2 do
+    local w, q = claiming[k], claiming[k + 1]
+    local wk = p .. ':worker:' .. w
+    local wt = redis.call('TYPE', wk).ok
+    if wt == 'none' or (wt == 'hash' and redis.call('HEXISTS', wk, 'death') == 1) then
+      if unclaim(w, q, registry .. ':' .. w) then redis.call('HDEL', registry, w) end
+    elseif wt ~= 'hash' then
+      skipped('', 'WRONGTYPE key ' .. wk .. ' holds a ' .. wt .. ', not a hash')
     end
-    redis.call('HDEL', registry, w)
   end
 end
-for k = 1, nq do
-  local q = ARGV[9 + k]
+
+-- one expired execution <member> of queue <q>: retried, requeued or failed as its job hash says
+local function reap_one(q, member, qbad)
+  local sep = string.find(member, ':', 1, true)
+  local id, ex = member, ''
+  if sep then id = string.sub(member, 1, sep - 1); ex = string.sub(member, sep + 1) end
+  local jk = p .. ':job:' .. id
+  redis.call('DEL', p .. ':execution:' .. member)
+  local ek = p .. ':executions:' .. id
+  if not wrong_type(ek, 'zset') then redis.call('ZREM', ek, ex) end
+  local jbad = wrong_type(jk, 'hash')
+  if jbad then skipped(id, jbad); return end
+  local h = redis.call('HMGET', jk, 'status', 'worker_name', 'retries_left', 'failure_ttl', 'asyncsched_attempt',
+    'asyncsched_agent', 'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description',
+    'rate_limit_key')
+  if h[2] then
+    local sk = p .. ':worker:' .. h[2] .. ':executions'
+    if not wrong_type(sk, 'set') then redis.call('SREM', sk, member) end
+  end
+  if h[1] ~= 'started' then return end
+  local attempt = h[5] or '1'
+  local retries = tonumber(h[3] or '0') or 0
+  local kind
+  if (policy == 'requeue' or retries > 0) and not qbad then
+    if retries > 0 and policy ~= 'requeue' then redis.call('HSET', jk, 'retries_left', retries - 1) end
+    redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts, 'ended_at', now_ts,
+      'asyncsched_attempt', tostring((tonumber(attempt) or 1) + 1))
+    redis.call('RPUSH', p .. ':queue:' .. q, id)
+    kind = 'retry'
+    report(id, 'requeued')
+  else
+    local ttl = tonumber(h[4] or '') or 31536000
+    redis.call('HSET', jk, 'status', 'failed', 'ended_at', now_ts)
+    local fk, rk = p .. ':failed:' .. q, p .. ':results:' .. id
+    local fbad = wrong_type(fk, 'zset')
+    if fbad then skipped(id, fbad) else redis.call('ZADD', fk, now + ttl, id) end
+    if not wrong_type(rk, 'stream') then
+      redis.call('XADD', rk, 'MAXLEN', '~', 10, '*', 'type', '2', 'worker_name', '', 'exc_string', exc)
+    end
+    if ttl > 0 then redis.call('EXPIRE', jk, ttl) end
+    kind = 'failed'
+    report(id, 'failed')
+    if h[11] then
+      local why = guarded(rl_release, p, h[11], id, now, now_ts)
+      if why then skipped(id, why) end
+    end
+  end
+  if stream_bad then return end
+  local life = {'kind', kind, 'job_id', id, 'queue', q, 'attempt', attempt, 'ended_at', now, 'error', err}
+  if h[2] then life[#life + 1] = 'worker'; life[#life + 1] = h[2] end
+  if h[6] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[6] end
+  if h[7] then life[#life + 1] = 'task_name'; life[#life + 1] = h[7] end
+  if h[8] then life[#life + 1] = 'function'; life[#life + 1] = h[8]
+  elseif h[10] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[10], '^[^(]+') or h[10]) end
+  if h[9] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[9] end
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+end
+
+-- RQ's intermediate list of queue <q>: an id still queued a minute after it was first seen goes back
+local function sweep_intermediate(q, qbad)
   local ik = p .. ':queue:' .. q .. ':intermediate'
+  local ibad = wrong_type(ik, 'list')
+  if ibad then skipped('', ibad); return end
   for _, id in ipairs(redis.call('LRANGE', ik, 0, -1)) do
-    local st = redis.call('HGET', p .. ':job:' .. id, 'status')
-    if st ~= 'queued' then
+    local jk = p .. ':job:' .. id
+    local jbad = wrong_type(jk, 'hash')
+    if jbad then
+      redis.call('LREM', ik, 1, id)
+      skipped(id, jbad)
+    elseif redis.call('HGET', jk, 'status') ~= 'queued' then
       redis.call('LREM', ik, 1, id)
     else
       local fk = ik .. ':first_seen:' .. id
-      local seen = redis.call('GET', fk)
+      local seen = nil
+      if redis.call('TYPE', fk).ok == 'string' then seen = tonumber(redis.call('GET', fk)) end
       if not seen then
-        redis.call('SET', fk, now, 'EX', 86400)
-      elseif now - tonumber(seen) > 60 then
-        redis.call('LREM', ik, 1, id)
-        redis.call('DEL', fk)
-        redis.call('RPUSH', p .. ':queue:' .. q, id)
-        out[#out + 1] = id; out[#out + 1] = 'unstuck'
-      end
-    end
-  end
-  local wk = p .. ':wip:' .. q
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', wk, 0, now)) do
-    if redis.call('ZREM', wk, member) == 1 then
-      local sep = string.find(member, ':', 1, true)
-      local id, ex = member, ''
-      if sep then id = string.sub(member, 1, sep - 1); ex = string.sub(member, sep + 1) end
-      local jk = p .. ':job:' .. id
-      redis.call('DEL', p .. ':execution:' .. member)
-      redis.call('ZREM', p .. ':executions:' .. id, ex)
-      local h = redis.call('HMGET', jk, 'status', 'worker_name', 'retries_left', 'failure_ttl', 'asyncsched_attempt',
-        'asyncsched_agent', 'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description',
-        'rate_limit_key')
-      if h[2] then redis.call('SREM', p .. ':worker:' .. h[2] .. ':executions', member) end
-      if h[1] == 'started' then
-        local attempt = h[5] or '1'
-        local retries = tonumber(h[3] or '0') or 0
-        local kind
-        if policy == 'requeue' or retries > 0 then
-          if retries > 0 and policy ~= 'requeue' then redis.call('HSET', jk, 'retries_left', retries - 1) end
-          redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts, 'ended_at', now_ts,
-            'asyncsched_attempt', tostring(tonumber(attempt) + 1))
-          redis.call('RPUSH', p .. ':queue:' .. q, id)
-          kind = 'retry'
-          out[#out + 1] = id; out[#out + 1] = 'requeued'
+        redis.call('SET', fk, now, 'EX', 86400)  -- SET replaces a key of any type
+      elseif now - seen > 60 then
+        if qbad then
+          skipped(id, qbad)
         else
-          local ttl = tonumber(h[4] or '') or 31536000
-          redis.call('HSET', jk, 'status', 'failed', 'ended_at', now_ts)
-          redis.call('ZADD', p .. ':failed:' .. q, now + ttl, id)
-          redis.call('XADD', p .. ':results:' .. id, 'MAXLEN', '~', 10, '*', 'type', '2', 'worker_name', '',
-            'exc_string', exc)
-          if ttl > 0 then redis.call('EXPIRE', jk, ttl) end
-          kind = 'failed'
-          out[#out + 1] = id; out[#out + 1] = 'failed'
-          if h[11] then rl_release(p, h[11], id, now, now_ts) end
+          redis.call('LREM', ik, 1, id)
+          redis.call('DEL', fk)
+          redis.call('RPUSH', p .. ':queue:' .. q, id)
+          report(id, 'unstuck')
         end
-        local life = {'kind', kind, 'job_id', id, 'queue', q, 'attempt', attempt, 'ended_at', now, 'error', err}
-        if h[2] then life[#life + 1] = 'worker'; life[#life + 1] = h[2] end
-        if h[6] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[6] end
-        if h[7] then life[#life + 1] = 'task_name'; life[#life + 1] = h[7] end
-        if h[8] then life[#life + 1] = 'function'; life[#life + 1] = h[8]
-        elseif h[10] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[10], '^[^(]+') or h[10]) end
-        if h[9] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[9] end
-        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
       end
     end
   end
 end
+
+for k = 1, nq do
+  local q = ARGV[9 + k]
+  local qbad = wrong_type(p .. ':queue:' .. q, 'list')
+  sweep_intermediate(q, qbad)
+  local wk = p .. ':wip:' .. q
+  local wbad = wrong_type(wk, 'zset')
+  if wbad then skipped('', wbad) else
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', wk, 0, now)) do
+      if redis.call('ZREM', wk, member) == 1 then
+        local why = guarded(reap_one, q, member, qbad)
+        if why then skipped(member, why) end
+      end
+    end
+  end
+end
+
 -- RQ's RateLimitRegistry.cleanup: free slots held by jobs that are neither queued nor started (and have no
 -- live execution), fill free slots, and forget a key with nobody holding or waiting
-for _, key in ipairs(redis.call('SMEMBERS', p .. ':rl-keys')) do
+local function rl_cleanup(key)
   local base = p .. ':rl:' .. key
   for _, id in ipairs(redis.call('ZRANGE', base .. ':allowed', 0, -1)) do
-    local st = redis.call('HGET', p .. ':job:' .. id, 'status')
-    if st ~= 'queued' and st ~= 'started' and redis.call('ZCOUNT', p .. ':executions:' .. id, '(' .. now, '+inf') == 0 then
+    local jk, ek = p .. ':job:' .. id, p .. ':executions:' .. id
+    local st = nil
+    if redis.call('TYPE', jk).ok == 'hash' then st = redis.call('HGET', jk, 'status') end
+    local live = 0
+    if redis.call('TYPE', ek).ok == 'zset' then live = redis.call('ZCOUNT', ek, '(' .. now, '+inf') end
+    if st ~= 'queued' and st ~= 'started' and live == 0 then
       redis.call('ZREM', base .. ':allowed', id)
     end
   end
@@ -108,6 +180,13 @@ for _, key in ipairs(redis.call('SMEMBERS', p .. ':rl-keys')) do
   if redis.call('ZCARD', base .. ':allowed') == 0 and redis.call('ZCARD', base .. ':rate_limited') == 0 then
     redis.call('SREM', p .. ':rl-keys', key)
     redis.call('DEL', base, base .. ':allowed', base .. ':rate_limited')
+  end
+end
+local kbad = wrong_type(p .. ':rl-keys', 'set')
+if kbad then skipped('', kbad) else
+  for _, key in ipairs(redis.call('SMEMBERS', p .. ':rl-keys')) do
+    local why = guarded(rl_cleanup, key)
+    if why then skipped('', 'rate limit ' .. key .. ': ' .. why) end
   end
 end
 return out
