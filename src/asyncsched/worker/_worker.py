@@ -160,6 +160,7 @@ class Worker:
         self._registered = False
         self._entered = False
         self._background: list[Supervised] = []
+        self._skips_reported: set[str] = set()
         self._paused = QueueBackoff(self.name)
         self.processed = 0
         self._outage = False
@@ -796,7 +797,7 @@ class Worker:
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
         for job_id, action in out:
             if action.startswith(("skipped", "quarantined")):  # a key of the wrong type (reap.lua)
-                log.error("reap: %s %s", f"job {job_id}:" if job_id else "a key", action)
+                self._report_skip("reap", job_id, action)
             elif action == "unstuck":
                 log.warning("job %s: stuck in the intermediate list (a worker died); put back", job_id)
             elif action == "unclaimed":
@@ -805,11 +806,25 @@ class Worker:
                 log.warning("job %s: its worker was lost; %s", job_id, action)
         return out
 
+    def _report_skip(self, script: str, job_id: str, action: str) -> None:
+        """Log a key of the wrong type a maintenance script skipped: an error the first time, then at debug
+        level while it stays (each pass meets it again until an operator removes it)."""
+        text = f"{script}: {f'job {job_id}:' if job_id else 'a key'} {action}"
+        if text in self._skips_reported:
+            log.debug("%s (again)", text)
+            return
+        if len(self._skips_reported) >= 1000:
+            self._skips_reported.clear()
+        self._skips_reported.add(text)
+        log.error("%s", text)
+
     async def _promote_once(self) -> int:
         lock_ttl = max(10, math.ceil(3 * self.scheduler_interval))  # a dead holder is replaced quickly
         args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
         args += [self.settings.lifecycle_maxlen, 1000, len(self.queues), *self.queues]
-        promoted, earliest = await self._scripts.run("promote", args)
+        promoted, earliest, *skipped = await self._scripts.run("promote", args)
+        for k in range(0, len(skipped), 2):  # keys of the wrong type (promote.lua): skipped, reported
+            self._report_skip("promote", skipped[k].decode(), "skipped: " + skipped[k + 1].decode())
         self._next_due = int(earliest)
         return int(promoted)
 

@@ -1,6 +1,7 @@
 -- Delete failed jobs of one queue as rq's FailedJobRegistry.remove(job, delete_job=True) does: out of the
 -- registry, the hash and its results/executions deleted. An entry whose job is no longer failed (requeued
 -- meanwhile) only leaves the registry; its job is kept. Takes at most ARGV[3] entries per call.
+-- A registry entry whose job key is of another type (a foreign writer's) only leaves the registry.
 -- ARGV: prefix, queue, batch
 -- Returns {entries taken, jobs deleted} (call again until entries taken is 0).
 local p, q, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -10,8 +11,12 @@ local deleted = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', fk, id)
   local jk = p .. ':job:' .. id
-  local status = redis.call('HGET', jk, 'status')
-  if status == 'failed' or status == 'stopped' or not status then
+  local t = redis.call('TYPE', jk).ok
+  local status = nil
+  if t == 'hash' then status = redis.call('HGET', jk, 'status') end
+  if t ~= 'hash' and t ~= 'none' then
+    status = 'foreign'  -- not ours to delete: out of the registry only
+  elseif status == 'failed' or status == 'stopped' or not status then
     redis.call('DEL', jk, jk .. ':dependents', p .. ':results:' .. id, p .. ':executions:' .. id)
     if status then deleted = deleted + 1 end
   end

@@ -2,22 +2,32 @@
 -- execution hash, executions zset, job last_heartbeat) and the worker registration.
 -- ARGV: prefix, worker, now (int s), now_ts, now (float), lease, worker_ttl, n, <id, exec, queue>*n
 -- Returns: {worker_key_existed (0|1), <ids of jobs whose hash says another state (cancelled, reaped)>...}
+-- A job hash of another type (a foreign writer's SET) counts as another state; registries of another
+-- type are left alone: one bad key never fails the heartbeat of the worker's other jobs.
+--#include types
 local p, w, now, now_ts, nowf = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local lease, wttl, n = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local wkey = p .. ':worker:' .. w
+local wbad = wrong_type(wkey, 'hash')
 local out = {redis.call('EXISTS', wkey)}
+if wbad then out[1] = 0 end
 for k = 0, n - 1 do
   local id, ex, q = ARGV[9 + 3 * k], ARGV[10 + 3 * k], ARGV[11 + 3 * k]
   local jk = p .. ':job:' .. id
-  local cur = redis.call('HMGET', jk, 'status', 'worker_name')
+  local cur = {'wrong type', nil}
+  if not wrong_type(jk, 'hash') then cur = redis.call('HMGET', jk, 'status', 'worker_name') end
   local member = id .. ':' .. ex
   if cur[1] == 'started' and cur[2] == w then
-    redis.call('ZADD', p .. ':wip:' .. q, now + lease, member)
-    local xk = p .. ':execution:' .. member
-    redis.call('HSET', xk, 'last_heartbeat', nowf)
-    redis.call('EXPIRE', xk, lease)
-    redis.call('ZADD', p .. ':executions:' .. id, now + lease + 60, ex)
-    redis.call('EXPIRE', p .. ':executions:' .. id, lease + 60)
+    local wk, xk, ek = p .. ':wip:' .. q, p .. ':execution:' .. member, p .. ':executions:' .. id
+    if not wrong_type(wk, 'zset') then redis.call('ZADD', wk, now + lease, member) end
+    if not wrong_type(xk, 'hash') then
+      redis.call('HSET', xk, 'last_heartbeat', nowf)
+      redis.call('EXPIRE', xk, lease)
+    end
+    if not wrong_type(ek, 'zset') then
+      redis.call('ZADD', ek, now + lease + 60, ex)
+      redis.call('EXPIRE', ek, lease + 60)
+    end
     redis.call('HSET', jk, 'last_heartbeat', now_ts)
   elseif cur[1] then
     out[#out + 1] = id
@@ -28,6 +38,6 @@ end
 if out[1] == 1 then
   redis.call('HSET', wkey, 'last_heartbeat', now_ts)
   redis.call('EXPIRE', wkey, wttl)
-  redis.call('EXPIRE', wkey .. ':executions', lease + 60)
+  redis.call('EXPIRE', wkey .. ':executions', lease + 60)  -- EXPIRE takes a key of any type
 end
 return out

@@ -1,16 +1,29 @@
 -- Move due jobs from <p>:scheduled:<q> to their queue, as RQ's scheduler does, for each queue whose
 -- <p>:scheduler-lock:<q> this worker holds or can take (so RQ's scheduler and ours never both promote).
 -- ARGV: prefix, holder, now (int s), now_ts, lock_ttl, stream, maxlen, limit, nqueues, <queue>*nqueues
--- Returns {promoted count, earliest remaining run-at (int s) or -1}
+-- Returns {promoted count, earliest remaining run-at (int s) or -1, <skipped: id ('' a key), why>*}: a key of
+-- the wrong type (a foreign writer's) is skipped and reported, never fails the promotion of the others; a
+-- job key of another type leaves the scheduled registry.
+--#include types
 local p, holder, now, now_ts, lock_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local stream, maxlen, limit, nq = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local promoted, earliest = 0, -1
+local skipped = {}
+local function skip(id, why) skipped[#skipped + 1] = id; skipped[#skipped + 1] = why end
+local stream_bad = wrong_type(stream, 'stream')
+if stream_bad then skip('', stream_bad) end
 for k = 1, nq do
   local q = ARGV[9 + k]
   local lk = p .. ':scheduler-lock:' .. q
-  local cur = redis.call('GET', lk)
+  local sk, qk = p .. ':scheduled:' .. q, p .. ':queue:' .. q
+  local bad = wrong_type(lk, 'string') or wrong_type(sk, 'zset') or wrong_type(qk, 'list')
+  if bad then skip('', bad) end
+  local cur = nil
+  if not bad then cur = redis.call('GET', lk) end
   local mine = false
-  if not cur then
+  if bad then
+    mine = false
+  elseif not cur then
     redis.call('SET', lk, holder, 'EX', lock_ttl)
     mine = true
   elseif cur == holder then
@@ -18,11 +31,12 @@ for k = 1, nq do
     mine = true
   end
   if mine then
-    local sk = p .. ':scheduled:' .. q
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk, '-inf', now, 'LIMIT', 0, limit)) do
       redis.call('ZREM', sk, id)
       local jk = p .. ':job:' .. id
-      if redis.call('EXISTS', jk) == 1 then
+      local jbad = wrong_type(jk, 'hash')
+      if jbad then skip(id, jbad) end
+      if not jbad and redis.call('EXISTS', jk) == 1 then
         redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
         if redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1' then
           redis.call('LPUSH', p .. ':queue:' .. q, id)
@@ -37,7 +51,7 @@ for k = 1, nq do
         if h[4] then life[#life + 1] = 'function'; life[#life + 1] = h[4]
         elseif h[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[6], '^[^(]+') or h[6]) end
         if h[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[5] end
-        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+        if not stream_bad then redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life)) end
         promoted = promoted + 1
       end
     end
@@ -48,4 +62,4 @@ for k = 1, nq do
     end
   end
 end
-return {promoted, earliest}
+return {promoted, earliest, unpack(skipped)}
