@@ -5,7 +5,8 @@ The API (bodies and query strings), :meth:`TaskQueue.enqueue` (args and kwargs) 
 
 * text is strict UTF-8: a lone surrogate (``"\\ud800"``, which JSON escapes can carry) is refused;
 * nesting is bounded (:data:`MAX_DEPTH` levels of lists and objects);
-* sizes are bounded by settings (``ASYNCSCHED_MAX_ARGS_BYTES``, ``ASYNCSCHED_MAX_PAYLOAD_BYTES``);
+* sizes are bounded by settings (``ASYNCSCHED_MAX_ARGS_BYTES``, ``ASYNCSCHED_MAX_PAYLOAD_BYTES``); an event's
+  bound is checked here alone (:func:`event_size_problem`), by publishers and readers alike;
 * JSON text has no ``NaN``/``Infinity`` literals.
 
 Every refusal is an :class:`~asyncsched.exceptions.InvalidValue` whose ``field`` names the place
@@ -26,6 +27,7 @@ from .exceptions import InvalidValue
 
 __all__ = [
     "MAX_DEPTH",
+    "PAYLOAD_SETTING",
     "SURROGATE",
     "Path",
     "check_event_text",
@@ -33,6 +35,7 @@ __all__ = [
     "check_size",
     "check_text",
     "check_value",
+    "event_size_problem",
     "field_name",
     "find_problem",
     "loads_json",
@@ -111,10 +114,28 @@ def check_text(value: str, field: str) -> str:
     return value
 
 
+PAYLOAD_SETTING = "ASYNCSCHED_MAX_PAYLOAD_BYTES"
+"""The one setting bounding an event envelope (payload included), for publishers and readers."""
+
+
+def size_problem(size: int, limit: int, setting: str) -> str | None:
+    """Why ``size`` bytes are refused (``None`` when within ``limit``); ``setting`` names the knob."""
+    if size > limit:
+        return f"is {size} bytes, more than the limit of {limit} bytes ({setting})"
+    return None
+
+
 def check_size(size: int, limit: int, field: str, setting: str) -> None:
     """Raise :class:`InvalidValue` when ``size`` bytes exceed ``limit`` (``setting`` names the knob)."""
-    if size > limit:
-        raise InvalidValue(field, f"is {size} bytes, more than the limit of {limit} bytes ({setting})")
+    problem = size_problem(size, limit, setting)
+    if problem is not None:
+        raise InvalidValue(field, problem)
+
+
+def event_size_problem(size: int, limit: int) -> str | None:
+    """The one check of an event envelope's size against ``ASYNCSCHED_MAX_PAYLOAD_BYTES`` (``limit``):
+    :meth:`EventBus.publish` refuses with it, readers skip or dead-letter a message from the wire with it."""
+    return size_problem(size, limit, PAYLOAD_SETTING)
 
 
 def _depth_exceeds(text: str, max_depth: int) -> bool:
@@ -188,8 +209,9 @@ def check_job_args(args: Any, kwargs: Any, raw: bytes, limit: int, *, json_ascii
 def check_event_text(payload: Any, text: str, limit: int) -> None:
     """One event envelope ``text`` (JSON, not ASCII-escaped) carrying ``payload``: size, nesting, text."""
     if len(text) * 4 > limit:  # a UTF-8 character is at most 4 bytes: only then count the bytes
-        size = len(text.encode("utf-8", "surrogatepass"))
-        check_size(size, limit, "payload", "ASYNCSCHED_MAX_PAYLOAD_BYTES")
+        problem = event_size_problem(len(text.encode("utf-8", "surrogatepass")), limit)
+        if problem is not None:
+            raise InvalidValue("payload", problem)
     ascii_only = text.isascii()
     if ascii_only and text.count("[") + text.count("{") <= MAX_DEPTH:
         return

@@ -29,8 +29,9 @@ Environment variable           Default                         Meaning
 ``ASYNCSCHED_ALLOWED_HOSTS``   (none)                          Host names the API serves without a token
                                                                besides loopback ones; ``*`` allows any
 ``ASYNCSCHED_MAX_ARGS_BYTES``  ``1048576``                     Largest serialized args+kwargs of a job
-``ASYNCSCHED_MAX_PAYLOAD_BYTES`` ``1048576``                   Largest serialized event (at most the
-                                                               readers' fixed 1 MiB envelope bound)
+``ASYNCSCHED_MAX_PAYLOAD_BYTES`` ``1048576``                   Largest serialized event: publishers
+                                                               refuse, readers skip or dead-letter more
+                                                               (give every process the same value)
 ``ASYNCSCHED_MAX_RESULT_BYTES`` ``1048576``                    Largest serialized job result
 ``ASYNCSCHED_RETENTION_DAYS``  ``30``                          Prune executions/events older than this
 ``ASYNCSCHED_EVENT_STREAM_MAXLEN`` ``100000``                  Approximate bound of each durable event

@@ -114,7 +114,9 @@ def handle_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
                 failed = 0
                 for letter_id in args.replay:
                     try:
-                        new_id = await replay_dead_letter(redis, prefix, letter_id)
+                        new_id = await replay_dead_letter(
+                            redis, prefix, letter_id, max_bytes=settings.max_payload_bytes
+                        )
                     except (LookupError, MalformedEvent) as exc:
                         print(f"{letter_id}: not put back: {exc}", file=sys.stderr)
                         failed += 1

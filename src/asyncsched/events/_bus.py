@@ -434,9 +434,16 @@ class EventBus:
             todo = failed
         return [event for event, _ in calls]
 
-    def _script_call(self, event: Event) -> tuple[list[str], list[Any]]:
+    def envelope(self, event: Event) -> str:
+        """The wire text of ``event``, checked as :meth:`publish` checks it (size against
+        ``ASYNCSCHED_MAX_PAYLOAD_BYTES``, nesting, UTF-8): :class:`InvalidValue` or
+        :class:`SerializationError` naming the problem."""
         envelope = event.to_json()
         check_event_text(event.payload, envelope, self.settings.max_payload_bytes)
+        return envelope
+
+    def _script_call(self, event: Event) -> tuple[list[str], list[Any]]:
+        envelope = self.envelope(event)
         target = event.target_agent
         if target is None:
             keys = [self._broadcast_stream]
@@ -617,7 +624,7 @@ class EventBus:
         dispatch raises is logged (the supervisor restarts the reader should it end all the same)."""
         pubsub = self._pubsub
         channels = self._channels
-        from_json = Event.from_json
+        from_json = functools.partial(Event.from_json, max_bytes=self.settings.max_payload_bytes)
         backoff = 0.1
         while not self._closed:
             try:

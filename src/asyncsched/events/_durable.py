@@ -245,7 +245,7 @@ class DurableConsumer:
             if raw is None:
                 names = sorted(_text(k) for k in fields)[:10]
                 raise MalformedEvent(f"entry has no 'e' field (fields: {names})")
-            event = Event.from_json(raw)
+            event = Event.from_json(raw, max_bytes=self.bus.settings.max_payload_bytes)
         except MalformedEvent as exc:
             where = f"{_text(stream)} (group {self.agent}, entry {_text(entry_id)})"
             data = raw if raw is not None else repr(fields)
@@ -279,4 +279,5 @@ class DurableConsumer:
             group=self.agent,
             reason=reason,
             data=data,
+            max_bytes=self.bus.settings.max_payload_bytes,
         )

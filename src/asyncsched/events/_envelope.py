@@ -20,22 +20,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .._boundary import event_size_problem
+from ..config import get_settings
 from ..exceptions import AsyncschedError, ConfigurationError, SerializationError
 
 if TYPE_CHECKING:
     from ..store.models import EventMessage
 
 __all__ = [
-    "MAX_ENVELOPE_BYTES",
     "MAX_PAYLOAD_DEPTH",
     "Event",
     "MalformedEvent",
     "validate_agent_name",
     "validate_event_type",
 ]
-
-MAX_ENVELOPE_BYTES = 1_048_576
-"""Largest envelope (UTF-8 bytes of its JSON text) published or accepted by a reader."""
 
 MAX_PAYLOAD_DEPTH = 64
 """Deepest nesting of lists and objects inside a payload (the payload object itself is depth 1)."""
@@ -222,8 +220,9 @@ class Event:
 
     def to_json(self) -> str:
         """The wire envelope. Raises :class:`SerializationError` if the payload is not JSON-serializable,
-        nested deeper than :data:`MAX_PAYLOAD_DEPTH`, not valid UTF-8, or makes the envelope larger than
-        :data:`MAX_ENVELOPE_BYTES` (what a reader would refuse is never sent)."""
+        nested deeper than :data:`MAX_PAYLOAD_DEPTH` or not valid UTF-8. Its size is checked against
+        ``ASYNCSCHED_MAX_PAYLOAD_BYTES`` by :meth:`EventBus.publish` (``asyncsched._boundary``), the one
+        place that bound is checked on the way out."""
         target = self.target_agent
         try:  # built by hand: the names are plain strings, only the payload needs the general encoder
             payload = _dumps(self.payload)
@@ -242,18 +241,13 @@ class Event:
             f'"target_agent":{"null" if target is None else _encode_str(target)},'
             f'"payload":{payload},"created_at":"{self.created_at.isoformat()}"}}'
         )
-        if not text.isascii() or len(text) * 4 > MAX_ENVELOPE_BYTES:
+        if not text.isascii():
             try:
-                size = len(text.encode())
+                text.encode()
             except UnicodeEncodeError:
                 raise SerializationError(
                     f"event payload for {self.event_type!r}: a string holds a lone surrogate (invalid UTF-8)"
                 ) from None
-            if size > MAX_ENVELOPE_BYTES:
-                raise SerializationError(
-                    f"event payload for {self.event_type!r}: the envelope is {size} bytes, more than the "
-                    f"limit of {MAX_ENVELOPE_BYTES} (store large data elsewhere and send a reference)"
-                )
         if (
             payload.count("[") + payload.count("{") > MAX_PAYLOAD_DEPTH
             and _depth(self.payload) > MAX_PAYLOAD_DEPTH
@@ -264,21 +258,23 @@ class Event:
         return text
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> Event:
+    def from_json(cls, data: str | bytes, *, max_bytes: int | None = None) -> Event:
         """Parse and validate a wire envelope; :class:`MalformedEvent` (a ``ValueError``) names what is
-        wrong: size (:data:`MAX_ENVELOPE_BYTES`, checked before parsing), JSON, nesting
-        (:data:`MAX_PAYLOAD_DEPTH`), a field's type or form, a lone surrogate. Never raises anything else."""
+        wrong: size (``max_bytes``, by default the ``ASYNCSCHED_MAX_PAYLOAD_BYTES`` setting; checked before
+        parsing), JSON, nesting (:data:`MAX_PAYLOAD_DEPTH`), a field's type or form, a lone surrogate.
+        Never raises anything else. Readers pass their bus's setting."""
         if not isinstance(data, str | bytes | bytearray | memoryview):
             raise MalformedEvent(f"message is a {type(data).__name__}, not JSON text")
-        if len(data) > MAX_ENVELOPE_BYTES:  # (a str's UTF-8 size is at least its length)
-            raise MalformedEvent(f"message of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
-        if isinstance(data, str) and not data.isascii():  # text from Python, not Redis: check it too
+        limit = get_settings().max_payload_bytes if max_bytes is None else max_bytes
+        too_big = event_size_problem(len(data), limit)  # (a str's UTF-8 size is at least its length)
+        if too_big is None and isinstance(data, str) and not data.isascii():  # text from Python: check it
             try:
                 data = data.encode()
             except UnicodeEncodeError:
                 raise MalformedEvent("message holds a lone surrogate (not valid UTF-8)") from None
-            if len(data) > MAX_ENVELOPE_BYTES:
-                raise MalformedEvent(f"message of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
+            too_big = event_size_problem(len(data), limit)
+        if too_big is not None:
+            raise MalformedEvent(f"message {too_big}")
         try:
             if not isinstance(data, str):
                 data = bytes(data).decode()  # strict UTF-8 (json.loads would let surrogates pass)

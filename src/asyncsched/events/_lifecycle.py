@@ -251,7 +251,7 @@ class LifecyclePublisher:
         try:
             event = lifecycle_event(LifecycleRecord.decode(fields))
             if event is not None:
-                event.to_json()  # what cannot be sent is refused here, alone, not with its batch
+                self.bus.envelope(event)  # what cannot be sent is refused here, alone, not with its batch
             return event
         except Exception as exc:  # any record, however broken, is skipped on its own
             where = f"{self.stream} (entry {entry_id!r})"

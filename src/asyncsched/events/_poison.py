@@ -6,7 +6,7 @@
 * The dead-letter stream ``<ns>:events:dead`` (:func:`asyncsched._keys.dead_letter_stream`) keeps each
   durable entry that was acknowledged without being handled: a malformed envelope, or an event whose
   callbacks failed every retry. Fields: ``source`` (stream), ``entry`` (its id there), ``group`` (the
-  agent), ``reason``, ``data`` (the original envelope; cut to :data:`~._envelope.MAX_ENVELOPE_BYTES`) and
+  agent), ``reason``, ``data`` (the original envelope; cut to ``ASYNCSCHED_MAX_PAYLOAD_BYTES``) and
   ``at`` (epoch seconds). Bounded (``MAXLEN ~`` :data:`DEAD_LETTER_MAXLEN`). ``asyncsched events
   dead-letters`` lists, replays and deletes them (:func:`list_dead_letters`, :func:`replay_dead_letter`,
   :func:`delete_dead_letters`).
@@ -22,7 +22,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .. import _keys
-from ._envelope import MAX_ENVELOPE_BYTES, Event, MalformedEvent
+from ..config import get_settings
+from ._envelope import Event, MalformedEvent
 
 __all__ = [
     "BURST",
@@ -107,13 +108,23 @@ def _text(value: Any) -> str:
 
 
 async def dead_letter(
-    redis: aioredis.Redis, prefix: str, *, source: str, entry: Any, group: str, reason: str, data: Any
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    source: str,
+    entry: Any,
+    group: str,
+    reason: str,
+    data: Any,
+    max_bytes: int | None = None,
 ) -> None:
-    """Append one unhandled durable entry to the dead-letter stream (see the module docs)."""
+    """Append one unhandled durable entry to the dead-letter stream (see the module docs); its data is cut
+    to ``max_bytes`` (default: the ``ASYNCSCHED_MAX_PAYLOAD_BYTES`` setting)."""
+    limit = get_settings().max_payload_bytes if max_bytes is None else max_bytes
     raw = data if isinstance(data, bytes | str) else repr(data)
-    if len(raw) > MAX_ENVELOPE_BYTES:
-        raw = raw[:MAX_ENVELOPE_BYTES]
-        reason += f" (data cut to {MAX_ENVELOPE_BYTES} bytes)"
+    if len(raw) > limit:
+        raw = raw[:limit]
+        reason += f" (data cut to {limit} bytes)"
     fields: dict[Any, Any] = {
         "source": _text(source),
         "entry": _text(entry),
@@ -182,7 +193,9 @@ async def delete_dead_letters(redis: aioredis.Redis, prefix: str, ids: list[str]
     return int(await redis.xdel(key, *ids)) if ids else 0
 
 
-async def replay_dead_letter(redis: aioredis.Redis, prefix: str, letter_id: str) -> str:
+async def replay_dead_letter(
+    redis: aioredis.Redis, prefix: str, letter_id: str, *, max_bytes: int | None = None
+) -> str:
     """Deliver dead letter ``letter_id``'s event again to the agent whose consumers gave up on it (appended
     to that agent's own stream, so other agents do not see a broadcast twice) and delete the letter; the
     new entry id. ``LookupError`` if there is no such letter; :class:`MalformedEvent` if its data is not a
@@ -192,7 +205,7 @@ async def replay_dead_letter(redis: aioredis.Redis, prefix: str, letter_id: str)
     if not found:
         raise LookupError(f"no dead letter {letter_id!r}")
     letter = _letter(*found[0])
-    Event.from_json(letter.data)
+    Event.from_json(letter.data, max_bytes=max_bytes)
     if not letter.group:
         raise MalformedEvent(f"dead letter {letter_id!r} names no agent to deliver it to")
     target = _keys.agent_event_stream(prefix, letter.group)
