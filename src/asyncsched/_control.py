@@ -26,6 +26,7 @@ from typing import Any, overload
 
 import redis.asyncio as aioredis
 
+from ._supervise import Supervised
 from .config import Settings, get_settings
 
 __all__ = [
@@ -127,7 +128,7 @@ class ControlPlane:
         self.db: Any = None
         self.registered: list[Any] = []
         self._stack: AsyncExitStack | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._runner: Supervised | None = None
 
     def describe(self) -> str:
         parts = [
@@ -191,22 +192,24 @@ class ControlPlane:
                 registered = await self.scheduler.register_file(path, self.agent)
                 self.registered.extend(registered)
                 log.info("registered %d task(s) of %s for agent %s", len(registered), path, self.agent)
-            self._task = asyncio.create_task(self.scheduler.run(), name="asyncsched-control-scheduler")
+            # supervised: a crash of the firing loop is logged and the loop restarted with backoff
+            self._runner = Supervised("asyncsched-control-scheduler", self.scheduler.run).start()
             stack.push_async_callback(self._stop_scheduler)
         where = self.db.url.render_as_string(hide_password=True) if self.db is not None else "-"
         log.info("control plane running in this process: %s (database %s)", self.describe(), where)
 
     async def _stop_scheduler(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.stop()
 
     async def wait(self) -> None:
-        """Until the scheduler loop ends (it only does by crashing: its error is raised) or cancellation."""
-        if self._task is None:
+        """Until cancellation (the scheduler loop is supervised: a crash is logged and it is restarted)."""
+        task = None if self._runner is None else self._runner.task
+        if task is None:
             await asyncio.Event().wait()
         else:
-            await asyncio.shield(self._task)
+            await asyncio.shield(task)
 
 
 LifespanFactory = Callable[[Any], AbstractAsyncContextManager[None]]
@@ -310,7 +313,9 @@ async def _enter_worker(stack: AsyncExitStack, redis: aioredis.Redis, settings: 
     from .worker import Worker
 
     instance = await stack.enter_async_context(Worker(redis=redis, settings=settings))
-    task = asyncio.create_task(instance.run(), name="asyncsched-app-worker")
+    runner = Supervised("asyncsched-app-worker", instance.run, done=instance._stop.is_set).start()
+    task = runner.task
+    assert task is not None
 
     async def _stop() -> None:
         instance.request_stop()

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from .._misuse import async_api
 from .._redis import create_redis
+from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ..exceptions import BrokenTask, DuplicateTask, InvalidValue
 from ..store.models import ScheduledTask
@@ -137,7 +138,7 @@ class TaskScheduler:
         self._planned: dict[str, tuple[str, datetime | None]] = {}
         self._redis_down = False
         self._sql_down = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: Supervised | None = None
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._listener_ready = asyncio.Event()
@@ -146,8 +147,8 @@ class TaskScheduler:
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> TaskScheduler:
         await self._open()
-        if self._fire:
-            self._tasks.append(asyncio.create_task(self.run(), name="asyncsched-scheduler"))
+        if self._fire:  # supervised: a crash is logged and the loop restarted with backoff
+            self._runner = Supervised("asyncsched-scheduler", self.run).start()
         return self
 
     async def __aexit__(
@@ -182,12 +183,9 @@ class TaskScheduler:
 
     async def aclose(self) -> None:
         """Stop firing, write pending run times to SQL, close what this scheduler opened."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.stop()
         if not self._opened:
             return
         with contextlib.suppress(Exception):
@@ -703,15 +701,17 @@ class TaskScheduler:
     async def run(self) -> None:
         """Fire due ticks until cancelled. Sleeps until the next tick or a change notice; never busy-polls."""
         await self._open()
+        # Each helper runs under a supervisor: one that crashes is logged and restarted with backoff, while
+        # the firing loop goes on (it used to take the whole loop down with it).
         helpers = [
-            asyncio.create_task(self._listen(), name="asyncsched-scheduler-listen"),
-            asyncio.create_task(self._flusher(), name="asyncsched-scheduler-flush"),
+            Supervised("asyncsched-scheduler-listen", self._listen).start(),
+            Supervised("asyncsched-scheduler-flush", self._flusher).start(),
         ]
         if self.settings.rq_scheduler:  # rq-scheduler's jobs too (docs/scheduler.md, "rq-scheduler's jobs")
             from ._rqscheduler import RQSchedulerBridge
 
             bridge = RQSchedulerBridge(self._redis, self.settings, clock=self.clock)  # type: ignore[arg-type]
-            helpers.append(asyncio.create_task(bridge.run(), name="asyncsched-scheduler-rq-scheduler"))
+            helpers.append(Supervised("asyncsched-scheduler-rq-scheduler", bridge.run).start())
         try:
             async with asyncio.timeout(30):
                 await self._listener_ready.wait()
@@ -721,9 +721,6 @@ class TaskScheduler:
             log.info("scheduler running: %d task(s)", len(self._cache))
             while True:
                 _raise_if_cancelling()  # a cancel swallowed by a library below us still stops the loop
-                for helper in helpers:
-                    if helper.done():
-                        helper.result()  # re-raise a crashed helper
                 try:
                     if await self._index_lost():
                         log.warning(
@@ -745,9 +742,7 @@ class TaskScheduler:
                         log.exception("firing pass failed; retrying in 1 s")
                     await asyncio.sleep(1.0)
         finally:
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.wait(helpers, timeout=5)
+            await asyncio.gather(*(helper.stop() for helper in helpers))
 
     async def _index_lost(self) -> bool:
         """Whether Redis lost the index (restart without persistence, FLUSHALL) while SQL has live tasks."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from .. import _keys
-from .._supervise import cancel_until_done
+from .._supervise import Supervised, cancel_until_done
 from ._repository import ExecutionRepository, prune
 
 if TYPE_CHECKING:
@@ -60,7 +60,9 @@ class Watch:
         self._stop.clear()
         with contextlib.suppress(Exception):  # Redis may be down: the first tick tries again
             await self._check_redis(first=True)
-        self._task = asyncio.create_task(self._loop(), name="asyncsched-recorder-watch")
+        # supervised: a duty loop that crashes (the guarded duties cannot, the loss flush could) is logged
+        # and restarted with backoff
+        self._task = Supervised("asyncsched-recorder-watch", self._loop, done=self._stop.is_set).start().task
 
     async def stop(self) -> None:
         self._stop.set()

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ..exceptions import AsyncschedError
 from ._live import LiveFeed
@@ -228,12 +229,8 @@ async def pump(bus: Any, *sinks: Callable[[Any], Any]) -> None:
 
 
 async def feed_from_bus(bus: Any, feed: LiveFeed, stack: AsyncExitStack) -> None:
-    """Feed ``feed`` with every event of ``bus`` for as long as ``stack`` is open."""
-    task = asyncio.create_task(pump(bus, feed.push), name="asyncsched-web-live")
-
-    async def _stop() -> None:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-
-    stack.push_async_callback(_stop)
+    """Feed ``feed`` with every event of ``bus`` for as long as ``stack`` is open (supervised: a pump that
+    crashes or ends is logged and restarted with backoff)."""
+    runner = Supervised("asyncsched-web-live", lambda: pump(bus, feed.push), done=lambda: not bus.started)
+    runner.start()
+    stack.push_async_callback(runner.stop)

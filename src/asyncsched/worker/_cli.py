@@ -17,6 +17,7 @@ from typing import Any
 from .._control import ControlPlane, warn_if_memory
 from .._redis import check_redis
 from .._redis._durability import warn_if_redis_may_lose_data
+from .._supervise import Supervised
 from ..config import Settings
 from ..exceptions import ConfigurationError
 from ._worker import ORPHAN_POLICIES, Worker
@@ -143,7 +144,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
                     "recorded and task.* events are published only where one runs"
                 )
             async with worker:
-                await worker.run()
+                await supervised_run(worker)
 
     _run(main)
     stuck = [t for t in threading.enumerate() if t.name.startswith("asyncsched-job") and t.is_alive()]
@@ -158,6 +159,18 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+async def supervised_run(worker: Worker) -> None:
+    """Run ``worker`` under a supervisor until it is asked to stop (or, in burst mode, its run returns): a
+    crash of its loop is logged and the loop restarted with backoff instead of ending the process."""
+    runner = Supervised("asyncsched-worker", worker.run, done=lambda: worker.burst or worker._stop.is_set())
+    task = runner.start().task
+    assert task is not None
+    try:
+        await asyncio.shield(task)
+    finally:
+        await runner.stop()
 
 
 def _control_plane(args: argparse.Namespace, settings: Settings, worker: Worker) -> ControlPlane | None:
