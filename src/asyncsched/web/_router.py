@@ -288,7 +288,7 @@ class SchedulerRouter(RouterBase):
         except Conflict as exc:
             return _detail(409, str(exc))
         except BrokenTask as exc:  # the stored task, not the request: 409 naming each field
-            return _detail(409, [error(("task", p.field or "task"), p.message) for p in exc.problems])
+            return _detail(409, str(exc))
         except TaskDefinitionError as exc:
             return _detail(422, problems_to_errors(exc, None))
         except LookupError as exc:

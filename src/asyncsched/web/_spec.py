@@ -291,7 +291,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("delete_task", "DELETE", "/tasks/{task_id}", "Delete a scheduled task", "tasks",
               params=_task_ref, status=204, errors=(404, 422)),
     Operation("enable_task", "POST", "/tasks/{task_id}/enable", "Enable a scheduled task", "tasks",
-              params=_task_ref, response="Task", errors=(404, 422)),
+              params=_task_ref, response="Task", errors=(404, 409, 422)),
     Operation("disable_task", "POST", "/tasks/{task_id}/disable", "Disable a scheduled task", "tasks",
               params=_task_ref, response="Task", errors=(404, 422)),
     Operation("list_executions", "GET", "/executions", "List task executions", "executions",
@@ -312,7 +312,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "executions", params=(_execution_id,), response="JobAccepted", errors=(404, 409, 422)),
     # Operators' additions.
     Operation("run_task", "POST", "/tasks/{task_id}/run", "Run a scheduled task now", "tasks",
-              params=_task_ref, response="JobAccepted", status=202, errors=(404, 422)),
+              params=_task_ref, response="JobAccepted", status=202, errors=(404, 409, 422)),
     Operation("list_rq_scheduler_jobs", "GET", "/rq-scheduler/jobs",
               "rq-scheduler's schedules (asyncsched's scheduler fires them too)", "tasks",
               params=_paging, response="RQSchedulerJobList", errors=(422,)),
@@ -400,7 +400,8 @@ _ERROR_TEXT = {
     401: "Missing or wrong bearer token",
     403: "Function not on the allow-list",
     404: "Not found",
-    409: "Conflict (duplicate task name, or the job is not in a state that allows this)",
+    409: "Conflict (duplicate task name, the job is not in a state that allows this, or the stored task "
+    "cannot run as it is)",
     413: "Request body larger than the limit (decided from Content-Length when given)",
     422: "Invalid request; `detail` lists each offending field",
     503: "A backend (Redis, database, component) is unavailable",
