@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -27,11 +28,14 @@ __all__ = [
     "find_key",
     "find_task",
     "load_checked",
+    "readable_tasks",
     "row_problems",
     "upsert_tasks",
     "utc",
     "utc_or_none",
 ]
+
+log = logging.getLogger("asyncsched.scheduler")
 
 UNAVAILABLE: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError, TimeoutError)
 """The database is unreachable: an outage, not a bad row (raised as is)."""
@@ -169,6 +173,28 @@ async def load_checked(sessions: Sessions, key: TaskKey) -> ScheduledTask:
     if task is None:
         raise TaskNotFound(f"no scheduled task with id {key.id!r}")
     return task
+
+
+async def readable_tasks(sessions: Sessions) -> list[ScheduledTask]:
+    """Detached copies of every task row; when one cannot be loaded, the rows are read one by one and
+    each that still fails is logged and left out (one bad row never hides the others)."""
+    try:
+        async with sessions() as session:
+            return [copy_task(t) for t in (await session.execute(select(ScheduledTask))).scalars()]
+    except UNAVAILABLE:
+        raise
+    except Exception:
+        async with sessions() as session:
+            keys = [TaskKey(*r) for r in (await session.execute(select(*_KEY))).all()]
+    rows: list[ScheduledTask] = []
+    for key in keys:
+        try:
+            rows.append(await load_checked(sessions, key))
+        except BrokenTask as exc:
+            log.error("task %s/%s cannot be read and is not fired: %s", key.agent_name, key.name, exc)
+        except LookupError:
+            continue
+    return rows
 
 
 _KINDS: dict[str, tuple[type, str]] = {

@@ -39,12 +39,12 @@ from ._definition import build_task, policy_of, task_trigger
 from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
 from ._misfire import plan
 from ._rows import (
-    UNAVAILABLE,
     TaskKey,
     copy_task,
     find_key,
     find_task,
     load_checked,
+    readable_tasks,
     row_problems,
     upsert_tasks,
     utc,
@@ -55,8 +55,6 @@ from ._yaml import load_tasks
 __all__ = ["Firing", "TaskScheduler"]
 
 log = logging.getLogger("asyncsched.scheduler")
-
-_KEY_COLUMNS = (ScheduledTask.id, ScheduledTask.agent_name, ScheduledTask.name, ScheduledTask.enabled)
 
 LEASE = timedelta(seconds=60)
 """How long a claimed tick may stay un-enqueued before another replica takes it over."""
@@ -431,7 +429,7 @@ class TaskScheduler:
         """Refresh the cache of every task from SQL (a row that cannot be read or fired is logged and left
         out: it never stops the others)."""
         cache: dict[str, tuple[ScheduledTask, Trigger | None]] = {}
-        for row in await self._readable_rows():
+        for row in await readable_tasks(self._session):
             trigger: Trigger | None = None
             reasons = [str(p) for p in row_problems(row)]
             try:
@@ -442,25 +440,6 @@ class TaskScheduler:
                 log.error("task %s/%s cannot be fired: %s", row.agent_name, row.name, "; ".join(reasons))
             cache[row.id] = (row, trigger)
         self._cache = cache
-
-    async def _readable_rows(self) -> list[ScheduledTask]:
-        try:
-            async with self._session() as session:
-                return [copy_task(t) for t in (await session.execute(select(ScheduledTask))).scalars()]
-        except UNAVAILABLE:
-            raise
-        except Exception:  # one row cannot be loaded: read them one by one
-            async with self._session() as session:
-                keys = [TaskKey(*r) for r in (await session.execute(select(*_KEY_COLUMNS))).all()]
-        rows: list[ScheduledTask] = []
-        for key in keys:
-            try:
-                rows.append(await load_checked(self._session, key))
-            except BrokenTask as exc:
-                log.error("task %s/%s cannot be read and is not fired: %s", key.agent_name, key.name, exc)
-            except LookupError:
-                continue
-        return rows
 
     async def rebuild_index(self) -> None:
         """Make the Redis index match SQL (at start; after a Redis restart nothing is lost)."""
