@@ -179,3 +179,33 @@ async def test_recorder_watch_is_restarted(
     await watch.stop()
     assert calls == 2
     assert crashes(caplog, "asyncsched-recorder-watch") == 1
+
+
+async def test_worker_arq_loop_is_restarted(
+    memory_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loop running arq producers' jobs next to RQ's (``Worker(arq=...)``)."""
+
+    class FakeArq:
+        processed = 0
+        calls = 0
+        again = asyncio.Event()
+
+        async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("injected crash of the arq loop")
+            self.again.set()
+            await stop.wait()
+
+    caplog.set_level(logging.ERROR, logger="asyncsched.supervise")
+    fake = FakeArq()
+    async with Worker(settings=memory_settings) as worker:
+        worker._arq = fake  # type: ignore[assignment]
+        running = asyncio.ensure_future(worker.run())
+        await asyncio.wait_for(fake.again.wait(), 15)
+        assert not running.done()
+        worker.request_stop()
+        await asyncio.wait_for(running, 30)
+    assert fake.calls == 2
+    assert crashes(caplog, "asyncsched-arq") == 1

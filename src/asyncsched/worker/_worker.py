@@ -218,19 +218,22 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await self._listening.wait()
-            arq_task = None
-            if self._arq is not None:
-                arq_task = asyncio.create_task(
-                    self._arq.run(self._stop, burst=self.burst), name="asyncsched-arq"
-                )
+            arq = self._arq
+            arq_runner = None
+            if arq is not None:  # supervised: a crash is logged and the arq loop restarted with backoff
+                arq_runner = Supervised(
+                    "asyncsched-arq",
+                    lambda: arq.run(self._stop, burst=self.burst),
+                    done=lambda: self.burst or self._stop.is_set(),
+                ).start()
             try:
                 await self._work()
             finally:
-                if arq_task is not None:
+                if arq is not None and arq_runner is not None and arq_runner.task is not None:
                     if not self.burst:
                         self._stop.set()
-                    await arq_task
-                    self.processed += self._arq.processed if self._arq is not None else 0
+                    await arq_runner.task
+                    self.processed += arq.processed
         finally:
             if self._line is not None:
                 with contextlib.suppress(Exception):
