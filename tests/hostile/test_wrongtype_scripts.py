@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,6 +20,7 @@ from asyncsched._redis import create_redis
 from asyncsched.config import Settings
 from asyncsched.queue import JobStatus, TaskQueue
 from asyncsched.rq._scripts import Scripts
+from asyncsched.scheduler._rqscheduler import RQSchedulerBridge
 from asyncsched.testing import run_burst
 from asyncsched.worker import Worker
 from tests import jobs
@@ -212,3 +213,19 @@ async def test_delete_failed_and_release_locks_with_wrong_type_keys(
     assert await admin.zcard("rq:failed:default") == 0
     await admin.sadd("rq:scheduler-lock:default", "w")
     assert await Scripts(admin).run("release_locks", ["rq", "w", 1, "default"]) == 1
+
+
+async def test_rq_scheduler_bridge_skips_a_wrong_type_job_and_fires_the_rest(
+    real_redis_url: str, admin: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    await admin.zadd("rq:scheduler:scheduled_jobs", {"x": now.timestamp() - 1, "good": now.timestamp()})
+    await admin.set("rq:job:x", "str")  # rq-scheduler's job hash is a string
+    await admin.hset(
+        "rq:job:good", mapping={"status": "scheduled", "origin": "default", "data": b"", "description": "d"}
+    )
+    bridge = RQSchedulerBridge(admin, Settings(), zone=UTC)
+    fired = await bridge.fire_due(now)
+    assert [f.job_id for f in fired] == ["good"]
+    assert await bridge.fire_due(now) == []  # skipped, and reported once
+    assert _logged(caplog, "rq-scheduler job x is not fired") == 1

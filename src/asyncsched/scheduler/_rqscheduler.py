@@ -35,6 +35,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from .. import _keys
 from ..config import Settings
@@ -153,7 +154,13 @@ class RQSchedulerBridge:
             while due and len(tried) < PASS_LIMIT:
                 for job_id, score in due:
                     tried.add(job_id)
-                    outcome = await self._fire_one(job_id, score, token, now)
+                    try:
+                        outcome = await self._fire_one(job_id, score, token, now)
+                    except ResponseError as exc:  # a key of the wrong type: this job alone is skipped
+                        if "WRONGTYPE" not in str(exc):
+                            raise
+                        self._refuse(job_id, f"a key of the wrong type ({exc})")
+                        continue
                     if outcome is _LOST_LOCK:
                         log.warning("lost rq-scheduler's lock during a pass; the rest waits for the next")
                         return fired
@@ -243,13 +250,16 @@ class RQSchedulerBridge:
         return keys, args
 
     def _report(self, job: RQSchedulerJob) -> None:
-        self._skip.add(job.id)
-        if self._logged.get(job.id) != job.problem:
-            self._logged[job.id] = job.problem or ""
+        self._refuse(job.id, job.problem or "")
+
+    def _refuse(self, job_id: str, problem: str) -> None:
+        self._skip.add(job_id)
+        if self._logged.get(job_id) != problem:
+            self._logged[job_id] = problem
             log.error(
                 "rq-scheduler job %s is not fired by asyncsched (it stays in rq-scheduler's set): %s",
-                job.id,
-                job.problem,
+                job_id,
+                problem,
             )
 
     # ------------------------------------------------------------------ loop
