@@ -1,5 +1,5 @@
 // asyncsched dashboard, operators' part: failed jobs (requeue / delete, one or all), a job's details
-// (arguments, result, traceback, attempts, timeline) with requeue / cancel, and the task edit form.
+// (arguments, result, traceback, attempts, timeline) with requeue / cancel. The task form is static/tasks.js.
 // Uses the helpers of app.js (api, el, td, row, fill, when, status, say, scheduleRefresh, EXTRA_LOADERS).
 // Data is written with textContent only. Destructive actions ask for confirmation first.
 "use strict";
@@ -140,66 +140,6 @@ async function jobAction(action, question) {
   }
 }
 
-// -- task edit form ----------------------------------------------------------------------------------
-
-let editing = null;
-
-function editTask(task) {
-  editing = task;
-  const form = document.getElementById("task-form");
-  for (const name of ["name", "description", "type", "schedule", "timezone", "function", "queue"]) {
-    form.elements[name].value = task[name] === null || task[name] === undefined ? "" : task[name];
-  }
-  form.elements.kwargs.value = JSON.stringify(task.kwargs || {});
-  document.getElementById("task-errors").replaceChildren();
-  document.getElementById("task-title").textContent = "Edit task " + task.name;
-  document.getElementById("task-dialog").showModal();
-  form.elements.name.focus();
-}
-
-function taskChanges(form) {
-  // Only what changed is sent (PATCH); the server validates it as it validates a new task.
-  const changes = {};
-  for (const name of ["name", "description", "type", "schedule", "timezone", "function", "queue"]) {
-    const value = form.elements[name].value.trim();
-    const before = editing[name] === null || editing[name] === undefined ? "" : String(editing[name]);
-    if (value !== before) changes[name] = value === "" && name === "description" ? null : value;
-  }
-  const kwargs = form.elements.kwargs.value.trim() || "{}";
-  if (kwargs !== JSON.stringify(editing.kwargs || {})) changes.kwargs = JSON.parse(kwargs);
-  return changes;
-}
-
-async function saveTask(event) {
-  event.preventDefault();
-  const form = document.getElementById("task-form");
-  const errors = document.getElementById("task-errors");
-  errors.replaceChildren();
-  let changes;
-  try {
-    changes = taskChanges(form);
-  } catch (err) {
-    errors.appendChild(el("li", "kwargs: invalid JSON (" + err.message + ")"));
-    return;
-  }
-  if (!Object.keys(changes).length) {
-    document.getElementById("task-dialog").close();
-    return;
-  }
-  const response = await fetch(BASE + "/tasks/" + encodeURIComponent(editing.id), {
-    method: "PATCH", headers: headers({ "content-type": "application/json" }), body: JSON.stringify(changes),
-  });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const details = Array.isArray(body.detail) ? body.detail : [{ loc: [], msg: body.detail || response.status }];
-    for (const d of details) errors.appendChild(el("li", (d.loc || []).slice(1).join(".") + (d.loc && d.loc.length > 1 ? ": " : "") + d.msg));
-    return;
-  }
-  document.getElementById("task-dialog").close();
-  say("task " + body.name + " saved");
-  scheduleRefresh(0);
-}
-
 // -- wiring ------------------------------------------------------------------------------------------
 
 document.getElementById("failed-queue").addEventListener("change", () => { failedOffset = 0; scheduleRefresh(0); });
@@ -218,8 +158,6 @@ document.getElementById("failed-delete-all").addEventListener("click", () =>
 document.getElementById("job-requeue").addEventListener("click", () => jobAction("requeue", "Requeue"));
 document.getElementById("job-cancel").addEventListener("click", () => jobAction("cancel", "Cancel"));
 document.getElementById("job-close").addEventListener("click", () => document.getElementById("job-dialog").close());
-document.getElementById("task-form").addEventListener("submit", (event) => saveTask(event).catch((err) => say(err.message)));
-document.getElementById("task-cancel").addEventListener("click", () => document.getElementById("task-dialog").close());
 
 EXTRA_LOADERS.push(loadFailed);
 scheduleRefresh(0);
