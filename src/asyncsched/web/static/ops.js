@@ -80,17 +80,27 @@ function field(list, name, value) {
 async function openJob(id) {
   const dialog = document.getElementById("job-dialog");
   document.getElementById("job-message").textContent = "";
-  let job;
+  let job = null;
   try {
     job = await api("/jobs/" + encodeURIComponent(id));
   } catch (err) {
-    say(err.message);
-    return;
+    if (!err.message.startsWith("404")) {
+      say(err.message);
+      return;
+    }
   }
-  currentJob = job;
   // Every attempt recorded in the history (one row per attempt), oldest first.
   const history = await api("/executions?limit=100&job_id=" + encodeURIComponent(id)).catch(() => ({ items: [] }));
   const attempts = (history.items || []).slice().sort((a, b) => a.attempt - b.attempt);
+  if (job === null) {
+    // Gone from Redis (its result_ttl / failure_ttl passed): what the history recorded of its last attempt.
+    if (!attempts.length) {
+      say("job " + id + " not found");
+      return;
+    }
+    job = jobFromHistory(attempts[attempts.length - 1]);
+  }
+  currentJob = job;
   document.getElementById("job-title").textContent = "Job " + job.id;
   const fields = document.getElementById("job-fields");
   fields.replaceChildren();
@@ -98,8 +108,12 @@ async function openJob(id) {
   field(fields, "status", job.status);
   field(fields, "queue", job.queue);
   field(fields, "attempt", String(job.attempt) + (job.retries_left ? " (" + job.retries_left + " retries left)" : ""));
-  field(fields, "args", job.args);
-  field(fields, "kwargs", job.kwargs);
+  if (job.expired) {
+    field(fields, "arguments", "(the job has expired from Redis: shown from the history)");
+  } else {
+    field(fields, "args", job.args);
+    field(fields, "kwargs", job.kwargs);
+  }
   if (job.task_name) field(fields, "task", (job.agent_name || "") + " / " + job.task_name);
   if (job.worker_name) field(fields, "worker", job.worker_name);
   if (job.result !== null && job.result !== undefined) field(fields, "result", job.result);
@@ -119,11 +133,21 @@ async function openJob(id) {
     return li;
   }));
   document.getElementById("job-traceback").textContent = job.traceback || "(none)";
-  document.getElementById("job-requeue").disabled = !["failed", "cancelled"].includes(job.status);
-  document.getElementById("job-cancel").disabled = !["queued", "running", "scheduled", "deferred"].includes(job.status);
+  document.getElementById("job-requeue").disabled = job.expired || !["failed", "cancelled"].includes(job.status);
+  document.getElementById("job-cancel").disabled =
+    job.expired || !["queued", "running", "scheduled", "deferred"].includes(job.status);
   dialog.dataset.jobId = job.id;
   dialog.dataset.status = job.status;
   if (!dialog.open) dialog.showModal();
+}
+
+function jobFromHistory(e) {
+  return {
+    id: e.job_id, function: e.function, status: e.status, queue: e.queue, attempt: e.attempt,
+    agent_name: e.agent_name, task_name: e.task_name, worker_name: e.worker_name, result: e.result,
+    error: e.error, traceback: e.traceback, enqueued_at: e.enqueued_at, started_at: e.started_at,
+    ended_at: e.ended_at, expired: true,
+  };
 }
 
 async function jobAction(action, question) {
