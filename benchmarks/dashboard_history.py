@@ -135,6 +135,7 @@ async def served(database_url: str) -> AsyncIterator[str]:
         "DATABASE_URL": database_url,
         "REDIS_URL": "memory://",
         "ASYNCSCHED_LOG_LEVEL": "WARNING",
+        "ASYNCSCHED_RETENTION_DAYS": "3650",  # the rows span 30 days: none may be pruned while measuring
         "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "src"), os.environ.get("PYTHONPATH", "")]),
     }
     workdir = tempfile.mkdtemp(prefix="asyncsched-dash-")
@@ -174,7 +175,11 @@ async def until(page: Page, condition: str, timeout_ms: int = 60000) -> float:
                     let ok = false;
                     try {{ ok = Boolean({condition}); }} catch (err) {{ ok = false; }}
                     if (ok) return resolve(performance.now());
-                    if (performance.now() > deadline) return reject(new Error("timed out: " + {condition!r}));
+                    if (performance.now() > deadline) {{
+                        const shown = document.getElementById("history-range").textContent + " | "
+                            + document.getElementById("message").textContent;
+                        return reject(new Error("timed out: " + {condition!r} + " (page: " + shown + ")"));
+                    }}
                     setTimeout(check, 5);
                 }};
                 check();
