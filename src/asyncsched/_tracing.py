@@ -109,7 +109,7 @@ async def run_traced(job: Any, fmt: Any, run: Awaitable[Any]) -> Any:
     """Await ``run`` (the job's execution: an ``Outcome``) inside the job's ``run`` span."""
     h = job.hash
     function = (h.get("asyncsched_function_path") or h.get("description") or b"?").decode(errors="replace")
-    function = function.split("(", 1)[0]
+    function = function.split("(", 1)[0].replace(":", ".")  # RQ's dotted name, as the enqueue span's
     attributes = {
         "messaging.system": "rq",
         "messaging.operation": "process",

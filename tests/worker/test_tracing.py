@@ -78,6 +78,7 @@ async def test_enqueue_and_run_are_one_trace_for_async_and_sync_jobs(
             (enq,) = [s for s in named(spans, "enqueue") if s.attributes["messaging.message.id"] == job_id]
             (run,) = [s for s in named(spans, "run") if s.attributes["messaging.message.id"] == job_id]
             assert enq.name == f"enqueue {HERE}.{fn}"
+            assert run.name == f"run {HERE}.{fn}"
             assert enq.kind == SpanKind.PRODUCER
             assert run.kind == SpanKind.CONSUMER
             assert run.parent is not None
