@@ -89,8 +89,20 @@ def test_retry_from_data_resolves_names_by_the_safe_rule() -> None:
 
 
 async def test_worker_backs_off_with_jitter(
-    queue: TaskQueue, redis_url: str, wsettings: Settings, tmp_path: Path, redis: aioredis.Redis
+    queue: TaskQueue,
+    redis_url: str,
+    wsettings: Settings,
+    tmp_path: Path,
+    redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    draws: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        draws.append((low, high))
+        return high / 2
+
+    monkeypatch.setattr("asyncsched.worker._job._uniform", uniform)
     counter = str(tmp_path / "count")
     retry = Retry(3, backoff="exponential", base=20, cap=30, jitter=True)
     job_id = await queue.enqueue(jobs.fail_until, args=(counter, 9), retry=retry)
@@ -101,8 +113,9 @@ async def test_worker_backs_off_with_jitter(
     await run_burst(redis=redis_url, settings=wsettings)
     assert await queue.status(job_id) == JobStatus.SCHEDULED
     score = await redis.zscore("rq:scheduled:default", job_id)
+    assert draws == [(0.0, 20.0)]  # the first retry waits U(0, base)
     assert score is not None
-    assert int(before) - 1 <= score <= time.time() + 20  # first retry: U(0, 20)
+    assert int(before + 10) - 1 <= score <= time.time() + 10
     assert (await queue.job(job_id)).retries_left == 2
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger("asyncsched.worker")
 DEFAULT_RESULT_TTL = 500  # rq.defaults.DEFAULT_RESULT_TTL
 DEFAULT_FAILURE_TTL = 31_536_000  # rq.defaults.DEFAULT_FAILURE_TTL (one year)
 STOPPED_TEXT = "Job stopped by user, work-horse terminated."  # RQ's text for a stopped job
+_uniform = random.uniform  # the draw of full jitter (a seam for tests)
 
 
 def _int(h: Mapping[str, bytes], name: str) -> int | None:
@@ -105,7 +106,7 @@ def _retry_wait(h: Mapping[str, bytes], retries_left: int, exc: BaseException | 
     if policy.get("backoff") != "exponential":
         return retry_interval(parse_intervals(h.get("retry_intervals")), retries_left)
     n = int(policy["max"]) - retries_left + 1  # this is the n-th retry
-    return backoff_wait(policy, max(n, 1), random.uniform)
+    return backoff_wait(policy, max(n, 1), _uniform)
 
 
 def _failure(
