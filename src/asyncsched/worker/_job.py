@@ -26,7 +26,7 @@ from ..rq.codec import ResultType
 from ..rq.serializers import Format
 from ._rqjob import CurrentJob, Features, features, refused
 
-__all__ = ["ClaimedJob", "Outcome", "after_run", "execute"]
+__all__ = ["ClaimedJob", "Outcome", "after_run", "execute", "failure"]
 
 log = logging.getLogger("asyncsched.worker")
 
@@ -55,6 +55,7 @@ class ClaimedJob:
     stop_reason: str | None = None  # "stopped" (RQ stop-job / our cancel) or "shutdown"
     is_async: bool = False
     features: Features | None = None  # RQ callbacks / Repeat asked for by the hash
+    context: CurrentJob | None = None  # what the job sees as current_job() (its cancel token)
 
     @property
     def attempt(self) -> int:
@@ -149,6 +150,10 @@ def _failure(
         results_ttl=failure_ttl,  # RQ: the failure stream only expires when failure_ttl is set
         registry_score=str(int(now) + ttl) if ttl >= 0 else "+inf",
     )
+
+
+failure = _failure
+"""A failed attempt (retried per the job's policy): for the worker's hooks."""
 
 
 def stopped(job: ClaimedJob) -> Outcome:
@@ -277,6 +282,8 @@ async def execute(job: ClaimedJob, prep: Prepared, executor: Executor) -> Outcom
                 async with asyncio.timeout(prep.timeout):
                     value = await value
     except TimeoutError:
+        if job.context is not None:
+            job.context.cancel()  # a sync job's thread runs on: tell it to stop
         if job.stop_reason is not None:
             raise
         name = f"{JobTimeout.__module__}.{JobTimeout.__name__}"
