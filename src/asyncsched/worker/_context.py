@@ -79,10 +79,11 @@ class ProgressReporter:
         """``job.progress(value)``: validated here (in the caller); written before returning in a thread,
         in the background on the loop."""
         checked = check_progress(value)
+        seq = job.next_progress()
         if threading.get_ident() != self._thread:  # a sync job's thread
-            asyncio.run_coroutine_threadsafe(self.write(job, checked), self.loop).result(_WAIT)
+            asyncio.run_coroutine_threadsafe(self.write(job, checked, seq), self.loop).result(_WAIT)
             return
-        task = self.loop.create_task(self.write(job, checked))
+        task = self.loop.create_task(self.write(job, checked, seq))
         self._pending.add(task)
         task.add_done_callback(self._written)
 
@@ -91,31 +92,43 @@ class ProgressReporter:
         if not task.cancelled() and task.exception() is not None:
             log.warning("progress not recorded: %s", task.exception())
 
-    async def write(self, job: CurrentJob, value: Any) -> None:
-        """Store ``meta["progress"]`` (compare-and-set) and publish ``task.progress``."""
+    async def write(self, job: CurrentJob, value: Any, seq: int | None = None) -> None:
+        """Store ``meta["progress"]`` (compare-and-set) and publish ``task.progress``. Reports of one job
+        are stored one at a time in the order they were made (``seq``): one overtaken by a later report
+        is dropped."""
         checked = check_progress(value)
+        seq = job.next_progress() if seq is None else seq
+        if job.progress_lock is None:  # made on the loop, the only place writes run
+            job.progress_lock = asyncio.Lock()
+        async with job.progress_lock:
+            if seq < job.progress_stored or not await self._store(job, checked):
+                return
+            job.progress_stored = seq
+        await self._publish(job, checked)
+
+    async def _store(self, job: CurrentJob, value: Any) -> bool:
+        """The compare-and-set of ``meta`` (re-read when someone else changed it); ``False``: not stored."""
         key = self.keys.job(job.id)
+        pickled = job.fmt is not serializers.Format.JSON
         for _ in range(5):
             old: bytes | None = await self.redis.hget(key, "meta")  # type: ignore[assignment]
-            meta = job.meta
+            meta = dict(job.meta)
             if old:
                 with contextlib.suppress(Exception):
-                    current, _ = serializers.loads(old, accept_pickle=job.fmt is not serializers.Format.JSON)
+                    current, _ = serializers.loads(old, accept_pickle=pickled)
                     if isinstance(current, dict):
-                        meta.clear()
-                        meta.update(current)
-            meta["progress"] = checked
-            raw = serializers.dumps(meta, job.fmt)
-            args = [key, self.worker_name, old or "", "1" if old else "0", raw]
+                        meta = current
+            meta["progress"] = value
+            args = [key, self.worker_name, old or "", "1" if old else "0", serializers.dumps(meta, job.fmt)]
             done = int(await self._scripts.run("progress", args))
             if done == 1:
-                break
+                job.meta.clear()
+                job.meta.update(meta)
+                return True
             if done == 0:  # no longer running here (cancelled, reaped, finished)
-                return
-        else:
-            log.warning("job %s: progress not recorded (meta kept changing)", job.id)
-            return
-        await self._publish(job, checked)
+                return False
+        log.warning("job %s: progress not recorded (its meta kept changing)", job.id)
+        return False
 
     async def _publish(self, job: CurrentJob, value: Any) -> None:
         if self._bus is None:

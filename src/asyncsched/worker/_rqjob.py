@@ -62,6 +62,14 @@ class CurrentJob:
     _cancelled: bool = field(default=False, repr=False)
     _cancel_event: threading.Event | None = field(default=None, repr=False)
     _meta: dict[str, Any] | None = field(default=None, repr=False)
+    _progress_seq: int = field(default=0, repr=False)
+    progress_stored: int = field(default=0, repr=False)  # the seq of the last progress written
+    progress_lock: Any = field(default=None, repr=False)  # one progress write at a time (worker._context)
+
+    def next_progress(self) -> int:
+        """The sequence number of a new progress report (reports are stored in this order)."""
+        self._progress_seq += 1
+        return self._progress_seq
 
     @property
     def description(self) -> str | None:
