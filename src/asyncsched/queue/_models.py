@@ -181,6 +181,7 @@ class JobRecord:
     function_path: str | None = None
     rq_status: str = ""
     serializer: str | None = None
+    progress: Any = None  # what the job reported with current_job().progress(): meta["progress"]
 
     @classmethod
     def from_hash(
@@ -268,6 +269,7 @@ class JobRecord:
             function_path=s("asyncsched_function_path"),
             rq_status=rq_status,
             serializer=str(fmt) if fmt else None,
+            progress=meta.get("progress"),
         )
 
 

@@ -176,6 +176,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "task_name": {"type": ["string", "null"]},
             "result": {},
             "error": {"type": ["string", "null"]},
+            "attempt": {"type": "integer"},
+            "meta": {"type": "object"},
+            "progress": {
+                "description": "What the job reported with current_job().progress(): a fraction from 0 to 1 "
+                "or a JSON object (null when it reported none); also meta.progress."
+            },
         },
     },
     "Queue": {
