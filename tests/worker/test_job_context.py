@@ -230,3 +230,23 @@ async def test_worker_cli_hooks_option(
     assert bad.returncode == 2
     assert b"on_startup hook FailingStartup.on_startup failed: RuntimeError: database is down" in err
     assert b"Traceback" not in err
+
+
+async def test_example_runs(redis_url: str) -> None:
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(root / "examples" / "job_context.py"),
+        env={**os.environ, "REDIS_URL": redis_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert "rows: 20 {'done': 20, 'total': 20}" in text
+    assert "text: HELLO" in text
+    assert "flaky: answered after 3 attempts" in text
+    assert "progress events: 5" in text
