@@ -619,10 +619,10 @@ class Worker:
         self._running[job.id] = (job, task)
 
     async def _execute(self, job: ClaimedJob, prep: Prepared) -> None:
-        ctx = CurrentJob(job.id, job.queue, job.execution_id, job.attempt, self.name, job.hash, prep.fmt)
-        ctx.connect = self._sync_redis
-        ctx.resources = self.resources
-        ctx.reporter = self._reporter
+        ctx = CurrentJob(
+            job.id, job.queue, job.execution_id, job.attempt, self.name, job.hash, prep.fmt, self._sync_redis,
+            resources=self.resources, reporter=self._reporter,
+        )  # fmt: skip
         job.context = ctx
         set_current(ctx)  # this task's context: the job's function, its threads, its callbacks
         try:
