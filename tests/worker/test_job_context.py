@@ -250,3 +250,19 @@ async def test_example_runs(redis_url: str) -> None:
     assert "text: HELLO" in text
     assert "flaky: answered after 3 attempts" in text
     assert "progress events: 5" in text
+
+
+async def test_run_command_and_runtime_take_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncsched.cli import build_parser
+    from asyncsched.runtime import Runtime
+
+    args = build_parser().parse_args(["run", "--hooks", "tests.ctxjobs:Hooks", "--no-http"])
+    assert args.hooks == "tests.ctxjobs:Hooks"
+    args = build_parser().parse_args(["worker", "--hooks", "tests.ctxjobs:Hooks"])
+    assert args.hooks == "tests.ctxjobs:Hooks"
+    log = str(tmp_path / "hooks")
+    monkeypatch.setenv("CTX_HOOKS_LOG", log)
+    settings = Settings(redis_url="memory://rt-hooks", database_url=f"sqlite+aiosqlite:///{tmp_path}/rt.db")
+    async with Runtime(settings, http=False, worker_hooks=args.hooks) as runtime:
+        assert runtime._worker.resources == {"pool": "pool-1"}
+    assert ctxjobs.noted(log) == ["startup", "shutdown pool-1"]

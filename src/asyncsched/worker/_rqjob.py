@@ -38,8 +38,23 @@ CALLBACK_TIMEOUT = 60  # rq.defaults.CALLBACK_TIMEOUT
 UNSUPPORTED = {"webhooks": "RQ webhooks (rq.Webhook)"}
 
 
+class _Later:
+    """State a job gets only when it is used (class-level defaults, not dataclass fields: making a job's
+    context costs nothing for what most jobs never touch)."""
+
+    outcome: str | None = None  # for after_job hooks: finished | failed | stopped | retry | requeue
+    error: BaseException | None = None  # for after_job: the job's exception
+    result: Any = None  # for after_job: the return value of a finished job
+    progress_stored: int = 0  # the seq of the last progress written
+    progress_lock: Any = None  # one progress write at a time (worker._context)
+    _cancelled: bool = False
+    _cancel_event: threading.Event | None = None
+    _meta: dict[str, Any] | None = None
+    _progress_seq: int = 0
+
+
 @dataclass(eq=False)
-class CurrentJob:
+class CurrentJob(_Later):
     """The job running in this context (see :func:`current_job`): its ``id``, ``queue``, ``attempt``,
     :attr:`meta`, the worker's shared :attr:`resources` (set up by its ``on_startup`` hook), a
     cooperative cancel token (:attr:`cancelled`, :meth:`wait_cancelled`) and :meth:`progress`."""
@@ -56,15 +71,6 @@ class CurrentJob:
     resources: dict[str, Any] = field(default_factory=dict, repr=False)
     """What the worker's ``on_startup`` hook put in its context (DB pools, clients...), shared by jobs."""
     reporter: Any = field(default=None, repr=False)  # the worker's progress writer (worker._context)
-    outcome: str | None = None  # for after_job hooks: finished | failed | stopped | retry | requeue
-    error: BaseException | None = field(default=None, repr=False)  # for after_job: the job's exception
-    result: Any = field(default=None, repr=False)  # for after_job: the return value of a finished job
-    _cancelled: bool = field(default=False, repr=False)
-    _cancel_event: threading.Event | None = field(default=None, repr=False)
-    _meta: dict[str, Any] | None = field(default=None, repr=False)
-    _progress_seq: int = field(default=0, repr=False)
-    progress_stored: int = field(default=0, repr=False)  # the seq of the last progress written
-    progress_lock: Any = field(default=None, repr=False)  # one progress write at a time (worker._context)
 
     def next_progress(self) -> int:
         """The sequence number of a new progress report (reports are stored in this order)."""
