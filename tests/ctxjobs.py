@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import asyncsched
+from asyncsched.worker import CurrentJob, with_job
 
 
 def _note(path: str, text: str) -> None:
@@ -101,3 +102,15 @@ class FailingStartup:
 
 def not_hooks() -> int:
     return 1
+
+
+@with_job
+def given_job(job: CurrentJob, x: int) -> dict[str, Any]:
+    """Receives its job (the token) as first argument."""
+    return {"id": job.id, "x": x, "cancelled": job.cancelled}
+
+
+@with_job
+async def agiven_job(job: CurrentJob, x: int) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"id": job.id, "x": x, "cancelled": job.cancelled}

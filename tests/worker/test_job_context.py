@@ -266,3 +266,15 @@ async def test_run_command_and_runtime_take_hooks(tmp_path: Path, monkeypatch: p
     async with Runtime(settings, http=False, worker_hooks=args.hooks) as runtime:
         assert runtime._worker.resources == {"pool": "pool-1"}
     assert ctxjobs.noted(log) == ["startup", "shutdown pool-1"]
+
+
+async def test_with_job_passes_the_job_as_first_argument(
+    queue: TaskQueue, redis_url: str, wsettings: Settings
+) -> None:
+    a = await queue.enqueue(ctxjobs.given_job, args=(1,))
+    b = await queue.enqueue(ctxjobs.agiven_job, kwargs={"x": 2})
+    await run_burst(redis=redis_url, settings=wsettings)
+    assert await queue.result(a) == {"id": a, "x": 1, "cancelled": False}
+    assert await queue.result(b) == {"id": b, "x": 2, "cancelled": False}
+    with pytest.raises(RuntimeError, match="call it as an asyncsched job"):
+        ctxjobs.given_job(1)

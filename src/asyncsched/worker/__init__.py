@@ -7,7 +7,15 @@ id, attempt, meta, progress reporting, cancel token and the worker's shared reso
 
 from ..exceptions import WorkerHookError
 from ._hooks import Hooks
-from ._rqjob import CurrentJob, current_job
+from ._rqjob import CurrentJob, current_job, with_job
 from ._worker import ORPHAN_POLICIES, Worker
 
-__all__ = ["ORPHAN_POLICIES", "CurrentJob", "Hooks", "Worker", "WorkerHookError", "current_job"]
+__all__ = [
+    "ORPHAN_POLICIES",
+    "CurrentJob",
+    "Hooks",
+    "Worker",
+    "WorkerHookError",
+    "current_job",
+    "with_job",
+]

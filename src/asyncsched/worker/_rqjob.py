@@ -18,17 +18,27 @@
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 import json
 import logging
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..rq.serializers import Format
 
-__all__ = ["CurrentJob", "Features", "current_job", "features", "install_rq_current_job", "refused"]
+__all__ = [
+    "CurrentJob",
+    "Features",
+    "current_job",
+    "features",
+    "install_rq_current_job",
+    "refused",
+    "with_job",
+]
 
 log = logging.getLogger("asyncsched.worker")
 
@@ -167,6 +177,42 @@ _current: contextvars.ContextVar[CurrentJob | None] = contextvars.ContextVar("as
 def current_job() -> CurrentJob | None:
     """The job this code runs in (on an asyncsched worker), or ``None`` outside a job."""
     return _current.get()
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def with_job(func: _F) -> _F:
+    """Decorate a job function to receive its :class:`CurrentJob` (the cancel token, progress...) as its
+    first argument, ahead of the arguments it was enqueued with::
+
+        @with_job
+        def crawl(job: CurrentJob, urls: list[str]) -> int: ...
+
+        await queue.enqueue(crawl, args=(urls,))
+
+    The function keeps its name (a worker resolves it as usual). Outside a job it raises ``RuntimeError``.
+    """
+
+    def job() -> CurrentJob:
+        current = _current.get()
+        if current is None:
+            raise RuntimeError(f"{func.__qualname__} takes the current job: call it as an asyncsched job")
+        return current
+
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            return await func(job(), *args, **kwargs)
+
+        return run_async  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return func(job(), *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 def set_current(job: CurrentJob) -> None:
