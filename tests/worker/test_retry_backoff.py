@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncsched.config import Settings
 from asyncsched.queue import JobStatus, Retry, TaskQueue
@@ -152,3 +154,30 @@ async def test_stock_rq_reads_backoff_fields(queue: TaskQueue, redis_url: str) -
         assert job.retries_left == 4
         assert job.retry_intervals == [2, 4, 5, 5]
         assert job.get_retry_interval() == 2
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_keys = st.sampled_from(["max", "interval", "backoff", "base", "cap", "jitter", "on", True, "x"])
+
+
+@given(
+    st.one_of(
+        _json,
+        st.dictionaries(
+            _keys, _json | st.sampled_from(["exponential", "fixed", "TimeoutError", 3]), max_size=7
+        ),
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_any_retry_value_is_a_policy_or_a_value_error(data: object) -> None:
+    """Whatever a task file or an API body holds, it becomes a Retry or a ValueError (422, a file error)."""
+    try:
+        retry = retry_from_data(data, allow=())
+    except ValueError:
+        return
+    assert retry.max >= 1
+    assert all(isinstance(i, int) and i >= 0 for i in retry.intervals)
