@@ -25,8 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import (
-    AsyncschedError,
     BackendUnavailable,
+    Conflict,
     DuplicateTask,
     InvalidJob,
     JobError,
@@ -53,8 +53,8 @@ __all__ = [
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 
-class Refused(AsyncschedError):
-    """The action is not allowed in the current state (exit 1)."""
+Refused = Conflict
+"""The action is not allowed in the current state (exit 1): :class:`~asyncsched.exceptions.Conflict`."""
 
 
 def fail(message: str, code: int) -> int:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..exceptions import AsyncschedError, InvalidJob, JobNotFound, TaskDefinitionError
+from ..exceptions import AsyncschedError, Conflict, InvalidJob, JobNotFound, TaskDefinitionError
 from ..queue import RateLimit, Repeat
 from ._live import matches
 from ._ops import OperatorHandlers
@@ -46,10 +46,6 @@ KEEPALIVE = 15.0
 """Seconds between SSE comments that keep proxies from closing an idle stream."""
 
 TERMINAL = {"success", "failed", "cancelled"}
-
-
-class Conflict(Exception):
-    """The request conflicts with the current state (answered 409)."""
 
 
 def problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> list[FieldError]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..exceptions import DuplicateTask, JobError, JobNotFound, TaskNotFound
+from ..exceptions import Conflict, DuplicateTask, JobError, JobNotFound, TaskNotFound
 from ._serialize import job_to_dict, task_to_dict
 from ._validation import FieldError, ValidationFailed, error
 
@@ -114,8 +114,6 @@ class OperatorHandlers:
 
     async def requeue_job(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         """POST /jobs/{job_id}/requeue: a failed, stopped or cancelled job back on its queue (new attempt)."""
-        from ._handlers import Conflict
-
         queue = await self.services.queue()
         try:
             await queue.requeue(params["job_id"])
@@ -127,8 +125,6 @@ class OperatorHandlers:
 
     async def cancel_job(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         """POST /jobs/{job_id}/cancel: a queued/scheduled job never runs; a running one is stopped."""
-        from ._handlers import Conflict
-
         queue = await self.services.queue()
         if not await queue.cancel(params["job_id"]):
             raise Conflict(f"job {params['job_id']!r} already ended")

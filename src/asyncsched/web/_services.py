@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..config import Settings, get_settings
-from ..exceptions import AsyncschedError
+from ..exceptions import AsyncschedError, ComponentUnavailable
 from ._live import LiveFeed
 
 __all__ = ["ComponentUnavailable", "Services"]
@@ -32,10 +32,6 @@ log = logging.getLogger("asyncsched.web")
 
 MONITOR = "*"
 """Agent name with which an ``EventBus`` observes every event of the deployment."""
-
-
-class ComponentUnavailable(AsyncschedError):
-    """A component the request needs is not installed or could not start (answered 503)."""
 
 
 def _import(module: str, name: str) -> Any:
