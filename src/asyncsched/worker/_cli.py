@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_scheduler: bool = Fal
     parser.add_argument(
         "--arq-serializer", choices=("pickle", "json"), default="pickle", help="arq jobs' serializer"
     )
-    from ..cli import _sidecars
+    from .. import _sidecars
 
     _sidecars.add_flags(parser, default=None)
     from .. import _metrics
