@@ -45,7 +45,7 @@ from .events import EventBus, LifecyclePublisher, system_events
 from .exceptions import ConfigurationError
 from .queue import TaskQueue
 from .scheduler import TaskScheduler
-from .store import Database, Recorder
+from .store import Database, Recorder, ScheduledTask
 from .web import Services, create_app
 from .web._live import LiveFeed
 from .web._services import MONITOR, pump
@@ -154,12 +154,12 @@ class Runtime:
         self.services: Services | None = None
         self.live = LiveFeed()
         self.url: str | None = None
-        self.tasks: list[Any] = []
+        self.tasks: list[ScheduledTask] = []
         self._stack: AsyncExitStack | None = None
         self._stop = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []
         self._server: _Server | None = None
-        self._worker: Any = None
+        self._worker: Worker | None = None
 
     # -- lifetime ----------------------------------------------------------------------------------
 
