@@ -35,7 +35,7 @@ from ._serialize import (
     task_to_dict,
     worker_to_dict,
 )
-from ._services import Services, _import
+from ._services import Services
 from ._validation import FieldError, ValidationFailed, error, parse_datetime
 
 __all__ = ["Handlers"]
@@ -133,7 +133,8 @@ class Handlers(OperatorHandlers):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             errors.append(error(("body", "timezone"), f"unknown time zone {tz!r}"))
             tz = "UTC"
-        parse_schedule = _import("asyncsched.scheduler", "parse_schedule")
+        from ..scheduler import parse_schedule
+
         try:
             start = parse_datetime(body["start"]) if body.get("start") else None
             parse_schedule(body["type"], body["schedule"], tz, start=start)
