@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["ComponentUnavailable", "Services"]
 
 log = logging.getLogger("asyncsched.web")
+
+T = TypeVar("T")
 
 MONITOR = "*"
 """Agent name with which an ``EventBus`` observes every event of the deployment."""
@@ -108,43 +110,35 @@ class Services:
 
     async def redis(self) -> aioredis.Redis:
         """A Redis client (health checks, metrics)."""
-        client: aioredis.Redis = await self._get("redis", self._build_redis)
-        return client
+        return await self._get("redis", self._build_redis)
 
     async def db(self) -> Database:
         """The ``Database``."""
-        db: Database = await self._get("db", self._build_db)
-        return db
+        return await self._get("db", self._build_db)
 
     async def queue(self) -> TaskQueue:
         """The ``TaskQueue``."""
-        queue: TaskQueue = await self._get("queue", self._build_queue)
-        return queue
+        return await self._get("queue", self._build_queue)
 
     async def scheduler(self) -> TaskScheduler:
         """The ``TaskScheduler``."""
-        scheduler: TaskScheduler = await self._get("scheduler", self._build_scheduler)
-        return scheduler
+        return await self._get("scheduler", self._build_scheduler)
 
     async def bus(self) -> EventBus:
         """The ``EventBus``."""
-        bus: EventBus = await self._get("bus", self._build_bus)
-        return bus
+        return await self._get("bus", self._build_bus)
 
     async def executions(self) -> ExecutionRepository:
         """An ``ExecutionRepository`` on :meth:`db`."""
-        repo: ExecutionRepository = await self._get("executions", self._build_executions)
-        return repo
+        return await self._get("executions", self._build_executions)
 
     async def events(self) -> EventRepository:
         """An ``EventRepository`` on :meth:`db`."""
-        repo: EventRepository = await self._get("events", self._build_events)
-        return repo
+        return await self._get("events", self._build_events)
 
     async def tasks(self) -> TaskRepository:
         """A ``TaskRepository`` on :meth:`db` (reads for lists; the scheduler writes)."""
-        repo: TaskRepository = await self._get("tasks", self._build_tasks)
-        return repo
+        return await self._get("tasks", self._build_tasks)
 
     def live_if_started(self) -> LiveFeed | None:
         """The live feed if one runs (metrics must not start one)."""
@@ -153,12 +147,11 @@ class Services:
 
     async def live(self) -> LiveFeed:
         """The live feed, fed from :meth:`bus`."""
-        feed: LiveFeed = await self._get("live", self._build_live)
-        return feed
+        return await self._get("live", self._build_live)
 
-    async def _get(self, name: str, build: Callable[[AsyncExitStack], Coroutine[Any, Any, Any]]) -> Any:
+    async def _get(self, name: str, build: Callable[[AsyncExitStack], Coroutine[Any, Any, T]]) -> T:
         if name in self._given:
-            return self._given[name]
+            return cast("T", self._given[name])
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # Built on another loop (an earlier test client): those clients cannot be used here.
@@ -167,7 +160,7 @@ class Services:
             self._built.clear()
             self._tasks.clear()
         if name in self._built:
-            return self._built[name]
+            return cast("T", self._built[name])
         assert self._stack is not None
         # One lock per component: a builder awaits the components it needs (scheduler -> db, queue).
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -181,7 +174,7 @@ class Services:
                 except Exception as exc:
                     log.exception("cannot start %s for the API", name)
                     raise ComponentUnavailable(f"{name} could not start: {type(exc).__name__}") from exc
-            return self._built[name]
+            return cast("T", self._built[name])
 
     # -- builders ----------------------------------------------------------------------------------
 
