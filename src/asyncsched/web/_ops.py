@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..exceptions import Conflict, DuplicateTask, JobError, JobNotFound, TaskNotFound
+from ..exceptions import Conflict, JobError, JobNotFound
 from ._serialize import job_to_dict, task_to_dict
 from ._validation import FieldError, ValidationFailed, error
 
@@ -77,6 +77,8 @@ class OperatorHandlers:
 
     async def update_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         """PATCH /tasks/{task_id}: change some fields, validated as a create is; 409 on a name clash."""
+        from ..scheduler._rename import check_rename
+
         if not body:
             raise ValidationFailed([error(("body",), "give at least one field to change", "missing")])
         task = await self._task(params)
@@ -97,15 +99,7 @@ class OperatorHandlers:
             raise ValidationFailed(errors)
         if "function" in body:
             await self._check_function(body["function"])
-        if "name" in body and body["name"] != task.name:
-            try:
-                await scheduler.get_task(body["name"], agent_name=task.agent_name)
-            except TaskNotFound:
-                pass
-            else:
-                raise DuplicateTask(
-                    f"a task named {body['name']!r} already exists for agent {task.agent_name!r}"
-                )
+        await check_rename(scheduler, task, body.get("name"))
         # Validated again by the scheduler exactly as a YAML task; TaskDefinitionError is answered 422.
         stored = await scheduler.update_task(task.id, agent_name=task.agent_name, **body)
         return task_to_dict(stored)
