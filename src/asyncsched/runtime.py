@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -41,7 +41,7 @@ from ._redis import check_redis, create_redis, mask_url
 from ._redis._durability import warn_if_redis_may_lose_data
 from ._supervise import Supervised
 from .config import Settings, get_settings
-from .events import EventBus, LifecyclePublisher, system_events
+from .events import Event, EventBus, LifecyclePublisher, system_events
 from .exceptions import ConfigurationError
 from .queue import TaskQueue
 from .scheduler import TaskScheduler
@@ -85,13 +85,13 @@ def _preview(value: Any) -> str:
 class RunLog:
     """Turns ``task.*`` events into one line each: what fired, and how each run ended."""
 
-    def __init__(self, queue: Any = None) -> None:
+    def __init__(self, queue: TaskQueue | None = None) -> None:
         self.queue = queue
         self._results: set[asyncio.Task[None]] = set()
 
-    def __call__(self, event: Any) -> None:
-        event_type = getattr(event, "event_type", "")
-        payload: dict[str, Any] = getattr(event, "payload", None) or {}
+    def __call__(self, event: Event) -> None:
+        event_type = event.event_type
+        payload: Mapping[str, Any] = event.payload or {}
         name = payload.get("task_name") or payload.get("function") or "?"
         job = payload.get("job_id", "?")
         if event_type == "task.queued":
@@ -115,6 +115,7 @@ class RunLog:
             log.info("cancelled %s job %s", name, job)
 
     async def _log_result(self, name: str, job: str, took: str) -> None:
+        assert self.queue is not None  # only called when there is one
         try:
             result = await asyncio.wait_for(self.queue.result(job), 5)
             log.info("success %s job %s%s -> %s", name, job, took, _preview(result))
