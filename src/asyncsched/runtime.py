@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -201,7 +201,13 @@ class Runtime:
         finally:
             stop.cancel()
 
-    def _supervise(self, stack: AsyncExitStack, run: Any, name: str, done: Any = None) -> asyncio.Task[Any]:
+    def _supervise(
+        self,
+        stack: AsyncExitStack,
+        run: Callable[[], Awaitable[Any]],
+        name: str,
+        done: Callable[[], bool] | None = None,
+    ) -> asyncio.Task[Any]:
         """Run ``run()`` under a supervisor (restarted with backoff when it crashes or ends unless
         ``done()``); its supervising task is watched by :meth:`wait` and stopped with the stack."""
         supervised = Supervised(name, run, done=done or self._stop.is_set).start()
@@ -217,7 +223,7 @@ class Runtime:
         stack.push_async_callback(_stop)
         return task
 
-    def _spawn(self, stack: AsyncExitStack, coro: Any, name: str) -> asyncio.Task[Any]:
+    def _spawn(self, stack: AsyncExitStack, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._background.append(task)
 
