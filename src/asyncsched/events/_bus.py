@@ -111,13 +111,14 @@ class EventBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._subs: list[Subscription] = []
-        self._startup = Startup(self._start, self.aclose, self._started, "asyncsched-event-bus-start", logger)
+        self._startup = Startup(
+            self._start, self.aclose, self._started, "asyncsched-event-bus-start", logger, "event bus"
+        )
         self._live = False  # started and not closed (the hot path's one check)
         # listen()'s buffer, filled from the start so that the spec's subscribe-then-listen loop misses
         # nothing; bounded, and quiet about dropping until listen() was used (callback-only buses).
         self._inbox = Sink(buffer_size, warn=False)
         self._sinks: list[Sink] = [self._inbox]
-        self._buffer_size = buffer_size
         self._dispatcher = Dispatcher(
             self._subs,
             self._sinks,
@@ -388,7 +389,7 @@ class EventBus:
         """
         if self._closed:
             raise RuntimeError("this EventBus was closed; create a new one")
-        sink = Sink(self._buffer_size, None if event_type == "*" else compile_pattern(event_type))
+        sink = Sink(self._dispatcher.buffer_size, None if event_type == "*" else compile_pattern(event_type))
         self._sinks.append(sink)
         return EventStream(
             sink,

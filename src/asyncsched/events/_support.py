@@ -67,8 +67,9 @@ class Background:
 class Startup:
     """Starting a component once, in a task of its own, on its first use (or ``async with``).
 
-    ``run`` starts it; when ``run`` fails, ``future`` carries the error and ``abort`` undoes what was
-    opened; ``on_started`` runs once it succeeded. ``future`` is ``None`` until :meth:`begin`.
+    ``run`` starts it (in a task called ``name``); when ``run`` fails, ``future`` carries the error, it is
+    logged naming ``what``, and ``abort`` undoes what was opened; ``on_started`` runs once it succeeded.
+    ``future`` is ``None`` until :meth:`begin`.
     """
 
     def __init__(
@@ -78,9 +79,10 @@ class Startup:
         on_started: Callable[[], None],
         name: str,
         logger: logging.Logger,
+        what: str,
     ) -> None:
         self._run, self._abort, self._on_started = run, abort, on_started
-        self._name, self._logger = name, logger
+        self._name, self._logger, self._what = name, logger, what
         self.future: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -95,10 +97,7 @@ class Startup:
 
     def _log_failure(self, starting: asyncio.Future[None]) -> None:
         if not starting.cancelled() and (exc := starting.exception()) is not None:
-            self._logger.error("the %s could not start: %s: %s", self._what(), type(exc).__name__, exc)
-
-    def _what(self) -> str:
-        return self._name.removeprefix("asyncsched-").removesuffix("-start").replace("-", " ")
+            self._logger.error("the %s could not start: %s: %s", self._what, type(exc).__name__, exc)
 
     async def _start(self, starting: asyncio.Future[None]) -> None:
         try:
