@@ -16,6 +16,7 @@ import inspect
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .. import _metrics
 from ._envelope import Event
 from ._runner import Runner, log_callback_error
 from ._stream import Sink
@@ -64,6 +65,8 @@ class Dispatcher:
 
     async def dispatch(self, event: Event) -> None:
         """Hand one decoded event to the ``listen()``/``events()`` buffers and the matching callbacks."""
+        if _metrics.bus_lag is not None:  # a process serving metrics: delivery lag
+            _metrics.observe_delivery("live", event.created_at)
         for sink in self.sinks:
             sink.put(event)
         key = (event.target_agent, event.event_type)

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .. import _tracing
 from .._boundary import check_job_args
 from .._keys import lifecycle_stream
 from .._misuse import async_api
@@ -127,6 +128,7 @@ class TaskQueue(QueueAdmin):
         wait_replicas: int | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        _tracing.configure(self.settings)
         url = (redis or self.settings.redis_url) if redis is None or isinstance(redis, str) else ""
         # acknowledge an enqueue only once this many replicas have it (WAIT; opt-in: see
         # docs/fault-tolerance.md, Redis Sentinel failover)
@@ -422,6 +424,8 @@ class TaskQueue(QueueAdmin):
         if scheduled and (depends_on is not None or rate_limit is not None):
             raise InvalidJob("depends_on and rate_limit cannot be combined with at/delay")
         description = description or codec.call_string(name, args, kwargs)
+        if _tracing.tracer is not None:  # off: this one check (asyncsched/_tracing.py)
+            meta = _tracing.enqueue_meta(meta, name, qname, job_id)
         meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
         shared = (
             qname,

@@ -29,6 +29,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from .. import _tracing
 from .._misuse import async_api
 from .._protocols import RunQueue
 from .._redis import create_redis
@@ -106,6 +107,7 @@ class TaskScheduler:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        _tracing.configure(self.settings)
         self._redis_arg = redis
         self._db = db
         self._queue: RunQueue | None = queue
@@ -491,7 +493,11 @@ class TaskScheduler:
     async def _fire_tick(self, task: ScheduledTask, tick: datetime) -> Firing | None:
         job_id = job_id_for(task.id, tick)
         try:
-            await self._enqueue(task, job_id, tick)
+            if _tracing.tracer is None:
+                await self._enqueue(task, job_id, tick)
+            else:  # the tick's span: its enqueue (and the run) join the tick's trace
+                with _tracing.tick_span(task.agent_name, task.name, tick):
+                    await self._enqueue(task, job_id, tick)
         except InvalidValue as exc:  # the task's own arguments are refused: retrying cannot help
             log.error(
                 "task %s/%s: tick %s not enqueued: %s", task.agent_name, task.name, tick.isoformat(), exc

@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .. import _tracing
 from .._keys import claiming_list, claiming_registry, lifecycle_stream, paused_queue
 from .._redis import create_redis
 from .._redis.connection import Line, create_sync_redis
@@ -96,6 +97,7 @@ class Worker:
         arq_serializer: str = "pickle",
     ) -> None:
         self.settings = settings or get_settings()
+        _tracing.configure(self.settings)
         self.queues = list(queues or self.settings.queues)
         if not self.queues:
             raise ConfigurationError("a worker needs at least one queue")
@@ -584,7 +586,10 @@ class Worker:
         ctx.connect = self._sync_redis
         set_current(ctx)  # this task's context: the job's function, its threads, its callbacks
         try:
-            outcome = await execute(job, prep, self._pool)
+            if _tracing.tracer is None:  # asyncsched/_tracing.py: a span around the run when on
+                outcome = await execute(job, prep, self._pool)
+            else:
+                outcome = await _tracing.run_traced(job, prep.fmt, execute(job, prep, self._pool))
             if job.features is not None:
                 outcome = await after_run(job, outcome, self._pool, ctx)
         except asyncio.CancelledError:
