@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -42,11 +42,11 @@ from ._redis import check_redis, create_redis, mask_url
 from ._redis._durability import warn_if_redis_may_lose_data
 from ._supervise import Supervised
 from .config import Settings, get_settings
-from .events import EventBus, LifecyclePublisher, system_events
+from .events import Event, EventBus, LifecyclePublisher, system_events
 from .exceptions import ConfigurationError
 from .queue import TaskQueue
 from .scheduler import TaskScheduler
-from .store import Database, Recorder
+from .store import Database, Recorder, ScheduledTask
 from .web import Services, create_app
 from .web._live import LiveFeed
 from .web._services import MONITOR, pump
@@ -86,13 +86,13 @@ def _preview(value: Any) -> str:
 class RunLog:
     """Turns ``task.*`` events into one line each: what fired, and how each run ended."""
 
-    def __init__(self, queue: Any = None) -> None:
+    def __init__(self, queue: TaskQueue | None = None) -> None:
         self.queue = queue
         self._results: set[asyncio.Task[None]] = set()
 
-    def __call__(self, event: Any) -> None:
-        event_type = getattr(event, "event_type", "")
-        payload: dict[str, Any] = getattr(event, "payload", None) or {}
+    def __call__(self, event: Event) -> None:
+        event_type = event.event_type
+        payload: Mapping[str, Any] = event.payload or {}
         name = payload.get("task_name") or payload.get("function") or "?"
         job = payload.get("job_id", "?")
         if event_type == "task.queued":
@@ -116,6 +116,7 @@ class RunLog:
             log.info("cancelled %s job %s", name, job)
 
     async def _log_result(self, name: str, job: str, took: str) -> None:
+        assert self.queue is not None  # only called when there is one
         try:
             result = await asyncio.wait_for(self.queue.result(job), 5)
             log.info("success %s job %s%s -> %s", name, job, took, _preview(result))
@@ -157,12 +158,12 @@ class Runtime:
         self.services: Services | None = None
         self.live = LiveFeed()
         self.url: str | None = None
-        self.tasks: list[Any] = []
+        self.tasks: list[ScheduledTask] = []
         self._stack: AsyncExitStack | None = None
         self._stop = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []
         self._server: _Server | None = None
-        self._worker: Any = None
+        self._worker: Worker | None = None
 
     # -- lifetime ----------------------------------------------------------------------------------
 
@@ -203,7 +204,13 @@ class Runtime:
         finally:
             stop.cancel()
 
-    def _supervise(self, stack: AsyncExitStack, run: Any, name: str, done: Any = None) -> asyncio.Task[Any]:
+    def _supervise(
+        self,
+        stack: AsyncExitStack,
+        run: Callable[[], Awaitable[Any]],
+        name: str,
+        done: Callable[[], bool] | None = None,
+    ) -> asyncio.Task[Any]:
         """Run ``run()`` under a supervisor (restarted with backoff when it crashes or ends unless
         ``done()``); its supervising task is watched by :meth:`wait` and stopped with the stack."""
         supervised = Supervised(name, run, done=done or self._stop.is_set).start()
@@ -219,7 +226,7 @@ class Runtime:
         stack.push_async_callback(_stop)
         return task
 
-    def _spawn(self, stack: AsyncExitStack, coro: Any, name: str) -> asyncio.Task[Any]:
+    def _spawn(self, stack: AsyncExitStack, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._background.append(task)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import AsyncschedError, ConfigurationError, SerializationError
+from ..exceptions import ConfigurationError, MalformedEvent, SerializationError
 
 if TYPE_CHECKING:
     from ..store.models import EventMessage
@@ -41,13 +41,6 @@ MAX_PAYLOAD_DEPTH = 64
 """Deepest nesting of lists and objects inside a payload (the payload object itself is depth 1)."""
 
 _MAX_ID = 200
-
-
-class MalformedEvent(AsyncschedError, ValueError):
-    """A message on the bus is not a valid event envelope (the message names the field or the limit).
-
-    Readers skip such a message (logged; a durable one goes to the dead-letter stream): it never reaches
-    a callback and never stops a reader."""
 
 
 def _refuse_constant(name: str) -> Any:

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from .. import _tracing
 from .._misuse import async_api
+from .._protocols import RunQueue
 from .._redis import create_redis
 from ..config import Settings, get_settings
 from ..exceptions import DuplicateTask, InvalidValue
@@ -101,7 +102,7 @@ class TaskScheduler:
         *,
         settings: Settings | None = None,
         db: _Database | None = None,
-        queue: Any = None,
+        queue: RunQueue | None = None,
         fire: bool = False,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -109,7 +110,7 @@ class TaskScheduler:
         _tracing.configure(self.settings)
         self._redis_arg = redis
         self._db = db
-        self._queue = queue
+        self._queue: RunQueue | None = queue
         self._fire = fire
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._redis: aioredis.Redis | None = None
@@ -563,7 +564,7 @@ class TaskScheduler:
         )
         return result
 
-    async def _get_queue(self) -> Any:
+    async def _get_queue(self) -> RunQueue:
         if self._queue is None:
             await self._open()
             from ..queue import TaskQueue  # type: ignore[import-not-found,unused-ignore]

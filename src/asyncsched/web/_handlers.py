@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..exceptions import AsyncschedError, InvalidJob, JobNotFound, TaskDefinitionError
+from ..exceptions import AsyncschedError, Conflict, InvalidJob, JobNotFound, TaskDefinitionError
 from ..queue import RateLimit, Repeat
 from ..queue._retry import retry_from_data
 from ._live import matches
@@ -36,7 +36,7 @@ from ._serialize import (
     task_to_dict,
     worker_to_dict,
 )
-from ._services import Services, _import
+from ._services import Services
 from ._validation import FieldError, ValidationFailed, error, parse_datetime
 
 __all__ = ["Handlers"]
@@ -47,10 +47,6 @@ KEEPALIVE = 15.0
 """Seconds between SSE comments that keep proxies from closing an idle stream."""
 
 TERMINAL = {"success", "failed", "cancelled"}
-
-
-class Conflict(Exception):
-    """The request conflicts with the current state (answered 409)."""
 
 
 def problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> list[FieldError]:
@@ -148,7 +144,8 @@ class Handlers(OperatorHandlers):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             errors.append(error(("body", "timezone"), f"unknown time zone {tz!r}"))
             tz = "UTC"
-        parse_schedule = _import("asyncsched.scheduler", "parse_schedule")
+        from ..scheduler import parse_schedule
+
         try:
             start = parse_datetime(body["start"]) if body.get("start") else None
             parse_schedule(body["type"], body["schedule"], tz, start=start)

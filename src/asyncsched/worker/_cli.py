@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_scheduler: bool = Fal
         "--arq-serializer", choices=("pickle", "json"), default="pickle", help="arq jobs' serializer"
     )
     add_hooks_argument(parser)
-    from ..cli import _sidecars
+    from .. import _sidecars
 
     _sidecars.add_flags(parser, default=None)
     from .. import _metrics
