@@ -59,10 +59,8 @@ async def test_bad_progress_fails_the_job_naming_it(
     assert "progress: must be a fraction from 0 to 1" in rec.error
 
 
+@pytest.mark.parametrize("redis_url", ["redis"], indirect=True)  # a real server: RQ's and another process's
 async def test_rq_reads_progress_from_meta(queue: TaskQueue, redis_url: str, wsettings: Settings) -> None:
-    pytest.importorskip("rq")
-    if redis_url.startswith("memory://"):
-        pytest.skip("RQ needs a real server connection")
     from redis import Redis
     from rq.job import Job
     from rq.serializers import JSONSerializer
@@ -204,11 +202,10 @@ def test_no_hooks_no_per_job_work() -> None:
     assert only_startup._around is False
 
 
+@pytest.mark.parametrize("redis_url", ["redis"], indirect=True)  # a real server: RQ's and another process's
 async def test_worker_cli_hooks_option(
     redis_url: str, wsettings: Settings, queue: TaskQueue, tmp_path: Path
 ) -> None:
-    if redis_url.startswith("memory://"):
-        pytest.skip("a separate worker process needs a real Redis")
     import sys
 
     log = str(tmp_path / "hooks")

@@ -140,10 +140,8 @@ async def test_retry_only_on_chosen_exceptions(
     assert rec.attempt == 3
 
 
+@pytest.mark.parametrize("redis_url", ["redis"], indirect=True)  # a real server: RQ's and another process's
 async def test_stock_rq_reads_backoff_fields(queue: TaskQueue, redis_url: str) -> None:
-    pytest.importorskip("rq")
-    if redis_url.startswith("memory://"):
-        pytest.skip("RQ needs a real server connection")
     from redis import Redis
     from rq.job import Job
     from rq.serializers import JSONSerializer
