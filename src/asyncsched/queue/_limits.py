@@ -14,9 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._keys import limit_key, limit_keys
 from ..exceptions import InvalidJob
+from ..rq.keys import RQKeys
 
-__all__ = ["Limit", "LimitSpec", "limits_field", "parse_limits_field", "parse_rate"]
+__all__ = [
+    "Limit",
+    "LimitSpec",
+    "LimitUsage",
+    "limits_field",
+    "limits_usage",
+    "parse_limits_field",
+    "parse_rate",
+]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RATE = re.compile(
@@ -209,4 +219,71 @@ def check_policies(limits: Mapping[str, Limit] | None) -> dict[str, Limit]:
         if not isinstance(limit, Limit):
             raise ValueError(f"limits[{name!r}] must be asyncsched.queue.Limit, got {type(limit).__name__}")
         out[name] = limit
+    return out
+
+
+@dataclass(frozen=True)
+class LimitUsage:
+    """A limit key in use and where it stands now: ``running`` jobs holding a slot, ``started`` in the
+    current rate window, ``waiting`` parked jobs. ``kind`` is ``asyncsched`` (a flow limit) or ``rq`` (RQ 3's
+    ``RateLimit``: ``max_concurrency`` is its concurrency, ``running`` its queued-or-running holders)."""
+
+    key: str
+    kind: str
+    max_concurrency: int | None
+    rate: int | None
+    period: float | None
+    running: int
+    started: int
+    waiting: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "max_concurrency": self.max_concurrency,
+            "rate": self.rate,
+            "period": self.period,
+            "running": self.running,
+            "started": self.started,
+            "waiting": self.waiting,
+        }
+
+
+def _int(raw: Any) -> int | None:
+    return int(raw) if raw not in (None, b"", "") else None
+
+
+async def limits_usage(redis: Any, prefix: str) -> list[LimitUsage]:
+    """Every limit key in use on this Redis (ours and RQ 3's), sorted by kind and key; two round trips."""
+    rq = RQKeys(prefix)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.smembers(limit_keys(prefix))
+        pipe.smembers(rq.rate_limit_keys)
+        ours, rqs = await pipe.execute()
+    keys = [("asyncsched", k.decode(errors="replace")) for k in ours]
+    keys += [("rq", k.decode(errors="replace")) for k in rqs]
+    keys.sort()
+    if not keys:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for kind, key in keys:
+            if kind == "rq":
+                pipe.hmget(rq.rate_limit(key), ["concurrency"])
+                pipe.zcard(rq.rate_limit(key, "allowed"))
+                pipe.exists(rq.rate_limit(key))  # no rate window: a placeholder
+                pipe.zcard(rq.rate_limit(key, "rate_limited"))
+            else:
+                pipe.hmget(limit_key(prefix, key), ["max", "rate", "period"])
+                for part in ("active", "starts", "waiting"):
+                    pipe.zcard(limit_key(prefix, key, part))
+        replies = await pipe.execute()
+    out = []
+    for i, (kind, key) in enumerate(keys):
+        conf, running, started, waiting = replies[4 * i : 4 * i + 4]
+        if kind == "rq":
+            out.append(LimitUsage(key, kind, _int(conf[0]), None, None, running, 0, waiting))
+            continue
+        period = float(conf[2]) if conf[2] else None
+        out.append(LimitUsage(key, kind, _int(conf[0]), _int(conf[1]), period, running, started, waiting))
     return out

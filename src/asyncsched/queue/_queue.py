@@ -33,7 +33,7 @@ from ..rq.keys import RQKeys
 from ..rq.serializers import Format
 from ._admin import QueueAdmin
 from ._functions import func_name
-from ._limits import Limit, check_policies, limits_field
+from ._limits import Limit, LimitUsage, check_policies, limits_field, limits_usage
 from ._models import Callback, JobRecord, JobStatus, RateLimit, Repeat, Retry, WorkerInfo, from_rq_status
 
 log = logging.getLogger("asyncsched.queue")
@@ -548,6 +548,12 @@ class TaskQueue(QueueAdmin):
         return (*head, *fields, str(len(life) // 2), *life)
 
     # ------------------------------------------------------------------ reading
+    @_backend_errors
+    async def limits_usage(self) -> list[LimitUsage]:
+        """Every rate limit and concurrency cap in use (flow limits and RQ 3's ``RateLimit``), with how
+        many jobs run, started in the current window and wait."""
+        return await limits_usage(self._r, self.prefix)
+
     @async_api("TaskQueue")
     @_backend_errors
     async def status(self, job_id: str) -> JobStatus:

@@ -163,6 +163,15 @@ class RQKeys:
     def scheduler_lock(self, queue: str) -> str:
         return f"{self.prefix}:scheduler-lock:{queue}"
 
+    # RQ 3's RateLimit (``rq.rate_limit.RateLimitRegistry``)
+    @property
+    def rate_limit_keys(self) -> str:
+        return f"{self.prefix}:rl-keys"
+
+    def rate_limit(self, key: str, part: str = "") -> str:
+        """The config HASH of a RateLimit key, or its ZSET ``part``: ``allowed`` or ``rate_limited``."""
+        return f"{self.prefix}:rl:{key}:{part}" if part else f"{self.prefix}:rl:{key}"
+
     # rq-scheduler 0.14 (``rq_scheduler.Scheduler``'s class attributes; its ``rq`` is this prefix).
     @property
     def rq_scheduler_jobs(self) -> str:

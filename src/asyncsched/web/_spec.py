@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import __version__
-from ..scheduler._fields import function_schema, name_schema, task_schema
+from ..scheduler._fields import function_schema, limit_schema, name_schema, task_schema
 from ._ops import JOB_STATES, ops_schemas
 from ._rqscheduler import RQ_SCHEDULER_SCHEMAS
 
@@ -152,6 +152,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "concurrency": {"type": "integer", "minimum": 1, "maximum": 100000},
                 },
             },
+            "limit": limit_schema(),
         },
     },
     "JobAccepted": {
@@ -191,6 +192,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
     "WorkerList": _page_of("Worker"),
+    "Limit": {
+        "type": "object",
+        "description": "A rate limit or concurrency cap in use (asyncsched flow limit or RQ 3 RateLimit).",
+        "properties": {
+            "key": {"type": "string"},
+            "kind": {"type": "string", "enum": ["asyncsched", "rq"]},
+            "max_concurrency": {"type": ["integer", "null"]},
+            "rate": {"type": ["integer", "null"], "description": "Starts allowed per `period`."},
+            "period": {"type": ["number", "null"], "description": "Seconds."},
+            "running": {"type": "integer", "description": "Jobs holding a slot (RQ: queued or running)."},
+            "started": {"type": "integer", "description": "Starts in the current rate window."},
+            "waiting": {"type": "integer", "description": "Jobs parked until the limit has room."},
+        },
+    },
+    "LimitList": _page_of("Limit"),
     "Health": {
         "type": "object",
         "properties": {
@@ -324,6 +340,8 @@ OPERATIONS: tuple[Operation, ...] = (
               params=_paging, response="QueueList", errors=(422,)),
     Operation("list_workers", "GET", "/workers", "Workers with their heartbeats", "operations",
               params=_paging, response="WorkerList", errors=(422,)),
+    Operation("list_limits", "GET", "/limits", "Rate limits and concurrency caps in use, with their usage",
+              "operations", params=_paging, response="LimitList", errors=(422,)),
     Operation("list_events", "GET", "/events", "Recent events", "events",
               params=(
                   _q("event_type", _printable, "Exact type or a wildcard pattern such as `task.*`."),
