@@ -34,7 +34,11 @@ async def test_enqueue_writes_limits(queue: TaskQueue) -> None:
     a = await queue.enqueue(HOLD, args=("p", 0), rate_limit="openai:60/m")
     assert await _field(queue, a) == "openai\t\t60\t60.0"
     b = await queue.enqueue(
-        HOLD, args=("p", 0), kwargs={"tenant_id": "t7"}, concurrency_key="tenant:{tenant_id}", max_concurrency=5
+        HOLD,
+        args=("p", 0),
+        kwargs={"tenant_id": "t7"},
+        concurrency_key="tenant:{tenant_id}",
+        max_concurrency=5,
     )
     assert await _field(queue, b) == "tenant:t7\t5\t\t"
     c = await queue.enqueue(HOLD, args=("p", 0), rate_limit="5/10s", max_concurrency=2)

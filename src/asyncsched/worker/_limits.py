@@ -55,6 +55,8 @@ class LimitWaker:
         if self._woken != woken and self.due > 0:  # a claim parked a job meanwhile: keep the earlier time
             known = self.due if known < 0 else min(known, self.due)
         self.due = known
+        if moved:  # a burst worker napping until the next due time claims them now
+            self._event.set()
         return int(moved)
 
     async def nap(self, wait: float, stop: asyncio.Event) -> None:
