@@ -2,9 +2,9 @@
 
 Two runs on a fresh redis-server, same N, same worker command (``--burst``, so each worker exits when done):
 
-* **limited**: every job has ``rate_limit="bench:R/s"``. Reported: the rate reached, ``(N - R) / (last start -
-  first start)`` from the jobs' ``started_at`` (the first R start at once, each later one needs a freed start),
-  as a share of R; and the workers' CPU time (user + system, from ``getrusage`` of the children).
+* **limited**: every job has ``rate_limit="bench:R/s"``. Reported: the rate reached, ``(N - R) / (last
+  start - first start)`` from the jobs' ``started_at`` (the first R start at once, each later one needs a
+  freed start), as a share of R; and the workers' CPU time (user + system, ``getrusage`` of the children).
 * **unlimited**: the same jobs without a limit: the workers' CPU time for the same work.
 
 The CPU the limit costs the workers (parking, waking, releasing) is limited minus unlimited; reported as a

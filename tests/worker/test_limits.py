@@ -144,7 +144,7 @@ async def test_concurrency_cap_across_worker_processes(
     out = str(tmp_path / "runs")
     async with TaskQueue(real_redis_url, settings=Settings(redis_url=real_redis_url)) as q:
         await _ready(q)
-        for i in range(10):
+        for _ in range(10):
             for tenant in ("a", "b"):
                 await q.enqueue(
                     HOLD,
