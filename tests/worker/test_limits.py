@@ -180,3 +180,21 @@ async def test_rate_limit_across_worker_processes(
     assert limit_jobs.max_in_window(claims, 1.0 - 1e-5) <= 20
     span = max(claims) - min(claims)
     assert 2.0 - 1e-5 <= span < 3.5, span
+
+
+@pytest.mark.slow
+def test_the_example_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("REDIS_URL", None)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "flow_limits.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    starts = [line.split() for line in out.stdout.splitlines() if line.endswith("starts")]
+    assert len(starts) == 12
+    assert "key='tenant:acme'" in out.stdout
+    assert "key='openai'" in out.stdout

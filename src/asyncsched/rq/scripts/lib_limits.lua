@@ -2,8 +2,10 @@
 -- A job's limits are its hash field asyncsched_limits: one line per limit key, "key\tmax\trate\tperiod"
 -- (max: concurrency cap or ''; rate: starts per period or ''; period in seconds). Per key K:
 --   <p>:asyncsched:limit:<K>          HASH  max, rate, period (the last job's; shown by info and the API)
---   <p>:asyncsched:limit:<K>:active   ZSET  ids of running jobs -> start time (the concurrency cap)
---   <p>:asyncsched:limit:<K>:starts   ZSET  executions started in the last period -> start time (the rate)
+--   <p>:asyncsched:limit:<K>:active   ZSET  ids of running jobs (and of parked ones let go, until they
+--                                           start) -> time (the concurrency cap)
+--   <p>:asyncsched:limit:<K>:starts   ZSET  executions started in the last period (and 'r:<id>' of parked
+--                                           jobs let go, until they start) -> time (the rate)
 --   <p>:asyncsched:limit:<K>:waiting  ZSET  ids parked by the claim script -> arrival order
 --   <p>:asyncsched:limit-keys         SET   the keys in use;  <p>:asyncsched:limit-due  ZSET  K -> when a
 --                                           start frees for K's waiting jobs (rate limits only)
@@ -19,10 +21,11 @@ end
 
 local function lim_base(p, key) return p .. ':asyncsched:limit:' .. key end
 
--- Forget the holders that no longer run (their job was reaped, deleted or lost its slot otherwise)
+-- Forget the holders that neither run nor were let go to run (cancelled, deleted, failed by a reaper...)
 local function lim_clean_active(p, ak)
   for _, id in ipairs(redis.call('ZRANGE', ak, 0, -1)) do
-    if redis.call('HGET', p .. ':job:' .. id, 'status') ~= 'started' then redis.call('ZREM', ak, id) end
+    local st = redis.call('HGET', p .. ':job:' .. id, 'status')
+    if st ~= 'started' and st ~= 'queued' then redis.call('ZREM', ak, id) end
   end
 end
 
@@ -47,6 +50,7 @@ local function lim_room(p, key, mx, rate, period, now, id)
     local sk = base .. ':starts'
     redis.call('ZREMRANGEBYSCORE', sk, '-inf', now - period)
     local left = rate - redis.call('ZCARD', sk)
+    if id and left <= 0 and redis.call('ZSCORE', sk, 'r:' .. id) then left = 1 end  -- let go with a start
     if left <= 0 then
       local first = redis.call('ZRANGE', sk, 0, 0, 'WITHSCORES')
       due = tonumber(first[2]) + period
@@ -88,6 +92,7 @@ local function lim_take(p, id, ex, limits, now)
     redis.call('HSET', base, 'max', l[2] or '', 'rate', l[3] or '', 'period', l[4] or '')
     if l[2] then redis.call('ZADD', base .. ':active', now, id) end
     if l[3] and l[4] then
+      redis.call('ZREM', base .. ':starts', 'r:' .. id)  -- its reserved start becomes this one
       redis.call('ZADD', base .. ':starts', now, ex)
       redis.call('PEXPIRE', base .. ':starts', math.ceil(l[4] * 1000) + 1000)
     end
@@ -114,6 +119,9 @@ local function lim_fill(p, key, now, now_ts)
         redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
         redis.call('LPUSH', p .. ':queue:' .. f[1], id)
         moved = moved + 1
+        -- it keeps the room it was let go for until it starts (so the next fill does not count it twice)
+        if tonumber(c[1] or '') then redis.call('ZADD', base .. ':active', now, id) end
+        if rate and period then redis.call('ZADD', base .. ':starts', now, 'r:' .. id) end
       end
     end
   end
