@@ -25,6 +25,7 @@ key                                         type    content
 ``<p>:rl:<key>``                            HASH    RQ 3 RateLimit: ``concurrency``
 ``<p>:rl:<key>:allowed|rate_limited``       ZSET    RQ 3: ids holding a slot / waiting for one (time)
 ``<p>:rl-keys``                             SET     RQ 3: rate limit keys in use
+``<p>:asyncsched:limit:<key>[:part]``       H/ZSET  asyncsched's flow limits (``lib_limits.lua``)
 ``<p>:scheduler:scheduled_jobs``            ZSET    rq-scheduler 0.14: job -> next run (epoch s)
 ``<p>:scheduler_lock``                      STRING  rq-scheduler: held during one firing pass
 ``<p>:scheduler_instance:<name>``           HASH    rq-scheduler: ``birth`` (``death`` once stopped)
