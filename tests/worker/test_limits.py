@@ -9,12 +9,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from asyncsched.config import Settings
 from asyncsched.exceptions import InvalidJob
-from asyncsched.queue import Limit, TaskQueue
+from asyncsched.queue import JobStatus, Limit, RateLimit, TaskQueue
 from asyncsched.worker import Worker
 from tests import limit_jobs
 from tests.waiting import eventually
@@ -105,6 +106,46 @@ async def test_capped_jobs_wait_without_a_slot(
     assert limit_jobs.max_overlap(capped) == 1
     free = next(r for r in runs if r[4] == "free")
     assert free[2] < min(s for s, _ in capped) + 0.25  # not behind the capped ones
+
+
+async def test_every_outcome_releases_the_slot(queue: TaskQueue, redis_url: str, wsettings: Settings) -> None:
+    """A cap of 1: a job that fails, then two that succeed, all parked behind each other, all run; nothing
+    is left holding or waiting (on memory:// too: the same scripts)."""
+    opts: dict[str, Any] = {"max_concurrency": 1, "concurrency_key": "one"}
+    failing = await queue.enqueue("tests.jobs:fail", **opts)
+    ok = [await queue.enqueue("tests.jobs:add", args=(i, 1), **opts) for i in range(2)]
+    async with Worker(redis=redis_url, settings=wsettings, concurrency=4, burst=True) as w:
+        await asyncio.wait_for(w.run(), 30)
+    assert await queue.status(failing) == JobStatus.FAILED
+    assert [await queue.status(j) for j in ok] == [JobStatus.SUCCESS] * 2
+    (usage,) = await queue.limits_usage()
+    assert (usage.key, usage.max_concurrency, usage.running, usage.waiting) == ("one", 1, 0, 0)
+
+
+async def test_rate_on_the_embedded_backend_too(
+    queue: TaskQueue, redis_url: str, wsettings: Settings
+) -> None:
+    """5 starts per 0.5 s, 12 jobs, one burst worker: starts (the claim's started_at) never exceed 5 in
+    any 0.5 s, and the burst worker waits for the parked jobs instead of exiting."""
+    ids = [await queue.enqueue("tests.jobs:add", args=(i, 1), rate_limit="r:5/500ms") for i in range(12)]
+    async with Worker(redis=redis_url, settings=wsettings, concurrency=8, burst=True) as w:
+        await asyncio.wait_for(w.run(), 30)
+    records = [await queue.job(j) for j in ids]
+    assert {r.status for r in records} == {JobStatus.SUCCESS}
+    starts = [r.started_at.timestamp() for r in records if r.started_at is not None]
+    assert len(starts) == 12
+    assert limit_jobs.max_in_window(starts, 0.5 - 1e-5) == 5
+    assert max(starts) - min(starts) >= 1.0 - 1e-5  # 12 starts at 5 per 0.5 s: a third window
+
+
+async def test_rq_ratelimit_is_listed_with_ours(queue: TaskQueue) -> None:
+    await queue.enqueue("tests.jobs:add", args=(1, 1), rate_limit=RateLimit("smtp", concurrency=1))
+    await queue.enqueue("tests.jobs:add", args=(1, 2), rate_limit=RateLimit("smtp", concurrency=1))
+    (usage,) = await queue.limits_usage()
+    assert usage.as_dict() == {
+        "key": "smtp", "kind": "rq", "max_concurrency": 1, "rate": None, "period": None,
+        "running": 1, "started": 0, "waiting": 1,
+    }  # fmt: skip
 
 
 def _spawn(url: str, out_env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
