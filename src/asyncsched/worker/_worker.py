@@ -820,9 +820,10 @@ class Worker:
         lock_ttl = max(10, math.ceil(3 * self.scheduler_interval))  # a dead holder is replaced quickly
         args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
         args += [self.settings.lifecycle_maxlen, 1000, len(self.queues), *self.queues]
+        let_go = await self._limits.release(self._scripts, self.prefix)  # first: its moment is exact
         promoted, earliest = await self._scripts.run("promote", args)
         self._next_due = int(earliest)
-        return int(promoted) + await self._limits.release(self._scripts, self.prefix)
+        return int(promoted) + let_go
 
     async def _promoter(self) -> None:
         refused = 0.0
