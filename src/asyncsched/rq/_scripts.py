@@ -25,6 +25,7 @@ SCRIPT_NAMES = (
     "empty",
     "delete_failed",
     "limits",
+    "progress",
 )
 
 
