@@ -17,6 +17,8 @@ __all__ = [
     "event_log_stream",
     "lifecycle_ledger",
     "lifecycle_stream",
+    "limit_key",
+    "limit_keys",
     "ns",
     "paused_queue",
     "rate_limit_waits",
@@ -143,3 +145,15 @@ def dead_letter_stream(prefix: str) -> str:
 def durable_consumer_alive(prefix: str, agent: str, consumer: str) -> str:
     """STRING with a TTL: the heartbeat of a durable consumer of ``agent`` (absent: the consumer is gone)."""
     return f"{ns(prefix)}:events:alive:{agent}:{consumer}"
+
+
+def limit_keys(prefix: str) -> str:
+    """SET of the flow-limit keys in use (``rq/scripts/lib_limits.lua`` documents every key of a limit)."""
+    return f"{ns(prefix)}:limit-keys"
+
+
+def limit_key(prefix: str, key: str, part: str = "") -> str:
+    """A flow limit's HASH (``max``, ``rate``, ``period``), or its ZSET ``part``: ``active`` (running jobs),
+    ``starts`` (starts in the rate window) or ``waiting`` (parked jobs). The Lua scripts build the same."""
+    base = f"{ns(prefix)}:limit:{key}"
+    return f"{base}:{part}" if part else base

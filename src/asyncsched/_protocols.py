@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .events import Event
-    from .queue import Retry
+    from .queue import RateLimit, Retry
 
 __all__ = ["EventSource", "RunQueue", "StoppableWorker"]
 
@@ -46,6 +46,9 @@ class RunQueue(Protocol):
         retry: Retry | int | None = None,
         delay: float | None = None,
         description: str | None = None,
+        rate_limit: RateLimit | str | None = None,
+        concurrency_key: str | None = None,
+        max_concurrency: int | None = None,
     ) -> str:
         """Enqueue one run of ``func``; return its job id. With ``unique=True`` and a ``job_id`` that
         exists already, nothing is written and the existing id is returned: a scheduler that retries

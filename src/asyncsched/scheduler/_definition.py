@@ -368,6 +368,25 @@ def _check_options(
         seconds = _seconds(data["misfire_grace"], "misfire_grace", bad, zero_ok=True)
         if seconds is not None:
             options["misfire_grace"] = seconds
+    if data.get("limit") is not None:
+        limit = _check_limit(data["limit"], bad)
+        if limit is not None:
+            options["limit"] = limit
+
+
+def _check_limit(value: Any, bad: _Bad) -> dict[str, Any] | None:
+    """A task's flow limit (``limit: {rate, max_concurrency, concurrency_key}``), checked as enqueue will."""
+    from ..queue._limits import Limit
+
+    if not isinstance(value, Mapping) or not set(value) <= {"rate", "max_concurrency", "concurrency_key"}:
+        bad("limit", f"must be a mapping of rate, max_concurrency and concurrency_key, got {value!r:.100}")
+        return None
+    try:
+        Limit(value.get("rate"), value.get("max_concurrency"), value.get("concurrency_key"))
+    except ValueError as exc:
+        bad("limit", str(exc))
+        return None
+    return {k: v for k, v in value.items() if v is not None}
 
 
 def build_task(

@@ -19,6 +19,7 @@ __all__ = [
     "NAME_PATTERN",
     "NAME_RE",
     "function_schema",
+    "limit_schema",
     "name_schema",
     "task_schema",
 ]
@@ -74,6 +75,8 @@ FIELDS: dict[str, str] = {
     "(default: when the task is registered)",
     "align": "interval ticks: 'registration' (default: every interval from registration or start) or "
     "'epoch' (multiples of the interval since 1970-01-01 UTC: '5 minutes' at :00, :05...)",
+    "limit": "flow limit of its runs: {rate: '60/m' or 'key:60/m', max_concurrency: N, "
+    "concurrency_key: 'tenant:{tenant_id}'} (docs/flow-control.md)",
 }
 """Every key a task definition accepts, with what it takes (used in error messages and the schema)."""
 
@@ -111,6 +114,21 @@ def _duration(field: str, minimum: float) -> dict[str, Any]:
     }
 
 
+def limit_schema() -> dict[str, Any]:
+    """JSON schema of a flow limit (a task's ``limit``, ``POST /jobs``' ``limit``); the text rules are
+    checked by :mod:`asyncsched.queue._limits`."""
+    return {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "description": FIELDS["limit"],
+        "properties": {
+            "rate": {"type": ["string", "null"], "minLength": 3, "maxLength": 220},
+            "max_concurrency": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000},
+            "concurrency_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+        },
+    }
+
+
 def task_schema() -> dict[str, Any]:
     """The API's ``TaskCreate`` body schema, derived from :data:`FIELDS` and :data:`LIMITS`."""
     props: dict[str, Any] = {
@@ -143,6 +161,7 @@ def task_schema() -> dict[str, Any]:
         "misfire_grace": _duration("misfire_grace", 0),
         "start": {"type": "string", "format": "date-time", "description": FIELDS["start"]},
         "align": {"type": "string", "enum": ["registration", "epoch"], "description": FIELDS["align"]},
+        "limit": limit_schema(),
     }
     assert set(props) - {"agent_name"} == set(FIELDS), "every field has a schema"
     return {

@@ -545,8 +545,12 @@ class TaskScheduler:
 
                 retry = Retry.from_dict(options["retry"])
         jitter = float(options.get("jitter") or 0)
+        limit = options.get("limit") or {}  # flow limit (docs/flow-control.md)
         result: str = await queue.enqueue(
             task.function,
+            rate_limit=limit.get("rate"),
+            max_concurrency=limit.get("max_concurrency"),
+            concurrency_key=limit.get("concurrency_key"),
             function_path=task.function,
             job_id=job_id,
             unique=True,

@@ -288,11 +288,26 @@ class Handlers(OperatorHandlers):
             options["repeat"] = Repeat(body["repeat"]["times"], body["repeat"].get("interval", 0))
         if body.get("rate_limit"):
             options["rate_limit"] = RateLimit(body["rate_limit"]["key"], body["rate_limit"]["concurrency"])
+        limit = body.get("limit") or {}  # flow limit (docs/flow-control.md)
+        if limit and body.get("rate_limit") and limit.get("rate"):
+            raise ValidationFailed(
+                [error(("body", "limit", "rate"), "give RQ's rate_limit or limit.rate, not both")]
+            )
+        for name, option in (("rate", "rate_limit"), ("max_concurrency", "max_concurrency")):
+            if limit.get(name) is not None:
+                options[option] = limit[name]
+        if limit.get("concurrency_key") is not None:
+            options["concurrency_key"] = limit["concurrency_key"]
         if at is not None:
             options["at"] = at
         elif body.get("delay"):
             options["delay"] = timedelta(seconds=body["delay"])
-        job_id = await queue.enqueue(body["function"], **options)
+        try:
+            job_id = await queue.enqueue(body["function"], **options)
+        except InvalidJob as exc:
+            if not limit:
+                raise
+            raise ValidationFailed([error(("body", "limit"), str(exc))]) from None
         status = "scheduled" if (at is not None and at > datetime.now(UTC)) or body.get("delay") else "queued"
         if body.get("depends_on") or body.get("rate_limit"):  # waiting for a parent or a slot: "deferred"
             status = str(await queue.status(job_id))
@@ -314,6 +329,10 @@ class Handlers(OperatorHandlers):
         rows = [{"name": name, "counts": c, "paused": name in paused} for name, c in sorted(counts.items())]
         view = lambda row: {"name": row["name"], "counts": dict(row["counts"]), "paused": row["paused"]}  # noqa: E731
         return _page(rows, view, params)
+
+    async def list_limits(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        queue = await self.services.queue()
+        return _page(await queue.limits_usage(), lambda usage: usage.as_dict(), params)
 
     async def list_workers(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         queue = await self.services.queue()

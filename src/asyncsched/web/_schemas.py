@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..scheduler._fields import function_schema, name_schema, task_schema
+from ..scheduler._fields import function_schema, limit_schema, name_schema, task_schema
 from ._ops import ops_schemas
 from ._rqscheduler import RQ_SCHEDULER_SCHEMAS
 
@@ -157,6 +157,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "concurrency": {"type": "integer", "minimum": 1, "maximum": 100000},
                 },
             },
+            "limit": limit_schema(),
         },
     },
     "JobAccepted": {
@@ -202,6 +203,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
     "WorkerList": _page_of("Worker"),
+    "Limit": {
+        "type": "object",
+        "description": "A rate limit or concurrency cap in use (asyncsched flow limit or RQ 3 RateLimit).",
+        "properties": {
+            "key": {"type": "string"},
+            "kind": {"type": "string", "enum": ["asyncsched", "rq"]},
+            "max_concurrency": {"type": ["integer", "null"]},
+            "rate": {"type": ["integer", "null"], "description": "Starts allowed per `period`."},
+            "period": {"type": ["number", "null"], "description": "Seconds."},
+            "running": {"type": "integer", "description": "Jobs holding a slot (RQ: queued or running)."},
+            "started": {"type": "integer", "description": "Starts in the current rate window."},
+            "waiting": {"type": "integer", "description": "Jobs parked until the limit has room."},
+        },
+    },
+    "LimitList": _page_of("Limit"),
     "Health": {
         "type": "object",
         "properties": {

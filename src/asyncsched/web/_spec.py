@@ -117,6 +117,8 @@ OPERATIONS: tuple[Operation, ...] = (
               params=_paging, response="QueueList", errors=(422,)),
     Operation("list_workers", "GET", "/workers", "Workers with their heartbeats", "operations",
               params=_paging, response="WorkerList", errors=(422,)),
+    Operation("list_limits", "GET", "/limits", "Rate limits and concurrency caps in use, with their usage",
+              "operations", params=_paging, response="LimitList", errors=(422,)),
     Operation("list_events", "GET", "/events", "Recent events", "events",
               params=(
                   _q("event_type", _printable, "Exact type or a wildcard pattern such as `task.*`."),

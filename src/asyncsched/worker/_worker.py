@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -40,6 +41,7 @@ from ._context import ProgressReporter
 from ._guard import QueueBackoff, parse_command
 from ._hooks import HOOK_NAMES, Hooks, hooks_from, load_hooks, run_hooked, shutdown, startup
 from ._job import ClaimedJob, Outcome, Prepared, after_run, execute, prepare, put_back, result_type, stopped
+from ._limits import LimitWaker
 from ._rqjob import CurrentJob, install_rq_current_job, set_current
 
 __all__ = ["ORPHAN_POLICIES", "Worker"]
@@ -177,6 +179,7 @@ class Worker:
         self.processed = 0
         self._outage = False
         self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
+        self._limits = LimitWaker()  # when jobs parked by a rate limit may go (flow limits)
         self._exec_base = os.urandom(10).hex()
         self._exec_seq = 0  # the next execution number: ids are base + %012x, made by the claim script
         self.metrics: ProcessMetrics | None = None  # asyncsched._metrics: observes each recorded batch
@@ -427,6 +430,9 @@ class Worker:
             return False
         if await self._promote_once():
             return False
+        if self._limits.waiting():  # jobs parked by a rate limit: wait for their start, then claim them
+            await self._limits.nap(self.poll_timeout, self._stop)
+            return False
         if not self._running and self._done.empty():
             return bool(await self._queues_empty())
         await self._wait_slot(self.poll_timeout)
@@ -538,11 +544,12 @@ class Worker:
         # reserve the execution numbers this call may use (gaps are harmless; reuse would not be)
         first_exec = self._exec_seq
         self._exec_seq += n + len(given)
+        now = time.time()  # one reading: started_at and the flow limits' clock agree
         return [
             self.prefix,
             self.name,
-            "" if now_from_redis else repr(time.time()),
-            "" if now_from_redis else codec.fmt_ts(),
+            "" if now_from_redis else repr(now),
+            "" if now_from_redis else codec.fmt_ts(datetime.fromtimestamp(now, UTC)),
             self.lease,
             max(n, 0),
             self.stream,
@@ -570,6 +577,9 @@ class Worker:
         queues = self._paused.active(self.queues) if n > 0 else []
         return [len(queues), *queues]
 
+    def _limits_wake(self, due: float) -> None:
+        self._limits.wake(due)
+
     def _take(self, reply: list[Any]) -> int:
         """Start the jobs a claim script returned; how many. Entries of refused jobs and queues (an error
         text in place of the hash; see claim.lua) are reported and skipped."""
@@ -583,6 +593,9 @@ class Worker:
         refused_queues: set[str] = set()
         for i in range(len(reply) // 4):
             job_id, exec_id, queue, flat = reply[4 * i : 4 * i + 4]
+            if exec_id == b"limited":  # a job waits for a rate limit: let it go when a start frees
+                self._limits_wake(float(flat))
+                continue
             q = queue.decode(errors="replace")
             if not isinstance(flat, list):
                 reason = flat.decode(errors="replace") if isinstance(flat, bytes) else str(flat)
@@ -862,9 +875,10 @@ class Worker:
         lock_ttl = max(10, math.ceil(3 * self.scheduler_interval))  # a dead holder is replaced quickly
         args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
         args += [self.settings.lifecycle_maxlen, 1000, len(self.queues), *self.queues]
+        let_go = await self._limits.release(self._scripts, self.prefix)  # first: its moment is exact
         promoted, earliest = await self._scripts.run("promote", args)
         self._next_due = int(earliest)
-        return int(promoted)
+        return int(promoted) + let_go
 
     async def _promoter(self) -> None:
         refused = 0.0
@@ -891,7 +905,7 @@ class Worker:
             wait = self.scheduler_interval
             if self._next_due > 0:
                 wait = min(wait, max(self._next_due - time.time(), 0.05))
-            await self._nap(wait)
+            await self._limits.nap(wait, self._closing)
 
     async def _control(self) -> None:
         """RQ's worker commands on ``<p>:pubsub:<name>``: shutdown, stop-job, stop-execution, kill-horse."""
