@@ -45,7 +45,7 @@ log = logging.getLogger("asyncsched.web")
 KEEPALIVE = 15.0
 """Seconds between SSE comments that keep proxies from closing an idle stream."""
 
-TERMINAL = {"success", "failed", "cancelled"}
+TERMINAL = {"success", "failed", "cancelled", "skipped"}
 
 
 class Conflict(Exception):

@@ -19,7 +19,17 @@ __all__ = ["LINKS", "OPERATIONS", "SCHEMAS", "Operation", "openapi_document"]
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 """No control characters (ids, names and patterns in paths and queries)."""
-STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown"]
+STATUSES = [
+    "scheduled",
+    "deferred",
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "cancelled",
+    "skipped",
+    "unknown",
+]
 
 _name = name_schema()
 _function = function_schema()

@@ -178,8 +178,9 @@ async function loadTasks() {
     edit.dataset.action = "edit";
     edit.addEventListener("click", () => editTask(t));
     actions.appendChild(edit);
+    const overlap = " · overlap " + ((t.options || {}).overlap || "skip");  // a busy tick: skip, queue, allow
     const tr = row([
-      td(t.name), td(t.agent_name), td(t.type + " " + t.schedule, "mono"), td(t.function, "mono"),
+      td(t.name), td(t.agent_name), td(t.type + " " + t.schedule + overlap, "mono"), td(t.function, "mono"),
       td(t.enabled ? "yes" : "no"), td(when(t.next_run_at)), td(when(t.last_run_at)), actions,
     ]);
     tr.dataset.name = t.name;
