@@ -28,6 +28,7 @@ __all__ = [
     "sched_pending",
     "sched_sig",
     "sched_version",
+    "scheduled_wake",
 ]
 
 
@@ -128,6 +129,12 @@ def sched_last(prefix: str) -> str:
 def sched_held(prefix: str) -> str:
     """HASH ``<task id>:<tick ms>`` -> job id a held run (``overlap: queue``) waits for, until enqueued."""
     return f"{ns(prefix)}:sched:held"
+
+
+def scheduled_wake(prefix: str, queue: str) -> str:
+    """Pub/sub channel: a job of ``queue`` was scheduled to run at the epoch ms in the message, so idle
+    workers' promoters wake for it in time (published by ``rq/scripts/enqueue.lua``, which spells it too)."""
+    return f"{ns(prefix)}:wake:{queue}"
 
 
 def sched_changes(prefix: str) -> str:
