@@ -160,3 +160,14 @@ def test_a_bad_overlap_names_the_field(value: object) -> None:
         )
     assert "overlap" in str(info.value)
     assert "skip, queue or allow" in str(info.value)
+
+
+@pytest.mark.slow
+async def test_the_example_runs() -> None:
+    from examples.overlap import main
+
+    runs = await main(seconds=4.5)
+    assert runs["skipper"][0] == "success"
+    assert "skipped" in runs["skipper"]
+    assert runs["queuer"][:2] == ["success", "success"]  # the second tick waited for the first, then ran
+    assert "skipped" in runs["queuer"]
