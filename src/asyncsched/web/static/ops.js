@@ -151,6 +151,7 @@ function editTask(task) {
     form.elements[name].value = task[name] === null || task[name] === undefined ? "" : task[name];
   }
   form.elements.kwargs.value = JSON.stringify(task.kwargs || {});
+  form.elements.overlap.value = (task.options || {}).overlap || "skip";  // a busy tick: skip, queue or allow
   document.getElementById("task-errors").replaceChildren();
   document.getElementById("task-title").textContent = "Edit task " + task.name;
   document.getElementById("task-dialog").showModal();
@@ -167,6 +168,9 @@ function taskChanges(form) {
   }
   const kwargs = form.elements.kwargs.value.trim() || "{}";
   if (kwargs !== JSON.stringify(editing.kwargs || {})) changes.kwargs = JSON.parse(kwargs);
+  if (form.elements.overlap.value !== ((editing.options || {}).overlap || "skip")) {
+    changes.overlap = form.elements.overlap.value;
+  }
   return changes;
 }
 
