@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,8 @@ from asyncsched.store import Database, ExecutionRepository, Recorder
 from .conftest import FUNCTION, Clock
 
 
-def at(hour: int, minute: int = 0) -> datetime:
-    return datetime(2026, 6, 1, hour, minute, tzinfo=UTC)
+def at(hour: int, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(2026, 6, 1, hour, minute, second, tzinfo=UTC)
 
 
 async def _burst(settings: Settings) -> None:
@@ -114,6 +115,45 @@ async def test_queue_holds_one_run_until_the_previous_ended(sched_settings: Sett
         clock.now = at(12, 4)
         (fourth,) = await scheduler.run_pending()
         assert await queue.status(fourth.job_id) == JobStatus.QUEUED
+
+
+class _Flaky:
+    """The real queue, failing the next ``fail`` enqueues (a claimer that dies before its enqueue)."""
+
+    def __init__(self, queue: TaskQueue) -> None:
+        self.queue, self.fail = queue, 0
+
+    async def enqueue(self, func: Any, **kwargs: Any) -> str:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("queue down")
+        result: str = await self.queue.enqueue(func, **kwargs)
+        return result
+
+
+async def test_a_held_run_taken_over_after_its_lease_still_waits(
+    sched_settings: Settings, clock: Clock
+) -> None:
+    async with TaskQueue(settings=sched_settings) as queue:
+        flaky = _Flaky(queue)
+        async with TaskScheduler(settings=sched_settings, queue=flaky, clock=clock) as scheduler:
+            task = await scheduler.register_task(
+                name="t", type="interval", schedule="1 minute", function=FUNCTION, overlap="queue"
+            )
+            clock.now = at(12, 1)
+            (first,) = await scheduler.run_pending()
+            clock.now = at(12, 2)
+            flaky.fail = 1
+            assert await scheduler.run_pending() == []  # held, but its enqueue failed: the lease remains
+            clock.now = at(12, 3, 1)  # past the lease: the 12:02 run is taken over; 12:03 waits behind it
+            (recovered,) = await scheduler.run_pending()
+            assert recovered.job_id == job_id_for(task.id, at(12, 2))
+            assert await queue.status(recovered.job_id) == JobStatus.DEFERRED
+            (skip,) = await _skipped(queue)
+            assert skip["job_id"] == job_id_for(task.id, at(12, 3))
+            await _burst(sched_settings)
+            assert await queue.status(first.job_id) == JobStatus.SUCCESS
+            assert await queue.status(recovered.job_id) == JobStatus.SUCCESS
 
 
 async def test_allow_runs_alongside(sched_settings: Settings, clock: Clock) -> None:
