@@ -488,21 +488,28 @@ class TaskScheduler:
                     len(ticks),
                     policy_of(task).value,
                 )
-            fired: list[Firing] = []
-            for tick, decision in zip(ticks, claim.decisions, strict=True):
-                if decision == "skip":
-                    log.info(
-                        "task %s/%s: tick %s skipped, its previous run is still under way (overlap: %s)",
-                        *(task.agent_name, task.name, tick.isoformat(), overlap_of(task)),
-                    )
-                    continue
-                firing = await self._fire_tick(task, tick, held=decision == "hold")
-                if firing is not None:
-                    fired.append(firing)
+            fired = await self._fire_claimed(task, ticks, claim.decisions)
             self._sql_updates[task_id] = (ticks[-1] if ticks else task.last_run_at, nxt)
             self._planned[task_id] = (signature(task), nxt)
             return fired
         return []
+
+    async def _fire_claimed(
+        self, task: ScheduledTask, ticks: Sequence[datetime], decisions: Sequence[str]
+    ) -> list[Firing]:
+        """Enqueue the claimed ticks the claim decided to run or hold; log the skipped ones."""
+        fired: list[Firing] = []
+        for tick, decision in zip(ticks, decisions, strict=True):
+            if decision == "skip":
+                log.info(
+                    "task %s/%s: tick %s skipped, its previous run is still under way (overlap: %s)",
+                    *(task.agent_name, task.name, tick.isoformat(), overlap_of(task)),
+                )
+                continue
+            firing = await self._fire_tick(task, tick, held=decision == "hold")
+            if firing is not None:
+                fired.append(firing)
+        return fired
 
     def _overlap(self, task: ScheduledTask) -> Overlap:
         return Overlap(
