@@ -29,6 +29,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from .. import _tracing
 from .._misuse import async_api
 from .._redis import create_redis
 from ..config import Settings, get_settings
@@ -105,6 +106,7 @@ class TaskScheduler:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        _tracing.configure(self.settings)
         self._redis_arg = redis
         self._db = db
         self._queue = queue
@@ -526,7 +528,11 @@ class TaskScheduler:
         job_id = job_id_for(task.id, tick)
         try:
             after = await self.index.held_after(task.id, to_ms(tick)) if held else None
-            await self._enqueue(task, job_id, tick, after=after)
+            if _tracing.tracer is None:
+                await self._enqueue(task, job_id, tick, after=after)
+            else:  # the tick's span: its enqueue (and the run) join the tick's trace
+                with _tracing.tick_span(task.agent_name, task.name, tick):
+                    await self._enqueue(task, job_id, tick, after=after)
         except InvalidValue as exc:  # the task's own arguments are refused: retrying cannot help
             log.error(
                 "task %s/%s: tick %s not enqueued: %s", task.agent_name, task.name, tick.isoformat(), exc
@@ -573,10 +579,10 @@ class TaskScheduler:
         if options.get("retry"):
             max_retries, interval = options["retry"]["max"], options["retry"].get("interval", 0)
             retry = max_retries
-            if interval:
+            if interval or set(options["retry"]) - {"max", "interval"}:  # fixed waits, or backoff / on
                 from ..queue import Retry  # type: ignore[import-not-found,unused-ignore]
 
-                retry = Retry(max=max_retries, interval=interval)
+                retry = Retry.from_dict(options["retry"])
         jitter = float(options.get("jitter") or 0) if after is None else 0.0
         waits: dict[str, Any] = {}
         if after is not None:
