@@ -25,10 +25,13 @@ __all__ = [
     "redis_marker",
     "sched_changes",
     "sched_fired",
+    "sched_held",
+    "sched_last",
     "sched_next",
     "sched_pending",
     "sched_sig",
     "sched_version",
+    "scheduled_wake",
 ]
 
 
@@ -125,6 +128,22 @@ def sched_pending(prefix: str) -> str:
 def sched_fired(prefix: str) -> str:
     """STREAM of claimed ticks (task, tick, job id), trimmed: what fired, for humans and tests."""
     return f"{ns(prefix)}:sched:fired"
+
+
+def sched_last(prefix: str) -> str:
+    """HASH task id -> ``<tick ms> <job id>`` of its latest run (run or held): what ``overlap`` checks."""
+    return f"{ns(prefix)}:sched:last"
+
+
+def sched_held(prefix: str) -> str:
+    """HASH ``<task id>:<tick ms>`` -> job id a held run (``overlap: queue``) waits for, until enqueued."""
+    return f"{ns(prefix)}:sched:held"
+
+
+def scheduled_wake(prefix: str, queue: str) -> str:
+    """Pub/sub channel: a job of ``queue`` was scheduled to run at the epoch ms in the message, so idle
+    workers' promoters wake for it in time (published by ``rq/scripts/enqueue.lua``, which spells it too)."""
+    return f"{ns(prefix)}:wake:{queue}"
 
 
 def sched_changes(prefix: str) -> str:

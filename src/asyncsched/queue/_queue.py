@@ -483,7 +483,7 @@ class TaskQueue(QueueAdmin):
         values += (description, self._ts, self._epoch)
         if scheduled:
             assert when is not None
-            values.append(str(int(when.timestamp())))
+            values.append(str(_run_at_ms(when)))
         return job_id, (header, values)
 
     @staticmethod
@@ -919,3 +919,12 @@ def _rq_options(
         out += [("dependency_id", ids[0]), ("dependency_ids", json.dumps(ids))]
         out.append(("allow_dependency_failures", "1" if allow_failures else "0"))
     return tuple(out)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _run_at_ms(when: datetime) -> int:
+    """Epoch milliseconds of ``when``, rounded up (a job never starts before the time asked for)."""
+    micros = (when - _EPOCH) // timedelta(microseconds=1)
+    return -(-micros // 1000)

@@ -18,7 +18,7 @@ from ..queue._functions import check_function as _check_function
 from ..queue._functions import parse_reference
 from ..queue._retry import retry_from_data, retry_to_data
 from ..store.models import ScheduledTask
-from ._fields import FIELDS, LIMITS, NAME_RE, NAME_RULE
+from ._fields import DEFAULT_OVERLAP, FIELDS, LIMITS, NAME_RE, NAME_RULE, OVERLAPS
 from ._triggers import Trigger, check_date, parse_interval, parse_schedule, parse_timezone
 
 __all__ = [
@@ -61,7 +61,17 @@ def check_function(path: str) -> str | None:
     return _check_function(path)
 
 
-_TEXT_FIELDS = ("name", "description", "type", "schedule", "function", "queue", "timezone", "misfire")
+_TEXT_FIELDS = (
+    "name",
+    "description",
+    "type",
+    "schedule",
+    "function",
+    "queue",
+    "timezone",
+    "misfire",
+    "overlap",
+)
 
 
 def _text_problem(value: str) -> str | None:
@@ -368,6 +378,11 @@ def _check_options(
         seconds = _seconds(data["misfire_grace"], "misfire_grace", bad, zero_ok=True)
         if seconds is not None:
             options["misfire_grace"] = seconds
+    overlap = data.get("overlap")
+    if overlap is not None and overlap not in OVERLAPS:
+        bad("overlap", f"must be skip, queue or allow, got {overlap!r:.100}")
+    elif overlap is not None and overlap != DEFAULT_OVERLAP:  # the default is not stored
+        options["overlap"] = overlap
     if data.get("limit") is not None:
         limit = _check_limit(data["limit"], bad)
         if limit is not None:
@@ -452,6 +467,12 @@ def anchored_at_registration(task: ScheduledTask) -> bool:
 def grace_of(task: ScheduledTask) -> timedelta:
     """How late a tick may be and still count as on time."""
     return timedelta(seconds=float((task.options or {}).get("misfire_grace", DEFAULT_GRACE)))
+
+
+def overlap_of(task: ScheduledTask) -> str:
+    """``skip``, ``queue`` or ``allow``: what a tick does while the previous run is still under way."""
+    overlap = (task.options or {}).get("overlap", DEFAULT_OVERLAP)
+    return overlap if overlap in OVERLAPS else DEFAULT_OVERLAP
 
 
 def policy_of(task: ScheduledTask) -> MisfirePolicy:

@@ -14,10 +14,12 @@ from ..queue._functions import FUNCTION_PATTERN, MAX_REFERENCE
 from ._triggers import EARLIEST, LATEST, MAX_INTERVAL
 
 __all__ = [
+    "DEFAULT_OVERLAP",
     "FIELDS",
     "LIMITS",
     "NAME_PATTERN",
     "NAME_RE",
+    "OVERLAPS",
     "function_schema",
     "limit_schema",
     "name_schema",
@@ -30,6 +32,11 @@ NAME_PATTERN = f"^[{_FIRST}][{_REST}]*$"
 NAME_RE = re.compile(f"\\A[{_FIRST}][{_REST}]*\\Z")
 """The same rule for Python (``\\Z``: a trailing newline does not pass)."""
 NAME_RULE = "1-200 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+
+OVERLAPS = ("skip", "queue", "allow")
+"""``overlap`` policies: what a tick does while the task's previous run is still queued or running."""
+DEFAULT_OVERLAP = "skip"
+"""As APScheduler's ``max_instances=1`` and arq's unique cron jobs: a periodic job never piles up."""
 
 DAY = 86_400
 LIMITS: dict[str, int] = {
@@ -73,6 +80,9 @@ FIELDS: dict[str, str] = {
     "misfire_grace": "seconds a tick may be late and still run: seconds or '1 minute'",
     "start": f"interval anchor: an ISO time from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} "
     "(default: when the task is registered)",
+    "overlap": "a tick while the task's previous run is still queued or running: 'skip' (default: the tick "
+    "does not run and is recorded as skipped), 'queue' (it runs once that run ends; at most one waits) or "
+    "'allow' (it runs alongside)",
     "align": "interval ticks: 'registration' (default: every interval from registration or start) or "
     "'epoch' (multiples of the interval since 1970-01-01 UTC: '5 minutes' at :00, :05...)",
     "limit": "flow limit of its runs: {rate: '60/m' or 'key:60/m', max_concurrency: N, "
@@ -162,6 +172,12 @@ def task_schema() -> dict[str, Any]:
         "start": {"type": "string", "format": "date-time", "description": FIELDS["start"]},
         "align": {"type": "string", "enum": ["registration", "epoch"], "description": FIELDS["align"]},
         "limit": limit_schema(),
+        "overlap": {
+            "type": "string",
+            "enum": list(OVERLAPS),
+            "default": "skip",
+            "description": FIELDS["overlap"],
+        },
     }
     assert set(props) - {"agent_name"} == set(FIELDS), "every field has a schema"
     return {

@@ -36,8 +36,8 @@ from .._redis import create_redis
 from ..config import Settings, get_settings
 from ..exceptions import DuplicateTask, InvalidValue
 from ..store.models import ScheduledTask
-from ._definition import build_task, policy_of, task_trigger
-from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
+from ._definition import build_task, overlap_of, policy_of, task_trigger
+from ._index import DROP, Overlap, ScheduleIndex, from_ms, signature, to_ms
 from ._misfire import plan
 from ._rows import copy_task, find_task, upsert_tasks, utc
 from ._triggers import Trigger
@@ -456,7 +456,18 @@ class TaskScheduler:
             lease = to_ms(now + LEASE)
             ticks_ms = [to_ms(t) for t in ticks]
             nxt_ms = None if nxt is None else to_ms(nxt)
-            claimed = await self.index.claim(task_id, tick_ms, nxt_ms, ticks_ms, lease, signature(task))
+            ids = [job_id_for(task_id, t) for t in ticks]
+            claim = await self.index.claim(
+                task_id,
+                tick_ms,
+                nxt_ms,
+                ticks_ms,
+                lease,
+                signature(task),
+                job_ids=ids,
+                overlap=self._overlap(task),
+            )
+            claimed = claim.code
             if claimed == -1 and attempt == 0:  # our copy of the schedule is older than the index: reload
                 await self._reload()
                 reloaded = True
@@ -480,24 +491,49 @@ class TaskScheduler:
                     len(ticks),
                     policy_of(task).value,
                 )
-            fired: list[Firing] = []
-            for tick in ticks:
-                firing = await self._fire_tick(task, tick)
-                if firing is not None:
-                    fired.append(firing)
+            fired = await self._fire_claimed(task, ticks, claim.decisions)
             self._sql_updates[task_id] = (ticks[-1] if ticks else task.last_run_at, nxt)
             self._planned[task_id] = (signature(task), nxt)
             return fired
         return []
 
-    async def _fire_tick(self, task: ScheduledTask, tick: datetime) -> Firing | None:
+    async def _fire_claimed(
+        self, task: ScheduledTask, ticks: Sequence[datetime], decisions: Sequence[str]
+    ) -> list[Firing]:
+        """Enqueue the claimed ticks the claim decided to run or hold; log the skipped ones."""
+        fired: list[Firing] = []
+        for tick, decision in zip(ticks, decisions, strict=True):
+            if decision == "skip":
+                log.info(
+                    "task %s/%s: tick %s skipped, its previous run is still under way (overlap: %s)",
+                    *(task.agent_name, task.name, tick.isoformat(), overlap_of(task)),
+                )
+                continue
+            firing = await self._fire_tick(task, tick, held=decision == "hold")
+            if firing is not None:
+                fired.append(firing)
+        return fired
+
+    def _overlap(self, task: ScheduledTask) -> Overlap:
+        return Overlap(
+            overlap_of(task),
+            task.queue,
+            task.agent_name,
+            task.name,
+            task.function,
+            self.clock().timestamp(),
+            self.settings.lifecycle_maxlen,
+        )
+
+    async def _fire_tick(self, task: ScheduledTask, tick: datetime, *, held: bool = False) -> Firing | None:
         job_id = job_id_for(task.id, tick)
         try:
+            after = await self.index.held_after(task.id, to_ms(tick)) if held else None
             if _tracing.tracer is None:
-                await self._enqueue(task, job_id, tick)
+                await self._enqueue(task, job_id, tick, after=after)
             else:  # the tick's span: its enqueue (and the run) join the tick's trace
                 with _tracing.tick_span(task.agent_name, task.name, tick):
-                    await self._enqueue(task, job_id, tick)
+                    await self._enqueue(task, job_id, tick, after=after)
         except InvalidValue as exc:  # the task's own arguments are refused: retrying cannot help
             log.error(
                 "task %s/%s: tick %s not enqueued: %s", task.agent_name, task.name, tick.isoformat(), exc
@@ -527,13 +563,17 @@ class TaskScheduler:
             if entry is None:
                 await self.index.done(task_id, tick_ms)
                 continue
-            firing = await self._fire_tick(entry[0], from_ms(tick_ms))
+            held = overlap_of(entry[0]) == "queue"  # held_after says whether this run waits
+            firing = await self._fire_tick(entry[0], from_ms(tick_ms), held=held)
             if firing is not None:
                 fired.append(firing)
         return fired
 
-    async def _enqueue(self, task: ScheduledTask, job_id: str, tick: datetime | None) -> str:
-        """The one seam between scheduler and queue: enqueue one run of ``task`` as ``job_id`` (unique)."""
+    async def _enqueue(
+        self, task: ScheduledTask, job_id: str, tick: datetime | None, *, after: str | None = None
+    ) -> str:
+        """The one seam between scheduler and queue: enqueue one run of ``task`` as ``job_id`` (unique);
+        ``after``: a held run (``overlap: queue``) waits, deferred, until that job ended (finished or not)."""
         queue = await self._get_queue()
         options = task.options or {}
         retry: Any = None
@@ -544,8 +584,11 @@ class TaskScheduler:
                 from ..queue import Retry  # type: ignore[import-not-found,unused-ignore]
 
                 retry = Retry.from_dict(options["retry"])
-        jitter = float(options.get("jitter") or 0)
+        jitter = float(options.get("jitter") or 0) if after is None else 0.0
         limit = options.get("limit") or {}  # flow limit (docs/flow-control.md)
+        waits: dict[str, Any] = {}
+        if after is not None:
+            waits = {"depends_on": after, "allow_dependency_failures": True}
         result: str = await queue.enqueue(
             task.function,
             rate_limit=limit.get("rate"),
@@ -565,6 +608,7 @@ class TaskScheduler:
             delay=random.uniform(0, jitter) if jitter and tick is not None else None,
             description=f"{task.agent_name}/{task.name}"
             + (f" @ {tick.isoformat()}" if tick else " (run now)"),
+            **waits,
         )
         return result
 

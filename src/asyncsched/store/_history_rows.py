@@ -37,6 +37,7 @@ STATUS_OF: Mapping[Lifecycle, ExecutionStatus] = {
     Lifecycle.FAILED: ExecutionStatus.FAILED,
     Lifecycle.RETRY: ExecutionStatus.FAILED,
     Lifecycle.CANCELLED: ExecutionStatus.CANCELLED,
+    Lifecycle.SKIPPED: ExecutionStatus.SKIPPED,
 }
 """Execution status recorded for each lifecycle kind."""
 

@@ -39,6 +39,7 @@ STATUS_RANK = {
     ExecutionStatus.SUCCESS.value: 30,
     ExecutionStatus.FAILED.value: 30,
     ExecutionStatus.CANCELLED.value: 40,
+    ExecutionStatus.SKIPPED.value: 40,
 }
 """Merge order of stored statuses (``unknown`` between running and the outcomes)."""
 

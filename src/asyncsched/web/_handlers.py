@@ -46,7 +46,7 @@ log = logging.getLogger("asyncsched.web")
 KEEPALIVE = 15.0
 """Seconds between SSE comments that keep proxies from closing an idle stream."""
 
-TERMINAL = {"success", "failed", "cancelled"}
+TERMINAL = {"success", "failed", "cancelled", "skipped"}
 
 
 def problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> list[FieldError]:

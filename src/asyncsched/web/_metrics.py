@@ -29,7 +29,17 @@ __all__ = ["RequestCounter", "render_metrics"]
 
 log = logging.getLogger("asyncsched.web")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_STATUSES = ("scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown")
+_STATUSES = (
+    "scheduled",
+    "deferred",
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "cancelled",
+    "skipped",
+    "unknown",
+)
 
 
 class RequestCounter:

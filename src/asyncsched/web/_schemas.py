@@ -17,7 +17,17 @@ __all__ = ["PRINTABLE", "SCHEMAS", "STATUSES"]
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 """No control characters (ids, names and patterns in paths and queries)."""
-STATUSES = ["scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown"]
+STATUSES = [
+    "scheduled",
+    "deferred",
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "cancelled",
+    "skipped",
+    "unknown",
+]
 
 _name = name_schema()
 _function = function_schema()

@@ -59,13 +59,13 @@ class LimitWaker:
             self._event.set()
         return int(moved)
 
-    async def nap(self, wait: float, stop: asyncio.Event) -> None:
-        """Sleep ``wait`` seconds, less if parked jobs are due sooner; a new earlier due or ``stop``
-        ends it."""
+    async def nap(self, wait: float, *stops: asyncio.Event) -> None:
+        """Sleep ``wait`` seconds, less if parked jobs are due sooner; a new earlier due or any of
+        ``stops`` ends it."""
         self._event.clear()
         if self.due > 0:
             wait = min(wait, max(self.due - time.time(), 0.0005))
-        waiters = [asyncio.ensure_future(self._event.wait()), asyncio.ensure_future(stop.wait())]
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._event, *stops)]
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):

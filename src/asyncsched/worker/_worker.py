@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _tracing
-from .._keys import claiming_list, claiming_registry, lifecycle_stream, paused_queue
+from .._keys import claiming_list, claiming_registry, lifecycle_stream, paused_queue, scheduled_wake
 from .._redis import create_redis
 from .._redis.connection import Line, create_sync_redis
 from .._supervise import Supervised
@@ -178,7 +178,9 @@ class Worker:
         self._paused = QueueBackoff(self.name)
         self.processed = 0
         self._outage = False
-        self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
+        self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch ms)
+        self._promote_at = 0.0  # when the promoter wakes next (epoch s); an earlier job wakes it sooner
+        self._promote_now = asyncio.Event()
         self._limits = LimitWaker()  # when jobs parked by a rate limit may go (flow limits)
         self._exec_base = os.urandom(10).hex()
         self._exec_seq = 0  # the next execution number: ids are base + %012x, made by the claim script
@@ -781,11 +783,19 @@ class Worker:
             log.warning("worker %s: Redis is back", self.name)
 
     # ------------------------------------------------------------------ background duties
-    async def _nap(self, seconds: float) -> None:
-        """Sleep ``seconds`` unless the background loops are closing."""
+    async def _nap(self, seconds: float, wake: asyncio.Event | None = None) -> None:
+        """Sleep ``seconds`` unless the background loops are closing (or ``wake`` is set)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._closing.wait()
+                if wake is None:
+                    await self._closing.wait()
+                    return
+                waits = [asyncio.ensure_future(e.wait()) for e in (self._closing, wake)]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
 
     async def _maintenance(self) -> None:
         last_reap = 0.0
@@ -873,7 +883,7 @@ class Worker:
 
     async def _promote_once(self) -> int:
         lock_ttl = max(10, math.ceil(3 * self.scheduler_interval))  # a dead holder is replaced quickly
-        args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
+        args: list[Any] = [self.prefix, self.name, repr(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
         args += [self.settings.lifecycle_maxlen, 1000, len(self.queues), *self.queues]
         let_go = await self._limits.release(self._scripts, self.prefix)  # first: its moment is exact
         promoted, earliest = await self._scripts.run("promote", args)
@@ -884,6 +894,7 @@ class Worker:
         refused = 0.0
         while not self._closing.is_set():
             try:
+                self._promote_at = math.inf  # a job scheduled meanwhile wakes the nap that follows
                 await self._promote_once()
                 refused = 0.0
             except asyncio.CancelledError:
@@ -903,9 +914,12 @@ class Worker:
                 await self._nap(refused)
                 continue
             wait = self.scheduler_interval
-            if self._next_due > 0:
-                wait = min(wait, max(self._next_due - time.time(), 0.05))
-            await self._limits.nap(wait, self._closing)
+            if self._next_due > 0:  # to the millisecond: a job never starts early, nor a second late
+                wait = min(wait, max(self._next_due / 1000 - time.time(), 0.001))
+            self._promote_at = time.time() + wait
+            # Shorter when jobs parked by a rate limit are due sooner; an earlier delayed job wakes it too.
+            await self._limits.nap(wait, self._closing, self._promote_now)
+            self._promote_now.clear()
 
     async def _control(self) -> None:
         """RQ's worker commands on ``<p>:pubsub:<name>``: shutdown, stop-job, stop-execution, kill-horse."""
@@ -919,11 +933,20 @@ class Worker:
     async def _listen(self) -> None:
         pubsub: Any = self.redis.pubsub()
         try:
-            await pubsub.subscribe(self.keys.pubsub(self.name))
+            wakes = {scheduled_wake(self.prefix, q) for q in self.queues}
+            await pubsub.subscribe(self.keys.pubsub(self.name), *wakes)
             self._listening.set()
             while not self._closing.is_set():
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if msg is None:
+                    continue
+                channel = msg.get("channel")
+                if isinstance(channel, bytes):
+                    channel = channel.decode(errors="replace")
+                if channel in wakes:  # a job scheduled sooner than the promoter's next look
+                    with contextlib.suppress(TypeError, ValueError):
+                        if int(msg["data"]) / 1000 < self._promote_at:
+                            self._promote_now.set()
                     continue
                 payload = parse_command(msg.get("data"), self.keys.pubsub(self.name))
                 if payload is None:

@@ -193,6 +193,7 @@ async function loadTasks() {
     edit.addEventListener("click", () => editTask(t));
     edit.setAttribute("aria-label", "edit task " + t.name);
     actions.appendChild(edit);
+    const overlap = " · overlap " + ((t.options || {}).overlap || "skip");  // a busy tick: skip, queue, allow
     const remove = el("button", "delete", "danger");
     remove.type = "button";
     remove.dataset.action = "delete";
@@ -200,7 +201,7 @@ async function loadTasks() {
     remove.addEventListener("click", () => deleteTask(t).catch((err) => say(err.message)));
     actions.appendChild(remove);
     const tr = row([
-      td(t.name), td(t.agent_name), td(t.type + " " + t.schedule, "mono"), td(t.function, "mono"),
+      td(t.name), td(t.agent_name), td(t.type + " " + t.schedule + overlap, "mono"), td(t.function, "mono"),
       td(t.enabled ? "yes" : "no"), td(when(t.next_run_at)), td(when(t.last_run_at)), actions,
     ]);
     tr.dataset.name = t.name;
