@@ -113,10 +113,14 @@ async def test_create_edit_and_delete_a_task(served: tuple[Process, str], tmp_pa
         await page.wait_for(f"{field_error('schedule')}.length > 0")
         await fill(page, schedule="30 4 * * *")
         await page.evaluate("document.getElementById('task-form').elements.enabled.checked = false")
+        overlap = "document.getElementById('task-form').elements.overlap"
+        assert await page.evaluate(f"{overlap}.value") == "skip"  # the default, shown as such
+        await page.evaluate(f"{overlap}.value = 'queue'")
         await page.evaluate("document.getElementById('task-form').requestSubmit()")
         await page.wait_for("!document.getElementById('task-dialog').open")
         task = api.get("/tasks/nightly").json()
         assert (task["schedule"], task["enabled"], task["kwargs"]) == ("30 4 * * *", False, {"n": 2})
+        assert task["options"]["overlap"] == "queue"
 
         # Escape closes the form without saving.
         await page.evaluate(click('#tasks tr[data-name="nightly"] button[data-action="edit"]'))

@@ -50,10 +50,16 @@ function openTaskForm(task) {
     form.elements[name].value = editing ? JSON.stringify(editing[name] || JSON.parse(empty)) : empty;
   }
   form.elements.enabled.checked = editing ? Boolean(editing.enabled) : true;
+  form.elements.overlap.value = overlapOf(editing);
   document.getElementById("task-title").textContent = editing ? "Edit task " + editing.name : "New task";
   document.getElementById("task-save").textContent = editing ? "Save" : "Create";
   document.getElementById("task-dialog").showModal();
   form.elements.name.focus();
+}
+
+function overlapOf(task) {
+  // A task's overlap policy: stored in its options only when it is not the default (skip).
+  return (task && (task.options || {}).overlap) || "skip";
 }
 
 function editTask(task) {
@@ -88,6 +94,8 @@ function taskBody() {
     const before = editing ? JSON.stringify(editing[name] || JSON.parse(empty)) : empty;
     if (JSON.stringify(value) !== before) body[name] = value;
   }
+  const overlap = form.elements.overlap.value;
+  if (overlap !== overlapOf(editing)) body.overlap = overlap;
   const enabled = form.elements.enabled.checked;
   if (!editing ? !enabled : enabled !== Boolean(editing.enabled)) body.enabled = enabled;
   return ok ? body : null;
