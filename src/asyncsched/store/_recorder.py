@@ -45,7 +45,7 @@ from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ._database import Database
 from ._history_loss import LossLog, StreamAccount
-from ._history_rows import STATUS_OF, Batch, decode_event, text
+from ._history_rows import STATUS_OF, Batch, decode_event, micros, text
 from ._reconcile import Reconciler
 from ._recorder_watch import Watch
 from ._recorder_write import BatchWriter
@@ -337,8 +337,7 @@ class Recorder(BatchWriter):
         return total
 
     async def _commit(self, batch: Batch) -> int:
-        now = time.time()
-        rows = [row.sql_values(now) for row in batch.executions.values()]
+        rows = batch.rows(micros(time.time()))
         events = list(batch.events.values())
         if rows or events:
             await self._write(rows, events)

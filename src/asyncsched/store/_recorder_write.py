@@ -16,6 +16,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._database import Database
+from ._history_rows import ExecutionRow
 from ._history_sql import insert_events, upsert_executions
 from .models import EventMessage, TaskExecution, _uuid, utcnow
 
@@ -34,7 +35,7 @@ class BatchWriter:
     failures: int
     _batch_failures: int
 
-    async def _write(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    async def _write(self, rows: list[ExecutionRow], events: list[dict[str, Any]]) -> None:
         try:
             async with self.db.engine.begin() as conn:
                 await self._upsert(conn, rows)
@@ -57,7 +58,7 @@ class BatchWriter:
             await self._isolate(rows, events)
         self._batch_failures = 0
 
-    async def _upsert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    async def _upsert(self, conn: AsyncConnection, rows: list[ExecutionRow]) -> None:
         await upsert_executions(conn, rows)
 
     async def _database_answers(self) -> bool:
@@ -88,7 +89,7 @@ class BatchWriter:
             return False
         return True
 
-    async def _isolate(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    async def _isolate(self, rows: list[ExecutionRow], events: list[dict[str, Any]]) -> None:
         """Write one row per transaction; drop (and log) the rows refused while the database answers."""
         for row in rows:
             try:
@@ -97,9 +98,7 @@ class BatchWriter:
             except Exception as exc:
                 if not await self._database_answers():
                     raise  # an outage after all: everything stays pending (rewriting is idempotent)
-                log.error(
-                    "dropping execution %s#%s the database refuses: %s", row["job_id"], row["attempt"], exc
-                )
+                log.error("dropping execution %s#%s the database refuses: %s", row.job_id, row.attempt, exc)
         for event in events:
             try:
                 async with self.db.engine.begin() as conn:
