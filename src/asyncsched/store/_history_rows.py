@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle
 from ..events._poison import report_malformed
@@ -68,6 +68,10 @@ _LIMITS["traceback"] = _TRACEBACK_CAP
 _JOB_ID = _LIMITS["job_id"]
 
 
+@overload
+def clip(value: str, length: int | None) -> str: ...
+@overload
+def clip(value: str | None, length: int | None) -> str | None: ...
 def clip(value: str | None, length: int | None) -> str | None:
     """Fit a text column: without NUL characters (PostgreSQL refuses them) and cut to ``length``."""
     if value is None:
