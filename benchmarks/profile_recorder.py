@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import json
@@ -30,8 +31,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from _common import spawn_worker, stop_worker  # noqa: E402
-from w8_history import _check_sql, _enqueue, _env, _wait_log  # noqa: E402
+from _common import process_tree, spawn_worker, stop_worker  # noqa: E402
+from w8_history import _check_sql, _cpu, _enqueue, _env, _wait_log  # noqa: E402
 
 
 def _make_stream(n: int, cache: str) -> None:
@@ -53,7 +54,16 @@ def _make_stream(n: int, cache: str) -> None:
         shutil.copy(os.path.join(server.workdir, "dump.rdb"), cache)
 
 
-async def _record(redis_url: str, db_url: str, opts: argparse.Namespace) -> dict[str, Any]:
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live children (PostgreSQL: the postmaster and its backends)."""
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += _cpu(p)
+    return total
+
+
+async def _record(redis_url: str, db_url: str, opts: argparse.Namespace, pg_pid: int) -> dict[str, Any]:
     from asyncsched.config import Settings
     from asyncsched.store import Database, Recorder
 
@@ -68,6 +78,7 @@ async def _record(redis_url: str, db_url: str, opts: argparse.Namespace) -> dict
             events=False,
         )
         prof = cProfile.Profile() if opts.profile else None
+        db_cpu = _tree_cpu(pg_pid) if opts.db == "postgresql" else 0.0
         wall, cpu = time.perf_counter(), time.process_time()
         if prof:
             prof.enable()
@@ -80,10 +91,12 @@ async def _record(redis_url: str, db_url: str, opts: argparse.Namespace) -> dict
         if prof:
             prof.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        db_cpu = _tree_cpu(pg_pid) - db_cpu if opts.db == "postgresql" else 0.0
         await recorder.redis.aclose()
     out: dict[str, Any] = {
         "db": opts.db, "n": opts.n, "entries": handled, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "rows_per_s": round(opts.n / wall), "rows_per_cpu_s": round(opts.n / cpu),
+        "postgres_cpu_s": round(db_cpu, 2), "batch_size": opts.batch_size, "in_flight": opts.in_flight,
     }  # fmt: skip
     if prof:
         for key in ("cumulative", "tottime"):
@@ -118,7 +131,9 @@ def main() -> None:
             _wait_loaded(url)
 
             db_url = _fresh_db(pg, opts.db, tmp)
-            out = asyncio.run(_record(url, db_url, opts))
+            with open(os.path.join(pg.datadir, "postmaster.pid")) as fh:
+                pg_pid = int(fh.readline())
+            out = asyncio.run(_record(url, db_url, opts, pg_pid))
             out.update(asyncio.run(_check_sql(db_url, opts.n)))
         finally:
             proc.terminate()
