@@ -3,6 +3,7 @@ reused across batches and after a rolled-back one, exact microsecond times."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,3 +116,52 @@ async def test_a_time_out_of_range_skips_its_record_only(
     await emit(redis, *lifecycle("good").values())
     assert await _recorder(redis, db).flush() == 4
     assert await _statuses(db) == {"good": "success"}
+
+
+async def test_recorders_sharing_the_group_write_each_entry_once(
+    redis: aioredis.Redis, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Recorders of one host (default names differ) read the group in turn: every entry is read,
+    written and acknowledged by exactly one of them, and nothing is left pending."""
+    first = Recorder(redis, db=db, settings=Settings(), batch_size=5)
+    second = Recorder(redis, db=db, settings=Settings(), batch_size=5)
+    monkeypatch.setattr(second, "consumer", first.consumer + "-other")  # two processes' names
+    second.account.consumer = second.consumer
+    assert first.consumer.endswith(f"-{os.getpid()}")  # the default name: host and process
+    written: dict[str, list[str]] = {"first": [], "second": []}
+    for name, rec in (("first", first), ("second", second)):
+        real_upsert = rec._upsert
+
+        async def spy(conn: Any, rows: list[ExecutionRow], name: str = name, real: Any = real_upsert) -> None:
+            written[name].extend(f"{r.job_id}:{r.status}" for r in rows)
+            await real(conn, rows)
+
+        monkeypatch.setattr(rec, "_upsert", spy)
+    await first._ensure_groups()
+    records = [lifecycle(f"s{i:02d}") for i in range(20)]
+    await emit(redis, *(r[kind] for r in records for kind in ("queued", "started", "success")))
+    while await first.account.backlog():
+        await first._pump(limit=1)  # one batch each, alternately
+        await second._pump(limit=1)
+    assert first.recorded + second.recorded == 60
+    assert first.recorded
+    assert second.recorded
+    assert not set(written["first"]) & set(written["second"])
+    assert await _statuses(db) == {f"s{i:02d}": "success" for i in range(20)}
+    assert (await redis.xpending(_keys.lifecycle_stream("rq"), "recorder"))["pending"] == 0
+
+
+async def test_a_reader_gone_with_nothing_pending_leaves_the_group(
+    redis: aioredis.Redis, db: Database
+) -> None:
+    stream = _keys.lifecycle_stream("rq")
+    rec = _recorder(redis, db, claim_idle=0)
+    await rec._ensure_groups()
+    await emit(redis, *lifecycle("g1").values())
+    await redis.xreadgroup("recorder", "ghost", {stream: ">"}, count=1)  # it read one entry, then died
+    assert await rec.flush() == 3  # the ghost's entry is claimed and written
+    await rec._claim()  # nothing pending any more: the ghost leaves
+    names = {str(c["name"], "utf-8") if isinstance(c["name"], bytes) else c["name"] for c in
+             await redis.xinfo_consumers(stream, "recorder")}  # fmt: skip
+    assert "ghost" not in names
+    assert await _statuses(db) == {"g1": "success"}

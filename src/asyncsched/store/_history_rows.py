@@ -25,7 +25,7 @@ from .._lifecycle import RANK, RESULT_CAP, Lifecycle
 from ..events._poison import report_malformed
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
-__all__ = ["STATUS_OF", "Batch", "ExecutionRow", "Row", "decode_event", "micros", "text"]
+__all__ = ["STATUS_OF", "Batch", "ExecutionRow", "Row", "decode_event", "micros", "stream_items", "text"]
 
 log = logging.getLogger("asyncsched.store.recorder")
 
@@ -334,3 +334,14 @@ def decode_event(fields: Mapping[str, str]) -> dict[str, Any]:
         "payload": payload,
         "created_at": _parse_time(str(created)) if created else utcnow(),
     }
+
+
+def stream_items(reply: Any) -> list[tuple[str, Any]]:
+    """``(stream, entries)`` of an XREAD/XREADGROUP reply, RESP2 or RESP3."""
+    items: Any = reply.items() if isinstance(reply, dict) else (reply or [])
+    out = []
+    for stream, entries in items:
+        if isinstance(entries, list) and len(entries) == 1 and isinstance(entries[0], list):
+            entries = entries[0]  # RESP3 wraps entries once more
+        out.append((text(stream), entries or []))
+    return out

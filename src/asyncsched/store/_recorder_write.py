@@ -8,6 +8,7 @@ An ``IntegrityError``/``DataError`` goes row by row at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,7 +21,7 @@ from ._history_rows import ExecutionRow
 from ._history_sql import insert_events, upsert_executions
 from .models import EventMessage, TaskExecution, _uuid, utcnow
 
-__all__ = ["POISON_AFTER", "BatchWriter"]
+__all__ = ["POISON_AFTER", "BatchWriter", "settle"]
 
 log = logging.getLogger("asyncsched.store.recorder")
 
@@ -107,3 +108,23 @@ class BatchWriter:
                 if not await self._database_answers():
                     raise
                 log.error("dropping event %s the database refuses: %s", event["id"], exc)
+
+
+async def settle(
+    inflight: set[asyncio.Task[int]], total: int, error: BaseException | None, *, all_: bool = False
+) -> tuple[int, BaseException | None]:
+    """Wait for one (or ``all_``) of the writes in flight; add up what they handled, keep the first error."""
+    if not inflight:
+        return total, error
+    done, _ = await asyncio.wait(
+        inflight, return_when=asyncio.ALL_COMPLETED if all_ else asyncio.FIRST_COMPLETED
+    )
+    for task in done:
+        inflight.discard(task)
+        if task.cancelled():
+            error = error or asyncio.CancelledError()
+        elif task.exception() is not None:
+            error = error or task.exception()
+        else:
+            total += task.result()
+    return total, error
