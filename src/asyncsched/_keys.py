@@ -19,6 +19,7 @@ __all__ = [
     "lifecycle_stream",
     "ns",
     "paused_queue",
+    "rate_limit_waits",
     "redis_marker",
     "sched_changes",
     "sched_fired",
@@ -63,6 +64,12 @@ def claiming_registry(prefix: str) -> str:
 def paused_queue(prefix: str, queue: str) -> str:
     """STRING present while ``queue`` is paused: our workers' claim script takes nothing from it."""
     return f"{ns(prefix)}:paused:{queue}"
+
+
+def rate_limit_waits(prefix: str) -> str:
+    """Hash queue -> jobs that had to wait for a rate-limit slot (``rl_count_wait`` in
+    ``rq/scripts/lib_ratelimit.lua``; exported as ``asyncsched_rate_limit_waits_total``)."""
+    return f"{ns(prefix)}:rate-limit-waits"
 
 
 def event_log_stream(prefix: str) -> str:

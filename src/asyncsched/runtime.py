@@ -37,6 +37,7 @@ from typing import Any
 import uvicorn
 
 from ._control import cancel_and_wait, stop_worker
+from ._metrics import ProcessMetrics
 from ._redis import check_redis, create_redis, mask_url
 from ._redis._durability import warn_if_redis_may_lose_data
 from ._supervise import Supervised
@@ -132,7 +133,7 @@ class Runtime:
 
     ``tasks_files``: ``tasks.yaml`` files to register (default ``settings.tasks``); ``agent``: their agent
     (default ``settings.agent``); ``host``/``port``: the HTTP server (default the settings'); ``http``:
-    serve HTTP at all; ``worker``: run a worker in this process.
+    serve HTTP at all; ``worker``: run a worker in this process, with ``worker_hooks`` (see ``Worker``).
     """
 
     def __init__(
@@ -145,12 +146,14 @@ class Runtime:
         port: int | None = None,
         http: bool = True,
         worker: bool = True,
+        worker_hooks: Any = None,
     ) -> None:
         base = settings or get_settings()
         files = tuple(str(f) for f in tasks_files) if tasks_files is not None else None
         self.settings = base.replace(tasks=files, agent=agent, host=host, port=port)
         self.http = http
         self.run_worker = worker
+        self.worker_hooks = worker_hooks  # Worker(hooks=...): a Hooks, an object or "module:object"
         self.services: Services | None = None
         self.live = LiveFeed()
         self.url: str | None = None
@@ -247,8 +250,10 @@ class Runtime:
         _ = self._supervise(
             stack, lambda: pump(bus, self.live.push, run_log), "asyncsched-live", lambda: not bus.started
         )
+        metrics = ProcessMetrics()  # the worker's job histograms and the scheduler's tick lag, on /metrics
         if self.run_worker:
-            worker = await stack.enter_async_context(Worker(redis=redis, settings=s))
+            worker = await stack.enter_async_context(Worker(redis=redis, settings=s, hooks=self.worker_hooks))
+            worker.metrics = metrics
             self._worker = worker
             worker_task = self._supervise(stack, worker.run, "asyncsched-worker", worker._stop.is_set)
 
@@ -258,6 +263,7 @@ class Runtime:
 
             stack.push_async_callback(_stop_worker)
         scheduler = await stack.enter_async_context(TaskScheduler(redis, settings=s, db=db, queue=queue))
+        scheduler.metrics = metrics
         for path in s.tasks:
             registered = await scheduler.register_file(Path(path), agent_name=s.agent)
             self.tasks.extend(registered)
@@ -267,6 +273,7 @@ class Runtime:
         self.services = Services(
             s, redis=redis, db=db, queue=queue, scheduler=scheduler, bus=bus, live=self.live
         )
+        self.services.process_metrics = metrics
         log.info("redis %s, database %s", mask_url(s.redis_url), db.url.render_as_string(hide_password=True))
         if self.http:
             await self._serve(stack)

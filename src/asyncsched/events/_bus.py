@@ -48,7 +48,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .. import _keys
+from .. import _keys, _metrics
 from .._boundary import check_event_text
 from .._misuse import async_api
 from .._redis import create_redis
@@ -658,6 +658,8 @@ class EventBus:
 
     async def _dispatch(self, event: Event) -> None:
         """Hand one decoded event to the ``listen()``/``events()`` buffers and the matching callbacks."""
+        if _metrics.bus_lag is not None:  # a process serving metrics: delivery lag
+            _metrics.observe_delivery("live", event.created_at)
         for sink in self._sinks:
             sink.put(event)
         key = (event.target_agent, event.event_type)

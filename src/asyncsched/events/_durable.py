@@ -38,7 +38,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .. import _keys
+from .. import _keys, _metrics
 from .._supervise import Supervised
 from ._envelope import Event, MalformedEvent
 from ._poison import dead_letter, report_malformed
@@ -252,6 +252,8 @@ class DurableConsumer:
             report_malformed("durable event", where, exc, data)
             await self._dead_letter(stream, entry_id, f"malformed: {exc}", data)
             return
+        if _metrics.bus_lag is not None:  # a process serving metrics: delivery lag
+            _metrics.observe_delivery("durable", event.created_at)
         subs = [s for s in self.bus.durable_subscriptions(self.agent) if s.matches(event.event_type)]
         failed: list[tuple[Subscription, BaseException]] = []
         for attempt in range(self.retries + 1):

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .. import _tracing
 from .._boundary import check_job_args
 from .._keys import lifecycle_stream
 from .._misuse import async_api
@@ -127,6 +128,7 @@ class TaskQueue(QueueAdmin):
         wait_replicas: int | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        _tracing.configure(self.settings)
         url = (redis or self.settings.redis_url) if redis is None or isinstance(redis, str) else ""
         # acknowledge an enqueue only once this many replicas have it (WAIT; opt-in: see
         # docs/fault-tolerance.md, Redis Sentinel failover)
@@ -422,6 +424,8 @@ class TaskQueue(QueueAdmin):
         if scheduled and (depends_on is not None or rate_limit is not None):
             raise InvalidJob("depends_on and rate_limit cannot be combined with at/delay")
         description = description or codec.call_string(name, args, kwargs)
+        if _tracing.tracer is not None:  # off: this one check (asyncsched/_tracing.py)
+            meta = _tracing.enqueue_meta(meta, name, qname, job_id)
         meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
         shared = (
             qname,
@@ -434,7 +438,7 @@ class TaskQueue(QueueAdmin):
             result_ttl,
             failure_ttl,
             ttl,
-            retry if isinstance(retry, int | None) else (retry.max, *retry.intervals),
+            retry if isinstance(retry, int | None) else retry.key(),
             agent_name,
             task_name,
             scheduled_task_id,
@@ -465,7 +469,7 @@ class TaskQueue(QueueAdmin):
         result_ttl: int | None,
         failure_ttl: int | None,
         ttl: int | None,
-        retry: int | tuple[int, ...] | None,
+        retry: int | tuple[Any, ...] | None,
         agent_name: str | None,
         task_name: str | None,
         scheduled_task_id: str | None,
@@ -498,9 +502,11 @@ class TaskQueue(QueueAdmin):
         if ttl is not None:
             fields += ("ttl", str(int(ttl)))
         if retry is not None:
-            policy = Retry(retry) if isinstance(retry, int) else Retry(retry[0], list(retry[1:]))
-            fields += ("retries_left", str(policy.max))
-            fields += ("retry_intervals", "[" + ", ".join(str(i) for i in policy.intervals) + "]")
+            count, intervals, policy = Retry(retry).key() if isinstance(retry, int) else retry
+            fields += ("retries_left", str(count))
+            fields += ("retry_intervals", "[" + ", ".join(str(i) for i in intervals) + "]")
+            if policy:  # backoff / exception filter: read by our worker (RQ ignores the field)
+                fields += ("asyncsched_retry", policy)
         for item in names.items():
             fields += item
         if at_front and ("dependency_ids" in names or "rate_limit_key" in names):

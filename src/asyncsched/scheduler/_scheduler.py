@@ -29,6 +29,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from .. import _tracing
 from .._misuse import async_api
 from .._redis import create_redis
 from ..config import Settings, get_settings
@@ -105,6 +106,7 @@ class TaskScheduler:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        _tracing.configure(self.settings)
         self._redis_arg = redis
         self._db = db
         self._queue = queue
@@ -490,7 +492,11 @@ class TaskScheduler:
     async def _fire_tick(self, task: ScheduledTask, tick: datetime) -> Firing | None:
         job_id = job_id_for(task.id, tick)
         try:
-            await self._enqueue(task, job_id, tick)
+            if _tracing.tracer is None:
+                await self._enqueue(task, job_id, tick)
+            else:  # the tick's span: its enqueue (and the run) join the tick's trace
+                with _tracing.tick_span(task.agent_name, task.name, tick):
+                    await self._enqueue(task, job_id, tick)
         except InvalidValue as exc:  # the task's own arguments are refused: retrying cannot help
             log.error(
                 "task %s/%s: tick %s not enqueued: %s", task.agent_name, task.name, tick.isoformat(), exc
@@ -533,10 +539,10 @@ class TaskScheduler:
         if options.get("retry"):
             max_retries, interval = options["retry"]["max"], options["retry"].get("interval", 0)
             retry = max_retries
-            if interval:
+            if interval or set(options["retry"]) - {"max", "interval"}:  # fixed waits, or backoff / on
                 from ..queue import Retry  # type: ignore[import-not-found,unused-ignore]
 
-                retry = Retry(max=max_retries, interval=interval)
+                retry = Retry.from_dict(options["retry"])
         jitter = float(options.get("jitter") or 0)
         result: str = await queue.enqueue(
             task.function,

@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import _metrics as process_metrics
 from .._boundary import loads_json
 from ..exceptions import (
     AsyncschedError,
@@ -187,6 +188,7 @@ class SchedulerRouter(RouterBase):
         self.services = services if services is not None else Services()
         self.handlers = Handlers(self.services)
         self.requests = RequestCounter()
+        process_metrics.enable_process_series()  # serves /metrics: observe event delivery lag
         routes: list[Route | Mount] = [_JSONRoute("/", self._index, methods=["GET"], name="index")]
         for op in OPERATIONS:
             route = _JSONRoute(op.path, self._endpoint(op), methods=[op.method], name=op.name)

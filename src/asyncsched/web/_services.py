@@ -72,6 +72,8 @@ class Services:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # the job histograms of a worker in this process (asyncsched run), served with /metrics
+        self.process_metrics: Any = None
 
     @property
     def settings(self) -> Settings:

@@ -177,7 +177,14 @@ async function loadTasks() {
     edit.type = "button";
     edit.dataset.action = "edit";
     edit.addEventListener("click", () => editTask(t));
+    edit.setAttribute("aria-label", "edit task " + t.name);
     actions.appendChild(edit);
+    const remove = el("button", "delete", "danger");
+    remove.type = "button";
+    remove.dataset.action = "delete";
+    remove.setAttribute("aria-label", "delete task " + t.name);
+    remove.addEventListener("click", () => deleteTask(t).catch((err) => say(err.message)));
+    actions.appendChild(remove);
     const tr = row([
       td(t.name), td(t.agent_name), td(t.type + " " + t.schedule, "mono"), td(t.function, "mono"),
       td(t.enabled ? "yes" : "no"), td(when(t.next_run_at)), td(when(t.last_run_at)), actions,
