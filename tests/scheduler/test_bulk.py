@@ -10,8 +10,7 @@ import pytest
 
 from asyncsched import TaskDefinitionError
 from asyncsched.exceptions import DuplicateTask
-from asyncsched.scheduler import TaskScheduler, build_task, job_id_for
-from asyncsched.scheduler import _bulk
+from asyncsched.scheduler import TaskScheduler, _bulk, build_task, job_id_for
 from asyncsched.store import ScheduledTask
 
 from .conftest import FUNCTION, Clock, RecordingQueue
