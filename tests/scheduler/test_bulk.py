@@ -53,21 +53,21 @@ async def test_bulk_rows_and_index_match_single_adds(scheduler: TaskScheduler) -
     ]
     for i, fields in enumerate(variants):
         await scheduler.register_task(task(f"single{i}", **fields))
-    stored = await scheduler.add_tasks([task(f"bulk{i}", **fields) for i, fields in enumerate(variants)])
-    assert [t.name for t in stored] == [f"bulk{i}" for i in range(len(variants))]
-    assert all(t.id for t in stored)
+    ids = await scheduler.add_tasks([task(f"bulk{i}", **fields) for i, fields in enumerate(variants)])
+    assert [(await scheduler.get_task(i)).name for i in ids] == [f"bulk{i}" for i in range(len(variants))]
     for i in range(len(variants)):
         single, bulk = await _state(scheduler, f"single{i}"), await _state(scheduler, f"bulk{i}")
         assert bulk == single, (i, variants[i])
     assert (await scheduler.get_task("bulk4", "test-agent")).next_run_at is None
-    assert await scheduler.index.score(stored[4].id) is None  # disabled: not indexed
+    assert await scheduler.index.score(ids[4]) is None  # disabled: not indexed
 
 
 async def test_a_bulk_added_task_fires_like_a_single_added_one(
     scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
 ) -> None:
     single = await scheduler.register_task(task("single"))
-    (bulk,) = await scheduler.add_tasks([task("bulk")])
+    (bulk_id,) = await scheduler.add_tasks([task("bulk")])
+    bulk = await scheduler.get_task(bulk_id)
     assert await scheduler.run_pending() == []
     clock.now = at(12, 1)
     fired = await scheduler.run_pending()
@@ -100,8 +100,7 @@ async def test_a_stored_name_in_a_later_chunk_rolls_back_every_chunk(
     with pytest.raises(DuplicateTask, match="'taken' already exists for agent 'test-agent'"):
         await scheduler.add_tasks(batch)
     await _nothing_stored(scheduler, 1)
-    stored = await scheduler.add_tasks(batch[:8])  # in chunks of two, every row and index entry
-    assert len(stored) == 8
+    assert len(await scheduler.add_tasks(batch[:8])) == 8  # in chunks of two, every row and index entry
     await _nothing_stored(scheduler, 9)
 
 
@@ -121,13 +120,13 @@ async def test_first_file_load_takes_the_bulk_path_and_a_reload_updates(
     path = tmp_path / "tasks.yaml"
     path.write_text(SPEC_EXAMPLE)
     calls: list[int] = []
-    original = scheduler.add_tasks
+    original = scheduler._add_new
 
-    async def spy(tasks: Any) -> list[ScheduledTask]:
+    async def spy(tasks: Any) -> list[dict[str, Any]]:
         calls.append(len(tasks))
         return await original(tasks)
 
-    monkeypatch.setattr(scheduler, "add_tasks", spy)
+    monkeypatch.setattr(scheduler, "_add_new", spy)
     first = await scheduler.register_file(path, "email-agent")
     assert calls == [2]
     assert all(t.source == str(path) for t in first)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,9 +22,9 @@ from ..exceptions import DuplicateTask, Problem, TaskDefinitionError
 from ..store.models import ScheduledTask
 from ._definition import anchored_at_registration, task_trigger
 from ._index import ScheduleIndex, signature, to_ms
-from ._rows import _DEFAULTS, COLUMNS, copy_task
+from ._rows import _DEFAULTS, COLUMNS
 
-__all__ = ["CHUNK", "any_stored", "detached", "index_new", "insert_new", "prepare_new"]
+__all__ = ["CHUNK", "any_stored", "detached", "first_clash", "index_new", "insert_new", "prepare_new"]
 
 CHUNK = 1000
 """Rows per INSERT statement and commands per Redis pipeline round trip."""
@@ -31,15 +32,16 @@ _TABLE = cast(Table, ScheduledTask.__table__)
 """Core, not the ORM: an ``executemany`` of plain tuples, no unit of work."""
 
 
-def prepare_new(tasks: Sequence[ScheduledTask], now: datetime) -> list[ScheduledTask]:
-    """Detached, complete copies of ``tasks`` ready to insert: id, defaults, anchor and first tick set.
+def prepare_new(tasks: Sequence[ScheduledTask], now: datetime) -> list[dict[str, Any]]:
+    """The rows (column -> value) to insert for ``tasks``: id, defaults, anchor and first tick set.
 
-    Raises :class:`TaskDefinitionError` for the first task whose schedule does not parse (its index in
-    ``tasks`` is the problem's ``task``) and :class:`DuplicateTask` for a name given twice.
+    Plain dicts, not ORM objects: building 100,000 instrumented objects costs more than storing them.
+    Raises :class:`TaskDefinitionError` for the first task whose schedule does not parse (``task`` is
+    ``"#<position> <name>"``) and :class:`DuplicateTask` for a name given twice.
     """
     registered = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the index keeps milliseconds
     seen: dict[tuple[str, str], int] = {}
-    out: list[ScheduledTask] = []
+    out: list[dict[str, Any]] = []
     for position, task in enumerate(tasks):
         key = (task.agent_name, task.name)
         if key in seen:
@@ -47,57 +49,64 @@ def prepare_new(tasks: Sequence[ScheduledTask], now: datetime) -> list[Scheduled
                 f"tasks {seen[key]} and {position} are both named {task.name!r} for agent {task.agent_name!r}"
             )
         seen[key] = position
-        row = ScheduledTask(
-            id=task.id or uuid.uuid4().hex, agent_name=task.agent_name, name=task.name, created_at=now
-        )
-        row.updated_at = now
+        row: dict[str, Any] = {"id": task.id or uuid.uuid4().hex, "agent_name": key[0], "name": key[1]}
         for column in COLUMNS:
             value = getattr(task, column)
-            if value is None and column in _DEFAULTS:
-                value = _DEFAULTS[column]()
-            setattr(row, column, value)
-        row.anchor_at = registered if anchored_at_registration(row) else None
+            row[column] = _DEFAULTS[column]() if value is None and column in _DEFAULTS else value
+        row["created_at"] = row["updated_at"] = now
+        view = cast(ScheduledTask, SimpleNamespace(**row, anchor_at=None))  # what the helpers read
+        view.anchor_at = row["anchor_at"] = registered if anchored_at_registration(view) else None
         try:
-            row.next_run_at = task_trigger(row).next_after(now) if row.enabled else None
+            row["next_run_at"] = task_trigger(view).next_after(now) if row["enabled"] else None
         except TaskDefinitionError as exc:
             where = f"#{position} {task.name}"
             problems = [
                 Problem(p.message, p.file, p.line, where, p.field or "schedule") for p in exc.problems
             ]
             raise TaskDefinitionError(problems) from None
+        row["sig"] = signature(view)
         out.append(row)
     return out
 
 
-async def insert_new(session: AsyncSession, rows: Sequence[ScheduledTask]) -> None:
-    """Insert ``rows`` in the caller's transaction; :class:`DuplicateTask` names the first stored clash."""
-    names = ["id", "agent_name", "name", *COLUMNS, "created_at", "updated_at", "next_run_at", "anchor_at"]
+_NAMES = ("id", "agent_name", "name", *COLUMNS, "created_at", "updated_at", "next_run_at", "anchor_at")
+
+
+async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` in the caller's transaction, one Core ``executemany`` per chunk (a clash with a stored
+    task fails on the unique constraint: :func:`first_clash` then names it)."""
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
-        keys = [(r.agent_name, r.name) for r in chunk]
+        await session.execute(insert(_TABLE), [{n: r[n] for n in _NAMES} for r in chunk])
+
+
+async def first_clash(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> DuplicateTask | None:
+    """The error naming the first of ``rows`` whose agent and name are already stored (``None``: none)."""
+    for start in range(0, len(rows), CHUNK):
+        keys = [(r["agent_name"], r["name"]) for r in rows[start : start + CHUNK]]
         query = select(ScheduledTask.agent_name, ScheduledTask.name).where(
             tuple_(ScheduledTask.agent_name, ScheduledTask.name).in_(keys)
         )
         clash = (await session.execute(query.limit(1))).first()
         if clash is not None:
-            raise DuplicateTask(f"a task named {clash[1]!r} already exists for agent {clash[0]!r}")
-        await session.execute(insert(_TABLE), [{n: getattr(r, n) for n in names} for r in chunk])
+            return DuplicateTask(f"a task named {clash[1]!r} already exists for agent {clash[0]!r}")
+    return None
 
 
-async def index_new(index: ScheduleIndex, rows: Sequence[ScheduledTask]) -> None:
+async def index_new(index: ScheduleIndex, rows: Sequence[dict[str, Any]]) -> None:
     """Index freshly inserted tasks (new ids: nothing to compare with), one pipeline per chunk."""
-    due = [r for r in rows if r.enabled and r.next_run_at is not None]
+    due = [r for r in rows if r["next_run_at"] is not None]
     for start in range(0, len(due), CHUNK):
         chunk = due[start : start + CHUNK]
         async with index.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(index.sig_key, mapping={r.id: signature(r) for r in chunk})  # type: ignore[unused-awaitable]
-            scores = {r.id: to_ms(r.next_run_at) for r in chunk if r.next_run_at is not None}
-            pipe.zadd(index.next_key, scores)  # type: ignore[unused-awaitable]
+            pipe.hset(index.sig_key, mapping={r["id"]: r["sig"] for r in chunk})  # type: ignore[unused-awaitable]
+            pipe.zadd(index.next_key, {r["id"]: to_ms(r["next_run_at"]) for r in chunk})  # type: ignore[unused-awaitable]
             await pipe.execute()
 
 
-def detached(rows: Sequence[ScheduledTask]) -> list[ScheduledTask]:
-    return [copy_task(r) for r in rows]
+def detached(rows: Sequence[dict[str, Any]]) -> list[ScheduledTask]:
+    """Stored tasks as :class:`ScheduledTask` objects (for callers that want them, such as a file load)."""
+    return [ScheduledTask(**{n: r[n] for n in _NAMES}) for r in rows]
 
 
 async def any_stored(session: AsyncSession, tasks: Sequence[ScheduledTask], source: str | None) -> bool:
