@@ -12,6 +12,7 @@ from typing import Any
 
 from .._version import __version__
 from ..scheduler._fields import function_schema, name_schema, task_schema
+from ._bulk import bulk_schemas
 from ._ops import JOB_STATES, ops_schemas
 from ._rqscheduler import RQ_SCHEDULER_SCHEMAS
 
@@ -225,6 +226,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 SCHEMAS.update(RQ_SCHEDULER_SCHEMAS)
 SCHEMAS.update(ops_schemas(SCHEMAS["TaskCreate"]))
+SCHEMAS.update(bulk_schemas(SCHEMAS["TaskCreate"]))
 SCHEMAS["Queue"]["properties"]["paused"] = {"type": "boolean", "description": "Paused: workers take none."}
 
 
@@ -283,6 +285,8 @@ OPERATIONS: tuple[Operation, ...] = (
     # The spec's nine endpoints.
     Operation("create_task", "POST", "/tasks", "Create a scheduled task", "tasks",
               body="TaskCreate", response="Task", status=201, errors=(403, 409, 413, 422)),
+    Operation("create_tasks", "POST", "/tasks/bulk", "Create many scheduled tasks (all or nothing)", "tasks",
+              body="TaskCreateBulk", response="TaskBulkCreated", status=201, errors=(403, 409, 413, 422)),
     Operation("list_tasks", "GET", "/tasks", "List scheduled tasks", "tasks",
               params=(*_agents, _q("enabled", {"type": "boolean"}, "Only enabled (or disabled) tasks."),
                       *_paging), response="TaskList", errors=(422,)),
