@@ -18,7 +18,8 @@
     │   └── InvalidSchedule                        a cron or interval string that does not parse
     ├── TaskNotFound (LookupError)
     ├── DuplicateTask (ValueError)
-    └── FunctionNotAllowed (PermissionError)    a function outside the API's allow-list
+    ├── FunctionNotAllowed (PermissionError)    a function outside the API's allow-list
+    └── WorkerHookError (RuntimeError)          a worker's on_startup hook failed: the worker stops
 
 Outcomes that are not errors (a job's status, a misfire decision) are enums, not exceptions.
 """
@@ -46,6 +47,7 @@ __all__ = [
     "TaskNotFound",
     "UnsafeJob",
     "UnsupportedURL",
+    "WorkerHookError",
 ]
 
 
@@ -153,3 +155,7 @@ class DuplicateTask(AsyncschedError, ValueError):
 
 class FunctionNotAllowed(AsyncschedError, PermissionError):
     """The function is not on the configured allow-list, so the API refuses to schedule or enqueue it."""
+
+
+class WorkerHookError(AsyncschedError, RuntimeError):
+    """A worker's ``on_startup`` hook raised: the worker does not start (the message names the hook)."""

@@ -133,7 +133,7 @@ class Runtime:
 
     ``tasks_files``: ``tasks.yaml`` files to register (default ``settings.tasks``); ``agent``: their agent
     (default ``settings.agent``); ``host``/``port``: the HTTP server (default the settings'); ``http``:
-    serve HTTP at all; ``worker``: run a worker in this process.
+    serve HTTP at all; ``worker``: run a worker in this process, with ``worker_hooks`` (see ``Worker``).
     """
 
     def __init__(
@@ -146,12 +146,14 @@ class Runtime:
         port: int | None = None,
         http: bool = True,
         worker: bool = True,
+        worker_hooks: Any = None,
     ) -> None:
         base = settings or get_settings()
         files = tuple(str(f) for f in tasks_files) if tasks_files is not None else None
         self.settings = base.replace(tasks=files, agent=agent, host=host, port=port)
         self.http = http
         self.run_worker = worker
+        self.worker_hooks = worker_hooks  # Worker(hooks=...): a Hooks, an object or "module:object"
         self.services: Services | None = None
         self.live = LiveFeed()
         self.url: str | None = None
@@ -250,7 +252,7 @@ class Runtime:
         )
         metrics = ProcessMetrics()  # the worker's job histograms and the scheduler's tick lag, on /metrics
         if self.run_worker:
-            worker = await stack.enter_async_context(Worker(redis=redis, settings=s))
+            worker = await stack.enter_async_context(Worker(redis=redis, settings=s, hooks=self.worker_hooks))
             worker.metrics = metrics
             self._worker = worker
             worker_task = self._supervise(stack, worker.run, "asyncsched-worker", worker._stop.is_set)

@@ -438,7 +438,7 @@ class TaskQueue(QueueAdmin):
             result_ttl,
             failure_ttl,
             ttl,
-            retry if isinstance(retry, int | None) else (retry.max, *retry.intervals),
+            retry if isinstance(retry, int | None) else retry.key(),
             agent_name,
             task_name,
             scheduled_task_id,
@@ -469,7 +469,7 @@ class TaskQueue(QueueAdmin):
         result_ttl: int | None,
         failure_ttl: int | None,
         ttl: int | None,
-        retry: int | tuple[int, ...] | None,
+        retry: int | tuple[Any, ...] | None,
         agent_name: str | None,
         task_name: str | None,
         scheduled_task_id: str | None,
@@ -502,9 +502,11 @@ class TaskQueue(QueueAdmin):
         if ttl is not None:
             fields += ("ttl", str(int(ttl)))
         if retry is not None:
-            policy = Retry(retry) if isinstance(retry, int) else Retry(retry[0], list(retry[1:]))
-            fields += ("retries_left", str(policy.max))
-            fields += ("retry_intervals", "[" + ", ".join(str(i) for i in policy.intervals) + "]")
+            count, intervals, policy = Retry(retry).key() if isinstance(retry, int) else retry
+            fields += ("retries_left", str(count))
+            fields += ("retry_intervals", "[" + ", ".join(str(i) for i in intervals) + "]")
+            if policy:  # backoff / exception filter: read by our worker (RQ ignores the field)
+                fields += ("asyncsched_retry", policy)
         for item in names.items():
             fields += item
         if at_front and ("dependency_ids" in names or "rate_limit_key" in names):

@@ -24,6 +24,7 @@ SCRIPT_NAMES = (
     "reap",
     "empty",
     "delete_failed",
+    "progress",
 )
 
 

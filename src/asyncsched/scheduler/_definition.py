@@ -16,6 +16,7 @@ from typing import Any
 from ..exceptions import InvalidJob, InvalidSchedule, Problem, TaskDefinitionError
 from ..queue._functions import check_function as _check_function
 from ..queue._functions import parse_reference
+from ..queue._retry import retry_from_data, retry_to_data
 from ..store.models import ScheduledTask
 from ._fields import FIELDS, LIMITS, NAME_RE, NAME_RULE
 from ._triggers import Trigger, check_date, parse_interval, parse_schedule, parse_timezone
@@ -153,7 +154,7 @@ def validate_definition(
     _check_identity(data, out, bad)
     options = _check_schedule(data, out, bad)
     _check_call(data, out, bad, check_import=check_import)
-    _check_options(data, options, bad)
+    _check_options(data, options, bad, check_import)
     out["options"] = options
     return out, problems
 
@@ -308,7 +309,7 @@ def _check_call(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad, *, chec
     out["kwargs"] = dict(kwargs)
 
 
-def _check_retry(retry: Any, bad: _Bad) -> dict[str, Any] | None:
+def _check_retry(retry: Any, bad: _Bad, check_import: bool = True) -> dict[str, Any] | None:
     limit, most = LIMITS["retry"], LIMITS["retry_interval"]
 
     def count_ok(n: Any) -> bool:
@@ -319,6 +320,12 @@ def _check_retry(retry: Any, bad: _Bad) -> dict[str, Any] | None:
 
     if count_ok(retry):
         return {"max": retry, "interval": 0}
+    if isinstance(retry, Mapping) and set(retry) - {"max", "interval"}:  # backoff, jitter, on (issue 17)
+        try:
+            return retry_to_data(retry_from_data(retry, check_import=check_import))
+        except ValueError as exc:
+            bad("retry", str(exc))
+            return None
     if isinstance(retry, Mapping) and set(retry) <= {"max", "interval"}:
         max_, interval = retry.get("max"), retry.get("interval", 0)
         ok_interval = seconds_ok(interval) or (
@@ -336,14 +343,16 @@ def _check_retry(retry: Any, bad: _Bad) -> dict[str, Any] | None:
     return None
 
 
-def _check_options(data: Mapping[str, Any], options: dict[str, Any], bad: _Bad) -> None:
+def _check_options(
+    data: Mapping[str, Any], options: dict[str, Any], bad: _Bad, check_import: bool = True
+) -> None:
     """``timeout``, ``retry``, ``jitter``, ``misfire`` and ``misfire_grace`` into ``options``."""
     if data.get("timeout") is not None:
         seconds = _seconds(data["timeout"], "timeout", bad, minimum=1)
         if seconds is not None:
             options["timeout"] = int(seconds) if seconds == int(seconds) else seconds
     if data.get("retry") is not None:
-        retry = _check_retry(data["retry"], bad)
+        retry = _check_retry(data["retry"], bad, check_import)
         if retry is not None:
             options["retry"] = retry
     if data.get("jitter") is not None:

@@ -64,7 +64,9 @@ FIELDS: dict[str, str] = {
     "queue": "the queue to enqueue into (default 'default')",
     "timezone": "an IANA time zone (default UTC)",
     "timeout": f"job timeout: seconds or '5 minutes' (at most {LIMITS['timeout'] // DAY} days)",
-    "retry": f"retries: a count up to {LIMITS['retry']}, or {{max: N, interval: seconds or [seconds, ...]}}",
+    "retry": f"retries: a count up to {LIMITS['retry']}, {{max: N, interval: seconds or [seconds, ...]}}, or "
+    "{max: N, backoff: exponential, base: s, cap: s, jitter: true}; "
+    "'on: [ExceptionClass, ...]' retries only those",
     "jitter": f"random delay up to this: seconds or '30 seconds' (at most {LIMITS['jitter'] // DAY} days)",
     "misfire": "coalesce (default), skip or all",
     "misfire_grace": "seconds a tick may be late and still run: seconds or '1 minute'",
@@ -133,7 +135,7 @@ def task_schema() -> dict[str, Any]:
             "type": ["integer", "object", "null"],
             "minimum": 0,
             "maximum": LIMITS["retry"],
-            "maxProperties": 2,
+            "maxProperties": 7,
             "description": FIELDS["retry"],
         },
         "jitter": _duration("jitter", 0),

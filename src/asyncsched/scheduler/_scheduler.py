@@ -569,10 +569,10 @@ class TaskScheduler:
         if options.get("retry"):
             max_retries, interval = options["retry"]["max"], options["retry"].get("interval", 0)
             retry = max_retries
-            if interval:
+            if interval or set(options["retry"]) - {"max", "interval"}:  # fixed waits, or backoff / on
                 from ..queue import Retry  # type: ignore[import-not-found,unused-ignore]
 
-                retry = Retry(max=max_retries, interval=interval)
+                retry = Retry.from_dict(options["retry"])
         jitter = float(options.get("jitter") or 0)
         result: str = await queue.enqueue(
             task.function,

@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..exceptions import AsyncschedError, InvalidJob, JobNotFound, TaskDefinitionError
 from ..queue import RateLimit, Repeat
+from ..queue._retry import retry_from_data
 from ._bulk import create_tasks
 from ._live import matches
 from ._ops import OperatorHandlers
@@ -130,6 +131,16 @@ class Handlers(OperatorHandlers):
         except InvalidJob as exc:
             raise ValidationFailed([error(("body", "function"), str(exc))]) from None
 
+    def _check_retry(self, body: dict[str, Any]) -> Any:
+        """The body's ``retry`` as a :class:`Retry` (422 naming ``retry``). Exception classes it names are
+        resolved without importing a module the allow-list does not cover (an imported one resolves)."""
+        if not body.get("retry") or isinstance(body["retry"], int):
+            return body.get("retry") or None
+        try:
+            return retry_from_data(body["retry"], allow=self.services.settings.allowed_functions)
+        except ValueError as exc:
+            raise ValidationFailed([error(("body", "retry"), str(exc))]) from None
+
     def _validate_schedule(self, body: dict[str, Any]) -> list[FieldError]:
         errors: list[FieldError] = []
         tz = body.get("timezone", "UTC")
@@ -154,6 +165,7 @@ class Handlers(OperatorHandlers):
         if errors:
             raise ValidationFailed(errors)
         await self._check_function(body["function"])
+        self._check_retry(body)
         scheduler = await self.services.scheduler()
         agent = body.get("agent_name") or settings.agent
         definition = {k: v for k, v in body.items() if k != "agent_name" and v is not None}
@@ -281,7 +293,7 @@ class Handlers(OperatorHandlers):
             "timeout": body.get("timeout"),
         }
         if body.get("retry"):
-            options["retry"] = body["retry"]
+            options["retry"] = self._check_retry(body)
         if body.get("depends_on"):  # RQ's dependencies (rq-compat.md)
             options["depends_on"] = list(body["depends_on"])
             options["allow_dependency_failures"] = bool(body.get("allow_dependency_failures", False))

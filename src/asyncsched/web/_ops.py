@@ -71,6 +71,7 @@ class OperatorHandlers:
     services: Any
     _task: Any
     _check_function: Any
+    _check_retry: Any
     _validate_schedule: Any
 
     # -- tasks ---------------------------------------------------------------------------------------------
@@ -97,6 +98,7 @@ class OperatorHandlers:
             raise ValidationFailed(errors)
         if "function" in body:
             await self._check_function(body["function"])
+        self._check_retry(body)
         if "name" in body and body["name"] != task.name:
             try:
                 await scheduler.get_task(body["name"], agent_name=task.agent_name)

@@ -125,7 +125,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "task_name": _name,
             "description": {"type": ["string", "null"], "maxLength": 2000},
             "timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 604800},
-            "retry": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+            "retry": {
+                "type": ["integer", "object", "null"],
+                "minimum": 0,
+                "maximum": 100,
+                "maxProperties": 7,
+                "description": "Retries: a count, {max, interval}, or {max, backoff: exponential, base, cap, "
+                "jitter}; `on: [exception class names]` retries only on those (see docs/queue.md).",
+            },
             "delay": {"type": ["number", "null"], "minimum": 0, "maximum": 31536000},
             "at": {"type": ["string", "null"], "format": "date-time"},
             "depends_on": {
@@ -170,6 +177,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "task_name": {"type": ["string", "null"]},
             "result": {},
             "error": {"type": ["string", "null"]},
+            "attempt": {"type": "integer"},
+            "meta": {"type": "object"},
+            "progress": {
+                "description": "What the job reported with current_job().progress(): a fraction from 0 to 1 "
+                "or a JSON object (null when it reported none); also meta.progress."
+            },
         },
     },
     "Queue": {

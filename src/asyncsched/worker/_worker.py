@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,9 @@ from ..rq import codec
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
 from ._arq import ArqConsumer, arq_functions
+from ._context import ProgressReporter
 from ._guard import QueueBackoff, parse_command
+from ._hooks import HOOK_NAMES, Hooks, hooks_from, load_hooks, run_hooked, shutdown, startup
 from ._job import ClaimedJob, Outcome, Prepared, after_run, execute, prepare, put_back, result_type, stopped
 from ._rqjob import CurrentJob, install_rq_current_job, set_current
 
@@ -71,6 +73,10 @@ class Worker:
       ``heartbeat_interval`` seconds to now + ``lease``; a job whose lease lapses (its worker died) is
       recovered by any worker's reaper per ``orphan_policy`` (``fail`` by default, like RQ; ``requeue``).
     * ``grace_period``: on stop, how long running jobs may finish before they are put back on their queue.
+    * ``on_startup``/``on_shutdown``/``before_job``/``after_job``: worker hooks, or ``hooks`` (a
+      :class:`~asyncsched.worker.Hooks`, an object with those attributes, or a ``"module:object"``
+      reference); see :mod:`asyncsched.worker._hooks`. ``resources``: the dict ``on_startup`` fills,
+      shared with every job as ``current_job().resources``.
     """
 
     def __init__(
@@ -95,6 +101,11 @@ class Worker:
         reap_interval: float = 30.0,
         arq: Mapping[str, Any] | Iterable[Any] | str | None = None,
         arq_serializer: str = "pickle",
+        hooks: Hooks | str | object | None = None,
+        on_startup: Callable[..., Any] | None = None,
+        on_shutdown: Callable[..., Any] | None = None,
+        before_job: Callable[..., Any] | None = None,
+        after_job: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         _tracing.configure(self.settings)
@@ -169,10 +180,20 @@ class Worker:
         self._exec_base = os.urandom(10).hex()
         self._exec_seq = 0  # the next execution number: ids are base + %012x, made by the claim script
         self.metrics: ProcessMetrics | None = None  # asyncsched._metrics: observes each recorded batch
+        self.hooks = _hooks(hooks, on_startup, on_shutdown, before_job, after_job)
+        self._around = self.hooks is not None and self.hooks.around_jobs  # checked once per job
+        self.resources: dict[str, Any] = {}  # on_startup's shared resources (current_job().resources)
+        self._hooks_up = False
+        self._reporter: ProgressReporter | None = None
 
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> Worker:
-        await self._register_birth()
+        await self._start_hooks()
+        try:
+            await self._register_birth()
+        except BaseException:
+            await self._stop_hooks()
+            raise
         self._entered = True
         return self
 
@@ -180,11 +201,26 @@ class Worker:
         try:
             await self._register_death()
         finally:
+            await self._stop_hooks()
             self._pool.shutdown(wait=False, cancel_futures=True)
             if self._sync is not None:
                 self._sync.close()
             if self._owns:
                 await self.redis.aclose()
+
+    async def _start_hooks(self) -> None:
+        """``on_startup`` (once per entry); :class:`WorkerHookError` stops the worker before any job."""
+        if not self._hooks_up:
+            await startup(self.hooks, self.resources, self._pool, self.name)
+            self._hooks_up = True
+
+    async def _stop_hooks(self) -> None:
+        if self._reporter is not None:
+            await self._reporter.aclose()
+            self._reporter = None
+        if self._hooks_up:
+            self._hooks_up = False
+            await shutdown(self.hooks, self.resources, self._pool, self.name)
 
     def request_stop(self) -> None:
         """Stop taking work; running jobs get ``grace_period`` to finish, the rest is put back."""
@@ -198,8 +234,10 @@ class Worker:
 
     async def run(self) -> None:
         """Process jobs until :meth:`request_stop` (or, in burst mode, until the queues are empty)."""
+        await self._start_hooks()
         if not self._registered:
             await self._register_birth()
+        self._reporter = self._reporter or ProgressReporter(self.redis, self.settings, self.name)
         install_rq_current_job()  # rq.get_current_job() sees our jobs (when rq is installed)
         self._closing.clear()
         closing = self._closing.is_set
@@ -245,6 +283,7 @@ class Worker:
             if not self._entered:  # used without ``async with``: leave nothing registered
                 with contextlib.suppress(Exception):
                     await self._register_death()
+                await self._stop_hooks()
             log.info("worker %s stopped after %d jobs", self.name, self.processed)
 
     async def _stop_background(self) -> None:
@@ -582,14 +621,22 @@ class Worker:
         self._running[job.id] = (job, task)
 
     async def _execute(self, job: ClaimedJob, prep: Prepared) -> None:
-        ctx = CurrentJob(job.id, job.queue, job.execution_id, job.attempt, self.name, job.hash, prep.fmt)
-        ctx.connect = self._sync_redis
+        ctx = CurrentJob(
+            job.id, job.queue, job.execution_id, job.attempt, self.name, job.hash, prep.fmt, self._sync_redis,
+            resources=self.resources, reporter=self._reporter,
+        )  # fmt: skip
+        job.context = ctx
         set_current(ctx)  # this task's context: the job's function, its threads, its callbacks
         try:
-            if _tracing.tracer is None:  # asyncsched/_tracing.py: a span around the run when on
-                outcome = await execute(job, prep, self._pool)
+            if self._around:
+                assert self.hooks is not None
+                run = run_hooked(self.hooks, job, prep, self._pool, ctx)
             else:
-                outcome = await _tracing.run_traced(job, prep.fmt, execute(job, prep, self._pool))
+                run = execute(job, prep, self._pool)
+            if _tracing.tracer is None:  # asyncsched/_tracing.py: a span around the run when on
+                outcome = await run
+            else:
+                outcome = await _tracing.run_traced(job, prep.fmt, run)
             if job.features is not None:
                 outcome = await after_run(job, outcome, self._pool, ctx)
         except asyncio.CancelledError:
@@ -771,8 +818,11 @@ class Worker:
         self._cancel(job, task)
 
     def _cancel(self, job: ClaimedJob, task: asyncio.Task[None]) -> None:
-        """Cancel a job's task. A task cancelled before its first step never reaches ``_execute``'s
-        handler, so its outcome is recorded here instead (else the job would stay started forever)."""
+        """Cancel a job's task (and set its cancel token: a sync job's thread runs on). A task cancelled
+        before its first step never reaches ``_execute``'s handler, so its outcome is recorded here instead
+        (else the job would stay started forever)."""
+        if job.context is not None:
+            job.context.cancel()
         task.cancel()
 
         def never_started(done: asyncio.Task[None]) -> None:
@@ -895,6 +945,18 @@ class Worker:
         end = time.monotonic() + 30
         while self._running and time.monotonic() < end:  # the completer records what is left
             await self._wait_slot(0.2)
+
+
+def _hooks(hooks: Hooks | str | object | None, *named: Callable[..., Any] | None) -> Hooks | None:
+    """The worker's hooks from ``hooks=`` and/or the four hook arguments (``None``: no hooks at all)."""
+    given = dict(zip(HOOK_NAMES, named, strict=True))
+    given = {k: v for k, v in given.items() if v is not None}
+    if hooks is None:
+        return Hooks(**given) if given else None
+    base = load_hooks(hooks) if isinstance(hooks, str) else hooks_from(hooks)
+    if given:
+        base = Hooks(**{name: given.get(name, getattr(base, name)) for name in HOOK_NAMES})
+    return base
 
 
 def _known(job: ClaimedJob) -> tuple[str, ...]:

@@ -118,7 +118,9 @@ async function openJob(id) {
   if (job.worker_name) field(fields, "worker", job.worker_name);
   if (job.result !== null && job.result !== undefined) field(fields, "result", job.result);
   if (job.error) field(fields, "error", job.error);
-  if (job.meta && job.meta.progress !== undefined) field(fields, "progress", job.meta.progress);
+  if (job.progress !== null && job.progress !== undefined) {
+    field(fields, "progress", typeof job.progress === "number" ? (job.progress * 100).toFixed(1) + " %" : job.progress);
+  }
   const timeline = document.getElementById("job-timeline");
   const steps = [["created", job.created_at], ["enqueued", job.enqueued_at], ["started", job.started_at],
                  ["ended", job.ended_at]];
