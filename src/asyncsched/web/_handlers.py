@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from ..exceptions import AsyncschedError, Conflict, InvalidJob, JobNotFound, TaskDefinitionError
 from ..queue import RateLimit, Repeat
 from ..queue._retry import retry_from_data
+from ._bulk import create_tasks
 from ._live import matches
 from ._ops import OperatorHandlers
 from ._rqscheduler import list_rq_scheduler_jobs as _rq_scheduler_jobs
@@ -177,6 +178,15 @@ class Handlers(OperatorHandlers):
         return ApiJSON(
             data, status_code=201, headers={"location": f"{prefix_of(request, '/tasks')}/tasks/{data['id']}"}
         )
+
+    async def create_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+        """POST /tasks/bulk (web/_bulk.py): every item checked as ``create_task`` checks one."""
+        agent = self.services.settings.agent
+        scheduler = await self.services.scheduler()
+        data = await create_tasks(
+            body["tasks"], agent, self._validate_schedule, self._check_function, scheduler, problems_to_errors
+        )
+        return ApiJSON(data, status_code=201)
 
     async def list_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         tasks = await self.services.tasks()

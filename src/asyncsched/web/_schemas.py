@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..scheduler._fields import function_schema, limit_schema, name_schema, task_schema
+from ._bulk import bulk_schemas
 from ._ops import ops_schemas
 from ._rqscheduler import RQ_SCHEDULER_SCHEMAS
 
@@ -262,4 +263,5 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 SCHEMAS.update(RQ_SCHEDULER_SCHEMAS)
 SCHEMAS.update(ops_schemas(SCHEMAS["TaskCreate"]))
+SCHEMAS.update(bulk_schemas(SCHEMAS["TaskCreate"]))
 SCHEMAS["Queue"]["properties"]["paused"] = {"type": "boolean", "description": "Paused: workers take none."}

@@ -76,6 +76,8 @@ OPERATIONS: tuple[Operation, ...] = (
     # The spec's nine endpoints.
     Operation("create_task", "POST", "/tasks", "Create a scheduled task", "tasks",
               body="TaskCreate", response="Task", status=201, errors=(403, 409, 413, 422)),
+    Operation("create_tasks", "POST", "/tasks/bulk", "Create many scheduled tasks (all or nothing)", "tasks",
+              body="TaskCreateBulk", response="TaskBulkCreated", status=201, errors=(403, 409, 413, 422)),
     Operation("list_tasks", "GET", "/tasks", "List scheduled tasks", "tasks",
               params=(*_agents, _q("enabled", {"type": "boolean"}, "Only enabled (or disabled) tasks."),
                       *_paging), response="TaskList", errors=(422,)),
