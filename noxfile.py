@@ -57,6 +57,13 @@ def uvloop(session: nox.Session) -> None:
 
 
 @nox.session(python=PY)
+def budgets(session: nox.Session) -> None:
+    """Module and function sizes against scripts/budgets-allow.txt, repeated code, mypy strict."""
+    session.install("-e", ".[dev]")
+    session.run("python", "scripts/budgets.py", *session.posargs)
+
+
+@nox.session(python=PY)
 def mutants(session: nox.Session) -> None:
     """Curated mutation testing (scripts/mutants.py): every critical mutant must be killed.
 

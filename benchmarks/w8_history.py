@@ -205,7 +205,11 @@ def run_cell(server: Any, pg: Any, kind: str, n: int, mode: str, tmp: str) -> di
     asyncio.run(_enqueue(server.url, n))
     worker = spawn_worker([sys.executable, os.path.join(HERE, "asyncsched_worker.py")], env)
     try:
-        _wait_log(log, n, timeout=600)
+        _wait_log(log, n, timeout=1800)
+    except BaseException:
+        if recorder is not None:  # (its Redis goes with the harness: never leave it retrying)
+            stop_worker(recorder, grace=30)
+        raise
     finally:
         stop_worker(worker)
     first, last, runs_ok = _joblog(log, n)

@@ -36,6 +36,11 @@ def none() -> None:
     return None
 
 
+def stamp() -> float:
+    """When the job started (epoch seconds): delays are measured by the job itself."""
+    return time.time()
+
+
 def sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds

@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import redis.asyncio as aioredis
 
+from ._protocols import StoppableWorker
 from ._supervise import Supervised
 from .config import Settings, get_settings
 
@@ -37,6 +38,10 @@ __all__ = [
     "stop_worker",
     "warn_if_memory",
 ]
+
+if TYPE_CHECKING:
+    from .scheduler import TaskScheduler
+    from .store import Database, ScheduledTask
 
 log = logging.getLogger("asyncsched")
 
@@ -51,7 +56,7 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         log.debug("%s ended with %r", task.get_name(), task.exception())
 
 
-async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
+async def stop_worker(worker: StoppableWorker, task: asyncio.Task[Any]) -> None:
     """Let ``worker`` (already asked to stop) drain its running jobs, then make sure its task ends.
 
     Running jobs get the worker's ``grace_period``. Once none is left the worker has a few seconds to
@@ -59,8 +64,8 @@ async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
     task is cancelled until it ends, so shutdown never hangs.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + float(getattr(worker, "grace_period", 30.0)) + 2.0
-    while not task.done() and getattr(worker, "running_jobs", None) and loop.time() < deadline:
+    deadline = loop.time() + float(worker.grace_period) + 2.0
+    while not task.done() and worker.running_jobs and loop.time() < deadline:
         await asyncio.wait({task}, timeout=0.1)
     await asyncio.wait({task}, timeout=3.0)
     if not task.done():
@@ -69,7 +74,7 @@ async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
 
 
 @asynccontextmanager
-async def migrated_database(settings: Settings) -> AsyncIterator[Any]:
+async def migrated_database(settings: Settings) -> AsyncIterator[Database]:
     """The configured ``Database``, reachable (else one ``BackendUnavailable`` line naming host and port) and
     migrated to this version's schema (any dialect: every entry point migrates on first use; concurrent
     starts are serialised by the store)."""
@@ -124,9 +129,9 @@ class ControlPlane:
         self.tasks_files = [Path(p) for p in tasks]
         self.agent = agent or self.settings.agent
         self.component = component
-        self.scheduler: Any = None
-        self.db: Any = None
-        self.registered: list[Any] = []
+        self.scheduler: TaskScheduler | None = None
+        self.db: Database | None = None
+        self.registered: list[ScheduledTask] = []
         self._stack: AsyncExitStack | None = None
         self._runner: Supervised | None = None
 
@@ -179,6 +184,7 @@ class ControlPlane:
         if self.history:
             from .store import Recorder
 
+            assert self.db is not None  # opened above: history needs it
             await stack.enter_async_context(Recorder(redis, db=self.db, settings=s))
             log.info("recording job history into %s", self.db.url.render_as_string(hide_password=True))
         if self.events:

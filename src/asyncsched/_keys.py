@@ -17,15 +17,21 @@ __all__ = [
     "event_log_stream",
     "lifecycle_ledger",
     "lifecycle_stream",
+    "limit_key",
+    "limit_keys",
     "ns",
     "paused_queue",
+    "rate_limit_waits",
     "redis_marker",
     "sched_changes",
     "sched_fired",
+    "sched_held",
+    "sched_last",
     "sched_next",
     "sched_pending",
     "sched_sig",
     "sched_version",
+    "scheduled_wake",
 ]
 
 
@@ -63,6 +69,12 @@ def claiming_registry(prefix: str) -> str:
 def paused_queue(prefix: str, queue: str) -> str:
     """STRING present while ``queue`` is paused: our workers' claim script takes nothing from it."""
     return f"{ns(prefix)}:paused:{queue}"
+
+
+def rate_limit_waits(prefix: str) -> str:
+    """Hash queue -> jobs that had to wait for a rate-limit slot (``rl_count_wait`` in
+    ``rq/scripts/lib_ratelimit.lua``; exported as ``asyncsched_rate_limit_waits_total``)."""
+    return f"{ns(prefix)}:rate-limit-waits"
 
 
 def event_log_stream(prefix: str) -> str:
@@ -118,6 +130,22 @@ def sched_fired(prefix: str) -> str:
     return f"{ns(prefix)}:sched:fired"
 
 
+def sched_last(prefix: str) -> str:
+    """HASH task id -> ``<tick ms> <job id>`` of its latest run (run or held): what ``overlap`` checks."""
+    return f"{ns(prefix)}:sched:last"
+
+
+def sched_held(prefix: str) -> str:
+    """HASH ``<task id>:<tick ms>`` -> job id a held run (``overlap: queue``) waits for, until enqueued."""
+    return f"{ns(prefix)}:sched:held"
+
+
+def scheduled_wake(prefix: str, queue: str) -> str:
+    """Pub/sub channel: a job of ``queue`` was scheduled to run at the epoch ms in the message, so idle
+    workers' promoters wake for it in time (published by ``rq/scripts/enqueue.lua``, which spells it too)."""
+    return f"{ns(prefix)}:wake:{queue}"
+
+
 def sched_changes(prefix: str) -> str:
     """Pub/sub channel: a schedule changed (register, edit, enable, disable, delete); replicas reload."""
     return f"{ns(prefix)}:sched:changes"
@@ -136,3 +164,15 @@ def dead_letter_stream(prefix: str) -> str:
 def durable_consumer_alive(prefix: str, agent: str, consumer: str) -> str:
     """STRING with a TTL: the heartbeat of a durable consumer of ``agent`` (absent: the consumer is gone)."""
     return f"{ns(prefix)}:events:alive:{agent}:{consumer}"
+
+
+def limit_keys(prefix: str) -> str:
+    """SET of the flow-limit keys in use (``rq/scripts/lib_limits.lua`` documents every key of a limit)."""
+    return f"{ns(prefix)}:limit-keys"
+
+
+def limit_key(prefix: str, key: str, part: str = "") -> str:
+    """A flow limit's HASH (``max``, ``rate``, ``period``), or its ZSET ``part``: ``active`` (running jobs),
+    ``starts`` (starts in the rate window) or ``waiting`` (parked jobs). The Lua scripts build the same."""
+    base = f"{ns(prefix)}:limit:{key}"
+    return f"{base}:{part}" if part else base

@@ -10,7 +10,7 @@ cap drops unread). Two consumer groups read it:
   ``(job_id, attempt)``), XACKs only after the commit. While the database is down the records wait in the
   stream: bounded, in Redis, nothing lost or duplicated.
 * ``events`` — publishes ``task.queued``, ``task.started``, ``task.completed``, ``task.failed``,
-  ``task.cancelled`` on the event bus (see :data:`EVENT_TYPES`).
+  ``task.cancelled``, ``task.skipped`` on the event bus (see :data:`EVENT_TYPES`).
 
 The worker never waits on SQL or on event delivery. Records of one job may be consumed out of order across
 batches; consumers merge by :data:`RANK` so a later state is never overwritten by an earlier one.
@@ -52,6 +52,9 @@ class Lifecycle(enum.StrEnum):
     FAILED = "failed"
     RETRY = "retry"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    """A scheduled tick that did not run: its task's previous run was still queued or running
+    (``overlap: skip``). ``error`` says why; the job id is the one the tick would have had."""
 
 
 RANK: Mapping[Lifecycle, int] = {
@@ -63,6 +66,7 @@ RANK: Mapping[Lifecycle, int] = {
     Lifecycle.FAILED: 3,
     Lifecycle.RETRY: 3,
     Lifecycle.CANCELLED: 4,
+    Lifecycle.SKIPPED: 4,
 }
 """Merge order: a record of lower rank never overwrites a stored state of higher rank (same attempt)."""
 
@@ -73,6 +77,7 @@ EVENT_TYPES: Mapping[Lifecycle, str] = {
     Lifecycle.FAILED: "task.failed",
     Lifecycle.RETRY: "task.failed",
     Lifecycle.CANCELLED: "task.cancelled",
+    Lifecycle.SKIPPED: "task.skipped",
 }
 """Event bus type published for each lifecycle kind (scheduled/deferred publish nothing)."""
 

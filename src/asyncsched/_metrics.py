@@ -20,7 +20,12 @@ queues are the worker's own, so bounded by its command line):
 * Read from Redis at each scrape (deployment-wide, the same on every process): ``asyncsched_scheduler_
   ticks_overdue`` and ``asyncsched_scheduler_overdue_seconds`` (the oldest due tick no replica fired yet),
   ``asyncsched_recorder_lag_entries`` (lifecycle entries not yet written to SQL: undelivered plus
-  unacknowledged in the recorder's consumer group).
+  unacknowledged in the recorder's consumer group), ``asyncsched_rate_limit_waits_total{queue}`` (jobs that
+  had to wait for a rate-limit slot: counted in Redis by the scripts, see :func:`count_rate_limit_waits`).
+* ``asyncsched_event_delivery_lag_seconds{mode}`` histogram: an event's ``created_at`` (set when it is
+  published) to its arrival in this process's event bus, ``mode`` ``live`` (pub/sub) or ``durable``
+  (streams: includes the time the agent was away). Observed only in a process that serves metrics
+  (:func:`enable_process_series`).
 """
 
 from __future__ import annotations
@@ -35,9 +40,18 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
-from ._keys import lifecycle_stream, sched_next
+from ._keys import lifecycle_stream, rate_limit_waits, sched_next
 
-__all__ = ["CONTENT_TYPE", "MAX_FUNCTIONS", "ProcessMetrics", "add_flags", "expose", "serve"]
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_FUNCTIONS",
+    "ProcessMetrics",
+    "add_flags",
+    "count_rate_limit_waits",
+    "enable_process_series",
+    "expose",
+    "serve",
+]
 
 log = logging.getLogger("asyncsched.metrics")
 
@@ -45,42 +59,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_FUNCTIONS = 50
 """Distinct ``function`` label values one process reports; later ones are reported as ``other``."""
 
-WAIT_BUCKETS = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-    3600.0,
-)
-RUN_BUCKETS = (
-    0.001,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    3600.0,
-)
+# fmt: off
+WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+RUN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+               1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+# fmt: on
+BUS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0, 3600.0)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 _OUTCOME = {
@@ -125,6 +110,41 @@ def _family(name: str, kind: str, text: str, *samples: str) -> list[str]:
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+bus_lag: dict[str, Histogram] | None = None
+"""Event delivery lag by mode (``live``, ``durable``), fed by ``EventBus``; ``None`` (not observed) until
+this process serves metrics."""
+
+
+def enable_process_series() -> None:
+    """Start observing this process's event delivery lag (a process serving metrics calls this)."""
+    global bus_lag
+    if bus_lag is None:
+        bus_lag = {"live": Histogram(BUS_BUCKETS), "durable": Histogram(BUS_BUCKETS)}
+
+
+def observe_delivery(mode: str, created_at: datetime) -> None:
+    """An event published at ``created_at`` arrived now (the bus calls this when :data:`bus_lag` is set)."""
+    if bus_lag is not None:
+        bus_lag[mode].observe(max(time.time() - created_at.timestamp(), 0.0))
+
+
+def process_lines() -> list[str]:
+    """The series every process serving metrics has: event delivery lag."""
+    if bus_lag is None:
+        return []
+    name = "asyncsched_event_delivery_lag_seconds"
+    out = _family(name, "histogram", "An event's publication to its arrival in this process's event bus.")
+    for mode, hist in bus_lag.items():
+        out.extend(hist.lines(name, f'mode="{mode}"'))
+    return out
+
+
+async def count_rate_limit_waits(redis: Any, prefix: str, queue: str, n: int = 1) -> None:
+    """Count ``n`` jobs of ``queue`` that had to wait for a rate-limit slot (Python callers; the Lua
+    scripts call ``rl_count_wait`` of ``lib_ratelimit.lua``, which increments the same hash)."""
+    await redis.hincrby(rate_limit_waits(prefix), queue, n)
 
 
 class _Series:
@@ -273,6 +293,7 @@ class ProcessMetrics:
             out += self._job_lines()
         else:
             out += self._scheduler_lines()
+        out += process_lines()
         if redis is not None:
             out += await redis_lines(redis, prefix)
         return "\n".join(out) + "\n"
@@ -302,6 +323,12 @@ async def redis_lines(redis: Any, prefix: str) -> list[str]:
                 lag = int(group.get("lag") or 0) + int(group.get("pending") or 0)
                 name = "asyncsched_recorder_lag_entries"
                 out += _family(name, "gauge", "Lifecycle entries not yet written to SQL.", f"{name} {lag}")
+    with contextlib.suppress(Exception):
+        waits = await redis.hgetall(rate_limit_waits(prefix))
+        name = "asyncsched_rate_limit_waits_total"
+        out += _family(name, "counter", "Jobs that had to wait for a rate-limit slot, by queue.")
+        for queue, n in sorted(waits.items()):
+            out.append(f'{name}{{queue="{_label(queue.decode(errors="replace"))}"}} {int(n)}')
     return out
 
 
@@ -350,6 +377,7 @@ async def expose(
     if port is None:
         return None
     metrics = ProcessMetrics()
+    enable_process_series()
     server = await serve(args.metrics_host, port, lambda: metrics.render(redis, prefix, worker=worker))
 
     async def close() -> None:

@@ -49,6 +49,8 @@ Environment variable           Default                         Meaning
                                                                what it publishes for the EventMessage table
 ``ASYNCSCHED_LOG_LEVEL``       ``INFO``                        Logging level
 ``ASYNCSCHED_RQ_SCHEDULER``   ``true``                        Schedulers also fire rq-scheduler's jobs
+``ASYNCSCHED_TRACING``        ``false``                       OpenTelemetry spans from enqueue to run
+                                                               (needs the ``otel`` extra)
 =============================  ==============================  ==========================================
 """
 
@@ -102,6 +104,7 @@ _ENV_VARS: Mapping[str, str] = {
     "ASYNCSCHED_ENV": "env",
     "ASYNCSCHED_LOG_LEVEL": "log_level",
     "ASYNCSCHED_RQ_SCHEDULER": "rq_scheduler",
+    "ASYNCSCHED_TRACING": "tracing",
 }
 """Environment variable -> settings field. ``ASYNCSCHED_KEY_PREFIX`` wins over RQ's ``RQ_KEY_PREFIX``."""
 
@@ -137,6 +140,7 @@ class Settings:
     env: str | None = None
     log_level: str = "INFO"
     rq_scheduler: bool = True
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         if self.serializer not in ("json", "pickle"):

@@ -19,21 +19,36 @@
     │   └── BrokenTask                             a stored task row that cannot be read or run as it is
     ├── TaskNotFound (LookupError)
     ├── DuplicateTask (ValueError)
-    └── FunctionNotAllowed (PermissionError)    a function outside the API's allow-list
+    ├── FunctionNotAllowed (PermissionError)    a function outside the API's allow-list
+    ├── WorkerHookError (RuntimeError)          a worker's on_startup hook failed: the worker stops
+    ├── MalformedEvent (ValueError)              a bus message that is not a valid event envelope
+    ├── ExecutionNotFound (LookupError)          no execution (history row) with this id
+    ├── EventNotFound (LookupError)              no persisted event with this id
+    ├── MigrationError (RuntimeError)            the database schema cannot be brought to the models'
+    ├── ComponentUnavailable                     the API needs a component that cannot start (503)
+    ├── ValidationFailed                         request fields are invalid; ``errors`` lists each (422)
+    └── Conflict                                 an action the current state does not allow (API 409,
+                                                 CLI exit 1; ``Refused`` is its CLI name)
 
 Outcomes that are not errors (a job's status, a misfire decision) are enums, not exceptions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "AsyncschedError",
     "BackendUnavailable",
     "BrokenTask",
+    "ComponentUnavailable",
     "ConfigurationError",
+    "Conflict",
     "DuplicateTask",
+    "EventNotFound",
+    "ExecutionNotFound",
     "FunctionNotAllowed",
     "InvalidJob",
     "InvalidSchedule",
@@ -41,6 +56,8 @@ __all__ = [
     "JobError",
     "JobNotFound",
     "JobTimeout",
+    "MalformedEvent",
+    "MigrationError",
     "Problem",
     "RedisRefused",
     "SerializationError",
@@ -48,6 +65,8 @@ __all__ = [
     "TaskNotFound",
     "UnsafeJob",
     "UnsupportedURL",
+    "ValidationFailed",
+    "WorkerHookError",
 ]
 
 
@@ -161,3 +180,44 @@ class DuplicateTask(AsyncschedError, ValueError):
 
 class FunctionNotAllowed(AsyncschedError, PermissionError):
     """The function is not on the configured allow-list, so the API refuses to schedule or enqueue it."""
+
+
+class WorkerHookError(AsyncschedError, RuntimeError):
+    """A worker's ``on_startup`` hook raised: the worker does not start (the message names the hook)."""
+
+
+class MalformedEvent(AsyncschedError, ValueError):
+    """A message on the bus is not a valid event envelope (the message names the field or the limit).
+
+    Readers skip such a message (logged; a durable one goes to the dead-letter stream): it never reaches
+    a callback and never stops a reader."""
+
+
+class ExecutionNotFound(AsyncschedError, LookupError):
+    """No execution with this id, and no job with this id in the history."""
+
+
+class EventNotFound(AsyncschedError, LookupError):
+    """No persisted event with this id."""
+
+
+class MigrationError(AsyncschedError, RuntimeError):
+    """The database's schema cannot be brought to the models' (the message says what differs)."""
+
+
+class ComponentUnavailable(AsyncschedError):
+    """A component the request needs is not installed or could not start (answered 503)."""
+
+
+class ValidationFailed(AsyncschedError):
+    """One or more request fields are invalid; ``errors`` lists each one (answered 422).
+
+    Each error is ``{"loc": ["body", "schedule"], "msg": "...", "type": "value_error"}``."""
+
+    def __init__(self, errors: Sequence[dict[str, Any]]) -> None:
+        self.errors: list[dict[str, Any]] = list(errors)
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in self.errors))
+
+
+class Conflict(AsyncschedError):
+    """The action conflicts with the current state (the API answers 409, the CLI exits 1)."""

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -37,15 +37,16 @@ from typing import Any
 import uvicorn
 
 from ._control import cancel_and_wait, stop_worker
+from ._metrics import ProcessMetrics
 from ._redis import check_redis, create_redis, mask_url
 from ._redis._durability import warn_if_redis_may_lose_data
 from ._supervise import Supervised
 from .config import Settings, get_settings
-from .events import EventBus, LifecyclePublisher, system_events
+from .events import Event, EventBus, LifecyclePublisher, system_events
 from .exceptions import ConfigurationError
 from .queue import TaskQueue
 from .scheduler import TaskScheduler
-from .store import Database, Recorder
+from .store import Database, Recorder, ScheduledTask
 from .web import Services, create_app
 from .web._live import LiveFeed
 from .web._services import MONITOR, pump
@@ -85,13 +86,13 @@ def _preview(value: Any) -> str:
 class RunLog:
     """Turns ``task.*`` events into one line each: what fired, and how each run ended."""
 
-    def __init__(self, queue: Any = None) -> None:
+    def __init__(self, queue: TaskQueue | None = None) -> None:
         self.queue = queue
         self._results: set[asyncio.Task[None]] = set()
 
-    def __call__(self, event: Any) -> None:
-        event_type = getattr(event, "event_type", "")
-        payload: dict[str, Any] = getattr(event, "payload", None) or {}
+    def __call__(self, event: Event) -> None:
+        event_type = event.event_type
+        payload: Mapping[str, Any] = event.payload or {}
         name = payload.get("task_name") or payload.get("function") or "?"
         job = payload.get("job_id", "?")
         if event_type == "task.queued":
@@ -115,6 +116,7 @@ class RunLog:
             log.info("cancelled %s job %s", name, job)
 
     async def _log_result(self, name: str, job: str, took: str) -> None:
+        assert self.queue is not None  # only called when there is one
         try:
             result = await asyncio.wait_for(self.queue.result(job), 5)
             log.info("success %s job %s%s -> %s", name, job, took, _preview(result))
@@ -132,7 +134,7 @@ class Runtime:
 
     ``tasks_files``: ``tasks.yaml`` files to register (default ``settings.tasks``); ``agent``: their agent
     (default ``settings.agent``); ``host``/``port``: the HTTP server (default the settings'); ``http``:
-    serve HTTP at all; ``worker``: run a worker in this process.
+    serve HTTP at all; ``worker``: run a worker in this process, with ``worker_hooks`` (see ``Worker``).
     """
 
     def __init__(
@@ -145,21 +147,23 @@ class Runtime:
         port: int | None = None,
         http: bool = True,
         worker: bool = True,
+        worker_hooks: Any = None,
     ) -> None:
         base = settings or get_settings()
         files = tuple(str(f) for f in tasks_files) if tasks_files is not None else None
         self.settings = base.replace(tasks=files, agent=agent, host=host, port=port)
         self.http = http
         self.run_worker = worker
+        self.worker_hooks = worker_hooks  # Worker(hooks=...): a Hooks, an object or "module:object"
         self.services: Services | None = None
         self.live = LiveFeed()
         self.url: str | None = None
-        self.tasks: list[Any] = []
+        self.tasks: list[ScheduledTask] = []
         self._stack: AsyncExitStack | None = None
         self._stop = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []
         self._server: _Server | None = None
-        self._worker: Any = None
+        self._worker: Worker | None = None
 
     # -- lifetime ----------------------------------------------------------------------------------
 
@@ -200,7 +204,13 @@ class Runtime:
         finally:
             stop.cancel()
 
-    def _supervise(self, stack: AsyncExitStack, run: Any, name: str, done: Any = None) -> asyncio.Task[Any]:
+    def _supervise(
+        self,
+        stack: AsyncExitStack,
+        run: Callable[[], Awaitable[Any]],
+        name: str,
+        done: Callable[[], bool] | None = None,
+    ) -> asyncio.Task[Any]:
         """Run ``run()`` under a supervisor (restarted with backoff when it crashes or ends unless
         ``done()``); its supervising task is watched by :meth:`wait` and stopped with the stack."""
         supervised = Supervised(name, run, done=done or self._stop.is_set).start()
@@ -216,7 +226,7 @@ class Runtime:
         stack.push_async_callback(_stop)
         return task
 
-    def _spawn(self, stack: AsyncExitStack, coro: Any, name: str) -> asyncio.Task[Any]:
+    def _spawn(self, stack: AsyncExitStack, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._background.append(task)
 
@@ -247,8 +257,10 @@ class Runtime:
         _ = self._supervise(
             stack, lambda: pump(bus, self.live.push, run_log), "asyncsched-live", lambda: not bus.started
         )
+        metrics = ProcessMetrics()  # the worker's job histograms and the scheduler's tick lag, on /metrics
         if self.run_worker:
-            worker = await stack.enter_async_context(Worker(redis=redis, settings=s))
+            worker = await stack.enter_async_context(Worker(redis=redis, settings=s, hooks=self.worker_hooks))
+            worker.metrics = metrics
             self._worker = worker
             worker_task = self._supervise(stack, worker.run, "asyncsched-worker", worker._stop.is_set)
 
@@ -258,6 +270,7 @@ class Runtime:
 
             stack.push_async_callback(_stop_worker)
         scheduler = await stack.enter_async_context(TaskScheduler(redis, settings=s, db=db, queue=queue))
+        scheduler.metrics = metrics
         for path in s.tasks:
             registered = await scheduler.register_file(Path(path), agent_name=s.agent)
             self.tasks.extend(registered)
@@ -267,6 +280,7 @@ class Runtime:
         self.services = Services(
             s, redis=redis, db=db, queue=queue, scheduler=scheduler, bus=bus, live=self.live
         )
+        self.services.process_metrics = metrics
         log.info("redis %s, database %s", mask_url(s.redis_url), db.url.render_as_string(hide_password=True))
         if self.http:
             await self._serve(stack)

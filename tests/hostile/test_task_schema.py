@@ -220,6 +220,7 @@ _FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "retry": _numbers | _json | st.fixed_dictionaries({"max": _numbers, "interval": _numbers | _json}),
     "jitter": _numbers | _hostile_text | st.sampled_from(["30 seconds"]),
     "misfire": st.sampled_from(["coalesce", "skip", "all", "never"]) | _json,
+    "overlap": st.sampled_from(["skip", "queue", "allow", "Skip", "skip\n"]) | _json,
     "misfire_grace": _numbers | _hostile_text,
     "start": st.sampled_from(["2026-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00", "soon"]) | _json,
 }

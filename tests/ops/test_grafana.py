@@ -21,3 +21,4 @@ def test_grafana_dashboard_names_only_exported_series() -> None:
     missing = sorted(n for n in names if f'"{n}"' not in exported and f"``{n}" not in exported)
     assert missing == []
     assert {"asyncsched_job_wait_seconds", "asyncsched_scheduler_tick_lag_seconds"} <= names
+    assert {"asyncsched_rate_limit_waits_total", "asyncsched_event_delivery_lag_seconds"} <= names

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 
-from asyncsched._metrics import ProcessMetrics
+from asyncsched import _metrics
+from asyncsched._metrics import ProcessMetrics, count_rate_limit_waits
 from asyncsched.config import Settings
-from asyncsched.queue import Retry, TaskQueue
+from asyncsched.events import Event, EventBus
+from asyncsched.queue import RateLimit, Retry, TaskQueue
 from asyncsched.rq import codec
 from asyncsched.worker import Worker
 from asyncsched.worker._job import ClaimedJob, Outcome
@@ -153,3 +155,47 @@ async def test_metrics_port_of_worker_and_scheduler(
             assert (await client.get(f"http://127.0.0.1:{wport}/other")).status_code == 404
     finally:
         await asyncio.gather(asyncio.to_thread(worker.stop), asyncio.to_thread(scheduler.stop))
+
+
+async def test_rate_limit_waits_are_counted_per_queue(queue: TaskQueue, ops_settings: Settings) -> None:
+    limit = RateLimit("rl-metrics", concurrency=1)
+    for i in range(3):  # the first takes the one slot, the other two wait
+        await queue.enqueue(jobs.add, args=(i, i), queue="rl", rate_limit=limit)
+    await queue.enqueue(jobs.add, args=(9, 9), queue="free")  # no limit: never counted
+    got = samples(await ProcessMetrics().render(queue.redis, ops_settings.key_prefix))
+    assert got['asyncsched_rate_limit_waits_total{queue="rl"}'] == 2
+    assert not any('queue="free"' in k for k in got if k.startswith("asyncsched_rate_limit"))
+    # a caller in Python counts into the same series
+    await count_rate_limit_waits(queue.redis, ops_settings.key_prefix, "rl", 3)
+    async with Worker(["rl"], settings=ops_settings, burst=True) as worker:
+        await worker.run()  # each finished job frees the slot for one waiting job: no new wait
+    got = samples(await ProcessMetrics().render(queue.redis, ops_settings.key_prefix))
+    assert got['asyncsched_rate_limit_waits_total{queue="rl"}'] == 5
+    assert worker.processed == 3
+
+
+async def test_event_delivery_lag_live_and_durable(ops_settings: Settings) -> None:
+    saved = _metrics.bus_lag
+    _metrics.bus_lag = None
+    try:
+        async with EventBus(settings=ops_settings) as bus:
+            live: asyncio.Queue[Event] = asyncio.Queue()
+            durable: asyncio.Queue[Event] = asyncio.Queue()
+            await bus.subscribe("a", "lag.*", live.put)
+            await bus.publish("lag.before", "src")
+            await live.get()  # metrics not served in this process yet: nothing observed
+            assert _metrics.bus_lag is None
+            _metrics.enable_process_series()
+            await bus.subscribe("d", "lag.*", durable.put, durable=True)
+            for _ in range(3):
+                await bus.publish("lag.after", "src")
+            for _ in range(3):
+                await live.get()
+                await durable.get()
+        got = samples(await ProcessMetrics().render())
+        assert got['asyncsched_event_delivery_lag_seconds_count{mode="live"}'] == 3
+        assert got['asyncsched_event_delivery_lag_seconds_count{mode="durable"}'] == 3
+        assert got['asyncsched_event_delivery_lag_seconds_bucket{mode="live",le="+Inf"}'] == 3
+        assert 0 <= got['asyncsched_event_delivery_lag_seconds_sum{mode="live"}'] < 30
+    finally:
+        _metrics.bus_lag = saved

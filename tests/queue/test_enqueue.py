@@ -238,7 +238,7 @@ async def test_mixed_batch_writes_each_job_as_a_single_enqueue_would(
     ]
     batch = await queue.enqueue_many(specs)
     single = [await queue.enqueue(**{**spec, "queue": "single"}) for spec in specs[:6] + specs[8:]]  # type: ignore[arg-type]
-    per_job = {b"created_at", b"enqueued_at", b"origin"}
+    per_job = {b"created_at", b"enqueued_at", b"origin", b"asyncsched_run_at"}  # times of each enqueue
 
     async def shape(job_id: str) -> dict[bytes, bytes]:
         h = await redis.hgetall(f"rq:job:{job_id}")

@@ -31,14 +31,14 @@ async def test_a_claim_holds_only_while_the_index_still_has_the_tick_it_saw(
     seen, nxt = to_ms(at(12, 1)), to_ms(at(12, 2))
     assert await index.score(task.id) == seen
     lease = to_ms(at(12, 2))
-    assert await index.claim(task.id, seen, nxt, [seen], lease) == 1
+    assert (await index.claim(task.id, seen, nxt, [seen], lease)).code == 1
     assert await index.score(task.id) == nxt
     # a second claimer that saw the same tick loses: the entry moved on
-    assert await index.claim(task.id, seen, to_ms(at(12, 3)), [seen], lease) == 0
+    assert (await index.claim(task.id, seen, to_ms(at(12, 3)), [seen], lease)).code == 0
     assert await index.score(task.id) == nxt
     assert await index.expired_leases(lease) == [(task.id, seen)]  # one lease, not two
     # a tick the index never held is not claimable either
-    assert await index.claim(task.id, to_ms(at(12, 1, 30)), nxt, [seen], lease) == 0
+    assert (await index.claim(task.id, to_ms(at(12, 1, 30)), nxt, [seen], lease)).code == 0
 
 
 async def test_replicas_that_both_saw_a_tick_due_enqueue_it_once(
@@ -109,7 +109,7 @@ async def test_relet_takes_only_an_expired_lease(
     task = await scheduler.register_task(name="t", type="interval", schedule="1 hour", function=FUNCTION)
     index = scheduler.index
     tick = to_ms(at(13))
-    assert await index.claim(task.id, tick, to_ms(at(14)), [tick], to_ms(at(13, 1))) == 1
+    assert (await index.claim(task.id, tick, to_ms(at(14)), [tick], to_ms(at(13, 1)))).code == 1
     assert not await index.relet(task.id, tick, to_ms(at(13, 0, 30)), to_ms(at(13, 2)))  # still held
     assert await index.expired_leases(to_ms(at(13, 1))) == [(task.id, tick)]  # deadline unchanged
     assert await index.relet(task.id, tick, to_ms(at(13, 1, 1)), to_ms(at(13, 2, 1)))  # expired: taken

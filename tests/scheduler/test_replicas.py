@@ -28,6 +28,7 @@ tasks:
     type: cron
     schedule: "* * * * * *"
     function: "tests.scheduler.conftest:jobs_fn"
+    overlap: allow  # no worker runs the jobs: every tick is enqueued (this test is about claims)
 """
 
 

@@ -16,6 +16,7 @@ from asyncsched._lifecycle import Lifecycle, LifecycleRecord
 from asyncsched.config import Settings
 from asyncsched.store import Database, ExecutionRepository, Recorder
 from asyncsched.store._history_loss import history_loss
+from asyncsched.store._history_rows import ExecutionRow
 from asyncsched.store._recorder import GROUP
 
 from .helpers import emit, lifecycle
@@ -88,7 +89,7 @@ async def test_pending_records_trimmed_during_an_outage_count_as_lost_once(
     rec = _recorder(redis, db, batch_size=6)
     real_upsert = rec._upsert
 
-    async def upsert(conn: Any, rows: list[dict[str, Any]]) -> None:
+    async def upsert(conn: Any, rows: list[ExecutionRow]) -> None:
         if down["on"]:
             raise OperationalError("INSERT", {}, ConnectionRefusedError("database is down"))
         await real_upsert(conn, rows)

@@ -24,6 +24,7 @@ from asyncsched.store import (
     ScheduledTask,
     TaskExecution,
 )
+from asyncsched.store._history_rows import ExecutionRow
 from asyncsched.store._recorder import GROUP
 
 from ..servers import RedisServer
@@ -248,7 +249,7 @@ async def test_database_failures_lose_and_duplicate_nothing(
     rec = _recorder(redis, db, flush_interval=0.05, max_backoff=0.1, batch_size=7)
     real_upsert = rec._upsert
 
-    async def flaky_upsert(conn: Any, rows: list[dict[str, Any]]) -> None:
+    async def flaky_upsert(conn: Any, rows: list[ExecutionRow]) -> None:
         if failures["left"] > 0:
             failures["left"] -= 1
             raise OperationalError("INSERT", {}, ConnectionRefusedError("database is down"))
@@ -344,8 +345,8 @@ async def test_a_row_the_database_refuses_is_dropped_alone(
     rec = _recorder(redis, db)
     real_upsert = rec._upsert
 
-    async def refuse_poison(conn: Any, rows: list[dict[str, Any]]) -> None:
-        if any(r["job_id"] == "poison" for r in rows):
+    async def refuse_poison(conn: Any, rows: list[ExecutionRow]) -> None:
+        if any(r.job_id == "poison" for r in rows):
             raise RuntimeError("the database refuses this row")
         await real_upsert(conn, rows)
 

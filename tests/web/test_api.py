@@ -174,6 +174,12 @@ async def test_jobs_cancel_queues_workers_and_events(client: httpx.AsyncClient, 
     assert event["event_type"].startswith("task.")
 
 
+def samples(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value of every sample line of an exposition."""
+    pairs = (line.rpartition(" ") for line in text.splitlines() if line and not line.startswith("#"))
+    return {key: float(value) for key, _, value in pairs}
+
+
 async def test_health_and_metrics(client: httpx.AsyncClient, runtime: Runtime) -> None:
     health = await client.get("/health")
     assert health.status_code == 200
@@ -200,6 +206,17 @@ async def test_health_and_metrics(client: httpx.AsyncClient, runtime: Runtime) -
     for state in states:
         assert f'asyncsched_executions{{status="{state}"}} 0' in lines, state
     assert 'asyncsched_http_requests_total{operation="health",code="200"} 1' in text
+    # the worker and scheduler inside `asyncsched run`: job histograms, tick lag; the bus: delivery lag
+    run_count = [v for k, v in samples(text).items() if k.startswith("asyncsched_job_run_seconds_count{")]
+    assert run_count == [1.0]
+    assert (
+        samples(text)[
+            'asyncsched_jobs_total{queue="default",function="tests.web.webtasks.add",outcome="success"}'
+        ]
+        == 1
+    )
+    assert "# TYPE asyncsched_scheduler_tick_lag_seconds histogram" in lines
+    assert samples(text)['asyncsched_event_delivery_lag_seconds_count{mode="live"}'] >= 1
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
 

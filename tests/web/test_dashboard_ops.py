@@ -164,7 +164,7 @@ async def test_dashboard_operator_actions(served: tuple[Process, str], tmp_path:
             "const f = document.getElementById('task-form'); f.elements.type.value = 'cron';"
             "f.elements.schedule.value = '61 * * * *'; f.requestSubmit()"
         )
-        await page.wait_for("document.getElementById('task-errors').textContent.includes('schedule')")
+        await page.wait_for("document.getElementById('task-error-schedule').textContent.length > 0")
         await page.evaluate(
             "const g = document.getElementById('task-form'); g.elements.type.value = 'interval';"
             "g.elements.schedule.value = '2 seconds'; g.requestSubmit()"

@@ -57,6 +57,22 @@ async def test_patch_task(client: httpx.AsyncClient) -> None:
     )
 
 
+async def test_task_overlap_through_the_api(client: httpx.AsyncClient) -> None:
+    body = {"name": "ov", "type": "interval", "schedule": "1 hour", "function": "tests.web.webtasks:add"}
+    created = await client.post("/tasks", json={**body, "overlap": "queue"})
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert task["options"]["overlap"] == "queue"
+    changed = await client.patch(f"/tasks/{task['id']}", json={"overlap": "allow"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["options"]["overlap"] == "allow"
+    default = await client.patch(f"/tasks/{task['id']}", json={"overlap": "skip"})
+    assert "overlap" not in default.json()["options"]  # the default is not stored
+    bad = await client.post("/tasks", json={**body, "name": "ov2", "overlap": "sometimes"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "overlap"]
+
+
 async def test_requeue_and_cancel_one_job(client: httpx.AsyncClient, runtime: Runtime) -> None:
     job_id = (await client.post("/jobs", json={"function": "tests.web.webtasks:boom"})).json()["job_id"]
     failed = await until(lambda: job_in(client, job_id, "failed"), runtime)

@@ -24,3 +24,13 @@ async def wait_long(seconds: float = 60.0) -> str:
     """A job that runs long enough to be cancelled."""
     await asyncio.sleep(seconds)
     return "done"
+
+
+def report(fraction: float = 0.5) -> str:
+    """A sync job reporting its progress (current_job().progress)."""
+    import asyncsched
+
+    job = asyncsched.current_job()
+    assert job is not None
+    job.progress(fraction)
+    return "reported"

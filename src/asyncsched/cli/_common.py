@@ -14,7 +14,6 @@ Exit codes (documented in ``docs/operations.md``):
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -24,10 +23,11 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._jsonable import json_default
 from ..exceptions import (
-    AsyncschedError,
     BackendUnavailable,
     BrokenTask,
+    Conflict,
     DuplicateTask,
     InvalidJob,
     JobError,
@@ -54,8 +54,8 @@ __all__ = [
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 
-class Refused(AsyncschedError):
-    """The action is not allowed in the current state (exit 1)."""
+Refused = Conflict
+"""The action is not allowed in the current state (exit 1): :class:`~asyncsched.exceptions.Conflict`."""
 
 
 def fail(message: str, code: int) -> int:
@@ -110,21 +110,10 @@ def json_arg(kind: type) -> Callable[[str], Any]:
     return parse
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return repr(value)
-
-
 def emit_json(data: Any) -> None:
-    """``data`` as one JSON document on stdout (datetimes ISO 8601, anything else ``repr``)."""
-    print(json.dumps(data, default=_default, ensure_ascii=False, indent=2))
+    """``data`` as one JSON document on stdout (as the API writes it: datetimes ISO 8601, durations in
+    seconds, dataclasses as objects, anything else ``repr``)."""
+    print(json.dumps(data, default=json_default, ensure_ascii=False, indent=2))
 
 
 def when(dt: datetime | None) -> str:

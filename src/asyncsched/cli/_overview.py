@@ -54,6 +54,7 @@ async def _redis_section(settings: Settings) -> tuple[dict[str, Any], dict[str, 
                 for w in await queue.workers()
             ]
             state: dict[str, Any] = {"queues": await queue_rows(queue), "workers": workers}
+            state["limits"] = [usage.as_dict() for usage in await queue.limits_usage()]
         state["schedulers"] = await _schedulers(redis, settings)
         return health, state
     finally:
@@ -144,6 +145,9 @@ def _print(data: dict[str, Any]) -> None:
              w["successful"], w["failed"])
         )  # fmt: skip
     print_table(rows, "no workers")
+    if data.get("limits"):
+        print()
+        print_table(limit_table(data["limits"]), "no limits")
     sched = data["schedulers"]
     print()
     print(
@@ -155,6 +159,18 @@ def _print(data: dict[str, Any]) -> None:
         print(f"           last fired: task {sched['last_fired']['task_id']} at {fired_at} UTC")
     if sched["rqscheduler_instances"]:
         print(f"rqscheduler processes: {', '.join(sched['rqscheduler_instances'])}")
+
+
+def limit_table(limits: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rows of the limits in use: their bound and how many jobs run, started in the window and wait."""
+    rows: list[tuple[Any, ...]] = [("LIMIT", "KIND", "MAX", "RATE", "RUNNING", "STARTED", "WAITING")]
+    for lim in limits:
+        rate = f"{lim['rate']}/{lim['period']:g}s" if lim["rate"] else "-"
+        rows.append(
+            (lim["key"], lim["kind"], lim["max_concurrency"] or "-", rate, lim["running"],
+             lim["started"] if lim["rate"] else "-", lim["waiting"])
+        )  # fmt: skip
+    return rows
 
 
 def _healthy(data: dict[str, Any]) -> bool:

@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--port", type=int, help="HTTP port (env ASYNCSCHED_PORT; default 8000)")
     parser.add_argument("--no-http", action="store_true", help="do not serve the HTTP API")
     parser.add_argument("--for", dest="duration", type=float, metavar="SECONDS", help="stop after this long")
+    from ..worker._cli import add_hooks_argument
+
+    add_hooks_argument(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -58,7 +61,10 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
         # through the sync facade) in the EventMessage table, for the API's event list and the dashboard.
         settings = settings.replace(event_log=True)
     set_settings(settings)
-    return asyncio.run(_run(settings, args.duration, http=not args.no_http))
+    from ..worker._cli import hooks_option
+
+    hooks = hooks_option(args)
+    return asyncio.run(_run(settings, args.duration, http=not args.no_http, hooks=hooks))
 
 
 class _DropSchedulerFired(logging.Filter):
@@ -68,13 +74,13 @@ class _DropSchedulerFired(logging.Filter):
         return not str(record.msg).startswith("fired ")
 
 
-async def _run(settings: Settings, duration: float | None, *, http: bool) -> int:
+async def _run(settings: Settings, duration: float | None, *, http: bool, hooks: str | None = None) -> int:
     from ..runtime import Runtime
 
     logging.getLogger("asyncsched.scheduler").addFilter(_DropSchedulerFired())
 
     loop = asyncio.get_running_loop()
-    runtime = Runtime(settings, http=http)
+    runtime = Runtime(settings, http=http, worker_hooks=hooks)
     interrupted = 0
 
     def _on_signal(signum: int) -> None:

@@ -13,8 +13,8 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from .. import _metrics
+from .. import _sidecars as sidecars
 from ..config import Settings
-from . import _sidecars as sidecars
 
 log = logging.getLogger("asyncsched.scheduler")
 

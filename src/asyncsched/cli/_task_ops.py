@@ -145,19 +145,11 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _edit(scheduler: Any, args: argparse.Namespace) -> int:
-    from ..exceptions import DuplicateTask, TaskNotFound
+    from ..scheduler._rename import check_rename
 
     task = await scheduler.get_task(args.task, agent_name=args.agent)
     changes = _changes(args)
-    if changes.get("name", task.name) != task.name:
-        try:
-            await scheduler.get_task(changes["name"], agent_name=task.agent_name)
-        except TaskNotFound:
-            pass
-        else:
-            raise DuplicateTask(
-                f"a task named {changes['name']!r} already exists for agent {task.agent_name!r}"
-            )
+    await check_rename(scheduler, task, changes.get("name"))
     stored = await scheduler.update_task(task.id, agent_name=task.agent_name, **changes)
     return _print_task(stored, args, "updated")
 

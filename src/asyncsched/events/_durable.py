@@ -32,22 +32,23 @@ import logging
 import os
 import socket
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .. import _keys
+from .. import _keys, _metrics
 from .._supervise import Supervised
+from ..config import Settings
 from ._envelope import Event, MalformedEvent
 from ._poison import dead_letter, report_malformed
+from ._subscription import Subscription
 from ._support import ensure_group
 
-if TYPE_CHECKING:
-    from ._bus import EventBus, Subscription
-
-__all__ = ["READ_COUNT", "DurableConsumer"]
+__all__ = ["READ_COUNT", "DurableAgents", "DurableConsumer", "DurableHost"]
 
 logger = logging.getLogger("asyncsched.events")
 
@@ -63,21 +64,112 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-class DurableConsumer:
-    """Reads one agent's consumer group and runs that agent's durable subscriptions on each event."""
+class DurableHost(Protocol):
+    """What a durable consumer needs of the bus that runs it (:class:`._bus.EventBus` has it)."""
 
-    def __init__(self, bus: EventBus, agent: str) -> None:
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The bus's Redis client (while the bus runs)."""
+
+    @property
+    def settings(self) -> Settings:
+        """The bus's settings (``key_prefix``)."""
+
+    @property
+    def consumer(self) -> str | None:
+        """The durable consumer name (``None``: unique per process and bus)."""
+
+    @property
+    def claim_idle(self) -> float:
+        """Seconds after which the entries of a consumer that is gone are taken over."""
+
+    @property
+    def durable_retries(self) -> int:
+        """How many times a failing callback is retried before its event is dead-lettered."""
+
+    def durable_subscriptions(self, agent_name: str) -> list[Subscription]:
+        """The active durable subscriptions of ``agent_name``, looked up for each event."""
+
+    async def invoke(self, sub: Subscription, event: Event) -> Exception | None:
+        """Run one callback to completion; return (never raise) its exception, ``None`` when it returned."""
+
+
+class DurableAgents:
+    """The durable consumers of one bus, one per agent subscribed durably (``consumers``), and those
+    whose agent has no durable subscription any more and are still finishing an event."""
+
+    def __init__(self, bus: DurableHost) -> None:
+        self.bus = bus
+        self.consumers: dict[str, DurableConsumer] = {}
+        self._retired: list[DurableConsumer] = []
+
+    def start(self, agent: str) -> None:
+        """Start the consumer of ``agent`` unless it runs."""
+        if agent in self.consumers:
+            return
+        bus = self.bus
+        consumer = DurableConsumer(
+            bus,
+            agent,
+            prefix=bus.settings.key_prefix,
+            consumer=bus.consumer,
+            claim_idle=bus.claim_idle,
+            retries=bus.durable_retries,
+        )
+        self.consumers[agent] = consumer
+        consumer.start()
+
+    def retire(self, agent: str) -> Coroutine[Any, Any, None] | None:
+        """Take the consumer of ``agent`` out of service; return what stops it (to be run in the
+        background), or ``None`` when there was none. :meth:`stop` stops it too, should that never run."""
+        consumer = self.consumers.pop(agent, None)
+        if consumer is None:
+            return None
+        self._retired.append(consumer)
+        return self._retire(consumer)
+
+    async def _retire(self, consumer: DurableConsumer) -> None:
+        try:
+            await consumer.stop()
+        finally:
+            self._retired.remove(consumer)
+
+    async def stop(self) -> None:
+        """Stop every consumer (the bus is closing)."""
+        for consumer in [*self.consumers.values(), *self._retired]:
+            await consumer.stop()
+        self.consumers.clear()
+
+
+class DurableConsumer:
+    """Reads one agent's consumer group and runs that agent's durable subscriptions on each event.
+
+    ``bus`` runs the callbacks; ``prefix`` is the key prefix, ``consumer`` the consumer name (``None``:
+    unique per process and bus), ``claim_idle`` and ``retries`` as ``EventBus(claim_idle=...,
+    durable_retries=...)``.
+    """
+
+    def __init__(
+        self,
+        bus: DurableHost,
+        agent: str,
+        *,
+        prefix: str,
+        consumer: str | None,
+        claim_idle: float,
+        retries: int,
+    ) -> None:
         self.bus = bus
         self.agent = agent
-        self.prefix = prefix = bus.settings.key_prefix
+        self.prefix = prefix
         self.streams = [_keys.agent_event_stream(prefix, agent), _keys.broadcast_event_stream(prefix)]
-        self.name = bus.consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.name = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.alive_key = _keys.durable_consumer_alive(prefix, agent, self.name)
-        self.claim_idle_ms = max(1, int(bus.claim_idle * 1000))
-        self.claim_every = bus.claim_idle / 2
-        self.renew_every = bus.claim_idle / 3
+        self.claim_idle_ms = max(1, int(claim_idle * 1000))
+        self.claim_every = claim_idle / 2
+        self.renew_every = claim_idle / 3
         self.block_ms = max(1, int(min(self.claim_every, 2.0) * 1000))
-        self.retries = bus.durable_retries
+        self.retries = retries
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = loop.create_future()
         self._alive: asyncio.Future[None] = loop.create_future()
@@ -252,6 +344,8 @@ class DurableConsumer:
             report_malformed("durable event", where, exc, data)
             await self._dead_letter(stream, entry_id, f"malformed: {exc}", data)
             return
+        if _metrics.bus_lag is not None:  # a process serving metrics: delivery lag
+            _metrics.observe_delivery("durable", event.created_at)
         subs = [s for s in self.bus.durable_subscriptions(self.agent) if s.matches(event.event_type)]
         failed: list[tuple[Subscription, BaseException]] = []
         for attempt in range(self.retries + 1):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._boundary import event_size_problem
 from ..config import get_settings
-from ..exceptions import AsyncschedError, ConfigurationError, SerializationError
+from ..exceptions import ConfigurationError, MalformedEvent, SerializationError
 
 if TYPE_CHECKING:
     from ..store.models import EventMessage
@@ -39,13 +39,6 @@ MAX_PAYLOAD_DEPTH = 64
 """Deepest nesting of lists and objects inside a payload (the payload object itself is depth 1)."""
 
 _MAX_ID = 200
-
-
-class MalformedEvent(AsyncschedError, ValueError):
-    """A message on the bus is not a valid event envelope (the message names the field or the limit).
-
-    Readers skip such a message (logged; a durable one goes to the dead-letter stream): it never reaches
-    a callback and never stops a reader."""
 
 
 def _refuse_constant(name: str) -> Any:

@@ -12,8 +12,9 @@ Event payload (times as ISO 8601 UTC text, ``None`` when unknown)::
     {"job_id", "queue", "agent_name", "task_name", "function", "scheduled_task_id", "status",
      "attempt", "worker", "enqueued_at", "started_at", "ended_at", "duration", "error", "will_retry"}
 
-``status`` is the spec's vocabulary (queued, running, success, failed, cancelled); a failed attempt that
-will be retried is ``task.failed`` with ``will_retry: true``. The source agent is the job's agent, or
+``status`` is the spec's vocabulary (queued, running, success, failed, cancelled, skipped: a scheduled tick
+not run under ``overlap: skip``); a failed attempt that will be retried is ``task.failed`` with
+``will_retry: true``. The source agent is the job's agent, or
 ``asyncsched`` for jobs without one.
 """
 
@@ -60,6 +61,7 @@ _STATUS: dict[Lifecycle, str] = {
     Lifecycle.FAILED: "failed",
     Lifecycle.RETRY: "failed",
     Lifecycle.CANCELLED: "cancelled",
+    Lifecycle.SKIPPED: "skipped",
 }
 
 

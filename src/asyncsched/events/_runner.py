@@ -18,16 +18,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ._envelope import Event
 
-if TYPE_CHECKING:
-    from ._bus import Subscription
-
-__all__ = ["Runner", "log_callback_error"]
+__all__ = ["Runner", "Subscriber", "log_callback_error"]
 
 logger = logging.getLogger("asyncsched.events")
+
+
+class Subscriber(Protocol):
+    """What delivering to a subscription needs of it (:class:`._subscription.Subscription` has it)."""
+
+    @property
+    def active(self) -> bool:
+        """False once unsubscribed: nothing more is delivered."""
+
+    @property
+    def agent_name(self) -> str:
+        """The agent the subscription serves (named in logs)."""
+
+    @property
+    def callback(self) -> Callable[[Event], Any]:
+        """What is called with each event."""
 
 
 class Runner:
@@ -47,7 +61,7 @@ class Runner:
         "workers",
     )
 
-    def __init__(self, sub: Subscription, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, sub: Subscriber, limit: int, loop: asyncio.AbstractEventLoop) -> None:
         self.sub = sub
         self.limit = limit
         self._loop = loop
@@ -134,7 +148,7 @@ class Runner:
         return self._tasks
 
 
-def log_callback_error(sub: Subscription, event: Event, exc: BaseException) -> None:
+def log_callback_error(sub: Subscriber, event: Event, exc: BaseException) -> None:
     """Log a failed callback with the event id (the one place this message is written)."""
     name = getattr(sub.callback, "__qualname__", repr(sub.callback))
     logger.error(

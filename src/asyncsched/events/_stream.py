@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from ._envelope import Event
-
-if TYPE_CHECKING:
-    from ._bus import EventBus
 
 __all__ = ["EventStream", "Sink"]
 
@@ -80,22 +76,37 @@ class Sink:
 
 
 class EventStream:
-    """Async iterator over the events a bus receives (see :meth:`EventBus.events`)."""
+    """Async iterator over the events a bus receives (see :meth:`EventBus.events`).
 
-    def __init__(self, bus: EventBus, sink: Sink, idle_timeout: float | None) -> None:
-        self._bus = bus
+    What it needs of the bus is passed in: ``closed()`` (the bus was closed: the stream ends),
+    ``start_reading()`` (start the bus and its reader, for a bus used without ``async with``) and
+    ``detach(sink)`` (stop buffering into this stream's sink).
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        idle_timeout: float | None,
+        *,
+        closed: Callable[[], bool],
+        start_reading: Callable[[], Awaitable[None]],
+        detach: Callable[[Sink], None],
+    ) -> None:
         self._sink: Sink | None = sink
         self._idle_timeout = idle_timeout
+        self._closed = closed
+        self._start_reading = start_reading
+        self._detach_sink = detach
+        self._reading = False  # the bus's reader runs (until the bus closes, which ends the stream)
 
     def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        bus = self._bus
-        while self._sink is not None and not bus._closed:
-            if bus._reader is None:
-                await bus._ensure_started()  # a bus used without `async with` starts here
-                await bus._ensure_reader()
+        while self._sink is not None and not self._closed():
+            if not self._reading:
+                await self._start_reading()  # a bus used without `async with` starts here
+                self._reading = True
             event = await self._sink.get(self._idle_timeout)
             if event is not None:
                 return event
@@ -110,8 +121,8 @@ class EventStream:
 
     def _detach(self) -> None:
         sink, self._sink = self._sink, None
-        if sink is not None and sink in self._bus._sinks:
-            self._bus._sinks.remove(sink)
+        if sink is not None:
+            self._detach_sink(sink)
 
     def __del__(self) -> None:
         self._detach()

@@ -12,6 +12,7 @@ from typing import Any
 from ..exceptions import InvalidJob, UnsafeJob
 from ..rq import codec
 from ..rq.codec import ResultEntry, ResultType
+from ._retry import Retry
 
 __all__ = [
     "Callback",
@@ -74,26 +75,6 @@ def from_rq_status(value: str | bytes | None) -> JobStatus:
             + ", ".join(_FROM_RQ)
             + ")"
         ) from None
-
-
-class Retry:
-    """Retry a failing job up to ``max`` more times, waiting ``interval`` seconds (like ``rq.Retry``).
-
-    ``interval`` may be a list: the n-th retry waits the n-th value (RQ's rule: with fewer intervals than
-    retries, the first values are reused).
-    """
-
-    def __init__(self, max: int, interval: int | list[int] = 0) -> None:
-        if max < 1:
-            raise ValueError(f"Retry(max=...) must be at least 1, got {max}")
-        intervals = [interval] if isinstance(interval, int) else list(interval)
-        if not intervals or any(i < 0 for i in intervals):
-            raise ValueError(f"retry intervals must be non-negative integers, got {interval!r}")
-        self.max = max
-        self.intervals = intervals
-
-    def __repr__(self) -> str:
-        return f"Retry(max={self.max}, interval={self.intervals})"
 
 
 class Callback:
@@ -200,6 +181,7 @@ class JobRecord:
     function_path: str | None = None
     rq_status: str = ""
     serializer: str | None = None
+    progress: Any = None  # what the job reported with current_job().progress(): meta["progress"]
 
     @classmethod
     def from_hash(
@@ -287,6 +269,7 @@ class JobRecord:
             function_path=s("asyncsched_function_path"),
             rq_status=rq_status,
             serializer=str(fmt) if fmt else None,
+            progress=meta.get("progress"),
         )
 
 

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .. import _tracing
 from .._boundary import check_job_args
 from .._keys import lifecycle_stream
 from .._misuse import async_api
@@ -33,6 +34,7 @@ from ..rq.keys import RQKeys
 from ..rq.serializers import Format
 from ._admin import QueueAdmin
 from ._functions import func_name
+from ._limits import Limit, LimitUsage, check_policies, limits_field, limits_usage
 from ._models import Callback, JobRecord, JobStatus, RateLimit, Repeat, Retry, WorkerInfo, from_rq_status
 
 log = logging.getLogger("asyncsched.queue")
@@ -72,6 +74,8 @@ _ENQUEUE_KEYS = frozenset(
         "on_stopped",
         "repeat",
         "rate_limit",
+        "concurrency_key",
+        "max_concurrency",
     ]
 )
 
@@ -125,8 +129,12 @@ class TaskQueue(QueueAdmin):
         name: str = "default",
         serializer: str | None = None,
         wait_replicas: int | None = None,
+        limits: Mapping[str, Limit] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        _tracing.configure(self.settings)
+        # flow-limit policies of queues and functions ("queue:<name>" / "function:<path>" -> Limit)
+        self.limits = check_policies(limits)
         url = (redis or self.settings.redis_url) if redis is None or isinstance(redis, str) else ""
         # acknowledge an enqueue only once this many replicas have it (WAIT; opt-in: see
         # docs/fault-tolerance.md, Redis Sentinel failover)
@@ -203,7 +211,9 @@ class TaskQueue(QueueAdmin):
         on_failure: Callback | Callable[..., Any] | str | None = None,
         on_stopped: Callback | Callable[..., Any] | str | None = None,
         repeat: Repeat | None = None,
-        rate_limit: RateLimit | None = None,
+        rate_limit: RateLimit | str | None = None,
+        concurrency_key: str | None = None,
+        max_concurrency: int | None = None,
     ) -> str:
         """Enqueue one job; returns its id. Nothing is written when an argument cannot be serialized.
 
@@ -217,6 +227,11 @@ class TaskQueue(QueueAdmin):
         (:class:`Callback`, or a function / path with RQ's 60 s timeout), ``repeat`` (:class:`Repeat`)
         and ``rate_limit`` (:class:`RateLimit`, RQ 3's). ``depends_on`` and ``rate_limit`` cannot be
         combined with ``at``/``delay``.
+
+        Flow limits (docs/flow-control.md), enforced by the workers when they take the job:
+        ``rate_limit="60/m"`` or ``"openai:60/m"`` (starts per period, per key: the function's own by
+        default), ``max_concurrency=5`` (running at once) with an optional ``concurrency_key`` template of
+        the job's keyword arguments (``"tenant:{tenant_id}"``); the queue's ``limits`` policies add theirs.
         """
         job_id, part = self._prepare(
             now=datetime.now(UTC),
@@ -247,6 +262,8 @@ class TaskQueue(QueueAdmin):
             on_stopped=on_stopped,
             repeat=repeat,
             rate_limit=rate_limit,
+            concurrency_key=concurrency_key,
+            max_concurrency=max_concurrency,
         )
         await self._submit(part)
         return job_id
@@ -385,7 +402,9 @@ class TaskQueue(QueueAdmin):
         on_failure: Callback | Callable[..., Any] | str | None = None,
         on_stopped: Callback | Callable[..., Any] | str | None = None,
         repeat: Repeat | None = None,
-        rate_limit: RateLimit | None = None,
+        rate_limit: RateLimit | str | None = None,
+        concurrency_key: str | None = None,
+        max_concurrency: int | None = None,
     ) -> tuple[str, _Part]:
         target = func if func is not None else function_path
         if target is None:
@@ -416,12 +435,26 @@ class TaskQueue(QueueAdmin):
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
             when = now + timedelta(seconds=seconds)
         scheduled = when is not None and when > now
+        rq_limit = rate_limit if not isinstance(rate_limit, str) else None
         rq_opts = _rq_options(
-            depends_on, allow_dependency_failures, on_success, on_failure, on_stopped, repeat, rate_limit
+            depends_on, allow_dependency_failures, on_success, on_failure, on_stopped, repeat, rq_limit
         )
-        if scheduled and (depends_on is not None or rate_limit is not None):
+        flow = limits_field(
+            path=path,
+            queue=qname,
+            kwargs=kwargs,
+            rate_limit=rate_limit if isinstance(rate_limit, str) else None,
+            concurrency_key=concurrency_key,
+            max_concurrency=max_concurrency,
+            policies=self.limits,
+        )
+        if flow is not None:
+            rq_opts = (*rq_opts, ("asyncsched_limits", flow))
+        if scheduled and (depends_on is not None or rq_limit is not None):
             raise InvalidJob("depends_on and rate_limit cannot be combined with at/delay")
         description = description or codec.call_string(name, args, kwargs)
+        if _tracing.tracer is not None:  # off: this one check (asyncsched/_tracing.py)
+            meta = _tracing.enqueue_meta(meta, name, qname, job_id)
         meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
         shared = (
             qname,
@@ -434,7 +467,7 @@ class TaskQueue(QueueAdmin):
             result_ttl,
             failure_ttl,
             ttl,
-            retry if isinstance(retry, int | None) else (retry.max, *retry.intervals),
+            retry if isinstance(retry, int | None) else retry.key(),
             agent_name,
             task_name,
             scheduled_task_id,
@@ -450,7 +483,7 @@ class TaskQueue(QueueAdmin):
         values += (description, self._ts, self._epoch)
         if scheduled:
             assert when is not None
-            values.append(str(int(when.timestamp())))
+            values.append(str(_run_at_ms(when)))
         return job_id, (header, values)
 
     @staticmethod
@@ -465,7 +498,7 @@ class TaskQueue(QueueAdmin):
         result_ttl: int | None,
         failure_ttl: int | None,
         ttl: int | None,
-        retry: int | tuple[int, ...] | None,
+        retry: int | tuple[Any, ...] | None,
         agent_name: str | None,
         task_name: str | None,
         scheduled_task_id: str | None,
@@ -498,9 +531,11 @@ class TaskQueue(QueueAdmin):
         if ttl is not None:
             fields += ("ttl", str(int(ttl)))
         if retry is not None:
-            policy = Retry(retry) if isinstance(retry, int) else Retry(retry[0], list(retry[1:]))
-            fields += ("retries_left", str(policy.max))
-            fields += ("retry_intervals", "[" + ", ".join(str(i) for i in policy.intervals) + "]")
+            count, intervals, policy = Retry(retry).key() if isinstance(retry, int) else retry
+            fields += ("retries_left", str(count))
+            fields += ("retry_intervals", "[" + ", ".join(str(i) for i in intervals) + "]")
+            if policy:  # backoff / exception filter: read by our worker (RQ ignores the field)
+                fields += ("asyncsched_retry", policy)
         for item in names.items():
             fields += item
         if at_front and ("dependency_ids" in names or "rate_limit_key" in names):
@@ -519,6 +554,12 @@ class TaskQueue(QueueAdmin):
         return (*head, *fields, str(len(life) // 2), *life)
 
     # ------------------------------------------------------------------ reading
+    @_backend_errors
+    async def limits_usage(self) -> list[LimitUsage]:
+        """Every rate limit and concurrency cap in use (flow limits and RQ 3's ``RateLimit``), with how
+        many jobs run, started in the current window and wait."""
+        return await limits_usage(self._r, self.prefix)
+
     @async_api("TaskQueue")
     @_backend_errors
     async def status(self, job_id: str) -> JobStatus:
@@ -866,7 +907,8 @@ def _rq_options(
     if rate_limit is not None:
         if not isinstance(rate_limit, RateLimit):
             raise InvalidJob(
-                f"rate_limit must be asyncsched.queue.RateLimit, got {type(rate_limit).__name__}"
+                f"rate_limit must be asyncsched.queue.RateLimit or a rate text such as '60/m', "
+                f"got {type(rate_limit).__name__}"
             )
         out += [("rate_limit_key", rate_limit.key), ("rate_limit_concurrency", str(rate_limit.concurrency))]
     if depends_on is not None:
@@ -877,3 +919,12 @@ def _rq_options(
         out += [("dependency_id", ids[0]), ("dependency_ids", json.dumps(ids))]
         out.append(("allow_dependency_failures", "1" if allow_failures else "0"))
     return tuple(out)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _run_at_ms(when: datetime) -> int:
+    """Epoch milliseconds of ``when``, rounded up (a job never starts before the time asked for)."""
+    micros = (when - _EPOCH) // timedelta(microseconds=1)
+    return -(-micros // 1000)

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from .._portal import portal
 from ..config import Settings, get_settings
+from ._limits import Limit, check_policies
 from ._models import JobRecord, JobStatus, WorkerInfo
 from ._queue import TaskQueue as AsyncTaskQueue
 
@@ -30,8 +31,10 @@ class TaskQueue:
         settings: Settings | None = None,
         name: str = "default",
         serializer: str | None = None,
+        limits: Mapping[str, Limit] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        self._limits = check_policies(limits)
         self._url = redis or self.settings.redis_url
         self._name = name
         self._serializer = serializer
@@ -41,7 +44,11 @@ class TaskQueue:
         if self._queue is None:
             client: aioredis.Redis | str = self._url
             self._queue = AsyncTaskQueue(
-                client, settings=self.settings, name=self._name, serializer=self._serializer
+                client,
+                settings=self.settings,
+                name=self._name,
+                serializer=self._serializer,
+                limits=self._limits,
             )
         return self._queue
 

@@ -24,6 +24,8 @@ SCRIPT_NAMES = (
     "reap",
     "empty",
     "delete_failed",
+    "limits",
+    "progress",
 )
 
 

@@ -25,6 +25,7 @@ key                                         type    content
 ``<p>:rl:<key>``                            HASH    RQ 3 RateLimit: ``concurrency``
 ``<p>:rl:<key>:allowed|rate_limited``       ZSET    RQ 3: ids holding a slot / waiting for one (time)
 ``<p>:rl-keys``                             SET     RQ 3: rate limit keys in use
+``<p>:asyncsched:limit:<key>[:part]``       H/ZSET  asyncsched's flow limits (``lib_limits.lua``)
 ``<p>:scheduler:scheduled_jobs``            ZSET    rq-scheduler 0.14: job -> next run (epoch s)
 ``<p>:scheduler_lock``                      STRING  rq-scheduler: held during one firing pass
 ``<p>:scheduler_instance:<name>``           HASH    rq-scheduler: ``birth`` (``death`` once stopped)
@@ -162,6 +163,15 @@ class RQKeys:
 
     def scheduler_lock(self, queue: str) -> str:
         return f"{self.prefix}:scheduler-lock:{queue}"
+
+    # RQ 3's RateLimit (``rq.rate_limit.RateLimitRegistry``)
+    @property
+    def rate_limit_keys(self) -> str:
+        return f"{self.prefix}:rl-keys"
+
+    def rate_limit(self, key: str, part: str = "") -> str:
+        """The config HASH of a RateLimit key, or its ZSET ``part``: ``allowed`` or ``rate_limited``."""
+        return f"{self.prefix}:rl:{key}:{part}" if part else f"{self.prefix}:rl:{key}"
 
     # rq-scheduler 0.14 (``rq_scheduler.Scheduler``'s class attributes; its ``rq`` is this prefix).
     @property

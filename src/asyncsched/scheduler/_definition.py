@@ -16,8 +16,9 @@ from typing import Any
 from ..exceptions import InvalidJob, InvalidSchedule, Problem, TaskDefinitionError
 from ..queue._functions import check_function as _check_function
 from ..queue._functions import parse_reference
+from ..queue._retry import retry_from_data, retry_to_data
 from ..store.models import ScheduledTask
-from ._fields import FIELDS, LIMITS, NAME_RE, NAME_RULE
+from ._fields import DEFAULT_OVERLAP, FIELDS, LIMITS, NAME_RE, NAME_RULE, OVERLAPS
 from ._triggers import Trigger, check_date, parse_interval, parse_schedule, parse_timezone
 
 __all__ = [
@@ -60,7 +61,17 @@ def check_function(path: str) -> str | None:
     return _check_function(path)
 
 
-_TEXT_FIELDS = ("name", "description", "type", "schedule", "function", "queue", "timezone", "misfire")
+_TEXT_FIELDS = (
+    "name",
+    "description",
+    "type",
+    "schedule",
+    "function",
+    "queue",
+    "timezone",
+    "misfire",
+    "overlap",
+)
 
 
 def _text_problem(value: str) -> str | None:
@@ -153,7 +164,7 @@ def validate_definition(
     _check_identity(data, out, bad)
     options = _check_schedule(data, out, bad)
     _check_call(data, out, bad, check_import=check_import)
-    _check_options(data, options, bad)
+    _check_options(data, options, bad, check_import)
     out["options"] = options
     return out, problems
 
@@ -308,7 +319,7 @@ def _check_call(data: Mapping[str, Any], out: dict[str, Any], bad: _Bad, *, chec
     out["kwargs"] = dict(kwargs)
 
 
-def _check_retry(retry: Any, bad: _Bad) -> dict[str, Any] | None:
+def _check_retry(retry: Any, bad: _Bad, check_import: bool = True) -> dict[str, Any] | None:
     limit, most = LIMITS["retry"], LIMITS["retry_interval"]
 
     def count_ok(n: Any) -> bool:
@@ -319,6 +330,12 @@ def _check_retry(retry: Any, bad: _Bad) -> dict[str, Any] | None:
 
     if count_ok(retry):
         return {"max": retry, "interval": 0}
+    if isinstance(retry, Mapping) and set(retry) - {"max", "interval"}:  # backoff, jitter, on (issue 17)
+        try:
+            return retry_to_data(retry_from_data(retry, check_import=check_import))
+        except ValueError as exc:
+            bad("retry", str(exc))
+            return None
     if isinstance(retry, Mapping) and set(retry) <= {"max", "interval"}:
         max_, interval = retry.get("max"), retry.get("interval", 0)
         ok_interval = seconds_ok(interval) or (
@@ -336,14 +353,16 @@ def _check_retry(retry: Any, bad: _Bad) -> dict[str, Any] | None:
     return None
 
 
-def _check_options(data: Mapping[str, Any], options: dict[str, Any], bad: _Bad) -> None:
+def _check_options(
+    data: Mapping[str, Any], options: dict[str, Any], bad: _Bad, check_import: bool = True
+) -> None:
     """``timeout``, ``retry``, ``jitter``, ``misfire`` and ``misfire_grace`` into ``options``."""
     if data.get("timeout") is not None:
         seconds = _seconds(data["timeout"], "timeout", bad, minimum=1)
         if seconds is not None:
             options["timeout"] = int(seconds) if seconds == int(seconds) else seconds
     if data.get("retry") is not None:
-        retry = _check_retry(data["retry"], bad)
+        retry = _check_retry(data["retry"], bad, check_import)
         if retry is not None:
             options["retry"] = retry
     if data.get("jitter") is not None:
@@ -359,6 +378,30 @@ def _check_options(data: Mapping[str, Any], options: dict[str, Any], bad: _Bad) 
         seconds = _seconds(data["misfire_grace"], "misfire_grace", bad, zero_ok=True)
         if seconds is not None:
             options["misfire_grace"] = seconds
+    overlap = data.get("overlap")
+    if overlap is not None and overlap not in OVERLAPS:
+        bad("overlap", f"must be skip, queue or allow, got {overlap!r:.100}")
+    elif overlap is not None and overlap != DEFAULT_OVERLAP:  # the default is not stored
+        options["overlap"] = overlap
+    if data.get("limit") is not None:
+        limit = _check_limit(data["limit"], bad)
+        if limit is not None:
+            options["limit"] = limit
+
+
+def _check_limit(value: Any, bad: _Bad) -> dict[str, Any] | None:
+    """A task's flow limit (``limit: {rate, max_concurrency, concurrency_key}``), checked as enqueue will."""
+    from ..queue._limits import Limit
+
+    if not isinstance(value, Mapping) or not set(value) <= {"rate", "max_concurrency", "concurrency_key"}:
+        bad("limit", f"must be a mapping of rate, max_concurrency and concurrency_key, got {value!r:.100}")
+        return None
+    try:
+        Limit(value.get("rate"), value.get("max_concurrency"), value.get("concurrency_key"))
+    except ValueError as exc:
+        bad("limit", str(exc))
+        return None
+    return {k: v for k, v in value.items() if v is not None}
 
 
 def build_task(
@@ -424,6 +467,12 @@ def anchored_at_registration(task: ScheduledTask) -> bool:
 def grace_of(task: ScheduledTask) -> timedelta:
     """How late a tick may be and still count as on time."""
     return timedelta(seconds=float((task.options or {}).get("misfire_grace", DEFAULT_GRACE)))
+
+
+def overlap_of(task: ScheduledTask) -> str:
+    """``skip``, ``queue`` or ``allow``: what a tick does while the previous run is still under way."""
+    overlap = (task.options or {}).get("overlap", DEFAULT_OVERLAP)
+    return overlap if overlap in OVERLAPS else DEFAULT_OVERLAP
 
 
 def policy_of(task: ScheduledTask) -> MisfirePolicy:

@@ -14,11 +14,14 @@ from ..queue._functions import FUNCTION_PATTERN, MAX_REFERENCE
 from ._triggers import EARLIEST, LATEST, MAX_INTERVAL
 
 __all__ = [
+    "DEFAULT_OVERLAP",
     "FIELDS",
     "LIMITS",
     "NAME_PATTERN",
     "NAME_RE",
+    "OVERLAPS",
     "function_schema",
+    "limit_schema",
     "name_schema",
     "task_schema",
 ]
@@ -29,6 +32,11 @@ NAME_PATTERN = f"^[{_FIRST}][{_REST}]*$"
 NAME_RE = re.compile(f"\\A[{_FIRST}][{_REST}]*\\Z")
 """The same rule for Python (``\\Z``: a trailing newline does not pass)."""
 NAME_RULE = "1-200 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+
+OVERLAPS = ("skip", "queue", "allow")
+"""``overlap`` policies: what a tick does while the task's previous run is still queued or running."""
+DEFAULT_OVERLAP = "skip"
+"""As APScheduler's ``max_instances=1`` and arq's unique cron jobs: a periodic job never piles up."""
 
 DAY = 86_400
 LIMITS: dict[str, int] = {
@@ -64,14 +72,21 @@ FIELDS: dict[str, str] = {
     "queue": "the queue to enqueue into (default 'default')",
     "timezone": "an IANA time zone (default UTC)",
     "timeout": f"job timeout: seconds or '5 minutes' (at most {LIMITS['timeout'] // DAY} days)",
-    "retry": f"retries: a count up to {LIMITS['retry']}, or {{max: N, interval: seconds or [seconds, ...]}}",
+    "retry": f"retries: a count up to {LIMITS['retry']}, {{max: N, interval: seconds or [seconds, ...]}}, or "
+    "{max: N, backoff: exponential, base: s, cap: s, jitter: true}; "
+    "'on: [ExceptionClass, ...]' retries only those",
     "jitter": f"random delay up to this: seconds or '30 seconds' (at most {LIMITS['jitter'] // DAY} days)",
     "misfire": "coalesce (default), skip or all",
     "misfire_grace": "seconds a tick may be late and still run: seconds or '1 minute'",
     "start": f"interval anchor: an ISO time from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} "
     "(default: when the task is registered)",
+    "overlap": "a tick while the task's previous run is still queued or running: 'skip' (default: the tick "
+    "does not run and is recorded as skipped), 'queue' (it runs once that run ends; at most one waits) or "
+    "'allow' (it runs alongside)",
     "align": "interval ticks: 'registration' (default: every interval from registration or start) or "
     "'epoch' (multiples of the interval since 1970-01-01 UTC: '5 minutes' at :00, :05...)",
+    "limit": "flow limit of its runs: {rate: '60/m' or 'key:60/m', max_concurrency: N, "
+    "concurrency_key: 'tenant:{tenant_id}'} (docs/flow-control.md)",
 }
 """Every key a task definition accepts, with what it takes (used in error messages and the schema)."""
 
@@ -109,6 +124,21 @@ def _duration(field: str, minimum: float) -> dict[str, Any]:
     }
 
 
+def limit_schema() -> dict[str, Any]:
+    """JSON schema of a flow limit (a task's ``limit``, ``POST /jobs``' ``limit``); the text rules are
+    checked by :mod:`asyncsched.queue._limits`."""
+    return {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "description": FIELDS["limit"],
+        "properties": {
+            "rate": {"type": ["string", "null"], "minLength": 3, "maxLength": 220},
+            "max_concurrency": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000},
+            "concurrency_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+        },
+    }
+
+
 def task_schema() -> dict[str, Any]:
     """The API's ``TaskCreate`` body schema, derived from :data:`FIELDS` and :data:`LIMITS`."""
     props: dict[str, Any] = {
@@ -133,7 +163,7 @@ def task_schema() -> dict[str, Any]:
             "type": ["integer", "object", "null"],
             "minimum": 0,
             "maximum": LIMITS["retry"],
-            "maxProperties": 2,
+            "maxProperties": 7,
             "description": FIELDS["retry"],
         },
         "jitter": _duration("jitter", 0),
@@ -141,6 +171,13 @@ def task_schema() -> dict[str, Any]:
         "misfire_grace": _duration("misfire_grace", 0),
         "start": {"type": "string", "format": "date-time", "description": FIELDS["start"]},
         "align": {"type": "string", "enum": ["registration", "epoch"], "description": FIELDS["align"]},
+        "limit": limit_schema(),
+        "overlap": {
+            "type": "string",
+            "enum": list(OVERLAPS),
+            "default": "skip",
+            "description": FIELDS["overlap"],
+        },
     }
     assert set(props) - {"agent_name"} == set(FIELDS), "every field has a schema"
     return {

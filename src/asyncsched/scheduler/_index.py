@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -16,14 +17,37 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .. import _keys
+from ..rq.keys import RQKeys
 from ..store.models import ScheduledTask
 
-__all__ = ["DROP", "FIRED_MAXLEN", "ScheduleIndex", "from_ms", "signature", "to_ms"]
+__all__ = ["DROP", "FIRED_MAXLEN", "Claim", "Overlap", "ScheduleIndex", "from_ms", "signature", "to_ms"]
 
 DROP = "-"
 """Signature argument of :meth:`ScheduleIndex.claim` that removes the task from the index entirely."""
 
 FIRED_MAXLEN = 10_000
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """What :meth:`ScheduleIndex.claim` needs to judge ``overlap`` and record a skipped tick."""
+
+    policy: str = "allow"
+    queue: str = "default"
+    agent_name: str = ""
+    task_name: str = ""
+    function: str = ""
+    now: float = 0.0
+    lifecycle_maxlen: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of a claim: ``code`` 1 owned, 0 moved by another replica, -1 stale schedule; ``decisions``:
+    per tick ``run``, ``hold`` (enqueue once the previous run ended) or ``skip`` (recorded as skipped)."""
+
+    code: int
+    decisions: tuple[str, ...] = ()
 
 
 def _script(name: str) -> str:
@@ -68,6 +92,10 @@ class ScheduleIndex:
         self.fired_key = _keys.sched_fired(prefix)
         self.channel = _keys.sched_changes(prefix)
         self.version_key = _keys.sched_version(prefix)
+        self.last_key = _keys.sched_last(prefix)
+        self.held_key = _keys.sched_held(prefix)
+        self.lifecycle_key = _keys.lifecycle_stream(prefix)
+        self.job_prefix = RQKeys(prefix).job("")
         self._claim = redis.register_script(_script("claim"))
         self._sync = redis.register_script(_script("sync"))
         self._relet = redis.register_script(_script("relet"))
@@ -105,25 +133,35 @@ class ScheduleIndex:
         ticks_ms: Sequence[int],
         lease_deadline_ms: int,
         sig: str = "",
-    ) -> int:
-        """Advance ``task_id`` from ``seen_ms`` to ``next_ms`` and lease ``ticks_ms``.
-
-        1: claimed; 0: another replica moved the entry first; -1: ``sig`` is not the indexed schedule.
-        """
-        args: list[Any] = [
-            task_id,
-            seen_ms,
-            "" if next_ms is None else next_ms,
-            lease_deadline_ms,
-            FIRED_MAXLEN,
-        ]
-        args.append(sig)
-        args.extend(ticks_ms)
+        *,
+        job_ids: Sequence[str] = (),
+        overlap: Overlap | None = None,
+    ) -> Claim:
+        """Advance ``task_id`` from ``seen_ms`` to ``next_ms``, decide each tick's overlap and lease the
+        ticks that run or are held (``job_ids``: the job id of each tick)."""
+        o = overlap or Overlap()
+        args: list[Any] = [task_id, seen_ms, "" if next_ms is None else next_ms, lease_deadline_ms]
+        args += [FIRED_MAXLEN, sig, o.policy, self.job_prefix, repr(o.now), o.lifecycle_maxlen]
+        args += [o.queue, o.agent_name, o.task_name, o.function]
+        ids = list(job_ids) or [""] * len(ticks_ms)
+        for tick, job_id in zip(ticks_ms, ids, strict=True):
+            args += [tick, job_id]
         keys = [self.next_key, self.pending_key, self.fired_key, self.sig_key]
-        return int(await self._claim(keys=keys, args=args))
+        keys += [self.last_key, self.held_key, self.lifecycle_key]
+        reply = await self._claim(keys=keys, args=args)
+        return Claim(int(reply[0]), tuple(_text(d) for d in reply[1:]))
+
+    async def held_after(self, task_id: str, tick_ms: int) -> str | None:
+        """The job a held run (``overlap: queue``) waits for, or ``None`` for a run that does not wait."""
+        value = await self.redis.hget(self.held_key, pending_member(task_id, tick_ms))
+        return None if value is None else _text(value)
 
     async def done(self, task_id: str, tick_ms: int) -> None:
-        await self.redis.zrem(self.pending_key, pending_member(task_id, tick_ms))
+        member = pending_member(task_id, tick_ms)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.pending_key, member)  # type: ignore[unused-awaitable]
+            pipe.hdel(self.held_key, member)  # type: ignore[unused-awaitable]
+            await pipe.execute()
 
     async def expired_leases(self, now_ms: int, limit: int = 100) -> list[tuple[str, int]]:
         rows = await self.redis.zrangebyscore(self.pending_key, "-inf", now_ms, start=0, num=limit)

@@ -29,14 +29,17 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from .. import _tracing
 from .._misuse import async_api
+from .._protocols import RunQueue
 from .._redis import create_redis
 from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ..exceptions import BrokenTask, DuplicateTask, InvalidValue
 from ..store.models import ScheduledTask
-from ._definition import build_task, policy_of, task_trigger
-from ._index import DROP, ScheduleIndex, from_ms, signature, to_ms
+from ._bulk import any_stored, detached, first_clash, index_new, insert_new, prepare_new
+from ._definition import build_task, overlap_of, policy_of, task_trigger
+from ._index import DROP, Overlap, ScheduleIndex, from_ms, signature, to_ms
 from ._misfire import plan
 from ._rows import (
     TaskKey,
@@ -111,14 +114,15 @@ class TaskScheduler:
         *,
         settings: Settings | None = None,
         db: _Database | None = None,
-        queue: Any = None,
+        queue: RunQueue | None = None,
         fire: bool = False,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        _tracing.configure(self.settings)
         self._redis_arg = redis
         self._db = db
-        self._queue = queue
+        self._queue: RunQueue | None = queue
         self._fire = fire
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._redis: aioredis.Redis | None = None
@@ -277,6 +281,29 @@ class TaskScheduler:
         await self.index.notify()
         return stored
 
+    async def add_tasks(self, tasks: Sequence[ScheduledTask]) -> list[str]:
+        """Create many new tasks in one transaction (all or nothing); returns their ids, in order.
+
+        The bulk path of :meth:`register_task`: each task is validated as a single add (build them with
+        :func:`build_task`); a name given twice or already stored raises :class:`DuplicateTask` and nothing is
+        stored. Rows go in with multi-row INSERTs and the Redis index with pipelined writes, both in chunks
+        (100,000 schedules in seconds, see ``docs/performance.md``).
+        """
+        return [row["id"] for row in await self._add_new(tasks)]
+
+    async def _add_new(self, tasks: Sequence[ScheduledTask]) -> list[dict[str, Any]]:
+        rows = prepare_new(tasks, self.clock())
+        try:
+            async with self._session() as session, session.begin():
+                await insert_new(session, rows)
+        except IntegrityError as exc:  # a stored name (or a concurrent add of one): name it
+            async with self._session() as session:
+                clash = await first_clash(session, rows)
+            raise clash or DuplicateTask(f"cannot store the tasks: {str(exc.orig).splitlines()[0]}") from None
+        await index_new(self.index, rows)
+        await self.index.notify()
+        return rows
+
     @async_api("TaskScheduler")
     async def register_file(
         self, path: str | os.PathLike[str], agent_name: str | None = None, *, prune: bool = True
@@ -287,6 +314,12 @@ class TaskScheduler:
         """
         tasks = await self.load_tasks_from_yaml(path, agent_name)
         source = tasks[0].source if tasks else os.path.abspath(path)  # noqa: ASYNC240 - no I/O
+        if tasks and not any(t.id for t in tasks):
+            async with self._session() as session:
+                first_load = not await any_stored(session, tasks, source)
+            if first_load:  # nothing to update or prune: the bulk path (a concurrent load: the row path)
+                with contextlib.suppress(DuplicateTask):
+                    return detached(await self._add_new(tasks))
         return await self.register_tasks(tasks, prune_source=source if prune else None)
 
     async def _sync_index(self, task: ScheduledTask) -> None:
@@ -496,7 +529,18 @@ class TaskScheduler:
             lease = to_ms(now + LEASE)
             ticks_ms = [to_ms(t) for t in ticks]
             nxt_ms = None if nxt is None else to_ms(nxt)
-            claimed = await self.index.claim(task_id, tick_ms, nxt_ms, ticks_ms, lease, signature(task))
+            ids = [job_id_for(task_id, t) for t in ticks]
+            claim = await self.index.claim(
+                task_id,
+                tick_ms,
+                nxt_ms,
+                ticks_ms,
+                lease,
+                signature(task),
+                job_ids=ids,
+                overlap=self._overlap(task),
+            )
+            claimed = claim.code
             if claimed == -1 and attempt == 0:  # our copy of the schedule is older than the index: reload
                 await self._reload()
                 reloaded = True
@@ -520,20 +564,49 @@ class TaskScheduler:
                     len(ticks),
                     policy_of(task).value,
                 )
-            fired: list[Firing] = []
-            for tick in ticks:
-                firing = await self._fire_tick(task, tick)
-                if firing is not None:
-                    fired.append(firing)
+            fired = await self._fire_claimed(task, ticks, claim.decisions)
             self._sql_updates[task_id] = (ticks[-1] if ticks else task.last_run_at, nxt)
             self._planned[task_id] = (signature(task), nxt)
             return fired
         return []
 
-    async def _fire_tick(self, task: ScheduledTask, tick: datetime) -> Firing | None:
+    async def _fire_claimed(
+        self, task: ScheduledTask, ticks: Sequence[datetime], decisions: Sequence[str]
+    ) -> list[Firing]:
+        """Enqueue the claimed ticks the claim decided to run or hold; log the skipped ones."""
+        fired: list[Firing] = []
+        for tick, decision in zip(ticks, decisions, strict=True):
+            if decision == "skip":
+                log.info(
+                    "task %s/%s: tick %s skipped, its previous run is still under way (overlap: %s)",
+                    *(task.agent_name, task.name, tick.isoformat(), overlap_of(task)),
+                )
+                continue
+            firing = await self._fire_tick(task, tick, held=decision == "hold")
+            if firing is not None:
+                fired.append(firing)
+        return fired
+
+    def _overlap(self, task: ScheduledTask) -> Overlap:
+        return Overlap(
+            overlap_of(task),
+            task.queue,
+            task.agent_name,
+            task.name,
+            task.function,
+            self.clock().timestamp(),
+            self.settings.lifecycle_maxlen,
+        )
+
+    async def _fire_tick(self, task: ScheduledTask, tick: datetime, *, held: bool = False) -> Firing | None:
         job_id = job_id_for(task.id, tick)
         try:
-            await self._enqueue(task, job_id, tick)
+            after = await self.index.held_after(task.id, to_ms(tick)) if held else None
+            if _tracing.tracer is None:
+                await self._enqueue(task, job_id, tick, after=after)
+            else:  # the tick's span: its enqueue (and the run) join the tick's trace
+                with _tracing.tick_span(task.agent_name, task.name, tick):
+                    await self._enqueue(task, job_id, tick, after=after)
         except InvalidValue as exc:  # the task's own arguments are refused: retrying cannot help
             log.error(
                 "task %s/%s: tick %s not enqueued: %s", task.agent_name, task.name, tick.isoformat(), exc
@@ -563,26 +636,37 @@ class TaskScheduler:
             if entry is None:
                 await self.index.done(task_id, tick_ms)
                 continue
-            firing = await self._fire_tick(entry[0], from_ms(tick_ms))
+            held = overlap_of(entry[0]) == "queue"  # held_after says whether this run waits
+            firing = await self._fire_tick(entry[0], from_ms(tick_ms), held=held)
             if firing is not None:
                 fired.append(firing)
         return fired
 
-    async def _enqueue(self, task: ScheduledTask, job_id: str, tick: datetime | None) -> str:
-        """The one seam between scheduler and queue: enqueue one run of ``task`` as ``job_id`` (unique)."""
+    async def _enqueue(
+        self, task: ScheduledTask, job_id: str, tick: datetime | None, *, after: str | None = None
+    ) -> str:
+        """The one seam between scheduler and queue: enqueue one run of ``task`` as ``job_id`` (unique);
+        ``after``: a held run (``overlap: queue``) waits, deferred, until that job ended (finished or not)."""
         queue = await self._get_queue()
         options = task.options or {}
         retry: Any = None
         if options.get("retry"):
             max_retries, interval = options["retry"]["max"], options["retry"].get("interval", 0)
             retry = max_retries
-            if interval:
+            if interval or set(options["retry"]) - {"max", "interval"}:  # fixed waits, or backoff / on
                 from ..queue import Retry  # type: ignore[import-not-found,unused-ignore]
 
-                retry = Retry(max=max_retries, interval=interval)
-        jitter = float(options.get("jitter") or 0)
+                retry = Retry.from_dict(options["retry"])
+        jitter = float(options.get("jitter") or 0) if after is None else 0.0
+        limit = options.get("limit") or {}  # flow limit (docs/flow-control.md)
+        waits: dict[str, Any] = {}
+        if after is not None:
+            waits = {"depends_on": after, "allow_dependency_failures": True}
         result: str = await queue.enqueue(
             task.function,
+            rate_limit=limit.get("rate"),
+            max_concurrency=limit.get("max_concurrency"),
+            concurrency_key=limit.get("concurrency_key"),
             function_path=task.function,
             job_id=job_id,
             unique=True,
@@ -597,10 +681,11 @@ class TaskScheduler:
             delay=random.uniform(0, jitter) if jitter and tick is not None else None,
             description=f"{task.agent_name}/{task.name}"
             + (f" @ {tick.isoformat()}" if tick else " (run now)"),
+            **waits,
         )
         return result
 
-    async def _get_queue(self) -> Any:
+    async def _get_queue(self) -> RunQueue:
         if self._queue is None:
             await self._open()
             from ..queue import TaskQueue  # type: ignore[import-not-found,unused-ignore]

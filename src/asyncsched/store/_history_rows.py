@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, overload
 
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle
 from ..events._poison import report_malformed
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
-__all__ = ["STATUS_OF", "Batch", "Row", "decode_event", "text"]
+__all__ = ["STATUS_OF", "Batch", "ExecutionRow", "Row", "decode_event", "micros", "stream_items", "text"]
 
 log = logging.getLogger("asyncsched.store.recorder")
 
@@ -37,6 +38,7 @@ STATUS_OF: Mapping[Lifecycle, ExecutionStatus] = {
     Lifecycle.FAILED: ExecutionStatus.FAILED,
     Lifecycle.RETRY: ExecutionStatus.FAILED,
     Lifecycle.CANCELLED: ExecutionStatus.CANCELLED,
+    Lifecycle.SKIPPED: ExecutionStatus.SKIPPED,
 }
 """Execution status recorded for each lifecycle kind."""
 
@@ -64,8 +66,13 @@ _LIMITS = {
 }
 _LIMITS["error"] = None
 _LIMITS["traceback"] = _TRACEBACK_CAP
+_JOB_ID = _LIMITS["job_id"]
 
 
+@overload
+def clip(value: str, length: int | None) -> str: ...
+@overload
+def clip(value: str | None, length: int | None) -> str | None: ...
 def clip(value: str | None, length: int | None) -> str | None:
     """Fit a text column: without NUL characters (PostgreSQL refuses them) and cut to ``length``."""
     if value is None:
@@ -90,79 +97,117 @@ def result_json(raw: str | None) -> str | None:
     return raw
 
 
+class ExecutionRow(NamedTuple):
+    """The values of one execution row as the upsert sends them (every column but the generated ``id``).
+
+    Times are integer epoch microseconds (UTC), rounded exactly as ``datetime.fromtimestamp`` rounds;
+    text is decoded and clipped to its column; ``result`` is JSON text."""
+
+    job_id: str
+    attempt: int
+    status: str
+    scheduled_task_id: str | None
+    agent_name: str | None
+    task_name: str | None
+    function: str | None
+    queue: str
+    worker_name: str | None
+    enqueued_at: int | None
+    started_at: int | None
+    ended_at: int | None
+    duration: float | None
+    result: str | None
+    error: str | None
+    traceback: str | None
+    created_at: int
+    updated_at: int
+
+
+def micros(value: float) -> int:
+    """Epoch seconds as integer microseconds, rounded exactly as ``datetime.fromtimestamp`` rounds."""
+    whole = int(value) if value >= 0 else math.floor(value)
+    return whole * 1_000_000 + round((value - whole) * 1e6)
+
+
 class Row:
     """One execution being merged inside a batch: raw record fields (bytes), merged by rank."""
 
     __slots__ = ("attempt", "first_seen", "job_id", "rank", "status", "values")
 
-    def __init__(self, job_id: str, attempt: int, first_seen: bytes | str) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        attempt: int,
+        first_seen: bytes | str,
+        rank: int,
+        status: str,
+        values: dict[bytes, Any],
+    ) -> None:
         self.job_id = job_id
         self.attempt = attempt
-        self.rank = -1
-        self.status = ExecutionStatus.QUEUED.value
-        self.values: dict[bytes, bytes] = {}
+        self.rank = rank
+        self.status = status
+        self.values = values  # the first record's own field dict: no copy
         self.first_seen = first_seen  # id of its first entry in the batch (entries come in id order)
 
-    def apply(self, rank: int, status: str, fields: dict[bytes, bytes]) -> None:
+    def apply(self, rank: int, status: str, fields: dict[bytes, Any]) -> None:
         """Merge one record's remaining fields (``kind``/``job_id``/``attempt`` already taken out)."""
         if rank >= self.rank:
             self.values.update(fields)  # equal or higher rank: its fields replace
             if rank > self.rank:
                 self.rank, self.status = rank, status
         else:
-            values = self.values  # lower rank: only fills what is missing
-            for name, value in fields.items():
-                if name not in values:
-                    values[name] = value
+            fields.update(self.values)  # lower rank: only fills what is missing
+            self.values = fields
 
-    def sql_values(self, now: float) -> dict[str, Any]:
-        """The column values of this row for the upsert (clipped; times as float epoch seconds)."""
+    def sql_values(self, now: int, texts: dict[bytes, str | None]) -> ExecutionRow:
+        """This row's column values (``now``: epoch microseconds; ``texts``: a cache of decoded short
+        texts shared by the rows of a batch: queue, function and worker names repeat)."""
         v = self.values
-        enqueued, started, ended = (
-            _float(v.get(b"enqueued_at")),
-            _float(v.get(b"started_at")),
-            _float(v.get(b"ended_at")),
+        enqueued, started, ended = v.get(b"enqueued_at"), v.get(b"started_at"), v.get(b"ended_at")
+        created = _entry_micros(self.first_seen)
+        if enqueued is not None:
+            enqueued = micros(enqueued)
+            created = min(created, enqueued)
+        if started is not None:
+            started = micros(started)
+            created = min(created, started)
+        if ended is not None:
+            ended = micros(ended)
+        result = v.get(b"result")
+        error = v.get(b"error")
+        traceback = v.get(b"traceback")
+        return ExecutionRow(
+            clip(self.job_id, _JOB_ID),
+            self.attempt,
+            self.status,
+            _short(v.get(b"scheduled_task_id"), texts, _LIMITS["scheduled_task_id"]),
+            _short(v.get(b"agent_name"), texts, _LIMITS["agent_name"]),
+            _short(v.get(b"task_name"), texts, _LIMITS["task_name"]),
+            _short(v.get(b"function"), texts, _LIMITS["function"]),
+            _short(v.get(b"queue"), texts, _LIMITS["queue"]) or "default",
+            _short(v.get(b"worker"), texts, _LIMITS["worker_name"]),
+            enqueued,
+            started,
+            ended,
+            max(0.0, (ended - started) / 1e6) if started is not None and ended is not None else None,
+            None if result is None else result_json(result.decode(errors="replace")),
+            None if error is None else clip(error.decode(errors="replace"), None),
+            None if traceback is None else clip(traceback.decode(errors="replace"), _TRACEBACK_CAP),
+            created,
+            now,
         )
-        created = _entry_seconds(self.first_seen)
-        if enqueued is not None and enqueued < created:
-            created = enqueued
-        if started is not None and started < created:
-            created = started
-        return {
-            "job_id": clip(self.job_id, _LIMITS["job_id"]),
-            "attempt": self.attempt,
-            "status": self.status,
-            "scheduled_task_id": _column(v, b"scheduled_task_id", "scheduled_task_id"),
-            "agent_name": _column(v, b"agent_name", "agent_name"),
-            "task_name": _column(v, b"task_name", "task_name"),
-            "function": _column(v, b"function", "function"),
-            "queue": _column(v, b"queue", "queue") or "default",
-            "worker_name": _column(v, b"worker", "worker_name"),
-            "enqueued_at": enqueued,
-            "started_at": started,
-            "ended_at": ended,
-            "duration": max(0.0, ended - started) if started is not None and ended is not None else None,
-            "result": result_json(_str(v.get(b"result"))),
-            "error": _column(v, b"error", "error"),
-            "traceback": _column(v, b"traceback", "traceback"),
-            "created_at": created,
-            "updated_at": now,
-        }
 
 
-def _float(raw: Any) -> float | None:
-    return None if raw is None else float(raw)
-
-
-def _str(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode(errors="replace")
-
-
-def _column(values: dict[bytes, bytes], field: bytes, column: str) -> str | None:
-    raw = values.get(field)
+def _short(raw: bytes | None, texts: dict[bytes, str | None], length: int | None) -> str | None:
+    """A short text column from its raw bytes, decoded and clipped once per batch (``texts``)."""
     if raw is None:
         return None
-    return clip(raw.decode(errors="replace"), _LIMITS[column])
+    try:
+        return texts[raw]
+    except KeyError:
+        value = texts[raw] = clip(raw.decode(errors="replace"), length)
+        return value
 
 
 @dataclass
@@ -181,36 +226,43 @@ class Batch:
 
     def add_lifecycle(self, stream: str, entries: Sequence[Any]) -> None:
         """Merge lifecycle entries ``[id, [field, value, ...] | {field: value}]`` into the rows."""
-        ids = self.ack.setdefault(stream, [])
+        self.ack.setdefault(stream, []).extend([entry[0] for entry in entries])
+        self.size += len(entries)
         rows = self.executions
+        kinds = _KINDS
         for entry_id, raw in entries:
-            ids.append(entry_id)
-            self.size += 1
             if not raw:
                 self.trimmed += 1
                 continue
             try:
+                fields: dict[bytes, Any]
                 if isinstance(raw, dict):
                     fields = {(k if isinstance(k, bytes) else k.encode()): _b(v) for k, v in raw.items()}
                 else:
                     it = iter(raw)
                     fields = dict(zip(it, it, strict=False))
-                rank, status = _KINDS[fields.pop(b"kind")]
+                rank, status = kinds[fields.pop(b"kind")]
                 job_id = fields.pop(b"job_id").decode(errors="replace")
                 raw_attempt = fields.pop(b"attempt", None)
                 attempt = int(raw_attempt) if raw_attempt is not None else 1
                 for name in _TIME_FIELDS:  # checked here: a bad value skips its record, not the batch
                     raw_time = fields.get(name)
                     if raw_time is not None:
-                        fields[name] = float(raw_time)  # type: ignore[assignment]
+                        fields[name] = _finite(raw_time)
                 key = (job_id, attempt)
                 row = rows.get(key)
                 if row is None:
-                    row = rows[key] = Row(job_id, attempt, entry_id)
-                row.apply(rank, status, fields)
+                    rows[key] = Row(job_id, attempt, entry_id, rank, status, fields)
+                else:
+                    row.apply(rank, status, fields)
             except Exception as exc:  # any entry, however broken, is skipped on its own
                 reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
                 report_malformed("history entry", stream, reason, raw, log)
+
+    def rows(self, now: int) -> list[ExecutionRow]:
+        """The merged rows' column values (``now``: epoch microseconds, their ``updated_at``)."""
+        texts: dict[bytes, str | None] = {}
+        return [row.sql_values(now, texts) for row in self.executions.values()]
 
     def add_events(self, stream: str, entries: Sequence[Any]) -> None:
         """Event-log entries ``[id, {field: value}]`` as ``EventMessage`` rows (first of an id wins)."""
@@ -231,13 +283,24 @@ class Batch:
             self.events.setdefault(event["id"], event)
 
 
+_MAX_SECONDS = 253402300799.0  # 9999-12-31T23:59:59: the last time both databases store
+
+
+def _finite(raw: bytes | str) -> float:
+    """A record's time (epoch seconds), refused when it is not a time both databases can store."""
+    value = float(raw)
+    if not 0.0 <= value <= _MAX_SECONDS:
+        raise ValueError(f"time {value!r} is out of range")
+    return value
+
+
 def _b(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-def _entry_seconds(entry_id: bytes | str) -> float:
+def _entry_micros(entry_id: bytes | str) -> int:
     ms = entry_id.split(b"-", 1)[0] if isinstance(entry_id, bytes) else entry_id.split("-", 1)[0]
-    return int(ms) / 1000
+    return int(ms) * 1000
 
 
 def _parse_time(value: str) -> datetime:
@@ -272,3 +335,14 @@ def decode_event(fields: Mapping[str, str]) -> dict[str, Any]:
         "payload": payload,
         "created_at": _parse_time(str(created)) if created else utcnow(),
     }
+
+
+def stream_items(reply: Any) -> list[tuple[str, Any]]:
+    """``(stream, entries)`` of an XREAD/XREADGROUP reply, RESP2 or RESP3."""
+    items: Any = reply.items() if isinstance(reply, dict) else (reply or [])
+    out = []
+    for stream, entries in items:
+        if isinstance(entries, list) and len(entries) == 1 and isinstance(entries[0], list):
+            entries = entries[0]  # RESP3 wraps entries once more
+        out.append((text(stream), entries or []))
+    return out

@@ -1,14 +1,15 @@
 """The SQL side of the history: bulk upserts of execution rows and inserts of event-log rows.
 
-One statement per batch and table, whatever the batch size:
+One merge per batch and table, whatever the batch size:
 
-* PostgreSQL (asyncpg): ``INSERT ... SELECT FROM unnest($1::varchar[], ...) ON CONFLICT DO UPDATE`` — one
-  round trip and one plan for thousands of rows;
+* PostgreSQL (asyncpg): the rows are sent by binary ``COPY`` into a temporary staging table (created once
+  per connection, emptied at each commit), then merged by one ``INSERT ... SELECT ... ON CONFLICT DO
+  UPDATE``: the driver encodes each value once in C, with no per-element checks of array parameters;
 * SQLite: ``INSERT ... VALUES (?, ...) ON CONFLICT DO UPDATE`` through the driver's ``executemany`` (C).
 
-Both are driver-level statements (no per-row ORM or type processing), so values are typed here: times come
-as float epoch seconds and are sent as integer microseconds (PostgreSQL) or SQLAlchemy's SQLite text form,
-results as JSON text. The conflict clause
+Both are driver-level statements (no per-row ORM or type processing), so values are typed here
+(:class:`~asyncsched.store._history_rows.ExecutionRow`): times are integer epoch microseconds, sent as they
+are (PostgreSQL) or in SQLAlchemy's SQLite text form, results as JSON text. The conflict clause
 is the merge rule of :mod:`asyncsched.store._history_rows` applied against the stored row, with one more
 status, ``unknown`` (set by the reconciler when a job's records were lost): it ranks above ``running`` and
 below the outcomes, so a late outcome still replaces it (and its reason), a late start does not.
@@ -19,16 +20,19 @@ key order, so concurrent batches lock shared rows in the same order and cannot d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ._history_rows import ExecutionRow
 from .models import EventMessage, ExecutionStatus, TaskExecution
 
-__all__ = ["STATUS_RANK", "fix_durations", "insert_events", "mark_unknown", "upsert_executions"]
+__all__ = [
+    "STATUS_RANK", "fix_durations", "insert_events", "mark_unknown", "sqlite_time", "upsert_executions",
+]  # fmt: skip
 
 STATUS_RANK = {
     ExecutionStatus.SCHEDULED.value: 0,
@@ -39,6 +43,7 @@ STATUS_RANK = {
     ExecutionStatus.SUCCESS.value: 30,
     ExecutionStatus.FAILED.value: 30,
     ExecutionStatus.CANCELLED.value: 40,
+    ExecutionStatus.SKIPPED.value: 40,
 }
 """Merge order of stored statuses (``unknown`` between running and the outcomes)."""
 
@@ -51,14 +56,15 @@ COLUMNS = (
     "queue", "worker_name", "enqueued_at", "started_at", "ended_at", "duration", "result", "error",
     "traceback", "created_at", "updated_at",
 )  # fmt: skip
-_SENT = COLUMNS[1:]  # every column but the id, which the database makes
+_SENT = COLUMNS[1:]  # every column but the id, which the database makes: ExecutionRow's fields
+assert ExecutionRow._fields == _SENT
 _MERGED = (
     "agent_name", "task_name", "function", "queue", "worker_name", "enqueued_at", "started_at",
     "ended_at", "duration", "result", "traceback",
 )  # fmt: skip
 _TIMES = ("enqueued_at", "started_at", "ended_at", "created_at", "updated_at")
 _PG_TYPES = {
-    "attempt": "int", "duration": "float8", "result": "text", "error": "text", "traceback": "text",
+    "attempt": "int", "duration": "float8",
     **dict.fromkeys(_TIMES, "int8"),  # epoch microseconds: exact, and cheaper to send than timestamps
 }  # fmt: skip
 
@@ -91,9 +97,15 @@ def _set_clause(old: str) -> str:
     return ", ".join(sets)
 
 
-def _pg_upsert() -> str:
-    casts = ", ".join(f"${i + 1}::{_PG_TYPES.get(c, 'varchar')}[]" for i, c in enumerate(_SENT))
+_STAGE = "asyncsched_stage_executions"
+_PG_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
+    + ", ".join(f"{c} {_PG_TYPES.get(c, 'text')}" for c in _SENT)
+    + ") ON COMMIT DELETE ROWS"
+)
 
+
+def _pg_merge() -> str:
     def column(c: str) -> str:
         if c == "scheduled_task_id":
             return f"(SELECT s.id FROM {TASKS} s WHERE s.id = u.{c})"
@@ -101,14 +113,14 @@ def _pg_upsert() -> str:
             return "u.result::json"
         if c in _TIMES:
             return f"'epoch'::timestamptz + u.{c} * interval '1 microsecond'"
-        if c == "id":  # made by the database: one array less to build and send
-            return "replace(gen_random_uuid()::text, '-', '')"
+        if c == "id":  # made by the database from the key: one column less to send, and cheaper than a
+            return "md5(u.job_id || '#' || u.attempt)"  # random uuid (computed for every row, merged too)
         return f"u.{c}"
 
     select = ", ".join(column(c) for c in COLUMNS)
     return (
         f"INSERT INTO {EXEC} AS t ({', '.join(COLUMNS)}) SELECT {select} "
-        f"FROM unnest({casts}) AS u({', '.join(_SENT)}) "
+        f"FROM {_STAGE} AS u ORDER BY u.job_id, u.attempt "
         f"ON CONFLICT (job_id, attempt) DO UPDATE SET {_set_clause('t')}"
     )
 
@@ -126,49 +138,56 @@ def _sqlite_upsert() -> str:
     )
 
 
-_PG_UPSERT = _pg_upsert()
+_PG_MERGE = _pg_merge()
 _SQLITE_UPSERT = _sqlite_upsert()
 
+_EPOCH = datetime(1970, 1, 1)
+_SECONDS: dict[int, str] = {}  # "YYYY-MM-DD HH:MM:SS" of recent epoch seconds: times of a batch share them
 
-def _micros(value: float | None) -> int | None:
-    """Epoch seconds as integer microseconds, rounded exactly as ``datetime.fromtimestamp`` rounds."""
+
+def sqlite_time(value: int | None) -> str | None:
+    """Epoch microseconds in SQLAlchemy's SQLite DateTime text form, naive UTC (what ``UTCDateTime``
+    stores and reads back): ``YYYY-MM-DD HH:MM:SS.ffffff``."""
     if value is None:
         return None
-    whole = math.floor(value)
-    return whole * 1_000_000 + round((value - whole) * 1e6)
+    whole, frac = divmod(value, 1_000_000)
+    head = _SECONDS.get(whole)
+    if head is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        head = _SECONDS[whole] = (_EPOCH + timedelta(seconds=whole)).isoformat(" ")
+    return f"{head}.{frac:06d}"
 
 
-_EPOCH = datetime(1970, 1, 1)
+async def upsert_executions(conn: AsyncConnection, rows: Sequence[ExecutionRow]) -> None:
+    """Merge ``rows`` (distinct ``(job_id, attempt)``) into the executions table.
 
-
-def _sqlite_time(value: float | None) -> str | None:
-    # SQLAlchemy's SQLite DateTime text form, naive UTC (what UTCDateTime stores and reads back)
-    micros = _micros(value)
-    return (
-        None if micros is None else (_EPOCH + timedelta(microseconds=micros)).isoformat(" ", "microseconds")
-    )
-
-
-_TIME_SET = frozenset(_TIMES)
-
-
-async def upsert_executions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Merge ``rows`` (``Row.sql_values`` dicts, distinct keys) into the executions table: one statement."""
+    PostgreSQL: the rows are COPied (binary) into a temporary staging table, then merged by ONE
+    ``INSERT ... SELECT ... ON CONFLICT`` (the staging table empties itself at commit). SQLite: one
+    ``INSERT ... ON CONFLICT`` statement run by the driver for every row."""
     if not rows:
         return
-    ordered = sorted(rows, key=lambda r: (r["job_id"], r["attempt"]))
+    ordered = sorted(rows, key=_KEY)
     if conn.dialect.name == "postgresql":
-        arrays = tuple(
-            [_micros(r[c]) for r in ordered] if c in _TIME_SET else [r[c] for r in ordered] for c in _SENT
-        )
-        await conn.exec_driver_sql(_PG_UPSERT, arrays)
+        await conn.exec_driver_sql(_PG_STAGE)  # also opens the transaction the COPY must run in
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.copy_records_to_table(_STAGE, records=ordered, columns=_SENT)
+        await conn.exec_driver_sql(_PG_MERGE)
     else:
-        params = [tuple(_sqlite_time(r[c]) if c in _TIME_SET else r[c] for c in _SENT) for r in ordered]
+        t = sqlite_time
+        params = [
+            (*r[:9], t(r[9]), t(r[10]), t(r[11]), r[12], r[13], r[14], r[15], t(r[16]), t(r[17]))
+            for r in ordered
+        ]
         await conn.exec_driver_sql(_SQLITE_UPSERT, params)
-    await fix_durations(conn, [r for r in ordered if r["ended_at"] is not None and r["started_at"] is None])
+    await fix_durations(conn, [r for r in ordered if r.ended_at is not None and r.started_at is None])
 
 
-async def fix_durations(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+_KEY = itemgetter(0, 1)
+
+
+async def fix_durations(conn: AsyncConnection, rows: Sequence[ExecutionRow]) -> None:
     """``duration`` of rows whose start and end came in different batches (rare: an outcome record
     carries its start), computed in Python from the stored times: exact on both databases."""
     if not rows:
@@ -176,7 +195,7 @@ async def fix_durations(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
     from sqlalchemy import and_, bindparam, or_, select, update
 
     t = TaskExecution
-    keys = [and_(t.job_id == r["job_id"], t.attempt == r["attempt"]) for r in rows]
+    keys = [and_(t.job_id == r.job_id, t.attempt == r.attempt) for r in rows]
     query = select(t.id, t.started_at, t.ended_at, t.duration).where(or_(*keys))
     fixes = []
     for row_id, started, ended, duration in (await conn.execute(query)).all():

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from ..exceptions import AsyncschedError
+from ..exceptions import MigrationError
 from .models import Base
 
 __all__ = ["MIGRATIONS", "VERSION_TABLE", "MigrationError", "alembic_config", "head_revision", "schema_diff"]
@@ -37,10 +37,6 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def head_revision() -> str | None:
     """The newest revision shipped with this version of asyncsched."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
-class MigrationError(AsyncschedError, RuntimeError):
-    """The database's schema cannot be brought to the models' (the message says what differs)."""
 
 
 def upgrade(connection: Connection, revision: str = "head") -> None:

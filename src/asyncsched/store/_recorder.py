@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from datetime import timedelta
@@ -45,10 +46,10 @@ from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ._database import Database
 from ._history_loss import LossLog, StreamAccount
-from ._history_rows import STATUS_OF, Batch, decode_event, text
+from ._history_rows import STATUS_OF, Batch, decode_event, micros, stream_items, text
 from ._reconcile import Reconciler
 from ._recorder_watch import Watch
-from ._recorder_write import BatchWriter
+from ._recorder_write import BatchWriter, settle
 
 __all__ = ["GROUP", "STATUS_OF", "Recorder", "decode_event"]
 
@@ -71,8 +72,10 @@ class Recorder(BatchWriter):
     entries are written as soon as they are read, up to ``batch_size`` at a time and ``in_flight``
     batches at once. ``retention`` (``True``: ``settings.retention_days``, where 0 keeps everything; a
     ``timedelta``; ``False``/``None``: keep everything) is applied on start and every
-    ``prune_interval`` seconds. ``consumer`` (default: the host name) names this reader in the group; a
-    restart under the same name writes what it had read but not acknowledged. ``reconcile_interval`` and
+    ``prune_interval`` seconds. ``consumer`` (default: host name and process id) names this reader in the
+    group: any number of Recorders share the group, each entry read by one; what a reader that died had
+    read is claimed by another after ``claim_idle`` (at once by a restart under the same name).
+    ``reconcile_interval`` and
     ``reconcile_age``: how often open executions older than that are checked against Redis.
     """
 
@@ -111,7 +114,7 @@ class Recorder(BatchWriter):
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.in_flight = in_flight
-        self.consumer = consumer or socket.gethostname()
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         prefix = self.settings.key_prefix
         self.lifecycle_stream = _keys.lifecycle_stream(prefix)
         self.event_stream = _keys.event_log_stream(prefix)
@@ -239,7 +242,7 @@ class Recorder(BatchWriter):
         streams: Any = dict(self._pending)
         reply = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self.batch_size)
         batch = Batch()
-        for stream, entries in _items(reply):
+        for stream, entries in stream_items(reply):
             if entries:
                 self._pending[stream] = text(entries[-1][0])
                 add = batch.add_lifecycle if stream == self.lifecycle_stream else batch.add_events
@@ -261,7 +264,7 @@ class Recorder(BatchWriter):
             reply = await self.redis.xreadgroup(
                 GROUP, self.consumer, {self.event_stream: ">"}, count=self.batch_size
             )
-            for stream, events in _items(reply):
+            for stream, events in stream_items(reply):
                 batch.add_events(stream, events)
         return batch if batch.size else None
 
@@ -296,6 +299,15 @@ class Recorder(BatchWriter):
                     count=self.batch_size,
                     justid=True,
                 )
+                # readers gone (nothing pending, silent past claim_idle) leave the group; a live one that
+                # was only stalled is added back by its next read
+                for c in await self.redis.xinfo_consumers(stream, GROUP):
+                    if (
+                        not c["pending"]
+                        and c["idle"] > self.claim_idle * 1000
+                        and text(c["name"]) != self.consumer
+                    ):
+                        await self.redis.xgroup_delconsumer(stream, GROUP, c["name"])
         self._pending = dict.fromkeys(self.streams, "0")
 
     # ------------------------------------------------------------------ the pipeline
@@ -312,12 +324,12 @@ class Recorder(BatchWriter):
                     break
                 if time.monotonic() >= self._next_claim:
                     if inflight:  # claiming re-reads our pending entries: none may be in flight
-                        total, error = await _settle(inflight, total, error, all_=True)
+                        total, error = await settle(inflight, total, error, all_=True)
                         continue
                     await self._claim()
                     self._next_claim = time.monotonic() + max(1.0, self.claim_idle / 2)
                 if len(inflight) >= self.in_flight or (inflight and self._pending is not None):
-                    total, error = await _settle(inflight, total, error)
+                    total, error = await settle(inflight, total, error)
                     continue
                 batch = await self._next_batch()
                 if batch is None:
@@ -330,15 +342,14 @@ class Recorder(BatchWriter):
             self._pending = dict.fromkeys(self.streams, "0")  # a read failed: what it took is pending
             raise
         finally:
-            total, error = await _settle(inflight, total, error, all_=True)
+            total, error = await settle(inflight, total, error, all_=True)
         if error is not None:
             self._pending = dict.fromkeys(self.streams, "0")
             raise error
         return total
 
     async def _commit(self, batch: Batch) -> int:
-        now = time.time()
-        rows = [row.sql_values(now) for row in batch.executions.values()]
+        rows = batch.rows(micros(time.time()))
         events = list(batch.events.values())
         if rows or events:
             await self._write(rows, events)
@@ -370,33 +381,3 @@ class Recorder(BatchWriter):
                         total = int(group.get("pending") or 0) + int(group.get("lag") or 0)
             out[self.event_stream] = total
         return out
-
-
-def _items(reply: Any) -> list[tuple[str, Any]]:
-    items: Any = reply.items() if isinstance(reply, dict) else (reply or [])
-    out = []
-    for stream, entries in items:
-        if isinstance(entries, list) and len(entries) == 1 and isinstance(entries[0], list):
-            entries = entries[0]  # RESP3 wraps entries once more
-        out.append((text(stream), entries or []))
-    return out
-
-
-async def _settle(
-    inflight: set[asyncio.Task[int]], total: int, error: BaseException | None, *, all_: bool = False
-) -> tuple[int, BaseException | None]:
-    """Wait for one (or ``all_``) of the writes in flight; add up what they handled, keep the first error."""
-    if not inflight:
-        return total, error
-    done, _ = await asyncio.wait(
-        inflight, return_when=asyncio.ALL_COMPLETED if all_ else asyncio.FIRST_COMPLETED
-    )
-    for task in done:
-        inflight.discard(task)
-        if task.cancelled():
-            error = error or asyncio.CancelledError()
-        elif task.exception() is not None:
-            error = error or task.exception()
-        else:
-            total += task.result()
-    return total, error

@@ -8,6 +8,7 @@ An ``IntegrityError``/``DataError`` goes row by row at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -16,10 +17,11 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._database import Database
+from ._history_rows import ExecutionRow
 from ._history_sql import insert_events, upsert_executions
 from .models import EventMessage, TaskExecution, _uuid, utcnow
 
-__all__ = ["POISON_AFTER", "BatchWriter"]
+__all__ = ["POISON_AFTER", "BatchWriter", "settle"]
 
 log = logging.getLogger("asyncsched.store.recorder")
 
@@ -34,7 +36,7 @@ class BatchWriter:
     failures: int
     _batch_failures: int
 
-    async def _write(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    async def _write(self, rows: list[ExecutionRow], events: list[dict[str, Any]]) -> None:
         try:
             async with self.db.engine.begin() as conn:
                 await self._upsert(conn, rows)
@@ -57,7 +59,7 @@ class BatchWriter:
             await self._isolate(rows, events)
         self._batch_failures = 0
 
-    async def _upsert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    async def _upsert(self, conn: AsyncConnection, rows: list[ExecutionRow]) -> None:
         await upsert_executions(conn, rows)
 
     async def _database_answers(self) -> bool:
@@ -88,7 +90,7 @@ class BatchWriter:
             return False
         return True
 
-    async def _isolate(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    async def _isolate(self, rows: list[ExecutionRow], events: list[dict[str, Any]]) -> None:
         """Write one row per transaction; drop (and log) the rows refused while the database answers."""
         for row in rows:
             try:
@@ -97,9 +99,7 @@ class BatchWriter:
             except Exception as exc:
                 if not await self._database_answers():
                     raise  # an outage after all: everything stays pending (rewriting is idempotent)
-                log.error(
-                    "dropping execution %s#%s the database refuses: %s", row["job_id"], row["attempt"], exc
-                )
+                log.error("dropping execution %s#%s the database refuses: %s", row.job_id, row.attempt, exc)
         for event in events:
             try:
                 async with self.db.engine.begin() as conn:
@@ -108,3 +108,23 @@ class BatchWriter:
                 if not await self._database_answers():
                     raise
                 log.error("dropping event %s the database refuses: %s", event["id"], exc)
+
+
+async def settle(
+    inflight: set[asyncio.Task[int]], total: int, error: BaseException | None, *, all_: bool = False
+) -> tuple[int, BaseException | None]:
+    """Wait for one (or ``all_``) of the writes in flight; add up what they handled, keep the first error."""
+    if not inflight:
+        return total, error
+    done, _ = await asyncio.wait(
+        inflight, return_when=asyncio.ALL_COMPLETED if all_ else asyncio.FIRST_COMPLETED
+    )
+    for task in done:
+        inflight.discard(task)
+        if task.cancelled():
+            error = error or asyncio.CancelledError()
+        elif task.exception() is not None:
+            error = error or task.exception()
+        else:
+            total += task.result()
+    return total, error

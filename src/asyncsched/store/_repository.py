@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, select
 
-from ..exceptions import AsyncschedError
+from ..exceptions import EventNotFound, ExecutionNotFound
 from ._database import Database
 from ._pages import MAX_LIMIT, Page, UnreadableRow, read_page
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
@@ -26,14 +26,6 @@ __all__ = [
     "UnreadableRow",
     "prune",
 ]
-
-
-class ExecutionNotFound(AsyncschedError, LookupError):
-    """No execution with this id, and no job with this id in the history."""
-
-
-class EventNotFound(AsyncschedError, LookupError):
-    """No persisted event with this id."""
 
 
 def _aware(value: datetime) -> datetime:

@@ -104,6 +104,9 @@ class ExecutionStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    """A scheduled tick that did not run because its task's previous run was still queued or running
+    (``overlap: skip``); ``error`` says which run and why."""
     UNKNOWN = "unknown"
     """The outcome was never recorded and cannot be any more: the job's lifecycle records were lost
     (dropped past ``ASYNCSCHED_LIFECYCLE_MAXLEN``) or the job vanished from Redis. ``error`` says why.

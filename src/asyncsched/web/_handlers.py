@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from ..exceptions import (
     AsyncschedError,
     BrokenTask,
+    Conflict,
     FunctionNotAllowed,
     InvalidJob,
     JobNotFound,
@@ -29,6 +30,8 @@ from ..exceptions import (
     TaskDefinitionError,
 )
 from ..queue import RateLimit, Repeat
+from ..queue._retry import retry_from_data
+from ._bulk import create_tasks
 from ._live import matches
 from ._ops import OperatorHandlers
 from ._rqscheduler import list_rq_scheduler_jobs as _rq_scheduler_jobs
@@ -43,7 +46,7 @@ from ._serialize import (
     task_to_dict,
     worker_to_dict,
 )
-from ._services import Services, _import
+from ._services import Services
 from ._validation import FieldError, ValidationFailed, error, parse_datetime
 
 __all__ = ["Handlers"]
@@ -53,11 +56,7 @@ log = logging.getLogger("asyncsched.web")
 KEEPALIVE = 15.0
 """Seconds between SSE comments that keep proxies from closing an idle stream."""
 
-TERMINAL = {"success", "failed", "cancelled"}
-
-
-class Conflict(Exception):
-    """The request conflicts with the current state (answered 409)."""
+TERMINAL = {"success", "failed", "cancelled", "skipped"}
 
 
 def problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> list[FieldError]:
@@ -137,6 +136,16 @@ class Handlers(OperatorHandlers):
         except InvalidJob as exc:
             raise ValidationFailed([error(("body", "function"), str(exc))]) from None
 
+    def _check_retry(self, body: dict[str, Any]) -> Any:
+        """The body's ``retry`` as a :class:`Retry` (422 naming ``retry``). Exception classes it names are
+        resolved without importing a module the allow-list does not cover (an imported one resolves)."""
+        if not body.get("retry") or isinstance(body["retry"], int):
+            return body.get("retry") or None
+        try:
+            return retry_from_data(body["retry"], allow=self.services.settings.allowed_functions)
+        except ValueError as exc:
+            raise ValidationFailed([error(("body", "retry"), str(exc))]) from None
+
     def _validate_schedule(self, body: dict[str, Any]) -> list[FieldError]:
         errors: list[FieldError] = []
         tz = body.get("timezone", "UTC")
@@ -145,7 +154,8 @@ class Handlers(OperatorHandlers):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             errors.append(error(("body", "timezone"), f"unknown time zone {tz!r}"))
             tz = "UTC"
-        parse_schedule = _import("asyncsched.scheduler", "parse_schedule")
+        from ..scheduler import parse_schedule
+
         try:
             start = parse_datetime(body["start"]) if body.get("start") else None
             parse_schedule(body["type"], body["schedule"], tz, start=start)
@@ -161,6 +171,7 @@ class Handlers(OperatorHandlers):
         if errors:
             raise ValidationFailed(errors)
         await self._check_function(body["function"])
+        self._check_retry(body)
         scheduler = await self.services.scheduler()
         agent = body.get("agent_name") or settings.agent
         definition = {k: v for k, v in body.items() if k != "agent_name" and v is not None}
@@ -176,6 +187,15 @@ class Handlers(OperatorHandlers):
         return ApiJSON(
             data, status_code=201, headers={"location": f"{prefix_of(request, '/tasks')}/tasks/{data['id']}"}
         )
+
+    async def create_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+        """POST /tasks/bulk (web/_bulk.py): every item checked as ``create_task`` checks one."""
+        agent = self.services.settings.agent
+        scheduler = await self.services.scheduler()
+        data = await create_tasks(
+            body["tasks"], agent, self._validate_schedule, self._check_function, scheduler, problems_to_errors
+        )
+        return ApiJSON(data, status_code=201)
 
     async def list_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         tasks = await self.services.tasks()
@@ -292,7 +312,7 @@ class Handlers(OperatorHandlers):
             "timeout": body.get("timeout"),
         }
         if body.get("retry"):
-            options["retry"] = body["retry"]
+            options["retry"] = self._check_retry(body)
         if body.get("depends_on"):  # RQ's dependencies (rq-compat.md)
             options["depends_on"] = list(body["depends_on"])
             options["allow_dependency_failures"] = bool(body.get("allow_dependency_failures", False))
@@ -300,11 +320,26 @@ class Handlers(OperatorHandlers):
             options["repeat"] = Repeat(body["repeat"]["times"], body["repeat"].get("interval", 0))
         if body.get("rate_limit"):
             options["rate_limit"] = RateLimit(body["rate_limit"]["key"], body["rate_limit"]["concurrency"])
+        limit = body.get("limit") or {}  # flow limit (docs/flow-control.md)
+        if limit and body.get("rate_limit") and limit.get("rate"):
+            raise ValidationFailed(
+                [error(("body", "limit", "rate"), "give RQ's rate_limit or limit.rate, not both")]
+            )
+        for name, option in (("rate", "rate_limit"), ("max_concurrency", "max_concurrency")):
+            if limit.get(name) is not None:
+                options[option] = limit[name]
+        if limit.get("concurrency_key") is not None:
+            options["concurrency_key"] = limit["concurrency_key"]
         if at is not None:
             options["at"] = at
         elif body.get("delay"):
             options["delay"] = timedelta(seconds=body["delay"])
-        job_id = await queue.enqueue(body["function"], **options)
+        try:
+            job_id = await queue.enqueue(body["function"], **options)
+        except InvalidJob as exc:
+            if not limit:
+                raise
+            raise ValidationFailed([error(("body", "limit"), str(exc))]) from None
         status = "scheduled" if (at is not None and at > datetime.now(UTC)) or body.get("delay") else "queued"
         if body.get("depends_on") or body.get("rate_limit"):  # waiting for a parent or a slot: "deferred"
             status = str(await queue.status(job_id))
@@ -326,6 +361,10 @@ class Handlers(OperatorHandlers):
         rows = [{"name": name, "counts": c, "paused": name in paused} for name, c in sorted(counts.items())]
         view = lambda row: {"name": row["name"], "counts": dict(row["counts"]), "paused": row["paused"]}  # noqa: E731
         return _page(rows, view, params)
+
+    async def list_limits(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+        queue = await self.services.queue()
+        return _page(await queue.limits_usage(), lambda usage: usage.as_dict(), params)
 
     async def list_workers(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         queue = await self.services.queue()

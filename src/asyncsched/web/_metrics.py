@@ -29,7 +29,17 @@ __all__ = ["RequestCounter", "render_metrics"]
 
 log = logging.getLogger("asyncsched.web")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_STATUSES = ("scheduled", "deferred", "queued", "running", "success", "failed", "cancelled", "unknown")
+_STATUSES = (
+    "scheduled",
+    "deferred",
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "cancelled",
+    "skipped",
+    "unknown",
+)
 
 
 class RequestCounter:
@@ -159,6 +169,12 @@ async def render_metrics(services: Services, requests: RequestCounter) -> str:
         out.family("asyncsched_live_clients", "gauge", "Connected live-event (SSE) clients.")
         out.sample("asyncsched_live_clients", live.clients)
 
+    from .. import _metrics
+
+    metrics = services.process_metrics
+    if metrics is not None:  # `asyncsched run`: its worker's job histograms, its scheduler's tick lag
+        out.lines += metrics._job_lines() + metrics._scheduler_lines()
+    out.lines += _metrics.process_lines()
     out.family("asyncsched_http_requests_total", "counter", "API requests answered.")
     for (operation, code), n in sorted(requests.counts.items()):
         out.sample("asyncsched_http_requests_total", n, operation=operation, code=code)

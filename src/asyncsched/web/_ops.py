@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..exceptions import DuplicateTask, JobError, JobNotFound, TaskNotFound
+from ..exceptions import Conflict, JobError, JobNotFound
 from ._serialize import job_to_dict, task_to_dict
 from ._validation import FieldError, ValidationFailed, error
 
@@ -71,12 +71,15 @@ class OperatorHandlers:
     services: Any
     _task: Any
     _check_function: Any
+    _check_retry: Any
     _validate_schedule: Any
 
     # -- tasks ---------------------------------------------------------------------------------------------
 
     async def update_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         """PATCH /tasks/{task_id}: change some fields, validated as a create is; 409 on a name clash."""
+        from ..scheduler._rename import check_rename
+
         if not body:
             raise ValidationFailed([error(("body",), "give at least one field to change", "missing")])
         task = await self._task(params)
@@ -97,15 +100,8 @@ class OperatorHandlers:
             raise ValidationFailed(errors)
         if "function" in body:
             await self._check_function(body["function"])
-        if "name" in body and body["name"] != task.name:
-            try:
-                await scheduler.get_task(body["name"], agent_name=task.agent_name)
-            except TaskNotFound:
-                pass
-            else:
-                raise DuplicateTask(
-                    f"a task named {body['name']!r} already exists for agent {task.agent_name!r}"
-                )
+        self._check_retry(body)
+        await check_rename(scheduler, task, body.get("name"))
         # Validated again by the scheduler exactly as a YAML task; TaskDefinitionError is answered 422.
         stored = await scheduler.update_task(task.id, agent_name=task.agent_name, **body)
         return task_to_dict(stored)
@@ -114,8 +110,6 @@ class OperatorHandlers:
 
     async def requeue_job(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         """POST /jobs/{job_id}/requeue: a failed, stopped or cancelled job back on its queue (new attempt)."""
-        from ._handlers import Conflict
-
         queue = await self.services.queue()
         try:
             await queue.requeue(params["job_id"])
@@ -127,8 +121,6 @@ class OperatorHandlers:
 
     async def cancel_job(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         """POST /jobs/{job_id}/cancel: a queued/scheduled job never runs; a running one is stopped."""
-        from ._handlers import Conflict
-
         queue = await self.services.queue()
         if not await queue.cancel(params["job_id"]):
             raise Conflict(f"job {params['job_id']!r} already ended")

@@ -25,11 +25,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import _metrics as process_metrics
 from .._boundary import loads_json
 from ..exceptions import (
     AsyncschedError,
     BackendUnavailable,
     BrokenTask,
+    Conflict,
     DuplicateTask,
     FunctionNotAllowed,
     InvalidValue,
@@ -38,7 +40,7 @@ from ..exceptions import (
     UnsupportedURL,
 )
 from ._compat import RouterBase
-from ._handlers import Conflict, Handlers, prefix_of, problems_to_errors
+from ._handlers import Handlers, prefix_of, problems_to_errors
 from ._metrics import CONTENT_TYPE, RequestCounter, render_metrics
 from ._security import host_ok, host_refusal, same_origin_ok, token_ok
 from ._serialize import ApiJSON
@@ -150,12 +152,12 @@ def _is_health(scope: Scope) -> bool:
     return (path[len(root) :] if root and path.startswith(root) else path) == "/health"
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(AsyncschedError):
+    """The request body is larger than ``MAX_BODY`` (answered 413)."""
 
 
-class _BadLength(Exception):
-    pass
+class _BadLength(AsyncschedError):
+    """The ``Content-Length`` header is not a number (answered 400)."""
 
 
 def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -188,6 +190,7 @@ class SchedulerRouter(RouterBase):
         self.services = services if services is not None else Services()
         self.handlers = Handlers(self.services)
         self.requests = RequestCounter()
+        process_metrics.enable_process_series()  # serves /metrics: observe event delivery lag
         routes: list[Route | Mount] = [_JSONRoute("/", self._index, methods=["GET"], name="index")]
         for op in OPERATIONS:
             route = _JSONRoute(op.path, self._endpoint(op), methods=[op.method], name=op.name)

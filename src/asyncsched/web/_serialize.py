@@ -8,17 +8,17 @@ the rest of the page is unaffected.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import logging
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, timedelta
 from typing import Any
 
 from starlette.responses import JSONResponse
 
 from .._boundary import SURROGATE
+from .._jsonable import json_default as _default
+from .._jsonable import plain
 from ._live import event_to_dict
 
 __all__ = [
@@ -75,22 +75,6 @@ EXECUTION_FIELDS = (
 )
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return plain(value)
-    return repr(value)
-
-
 _encode = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False).encode
 
 
@@ -106,23 +90,6 @@ class ApiJSON(JSONResponse):
         if not text.isascii() and SURROGATE.search(text) is not None:
             text = SURROGATE.sub("\ufffd", text)
         return text.encode()
-
-
-def plain(obj: Any) -> Any:
-    """A JSON-able view of a dataclass, mapping or object with ``__dict__`` (shallow for objects)."""
-    if obj is None or isinstance(obj, str | int | float | bool):
-        return obj
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [plain(v) for v in obj]
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    return obj
 
 
 def _pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:

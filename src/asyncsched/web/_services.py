@@ -13,37 +13,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
+from .._protocols import EventSource
 from .._supervise import Supervised
 from ..config import Settings, get_settings
-from ..exceptions import AsyncschedError
+from ..exceptions import AsyncschedError, ComponentUnavailable
 from ._live import LiveFeed
+
+if TYPE_CHECKING:
+    from ..events import Event, EventBus
+    from ..queue import TaskQueue
+    from ..scheduler import TaskScheduler
+    from ..store import Database, EventRepository, ExecutionRepository, TaskRepository
 
 __all__ = ["ComponentUnavailable", "Services"]
 
 log = logging.getLogger("asyncsched.web")
 
+T = TypeVar("T")
+
 MONITOR = "*"
 """Agent name with which an ``EventBus`` observes every event of the deployment."""
 
 
-class ComponentUnavailable(AsyncschedError):
-    """A component the request needs is not installed or could not start (answered 503)."""
-
-
-def _import(module: str, name: str) -> Any:
+@contextlib.contextmanager
+def _available(module: str) -> Iterator[None]:
+    """Around a lazy import of an engine: one that cannot be imported is :class:`ComponentUnavailable`
+    (the engines are imported on first use, not with the router: start-up cost, optional extras)."""
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ComponentUnavailable(f"{module}.{name} is not available: {exc}") from None
+        yield
+    except ImportError as exc:
+        raise ComponentUnavailable(f"{module} is not available: {exc}") from None
 
 
 class Services:
@@ -59,10 +66,10 @@ class Services:
         settings: Settings | None = None,
         *,
         redis: aioredis.Redis | None = None,
-        db: Any = None,
-        queue: Any = None,
-        scheduler: Any = None,
-        bus: Any = None,
+        db: Database | None = None,
+        queue: TaskQueue | None = None,
+        scheduler: TaskScheduler | None = None,
+        bus: EventBus | None = None,
         live: LiveFeed | None = None,
     ) -> None:
         self._settings = settings
@@ -73,6 +80,8 @@ class Services:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # the job histograms of a worker in this process (asyncsched run), served with /metrics
+        self.process_metrics: Any = None
 
     @property
     def settings(self) -> Settings:
@@ -104,34 +113,33 @@ class Services:
 
     async def redis(self) -> aioredis.Redis:
         """A Redis client (health checks, metrics)."""
-        client: aioredis.Redis = await self._get("redis", self._build_redis)
-        return client
+        return await self._get("redis", self._build_redis)
 
-    async def db(self) -> Any:
+    async def db(self) -> Database:
         """The ``Database``."""
         return await self._get("db", self._build_db)
 
-    async def queue(self) -> Any:
+    async def queue(self) -> TaskQueue:
         """The ``TaskQueue``."""
         return await self._get("queue", self._build_queue)
 
-    async def scheduler(self) -> Any:
+    async def scheduler(self) -> TaskScheduler:
         """The ``TaskScheduler``."""
         return await self._get("scheduler", self._build_scheduler)
 
-    async def bus(self) -> Any:
+    async def bus(self) -> EventBus:
         """The ``EventBus``."""
         return await self._get("bus", self._build_bus)
 
-    async def executions(self) -> Any:
+    async def executions(self) -> ExecutionRepository:
         """An ``ExecutionRepository`` on :meth:`db`."""
         return await self._get("executions", self._build_executions)
 
-    async def events(self) -> Any:
+    async def events(self) -> EventRepository:
         """An ``EventRepository`` on :meth:`db`."""
         return await self._get("events", self._build_events)
 
-    async def tasks(self) -> Any:
+    async def tasks(self) -> TaskRepository:
         """A ``TaskRepository`` on :meth:`db` (reads for lists; the scheduler writes)."""
         return await self._get("tasks", self._build_tasks)
 
@@ -142,12 +150,11 @@ class Services:
 
     async def live(self) -> LiveFeed:
         """The live feed, fed from :meth:`bus`."""
-        feed: LiveFeed = await self._get("live", self._build_live)
-        return feed
+        return await self._get("live", self._build_live)
 
-    async def _get(self, name: str, build: Callable[[AsyncExitStack], Coroutine[Any, Any, Any]]) -> Any:
+    async def _get(self, name: str, build: Callable[[AsyncExitStack], Coroutine[Any, Any, T]]) -> T:
         if name in self._given:
-            return self._given[name]
+            return cast("T", self._given[name])
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # Built on another loop (an earlier test client): those clients cannot be used here.
@@ -156,7 +163,7 @@ class Services:
             self._built.clear()
             self._tasks.clear()
         if name in self._built:
-            return self._built[name]
+            return cast("T", self._built[name])
         assert self._stack is not None
         # One lock per component: a builder awaits the components it needs (scheduler -> db, queue).
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -170,7 +177,7 @@ class Services:
                 except Exception as exc:
                     log.exception("cannot start %s for the API", name)
                     raise ComponentUnavailable(f"{name} could not start: {type(exc).__name__}") from exc
-            return self._built[name]
+            return cast("T", self._built[name])
 
     # -- builders ----------------------------------------------------------------------------------
 
@@ -181,35 +188,45 @@ class Services:
         stack.push_async_callback(client.aclose)
         return client
 
-    async def _build_db(self, stack: AsyncExitStack) -> Any:
-        database_cls = _import("asyncsched.store", "Database")
+    async def _build_db(self, stack: AsyncExitStack) -> Database:
+        with _available("asyncsched.store"):
+            from ..store import Database
         # Every entry point migrates on first use (PostgreSQL included; concurrent starts are serialised by
         # the store), so a router mounted in an app whose database was never upgraded still works.
-        return await stack.enter_async_context(database_cls(settings=self.settings, auto_migrate=True))
+        return await stack.enter_async_context(Database(settings=self.settings, auto_migrate=True))
 
-    async def _build_queue(self, stack: AsyncExitStack) -> Any:
-        queue_cls = _import("asyncsched.queue", "TaskQueue")
-        return await stack.enter_async_context(queue_cls(settings=self.settings))
+    async def _build_queue(self, stack: AsyncExitStack) -> TaskQueue:
+        with _available("asyncsched.queue"):
+            from ..queue import TaskQueue
+        return await stack.enter_async_context(TaskQueue(settings=self.settings))
 
-    async def _build_scheduler(self, stack: AsyncExitStack) -> Any:
-        scheduler_cls = _import("asyncsched.scheduler", "TaskScheduler")
+    async def _build_scheduler(self, stack: AsyncExitStack) -> TaskScheduler:
+        with _available("asyncsched.scheduler"):
+            from ..scheduler import TaskScheduler
         db = await self.db()
         queue = await self.queue()
-        return await stack.enter_async_context(scheduler_cls(settings=self.settings, db=db, queue=queue))
+        return await stack.enter_async_context(TaskScheduler(settings=self.settings, db=db, queue=queue))
 
-    async def _build_bus(self, stack: AsyncExitStack) -> Any:
-        bus_cls = _import("asyncsched.events", "EventBus")
+    async def _build_bus(self, stack: AsyncExitStack) -> EventBus:
+        with _available("asyncsched.events"):
+            from ..events import EventBus
         # agent "*": the monitor view, which receives every event of the deployment.
-        return await stack.enter_async_context(bus_cls(settings=self.settings, agent_name=MONITOR))
+        return await stack.enter_async_context(EventBus(settings=self.settings, agent_name=MONITOR))
 
-    async def _build_executions(self, stack: AsyncExitStack) -> Any:
-        return _import("asyncsched.store", "ExecutionRepository")(await self.db())
+    async def _build_executions(self, stack: AsyncExitStack) -> ExecutionRepository:
+        with _available("asyncsched.store"):
+            from ..store import ExecutionRepository
+        return ExecutionRepository(await self.db())
 
-    async def _build_events(self, stack: AsyncExitStack) -> Any:
-        return _import("asyncsched.store", "EventRepository")(await self.db())
+    async def _build_events(self, stack: AsyncExitStack) -> EventRepository:
+        with _available("asyncsched.store"):
+            from ..store import EventRepository
+        return EventRepository(await self.db())
 
-    async def _build_tasks(self, stack: AsyncExitStack) -> Any:
-        return _import("asyncsched.store", "TaskRepository")(await self.db())
+    async def _build_tasks(self, stack: AsyncExitStack) -> TaskRepository:
+        with _available("asyncsched.store"):
+            from ..store import TaskRepository
+        return TaskRepository(await self.db())
 
     async def _build_live(self, stack: AsyncExitStack) -> LiveFeed:
         feed = LiveFeed()
@@ -218,7 +235,7 @@ class Services:
         return feed
 
 
-async def pump(bus: Any, *sinks: Callable[[Any], Any]) -> None:
+async def pump(bus: EventSource, *sinks: Callable[[Event], object]) -> None:
     """Hand every event ``bus`` receives to each of ``sinks`` (plain functions), until cancelled."""
     async for event in bus.events("*"):
         for sink in sinks:
@@ -228,9 +245,11 @@ async def pump(bus: Any, *sinks: Callable[[Any], Any]) -> None:
                 log.exception("live event handler failed")
 
 
-async def feed_from_bus(bus: Any, feed: LiveFeed, stack: AsyncExitStack) -> None:
+async def feed_from_bus(bus: EventSource, feed: LiveFeed, stack: AsyncExitStack) -> None:
     """Feed ``feed`` with every event of ``bus`` for as long as ``stack`` is open (supervised: a pump that
     crashes or ends is logged and restarted with backoff)."""
-    runner = Supervised("asyncsched-web-live", lambda: pump(bus, feed.push), done=lambda: not bus.started)
+    runner = Supervised(
+        "asyncsched-web-live", lambda: pump(bus, feed.push), done=lambda: not getattr(bus, "started", True)
+    )
     runner.start()
     stack.push_async_callback(runner.stop)

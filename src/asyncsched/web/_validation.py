@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from .._boundary import text_problem
+from ..exceptions import ValidationFailed
 
 __all__ = [
     "FieldError",
@@ -33,14 +34,6 @@ FieldError = dict[str, Any]
 """One problem: ``{"loc": ["body", "schedule"], "msg": "...", "type": "value_error"}``."""
 
 Loc = tuple[str | int, ...]
-
-
-class ValidationFailed(Exception):
-    """One or more request fields are invalid; ``errors`` lists each one."""
-
-    def __init__(self, errors: Sequence[FieldError]) -> None:
-        self.errors: list[FieldError] = list(errors)
-        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in self.errors))
 
 
 def error(loc: Loc, msg: str, kind: str = "value_error") -> FieldError:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # operational errors are one line (--debug: the traceback); bugs re-raise
-        from ..cli._errors import report
+        from .._operator_errors import report
 
         return report(exc, "asyncsched worker", debug=args.debug)
 

@@ -22,7 +22,7 @@ from ..config import Settings
 from ..exceptions import ConfigurationError
 from ._worker import ORPHAN_POLICIES, Worker
 
-__all__ = ["add_arguments", "run_worker"]
+__all__ = ["add_arguments", "add_hooks_argument", "hooks_option", "run_worker"]
 
 log = logging.getLogger("asyncsched.worker")
 
@@ -83,12 +83,31 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_scheduler: bool = Fal
     parser.add_argument(
         "--arq-serializer", choices=("pickle", "json"), default="pickle", help="arq jobs' serializer"
     )
-    from ..cli import _sidecars
+    add_hooks_argument(parser)
+    from .. import _sidecars
 
     _sidecars.add_flags(parser, default=None)
     from .. import _metrics
 
     _metrics.add_flags(parser)
+
+
+def add_hooks_argument(parser: argparse.ArgumentParser) -> None:
+    """``--hooks MODULE:OBJECT`` (also used by ``asyncsched run``)."""
+    parser.add_argument(
+        "--hooks",
+        metavar="MODULE:OBJECT",
+        help="worker hooks: a class or factory defined in MODULE whose result has on_startup, on_shutdown, "
+        "before_job and/or after_job (docs/queue.md, Worker hooks)",
+    )
+
+
+def hooks_option(args: argparse.Namespace) -> str | None:
+    """The ``--hooks`` reference; the working directory is importable then (like ``rq worker``)."""
+    reference: str | None = getattr(args, "hooks", None)
+    if reference and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return reference
 
 
 def _accept_pickle(args: argparse.Namespace) -> bool | None:
@@ -119,6 +138,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         grace_period=args.grace_period,
         arq=getattr(args, "arq", None),
         arq_serializer=getattr(args, "arq_serializer", "pickle"),
+        hooks=hooks_option(args),
     )
 
     plane = _control_plane(args, settings, worker)

@@ -6,7 +6,9 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import json
 import logging
+import random
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -18,18 +20,20 @@ from .._lifecycle import cap_result
 from ..exceptions import FunctionNotAllowed, InvalidJob, JobTimeout, SerializationError, UnsafeJob
 from ..queue._functions import import_function
 from ..queue._models import parse_intervals, retry_interval
+from ..queue._retry import backoff_wait, retry_matches
 from ..rq import codec
 from ..rq.codec import ResultType
 from ..rq.serializers import Format
 from ._rqjob import CurrentJob, Features, features, refused
 
-__all__ = ["ClaimedJob", "Outcome", "after_run", "execute"]
+__all__ = ["ClaimedJob", "Outcome", "after_run", "execute", "failure"]
 
 log = logging.getLogger("asyncsched.worker")
 
 DEFAULT_RESULT_TTL = 500  # rq.defaults.DEFAULT_RESULT_TTL
 DEFAULT_FAILURE_TTL = 31_536_000  # rq.defaults.DEFAULT_FAILURE_TTL (one year)
 STOPPED_TEXT = "Job stopped by user, work-horse terminated."  # RQ's text for a stopped job
+_uniform = random.uniform  # the draw of full jitter (a seam for tests)
 
 
 def _int(h: Mapping[str, bytes], name: str) -> int | None:
@@ -51,6 +55,7 @@ class ClaimedJob:
     stop_reason: str | None = None  # "stopped" (RQ stop-job / our cancel) or "shutdown"
     is_async: bool = False
     features: Features | None = None  # RQ callbacks / Repeat asked for by the hash
+    context: CurrentJob | None = None  # what the job sees as current_job() (its cancel token)
 
     @property
     def attempt(self) -> int:
@@ -89,18 +94,38 @@ def _error_line(text: str) -> str:
     return lines[-1] if lines else text
 
 
-def _failure(job: ClaimedJob, exc_text: str, *, retry: bool = True) -> Outcome:
-    """A failed attempt: retried as RQ would (``retries_left``/``retry_intervals``), else failed."""
+def _retry_wait(h: Mapping[str, bytes], retries_left: int, exc: BaseException | None) -> float | None:
+    """Seconds before the next attempt, or ``None`` when the job is not retried: RQ's rule
+    (``retries_left``/``retry_intervals``), refined by our ``asyncsched_retry`` policy (backoff with
+    jitter, computed now; only on the named exception types). ``ValueError`` when a field is malformed."""
+    raw = h.get("asyncsched_retry")
+    if not raw:
+        return retry_interval(parse_intervals(h.get("retry_intervals")), retries_left)
+    policy = json.loads(raw)
+    if policy.get("on") and not retry_matches(policy["on"], exc):
+        return None
+    if policy.get("backoff") != "exponential":
+        return retry_interval(parse_intervals(h.get("retry_intervals")), retries_left)
+    n = int(policy["max"]) - retries_left + 1  # this is the n-th retry
+    return backoff_wait(policy, max(n, 1), _uniform)
+
+
+def _failure(
+    job: ClaimedJob, exc_text: str, *, retry: bool = True, exc: BaseException | None = None
+) -> Outcome:
+    """A failed attempt: retried as RQ would (``retries_left``/``retry_intervals``, or our backoff
+    policy; see :func:`_retry_wait`), else failed."""
     h = job.hash
+    wait: float | None = None
     try:
         retries_left = _int(h, "retries_left")
-        intervals = parse_intervals(h.get("retry_intervals"))
         failure_ttl = _int(h, "failure_ttl")
-    except ValueError:
-        retries_left, intervals, failure_ttl = None, None, None
+        if retry and retries_left is not None and retries_left > 0:
+            wait = _retry_wait(h, retries_left, exc)
+    except (ValueError, TypeError, KeyError):
+        retries_left, failure_ttl, wait = None, None, None
     now = time.time()
-    if retry and retries_left is not None and retries_left > 0:
-        wait = retry_interval(intervals, retries_left)
+    if wait is not None and retries_left is not None:
         return Outcome(
             job,
             "schedule" if wait else "requeue",
@@ -109,7 +134,7 @@ def _failure(job: ClaimedJob, exc_text: str, *, retry: bool = True) -> Outcome:
             error=_error_line(exc_text),
             life_kind="retry",
             retries_left=retries_left - 1,
-            scheduled_at=int(now + wait),
+            scheduled_at=int(now + wait),  # RQ's scheduled registry: whole seconds
             next_attempt=job.attempt + 1,
             at_front=h.get("enqueue_at_front_on_retry") == b"1",
         )
@@ -125,6 +150,10 @@ def _failure(job: ClaimedJob, exc_text: str, *, retry: bool = True) -> Outcome:
         results_ttl=failure_ttl,  # RQ: the failure stream only expires when failure_ttl is set
         registry_score=str(int(now) + ttl) if ttl >= 0 else "+inf",
     )
+
+
+failure = _failure
+"""A failed attempt (retried per the job's policy): for the worker's hooks."""
 
 
 def stopped(job: ClaimedJob) -> Outcome:
@@ -253,12 +282,15 @@ async def execute(job: ClaimedJob, prep: Prepared, executor: Executor) -> Outcom
                 async with asyncio.timeout(prep.timeout):
                     value = await value
     except TimeoutError:
+        if job.context is not None:
+            job.context.cancel()  # a sync job's thread runs on: tell it to stop
         if job.stop_reason is not None:
             raise
         name = f"{JobTimeout.__module__}.{JobTimeout.__name__}"
         message = f"Task exceeded maximum timeout value ({prep.timeout:g} seconds)"
-        out = _failure(job, f"{name}: {message}")
-        out.exc = JobTimeout(message)
+        timed_out = JobTimeout(message)
+        out = _failure(job, f"{name}: {message}", exc=timed_out)
+        out.exc = timed_out
         return out
     except asyncio.CancelledError:
         if job.stop_reason == "stopped":
@@ -267,7 +299,7 @@ async def execute(job: ClaimedJob, prep: Prepared, executor: Executor) -> Outcom
             return put_back(job)
         raise
     except Exception as exc:
-        out = _failure(job, traceback.format_exc())
+        out = _failure(job, traceback.format_exc(), exc=exc)
         out.exc = exc
         return out
     return _success(job, value, prep.fmt, prep.max_result_bytes)
@@ -282,7 +314,7 @@ async def after_run(job: ClaimedJob, outcome: Outcome, executor: Executor, ctx: 
         try:
             await _callback(executor, ctx, f.on_success, f.success_timeout, outcome.value)
         except Exception as cb_error:  # RQ: a failing success callback fails the job
-            outcome = _failure(job, "".join(traceback.format_exception(cb_error)))
+            outcome = _failure(job, "".join(traceback.format_exception(cb_error)), exc=cb_error)
             outcome.exc = cb_error
     if outcome.exc is not None and f.on_failure:
         err = outcome.exc
@@ -290,7 +322,7 @@ async def after_run(job: ClaimedJob, outcome: Outcome, executor: Executor, ctx: 
             await _callback(executor, ctx, f.on_failure, f.failure_timeout, type(err), err, err.__traceback__)
         except Exception as error:  # RQ: it replaces the job's error
             log.exception("job %s: error while executing failure callback", job.id)
-            outcome = _failure(job, "".join(traceback.format_exception(error)))
+            outcome = _failure(job, "".join(traceback.format_exception(error)), exc=error)
             outcome.exc = error
     if outcome.kind == "stopped" and f.on_stopped:
         # not awaited: the job's task was just cancelled; the outcome does not depend on it (as in RQ)

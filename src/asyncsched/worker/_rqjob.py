@@ -18,16 +18,27 @@
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..rq.serializers import Format
 
-__all__ = ["CurrentJob", "Features", "current_job", "features", "install_rq_current_job", "refused"]
+__all__ = [
+    "CurrentJob",
+    "Features",
+    "current_job",
+    "features",
+    "install_rq_current_job",
+    "refused",
+    "with_job",
+]
 
 log = logging.getLogger("asyncsched.worker")
 
@@ -37,9 +48,26 @@ CALLBACK_TIMEOUT = 60  # rq.defaults.CALLBACK_TIMEOUT
 UNSUPPORTED = {"webhooks": "RQ webhooks (rq.Webhook)"}
 
 
+class _Later:
+    """State a job gets only when it is used (class-level defaults, not dataclass fields: making a job's
+    context costs nothing for what most jobs never touch)."""
+
+    outcome: str | None = None  # for after_job hooks: finished | failed | stopped | retry | requeue
+    error: BaseException | None = None  # for after_job: the job's exception
+    result: Any = None  # for after_job: the return value of a finished job
+    progress_stored: int = 0  # the seq of the last progress written
+    progress_lock: Any = None  # one progress write at a time (worker._context)
+    _cancelled: bool = False
+    _cancel_event: threading.Event | None = None
+    _meta: dict[str, Any] | None = None
+    _progress_seq: int = 0
+
+
 @dataclass(eq=False)
-class CurrentJob:
-    """The job running in this context (see :func:`current_job`)."""
+class CurrentJob(_Later):
+    """The job running in this context (see :func:`current_job`): its ``id``, ``queue``, ``attempt``,
+    :attr:`meta`, the worker's shared :attr:`resources` (set up by its ``on_startup`` hook), a
+    cooperative cancel token (:attr:`cancelled`, :meth:`wait_cancelled`) and :meth:`progress`."""
 
     id: str
     queue: str
@@ -50,11 +78,84 @@ class CurrentJob:
     fmt: Format = Format.JSON
     connect: Callable[[], Any] | None = field(default=None, repr=False)
     _rq: Any = field(default=None, repr=False)
+    resources: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What the worker's ``on_startup`` hook put in its context (DB pools, clients...), shared by jobs."""
+    reporter: Any = field(default=None, repr=False)  # the worker's progress writer (worker._context)
+
+    def next_progress(self) -> int:
+        """The sequence number of a new progress report (reports are stored in this order)."""
+        self._progress_seq += 1
+        return self._progress_seq
 
     @property
     def description(self) -> str | None:
         raw = self.hash.get("description")
         return raw.decode(errors="replace") if raw else None
+
+    # ---------------------------------------------------------------- cancel token
+    @property
+    def cancelled(self) -> bool:
+        """``True`` once the job was cancelled (API, CLI, ``TaskQueue.cancel``, RQ's stop-job), timed out,
+        or its worker is shutting down. A sync job should check it and return; Python threads cannot be
+        killed, so a job that ignores it runs on, and what it returns is discarded."""
+        return self._cancelled
+
+    def is_cancelled(self) -> bool:
+        """:attr:`cancelled`, as a call."""
+        return self._cancelled
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block (a sync job's thread) up to ``timeout`` seconds or until cancelled; ``True`` if cancelled.
+        A cancellable ``time.sleep``. Never call it from an ``async def`` job (it would block the loop)."""
+        if self._cancelled:
+            return True
+        if self._cancel_event is None:
+            self._cancel_event = threading.Event()
+            if self.is_cancelled():  # cancelled between the check and the event's creation
+                return True
+        return self._cancel_event.wait(timeout)
+
+    def cancel(self) -> None:
+        """Set the token (the worker does so; safe from any thread)."""
+        self._cancelled = True
+        event = self._cancel_event
+        if event is not None:
+            event.set()
+
+    # ---------------------------------------------------------------- meta and progress
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The job's RQ ``meta`` (as enqueued, plus the progress this job reported)."""
+        if self._meta is None:
+            self._meta = {}
+            raw = self.hash.get("meta")
+            if raw:
+                from ..rq import serializers
+
+                try:
+                    value, _ = serializers.loads(raw, accept_pickle=self.fmt is not Format.JSON)
+                except Exception:  # a malformed meta is not the job's problem here
+                    value = None
+                self._meta = value if isinstance(value, dict) else {}
+        return self._meta
+
+    def progress(self, value: float | Mapping[str, Any]) -> None:
+        """Report progress: a fraction from 0 to 1, or a JSON object (``{"done": 3, "total": 10}``).
+
+        Stored as ``meta["progress"]`` in the job's RQ hash (so ``rq``'s ``job.meta`` shows it, as do the
+        API's ``GET /jobs/{id}`` and the dashboard) and published as a ``task.progress`` event. In a sync
+        job it returns once written; in an ``async def`` job it is written in the background (``await
+        job.aprogress(...)`` waits). A job no longer running on this worker (cancelled) writes nothing.
+        """
+        if self.reporter is None:
+            raise RuntimeError("progress() needs a job run by an asyncsched worker")
+        self.reporter.report(self, value)
+
+    async def aprogress(self, value: float | Mapping[str, Any]) -> None:
+        """:meth:`progress`, awaited until written (from an ``async def`` job)."""
+        if self.reporter is None:
+            raise RuntimeError("aprogress() needs a job run by an asyncsched worker")
+        await self.reporter.write(self, value)
 
     def rq_job(self) -> Any:
         """This job as an ``rq.job.Job`` on a synchronous connection (needs the ``rq`` package)."""
@@ -76,6 +177,42 @@ _current: contextvars.ContextVar[CurrentJob | None] = contextvars.ContextVar("as
 def current_job() -> CurrentJob | None:
     """The job this code runs in (on an asyncsched worker), or ``None`` outside a job."""
     return _current.get()
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def with_job(func: _F) -> _F:
+    """Decorate a job function to receive its :class:`CurrentJob` (the cancel token, progress...) as its
+    first argument, ahead of the arguments it was enqueued with::
+
+        @with_job
+        def crawl(job: CurrentJob, urls: list[str]) -> int: ...
+
+        await queue.enqueue(crawl, args=(urls,))
+
+    The function keeps its name (a worker resolves it as usual). Outside a job it raises ``RuntimeError``.
+    """
+
+    def job() -> CurrentJob:
+        current = _current.get()
+        if current is None:
+            raise RuntimeError(f"{func.__qualname__} takes the current job: call it as an asyncsched job")
+        return current
+
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            return await func(job(), *args, **kwargs)
+
+        return run_async  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return func(job(), *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 def set_current(job: CurrentJob) -> None:

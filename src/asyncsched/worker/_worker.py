@@ -14,8 +14,9 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -23,7 +24,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._keys import claiming_list, claiming_registry, lifecycle_stream, paused_queue
+from .. import _tracing
+from .._keys import claiming_list, claiming_registry, lifecycle_stream, paused_queue, scheduled_wake
 from .._redis import create_redis
 from .._redis.connection import Line, create_sync_redis
 from .._supervise import Supervised
@@ -35,8 +37,11 @@ from ..rq import codec
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
 from ._arq import ArqConsumer, arq_functions
+from ._context import ProgressReporter
 from ._guard import QueueBackoff, parse_command
+from ._hooks import HOOK_NAMES, Hooks, hooks_from, load_hooks, run_hooked, shutdown, startup
 from ._job import ClaimedJob, Outcome, Prepared, after_run, execute, prepare, put_back, result_type, stopped
+from ._limits import LimitWaker
 from ._rqjob import CurrentJob, install_rq_current_job, set_current
 
 __all__ = ["ORPHAN_POLICIES", "Worker"]
@@ -70,6 +75,10 @@ class Worker:
       ``heartbeat_interval`` seconds to now + ``lease``; a job whose lease lapses (its worker died) is
       recovered by any worker's reaper per ``orphan_policy`` (``fail`` by default, like RQ; ``requeue``).
     * ``grace_period``: on stop, how long running jobs may finish before they are put back on their queue.
+    * ``on_startup``/``on_shutdown``/``before_job``/``after_job``: worker hooks, or ``hooks`` (a
+      :class:`~asyncsched.worker.Hooks`, an object with those attributes, or a ``"module:object"``
+      reference); see :mod:`asyncsched.worker._hooks`. ``resources``: the dict ``on_startup`` fills,
+      shared with every job as ``current_job().resources``.
     """
 
     def __init__(
@@ -94,8 +103,14 @@ class Worker:
         reap_interval: float = 30.0,
         arq: Mapping[str, Any] | Iterable[Any] | str | None = None,
         arq_serializer: str = "pickle",
+        hooks: Hooks | str | object | None = None,
+        on_startup: Callable[..., Any] | None = None,
+        on_shutdown: Callable[..., Any] | None = None,
+        before_job: Callable[..., Any] | None = None,
+        after_job: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        _tracing.configure(self.settings)
         self.queues = list(queues or self.settings.queues)
         if not self.queues:
             raise ConfigurationError("a worker needs at least one queue")
@@ -164,14 +179,27 @@ class Worker:
         self._paused = QueueBackoff(self.name)
         self.processed = 0
         self._outage = False
-        self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch s)
+        self._next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch ms)
+        self._promote_at = 0.0  # when the promoter wakes next (epoch s); an earlier job wakes it sooner
+        self._promote_now = asyncio.Event()
+        self._limits = LimitWaker()  # when jobs parked by a rate limit may go (flow limits)
         self._exec_base = os.urandom(10).hex()
         self._exec_seq = 0  # the next execution number: ids are base + %012x, made by the claim script
         self.metrics: ProcessMetrics | None = None  # asyncsched._metrics: observes each recorded batch
+        self.hooks = _hooks(hooks, on_startup, on_shutdown, before_job, after_job)
+        self._around = self.hooks is not None and self.hooks.around_jobs  # checked once per job
+        self.resources: dict[str, Any] = {}  # on_startup's shared resources (current_job().resources)
+        self._hooks_up = False
+        self._reporter: ProgressReporter | None = None
 
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> Worker:
-        await self._register_birth()
+        await self._start_hooks()
+        try:
+            await self._register_birth()
+        except BaseException:
+            await self._stop_hooks()
+            raise
         self._entered = True
         return self
 
@@ -179,11 +207,26 @@ class Worker:
         try:
             await self._register_death()
         finally:
+            await self._stop_hooks()
             self._pool.shutdown(wait=False, cancel_futures=True)
             if self._sync is not None:
                 self._sync.close()
             if self._owns:
                 await self.redis.aclose()
+
+    async def _start_hooks(self) -> None:
+        """``on_startup`` (once per entry); :class:`WorkerHookError` stops the worker before any job."""
+        if not self._hooks_up:
+            await startup(self.hooks, self.resources, self._pool, self.name)
+            self._hooks_up = True
+
+    async def _stop_hooks(self) -> None:
+        if self._reporter is not None:
+            await self._reporter.aclose()
+            self._reporter = None
+        if self._hooks_up:
+            self._hooks_up = False
+            await shutdown(self.hooks, self.resources, self._pool, self.name)
 
     def request_stop(self) -> None:
         """Stop taking work; running jobs get ``grace_period`` to finish, the rest is put back."""
@@ -197,8 +240,10 @@ class Worker:
 
     async def run(self) -> None:
         """Process jobs until :meth:`request_stop` (or, in burst mode, until the queues are empty)."""
+        await self._start_hooks()
         if not self._registered:
             await self._register_birth()
+        self._reporter = self._reporter or ProgressReporter(self.redis, self.settings, self.name)
         install_rq_current_job()  # rq.get_current_job() sees our jobs (when rq is installed)
         self._closing.clear()
         closing = self._closing.is_set
@@ -247,6 +292,7 @@ class Worker:
             if not self._entered:  # used without ``async with``: leave nothing registered
                 with contextlib.suppress(Exception):
                     await self._register_death()
+                await self._stop_hooks()
             log.info("worker %s stopped after %d jobs", self.name, self.processed)
 
     async def _stop_background(self) -> None:
@@ -390,6 +436,9 @@ class Worker:
             return False
         if await self._promote_once():
             return False
+        if self._limits.waiting():  # jobs parked by a rate limit: wait for their start, then claim them
+            await self._limits.nap(self.poll_timeout, self._stop)
+            return False
         if not self._running and self._done.empty():
             return bool(await self._queues_empty())
         await self._wait_slot(self.poll_timeout)
@@ -501,11 +550,12 @@ class Worker:
         # reserve the execution numbers this call may use (gaps are harmless; reuse would not be)
         first_exec = self._exec_seq
         self._exec_seq += n + len(given)
+        now = time.time()  # one reading: started_at and the flow limits' clock agree
         return [
             self.prefix,
             self.name,
-            "" if now_from_redis else repr(time.time()),
-            "" if now_from_redis else codec.fmt_ts(),
+            "" if now_from_redis else repr(now),
+            "" if now_from_redis else codec.fmt_ts(datetime.fromtimestamp(now, UTC)),
             self.lease,
             max(n, 0),
             self.stream,
@@ -533,6 +583,9 @@ class Worker:
         queues = self._paused.active(self.queues) if n > 0 else []
         return [len(queues), *queues]
 
+    def _limits_wake(self, due: float) -> None:
+        self._limits.wake(due)
+
     def _take(self, reply: list[Any]) -> int:
         """Start the jobs a claim script returned; how many. Entries of refused jobs and queues (an error
         text in place of the hash; see claim.lua) are reported and skipped."""
@@ -546,6 +599,9 @@ class Worker:
         refused_queues: set[str] = set()
         for i in range(len(reply) // 4):
             job_id, exec_id, queue, flat = reply[4 * i : 4 * i + 4]
+            if exec_id == b"limited":  # a job waits for a rate limit: let it go when a start frees
+                self._limits_wake(float(flat))
+                continue
             q = queue.decode(errors="replace")
             if not isinstance(flat, list):
                 reason = flat.decode(errors="replace") if isinstance(flat, bytes) else str(flat)
@@ -584,11 +640,22 @@ class Worker:
         self._running[job.id] = (job, task)
 
     async def _execute(self, job: ClaimedJob, prep: Prepared) -> None:
-        ctx = CurrentJob(job.id, job.queue, job.execution_id, job.attempt, self.name, job.hash, prep.fmt)
-        ctx.connect = self._sync_redis
+        ctx = CurrentJob(
+            job.id, job.queue, job.execution_id, job.attempt, self.name, job.hash, prep.fmt, self._sync_redis,
+            resources=self.resources, reporter=self._reporter,
+        )  # fmt: skip
+        job.context = ctx
         set_current(ctx)  # this task's context: the job's function, its threads, its callbacks
         try:
-            outcome = await execute(job, prep, self._pool)
+            if self._around:
+                assert self.hooks is not None
+                run = run_hooked(self.hooks, job, prep, self._pool, ctx)
+            else:
+                run = execute(job, prep, self._pool)
+            if _tracing.tracer is None:  # asyncsched/_tracing.py: a span around the run when on
+                outcome = await run
+            else:
+                outcome = await _tracing.run_traced(job, prep.fmt, run)
             if job.features is not None:
                 outcome = await after_run(job, outcome, self._pool, ctx)
         except asyncio.CancelledError:
@@ -720,11 +787,19 @@ class Worker:
             log.warning("worker %s: Redis is back", self.name)
 
     # ------------------------------------------------------------------ background duties
-    async def _nap(self, seconds: float) -> None:
-        """Sleep ``seconds`` unless the background loops are closing."""
+    async def _nap(self, seconds: float, wake: asyncio.Event | None = None) -> None:
+        """Sleep ``seconds`` unless the background loops are closing (or ``wake`` is set)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._closing.wait()
+                if wake is None:
+                    await self._closing.wait()
+                    return
+                waits = [asyncio.ensure_future(e.wait()) for e in (self._closing, wake)]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
 
     async def _maintenance(self) -> None:
         last_reap = 0.0
@@ -770,8 +845,11 @@ class Worker:
         self._cancel(job, task)
 
     def _cancel(self, job: ClaimedJob, task: asyncio.Task[None]) -> None:
-        """Cancel a job's task. A task cancelled before its first step never reaches ``_execute``'s
-        handler, so its outcome is recorded here instead (else the job would stay started forever)."""
+        """Cancel a job's task (and set its cancel token: a sync job's thread runs on). A task cancelled
+        before its first step never reaches ``_execute``'s handler, so its outcome is recorded here instead
+        (else the job would stay started forever)."""
+        if job.context is not None:
+            job.context.cancel()
         task.cancel()
 
         def never_started(done: asyncio.Task[None]) -> None:
@@ -823,18 +901,20 @@ class Worker:
 
     async def _promote_once(self) -> int:
         lock_ttl = max(10, math.ceil(3 * self.scheduler_interval))  # a dead holder is replaced quickly
-        args: list[Any] = [self.prefix, self.name, int(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
+        args: list[Any] = [self.prefix, self.name, repr(time.time()), codec.fmt_ts(), lock_ttl, self.stream]
         args += [self.settings.lifecycle_maxlen, 1000, len(self.queues), *self.queues]
+        let_go = await self._limits.release(self._scripts, self.prefix)  # first: its moment is exact
         promoted, earliest, *skipped = await self._scripts.run("promote", args)
         for k in range(0, len(skipped), 2):  # keys of the wrong type (promote.lua): skipped, reported
             self._report_skip("promote", skipped[k].decode(), "skipped: " + skipped[k + 1].decode())
         self._next_due = int(earliest)
-        return int(promoted)
+        return int(promoted) + let_go
 
     async def _promoter(self) -> None:
         refused = 0.0
         while not self._closing.is_set():
             try:
+                self._promote_at = math.inf  # a job scheduled meanwhile wakes the nap that follows
                 await self._promote_once()
                 refused = 0.0
             except asyncio.CancelledError:
@@ -854,9 +934,12 @@ class Worker:
                 await self._nap(refused)
                 continue
             wait = self.scheduler_interval
-            if self._next_due > 0:
-                wait = min(wait, max(self._next_due - time.time(), 0.05))
-            await self._nap(wait)
+            if self._next_due > 0:  # to the millisecond: a job never starts early, nor a second late
+                wait = min(wait, max(self._next_due / 1000 - time.time(), 0.001))
+            self._promote_at = time.time() + wait
+            # Shorter when jobs parked by a rate limit are due sooner; an earlier delayed job wakes it too.
+            await self._limits.nap(wait, self._closing, self._promote_now)
+            self._promote_now.clear()
 
     async def _control(self) -> None:
         """RQ's worker commands on ``<p>:pubsub:<name>``: shutdown, stop-job, stop-execution, kill-horse."""
@@ -870,11 +953,20 @@ class Worker:
     async def _listen(self) -> None:
         pubsub: Any = self.redis.pubsub()
         try:
-            await pubsub.subscribe(self.keys.pubsub(self.name))
+            wakes = {scheduled_wake(self.prefix, q) for q in self.queues}
+            await pubsub.subscribe(self.keys.pubsub(self.name), *wakes)
             self._listening.set()
             while not self._closing.is_set():
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if msg is None:
+                    continue
+                channel = msg.get("channel")
+                if isinstance(channel, bytes):
+                    channel = channel.decode(errors="replace")
+                if channel in wakes:  # a job scheduled sooner than the promoter's next look
+                    with contextlib.suppress(TypeError, ValueError):
+                        if int(msg["data"]) / 1000 < self._promote_at:
+                            self._promote_now.set()
                     continue
                 payload = parse_command(msg.get("data"), self.keys.pubsub(self.name))
                 if payload is None:
@@ -910,6 +1002,18 @@ class Worker:
         end = time.monotonic() + 30
         while self._running and time.monotonic() < end:  # the completer records what is left
             await self._wait_slot(0.2)
+
+
+def _hooks(hooks: Hooks | str | object | None, *named: Callable[..., Any] | None) -> Hooks | None:
+    """The worker's hooks from ``hooks=`` and/or the four hook arguments (``None``: no hooks at all)."""
+    given = dict(zip(HOOK_NAMES, named, strict=True))
+    given = {k: v for k, v in given.items() if v is not None}
+    if hooks is None:
+        return Hooks(**given) if given else None
+    base = load_hooks(hooks) if isinstance(hooks, str) else hooks_from(hooks)
+    if given:
+        base = Hooks(**{name: given.get(name, getattr(base, name)) for name in HOOK_NAMES})
+    return base
 
 
 def _known(job: ClaimedJob) -> tuple[str, ...]:

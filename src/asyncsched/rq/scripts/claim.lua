@@ -10,7 +10,10 @@
 -- id, '', queue, <error text> (the worker skips it); a queue whose keys are refused is not popped and
 -- comes back as '', '', queue, <error text> (the worker backs that queue off). A worker key or the
 -- lifecycle stream of the wrong type refuses the whole claim before any write. {'suspended'} when
--- workers are suspended (RQ's suspension key).
+-- workers are suspended (RQ's suspension key). A job over one of its flow limits (lib_limits.lua) is
+-- parked, not started; when one was parked because of a rate, a last entry '', 'limited', '', <when a start
+-- frees (epoch s)> tells the worker when to let it go.
+--#include limits
 local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 -- RQ's timestamp text ('%Y-%m-%dT%H:%M:%S.%fZ', UTC) of an epoch second and microsecond
@@ -86,7 +89,9 @@ local function poison(id, q, err)
 end
 
 local EXTRA = {asyncsched_attempt = 1, asyncsched_agent = 2, asyncsched_task = 3,
-  asyncsched_function_path = 4, asyncsched_scheduled_task = 5, description = 6, status = 7}
+  asyncsched_function_path = 4, asyncsched_scheduled_task = 5, description = 6, status = 7,
+  asyncsched_limits = 8}
+local parks, limited_due = 0, nil
 
 local function start(id, q)
   local jk = p .. ':job:' .. id
@@ -106,6 +111,16 @@ local function start(id, q)
   if #h == 0 or status == 'canceled' or status == 'started' or status == 'finished' then
     return false
   end
+  local limits = nil
+  if extra[8] then  -- flow limits: a job over one waits in its key's line, holding no worker slot
+    limits = lim_parse(extra[8])
+    local ok, due = lim_check(p, id, limits, now)
+    if not ok then
+      parks = parks + 1
+      if due and (not limited_due or due < limited_due) then limited_due = due end
+      return false
+    end
+  end
   used = used + 1
   local ex = exec_base .. string.format('%012x', exec_first + used - 1)
   local member = id .. ':' .. ex
@@ -118,6 +133,7 @@ local function start(id, q)
   end
   redis.call('HSET', jk, 'status', 'started', 'started_at', now_ts, 'worker_name', w, 'last_heartbeat', now_ts)
   redis.call('PERSIST', jk)
+  if limits then lim_take(p, id, ex, limits, now) end
   local xk = p .. ':execution:' .. member
   redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', now_s, 'last_heartbeat', now_s, 'worker_name', w)
   redis.call('EXPIRE', xk, lease)
@@ -184,7 +200,7 @@ if claiming ~= '' and n > 0 and queue_ok(given_q) and not given_paused then
   end
 end
 for _, q in ipairs(queues) do
-  while count < n and queue_ok(q) and not paused(q) do
+  while count < n and parks < 100 and queue_ok(q) and not paused(q) do
     local want = n - count
     local ids = redis.call('LPOP', p .. ':queue:' .. q, want)
     if not ids then break end
@@ -193,6 +209,9 @@ for _, q in ipairs(queues) do
     end
     if #ids < want then break end
   end
+end
+if limited_due then
+  out[#out + 1] = ''; out[#out + 1] = 'limited'; out[#out + 1] = ''; out[#out + 1] = string.format('%.6f', limited_due)
 end
 if last_id then redis.call('EXPIRE', wexec, lease + 60) end
 if last_id and redis.call('EXISTS', wkey) == 1 then

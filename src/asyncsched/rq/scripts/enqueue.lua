@@ -6,7 +6,10 @@
 --   nhash, <field, value>*nhash (the shared hash fields), nlife, <field, value>*nlife (shared lifecycle
 --   record fields), njobs,
 --   then per job: id, data, [meta if has_meta], description, timestamp text (created_at, and enqueued_at
---   when queued), epoch seconds (the lifecycle record's enqueued_at), [score if scheduled: run-at epoch s]
+--   when queued), epoch seconds (the lifecycle record's enqueued_at), [if scheduled: run-at epoch ms]
+-- A scheduled job's score is its run-at rounded UP to whole seconds (RQ's scheduler reads integer seconds
+-- and so never starts it early); the exact time is the job field asyncsched_run_at (ms), which our
+-- promote.lua honours; <p>:asyncsched:wake:<q> is told the earliest, so idle workers wake in time.
 -- The shared fields are passed straight from ARGV to HSET/XADD (unpack of a range: no table is built, no
 -- string is split), which keeps both a 1-job call and a 1,000-job call cheap for Redis.
 -- Returns one integer per job: 1 written, 0 skipped (unique and the job already exists).
@@ -55,6 +58,7 @@ while i <= #ARGV do
   local push = front == '1' and 'LPUSH' or 'RPUSH'
   if scheduled then bad = refuse_wrong_type(skey, 'zset') else bad = refuse_wrong_type(qkey, 'list') end
 
+  local wake = nil
   for _ = 1, njobs do
     local id, data = ARGV[i], ARGV[i + 1]
     i = i + 2
@@ -89,7 +93,10 @@ while i <= #ARGV do
       if scheduled then
         redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
           unpack(ARGV, hash_from, hash_to))
-        redis.call('ZADD', skey, score, id)
+        local run_ms = tonumber(score)
+        redis.call('ZADD', skey, math.ceil(run_ms / 1000), id)
+        redis.call('HSET', jk, 'asyncsched_run_at', score)
+        if not wake or run_ms < wake then wake = run_ms end
       elseif waiting or rl_key then
         redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
           unpack(ARGV, hash_from, hash_to))
@@ -121,5 +128,6 @@ while i <= #ARGV do
       out[n] = 1
     end
   end
+  if wake then redis.call('PUBLISH', p .. ':asyncsched:wake:' .. q, string.format('%.0f', wake)) end
 end
 return out

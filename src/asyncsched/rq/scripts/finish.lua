@@ -15,6 +15,7 @@
 -- Returns one integer per job: 1 recorded, 0 only cleaned up (a vanished hash: outcome recorded in the
 -- lifecycle stream only).
 --#include ratelimit
+--#include limits
 local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now = tonumber(ARGV[6])
 local F, njobs = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -74,7 +75,8 @@ for j = 0, njobs - 1 do
   redis.call('SREM', wkey .. ':executions', member)
   -- one read: the state check and the fields of the lifecycle record
   local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
-    'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key')
+    'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key',
+    'asyncsched_limits')
   if not cur[1] and (outcome == 'finished' or outcome == 'failed' or outcome == 'stopped') then
     -- the hash is gone (Redis lost its data, or the job was deleted while it ran): the job still ran,
     -- so its outcome is recorded from what the worker knows (fields 22-26)
@@ -90,6 +92,7 @@ for j = 0, njobs - 1 do
   elseif cur[1] ~= 'started' or cur[2] ~= w then
     -- cancelled while running: its rate-limit slot was kept until now (cancel.lua)
     if cur[9] and cur[1] == 'canceled' then rl_release(p, cur[9], id, now, now_ts) end
+    if cur[10] then lim_release(p, cur[10], id, now, now_ts) end  -- unless another worker runs it now
     out[#out + 1] = 0
   else
     local rtype, rv, exc = f[5], f[6], f[7]
@@ -156,6 +159,7 @@ for j = 0, njobs - 1 do
       fail_count = fail_count + 1
     end
     if cur[9] then rl_release(p, cur[9], id, now, now_ts) end
+    if cur[10] then lim_release(p, cur[10], id, now, now_ts) end
     if wt ~= '' then work_time = work_time + tonumber(wt) end
     local life = {'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start, 'ended_at', ex_end}
     life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'

@@ -37,11 +37,21 @@ local function rl_release(p, key, id, now, now_ts)
   rl_fill(p, key, now, now_ts)
 end
 
+-- Count a job that has to wait for a slot, per queue (asyncsched_rate_limit_waits_total{queue}, read from
+-- <p>:asyncsched:rate-limit-waits by the metrics exporters: asyncsched/_keys.py rate_limit_waits). Every
+-- way a job comes to wait for a rate limit calls this once per wait.
+local function rl_count_wait(p, id)
+  local origin = redis.call('HGET', p .. ':job:' .. id, 'origin') or '?'
+  redis.call('HINCRBY', p .. ':asyncsched:rate-limit-waits', origin, 1)
+end
+
 -- Put a job with a rate limit in line for a slot (RQ's _enqueue_rate_limited_job), then fill free slots.
 local function rl_wait(p, key, concurrency, id, now, now_ts)
   redis.call('SADD', p .. ':rl-keys', key)
   redis.call('HSET', p .. ':rl:' .. key, 'concurrency', concurrency)
   redis.call('HSET', p .. ':job:' .. id, 'status', 'rate_limited')
   redis.call('ZADD', p .. ':rl:' .. key .. ':rate_limited', now, id)
-  return rl_fill(p, key, now, now_ts)
+  local promoted = rl_fill(p, key, now, now_ts)
+  if redis.call('ZSCORE', p .. ':rl:' .. key .. ':rate_limited', id) then rl_count_wait(p, id) end
+  return promoted
 end

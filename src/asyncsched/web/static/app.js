@@ -151,6 +151,20 @@ async function loadWorkers() {
     row([td(w.name, "mono"), td(w.state || ""), td((w.queues || []).join(", ")), td(when(w.last_heartbeat))])));
 }
 
+async function loadLimits() {
+  // rate limits and concurrency caps in use (GET /limits): flow limits and RQ 3's RateLimit
+  const data = await api("/limits?limit=500");
+  fill("limits", data.items.map((l) => {
+    const tr = row([
+      td(l.key, "mono"), td(l.kind), td(l.max_concurrency === null ? "-" : String(l.max_concurrency)),
+      td(l.rate === null ? "-" : l.rate + " / " + l.period + " s"), td(String(l.running)),
+      td(l.rate === null ? "-" : String(l.started)), td(String(l.waiting)),
+    ]);
+    tr.dataset.limit = l.key;
+    return tr;
+  }));
+}
+
 function rqSchedulerRow(j) {
   // rq-scheduler's schedules, fired by asyncsched's scheduler too (GET /rq-scheduler/jobs); not editable here
   const every = j.kind === "interval" ? "interval " + j.interval + " s" : j.kind === "cron" ? "cron " + j.cron_string : "once";
@@ -177,9 +191,17 @@ async function loadTasks() {
     edit.type = "button";
     edit.dataset.action = "edit";
     edit.addEventListener("click", () => editTask(t));
+    edit.setAttribute("aria-label", "edit task " + t.name);
     actions.appendChild(edit);
+    const overlap = " · overlap " + ((t.options || {}).overlap || "skip");  // a busy tick: skip, queue, allow
+    const remove = el("button", "delete", "danger");
+    remove.type = "button";
+    remove.dataset.action = "delete";
+    remove.setAttribute("aria-label", "delete task " + t.name);
+    remove.addEventListener("click", () => deleteTask(t).catch((err) => say(err.message)));
+    actions.appendChild(remove);
     const tr = row([
-      td(t.name), td(t.agent_name), td(t.type + " " + t.schedule, "mono"), td(t.function, "mono"),
+      td(t.name), td(t.agent_name), td(t.type + " " + t.schedule + overlap, "mono"), td(t.function, "mono"),
       td(t.enabled ? "yes" : "no"), td(when(t.next_run_at)), td(when(t.last_run_at)), actions,
     ]);
     tr.dataset.name = t.name;
@@ -231,7 +253,7 @@ async function refresh() {
   }
   refreshing = true;
   try {
-    const loaders = [loadHealth(), loadQueues(), loadWorkers(), loadTasks(), loadExecutions()];
+    const loaders = [loadHealth(), loadQueues(), loadWorkers(), loadLimits(), loadTasks(), loadExecutions()];
     const results = await Promise.allSettled(loaders.concat(EXTRA_LOADERS.map((load) => load())));
     const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
     say(failed.length ? failed[0] : "updated " + new Date().toLocaleTimeString());

@@ -1,5 +1,5 @@
 // asyncsched dashboard, operators' part: failed jobs (requeue / delete, one or all), a job's details
-// (arguments, result, traceback, attempts, timeline) with requeue / cancel, and the task edit form.
+// (arguments, result, traceback, attempts, timeline) with requeue / cancel. The task form is static/tasks.js.
 // Uses the helpers of app.js (api, el, td, row, fill, when, status, say, scheduleRefresh, EXTRA_LOADERS).
 // Data is written with textContent only. Destructive actions ask for confirmation first.
 "use strict";
@@ -80,17 +80,27 @@ function field(list, name, value) {
 async function openJob(id) {
   const dialog = document.getElementById("job-dialog");
   document.getElementById("job-message").textContent = "";
-  let job;
+  let job = null;
   try {
     job = await api("/jobs/" + encodeURIComponent(id));
   } catch (err) {
-    say(err.message);
-    return;
+    if (!err.message.startsWith("404")) {
+      say(err.message);
+      return;
+    }
   }
-  currentJob = job;
   // Every attempt recorded in the history (one row per attempt), oldest first.
   const history = await api("/executions?limit=100&job_id=" + encodeURIComponent(id)).catch(() => ({ items: [] }));
   const attempts = (history.items || []).slice().sort((a, b) => a.attempt - b.attempt);
+  if (job === null) {
+    // Gone from Redis (its result_ttl / failure_ttl passed): what the history recorded of its last attempt.
+    if (!attempts.length) {
+      say("job " + id + " not found");
+      return;
+    }
+    job = jobFromHistory(attempts[attempts.length - 1]);
+  }
+  currentJob = job;
   document.getElementById("job-title").textContent = "Job " + job.id;
   const fields = document.getElementById("job-fields");
   fields.replaceChildren();
@@ -98,13 +108,19 @@ async function openJob(id) {
   field(fields, "status", job.status);
   field(fields, "queue", job.queue);
   field(fields, "attempt", String(job.attempt) + (job.retries_left ? " (" + job.retries_left + " retries left)" : ""));
-  field(fields, "args", job.args);
-  field(fields, "kwargs", job.kwargs);
+  if (job.expired) {
+    field(fields, "arguments", "(the job has expired from Redis: shown from the history)");
+  } else {
+    field(fields, "args", job.args);
+    field(fields, "kwargs", job.kwargs);
+  }
   if (job.task_name) field(fields, "task", (job.agent_name || "") + " / " + job.task_name);
   if (job.worker_name) field(fields, "worker", job.worker_name);
   if (job.result !== null && job.result !== undefined) field(fields, "result", job.result);
   if (job.error) field(fields, "error", job.error);
-  if (job.meta && job.meta.progress !== undefined) field(fields, "progress", job.meta.progress);
+  if (job.progress !== null && job.progress !== undefined) {
+    field(fields, "progress", typeof job.progress === "number" ? (job.progress * 100).toFixed(1) + " %" : job.progress);
+  }
   const timeline = document.getElementById("job-timeline");
   const steps = [["created", job.created_at], ["enqueued", job.enqueued_at], ["started", job.started_at],
                  ["ended", job.ended_at]];
@@ -119,11 +135,21 @@ async function openJob(id) {
     return li;
   }));
   document.getElementById("job-traceback").textContent = job.traceback || "(none)";
-  document.getElementById("job-requeue").disabled = !["failed", "cancelled"].includes(job.status);
-  document.getElementById("job-cancel").disabled = !["queued", "running", "scheduled", "deferred"].includes(job.status);
+  document.getElementById("job-requeue").disabled = job.expired || !["failed", "cancelled"].includes(job.status);
+  document.getElementById("job-cancel").disabled =
+    job.expired || !["queued", "running", "scheduled", "deferred"].includes(job.status);
   dialog.dataset.jobId = job.id;
   dialog.dataset.status = job.status;
   if (!dialog.open) dialog.showModal();
+}
+
+function jobFromHistory(e) {
+  return {
+    id: e.job_id, function: e.function, status: e.status, queue: e.queue, attempt: e.attempt,
+    agent_name: e.agent_name, task_name: e.task_name, worker_name: e.worker_name, result: e.result,
+    error: e.error, traceback: e.traceback, enqueued_at: e.enqueued_at, started_at: e.started_at,
+    ended_at: e.ended_at, expired: true,
+  };
 }
 
 async function jobAction(action, question) {
@@ -138,66 +164,6 @@ async function jobAction(action, question) {
   } catch (err) {
     message.textContent = err.message;
   }
-}
-
-// -- task edit form ----------------------------------------------------------------------------------
-
-let editing = null;
-
-function editTask(task) {
-  editing = task;
-  const form = document.getElementById("task-form");
-  for (const name of ["name", "description", "type", "schedule", "timezone", "function", "queue"]) {
-    form.elements[name].value = task[name] === null || task[name] === undefined ? "" : task[name];
-  }
-  form.elements.kwargs.value = JSON.stringify(task.kwargs || {});
-  document.getElementById("task-errors").replaceChildren();
-  document.getElementById("task-title").textContent = "Edit task " + task.name;
-  document.getElementById("task-dialog").showModal();
-  form.elements.name.focus();
-}
-
-function taskChanges(form) {
-  // Only what changed is sent (PATCH); the server validates it as it validates a new task.
-  const changes = {};
-  for (const name of ["name", "description", "type", "schedule", "timezone", "function", "queue"]) {
-    const value = form.elements[name].value.trim();
-    const before = editing[name] === null || editing[name] === undefined ? "" : String(editing[name]);
-    if (value !== before) changes[name] = value === "" && name === "description" ? null : value;
-  }
-  const kwargs = form.elements.kwargs.value.trim() || "{}";
-  if (kwargs !== JSON.stringify(editing.kwargs || {})) changes.kwargs = JSON.parse(kwargs);
-  return changes;
-}
-
-async function saveTask(event) {
-  event.preventDefault();
-  const form = document.getElementById("task-form");
-  const errors = document.getElementById("task-errors");
-  errors.replaceChildren();
-  let changes;
-  try {
-    changes = taskChanges(form);
-  } catch (err) {
-    errors.appendChild(el("li", "kwargs: invalid JSON (" + err.message + ")"));
-    return;
-  }
-  if (!Object.keys(changes).length) {
-    document.getElementById("task-dialog").close();
-    return;
-  }
-  const response = await fetch(BASE + "/tasks/" + encodeURIComponent(editing.id), {
-    method: "PATCH", headers: headers({ "content-type": "application/json" }), body: JSON.stringify(changes),
-  });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const details = Array.isArray(body.detail) ? body.detail : [{ loc: [], msg: body.detail || response.status }];
-    for (const d of details) errors.appendChild(el("li", (d.loc || []).slice(1).join(".") + (d.loc && d.loc.length > 1 ? ": " : "") + d.msg));
-    return;
-  }
-  document.getElementById("task-dialog").close();
-  say("task " + body.name + " saved");
-  scheduleRefresh(0);
 }
 
 // -- wiring ------------------------------------------------------------------------------------------
@@ -218,8 +184,6 @@ document.getElementById("failed-delete-all").addEventListener("click", () =>
 document.getElementById("job-requeue").addEventListener("click", () => jobAction("requeue", "Requeue"));
 document.getElementById("job-cancel").addEventListener("click", () => jobAction("cancel", "Cancel"));
 document.getElementById("job-close").addEventListener("click", () => document.getElementById("job-dialog").close());
-document.getElementById("task-form").addEventListener("submit", (event) => saveTask(event).catch((err) => say(err.message)));
-document.getElementById("task-cancel").addEventListener("click", () => document.getElementById("task-dialog").close());
 
 EXTRA_LOADERS.push(loadFailed);
 scheduleRefresh(0);

@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack
 
 import redis.asyncio as aioredis
 
-from ..config import Settings
+from .config import Settings
 
 log = logging.getLogger("asyncsched")
 
@@ -48,11 +48,11 @@ async def enter(
     events: bool,
 ) -> None:
     """Enter the companions asked for on ``stack``, and announce ``component`` on the bus."""
-    from ..events import EventBus, LifecyclePublisher, system_events
+    from .events import EventBus, LifecyclePublisher, system_events
 
     bus = await stack.enter_async_context(EventBus(redis, settings=settings))
     if history:
-        from ..store import Database, Recorder
+        from .store import Database, Recorder
 
         db = await stack.enter_async_context(Database(settings=settings))
         await db.check()

@@ -1,0 +1,178 @@
+"""Where the Recorder's time goes: N jobs' real lifecycle records (3N) recorded in-process, profiled.
+
+The records are made once by the real queue and worker (N jobs enqueued in bulk and drained by one worker)
+and kept as a Redis dump (``--cache``, default ``/tmp/asyncsched-recorder-N.rdb``), so each run starts
+from the same stream. The Recorder then runs in this process (``flush()`` until the backlog is empty)
+against a fresh database; reported: wall time, this process' CPU time, rows/s, and (``--profile``) the
+top functions by cumulative and own time.
+
+    python benchmarks/profile_recorder.py --n 200000 --db postgresql --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+
+from _common import process_tree, spawn_worker, stop_worker  # noqa: E402
+from w8_history import _check_sql, _cpu, _enqueue, _env, _wait_log  # noqa: E402
+
+
+def _make_stream(n: int, cache: str) -> None:
+    import redis
+    from tests.servers import redis_server
+
+    with tempfile.TemporaryDirectory() as tmp, redis_server() as server:
+        os.chmod(tmp, 0o777)
+        log = os.path.join(tmp, "jobs.log")
+        env = _env(server.url, "sqlite+aiosqlite:///unused.db", log)
+        asyncio.run(_enqueue(server.url, n))
+        worker = spawn_worker([sys.executable, os.path.join(HERE, "asyncsched_worker.py")], env)
+        try:
+            _wait_log(log, n, timeout=900)
+        finally:
+            stop_worker(worker)
+        client = redis.Redis.from_url(server.url, socket_timeout=600)
+        client.save()
+        shutil.copy(os.path.join(server.workdir, "dump.rdb"), cache)
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live children (PostgreSQL: the postmaster and its backends)."""
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += _cpu(p)
+    return total
+
+
+async def _record(redis_url: str, db_url: str, opts: argparse.Namespace, pg_pid: int) -> dict[str, Any]:
+    from asyncsched.config import Settings
+    from asyncsched.store import Database, Recorder
+
+    settings = Settings(redis_url=redis_url, database_url=db_url, retention_days=0)
+    async with Database(db_url, settings=settings, auto_migrate=False) as db:
+        recorder = Recorder(
+            redis_url,
+            db=db,
+            settings=settings,
+            batch_size=opts.batch_size,
+            in_flight=opts.in_flight,
+            events=False,
+        )
+        prof = cProfile.Profile() if opts.profile else None
+        db_cpu = _tree_cpu(pg_pid) if opts.db == "postgresql" else 0.0
+        wall, cpu = time.perf_counter(), time.process_time()
+        if prof:
+            prof.enable()
+        handled = 0
+        while True:
+            got = await recorder.flush()
+            handled += got
+            if not got and await recorder.account.backlog() == 0:
+                break
+        if prof:
+            prof.disable()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        db_cpu = _tree_cpu(pg_pid) - db_cpu if opts.db == "postgresql" else 0.0
+        await recorder.redis.aclose()
+    out: dict[str, Any] = {
+        "db": opts.db, "n": opts.n, "entries": handled, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+        "rows_per_s": round(opts.n / wall), "rows_per_cpu_s": round(opts.n / cpu),
+        "postgres_cpu_s": round(db_cpu, 2), "batch_size": opts.batch_size, "in_flight": opts.in_flight,
+    }  # fmt: skip
+    if prof:
+        for key in ("cumulative", "tottime"):
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(opts.top)
+            out[f"profile_{key}"] = buf.getvalue()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--in-flight", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--cache", default=None)
+    opts = parser.parse_args()
+    cache = opts.cache or f"/tmp/asyncsched-recorder-{opts.n}.rdb"
+    if not os.path.exists(cache):
+        _make_stream(opts.n, cache)
+    from tests.servers import _spawn_redis, free_port, postgres_server
+
+    with tempfile.TemporaryDirectory() as tmp, postgres_server() as pg:
+        os.chmod(tmp, 0o777)
+        shutil.copy(cache, os.path.join(tmp, "dump.rdb"))
+        port = free_port()
+        proc = _spawn_redis(port, tmp)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            _wait_loaded(url)
+
+            db_url = _fresh_db(pg, opts.db, tmp)
+            with open(os.path.join(pg.datadir, "postmaster.pid")) as fh:
+                pg_pid = int(fh.readline())
+            out = asyncio.run(_record(url, db_url, opts, pg_pid))
+            out.update(asyncio.run(_check_sql(db_url, opts.n)))
+        finally:
+            proc.terminate()
+            proc.wait()
+    profiles = {k: out.pop(k) for k in list(out) if k.startswith("profile_")}
+    print(json.dumps(out, default=str))
+    for text in profiles.values():
+        print(text)
+
+
+def _wait_loaded(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    while client.info("persistence").get("loading"):
+        time.sleep(0.1)
+    client.close()
+
+
+def _fresh_db(pg: Any, kind: str, tmp: str) -> str:
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp}/history.db"
+    else:
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "asyncsched", "-d", "postgres", "-qc",
+             "CREATE DATABASE history"],
+            check=True, user=pg.user,
+        )  # fmt: skip
+        url = pg.url("history")
+
+    async def migrate() -> None:
+        from asyncsched.store import Database
+
+        async with Database(url, auto_migrate=False) as db:
+            await db.migrate()
+
+    asyncio.run(migrate())
+    return url
+
+
+if __name__ == "__main__":
+    main()

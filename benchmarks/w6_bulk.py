@@ -1,0 +1,98 @@
+"""W6 bulk: register 100,000 interval schedules in one ``TaskScheduler.add_tasks`` call (PostgreSQL + Redis).
+
+Starts its own redis-server and PostgreSQL (the test fixtures' servers: PostgreSQL with ``fsync=off``) and
+reports, in seconds: ``validate_s`` (``build_task`` for every definition, the checks a single add makes) and
+``store_s`` (``add_tasks``: the INSERTs in one transaction, the index written, the change notice sent). It
+then checks the stored rows and the index (every task indexed once, at its first tick).
+
+    PYTHONPATH=src python benchmarks/w6_bulk.py --n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+from tests.servers import postgres_server, redis_server  # noqa: E402
+
+INTERVAL_S = 60
+
+
+async def run(redis_url: str, db_url: str, n: int, repeat: int) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from asyncsched.config import Settings
+    from asyncsched.scheduler import TaskScheduler, build_task
+    from asyncsched.store import Base, ScheduledTask, create_engine
+
+    engine = create_engine(db_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    settings = Settings(redis_url=redis_url, database_url=db_url, agent="bench")
+    rounds: list[dict[str, float]] = []
+    async with TaskScheduler(settings=settings) as scheduler:
+        for r in range(repeat):
+            t0 = time.perf_counter()
+            tasks = []
+            for k in range(n):
+                start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=k % INTERVAL_S)
+                tasks.append(
+                    build_task(
+                        agent_name=f"bench{r}",
+                        name=f"t{k}",
+                        function="tasks_asyncsched:noop",
+                        args=[k],
+                        type="interval",
+                        schedule=f"{INTERVAL_S} seconds",
+                        start=start.isoformat(),
+                    )
+                )
+            t1 = time.perf_counter()
+            stored = await scheduler.add_tasks(tasks)
+            t2 = time.perf_counter()
+            assert len(stored) == n
+            rounds.append({"validate_s": round(t1 - t0, 2), "store_s": round(t2 - t1, 2)})
+            print(f"round {r}: {rounds[-1]}", file=sys.stderr)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(func.count()).select_from(ScheduledTask))).scalar_one()
+        indexed = await scheduler.index.redis.zcard(scheduler.index.next_key)
+        first = await scheduler.index.score(stored[0])
+    await engine.dispose()
+    assert rows == indexed == n * repeat, (rows, indexed)
+    assert first is not None
+    assert first % (INTERVAL_S * 1000) == 0  # task 0 ticks on whole minutes
+    store = sorted(x["store_s"] for x in rounds)
+    return {
+        "n": n,
+        "rounds": rounds,
+        "store_s_median": store[len(store) // 2],
+        "rows": rows,
+        "indexed": indexed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=100_000, help="schedules per round (default 100,000)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (each adds n new schedules)")
+    args = parser.parse_args()
+    with redis_server() as redis, postgres_server() as pg:
+        result = asyncio.run(run(redis.url, pg.dsn, args.n, args.repeat))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

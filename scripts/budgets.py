@@ -1,0 +1,186 @@
+"""Size budgets of the source tree, checked in CI (docs/architecture.md, "Budgets").
+
+* no Python module of ``src/`` over 400 lines, no function or method over 60 lines;
+* Lua scripts: those over the function budget are reported (each script is one atomic operation), never
+  failed;
+* repeated code: the pairs of places that share six or more lines, counted by the ``duplicates`` command
+  where the machine has it (it is a developer tool: without it this part is skipped, with a note);
+* ``mypy`` (strict, as configured in pyproject.toml), unless ``--skip-mypy`` (CI ran it just before).
+
+What is over budget today is listed in ``scripts/budgets-allow.txt`` with its current size. That list may
+only shrink: a module or function over budget that is not on it, or that grew beyond its listed size,
+fails the check. ``--tighten`` rewrites the list with the sizes of today (lowering entries, dropping those
+now within budget; it never adds or raises one).
+
+Usage: ``python scripts/budgets.py [--skip-mypy] [--tighten]``; exit status 1 when a budget is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+ALLOW = ROOT / "scripts" / "budgets-allow.txt"
+MODULE_LINES = 400
+FUNCTION_LINES = 60
+DUPLICATE_PAIRS = 10
+_PAIRS = re.compile(r"^(\d+) pairs? of places")
+
+
+def module_sizes() -> dict[str, int]:
+    """Lines of every Python module under ``src/``, by path relative to the repository."""
+    return {
+        str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in sorted(SRC.rglob("*.py"))
+    }
+
+
+def function_sizes() -> dict[str, int]:
+    """Lines of every function and method under ``src/`` (``path:Class.method``), decorators excluded."""
+    sizes: dict[str, int] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        where = str(path.relative_to(ROOT))
+        _walk(tree, where, "", sizes)
+    return sizes
+
+
+def _walk(node: ast.AST, where: str, scope: str, sizes: dict[str, int]) -> None:
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+            name = f"{scope}{child.name}"
+            end = child.end_lineno or child.lineno
+            key = f"{where}:{name}"
+            while key in sizes:  # an overload or a redefinition: keep each
+                key += "'"
+            sizes[key] = end - child.lineno + 1
+            _walk(child, where, f"{name}.", sizes)
+        elif isinstance(child, ast.ClassDef):
+            _walk(child, where, f"{scope}{child.name}.", sizes)
+        else:
+            _walk(child, where, scope, sizes)
+
+
+def lua_sizes() -> dict[str, int]:
+    """Lines of every Lua script under ``src/``."""
+    return {
+        str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in sorted(SRC.rglob("*.lua"))
+    }
+
+
+def read_allow() -> dict[str, int]:
+    """The allow-list: ``name size`` per line (``#`` starts a comment)."""
+    allow: dict[str, int] = {}
+    if not ALLOW.exists():
+        return allow
+    for number, raw in enumerate(ALLOW.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, _, size = line.rpartition(" ")
+        if not name or not size.isdigit():
+            raise SystemExit(f"{ALLOW.relative_to(ROOT)}:{number}: expected `name size`, got {raw!r}")
+        allow[name.strip()] = int(size)
+    return allow
+
+
+def check_sizes(sizes: dict[str, int], limit: int, allow: dict[str, int], what: str) -> list[str]:
+    """The broken budgets among ``sizes``; notes on entries that can be lowered go to stdout."""
+    broken = []
+    for name, size in sizes.items():
+        if size <= limit:
+            if name in allow:
+                print(f"note: {name} is within budget ({size} <= {limit}): drop it from the allow-list")
+            continue
+        listed = allow.get(name)
+        if listed is None:
+            broken.append(f"{name}: {what} of {size} lines (budget {limit}), not on the allow-list")
+        elif size > listed:
+            broken.append(f"{name}: {what} grew to {size} lines (allowed {listed}, budget {limit})")
+        elif size < listed:
+            print(f"note: {name} shrank to {size} lines (listed {listed}): `--tighten` lowers the entry")
+    return broken
+
+
+def count_duplicates() -> int | None:
+    """Pairs of repeated places in ``src/`` by the ``duplicates`` command; ``None`` without it."""
+    if shutil.which("duplicates") is None:
+        return None
+    done = subprocess.run(
+        ["duplicates", "--repo", str(SRC), "--most", "200", "--seconds", "120"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    first = (done.stdout.splitlines() or [""])[0]
+    if first.startswith("no duplicates"):
+        return 0
+    match = _PAIRS.match(first)
+    if match is None:
+        print(f"note: cannot read the duplicates count from {first!r}; skipped")
+        return None
+    return int(match.group(1))
+
+
+def tighten(allow: dict[str, int], sizes: dict[str, int], limits: dict[str, int]) -> None:
+    """Rewrite the allow-list: each entry lowered to today's size, entries within budget dropped."""
+    lines = [line for line in ALLOW.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
+    for name, listed in allow.items():
+        size = sizes.get(name)
+        if size is None or size <= limits[name]:
+            continue
+        lines.append(f"{name} {min(size, listed)}")
+    ALLOW.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{ALLOW.relative_to(ROOT)}: {len(lines)} line(s) written")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skip-mypy", action="store_true", help="do not run mypy (it ran just before)")
+    parser.add_argument("--tighten", action="store_true", help="lower the allow-list to today's sizes")
+    args = parser.parse_args(argv)
+
+    allow = read_allow()
+    modules, functions = module_sizes(), function_sizes()
+    broken = check_sizes(modules, MODULE_LINES, allow, "module")
+    broken += check_sizes(functions, FUNCTION_LINES, allow, "function")
+    for name, size in lua_sizes().items():
+        if size > FUNCTION_LINES:
+            print(f"report: {name}: Lua script of {size} lines (one atomic operation; function budget 60)")
+
+    pairs = count_duplicates()
+    if pairs is None:
+        print("note: the `duplicates` command is not on this machine; repeated code not counted")
+    else:
+        listed = allow.get("duplicates", DUPLICATE_PAIRS)
+        print(f"duplicates: {pairs} pair(s) in src/ (allowed {listed}, budget {DUPLICATE_PAIRS})")
+        if pairs > listed:
+            broken.append(f"duplicates: {pairs} pairs of repeated places in src/ (allowed {listed})")
+        modules["duplicates"] = pairs
+
+    if args.tighten:
+        limits = {**dict.fromkeys(modules, MODULE_LINES), **dict.fromkeys(functions, FUNCTION_LINES)}
+        limits["duplicates"] = DUPLICATE_PAIRS
+        tighten(allow, {**modules, **functions}, limits)
+
+    mypy = [sys.executable, "-m", "mypy"]
+    if not args.skip_mypy and subprocess.run(mypy, cwd=ROOT, check=False).returncode != 0:
+        broken.append("mypy (strict) failed")
+
+    for line in broken:
+        print(f"OVER BUDGET: {line}")
+    over = sum(1 for n, s in {**modules, **functions}.items() if n != "duplicates" and n in allow and s)
+    print(f"budgets: {len(broken)} broken; {over} known excess(es) on the allow-list, which may only shrink")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

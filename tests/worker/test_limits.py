@@ -1,0 +1,241 @@
+"""Flow limits (rate limits, concurrency caps): enqueue options, and limits holding across worker processes
+on a real redis-server, measured by the jobs themselves (tests/limit_jobs.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncsched.config import Settings
+from asyncsched.exceptions import InvalidJob
+from asyncsched.queue import JobStatus, Limit, RateLimit, TaskQueue
+from asyncsched.worker import Worker
+from tests import limit_jobs
+from tests.waiting import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+HOLD = "tests.limit_jobs:hold"
+
+
+async def _field(q: TaskQueue, job_id: str) -> str | None:
+    raw = await q.redis.hget(f"rq:job:{job_id}", "asyncsched_limits")
+    return raw.decode() if raw else None
+
+
+async def test_enqueue_writes_limits(queue: TaskQueue) -> None:
+    plain = await queue.enqueue(HOLD, args=("p", 0))
+    assert await _field(queue, plain) is None  # no limit: nothing written, nothing checked
+    a = await queue.enqueue(HOLD, args=("p", 0), rate_limit="openai:60/m")
+    assert await _field(queue, a) == "openai\t\t60\t60.0"
+    b = await queue.enqueue(
+        HOLD,
+        args=("p", 0),
+        kwargs={"tenant_id": "t7"},
+        concurrency_key="tenant:{tenant_id}",
+        max_concurrency=5,
+    )
+    assert await _field(queue, b) == "tenant:t7\t5\t\t"
+    c = await queue.enqueue(HOLD, args=("p", 0), rate_limit="5/10s", max_concurrency=2)
+    assert await _field(queue, c) == f"function:{HOLD}\t2\t5\t10.0"
+
+
+async def test_queue_and_function_policies(redis_url: str, wsettings: Settings) -> None:
+    policies = {
+        "queue:mail": Limit(rate="20/s"),
+        f"function:{HOLD}": Limit(max_concurrency=3, concurrency_key="t:{tenant_id}"),
+    }
+    async with TaskQueue(redis_url, settings=wsettings, limits=policies) as q:
+        job = await q.enqueue(HOLD, args=("p", 0), kwargs={"tenant_id": 1}, queue="mail")
+        assert await _field(q, job) == "t:1\t3\t\t\nqueue:mail\t\t20\t1.0"
+        other = await q.enqueue("tests.jobs:add", args=(1, 2))
+        assert await _field(q, other) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "names"),
+    [
+        ({"rate_limit": "60 per minute"}, "rate_limit"),
+        ({"rate_limit": "0/s"}, "rate_limit"),
+        ({"rate_limit": "5/30d"}, "rate_limit"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_concurrency": True}, "max_concurrency"),
+        ({"concurrency_key": "x"}, "concurrency_key"),
+        ({"concurrency_key": "t:{missing}", "max_concurrency": 1}, "missing"),
+        ({"rate_limit": "a\tb:1/s"}, "rate_limit"),
+    ],
+)
+async def test_bad_limits_name_the_field(queue: TaskQueue, options: dict[str, object], names: str) -> None:
+    with pytest.raises(InvalidJob, match=names):
+        await queue.enqueue(HOLD, args=("p", 0), **options)  # type: ignore[arg-type]
+
+
+def test_bad_policies() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        Limit(rate="fast")
+    with pytest.raises(ValueError, match="needs a rate or a max_concurrency"):
+        Limit()
+    with pytest.raises(ValueError, match="queue:<name>"):
+        TaskQueue("memory://limits-bad", limits={"mail": Limit(rate="1/s")})
+
+
+async def test_capped_jobs_wait_without_a_slot(
+    redis_url: str, wsettings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker with 4 slots, a cap of 1: the capped jobs run one at a time while an uncapped job
+    queued behind them starts at once (the parked ones hold no slot)."""
+    if redis_url.startswith("memory"):
+        pytest.skip("the jobs read their record over a sync client (real Redis)")
+    monkeypatch.setenv("LIMIT_TEST_REDIS", redis_url)
+    out = str(tmp_path / "runs")
+    async with TaskQueue(redis_url, settings=wsettings) as q:
+        for i in range(3):
+            await q.enqueue(HOLD, args=(out, 0.3, f"capped{i}"), max_concurrency=1)
+        await q.enqueue(HOLD, args=(out, 0.0, "free"))
+        async with Worker(redis=redis_url, settings=wsettings, concurrency=4, burst=True) as w:
+            await asyncio.wait_for(w.run(), 30)
+    runs = limit_jobs.read(out)
+    assert len(runs) == 4
+    capped = [(s, e) for _, _, s, e, label in runs if label.startswith("capped")]
+    assert limit_jobs.max_overlap(capped) == 1
+    free = next(r for r in runs if r[4] == "free")
+    assert free[2] < min(s for s, _ in capped) + 0.25  # not behind the capped ones
+
+
+async def test_every_outcome_releases_the_slot(queue: TaskQueue, redis_url: str, wsettings: Settings) -> None:
+    """A cap of 1: a job that fails, then two that succeed, all parked behind each other, all run; nothing
+    is left holding or waiting (on memory:// too: the same scripts)."""
+    opts: dict[str, Any] = {"max_concurrency": 1, "concurrency_key": "one"}
+    failing = await queue.enqueue("tests.jobs:fail", **opts)
+    ok = [await queue.enqueue("tests.jobs:add", args=(i, 1), **opts) for i in range(2)]
+    async with Worker(redis=redis_url, settings=wsettings, concurrency=4, burst=True) as w:
+        await asyncio.wait_for(w.run(), 30)
+    assert await queue.status(failing) == JobStatus.FAILED
+    assert [await queue.status(j) for j in ok] == [JobStatus.SUCCESS] * 2
+    (usage,) = await queue.limits_usage()
+    assert (usage.key, usage.max_concurrency, usage.running, usage.waiting) == ("one", 1, 0, 0)
+
+
+async def test_rate_on_the_embedded_backend_too(
+    queue: TaskQueue, redis_url: str, wsettings: Settings
+) -> None:
+    """5 starts per 0.5 s, 12 jobs, one burst worker: starts (the claim's started_at) never exceed 5 in
+    any 0.5 s, and the burst worker waits for the parked jobs instead of exiting."""
+    ids = [await queue.enqueue("tests.jobs:add", args=(i, 1), rate_limit="r:5/500ms") for i in range(12)]
+    async with Worker(redis=redis_url, settings=wsettings, concurrency=8, burst=True) as w:
+        await asyncio.wait_for(w.run(), 30)
+    records = [await queue.job(j) for j in ids]
+    assert {r.status for r in records} == {JobStatus.SUCCESS}
+    starts = [r.started_at.timestamp() for r in records if r.started_at is not None]
+    assert len(starts) == 12
+    assert limit_jobs.max_in_window(starts, 0.5 - 1e-5) == 5
+    assert max(starts) - min(starts) >= 1.0 - 1e-5  # 12 starts at 5 per 0.5 s: a third window
+
+
+async def test_rq_ratelimit_is_listed_with_ours(queue: TaskQueue) -> None:
+    await queue.enqueue("tests.jobs:add", args=(1, 1), rate_limit=RateLimit("smtp", concurrency=1))
+    await queue.enqueue("tests.jobs:add", args=(1, 2), rate_limit=RateLimit("smtp", concurrency=1))
+    (usage,) = await queue.limits_usage()
+    assert usage.as_dict() == {
+        "key": "smtp", "kind": "rq", "max_concurrency": 1, "rate": None, "period": None,
+        "running": 1, "started": 0, "waiting": 1,
+    }  # fmt: skip
+
+
+def _spawn(url: str, out_env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "asyncsched.worker", "--redis-url", url, "--no-scheduler", *extra]
+    env = {**os.environ, **out_env, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def workers(real_redis_url: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = [_spawn(real_redis_url, {"LIMIT_TEST_REDIS": real_redis_url}, "-c", "4") for _ in range(3)]
+    yield procs
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+async def _ready(q: TaskQueue) -> None:
+    async def three() -> bool:
+        return len(await q.workers()) == 3
+
+    await eventually(three, timeout=60, what="3 worker processes to register")
+
+
+@pytest.mark.slow
+async def test_concurrency_cap_across_worker_processes(
+    real_redis_url: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """3 worker processes (4 slots each), a cap of 2 per tenant: never more than 2 of a tenant at once."""
+    out = str(tmp_path / "runs")
+    async with TaskQueue(real_redis_url, settings=Settings(redis_url=real_redis_url)) as q:
+        await _ready(q)
+        for _ in range(10):
+            for tenant in ("a", "b"):
+                await q.enqueue(
+                    HOLD,
+                    args=(out, 0.15),
+                    kwargs={"tenant_id": tenant},
+                    concurrency_key="tenant:{tenant_id}",
+                    max_concurrency=2,
+                )
+        await eventually(lambda: len(limit_jobs.read(out)) == 20, timeout=60, what="20 jobs to finish")
+    runs = limit_jobs.read(out)
+    for tenant in ("a", "b"):
+        spans = [(s, e) for _, _, s, e, label in runs if label == tenant]
+        assert len(spans) == 10
+        assert limit_jobs.max_overlap(spans) == 2, tenant  # held, and reached (the cap is not a lock)
+    assert limit_jobs.max_overlap([(s, e) for _, _, s, e, _ in runs]) > 2  # tenants do not limit each other
+
+
+@pytest.mark.slow
+async def test_rate_limit_across_worker_processes(
+    real_redis_url: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """3 worker processes, 20 starts/s: no second (any window) holds more than 20 starts, and the jobs go as
+    soon as starts free (60 jobs take about 2 s, not more)."""
+    out = str(tmp_path / "runs")
+    async with TaskQueue(real_redis_url, settings=Settings(redis_url=real_redis_url)) as q:
+        await _ready(q)
+        await q.enqueue_many(
+            [{"func": HOLD, "args": (out, 0.0), "rate_limit": "api:20/s"} for _ in range(60)]
+        )
+        await eventually(lambda: len(limit_jobs.read(out)) == 60, timeout=60, what="60 jobs to finish")
+    claims = [c for _, c, _, _, _ in limit_jobs.read(out)]
+    # started_at is RQ's text (microseconds): allow its rounding, nothing more
+    assert limit_jobs.max_in_window(claims, 1.0 - 1e-5) <= 20
+    span = max(claims) - min(claims)
+    assert 2.0 - 1e-5 <= span < 3.5, span
+
+
+@pytest.mark.slow
+def test_the_example_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("REDIS_URL", None)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "flow_limits.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    starts = [line.split() for line in out.stdout.splitlines() if line.endswith("starts")]
+    assert len(starts) == 12
+    assert "key='tenant:acme'" in out.stdout
+    assert "key='openai'" in out.stdout
