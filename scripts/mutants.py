@@ -56,8 +56,8 @@ MUTANTS: list[Mutant] = [
     m(
         "sched-claim-compare",
         "scheduler/lua/claim.lua",
-        "if not current or tonumber(current) ~= tonumber(ARGV[2]) then\n  return 0\nend\n",
-        "if not current then\n  return 0\nend\n",
+        "if not current or tonumber(current) ~= tonumber(ARGV[2]) then\n  return {0}\nend\n",
+        "if not current then\n  return {0}\nend\n",
         ["tests/scheduler/test_leases.py", "tests/scheduler/test_firing.py", *REAL_REDIS_SQLITE],
         "any replica claims a due tick: ticks fire twice",
         fast=True,
@@ -65,7 +65,7 @@ MUTANTS: list[Mutant] = [
     m(
         "sched-claim-signature",
         "scheduler/lua/claim.lua",
-        "if ARGV[6] ~= '' and redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[6] then\n  return -1\nend\n",
+        "if ARGV[6] ~= '' and redis.call('HGET', KEYS[4], task) ~= ARGV[6] then\n  return {-1}\nend\n",
         "",
         ["tests/scheduler/test_firing.py", "tests/scheduler/test_api.py", *REAL_REDIS_SQLITE],
         "a replica with a stale copy of an edited schedule fires by the old one",
@@ -116,7 +116,7 @@ MUTANTS: list[Mutant] = [
     m(
         "worker-heartbeat-renew",
         "rq/scripts/heartbeat.lua",
-        "    redis.call('ZADD', p .. ':wip:' .. q, now + lease, member)\n",
+        "    if not wrong_type(wk, 'zset') then redis.call('ZADD', wk, now + lease, member) end\n",
         "",
         ["tests/worker/test_leases.py", *REAL_REDIS],
         "heartbeats do not renew leases: long jobs are reaped while running",
@@ -169,8 +169,10 @@ MUTANTS: list[Mutant] = [
     m(
         "retry-cap",
         "worker/_job.py",
-        "wait = retry_interval(intervals, retries_left)",
-        "wait = min(retry_interval(intervals, retries_left), 1)",
+        "    if not raw:\n"
+        '        return retry_interval(parse_intervals(h.get("retry_intervals")), retries_left)\n',
+        "    if not raw:\n"
+        '        return min(retry_interval(parse_intervals(h.get("retry_intervals")), retries_left), 1)\n',
         ["tests/worker/test_leases.py", *REAL_REDIS],
         "retry delays capped at 1 s",
         fast=True,
@@ -186,9 +188,14 @@ MUTANTS: list[Mutant] = [
     m(
         "promote-due",
         "rq/scripts/promote.lua",
-        "redis.call('ZRANGEBYSCORE', sk, '-inf', now, 'LIMIT', 0, limit)",
-        "redis.call('ZRANGEBYSCORE', sk, '-inf', '+inf', 'LIMIT', 0, limit)",
-        ["tests/worker/test_leases.py", "tests/worker/test_worker.py", *REAL_REDIS],
+        "      elseif at_ms > now * 1000 then\n",
+        "      elseif false then\n",
+        [
+            "tests/worker/test_exact_delay.py",
+            "tests/worker/test_leases.py",
+            "tests/worker/test_worker.py",
+            *REAL_REDIS,
+        ],
         "scheduled jobs and retries run before they are due",
     ),
     # --- trust: the allow-list and pickle ------------------------------------------------------------
