@@ -42,6 +42,7 @@ async def test_scheduler_fires_through_a_database_outage(
         task = await scheduler.register_task(
             name="tick", agent_name="chaos", type="interval", schedule="1 second",
             function="tests.chaos.chaosjobs:ok",
+            overlap="allow",  # no worker runs the jobs: every tick must enqueue, not skip a queued run
         )  # fmt: skip
         runner = asyncio.create_task(scheduler.run())
         try:
