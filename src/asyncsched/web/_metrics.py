@@ -23,23 +23,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from ._schemas import STATUSES
 from ._services import Services
 
 __all__ = ["RequestCounter", "render_metrics"]
 
 log = logging.getLogger("asyncsched.web")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_STATUSES = (
-    "scheduled",
-    "deferred",
-    "queued",
-    "running",
-    "success",
-    "failed",
-    "cancelled",
-    "skipped",
-    "unknown",
-)
 
 
 class RequestCounter:
@@ -159,7 +149,7 @@ async def render_metrics(services: Services, requests: RequestCounter) -> str:
         counts = await _try("execution counts", repo.counts) if repo is not None else None
         if counts is not None:
             out.family("asyncsched_executions", "gauge", "Execution history rows per status.")
-            for status in _STATUSES:
+            for status in STATUSES:
                 out.sample("asyncsched_executions", int(counts.get(status, 0)), status=status)
 
     live = services.live_if_started()
