@@ -69,7 +69,9 @@ def _iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
-def _source(agent: str | None) -> str:
+def event_source(agent: str | None) -> str:
+    """The ``source_agent`` of an event about a job of ``agent``: the agent when it is a valid name, else
+    ``asyncsched``."""
     if agent is None:
         return DEFAULT_SOURCE
     try:
@@ -103,7 +105,7 @@ def lifecycle_event(record: LifecycleRecord) -> Event | None:
         "error": record.error,
         "will_retry": record.kind is Lifecycle.RETRY,
     }
-    return Event.create(event_type, _source(record.agent_name), payload)
+    return Event.create(event_type, event_source(record.agent_name), payload)
 
 
 async def publish_system_event(
@@ -119,7 +121,7 @@ async def publish_system_event(
         raise ConfigurationError(f"system event kind must be 'startup' or 'shutdown', got {kind!r}")
     payload = {"component": component, "agent": agent, "host": socket.gethostname(), "pid": os.getpid()}
     payload.update(details)
-    return await bus.publish(f"system.{kind}", _source(agent), payload)
+    return await bus.publish(f"system.{kind}", event_source(agent), payload)
 
 
 @contextlib.asynccontextmanager

@@ -19,8 +19,8 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..events._envelope import validate_agent_name
-from ..exceptions import ConfigurationError, InvalidValue
+from ..events._lifecycle import event_source
+from ..exceptions import InvalidValue
 from ..rq import serializers
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
@@ -142,10 +142,7 @@ class ProgressReporter:
             return raw.decode(errors="replace") if raw else None
 
         agent = text("asyncsched_agent")
-        try:
-            source = validate_agent_name(agent) if agent else "asyncsched"
-        except ConfigurationError:
-            source = "asyncsched"
+        source = event_source(agent)
         payload = {
             "job_id": job.id,
             "queue": job.queue,
