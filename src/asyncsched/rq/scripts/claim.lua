@@ -14,6 +14,7 @@
 -- parked, not started; when one was parked because of a rate, a last entry '', 'limited', '', <when a start
 -- frees (epoch s)> tells the worker when to let it go.
 --#include limits
+--#include types
 local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 -- RQ's timestamp text ('%Y-%m-%dT%H:%M:%S.%fZ', UTC) of an epoch second and microsecond
@@ -64,15 +65,8 @@ local wkey = p .. ':worker:' .. w
 local wexec = wkey .. ':executions'
 local last_id = nil
 
-local function refused(key, want)
-  local t = redis.call('TYPE', key).ok
-  if t ~= 'none' and t ~= want then
-    return 'WRONGTYPE key ' .. key .. ' holds a ' .. t .. ', not a ' .. want
-  end
-  return false
-end
 for _, check in ipairs({{stream, 'stream'}, {wexec, 'set'}, {wkey, 'hash'}}) do
-  local bad = refused(check[1], check[2])
+  local bad = wrong_type(check[1], check[2])
   if bad then return redis.error_reply(bad) end
 end
 
@@ -160,7 +154,7 @@ end
 local usable = {}
 local function queue_ok(q)
   if usable[q] == nil then
-    local bad = refused(p .. ':queue:' .. q, 'list') or refused(p .. ':wip:' .. q, 'zset')
+    local bad = wrong_type(p .. ':queue:' .. q, 'list') or wrong_type(p .. ':wip:' .. q, 'zset')
     usable[q] = not bad
     if bad then poison('', q, bad) end
   end

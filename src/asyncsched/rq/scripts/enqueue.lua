@@ -17,18 +17,12 @@
 -- the WRONGTYPE text naming the key in place of its integer, and nothing of theirs is written. The stream
 -- of the wrong type refuses the whole call (an error reply) before any write.
 --#include ratelimit
+--#include types
 local p, stream, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local out, n = {}, 0
 local registered = {}
 
-local function refuse_wrong_type(key, want)
-  local t = redis.call('TYPE', key).ok
-  if t ~= 'none' and t ~= want then
-    return 'WRONGTYPE key ' .. key .. ' holds a ' .. t .. ', not a ' .. want
-  end
-  return false
-end
-local bad = refuse_wrong_type(stream, 'stream')
+local bad = wrong_type(stream, 'stream')
 if bad then return redis.error_reply(bad) end
 
 local i = 4
@@ -56,7 +50,7 @@ while i <= #ARGV do
   local qkey = p .. ':queue:' .. q
   local skey = p .. ':scheduled:' .. q
   local push = front == '1' and 'LPUSH' or 'RPUSH'
-  if scheduled then bad = refuse_wrong_type(skey, 'zset') else bad = refuse_wrong_type(qkey, 'list') end
+  if scheduled then bad = wrong_type(skey, 'zset') else bad = wrong_type(qkey, 'list') end
 
   local wake = nil
   for _ = 1, njobs do
