@@ -49,6 +49,10 @@ async def test_the_first_bad_item_is_named_and_nothing_is_stored(client: httpx.A
         (item("x", function="tests.web.webtasks:nope"), ["body", "tasks", 2, "function"]),
         (item("x", timezone="Mars/Olympus"), ["body", "tasks", 2, "timezone"]),
         (item("x", queue=5), ["body", "tasks", 2, "queue"]),  # the JSON schema
+        # crafted function references: an attribute chain, a dunder, a module reached through another
+        (item("x", function="tests.web.webtasks:os.system"), ["body", "tasks", 2, "function"]),
+        (item("x", function="tests.web.webtasks:__builtins__"), ["body", "tasks", 2, "function"]),
+        (item("x", function="tests.web.webtasks.os:system"), ["body", "tasks", 2, "function"]),
     ]
     for bad, loc in cases:
         body = {"tasks": [item("ok0"), item("ok1"), bad, item("ok3", schedule="nope")]}
