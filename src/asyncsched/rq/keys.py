@@ -215,7 +215,8 @@ class RQKeys:
         return f"{self.prefix}:job:{job_id}:dependents"
 
     def dependencies(self, job_id: str) -> str:
-        """SET of the ids ``job_id`` waits for; RQ spells it with two colons (``rq.job.Job.dependencies_key``)."""
+        """SET of the ids ``job_id`` waits for; RQ spells it with two colons
+        (``rq.job.Job.dependencies_key``)."""
         return f"{self.prefix}:job::{job_id}:dependencies"
 
     def worker(self, name: str) -> str:
@@ -405,7 +406,8 @@ def limit_seq(prefix: str) -> str:
 
 
 def quarantine(prefix: str, queue: str) -> str:
-    """LIST where ``reap.lua`` sets aside the ids of ``queue`` a dead worker claimed while the queue key had another type."""
+    """LIST where ``reap.lua`` sets aside the ids of ``queue`` a dead worker claimed while the queue key
+    had another type."""
     return f"{ns(prefix)}:quarantine:{queue}"
 
 
