@@ -1,4 +1,5 @@
-"""Every RQ key, registry and hash field asyncsched touches: built here and nowhere else.
+"""Every Redis key asyncsched touches, RQ's and its own: built here and nowhere else (the job hash's
+fields are named in :mod:`asyncsched.rq.jobhash`).
 
 Verified against python-rq 2.12.0 and 3.0.0 (``rq/{queue,job,registry,executions,results,worker}``); the
 prefix is RQ 3's ``RQ_KEY_PREFIX`` (``Settings.key_prefix``, default ``rq``). RQ 2.x hard-codes ``rq``.
@@ -64,7 +65,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "JOB_FIELDS",
     "RQ_STATUSES",
     "RQKeys",
     "agent_event_channel",
@@ -112,43 +112,6 @@ RQ_STATUSES = (
     "rate_limited",
 )
 """``rq.job.JobStatus`` values (2.x and 3.0; ``rate_limited`` is RQ 3's)."""
-
-JOB_FIELDS = (
-    "data",
-    "created_at",
-    "status",
-    "success_callback_name",
-    "failure_callback_name",
-    "stopped_callback_name",
-    "started_at",
-    "ended_at",
-    "last_heartbeat",
-    "worker_name",
-    "group_id",
-    "origin",
-    "description",
-    "enqueued_at",
-    "timeout",
-    "result_ttl",
-    "failure_ttl",
-    "ttl",
-    "meta",
-    "retries_left",
-    "retry_intervals",
-    "enqueue_at_front_on_retry",
-    "success_callback_timeout",
-    "failure_callback_timeout",
-    "stopped_callback_timeout",
-    "dependency_id",
-    "dependency_ids",
-    "allow_dependency_failures",
-    "enqueue_at_front",
-    "repeats_left",
-    "repeat_intervals",
-    "rate_limit_key",
-    "rate_limit_concurrency",
-)
-"""Hash fields RQ writes that we write or read (RQ ignores fields it does not know)."""
 
 
 @dataclass(frozen=True, slots=True)

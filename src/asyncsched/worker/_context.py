@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..events._lifecycle import event_source
 from ..exceptions import InvalidValue
 from ..rq import serializers
+from ..rq._calls import ProgressCall
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
 
@@ -119,8 +120,8 @@ class ProgressReporter:
                     if isinstance(current, dict):
                         meta = current
             meta["progress"] = value
-            args = [key, self.worker_name, old or "", "1" if old else "0", serializers.dumps(meta, job.fmt)]
-            done = int(await self._scripts.run("progress", args))
+            new = serializers.dumps(meta, job.fmt)
+            done = int(await self._scripts.call(ProgressCall(self.keys, job.id, self.worker_name, old, new)))
             if done == 1:
                 job.meta.clear()
                 job.meta.update(meta)
