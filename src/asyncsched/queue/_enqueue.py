@@ -5,6 +5,7 @@ segments (:func:`segments`). Nothing here touches Redis; :class:`~asyncsched.que
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from ..config import Settings
 from ..exceptions import InvalidJob
 from ..rq import codec, serializers
 from ..rq.jobhash import JobField as F
+from ..rq.jobhash import RQStatus
 from ..rq.serializers import Format
 from ._functions import func_name
 from ._limits import Limit, limits_field
@@ -30,6 +32,14 @@ __all__ = ["ENQUEUE_OPTIONS", "EnqueueOptions", "Part", "Preparer", "segments"]
 JOB_ID = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 Part = tuple[tuple[str, ...], list[Any]]  # a prepared job: the header it shares with like jobs, its values
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Mode(enum.StrEnum):
+    """What ``enqueue.lua`` does when the job's id exists already."""
+
+    UNIQUE = "1"  # unique=True: write nothing, keep the existing job
+    REPLACE = "0"  # a caller's id: replace the job
+    FRESH = "n"  # an id generated here: it cannot exist
 
 
 @dataclass(slots=True)
@@ -129,7 +139,7 @@ class Preparer:
         if _tracing.tracer is not None:  # off: this one check (asyncsched/_tracing.py)
             meta = _tracing.enqueue_meta(meta, name, qname, job_id)
         meta_raw = serializers.dumps(dict(meta), self.serializer) if meta else b""
-        mode = "1" if o.unique else ("n" if fresh else "0")
+        mode = Mode.UNIQUE if o.unique else (Mode.FRESH if fresh else Mode.REPLACE)
         header = self._header(o, qname, scheduled, mode, bool(meta_raw), path, rq_opts)
         values: list[Any] = [job_id, data, meta_raw] if meta_raw else [job_id, data]
         values += (description, self._ts, self._epoch)
@@ -163,7 +173,7 @@ class Preparer:
         o: EnqueueOptions,
         qname: str,
         scheduled: bool,
-        mode: str,
+        mode: Mode,
         has_meta: bool,
         path: str,
         rq_opts: tuple[tuple[str, str], ...],
@@ -201,7 +211,7 @@ class Shared:
 
     qname: str
     scheduled: bool
-    mode: str  # '1' unique, '0' replace, 'n' a fresh id
+    mode: Mode
     at_front: bool
     has_meta: bool
     path: str
@@ -218,9 +228,9 @@ class Shared:
     def header(self) -> tuple[str, ...]:
         """The part of the enqueue script's arguments that jobs with these options share (see
         ``enqueue.lua``); per-job values (id, data, meta, description, timestamps) go separately."""
-        status = "scheduled" if self.scheduled else "queued"
-        fields, life = self.hash_fields(status)
-        head = [self.qname, status, self.mode, "" if self.ttl is None else str(int(self.ttl))]
+        status = RQStatus.SCHEDULED if self.scheduled else RQStatus.QUEUED
+        fields, life = self.hash_fields(status.value)
+        head = [self.qname, status.value, self.mode.value, "" if self.ttl is None else str(int(self.ttl))]
         head += ("1" if self.at_front else "0", "1" if self.has_meta else "0", str(len(fields) // 2))
         return (*head, *fields, str(len(life) // 2), *life)
 

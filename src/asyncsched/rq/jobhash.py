@@ -14,7 +14,7 @@ from datetime import datetime
 
 from . import codec
 
-__all__ = ["JOB_FIELDS", "RQ_JOB_FIELDS", "JobField", "JobHash"]
+__all__ = ["JOB_FIELDS", "RQ_JOB_FIELDS", "RQ_STATUSES", "JobField", "JobHash", "RQStatus"]
 
 
 class JobField(enum.StrEnum):
@@ -70,6 +70,24 @@ JOB_FIELDS: tuple[str, ...] = tuple(JobField)
 
 RQ_JOB_FIELDS: tuple[str, ...] = tuple(f for f in JobField if not f.startswith("asyncsched_"))
 """The fields RQ itself writes that we write or read."""
+
+
+class RQStatus(enum.StrEnum):
+    """The ``status`` field: ``rq.job.JobStatus`` (2.x and 3.0; ``rate_limited`` is RQ 3's)."""
+
+    CREATED = "created"
+    QUEUED = "queued"
+    FINISHED = "finished"
+    FAILED = "failed"
+    STARTED = "started"
+    DEFERRED = "deferred"
+    SCHEDULED = "scheduled"
+    STOPPED = "stopped"
+    CANCELED = "canceled"
+    RATE_LIMITED = "rate_limited"
+
+
+RQ_STATUSES: tuple[str, ...] = tuple(RQStatus)
 
 
 class JobHash:

@@ -65,7 +65,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "RQ_STATUSES",
     "RQKeys",
     "agent_event_channel",
     "agent_event_channel_pattern",
@@ -98,20 +97,6 @@ __all__ = [
     "sched_version",
     "scheduled_wake",
 ]
-
-RQ_STATUSES = (
-    "created",
-    "queued",
-    "finished",
-    "failed",
-    "started",
-    "deferred",
-    "scheduled",
-    "stopped",
-    "canceled",
-    "rate_limited",
-)
-"""``rq.job.JobStatus`` values (2.x and 3.0; ``rate_limited`` is RQ 3's)."""
 
 
 @dataclass(frozen=True, slots=True)
