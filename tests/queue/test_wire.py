@@ -147,3 +147,18 @@ def test_job_fields_name_every_field_once() -> None:
     h = JobHash({b"asyncsched_attempt": b"3", b"timeout": b"x", b"origin": b"q"})
     assert (h.attempt, h.integer(JobField.TIMEOUT), h.text(JobField.ORIGIN)) == (3, None, "q")
     assert JobHash({}).attempt == 1
+
+
+def test_enqueue_options_are_enqueues_keyword_arguments() -> None:
+    """``EnqueueOptions`` (what ``enqueue`` and ``enqueue_many`` prepare jobs from) has exactly
+    ``TaskQueue.enqueue``'s arguments, with the same defaults."""
+    import dataclasses
+    import inspect
+
+    from asyncsched.queue._enqueue import ENQUEUE_OPTIONS, EnqueueOptions
+
+    params = dict(inspect.signature(TaskQueue.enqueue).parameters)
+    params.pop("self")
+    assert set(params) == ENQUEUE_OPTIONS
+    defaults = {f.name: f.default for f in dataclasses.fields(EnqueueOptions)}
+    assert {name: p.default for name, p in params.items()} == defaults

@@ -165,7 +165,8 @@ class TaskQueue(QueueReader, QueueAdmin):
         default), ``max_concurrency=5`` (running at once) with an optional ``concurrency_key`` template of
         the job's keyword arguments (``"tenant:{tenant_id}"``); the queue's ``limits`` policies add theirs.
         """
-        options = EnqueueOptions(**{k: v for k, v in locals().items() if k != "self"})  # every argument
+        # every argument above, as one record (EnqueueOptions has the same fields: tests/queue/test_wire.py)
+        options = EnqueueOptions(**{k: v for k, v in locals().items() if k != "self"})
         job_id, part = self._prep.prepare(datetime.now(UTC), options)
         await self._submit(part)
         return job_id
