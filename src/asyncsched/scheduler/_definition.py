@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy.orm import instrumentation
+from sqlalchemy.orm import configure_mappers, instrumentation
 
 from ..exceptions import InvalidJob, InvalidSchedule, Problem, TaskDefinitionError
 from ..queue._functions import check_function as _check_function
@@ -326,12 +326,16 @@ def _check_limit(value: Mapping[str, Any], bad: _Bad) -> dict[str, Any] | None:
 
 
 _MANAGER = instrumentation.manager_of_class(ScheduledTask)
+_configured: list[bool] = []
 
 
 def new_task(values: Mapping[str, Any]) -> ScheduledTask:
     """A new (transient) :class:`ScheduledTask` holding ``values`` (column -> value), filled directly:
     the ORM's constructor fires an event per attribute, which costs more than validating the task.
     Adding it to a session inserts these values, as for a task built by ``ScheduledTask(**values)``."""
+    if not _configured:  # what the ORM's constructor would do first (once)
+        configure_mappers()
+        _configured.append(True)
     task: ScheduledTask = _MANAGER.new_instance()
     task.__dict__.update(values)
     return task

@@ -286,7 +286,10 @@ def value_problem(value: Any, depth: int = 0) -> str | None:
     if isinstance(value, str):
         return text_problem(value)
     if isinstance(value, list | tuple):
-        return next((p for p in (value_problem(v, depth + 1) for v in value) if p), None)
+        for item in value:
+            if not (item is None or type(item) is int) and (problem := value_problem(item, depth + 1)):
+                return problem
+        return None
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
