@@ -4,12 +4,10 @@ The field table of :mod:`._fields` is checked first (types, enums, lengths, patt
 constraints, and the same messages, as the API's JSON schema); then what a table cannot say: schedules
 parse, time zones exist, the function resolves by the one rule of :mod:`asyncsched.queue._functions`.
 
-Every problem is collected, none raised early, so a file reports all its errors at once. Each
-:class:`~asyncsched.exceptions.Problem` names the field; the YAML loader adds file, line and task.
-
-Cheap per item, for 100,000 definitions at once (``add_tasks``): patterns are compiled once, a function
-reference is resolved once per distinct path, a schedule parsed once per distinct (type, schedule, zone,
-start), and :func:`build_task` fills its :class:`ScheduledTask` without the ORM's per-attribute events.
+Every problem is collected (a file reports all its errors at once), each naming its field. Cheap per item
+for 100,000 definitions at once (``add_tasks``): patterns compiled once, a function reference resolved once
+per distinct path, a schedule parsed once per distinct (type, schedule, zone, start), and
+:func:`build_task` fills its :class:`ScheduledTask` without the ORM's per-attribute events.
 """
 
 from __future__ import annotations
@@ -27,22 +25,29 @@ from ..queue._functions import check_function as _check_function
 from ..queue._functions import parse_reference
 from ..queue._retry import retry_from_data, retry_to_data
 from ..store.models import ScheduledTask
-from ._fields import BY_NAME, DEFAULT_OVERLAP, FIELDS, LIMITS, OVERLAPS, REQUIRED, field_problem, rule_message
+from ._fields import (
+    BY_NAME,
+    DEFAULT_OVERLAP,
+    FIELDS,
+    LIMITS,
+    OVERLAPS,
+    REQUIRED,
+    field_problem,
+    json_fits,
+    rule_message,
+)
 from ._fields import text_problem as _text_problem
 from ._fields import value_problem as _value_problem
-from ._misfire import DEFAULT_GRACE, MISFIRE_ALL_LIMIT, MisfirePolicy, grace_of, policy_of
+from ._misfire import MisfirePolicy, policy_of
 from ._triggers import Trigger, check_date, parse_interval, parse_schedule, parse_timezone
 
 __all__ = [
     "ALIGNMENTS",
-    "DEFAULT_GRACE",
     "FIELDS",
-    "MISFIRE_ALL_LIMIT",
     "MisfirePolicy",
     "anchored_at_registration",
     "build_task",
     "check_function",
-    "grace_of",
     "new_task",
     "overlap_of",
     "policy_of",
@@ -232,23 +237,9 @@ def _check_call(ok: Mapping[str, Any], out: dict[str, Any], bad: _Bad, *, check_
         kwargs = {}
     elif problem := _value_problem(kwargs):
         bad("kwargs", problem)
-    elif not _small(args, kwargs) and len(json.dumps([args, dict(kwargs)])) > LIMITS["value_bytes"]:
+    elif not json_fits(args, kwargs) and len(json.dumps([args, dict(kwargs)])) > LIMITS["value_bytes"]:
         bad("kwargs", f"args and kwargs together must be at most {LIMITS['value_bytes']} bytes of JSON")
     out["kwargs"] = dict(kwargs)
-
-
-def _small(args: list[Any], kwargs: Mapping[str, Any]) -> bool:
-    """Whether the JSON of ``args`` and ``kwargs`` surely fits the bound, without writing it (flat values:
-    at most 6 bytes a character, 32 a number); nested values say no, and the JSON is then measured."""
-    size = sum(6 * len(k) + 4 for k in kwargs)
-    for v in (*args, *kwargs.values()):
-        if isinstance(v, str):
-            size += 6 * len(v) + 4
-        elif v is None or isinstance(v, float) or (isinstance(v, int) and -(2**63) <= v < 2**63):
-            size += 32
-        else:
-            return False
-    return size <= LIMITS["value_bytes"]
 
 
 def _seconds(value: float | str, field: str, bad: _Bad) -> float | None:

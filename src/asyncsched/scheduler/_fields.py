@@ -39,6 +39,7 @@ __all__ = [
     "Field",
     "field_problem",
     "function_schema",
+    "json_fits",
     "limit_schema",
     "name_schema",
     "rule_message",
@@ -299,6 +300,20 @@ def value_problem(value: Any, depth: int = 0) -> str | None:
                 return problem
         return None
     return f"must hold JSON values (text, numbers, lists, mappings); got {type(value).__name__} {value!r:.60}"
+
+
+def json_fits(args: list[Any], kwargs: Mapping[str, Any]) -> bool:
+    """Whether the JSON of ``args`` and ``kwargs`` surely fits the bound, without writing it (flat values:
+    at most 6 bytes a character, 32 a number); nested values say no, and the JSON is then measured."""
+    size = sum(6 * len(k) + 4 for k in kwargs)
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, str):
+            size += 6 * len(v) + 4
+        elif v is None or isinstance(v, float) or (isinstance(v, int) and -(2**63) <= v < 2**63):
+            size += 32
+        else:
+            return False
+    return size <= LIMITS["value_bytes"]
 
 
 def name_schema() -> dict[str, Any]:
