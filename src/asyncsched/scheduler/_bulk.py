@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -117,21 +118,20 @@ async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> N
         await session.execute(insert(_TABLE), [{n: r[n] for n in _NAMES} for r in chunk])
 
 
+_PLAIN = tuple(n for n in _NAMES if n not in _JSON_COLUMNS)
+_plain = itemgetter(*_PLAIN)
+
+
 async def _copy(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     dumps = json.JSONEncoder().encode  # json.dumps's text, as SQLAlchemy's JSON type writes it
-    json_at = [i for i, n in enumerate(_NAMES) if n in _JSON_COLUMNS]
-    records = []
-    for r in rows:
-        record = [r[n] for n in _NAMES]
-        for i in json_at:
-            record[i] = dumps(record[i])
-        records.append(record)
+    records = [(*_plain(r), dumps(r["args"]), dumps(r["kwargs"]), dumps(r["options"])) for r in rows]
     await conn.exec_driver_sql("SELECT 1")  # opens the transaction the COPY must run in
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
+    columns = (*_PLAIN, "args", "kwargs", "options")
     try:
         await driver.copy_records_to_table(
-            _TABLE.name, records=records, columns=_NAMES, schema_name=_TABLE.schema
+            _TABLE.name, records=records, columns=columns, schema_name=_TABLE.schema
         )
     except Exception as exc:
         if type(exc).__name__ == "UniqueViolationError":  # asyncpg's; SQLAlchemy's word for it
