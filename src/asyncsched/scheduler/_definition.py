@@ -155,20 +155,17 @@ def validate_definition(
     return out, problems
 
 
-def _check_start(ok: Mapping[str, Any], bad: _Bad) -> datetime | None:
-    text = ok.get("start")
+@lru_cache(maxsize=4096)
+def _start(text: str) -> tuple[datetime | None, str | None]:
+    """``start`` as an aware time, or what is wrong with it (once per distinct text)."""
     try:
-        start = datetime.fromisoformat(text) if text is not None else None
+        start = datetime.fromisoformat(text)
     except ValueError:
-        bad("start", rule_message(BY_NAME["start"].rule, text))
-        return None
-    if start is None:
-        return None
+        return None, rule_message(BY_NAME["start"].rule, text)
     try:
-        return check_date(start if start.tzinfo else start.replace(tzinfo=UTC), "start")
+        return check_date(start if start.tzinfo else start.replace(tzinfo=UTC), "start"), None
     except InvalidSchedule as exc:
-        bad("start", exc.problems[0].message)
-        return None
+        return None, exc.problems[0].message
 
 
 def _check_schedule(
@@ -182,7 +179,9 @@ def _check_schedule(
         bad("timezone", zone_problem)
         tz = None
     out["timezone"] = tz or "UTC"
-    start = _check_start(ok, bad)
+    start, start_problem = _start(ok["start"]) if "start" in ok else (None, None)
+    if start_problem:
+        bad("start", start_problem)
     if start is not None:
         options["start"] = start.isoformat()
     had_start = given.get("start") is not None
