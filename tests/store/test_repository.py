@@ -16,6 +16,7 @@ from asyncsched.store import (
     TaskExecution,
     prune,
 )
+from asyncsched.store import _repository as store_repository
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -55,6 +56,27 @@ async def test_list_pages_newest_first(db: Database) -> None:
     assert (await repo.list(limit=10_000)).limit == 1000
     with pytest.raises(ValueError, match="limit"):
         await repo.list(limit=0)
+
+
+async def test_display_pages_count_their_total_up_to_a_cap(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page for display counts at most COUNT_LIMIT rows past its own end: beyond, the total is a lower
+    bound (``total_capped``), and a page further on is counted to its end (exact again near the end)."""
+    monkeypatch.setattr(store_repository, "COUNT_LIMIT", 12)
+    await _seed(db)
+    repo = ExecutionRepository(db)
+    first = await repo.list_for_display(limit=10)
+    assert (first.total, first.total_capped, first.has_more) == (12, True, True)
+    assert [r.job_id for r in first.items] == [f"job-{i:02d}" for i in range(10)]
+    deep = await repo.list_for_display(offset=10, limit=10)  # counted up to 20 (its end) + 1
+    assert (deep.total, deep.total_capped, deep.has_more) == (20, True, True)
+    last = await repo.list_for_display(offset=25, limit=10)  # counted to 35 + 1: all 30, exact
+    assert (last.total, last.total_capped, last.has_more) == (30, False, False)
+    failed = await repo.list_for_display(limit=10, status="failed")  # 6 rows: under the cap
+    assert (failed.total, failed.total_capped, failed.has_more) == (6, False, False)
+    exact = await repo.list(limit=10)  # the library's list counts every row
+    assert (exact.total, exact.total_capped) == (30, False)
 
 
 async def test_list_filters(db: Database) -> None:

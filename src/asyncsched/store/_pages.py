@@ -18,7 +18,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ._database import Database
 
-__all__ = ["MAX_LIMIT", "Page", "UnreadableRow", "check_page", "read_page"]
+__all__ = ["COUNT_LIMIT", "MAX_LIMIT", "Page", "UnreadableRow", "check_page", "read_page"]
 
 log = logging.getLogger("asyncsched.store")
 
@@ -27,23 +27,29 @@ T = TypeVar("T")
 MAX_LIMIT = 1000
 """Largest page a repository returns, whatever ``limit`` asks for."""
 
+COUNT_LIMIT = 10_000
+"""Rows a page for display counts at most (past its own end): beyond, its total is ``10,000+``. Counting
+every matching row costs time linear in the history on each page; counting this many costs a few ms."""
+
 _UNAVAILABLE: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError, TimeoutError)
 """The database is unreachable: an outage, not a bad row (raised as is)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
-    """One page of a list: ``items`` at ``offset``, out of ``total`` matching rows."""
+    """One page of a list: ``items`` at ``offset``, out of ``total`` matching rows (``total_capped``:
+    more rows match than were counted, ``total`` is a lower bound)."""
 
     items: list[T]
     total: int
     offset: int
     limit: int
+    total_capped: bool = False
 
     @property
     def has_more(self) -> bool:
         """Whether rows follow this page."""
-        return self.offset + len(self.items) < self.total
+        return self.total_capped or self.offset + len(self.items) < self.total
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +78,19 @@ async def read_page(
     limit: int,
     *,
     model: Any = None,
+    count_limit: int | None = None,
 ) -> Page[Any]:
     """One page of ``query`` (rows of one mapped class). With ``model`` (that class), a page that fails
     to load is read again row by row, rows that still fail becoming :class:`UnreadableRow` items;
-    without it the error propagates."""
+    without it the error propagates. With ``count_limit``, the total is counted up to that many rows or
+    to the page's end, whichever is further (``total_capped`` when more match)."""
     offset, limit = check_page(offset, limit)
+    counted = query.order_by(None)
+    cap = None if count_limit is None else max(count_limit, offset + limit)
+    if cap is not None:
+        counted = counted.limit(cap + 1)
     async with db.session() as session:
-        total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+        total = int(await session.scalar(select(func.count()).select_from(counted.subquery())) or 0)
         failed = False
         try:
             rows: list[Any] = list(
@@ -95,7 +107,8 @@ async def read_page(
             rows, failed = [], True
     if failed:
         rows = await _row_by_row(db, query, order, offset, limit, model)
-    return Page(rows, int(total or 0), offset, limit)
+    capped = cap is not None and total > cap
+    return Page(rows, min(total, cap) if cap is not None else total, offset, limit, capped)
 
 
 async def _row_by_row(

@@ -74,12 +74,13 @@ def _page(page: Any, view: Callable[[Any], dict[str, Any]], params: dict[str, An
     list (cut here); each item shown by :func:`display_item`, so one bad item cannot fail the page."""
     offset, limit = params["offset"], params["limit"]
     if isinstance(page, list | tuple):
-        total, items = len(page), list(page)[offset : offset + limit]
+        total, items, capped = len(page), list(page)[offset : offset + limit], False
     else:
-        total, items = page.total, list(page.items)
+        total, items, capped = page.total, list(page.items), page.total_capped
     return {
         "items": [display_item(item, view) for item in items],
         "total": total,
+        "total_capped": capped,
         "offset": offset,
         "limit": limit,
     }
