@@ -28,6 +28,7 @@ from ..exceptions import AsyncschedError, ComponentUnavailable
 from ._live import LiveFeed
 
 if TYPE_CHECKING:
+    from .._metrics import ProcessMetrics
     from ..events import Event, EventBus
     from ..queue import TaskQueue
     from ..scheduler import TaskScheduler
@@ -81,7 +82,7 @@ class Services:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # the job histograms of a worker in this process (asyncsched run), served with /metrics
-        self.process_metrics: Any = None
+        self.process_metrics: ProcessMetrics | None = None
 
     @property
     def settings(self) -> Settings:
