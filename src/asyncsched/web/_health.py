@@ -13,7 +13,21 @@ from ._security import host_ok, token_ok
 from ._serialize import ApiJSON
 from ._services import Services
 
-__all__ = ["health"]
+__all__ = ["health", "ping_db", "ping_redis"]
+
+
+async def ping_redis(services: Services) -> bool:
+    """Whether Redis answers a ``PING`` (raises what the client raises when it does not)."""
+    client = await services.redis()
+    return bool(await client.ping())
+
+
+async def ping_db(services: Services) -> bool:
+    """Whether the database answers ``SELECT 1`` (raises what the driver raises when it does not)."""
+    db = await services.db()
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return True
 
 
 async def health(services: Services, request: Request) -> Response:
@@ -25,19 +39,9 @@ async def health(services: Services, request: Request) -> Response:
         request, settings.api_token, settings.allowed_hosts
     )
     report: dict[str, str] = {}
-
-    async def redis_check() -> None:
-        client = await services.redis()
-        await client.ping()
-
-    async def db_check() -> None:
-        db = await services.db()
-        async with db.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
-    for name, check in (("redis", redis_check), ("database", db_check)):
+    for name, check in (("redis", ping_redis), ("database", ping_db)):
         try:
-            await asyncio.wait_for(check(), 5.0)
+            await asyncio.wait_for(check(services), 5.0)
             report[name] = "ok"
         except Exception as exc:
             report[name] = f"unavailable: {type(exc).__name__}: {exc}" if detail else "unavailable"
