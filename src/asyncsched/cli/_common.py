@@ -13,6 +13,7 @@ Exit codes (documented in ``docs/operations.md``):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -35,6 +36,9 @@ from ..exceptions import (
     TaskDefinitionError,
     TaskNotFound,
 )
+
+Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+"""What ``add_subparsers()`` returns: each subcommand module's ``register`` adds its parser to it."""
 
 __all__ = [
     "EXIT_NOT_FOUND",
