@@ -1,7 +1,9 @@
-"""The one lifecycle idiom of a composition (STYLE.md §4): what ``_start`` opens, on one exit stack.
+"""The one lifecycle idiom (STYLE.md §4): every long-lived component is an async context manager.
 
-``async with`` calls ``_start(stack)``, which enters each part on ``stack``; a start that fails closes what
-it had opened before the error propagates; leaving closes everything in reverse order.
+:class:`Stacked`: ``async with`` calls ``_start(stack)``, which enters each part on one exit stack; a start
+that fails closes what it had opened before the error propagates; leaving closes everything in reverse
+order. :class:`Closing`: a component opened on first use, whose ``async with`` only closes it
+(``aclose()``) on the way out.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Self
 
-__all__ = ["Stacked"]
+__all__ = ["Closing", "Stacked"]
 
 
 class Stacked:
@@ -34,4 +36,19 @@ class Stacked:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         """Enter the parts on ``stack`` (each closed with it, in reverse order)."""
+        raise NotImplementedError
+
+
+class Closing:
+    """Base of a component that opens what it needs on first use: ``async with`` returns it as it is, and
+    leaving calls :meth:`aclose`."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close what this component opened."""
         raise NotImplementedError

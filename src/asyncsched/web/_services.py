@@ -16,11 +16,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
+from .._lifetime import Closing
 from .._protocols import EventSource
 from .._supervise import Supervised
 from ..config import Settings, get_settings
@@ -54,7 +54,7 @@ def _available(module: str) -> Iterator[None]:
         raise ComponentUnavailable(f"{module} is not available: {exc}") from None
 
 
-class Services:
+class Services(Closing):
     """The components behind the API. Pass running ones; the rest are built lazily from ``settings``.
 
     ``db``: an entered ``asyncsched.store.Database``; ``queue``: an entered ``TaskQueue``;
@@ -88,14 +88,6 @@ class Services:
     def settings(self) -> Settings:
         """The settings in force (the process-wide ones unless given)."""
         return self._settings if self._settings is not None else get_settings()
-
-    async def __aenter__(self) -> Services:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every component this object built (given ones belong to their owner)."""
@@ -133,16 +125,25 @@ class Services:
         return await self._get("bus", self._build_bus)
 
     async def executions(self) -> ExecutionRepository:
-        """An ``ExecutionRepository`` on :meth:`db`."""
-        return await self._get("executions", self._build_executions)
+        """An ``ExecutionRepository`` on :meth:`db` (a repository holds nothing but the database)."""
+        db = await self.db()
+        from ..store import ExecutionRepository
+
+        return ExecutionRepository(db)
 
     async def events(self) -> EventRepository:
         """An ``EventRepository`` on :meth:`db`."""
-        return await self._get("events", self._build_events)
+        db = await self.db()
+        from ..store import EventRepository
+
+        return EventRepository(db)
 
     async def tasks(self) -> TaskRepository:
         """A ``TaskRepository`` on :meth:`db` (reads for lists; the scheduler writes)."""
-        return await self._get("tasks", self._build_tasks)
+        db = await self.db()
+        from ..store import TaskRepository
+
+        return TaskRepository(db)
 
     def live_if_started(self) -> LiveFeed | None:
         """The live feed if one runs (metrics must not start one)."""
@@ -213,21 +214,6 @@ class Services:
             from ..events import EventBus
         # agent "*": the monitor view, which receives every event of the deployment.
         return await stack.enter_async_context(EventBus(settings=self.settings, agent_name=MONITOR))
-
-    async def _build_executions(self, stack: AsyncExitStack) -> ExecutionRepository:
-        with _available("asyncsched.store"):
-            from ..store import ExecutionRepository
-        return ExecutionRepository(await self.db())
-
-    async def _build_events(self, stack: AsyncExitStack) -> EventRepository:
-        with _available("asyncsched.store"):
-            from ..store import EventRepository
-        return EventRepository(await self.db())
-
-    async def _build_tasks(self, stack: AsyncExitStack) -> TaskRepository:
-        with _available("asyncsched.store"):
-            from ..store import TaskRepository
-        return TaskRepository(await self.db())
 
     async def _build_live(self, stack: AsyncExitStack) -> LiveFeed:
         feed = LiveFeed()
