@@ -97,10 +97,11 @@ function status(text) {
   return el("span", text, "status " + (text || ""));
 }
 
-function button(label, action) {
+function button(label, action, aria) {
   const b = el("button", label);
   b.type = "button";
   b.dataset.action = label;
+  if (aria) b.setAttribute("aria-label", aria);
   b.addEventListener("click", async () => {
     b.disabled = true;
     try {
