@@ -235,8 +235,6 @@ async def pump(bus: EventSource, *sinks: Callable[[Event], object]) -> None:
 async def feed_from_bus(bus: EventSource, feed: LiveFeed, stack: AsyncExitStack) -> None:
     """Feed ``feed`` with every event of ``bus`` for as long as ``stack`` is open (supervised: a pump that
     crashes or ends is logged and restarted with backoff)."""
-    runner = Supervised(
-        "asyncsched-web-live", lambda: pump(bus, feed.push), done=lambda: not getattr(bus, "started", True)
-    )
+    runner = Supervised("asyncsched-web-live", lambda: pump(bus, feed.push), done=lambda: not bus.started)
     runner.start()
     stack.push_async_callback(runner.stop)
