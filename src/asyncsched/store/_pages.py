@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, literal, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ._database import Database
@@ -85,7 +85,8 @@ async def read_page(
     without it the error propagates. With ``count_limit``, the total is counted up to that many rows or
     to the page's end, whichever is further (``total_capped`` when more match)."""
     offset, limit = check_page(offset, limit)
-    counted = query.order_by(None)
+    # a constant, not the rows: an index alone answers (with a LIMIT, no database flattens the rows away)
+    counted = query.order_by(None).with_only_columns(literal(1)).select_from(*query.get_final_froms())
     cap = None if count_limit is None else max(count_limit, offset + limit)
     if cap is not None:
         counted = counted.limit(cap + 1)
