@@ -199,7 +199,7 @@ async def timed(page: Page, action: str, condition: str) -> float:
 
 
 async def browser(url: str, n: int) -> dict[str, float]:
-    # the dashboard counts a page's total up to 10,000 rows past the page (store COUNT_LIMIT): "10000+"
+    # the dashboard counts a page's total up to 10,000 rows (store COUNT_LIMIT): "10000+" beyond
     total = str(n) if n <= COUNT_LIMIT else f"{COUNT_LIMIT}+"
     first = f"{RANGE} === '1\u201325 of {total}'"
     async with chromium_page() as page:

@@ -251,7 +251,7 @@ async def test_jobs_with_rq_dependencies_repeat_and_rate_limit(client: httpx.Asy
 async def test_history_total_is_counted_up_to_a_cap(
     client: httpx.AsyncClient, runtime: Runtime, monkeypatch: Any
 ) -> None:
-    """GET /executions counts its total up to COUNT_LIMIT rows past the page: beyond, ``total`` is a lower
+    """GET /executions counts its total up to COUNT_LIMIT rows: beyond, ``total`` is a lower
     bound and ``total_capped`` says so; a page near the end is counted to it, exactly."""
     from asyncsched.store import TaskExecution, _repository
 

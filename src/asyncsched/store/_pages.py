@@ -29,8 +29,8 @@ MAX_LIMIT = 1000
 """Largest page a repository returns, whatever ``limit`` asks for."""
 
 COUNT_LIMIT = 10_000
-"""Rows a page for display counts at most (past its own end): beyond, its total is ``10,000+``. Counting
-every matching row costs time linear in the history on each page; counting this many costs a few ms."""
+"""Rows a page for display counts at most: beyond, its total is ``10,000+`` (a page further on is not
+counted). Counting every matching row costs time linear in the history on each page; this many, a few ms."""
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError, TimeoutError)
 """The database is unreachable: an outage, not a bad row (raised as is)."""

@@ -123,7 +123,7 @@ class ExecutionRepository:
     ) -> Page[TaskExecution | UnreadableRow]:
         """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
         comes back as an :class:`UnreadableRow` instead of failing the page, and the total is counted up
-        to :data:`COUNT_LIMIT` rows past the page (``total_capped`` beyond)."""
+        to :data:`COUNT_LIMIT` rows (``total_capped`` beyond; see :func:`read_page`)."""
         where = self._filters(
             agent_name=filters.pop("agent_name", None),
             status=filters.pop("status", None),
@@ -269,7 +269,7 @@ class EventRepository:
     ) -> Page[EventMessage | UnreadableRow]:
         """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
         comes back as an :class:`UnreadableRow` instead of failing the page, and the total is counted up
-        to :data:`COUNT_LIMIT` rows past the page (``total_capped`` beyond)."""
+        to :data:`COUNT_LIMIT` rows (``total_capped`` beyond; see :func:`read_page`)."""
         names = ("event_type", "agent", "since", "until", "source_agent", "target_agent")
         unknown = set(filters) - set(names)
         if unknown:

@@ -51,8 +51,8 @@ def _page_of(item: str, **extra: Any) -> dict[str, Any]:
             "total": {"type": "integer", "description": "Items matching the filters, on all pages."},
             "total_capped": {
                 "type": "boolean",
-                "description": "More items match than were counted (history lists count at most 10,000 "
-                "past the page's end): `total` is then a lower bound.",
+                "description": "More items match than were counted (history lists count at most 10,000, "
+                "or to the page's end past that): `total` is then a lower bound.",
             },
             "offset": {"type": "integer"},
             "limit": {"type": "integer"},

@@ -232,7 +232,7 @@ async function loadExecutions() {
   historyTotal = data.total || 0;
   historyCapped = Boolean(data.total_capped);
   const last = Math.min(historyOffset + data.items.length, historyTotal);
-  // A large history is counted up to 10,000 rows past the page: "of 10000+" (the count stops there).
+  // A large history is counted up to 10,000 rows ("of 10000+"); past that, up to the page's end.
   const of = historyTotal + (historyCapped ? "+" : "");
   document.getElementById("history-range").textContent =
     historyTotal ? (historyOffset + 1) + "–" + last + " of " + of : "no executions";
