@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, overload
 
 import redis.asyncio as aioredis
@@ -59,35 +60,32 @@ def lifespan(
     returns a lifespan with options. Inside your own lifespan: ``async with asyncsched.lifespan(app):``.
     ``tasks``: ``tasks.yaml`` file(s) to register on startup (default: ``settings.tasks``).
     """
-    options: dict[str, Any] = {
-        "settings": settings,
-        "tasks": tasks,
-        "agent": agent,
-        "scheduler": scheduler,
-        "history": history,
-        "events": events,
-        "worker": worker,
-    }
+    plan = _Plan(settings, tasks, agent, scheduler, history, events, worker)
     if app is not None:
-        return _run(**options)
+        return _run(plan)
 
     def factory(app: Any) -> AbstractAsyncContextManager[None]:
-        return _run(**options)
+        return _run(plan)
 
     return factory
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a lifespan runs: the arguments of :func:`lifespan`."""
+
+    settings: Settings | None
+    tasks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+    agent: str | None
+    scheduler: bool
+    history: bool
+    events: bool
+    worker: bool
+
+
 @asynccontextmanager
-async def _run(
-    *,
-    settings: Settings | None,
-    tasks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
-    agent: str | None,
-    scheduler: bool,
-    history: bool,
-    events: bool,
-    worker: bool,
-) -> AsyncIterator[None]:
+async def _run(plan: _Plan) -> AsyncIterator[None]:
+    settings, tasks = plan.settings, plan.tasks
     s = settings or get_settings()
     if tasks is None:
         files: list[str | os.PathLike[str]] = list(s.tasks)
@@ -105,15 +103,15 @@ async def _run(
             ControlPlane(
                 redis,
                 settings=s,
-                scheduler=scheduler,
-                history=history,
-                events=events,
+                scheduler=plan.scheduler,
+                history=plan.history,
+                events=plan.events,
                 tasks=files,
-                agent=agent,
+                agent=plan.agent,
                 component="app",
             )
         )
-        if worker:
+        if plan.worker:
             await _enter_worker(stack, redis, s)
         yield
 
