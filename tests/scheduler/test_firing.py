@@ -219,7 +219,7 @@ async def test_running_scheduler_picks_up_changes_and_sleeps_between_ticks(
         count = len(queue.calls)
         await wait_for(
             lambda: _true(
-                firer._cache.get(task.id, (None,))[0] is not None and not firer._cache[task.id][0].enabled
+                (view := firer._cache.get(task.id)) is not None and not view.enabled
             )
         )
         assert len(queue.calls) <= count + 1
