@@ -217,11 +217,7 @@ async def test_running_scheduler_picks_up_changes_and_sleeps_between_ticks(
         await wait_for(lambda: _true(len(queue.calls) >= 2))
         await api.disable(task.id)
         count = len(queue.calls)
-        await wait_for(
-            lambda: _true(
-                (view := firer._cache.get(task.id)) is not None and not view.enabled
-            )
-        )
+        await wait_for(lambda: _true((view := firer._cache.get(task.id)) is not None and not view.enabled))
         assert len(queue.calls) <= count + 1
         assert passes < 50  # woke per tick and per change, not in a busy loop
 
