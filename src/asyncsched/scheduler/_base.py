@@ -58,6 +58,7 @@ class SchedulerBase:
     _index: ScheduleIndex | None
     _cache: TaskCache
     _changed: asyncio.Event
+    _notices: list[str]  # task ids of the change notices since the last reload ("*": reload everything)
     _version: int
     _sql_updates: dict[str, tuple[datetime | None, datetime | None]]
     # Next tick of each task as this replica last planned it (with the schedule's signature), until SQL holds

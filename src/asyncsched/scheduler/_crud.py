@@ -102,7 +102,8 @@ class TaskCrud(SchedulerBase):
             self._cache.pop(task_id)
         for task in stored:
             await self._sync_index(task)
-        await self.index.notify()
+        changed = [task.id for task in stored] + list(removed)
+        await self.index.notify(changed[0] if len(changed) == 1 else None)  # one task: replicas reload it
         return stored
 
     async def add_tasks(self, tasks: Sequence[ScheduledTask]) -> list[str]:

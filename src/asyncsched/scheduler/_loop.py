@@ -76,10 +76,13 @@ class Loop(Recovery):
             try:
                 await pubsub.subscribe(self.index.channel)
                 self._listener_ready.set()
-                self._changed.set()  # anything may have changed while we were not listening
+                self._notices.append("*")  # anything may have changed while we were not listening
+                self._changed.set()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=MAX_IDLE)
                     if message is not None:
+                        data = message["data"]
+                        self._notices.append(data.decode() if isinstance(data, bytes) else str(data))
                         self._changed.set()
             except Exception as exc:  # connection lost: the version counter covers the gap
                 _raise_if_cancelling()
@@ -131,6 +134,7 @@ class Loop(Recovery):
             async with asyncio.timeout(30):
                 await self._listener_ready.wait()
             self._changed.clear()
+            self._notices.clear()
             await self.rebuild_index()
             self._version = await self.index.version()
             log.info("scheduler running: %d task(s)", len(self._cache))
@@ -178,8 +182,12 @@ class Loop(Recovery):
         version = await self.index.version()
         if self._changed.is_set() or version != self._version:
             self._changed.clear()
-            self._version = version
-            await self._reload()
+            notices, self._notices = self._notices, []
+            changes, self._version = version - self._version, version
+            if notices and "*" not in notices and changes == len(notices):
+                await self._cache.reload_ids(self._session, set(notices))  # each change was announced
+            else:  # a notice was missed (the counter moved more), or everything may have changed
+                await self._reload()
 
 
 def _raise_if_cancelling() -> None:

@@ -78,6 +78,7 @@ class TaskScheduler(TaskCrud, Loop):
         self._index = None
         self._cache = TaskCache()
         self._changed = asyncio.Event()
+        self._notices = []
         self._version = -1
         self._sql_updates = {}
         self._planned = {}
