@@ -2,9 +2,9 @@
 
 The firing loop needs each task's schedule, function, arguments and options without asking SQL (it keeps
 firing through a database outage), but not 100,000 ORM objects: each row is kept as one ``marshal``-ed
-tuple (~0.4 KB with its key) and unpacked into a :class:`TaskView` when it falls due. A full reload re-validates only the
-rows whose packed form changed (a change notice reloads every row; most are unchanged). Rows are read
-from SQL in keyset-ordered chunks, so a reload never holds more than one chunk of ORM-free rows at once.
+tuple (~0.4 KB with its key) and unpacked into a :class:`TaskView` when it falls due. A full reload
+re-validates only the rows whose packed form changed; a change notice naming tasks reloads those rows
+alone (:meth:`TaskCache.reload_ids`). Rows are read from SQL in keyset-ordered chunks of plain rows.
 """
 
 from __future__ import annotations
