@@ -128,6 +128,9 @@ class _Claims:
         self._stop.set()
         self._thread.join()
         self._read()
+        full = self.r.xrange(_fired_key(), count=10_000_000)  # what the stream still holds
+        held = {(f[b"task"].decode(), int(f[b"tick"])) for _id, f in full}
+        self.missed = len(held - set(self.claims))  # 0 unless this reader lost entries
         self.r.close()
         return self.claims
 
@@ -189,6 +192,7 @@ def _dispatch(url: str, db_url: str, tmp: str, replicas: int, measure: int) -> d
         "cpu_cores": round(cpu, 3),
         "peak_rss_mb": round(max(m.peak_mb() for m in monitors), 1),
         "_claims": claims.stop(),
+        "reader_missed": claims.missed,
     }
 
 
