@@ -42,13 +42,13 @@ from _common import Monitor, percentile, stop_worker  # noqa: E402
 from w6_scheduler import _fired_key, _parse_ts, _spawn, _wait_running, check_ticks  # noqa: E402
 
 INTERVAL_S = 100
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _anchor(k: int, n: int, spread: str) -> datetime:
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     if spread == "s":
-        return epoch + timedelta(seconds=k % INTERVAL_S)
-    return epoch + timedelta(milliseconds=k * INTERVAL_S * 1000 // n)
+        return _EPOCH + timedelta(seconds=k % INTERVAL_S)
+    return _EPOCH + timedelta(milliseconds=k * INTERVAL_S * 1000 // n)
 
 
 async def _register(url: str, db_url: str, n: int, spread: str) -> dict[str, float]:
@@ -214,7 +214,7 @@ def _verdict(url: str, db_path: str, out: dict[str, Any], n: int, spread: str) -
     expected: list[tuple[str, int]] = []
     step = INTERVAL_S * 1000
     for k in range(n):  # every tick of task k in [start, end): anchor + j * interval
-        anchor = int(_anchor(k, n, spread).timestamp() * 1000)
+        anchor = (_anchor(k, n, spread) - _EPOCH) // timedelta(milliseconds=1)  # exact (not float)
         first = anchor + -(-(start_ms - anchor) // step) * step
         expected += [(ids[f"t{k}"], tick) for tick in range(first, end_ms, step)]
     r = redis.Redis.from_url(url)
