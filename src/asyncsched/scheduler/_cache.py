@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from ..store.models import ScheduledTask
 from ._definition import task_trigger
-from ._rows import UNAVAILABLE, Sessions, TaskKey, load_checked, row_problems
+from ._rows import COLUMNS, UNAVAILABLE, Sessions, TaskKey, load_checked, row_problems
 from ._triggers import Trigger
 
 __all__ = ["CHUNK", "TaskCache", "TaskView", "trigger_of"]
@@ -30,24 +30,9 @@ log = logging.getLogger("asyncsched.scheduler")
 CHUNK = 2000
 """Rows per SQL read of a reload."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FIELDS = (
-    "id",
-    "agent_name",
-    "name",
-    "enabled",
-    "type",
-    "schedule",
-    "timezone",
-    "function",
-    "args",
-    "kwargs",
-    "queue",
-    "options",
-    "last_run_at",
-    "next_run_at",
-    "anchor_at",
-)
 _TIMES = ("last_run_at", "next_run_at", "anchor_at")
+_FIELDS = ("id", "agent_name", "name", *(c for c in COLUMNS if c not in ("description", "source")), *_TIMES)
+"""What firing reads of a row (the id first: the cache's key, left out of the packed form)."""
 _COLUMNS = [getattr(ScheduledTask, name) for name in _FIELDS]
 
 
