@@ -81,7 +81,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "sched-recover-deleted",
-        "scheduler/_scheduler.py",
+        "scheduler/_recovery.py",
         "            if entry is None:\n                await self.index.done(task_id, tick_ms)\n",
         "            if entry is None:\n",
         ["tests/scheduler/test_leases.py", *REAL_REDIS_SQLITE],
