@@ -12,8 +12,9 @@ from sqlalchemy import inspect, text
 from asyncsched.store import Base, Database, MigrationError
 from asyncsched.store._migrate import MIGRATIONS, VERSION_TABLE
 
-HEAD = "0002_interval_anchor"
-"""The newest shipped revision (the chain: 0001 -> 0002_interval_anchor)."""
+HEAD = "0004_partial_status_index"
+"""The newest shipped revision (the chain: 0001 -> 0002_interval_anchor -> 0003_execution_progress ->
+0004_partial_status_index)."""
 
 
 async def _tables(db: Database) -> set[str]:
@@ -84,6 +85,8 @@ def test_migrations_ship_inside_the_package() -> None:
     assert sorted(p.name for p in (MIGRATIONS / "versions").glob("[0-9]*.py")) == [
         "0001_initial.py",
         "0002_interval_anchor.py",
+        "0003_execution_progress.py",
+        "0004_partial_status_index.py",
     ]
 
 

@@ -39,6 +39,7 @@ STATUS_OF: Mapping[Lifecycle, ExecutionStatus] = {
     Lifecycle.RETRY: ExecutionStatus.FAILED,
     Lifecycle.CANCELLED: ExecutionStatus.CANCELLED,
     Lifecycle.SKIPPED: ExecutionStatus.SKIPPED,
+    Lifecycle.PROGRESS: ExecutionStatus.RUNNING,
 }
 """Execution status recorded for each lifecycle kind."""
 
@@ -46,7 +47,7 @@ _KINDS: Mapping[bytes, tuple[int, str]] = {
     kind.value.encode(): (RANK[kind], STATUS_OF[kind].value) for kind in Lifecycle
 }
 _TRACEBACK_CAP = 65_536
-_TIME_FIELDS = (b"enqueued_at", b"started_at", b"ended_at")
+_TIME_FIELDS = (b"enqueued_at", b"started_at", b"ended_at", b"progress_at")
 
 
 def text(value: bytes | str) -> str:
@@ -121,6 +122,8 @@ class ExecutionRow(NamedTuple):
     traceback: str | None
     created_at: int
     updated_at: int
+    progress: str | None
+    progress_at: int | None
 
 
 def micros(value: float) -> int:
@@ -177,6 +180,7 @@ class Row:
         result = v.get(b"result")
         error = v.get(b"error")
         traceback = v.get(b"traceback")
+        progress, progress_at = v.get(b"progress"), v.get(b"progress_at")
         return ExecutionRow(
             clip(self.job_id, _JOB_ID),
             self.attempt,
@@ -196,6 +200,8 @@ class Row:
             None if traceback is None else clip(traceback.decode(errors="replace"), _TRACEBACK_CAP),
             created,
             now,
+            None if progress is None else result_json(progress.decode(errors="replace")),
+            None if progress_at is None else micros(progress_at),
         )
 
 

@@ -72,6 +72,8 @@ EXECUTION_FIELDS = (
     "result",
     "error",
     "traceback",
+    "progress",
+    "progress_at",
 )
 
 
