@@ -135,7 +135,7 @@ def micros(value: float) -> int:
 class Row:
     """One execution being merged inside a batch: raw record fields (bytes), merged by rank."""
 
-    __slots__ = ("attempt", "first_seen", "job_id", "rank", "status", "values")
+    __slots__ = ("attempt", "first_seen", "job_id", "merged", "rank", "status", "values")
 
     def __init__(
         self,
@@ -152,9 +152,11 @@ class Row:
         self.status = status
         self.values = values  # the first record's own field dict: no copy
         self.first_seen = first_seen  # id of its first entry in the batch (entries come in id order)
+        self.merged = False  # more than one record (a row only queued with one record may be held back)
 
     def apply(self, rank: int, status: str, fields: dict[bytes, Any]) -> None:
         """Merge one record's remaining fields (``kind``/``job_id``/``attempt`` already taken out)."""
+        self.merged = True
         if rank >= self.rank:
             self.values.update(fields)  # equal or higher rank: its fields replace
             if rank > self.rank:
