@@ -17,7 +17,8 @@ events) and durable subscriptions (one group per agent) all read through :class:
 * **ack after commit** (:meth:`StreamGroup.ack`): each reader acknowledges an entry only once its effect
   is committed (rows written, events published, callbacks returned);
 * **backoff** (:class:`Backoff`): a failing step is retried after 0.1 s (or ``first``), doubling up to
-  ``cap``; :data:`REDIS_DOWN` is what a lost connection raises.
+  ``cap``; :data:`REDIS_DOWN` is what a lost connection raises. :func:`consume` is the loop of a reader:
+  one step after the other, NOGROUP recovery, errors logged and retried with backoff, never ending.
 
 Poison entries (an entry that can never be handled) are skipped alone, never with their batch: durable
 subscriptions put them in the dead-letter stream (:mod:`asyncsched.events._poison`); the Recorder and the
@@ -26,7 +27,9 @@ publisher report them (rate-limited) and acknowledge them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["REDIS_DOWN", "Backoff", "StreamGroup", "is_nogroup"]
+__all__ = ["REDIS_DOWN", "Backoff", "StreamGroup", "consume", "is_nogroup"]
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 """What a lost or refused Redis connection raises."""
@@ -120,6 +123,10 @@ class StreamGroup:
                 pipe.xack(stream, self.group, *ids)  # type: ignore[unused-awaitable]
         await pipe.execute()
 
+    async def ack_one(self, stream: str, entry_id: Any) -> None:
+        """Acknowledge one entry (its effect is committed)."""
+        await self.redis.xack(stream, self.group, entry_id)
+
     async def autoclaim(
         self, stream: str, min_idle: float, count: int, start: Any = "0-0", *, justid: bool = False
     ) -> Any:
@@ -148,3 +155,39 @@ class StreamGroup:
         for c in await self.redis.xinfo_consumers(stream, self.group):
             if not c["pending"] and c["idle"] > min_idle * 1000 and _text(c["name"]) != self.consumer:
                 await self.redis.xgroup_delconsumer(stream, self.group, c["name"])
+
+
+async def consume(
+    step: Callable[[], Awaitable[object]],
+    *,
+    stopping: Callable[[], bool],
+    on_nogroup: Callable[[], Awaitable[None]],
+    what: str,
+    log: logging.Logger,
+    backoff: Backoff | None = None,
+) -> None:
+    """Run ``step`` (one read and its handling) until ``stopping()``: the loop of a stream reader.
+
+    A NOGROUP reply runs ``on_nogroup`` (recreate the group) and goes on at once; Redis down is logged
+    as a warning, any other error as an error; both are retried after the ``backoff`` delay. The loop
+    never ends on an error (cancellation ends it)."""
+    backoff = backoff or Backoff()
+    while not stopping():
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except ResponseError as exc:
+            if is_nogroup(exc):
+                log.warning("%s: its consumer group vanished (Redis lost its data); recreated", what)
+                await on_nogroup()
+                continue
+            log.error("%s: %s", what, exc)
+        except REDIS_DOWN as exc:
+            log.warning("%s lost Redis (%s); retrying", what, exc)
+        except Exception:
+            log.exception("%s: unexpected error; retrying", what)
+        else:
+            backoff.reset()
+            continue
+        await asyncio.sleep(backoff.failed())

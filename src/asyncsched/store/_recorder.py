@@ -136,23 +136,16 @@ class Recorder(BatchWriter):
             self.redis, db, prefix, acked_through=self.account.acked_through, min_age=reconcile_age
         )
         self.hold = QueuedHold(hold_queued, self.lifecycle_stream)
-        self.watch = Watch(
-            self,
-            trim_interval=trim_interval,
-            reconcile_interval=reconcile_interval,
-            prune_interval=prune_interval,
-        )
+        intervals = {"trim_interval": trim_interval, "prune_interval": prune_interval}
+        self.watch = Watch(self, reconcile_interval=reconcile_interval, **intervals)
         self.recorded = 0
         """Entries written (and acknowledged) since this Recorder was created."""
         self.failures = 0
         """Failed write attempts (each is retried)."""
         self.last_error: BaseException | None = None
-        self._lock = asyncio.Lock()
-        self._stopping = asyncio.Event()
+        self._lock, self._stopping = asyncio.Lock(), asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._next_claim = 0.0
-        self._failing = False
-        self._batch_failures = 0
+        self._next_claim, self._failing, self._batch_failures = 0.0, False, 0
         self._pending: dict[str, str] | None = dict.fromkeys(self.streams, "0")  # own pending first
         self._last_id = "$"
 
