@@ -44,8 +44,12 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def is_nogroup(exc: BaseException) -> bool:
-    """Whether ``exc`` says the stream or its group does not exist (Redis lost its data)."""
-    return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+    """Whether ``exc`` says the stream or its group does not exist (Redis lost its data). The in-process
+    Redis (``memory://``) words it as the XGROUP error about a missing key."""
+    if not isinstance(exc, ResponseError):
+        return False
+    message = str(exc)
+    return "NOGROUP" in message or "requires the key to exist" in message
 
 
 def _text(value: Any) -> str:
