@@ -126,7 +126,7 @@ async def test_recorders_sharing_the_group_write_each_entry_once(
     first = Recorder(redis, db=db, settings=Settings(), batch_size=5)
     second = Recorder(redis, db=db, settings=Settings(), batch_size=5)
     monkeypatch.setattr(second, "consumer", first.consumer + "-other")  # two processes' names
-    second.account.consumer = second.consumer
+    second.account.consumer = second.group.consumer = second.consumer
     assert first.consumer.endswith(f"-{os.getpid()}")  # the default name: host and process
     written: dict[str, list[str]] = {"first": [], "second": []}
     for name, rec in (("first", first), ("second", second)):

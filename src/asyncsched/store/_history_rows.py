@@ -135,7 +135,7 @@ def micros(value: float) -> int:
 class Row:
     """One execution being merged inside a batch: raw record fields (bytes), merged by rank."""
 
-    __slots__ = ("attempt", "first_seen", "job_id", "merged", "rank", "status", "values")
+    __slots__ = ("attempt", "first_seen", "ids", "job_id", "rank", "status", "values")
 
     def __init__(
         self,
@@ -152,11 +152,13 @@ class Row:
         self.status = status
         self.values = values  # the first record's own field dict: no copy
         self.first_seen = first_seen  # id of its first entry in the batch (entries come in id order)
-        self.merged = False  # more than one record (a row only queued with one record may be held back)
+        self.ids: list[bytes | str] = [
+            first_seen
+        ]  # its entries' ids (a row may be held back, unacknowledged)
 
-    def apply(self, rank: int, status: str, fields: dict[bytes, Any]) -> None:
+    def apply(self, rank: int, status: str, fields: dict[bytes, Any], entry_id: bytes | str = b"") -> None:
         """Merge one record's remaining fields (``kind``/``job_id``/``attempt`` already taken out)."""
-        self.merged = True
+        self.ids.append(entry_id)
         if rank >= self.rank:
             self.values.update(fields)  # equal or higher rank: its fields replace
             if rank > self.rank:
@@ -262,7 +264,7 @@ class Batch:
                 if row is None:
                     rows[key] = Row(job_id, attempt, entry_id, rank, status, fields)
                 else:
-                    row.apply(rank, status, fields)
+                    row.apply(rank, status, fields, entry_id)
             except Exception as exc:  # any entry, however broken, is skipped on its own
                 reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
                 report_malformed("history entry", stream, reason, raw, log)

@@ -86,8 +86,8 @@ class Recorder(BatchWriter):
     read is claimed by another after ``claim_idle`` (at once by a restart under the same name).
     ``reconcile_interval`` and
     ``reconcile_age``: how often open executions older than that are checked against Redis.
-    ``hold_queued``: seconds an execution seen only as queued is held back by the loop, so that its
-    later records merge into it and it takes one write (:mod:`._recorder_hold`; 0 writes it at once).
+    ``hold_queued``: seconds an execution seen without an outcome (queued, running) is held back by the
+    loop, so that its later records merge into it and it takes one write (:mod:`._recorder_hold`; 0: none).
     """
 
     def __init__(

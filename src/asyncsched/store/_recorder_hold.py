@@ -1,9 +1,9 @@
-"""Executions only queued, held back briefly so that most jobs take one write: their final state.
+"""Executions without an outcome yet (queued, running), held back briefly so most jobs take one write.
 
 A job's ``queued`` record is usually followed within milliseconds by its ``started`` and outcome records.
 Written at once, the queued row costs an INSERT that the next batch turns into an UPDATE; held back up to
-``hold`` seconds (and still held when its job starts, until that time), the later records merge into it
-in Python and the database sees one INSERT of the final row.
+``hold`` seconds (still held when its job starts, until that time), the later records merge into it in
+Python and the database sees one INSERT of the final row.
 
 Nothing is lost by holding: a held row's stream entry is not acknowledged until the row is written (it
 stays pending in Redis, so a crash re-reads it), and a job that stays queued is written once its
@@ -20,74 +20,66 @@ from ._history_rows import Batch, Row
 
 __all__ = ["QueuedHold"]
 
-_QUEUED = RANK[Lifecycle.QUEUED]
-_STARTED = RANK[Lifecycle.STARTED]
-
-
-class _Held:
-    __slots__ = ("due", "ids", "row")
-
-    def __init__(self, row: Row, ids: list[bytes | str], due: float) -> None:
-        self.row, self.ids, self.due = row, ids, due
+_OPEN = RANK[Lifecycle.STARTED]  # rows of this rank or lower have no outcome yet
 
 
 class QueuedHold:
-    """The held rows of one Recorder, by ``(job_id, attempt)``: each with its entry ids and due time."""
+    """The held rows of one Recorder, by ``(job_id, attempt)``: each with when it is due."""
 
     def __init__(self, hold: float, stream: str) -> None:
         self.hold = hold
         self.stream = stream
-        self.rows: dict[tuple[str, int], _Held] = {}
+        self.rows: dict[tuple[str, int], tuple[Row, float]] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def take(self, batch: Batch, *, holding: bool) -> None:
-        """Merge the held rows of the batch's executions into them, and, when ``holding``, hold the batch's
-        rows that are only queued (one record). A held row whose job starts (one more record) stays held
-        until its time; any other record makes it part of the batch (acknowledged with it)."""
+        """Merge the held rows of the batch's executions into them; then, when ``holding``, hold the
+        batch's rows without an outcome (queued, running) until their time. A row that gets its outcome
+        is written with the batch, and every entry merged into it is acknowledged with it."""
         rows = batch.executions
-        acks = batch.ack.setdefault(self.stream, [])
-        taken: set[bytes | str] = set()
+        kept: set[bytes | str] = set()  # entries of this batch now held: not acknowledged with it
+        earlier: list[bytes | str] = []  # entries of held rows written with this batch
         if self.rows:
             for key in [k for k in rows if k in self.rows]:
-                held, new = self.rows.pop(key), rows.pop(key)
-                single = not new.merged
-                held.row.apply(new.rank, new.status, new.values)  # the held record is the older one
-                if holding and single and held.row.rank <= _STARTED:
-                    held.ids.append(new.first_seen)  # still no outcome: one write later, at most
-                    taken.add(new.first_seen)
-                    self.rows[key] = held
-                    continue
-                held.row.merged = True
-                rows[key] = held.row
-                acks.extend(held.ids)
-                batch.size += len(held.ids)
+                held, due = self.rows.pop(key)
+                new = rows[key]
+                before = list(held.ids)
+                held.apply(new.rank, new.status, new.values, new.first_seen)  # the held row is older
+                held.ids = list(dict.fromkeys([*held.ids, *new.ids[1:]]))  # an entry read again: once
+                if holding and held.rank <= _OPEN:
+                    self.rows[key] = (held, due)  # still no outcome: held until its time
+                    kept.update(new.ids)
+                    del rows[key]
+                else:
+                    rows[key] = held
+                    earlier.extend(before)
         if holding and self.hold > 0:
             due = time.monotonic() + self.hold
             for key, row in list(rows.items()):
-                if row.rank == _QUEUED and not row.merged:
-                    self.rows[key] = _Held(row, [row.first_seen], due)
-                    taken.add(row.first_seen)
+                if row.rank <= _OPEN:
+                    self.rows[key] = (row, due)
+                    kept.update(row.ids)
                     del rows[key]
-        if taken:
-            batch.ack[self.stream] = [i for i in acks if i not in taken]
-            batch.size -= len(taken)
+        if kept or earlier:
+            acks = batch.ack.get(self.stream, [])
+            batch.ack[self.stream] = [i for i in acks if i not in kept] + earlier
+            batch.size += len(earlier) - len(kept)
 
     def due(self, *, everything: bool = False) -> Batch | None:
         """A batch of the held rows whose time has come (``everything``: all of them), or ``None``."""
         if not self.rows:
             return None
         now = time.monotonic()
-        keys = [k for k, held in self.rows.items() if everything or held.due <= now]
+        keys = [k for k, (_, at) in self.rows.items() if everything or at <= now]
         if not keys:
             return None
         batch = Batch()
         acks = batch.ack.setdefault(self.stream, [])
         for key in keys:
-            held = self.rows.pop(key)
-            held.row.merged = True
-            batch.executions[key] = held.row
-            acks.extend(held.ids)
+            row, _ = self.rows.pop(key)
+            batch.executions[key] = row
+            acks.extend(row.ids)
         batch.size = len(acks)
         return batch
