@@ -12,9 +12,8 @@ from sqlalchemy import inspect, text
 from asyncsched.store import Base, Database, MigrationError
 from asyncsched.store._migrate import MIGRATIONS, VERSION_TABLE
 
-HEAD = "0004_partial_status_index"
-"""The newest shipped revision (the chain: 0001 -> 0002_interval_anchor -> 0003_execution_progress ->
-0004_partial_status_index)."""
+HEAD = "0003_execution_progress"
+"""The newest shipped revision (the chain: 0001 -> 0002_interval_anchor -> 0003_execution_progress)."""
 
 
 async def _tables(db: Database) -> set[str]:
@@ -86,7 +85,6 @@ def test_migrations_ship_inside_the_package() -> None:
         "0001_initial.py",
         "0002_interval_anchor.py",
         "0003_execution_progress.py",
-        "0004_partial_status_index.py",
     ]
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _tracing
@@ -507,7 +507,7 @@ class Worker:
             q = self.queues[0]
             args = self._claim_args(n, [], q, self._claiming, now_from_redis=True)
             blmove = ("BLMOVE", self.keys.queue(q), self._claiming, "LEFT", "RIGHT", timeout)
-            claim = ("EVALSHA", self._scripts.sha("claim"), 0, *args)
+            claim = self._scripts.command("claim", args)
             try:
                 moved, reply = await self._line.execute(blmove, claim, blocking=timeout)
             except asyncio.CancelledError:
@@ -517,11 +517,7 @@ class Worker:
                     if len(late) == 2 and isinstance(late[1], list):
                         self._take(late[1])
                 raise
-            if isinstance(reply, NoScriptError):  # Redis restarted (empty script cache): load it, claim again
-                reply = await self._scripts.run("claim", args)
-            if isinstance(reply, Exception):
-                raise reply
-            taken = self._take(reply)
+            taken = self._take(await self._scripts.settle("claim", reply, args))  # NOSCRIPT: reload, again
             if isinstance(moved, Exception):  # refused at once, so it would spin: pause the queue
                 self._paused.failed(q, f"BLMOVE: {moved}")
             return taken
