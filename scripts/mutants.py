@@ -201,7 +201,7 @@ MUTANTS: list[Mutant] = [
     # --- trust: the allow-list and pickle ------------------------------------------------------------
     m(
         "allowlist-api-source",
-        "web/_handlers.py",
+        "web/_base.py",
         "await tasks.functions(exclude_source=API_SOURCE)",
         'await tasks.functions(exclude_source="(none)")',
         ["tests/web/test_mount.py", "-k", "allow or vouches"],

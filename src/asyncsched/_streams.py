@@ -80,11 +80,8 @@ class StreamGroup:
     def __init__(
         self, redis: aioredis.Redis, streams: Iterable[str], group: str, consumer: str, *, start: str = "$"
     ) -> None:
-        self.redis = redis
-        self.streams = list(streams)
-        self.group = group
-        self.consumer = consumer
-        self.start = start
+        self.redis, self.streams, self.start = redis, list(streams), start
+        self.group, self.consumer = group, consumer
         self.ready = False
         """The groups exist (as far as this reader knows: a NOGROUP reply says otherwise)."""
 

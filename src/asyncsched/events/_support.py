@@ -82,6 +82,16 @@ class Startup:
             self.task = loop.create_task(self._start(starting), name=self._name)
         return self.future
 
+    def pending(self) -> asyncio.Future[None] | None:
+        """On first use without ``async with``: :meth:`begin` when a loop runs in this thread, and the
+        start to wait for while it is not done (``None`` once done, or with no loop running here)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        starting = self.begin()
+        return None if starting.done() else starting
+
     def _log_failure(self, starting: asyncio.Future[None]) -> None:
         if not starting.cancelled() and (exc := starting.exception()) is not None:
             self._logger.error("the %s could not start: %s: %s", self._what, type(exc).__name__, exc)

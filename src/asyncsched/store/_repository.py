@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, delete, func, literal_column, or_, select
 
 from ..exceptions import EventNotFound, ExecutionNotFound
 from ._database import Database
-from ._pages import MAX_LIMIT, Page, UnreadableRow, read_page
+from ._pages import COUNT_LIMIT, MAX_LIMIT, Page, UnreadableRow, read_page
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = [
@@ -124,7 +124,8 @@ class ExecutionRepository:
         self, offset: int = 0, limit: int = 50, **filters: Any
     ) -> Page[TaskExecution | UnreadableRow]:
         """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
-        comes back as an :class:`UnreadableRow` instead of failing the page."""
+        comes back as an :class:`UnreadableRow` instead of failing the page, and the total is counted up
+        to :data:`COUNT_LIMIT` rows (``total_capped`` beyond; see :func:`read_page`)."""
         where = self._filters(
             agent_name=filters.pop("agent_name", None),
             status=filters.pop("status", None),
@@ -138,7 +139,9 @@ class ExecutionRepository:
         if filters:
             raise TypeError(f"unknown execution filters: {', '.join(sorted(filters))}")
         query = select(TaskExecution).where(*where)
-        return await read_page(self.db, query, self._ORDER, offset, limit, model=TaskExecution)
+        return await read_page(
+            self.db, query, self._ORDER, offset, limit, model=TaskExecution, count_limit=COUNT_LIMIT
+        )
 
     async def get(self, id_or_job_id: str) -> TaskExecution:
         """The execution with this id, else the latest attempt of the job with this id.
@@ -267,13 +270,16 @@ class EventRepository:
         self, offset: int = 0, limit: int = 50, **filters: Any
     ) -> Page[EventMessage | UnreadableRow]:
         """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
-        comes back as an :class:`UnreadableRow` instead of failing the page."""
+        comes back as an :class:`UnreadableRow` instead of failing the page, and the total is counted up
+        to :data:`COUNT_LIMIT` rows (``total_capped`` beyond; see :func:`read_page`)."""
         names = ("event_type", "agent", "since", "until", "source_agent", "target_agent")
         unknown = set(filters) - set(names)
         if unknown:
             raise TypeError(f"unknown event filters: {', '.join(sorted(unknown))}")
         query = select(EventMessage).where(*_event_filters(*(filters.get(n) for n in names)))
-        return await read_page(self.db, query, self._ORDER, offset, limit, model=EventMessage)
+        return await read_page(
+            self.db, query, self._ORDER, offset, limit, model=EventMessage, count_limit=COUNT_LIMIT
+        )
 
     async def prune(self, older_than: timedelta | datetime) -> int:
         """Delete events created before ``older_than`` (an age or a cutoff); return how many."""

@@ -165,19 +165,23 @@ class TaskExecution(Base):
     __tablename__ = "asyncsched_task_executions"
     __table_args__ = (
         UniqueConstraint("job_id", "attempt", name="uq_task_execution_job_attempt"),
-        Index("ix_task_execution_created", "created_at"),
-        Index("ix_task_execution_agent_created", "agent_name", "created_at"),
+        # The list's whole order (created_at, job_id, attempt) after each filter: a page is read off one
+        # index, with no sort (migration 0003).
+        Index("ix_task_execution_page", "created_at", "job_id", "attempt"),
+        Index("ix_task_execution_agent_page", "agent_name", "created_at", "job_id", "attempt"),
         # partial: an execution that succeeded (most of them) costs no entry here; filters on other statuses
-        # name UNFINISHED_WHERE in their query (the repository does) so both databases use it
+        # name UNFINISHED_WHERE in their query (the repository does) so both databases use it (0004)
         Index(
-            "ix_task_execution_unfinished_created",
+            "ix_task_execution_unfinished_page",
             "status",
             "created_at",
+            "job_id",
+            "attempt",
             postgresql_where=text(UNFINISHED_WHERE),
             sqlite_where=text(UNFINISHED_WHERE),
         ),
-        Index("ix_task_execution_task_created", "scheduled_task_id", "created_at"),
-        Index("ix_task_execution_queue_created", "queue", "created_at"),
+        Index("ix_task_execution_task_page", "scheduled_task_id", "created_at", "job_id", "attempt"),
+        Index("ix_task_execution_queue_page", "queue", "created_at", "job_id", "attempt"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_uuid)

@@ -49,6 +49,11 @@ def _page_of(item: str, **extra: Any) -> dict[str, Any]:
         "properties": {
             "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
             "total": {"type": "integer", "description": "Items matching the filters, on all pages."},
+            "total_capped": {
+                "type": "boolean",
+                "description": "More items match than were counted (history lists count at most 10,000, "
+                "or to the page's end past that): `total` is then a lower bound.",
+            },
             "offset": {"type": "integer"},
             "limit": {"type": "integer"},
             **extra,
