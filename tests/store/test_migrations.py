@@ -12,8 +12,9 @@ from sqlalchemy import inspect, text
 from asyncsched.store import Base, Database, MigrationError
 from asyncsched.store._migrate import MIGRATIONS, VERSION_TABLE
 
-HEAD = "0003_history_page_indexes"
-"""The newest shipped revision (the chain: 0001 -> 0002_interval_anchor -> 0003_history_page_indexes)."""
+HEAD = "0004_execution_progress"
+"""The newest shipped revision (the chain: 0001 -> 0002_interval_anchor -> 0003_history_page_indexes ->
+0004_execution_progress)."""
 
 
 async def _tables(db: Database) -> set[str]:
@@ -85,6 +86,7 @@ def test_migrations_ship_inside_the_package() -> None:
         "0001_initial.py",
         "0002_interval_anchor.py",
         "0003_history_page_indexes.py",
+        "0004_execution_progress.py",
     ]
 
 

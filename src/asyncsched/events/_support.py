@@ -7,22 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
-
 from .._supervise import cancel_until_done
 
-__all__ = ["Background", "Startup", "ensure_group", "stop_task"]
-
-
-async def ensure_group(redis: aioredis.Redis, stream: str, group: str, start: str = "$") -> None:
-    """Create consumer group ``group`` of ``stream`` at the stream's end (or at ``start``; creating the
-    stream), unless it exists already."""
-    try:
-        await redis.xgroup_create(stream, group, id=start, mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+__all__ = ["Background", "Startup", "stop_task"]
 
 
 async def stop_task(task: asyncio.Task[Any], *, grace: float = 0.0) -> None:

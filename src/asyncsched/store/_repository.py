@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, literal_column, or_, select
 
 from ..exceptions import EventNotFound, ExecutionNotFound
 from ._database import Database
@@ -70,6 +70,8 @@ class ExecutionRepository:
         statuses = _statuses(status)
         if statuses is not None:
             where.append(te.status.in_(statuses))
+            if ExecutionStatus.SUCCESS.value not in statuses:  # lets both databases use the partial index
+                where.append(te.status != literal_column(f"'{ExecutionStatus.SUCCESS.value}'"))
         if task_id is not None:
             where.append(te.scheduled_task_id == task_id)
         if since is not None:

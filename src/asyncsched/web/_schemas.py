@@ -108,6 +108,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "result": {},
             "error": {"type": ["string", "null"]},
             "traceback": {"type": ["string", "null"]},
+            "progress": {
+                "description": "The latest progress the job reported with current_job().progress(): a "
+                "fraction from 0 to 1 or a JSON object (null when it reported none)."
+            },
+            "progress_at": _datetime,
             "degraded": _degraded,
         },
     },

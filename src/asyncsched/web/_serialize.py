@@ -54,6 +54,8 @@ EXECUTION_FIELDS = (
     "result",
     "error",
     "traceback",
+    "progress",
+    "progress_at",
 )
 
 
