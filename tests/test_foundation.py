@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 
@@ -32,6 +33,26 @@ def test_settings_rejects_bad_values_with_the_variable_name() -> None:
         Settings.from_env({"ASYNCSCHED_CONCURRENCY": "many"})
     with pytest.raises(ConfigurationError, match="serializer"):
         Settings(serializer="yaml")
+
+
+def test_prefixed_urls_are_read_and_win_over_the_spec_names() -> None:
+    env = {
+        "REDIS_URL": "redis://spec:1/0",
+        "ASYNCSCHED_REDIS_URL": "redis://ours:1/0",
+        "ASYNCSCHED_DATABASE_URL": "sqlite+aiosqlite:///ours.db",
+    }
+    s = Settings.from_env(env)
+    assert (s.redis_url, s.database_url) == ("redis://ours:1/0", "sqlite+aiosqlite:///ours.db")
+
+
+def test_an_unknown_asyncsched_variable_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="asyncsched.config"):
+        s = Settings.from_env({"ASYNCSCHED_CONCURENCY": "4", "ASYNCSCHED_TEST_PROCESSES": "2"})
+    assert s.concurrency == Settings().concurrency
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1, warned
+    assert "ASYNCSCHED_CONCURENCY" in warned[0]
+    assert "ASYNCSCHED_CONCURRENCY" in warned[0]  # the nearest known name
 
 
 def test_api_token_is_not_in_repr() -> None:

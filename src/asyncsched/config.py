@@ -11,6 +11,9 @@ Environment variable           Default                         Meaning
                                                                ``redis+sentinel://host:port/service``
 ``DATABASE_URL``               ``sqlite+aiosqlite:///./asyncsched.db``
                                                                SQL history and schedules
+                                                               (``ASYNCSCHED_REDIS_URL`` and
+                                                               ``ASYNCSCHED_DATABASE_URL`` are read too,
+                                                               and win over the two above)
 ``ASYNCSCHED_KEY_PREFIX``      ``rq`` (or ``RQ_KEY_PREFIX``)   Prefix of every Redis key (RQ 3's prefix)
 ``ASYNCSCHED_QUEUES``          ``default``                     Comma-separated queues a worker listens to
 ``ASYNCSCHED_SERIALIZER``      ``json``                        Serializer of jobs we create: json|pickle
@@ -57,6 +60,7 @@ Environment variable           Default                         Meaning
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 from collections.abc import Mapping
@@ -66,6 +70,8 @@ from typing import Any
 from .exceptions import ConfigurationError
 
 __all__ = ["Settings", "configure_from_flags", "get_settings", "set_settings"]
+
+logger = logging.getLogger("asyncsched.config")
 
 _ENVS = {"production", "staging", "development", "test"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -79,6 +85,8 @@ def _split(value: str) -> tuple[str, ...]:
 _ENV_VARS: Mapping[str, str] = {
     "REDIS_URL": "redis_url",
     "DATABASE_URL": "database_url",
+    "ASYNCSCHED_REDIS_URL": "redis_url",
+    "ASYNCSCHED_DATABASE_URL": "database_url",
     "RQ_KEY_PREFIX": "key_prefix",
     "ASYNCSCHED_KEY_PREFIX": "key_prefix",
     "ASYNCSCHED_QUEUES": "queues",
@@ -107,7 +115,24 @@ _ENV_VARS: Mapping[str, str] = {
     "ASYNCSCHED_RQ_SCHEDULER": "rq_scheduler",
     "ASYNCSCHED_TRACING": "tracing",
 }
-"""Environment variable -> settings field. ``ASYNCSCHED_KEY_PREFIX`` wins over RQ's ``RQ_KEY_PREFIX``."""
+"""Environment variable -> settings field. ``ASYNCSCHED_KEY_PREFIX`` wins over RQ's ``RQ_KEY_PREFIX``, and
+``ASYNCSCHED_REDIS_URL`` / ``ASYNCSCHED_DATABASE_URL`` over the spec's ``REDIS_URL`` / ``DATABASE_URL``."""
+
+_NOT_SETTINGS = frozenset({"ASYNCSCHED_TEST_PROCESSES", "ASYNCSCHED_SCREENSHOTS"})  # read by the test tools
+_warned: set[str] = set()
+
+
+def _warn_unknown(env: Mapping[str, str]) -> None:
+    """Name each ``ASYNCSCHED_*`` variable that no setting reads (once per process): a typo must not be
+    a setting silently left at its default."""
+    for var in env:
+        if var.startswith("ASYNCSCHED_") and var not in _ENV_VARS and var not in _NOT_SETTINGS:
+            if var in _warned:
+                continue
+            _warned.add(var)
+            near = difflib.get_close_matches(var, list(_ENV_VARS), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            logger.warning("environment variable %s is not an asyncsched setting and is ignored%s", var, hint)
 
 
 @dataclass(frozen=True)
@@ -179,6 +204,7 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         types = {f.name: f.type for f in dataclasses.fields(cls)}
+        _warn_unknown(env)
         for var, name in _ENV_VARS.items():
             if var in env:
                 values[name] = _parse(var, name, types[name], env[var])

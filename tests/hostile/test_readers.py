@@ -361,7 +361,7 @@ async def test_run_live_log_goes_on_after_poison(real_redis_url: str, tmp_path: 
     port = free_port()
     env = {
         "ASYNCSCHED_ALLOWED_FUNCTIONS": "tests.hostile",
-        "ASYNCSCHED_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/run.db",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/run.db",
     }
     args = ["--redis-url", real_redis_url, "--log-level", "INFO", "run", "--port", str(port)]
     run = Proc(args, tmp_path / "run.log", env=env)

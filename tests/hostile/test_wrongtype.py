@@ -130,7 +130,7 @@ async def test_run_keeps_serving_and_running_with_wrong_type_keys(
     env = {
         "ASYNCSCHED_QUEUES": "default,broken",
         "ASYNCSCHED_ALLOWED_FUNCTIONS": "tests.hostile",
-        "ASYNCSCHED_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/run.db",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/run.db",
     }
     args = ["--redis-url", real_redis_url, "--log-level", "INFO", "run", "--port", str(port)]
     run = Proc(args, tmp_path / "run.log", env=env)
