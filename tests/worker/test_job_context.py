@@ -195,11 +195,11 @@ def test_load_hooks_by_reference() -> None:
 def test_no_hooks_no_per_job_work() -> None:
     worker = Worker(redis="memory://nohooks", settings=Settings(redis_url="memory://nohooks"))
     assert worker.hooks is None
-    assert worker._around is False
+    assert worker.executor.around is False
     only_startup = Worker(
         redis="memory://nohooks2", settings=Settings(redis_url="memory://nohooks2"), on_startup=print
     )
-    assert only_startup._around is False
+    assert only_startup.executor.around is False
 
 
 @pytest.mark.parametrize("redis_url", ["redis"], indirect=True)  # a real server: RQ's and another process's
