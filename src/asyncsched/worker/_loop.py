@@ -109,7 +109,8 @@ class ClaimLoop:
             # it frees (a holder's outcome, a rate window), which wakes the blocking pop
             await self._block(n)
             return False
-        return True
+        # a job let go between the two reads is back on its queue by now (both moves are atomic)
+        return bool(await self.claimer.queues_empty())
 
     async def _while_suspended(self) -> bool:
         """Suspended (RQ's ``<p>:suspended`` key): claim nothing; check again each second (as RQ's worker),
