@@ -27,8 +27,8 @@ def _default_name() -> str:
 class WorkerSettings:
     """Everything a worker's parts read (see :class:`~asyncsched.worker.Worker` for each field).
 
-    Build it with :meth:`resolve`, which fills what is not given from ``Settings`` and refuses a bad
-    value with :class:`ConfigurationError` naming the field."""
+    Build it with :meth:`resolve`, which fills what is not given from ``Settings``; :meth:`check` (run by
+    ``Worker``) refuses a bad value with :class:`ConfigurationError` naming the field."""
 
     queues: tuple[str, ...]
     name: str
@@ -84,7 +84,6 @@ class WorkerSettings:
             lifecycle_maxlen=settings.lifecycle_maxlen,
             **given,
         )
-        out.check()
         return out
 
     def check(self) -> None:

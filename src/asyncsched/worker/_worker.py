@@ -117,6 +117,7 @@ class Worker:
         if config is not None and (options or queues is not None):
             raise TypeError("Worker: give config= or queues and tuning keywords, not both")
         self.cfg = config or WorkerSettings.resolve(self.settings, queues, **options)
+        self.cfg.check()
         if redis is None or isinstance(redis, str):
             made = redis or self.settings.redis_url
             self.redis, self._owns, url = create_redis(made), True, made
