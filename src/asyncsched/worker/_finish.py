@@ -70,7 +70,7 @@ class FinishRecord(NamedTuple):
     @classmethod
     def of(cls, o: Outcome) -> FinishRecord:
         j = o.job
-        return cls(
+        return cls._make((  # _make: the tuple is built at C speed (hot path: once per job)
             j.id, j.execution_id, j.queue, o.kind, str(result_type(o)), o.return_value or "",
             codec.encode_exc(o.exc_text) if o.exc_text else "",
             "" if o.job_ttl is None else str(o.job_ttl),
@@ -84,7 +84,7 @@ class FinishRecord(NamedTuple):
             o.life_result or "",
             "" if o.next_attempt is None else str(o.next_attempt),
             *_known(j), *_repeat(o),
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def pack(self) -> str:
         """The one argument ``finish.lua`` splits on 0x1e."""
