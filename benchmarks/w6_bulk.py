@@ -2,8 +2,11 @@
 
 Starts its own redis-server and PostgreSQL (the test fixtures' servers: PostgreSQL with ``fsync=off``) and
 reports, in seconds: ``validate_s`` (``build_task`` for every definition, the checks a single add makes) and
-``store_s`` (``add_tasks``: the INSERTs in one transaction, the index written, the change notice sent). It
-then checks the stored rows and the index (every task indexed once, at its first tick).
+``store_s`` (``add_tasks``: the rows in one transaction, the index written, the change notice sent), each
+also as CPU seconds of this process (``*_cpu_s``) and, for the store, of the PostgreSQL server processes
+(``store_db_cpu_s``): on a loaded machine wall time says little, CPU seconds say what the work costs. The
+load average is printed with the result. It then checks the stored rows and the index (every task indexed
+once, at its first tick).
 
     PYTHONPATH=src python benchmarks/w6_bulk.py --n 100000
 """
@@ -29,7 +32,32 @@ from tests.servers import postgres_server, redis_server  # noqa: E402
 INTERVAL_S = 60
 
 
-async def run(redis_url: str, db_url: str, n: int, repeat: int) -> dict[str, Any]:
+def _tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of process ``root`` and its children (Linux ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, total = {root}, 0.0
+    for pid, (parent, cpu) in sorted(stats.items()):
+        if pid in tree or parent in tree:
+            tree.add(pid)
+            total += cpu
+    return total
+
+
+def _postmaster(datadir: str) -> int:
+    with open(os.path.join(datadir, "postmaster.pid")) as handle:
+        return int(handle.readline())
+
+
+async def run(redis_url: str, db_url: str, n: int, repeat: int, db_pid: int) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from asyncsched.config import Settings
@@ -43,7 +71,7 @@ async def run(redis_url: str, db_url: str, n: int, repeat: int) -> dict[str, Any
     rounds: list[dict[str, float]] = []
     async with TaskScheduler(settings=settings) as scheduler:
         for r in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             tasks = []
             for k in range(n):
                 start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=k % INTERVAL_S)
@@ -58,11 +86,19 @@ async def run(redis_url: str, db_url: str, n: int, repeat: int) -> dict[str, Any
                         start=start.isoformat(),
                     )
                 )
-            t1 = time.perf_counter()
+            t1, c1, d1 = time.perf_counter(), time.process_time(), _tree_cpu(db_pid)
             stored = await scheduler.add_tasks(tasks)
-            t2 = time.perf_counter()
+            t2, c2, d2 = time.perf_counter(), time.process_time(), _tree_cpu(db_pid)
             assert len(stored) == n
-            rounds.append({"validate_s": round(t1 - t0, 2), "store_s": round(t2 - t1, 2)})
+            rounds.append(
+                {
+                    "validate_s": round(t1 - t0, 2),
+                    "validate_cpu_s": round(c1 - c0, 2),
+                    "store_s": round(t2 - t1, 2),
+                    "store_cpu_s": round(c2 - c1, 2),
+                    "store_db_cpu_s": round(d2 - d1, 2),
+                }
+            )
             print(f"round {r}: {rounds[-1]}", file=sys.stderr)
         async with engine.connect() as conn:
             rows = (await conn.execute(select(func.count()).select_from(ScheduledTask))).scalar_one()
@@ -79,6 +115,7 @@ async def run(redis_url: str, db_url: str, n: int, repeat: int) -> dict[str, Any
         "store_s_median": store[len(store) // 2],
         "rows": rows,
         "indexed": indexed,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -90,7 +127,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds (each adds n new schedules)")
     args = parser.parse_args()
     with redis_server() as redis, postgres_server() as pg:
-        result = asyncio.run(run(redis.url, pg.dsn, args.n, args.repeat))
+        result = asyncio.run(run(redis.url, pg.dsn, args.n, args.repeat, _postmaster(pg.datadir)))
     print(json.dumps(result, indent=2))
 
 

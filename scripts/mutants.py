@@ -100,8 +100,8 @@ MUTANTS: list[Mutant] = [
     m(
         "worker-claim-lease",
         "rq/scripts/claim.lua",
-        "redis.call('ZADD', p .. ':wip:' .. q, math.floor(now) + lease, member)",
-        "redis.call('ZADD', p .. ':wip:' .. q, math.floor(now), member)",
+        "redis.call('ZADD', key_registry(p, 'wip', q), math.floor(now) + lease, member)",
+        "redis.call('ZADD', key_registry(p, 'wip', q), math.floor(now), member)",
         ["tests/worker/test_leases.py", *REAL_REDIS],
         "a claimed job starts with a lapsed lease (any reaper takes it)",
     ),
@@ -244,7 +244,7 @@ MUTANTS: list[Mutant] = [
     m(
         "wire-queues-set",
         "rq/scripts/enqueue.lua",
-        "        redis.call('SADD', p .. ':queues', qkey)\n",
+        "        redis.call('SADD', queues_key, qkey)\n",
         "",
         ["tests/worker/test_rq_interop.py", "tests/queue/test_rq_reads_ours.py", *REAL_REDIS],
         "queues missing from RQ's set of queues (rq info, Queue.all, rq-dashboard do not see them)",

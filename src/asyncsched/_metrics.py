@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._keys import lifecycle_stream, rate_limit_waits, sched_next
+from .rq.jobhash import JobField
 
 __all__ = [
     "CONTENT_TYPE",
@@ -52,6 +53,8 @@ __all__ = [
     "expose",
     "serve",
 ]
+
+_FUNCTION_PATH, _DESCRIPTION = JobField.FUNCTION_PATH.value, JobField.DESCRIPTION.value
 
 log = logging.getLogger("asyncsched.metrics")
 
@@ -231,7 +234,7 @@ class ProcessMetrics:
             job = o.job
             h = job.hash
             # ours name the function; RQ's jobs only describe the call (``module.func(args...)``)
-            function = h.get("asyncsched_function_path") or (h.get("description") or b"").split(b"(", 1)[0]
+            function = h.get(_FUNCTION_PATH) or (h.get(_DESCRIPTION) or b"").split(b"(", 1)[0]
             key = (job.queue, function)
             if key != last_key or series is None:
                 series = series_map.get(key) or self._series_of(job.queue, function)

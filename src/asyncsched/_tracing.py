@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from .exceptions import ConfigurationError
+from .rq.jobhash import JobField
 
 __all__ = ["configure", "disable", "enable", "enqueue_meta", "run_traced", "tick_span", "tracer"]
 
@@ -108,7 +109,9 @@ def _parent(raw: bytes | None, pickled: bool) -> Any:
 async def run_traced(job: Any, fmt: Any, run: Awaitable[Any]) -> Any:
     """Await ``run`` (the job's execution: an ``Outcome``) inside the job's ``run`` span."""
     h = job.hash
-    function = (h.get("asyncsched_function_path") or h.get("description") or b"?").decode(errors="replace")
+    function = (h.get(JobField.FUNCTION_PATH.value) or h.get(JobField.DESCRIPTION.value) or b"?").decode(
+        errors="replace"
+    )
     function = function.split("(", 1)[0].replace(":", ".")  # RQ's dotted name, as the enqueue span's
     attributes = {
         "messaging.system": "rq",

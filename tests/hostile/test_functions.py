@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from asyncsched.config import Settings
-from asyncsched.exceptions import FunctionNotAllowed, InvalidJob
+from asyncsched.exceptions import ConfigurationError, FunctionNotAllowed, InvalidJob
 from asyncsched.queue import TaskQueue
 from asyncsched.queue._functions import func_name, import_function, resolve_function
 from asyncsched.rq import codec
@@ -26,6 +26,7 @@ from asyncsched.runtime import Runtime
 from asyncsched.scheduler import validate_file
 from asyncsched.testing import run_burst
 from asyncsched.web import create_router
+from asyncsched.worker._arq import arq_functions
 
 from .funcapp import services
 
@@ -177,6 +178,23 @@ def test_rq_dotted_names_of_defined_functions_resolve() -> None:
     assert import_function(f"{S}.touch") is services.touch
     assert import_function(f"{S}.Jobs.Inner.deep") is services.Jobs.Inner.deep
     assert import_function(f"{S}:touch") is services.touch
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [f"{S}:ArqSettings", f"{S}.ArqSettings", f"{S}:other.ArqSettings", f"{S}:ArqSettings.__class__", f"{S}:"],
+)
+def test_arq_settings_references_follow_the_same_rule(reference: str) -> None:
+    """``Worker(arq="module:WorkerSettings")`` resolves by the one rule: a settings class imported into
+    ``services`` from another module is not ``services``' own, whatever its attributes."""
+    with pytest.raises(ConfigurationError, match="cannot read arq functions"):
+        arq_functions(reference)
+
+
+def test_arq_settings_defined_where_named_resolve_colon_or_dotted() -> None:
+    other = "tests.hostile.funcapp.other"
+    assert list(arq_functions(f"{other}:ArqSettings")) == ["touch_other"]
+    assert list(arq_functions(f"{other}.ArqSettings")) == ["touch_other"]  # arq's own spelling
 
 
 def test_enqueue_checks_references_by_the_same_rule() -> None:

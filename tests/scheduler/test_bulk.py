@@ -62,6 +62,29 @@ async def test_bulk_rows_and_index_match_single_adds(scheduler: TaskScheduler) -
     assert await scheduler.index.score(ids[4]) is None  # disabled: not indexed
 
 
+async def test_tasks_sharing_a_schedule_each_get_their_own_plan_and_values(scheduler: TaskScheduler) -> None:
+    """The first tick and signature are planned once per distinct schedule: tasks that share the schedule
+    text but differ in what the plan depends on (enabled, align, start, zone) still get their own; and the
+    values (non-ASCII text, nested JSON) read back as given (PostgreSQL: the binary COPY)."""
+    variants: list[dict[str, Any]] = [
+        {"args": ["é", {"a": [1, 2.5, None, True]}], "kwargs": {"k": "ü\u2028", "n": {"x": []}}},
+        {"enabled": False},
+        {"align": "epoch"},
+        {"start": "2026-01-01T00:00:07Z"},
+        {"start": "2026-01-01T00:00:09Z"},
+        {"type": "cron", "schedule": "0 9 * * *"},
+        {"type": "cron", "schedule": "0 9 * * *", "timezone": "Asia/Tokyo"},
+        {},
+    ]
+    for i, fields in enumerate(variants):
+        await scheduler.register_task(task(f"single{i}", **fields))
+    await scheduler.add_tasks([task(f"bulk{i}", **fields) for i, fields in enumerate(variants)])
+    for i, fields in enumerate(variants):
+        assert await _state(scheduler, f"bulk{i}") == await _state(scheduler, f"single{i}"), fields
+    stored = await scheduler.get_task("bulk0", "test-agent")
+    assert (stored.args, stored.kwargs) == (variants[0]["args"], variants[0]["kwargs"])
+
+
 async def test_a_bulk_added_task_fires_like_a_single_added_one(
     scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
 ) -> None:

@@ -23,11 +23,11 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from .. import _keys
 from .._boundary import check_event_text
 from .._redis.connection import Line
+from .._redis.scripts import ScriptRegistry
 from ..config import Settings
 from ._envelope import Event
 
@@ -54,7 +54,7 @@ class Publisher:
             settings.max_payload_bytes,
         )
         self.redis = redis
-        self.script = redis.register_script(PUBLISH_LUA)
+        self.scripts = ScriptRegistry(redis, {"publish": PUBLISH_LUA})
         self.line = line
         self._line_busy = False
         self._prefix = prefix
@@ -71,41 +71,18 @@ class Publisher:
         if line is not None and not self._line_busy:  # others publishing meanwhile use the pool
             self._line_busy = True
             try:
-                (reply,) = await line.execute(("EVALSHA", self.script.sha, len(keys), *keys, *args))
+                (reply,) = await line.execute(self.scripts.command("publish", args, keys))
             finally:
                 self._line_busy = False
-            if isinstance(reply, NoScriptError):  # a restarted or flushed server forgot the script
-                await self.script(keys, args)
-            elif isinstance(reply, Exception):
-                raise reply
+            await self.scripts.settle("publish", reply, args, keys)  # NOSCRIPT: reloaded, sent again
             return
-        try:  # EVALSHA straight away: cheaper than redis-py's Script wrapper on this hot path
-            await self.redis.evalsha(self.script.sha, len(keys), *keys, *args)
-        except NoScriptError:  # a restarted or flushed server forgot the script
-            await self.script(keys, args)
+        await self.scripts.run("publish", args, keys)
 
     async def publish_many(self, events: Sequence[Event]) -> None:
         """Send already-built events in one pipelined round trip (all are serialized first)."""
-        todo = [self.call(event) for event in events]
-        sha = self.script.sha
-        for _attempt in range(2):
-            if not todo:
-                break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for keys, args in todo:
-                    _ = pipe.evalsha(sha, len(keys), *keys, *args)  # queued; replies come from execute()
-                results = await pipe.execute(raise_on_error=False)
-            failed = [
-                call for call, result in zip(todo, results, strict=True) if isinstance(result, Exception)
-            ]
-            if not failed:
-                break
-            first = next(r for r in results if isinstance(r, Exception))
-            if not isinstance(first, NoScriptError):
-                raise first
-            # The server forgot the script (restart, SCRIPT FLUSH): load it, redo only the failed calls.
-            await self.redis.script_load(PUBLISH_LUA)
-            todo = failed
+        calls = [self.call(event) for event in events]
+        if calls:
+            await self.scripts.run_many("publish", calls)
 
     def call(self, event: Event) -> tuple[list[str], list[Any]]:
         """The script's keys and arguments for ``event`` (refused here when the envelope is too large)."""

@@ -13,6 +13,7 @@ from typing import Any
 from .._keys import paused_queue
 from .._lifecycle import LIFECYCLE_MAXLEN
 from ..rq import codec
+from ..rq._calls import DeleteFailedCall, EmptyCall, RequeueCall
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
 from ._models import JobStatus
@@ -75,8 +76,8 @@ class QueueAdmin:
         for start in range(0, len(ids), _BATCH):
             chunk = ids[start : start + _BATCH]
             now, now_ts = int(time.time()), codec.fmt_ts()
-            replies = await self._scripts.run_many(
-                "requeue", [[self.prefix, i, now, now_ts, self.stream, LIFECYCLE_MAXLEN] for i in chunk]
+            replies = await self._scripts.call_many(
+                [RequeueCall(self.keys, self.stream, i, now, now_ts, LIFECYCLE_MAXLEN) for i in chunk]
             )
             done.extend(i for i, rc in zip(chunk, replies, strict=True) if rc == 1)
         return done
@@ -85,7 +86,7 @@ class QueueAdmin:
         """Delete every failed job of ``queue`` (hash, results, registry entry); returns how many."""
         deleted = 0
         while True:
-            taken, removed = await self._scripts.run("delete_failed", [self.prefix, queue, _BATCH])
+            taken, removed = await self._scripts.call(DeleteFailedCall(self.keys, queue, _BATCH))
             deleted += int(removed)
             if int(taken) == 0:
                 return deleted
@@ -93,6 +94,6 @@ class QueueAdmin:
     async def empty(self, queue: str) -> int:
         """Remove every queued job of ``queue`` (as rq's ``Queue.empty``); returns how many."""
         removed = 0
-        while n := int(await self._scripts.run("empty", [self.prefix, queue, _BATCH])):
+        while n := int(await self._scripts.call(EmptyCall(self.keys, queue, _BATCH))):
             removed += n
         return removed

@@ -114,16 +114,30 @@ def function_allowed(ref: FunctionRef | str, allow_list: Iterable[str]) -> bool:
     return False
 
 
-def _import_module(ref: FunctionRef) -> ModuleType:
+class _NoModule(InvalidJob):
+    """The module (or a package above it) does not exist; ``python`` is Python's own message."""
+
+    def __init__(self, message: str, python: str) -> None:
+        super().__init__(message)
+        self.python = python
+
+
+def _import(module: str) -> ModuleType:
+    """THE import of user code (every reference resolved by this module goes through here).
+
+    Raises :class:`_NoModule` when ``module`` or a package above it does not exist, :class:`InvalidJob` for
+    any other failure of user code at import time (a finding, not a crash)."""
     try:
-        return importlib.import_module(ref.module)
+        return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
-        if missing and (ref.module == missing or ref.module.startswith(missing + ".")):
-            raise InvalidJob(f"cannot import module {ref.module!r}: no module named {missing!r}") from None
-        raise InvalidJob(f"cannot import module {ref.module!r}: ModuleNotFoundError: {exc}") from None
-    except Exception as exc:  # any import-time failure of user code is a finding, not a crash
-        raise InvalidJob(f"cannot import module {ref.module!r}: {type(exc).__name__}: {exc}") from None
+        if missing and (module == missing or module.startswith(missing + ".")):
+            raise _NoModule(
+                f"cannot import module {module!r}: no module named {missing!r}", str(exc)
+            ) from None
+        raise InvalidJob(f"cannot import module {module!r}: ModuleNotFoundError: {exc}") from None
+    except Exception as exc:
+        raise InvalidJob(f"cannot import module {module!r}: {type(exc).__name__}: {exc}") from None
 
 
 def _what(obj: object) -> str:
@@ -182,7 +196,7 @@ def resolve_function(
     allow_list = None if allow is None else tuple(allow)
     if allow_list is not None and not function_allowed(ref, allow_list):
         raise _not_allowed(ref, allow_list)
-    func = _walk(_import_module(ref), ref)
+    func = _walk(_import(ref.module), ref)
     real = FunctionRef(func.__module__, func.__qualname__)
     if allow_list is not None and not function_allowed(real, allow_list):
         raise _not_allowed(real, allow_list)
@@ -282,14 +296,10 @@ def _import_dotted(name: str, allow: tuple[str, ...] | None) -> Callable[..., An
             denied = denied or ref
             continue
         try:
-            module = importlib.import_module(ref.module)
-        except ModuleNotFoundError as exc:
-            if exc.name and (ref.module == exc.name or ref.module.startswith(exc.name + ".")):
-                missing = missing or str(exc)
-                continue
-            raise InvalidJob(f"cannot import module {ref.module!r}: ModuleNotFoundError: {exc}") from None
-        except Exception as exc:
-            raise InvalidJob(f"cannot import module {ref.module!r}: {type(exc).__name__}: {exc}") from None
+            module = _import(ref.module)
+        except _NoModule as exc:
+            missing = missing or exc.python
+            continue
         try:
             return resolve_function(ref, allow=allow) if allow is not None else _walk(module, ref)
         except InvalidJob as exc:

@@ -10,8 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from ..exceptions import InvalidJob, UnsafeJob
-from ..rq import codec
+from ..rq import codec, serializers
 from ..rq.codec import ResultEntry, ResultType
+from ..rq.jobhash import JobField as F
+from ..rq.jobhash import JobHash
 from ._retry import Retry
 
 __all__ = [
@@ -195,82 +197,85 @@ class JobRecord:
         """Build from ``HGETALL <p>:job:<id>`` and the latest result entry. Pickled payloads are only
         decoded when ``accept_pickle``; otherwise args/kwargs are empty and the function comes from the
         description."""
-        h = codec.text_hash(raw)
-
-        def s(name: str) -> str | None:
-            v = h.get(name)
-            return v.decode(errors="replace") if v else None
-
-        def i(name: str) -> int | None:
-            v = s(name)
-            try:
-                return int(v) if v is not None else None
-            except ValueError:
-                return None
-
-        description = s("description")
-        function = s("asyncsched_function_path") or (description or "").split("(", 1)[0]
-        args: tuple[Any, ...] = ()
-        kwargs: dict[str, Any] = {}
-        fmt: str | None = None
-        if h.get("data"):
-            try:
-                function, args, kwargs, fmt = codec.decode_data(h["data"], accept_pickle=accept_pickle)
-            except UnsafeJob:
-                fmt = "pickle"
-            except Exception:  # a malformed payload still shows as a record
-                fmt = None
-        meta: dict[str, Any] = {}
-        if h.get("meta"):
-            try:
-                from ..rq import serializers
-
-                value, _ = serializers.loads(h["meta"], accept_pickle=accept_pickle)
-                meta = value if isinstance(value, dict) else {"value": value}
-            except Exception:
-                meta = {}
-        rq_status = s("status") or "created"
-        status = from_rq_status(rq_status)
-        result = error = tb = None
-        if latest is not None:
-            if latest.type == ResultType.SUCCESSFUL:
-                try:
-                    result = latest.value(accept_pickle=accept_pickle)
-                except Exception:
-                    result = None
-            elif latest.exc_string:
-                tb = latest.exc_string
-                lines = [ln for ln in tb.strip().splitlines() if ln.strip()]
-                error = lines[-1] if lines else tb
-        retries_left = i("retries_left")
+        h = JobHash(raw)
+        description = h.text(F.DESCRIPTION)
+        function, args, kwargs, fmt = _payload(h, description, accept_pickle)
+        meta = _meta(h, accept_pickle)
+        rq_status = h.text(F.STATUS) or "created"
+        result, error, tb = _outcome(latest, accept_pickle)
         return cls(
             id=job_id,
             function=function,
             args=list(args),
             kwargs=kwargs,
-            status=status,
-            queue=s("origin") or "default",
-            agent_name=s("asyncsched_agent"),
-            task_name=s("asyncsched_task"),
-            scheduled_task_id=s("asyncsched_scheduled_task"),
-            created_at=codec.parse_ts(h.get("created_at")),
-            enqueued_at=codec.parse_ts(h.get("enqueued_at")),
-            started_at=codec.parse_ts(h.get("started_at")),
-            ended_at=codec.parse_ts(h.get("ended_at")),
-            worker_name=s("worker_name"),
+            status=from_rq_status(rq_status),
+            queue=h.text(F.ORIGIN) or "default",
+            agent_name=h.text(F.AGENT),
+            task_name=h.text(F.TASK),
+            scheduled_task_id=h.text(F.SCHEDULED_TASK),
+            created_at=h.ts(F.CREATED_AT),
+            enqueued_at=h.ts(F.ENQUEUED_AT),
+            started_at=h.ts(F.STARTED_AT),
+            ended_at=h.ts(F.ENDED_AT),
+            worker_name=h.text(F.WORKER_NAME),
             result=result,
             error=error,
             traceback=tb,
-            retries_left=retries_left,
+            retries_left=h.integer(F.RETRIES_LEFT),
             meta=meta,
-            timeout=i("timeout"),
+            timeout=h.integer(F.TIMEOUT),
             description=description,
-            attempt=i("asyncsched_attempt") or 1,
-            function_path=s("asyncsched_function_path"),
+            attempt=h.attempt,
+            function_path=h.text(F.FUNCTION_PATH),
             rq_status=rq_status,
             serializer=str(fmt) if fmt else None,
             progress=meta.get("progress"),
         )
+
+
+def _payload(
+    h: JobHash, description: str | None, accept_pickle: bool
+) -> tuple[str, tuple[Any, ...], dict[str, Any], str | None]:
+    """Function, args, kwargs and serializer of a job hash; a payload that cannot be decoded (refused
+    pickle, malformed) leaves the function from our field or the description, and no arguments."""
+    function = h.text(F.FUNCTION_PATH) or (description or "").split("(", 1)[0]
+    data = h.get(F.DATA)
+    if not data:
+        return function, (), {}, None
+    try:
+        function, args, kwargs, fmt = codec.decode_data(data, accept_pickle=accept_pickle)
+    except UnsafeJob:
+        return function, (), {}, "pickle"
+    except Exception:  # a malformed payload still shows as a record
+        return function, (), {}, None
+    return function, args, kwargs, fmt
+
+
+def _meta(h: JobHash, accept_pickle: bool) -> dict[str, Any]:
+    raw = h.get(F.META)
+    if not raw:
+        return {}
+    try:
+        value, _ = serializers.loads(raw, accept_pickle=accept_pickle)
+    except Exception:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _outcome(latest: ResultEntry | None, accept_pickle: bool) -> tuple[Any, str | None, str | None]:
+    """Result, error line and traceback of the latest result entry."""
+    if latest is None:
+        return None, None, None
+    if latest.type == ResultType.SUCCESSFUL:
+        try:
+            return latest.value(accept_pickle=accept_pickle), None, None
+        except Exception:
+            return None, None, None
+    if not latest.exc_string:
+        return None, None, None
+    tb = latest.exc_string
+    lines = [ln for ln in tb.strip().splitlines() if ln.strip()]
+    return None, (lines[-1] if lines else tb), tb
 
 
 def parse_intervals(raw: bytes | None) -> list[int] | None:

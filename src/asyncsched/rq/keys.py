@@ -1,4 +1,5 @@
-"""Every RQ key, registry and hash field asyncsched touches: built here and nowhere else.
+"""Every Redis key asyncsched touches, RQ's and its own: built here and nowhere else (the job hash's
+fields are named in :mod:`asyncsched.rq.jobhash`).
 
 Verified against python-rq 2.12.0 and 3.0.0 (``rq/{queue,job,registry,executions,results,worker}``); the
 prefix is RQ 3's ``RQ_KEY_PREFIX`` (``Settings.key_prefix``, default ``rq``). RQ 2.x hard-codes ``rq``.
@@ -10,6 +11,8 @@ key                                         type    content
 ``<p>:queue:<q>``                           LIST    job ids; producers RPUSH, workers pop from the left
 ``<p>:queue:<q>:intermediate``              LIST    RQ workers' BLMOVE target (ours use their own list)
 ``<p>:job:<id>``                            HASH    the job (:mod:`asyncsched.rq.codec`)
+``<p>:job:<id>:dependents``                  SET     ids of the jobs waiting for this one
+``<p>:job::<id>:dependencies``              SET     ids this job waits for (RQ's two colons)
 ``<p>:results:<id>``                        STREAM  results (type 1 ok, 2 failed, 3 stopped, 4 retried)
 ``<p>:wip:<q>``                             ZSET    started: ``<job>:<exec>`` -> lease expiry (s)
 ``<p>:finished|failed:<q>``                 ZSET    job -> expiry (s)
@@ -30,64 +33,70 @@ key                                         type    content
 ``<p>:scheduler_lock``                      STRING  rq-scheduler: held during one firing pass
 ``<p>:scheduler_instance:<name>``           HASH    rq-scheduler: ``birth`` (``death`` once stopped)
 ==========================================  ======  ===================================================
+
+asyncsched's own keys share the prefix (one prefix isolates a deployment) and sit under ``<p>:asyncsched:``
+(``<ns>`` below), where RQ never looks. They are built by the functions at the end of this module.
+
+==========================================  ======  ===================================================
+key                                         type    content
+==========================================  ======  ===================================================
+``<ns>:lifecycle``                          STREAM  job lifecycle records (:mod:`asyncsched._lifecycle`)
+``<ns>:lifecycle:ledger``                   HASH    the Recorder's accounting of that stream
+``<ns>:marker``                             STRING  set by the Recorder: gone after Redis lost its data
+``<ns>:claiming:<worker>``                  LIST    a single-queue worker's BLMOVE target
+``<ns>:claiming``                           HASH    worker -> queue of every claiming list
+``<ns>:paused:<q>``                         STRING  present while the queue is paused
+``<ns>:rate-limit-waits``                   HASH    queue -> jobs that waited for an RQ 3 rate slot
+``<ns>:wake:<q>``                           PUBSUB  a job of ``q`` was scheduled (epoch ms)
+``<ns>:limit-keys``, ``<ns>:limit:<key>...``  SET/H/Z flow limits (``lib_limits.lua``)
+``<ns>:eventlog``                           STREAM  published events to persist
+``<ns>:events:...``                         PUBSUB/STREAM  event bus channels, durable streams, alive keys
+``<ns>:sched:...``                          mixed   the scheduler's hot-path index (see the functions)
+==========================================  ======  ===================================================
+
+The Lua scripts (``rq/scripts/*.lua``) take the keys they know before the call as ``KEYS`` (built here);
+keys they derive from data they read (a popped job id, a job's ``origin``, a dependent's id) are built by
+``rq/scripts/lib_keys.lua``, the one place Lua spells a key, mirroring the methods below. Those are the
+known exceptions for Redis Cluster, listed in ``docs/architecture.md`` ("Wire format").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["JOB_FIELDS", "RQ_STATUSES", "RQKeys"]
-
-RQ_STATUSES = (
-    "created",
-    "queued",
-    "finished",
-    "failed",
-    "started",
-    "deferred",
-    "scheduled",
-    "stopped",
-    "canceled",
-    "rate_limited",
-)
-"""``rq.job.JobStatus`` values (2.x and 3.0; ``rate_limited`` is RQ 3's)."""
-
-JOB_FIELDS = (
-    "data",
-    "created_at",
-    "status",
-    "success_callback_name",
-    "failure_callback_name",
-    "stopped_callback_name",
-    "started_at",
-    "ended_at",
-    "last_heartbeat",
-    "worker_name",
-    "group_id",
-    "origin",
-    "description",
-    "enqueued_at",
-    "timeout",
-    "result_ttl",
-    "failure_ttl",
-    "ttl",
-    "meta",
-    "retries_left",
-    "retry_intervals",
-    "enqueue_at_front_on_retry",
-    "success_callback_timeout",
-    "failure_callback_timeout",
-    "stopped_callback_timeout",
-    "dependency_id",
-    "dependency_ids",
-    "allow_dependency_failures",
-    "enqueue_at_front",
-    "repeats_left",
-    "repeat_intervals",
-    "rate_limit_key",
-    "rate_limit_concurrency",
-)
-"""Hash fields RQ writes that we write or read (RQ ignores fields it does not know)."""
+__all__ = [
+    "RQKeys",
+    "agent_event_channel",
+    "agent_event_channel_pattern",
+    "agent_event_stream",
+    "broadcast_event_channel",
+    "broadcast_event_stream",
+    "claiming_list",
+    "claiming_registry",
+    "dead_letter_stream",
+    "durable_consumer_alive",
+    "event_log_stream",
+    "lifecycle_ledger",
+    "lifecycle_stream",
+    "limit_due",
+    "limit_key",
+    "limit_keys",
+    "limit_seq",
+    "ns",
+    "paused_queue",
+    "quarantine",
+    "rate_limit_waits",
+    "redis_marker",
+    "sched_changes",
+    "sched_fired",
+    "sched_held",
+    "sched_last",
+    "sched_next",
+    "sched_pending",
+    "sched_sig",
+    "sched_version",
+    "scheduled_wake",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +158,15 @@ class RQKeys:
     def executions(self, job_id: str) -> str:
         return f"{self.prefix}:executions:{job_id}"
 
+    def dependents(self, job_id: str) -> str:
+        """SET of the ids of jobs waiting for ``job_id`` (``rq.job.Job.dependents_key``)."""
+        return f"{self.prefix}:job:{job_id}:dependents"
+
+    def dependencies(self, job_id: str) -> str:
+        """SET of the ids ``job_id`` waits for; RQ spells it with two colons
+        (``rq.job.Job.dependencies_key``)."""
+        return f"{self.prefix}:job::{job_id}:dependencies"
+
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
 
@@ -184,3 +202,165 @@ class RQKeys:
 
     def rq_scheduler_instance(self, name: str) -> str:
         return f"{self.prefix}:scheduler_instance:{name}"
+
+
+# asyncsched's own keys (not RQ's), under ``<prefix>:asyncsched:``
+
+
+def ns(prefix: str) -> str:
+    """The namespace of every asyncsched-owned key."""
+    return f"{prefix}:asyncsched"
+
+
+def lifecycle_stream(prefix: str) -> str:
+    """STREAM of job lifecycle records (see :mod:`asyncsched._lifecycle`)."""
+    return f"{ns(prefix)}:lifecycle"
+
+
+def lifecycle_ledger(prefix: str) -> str:
+    """HASH of the Recorder's accounting of the lifecycle stream: ``position`` (entries read or counted
+    lost), ``lost`` (records dropped before the Recorder read them), ``last_loss_at`` (epoch ms)."""
+    return f"{ns(prefix)}:lifecycle:ledger"
+
+
+def redis_marker(prefix: str) -> str:
+    """STRING set by the Recorder at start: its absence after a Redis restart means Redis lost its data."""
+    return f"{ns(prefix)}:marker"
+
+
+def claiming_list(prefix: str, worker: str) -> str:
+    """LIST a single-queue worker BLMOVEs job ids into; its claim script, pipelined behind, empties it."""
+    return f"{ns(prefix)}:claiming:{worker}"
+
+
+def claiming_registry(prefix: str) -> str:
+    """HASH worker name -> queue of every claiming list, so the reaper can return a dead worker's ids."""
+    return f"{ns(prefix)}:claiming"
+
+
+def paused_queue(prefix: str, queue: str) -> str:
+    """STRING present while ``queue`` is paused: our workers' claim script takes nothing from it."""
+    return f"{ns(prefix)}:paused:{queue}"
+
+
+def rate_limit_waits(prefix: str) -> str:
+    """Hash queue -> jobs that had to wait for a rate-limit slot (``rl_count_wait`` in
+    ``rq/scripts/lib_ratelimit.lua``; exported as ``asyncsched_rate_limit_waits_total``)."""
+    return f"{ns(prefix)}:rate-limit-waits"
+
+
+def event_log_stream(prefix: str) -> str:
+    """STREAM of published event envelopes to persist as ``EventMessage`` rows (when persistence is on)."""
+    return f"{ns(prefix)}:eventlog"
+
+
+def agent_event_channel(prefix: str, agent: str) -> str:
+    """Pub/sub CHANNEL of events targeted at ``agent``."""
+    return f"{ns(prefix)}:events:agent:{agent}"
+
+
+def agent_event_channel_pattern(prefix: str) -> str:
+    """Pub/sub PATTERN matching every agent's channel (agent names never contain glob characters)."""
+    return f"{ns(prefix)}:events:agent:*"
+
+
+def broadcast_event_channel(prefix: str) -> str:
+    """Pub/sub CHANNEL of broadcast events (no target agent)."""
+    return f"{ns(prefix)}:events:broadcast"
+
+
+def agent_event_stream(prefix: str, agent: str) -> str:
+    """STREAM of events targeted at ``agent``, kept for its durable subscribers (consumer group = agent)."""
+    return f"{ns(prefix)}:events:stream:agent:{agent}"
+
+
+def broadcast_event_stream(prefix: str) -> str:
+    """STREAM of broadcast events, kept for durable subscribers (one consumer group per agent)."""
+    return f"{ns(prefix)}:events:stream:broadcast"
+
+
+# Scheduler (asyncsched.scheduler). SQL holds the schedules; these are the hot-path index, rebuilt from SQL.
+
+
+def sched_next(prefix: str) -> str:
+    """ZSET task id -> next fire time (epoch milliseconds): what an idle scheduler sleeps until."""
+    return f"{ns(prefix)}:sched:next"
+
+
+def sched_sig(prefix: str) -> str:
+    """HASH task id -> signature of the schedule (type, schedule, zone, anchor, enabled) it is indexed for."""
+    return f"{ns(prefix)}:sched:sig"
+
+
+def sched_pending(prefix: str) -> str:
+    """ZSET ``<task id>:<tick ms>`` -> lease deadline (ms): claimed ticks not yet enqueued (recovery)."""
+    return f"{ns(prefix)}:sched:pending"
+
+
+def sched_fired(prefix: str) -> str:
+    """STREAM of claimed ticks (task, tick, job id), trimmed: what fired, for humans and tests."""
+    return f"{ns(prefix)}:sched:fired"
+
+
+def sched_last(prefix: str) -> str:
+    """HASH task id -> ``<tick ms> <job id>`` of its latest run (run or held): what ``overlap`` checks."""
+    return f"{ns(prefix)}:sched:last"
+
+
+def sched_held(prefix: str) -> str:
+    """HASH ``<task id>:<tick ms>`` -> job id a held run (``overlap: queue``) waits for, until enqueued."""
+    return f"{ns(prefix)}:sched:held"
+
+
+def scheduled_wake(prefix: str, queue: str) -> str:
+    """Pub/sub channel: a job of ``queue`` was scheduled to run at the epoch ms in the message, so idle
+    workers' promoters wake for it in time (published by ``rq/scripts/enqueue.lua``, which spells it too)."""
+    return f"{ns(prefix)}:wake:{queue}"
+
+
+def sched_changes(prefix: str) -> str:
+    """Pub/sub channel: a schedule changed (register, edit, enable, disable, delete); replicas reload."""
+    return f"{ns(prefix)}:sched:changes"
+
+
+def sched_version(prefix: str) -> str:
+    """Counter bumped with every change, checked by idle replicas in case a pub/sub message was missed."""
+    return f"{ns(prefix)}:sched:version"
+
+
+def dead_letter_stream(prefix: str) -> str:
+    """STREAM of durable events no consumer could handle (malformed, or callbacks failed every retry)."""
+    return f"{ns(prefix)}:events:dead"
+
+
+def durable_consumer_alive(prefix: str, agent: str, consumer: str) -> str:
+    """STRING with a TTL: the heartbeat of a durable consumer of ``agent`` (absent: the consumer is gone)."""
+    return f"{ns(prefix)}:events:alive:{agent}:{consumer}"
+
+
+def limit_keys(prefix: str) -> str:
+    """SET of the flow-limit keys in use (``rq/scripts/lib_limits.lua`` documents every key of a limit)."""
+    return f"{ns(prefix)}:limit-keys"
+
+
+def limit_due(prefix: str) -> str:
+    """ZSET limit key -> when its next parked job may start (``lib_limits.lua``)."""
+    return f"{ns(prefix)}:limit-due"
+
+
+def limit_seq(prefix: str) -> str:
+    """Counter ordering parked jobs of the flow limits (``lib_limits.lua``)."""
+    return f"{ns(prefix)}:limit-seq"
+
+
+def quarantine(prefix: str, queue: str) -> str:
+    """LIST where ``reap.lua`` sets aside the ids of ``queue`` a dead worker claimed while the queue key
+    had another type."""
+    return f"{ns(prefix)}:quarantine:{queue}"
+
+
+def limit_key(prefix: str, key: str, part: str = "") -> str:
+    """A flow limit's HASH (``max``, ``rate``, ``period``), or its ZSET ``part``: ``active`` (running jobs),
+    ``starts`` (starts in the rate window) or ``waiting`` (parked jobs). The Lua scripts build the same."""
+    base = f"{ns(prefix)}:limit:{key}"
+    return f"{base}:{part}" if part else base

@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from datetime import datetime, timedelta
 
 from ..store.models import ScheduledTask
-from ._definition import MISFIRE_ALL_LIMIT, MisfirePolicy, grace_of, policy_of
 from ._triggers import Trigger
 
-__all__ = ["latest_at_or_before", "plan"]
+__all__ = [
+    "DEFAULT_GRACE",
+    "MISFIRE_ALL_LIMIT",
+    "MisfirePolicy",
+    "grace_of",
+    "latest_at_or_before",
+    "plan",
+    "policy_of",
+]
+
+
+class MisfirePolicy(enum.StrEnum):
+    """What to do with ticks missed while every scheduler was down (or late beyond the grace time)."""
+
+    COALESCE = "coalesce"
+    """One run for all the missed ticks (the default)."""
+    SKIP = "skip"
+    """No run for missed ticks; resume at the next tick."""
+    ALL = "all"
+    """One run per missed tick, at most :data:`MISFIRE_ALL_LIMIT` (the latest ones)."""
+
+
+MISFIRE_ALL_LIMIT = 100
+DEFAULT_GRACE = 60.0
+"""Seconds a tick may be late and still count as on time (relevant to ``skip``)."""
+
+
+def grace_of(task: ScheduledTask) -> timedelta:
+    """How late a tick may be and still count as on time."""
+    return timedelta(seconds=float((task.options or {}).get("misfire_grace", DEFAULT_GRACE)))
+
+
+def policy_of(task: ScheduledTask) -> MisfirePolicy:
+    return MisfirePolicy((task.options or {}).get("misfire", MisfirePolicy.COALESCE.value))
+
 
 _MAX_CATCH_UP = 10_000
 

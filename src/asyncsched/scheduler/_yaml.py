@@ -14,7 +14,7 @@ import yaml
 
 from ..exceptions import Problem, TaskDefinitionError
 from ..store.models import ScheduledTask
-from ._definition import FIELDS, _with, validate_definition
+from ._definition import FIELDS, _with, new_task, validate_definition
 
 __all__ = ["load_tasks", "validate_file"]
 
@@ -201,7 +201,7 @@ def validate_file(
         for index, task_node in enumerate(tasks_node.value, start=1):
             task = _one_task(loader, task_node, f"#{index}", seen, file, problems, check_import=check_import)
             if task is not None:
-                tasks.append(ScheduledTask(agent_name=agent_name, source=os.path.abspath(file), **task))
+                tasks.append(new_task({"agent_name": agent_name, "source": os.path.abspath(file), **task}))
         problems.sort(key=lambda p: p.line or 0)
         return ([] if problems else tasks), problems
     finally:

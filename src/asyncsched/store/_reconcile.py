@@ -26,6 +26,7 @@ from redis.exceptions import ResponseError
 from sqlalchemy import and_, or_, select
 
 from .. import _keys
+from ..rq.jobhash import JobField
 from ..rq.keys import RQKeys
 from ._database import Database
 from ._history_rows import text
@@ -121,7 +122,7 @@ class Reconciler:
     async def _inspect(self, rows: list[Any]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:
-            pipe.hmget(self.keys.job(row.job_id), ["status", "asyncsched_attempt"])  # type: ignore[unused-awaitable]
+            pipe.hmget(self.keys.job(row.job_id), [JobField.STATUS, JobField.ATTEMPT])  # type: ignore[unused-awaitable]
         pipe.xinfo_stream(self.stream)  # type: ignore[unused-awaitable]
         replies = await pipe.execute(raise_on_error=False)
         info = replies[-1]

@@ -1,8 +1,9 @@
 """``POST /tasks/bulk``: many new scheduled tasks in one request, through ``TaskScheduler.add_tasks``.
 
 Each item is checked exactly as ``POST /tasks`` checks one (schema, schedule, the function rule, then the
-scheduler's own validation); the first bad item is answered 422 with ``loc`` ``["body", "tasks", index,
-field]`` and nothing is stored; a name given twice or already stored is 409 and nothing is stored.
+scheduler's own validation; the schedule and the function once per distinct value); the first bad item is
+answered 422 with ``loc`` ``["body", "tasks", index, field]`` and nothing is stored; a name given twice or
+already stored is 409 and nothing is stored.
 """
 
 from __future__ import annotations
@@ -65,11 +66,15 @@ async def create_tasks(
     from ..scheduler import build_task
 
     checked: set[str] = set()
+    schedules: set[tuple[Any, ...]] = set()  # checked once per distinct schedule (a fleet shares a few)
     definitions: list[dict[str, Any]] = []
     for index, body in enumerate(items):
-        errors = validate_schedule(body)
-        if errors:
-            raise _at(index, errors)
+        schedule = tuple(body.get(k) for k in ("type", "schedule", "timezone", "start"))
+        if schedule not in schedules:
+            errors = validate_schedule(body)
+            if errors:
+                raise _at(index, errors)
+            schedules.add(schedule)
         if body["function"] not in checked:
             try:
                 await check_function(body["function"])

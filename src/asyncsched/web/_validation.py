@@ -5,7 +5,10 @@ FastAPI/pydantic clients already know, and raised together as :class:`Validation
 
 Supported keywords: ``type`` (a name or a list of names), ``enum``, ``properties``, ``required``,
 ``additionalProperties`` (a boolean), ``minLength``, ``maxLength``, ``pattern``, ``minimum``, ``maximum``,
-``items``, ``maxItems``, ``maxProperties`` and ``format: date-time``.
+``items``, ``maxItems``, ``maxProperties`` and ``format: date-time``; and two of ours: ``x-rule``, with which
+every refusal of that value is worded (``must be <rule>, got <value>``, exactly as the task definition of
+:mod:`asyncsched.scheduler._fields` words it for ``tasks.yaml``), and ``x-missing``, the message of a
+required property that is absent.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from urllib.parse import unquote_to_bytes
 
 from .._boundary import text_problem
 from ..exceptions import ValidationFailed
+from ..scheduler._fields import rule_message
 
 __all__ = [
     "FieldError",
@@ -124,6 +128,17 @@ def _no_nul(value: Any, loc: Loc, errors: list[FieldError]) -> None:
 
 
 def _check(value: Any, schema: Mapping[str, Any], loc: Loc, errors: list[FieldError]) -> None:
+    first = len(errors)
+    _check_value(value, schema, loc, errors)
+    rule = schema.get("x-rule")
+    if rule is not None:  # this value's own refusals (not those of nested items) in the field's words
+        here = [_sendable(part) for part in loc]
+        for problem in errors[first:]:
+            if problem["loc"] == here:
+                problem["msg"] = _sendable(rule_message(rule, value))
+
+
+def _check_value(value: Any, schema: Mapping[str, Any], loc: Loc, errors: list[FieldError]) -> None:
     types = schema.get("type")
     if types is not None:
         names = [types] if isinstance(types, str) else list(types)
@@ -164,7 +179,7 @@ def _check_string(value: str, schema: Mapping[str, Any], loc: Loc, errors: list[
         errors.append(error(loc, f"at most {schema['maxLength']} characters"))
         return
     if "pattern" in schema and not _compiled(schema["pattern"]).search(value):
-        errors.append(error(loc, schema.get("x-pattern-message", f"must match {schema['pattern']}")))
+        errors.append(error(loc, f"must match {schema['pattern']}"))
         return
     if schema.get("format") == "date-time":
         try:
@@ -183,7 +198,7 @@ def _check_object(
     if "maxProperties" in schema and len(value) > schema["maxProperties"]:
         errors.append(error(loc, f"at most {schema['maxProperties']} keys"))
     errors.extend(
-        error((*loc, name), "field required", "missing")
+        error((*loc, name), props.get(name, {}).get("x-missing", "field required"), "missing")
         for name in schema.get("required", ())
         if name not in value
     )

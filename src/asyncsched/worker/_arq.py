@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import inspect
 import json
 import logging
@@ -38,7 +37,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, InvalidJob
+from ..queue._functions import import_function
 from ._hooks import Hooks, call_hook
 from ._rqjob import CurrentJob, set_current
 
@@ -69,14 +69,13 @@ def arq_functions(
     spec: Mapping[str, Callable[..., Any]] | Iterable[Any] | str,
 ) -> dict[str, Callable[..., Any]]:
     """arq function names -> coroutine functions, from a mapping, a list of functions or
-    ``arq.worker.Function`` objects, or ``"module:WorkerSettings"`` (its ``functions``)."""
-    if isinstance(spec, str):
-        module, _, attr = spec.partition(":")
-        if not attr:
-            raise ConfigurationError(f"arq functions must be 'module:WorkerSettings', got {spec!r}")
+    ``arq.worker.Function`` objects, or ``"module:WorkerSettings"`` / arq's dotted ``"module.WorkerSettings"``
+    (its ``functions``; the class resolved by the function-reference rule: defined in that module)."""
+    if isinstance(spec, str):  # resolved by the one function-reference rule (queue/_functions.py)
         try:
-            spec = getattr(importlib.import_module(module), attr).functions
-        except (ImportError, AttributeError) as exc:
+            settings: Any = import_function(spec)
+            spec = settings.functions
+        except (InvalidJob, AttributeError) as exc:
             raise ConfigurationError(f"cannot read arq functions from {spec!r}: {exc}") from None
     if isinstance(spec, Mapping):
         return dict(spec)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from .._keys import claiming_list, paused_queue
 from .._redis.connection import Line
@@ -122,7 +122,7 @@ class Claimer:
         q = self.cfg.queues[0]
         args = self.args(n, [], q, self.claiming, now_from_redis=True)
         blmove = ("BLMOVE", self.keys.queue(q), self.claiming, "LEFT", "RIGHT", seconds)
-        claim = ("EVALSHA", self.scripts.sha("claim"), 0, *args)
+        claim = self.scripts.command("claim", args)
         try:
             moved, reply = await self.line.execute(blmove, claim, blocking=seconds)
         except asyncio.CancelledError:
@@ -132,11 +132,7 @@ class Claimer:
                 if len(late) == 2 and isinstance(late[1], list):
                     self.take(late[1])
             raise
-        if isinstance(reply, NoScriptError):  # Redis restarted (empty script cache): load it, claim again
-            reply = await self.scripts.run("claim", args)
-        if isinstance(reply, Exception):
-            raise reply
-        taken = self.take(reply)
+        taken = self.take(await self.scripts.settle("claim", reply, args))  # NOSCRIPT: reload, again
         if isinstance(moved, Exception):  # refused at once, so it would spin: pause the queue
             self.paused.failed(q, f"BLMOVE: {moved}")
         return taken

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 from ..events._lifecycle import event_source
 from ..exceptions import InvalidValue
 from ..rq import serializers
+from ..rq._calls import ProgressCall
 from ..rq._scripts import Scripts
+from ..rq.jobhash import JobField
 from ..rq.keys import RQKeys
 
 if TYPE_CHECKING:
@@ -119,8 +121,8 @@ class ProgressReporter:
                     if isinstance(current, dict):
                         meta = current
             meta["progress"] = value
-            args = [key, self.worker_name, old or "", "1" if old else "0", serializers.dumps(meta, job.fmt)]
-            done = int(await self._scripts.run("progress", args))
+            new = serializers.dumps(meta, job.fmt)
+            done = int(await self._scripts.call(ProgressCall(self.keys, job.id, self.worker_name, old, new)))
             if done == 1:
                 job.meta.clear()
                 job.meta.update(meta)
@@ -137,11 +139,11 @@ class ProgressReporter:
             self._bus = EventBus(self.redis, settings=self.settings)
         h = job.hash
 
-        def text(name: str) -> str | None:
+        def text(name: JobField) -> str | None:
             raw = h.get(name)
             return raw.decode(errors="replace") if raw else None
 
-        agent = text("asyncsched_agent")
+        agent = text(JobField.AGENT)
         source = event_source(agent)
         payload = {
             "job_id": job.id,
@@ -149,8 +151,8 @@ class ProgressReporter:
             "attempt": job.attempt,
             "worker": self.worker_name,
             "agent_name": agent,
-            "task_name": text("asyncsched_task"),
-            "function": text("asyncsched_function_path"),
+            "task_name": text(JobField.TASK),
+            "function": text(JobField.FUNCTION_PATH),
             "progress": value,
         }
         await self._bus.publish("task.progress", source, payload)

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -96,8 +96,10 @@ FIELDS = len(FinishRecord._fields)  # finish.lua's F
 
 @dataclass(frozen=True, slots=True)
 class FinishBatch:
-    """``finish.lua``'s arguments: the header, then one packed record per job."""
+    """``finish.lua``'s call (a typed call of ``rq/_calls.py``'s kind: no KEYS yet, see the script's
+    header): the header, then one packed record per job."""
 
+    SCRIPT: ClassVar[str] = "finish"
     prefix: str
     worker: str
     stream: str
@@ -105,6 +107,9 @@ class FinishBatch:
     now_ts: str  # RQ's timestamp text
     now: float
     records: tuple[str, ...]  # packed FinishRecords
+
+    def to_keys(self) -> list[Any]:
+        return []
 
     def to_args(self) -> list[Any]:
         head = [self.prefix, self.worker, self.stream, self.maxlen, self.now_ts, repr(self.now)]
@@ -171,7 +176,7 @@ class Completer:
         delay = 0.05
         while True:
             try:
-                await self.scripts.run("finish", batch.to_args())
+                await self.scripts.call(batch)
                 return
             except REDIS_DOWN as exc:
                 self.outage.failed(exc)  # the outcomes are kept and recorded when Redis is back

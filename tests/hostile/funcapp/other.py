@@ -15,3 +15,9 @@ class Base:
     def inherited(path: str) -> str:
         Path(path).write_text("inherited ran")
         return "inherited"
+
+
+class ArqSettings:
+    """An arq ``WorkerSettings`` defined here (``services`` imports it under another module's name)."""
+
+    functions = (touch_other,)

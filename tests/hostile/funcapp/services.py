@@ -12,9 +12,10 @@ from subprocess import run as run_command
 from typing import Any
 
 from . import other
-from .other import Base, touch_other
+from .other import ArqSettings, Base, touch_other
 
 __all__ = [
+    "ArqSettings",
     "Base",
     "asyncio",
     "other",

@@ -55,14 +55,14 @@ i = i + nqueues + 1
 local exec_base, exec_first = ARGV[i], tonumber(ARGV[i + 1])
 -- RQ's suspension (rq suspend / asyncsched suspend): claim nothing. Ids the worker already popped go back to
 -- the head of their queue; ids in the claiming list wait there for the claim after the resume.
-if redis.call('EXISTS', p .. ':suspended') == 1 then
-  for k = ngiven, 1, -1 do redis.call('LPUSH', p .. ':queue:' .. given_q, ARGV[11 + k]) end
+if redis.call('EXISTS', key_suspended(p)) == 1 then
+  for k = ngiven, 1, -1 do redis.call('LPUSH', key_queue(p, given_q), ARGV[11 + k]) end
   return {'suspended'}
 end
 local used = 0
 local out = {}
-local wkey = p .. ':worker:' .. w
-local wexec = wkey .. ':executions'
+local wkey = key_worker(p, w)
+local wexec = key_worker_executions(p, w)
 local last_id = nil
 
 for _, check in ipairs({{stream, 'stream'}, {wexec, 'set'}, {wkey, 'hash'}}) do
@@ -88,7 +88,7 @@ local EXTRA = {asyncsched_attempt = 1, asyncsched_agent = 2, asyncsched_task = 3
 local parks, limited_due = 0, nil
 
 local function start(id, q)
-  local jk = p .. ':job:' .. id
+  local jk = key_job(p, id)
   -- one read gives the status, our extra fields and the hash returned to the worker
   local h = redis.pcall('HGETALL', jk)
   if h.err then
@@ -118,7 +118,7 @@ local function start(id, q)
   used = used + 1
   local ex = exec_base .. string.format('%012x', exec_first + used - 1)
   local member = id .. ':' .. ex
-  local ek = p .. ':executions:' .. id
+  local ek = key_executions(p, id)
   local z = redis.pcall('ZADD', ek, math.floor(now) + lease + 60, ex)  -- first write: may refuse the job
   if type(z) == 'table' and z.err then
     used = used - 1
@@ -128,11 +128,11 @@ local function start(id, q)
   redis.call('HSET', jk, 'status', 'started', 'started_at', now_ts, 'worker_name', w, 'last_heartbeat', now_ts)
   redis.call('PERSIST', jk)
   if limits then lim_take(p, id, ex, limits, now) end
-  local xk = p .. ':execution:' .. member
+  local xk = key_execution(p, member)
   redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', now_s, 'last_heartbeat', now_s, 'worker_name', w)
   redis.call('EXPIRE', xk, lease)
   redis.call('EXPIRE', ek, lease + 60)
-  redis.call('ZADD', p .. ':wip:' .. q, math.floor(now) + lease, member)
+  redis.call('ZADD', key_registry(p, 'wip', q), math.floor(now) + lease, member)
   redis.call('SADD', wexec, member)
   local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s}
   life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
@@ -154,7 +154,7 @@ end
 local usable = {}
 local function queue_ok(q)
   if usable[q] == nil then
-    local bad = wrong_type(p .. ':queue:' .. q, 'list') or wrong_type(p .. ':wip:' .. q, 'zset')
+    local bad = wrong_type(key_queue(p, q), 'list') or wrong_type(key_registry(p, 'wip', q), 'zset')
     usable[q] = not bad
     if bad then poison('', q, bad) end
   end
@@ -163,7 +163,7 @@ end
 
 -- A paused queue (asyncsched's key, set by TaskQueue.pause) gives nothing: ids already popped from it by a
 -- blocking pop (BLPOP's given ids, BLMOVE's claiming list) go back to its front, in order.
-local function paused(q) return redis.call('EXISTS', p .. ':asyncsched:paused:' .. q) == 1 end
+local function paused(q) return redis.call('EXISTS', key_paused(p, q)) == 1 end
 local given_paused = given_q ~= '' and paused(given_q)
 
 if ngiven > 0 then
@@ -173,12 +173,12 @@ if ngiven > 0 then
     end
   else  -- popped by the worker's BLPOP: put them back where they were
     for k = ngiven, 1, -1 do
-      redis.pcall('LPUSH', p .. ':queue:' .. given_q, ARGV[11 + k])
+      redis.pcall('LPUSH', key_queue(p, given_q), ARGV[11 + k])
     end
   end
 end
 if given_paused and claiming ~= '' then
-  while type(redis.pcall('LMOVE', claiming, p .. ':queue:' .. given_q, 'RIGHT', 'LEFT')) == 'string' do end
+  while type(redis.pcall('LMOVE', claiming, key_queue(p, given_q), 'RIGHT', 'LEFT')) == 'string' do end
 end
 local count = 0
 if claiming ~= '' and n > 0 and queue_ok(given_q) and not given_paused then
@@ -196,7 +196,7 @@ end
 for _, q in ipairs(queues) do
   while count < n and parks < 100 and queue_ok(q) and not paused(q) do
     local want = n - count
-    local ids = redis.call('LPOP', p .. ':queue:' .. q, want)
+    local ids = redis.call('LPOP', key_queue(p, q), want)
     if not ids then break end
     for _, id in ipairs(ids) do
       if start(id, q) then count = count + 1 end

@@ -1,5 +1,5 @@
 -- Enqueue a batch of jobs atomically, as rq.Queue.enqueue / enqueue_at would (rq 2.12 / 3.0).
--- ARGV: prefix, lifecycle stream, maxlen, then one or more segments. A segment is a run of jobs that
+-- KEYS: lifecycle stream, <p>:queues. ARGV: prefix, maxlen, then one or more segments. A segment is a run of jobs that
 -- share every option (queue, function, timeout, TTLs, retry, agent, ...):
 --   queue, status ('queued' | 'scheduled'), unique ('1': skip if the id exists, '0': replace it,
 --   'n': a freshly generated id), ttl ('' | s), at_front ('1'|'0'), has_meta ('1'|'0': a meta per job),
@@ -18,14 +18,15 @@
 -- of the wrong type refuses the whole call (an error reply) before any write.
 --#include ratelimit
 --#include types
-local p, stream, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local p, maxlen = ARGV[1], ARGV[2]
+local stream, queues_key = KEYS[1], KEYS[2]
 local out, n = {}, 0
 local registered = {}
 
 local bad = wrong_type(stream, 'stream')
 if bad then return redis.error_reply(bad) end
 
-local i = 4
+local i = 3
 while i <= #ARGV do
   local q, status, unique, ttl, front = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local has_meta = ARGV[i + 5] == '1'
@@ -47,8 +48,8 @@ while i <= #ARGV do
     elseif name == 'rate_limit_key' then rl_key = ARGV[k + 1]
     elseif name == 'rate_limit_concurrency' then rl_conc = ARGV[k + 1] end
   end
-  local qkey = p .. ':queue:' .. q
-  local skey = p .. ':scheduled:' .. q
+  local qkey = key_queue(p, q)
+  local skey = key_registry(p, 'scheduled', q)
   local push = front == '1' and 'LPUSH' or 'RPUSH'
   if scheduled then bad = wrong_type(skey, 'zset') else bad = wrong_type(qkey, 'list') end
 
@@ -68,7 +69,7 @@ while i <= #ARGV do
       score = ARGV[i]
       i = i + 1
     end
-    local jk = p .. ':job:' .. id
+    local jk = key_job(p, id)
     n = n + 1
     if bad then
       out[n] = bad
@@ -80,7 +81,7 @@ while i <= #ARGV do
       local waiting = false
       if deps then
         for _, dep in ipairs(deps) do
-          local ds = redis.call('HGET', p .. ':job:' .. dep, 'status')
+          local ds = redis.call('HGET', key_job(p, dep), 'status')
           if ds and ds ~= 'finished' and not (allow and ds == 'failed') then waiting = true end
         end
       end
@@ -98,10 +99,10 @@ while i <= #ARGV do
           redis.call('HSET', jk, 'status', 'deferred')
           -- RQ 2.x reads the score as an expiry (no ttl: never); RQ 3 only orders by it
           local dscore = ttl ~= '' and tostring(math.floor(tonumber(epoch)) + tonumber(ttl)) or '+inf'
-          redis.call('ZADD', p .. ':deferred:' .. q, dscore, id)
+          redis.call('ZADD', key_registry(p, 'deferred', q), dscore, id)
           for _, dep in ipairs(deps) do
-            redis.call('SADD', p .. ':job:' .. dep .. ':dependents', id)
-            redis.call('SADD', p .. ':job::' .. id .. ':dependencies', dep)
+            redis.call('SADD', key_dependents(p, dep), id)
+            redis.call('SADD', key_dependencies(p, id), dep)
           end
         else
           rl_wait(p, rl_key, rl_conc, id, tonumber(epoch), ts)
@@ -114,7 +115,7 @@ while i <= #ARGV do
       if meta then redis.call('HSET', jk, 'meta', meta) end
       if ttl ~= '' then redis.call('EXPIRE', jk, ttl) end
       if not registered[q] then
-        redis.call('SADD', p .. ':queues', qkey)
+        redis.call('SADD', queues_key, qkey)
         registered[q] = true
       end
       redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'job_id', id, 'enqueued_at', epoch,
@@ -122,6 +123,6 @@ while i <= #ARGV do
       out[n] = 1
     end
   end
-  if wake then redis.call('PUBLISH', p .. ':asyncsched:wake:' .. q, string.format('%.0f', wake)) end
+  if wake then redis.call('PUBLISH', key_wake(p, q), string.format('%.0f', wake)) end
 end
 return out

@@ -19,33 +19,33 @@
 local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now = tonumber(ARGV[6])
 local F, njobs = tonumber(ARGV[7]), tonumber(ARGV[8])
-local wkey = p .. ':worker:' .. w
+local wkey = key_worker(p, w)
 local wexists = redis.call('EXISTS', wkey) == 1
 local out = {}
 
 local function enqueue_dependents(id, failed)
-  local dk = p .. ':job:' .. id .. ':dependents'
+  local dk = key_dependents(p, id)
   local children = redis.call('SMEMBERS', dk)
   for _, child in ipairs(children) do
-    local ck = p .. ':job:' .. child
+    local ck = key_job(p, child)
     local cs = redis.call('HMGET', ck, 'status', 'origin', 'allow_dependency_failures', 'rate_limit_key',
       'rate_limit_concurrency', 'enqueue_at_front')
     if cs[1] == 'deferred' and not (failed and cs[3] ~= '1') then
       local ready = true
-      for _, parent in ipairs(redis.call('SMEMBERS', p .. ':job::' .. child .. ':dependencies')) do
-        local ps = redis.call('HGET', p .. ':job:' .. parent, 'status')
+      for _, parent in ipairs(redis.call('SMEMBERS', key_dependencies(p, child))) do
+        local ps = redis.call('HGET', key_job(p, parent), 'status')
         if ps ~= 'finished' and not (cs[3] == '1' and (ps == 'failed' or ps == 'stopped' or ps == 'canceled')) then
           ready = false
         end
       end
       if ready then
         local origin = cs[2] or 'default'
-        redis.call('ZREM', p .. ':deferred:' .. origin, child)
+        redis.call('ZREM', key_registry(p, 'deferred', origin), child)
         if cs[4] and tonumber(cs[5] or '') then  -- rate limited: waits for a slot (as RQ 3)
           rl_wait(p, cs[4], cs[5], child, now, now_ts)
         else
           redis.call('HSET', ck, 'status', 'queued', 'enqueued_at', now_ts)
-          redis.call(cs[6] == '1' and 'LPUSH' or 'RPUSH', p .. ':queue:' .. origin, child)
+          redis.call(cs[6] == '1' and 'LPUSH' or 'RPUSH', key_queue(p, origin), child)
         end
       end
     end
@@ -67,12 +67,12 @@ local ok_count, fail_count, work_time = 0, 0, 0
 for j = 0, njobs - 1 do
   local f = split(jobs_packed[j + 1])
   local id, ex, q, outcome = f[1], f[2], f[3], f[4]
-  local jk = p .. ':job:' .. id
+  local jk = key_job(p, id)
   local member = id .. ':' .. ex
-  redis.call('DEL', p .. ':execution:' .. member)
-  redis.call('ZREM', p .. ':wip:' .. q, member)
-  redis.call('ZREM', p .. ':executions:' .. id, ex)
-  redis.call('SREM', wkey .. ':executions', member)
+  redis.call('DEL', key_execution(p, member))
+  redis.call('ZREM', key_registry(p, 'wip', q), member)
+  redis.call('ZREM', key_executions(p, id), ex)
+  redis.call('SREM', key_worker_executions(p, w), member)
   -- one read: the state check and the fields of the lifecycle record
   local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
     'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key',
@@ -109,7 +109,7 @@ for j = 0, njobs - 1 do
       r[#r + 1] = 'execution_id'; r[#r + 1] = ex
       r[#r + 1] = 'execution_started_at'; r[#r + 1] = ex_start
       r[#r + 1] = 'execution_ended_at'; r[#r + 1] = ex_end
-      local rk = p .. ':results:' .. id
+      local rk = key_results(p, id)
       redis.call('XADD', rk, 'MAXLEN', '~', 10, '*', unpack(r))
       if res_ttl == '-1' then redis.call('PERSIST', rk) elseif res_ttl ~= '' then redis.call('EXPIRE', rk, res_ttl) end
     end
@@ -122,7 +122,7 @@ for j = 0, njobs - 1 do
       redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
       if job_ttl ~= '0' then
         add_result()
-        redis.call('ZADD', p .. ':finished:' .. q, score, id)
+        redis.call('ZADD', key_registry(p, 'finished', q), score, id)
       end
       enqueue_dependents(id, false)
       if f[27] ~= '' then
@@ -130,10 +130,10 @@ for j = 0, njobs - 1 do
         redis.call('HSET', jk, 'repeats_left', f[27], 'repeat_intervals', f[28])
         if f[29] == '0' then
           redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
-          redis.call('RPUSH', p .. ':queue:' .. q, id)
+          redis.call('RPUSH', key_queue(p, q), id)
         else
           redis.call('HSET', jk, 'status', 'scheduled')
-          redis.call('ZADD', p .. ':scheduled:' .. q, f[29], id)
+          redis.call('ZADD', key_registry(p, 'scheduled', q), f[29], id)
         end
       else
         apply_ttl()
@@ -141,7 +141,7 @@ for j = 0, njobs - 1 do
       ok_count = ok_count + 1
     elseif outcome == 'failed' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
-      redis.call('ZADD', p .. ':failed:' .. q, score, id)
+      redis.call('ZADD', key_registry(p, 'failed', q), score, id)
       add_result()
       enqueue_dependents(id, true)
       apply_ttl()
@@ -150,11 +150,11 @@ for j = 0, njobs - 1 do
       redis.call('HSET', jk, 'ended_at', now_ts)
       if outcome == 'schedule' then
         redis.call('HSET', jk, 'status', 'scheduled')
-        redis.call('ZADD', p .. ':scheduled:' .. q, sched, id)
+        redis.call('ZADD', key_registry(p, 'scheduled', q), sched, id)
       else
         redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
-        if front == '1' then redis.call('LPUSH', p .. ':queue:' .. q, id)
-        else redis.call('RPUSH', p .. ':queue:' .. q, id) end
+        if front == '1' then redis.call('LPUSH', key_queue(p, q), id)
+        else redis.call('RPUSH', key_queue(p, q), id) end
       end
       fail_count = fail_count + 1
     end
@@ -180,7 +180,7 @@ if wexists then
   if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
   if fail_count > 0 then redis.call('HINCRBY', wkey, 'failed_job_count', fail_count) end
   if work_time > 0 then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', tostring(work_time)) end
-  if redis.call('SCARD', wkey .. ':executions') == 0 then
+  if redis.call('SCARD', key_worker_executions(p, w)) == 0 then
     redis.call('HSET', wkey, 'state', 'idle')
     redis.call('HDEL', wkey, 'current_job')
   end

@@ -7,18 +7,18 @@
 --#include types
 local p, w, now, now_ts, nowf = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local lease, wttl, n = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local wkey = p .. ':worker:' .. w
+local wkey = key_worker(p, w)
 local wbad = wrong_type(wkey, 'hash')
 local out = {redis.call('EXISTS', wkey)}
 if wbad then out[1] = 0 end
 for k = 0, n - 1 do
   local id, ex, q = ARGV[9 + 3 * k], ARGV[10 + 3 * k], ARGV[11 + 3 * k]
-  local jk = p .. ':job:' .. id
+  local jk = key_job(p, id)
   local cur = {'wrong type', nil}
   if not wrong_type(jk, 'hash') then cur = redis.call('HMGET', jk, 'status', 'worker_name') end
   local member = id .. ':' .. ex
   if cur[1] == 'started' and cur[2] == w then
-    local wk, xk, ek = p .. ':wip:' .. q, p .. ':execution:' .. member, p .. ':executions:' .. id
+    local wk, xk, ek = key_registry(p, 'wip', q), key_execution(p, member), key_executions(p, id)
     if not wrong_type(wk, 'zset') then redis.call('ZADD', wk, now + lease, member) end
     if not wrong_type(xk, 'hash') then
       redis.call('HSET', xk, 'last_heartbeat', nowf)
@@ -38,6 +38,6 @@ end
 if out[1] == 1 then
   redis.call('HSET', wkey, 'last_heartbeat', now_ts)
   redis.call('EXPIRE', wkey, wttl)
-  redis.call('EXPIRE', wkey .. ':executions', lease + 60)  -- EXPIRE takes a key of any type
+  redis.call('EXPIRE', key_worker_executions(p, w), lease + 60)  -- EXPIRE takes a key of any type
 end
 return out

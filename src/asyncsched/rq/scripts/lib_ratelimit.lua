@@ -4,22 +4,21 @@
 -- Fill free slots with waiting jobs, oldest first (RQ's ACQUIRE_AND_ENQUEUE_SCRIPT): each is added to
 -- allowed, pushed onto its queue (front if enqueue_at_front) and marked queued. Returns the promoted ids.
 local function rl_fill(p, key, now, now_ts)
-  local base = p .. ':rl:' .. key
-  local ak, wk = base .. ':allowed', base .. ':rate_limited'
-  local concurrency = tonumber(redis.call('HGET', base, 'concurrency') or '0') or 0
+  local ak, wk = key_rl(p, key, 'allowed'), key_rl(p, key, 'rate_limited')
+  local concurrency = tonumber(redis.call('HGET', key_rl(p, key), 'concurrency') or '0') or 0
   local promoted = {}
   while concurrency > 0 and redis.call('ZCARD', ak) < concurrency do
     local r = redis.call('ZPOPMIN', wk)
     if #r == 0 then break end
     local id = r[1]
-    local jk = p .. ':job:' .. id
+    local jk = key_job(p, id)
     local f = redis.call('HMGET', jk, 'origin', 'status', 'enqueue_at_front')
     if f[1] and f[2] == 'rate_limited' then
       redis.call('ZADD', ak, now, id)
       if f[3] == '1' then
-        redis.call('LPUSH', p .. ':queue:' .. f[1], id)
+        redis.call('LPUSH', key_queue(p, f[1]), id)
       else
-        redis.call('RPUSH', p .. ':queue:' .. f[1], id)
+        redis.call('RPUSH', key_queue(p, f[1]), id)
       end
       redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
       promoted[#promoted + 1] = id
@@ -31,9 +30,9 @@ end
 -- A job with a rate limit left its slot (finished, failed, stopped, cancelled, deleted, scheduled for a
 -- retry): unless it is queued or started again, release the slot and fill free slots (RQ's release_slot).
 local function rl_release(p, key, id, now, now_ts)
-  local status = redis.call('HGET', p .. ':job:' .. id, 'status')
+  local status = redis.call('HGET', key_job(p, id), 'status')
   if status == 'queued' or status == 'started' then return end
-  redis.call('ZREM', p .. ':rl:' .. key .. ':allowed', id)
+  redis.call('ZREM', key_rl(p, key, 'allowed'), id)
   rl_fill(p, key, now, now_ts)
 end
 
@@ -41,17 +40,17 @@ end
 -- <p>:asyncsched:rate-limit-waits by the metrics exporters: asyncsched/_keys.py rate_limit_waits). Every
 -- way a job comes to wait for a rate limit calls this once per wait.
 local function rl_count_wait(p, id)
-  local origin = redis.call('HGET', p .. ':job:' .. id, 'origin') or '?'
-  redis.call('HINCRBY', p .. ':asyncsched:rate-limit-waits', origin, 1)
+  local origin = redis.call('HGET', key_job(p, id), 'origin') or '?'
+  redis.call('HINCRBY', key_rate_limit_waits(p), origin, 1)
 end
 
 -- Put a job with a rate limit in line for a slot (RQ's _enqueue_rate_limited_job), then fill free slots.
 local function rl_wait(p, key, concurrency, id, now, now_ts)
-  redis.call('SADD', p .. ':rl-keys', key)
-  redis.call('HSET', p .. ':rl:' .. key, 'concurrency', concurrency)
-  redis.call('HSET', p .. ':job:' .. id, 'status', 'rate_limited')
-  redis.call('ZADD', p .. ':rl:' .. key .. ':rate_limited', now, id)
+  redis.call('SADD', key_rl_keys(p), key)
+  redis.call('HSET', key_rl(p, key), 'concurrency', concurrency)
+  redis.call('HSET', key_job(p, id), 'status', 'rate_limited')
+  redis.call('ZADD', key_rl(p, key, 'rate_limited'), now, id)
   local promoted = rl_fill(p, key, now, now_ts)
-  if redis.call('ZSCORE', p .. ':rl:' .. key .. ':rate_limited', id) then rl_count_wait(p, id) end
+  if redis.call('ZSCORE', key_rl(p, key, 'rate_limited'), id) then rl_count_wait(p, id) end
   return promoted
 end

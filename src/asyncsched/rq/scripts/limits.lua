@@ -5,25 +5,25 @@
 -- Returns {jobs put back, earliest remaining due time (epoch s, text) or '-1'}
 --#include limits
 local p, now, now_ts, tidy = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
-local dk = p .. ':asyncsched:limit-due'
+local dk = key_limit_due(p)
 local moved = 0
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', dk, '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', dk, key)
   moved = moved + lim_fill(p, key, now, now_ts)
 end
 if tidy then
-  local kk = p .. ':asyncsched:limit-keys'
+  local kk = key_limit_keys(p)
   for _, key in ipairs(redis.call('SMEMBERS', kk)) do
-    local base = p .. ':asyncsched:limit:' .. key
-    lim_clean_active(p, base .. ':active')
-    redis.call('ZREMRANGEBYSCORE', base .. ':starts', '-inf',
-      now - (tonumber(redis.call('HGET', base, 'period') or '') or 0))
+    local hk, ak = key_limit(p, key), key_limit(p, key, 'active')
+    local sk, wk = key_limit(p, key, 'starts'), key_limit(p, key, 'waiting')
+    lim_clean_active(p, ak)
+    redis.call('ZREMRANGEBYSCORE', sk, '-inf',
+      now - (tonumber(redis.call('HGET', hk, 'period') or '') or 0))
     moved = moved + lim_fill(p, key, now, now_ts)
-    if redis.call('ZCARD', base .. ':active') == 0 and redis.call('ZCARD', base .. ':waiting') == 0
-        and redis.call('ZCARD', base .. ':starts') == 0 then
+    if redis.call('ZCARD', ak) == 0 and redis.call('ZCARD', wk) == 0 and redis.call('ZCARD', sk) == 0 then
       redis.call('SREM', kk, key)
       redis.call('ZREM', dk, key)
-      redis.call('DEL', base, base .. ':active', base .. ':starts', base .. ':waiting')
+      redis.call('DEL', hk, ak, sk, wk)
     end
   end
 end

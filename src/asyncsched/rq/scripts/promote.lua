@@ -17,8 +17,8 @@ local stream_bad = wrong_type(stream, 'stream')
 if stream_bad then skip('', stream_bad) end
 for k = 1, nq do
   local q = ARGV[9 + k]
-  local lk = p .. ':scheduler-lock:' .. q
-  local sk, qk = p .. ':scheduled:' .. q, p .. ':queue:' .. q
+  local lk = key_scheduler_lock(p, q)
+  local sk, qk = key_registry(p, 'scheduled', q), key_queue(p, q)
   local bad = wrong_type(lk, 'string') or wrong_type(sk, 'zset') or wrong_type(qk, 'list')
   if bad then skip('', bad) end
   local cur = nil
@@ -39,7 +39,7 @@ for k = 1, nq do
     local due = redis.call('ZRANGEBYSCORE', sk, '-inf', horizon, 'WITHSCORES', 'LIMIT', 0, limit)
     for c = 1, #due, 2 do
       local id, score = due[c], tonumber(due[c + 1])
-      local jk = p .. ':job:' .. id
+      local jk = key_job(p, id)
       local jbad = wrong_type(jk, 'hash')
       local at_ms = score * 1000
       local ms = nil
@@ -56,9 +56,9 @@ for k = 1, nq do
           redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
           redis.call('HDEL', jk, 'asyncsched_run_at')
           if redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1' then
-            redis.call('LPUSH', p .. ':queue:' .. q, id)
+            redis.call('LPUSH', key_queue(p, q), id)
           else
-            redis.call('RPUSH', p .. ':queue:' .. q, id)
+            redis.call('RPUSH', key_queue(p, q), id)
           end
           local h = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
             'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')

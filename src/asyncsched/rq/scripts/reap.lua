@@ -25,10 +25,10 @@ if stream_bad then skipped('', stream_bad .. ' (lifecycle records of this reap a
 local function unclaim(w, q, lk)
   local lbad = wrong_type(lk, 'list')
   if lbad then skipped('', lbad); return true end
-  local target, action = p .. ':queue:' .. q, 'unclaimed'
+  local target, action = key_queue(p, q), 'unclaimed'
   local qbad = wrong_type(target, 'list')
   if qbad then
-    target, action = p .. ':asyncsched:quarantine:' .. q, 'quarantined: ' .. qbad
+    target, action = key_quarantine(p, q), 'quarantined: ' .. qbad
     local tbad = wrong_type(target, 'list')
     if tbad then skipped('', tbad); return false end  -- nowhere to put them: left where they are
   end
@@ -40,16 +40,16 @@ local function unclaim(w, q, lk)
   return true
 end
 
-local registry = p .. ':asyncsched:claiming'
+local registry = key_claiming_registry(p)
 local rbad = wrong_type(registry, 'hash')
 if rbad then skipped('', rbad) else
   local claiming = redis.call('HGETALL', registry)
   for k = 1, #claiming, 2 do
     local w, q = claiming[k], claiming[k + 1]
-    local wk = p .. ':worker:' .. w
+    local wk = key_worker(p, w)
     local wt = redis.call('TYPE', wk).ok
     if wt == 'none' or (wt == 'hash' and redis.call('HEXISTS', wk, 'death') == 1) then
-      if unclaim(w, q, registry .. ':' .. w) then redis.call('HDEL', registry, w) end
+      if unclaim(w, q, key_claiming(p, w)) then redis.call('HDEL', registry, w) end
     elseif wt ~= 'hash' then
       skipped('', 'WRONGTYPE key ' .. wk .. ' holds a ' .. wt .. ', not a hash')
     end
@@ -61,9 +61,9 @@ local function reap_one(q, member, qbad)
   local sep = string.find(member, ':', 1, true)
   local id, ex = member, ''
   if sep then id = string.sub(member, 1, sep - 1); ex = string.sub(member, sep + 1) end
-  local jk = p .. ':job:' .. id
-  redis.call('DEL', p .. ':execution:' .. member)
-  local ek = p .. ':executions:' .. id
+  local jk = key_job(p, id)
+  redis.call('DEL', key_execution(p, member))
+  local ek = key_executions(p, id)
   if not wrong_type(ek, 'zset') then redis.call('ZREM', ek, ex) end
   local jbad = wrong_type(jk, 'hash')
   if jbad then skipped(id, jbad); return end
@@ -71,7 +71,7 @@ local function reap_one(q, member, qbad)
     'asyncsched_agent', 'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description',
     'rate_limit_key')
   if h[2] then
-    local sk = p .. ':worker:' .. h[2] .. ':executions'
+    local sk = key_worker_executions(p, h[2])
     if not wrong_type(sk, 'set') then redis.call('SREM', sk, member) end
   end
   if h[1] ~= 'started' then return end
@@ -82,13 +82,13 @@ local function reap_one(q, member, qbad)
     if retries > 0 and policy ~= 'requeue' then redis.call('HSET', jk, 'retries_left', retries - 1) end
     redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts, 'ended_at', now_ts,
       'asyncsched_attempt', tostring((tonumber(attempt) or 1) + 1))
-    redis.call('RPUSH', p .. ':queue:' .. q, id)
+    redis.call('RPUSH', key_queue(p, q), id)
     kind = 'retry'
     report(id, 'requeued')
   else
     local ttl = tonumber(h[4] or '') or 31536000
     redis.call('HSET', jk, 'status', 'failed', 'ended_at', now_ts)
-    local fk, rk = p .. ':failed:' .. q, p .. ':results:' .. id
+    local fk, rk = key_registry(p, 'failed', q), key_results(p, id)
     local fbad = wrong_type(fk, 'zset')
     if fbad then skipped(id, fbad) else redis.call('ZADD', fk, now + ttl, id) end
     if not wrong_type(rk, 'stream') then
@@ -115,11 +115,11 @@ end
 
 -- RQ's intermediate list of queue <q>: an id still queued a minute after it was first seen goes back
 local function sweep_intermediate(q, qbad)
-  local ik = p .. ':queue:' .. q .. ':intermediate'
+  local ik = key_intermediate(p, q)
   local ibad = wrong_type(ik, 'list')
   if ibad then skipped('', ibad); return end
   for _, id in ipairs(redis.call('LRANGE', ik, 0, -1)) do
-    local jk = p .. ':job:' .. id
+    local jk = key_job(p, id)
     local jbad = wrong_type(jk, 'hash')
     if jbad then
       redis.call('LREM', ik, 1, id)
@@ -127,7 +127,7 @@ local function sweep_intermediate(q, qbad)
     elseif redis.call('HGET', jk, 'status') ~= 'queued' then
       redis.call('LREM', ik, 1, id)
     else
-      local fk = ik .. ':first_seen:' .. id
+      local fk = key_first_seen(p, q, id)
       local seen = nil
       if redis.call('TYPE', fk).ok == 'string' then seen = tonumber(redis.call('GET', fk)) end
       if not seen then
@@ -138,7 +138,7 @@ local function sweep_intermediate(q, qbad)
         else
           redis.call('LREM', ik, 1, id)
           redis.call('DEL', fk)
-          redis.call('RPUSH', p .. ':queue:' .. q, id)
+          redis.call('RPUSH', key_queue(p, q), id)
           report(id, 'unstuck')
         end
       end
@@ -148,9 +148,9 @@ end
 
 for k = 1, nq do
   local q = ARGV[9 + k]
-  local qbad = wrong_type(p .. ':queue:' .. q, 'list')
+  local qbad = wrong_type(key_queue(p, q), 'list')
   sweep_intermediate(q, qbad)
-  local wk = p .. ':wip:' .. q
+  local wk = key_registry(p, 'wip', q)
   local wbad = wrong_type(wk, 'zset')
   if wbad then skipped('', wbad) else
     for _, member in ipairs(redis.call('ZRANGEBYSCORE', wk, 0, now)) do
@@ -165,26 +165,26 @@ end
 -- RQ's RateLimitRegistry.cleanup: free slots held by jobs that are neither queued nor started (and have no
 -- live execution), fill free slots, and forget a key with nobody holding or waiting
 local function rl_cleanup(key)
-  local base = p .. ':rl:' .. key
-  for _, id in ipairs(redis.call('ZRANGE', base .. ':allowed', 0, -1)) do
-    local jk, ek = p .. ':job:' .. id, p .. ':executions:' .. id
+  for _, id in ipairs(redis.call('ZRANGE', key_rl(p, key, 'allowed'), 0, -1)) do
+    local jk, ek = key_job(p, id), key_executions(p, id)
     local st = nil
     if redis.call('TYPE', jk).ok == 'hash' then st = redis.call('HGET', jk, 'status') end
     local live = 0
     if redis.call('TYPE', ek).ok == 'zset' then live = redis.call('ZCOUNT', ek, '(' .. now, '+inf') end
     if st ~= 'queued' and st ~= 'started' and live == 0 then
-      redis.call('ZREM', base .. ':allowed', id)
+      redis.call('ZREM', key_rl(p, key, 'allowed'), id)
     end
   end
   rl_fill(p, key, now, now_ts)
-  if redis.call('ZCARD', base .. ':allowed') == 0 and redis.call('ZCARD', base .. ':rate_limited') == 0 then
-    redis.call('SREM', p .. ':rl-keys', key)
-    redis.call('DEL', base, base .. ':allowed', base .. ':rate_limited')
+  local ak, wk = key_rl(p, key, 'allowed'), key_rl(p, key, 'rate_limited')
+  if redis.call('ZCARD', ak) == 0 and redis.call('ZCARD', wk) == 0 then
+    redis.call('SREM', key_rl_keys(p), key)
+    redis.call('DEL', key_rl(p, key), ak, wk)
   end
 end
-local kbad = wrong_type(p .. ':rl-keys', 'set')
+local kbad = wrong_type(key_rl_keys(p), 'set')
 if kbad then skipped('', kbad) else
-  for _, key in ipairs(redis.call('SMEMBERS', p .. ':rl-keys')) do
+  for _, key in ipairs(redis.call('SMEMBERS', key_rl_keys(p))) do
     local why = guarded(rl_cleanup, key)
     if why then skipped('', 'rate limit ' .. key .. ': ' .. why) end
   end

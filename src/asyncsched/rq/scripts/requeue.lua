@@ -1,21 +1,21 @@
 -- Put a failed, stopped or cancelled job back on its queue as a new attempt (rq's FailedJobRegistry.requeue).
--- ARGV: prefix, id, now (int s), now_ts, stream, maxlen
+-- KEYS: the job, lifecycle stream, <p>:queues. ARGV: prefix, id, now (int s), now_ts, maxlen
 -- Returns -1 no such job, 0 not failed/stopped/cancelled, 1 requeued.
-local p, id, now, now_ts, stream, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local jk = p .. ':job:' .. id
+local p, id, now, now_ts, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local jk, stream, queues_key = KEYS[1], KEYS[2], KEYS[3]
 local h = redis.call('HMGET', jk, 'status', 'origin', 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
   'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
 if not h[1] then return -1 end
 if h[1] ~= 'failed' and h[1] ~= 'stopped' and h[1] ~= 'canceled' then return 0 end
 local q = h[2] or 'default'
 local attempt = tostring((tonumber(h[3]) or 1) + 1)
-redis.call('ZREM', p .. ':failed:' .. q, id)
-redis.call('ZREM', p .. ':canceled:' .. q, id)
+redis.call('ZREM', key_registry(p, 'failed', q), id)
+redis.call('ZREM', key_registry(p, 'canceled', q), id)
 redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts, 'started_at', '', 'ended_at', '',
   'asyncsched_attempt', attempt)
 redis.call('PERSIST', jk)
-redis.call('SADD', p .. ':queues', p .. ':queue:' .. q)
-redis.call('RPUSH', p .. ':queue:' .. q, id)
+redis.call('SADD', queues_key, key_queue(p, q))
+redis.call('RPUSH', key_queue(p, q), id)
 local life = {'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', attempt, 'enqueued_at', now}
 if h[4] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[4] end
 if h[5] then life[#life + 1] = 'task_name'; life[#life + 1] = h[5] end
