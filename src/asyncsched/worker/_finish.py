@@ -176,7 +176,7 @@ class Completer:
         delay = 0.05
         while True:
             try:
-                await self.scripts.call(batch)
+                await self.scripts.run(batch.SCRIPT, batch.to_args())  # no KEYS yet (finish.lua)
                 return
             except REDIS_DOWN as exc:
                 self.outage.failed(exc)  # the outcomes are kept and recorded when Redis is back
