@@ -5,14 +5,18 @@
   failed;
 * repeated code: the pairs of places that share six or more lines, counted by the ``duplicates`` command
   where the machine has it (it is a developer tool: without it this part is skipped, with a note);
-* ``mypy`` (strict, as configured in pyproject.toml), unless ``--skip-mypy`` (CI ran it just before).
+* ``mypy`` (strict, as configured in pyproject.toml), unless ``--skip-mypy`` (CI ran it just before);
+* ``Any`` at the seams: public functions and methods whose parameters or result are typed plain ``Any``
+  (``*args``/``**kwargs`` and containers such as ``dict[str, Any]`` of JSON aside), counted per package
+  and listed with ``--list-any``. Reported, never failed: the count may only go down by review.
 
 What is over budget today is listed in ``scripts/budgets-allow.txt`` with its current size. That list may
 only shrink: a module or function over budget that is not on it, or that grew beyond its listed size,
 fails the check. ``--tighten`` rewrites the list with the sizes of today (lowering entries, dropping those
 now within budget; it never adds or raises one).
 
-Usage: ``python scripts/budgets.py [--skip-mypy] [--tighten]``; exit status 1 when a budget is broken.
+Usage: ``python scripts/budgets.py [--skip-mypy] [--tighten] [--list-any]``; exit status 1 when a budget
+is broken.
 """
 
 from __future__ import annotations
@@ -66,6 +70,37 @@ def _walk(node: ast.AST, where: str, scope: str, sizes: dict[str, int]) -> None:
             _walk(child, where, f"{scope}{child.name}.", sizes)
         else:
             _walk(child, where, scope, sizes)
+
+
+def plain_any_signatures() -> list[str]:
+    """``path:Class.function(param)`` of every public function or method under ``src/`` with a parameter
+    or result typed plain ``Any`` (what another package calling it cannot have checked)."""
+    found: list[str] = []
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        _any_walk(tree, str(path.relative_to(ROOT)), "", found)
+    return found
+
+
+def _is_any(annotation: ast.expr | None) -> bool:
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        return annotation.value.strip() == "Any"
+    return isinstance(annotation, ast.Name) and annotation.id == "Any"
+
+
+def _any_walk(node: ast.AST, where: str, scope: str, found: list[str]) -> None:
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.ClassDef) and not child.name.startswith("_"):
+            _any_walk(child, where, f"{scope}{child.name}.", found)
+        elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+            public = not child.name.startswith("_") or child.name == "__init__"
+            if not public:
+                continue
+            args = [*child.args.posonlyargs, *child.args.args, *child.args.kwonlyargs]
+            bad = [a.arg for a in args if _is_any(a.annotation)]
+            bad += ["return"] if _is_any(child.returns) else []
+            if bad:
+                found.append(f"{where}:{scope}{child.name}({', '.join(bad)})")
 
 
 def lua_sizes() -> dict[str, int]:
@@ -146,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-mypy", action="store_true", help="do not run mypy (it ran just before)")
     parser.add_argument("--tighten", action="store_true", help="lower the allow-list to today's sizes")
+    parser.add_argument("--list-any", action="store_true", help="list the public signatures typed Any")
     args = parser.parse_args(argv)
 
     allow = read_allow()
@@ -155,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, size in lua_sizes().items():
         if size > FUNCTION_LINES:
             print(f"report: {name}: Lua script of {size} lines (one atomic operation; function budget 60)")
+
+    typed_any = plain_any_signatures()
+    per_package: dict[str, int] = {}
+    for entry in typed_any:
+        package = entry.split(":")[0].removeprefix("src/asyncsched/").split("/")[0].removesuffix(".py")
+        per_package[package] = per_package.get(package, 0) + 1
+    spread = ", ".join(f"{name} {n}" for name, n in sorted(per_package.items()))
+    print(f"report: {len(typed_any)} public signature(s) with a plain Any ({spread or 'none'})")
+    for entry in typed_any if args.list_any else []:
+        print(f"  {entry}")
 
     pairs = count_duplicates()
     if pairs is None:

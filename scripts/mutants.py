@@ -81,7 +81,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "sched-recover-deleted",
-        "scheduler/_scheduler.py",
+        "scheduler/_recovery.py",
         "            if entry is None:\n                await self.index.done(task_id, tick_ms)\n",
         "            if entry is None:\n",
         ["tests/scheduler/test_leases.py", *REAL_REDIS_SQLITE],
@@ -201,7 +201,7 @@ MUTANTS: list[Mutant] = [
     # --- trust: the allow-list and pickle ------------------------------------------------------------
     m(
         "allowlist-api-source",
-        "web/_handlers.py",
+        "web/_base.py",
         "await tasks.functions(exclude_source=API_SOURCE)",
         'await tasks.functions(exclude_source="(none)")',
         ["tests/web/test_mount.py", "-k", "allow or vouches"],

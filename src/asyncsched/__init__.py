@@ -23,7 +23,8 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
-    from ._control import ControlPlane, lifespan
+    from ._control import ControlPlane
+    from ._lifespan import lifespan
     from ._spec_names import init_db, logger
     from .events import Event, EventBus, LifecyclePublisher, Subscription
     from .queue import JobRecord, JobStatus, Retry, TaskQueue
@@ -39,7 +40,7 @@ _LAZY: dict[str, str] = {
     "ControlPlane": "._control",
     "create_app": ".web",
     "init_db": "._spec_names",
-    "lifespan": "._control",
+    "lifespan": "._lifespan",
     "logger": "._spec_names",
     "scheduler_router": ".web",
     "Database": ".store",

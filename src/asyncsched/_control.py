@@ -2,7 +2,7 @@
 
 ``rq worker --with-scheduler`` fires RQ's schedules from inside a worker; ``python -m asyncsched.worker``
 (and ``asyncsched worker --with-scheduler``) does the same with :class:`ControlPlane`, and
-:func:`lifespan` runs it inside a Starlette/FastAPI app::
+:func:`asyncsched.lifespan` (``_lifespan.py``) runs it inside a Starlette/FastAPI app::
 
     app = FastAPI(lifespan=asyncsched.lifespan)                       # everything on
     app = FastAPI(lifespan=asyncsched.lifespan(tasks="tasks.yaml", agent="email-agent", worker=True))
@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
+from ._lifetime import Stacked
 from ._protocols import StoppableWorker
 from ._supervise import Supervised, cancel_until_done
 from .config import Settings, get_settings
@@ -33,7 +33,6 @@ from .config import Settings, get_settings
 __all__ = [
     "ControlPlane",
     "cancel_and_wait",
-    "lifespan",
     "migrated_database",
     "stop_worker",
     "warn_if_memory",
@@ -99,7 +98,7 @@ def warn_if_memory(settings: Settings, component: str) -> bool:
     return True
 
 
-class ControlPlane:
+class ControlPlane(Stacked):
     """Scheduler (``scheduler``), history recorder (``history``) and ``task.*`` publisher (``events``) in the
     current process, as one async context manager.
 
@@ -130,7 +129,6 @@ class ControlPlane:
         self.scheduler: TaskScheduler | None = None
         self.db: Database | None = None
         self.registered: list[ScheduledTask] = []
-        self._stack: AsyncExitStack | None = None
         self._runner: Supervised | None = None
 
     def describe(self) -> str:
@@ -144,23 +142,6 @@ class ControlPlane:
             if on
         ]
         return ", ".join(parts) or "nothing"
-
-    async def __aenter__(self) -> ControlPlane:
-        stack = AsyncExitStack()
-        try:
-            await self._start(stack)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
 
     async def _start(self, stack: AsyncExitStack) -> None:
         from ._redis import check_redis, create_redis
@@ -214,115 +195,3 @@ class ControlPlane:
             await asyncio.Event().wait()
         else:
             await asyncio.shield(task)
-
-
-LifespanFactory = Callable[[Any], AbstractAsyncContextManager[None]]
-
-
-@overload
-def lifespan(app: Any, /) -> AbstractAsyncContextManager[None]: ...
-
-
-@overload
-def lifespan(
-    *,
-    settings: Settings | None = ...,
-    tasks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = ...,
-    agent: str | None = ...,
-    scheduler: bool = ...,
-    history: bool = ...,
-    events: bool = ...,
-    worker: bool = ...,
-) -> LifespanFactory: ...
-
-
-def lifespan(
-    app: Any = None,
-    /,
-    *,
-    settings: Settings | None = None,
-    tasks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
-    agent: str | None = None,
-    scheduler: bool = True,
-    history: bool = True,
-    events: bool = True,
-    worker: bool = False,
-) -> AbstractAsyncContextManager[None] | LifespanFactory:
-    """A Starlette/FastAPI lifespan running the control plane (and with ``worker=True`` a worker) in the app.
-
-    ``FastAPI(lifespan=asyncsched.lifespan)`` uses the defaults; ``lifespan(tasks=..., agent=...)``
-    returns a lifespan with options. Inside your own lifespan: ``async with asyncsched.lifespan(app):``.
-    ``tasks``: ``tasks.yaml`` file(s) to register on startup (default: ``settings.tasks``).
-    """
-    options: dict[str, Any] = {
-        "settings": settings,
-        "tasks": tasks,
-        "agent": agent,
-        "scheduler": scheduler,
-        "history": history,
-        "events": events,
-        "worker": worker,
-    }
-    if app is not None:
-        return _lifespan(**options)
-
-    def factory(app: Any) -> AbstractAsyncContextManager[None]:
-        return _lifespan(**options)
-
-    return factory
-
-
-@asynccontextmanager
-async def _lifespan(
-    *,
-    settings: Settings | None,
-    tasks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
-    agent: str | None,
-    scheduler: bool,
-    history: bool,
-    events: bool,
-    worker: bool,
-) -> AsyncIterator[None]:
-    s = settings or get_settings()
-    if tasks is None:
-        files: list[str | os.PathLike[str]] = list(s.tasks)
-    elif isinstance(tasks, str | os.PathLike):
-        files = [tasks]
-    else:
-        files = list(tasks)
-    from ._redis import check_redis, create_redis
-
-    redis = create_redis(s.redis_url)
-    async with AsyncExitStack() as stack:
-        stack.push_async_callback(redis.aclose)
-        await check_redis(redis, s.redis_url)  # unreachable: one BackendUnavailable line naming host and port
-        await stack.enter_async_context(
-            ControlPlane(
-                redis,
-                settings=s,
-                scheduler=scheduler,
-                history=history,
-                events=events,
-                tasks=files,
-                agent=agent,
-                component="app",
-            )
-        )
-        if worker:
-            await _enter_worker(stack, redis, s)
-        yield
-
-
-async def _enter_worker(stack: AsyncExitStack, redis: aioredis.Redis, settings: Settings) -> None:
-    from .worker import Worker
-
-    instance = await stack.enter_async_context(Worker(redis=redis, settings=settings))
-    runner = Supervised("asyncsched-app-worker", instance.run, done=instance._stop.is_set).start()
-    task = runner.task
-    assert task is not None
-
-    async def _stop() -> None:
-        instance.request_stop()
-        await stop_worker(instance, task)
-
-    stack.push_async_callback(_stop)

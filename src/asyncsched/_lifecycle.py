@@ -55,6 +55,10 @@ class Lifecycle(enum.StrEnum):
     SKIPPED = "skipped"
     """A scheduled tick that did not run: its task's previous run was still queued or running
     (``overlap: skip``). ``error`` says why; the job id is the one the tick would have had."""
+    PROGRESS = "progress"
+    """A running job reported progress (``current_job().progress()``): ``progress`` (JSON text) and
+    ``progress_at``. Recorded on the execution row; publishes nothing (the worker publishes
+    ``task.progress`` itself)."""
 
 
 RANK: Mapping[Lifecycle, int] = {
@@ -67,6 +71,7 @@ RANK: Mapping[Lifecycle, int] = {
     Lifecycle.RETRY: 3,
     Lifecycle.CANCELLED: 4,
     Lifecycle.SKIPPED: 4,
+    Lifecycle.PROGRESS: 2,
 }
 """Merge order: a record of lower rank never overwrites a stored state of higher rank (same attempt)."""
 
@@ -101,6 +106,8 @@ class LifecycleRecord:
     result: str | None = None  # JSON text, capped at RESULT_CAP
     error: str | None = None  # one line: "ExceptionType: message"
     traceback: str | None = None
+    progress: str | None = None  # JSON text of the latest progress report (PROGRESS records)
+    progress_at: float | None = None
 
     def encode(self) -> dict[str, str]:
         """Stream fields: only the set ones, all as text."""

@@ -76,5 +76,9 @@ class StoppableWorker(Protocol):
 class EventSource(Protocol):
     """What the live feed needs of an event bus (:class:`asyncsched.events.EventBus` is one)."""
 
+    @property
+    def started(self) -> bool:
+        """Whether the bus is started and not closed (a feed reading it ends once it is not)."""
+
     def events(self, event_type: str = "*") -> AsyncIterator[Event]:
         """Every event received from now on whose type matches ``event_type``, until the bus closes."""

@@ -57,6 +57,7 @@ Environment variable           Default                         Meaning
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ from typing import Any
 
 from .exceptions import ConfigurationError
 
-__all__ = ["Settings", "get_settings", "set_settings"]
+__all__ = ["Settings", "configure_from_flags", "get_settings", "set_settings"]
 
 _ENVS = {"production", "staging", "development", "test"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -233,3 +234,19 @@ def set_settings(settings: Settings | None) -> None:
     """Replace the process-wide settings (``None`` re-reads the environment on next use)."""
     global _settings
     _settings = settings
+
+
+def configure_from_flags(args: object, *, datefmt: str | None = None) -> Settings:
+    """The settings of a command-line process: the environment overridden by its common flags
+    (``--redis-url``, ``--database-url``, ``--key-prefix``, ``--log-level``: attributes of ``args``, an
+    ``argparse.Namespace``; unset ones keep the environment's), made the process-wide settings, with
+    logging configured at their level. :class:`ConfigurationError` names a bad value."""
+    flags = ("redis_url", "database_url", "key_prefix", "log_level")
+    settings = Settings.from_env(**{name: getattr(args, name, None) for name in flags})
+    set_settings(settings)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt=datefmt,
+    )
+    return settings

@@ -31,12 +31,12 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import uvicorn
 
 from ._control import cancel_and_wait, stop_worker
+from ._lifetime import Stacked
 from ._metrics import ProcessMetrics
 from ._redis import check_redis, create_redis, mask_url
 from ._redis._durability import warn_if_redis_may_lose_data
@@ -50,7 +50,7 @@ from .store import Database, Recorder, ScheduledTask
 from .web import Services, create_app
 from .web._live import LiveFeed
 from .web._services import MONITOR, pump
-from .worker import Worker
+from .worker import Hooks, Worker
 
 __all__ = ["Runtime", "cancel_and_wait", "stop_worker"]
 
@@ -129,7 +129,7 @@ class RunLog:
         await asyncio.gather(*self._results, return_exceptions=True)
 
 
-class Runtime:
+class Runtime(Stacked):
     """Scheduler, worker, event bus, recorder and HTTP API in one process (an async context manager).
 
     ``tasks_files``: ``tasks.yaml`` files to register (default ``settings.tasks``); ``agent``: their agent
@@ -147,7 +147,7 @@ class Runtime:
         port: int | None = None,
         http: bool = True,
         worker: bool = True,
-        worker_hooks: Any = None,
+        worker_hooks: Hooks | str | object | None = None,
     ) -> None:
         base = settings or get_settings()
         files = tuple(str(f) for f in tasks_files) if tasks_files is not None else None
@@ -159,7 +159,6 @@ class Runtime:
         self.live = LiveFeed()
         self.url: str | None = None
         self.tasks: list[ScheduledTask] = []
-        self._stack: AsyncExitStack | None = None
         self._stop = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []
         self._server: _Server | None = None
@@ -167,23 +166,10 @@ class Runtime:
 
     # -- lifetime ----------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Runtime:
-        stack = AsyncExitStack()
-        try:
-            await self._start(stack)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._stack is not None:
             log.info("shutting down")
-            await stack.aclose()
+            await super().__aexit__(*exc_info)
             log.info("stopped")
 
     def request_stop(self) -> None:

@@ -83,7 +83,7 @@ async def test_scheduler_helpers_are_restarted_and_the_firing_loop_goes_on(
         )
         # the change notice reaches the restarted feed, and the firing loop reloads its tasks
         await eventually(
-            lambda: any(task.name == "t" for task, _ in scheduler._cache.values()),
+            lambda: any(task.name == "t" for task in scheduler._cache.views()),
             15,
             "the firing loop to see the new task",
         )

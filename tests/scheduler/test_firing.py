@@ -217,11 +217,7 @@ async def test_running_scheduler_picks_up_changes_and_sleeps_between_ticks(
         await wait_for(lambda: _true(len(queue.calls) >= 2))
         await api.disable(task.id)
         count = len(queue.calls)
-        await wait_for(
-            lambda: _true(
-                firer._cache.get(task.id, (None,))[0] is not None and not firer._cache[task.id][0].enabled
-            )
-        )
+        await wait_for(lambda: _true((view := firer._cache.get(task.id)) is not None and not view.enabled))
         assert len(queue.calls) <= count + 1
         assert passes < 50  # woke per tick and per change, not in a busy loop
 
@@ -297,3 +293,34 @@ async def test_a_schedule_edited_in_sql_behind_our_back_is_replanned_not_spun_on
     assert await scheduler.index.score(task.id) == int(at(13).timestamp() * 1000)
     clock.now = at(13)
     assert [f.tick for f in await scheduler.run_pending()] == [at(13)]
+
+
+async def test_a_running_replica_reloads_only_the_task_a_change_notice_names(
+    sched_settings: Settings, queue: RecordingQueue
+) -> None:
+    """An edit of one task (its arguments: nothing the index sees) reaches a running replica through its
+    change notice, which reloads that row alone (with 100,000 tasks, a full reload per edit is seconds)."""
+    async with (
+        TaskScheduler(settings=sched_settings, queue=queue, fire=True) as firer,
+        TaskScheduler(settings=sched_settings, queue=queue) as api,
+    ):
+        other = await api.register_task(name="o", type="interval", schedule="1 hour", function=FUNCTION)
+        task = await api.register_task(name="t", type="interval", schedule="1 hour", function=FUNCTION)
+        await wait_for(lambda: _true(firer._listener_ready.is_set() and task.id in firer._cache))
+        full = 0
+        original = firer._cache.reload
+
+        async def counting(sessions: object) -> None:
+            nonlocal full
+            full += 1
+            await original(sessions)  # type: ignore[arg-type]
+
+        firer._cache.reload = counting  # type: ignore[method-assign]
+        await api.update_task(task.id, kwargs={"v": 2})
+        await wait_for(
+            lambda: _true((view := firer._cache.get(task.id)) is not None and view.kwargs == {"v": 2})
+        )
+        await api.unregister_task(other.id)
+        await wait_for(lambda: _true(other.id not in firer._cache))
+        assert full == 0
+        assert firer._cache.fireable == 1

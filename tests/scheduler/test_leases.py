@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from asyncsched.config import Settings
-from asyncsched.scheduler import TaskScheduler, job_id_for
+from asyncsched.scheduler import TaskScheduler, build_task, job_id_for
 from asyncsched.scheduler._index import to_ms
 
 from .conftest import FUNCTION, Clock, RecordingQueue
@@ -133,3 +133,41 @@ async def test_a_leased_tick_of_a_deleted_task_is_dropped_not_fired(
     clock.now = at(14, 0, 1)
     assert await scheduler.run_pending() == []
     assert queue.calls == []
+
+
+async def test_a_large_batch_of_ticks_due_together_is_enqueued_once_across_three_replicas(
+    sched_settings: Settings, queue: RecordingQueue, clock: Clock
+) -> None:
+    """1,200 tasks due at the same instant (more than one pass's batch), three replicas firing at once on
+    one queue: every tick is claimed by one replica and enqueued once, none is left unclaimed or leased."""
+    replicas = [TaskScheduler(settings=sched_settings, queue=queue, clock=clock) for _ in range(3)]
+    try:
+        tasks = [
+            build_task(
+                agent_name="batch",
+                name=f"t{k}",
+                type="interval",
+                schedule="1 hour",
+                function=FUNCTION,
+                start="2026-06-01T00:00:00+00:00",
+            )
+            for k in range(1200)
+        ]
+        ids = await replicas[0].add_tasks(tasks)
+        for replica in replicas:
+            await replica.run_pending(at(11, 59))  # open each (nothing due yet)
+        clock.now = at(13)
+        fired: list[str] = []
+        for _ in range(4):  # each pass claims at most DUE_BATCH entries; the loop runs passes until none
+            passes = await asyncio.gather(*(r.run_pending() for r in replicas))
+            fired += [f.job_id for batch in passes for f in batch]
+        expected = sorted(job_id_for(task_id, at(13)) for task_id in ids)
+        assert sorted(fired) == expected
+        assert sorted(queue.job_ids) == expected  # the recording queue keeps a repeated id: none
+        claimed = await replicas[0].index.fired()
+        assert len(claimed) == len(set(claimed)) == 1200
+        assert await replicas[0].index.expired_leases(to_ms(at(23))) == []  # every lease released
+        assert await replicas[0].index.due(to_ms(at(13, 59))) == []  # each entry moved to 14:00
+    finally:
+        for replica in replicas:
+            await replica.aclose()

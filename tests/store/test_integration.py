@@ -86,3 +86,28 @@ async def test_worker_runs_become_finished_executions(redis: aioredis.Redis, db:
     assert "nope" in (attempts[-1].error or "")
     assert attempts[-1].traceback
     assert (await repo.counts(agent_name="calc")).get("success") == 1
+
+
+async def test_job_progress_is_kept_on_the_execution(redis: aioredis.Redis, db: Database) -> None:
+    """current_job().progress() -> lifecycle 'progress' records -> the execution's progress (latest)."""
+    from asyncsched.worker import Worker
+
+    settings = Settings()
+    async with TaskQueue(redis, settings=settings) as queue:
+        sync_id = await queue.enqueue("tests.ctxjobs:report_progress")
+        async_id = await queue.enqueue("tests.ctxjobs:areport_progress")
+        silent = await queue.enqueue("tests.jobs:add", args=(1, 2))
+    async with Worker(["default"], redis=redis, settings=settings, burst=True, name="w-prog") as worker:
+        await worker.run()
+    await Recorder(redis, db=db, settings=settings, consumer="t").flush()
+    repo = ExecutionRepository(db)
+    done = await repo.get(sync_id)
+    assert (done.status, done.progress) == ("success", {"done": 2, "total": 2})
+    assert done.progress_at is not None
+    assert done.started_at is not None
+    assert done.ended_at is not None
+    assert done.started_at <= done.progress_at <= done.ended_at
+    awaited = await repo.get(async_id)
+    assert (awaited.status, awaited.progress) == ("success", 1.0)
+    none = await repo.get(silent)
+    assert (none.progress, none.progress_at) == (None, None)

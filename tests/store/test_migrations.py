@@ -12,8 +12,9 @@ from sqlalchemy import inspect, text
 from asyncsched.store import Base, Database, MigrationError
 from asyncsched.store._migrate import MIGRATIONS, VERSION_TABLE
 
-HEAD = "0002_interval_anchor"
-"""The newest shipped revision (the chain: 0001 -> 0002_interval_anchor)."""
+HEAD = "0004_execution_progress"
+"""The newest shipped revision (the chain: 0001 -> 0002_interval_anchor -> 0003_history_page_indexes ->
+0004_execution_progress)."""
 
 
 async def _tables(db: Database) -> set[str]:
@@ -34,10 +35,10 @@ async def test_schema_diff_sees_a_difference(database_url: str) -> None:
     """The equality check is not vacuous: a missing index is reported."""
     async with Database(database_url, auto_migrate=True) as db:
         async with db.engine.begin() as conn:
-            await conn.execute(text("DROP INDEX ix_task_execution_queue_created"))
+            await conn.execute(text("DROP INDEX ix_task_execution_queue_page"))
         diff = await db.schema_diff()
         assert [d[0] for d in diff] == ["add_index"]
-        assert diff[0][1].name == "ix_task_execution_queue_created"
+        assert diff[0][1].name == "ix_task_execution_queue_page"
 
 
 async def test_migrate_is_idempotent_and_downgrades(database_url: str) -> None:
@@ -84,6 +85,8 @@ def test_migrations_ship_inside_the_package() -> None:
     assert sorted(p.name for p in (MIGRATIONS / "versions").glob("[0-9]*.py")) == [
         "0001_initial.py",
         "0002_interval_anchor.py",
+        "0003_history_page_indexes.py",
+        "0004_execution_progress.py",
     ]
 
 

@@ -402,3 +402,27 @@ async def test_missing_tables_keep_everything_pending(redis: aioredis.Redis, dat
         await db.migrate()
         assert await rec.flush() == 3
         assert (await ExecutionRepository(db).get("early")).status == "success"
+
+
+async def test_progress_keeps_the_latest_report_whatever_the_order(
+    redis: aioredis.Redis, db: Database
+) -> None:
+    """Progress records never move the status back, and an older report never replaces a newer one."""
+    recs = lifecycle("job-p")
+    base = {"job_id": "job-p", "queue": "default", "worker": "w1"}
+    early = LifecycleRecord(Lifecycle.PROGRESS, progress="0.5", progress_at=T0 + 2, **base)
+    late = LifecycleRecord(Lifecycle.PROGRESS, progress='{"step": "b"}', progress_at=T0 + 3, **base)
+    rec = _recorder(redis, db)
+    await emit(redis, recs["queued"], early)
+    await rec.flush()
+    row = await ExecutionRepository(db).get("job-p")
+    assert (row.status, row.progress) == ("running", 0.5)  # a report means the job runs
+    await emit(redis, recs["success"], late)  # a report recorded after the outcome, in one batch
+    await rec.flush()
+    await emit(redis, early)  # delivered again, late (a redelivery): older than what is stored
+    await rec.flush()
+    row = await ExecutionRepository(db).get("job-p")
+    assert (row.status, row.progress) == ("success", {"step": "b"})
+    assert row.progress_at == datetime.fromtimestamp(T0 + 3, UTC)
+    assert row.duration == pytest.approx(2.5)
+    assert await _count(db) == 1

@@ -126,7 +126,7 @@ async def test_recorders_sharing_the_group_write_each_entry_once(
     first = Recorder(redis, db=db, settings=Settings(), batch_size=5)
     second = Recorder(redis, db=db, settings=Settings(), batch_size=5)
     monkeypatch.setattr(second, "consumer", first.consumer + "-other")  # two processes' names
-    second.account.consumer = second.consumer
+    second.account.consumer = second.group.consumer = second.consumer
     assert first.consumer.endswith(f"-{os.getpid()}")  # the default name: host and process
     written: dict[str, list[str]] = {"first": [], "second": []}
     for name, rec in (("first", first), ("second", second)):
@@ -137,7 +137,7 @@ async def test_recorders_sharing_the_group_write_each_entry_once(
             await real(conn, rows)
 
         monkeypatch.setattr(rec, "_upsert", spy)
-    await first._ensure_groups()
+    await first.group.ensure()
     records = [lifecycle(f"s{i:02d}") for i in range(20)]
     await emit(redis, *(r[kind] for r in records for kind in ("queued", "started", "success")))
     while await first.account.backlog():
@@ -156,7 +156,7 @@ async def test_a_reader_gone_with_nothing_pending_leaves_the_group(
 ) -> None:
     stream = _keys.lifecycle_stream("rq")
     rec = _recorder(redis, db, claim_idle=0)
-    await rec._ensure_groups()
+    await rec.group.ensure()
     await emit(redis, *lifecycle("g1").values())
     await redis.xreadgroup("recorder", "ghost", {stream: ">"}, count=1)  # it read one entry, then died
     assert await rec.flush() == 3  # the ghost's entry is claimed and written

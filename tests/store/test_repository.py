@@ -16,6 +16,7 @@ from asyncsched.store import (
     TaskExecution,
     prune,
 )
+from asyncsched.store import _repository as store_repository
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -55,6 +56,30 @@ async def test_list_pages_newest_first(db: Database) -> None:
     assert (await repo.list(limit=10_000)).limit == 1000
     with pytest.raises(ValueError, match="limit"):
         await repo.list(limit=0)
+
+
+async def test_display_pages_count_their_total_up_to_a_cap(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page for display counts at most COUNT_LIMIT rows: beyond, the total is a lower bound
+    (``total_capped``); a page at or past that many rows is not counted: its total is where it ends, capped
+    while a row follows it (exact on the last page)."""
+    monkeypatch.setattr(store_repository, "COUNT_LIMIT", 12)
+    await _seed(db)
+    repo = ExecutionRepository(db)
+    first = await repo.list_for_display(limit=10)
+    assert (first.total, first.total_capped, first.has_more) == (12, True, True)
+    assert [r.job_id for r in first.items] == [f"job-{i:02d}" for i in range(10)]
+    deep = await repo.list_for_display(offset=10, limit=10)  # not counted: 11 rows read, the 11th exists
+    assert (deep.total, deep.total_capped, deep.has_more) == (20, True, True)
+    last = await repo.list_for_display(offset=25, limit=10)  # 5 rows: the end, exact
+    assert (last.total, last.total_capped, last.has_more) == (30, False, False)
+    failed = await repo.list_for_display(limit=10, status="failed")  # 6 rows: under the cap
+    assert (failed.total, failed.total_capped, failed.has_more) == (6, False, False)
+    past = await repo.list_for_display(offset=40, limit=10)  # past the end: counted, to say where it is
+    assert (past.items, past.total, past.total_capped, past.has_more) == ([], 30, False, False)
+    exact = await repo.list(limit=10)  # the library's list counts every row
+    assert (exact.total, exact.total_capped) == (30, False)
 
 
 async def test_list_filters(db: Database) -> None:

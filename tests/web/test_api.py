@@ -246,3 +246,23 @@ async def test_jobs_with_rq_dependencies_repeat_and_rate_limit(client: httpx.Asy
     bad = await client.post("/jobs", json={"function": "tests.web.webtasks:add", "depends_on": ["no spaces"]})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"][:2] == ["body", "depends_on"]
+
+
+async def test_history_total_is_counted_up_to_a_cap(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: Any
+) -> None:
+    """GET /executions counts its total up to COUNT_LIMIT rows: beyond, ``total`` is a lower
+    bound and ``total_capped`` says so; a page near the end is counted to it, exactly."""
+    from asyncsched.store import TaskExecution, _repository
+
+    monkeypatch.setattr(_repository, "COUNT_LIMIT", 3)
+    assert runtime.services is not None
+    db = await runtime.services.db()
+    async with db.session() as session, session.begin():
+        session.add_all(
+            [TaskExecution(job_id=f"cap-{i}", queue="capped", status="success") for i in range(6)]
+        )
+    first = (await client.get("/executions", params={"queue": "capped", "limit": 2})).json()
+    assert (len(first["items"]), first["total"], first["total_capped"]) == (2, 3, True)
+    last = (await client.get("/executions", params={"queue": "capped", "limit": 2, "offset": 4})).json()
+    assert (len(last["items"]), last["total"], last["total_capped"]) == (2, 6, False)

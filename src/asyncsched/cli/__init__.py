@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from ..config import Settings, set_settings
+from ..config import configure_from_flags
 from ..exceptions import AsyncschedError
 from . import _db, _errors, _events, _info, _jobs, _queues, _run, _scheduler, _suspend, _tasks, _worker
 
@@ -47,21 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        settings = Settings.from_env(
-            redis_url=args.redis_url,
-            database_url=args.database_url,
-            key_prefix=args.key_prefix,
-            log_level=args.log_level,
-        )
+        settings = configure_from_flags(args, datefmt="%H:%M:%S")
     except AsyncschedError as exc:
         print(f"asyncsched: error: {exc}", file=sys.stderr)
         return 2
-    set_settings(settings)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
     if logging.getLogger().level > logging.DEBUG:
         # Alembic narrates every migration step at INFO; one line from us says the schema is ready.
         logging.getLogger("alembic").setLevel(logging.WARNING)

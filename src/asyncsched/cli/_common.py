@@ -13,12 +13,13 @@ Exit codes (documented in ``docs/operations.md``):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -35,6 +36,9 @@ from ..exceptions import (
     TaskDefinitionError,
     TaskNotFound,
 )
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers()`` returns: each subcommand module's ``register`` adds its parser to it."""
 
 __all__ = [
     "EXIT_NOT_FOUND",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 from ..config import Settings
+from ._common import Subcommands
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "db", help="database migrations and retention", description="Manage asyncsched's SQL database."
     )

@@ -10,9 +10,10 @@ from typing import Any
 
 from ..config import Settings
 from ..exceptions import ConfigurationError
+from ._common import Subcommands
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "events", help="publish events or watch the event bus", description="Publish or watch events."
     )

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from ..config import Settings
+from ._common import Subcommands
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "info", help="backends' health, queues with counts, workers and schedulers (exit 3 if unhealthy)"
     )

@@ -10,12 +10,23 @@ import dataclasses
 from typing import Any
 
 from ..config import Settings
-from ._common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, emit_json, fail, json_arg, print_table, run, when
+from ._common import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    Subcommands,
+    emit_json,
+    fail,
+    json_arg,
+    print_table,
+    run,
+    when,
+)
 
 STATES = ("queued", "running", "success", "failed", "cancelled", "scheduled", "deferred")
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     enqueue = sub.add_parser("enqueue", help="enqueue one job of FUNCTION ('package.module:function')")
     enqueue.add_argument("function", metavar="FUNCTION")
     enqueue.add_argument("--args", type=json_arg(list), default=[], help="positional arguments, a JSON array")

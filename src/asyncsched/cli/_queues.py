@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from ._common import EXIT_OK, EXIT_USAGE, emit_json, print_table, run
+from ._common import EXIT_OK, EXIT_USAGE, Subcommands, emit_json, print_table, run
 
 ACTIONS = {
     "pause": "our workers take no job from the queue until it is resumed",
@@ -15,9 +15,11 @@ ACTIONS = {
     "requeue-failed": "put every failed job of the queue back on it",
     "delete-failed": "delete every failed job of the queue",
 }
+if TYPE_CHECKING:
+    from ..queue import TaskQueue
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     parser = sub.add_parser(
         "queues", help="list, pause, resume or empty queues; requeue or delete failed jobs"
     )
@@ -48,7 +50,7 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
     return run(main)
 
 
-async def queue_rows(queue: Any) -> list[dict[str, Any]]:
+async def queue_rows(queue: TaskQueue) -> list[dict[str, Any]]:
     """Every known queue with its counts and paused flag (also used by ``asyncsched info``)."""
     counts = await queue.queue_counts()
     paused = await queue.paused(list(counts))

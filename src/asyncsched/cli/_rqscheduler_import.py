@@ -26,6 +26,7 @@ import yaml
 
 from ..config import Settings
 from ..exceptions import ConfigurationError
+from ._common import Subcommands
 
 __all__ = ["add_parser", "handle_import", "print_listing"]
 
@@ -37,7 +38,7 @@ _REMOVE = (
 )
 
 
-def add_parser(tasks_sub: Any) -> None:
+def add_parser(tasks_sub: Subcommands) -> None:
     parser = tasks_sub.add_parser(
         "import", help="turn rq-scheduler's jobs into scheduled tasks (a tasks.yaml file, registered)"
     )

@@ -12,14 +12,14 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
 
 from ..config import Settings, set_settings
+from ._common import Subcommands
 
 log = logging.getLogger("asyncsched.run")
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "run",
         help="run scheduler, worker, event bus and HTTP API in one process",

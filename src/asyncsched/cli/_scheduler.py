@@ -15,11 +15,12 @@ from typing import Any
 from .. import _metrics
 from .. import _sidecars as sidecars
 from ..config import Settings
+from ._common import Subcommands
 
 log = logging.getLogger("asyncsched.scheduler")
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "scheduler", help="fire scheduled tasks (any number of replicas share one Redis)"
     )

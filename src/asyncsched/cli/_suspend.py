@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
 
 from ..config import Settings
+from ._common import Subcommands
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "suspend", help="suspend every worker (ours and RQ's): running jobs finish, none start"
     )

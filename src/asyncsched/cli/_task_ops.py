@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from ._common import EXIT_OK, EXIT_USAGE, emit_json, fail, json_arg, run, when
+from ._common import EXIT_OK, EXIT_USAGE, Subcommands, emit_json, fail, json_arg, run, when
 
 ACTIONS = ("show", "enable", "disable", "run", "edit", "delete")
 _EDITABLE = ("name", "description", "type", "schedule", "timezone", "function", "args", "kwargs", "queue")
+if TYPE_CHECKING:
+    from ..store import ScheduledTask
 
 
-def add_parsers(tasks_sub: Any) -> None:
+def add_parsers(tasks_sub: Subcommands) -> None:
     """Add this module's actions to ``asyncsched tasks``."""
     for name, text in (
         ("show", "one task: definition, state, next runs"),
@@ -46,7 +48,7 @@ def add_parsers(tasks_sub: Any) -> None:
             parser.add_argument("--enabled", choices=("yes", "no"), help="enable or disable as well")
 
 
-def task_dict(task: Any) -> dict[str, Any]:
+def task_dict(task: ScheduledTask) -> dict[str, Any]:
     """A task as plain data (the API's view)."""
     from ..web._serialize import task_to_dict
 

@@ -7,13 +7,13 @@ import asyncio
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
 
 from ..config import Settings
 from . import _rqscheduler_import, _task_ops
+from ._common import Subcommands
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "tasks", help="validate tasks.yaml files, list schedules"
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from ..config import Settings
 from ..worker._cli import add_arguments, run_worker
+from ._common import Subcommands
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "worker", help="run a worker on RQ-format queues (SIGTERM/SIGINT stop it gracefully)"
     )

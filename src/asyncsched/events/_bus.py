@@ -143,8 +143,7 @@ class EventBus:
     def redis(self) -> aioredis.Redis:
         """The Redis client (once the bus started: inside ``async with``, or after a first operation)."""
         if self._redis is None:
-            if self._closed:
-                raise RuntimeError("this EventBus was closed; create a new one")
+            self._check_open()
             raise RuntimeError("the EventBus is not started: use `async with EventBus(...) as bus:`")
         return self._redis
 
@@ -159,9 +158,11 @@ class EventBus:
 
     async def start(self) -> None:
         """Start the bus on the running loop (idempotent; what ``async with`` and a first use do)."""
-        if self._closed:
-            raise RuntimeError("this EventBus was closed; create a new one")
+        self._check_open()
         await asyncio.shield(self._startup.begin())
+        self._check_open()
+
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this EventBus was closed; create a new one")
 
@@ -169,8 +170,7 @@ class EventBus:
         self._live = not self._closed
 
     async def _ensure_started(self) -> None:
-        if self._closed:
-            raise RuntimeError("this EventBus was closed; create a new one")
+        self._check_open()
         starting = self._startup.future
         if starting is None or not starting.done():
             await self.start()
@@ -280,14 +280,14 @@ class EventBus:
         validate_agent_name(agent_name)
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        if self._closed:
-            raise RuntimeError("this EventBus was closed; create a new one")
+        self._check_open()
         compile_pattern(event_type)  # an invalid pattern raises here, not in the reader
         sub = Subscription(self.unsubscribe, agent_name, event_type, callback, durable)
         self._subs.append(sub)
         self._dispatcher.forget_routes()
-        if self._loop is None:
-            self._start_on_first_use(sub)
+        if self._loop is None:  # not started: start now if a loop runs here (`await sub` waits for it)
+            if (starting := self._startup.pending()) is not None:
+                sub._ready = [starting]
         else:
             if durable:
                 self._agents.start(agent_name)
@@ -295,17 +295,6 @@ class EventBus:
                 self._spawn(self._ensure_reader())
             self._attach(sub)
         return sub
-
-    def _start_on_first_use(self, sub: Subscription) -> None:
-        """``subscribe`` on a bus not started: start it now if a loop runs here (``await sub`` waits for
-        it); without a running loop the subscription is attached when the bus is entered."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        starting = self._startup.begin()
-        if not starting.done():
-            sub._ready = [starting]
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop delivering to ``subscription`` (same as ``subscription.unsubscribe()``); thread-safe."""
@@ -397,8 +386,7 @@ class EventBus:
         ``listen()`` each see every event received from then on. It ends when the bus closes, or after
         ``idle_timeout`` seconds without an event when one is given, or on ``await stream.aclose()``.
         """
-        if self._closed:
-            raise RuntimeError("this EventBus was closed; create a new one")
+        self._check_open()
         sink = Sink(self._dispatcher.buffer_size, None if event_type == "*" else compile_pattern(event_type))
         self._sinks.append(sink)
         return EventStream(

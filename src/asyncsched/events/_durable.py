@@ -36,17 +36,15 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys, _metrics
+from .._streams import REDIS_DOWN, StreamGroup, consume
 from .._supervise import Supervised
 from ..config import Settings
 from ._envelope import Event, MalformedEvent
 from ._poison import dead_letter, report_malformed
 from ._subscription import Subscription
-from ._support import ensure_group
 
 __all__ = ["READ_COUNT", "DurableAgents", "DurableConsumer", "DurableHost"]
 
@@ -57,7 +55,6 @@ READ_COUNT = 10
 
 _CLAIM_BATCH = 100
 _RETRY_DELAY = 0.1
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def _text(value: Any) -> str:
@@ -179,6 +176,8 @@ class DurableConsumer:
         )
         self._stopping = False
         self._busy = False
+        self._group: StreamGroup | None = None
+        self._need_groups, self._need_pending, self._next_claim = True, True, 0.0
         self.handled = 0
         """Entries handled (acknowledged) by this consumer."""
 
@@ -202,7 +201,7 @@ class DurableConsumer:
         if self._alive.done() and not self._alive.cancelled():
             try:  # gone: the entries it read and did not handle may be taken over by others at once
                 await asyncio.wait_for(self.bus.redis.delete(self.alive_key), 2.0)
-            except (*_REDIS_DOWN, ResponseError, TimeoutError) as exc:
+            except (*REDIS_DOWN, ResponseError, TimeoutError) as exc:
                 logger.debug("durable consumer %s: alive key not deleted (%s)", self.name, exc)
 
     async def _keep_alive(self) -> None:
@@ -213,63 +212,54 @@ class DurableConsumer:
                 await redis.set(self.alive_key, b"1", px=self.claim_idle_ms)
                 if not self._alive.done():
                     self._alive.set_result(None)
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 logger.debug("durable consumer %s: heartbeat failed (%s)", self.name, exc)
             await asyncio.sleep(self.renew_every)
 
-    async def _run(self) -> None:
+    @property
+    def group(self) -> StreamGroup:
+        """This consumer's reader of the agent's group (on the bus's current client)."""
         redis = self.bus.redis
-        loop = asyncio.get_running_loop()
-        need_groups, need_pending = True, True
-        next_claim = 0.0
-        backoff = 0.1
-        await asyncio.shield(self._alive)
-        while not self._stopping:
-            try:
-                if need_groups:
-                    await self._create_groups()
-                    need_groups = False
-                    if not self.ready.done():
-                        self.ready.set_result(None)
-                if need_pending:
-                    await self._own_pending()
-                    need_pending = False
-                if loop.time() >= next_claim:
-                    await self._claim()
-                    next_claim = loop.time() + self.claim_every
-                if self.stopping:
-                    break
-                response = await redis.xreadgroup(
-                    self.agent,
-                    self.name,
-                    dict.fromkeys(self.streams, ">"),
-                    count=READ_COUNT,
-                    block=self.block_ms,
-                )
-                if response:
-                    await self._handle(response)
-                backoff = 0.1
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # the stream was deleted (e.g. FLUSHALL): start again
-                    need_groups = True
-                    continue
-                logger.error("durable consumer of agent %s: %s", self.agent, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except _REDIS_DOWN as exc:
-                logger.warning("durable consumer of agent %s lost Redis (%s); retrying", self.agent, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        if self._group is None or self._group.redis is not redis:
+            self._group = StreamGroup(redis, self.streams, self.agent, self.name)
+        return self._group
 
-    async def _create_groups(self) -> None:
-        for stream in self.streams:
-            await ensure_group(self.bus.redis, stream, self.agent)
+    async def _run(self) -> None:
+        await asyncio.shield(self._alive)
+        self._need_groups, self._need_pending, self._next_claim = True, True, 0.0
+
+        async def regroup() -> None:  # the stream was deleted (e.g. FLUSHALL): start again
+            self._need_groups = True
+
+        what = f"durable consumer of agent {self.agent}"
+        await consume(self._step, stopping=lambda: self._stopping, on_nogroup=regroup, what=what, log=logger)
+
+    async def _step(self) -> None:
+        """Groups (once), own pending entries (once), entries of gone consumers (every ``claim_idle / 2``),
+        then a few new entries, handled one by one."""
+        loop = asyncio.get_running_loop()
+        if self._need_groups:
+            await self.group.ensure()
+            self._need_groups = False
+            if not self.ready.done():
+                self.ready.set_result(None)
+        if self._need_pending:
+            await self._own_pending()
+            self._need_pending = False
+        if loop.time() >= self._next_claim:
+            await self._claim()
+            self._next_claim = loop.time() + self.claim_every
+        if self.stopping:
+            return
+        response = await self.group.read_new(READ_COUNT, block=self.block_ms / 1000)
+        if response:
+            await self._handle(response)
 
     async def _own_pending(self) -> None:
         """Entries delivered to this consumer name and never acknowledged (a crash of a previous run)."""
-        after: Any = dict.fromkeys(self.streams, "0")
+        after = self.group.cursors()  # handled entries are acknowledged: reading from 0 again moves on
         for _ in range(100_000):
-            response = await self.bus.redis.xreadgroup(self.agent, self.name, after, count=_CLAIM_BATCH)
+            response = await self.group.read_pending(after, _CLAIM_BATCH)
             if not response or not any(item[1] for item in response):
                 return
             await self._handle(response)
@@ -298,13 +288,8 @@ class DurableConsumer:
             consumers = [c["name"] for c in summary.get("consumers") or []]
             for gone in await self._gone(consumers):
                 for _ in range(1_000):
-                    pending = await redis.xpending_range(
-                        stream, self.agent, "-", "+", _CLAIM_BATCH, consumername=gone, idle=self.claim_idle_ms
-                    )
-                    if not pending:
-                        break
-                    ids: Any = [p["message_id"] for p in pending]
-                    entries = await redis.xclaim(stream, self.agent, self.name, self.claim_idle_ms, ids)
+                    idle = self.claim_idle_ms / 1000
+                    entries = await self.group.claim_from(stream, gone, idle, _CLAIM_BATCH)
                     if entries:
                         logger.info(
                             "agent %s: redelivering %d event(s) of stopped consumer %s",
@@ -313,18 +298,18 @@ class DurableConsumer:
                             gone,
                         )
                         await self._handle([[stream, entries]])
-                    if self._stopping or len(pending) < _CLAIM_BATCH:
+                    if self._stopping or len(entries) < _CLAIM_BATCH:
                         break
 
     async def _handle(self, response: Any) -> None:
-        redis = self.bus.redis
+        group = self.group
         self._busy = True
         try:
             for stream, entries in response:
                 for entry_id, fields in entries:
                     if fields:  # a trimmed entry comes back without fields: nothing to do but acknowledge
                         await self._deliver(stream, entry_id, fields)
-                    await redis.xack(stream, self.agent, entry_id)
+                    await group.ack_one(stream, entry_id)
                     self.handled += 1
                     if self._stopping:
                         return

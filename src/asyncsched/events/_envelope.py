@@ -229,7 +229,7 @@ class Event:
                 f"event payload for {self.event_type!r}: nested deeper than {MAX_PAYLOAD_DEPTH} levels"
             ) from None
         text = (
-            f'{{"id":"{self.id}","event_type":{_encode_str(self.event_type)},'
+            f'{{"id":{_encode_str(self.id)},"event_type":{_encode_str(self.event_type)},'
             f'"source_agent":{_encode_str(self.source_agent)},'
             f'"target_agent":{"null" if target is None else _encode_str(target)},'
             f'"payload":{payload},"created_at":"{self.created_at.isoformat()}"}}'

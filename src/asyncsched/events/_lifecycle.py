@@ -32,18 +32,18 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
 from .._lifecycle import Lifecycle, LifecycleRecord
+from .._streams import StreamGroup, consume
 from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
 from ._bus import EventBus
 from ._envelope import Event, validate_agent_name
 from ._poison import report_malformed
-from ._support import ensure_group, stop_task
+from ._support import stop_task
 
 __all__ = ["GROUP", "LifecyclePublisher", "lifecycle_event", "publish_system_event", "system_events"]
 
@@ -173,6 +173,9 @@ class LifecyclePublisher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._busy = False
+        self._group: StreamGroup | None = None
+        self._need_pending = True
+        self._next_claim = 0.0
 
     @property
     def bus(self) -> EventBus:
@@ -213,21 +216,25 @@ class LifecyclePublisher:
         # A group that vanished while we ran means Redis lost its data (restart without persistence,
         # FLUSHALL): everything now in the stream was written since then and is unpublished, so read it
         # from the start; only the very first creation starts at the end (no replay of old history).
-        await ensure_group(self.bus.redis, self.stream, GROUP, start="0" if lost else "$")
+        await self.group.ensure(lost=lost)
+
+    @property
+    def group(self) -> StreamGroup:
+        """This publisher's reader of the lifecycle stream (group ``events``), once started."""
+        if self._group is None or self._group.redis is not self.bus.redis:
+            self._group = StreamGroup(self.bus.redis, [self.stream], GROUP, self.consumer)
+        return self._group
 
     async def run_once(self, block: float | None = None, pending: bool = False) -> int:
         """Read one batch (waiting up to ``block`` seconds for one), publish it, acknowledge it.
         ``pending=True`` re-reads this consumer's unacknowledged records. Returns the records handled."""
-        response = await self.bus.redis.xreadgroup(
-            GROUP,
-            self.consumer,
-            {self.stream: "0" if pending else ">"},
-            count=self.batch_size,
-            block=None if block is None else max(1, int(block * 1000)),
-        )
+        if pending:
+            response = await self.group.read_pending({self.stream: "0"}, self.batch_size)
+        else:
+            response = await self.group.read_new(self.batch_size, block=block)
         if not response:
             return 0
-        entries: Any = response[0][1]  # type: ignore[index]
+        entries: Any = response[0][1]
         return await self._handle(entries)
 
     async def _handle(self, entries: Any) -> int:
@@ -245,7 +252,7 @@ class LifecyclePublisher:
             if events:
                 await self.bus.publish_many(events)
                 self.published += len(events)
-            await self.bus.redis.xack(self.stream, GROUP, *(entry_id for entry_id, _ in entries))
+            await self.group.ack({self.stream: [entry_id for entry_id, _ in entries]})
             return len(entries)
         finally:
             self._busy = False
@@ -265,48 +272,32 @@ class LifecyclePublisher:
     async def _claim(self) -> None:
         start: Any = "0-0"
         for _ in range(1_000):
-            reply = await self.bus.redis.xautoclaim(
-                self.stream, GROUP, self.consumer, self.claim_idle_ms, start_id=start, count=self.batch_size
-            )
+            reply = await self.group.autoclaim(self.stream, self.claim_idle_ms / 1000, self.batch_size, start)
             start = reply[0]
             await self._handle(reply[1])
             if start in (b"0-0", "0-0") or self._stopping:
                 return
 
-    async def _run(self) -> None:
+    async def _step(self) -> None:
+        """Own pending records first (once), idle records of gone publishers (every ``claim_idle / 2``),
+        then one batch of new records (waiting up to a second for one)."""
         loop = asyncio.get_running_loop()
-        next_claim = 0.0
-        backoff = 0.1
-        need_pending = True
-        while not self._stopping:
-            try:
-                if need_pending:
-                    while await self.run_once(pending=True):
-                        pass
-                    need_pending = False
-                if loop.time() >= next_claim:
-                    await self._claim()
-                    next_claim = loop.time() + self.claim_every
-                if not self._stopping:
-                    await self.run_once(block=min(self.claim_every, 1.0))
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    logger.warning(
-                        "lifecycle event publisher: its consumer group vanished (Redis data lost); recreated"
-                    )
-                    await self._create_group(lost=True)
-                    continue
-                logger.error("lifecycle event publisher: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                logger.warning("lifecycle event publisher lost Redis (%s); retrying", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception:  # never end: log, back off, go on
-                logger.exception("lifecycle event publisher: unexpected error; retrying")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        if self._need_pending:
+            while await self.run_once(pending=True):
+                pass
+            self._need_pending = False
+        if loop.time() >= self._next_claim:
+            await self._claim()
+            self._next_claim = loop.time() + self.claim_every
+        if not self._stopping:
+            await self.run_once(block=min(self.claim_every, 1.0))
+
+    async def _run(self) -> None:
+        self._need_pending, self._next_claim = True, 0.0
+        await consume(
+            self._step,
+            stopping=lambda: self._stopping,
+            on_nogroup=lambda: self._create_group(lost=True),
+            what="lifecycle event publisher",
+            log=logger,
+        )

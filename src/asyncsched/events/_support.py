@@ -7,22 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
-
 from .._supervise import cancel_until_done
 
-__all__ = ["Background", "Startup", "ensure_group", "stop_task"]
-
-
-async def ensure_group(redis: aioredis.Redis, stream: str, group: str, start: str = "$") -> None:
-    """Create consumer group ``group`` of ``stream`` at the stream's end (or at ``start``; creating the
-    stream), unless it exists already."""
-    try:
-        await redis.xgroup_create(stream, group, id=start, mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+__all__ = ["Background", "Startup", "stop_task"]
 
 
 stop_task = cancel_until_done
@@ -85,6 +72,16 @@ class Startup:
             starting.add_done_callback(self._log_failure)
             self.task = loop.create_task(self._start(starting), name=self._name)
         return self.future
+
+    def pending(self) -> asyncio.Future[None] | None:
+        """On first use without ``async with``: :meth:`begin` when a loop runs in this thread, and the
+        start to wait for while it is not done (``None`` once done, or with no loop running here)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        starting = self.begin()
+        return None if starting.done() else starting
 
     def _log_failure(self, starting: asyncio.Future[None]) -> None:
         if not starting.cancelled() and (exc := starting.exception()) is not None:

@@ -15,12 +15,23 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from .. import _keys
 from ..rq.keys import RQKeys
 from ..store.models import ScheduledTask
 
-__all__ = ["DROP", "FIRED_MAXLEN", "Claim", "Overlap", "ScheduleIndex", "from_ms", "signature", "to_ms"]
+__all__ = [
+    "DROP",
+    "FIRED_MAXLEN",
+    "Claim",
+    "ClaimRequest",
+    "Overlap",
+    "ScheduleIndex",
+    "from_ms",
+    "signature",
+    "to_ms",
+]
 
 DROP = "-"
 """Signature argument of :meth:`ScheduleIndex.claim` that removes the task from the index entirely."""
@@ -48,6 +59,20 @@ class Claim:
 
     code: int
     decisions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """The arguments of one claim (see :meth:`ScheduleIndex.claim`)."""
+
+    task_id: str
+    seen_ms: int
+    next_ms: int | None
+    ticks_ms: Sequence[int]
+    lease_deadline_ms: int
+    sig: str = ""
+    job_ids: Sequence[str] = ()
+    overlap: Overlap | None = None
 
 
 def _script(name: str) -> str:
@@ -139,17 +164,41 @@ class ScheduleIndex:
     ) -> Claim:
         """Advance ``task_id`` from ``seen_ms`` to ``next_ms``, decide each tick's overlap and lease the
         ticks that run or are held (``job_ids``: the job id of each tick)."""
-        o = overlap or Overlap()
-        args: list[Any] = [task_id, seen_ms, "" if next_ms is None else next_ms, lease_deadline_ms]
-        args += [FIRED_MAXLEN, sig, o.policy, self.job_prefix, repr(o.now), o.lifecycle_maxlen]
-        args += [o.queue, o.agent_name, o.task_name, o.function]
-        ids = list(job_ids) or [""] * len(ticks_ms)
-        for tick, job_id in zip(ticks_ms, ids, strict=True):
-            args += [tick, job_id]
+        request = ClaimRequest(task_id, seen_ms, next_ms, ticks_ms, lease_deadline_ms, sig, job_ids, overlap)
+        return (await self.claim_many([request]))[0]
+
+    async def claim_many(self, requests: Sequence[ClaimRequest]) -> list[Claim]:
+        """Run one claim script per request, all in one pipelined round trip (each claim stays atomic and
+        independent: pipelining only saves the round trips of a pass over many due tasks)."""
         keys = [self.next_key, self.pending_key, self.fired_key, self.sig_key]
         keys += [self.last_key, self.held_key, self.lifecycle_key]
-        reply = await self._claim(keys=keys, args=args)
-        return Claim(int(reply[0]), tuple(_text(d) for d in reply[1:]))
+        todo = list(range(len(requests)))
+        replies: list[Any] = [None] * len(requests)
+        for _attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    pipe.evalsha(self._claim.sha, len(keys), *keys, *self._claim_args(requests[i]))  # type: ignore[unused-awaitable]
+                results = await pipe.execute(raise_on_error=False)
+            for i, result in zip(todo, results, strict=True):
+                replies[i] = result
+            todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+            if not todo:
+                break
+            await self.redis.script_load(self._claim.script)  # flushed or restarted: load it, claim the rest
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [Claim(int(reply[0]), tuple(_text(d) for d in reply[1:])) for reply in replies]
+
+    def _claim_args(self, r: ClaimRequest) -> list[Any]:
+        o = r.overlap or Overlap()
+        args: list[Any] = [r.task_id, r.seen_ms, "" if r.next_ms is None else r.next_ms, r.lease_deadline_ms]
+        args += [FIRED_MAXLEN, r.sig, o.policy, self.job_prefix, repr(o.now), o.lifecycle_maxlen]
+        args += [o.queue, o.agent_name, o.task_name, o.function]
+        ids = list(r.job_ids) or [""] * len(r.ticks_ms)
+        for tick, job_id in zip(r.ticks_ms, ids, strict=True):
+            args += [tick, job_id]
+        return args
 
     async def held_after(self, task_id: str, tick_ms: int) -> str | None:
         """The job a held run (``overlap: queue``) waits for, or ``None`` for a run that does not wait."""
@@ -162,6 +211,28 @@ class ScheduleIndex:
             pipe.zrem(self.pending_key, member)  # type: ignore[unused-awaitable]
             pipe.hdel(self.held_key, member)  # type: ignore[unused-awaitable]
             await pipe.execute()
+
+    async def done_many(self, ticks: Sequence[tuple[str, int]]) -> None:
+        """:meth:`done` for many enqueued ticks, in one round trip."""
+        if not ticks:
+            return
+        members = [pending_member(task_id, tick_ms) for task_id, tick_ms in ticks]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.pending_key, *members)  # type: ignore[unused-awaitable]
+            pipe.hdel(self.held_key, *members)  # type: ignore[unused-awaitable]
+            await pipe.execute()
+
+    async def sync_many(self, entries: Sequence[tuple[str, str, int | None]]) -> None:
+        """:meth:`sync` for many ``(task id, signature, next ms)``, pipelined in chunks of 1,000."""
+        for start in range(0, len(entries), 1000):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id, sig, next_ms in entries[start : start + 1000]:
+                    await self._sync(
+                        keys=[self.next_key, self.sig_key],
+                        args=[task_id, sig, "" if next_ms is None else next_ms],
+                        client=pipe,
+                    )
+                await pipe.execute()
 
     async def expired_leases(self, now_ms: int, limit: int = 100) -> list[tuple[str, int]]:
         rows = await self.redis.zrangebyscore(self.pending_key, "-inf", now_ms, start=0, num=limit)

@@ -39,6 +39,7 @@ STATUS_OF: Mapping[Lifecycle, ExecutionStatus] = {
     Lifecycle.RETRY: ExecutionStatus.FAILED,
     Lifecycle.CANCELLED: ExecutionStatus.CANCELLED,
     Lifecycle.SKIPPED: ExecutionStatus.SKIPPED,
+    Lifecycle.PROGRESS: ExecutionStatus.RUNNING,
 }
 """Execution status recorded for each lifecycle kind."""
 
@@ -46,7 +47,7 @@ _KINDS: Mapping[bytes, tuple[int, str]] = {
     kind.value.encode(): (RANK[kind], STATUS_OF[kind].value) for kind in Lifecycle
 }
 _TRACEBACK_CAP = 65_536
-_TIME_FIELDS = (b"enqueued_at", b"started_at", b"ended_at")
+_TIME_FIELDS = (b"enqueued_at", b"started_at", b"ended_at", b"progress_at")
 
 
 def text(value: bytes | str) -> str:
@@ -121,6 +122,8 @@ class ExecutionRow(NamedTuple):
     traceback: str | None
     created_at: int
     updated_at: int
+    progress: str | None
+    progress_at: int | None
 
 
 def micros(value: float) -> int:
@@ -132,7 +135,7 @@ def micros(value: float) -> int:
 class Row:
     """One execution being merged inside a batch: raw record fields (bytes), merged by rank."""
 
-    __slots__ = ("attempt", "first_seen", "job_id", "rank", "status", "values")
+    __slots__ = ("attempt", "first_seen", "ids", "job_id", "rank", "status", "values")
 
     def __init__(
         self,
@@ -149,9 +152,13 @@ class Row:
         self.status = status
         self.values = values  # the first record's own field dict: no copy
         self.first_seen = first_seen  # id of its first entry in the batch (entries come in id order)
+        self.ids: list[bytes | str] = [
+            first_seen
+        ]  # its entries' ids (a row may be held back, unacknowledged)
 
-    def apply(self, rank: int, status: str, fields: dict[bytes, Any]) -> None:
+    def apply(self, rank: int, status: str, fields: dict[bytes, Any], entry_id: bytes | str = b"") -> None:
         """Merge one record's remaining fields (``kind``/``job_id``/``attempt`` already taken out)."""
+        self.ids.append(entry_id)
         if rank >= self.rank:
             self.values.update(fields)  # equal or higher rank: its fields replace
             if rank > self.rank:
@@ -177,6 +184,7 @@ class Row:
         result = v.get(b"result")
         error = v.get(b"error")
         traceback = v.get(b"traceback")
+        progress, progress_at = v.get(b"progress"), v.get(b"progress_at")
         return ExecutionRow(
             clip(self.job_id, _JOB_ID),
             self.attempt,
@@ -196,6 +204,8 @@ class Row:
             None if traceback is None else clip(traceback.decode(errors="replace"), _TRACEBACK_CAP),
             created,
             now,
+            None if progress is None else result_json(progress.decode(errors="replace")),
+            None if progress_at is None else micros(progress_at),
         )
 
 
@@ -254,7 +264,7 @@ class Batch:
                 if row is None:
                     rows[key] = Row(job_id, attempt, entry_id, rank, status, fields)
                 else:
-                    row.apply(rank, status, fields)
+                    row.apply(rank, status, fields, entry_id)
             except Exception as exc:  # any entry, however broken, is skipped on its own
                 reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
                 report_malformed("history entry", stream, reason, raw, log)

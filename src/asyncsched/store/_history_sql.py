@@ -54,7 +54,7 @@ TASKS = "asyncsched_scheduled_tasks"
 COLUMNS = (
     "id", "job_id", "attempt", "status", "scheduled_task_id", "agent_name", "task_name", "function",
     "queue", "worker_name", "enqueued_at", "started_at", "ended_at", "duration", "result", "error",
-    "traceback", "created_at", "updated_at",
+    "traceback", "created_at", "updated_at", "progress", "progress_at",
 )  # fmt: skip
 _SENT = COLUMNS[1:]  # every column but the id, which the database makes: ExecutionRow's fields
 assert ExecutionRow._fields == _SENT
@@ -62,7 +62,7 @@ _MERGED = (
     "agent_name", "task_name", "function", "queue", "worker_name", "enqueued_at", "started_at",
     "ended_at", "duration", "result", "traceback",
 )  # fmt: skip
-_TIMES = ("enqueued_at", "started_at", "ended_at", "created_at", "updated_at")
+_TIMES = ("enqueued_at", "started_at", "ended_at", "created_at", "updated_at", "progress_at")
 _PG_TYPES = {
     "attempt": "int", "duration": "float8",
     **dict.fromkeys(_TIMES, "int8"),  # epoch microseconds: exact, and cheaper to send than timestamps
@@ -89,6 +89,15 @@ def _set_clause(old: str) -> str:
         f"WHEN {wins} THEN COALESCE(excluded.error, {old}.error) "
         f"ELSE COALESCE({old}.error, excluded.error) END",
     ]
+    # progress: the latest report wins, whatever the status (a report may be recorded after the outcome)
+    newer = (
+        f"excluded.progress_at IS NOT NULL AND "
+        f"({old}.progress_at IS NULL OR excluded.progress_at >= {old}.progress_at)"
+    )
+    sets.extend(
+        f"{name} = CASE WHEN {newer} THEN excluded.{name} ELSE {old}.{name} END"
+        for name in ("progress", "progress_at")
+    )
     sets.extend(
         f"{name} = CASE WHEN {wins} THEN COALESCE(excluded.{name}, {old}.{name}) "
         f"ELSE COALESCE({old}.{name}, excluded.{name}) END"
@@ -109,8 +118,8 @@ def _pg_merge() -> str:
     def column(c: str) -> str:
         if c == "scheduled_task_id":
             return f"(SELECT s.id FROM {TASKS} s WHERE s.id = u.{c})"
-        if c == "result":
-            return "u.result::json"
+        if c in ("result", "progress"):
+            return f"u.{c}::json"
         if c in _TIMES:
             return f"'epoch'::timestamptz + u.{c} * interval '1 microsecond'"
         if c == "id":  # made by the database from the key: one column less to send, and cheaper than a
@@ -177,7 +186,7 @@ async def upsert_executions(conn: AsyncConnection, rows: Sequence[ExecutionRow])
     else:
         t = sqlite_time
         params = [
-            (*r[:9], t(r[9]), t(r[10]), t(r[11]), r[12], r[13], r[14], r[15], t(r[16]), t(r[17]))
+            (*r[:9], t(r[9]), t(r[10]), t(r[11]), *r[12:16], t(r[16]), t(r[17]), r[18], t(r[19]))
             for r in ordered
         ]
         await conn.exec_driver_sql(_SQLITE_UPSERT, params)

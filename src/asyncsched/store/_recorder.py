@@ -35,19 +35,20 @@ import socket
 import time
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys
 from .._redis import create_redis
+from .._streams import StreamGroup, is_nogroup
 from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ._database import Database
 from ._history_loss import LossLog, StreamAccount
 from ._history_rows import STATUS_OF, Batch, decode_event, micros, stream_items, text
 from ._reconcile import Reconciler
+from ._recorder_hold import QueuedHold
 from ._recorder_watch import Watch
 from ._recorder_write import BatchWriter, settle
 
@@ -57,6 +58,14 @@ log = logging.getLogger("asyncsched.store.recorder")
 
 GROUP = "recorder"
 """Consumer group of the Recorder on both streams."""
+
+
+def _retention(settings: Settings, retention: timedelta | bool | None) -> timedelta | None:
+    if retention is True:
+        days = settings.retention_days
+        return timedelta(days=days) if days > 0 else None
+    return retention or None
+
 
 _ROUND = 64  # batches per round of the background loop (flush() may run between rounds)
 
@@ -77,6 +86,8 @@ class Recorder(BatchWriter):
     read is claimed by another after ``claim_idle`` (at once by a restart under the same name).
     ``reconcile_interval`` and
     ``reconcile_age``: how often open executions older than that are checked against Redis.
+    ``hold_queued``: seconds an execution seen without an outcome (queued, running) is held back by the
+    loop, so that its later records merge into it and it takes one write (:mod:`._recorder_hold`; 0: none).
     """
 
     def __init__(
@@ -98,6 +109,7 @@ class Recorder(BatchWriter):
         reconcile_interval: float = 10.0,
         reconcile_age: float = 10.0,
         loss_log_interval: float = 10.0,
+        hold_queued: float = 1.0,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -105,50 +117,35 @@ class Recorder(BatchWriter):
             raise ValueError(f"in_flight must be positive, got {in_flight}")
         self.settings = settings or get_settings()
         self.db = db
-        if isinstance(redis, aioredis.Redis):
-            self.redis = redis
-            self._owns_redis = False
-        else:
-            self.redis = create_redis(redis or self.settings.redis_url)
-            self._owns_redis = True
-        self.batch_size = batch_size
-        self.flush_interval = flush_interval
-        self.in_flight = in_flight
+        self._owns_redis = not isinstance(redis, aioredis.Redis)
+        self.redis = (
+            redis if isinstance(redis, aioredis.Redis) else create_redis(redis or self.settings.redis_url)
+        )
+        self.batch_size, self.flush_interval, self.in_flight = batch_size, flush_interval, in_flight
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         prefix = self.settings.key_prefix
         self.lifecycle_stream = _keys.lifecycle_stream(prefix)
         self.event_stream = _keys.event_log_stream(prefix)
         self.streams = [self.lifecycle_stream] + ([self.event_stream] if events else [])
-        if retention is True:
-            days = self.settings.retention_days
-            self.retention: timedelta | None = timedelta(days=days) if days > 0 else None
-        else:
-            self.retention = retention or None
-        self.claim_idle = claim_idle
-        self.max_backoff = max_backoff
+        self.retention = _retention(self.settings, retention)
+        self.claim_idle, self.max_backoff = claim_idle, max_backoff
+        self.group = StreamGroup(self.redis, self.streams, GROUP, self.consumer, start="0")
         self.account = StreamAccount(self.redis, prefix, GROUP, self.consumer)
         self.losses = LossLog(loss_log_interval)
         self.reconciler = Reconciler(
             self.redis, db, prefix, acked_through=self.account.acked_through, min_age=reconcile_age
         )
-        self.watch = Watch(
-            self,
-            trim_interval=trim_interval,
-            reconcile_interval=reconcile_interval,
-            prune_interval=prune_interval,
-        )
+        self.hold = QueuedHold(hold_queued, self.lifecycle_stream)
+        intervals = {"trim_interval": trim_interval, "prune_interval": prune_interval}
+        self.watch = Watch(self, reconcile_interval=reconcile_interval, **intervals)
         self.recorded = 0
         """Entries written (and acknowledged) since this Recorder was created."""
         self.failures = 0
         """Failed write attempts (each is retried)."""
         self.last_error: BaseException | None = None
-        self._lock = asyncio.Lock()
-        self._stopping = asyncio.Event()
+        self._lock, self._stopping = asyncio.Lock(), asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._groups_ready = False
-        self._next_claim = 0.0
-        self._failing = False
-        self._batch_failures = 0
+        self._next_claim, self._failing, self._batch_failures = 0.0, False, 0
         self._pending: dict[str, str] | None = dict.fromkeys(self.streams, "0")  # own pending first
         self._last_id = "$"
 
@@ -157,7 +154,7 @@ class Recorder(BatchWriter):
     async def __aenter__(self) -> Recorder:
         self._stopping.clear()
         with contextlib.suppress(Exception):  # Redis may be down: the loop keeps trying
-            await self._ensure_groups()
+            await self.group.ensure()
         # Supervised: should the loop ever end unasked (it catches every Exception itself), it is restarted
         # with backoff and logged instead of leaving history unrecorded.
         name = f"asyncsched-recorder-{self.consumer}"
@@ -219,15 +216,6 @@ class Recorder(BatchWriter):
 
     # ------------------------------------------------------------------ reading
 
-    async def _ensure_groups(self) -> None:
-        for stream in self.streams:
-            try:
-                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self._groups_ready = True
-
     async def _wait_for_entries(self) -> None:
         """Block until an entry is added to a stream (or ``flush_interval`` passes); reads nothing."""
         ids = {self.lifecycle_stream: self._last_id}
@@ -239,8 +227,7 @@ class Recorder(BatchWriter):
     async def _read_pending(self) -> Batch | None:
         """This consumer's pending entries (a failed batch, a restart, claimed ones), from a cursor."""
         assert self._pending is not None
-        streams: Any = dict(self._pending)
-        reply = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self.batch_size)
+        reply = await self.group.read_pending(self._pending, self.batch_size)
         batch = Batch()
         for stream, entries in stream_items(reply):
             if entries:
@@ -261,16 +248,14 @@ class Recorder(BatchWriter):
             self._last_id = text(entries[-1][0])
             batch.add_lifecycle(self.lifecycle_stream, entries)
         if len(self.streams) > 1:
-            reply = await self.redis.xreadgroup(
-                GROUP, self.consumer, {self.event_stream: ">"}, count=self.batch_size
-            )
+            reply = await self.group.read_new(self.batch_size, streams=[self.event_stream])
             for stream, events in stream_items(reply):
                 batch.add_events(stream, events)
         return batch if batch.size else None
 
     async def _next_batch(self) -> Batch | None:
-        if not self._groups_ready:
-            await self._ensure_groups()
+        if not self.group.ready:
+            await self.group.ensure()
         try:
             if self._pending is not None:
                 batch = await self._read_pending()
@@ -278,11 +263,11 @@ class Recorder(BatchWriter):
                     return batch
             return await self._read_new()
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not is_nogroup(exc):
                 raise
             # the stream or group was deleted (Redis restarted empty, FLUSHALL): read what is there now
-            await self._ensure_groups()
-            self._pending = dict.fromkeys(self.streams, "0")
+            await self.group.ensure(lost=True)
+            self._pending = self.group.cursors()
             self._last_id = "0"
             return None
 
@@ -290,25 +275,9 @@ class Recorder(BatchWriter):
         """Take over entries another consumer read but never acknowledged (it died) after ``claim_idle``."""
         for stream in self.streams:
             with contextlib.suppress(ResponseError):
-                await self.redis.xautoclaim(
-                    stream,
-                    GROUP,
-                    self.consumer,
-                    min_idle_time=int(self.claim_idle * 1000),
-                    start_id="0-0",
-                    count=self.batch_size,
-                    justid=True,
-                )
-                # readers gone (nothing pending, silent past claim_idle) leave the group; a live one that
-                # was only stalled is added back by its next read
-                for c in await self.redis.xinfo_consumers(stream, GROUP):
-                    if (
-                        not c["pending"]
-                        and c["idle"] > self.claim_idle * 1000
-                        and text(c["name"]) != self.consumer
-                    ):
-                        await self.redis.xgroup_delconsumer(stream, GROUP, c["name"])
-        self._pending = dict.fromkeys(self.streams, "0")
+                await self.group.autoclaim(stream, self.claim_idle, self.batch_size, justid=True)
+                await self.group.forget_idle(stream, self.claim_idle)
+        self._pending = self.group.cursors()
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -331,20 +300,23 @@ class Recorder(BatchWriter):
                 if len(inflight) >= self.in_flight or (inflight and self._pending is not None):
                     total, error = await settle(inflight, total, error)
                     continue
-                batch = await self._next_batch()
+                batch = self.hold.due(everything=limit is None)
                 if batch is None:
-                    if self._pending is not None:
-                        continue  # the groups were recreated
-                    break
+                    batch = await self._next_batch()
+                    if batch is None:
+                        if self._pending is not None:
+                            continue  # the groups were recreated
+                        break
+                    self.hold.take(batch, holding=limit is not None)
                 batches += 1
                 inflight.add(asyncio.create_task(self._commit(batch)))
         except BaseException:
-            self._pending = dict.fromkeys(self.streams, "0")  # a read failed: what it took is pending
+            self._pending = self.group.cursors()  # a read failed: what it took is pending
             raise
         finally:
             total, error = await settle(inflight, total, error, all_=True)
         if error is not None:
-            self._pending = dict.fromkeys(self.streams, "0")
+            self._pending = self.group.cursors()
             raise error
         return total
 
@@ -353,11 +325,7 @@ class Recorder(BatchWriter):
         events = list(batch.events.values())
         if rows or events:
             await self._write(rows, events)
-        pipe = self.redis.pipeline(transaction=False)
-        for stream, ids in batch.ack.items():
-            if ids:
-                pipe.xack(stream, GROUP, *ids)  # type: ignore[unused-awaitable]
-        await pipe.execute()
+        await self.group.ack(batch.ack)
         if batch.trimmed:
             await self.account.count_lost(batch.trimmed)
             self.losses.add(batch.trimmed, None)

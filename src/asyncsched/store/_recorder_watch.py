@@ -17,18 +17,34 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import Any, Protocol
 
+import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys
 from .._supervise import Supervised, cancel_until_done
+from ..config import Settings
+from ._database import Database
+from ._history_loss import LossLog, StreamAccount
+from ._reconcile import Reconciler
 from ._repository import ExecutionRepository, prune
 
-if TYPE_CHECKING:
-    from ._recorder import Recorder
+__all__ = ["Watch", "Watched"]
 
-__all__ = ["Watch"]
+
+class Watched(Protocol):
+    """What the duties need of their :class:`~asyncsched.store.Recorder` (it has all of it)."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    db: Database
+    account: StreamAccount
+    losses: LossLog
+    reconciler: Reconciler
+    retention: timedelta | None
+
 
 log = logging.getLogger("asyncsched.store.recorder")
 
@@ -40,7 +56,7 @@ class Watch:
     """Background duties of one :class:`~asyncsched.store.Recorder` (see the module docstring)."""
 
     def __init__(
-        self, recorder: Recorder, *, trim_interval: float, reconcile_interval: float, prune_interval: float
+        self, recorder: Watched, *, trim_interval: float, reconcile_interval: float, prune_interval: float
     ) -> None:
         self.recorder = recorder
         self.trim_interval = trim_interval

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, literal_column, or_, select
 
 from ..exceptions import EventNotFound, ExecutionNotFound
 from ._database import Database
-from ._pages import MAX_LIMIT, Page, UnreadableRow, read_page
+from ._pages import COUNT_LIMIT, MAX_LIMIT, Page, UnreadableRow, read_page
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = [
@@ -70,6 +70,8 @@ class ExecutionRepository:
         statuses = _statuses(status)
         if statuses is not None:
             where.append(te.status.in_(statuses))
+            if ExecutionStatus.SUCCESS.value not in statuses:  # lets both databases use the partial index
+                where.append(te.status != literal_column(f"'{ExecutionStatus.SUCCESS.value}'"))
         if task_id is not None:
             where.append(te.scheduled_task_id == task_id)
         if since is not None:
@@ -122,7 +124,8 @@ class ExecutionRepository:
         self, offset: int = 0, limit: int = 50, **filters: Any
     ) -> Page[TaskExecution | UnreadableRow]:
         """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
-        comes back as an :class:`UnreadableRow` instead of failing the page."""
+        comes back as an :class:`UnreadableRow` instead of failing the page, and the total is counted up
+        to :data:`COUNT_LIMIT` rows (``total_capped`` beyond; see :func:`read_page`)."""
         where = self._filters(
             agent_name=filters.pop("agent_name", None),
             status=filters.pop("status", None),
@@ -136,7 +139,9 @@ class ExecutionRepository:
         if filters:
             raise TypeError(f"unknown execution filters: {', '.join(sorted(filters))}")
         query = select(TaskExecution).where(*where)
-        return await read_page(self.db, query, self._ORDER, offset, limit, model=TaskExecution)
+        return await read_page(
+            self.db, query, self._ORDER, offset, limit, model=TaskExecution, count_limit=COUNT_LIMIT
+        )
 
     async def get(self, id_or_job_id: str) -> TaskExecution:
         """The execution with this id, else the latest attempt of the job with this id.
@@ -265,13 +270,16 @@ class EventRepository:
         self, offset: int = 0, limit: int = 50, **filters: Any
     ) -> Page[EventMessage | UnreadableRow]:
         """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
-        comes back as an :class:`UnreadableRow` instead of failing the page."""
+        comes back as an :class:`UnreadableRow` instead of failing the page, and the total is counted up
+        to :data:`COUNT_LIMIT` rows (``total_capped`` beyond; see :func:`read_page`)."""
         names = ("event_type", "agent", "since", "until", "source_agent", "target_agent")
         unknown = set(filters) - set(names)
         if unknown:
             raise TypeError(f"unknown event filters: {', '.join(sorted(unknown))}")
         query = select(EventMessage).where(*_event_filters(*(filters.get(n) for n in names)))
-        return await read_page(self.db, query, self._ORDER, offset, limit, model=EventMessage)
+        return await read_page(
+            self.db, query, self._ORDER, offset, limit, model=EventMessage, count_limit=COUNT_LIMIT
+        )
 
     async def prune(self, older_than: timedelta | datetime) -> int:
         """Delete events created before ``older_than`` (an age or a cutoff); return how many."""

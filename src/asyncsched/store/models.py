@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -149,6 +150,10 @@ class ScheduledTask(Base):
         return f"<ScheduledTask {self.agent_name}/{self.name} {self.type} {self.schedule!r}>"
 
 
+UNFINISHED_WHERE = "status <> 'success'"
+"""The predicate of the partial status index of the executions (rows that did not succeed)."""
+
+
 class TaskExecution(Base):
     """One attempt of one job: ad-hoc (``scheduled_task_id`` null) or fired by a schedule.
 
@@ -160,11 +165,23 @@ class TaskExecution(Base):
     __tablename__ = "asyncsched_task_executions"
     __table_args__ = (
         UniqueConstraint("job_id", "attempt", name="uq_task_execution_job_attempt"),
-        Index("ix_task_execution_created", "created_at"),
-        Index("ix_task_execution_agent_created", "agent_name", "created_at"),
-        Index("ix_task_execution_status_created", "status", "created_at"),
-        Index("ix_task_execution_task_created", "scheduled_task_id", "created_at"),
-        Index("ix_task_execution_queue_created", "queue", "created_at"),
+        # The list's whole order (created_at, job_id, attempt) after each filter: a page is read off one
+        # index, with no sort (migration 0003).
+        Index("ix_task_execution_page", "created_at", "job_id", "attempt"),
+        Index("ix_task_execution_agent_page", "agent_name", "created_at", "job_id", "attempt"),
+        # partial: an execution that succeeded (most of them) costs no entry here; filters on other statuses
+        # name UNFINISHED_WHERE in their query (the repository does) so both databases use it (0004)
+        Index(
+            "ix_task_execution_unfinished_page",
+            "status",
+            "created_at",
+            "job_id",
+            "attempt",
+            postgresql_where=text(UNFINISHED_WHERE),
+            sqlite_where=text(UNFINISHED_WHERE),
+        ),
+        Index("ix_task_execution_task_page", "scheduled_task_id", "created_at", "job_id", "attempt"),
+        Index("ix_task_execution_queue_page", "queue", "created_at", "job_id", "attempt"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_uuid)
@@ -188,6 +205,10 @@ class TaskExecution(Base):
     traceback: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    progress: Mapped[Any | None] = mapped_column(JSON(none_as_null=True), default=None)
+    """The latest progress the job reported (``current_job().progress()``): a fraction or a JSON object."""
+    progress_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When that progress was reported."""
 
     def __repr__(self) -> str:
         return f"<TaskExecution {self.job_id}#{self.attempt} {self.status}>"

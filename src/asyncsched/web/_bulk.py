@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import TaskDefinitionError
 from ._security import API_SOURCE
 from ._validation import FieldError, ValidationFailed
+
+if TYPE_CHECKING:
+    from ..scheduler import TaskScheduler
 
 __all__ = ["MAX_ITEMS", "bulk_schemas", "create_tasks"]
 
@@ -59,7 +62,7 @@ async def create_tasks(
     agent: str,
     validate_schedule: Callable[[dict[str, Any]], list[FieldError]],
     check_function: Callable[[str], Awaitable[None]],
-    scheduler: Any,
+    scheduler: TaskScheduler,
     problems_to_errors: Callable[[TaskDefinitionError, str | None], list[FieldError]],
 ) -> dict[str, Any]:
     """Validate every item (stopping at the first bad one) and store them all with one ``add_tasks``."""

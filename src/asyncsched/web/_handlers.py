@@ -10,35 +10,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import zoneinfo
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..exceptions import (
-    AsyncschedError,
-    BrokenTask,
     Conflict,
-    FunctionNotAllowed,
     InvalidJob,
     JobNotFound,
-    Problem,
     TaskDefinitionError,
 )
 from ..queue import RateLimit, Repeat
-from ..queue._retry import retry_from_data
+from ._base import one_view, page_view, prefix_of, problems_to_errors
 from ._bulk import create_tasks
 from ._live import matches
 from ._ops import OperatorHandlers
 from ._rqscheduler import list_rq_scheduler_jobs as _rq_scheduler_jobs
-from ._security import API_SOURCE, check_function, function_allowed
+from ._security import API_SOURCE
 from ._serialize import (
     ApiJSON,
-    display_item,
     event_view,
     execution_to_dict,
     job_to_dict,
@@ -46,7 +39,6 @@ from ._serialize import (
     task_to_dict,
     worker_to_dict,
 )
-from ._services import Services
 from ._validation import FieldError, ValidationFailed, error, parse_datetime
 
 __all__ = ["Handlers"]
@@ -59,111 +51,16 @@ KEEPALIVE = 15.0
 TERMINAL = {"success", "failed", "cancelled", "skipped"}
 
 
-def problems_to_errors(exc: TaskDefinitionError, default_field: str | None) -> list[FieldError]:
-    """Each :class:`~asyncsched.exceptions.Problem` as a field error under ``body``."""
-
-    def loc(field: str | None) -> tuple[str, ...]:
-        field = field or default_field
-        return ("body", field) if field else ("body",)
-
-    return [error(loc(p.field), p.message) for p in exc.problems] or [error(loc(None), str(exc))]
-
-
-def _page(page: Any, view: Callable[[Any], dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
-    """``{"items", "total", "offset", "limit"}`` of a repository ``Page`` (already cut) or of a whole
-    list (cut here); each item shown by :func:`display_item`, so one bad item cannot fail the page."""
-    offset, limit = params["offset"], params["limit"]
-    if isinstance(page, list | tuple):
-        total, items = len(page), list(page)[offset : offset + limit]
-    else:
-        total, items = page.total, list(page.items)
-    return {
-        "items": [display_item(item, view) for item in items],
-        "total": total,
-        "offset": offset,
-        "limit": limit,
-    }
-
-
-_PASS_THROUGH: tuple[type[BaseException], ...] = (
-    LookupError,  # 404
-    AsyncschedError,  # mapped by the router
-    OperationalError,  # 503: the database, not the row
-    InterfaceError,
-    OSError,
-    TimeoutError,
-)
-
-
-async def _one(load: Awaitable[Any], view: Callable[[Any], dict[str, Any]], key: str) -> dict[str, Any]:
-    """One stored item for display: a row that cannot be loaded is answered degraded, like in lists."""
-    try:
-        row = await load
-    except _PASS_THROUGH:
-        raise
-    except Exception as exc:
-        line = (str(exc).splitlines() or [""])[0][:200]
-        log.warning("cannot load %s: %s: %s", key, type(exc).__name__, line)
-        return {"id": key, "degraded": f"row cannot be read: {type(exc).__name__}: {line}"}
-    return display_item(row, view)
-
-
 class Handlers(OperatorHandlers):
-    """Endpoint bodies bound to one :class:`Services`."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    """Endpoint bodies bound to one :class:`Services` (the shared checks: :class:`HandlerBase`)."""
 
     async def list_rq_scheduler_jobs(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         """GET /rq-scheduler/jobs (web/_rqscheduler.py), paged like every list (``total``: the readable
         jobs, which the pages cover)."""
         data = await _rq_scheduler_jobs(self, request, params, body)
-        return {**data, **_page(list(data["items"]), dict, params)}
+        return {**data, **page_view(list(data["items"]), dict, params)}
 
     # -- tasks -------------------------------------------------------------------------------------
-
-    async def _trusted_functions(self) -> set[str]:
-        tasks = await self.services.tasks()
-        functions: set[str] = await tasks.functions(exclude_source=API_SOURCE)
-        return functions
-
-    async def _check_function(self, function: str) -> None:
-        """The one function rule (403 when not allowed, 422 naming ``function`` when it does not resolve)."""
-        allow = self.services.settings.allowed_functions
-        trusted = set() if allow and function_allowed(function, allow) else await self._trusted_functions()
-        try:
-            check_function(function, allow, trusted)
-        except InvalidJob as exc:
-            raise ValidationFailed([error(("body", "function"), str(exc))]) from None
-
-    def _check_retry(self, body: dict[str, Any]) -> Any:
-        """The body's ``retry`` as a :class:`Retry` (422 naming ``retry``). Exception classes it names are
-        resolved without importing a module the allow-list does not cover (an imported one resolves)."""
-        if not body.get("retry") or isinstance(body["retry"], int):
-            return body.get("retry") or None
-        try:
-            return retry_from_data(body["retry"], allow=self.services.settings.allowed_functions)
-        except ValueError as exc:
-            raise ValidationFailed([error(("body", "retry"), str(exc))]) from None
-
-    def _validate_schedule(self, body: dict[str, Any]) -> list[FieldError]:
-        errors: list[FieldError] = []
-        tz = body.get("timezone", "UTC")
-        try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-            errors.append(error(("body", "timezone"), f"unknown time zone {tz!r}"))
-            tz = "UTC"
-        from ..scheduler import parse_schedule
-
-        try:
-            start = parse_datetime(body["start"]) if body.get("start") else None
-            parse_schedule(body["type"], body["schedule"], tz, start=start)
-        except TaskDefinitionError as exc:
-            errors.extend(problems_to_errors(exc, "schedule"))
-        except (ValueError, KeyError, TypeError) as exc:
-            errors.append(error(("body", "schedule"), str(exc) or "invalid schedule"))
-        return errors
 
     async def create_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         settings = self.services.settings
@@ -205,14 +102,10 @@ class Handlers(OperatorHandlers):
             offset=params["offset"],
             limit=params["limit"],
         )
-        return _page(page, task_to_dict, params)
-
-    async def _task(self, params: dict[str, Any]) -> Any:
-        scheduler = await self.services.scheduler()
-        return await scheduler.get_task(params["task_id"], agent_name=params.get("agent_name"))
+        return page_view(page, task_to_dict, params)
 
     async def get_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
-        return await _one(self._task(params), task_to_dict, params["task_id"])
+        return await one_view(self._task(params), task_to_dict, params["task_id"])
 
     async def delete_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         scheduler = await self.services.scheduler()  # works on any row, readable or not
@@ -232,19 +125,7 @@ class Handlers(OperatorHandlers):
             await scheduler.enable(task.id, agent_name=task.agent_name)
         else:  # disabling works on any row, readable or not
             task = await scheduler.disable(params["task_id"], agent_name=params.get("agent_name"))
-        return await _one(scheduler.get_task(task.id, agent_name=task.agent_name), task_to_dict, task.id)
-
-    async def _runnable(self, params: dict[str, Any]) -> Any:
-        """The task, if it can be enabled or run as stored: :class:`BrokenTask` (409 naming the field)
-        when a column cannot be read, no longer validates, or its function is refused by the allow-list."""
-        scheduler = await self.services.scheduler()
-        task = await scheduler.checked_task(params["task_id"], agent_name=params.get("agent_name"))
-        try:
-            await self._check_function(task.function)
-        except (FunctionNotAllowed, ValidationFailed) as exc:
-            reason = str(exc.errors[0]["msg"]) if isinstance(exc, ValidationFailed) else str(exc)
-            raise BrokenTask([Problem(reason, task=task.name, field="function")]) from None
-        return task
+        return await one_view(scheduler.get_task(task.id, agent_name=task.agent_name), task_to_dict, task.id)
 
     async def run_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         task = await self._runnable(params)
@@ -260,11 +141,11 @@ class Handlers(OperatorHandlers):
         page = await repo.list_for_display(
             offset=params["offset"], limit=params["limit"], **{name: params.get(name) for name in filters}
         )
-        return _page(page, execution_to_dict, params)
+        return page_view(page, execution_to_dict, params)
 
     async def get_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         repo = await self.services.executions()
-        return await _one(repo.get(params["execution_id"]), execution_to_dict, params["execution_id"])
+        return await one_view(repo.get(params["execution_id"]), execution_to_dict, params["execution_id"])
 
     async def cancel_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         key = params["execution_id"]
@@ -360,16 +241,16 @@ class Handlers(OperatorHandlers):
         paused = await queue.paused(list(counts))
         rows = [{"name": name, "counts": c, "paused": name in paused} for name, c in sorted(counts.items())]
         view = lambda row: {"name": row["name"], "counts": dict(row["counts"]), "paused": row["paused"]}  # noqa: E731
-        return _page(rows, view, params)
+        return page_view(rows, view, params)
 
     async def list_limits(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         queue = await self.services.queue()
-        return _page(await queue.limits_usage(), lambda usage: usage.as_dict(), params)
+        return page_view(await queue.limits_usage(), lambda usage: usage.as_dict(), params)
 
     async def list_workers(self, request: Request, params: dict[str, Any], body: Any) -> Any:
         queue = await self.services.queue()
         workers = sorted(await queue.workers(), key=lambda w: str(getattr(w, "name", "")))
-        return _page(workers, worker_to_dict, params)
+        return page_view(workers, worker_to_dict, params)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -380,7 +261,7 @@ class Handlers(OperatorHandlers):
             offset=params["offset"], limit=params["limit"], **{name: params.get(name) for name in filters}
         )
         view = event_view(self.services.settings.max_payload_bytes)
-        return {**_page(page, view, params), "source": "database"}
+        return {**page_view(page, view, params), "source": "database"}
 
     async def stream_events(self, request: Request, params: dict[str, Any], body: Any) -> Response:
         feed = await self.services.live()
@@ -411,15 +292,3 @@ class Handlers(OperatorHandlers):
 def _sse(item: dict[str, Any]) -> str:
     data = json.dumps(plain(item), default=str, ensure_ascii=False)
     return f"id: {item['id']}\nevent: message\ndata: {data}\n\n"
-
-
-def prefix_of(request: Request, suffix: str) -> str:
-    """The prefix the API is served under, as the client sees it: from the request path when it ends with
-    the operation's own path (``suffix``), so mounting and FastAPI's ``include_router`` both work; else the
-    ASGI root path."""
-    path = request.url.path
-    if suffix != "/" and path.endswith(suffix):
-        return path[: -len(suffix)].rstrip("/")
-    if suffix == "/" and path.endswith("/"):
-        return path.rstrip("/")
-    return str(request.scope.get("root_path", "")).rstrip("/")

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ..exceptions import Conflict, JobError, JobNotFound
+from ._base import HandlerBase
 from ._serialize import job_to_dict, task_to_dict
 from ._validation import FieldError, ValidationFailed, error
 
@@ -64,15 +65,8 @@ def ops_schemas(create: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-class OperatorHandlers:
-    """The operators' endpoints, a base of ``Handlers`` (which provides ``services``, ``_task``,
-    ``_check_function`` and ``_validate_schedule``)."""
-
-    services: Any
-    _task: Any
-    _check_function: Any
-    _check_retry: Any
-    _validate_schedule: Any
+class OperatorHandlers(HandlerBase):
+    """The operators' endpoints, a base of ``Handlers`` (the checks they share: :class:`HandlerBase`)."""
 
     # -- tasks ---------------------------------------------------------------------------------------------
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,7 +24,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import _metrics as process_metrics
-from .._boundary import loads_json
 from ..exceptions import (
     AsyncschedError,
     BackendUnavailable,
@@ -39,14 +36,17 @@ from ..exceptions import (
     TaskDefinitionError,
     UnsupportedURL,
 )
+from ._base import prefix_of, problems_to_errors
 from ._compat import RouterBase
-from ._handlers import Handlers, prefix_of, problems_to_errors
+from ._handlers import Handlers
+from ._health import health
 from ._metrics import CONTENT_TYPE, RequestCounter, render_metrics
+from ._request import MAX_BODY, BadLength, TooLarge, field_loc, read_inputs
 from ._security import host_ok, host_refusal, same_origin_ok, token_ok
 from ._serialize import ApiJSON
 from ._services import ComponentUnavailable, Services
 from ._spec import OPERATIONS, SCHEMAS, Operation, openapi_document
-from ._validation import ValidationFailed, coerce_query, error, parse_query_string, validate
+from ._validation import ValidationFailed, error
 
 __all__ = ["SchedulerRouter", "create_router"]
 
@@ -62,9 +62,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 """Exceptions that mean a backend cannot be reached (answered 503, not 500)."""
 
-MAX_BODY = 1_048_576
-"""Largest request body accepted (bytes); larger ones get 413."""
-
 _STATIC = ("asyncsched.web", "static")
 
 Handler = Callable[[Request, dict[str, Any], Any], Awaitable[Any]]
@@ -74,90 +71,10 @@ def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> 
     return ApiJSON({"detail": detail}, status_code=status, headers=headers)
 
 
-def _declared_length(conn: HTTPConnection) -> int | None:
-    """The ``Content-Length`` header's value; :class:`_BadLength` when it is not a number."""
-    raw = conn.headers.get("content-length")
-    if raw is None:
-        return None
-    if not raw.strip().isdigit() or len(raw) > 30:
-        raise _BadLength
-    return int(raw)
-
-
-async def _read_json(request: Request) -> Any:
-    """The body as JSON: the declared length decides 413 before anything is read; then strict UTF-8,
-    bounded nesting, no NaN/Infinity (:func:`asyncsched._boundary.loads_json`)."""
-    declared = _declared_length(request)
-    if declared is not None and declared > MAX_BODY:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _TooLarge
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise ValidationFailed([error(("body",), "a JSON body is required", "missing")])
-    try:
-        return loads_json(raw)
-    except InvalidValue as exc:
-        kind = "json_invalid" if exc.reason.startswith("invalid JSON") else "value_error"
-        raise ValidationFailed([error(_loc(exc.field), exc.reason, kind)]) from None
-
-
-def _loc(field: str) -> tuple[str | int, ...]:
-    """``"body"``, ``"args.0"``, ``"kwargs.to"`` as a 422 ``loc`` under ``body``."""
-    parts: list[str | int] = [int(p) if p.isdigit() else p for p in field.split(".")]
-    return tuple(parts) if parts[:1] == ["body"] else ("body", *parts)
-
-
-async def _inputs(
-    op: Operation, body_schema: dict[str, Any] | None, request: Request
-) -> tuple[dict[str, Any], Any]:
-    """The operation's typed parameters and validated body; :class:`ValidationFailed`, ``_TooLarge``..."""
-    declared = _declared_length(request)
-    if declared is not None and declared > MAX_BODY:
-        raise _TooLarge
-    _check_path_utf8(request)
-    query = parse_query_string(request.scope.get("query_string", b""))
-    params = coerce_query(query, op.params, request.path_params)
-    body: Any = None
-    if body_schema is not None:
-        body = await _read_json(request)
-        problems = validate(body, body_schema)
-        if problems:
-            raise ValidationFailed(problems)
-    return params, body
-
-
-def _check_path_utf8(request: Request) -> None:
-    """Path parameters must be percent-encoded UTF-8 (servers decode invalid bytes to U+FFFD silently)."""
-    raw = request.scope.get("raw_path")
-    if not raw or b"%" not in raw:
-        return
-    try:
-        unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        names = [name for name, value in request.path_params.items() if "\ufffd" in str(value)] or ["path"]
-        raise ValidationFailed(
-            [error(("path", name), "not valid UTF-8 (percent-decoded)", "unicode_error") for name in names]
-        ) from None
-
-
 def _is_health(scope: Scope) -> bool:
     """Whether the request is for ``/health`` relative to where the router is mounted."""
     path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
     return (path[len(root) :] if root and path.startswith(root) else path) == "/health"
-
-
-class _TooLarge(AsyncschedError):
-    """The request body is larger than ``MAX_BODY`` (answered 413)."""
-
-
-class _BadLength(AsyncschedError):
-    """The ``Content-Length`` header is not a number (answered 400)."""
 
 
 def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -274,15 +191,15 @@ class SchedulerRouter(RouterBase):
         if refusal is not None:
             return refusal
         try:
-            params, body = await _inputs(op, body_schema, request)
+            params, body = await read_inputs(op, body_schema, request)
             result = await handler(request, params, body)
         except ValidationFailed as exc:
             return _detail(422, exc.errors)
         except InvalidValue as exc:  # from the queue or bus boundary: args, kwargs, payload
-            return _detail(422, [error(_loc(exc.field), exc.reason)])
-        except _TooLarge:
+            return _detail(422, [error(field_loc(exc.field), exc.reason)])
+        except TooLarge:
             return _detail(413, f"request body larger than {MAX_BODY} bytes")
-        except _BadLength:
+        except BadLength:
             return _detail(400, "invalid Content-Length header")
         except FunctionNotAllowed as exc:
             return _detail(403, str(exc))
@@ -356,52 +273,7 @@ class SchedulerRouter(RouterBase):
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     async def _op_health(self, request: Request, params: dict[str, Any], body: Any) -> Response:
-        from sqlalchemy import text
-
-        settings = self.services.settings
-        detail = token_ok(request, settings.api_token) and host_ok(
-            request, settings.api_token, settings.allowed_hosts
-        )
-        report: dict[str, str] = {}
-
-        async def redis_check() -> None:
-            client = await self.services.redis()
-            await client.ping()
-
-        async def db_check() -> None:
-            db = await self.services.db()
-            async with db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-
-        for name, check in (("redis", redis_check), ("database", db_check)):
-            try:
-                await asyncio.wait_for(check(), 5.0)
-                report[name] = "ok"
-            except Exception as exc:
-                report[name] = f"unavailable: {type(exc).__name__}: {exc}" if detail else "unavailable"
-        ok = all(v == "ok" for v in report.values())
-        status = "ok" if ok else "unavailable"
-        if report["redis"] == "ok":
-            history = await self._history_health()
-            if history is not None:
-                report["history"] = history
-                status = "degraded" if ok else status
-        return ApiJSON({"status": status, **report}, status_code=200 if ok else 503)
-
-    async def _history_health(self) -> str | None:
-        """A loss of history in the last hour (records dropped unread) makes the service degraded."""
-        from ..store._history_loss import DEGRADED_FOR, history_loss
-
-        try:
-            client = await self.services.redis()
-            loss = await asyncio.wait_for(history_loss(client, self.services.settings.key_prefix), 5.0)
-        except Exception:
-            return None
-        if not loss.lost or loss.last_loss_at is None:
-            return None
-        if (datetime.now(UTC) - loss.last_loss_at).total_seconds() > DEGRADED_FOR:
-            return None
-        return f"lost {loss.lost} lifecycle records (latest loss at {loss.last_loss_at.isoformat()})"
+        return await health(self.services, request)
 
 
 def create_router(services: Services | None = None) -> SchedulerRouter:

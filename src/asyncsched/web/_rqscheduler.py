@@ -7,11 +7,14 @@ the reason in ``problem``. ``rqscheduler_instances`` names live ``rqscheduler`` 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
 from ..rq.keys import RQKeys
+
+if TYPE_CHECKING:
+    from ._base import HandlerBase
 
 __all__ = ["RQ_SCHEDULER_SCHEMAS", "list_rq_scheduler_jobs"]
 
@@ -52,7 +55,9 @@ RQ_SCHEDULER_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-async def list_rq_scheduler_jobs(handlers: Any, request: Request, params: dict[str, Any], body: Any) -> Any:
+async def list_rq_scheduler_jobs(
+    handlers: HandlerBase, request: Request, params: dict[str, Any], body: Any
+) -> dict[str, Any]:
     """The handler (bound as ``Handlers.list_rq_scheduler_jobs``)."""
     from ..scheduler._rqscheduler import list_rq_scheduler_jobs as read_jobs
     from ..scheduler._rqscheduler import live_rqschedulers

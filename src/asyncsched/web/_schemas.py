@@ -49,6 +49,11 @@ def _page_of(item: str, **extra: Any) -> dict[str, Any]:
         "properties": {
             "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
             "total": {"type": "integer", "description": "Items matching the filters, on all pages."},
+            "total_capped": {
+                "type": "boolean",
+                "description": "More items match than were counted (history lists count at most 10,000, "
+                "or to the page's end past that): `total` is then a lower bound.",
+            },
             "offset": {"type": "integer"},
             "limit": {"type": "integer"},
             **extra,
@@ -103,6 +108,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "result": {},
             "error": {"type": ["string", "null"]},
             "traceback": {"type": ["string", "null"]},
+            "progress": {
+                "description": "The latest progress the job reported with current_job().progress(): a "
+                "fraction from 0 to 1 or a JSON object (null when it reported none)."
+            },
+            "progress_at": _datetime,
             "degraded": _degraded,
         },
     },

@@ -34,26 +34,8 @@ __all__ = [
 
 log = logging.getLogger("asyncsched.web")
 
-TASK_FIELDS = (
-    "id",
-    "agent_name",
-    "name",
-    "description",
-    "enabled",
-    "type",
-    "schedule",
-    "timezone",
-    "function",
-    "args",
-    "kwargs",
-    "queue",
-    "options",
-    "source",
-    "created_at",
-    "updated_at",
-    "last_run_at",
-    "next_run_at",
-)
+_TASK_TIMES = ("created_at", "updated_at", "last_run_at", "next_run_at")
+"""A task's fields besides its identity and the columns its definition sets (``scheduler._rows.COLUMNS``)."""
 EXECUTION_FIELDS = (
     "id",
     "job_id",
@@ -72,6 +54,8 @@ EXECUTION_FIELDS = (
     "result",
     "error",
     "traceback",
+    "progress",
+    "progress_at",
 )
 
 
@@ -100,7 +84,9 @@ def _pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 def task_to_dict(task: Any) -> dict[str, Any]:
     """A scheduled task (the SQL model or the scheduler's own view)."""
-    data = _pick(task, TASK_FIELDS)
+    from ..scheduler._rows import COLUMNS  # loaded with the task shown (the router imports no engine)
+
+    data = _pick(task, ("id", "agent_name", "name", *COLUMNS, *_TASK_TIMES))
     for key, empty in (("args", []), ("kwargs", {}), ("options", {})):
         if data[key] is None:
             data[key] = empty

@@ -16,11 +16,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
+from .._lifetime import Closing
 from .._protocols import EventSource
 from .._supervise import Supervised
 from ..config import Settings, get_settings
@@ -28,6 +28,7 @@ from ..exceptions import AsyncschedError, ComponentUnavailable
 from ._live import LiveFeed
 
 if TYPE_CHECKING:
+    from .._metrics import ProcessMetrics
     from ..events import Event, EventBus
     from ..queue import TaskQueue
     from ..scheduler import TaskScheduler
@@ -53,7 +54,7 @@ def _available(module: str) -> Iterator[None]:
         raise ComponentUnavailable(f"{module} is not available: {exc}") from None
 
 
-class Services:
+class Services(Closing):
     """The components behind the API. Pass running ones; the rest are built lazily from ``settings``.
 
     ``db``: an entered ``asyncsched.store.Database``; ``queue``: an entered ``TaskQueue``;
@@ -81,20 +82,12 @@ class Services:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # the job histograms of a worker in this process (asyncsched run), served with /metrics
-        self.process_metrics: Any = None
+        self.process_metrics: ProcessMetrics | None = None
 
     @property
     def settings(self) -> Settings:
         """The settings in force (the process-wide ones unless given)."""
         return self._settings if self._settings is not None else get_settings()
-
-    async def __aenter__(self) -> Services:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every component this object built (given ones belong to their owner)."""
@@ -132,16 +125,25 @@ class Services:
         return await self._get("bus", self._build_bus)
 
     async def executions(self) -> ExecutionRepository:
-        """An ``ExecutionRepository`` on :meth:`db`."""
-        return await self._get("executions", self._build_executions)
+        """An ``ExecutionRepository`` on :meth:`db` (a repository holds nothing but the database)."""
+        db = await self.db()
+        from ..store import ExecutionRepository
+
+        return ExecutionRepository(db)
 
     async def events(self) -> EventRepository:
         """An ``EventRepository`` on :meth:`db`."""
-        return await self._get("events", self._build_events)
+        db = await self.db()
+        from ..store import EventRepository
+
+        return EventRepository(db)
 
     async def tasks(self) -> TaskRepository:
         """A ``TaskRepository`` on :meth:`db` (reads for lists; the scheduler writes)."""
-        return await self._get("tasks", self._build_tasks)
+        db = await self.db()
+        from ..store import TaskRepository
+
+        return TaskRepository(db)
 
     def live_if_started(self) -> LiveFeed | None:
         """The live feed if one runs (metrics must not start one)."""
@@ -213,21 +215,6 @@ class Services:
         # agent "*": the monitor view, which receives every event of the deployment.
         return await stack.enter_async_context(EventBus(settings=self.settings, agent_name=MONITOR))
 
-    async def _build_executions(self, stack: AsyncExitStack) -> ExecutionRepository:
-        with _available("asyncsched.store"):
-            from ..store import ExecutionRepository
-        return ExecutionRepository(await self.db())
-
-    async def _build_events(self, stack: AsyncExitStack) -> EventRepository:
-        with _available("asyncsched.store"):
-            from ..store import EventRepository
-        return EventRepository(await self.db())
-
-    async def _build_tasks(self, stack: AsyncExitStack) -> TaskRepository:
-        with _available("asyncsched.store"):
-            from ..store import TaskRepository
-        return TaskRepository(await self.db())
-
     async def _build_live(self, stack: AsyncExitStack) -> LiveFeed:
         feed = LiveFeed()
         bus = await self.bus()
@@ -248,8 +235,6 @@ async def pump(bus: EventSource, *sinks: Callable[[Event], object]) -> None:
 async def feed_from_bus(bus: EventSource, feed: LiveFeed, stack: AsyncExitStack) -> None:
     """Feed ``feed`` with every event of ``bus`` for as long as ``stack`` is open (supervised: a pump that
     crashes or ends is logged and restarted with backoff)."""
-    runner = Supervised(
-        "asyncsched-web-live", lambda: pump(bus, feed.push), done=lambda: not getattr(bus, "started", True)
-    )
+    runner = Supervised("asyncsched-web-live", lambda: pump(bus, feed.push), done=lambda: not bus.started)
     runner.start()
     stack.push_async_callback(runner.stop)

@@ -8,10 +8,9 @@ app that registers tasks plus this worker and nothing else; ``--no-scheduler`` r
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from ..config import Settings, set_settings
+from ..config import configure_from_flags
 from ._cli import add_arguments, run_worker
 
 
@@ -28,17 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser, with_scheduler=True)
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env(
-            redis_url=args.redis_url,
-            database_url=args.database_url,
-            key_prefix=args.key_prefix,
-            log_level=args.log_level,
-        )
-        set_settings(settings)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        )
+        settings = configure_from_flags(args)
         return run_worker(args, settings)
     except KeyboardInterrupt:
         return 130

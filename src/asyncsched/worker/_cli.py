@@ -68,12 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_scheduler: bool = Fal
         + (" (default)" if not with_scheduler else ""),
     )
     parser.set_defaults(with_scheduler=None, scheduler_default=with_scheduler)
-    parser.add_argument(
-        "--tasks",
-        action="append",
-        metavar="FILE",
-        help="tasks.yaml to register at start (with the scheduler)",
-    )
+    tasks_help = "tasks.yaml to register at start (with the scheduler)"
+    parser.add_argument("--tasks", action="append", metavar="FILE", help=tasks_help)
     parser.add_argument("--agent", help="agent name of the --tasks files (env ASYNCSCHED_AGENT)")
     parser.add_argument(
         "--arq",

@@ -5,7 +5,9 @@ The write is a compare-and-set on the hash's ``meta`` field (``progress.lua``): 
 job is ``started`` by this worker (a cancelled or reaped job writes nothing) and only if ``meta`` did not
 change since it was read (else it is read again), so meta the job saved itself (``rq``'s
 ``job.save_meta()``) is kept. The event is a broadcast ``task.progress`` with ``job_id``, ``queue``,
-``attempt``, ``worker``, ``agent_name``, ``task_name``, ``function`` and ``progress``.
+``attempt``, ``worker``, ``agent_name``, ``task_name``, ``function`` and ``progress``. Each stored report
+is also appended to the lifecycle stream (kind ``progress``), from which the Recorder keeps the latest
+report on the execution row of the SQL history.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._keys import lifecycle_stream
+from .._lifecycle import Lifecycle, LifecycleRecord
 from ..events._lifecycle import event_source
 from ..exceptions import InvalidValue
 from ..rq import serializers
@@ -106,7 +111,18 @@ class ProgressReporter:
             if seq < job.progress_stored or not await self._store(job, checked):
                 return
             job.progress_stored = seq
+            await self._record(job, checked)
         await self._publish(job, checked)
+
+    async def _record(self, job: CurrentJob, value: Any) -> None:
+        """Append the report to the lifecycle stream (for the SQL history), in the order of storing."""
+        record = LifecycleRecord(
+            Lifecycle.PROGRESS, job.id, job.queue, job.attempt, worker=self.worker_name,
+            progress=json.dumps(value), progress_at=time.time(),
+        )  # fmt: skip
+        stream = lifecycle_stream(self.settings.key_prefix)
+        maxlen = self.settings.lifecycle_maxlen
+        await self.redis.xadd(stream, record.encode(), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
 
     async def _store(self, job: CurrentJob, value: Any) -> bool:
         """The compare-and-set of ``meta`` (re-read when someone else changed it); ``False``: not stored."""

@@ -14,6 +14,7 @@ const EXTRA_LOADERS = []; // loaders of static/ops.js (failed jobs), run by ever
 const HISTORY_PAGE = 25;
 let historyOffset = 0;
 let historyTotal = 0;
+let historyCapped = false; // more rows than were counted: historyTotal is a lower bound
 
 function headers(extra) {
   const h = Object.assign({ accept: "application/json" }, extra || {});
@@ -96,10 +97,11 @@ function status(text) {
   return el("span", text, "status " + (text || ""));
 }
 
-function button(label, action) {
+function button(label, action, aria) {
   const b = el("button", label);
   b.type = "button";
   b.dataset.action = label;
+  if (aria) b.setAttribute("aria-label", aria);
   b.addEventListener("click", async () => {
     b.disabled = true;
     try {
@@ -228,11 +230,14 @@ function historyQuery() {
 async function loadExecutions() {
   const data = await api("/executions?" + historyQuery());
   historyTotal = data.total || 0;
+  historyCapped = Boolean(data.total_capped);
   const last = Math.min(historyOffset + data.items.length, historyTotal);
+  // A large history is counted up to 10,000 rows ("of 10000+"); past that, up to the page's end.
+  const of = historyTotal + (historyCapped ? "+" : "");
   document.getElementById("history-range").textContent =
-    historyTotal ? (historyOffset + 1) + "–" + last + " of " + historyTotal : "no executions";
+    historyTotal ? (historyOffset + 1) + "–" + last + " of " + of : "no executions";
   document.getElementById("history-prev").disabled = historyOffset === 0;
-  document.getElementById("history-next").disabled = last >= historyTotal;
+  document.getElementById("history-next").disabled = !historyCapped && last >= historyTotal;
   fill("executions", data.items.map((e) => {
     const duration = e.duration === null || e.duration === undefined ? "" : e.duration.toFixed(3) + " s";
     const tr = row([
@@ -348,7 +353,7 @@ document.getElementById("history-prev").addEventListener("click", () => {
   scheduleRefresh(0);
 });
 document.getElementById("history-next").addEventListener("click", () => {
-  if (historyOffset + HISTORY_PAGE < historyTotal) historyOffset += HISTORY_PAGE;
+  if (historyCapped || historyOffset + HISTORY_PAGE < historyTotal) historyOffset += HISTORY_PAGE;
   scheduleRefresh(0);
 });
 

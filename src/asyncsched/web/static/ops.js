@@ -1,6 +1,6 @@
 // asyncsched dashboard, operators' part: failed jobs (requeue / delete, one or all), a job's details
 // (arguments, result, traceback, attempts, timeline) with requeue / cancel. The task form is static/tasks.js.
-// Uses the helpers of app.js (api, el, td, row, fill, when, status, say, scheduleRefresh, EXTRA_LOADERS).
+// Uses the helpers of app.js (api, el, td, row, fill, when, status, say, button, scheduleRefresh, EXTRA_LOADERS).
 // Data is written with textContent only. Destructive actions ask for confirmation first.
 "use strict";
 
@@ -10,22 +10,7 @@ let failedTotal = 0;
 let currentJob = null;
 
 function actionButton(label, aria, action) {
-  const b = el("button", label);
-  b.type = "button";
-  b.dataset.action = label;
-  b.setAttribute("aria-label", aria);
-  b.addEventListener("click", async () => {
-    b.disabled = true;
-    try {
-      await action();
-      scheduleRefresh(0);
-    } catch (err) {
-      say(err.message);
-    } finally {
-      b.disabled = false;
-    }
-  });
-  return b;
+  return button(label, action, aria); // app.js's button, with an accessible name
 }
 
 function failedQueue() {

@@ -1,0 +1,54 @@
+"""The one lifecycle idiom (STYLE.md §4): every long-lived component is an async context manager.
+
+:class:`Stacked`: ``async with`` calls ``_start(stack)``, which enters each part on one exit stack; a start
+that fails closes what it had opened before the error propagates; leaving closes everything in reverse
+order. :class:`Closing`: a component opened on first use, whose ``async with`` only closes it
+(``aclose()``) on the way out.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Self
+
+__all__ = ["Closing", "Stacked"]
+
+
+class Stacked:
+    """Base of a component whose parts are entered on one ``AsyncExitStack`` by :meth:`_start`."""
+
+    _stack: AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        """Enter the parts on ``stack`` (each closed with it, in reverse order)."""
+        raise NotImplementedError
+
+
+class Closing:
+    """Base of a component that opens what it needs on first use: ``async with`` returns it as it is, and
+    leaving calls :meth:`aclose`."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close what this component opened."""
+        raise NotImplementedError
