@@ -43,7 +43,7 @@ WORKER = r"""
 import asyncio, json, os, signal, sys, time
 sys.path.insert(0, os.environ["BENCH_DIR"])
 from asyncsched.worker import Worker
-from asyncsched.worker import _worker
+from asyncsched.worker import _claim
 starts, claims, arrivals = {}, {}, {}
 last_read = [0.0]
 feed = asyncio.StreamReader.feed_data
@@ -53,14 +53,14 @@ def timed_feed(self, data):
 asyncio.StreamReader.feed_data = timed_feed
 import tasks_breakdown
 tasks_breakdown.STARTS = starts
-take = _worker.Worker._take
+take = _claim.Claimer.take
 def timed_take(self, reply):
     now = time.time()
     for i in range(0, len(reply), 4):
         claims[reply[i].decode()] = now
         arrivals[reply[i].decode()] = last_read[0]
     return take(self, reply)
-_worker.Worker._take = timed_take
+_claim.Claimer.take = timed_take
 async def main():
     async with Worker(["default"], redis=os.environ["BENCH_REDIS_URL"], concurrency=100) as worker:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.request_stop)

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from ._lifetime import Stacked
 from ._protocols import StoppableWorker
-from ._supervise import Supervised
+from ._supervise import Supervised, cancel_until_done
 from .config import Settings, get_settings
 
 __all__ = [
@@ -46,11 +46,9 @@ log = logging.getLogger("asyncsched")
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` until it is done: a loop that swallowed one cancellation (``asyncio.wait_for`` can,
-    on Python 3.11) is cancelled again rather than awaited forever."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
+    """Cancel ``task`` until it is done (the supervisor's :func:`~._supervise.cancel_until_done`: a loop
+    that swallowed one cancellation is cancelled again rather than awaited forever); log how it ended."""
+    await cancel_until_done(task)
     if not task.cancelled() and task.exception() is not None:
         log.debug("%s ended with %r", task.get_name(), task.exception())
 

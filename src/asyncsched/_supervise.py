@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-__all__ = ["Supervised", "cancel_until_done"]
+__all__ = ["Supervised", "cancel_until_done", "stop_all"]
 
 log = logging.getLogger("asyncsched.supervise")
 
@@ -39,6 +39,19 @@ async def cancel_until_done(task: asyncio.Task[Any], *, grace: float = 0.0) -> N
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=1.0)
+
+
+async def stop_all(supervised: Iterable[Supervised], *, within: float = 6.0) -> int:
+    """Stop several supervised tasks at once (each cancelled until done), waiting ``timeout`` seconds at
+    most (``within`` seconds); how many did not stop in time (each is logged and left cancelling)."""
+    stops = {asyncio.ensure_future(s.stop()): s for s in supervised}
+    if not stops:
+        return 0
+    _, pending = await asyncio.wait(stops, timeout=within)
+    for stop in pending:
+        log.warning("%s did not stop within %.0fs", stops[stop].name, within)
+        stop.cancel()
+    return len(pending)
 
 
 class Supervised:

@@ -120,7 +120,7 @@ async def test_worker_stops_although_a_library_swallows_one_cancel(real_redis_ur
                     raise
                 swallowed.set()  # like redis-py: the cancel is lost, the loop goes on
 
-    worker._promoter = swallow_once  # type: ignore[method-assign]
+    worker.promoter.run = swallow_once  # type: ignore[method-assign]
     async with worker:
         runner = asyncio.create_task(worker.run())
         await eventually(lambda: worker._background, 10, "the worker to start")

@@ -177,8 +177,8 @@ async def test_promote_skips_wrong_type_keys_and_promotes_the_rest(
     await admin.set("rq:job:x", "str")
     await admin.sadd("rq:scheduler-lock:b", "not a string")  # queue b's lock is a set
     async with _reaper(real_redis_url, ["a", "b"]) as worker:
-        assert await worker._promote_once() == 1
-        assert await worker._promote_once() == 0
+        assert await worker.promoter.promote_once() == 1
+        assert await worker.promoter.promote_once() == 0
     assert await admin.lrange("rq:queue:a", 0, -1) == [good.encode()]
     assert await admin.zrange("rq:scheduled:a", 0, -1) == []
     assert await admin.zrange("rq:scheduled:b", 0, -1) == [other.encode()]  # left for when it is fixed

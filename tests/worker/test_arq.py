@@ -86,3 +86,76 @@ def test_worker_cli_runs_arq_jobs(real_redis_url: str) -> None:
     finally:
         set_settings(None)
     assert asyncio.run(result(job_id)) == 42
+
+
+class RecordingHooks:
+    """Worker hooks (issue 17) that record what they saw; ``refuse``: before_job raises."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.seen: list[tuple[object, ...]] = []
+
+    async def on_startup(self, resources: dict[str, object]) -> None:
+        resources["pool"] = "pool-1"
+
+    async def before_job(self, job: object) -> None:
+        from asyncsched.worker import CurrentJob, current_job
+
+        assert isinstance(job, CurrentJob)
+        assert current_job() is job
+        self.seen.append(("before", job.id, job.queue, job.attempt, job.resources.get("pool")))
+        if self.refuse:
+            raise RuntimeError("not today")
+
+    def after_job(self, job: object) -> None:  # a def hook: run in the worker's job threads
+        from asyncsched.worker import CurrentJob
+
+        assert isinstance(job, CurrentJob)
+        self.seen.append(("after", job.id, job.outcome, job.result, repr(job.error)))
+
+
+async def test_worker_hooks_run_around_arq_jobs(real_redis_url: str) -> None:
+    pool = await arq_pool(real_redis_url)
+    hooks = RecordingHooks()
+    try:
+        ok = await pool.enqueue_job("arq_add", 2, 3)  # type: ignore[attr-defined]
+        bad = await pool.enqueue_job("arq_fail", "nope")  # type: ignore[attr-defined]
+        worker = await run_burst(
+            redis=real_redis_url,
+            settings=Settings(redis_url=real_redis_url),
+            accept_pickle=True,
+            arq="tests.jobs:ArqSettings",
+            hooks=hooks,
+        )
+        assert worker.processed == 2
+        assert await ok.result(timeout=5) == 5
+        ok_id, bad_id = ok.job_id, bad.job_id
+        befores = sorted(s for s in hooks.seen if s[0] == "before")
+        assert befores == sorted(
+            [("before", ok_id, "arq:queue", 1, "pool-1"), ("before", bad_id, "arq:queue", 1, "pool-1")]
+        )
+        afters = {s[1]: s[2:] for s in hooks.seen if s[0] == "after"}
+        assert afters[ok_id] == ("finished", 5, "None")
+        assert afters[bad_id] == ("failed", None, "ValueError('nope')")
+    finally:
+        await pool.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_failing_before_job_hook_fails_the_arq_job_without_running_it(real_redis_url: str) -> None:
+    pool = await arq_pool(real_redis_url)
+    hooks = RecordingHooks(refuse=True)
+    try:
+        job = await pool.enqueue_job("arq_add", 2, 3)  # type: ignore[attr-defined]
+        await run_burst(
+            redis=real_redis_url,
+            settings=Settings(redis_url=real_redis_url),
+            accept_pickle=True,
+            arq="tests.jobs:ArqSettings",
+            hooks=hooks,
+        )
+        with pytest.raises(RuntimeError, match="not today"):
+            await job.result(timeout=5)
+        assert [s[0] for s in hooks.seen] == ["before", "after"]
+        assert hooks.seen[1][2] == "failed"
+    finally:
+        await pool.aclose()  # type: ignore[attr-defined]

@@ -43,7 +43,7 @@ async def test_delayed_jobs_start_on_time_never_early(
     # the default promotion interval (1 s): a new job wakes the promoter, it does not wait for a poll
     async with Worker(redis=redis_url, settings=wsettings) as worker:
         task = asyncio.create_task(worker.run())
-        await asyncio.wait_for(worker._listening.wait(), 10)
+        await asyncio.wait_for(worker.commands.listening.wait(), 10)
         asked: dict[str, float] = {}
         for delay in (0.05, 0.25, 0.6):
             before = time.time()
@@ -67,7 +67,7 @@ async def test_a_new_job_wakes_an_idle_promoter(
 ) -> None:
     async with Worker(redis=redis_url, settings=wsettings, scheduler_interval=60) as worker:
         task = asyncio.create_task(worker.run())
-        await asyncio.wait_for(worker._listening.wait(), 10)
+        await asyncio.wait_for(worker.commands.listening.wait(), 10)
         before = time.time()
         job_id = await queue.enqueue(jobs.stamp, delay=0.25)
         try:

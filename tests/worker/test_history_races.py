@@ -33,7 +33,7 @@ async def test_heartbeat_right_after_finish_stops_nothing(
             if name == "heartbeat":
                 beats.append(reply)
             if name == "finish":  # the race, made certain: a heartbeat between the script and the pop
-                await worker._heartbeat()
+                await worker.leases.heartbeat()
             return reply
 
         worker._scripts.run = run  # type: ignore[method-assign]
@@ -59,7 +59,7 @@ async def test_outcome_of_a_job_whose_hash_vanished_is_recorded(
 
         await eventually(started, what="the job to start")
         await redis.delete(f"rq:job:{job_id}")
-        await worker._heartbeat()  # a vanished hash is no stop request: the job runs on
+        await worker.leases.heartbeat()  # a vanished hash is no stop request: the job runs on
         await runner
     records = [LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq"))]
     done = [r for r in records if r.job_id == job_id and r.kind == "success"]

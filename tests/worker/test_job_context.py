@@ -195,11 +195,11 @@ def test_load_hooks_by_reference() -> None:
 def test_no_hooks_no_per_job_work() -> None:
     worker = Worker(redis="memory://nohooks", settings=Settings(redis_url="memory://nohooks"))
     assert worker.hooks is None
-    assert worker._around is False
+    assert worker.executor.around is False
     only_startup = Worker(
         redis="memory://nohooks2", settings=Settings(redis_url="memory://nohooks2"), on_startup=print
     )
-    assert only_startup._around is False
+    assert only_startup.executor.around is False
 
 
 @pytest.mark.parametrize("redis_url", ["redis"], indirect=True)  # a real server: RQ's and another process's
@@ -275,3 +275,26 @@ async def test_with_job_passes_the_job_as_first_argument(
     assert await queue.result(b) == {"id": b, "x": 2, "cancelled": False}
     with pytest.raises(RuntimeError, match="call it as an asyncsched job"):
         ctxjobs.given_job(1)
+
+
+def test_worker_settings_typed_and_checked() -> None:
+    """Worker's tuning keywords become one WorkerSettings (or a whole one is given); bad values name the
+    field."""
+    from asyncsched.exceptions import ConfigurationError
+    from asyncsched.worker import WorkerSettings
+
+    settings = Settings(redis_url="memory://wsettings")
+    worker = Worker(["a", "b"], redis="memory://wsettings", settings=settings, concurrency=7, lease=20.9)
+    assert (worker.cfg.queues, worker.cfg.concurrency, worker.cfg.lease) == (("a", "b"), 7, 20)
+    assert worker.queues == ["a", "b"]
+    assert not worker.burst
+    given = WorkerSettings.resolve(settings, ["c"], burst=True, name="w-c")
+    assert Worker(redis="memory://wsettings", settings=settings, config=given).name == "w-c"
+    with pytest.raises(ConfigurationError, match="orphan_policy"):
+        Worker(redis="memory://wsettings", settings=settings, orphan_policy="drop")
+    with pytest.raises(ConfigurationError, match="heartbeat_interval"):
+        Worker(redis="memory://wsettings", settings=settings, config=WorkerSettings(
+            queues=("q",), name="n", prefix="rq", concurrency=1, threads=1, lease=5, heartbeat_interval=10
+        ))  # fmt: skip
+    with pytest.raises(TypeError, match="config"):
+        Worker(["x"], redis="memory://wsettings", settings=settings, config=given)

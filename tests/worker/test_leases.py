@@ -23,6 +23,22 @@ async def _wip(redis: aioredis.Redis) -> dict[str, float]:
     return {member.decode(): score for member, score in rows}
 
 
+async def test_a_claim_leases_the_job_for_the_workers_lease(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    """The claim script itself leases a started job until now + lease (no heartbeat has run: the worker's
+    loops are not started), so a reaper cannot take it before its first heartbeat."""
+    job_id = await queue.enqueue(jobs.async_add, args=(1, 2))
+    async with Worker(redis=redis_url, settings=wsettings, lease=30) as worker:
+        before = time.time()
+        reply = await worker._scripts.run("claim", worker.claimer.args(1, [], "", ""))
+        assert reply[0].decode() == job_id
+        ((member, deadline),) = (await _wip(redis)).items()
+        assert member.startswith(job_id + ":")
+        assert int(before) + 30 <= deadline <= time.time() + 30
+        assert await worker.reap() == []
+
+
 async def test_the_reaper_takes_only_lapsed_leases(
     queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis, tmp_path: Path
 ) -> None:

@@ -239,3 +239,73 @@ def test_the_example_runs() -> None:
     assert len(starts) == 12
     assert "key='tenant:acme'" in out.stdout
     assert "key='openai'" in out.stdout
+
+
+_GATES: dict[str, asyncio.Event] = {}
+
+
+async def gated(name: str) -> str:
+    """A job that runs until the test opens its gate (same process, same loop)."""
+    await _GATES[name].wait()
+    return name
+
+
+async def _status(q: TaskQueue, job_id: str) -> str:
+    raw = await q.redis.hget(f"rq:job:{job_id}", "status")
+    return raw.decode() if raw else ""
+
+
+@pytest.mark.parametrize("kind", ["cap", "rq-ratelimit"])
+async def test_burst_worker_waits_for_jobs_parked_by_a_limit_held_elsewhere(
+    queue: TaskQueue, redis_url: str, wsettings: Settings, kind: str
+) -> None:
+    """Issue 17: a burst worker does not exit while a job of its queue is parked by a concurrency cap (ours,
+    or RQ 3's RateLimit) that another worker holds; it waits, runs the job when the slot frees, then exits."""
+    gate = _GATES[kind] = asyncio.Event()
+    opts: dict[str, Any] = (
+        {"max_concurrency": 1, "concurrency_key": "held"}
+        if kind == "cap"
+        else {"rate_limit": RateLimit("held", concurrency=1)}
+    )
+    holder = await queue.enqueue(f"{__name__}:gated", args=(kind,), queue="holder", **opts)
+    async with Worker(["holder"], redis=redis_url, settings=wsettings) as other:
+        other_run = asyncio.create_task(other.run())
+        await eventually(lambda: _status_is(queue, holder, "started"), 15, "the holder to start")
+        waiting = await queue.enqueue("tests.jobs:add", args=(20, 22), **opts)
+        async with Worker(redis=redis_url, settings=wsettings, burst=True) as burst:
+            run = asyncio.create_task(burst.run())
+            await eventually(lambda: _status_is(queue, waiting, "rate_limited"), 15, "the job to be parked")
+            done, _ = await asyncio.wait({run}, timeout=1.0)  # it would have exited by now
+            assert not done, "the burst worker exited with a job of its queue parked"
+            gate.set()  # the holder finishes: its slot goes to the parked job, which the burst worker runs
+            await asyncio.wait_for(run, 30)
+        assert await queue.result(waiting, wait=5) == 42
+        assert burst.processed == 1
+        other.request_stop()
+        await asyncio.wait_for(other_run, 30)
+    assert await queue.result(holder) == kind
+
+
+async def _status_is(q: TaskQueue, job_id: str, status: str) -> bool:
+    return await _status(q, job_id) == status
+
+
+async def test_burst_worker_ignores_parked_jobs_of_other_queues(
+    queue: TaskQueue, redis_url: str, wsettings: Settings
+) -> None:
+    """A job parked for a queue a burst worker does not serve does not keep it waiting."""
+    gate = _GATES["other"] = asyncio.Event()
+    opts: dict[str, Any] = {"max_concurrency": 1, "concurrency_key": "other"}
+    holder = await queue.enqueue(f"{__name__}:gated", args=("other",), queue="holder", **opts)
+    async with Worker(["holder", "elsewhere"], redis=redis_url, settings=wsettings) as other:
+        other_run = asyncio.create_task(other.run())
+        await eventually(lambda: _status_is(queue, holder, "started"), 15, "the holder to start")
+        parked = await queue.enqueue("tests.jobs:add", args=(1, 1), queue="elsewhere", **opts)
+        await eventually(lambda: _status_is(queue, parked, "rate_limited"), 15, "the job to be parked")
+        async with Worker(redis=redis_url, settings=wsettings, burst=True) as w:
+            await asyncio.wait_for(w.run(), 30)  # serves "default" only: nothing of its own waits
+        assert await _status(queue, parked) == "rate_limited"
+        gate.set()
+        assert await queue.result(parked, wait=10) == 2
+        other.request_stop()
+        await asyncio.wait_for(other_run, 30)

@@ -46,12 +46,12 @@ async def test_claim_puts_back_what_a_blocking_pop_took_from_a_paused_queue(
     async with Worker(["p"], redis=redis_url, settings=wsettings) as worker:
         popped = await redis.lpop(queue.keys.queue("p"))  # what BLPOP took
         assert popped is not None
-        args = worker._claim_args(4, [popped.decode()], "p", "")
+        args = worker.claimer.args(4, [popped.decode()], "p", "")
         assert await worker._scripts.run("claim", args) == []
-        claiming = worker._claiming
+        claiming = worker.claimer.claiming
         for _ in range(2):  # what BLMOVE moved (a claiming list may hold more than one id)
             await redis.lmove(queue.keys.queue("p"), claiming, "LEFT", "RIGHT")
-        args = worker._claim_args(4, [], "p", claiming)
+        args = worker.claimer.args(4, [], "p", claiming)
         assert await worker._scripts.run("claim", args) == []
     assert [i.decode() for i in await redis.lrange(queue.keys.queue("p"), 0, -1)] == ids
     assert await redis.llen(claiming) == 0

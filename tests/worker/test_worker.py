@@ -259,14 +259,14 @@ async def test_a_slot_frees_when_a_job_returns_and_unrecorded_outcomes_are_bound
     worker = Worker(redis=redis_url, settings=wsettings, concurrency=1)
     recording = asyncio.Event()
     release = asyncio.Event()
-    original = worker._record
+    original = worker.completer.record
 
-    async def held(batch: list[object], args: list[object]) -> None:
+    async def held(outcomes: list[object], batch: object) -> None:
         recording.set()
         await release.wait()  # Redis is slow to take the outcomes
-        await original(batch, args)  # type: ignore[arg-type]
+        await original(outcomes, batch)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(worker, "_record", held)
+    monkeypatch.setattr(worker.completer, "record", held)
     async with worker:
         runner = asyncio.create_task(worker.run())
         await asyncio.wait_for(recording.wait(), 10)
@@ -274,7 +274,7 @@ async def test_a_slot_frees_when_a_job_returns_and_unrecorded_outcomes_are_bound
         await eventually(lambda: _ran(worker, 2), what="the second job to run")
         # ... and no third: one slot of concurrency means at most one outcome waiting beside it
         assert await queue.status(ids[2]) == JobStatus.QUEUED
-        assert worker._capacity() == 0
+        assert worker.running.capacity() == 0
         release.set()
         for i, job_id in enumerate(ids):
             assert await queue.result(job_id, wait=10) == 2 * i
@@ -284,7 +284,7 @@ async def test_a_slot_frees_when_a_job_returns_and_unrecorded_outcomes_are_bound
 
 
 async def _ran(worker: Worker, count: int) -> bool:
-    return worker._executing == 0 and len(worker._running) == count
+    return worker.running.executing == 0 and len(worker.running.jobs) == count
 
 
 async def test_worker_ignores_data_of_other_queue(
@@ -512,7 +512,7 @@ async def test_cancelled_while_claiming_puts_the_claimed_jobs_back(
         worker = Worker(redis=real_redis_url, settings=settings, orphan_policy="fail", poll_timeout=60)
         blocking = asyncio.Event()  # the pipeline is sent; its replies are not read yet
         release = asyncio.Event()
-        line = worker._line
+        line = worker.claimer.line
         assert line is not None
         original = line._read
         held = False

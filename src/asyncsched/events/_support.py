@@ -12,17 +12,8 @@ from .._supervise import cancel_until_done
 __all__ = ["Background", "Startup", "stop_task"]
 
 
-async def stop_task(task: asyncio.Task[Any], *, grace: float = 0.0) -> None:
-    """Let ``task`` finish for up to ``grace`` seconds, then cancel it until it is done.
-
-    Cancellation is repeated because a client library may swallow one that lands at an unlucky moment
-    (redis-py does during some connection steps); the task's own loop condition ends it after that.
-    """
-    if grace > 0:
-        await asyncio.wait({task}, timeout=grace)
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
+stop_task = cancel_until_done
+"""Let a task finish for up to ``grace`` seconds, then cancel it until it is done (the supervisor's)."""
 
 
 class Background:

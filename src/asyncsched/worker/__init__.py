@@ -8,6 +8,7 @@ id, attempt, meta, progress reporting, cancel token and the worker's shared reso
 from ..exceptions import WorkerHookError
 from ._hooks import Hooks
 from ._rqjob import CurrentJob, current_job, with_job
+from ._settings import WorkerSettings
 from ._worker import ORPHAN_POLICIES, Worker
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Hooks",
     "Worker",
     "WorkerHookError",
+    "WorkerSettings",
     "current_job",
     "with_job",
 ]

@@ -8,6 +8,9 @@ ft, q, id}``, kept ``keep_result`` seconds), so ``await job.result()`` on the ar
 Functions are arq's: ``async def name(ctx, *args, **kwargs)``, found by their arq name in ``functions``
 (a mapping, a list of callables / ``arq.worker.func(...)`` objects, or ``"module:WorkerSettings"`` whose
 ``functions`` is read). ``ctx`` has ``job_id``, ``job_try``, ``enqueue_time``, ``score`` and ``redis``.
+The worker's hooks (``_hooks.py``) run around arq jobs too: ``before_job`` / ``after_job`` get a
+:class:`~asyncsched.worker.CurrentJob` (``queue`` is arq's queue key, ``attempt`` arq's ``job_try``,
+``resources`` what ``on_startup`` set up); a ``before_job`` that raises fails the job without running it.
 
 arq serializes with pickle by default: such jobs run only when the worker accepts pickle; otherwise the
 job ends with a failed result saying why (the result is written with ``pickle.dumps``, which is safe;
@@ -26,6 +29,7 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +39,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import ConfigurationError, InvalidJob
 from ..queue._functions import import_function
+from ._hooks import Hooks, call_hook
+from ._rqjob import CurrentJob, set_current
 
 __all__ = ["ArqConsumer", "arq_functions"]
 
@@ -99,6 +105,10 @@ class ArqConsumer:
         keep_result: float = 3600.0,
         max_tries: int = 5,
         poll: float = 0.5,
+        hooks: Hooks | None = None,
+        resources: dict[str, Any] | None = None,
+        executor: Executor | None = None,
+        worker_name: str = "",
     ) -> None:
         if serializer not in ("pickle", "json"):
             raise ConfigurationError(f"arq serializer must be 'pickle' or 'json', got {serializer!r}")
@@ -115,6 +125,11 @@ class ArqConsumer:
         self._start = redis.register_script(_START)
         self._tasks: set[asyncio.Task[None]] = set()
         self.processed = 0
+        # the worker's before_job / after_job hooks (def hooks run in ``executor``, the job threads)
+        self.hooks = hooks if hooks is not None and hooks.around_jobs else None
+        self.resources = {} if resources is None else resources
+        self.executor = executor
+        self.worker_name = worker_name
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Run due jobs until ``stop`` is set (or, in burst mode, until none is due and none runs)."""
@@ -184,6 +199,7 @@ class ArqConsumer:
     async def _run(self, job_id: str, raw: bytes | None, job_try: int, score: int) -> None:
         start = int(time.time() * 1000)
         meta: dict[str, Any] = {"t": job_try, "f": "?", "a": (), "k": {}, "et": score}
+        current = self._current(job_id, job_try) if self.hooks is not None else None
         try:
             if raw is None:
                 raise LookupError(f"arq job {job_id} has no payload (expired?)")
@@ -195,6 +211,8 @@ class ArqConsumer:
             if job_try > self.max_tries:
                 raise RuntimeError(f"max {self.max_tries} retries exceeded")
             ctx = self._ctx(job_id, job_try, data["et"], score)
+            if current is not None:
+                await self._hook("before_job", current)
             async with asyncio.timeout(self.job_timeout):
                 value = func(ctx, *meta["a"], **meta["k"])
                 if inspect.isawaitable(value):
@@ -203,6 +221,13 @@ class ArqConsumer:
         except Exception as exc:
             log.warning("arq job %s (%s) failed: %r", job_id, meta["f"], exc)
             value, success = exc, False
+        if current is not None:
+            if success:
+                current.outcome, current.result = "finished", value
+            else:
+                current.outcome, current.error = "failed", value
+            with contextlib.suppress(Exception):  # logged by _hook; the outcome stands
+                await self._hook("after_job", current)
         result = {**meta, "s": success, "r": value, "st": start, "ft": int(time.time() * 1000)}
         result.update(q=self.queue, id=job_id)
         if not success and self.serializer == "json":
@@ -215,6 +240,23 @@ class ArqConsumer:
             _ = tr.zrem("arq:abort", job_id)
             _ = tr.zrem(self.queue, job_id)
             await tr.execute()
+
+    def _current(self, job_id: str, job_try: int) -> CurrentJob:
+        """What the worker's hooks (and ``current_job()``) see of an arq job."""
+        job = CurrentJob(job_id, self.queue, job_id, job_try, self.worker_name, {}, resources=self.resources)
+        set_current(job)
+        return job
+
+    async def _hook(self, name: str, job: CurrentJob) -> None:
+        """Run the ``before_job`` / ``after_job`` hook; its error is logged and raised."""
+        hook = getattr(self.hooks, name)
+        if hook is None:
+            return
+        try:
+            await call_hook(hook, self.executor, job)
+        except Exception:
+            log.exception("arq job %s: %s hook failed", job.id, name)
+            raise
 
     def _ctx(self, job_id: str, job_try: int, enqueue_ms: int, score: int) -> dict[str, Any]:
         ctx: dict[str, Any] = {

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError, FunctionNotAllowed, InvalidJob, WorkerHookError
 from ..queue._functions import resolve_function
-from ._job import ClaimedJob, Outcome, Prepared, execute, failure
+from ._job import ClaimedJob, Outcome, OutcomeKind, Prepared, execute, failure
 from ._rqjob import CurrentJob
 
 __all__ = ["HOOK_NAMES", "Hooks", "WorkerHookError", "call_hook", "load_hooks", "run_hooked"]
@@ -96,8 +96,9 @@ def load_hooks(reference: str) -> Hooks:
     return hooks_from(made, f"--hooks {reference}")
 
 
-async def call_hook(hook: Callable[..., Any], executor: Executor, *args: Any) -> Any:
-    """Await an ``async def`` hook on the loop; run a ``def`` hook in ``executor`` with this context."""
+async def call_hook(hook: Callable[..., Any], executor: Executor | None, *args: Any) -> Any:
+    """Await an ``async def`` hook on the loop; run a ``def`` hook in ``executor`` (``None``: the loop's
+    default) with this context."""
     if inspect.iscoroutinefunction(hook):
         return await hook(*args)
     loop = asyncio.get_running_loop()
@@ -130,7 +131,7 @@ async def run_hooked(
             prep = Prepared(outcome=out)
     outcome = await execute(job, prep, executor)
     if hooks.after_job is not None:
-        retried = outcome.kind in ("schedule", "requeue") and outcome.exc_text is not None
+        retried = outcome.kind in (OutcomeKind.SCHEDULE, OutcomeKind.REQUEUE) and outcome.exc_text is not None
         ctx.outcome = "retry" if retried else outcome.kind
         ctx.error = outcome.exc
         ctx.result = outcome.value

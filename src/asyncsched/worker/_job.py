@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from .._lifecycle import cap_result
@@ -26,7 +27,7 @@ from ..rq.codec import ResultType
 from ..rq.serializers import Format
 from ._rqjob import CurrentJob, Features, features, refused
 
-__all__ = ["ClaimedJob", "Outcome", "after_run", "execute", "failure"]
+__all__ = ["ClaimedJob", "Outcome", "OutcomeKind", "after_run", "execute", "failure"]
 
 log = logging.getLogger("asyncsched.worker")
 
@@ -65,12 +66,22 @@ class ClaimedJob:
             return 1
 
 
+class OutcomeKind(StrEnum):
+    """How an execution ended, as ``finish.lua`` records it (its field 4)."""
+
+    FINISHED = "finished"  # returned: RQ's finished registry
+    FAILED = "failed"  # raised, no retry left: RQ's failed registry
+    STOPPED = "stopped"  # stopped on request (RQ stop-job, our cancel)
+    REQUEUE = "requeue"  # back on its queue now (a retry without delay, or a shutdown)
+    SCHEDULE = "schedule"  # retried later: RQ's scheduled registry
+
+
 @dataclass
 class Outcome:
     """What ``finish.lua`` records for one execution."""
 
     job: ClaimedJob
-    kind: str  # finished | failed | stopped | requeue | schedule
+    kind: OutcomeKind
     ended: float = field(default_factory=time.time)
     return_value: str | None = None  # base64 of the serialized value
     exc_text: str | None = None
@@ -128,7 +139,7 @@ def _failure(
     if wait is not None and retries_left is not None:
         return Outcome(
             job,
-            "schedule" if wait else "requeue",
+            OutcomeKind.SCHEDULE if wait else OutcomeKind.REQUEUE,
             ended=now,
             exc_text=exc_text,
             error=_error_line(exc_text),
@@ -141,7 +152,7 @@ def _failure(
     ttl = DEFAULT_FAILURE_TTL if failure_ttl is None else failure_ttl
     return Outcome(
         job,
-        "failed",
+        OutcomeKind.FAILED,
         ended=now,
         exc_text=exc_text,
         error=_error_line(exc_text),
@@ -159,7 +170,7 @@ failure = _failure
 def stopped(job: ClaimedJob) -> Outcome:
     """A job stopped on request (RQ's stop-job or our cancel): RQ's ``stopped`` status."""
     out = _failure(job, STOPPED_TEXT, retry=False)
-    out.kind = "stopped"
+    out.kind = OutcomeKind.STOPPED
     out.life_kind = "cancelled"
     return out
 
@@ -168,7 +179,7 @@ def put_back(job: ClaimedJob) -> Outcome:
     """A job interrupted by shutdown (or lost by its worker): back on its queue as a new attempt."""
     return Outcome(
         job,
-        "requeue",
+        OutcomeKind.REQUEUE,
         error="worker shut down before the job finished; re-queued",
         life_kind="retry",
         next_attempt=job.attempt + 1,
@@ -199,7 +210,7 @@ def _success(job: ClaimedJob, value: Any, fmt: Format, max_bytes: int | None = N
     now = time.time()
     return Outcome(
         job,
-        "finished",
+        OutcomeKind.FINISHED,
         ended=now,
         return_value=encoded,
         life_kind="success",
@@ -261,26 +272,36 @@ def prepare(
     return Prepared(func, args, kwargs, fmt, None if timeout == -1 else float(timeout))
 
 
+async def on_loop(prep: Prepared, executor: Executor) -> Any:
+    """The loop executor: an ``async def`` job awaited on the worker's event loop within its timeout."""
+    assert prep.func is not None
+    async with asyncio.timeout(prep.timeout):
+        return await prep.func(*prep.args, **prep.kwargs)
+
+
+async def in_thread(prep: Prepared, executor: Executor) -> Any:
+    """The thread executor: a ``def`` job called in ``executor`` (with the caller's context) within its
+    timeout. A thread cannot be interrupted: on time-out or stop the job is recorded and the thread's
+    eventual result is discarded (its cancel token is set)."""
+    assert prep.func is not None
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, prep.func, *prep.args, **prep.kwargs)
+    future = loop.run_in_executor(executor, call)
+    async with asyncio.timeout(prep.timeout):
+        value = await asyncio.shield(future)
+    if inspect.isawaitable(value):
+        async with asyncio.timeout(prep.timeout):
+            value = await value
+    return value
+
+
 async def execute(job: ClaimedJob, prep: Prepared, executor: Executor) -> Outcome:
-    """Run a prepared job; every exception becomes an outcome (the worker goes on)."""
+    """Run a prepared job on the loop or in a thread (:func:`on_loop`, :func:`in_thread`: the executor
+    seam); every exception becomes an outcome (the worker goes on)."""
     if prep.outcome is not None:
         return prep.outcome
-    assert prep.func is not None
     try:
-        if job.is_async:
-            async with asyncio.timeout(prep.timeout):
-                value = await prep.func(*prep.args, **prep.kwargs)
-        else:
-            loop = asyncio.get_running_loop()
-            call = functools.partial(contextvars.copy_context().run, prep.func, *prep.args, **prep.kwargs)
-            future = loop.run_in_executor(executor, call)
-            # A thread cannot be interrupted: on time-out or stop the job is recorded and the thread's
-            # eventual result is discarded.
-            async with asyncio.timeout(prep.timeout):
-                value = await asyncio.shield(future)
-            if inspect.isawaitable(value):
-                async with asyncio.timeout(prep.timeout):
-                    value = await value
+        value = await (on_loop if job.is_async else in_thread)(prep, executor)
     except TimeoutError:
         if job.context is not None:
             job.context.cancel()  # a sync job's thread runs on: tell it to stop
@@ -310,7 +331,7 @@ async def after_run(job: ClaimedJob, outcome: Outcome, executor: Executor, ctx: 
     f = job.features
     if f is None:
         return outcome
-    if outcome.kind == "finished" and f.on_success:
+    if outcome.kind == OutcomeKind.FINISHED and f.on_success:
         try:
             await _callback(executor, ctx, f.on_success, f.success_timeout, outcome.value)
         except Exception as cb_error:  # RQ: a failing success callback fails the job
@@ -324,7 +345,7 @@ async def after_run(job: ClaimedJob, outcome: Outcome, executor: Executor, ctx: 
             log.exception("job %s: error while executing failure callback", job.id)
             outcome = _failure(job, "".join(traceback.format_exception(error)), exc=error)
             outcome.exc = error
-    if outcome.kind == "stopped" and f.on_stopped:
+    if outcome.kind == OutcomeKind.STOPPED and f.on_stopped:
         # not awaited: the job's task was just cancelled; the outcome does not depend on it (as in RQ)
         stopped_call = _callback(executor, ctx, f.on_stopped, f.stopped_timeout)
         task = asyncio.get_running_loop().create_task(stopped_call)
@@ -363,4 +384,4 @@ def _log_stopped_callback(job_id: str, task: asyncio.Task[None]) -> None:
 
 def result_type(outcome: Outcome) -> int:
     """The result stream ``type`` for an outcome."""
-    return int(ResultType.SUCCESSFUL if outcome.kind == "finished" else ResultType.FAILED)
+    return int(ResultType.SUCCESSFUL if outcome.kind == OutcomeKind.FINISHED else ResultType.FAILED)

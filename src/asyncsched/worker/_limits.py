@@ -5,6 +5,10 @@ concurrency cap goes back to its queue when a holder's outcome is recorded (``fi
 blocked workers like any push. A job parked by a rate goes back when a start frees: the claim reply says
 when, and the worker's promoter runs ``limits.lua`` at that moment (and every few seconds, which also
 tidies keys whose holders were lost), so nobody polls.
+
+A burst worker does not exit while jobs of its queues are parked (by a flow limit, or waiting for an RQ 3
+``RateLimit`` slot): :func:`parked` says so, and the worker blocks on its queues, where the parked jobs
+come back, instead of returning.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
+from typing import Any
 
+from .._keys import limit_key, limit_keys
 from ..rq import codec
 from ..rq._scripts import Scripts
+from ..rq.keys import RQKeys
 
-__all__ = ["LimitWaker"]
+__all__ = ["LimitWaker", "parked"]
 
 _TIDY_EVERY = 5.0  # seconds between full passes over every key in use
 
@@ -73,3 +81,28 @@ class LimitWaker:
         finally:
             for w in waiters:
                 w.cancel()
+
+
+async def parked(redis: Any, keys: RQKeys, queues: Sequence[str]) -> int:
+    """How many jobs of ``queues`` wait out of their queue for a flow limit or an RQ 3 ``RateLimit`` slot
+    (read only when a burst worker finds its queues empty; one round trip per kind of key)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.smembers(limit_keys(keys.prefix))
+        pipe.smembers(keys.rate_limit_keys)
+        ours, rqs = await pipe.execute()
+    waits = [limit_key(keys.prefix, k.decode(), "waiting") for k in ours]
+    waits += [keys.rate_limit(k.decode(), "rate_limited") for k in rqs]
+    if not waits:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in waits:
+            pipe.zrange(key, 0, -1)
+        ids = [i for reply in await pipe.execute() for i in reply]
+    if not ids:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(keys.job(job_id.decode()), "origin", "status")
+        fields = await pipe.execute()
+    wanted = {q.encode() for q in queues}  # a stale entry (a job cancelled or deleted) is not waited for
+    return sum(1 for origin, status in fields if origin in wanted and status == b"rate_limited")

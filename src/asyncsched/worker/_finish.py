@@ -1,0 +1,195 @@
+"""Completing: outcomes recorded in batches by ``finish.lua``, as typed records (not counted tuples).
+
+``finish.lua``'s arguments are a :class:`FinishBatch` header then one packed :class:`FinishRecord` per job
+(its fields joined by 0x1e: one argument per job is far cheaper to send than 29). The field order is the
+dataclass's; the script's header comment lists the same fields by number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+from redis.exceptions import RedisError
+
+from ..rq import codec
+from ._job import ClaimedJob, Outcome, OutcomeKind, result_type
+from ._state import REDIS_DOWN, Shared
+
+if TYPE_CHECKING:
+    from .._metrics import ProcessMetrics
+
+__all__ = ["Completer", "FinishBatch", "FinishRecord"]
+
+log = logging.getLogger("asyncsched.worker")
+
+SEP = "\x1e"
+_KNOWN = ("asyncsched_agent", "asyncsched_task", "asyncsched_function_path", "asyncsched_scheduled_task")
+
+
+class FinishRecord(NamedTuple):
+    """One execution's outcome as ``finish.lua`` reads it (fields 1-29, in this order; '' = none/keep)."""
+
+    id: str
+    execution_id: str
+    queue: str
+    kind: OutcomeKind
+    result_type: str
+    return_value: str  # base64 of the serialized value
+    exc_string: str  # encoded traceback
+    job_ttl: str  # '' keep, -1 persist, 0 delete, n
+    results_ttl: str  # '' none, -1 persist, n
+    registry_score: str
+    retries_left: str  # '' keep
+    scheduled_score: str
+    at_front: str  # '1' / '0'
+    started: str  # execution start (epoch s, float)
+    ended: str
+    working_time: str  # seconds
+    life_kind: str  # the lifecycle record's kind
+    error: str
+    traceback: str
+    result: str  # capped JSON of the return value
+    next_attempt: str  # '' keep
+    # what the worker knows of the job from its claim, recorded if the hash vanished meanwhile
+    attempt: str
+    agent: str
+    task_name: str
+    function: str
+    scheduled_task: str
+    # RQ Repeat: repeats left after this run ('' no repeat), intervals left (JSON), run-at (0: now)
+    repeats_left: str
+    repeat_intervals: str
+    repeat_at: str
+
+    @classmethod
+    def of(cls, o: Outcome) -> FinishRecord:
+        j = o.job
+        return cls._make((  # _make: the tuple is built at C speed (hot path: once per job)
+            j.id, j.execution_id, j.queue, o.kind, str(result_type(o)), o.return_value or "",
+            codec.encode_exc(o.exc_text) if o.exc_text else "",
+            "" if o.job_ttl is None else str(o.job_ttl),
+            "" if o.results_ttl is None else str(o.results_ttl),
+            o.registry_score,
+            "" if o.retries_left is None else str(o.retries_left),
+            str(o.scheduled_at), "1" if o.at_front else "0",
+            repr(j.started), repr(o.ended), repr(max(o.ended - j.started, 0.0)),
+            o.life_kind, o.error or "",
+            o.exc_text if o.kind != OutcomeKind.FINISHED and o.exc_text else "",
+            o.life_result or "",
+            "" if o.next_attempt is None else str(o.next_attempt),
+            *_known(j), *_repeat(o),
+        ))  # fmt: skip
+
+    def pack(self) -> str:
+        """The one argument ``finish.lua`` splits on 0x1e."""
+        return SEP.join(x.replace(SEP, " ") for x in self)
+
+
+FIELDS = len(FinishRecord._fields)  # finish.lua's F
+
+
+@dataclass(frozen=True, slots=True)
+class FinishBatch:
+    """``finish.lua``'s call (a typed call of ``rq/_calls.py``'s kind: no KEYS yet, see the script's
+    header): the header, then one packed record per job."""
+
+    SCRIPT: ClassVar[str] = "finish"
+    prefix: str
+    worker: str
+    stream: str
+    maxlen: int
+    now_ts: str  # RQ's timestamp text
+    now: float
+    records: tuple[str, ...]  # packed FinishRecords
+
+    def to_keys(self) -> list[Any]:
+        return []
+
+    def to_args(self) -> list[Any]:
+        head = [self.prefix, self.worker, self.stream, self.maxlen, self.now_ts, repr(self.now)]
+        return [*head, FIELDS, len(self.records), *self.records]
+
+    def one(self, i: int) -> FinishBatch:
+        """The same header with only the ``i``-th record (to record a refused batch job by job)."""
+        return dataclasses.replace(self, records=(self.records[i],))
+
+
+def _known(job: ClaimedJob) -> tuple[str, str, str, str, str]:
+    h = job.hash
+    a, b, c, d = (h[k].decode(errors="replace") if h.get(k) else "" for k in _KNOWN)
+    return str(job.attempt), a, b, c, d
+
+
+def _repeat(o: Outcome) -> tuple[str, str, str]:
+    if o.repeat is None or o.kind != OutcomeKind.FINISHED:
+        return "", "", ""
+    left, intervals, wait = o.repeat
+    return str(left), json.dumps(intervals), str(int(time.time()) + wait if wait else 0)
+
+
+class Completer:
+    """The completer loop: takes the outcomes :class:`Running` queues, records them in batches of up to
+    200, and frees their place in the in-flight table."""
+
+    def __init__(self, w: Shared) -> None:
+        self.cfg, self.running, self.scripts, self.outage = w.cfg, w.running, w.scripts, w.outage
+        self._closing = w.signals.closing.is_set
+        self.processed = 0
+        self.metrics: ProcessMetrics | None = None  # asyncsched._metrics: observes each recorded batch
+
+    async def run(self) -> None:
+        done = self.running.done
+        while not self._closing():
+            first = await done.get()
+            batch = [first] if first is not None else []
+            while not done.empty() and len(batch) < 200:
+                item = done.get_nowait()
+                if item is not None:
+                    batch.append(item)
+            if batch:
+                await self.finish(batch)
+
+    def batch(self, outcomes: list[Outcome]) -> FinishBatch:
+        cfg = self.cfg
+        records = tuple(FinishRecord.of(o).pack() for o in outcomes)
+        return FinishBatch(
+            cfg.prefix, cfg.name, cfg.stream, cfg.lifecycle_maxlen, codec.fmt_ts(), time.time(), records
+        )
+
+    async def finish(self, outcomes: list[Outcome]) -> None:
+        await self.record(outcomes, self.batch(outcomes))
+        if self.metrics is not None:
+            self.metrics.observe_outcomes(outcomes)
+        self.processed += len(outcomes)
+        self.running.recorded(outcomes)
+
+    async def record(self, outcomes: list[Outcome], batch: FinishBatch) -> None:
+        """Run finish.lua: retry while Redis is away; if Redis rejects the batch (a key of the wrong type,
+        say), record the jobs one by one and give up only on those that fail: their lease lapses and the
+        reaper recovers them. The worker goes on either way."""
+        delay = 0.05
+        while True:
+            try:
+                await self.scripts.run(batch.SCRIPT, batch.to_args())  # no KEYS yet (finish.lua)
+                return
+            except REDIS_DOWN as exc:
+                self.outage.failed(exc)  # the outcomes are kept and recorded when Redis is back
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except RedisError:
+                if len(outcomes) == 1:
+                    log.exception(
+                        "worker %s: could not record job %s; left to the reaper",
+                        self.cfg.name,
+                        outcomes[0].job.id,
+                    )
+                    return
+                for i, outcome in enumerate(outcomes):
+                    await self.record([outcome], batch.one(i))
+                return

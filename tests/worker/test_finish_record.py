@@ -1,0 +1,40 @@
+"""finish.lua's arguments come from typed records: one FinishRecord per job, in the order the script's header
+lists its fields, behind a FinishBatch header."""
+
+from __future__ import annotations
+
+import re
+
+from asyncsched.rq._scripts import source
+from asyncsched.worker._finish import FIELDS, SEP, FinishBatch, FinishRecord
+from asyncsched.worker._job import ClaimedJob, Outcome, OutcomeKind
+
+
+def _header_numbers() -> set[int]:
+    """The field numbers of finish.lua's header comment (``1 id  2 exec ...``)."""
+    text = source("finish")
+    head = text[text.index("in this order:") : text.index("-- Returns")]
+    return {int(n) for n in re.findall(r"(?<![-\w])(\d+) [A-Za-z]", head)} - {0}
+
+
+def test_the_record_has_the_scripts_fields_in_its_order() -> None:
+    assert _header_numbers() == set(range(1, FIELDS + 1))
+    assert FIELDS == len(FinishRecord._fields) == 29
+    assert FinishRecord._fields[:4] == ("id", "execution_id", "queue", "kind")
+    assert FinishRecord._fields[-3:] == ("repeats_left", "repeat_intervals", "repeat_at")
+
+
+def test_a_record_packs_to_one_argument_and_the_batch_to_the_scripts_arguments() -> None:
+    job = ClaimedJob("j1", "e1", "default", {"asyncsched_task": b"nightly", "asyncsched_attempt": b"2"})
+    out = Outcome(job, OutcomeKind.FAILED, exc_text="Traceback\nValueError: a\x1eb", error="ValueError")
+    record = FinishRecord.of(out)
+    assert (record.kind, record.attempt, record.task_name) == ("failed", "2", "nightly")
+    assert record.traceback == "Traceback\nValueError: a\x1eb"  # a failure carries its traceback
+    packed = record.pack()
+    fields = packed.split(SEP)
+    assert len(fields) == FIELDS
+    assert fields[FinishRecord._fields.index("traceback")] == "Traceback\nValueError: a b"  # 0x1e escaped
+    batch = FinishBatch("rq", "w1", "stream", 100, "ts", 1.5, (packed, packed))
+    assert batch.to_args() == ["rq", "w1", "stream", 100, "ts", "1.5", FIELDS, 2, packed, packed]
+    assert batch.one(1).to_args() == ["rq", "w1", "stream", 100, "ts", "1.5", FIELDS, 1, packed]
+    assert OutcomeKind("finished") is OutcomeKind.FINISHED
