@@ -551,3 +551,28 @@ async def test_cancelled_while_claiming_puts_the_claimed_jobs_back(
         # the job was taken, not lost: it ran or went back to the queue; it never waits for the reaper
         assert rec.status in (JobStatus.SUCCESS, JobStatus.QUEUED), rec.status
         assert await q.list_jobs(status=JobStatus.RUNNING) == []
+
+
+def test_a_recorded_outcome_does_not_release_the_next_execution_of_the_same_job() -> None:
+    # A job retried at once is back on its queue when its failed attempt is recorded, and may be claimed
+    # again before the completer marks that attempt recorded. The next attempt must stay held: a burst
+    # worker that thought itself idle exited with it still running (status left 'started').
+    from types import SimpleNamespace
+
+    from asyncsched.worker._running import Running
+
+    async def scenario() -> None:
+        running = Running(concurrency=10, threads=2)
+        first = SimpleNamespace(id="j1", is_async=True)
+        again = SimpleNamespace(id="j1", is_async=True)
+        task = asyncio.ensure_future(asyncio.sleep(0))
+        running.started(first, task)  # type: ignore[arg-type]
+        running.returned(first, SimpleNamespace(job=first, kind="failed"))  # type: ignore[arg-type]
+        outcome = running.done.get_nowait()
+        running.started(again, task)  # type: ignore[arg-type]  # claimed again meanwhile
+        running.recorded([outcome])  # type: ignore[list-item]
+        assert not running.idle()
+        assert running.jobs["j1"][0] is again
+        await task
+
+    asyncio.run(scenario())

@@ -74,7 +74,11 @@ class Running:
     def recorded(self, batch: list[Outcome]) -> None:
         """The completer recorded ``batch``: those jobs are no longer held."""
         for o in batch:
-            self.jobs.pop(o.job.id, None)
+            entry = self.jobs.get(o.job.id)
+            # the same job may be held again already (retried or requeued at once and claimed while this
+            # outcome was being recorded): only the recorded execution leaves the table
+            if entry is not None and entry[0] is o.job:
+                del self.jobs[o.job.id]
             log.debug("job %s: %s", o.job.id, o.kind)
         self.slot.set()
 
