@@ -44,13 +44,13 @@ def async_api(
     """Mark a coroutine method of the async API whose sync twin is ``asyncsched.sync.<facade>``."""
 
     def decorate(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        name = fn.__qualname__
-
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
             coro = fn(*args, **kwargs)
             if asyncio._get_running_loop() is not None:
                 return coro
+            # the class the user called it on (the method may be defined on a mixin of it)
+            name = f"{type(args[0]).__name__}.{fn.__name__}" if args else fn.__qualname__
             message = _MESSAGE.format(name=name, facade=facade)
             if _result_discarded(sys._getframe(1)):
                 coro.close()

@@ -1,6 +1,6 @@
 """Reading a request's inputs: the body as bounded, strict JSON; the query and path parameters typed and
 validated against the operation's schema. What is refused raises :class:`ValidationFailed` (422),
-:class:`TooLarge` (413) or :class:`BadLength` (400), which the router answers.
+:class:`_TooLarge` (413) or :class:`_BadLength` (400), which the router answers.
 """
 
 from __future__ import annotations
@@ -15,27 +15,27 @@ from ..exceptions import AsyncschedError, InvalidValue
 from ._spec import Operation
 from ._validation import ValidationFailed, coerce_query, error, parse_query_string, validate
 
-__all__ = ["MAX_BODY", "BadLength", "TooLarge", "field_loc", "read_inputs"]
+__all__ = ["MAX_BODY", "_BadLength", "_TooLarge", "field_loc", "read_inputs"]
 
 MAX_BODY = 1_048_576
 """Largest request body accepted (bytes); larger ones get 413."""
 
 
-class TooLarge(AsyncschedError):
+class _TooLarge(AsyncschedError):
     """The request body is larger than ``MAX_BODY`` (answered 413)."""
 
 
-class BadLength(AsyncschedError):
+class _BadLength(AsyncschedError):
     """The ``Content-Length`` header is not a number (answered 400)."""
 
 
 def _declared_length(conn: HTTPConnection) -> int | None:
-    """The ``Content-Length`` header's value; :class:`BadLength` when it is not a number."""
+    """The ``Content-Length`` header's value; :class:`_BadLength` when it is not a number."""
     raw = conn.headers.get("content-length")
     if raw is None:
         return None
     if not raw.strip().isdigit() or len(raw) > 30:
-        raise BadLength
+        raise _BadLength
     return int(raw)
 
 
@@ -44,13 +44,13 @@ async def _read_json(request: Request) -> Any:
     bounded nesting, no NaN/Infinity (:func:`asyncsched._boundary.loads_json`)."""
     declared = _declared_length(request)
     if declared is not None and declared > MAX_BODY:
-        raise TooLarge
+        raise _TooLarge
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise TooLarge
+            raise _TooLarge
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():
@@ -71,10 +71,10 @@ def field_loc(field: str) -> tuple[str | int, ...]:
 async def read_inputs(
     op: Operation, body_schema: dict[str, Any] | None, request: Request
 ) -> tuple[dict[str, Any], Any]:
-    """The operation's typed parameters and validated body; :class:`ValidationFailed`, ``TooLarge``..."""
+    """The operation's typed parameters and validated body; :class:`ValidationFailed`, ``_TooLarge``..."""
     declared = _declared_length(request)
     if declared is not None and declared > MAX_BODY:
-        raise TooLarge
+        raise _TooLarge
     _check_path_utf8(request)
     query = parse_query_string(request.scope.get("query_string", b""))
     params = coerce_query(query, op.params, request.path_params)

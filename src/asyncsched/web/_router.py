@@ -41,7 +41,7 @@ from ._compat import RouterBase
 from ._handlers import Handlers
 from ._health import health
 from ._metrics import CONTENT_TYPE, RequestCounter, render_metrics
-from ._request import MAX_BODY, BadLength, TooLarge, field_loc, read_inputs
+from ._request import MAX_BODY, _BadLength, _TooLarge, field_loc, read_inputs
 from ._security import host_ok, host_refusal, same_origin_ok, token_ok
 from ._serialize import ApiJSON
 from ._services import ComponentUnavailable, Services
@@ -197,9 +197,9 @@ class SchedulerRouter(RouterBase):
             return _detail(422, exc.errors)
         except InvalidValue as exc:  # from the queue or bus boundary: args, kwargs, payload
             return _detail(422, [error(field_loc(exc.field), exc.reason)])
-        except TooLarge:
+        except _TooLarge:
             return _detail(413, f"request body larger than {MAX_BODY} bytes")
-        except BadLength:
+        except _BadLength:
             return _detail(400, "invalid Content-Length header")
         except FunctionNotAllowed as exc:
             return _detail(403, str(exc))
