@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+import redis
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
@@ -72,6 +74,7 @@ def _round(src: str, extra: list[str], url: str, queue: str, n: int) -> tuple[fl
 
     The CPU of a burst worker on an empty queue (start-up and shutdown) is measured first and subtracted,
     so the figure is the cost of the jobs alone."""
+    redis.Redis.from_url(url).flushall()  # each round starts from an empty Redis: no drift from piled-up jobs
     idle_cpu, _ = _drain(src, extra, url, queue + "-empty")
     _enqueue(src, url, queue, n)
     cpu, wall = _drain(src, extra, url, queue)
