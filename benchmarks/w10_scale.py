@@ -90,8 +90,8 @@ def cell(workers: int, n: int, concurrency: int) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "asyncsched.worker", "--redis-url", srv.url, "--no-scheduler", "--burst"]
         cmd += ["-c", str(concurrency)]
         t0 = time.monotonic()
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        procs = [subprocess.Popen(cmd, cwd=HERE, env=env, **quiet) for _ in range(workers)]
+        null = subprocess.DEVNULL
+        procs = [subprocess.Popen(cmd, cwd=HERE, env=env, stdout=null, stderr=null) for _ in range(workers)]
         for proc in procs:
             proc.wait(900)
         wall = time.monotonic() - t0
