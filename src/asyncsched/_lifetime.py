@@ -3,7 +3,8 @@
 :class:`Stacked`: ``async with`` calls ``_start(stack)``, which enters each part on one exit stack; a start
 that fails closes what it had opened before the error propagates; leaving closes everything in reverse
 order. :class:`Closing`: a component opened on first use, whose ``async with`` only closes it
-(``aclose()``) on the way out.
+(``aclose()``) on the way out. :class:`SyncClosing`: the same for the blocking facades (``with`` closes
+them with ``close()``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Self
 
-__all__ = ["Closing", "Stacked"]
+__all__ = ["Closing", "Stacked", "SyncClosing"]
 
 
 class Stacked:
@@ -51,4 +52,18 @@ class Closing:
 
     async def aclose(self) -> None:
         """Close what this component opened."""
+        raise NotImplementedError
+
+
+class SyncClosing:
+    """Base of a blocking facade: ``with`` returns it as it is, and leaving calls :meth:`close`."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close what this facade opened."""
         raise NotImplementedError

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -149,15 +149,8 @@ class DeadLetter:
     at: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "entry": self.entry,
-            "group": self.group,
-            "reason": self.reason,
-            "at": self.at,
-            "data": self.data,
-        }
+        """A JSON-ready dict of the fields."""
+        return asdict(self)
 
 
 def _letter(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:

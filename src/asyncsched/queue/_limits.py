@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._keys import limit_key, limit_keys
@@ -238,16 +238,8 @@ class LimitUsage:
     waiting: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "kind": self.kind,
-            "max_concurrency": self.max_concurrency,
-            "rate": self.rate,
-            "period": self.period,
-            "running": self.running,
-            "started": self.started,
-            "waiting": self.waiting,
-        }
+        """A JSON-ready dict of the fields."""
+        return asdict(self)
 
 
 def _int(raw: Any) -> int | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from .._lifetime import SyncClosing
 from .._portal import portal
 from ..config import Settings, get_settings
 from ._limits import Limit, check_policies
@@ -16,7 +17,7 @@ from ._queue import TaskQueue as AsyncTaskQueue
 __all__ = ["TaskQueue"]
 
 
-class TaskQueue:
+class TaskQueue(SyncClosing):
     """Sync twin of :class:`asyncsched.queue.TaskQueue` (same arguments, same results).
 
     Works from plain sync code and from sync task functions running in a worker's threads. The async
@@ -58,12 +59,6 @@ class TaskQueue:
             return await getattr(q, method)(*args, **kwargs)
 
         return portal().call(run)
-
-    def __enter__(self) -> TaskQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the underlying client."""

@@ -6,6 +6,7 @@ import os
 from datetime import datetime
 from typing import Any
 
+from .._lifetime import SyncClosing
 from .._portal import portal
 from ..config import Settings
 from ..store.models import ScheduledTask
@@ -15,7 +16,7 @@ from ._triggers import Trigger
 __all__ = ["TaskScheduler"]
 
 
-class TaskScheduler:
+class TaskScheduler(SyncClosing):
     """Sync facade of :class:`asyncsched.scheduler.TaskScheduler` for sync code (the spec's startup snippet)::
 
         scheduler = TaskScheduler()
@@ -86,9 +87,3 @@ class TaskScheduler:
     def close(self) -> None:
         """Close connections (also happens at interpreter exit with the portal)."""
         portal().call(self._async.aclose)
-
-    def __enter__(self) -> TaskScheduler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from .._lifetime import SyncClosing
 from .._portal import portal
 from ..config import Settings, get_settings
 from ._database import Database
@@ -15,7 +16,7 @@ from .models import EventMessage, TaskExecution
 __all__ = ["History"]
 
 
-class History:
+class History(SyncClosing):
     """Sync reads of the SQL history (Flask/Django views, scripts), delegating to the async repositories.
 
     ``History(database_url=None, *, settings=None)``; use as a context manager or call :meth:`close`. The
@@ -42,12 +43,6 @@ class History:
             return await getattr(target, method)(*args, **kwargs)
 
         return portal().call(run)
-
-    def __enter__(self) -> History:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Dispose of the database connections."""
