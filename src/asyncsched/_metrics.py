@@ -30,6 +30,7 @@ queues are the worker's own, so bounded by its command line):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -38,10 +39,13 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._keys import lifecycle_stream, rate_limit_waits, sched_next
 from .rq.jobhash import JobField
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 __all__ = [
     "CONTENT_TYPE",
@@ -288,7 +292,9 @@ class ProcessMetrics:
         name = "asyncsched_scheduler_ticks_total"
         return out + _family(name, "counter", "Ticks this scheduler fired.", f"{name} {self.ticks}")
 
-    async def render(self, redis: Any = None, prefix: str = "rq", *, worker: bool = True) -> str:
+    async def render(
+        self, redis: aioredis.Redis | None = None, prefix: str = "rq", *, worker: bool = True
+    ) -> str:
         """The exposition text: this process's series, then what Redis says (when ``redis`` is given)."""
         name = "asyncsched_process_start_time_seconds"
         out = _family(name, "gauge", "Start of this process (epoch seconds).", f"{name} {self.started:.3f}")
@@ -302,7 +308,7 @@ class ProcessMetrics:
         return "\n".join(out) + "\n"
 
 
-async def redis_lines(redis: Any, prefix: str) -> list[str]:
+async def redis_lines(redis: aioredis.Redis, prefix: str) -> list[str]:
     """Deployment-wide gauges read from Redis: overdue ticks and the recorder's backlog."""
     from .store._recorder import GROUP
 
@@ -310,8 +316,8 @@ async def redis_lines(redis: Any, prefix: str) -> list[str]:
     now_ms = time.time() * 1000
     with contextlib.suppress(Exception):
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(sched_next(prefix), "-inf", now_ms)
-            pipe.zrange(sched_next(prefix), 0, 0, withscores=True)
+            pipe.zcount(sched_next(prefix), "-inf", now_ms)  # type: ignore[unused-awaitable]
+            pipe.zrange(sched_next(prefix), 0, 0, withscores=True)  # type: ignore[unused-awaitable]
             overdue, first = await pipe.execute()
         oldest = max(0.0, (now_ms - first[0][1]) / 1000) if first and first[0][1] <= now_ms else 0.0
         name = "asyncsched_scheduler_ticks_overdue"
@@ -321,8 +327,8 @@ async def redis_lines(redis: Any, prefix: str) -> list[str]:
     with contextlib.suppress(Exception):
         groups = await redis.xinfo_groups(lifecycle_stream(prefix))
         for group in groups:
-            name = group.get("name")
-            if (name.decode() if isinstance(name, bytes) else name) == GROUP:
+            group_name: bytes | str | None = group.get("name")
+            if (group_name.decode() if isinstance(group_name, bytes) else group_name) == GROUP:
                 lag = int(group.get("lag") or 0) + int(group.get("pending") or 0)
                 name = "asyncsched_recorder_lag_entries"
                 out += _family(name, "gauge", "Lifecycle entries not yet written to SQL.", f"{name} {lag}")
@@ -331,7 +337,8 @@ async def redis_lines(redis: Any, prefix: str) -> list[str]:
         name = "asyncsched_rate_limit_waits_total"
         out += _family(name, "counter", "Jobs that had to wait for a rate-limit slot, by queue.")
         for queue, n in sorted(waits.items()):
-            out.append(f'{name}{{queue="{_label(queue.decode(errors="replace"))}"}} {int(n)}')
+            text = queue.decode(errors="replace") if isinstance(queue, bytes) else queue
+            out.append(f'{name}{{queue="{_label(text)}"}} {int(n)}')
     return out
 
 
@@ -362,7 +369,7 @@ async def serve(host: str, port: int, render: Callable[[], Awaitable[str]]) -> a
     return await asyncio.start_server(answer, host, port)
 
 
-def add_flags(parser: Any) -> None:
+def add_flags(parser: argparse.ArgumentParser) -> None:
     """``--metrics-port`` and ``--metrics-host`` of ``asyncsched worker`` and ``asyncsched scheduler``."""
     parser.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on this port (GET /metrics)"
@@ -373,7 +380,7 @@ def add_flags(parser: Any) -> None:
 
 
 async def expose(
-    stack: AsyncExitStack, args: Any, redis: Any, prefix: str, *, worker: bool
+    stack: AsyncExitStack, args: argparse.Namespace, redis: aioredis.Redis, prefix: str, *, worker: bool
 ) -> ProcessMetrics | None:
     """With ``--metrics-port``: new :class:`ProcessMetrics`, served until ``stack`` closes; else ``None``."""
     port = getattr(args, "metrics_port", None)

@@ -30,14 +30,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["REDIS_DOWN", "Backoff", "StreamGroup", "consume", "is_nogroup"]
+__all__ = [
+    "REDIS_DOWN",
+    "Backoff",
+    "Entry",
+    "EntryId",
+    "StreamEntries",
+    "StreamGroup",
+    "consume",
+    "is_nogroup",
+]
+
+EntryId: TypeAlias = bytes | str
+"""A stream entry's id (``b"1700000000000-0"``; text where the caller gave it as text)."""
+
+Entry: TypeAlias = tuple[EntryId, dict[bytes, bytes]]
+"""One entry: its id and its fields (empty for an entry trimmed while pending)."""
+
+StreamEntries: TypeAlias = list[tuple[bytes | str, list[Entry]]]
+"""An ``XREADGROUP`` reply: per stream read, its entries (an empty list: nothing; ``None`` is not used)."""
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 """What a lost or refused Redis connection raises."""
@@ -102,21 +120,24 @@ class StreamGroup:
         """Cursors that read this consumer's pending entries from the start (one per stream)."""
         return dict.fromkeys(self.streams, "0")
 
-    async def read_pending(self, after: Mapping[str, str], count: int) -> Any:
+    async def read_pending(self, after: Mapping[str, str], count: int) -> StreamEntries:
         """Entries delivered to this consumer and not acknowledged, after the ids ``after`` (per stream);
         the caller moves the cursors to the last ids it got."""
-        return await self.redis.xreadgroup(self.group, self.consumer, dict(after), count=count)  # type: ignore[arg-type]
+        ids: Any = dict(after)
+        reply = await self.redis.xreadgroup(self.group, self.consumer, ids, count=count)
+        return cast("StreamEntries", reply or [])  # RESP2's reply, as every client of the package speaks
 
     async def read_new(
         self, count: int, block: float | None = None, streams: Iterable[str] | None = None
-    ) -> Any:
+    ) -> StreamEntries:
         """Up to ``count`` entries never delivered to the group (per stream), waiting up to ``block``
         seconds for one (``None``: not at all)."""
         ids: Any = dict.fromkeys(self.streams if streams is None else streams, ">")
         wait = None if block is None else max(1, int(block * 1000))
-        return await self.redis.xreadgroup(self.group, self.consumer, ids, count=count, block=wait)
+        reply = await self.redis.xreadgroup(self.group, self.consumer, ids, count=count, block=wait)
+        return cast("StreamEntries", reply or [])
 
-    async def ack(self, entries: Mapping[str, list[Any]]) -> None:
+    async def ack(self, entries: Mapping[str, list[EntryId]]) -> None:
         """Acknowledge the ids per stream (one round trip): their effect is committed."""
         pipe = self.redis.pipeline(transaction=False)
         for stream, ids in entries.items():
@@ -124,21 +145,25 @@ class StreamGroup:
                 pipe.xack(stream, self.group, *ids)  # type: ignore[unused-awaitable]
         await pipe.execute()
 
-    async def ack_one(self, stream: str, entry_id: Any) -> None:
+    async def ack_one(self, stream: str, entry_id: EntryId) -> None:
         """Acknowledge one entry (its effect is committed)."""
         await self.redis.xack(stream, self.group, entry_id)
 
     async def autoclaim(
-        self, stream: str, min_idle: float, count: int, start: Any = "0-0", *, justid: bool = False
-    ) -> Any:
+        self, stream: str, min_idle: float, count: int, start: EntryId = "0-0", *, justid: bool = False
+    ) -> tuple[EntryId, list[Entry] | list[EntryId]]:
         """``XAUTOCLAIM``: take over entries of the group idle for ``min_idle`` seconds, from ``start``;
-        the reply is ``[next start, entries, ...]``."""
+        the next start (``0-0`` once the whole group was scanned) and the entries taken (their ids alone
+        with ``justid``)."""
         idle = int(min_idle * 1000)
-        return await self.redis.xautoclaim(
+        reply = await self.redis.xautoclaim(
             stream, self.group, self.consumer, idle, start_id=start, count=count, justid=justid
         )
+        if justid:  # redis-py answers the claimed ids alone (no next start): as if the scan were done
+            return b"0-0", cast("list[EntryId]", list(reply))
+        return cast("EntryId", reply[0]), cast("list[Entry]", list(reply[1]))
 
-    async def claim_from(self, stream: str, owner: str, min_idle: float, count: int) -> list[Any]:
+    async def claim_from(self, stream: str, owner: str, min_idle: float, count: int) -> list[Entry]:
         """Take over up to ``count`` pending entries of consumer ``owner`` idle for ``min_idle`` seconds;
         the entries (``[]`` when there are none)."""
         idle = max(1, int(min_idle * 1000))
@@ -148,7 +173,8 @@ class StreamGroup:
         if not pending:
             return []
         ids: Any = [p["message_id"] for p in pending]
-        return list(await self.redis.xclaim(stream, self.group, self.consumer, idle, ids) or [])
+        claimed = await self.redis.xclaim(stream, self.group, self.consumer, idle, ids)
+        return cast("list[Entry]", list(claimed or []))
 
     async def forget_idle(self, stream: str, min_idle: float) -> None:
         """Remove from the group the other consumers with nothing pending, silent for ``min_idle`` seconds

@@ -73,7 +73,7 @@ def preview(data: Any, limit: int = PREVIEW) -> str:
 
 
 def report_malformed(
-    kind: str, source: str, reason: object, data: Any, log: logging.Logger | None = None
+    kind: str, source: str, reason: object, data: object, log: logging.Logger | None = None
 ) -> None:
     """Log a skipped message of ``kind`` (e.g. "event", "lifecycle record") from ``source`` (a channel
     or stream), rate-limited per source (see the module docs), on ``log`` (default ``asyncsched.events``)."""

@@ -212,7 +212,7 @@ FIELDS: dict[str, str] = {f.name: f.doc for f in TABLE}
 REQUIRED = tuple(f.name for f in TABLE if f.required)
 
 
-def rule_message(rule: str, value: Any) -> str:
+def rule_message(rule: str, value: object) -> str:
     """The one wording of a refused value, used by the YAML loader and the API alike."""
     return f"must be {rule}, got {value!r:.100}"
 

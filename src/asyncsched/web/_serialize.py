@@ -76,13 +76,13 @@ class ApiJSON(JSONResponse):
         return text.encode()
 
 
-def _pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+def _pick(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
     if isinstance(obj, Mapping):
         return {n: plain(obj.get(n)) for n in names}
     return {n: plain(getattr(obj, n, None)) for n in names}
 
 
-def task_to_dict(task: Any) -> dict[str, Any]:
+def task_to_dict(task: object) -> dict[str, Any]:
     """A scheduled task (the SQL model or the scheduler's own view)."""
     from ..scheduler._rows import COLUMNS  # loaded with the task shown (the router imports no engine)
 
@@ -140,7 +140,7 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
     return fixed
 
 
-def display_item(row: Any, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+def display_item(row: object, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """``view(row)`` made safe to show (see the module docstring); never raises."""
     row_id = str(getattr(row, "id", None) or getattr(row, "name", None) or "?")
     if hasattr(row, "table") and hasattr(row, "reason"):  # a store UnreadableRow
