@@ -4,11 +4,14 @@
   preview), at most :data:`BURST` lines per source per :data:`WINDOW` seconds; beyond that, one summary
   line per window with the number skipped. A flood of garbage cannot flood the log.
 * The dead-letter stream ``<ns>:events:dead`` (:func:`asyncsched._keys.dead_letter_stream`) keeps each
-  durable entry that was acknowledged without being handled: a malformed envelope, or an event whose
-  callbacks failed every retry. Fields: ``source`` (stream), ``entry`` (its id there), ``group`` (the
-  agent), ``reason``, ``data`` (the original envelope; cut to ``ASYNCSCHED_MAX_PAYLOAD_BYTES``) and
-  ``at`` (epoch seconds). Bounded (``MAXLEN ~`` :data:`DEAD_LETTER_MAXLEN`). ``asyncsched events
-  dead-letters`` lists, replays and deletes them (:func:`list_dead_letters`, :func:`replay_dead_letter`,
+  stream entry that was acknowledged without being handled, written by the one stream consumer
+  (:class:`asyncsched._streams.Poison`): a malformed envelope or an event whose callbacks failed every
+  retry (durable subscriptions, ``group`` the agent), a lifecycle record the LifecyclePublisher cannot
+  decode (``group`` ``events``), a history entry the Recorder cannot decode (``group`` ``recorder``).
+  Fields: ``source`` (stream), ``entry`` (its id there), ``group``, ``reason``, ``data`` (the original
+  envelope, or the entry's fields as a JSON object; cut to ``ASYNCSCHED_MAX_PAYLOAD_BYTES``) and ``at``
+  (epoch seconds). Bounded (``MAXLEN ~`` :data:`DEAD_LETTER_MAXLEN`). ``asyncsched events dead-letters``
+  lists, replays (events only) and deletes them (:func:`list_dead_letters`, :func:`replay_dead_letter`,
   :func:`delete_dead_letters`).
 """
 
@@ -22,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .. import _keys
-from ..config import get_settings
+from .._streams import DEAD_LETTER_MAXLEN
 from ._envelope import Event, MalformedEvent
 
 __all__ = [
@@ -30,7 +33,6 @@ __all__ = [
     "DEAD_LETTER_MAXLEN",
     "WINDOW",
     "DeadLetter",
-    "dead_letter",
     "delete_dead_letters",
     "list_dead_letters",
     "preview",
@@ -46,8 +48,6 @@ WINDOW = 60.0
 BURST = 5
 """Lines logged per source per window; the rest are counted and summarised."""
 
-DEAD_LETTER_MAXLEN = 10_000
-"""Approximate bound of the dead-letter stream (oldest trimmed first)."""
 
 PREVIEW = 120
 
@@ -105,35 +105,6 @@ def _reset_windows() -> None:
 
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-async def dead_letter(
-    redis: aioredis.Redis,
-    prefix: str,
-    *,
-    source: str,
-    entry: Any,
-    group: str,
-    reason: str,
-    data: Any,
-    max_bytes: int | None = None,
-) -> None:
-    """Append one unhandled durable entry to the dead-letter stream (see the module docs); its data is cut
-    to ``max_bytes`` (default: the ``ASYNCSCHED_MAX_PAYLOAD_BYTES`` setting)."""
-    limit = get_settings().max_payload_bytes if max_bytes is None else max_bytes
-    raw = data if isinstance(data, bytes | str) else repr(data)
-    if len(raw) > limit:
-        raw = raw[:limit]
-        reason += f" (data cut to {limit} bytes)"
-    fields: dict[Any, Any] = {
-        "source": _text(source),
-        "entry": _text(entry),
-        "group": group,
-        "reason": reason[:1000],
-        "data": raw,
-        "at": repr(time.time()),
-    }
-    await redis.xadd(_keys.dead_letter_stream(prefix), fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
 
 
 @dataclass(frozen=True)
