@@ -4,15 +4,18 @@
 that fails closes what it had opened before the error propagates; leaving closes everything in reverse
 order. :class:`Closing`: a component opened on first use, whose ``async with`` only closes it
 (``aclose()``) on the way out. :class:`SyncClosing`: the same for the blocking facades (``with`` closes
-them with ``close()``).
+them with ``close()``); :class:`Facade`: a blocking facade over one async engine, opened on the portal's
+loop at first use.
 """
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import Self
+from typing import Generic, Protocol, Self, TypeVar
 
-__all__ = ["Closing", "Stacked", "SyncClosing"]
+from ._portal import portal
+
+__all__ = ["Closing", "Facade", "Stacked", "SyncClosing"]
 
 
 class Stacked:
@@ -67,3 +70,32 @@ class SyncClosing:
     def close(self) -> None:
         """Close what this facade opened."""
         raise NotImplementedError
+
+
+class _Engine(Protocol):
+    async def aclose(self) -> None: ...
+
+
+E = TypeVar("E", bound=_Engine)
+
+
+class Facade(SyncClosing, Generic[E]):
+    """Base of a blocking facade over one async engine ``E``: made by :meth:`_open` on the portal's loop
+    at first use (:meth:`_opened`), closed by :meth:`close` (and made again by a later use)."""
+
+    _engine: E | None = None
+
+    async def _open(self) -> E:
+        """A new engine (on the portal's loop)."""
+        raise NotImplementedError
+
+    async def _opened(self) -> E:
+        if self._engine is None:
+            self._engine = await self._open()
+        return self._engine
+
+    def close(self) -> None:
+        """Close the engine's connections (they open again on the next call)."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            portal().call(engine.aclose)
