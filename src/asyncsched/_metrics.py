@@ -157,7 +157,7 @@ def process_lines() -> list[str]:
     return out
 
 
-async def count_rate_limit_waits(redis: Any, prefix: str, queue: str, n: int = 1) -> None:
+async def count_rate_limit_waits(redis: aioredis.Redis, prefix: str, queue: str, n: int = 1) -> None:
     """Count ``n`` jobs of ``queue`` that had to wait for a rate-limit slot (Python callers; the Lua
     scripts call ``rl_count_wait`` of ``lib_ratelimit.lua``, which increments the same hash)."""
     await redis.hincrby(rate_limit_waits(prefix), queue, n)

@@ -36,6 +36,8 @@ from .rq.jobhash import JobField
 from .rq.serializers import Format
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
     from .config import Settings
 
 _Outcome = TypeVar("_Outcome", bound=TracedOutcome)
@@ -50,7 +52,7 @@ _api: Any = None
 TRACE_KEYS = ("traceparent", "tracestate")
 
 
-def enable(tracer_provider: Any = None) -> None:
+def enable(tracer_provider: TracerProvider | None = None) -> None:
     """Switch tracing on for this process (with ``tracer_provider``, default the global one)."""
     global tracer, _propagator, _api
     try:

@@ -62,7 +62,7 @@ class _Window:
 _windows: dict[str, _Window] = {}
 
 
-def preview(data: Any, limit: int = PREVIEW) -> str:
+def preview(data: object, limit: int = PREVIEW) -> str:
     """A short printable preview of a raw message."""
     if isinstance(data, bytes | bytearray | memoryview):
         text = bytes(data[: limit + 1]).decode(errors="replace")

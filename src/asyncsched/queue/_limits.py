@@ -75,7 +75,7 @@ class Limit:
             _check_key(_FIELD.sub("x", self.concurrency_key), "concurrency_key")
 
 
-def parse_rate(text: Any, field: str = "rate_limit") -> tuple[str | None, int, float]:
+def parse_rate(text: object, field: str = "rate_limit") -> tuple[str | None, int, float]:
     """``"[key:]N/[count]unit"`` -> (key or None, N, period in seconds); ValueError naming ``field``."""
     m = _RATE.match(text) if isinstance(text, str) else None
     if m is None:

@@ -36,7 +36,7 @@ def _iso(value: Any) -> Any:
     return value
 
 
-def event_to_dict(event: Any) -> dict[str, Any]:
+def event_to_dict(event: object) -> dict[str, Any]:
     """The JSON view of a bus ``Event``, an ``EventMessage`` row or an already-plain mapping."""
     if isinstance(event, dict):
         get: Callable[[str], Any] = event.get

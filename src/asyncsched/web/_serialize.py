@@ -69,7 +69,7 @@ class ApiJSON(JSONResponse):
     (lists mark such items :func:`degraded <display_item>` first).
     """
 
-    def render(self, content: Any) -> bytes:
+    def render(self, content: object) -> bytes:
         text = _encode(content)
         if not text.isascii() and SURROGATE.search(text) is not None:
             text = SURROGATE.sub("\ufffd", text)
@@ -95,7 +95,7 @@ def task_to_dict(task: object) -> dict[str, Any]:
     return data
 
 
-def execution_to_dict(execution: Any) -> dict[str, Any]:
+def execution_to_dict(execution: object) -> dict[str, Any]:
     """A ``TaskExecution`` row (an empty ``worker_name``, as recorded for a job cancelled before any
     worker took it, is ``null``: no worker)."""
     data = _pick(execution, EXECUTION_FIELDS)
@@ -104,7 +104,7 @@ def execution_to_dict(execution: Any) -> dict[str, Any]:
     return data
 
 
-def job_to_dict(job: Any) -> dict[str, Any]:
+def job_to_dict(job: object) -> dict[str, Any]:
     """A queue ``JobRecord``."""
     data = plain(job)
     if not isinstance(data, dict):
@@ -112,7 +112,7 @@ def job_to_dict(job: Any) -> dict[str, Any]:
     return dict(data)
 
 
-def worker_to_dict(worker: Any) -> dict[str, Any]:
+def worker_to_dict(worker: object) -> dict[str, Any]:
     """A queue ``WorkerInfo``."""
     data = plain(worker)
     return dict(data) if isinstance(data, dict) else {"name": str(worker)}
