@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .. import _keys
-from .._streams import DEAD_LETTER_MAXLEN
+from .._streams import DEAD_LETTER_MAXLEN, EntryId, Poison, StreamGroup
 from ._envelope import Event, MalformedEvent
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "DEAD_LETTER_MAXLEN",
     "WINDOW",
     "DeadLetter",
+    "dead_letter",
     "delete_dead_letters",
     "list_dead_letters",
     "preview",
@@ -105,6 +106,23 @@ def _reset_windows() -> None:
 
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+async def dead_letter(
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    source: str,
+    entry: EntryId,
+    group: str,
+    reason: str,
+    data: object,
+    max_bytes: int | None = None,
+) -> None:
+    """Append one unhandled entry to the dead-letter stream outside a reader (a reader hands its poison to
+    :meth:`asyncsched._streams.StreamGroup.ack`, which this calls, with nothing to acknowledge)."""
+    group_ = StreamGroup(redis, [], group, "", prefix=prefix, max_bytes=max_bytes)
+    await group_.ack({}, [Poison(source, entry, reason, data)])
 
 
 @dataclass(frozen=True)
