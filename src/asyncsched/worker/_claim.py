@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -17,7 +15,6 @@ from redis.exceptions import ResponseError
 from .._keys import claiming_list, paused_queue
 from .._redis.connection import Line
 from ..events._poison import report_malformed
-from ..rq import codec
 from ._guard import QueueBackoff
 from ._job import ClaimedJob
 from ._state import Shared
@@ -62,20 +59,21 @@ class Claimer:
             return self.take(await self.scripts.run_on(self.line, "claim", args))
         return self.take(await self.scripts.run("claim", args))
 
-    def args(
-        self, n: int, given: list[str], given_queue: str, claiming: str, *, now_from_redis: bool = False
-    ) -> list[Any]:
+    def args(self, n: int, given: list[str], given_queue: str, claiming: str) -> list[Any]:
         """``claim.lua``'s arguments."""
         # reserve the execution numbers this call may use (gaps are harmless; reuse would not be)
         first_exec = self._exec_seq
         self._exec_seq += n + len(given)
-        now = time.time()  # one reading: started_at and the flow limits' clock agree
         cfg = self.cfg
         return [
             cfg.prefix,
             cfg.name,
-            "" if now_from_redis else repr(now),
-            "" if now_from_redis else codec.fmt_ts(datetime.fromtimestamp(now, UTC)),
+            # No clock of ours: the script reads Redis' when it runs. A start (started_at, and the moment a
+            # rate limit counts) is then never dated before the script ran, nor before a job let go by a
+            # rate window (limits.lua) was let go, whatever this process' clock or a stall between here
+            # and the script (every worker shares one clock, so a window never holds one start too many).
+            "",
+            "",
             cfg.lease,
             max(n, 0),
             cfg.stream,
@@ -120,7 +118,7 @@ class Claimer:
     async def _block_pipelined(self, n: int, seconds: int) -> int:
         assert self.line is not None
         q = self.cfg.queues[0]
-        args = self.args(n, [], q, self.claiming, now_from_redis=True)
+        args = self.args(n, [], q, self.claiming)
         blmove = ("BLMOVE", self.keys.queue(q), self.claiming, "LEFT", "RIGHT", seconds)
         claim = self.scripts.command("claim", args)
         try:

@@ -96,8 +96,10 @@ class ClaimLoop:
         """Nothing claimed in burst mode: promote, wait for parked jobs, or say the worker is done."""
         if await self.promote():
             return False
-        if self.limits.waiting():  # jobs parked by a rate limit: wait for their start, then claim them
-            await self.limits.nap(self.cfg.poll_timeout, self.signals.stop)
+        if self.limits.waiting():
+            # jobs parked by a rate limit: they come back onto their queue when a start frees (let go by our
+            # promoter, or another worker's), which wakes the blocking pop at once
+            await self._block(n)
             return False
         if not self.running.idle():
             await self.running.wait_slot(self.cfg.poll_timeout)

@@ -2,9 +2,10 @@
 -- start is due, and with tidy = '1' every key in use (holders that no longer run are forgotten, waiting
 -- jobs filled in, and a key with nothing running, started or waiting is dropped).
 -- ARGV: prefix, now (float s), now_ts (RQ text), tidy ('1' | '0')
--- Returns {jobs put back, earliest remaining due time (epoch s, text) or '-1'}
+-- Returns {jobs put back, earliest remaining due time (epoch s, text) or '-1', Redis' time (epoch s)}
+-- (ARGV's now is not used: every time here is Redis', lib_limits.lua's lim_now)
 --#include limits
-local p, now, now_ts, tidy = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+local p, now, now_ts, tidy = ARGV[1], lim_now(), ARGV[3], ARGV[4] == '1'
 local dk = key_limit_due(p)
 local moved = 0
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', dk, '-inf', now, 'LIMIT', 0, 1000)) do
@@ -28,4 +29,4 @@ if tidy then
   end
 end
 local first = redis.call('ZRANGE', dk, 0, 0, 'WITHSCORES')
-return {moved, first[2] or '-1'}
+return {moved, first[2] or '-1', string.format('%.6f', now)}
