@@ -1,0 +1,129 @@
+"""RQ 3's ``RateLimit`` is one budget for RQ's workers and ours (issue 17): RQ's producer and ours, RQ's
+workers and ours, all on one limit on a real redis-server, measured by the jobs' own clocks
+(``tests.jobs.note``)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis as syncredis
+import rq
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from asyncsched.config import Settings
+from asyncsched.queue import RateLimit, TaskQueue
+from asyncsched.testing import run_burst
+from tests import jobs, limit_jobs
+from tests.waiting import eventually
+from tests.worker.test_rq_interop import rq_cli
+
+pytestmark = [
+    pytest.mark.rq_compat,
+    pytest.mark.skipif(not hasattr(rq, "RateLimit"), reason="RateLimit is new in RQ 3"),
+]
+
+JSON = "rq.serializers.JSONSerializer"
+
+
+@pytest.fixture
+def conn(real_redis_url: str) -> Iterator[syncredis.Redis]:
+    client = syncredis.Redis.from_url(real_redis_url)
+    yield client
+    client.close()
+
+
+def _spans(path: Path) -> dict[str, tuple[float, float]]:
+    """label -> (start, end) of each ``jobs.note`` run, as the job saw them."""
+    out = {}
+    for line in path.read_text().splitlines():
+        label, start, end = line.split()
+        out[label] = (float(start), float(end))
+    return out
+
+
+def _rq_worker(url: str) -> asyncio.Task[subprocess.CompletedProcess[str]]:
+    """The stock ``rq worker --burst``, in its own process."""
+    return asyncio.create_task(asyncio.to_thread(rq_cli, "worker", "--burst", "--serializer", JSON, url=url))
+
+
+def _when(conn: syncredis.Redis, job_id: str, field: str) -> float:
+    raw = conn.hget(f"rq:job:{job_id}", field)
+    assert raw, f"{job_id} has no {field}"
+    return datetime.strptime(raw.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+async def test_a_job_that_skipped_rqs_admission_waits_in_rqs_line(
+    conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    """Our claim script checks RQ 3's RateLimit on RQ's own keys: a job of the key that reached its queue
+    without a slot (a producer or a requeue that skipped RQ's admission) while RQ's worker holds the only
+    one waits in RQ's line (``rq:rl:<key>:rate_limited``, status ``rate_limited``); RQ's worker, finishing,
+    lets it in (RQ's ``release_slot``) and it runs after the holder, never beside it."""
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    running, release, log = tmp_path / "running", tmp_path / "release", tmp_path / "log"
+    holder = q.enqueue(jobs.touch_and_wait, str(running), str(release), rate_limit=rq.RateLimit("one", 1))
+    rq_run = _rq_worker(real_redis_url)
+    await eventually(running.exists, 60, "RQ's worker to start the holder")
+    stray = Job.create(
+        jobs.note, args=(str(log), "stray"), connection=conn, serializer=JSONSerializer, origin="default"
+    )
+    stray.rate_limit_key, stray.rate_limit_concurrency = "one", 1
+    stray.save()
+    q.push_job_id(stray.id)  # onto the queue, no slot taken
+    ours = asyncio.create_task(run_burst(redis=real_redis_url, settings=Settings(redis_url=real_redis_url)))
+    try:
+
+        def waits() -> bool:
+            return conn.zscore("rq:rl:one:rate_limited", stray.id) is not None
+
+        await eventually(waits, 30, "the stray job to wait in RQ's line")
+        assert conn.hget(f"rq:job:{stray.id}", "status") == b"rate_limited"
+        assert not ours.done()  # a burst worker waits for a job of its queue waiting for a slot
+    finally:
+        release.touch()  # the holder ends on RQ's worker: RQ's release_slot lets the stray job in
+    await asyncio.wait_for(ours, 60)
+    assert (await asyncio.wait_for(rq_run, 60)).returncode == 0
+    assert conn.hget(f"rq:job:{stray.id}", "status") == b"finished"
+    assert _spans(log)["stray"][0] >= _when(conn, holder.id, "ended_at")
+    assert conn.zcard("rq:rl:one:allowed") == conn.zcard("rq:rl:one:rate_limited") == 0
+
+
+@pytest.mark.slow
+async def test_rqs_workers_and_ours_share_one_ratelimit(
+    conn: syncredis.Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    """RateLimit("shared", 2): 8 jobs from RQ's producer and 8 from ours, taken at once by two stock RQ
+    worker processes and our worker (4 slots): never more than 2 run at once (the jobs' own clocks), RQ's
+    workers and ours each ran some, and the limit's sets end empty."""
+    log = tmp_path / "log"
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    labels = [f"rq{k}" for k in range(8)] + [f"ours{k}" for k in range(8)]
+    ids = [
+        q.enqueue(jobs.note, str(log), label, 0.25, rate_limit=rq.RateLimit("shared", 2)).id
+        for label in labels[:8]
+    ]
+    settings = Settings(redis_url=real_redis_url)
+    limit = RateLimit("shared", 2)
+    async with TaskQueue(real_redis_url, settings=settings, serializer="json") as ours_q:
+        ids += [
+            await ours_q.enqueue(jobs.note, args=(str(log), k, 0.25), rate_limit=limit) for k in labels[8:]
+        ]
+    rq_runs = [_rq_worker(real_redis_url) for _ in range(2)]
+    await eventually(lambda: len(rq.Worker.all(connection=conn)) == 2, 60, "RQ's workers to start")
+    await run_burst(redis=real_redis_url, settings=settings, concurrency=4, name="ours")
+    for run in rq_runs:
+        assert (await asyncio.wait_for(run, 60)).returncode == 0
+    spans = _spans(log)
+    assert sorted(spans) == sorted(labels)
+    assert limit_jobs.max_overlap(list(spans.values())) <= 2
+    ran_by = {conn.hget(f"rq:job:{job_id}", "worker_name") for job_id in ids}
+    assert b"ours" in ran_by, ran_by
+    assert len(ran_by - {b"ours"}) >= 1, ran_by  # and RQ's
+    assert conn.zcard("rq:rl:shared:allowed") == conn.zcard("rq:rl:shared:rate_limited") == 0
