@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from rq.serializers import JSONSerializer
 from asyncsched.config import Settings
 from asyncsched.queue import RateLimit, TaskQueue
 from asyncsched.testing import run_burst
+from asyncsched.worker import Worker
 from tests import jobs, limit_jobs
 from tests.waiting import eventually
 from tests.worker.test_rq_interop import rq_cli
@@ -127,3 +128,56 @@ async def test_rqs_workers_and_ours_share_one_ratelimit(
     assert b"ours" in ran_by, ran_by
     assert len(ran_by - {b"ours"}) >= 1, ran_by  # and RQ's
     assert conn.zcard("rq:rl:shared:allowed") == conn.zcard("rq:rl:shared:rate_limited") == 0
+
+
+def _waits_in_rqs_line(conn: syncredis.Redis, key: str, job_id: str) -> bool:
+    """The job waits for a slot as RQ's admission leaves it (RQ's workers cannot take it from there)."""
+    return (
+        conn.zscore(f"rq:rl:{key}:rate_limited", job_id) is not None
+        and conn.hget(f"rq:job:{job_id}", "status") == b"rate_limited"
+        and job_id.encode() not in conn.lrange("rq:queue:default", 0, -1)
+    )
+
+
+async def test_our_requeue_goes_through_rqs_admission(conn: syncredis.Redis, real_redis_url: str) -> None:
+    """A failed RateLimit job put back by ``TaskQueue.requeue`` while another holds the only slot waits in
+    RQ's line, as after RQ's own requeue: on the queue, a stock RQ worker would run it beside the holder."""
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    failed = q.enqueue(jobs.fail, rate_limit=rq.RateLimit("one", 1))
+    settings = Settings(redis_url=real_redis_url)
+    await run_burst(redis=real_redis_url, settings=settings)
+    holder = q.enqueue(jobs.add, 1, 1, rate_limit=rq.RateLimit("one", 1))  # takes the slot
+    async with TaskQueue(real_redis_url, settings=settings) as ours:
+        await ours.requeue(failed.id)
+    assert _waits_in_rqs_line(conn, "one", failed.id)
+    await run_burst(redis=real_redis_url, settings=settings)  # the holder, then the requeued job
+    assert [conn.hget(f"rq:job:{j}", "status") for j in (holder.id, failed.id)] == [b"finished", b"failed"]
+
+
+async def test_our_promoter_goes_through_rqs_admission(conn: syncredis.Redis, real_redis_url: str) -> None:
+    """A scheduled RateLimit job (a retry, RQ's enqueue_in) promoted by our worker while another holds the
+    only slot waits in RQ's line, as RQ's scheduler leaves it."""
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    holder = q.enqueue(jobs.add, 1, 1, rate_limit=rq.RateLimit("one", 1))
+    later = q.enqueue_in(timedelta(seconds=0), jobs.add, 2, 2, rate_limit=rq.RateLimit("one", 1))
+    settings = Settings(redis_url=real_redis_url)
+    async with Worker(redis=real_redis_url, settings=settings) as w:
+        assert await w.promoter.promote_once() == 1
+    assert _waits_in_rqs_line(conn, "one", later.id)
+    await run_burst(redis=real_redis_url, settings=settings)
+    assert [conn.hget(f"rq:job:{j}", "status") for j in (holder.id, later.id)] == [b"finished"] * 2
+
+
+async def test_a_limit_whose_keys_are_not_rqs_is_said_not_a_lost_job(
+    conn: syncredis.Redis, real_redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RQ's line of the limit is a string (a foreign writer's): the promoted job is queued without its limit
+    and the promoter says so; the other queues' promotion goes on."""
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    later = q.enqueue_in(timedelta(seconds=0), jobs.add, 2, 2, rate_limit=rq.RateLimit("odd", 1))
+    conn.set("rq:rl:odd:rate_limited", "not a zset")
+    async with Worker(redis=real_redis_url, settings=Settings(redis_url=real_redis_url)) as w:
+        assert await w.promoter.promote_once() == 1
+    assert conn.lrange("rq:queue:default", 0, -1) == [later.id.encode()]
+    assert "its rate limit" in caplog.text
+    assert "WRONGTYPE" in caplog.text

@@ -82,3 +82,26 @@ local function rl_claim(p, key, concurrency, id, now, now_ts)
   if not string.find(text, 'WRONGTYPE', 1, true) then error(r) end
   return 'rate limit ' .. key .. ': ' .. text
 end
+
+-- Put a job back on its queue q (at the front if front), or, when it has an RQ 3 RateLimit, through RQ's
+-- admission as RQ's scheduler and requeue do (_enqueue_rate_limited_job): it takes a free slot and is
+-- pushed, or waits in RQ's line, where RQ's workers cannot take it beside the slots' holders. Should RQ's
+-- keys of its limit have the wrong type (a foreign writer's), it is pushed as if it had none and the error
+-- text returned (any other refusal fails the script); nil otherwise.
+local function rl_push(p, q, id, front, now, now_ts)
+  local f = redis.call('HMGET', key_job(p, id), 'rate_limit_key', 'rate_limit_concurrency')
+  local why = nil
+  if f[1] and tonumber(f[2]) then
+    local ok, e = pcall(rl_wait, p, f[1], f[2], id, now, now_ts)
+    if ok then return nil end
+    why = type(e) == 'table' and e.err or tostring(e)
+    if not string.find(why, 'WRONGTYPE', 1, true) then error(e) end
+    redis.call('HSET', key_job(p, id), 'status', 'queued')
+  end
+  if front then
+    redis.call('LPUSH', key_queue(p, q), id)
+  else
+    redis.call('RPUSH', key_queue(p, q), id)
+  end
+  return why
+end
