@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis as syncredis
+import rq
+from rq.serializers import JSONSerializer
 
 from asyncsched.config import Settings
 from asyncsched.exceptions import InvalidJob
@@ -359,3 +363,26 @@ async def test_a_burst_worker_takes_jobs_let_go_elsewhere_at_once(
         assert await queue.result(second, wait=2) == 3
         w.request_stop()  # (it would wait for the window's end: the start it knows of leaves it then)
         await asyncio.wait_for(run, 30)
+
+
+async def test_a_scheduled_job_is_not_held_up_by_a_rate_backlog(real_redis_url: str) -> None:
+    """The promoter wakes often for jobs parked by a rate (here every 0.1 s) and then skips the scheduled
+    registries, but still looks at them every second: a job RQ's producer scheduled (no wake-up message
+    for our promoter) starts within about a second of its time, not after the backlog (5 s of it)."""
+    settings = Settings(redis_url=real_redis_url)
+    conn = syncredis.Redis.from_url(real_redis_url)
+    async with TaskQueue(real_redis_url, settings=settings) as q:
+        limited = [await q.enqueue("tests.jobs:add", args=(i, 1), rate_limit="r:1/100ms") for i in range(50)]
+        async with Worker(redis=real_redis_url, settings=settings, burst=True) as w:
+            run = asyncio.create_task(w.run())
+            await eventually(lambda: _status_is(q, limited[3], "finished"), 15, "the backlog to start")
+            asked = time.time()  # the promoter looked at the (empty) scheduled registry already
+            rq_queue = rq.Queue("default", connection=conn, serializer=JSONSerializer)
+            later = rq_queue.enqueue_in(timedelta(seconds=0.5), "tests.jobs.add", 0, 0).id
+            await asyncio.wait_for(run, 30)
+        started = (await q.job(later)).started_at
+        records = [await q.job(j) for j in limited]
+    conn.close()
+    assert started is not None
+    assert started.timestamp() - asked < 2.5  # RQ's whole-second score, then at most a second
+    assert max(r.started_at.timestamp() for r in records if r.started_at is not None) - asked > 4.5
