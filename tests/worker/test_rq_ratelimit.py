@@ -181,3 +181,19 @@ async def test_a_limit_whose_keys_are_not_rqs_is_said_not_a_lost_job(
     assert conn.lrange("rq:queue:default", 0, -1) == [later.id.encode()]
     assert "its rate limit" in caplog.text
     assert "WRONGTYPE" in caplog.text
+
+
+async def test_a_requeue_whose_limit_keys_are_not_rqs_says_so(
+    conn: syncredis.Redis, real_redis_url: str
+) -> None:
+    """The same on ``TaskQueue.requeue``: the job goes back on its queue without its limit, and the call
+    fails naming the reason instead of passing in silence."""
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    failed = q.enqueue(jobs.fail, rate_limit=rq.RateLimit("odd", 1))
+    settings = Settings(redis_url=real_redis_url)
+    await run_burst(redis=real_redis_url, settings=settings)
+    conn.set("rq:rl:odd:rate_limited", "not a zset")
+    async with TaskQueue(real_redis_url, settings=settings) as ours:
+        with pytest.raises(Exception, match=r"requeued without its rate limit.*WRONGTYPE"):
+            await ours.requeue(failed.id)
+    assert conn.lrange("rq:queue:default", 0, -1) == [failed.id.encode()]
