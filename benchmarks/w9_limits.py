@@ -7,6 +7,8 @@ Two runs on a fresh redis-server, same N, same worker command (``--burst``, so e
   freed start), as a share of R; and the workers' CPU time (user + system, ``getrusage`` of the children).
 * **unlimited**: the same jobs without a limit: the workers' CPU time for the same work.
 
+It also reports the most starts found in any 1 s window (``max_starts_in_1s``; ``limit_held``: never above R).
+
 The CPU the limit costs the workers (parking, waking, releasing) is limited minus unlimited; reported as a
 share of the limited run's wall time (how much of a core waiting for the limit took) and of its CPU.
 
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     opts = parser.parse_args()
     sys.path[:0] = [os.path.join(ROOT, "src"), ROOT]  # this checkout's asyncsched, and its test rig
+    from tests.limit_jobs import max_in_window
     from tests.servers import redis_server
 
     with redis_server() as srv:
@@ -94,6 +97,7 @@ def main() -> None:
     span = starts[-1] - starts[0]
     reached = (len(starts) - opts.rate) / span if span > 0 else 0.0
     extra = limited["cpu_s"] - free["cpu_s"]
+    densest = max_in_window(starts, 1.0 - 1e-5)  # started_at is text with microseconds: allow its rounding
     result = {
         "n": opts.n,
         "limit_per_s": opts.rate,
@@ -102,6 +106,8 @@ def main() -> None:
         "reached_share": round(reached / opts.rate, 4),
         "limited": limited,
         "unlimited": free,
+        "max_starts_in_1s": densest,
+        "limit_held": densest <= opts.rate,
         "waiting_cpu_s": round(extra, 3),
         "waiting_cpu_share_of_wall": round(extra / limited["wall_s"], 4),
         "waiting_cpu_share_of_cpu": round(extra / limited["cpu_s"], 4),

@@ -32,7 +32,7 @@ _ECHO = "return {KEYS[1] or '', ARGV[1] or ''}"
 
 
 def test_asyncsched_keys_are_the_key_modules_own() -> None:
-    for name in _keys.__all__:
+    for name in rq_keys.__all__:
         assert getattr(_keys, name) is getattr(rq_keys, name), name
     k = RQKeys("p")
     assert k.dependents("j") == "p:job:j:dependents"

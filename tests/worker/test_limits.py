@@ -7,16 +7,25 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis as syncredis
+import rq
+from rq.serializers import JSONSerializer
 
 from asyncsched.config import Settings
 from asyncsched.exceptions import InvalidJob
 from asyncsched.queue import JobStatus, Limit, RateLimit, TaskQueue
-from asyncsched.worker import Worker
+from asyncsched.rq._calls import LimitsCall
+from asyncsched.rq._scripts import Scripts
+from asyncsched.rq.keys import RQKeys
+from asyncsched.worker import Worker, _claim, _limits
 from tests import limit_jobs
 from tests.waiting import eventually
 
@@ -136,6 +145,34 @@ async def test_rate_on_the_embedded_backend_too(
     assert len(starts) == 12
     assert limit_jobs.max_in_window(starts, 0.5 - 1e-5) == 5
     assert max(starts) - min(starts) >= 1.0 - 1e-5  # 12 starts at 5 per 0.5 s: a third window
+
+
+@pytest.mark.parametrize(
+    ("module", "skew"), [(_claim, -0.3), (_limits, 0.3)], ids=["claim-behind", "promoter-ahead"]
+)
+async def test_a_rate_is_measured_on_the_clock_of_redis(
+    queue: TaskQueue,
+    redis_url: str,
+    wsettings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    module: object,
+    skew: float,
+) -> None:
+    """Issue 17: a worker clock that differs from Redis' (another host, or a stall between reading it and the
+    script running) lets no job start early. Behind: a claim that read its clock, then waited 0.3 s, must not
+    date its starts in the past (jobs let go at a window's end would start twice in one window); ahead: a
+    promoter waking 0.3 s early must not let parked jobs go. Every script times a rate on Redis' clock (the
+    claim module reads no clock at all any more: its patch stays unused)."""
+    real = time.time
+    fake = SimpleNamespace(time=lambda: real() + skew, monotonic=time.monotonic)
+    monkeypatch.setattr(module, "time", fake, raising=False)
+    ids = [await queue.enqueue("tests.jobs:add", args=(i, 1), rate_limit="r:2/s") for i in range(6)]
+    # two queues: claims are not pipelined behind a blocking pop (which always used Redis' clock)
+    async with Worker(["default", "spare"], redis=redis_url, settings=wsettings, burst=True) as w:
+        await asyncio.wait_for(w.run(), 30)
+    starts = [r.started_at.timestamp() for r in [await queue.job(j) for j in ids] if r.started_at]
+    assert len(starts) == 6
+    assert limit_jobs.max_in_window(starts, 1.0 - 1e-5) == 2
 
 
 async def test_rq_ratelimit_is_listed_with_ours(queue: TaskQueue) -> None:
@@ -309,3 +346,45 @@ async def test_burst_worker_ignores_parked_jobs_of_other_queues(
         assert await queue.result(parked, wait=10) == 2
         other.request_stop()
         await asyncio.wait_for(other_run, 30)
+
+
+async def test_a_burst_worker_takes_jobs_let_go_elsewhere_at_once(
+    queue: TaskQueue, redis_url: str, wsettings: Settings
+) -> None:
+    """Issue 17: a burst worker waiting for a job parked by a rate blocks on its queue, so the job starts as
+    soon as anyone lets it go (another worker's promoter; here the tidy pass, run by the test after emptying
+    the window), not when the worker's own timer ends (its poll timeout, 4 s here; the window, 30 s)."""
+    opts: dict[str, Any] = {"rate_limit": "r:1/30s"}
+    await queue.enqueue("tests.jobs:add", args=(1, 1), **opts)
+    second = await queue.enqueue("tests.jobs:add", args=(2, 1), **opts)
+    async with Worker(redis=redis_url, settings=wsettings, burst=True, poll_timeout=4.0) as w:
+        run = asyncio.create_task(w.run())
+        await eventually(lambda: _status_is(queue, second, "rate_limited"), 15, "the second job to be parked")
+        await queue.redis.delete("rq:asyncsched:limit:r:starts")
+        await Scripts(queue.redis).call(LimitsCall(RQKeys("rq"), "", "", True))  # lets the second job go
+        assert await queue.result(second, wait=2) == 3
+        w.request_stop()  # (it would wait for the window's end: the start it knows of leaves it then)
+        await asyncio.wait_for(run, 30)
+
+
+async def test_a_scheduled_job_is_not_held_up_by_a_rate_backlog(real_redis_url: str) -> None:
+    """The promoter wakes often for jobs parked by a rate (here every 0.1 s) and then skips the scheduled
+    registries, but still looks at them every second: a job RQ's producer scheduled (no wake-up message
+    for our promoter) starts within about a second of its time, not after the backlog (5 s of it)."""
+    settings = Settings(redis_url=real_redis_url)
+    conn = syncredis.Redis.from_url(real_redis_url)
+    async with TaskQueue(real_redis_url, settings=settings) as q:
+        limited = [await q.enqueue("tests.jobs:add", args=(i, 1), rate_limit="r:1/100ms") for i in range(50)]
+        async with Worker(redis=real_redis_url, settings=settings, burst=True) as w:
+            run = asyncio.create_task(w.run())
+            await eventually(lambda: _status_is(q, limited[3], "finished"), 15, "the backlog to start")
+            asked = time.time()  # the promoter looked at the (empty) scheduled registry already
+            rq_queue = rq.Queue("default", connection=conn, serializer=JSONSerializer)
+            later = rq_queue.enqueue_in(timedelta(seconds=0.5), "tests.jobs.add", 0, 0).id
+            await asyncio.wait_for(run, 30)
+        started = (await q.job(later)).started_at
+        records = [await q.job(j) for j in limited]
+    conn.close()
+    assert started is not None
+    assert started.timestamp() - asked < 2.5  # RQ's whole-second score, then at most a second
+    assert max(r.started_at.timestamp() for r in records if r.started_at is not None) - asked > 4.5

@@ -37,14 +37,15 @@ WORKER_SCRIPTS = ("claim", "finish", "heartbeat", "reap", "promote", "release_lo
 # derives from data (docs/architecture.md, "Wire format"). Anything known before the call is in KEYS.
 DERIVED = {
     "claim": {"key_job", "key_executions", "key_execution", "key_queue", "key_limit", "key_limit_keys",
-              "key_limit_due", "key_limit_seq"},
+              "key_limit_due", "key_limit_seq", "key_rl", "key_rl_keys", "key_rate_limit_waits"},
     "finish": {"key_job", "key_dependencies", "key_registry", "key_queue", "key_rl", "key_rl_keys",
                "key_rate_limit_waits", "key_limit", "key_limit_keys", "key_limit_due", "key_limit_seq"},
     "heartbeat": set(),
     "reap": {"key_job", "key_executions", "key_execution", "key_results", "key_worker",
              "key_worker_executions", "key_claiming", "key_queue", "key_quarantine", "key_first_seen",
              "key_rl", "key_rl_keys", "key_rate_limit_waits"},
-    "promote": {"key_job"},
+    # RQ 3's RateLimit admission (lib_ratelimit.rl_push) names the job's limit keys and its queue itself
+    "promote": {"key_job", "key_queue", "key_rl", "key_rl_keys", "key_rate_limit_waits"},
     "release_locks": set(),
     "limits": {"key_job", "key_queue", "key_limit", "key_limit_due", "key_limit_keys", "key_limit_seq"},
 }  # fmt: skip

@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -17,7 +15,6 @@ from redis.exceptions import ResponseError
 from .._keys import claiming_list, paused_queue
 from .._redis.connection import Line
 from ..events._poison import report_malformed
-from ..rq import codec
 from ..rq._calls import ClaimCall
 from ._guard import QueueBackoff
 from ._job import ClaimedJob
@@ -60,28 +57,23 @@ class Claimer:
             return 0
         return self.take(await self.scripts.call(self.call(n, given, given_queue), self.line))
 
-    def call(
-        self,
-        n: int,
-        given: list[str],
-        given_queue: str,
-        *,
-        use_claiming: bool = False,
-        now_from_redis: bool = False,
-    ) -> ClaimCall:
+    def call(self, n: int, given: list[str], given_queue: str, *, use_claiming: bool = False) -> ClaimCall:
         """One ``claim.lua`` call: up to ``n`` jobs of the active queues, after the ``given`` ids popped from
         ``given_queue`` (and, with ``use_claiming``, those in this worker's claiming list)."""
         # reserve the execution numbers this call may use (gaps are harmless; reuse would not be)
         first_exec = self._exec_seq
         self._exec_seq += n + len(given)
-        now = time.time()  # one reading: started_at and the flow limits' clock agree
         cfg = self.cfg
         return ClaimCall(
             self.keys,
             cfg.name,
             cfg.stream,
-            "" if now_from_redis else repr(now),
-            "" if now_from_redis else codec.fmt_ts(datetime.fromtimestamp(now, UTC)),
+            # No clock of ours: the script reads Redis' when it runs. A start (started_at, and the moment a
+            # rate limit counts) is then never dated before the script ran, nor before a job let go by a
+            # rate window (limits.lua) was let go, whatever this process' clock or a stall between here
+            # and the script (every worker shares one clock, so a window never holds one start too many).
+            "",
+            "",
             cfg.lease,
             n,
             cfg.lifecycle_maxlen,
@@ -120,7 +112,7 @@ class Claimer:
     async def _block_pipelined(self, n: int, seconds: int) -> int:
         assert self.line is not None
         q = self.cfg.queues[0]
-        call = self.call(n, [], q, use_claiming=True, now_from_redis=True)
+        call = self.call(n, [], q, use_claiming=True)
         keys, args = call.to_keys(), call.to_args()
         blmove = ("BLMOVE", self.keys.queue(q), self.claiming, "LEFT", "RIGHT", seconds)
         claim = self.scripts.command(call.SCRIPT, args, keys)

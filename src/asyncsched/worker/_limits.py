@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,13 +32,23 @@ _TIDY_EVERY = 5.0  # seconds between full passes over every key in use
 
 
 class LimitWaker:
-    """When the jobs parked by a rate limit may go; wakes the promoter early for them."""
+    """When the jobs parked by a rate limit may go; wakes the promoter early for them.
+
+    Every time of a rate is Redis' (the scripts read ``TIME``): ``due`` is on Redis' clock, and this process'
+    clock is corrected by the offset each ``limits.lua`` reply shows (an upper bound of it: a wrong guess
+    wakes the promoter early, for one more look, never late), so a worker whose clock differs from Redis'
+    neither lets a job go early nor looks again and again until its clock agrees."""
 
     def __init__(self) -> None:
-        self.due = -1.0  # earliest time a parked job may start (epoch s), -1 when none is known
+        self.due = -1.0  # earliest time a parked job may start (Redis' clock, epoch s), -1 when none is known
         self._event = asyncio.Event()
         self._last_tidy = 0.0
         self._woken = 0
+        self._offsets: deque[float] = deque(maxlen=16)  # Redis' clock minus ours, upper bounds
+
+    def now(self) -> float:
+        """Redis' clock as this process best knows it (epoch s)."""
+        return time.time() + (min(self._offsets) if self._offsets else 0.0)
 
     def wake(self, due: float) -> None:
         """A claim parked a job that may start at ``due``."""
@@ -56,16 +67,16 @@ class LimitWaker:
         tidy = mono - self._last_tidy >= _TIDY_EVERY
         if tidy:
             self._last_tidy = mono
-        elif self.due < 0 or self.due > time.time():
+        elif self.due < 0 or self.due > self.now():
             return 0
         woken = self._woken
-        moved, due = await scripts.call(LimitsCall(keys, repr(time.time()), codec.fmt_ts(), tidy))
+        sent = time.time()
+        moved, due, redis_now = await scripts.call(LimitsCall(keys, repr(sent), codec.fmt_ts(), tidy))
+        self._offsets.append(float(redis_now) - sent)  # the script ran after ``sent``: never below the offset
         known = float(due)
         if self._woken != woken and self.due > 0:  # a claim parked a job meanwhile: keep the earlier time
             known = self.due if known < 0 else min(known, self.due)
         self.due = known
-        if moved:  # a burst worker napping until the next due time claims them now
-            self._event.set()
         return int(moved)
 
     async def nap(self, wait: float, *stops: asyncio.Event) -> None:
@@ -73,7 +84,7 @@ class LimitWaker:
         ``stops`` ends it."""
         self._event.clear()
         if self.due > 0:
-            wait = min(wait, max(self.due - time.time(), 0.0005))
+            wait = min(wait, max(self.due - self.now(), 0.0005))
         waiters = [asyncio.ensure_future(e.wait()) for e in (self._event, *stops)]
         try:
             with contextlib.suppress(TimeoutError):

@@ -94,10 +94,13 @@ class ClaimLoop:
 
     async def _burst_step(self, n: int) -> bool:
         """Nothing claimed in burst mode: promote, wait for parked jobs, or say the worker is done."""
-        if await self.promote():
+        if self.limits.waiting():
+            # jobs parked by a rate limit: they come back onto their queue when a start frees (let go by our
+            # promoter, or another worker's), which wakes the blocking pop at once. Not exiting, it leaves
+            # scheduled jobs to the promoter loop (one round trip less per window's turn)
+            await self._block(n)
             return False
-        if self.limits.waiting():  # jobs parked by a rate limit: wait for their start, then claim them
-            await self.limits.nap(self.cfg.poll_timeout, self.signals.stop)
+        if await self.promote():
             return False
         if not self.running.idle():
             await self.running.wait_slot(self.cfg.poll_timeout)

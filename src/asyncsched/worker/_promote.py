@@ -26,11 +26,14 @@ class Promoter:
         self.promote_at = 0.0  # when the promoter wakes next (epoch s); an earlier job wakes it sooner
         self.wake = asyncio.Event()
 
-    async def promote_once(self) -> int:
-        """One pass: parked jobs whose moment came, then scheduled jobs due; how many were queued."""
+    async def promote_once(self, *, scheduled: bool = True) -> int:
+        """One pass: parked jobs whose moment came, then (unless ``scheduled`` is false: woken only for
+        those) scheduled jobs due; how many were queued."""
         cfg = self.cfg
         lock_ttl = max(10, math.ceil(3 * cfg.scheduler_interval))  # a dead holder is replaced quickly
         let_go = await self.limits.release(self.scripts, self.keys)  # first: its moment is exact
+        if not scheduled:
+            return let_go
         now, now_ts, maxlen = repr(time.time()), codec.fmt_ts(), cfg.lifecycle_maxlen
         call = PromoteCall(self.keys, cfg.name, now, now_ts, lock_ttl, cfg.stream, maxlen, 1000, cfg.queues)
         promoted, earliest, *skipped = await self.scripts.call(call)
@@ -42,10 +45,13 @@ class Promoter:
     async def run(self) -> None:
         refused = 0.0
         closing = self.signals.closing
+        look_at = 0.0  # when the scheduled registries are looked at next (epoch s)
         while not closing.is_set():
+            # woken sooner for jobs parked by a rate only: the scheduled registries wait for their turn
+            looked = time.time() >= look_at
             try:
                 self.promote_at = math.inf  # a job scheduled meanwhile wakes the nap that follows
-                await self.promote_once()
+                await self.promote_once(scheduled=looked)
                 refused = 0.0
             except REDIS_DOWN as exc:
                 self.outage.failed(exc)
@@ -55,12 +61,16 @@ class Promoter:
                 log_refused(self.cfg.name, what, exc, f"next try in {refused:.0f}s")
                 await self.signals.nap(refused)
                 continue
-            wait = self.cfg.scheduler_interval
-            if self.next_due > 0:  # to the millisecond: a job never starts early, nor a second late
-                wait = min(wait, max(self.next_due / 1000 - time.time(), 0.001))
-            self.promote_at = time.time() + wait
+            if looked:
+                wait = self.cfg.scheduler_interval
+                if self.next_due > 0:  # to the millisecond: a job never starts early, nor a second late
+                    wait = min(wait, max(self.next_due / 1000 - time.time(), 0.001))
+                look_at = time.time() + wait
+            self.promote_at = look_at
             # Shorter when jobs parked by a rate limit are due sooner; an earlier delayed job wakes it too.
-            await self.limits.nap(wait, closing, self.wake)
+            await self.limits.nap(max(look_at - time.time(), 0.001), closing, self.wake)
+            if self.wake.is_set():
+                look_at = 0.0
             self.wake.clear()
 
     def scheduled(self, run_at_ms: int) -> None:

@@ -16,6 +16,7 @@
 -- workers are suspended (RQ's suspension key). A job over one of its flow limits (lib_limits.lua) is
 -- parked, not started; when one was parked because of a rate, a last entry '', 'limited', '', <when a start
 -- frees (epoch s)> tells the worker when to let it go.
+--#include ratelimit
 --#include limits
 --#include types
 local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -95,7 +96,7 @@ end
 
 local EXTRA = {asyncsched_attempt = 1, asyncsched_agent = 2, asyncsched_task = 3,
   asyncsched_function_path = 4, asyncsched_scheduled_task = 5, description = 6, status = 7,
-  asyncsched_limits = 8}
+  asyncsched_limits = 8, rate_limit_key = 9, rate_limit_concurrency = 10}
 local parks, limited_due = 0, nil
 
 local function start(id, q)
@@ -125,6 +126,12 @@ local function start(id, q)
       if due and (not limited_due or due < limited_due) then limited_due = due end
       return false
     end
+  end
+  local rl = extra[9] and rl_claim(p, extra[9], extra[10], id, now, now_ts)  -- RQ 3's RateLimit, RQ's keys
+  if rl == 'wait' then parks = parks + 1 end
+  if rl then
+    if rl ~= 'wait' then poison(id, q, rl) end
+    return false
   end
   used = used + 1
   local ex = exec_base .. string.format('%012x', exec_first + used - 1)

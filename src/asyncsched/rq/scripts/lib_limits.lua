@@ -19,6 +19,12 @@ local function lim_parse(spec)
   return out
 end
 
+-- Redis' clock (epoch s): every start, reservation and window of a rate is measured on it, so callers whose
+-- clocks differ (workers on other hosts, a worker stalled between reading its clock and its script) agree
+local function lim_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
 
 -- Forget the holders that neither run nor were let go to run (cancelled, deleted, failed by a reaper...)
 local function lim_clean_active(p, ak)
@@ -100,6 +106,7 @@ end
 local function lim_fill(p, key, now, now_ts)
   local wk = key_limit(p, key, 'waiting')
   if redis.call('ZCARD', wk) == 0 then return 0 end
+  now = lim_now()  -- not the caller's clock: a job let go early by a clock ahead would start too soon
   local c = redis.call('HMGET', key_limit(p, key), 'max', 'rate', 'period')
   local rate, period = tonumber(c[2] or ''), tonumber(c[3] or '')
   local room, due = lim_room(p, key, tonumber(c[1] or ''), rate, period, now, nil)

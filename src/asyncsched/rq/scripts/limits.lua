@@ -4,9 +4,10 @@
 -- KEYS: <ns>:limit-due, <ns>:limit-keys (asyncsched.rq._calls.LimitsCall); a limit's own keys, its parked
 --       jobs' and their queues' come from lib_keys.lua (named by the data read)
 -- ARGV: prefix, now (float s), now_ts (RQ text), tidy ('1' | '0')
--- Returns {jobs put back, earliest remaining due time (epoch s, text) or '-1'}
+-- Returns {jobs put back, earliest remaining due time (epoch s, text) or '-1', Redis' time (epoch s)}
+-- (ARGV's now is not used: every time here is Redis', lib_limits.lua's lim_now)
 --#include limits
-local p, now, now_ts, tidy = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+local p, now, now_ts, tidy = ARGV[1], lim_now(), ARGV[3], ARGV[4] == '1'
 local dk = KEYS[1]
 local moved = 0
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', dk, '-inf', now, 'LIMIT', 0, 1000)) do
@@ -30,4 +31,4 @@ if tidy then
   end
 end
 local first = redis.call('ZRANGE', dk, 0, 0, 'WITHSCORES')
-return {moved, first[2] or '-1'}
+return {moved, first[2] or '-1', string.format('%.6f', now)}

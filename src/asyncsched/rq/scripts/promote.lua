@@ -8,6 +8,7 @@
 -- Returns {promoted count, earliest remaining run-at (epoch ms, rounded up) or -1, <skipped: id ('' a key),
 --   why>*}: a key of the wrong type (a foreign writer's) is skipped and reported, never fails the promotion
 --   of the others; a job key of another type leaves the scheduled registry.
+--#include ratelimit
 --#include types
 local p, holder, now, now_ts, lock_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local stream, maxlen, limit, nq = KEYS[1], ARGV[6], ARGV[7], tonumber(ARGV[8])
@@ -55,11 +56,8 @@ for k = 1, nq do
         if redis.call('EXISTS', jk) == 1 then
           redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
           redis.call('HDEL', jk, 'asyncsched_run_at')
-          if redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1' then
-            redis.call('LPUSH', qk, id)
-          else
-            redis.call('RPUSH', qk, id)
-          end
+          local rl_bad = rl_push(p, q, id, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1', now, now_ts)
+          if rl_bad then skip(id, 'its rate limit: ' .. rl_bad .. ' (queued without it)') end
           local h = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
             'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
           local life = {'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', h[1] or '1',
