@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys
-from .._redis import create_redis
+from .._redis import create_redis, is_client
 from .._streams import StreamGroup, is_nogroup
 from .._supervise import Supervised
 from ..config import Settings, get_settings
@@ -117,10 +117,8 @@ class Recorder(BatchWriter):
             raise ValueError(f"in_flight must be positive, got {in_flight}")
         self.settings = settings or get_settings()
         self.db = db
-        self._owns_redis = not isinstance(redis, aioredis.Redis)
-        self.redis = (
-            redis if isinstance(redis, aioredis.Redis) else create_redis(redis or self.settings.redis_url)
-        )
+        self._owns_redis = not is_client(redis)
+        self.redis = redis if is_client(redis) else create_redis(redis or self.settings.redis_url)
         self.batch_size, self.flush_interval, self.in_flight = batch_size, flush_interval, in_flight
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         prefix = self.settings.key_prefix
