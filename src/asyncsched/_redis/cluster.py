@@ -101,6 +101,9 @@ def create_cluster(url: str, **options: Any) -> aioredis.Redis:
     options = {**spec.client_options(), **options}
     options.pop("timeout", None)  # a single server pool's wait for a free connection; no cluster equivalent
     options.pop("health_check_interval", None)
+    # past max_connections to one node the cluster client raises at once instead of waiting for a free one
+    # (see _WaitingPool for a single server): a high ceiling per node
+    options.setdefault("max_connections", 1000)
     nodes = [ClusterNode(host, port) for host, port in spec.nodes]
     return cast(aioredis.Redis, AsyncRedisCluster(startup_nodes=nodes, **options))
 
@@ -115,3 +118,11 @@ def create_sync_cluster(url: str) -> redis.Redis:
 def is_cluster(client: object) -> bool:
     """Whether ``client`` talks to a Redis Cluster (keys then use the cluster layout)."""
     return isinstance(client, (AsyncRedisCluster, SyncRedisCluster))
+
+
+async def pubsub_of(client: aioredis.Redis) -> Any:
+    """``client.pubsub()``, after a cluster client learned the slots (its pub/sub picks a node by slot and
+    fails on an empty slot table; classic pub/sub reaches every node of a cluster from any one)."""
+    if is_cluster(client):
+        await cast(Any, client).initialize()
+    return client.pubsub()

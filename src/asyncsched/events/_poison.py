@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .. import _keys
+from .._redis.cluster import is_cluster
 from ..config import get_settings
 from ._envelope import Event, MalformedEvent
 
@@ -133,7 +134,12 @@ async def dead_letter(
         "data": raw,
         "at": repr(time.time()),
     }
-    await redis.xadd(_keys.dead_letter_stream(prefix), fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+    await redis.xadd(
+        _keys.dead_letter_stream(prefix, cluster=is_cluster(redis)),
+        fields,
+        maxlen=DEAD_LETTER_MAXLEN,
+        approximate=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -179,13 +185,15 @@ def _letter(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
 
 async def list_dead_letters(redis: aioredis.Redis, prefix: str, count: int = 100) -> list[DeadLetter]:
     """The newest ``count`` dead letters, oldest first."""
-    entries: Any = await redis.xrevrange(_keys.dead_letter_stream(prefix), count=count)
+    entries: Any = await redis.xrevrange(
+        _keys.dead_letter_stream(prefix, cluster=is_cluster(redis)), count=count
+    )
     return [_letter(entry_id, fields) for entry_id, fields in reversed(entries)]
 
 
 async def delete_dead_letters(redis: aioredis.Redis, prefix: str, ids: list[str] | None = None) -> int:
     """Delete the dead letters ``ids`` (all of them when ``None``); how many were deleted."""
-    key = _keys.dead_letter_stream(prefix)
+    key = _keys.dead_letter_stream(prefix, cluster=is_cluster(redis))
     if ids is None:
         count = int(await redis.xlen(key))
         await redis.delete(key)
@@ -200,7 +208,7 @@ async def replay_dead_letter(
     to that agent's own stream, so other agents do not see a broadcast twice) and delete the letter; the
     new entry id. ``LookupError`` if there is no such letter; :class:`MalformedEvent` if its data is not a
     valid event (a poison message is never put back: publish a corrected event instead)."""
-    key = _keys.dead_letter_stream(prefix)
+    key = _keys.dead_letter_stream(prefix, cluster=is_cluster(redis))
     found: Any = await redis.xrange(key, min=letter_id, max=letter_id)
     if not found:
         raise LookupError(f"no dead letter {letter_id!r}")
@@ -208,7 +216,7 @@ async def replay_dead_letter(
     Event.from_json(letter.data, max_bytes=max_bytes)
     if not letter.group:
         raise MalformedEvent(f"dead letter {letter_id!r} names no agent to deliver it to")
-    target = _keys.agent_event_stream(prefix, letter.group)
+    target = _keys.agent_event_stream(prefix, letter.group, cluster=is_cluster(redis))
     new_id = await redis.xadd(target, {"e": letter.data})
     await redis.xdel(key, letter_id)
     return _text(new_id)

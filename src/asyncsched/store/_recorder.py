@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys
-from .._redis import create_redis, is_client
+from .._redis import create_redis, is_client, is_cluster
 from .._streams import StreamGroup, is_nogroup
 from .._supervise import Supervised
 from ..config import Settings, get_settings
@@ -123,7 +123,7 @@ class Recorder(BatchWriter):
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         prefix = self.settings.key_prefix
         self.lifecycle_stream = _keys.lifecycle_stream(prefix)
-        self.event_stream = _keys.event_log_stream(prefix)
+        self.event_stream = _keys.event_log_stream(prefix, cluster=is_cluster(self.redis))
         self.streams = [self.lifecycle_stream] + ([self.event_stream] if events else [])
         self.retention = _retention(self.settings, retention)
         self.claim_idle, self.max_backoff = claim_idle, max_backoff
