@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._keys import lifecycle_stream, rate_limit_waits, sched_next
+from ._redis.cluster import is_cluster
 from .rq.jobhash import JobField
 
 __all__ = [
@@ -310,8 +311,9 @@ async def redis_lines(redis: Any, prefix: str) -> list[str]:
     now_ms = time.time() * 1000
     with contextlib.suppress(Exception):
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(sched_next(prefix), "-inf", now_ms)
-            pipe.zrange(sched_next(prefix), 0, 0, withscores=True)
+            key = sched_next(prefix, cluster=is_cluster(redis))
+            pipe.zcount(key, "-inf", now_ms)
+            pipe.zrange(key, 0, 0, withscores=True)
             overdue, first = await pipe.execute()
         oldest = max(0.0, (now_ms - first[0][1]) / 1000) if first and first[0][1] <= now_ms else 0.0
         name = "asyncsched_scheduler_ticks_overdue"
