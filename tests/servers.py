@@ -363,18 +363,41 @@ class ClusterSetup:
             with syncredis.Redis(port=port) as client:
                 client.flushall()
 
+    def replica_for(self, key: str) -> int:
+        """Port of a replica of the master that serves ``key``'s hash slot."""
+        import redis as syncredis
+
+        with syncredis.Redis(port=self.masters()[0], decode_responses=True) as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            rows = [line.split() for line in client.execute_command("CLUSTER", "NODES").splitlines()]
+        owner = None
+        for row in rows:
+            for part in row[8:]:
+                start, _, end = part.partition("-")
+                if "[" not in part and int(start) <= slot <= int(end or start):
+                    owner = int(row[1].split("@")[0].rsplit(":", 1)[1])
+        if owner is not None:  # the master knows its replicas at once; other nodes learn them by gossip
+            with syncredis.Redis(port=owner, decode_responses=True) as client:
+                info = client.info("replication")
+            if "slave0" in info:
+                return int(info["slave0"]["port"])
+        raise ServerUnavailable(f"no replica serves the slot of {key!r}")
+
     def failover(self, replica: int | None = None, timeout: float = 30.0) -> int:
         """``CLUSTER FAILOVER`` on a replica (the first one, unless given); returns its port once it is a
         master that every running node knows as such."""
         import redis as syncredis
 
         port = replica if replica is not None else self.replicas()[0]
-        with syncredis.Redis(port=port) as client:
-            client.execute_command("CLUSTER", "FAILOVER")
         deadline = time.monotonic() + timeout
+        asked = 0.0
         while time.monotonic() < deadline:
             if port in self.masters() and self.ready():
                 return port
+            if time.monotonic() - asked > 2.0:  # a manual failover can stall under load: ask again
+                with syncredis.Redis(port=port) as client:
+                    client.execute_command("CLUSTER", "FAILOVER")
+                asked = time.monotonic()
             time.sleep(0.05)
         raise ServerUnavailable(f"CLUSTER FAILOVER on {port} did not complete in {timeout}s")
 
