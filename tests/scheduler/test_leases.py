@@ -42,6 +42,7 @@ async def test_a_claim_holds_only_while_the_index_still_has_the_tick_it_saw(
     assert (await index.claim(task.id, to_ms(at(12, 1, 30)), nxt, [seen], lease)).code == 0
 
 
+@pytest.mark.cluster
 async def test_replicas_that_both_saw_a_tick_due_enqueue_it_once(
     sched_settings: Settings, queue: RecordingQueue, clock: Clock
 ) -> None:

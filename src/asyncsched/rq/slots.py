@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["cluster_tag", "events_tag", "lifecycle_tag", "ns", "sched_tag"]
+__all__ = ["cluster_tag", "events_tag", "lifecycle_tag", "ns", "sched_status_mirror", "sched_tag"]
 
 
 def ns(prefix: str) -> str:
@@ -60,3 +60,10 @@ def lifecycle_tag(prefix: str, queue: str | None = None, cluster: bool = False) 
     if queue is None:
         return f"{sched_tag(prefix, True)}:lifecycle"
     return f"{ns(prefix)}:lifecycle:{cluster_tag(queue, True)}"
+
+
+def sched_status_mirror(prefix: str) -> str:
+    """Cluster mode only: the prefix of ``{<ns>:sched}:status:<job id>``, a short-lived copy of a previous
+    run's ``status`` in the scheduler's slot, which its claim script reads for ``overlap`` (the job hash
+    itself is in its queue's slot; see :mod:`asyncsched.scheduler._overlap`)."""
+    return f"{sched_tag(prefix, True)}:status:"

@@ -20,7 +20,9 @@ from redis.exceptions import NoScriptError
 from .. import _keys
 from .._redis.cluster import is_cluster
 from ..rq.keys import RQKeys
+from ..rq.slots import sched_status_mirror
 from ..store.models import ScheduledTask
+from ._overlap import copy_statuses
 
 __all__ = [
     "DROP",
@@ -35,6 +37,7 @@ __all__ = [
 ]
 
 DROP = "-"
+ALLOW = "allow"
 """Signature argument of :meth:`ScheduleIndex.claim` that removes the task from the index entirely."""
 
 FIRED_MAXLEN = 10_000
@@ -123,6 +126,8 @@ class ScheduleIndex:
         self.held_key = _keys.sched_held(prefix, cluster=c)
         self.lifecycle_key = _keys.lifecycle_stream(prefix, cluster=c)  # cluster: the scheduler's own
         self.job_prefix = RQKeys(prefix, cluster=c).job("")
+        # cluster: the claim script reads a copy of the previous run's status in its own slot (_overlap)
+        self.status_prefix = sched_status_mirror(prefix) if c else self.job_prefix
         self._claim = redis.register_script(_script("claim"))
         self._sync = redis.register_script(_script("sync"))
         self._relet = redis.register_script(_script("relet"))
@@ -174,6 +179,11 @@ class ScheduleIndex:
         independent: pipelining only saves the round trips of a pass over many due tasks)."""
         keys = [self.next_key, self.pending_key, self.fired_key, self.sig_key]
         keys += [self.last_key, self.held_key, self.lifecycle_key]
+        if self.cluster:
+            judged = [
+                r.task_id for r in requests if r.sig != DROP and (r.overlap or Overlap()).policy != "allow"
+            ]
+            await copy_statuses(self.redis, self.last_key, self.job_prefix, self.status_prefix, judged)
         todo = list(range(len(requests)))
         replies: list[Any] = [None] * len(requests)
         for _attempt in range(2):
@@ -198,7 +208,7 @@ class ScheduleIndex:
     def _claim_args(self, r: ClaimRequest) -> list[Any]:
         o = r.overlap or Overlap()
         args: list[Any] = [r.task_id, r.seen_ms, "" if r.next_ms is None else r.next_ms, r.lease_deadline_ms]
-        args += [FIRED_MAXLEN, r.sig, o.policy, self.job_prefix, repr(o.now), o.lifecycle_maxlen]
+        args += [FIRED_MAXLEN, r.sig, o.policy, self.status_prefix, repr(o.now), o.lifecycle_maxlen]
         args += [o.queue, o.agent_name, o.task_name, o.function]
         ids = list(r.job_ids) or [""] * len(r.ticks_ms)
         for tick, job_id in zip(r.ticks_ms, ids, strict=True):
