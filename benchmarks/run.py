@@ -48,6 +48,8 @@ class Lib:
     variant: str = ""
     #: smaller N for a library too slow to drain the full N within the time budget
     n_override: dict[str, int] = field(default_factory=dict)
+    #: another checkout whose src/ and benchmarks/peers/ run instead of this one's (``--base``)
+    checkout: str | None = None
 
 
 LIBS: list[Lib] = [
@@ -65,6 +67,7 @@ LIBS: list[Lib] = [
     Lib("taskiq", "taskiq", "taskiq_bench.py", ["W2", "W3", "W4"]),
 ]
 PEERS = ["rq", "arq", "arq-fast", "saq", "streaq", "taskiq"]
+BASE = "asyncsched@base"  # --base DIR: an older checkout of ours, in the same run, for a before/after ratio
 
 SIZES = {
     "full": {"W2": 20000, "W1bulk": 20000, "W3": 5000, "W4": 2000, "W5": 10000, "W6": 10000, "W7": 20000},
@@ -133,9 +136,13 @@ def machine(redis_version: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- cells
 def run_cell(lib: Lib, workload: str, n: int, url: str) -> dict[str, Any]:
+    bench_dir = os.path.join(lib.checkout, "benchmarks") if lib.checkout else HERE
+    env = dict(os.environ)
+    if lib.checkout:
+        env["PYTHONPATH"] = os.path.join(lib.checkout, "src")
     cmd = [
         venv_python(lib.venv),
-        os.path.join(HERE, "peers", lib.runner),
+        os.path.join(bench_dir, "peers", lib.runner),
         workload,
         "--redis",
         url,
@@ -146,7 +153,7 @@ def run_cell(lib: Lib, workload: str, n: int, url: str) -> dict[str, Any]:
         cmd += ["--variant", lib.variant]
     load_before = os.getloadavg()[0]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=HERE)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=bench_dir, env=env)
     except subprocess.TimeoutExpired:
         return {"valid": False, "error": "cell timed out after 600 s", "lib": lib.name, "workload": workload}
     for line in proc.stdout.splitlines():
@@ -320,9 +327,31 @@ def _cell(c: dict[str, Any] | None) -> str:
     return f"{_fmt(c['median'])} ({_fmt(c['min'])}-{_fmt(c['max'])})"
 
 
+def render_base_comparison(table: dict[str, dict[str, dict[str, Any]]], base: str) -> str:
+    """This checkout against ``--base`` per row: the ratio of medians, > 1 meaning this one is better."""
+    lines = [
+        "",
+        f"### This checkout against {base}",
+        "",
+        "| metric | unit | this | base | this vs base (> 1: better) |",
+        "|---|---|---|---|---|",
+    ]
+    for metric, row in table.items():
+        _wl, _key, unit, higher = METRICS[metric]
+        this, before = row.get("asyncsched"), row.get(BASE)
+        ratio = "—"
+        if this and before and this.get("median") and before.get("median"):
+            r = this["median"] / before["median"] if higher else before["median"] / this["median"]
+            ratio = f"{r:.3f}x"
+        lines.append(f"| {metric} | {unit} | {_cell(this)} | {_cell(before)} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     table = doc["table"]
-    libs = [lib for lib in ["asyncsched", *PEERS, "redis-py"] if any(lib in row for row in table.values())]
+    libs = [
+        lib for lib in ["asyncsched", BASE, *PEERS, "redis-py"] if any(lib in row for row in table.values())
+    ]
     m = doc["machine"]
     quick = " (QUICK: small N)" if doc["quick"] else ""
     lines = [
@@ -414,7 +443,15 @@ def main() -> int:
     parser.add_argument("--libs", default="", help="libraries, e.g. asyncsched,saq")
     parser.add_argument("--out", default=os.path.join(HERE, "results"), help="directory for <date>.json/.md")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
+    parser.add_argument(
+        "--base",
+        help="another checkout of asyncsched (e.g. a git worktree of an older commit): its cells run beside "
+        "this checkout's in the same run, and a before/after table is added",
+    )
     opts = parser.parse_args()
+    if opts.base:
+        ours = next(lib for lib in LIBS if lib.name == "asyncsched")
+        LIBS.insert(1, Lib(BASE, None, ours.runner, ours.workloads, checkout=os.path.abspath(opts.base)))
     runs = opts.runs or (1 if opts.quick else 3)
     sizes = SIZES["quick" if opts.quick else "full"]
 
@@ -424,7 +461,11 @@ def main() -> int:
     wanted_libs = set(filter(None, opts.libs.split(",")))
     cells: list[tuple[Lib, str, int]] = []
     for lib in LIBS:
-        if wanted_libs and lib.name not in wanted_libs:
+        if (
+            wanted_libs
+            and lib.name not in wanted_libs
+            and not (lib.name == BASE and "asyncsched" in wanted_libs)
+        ):
             continue
         for wl in lib.workloads:
             if only and wl not in only:
@@ -475,15 +516,19 @@ def main() -> int:
         "results": results,
     }
     md = render_markdown(doc)
+    if opts.base:
+        md += render_base_comparison(table, opts.base)
     os.makedirs(opts.out, exist_ok=True)
     stem = started.strftime("%Y-%m-%d") + ("-quick" if opts.quick else "")
     if only or wanted_libs:  # a partial run never replaces the day's full comparison
         stem += "-" + "-".join(sorted(only) or ["all"]) + "-" + "-".join(sorted(wanted_libs) or ["all"])
+    if opts.base:  # a before/after run never replaces the day's peer comparison either
+        stem += "-vs-base"
     with open(os.path.join(opts.out, stem + ".json"), "w") as fh:
         json.dump(doc, fh, indent=1, default=str)
     with open(os.path.join(opts.out, stem + ".md"), "w") as fh:
         fh.write(f"# Benchmark results {doc['started']} UTC\n\n{md}")
-    if not opts.quick and not opts.no_docs and not (only or wanted_libs):
+    if not opts.quick and not opts.no_docs and not (only or wanted_libs or opts.base):
         update_docs(md)
     print(md)
     log(f"done in {doc['duration_s']:.0f}s; wrote {os.path.join(opts.out, stem)}.{{json,md}}")

@@ -100,8 +100,8 @@ MUTANTS: list[Mutant] = [
     m(
         "worker-claim-lease",
         "rq/scripts/claim.lua",
-        "redis.call('ZADD', key_registry(p, 'wip', q), math.floor(now) + lease, member)",
-        "redis.call('ZADD', key_registry(p, 'wip', q), math.floor(now), member)",
+        "redis.call('ZADD', qkeys[q][2], math.floor(now) + lease, member)",
+        "redis.call('ZADD', qkeys[q][2], math.floor(now), member)",
         ["tests/worker/test_leases.py", *REAL_REDIS],
         "a claimed job starts with a lapsed lease (any reaper takes it)",
     ),

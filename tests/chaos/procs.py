@@ -13,7 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Proc:
-    """One ``python -m asyncsched ...`` process; stdout and stderr go to ``log_path``."""
+    """One ``python -m asyncsched ...`` process; stdout and stderr go to ``log_path``.
+
+    It runs in the log's directory (a test's own ``tmp_path``), not in the repository: a process that
+    falls back to a relative default (``./asyncsched.db``) then writes in the test's directory, never in a
+    place two tests (or two xdist processes) share."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
@@ -22,7 +26,7 @@ class Proc:
         full_env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "asyncsched", *args],
-            cwd=ROOT,
+            cwd=log_path.resolve().parent,
             env=full_env,
             stdout=self._fh,
             stderr=subprocess.STDOUT,

@@ -19,7 +19,9 @@ import redis.asyncio as aioredis
 from asyncsched._redis import create_redis
 from asyncsched.config import Settings
 from asyncsched.queue import JobStatus, TaskQueue
+from asyncsched.rq._calls import HeartbeatCall, ReleaseLocksCall
 from asyncsched.rq._scripts import Scripts
+from asyncsched.rq.keys import RQKeys
 from asyncsched.scheduler._rqscheduler import RQSchedulerBridge
 from asyncsched.testing import run_burst
 from asyncsched.worker import Worker
@@ -194,8 +196,8 @@ async def test_heartbeat_renews_the_good_jobs_next_to_a_wrong_type_one(
     await admin.set("rq:job:x", "str")
     await admin.set("rq:executions:good", "str")  # its executions zset is a string: skipped
     now = int(time.time())
-    args = ["rq", "w", now, "ts", now, 30, 60, 2, "x", "e1", "default", "good", "e2", "default"]
-    reply = await scripts.run("heartbeat", args)
+    running = [("x", "e1", "default"), ("good", "e2", "default")]
+    reply = await scripts.call(HeartbeatCall(RQKeys("rq"), "w", now, "ts", str(now), 30, 60, running))
     assert reply[1:] == [b"x"]  # "not started by this worker any more": the worker stops it
     assert await admin.zscore("rq:wip:default", "good:e2") == now + 30
 
@@ -212,7 +214,7 @@ async def test_delete_failed_and_release_locks_with_wrong_type_keys(
     assert await admin.get("rq:job:x") == b"str"  # not ours to delete: out of the registry only
     assert await admin.zcard("rq:failed:default") == 0
     await admin.sadd("rq:scheduler-lock:default", "w")
-    assert await Scripts(admin).run("release_locks", ["rq", "w", 1, "default"]) == 1
+    assert await Scripts(admin).call(ReleaseLocksCall(RQKeys("rq"), "w", ["default"])) == 1
 
 
 async def test_rq_scheduler_bridge_skips_a_wrong_type_job_and_fires_the_rest(

@@ -1,12 +1,14 @@
 """finish.lua's arguments come from typed records: one FinishRecord per job, in the order the script's header
-lists its fields, behind a FinishBatch header."""
+lists its fields, in a FinishCall (its header, then the KEYS of every execution it records)."""
 
 from __future__ import annotations
 
 import re
 
+from asyncsched.rq._calls import FinishCall
 from asyncsched.rq._scripts import source
-from asyncsched.worker._finish import FIELDS, SEP, FinishBatch, FinishRecord
+from asyncsched.rq.keys import RQKeys
+from asyncsched.worker._finish import FIELDS, SEP, FinishRecord
 from asyncsched.worker._job import ClaimedJob, Outcome, OutcomeKind
 
 
@@ -34,7 +36,15 @@ def test_a_record_packs_to_one_argument_and_the_batch_to_the_scripts_arguments()
     fields = packed.split(SEP)
     assert len(fields) == FIELDS
     assert fields[FinishRecord._fields.index("traceback")] == "Traceback\nValueError: a b"  # 0x1e escaped
-    batch = FinishBatch("rq", "w1", "stream", 100, "ts", 1.5, (packed, packed))
-    assert batch.to_args() == ["rq", "w1", "stream", 100, "ts", "1.5", FIELDS, 2, packed, packed]
-    assert batch.one(1).to_args() == ["rq", "w1", "stream", 100, "ts", "1.5", FIELDS, 1, packed]
+    jobs = (("j1", "e1", "default"), ("j2", "e2", "other"))
+    batch = FinishCall(RQKeys("rq"), "w1", "stream", 100, "ts", 1.5, FIELDS, jobs, (packed, packed))
+    head = ["rq", "w1", 100, "ts", "1.5", FIELDS]
+    assert batch.to_args() == [*head, 2, "default", "other", 2, packed, packed]
+    assert batch.one(1).to_args() == [*head, 1, "other", 1, packed]
+    worker = ["stream", "rq:worker:w1", "rq:worker:w1:executions"]
+    registries = [f"rq:{r}:other" for r in ("queue", "wip", "finished", "failed", "scheduled")]
+    execution = ["rq:job:j2", "rq:execution:j2:e2", "rq:executions:j2", "rq:results:j2"]
+    execution.append("rq:job:j2:dependents")
+    assert batch.one(1).to_keys() == [*worker, *registries, *execution]
+    assert len(batch.to_keys()) == 3 + 5 * 2 + 5 * 2
     assert OutcomeKind("finished") is OutcomeKind.FINISHED

@@ -28,8 +28,8 @@ async def test_heartbeat_right_after_finish_stops_nothing(
         real_run = worker._scripts.run
         beats: list[Any] = []
 
-        async def run(name: str, args: list[Any]) -> Any:
-            reply = await real_run(name, args)
+        async def run(name: str, args: list[Any], keys: list[Any]) -> Any:
+            reply = await real_run(name, args, keys)
             if name == "heartbeat":
                 beats.append(reply)
             if name == "finish":  # the race, made certain: a heartbeat between the script and the pop

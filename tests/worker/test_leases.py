@@ -31,7 +31,7 @@ async def test_a_claim_leases_the_job_for_the_workers_lease(
     job_id = await queue.enqueue(jobs.async_add, args=(1, 2))
     async with Worker(redis=redis_url, settings=wsettings, lease=30) as worker:
         before = time.time()
-        reply = await worker._scripts.run("claim", worker.claimer.args(1, [], "", ""))
+        reply = await worker._scripts.call(worker.claimer.call(1, [], ""))
         assert reply[0].decode() == job_id
         ((member, deadline),) = (await _wip(redis)).items()
         assert member.startswith(job_id + ":")
@@ -127,11 +127,11 @@ class _Outage:
         self.times = times
         original = worker._scripts.run
 
-        async def run(name: str, args: list[object]) -> object:
+        async def run(name: str, args: list[object], keys: list[object]) -> object:
             if name in self.failed and self.failed[name] < self.times:
                 self.failed[name] += 1
                 raise RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
-            return await original(name, args)
+            return await original(name, args, keys)
 
         worker._scripts.run = run  # type: ignore[method-assign]
 

@@ -46,13 +46,13 @@ async def test_claim_puts_back_what_a_blocking_pop_took_from_a_paused_queue(
     async with Worker(["p"], redis=redis_url, settings=wsettings) as worker:
         popped = await redis.lpop(queue.keys.queue("p"))  # what BLPOP took
         assert popped is not None
-        args = worker.claimer.args(4, [popped.decode()], "p", "")
-        assert await worker._scripts.run("claim", args) == []
+        call = worker.claimer.call(4, [popped.decode()], "p")
+        assert await worker._scripts.call(call) == []
         claiming = worker.claimer.claiming
         for _ in range(2):  # what BLMOVE moved (a claiming list may hold more than one id)
             await redis.lmove(queue.keys.queue("p"), claiming, "LEFT", "RIGHT")
-        args = worker.claimer.args(4, [], "p", claiming)
-        assert await worker._scripts.run("claim", args) == []
+        call = worker.claimer.call(4, [], "p", use_claiming=True)
+        assert await worker._scripts.call(call) == []
     assert [i.decode() for i in await redis.lrange(queue.keys.queue("p"), 0, -1)] == ids
     assert await redis.llen(claiming) == 0
     assert [(await queue.job(i)).status for i in ids] == [JobStatus.QUEUED] * 3

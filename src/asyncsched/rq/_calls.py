@@ -6,13 +6,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .keys import RQKeys
+from .keys import RQKeys, claiming_list, claiming_registry, limit_due, limit_keys, paused_queue
 
-__all__ = ["CancelCall", "DeleteFailedCall", "EmptyCall", "EnqueueCall", "ProgressCall", "RequeueCall"]
+__all__ = [
+    "CancelCall",
+    "ClaimCall",
+    "DeleteFailedCall",
+    "EmptyCall",
+    "EnqueueCall",
+    "FinishCall",
+    "HeartbeatCall",
+    "LimitsCall",
+    "ProgressCall",
+    "PromoteCall",
+    "ReapCall",
+    "ReleaseLocksCall",
+    "RequeueCall",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +135,202 @@ class ProgressCall:
 
     def to_args(self) -> list[Any]:
         return [self.worker, self.old or "", "1" if self.old else "0", self.new]
+
+
+# The worker's scripts
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimCall:
+    """``claim.lua``: start up to ``n`` jobs of ``queues`` (and the ``given`` ids a blocking pop took from
+    ``given_queue``) for ``worker``. ``now``/``now_ts`` are ``""`` for Redis' clock (a claim pipelined behind
+    a blocking pop); with ``use_claiming`` the ids in the worker's claiming list (its BLMOVE target) first.
+    Execution ids are ``exec_base`` + ``%012x`` of ``exec_first``, ``exec_first + 1``..."""
+
+    SCRIPT: ClassVar[str] = "claim"
+    keys: RQKeys
+    worker: str
+    stream: str
+    now: str
+    now_ts: str
+    lease: int
+    n: int
+    maxlen: int
+    given_queue: str
+    use_claiming: bool
+    given: Sequence[str]
+    queues: Sequence[str]
+    exec_base: str
+    exec_first: int
+
+    def to_keys(self) -> list[Any]:
+        k, p, w = self.keys, self.keys.prefix, self.worker
+        out = [self.stream, k.suspended, k.worker(w), k.worker_executions(w), claiming_list(p, w)]
+        for q in [self.given_queue, *self.queues] if self.given_queue else self.queues:
+            out += (k.queue(q), k.wip(q), paused_queue(p, q))
+        return out
+
+    def to_args(self) -> list[Any]:
+        return [
+            self.keys.prefix, self.worker, self.now, self.now_ts, self.lease, max(self.n, 0), self.maxlen,
+            self.given_queue, "1" if self.use_claiming else "0", len(self.given), *self.given,
+            len(self.queues), *self.queues, self.exec_base, self.exec_first,
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class FinishCall:
+    """``finish.lua``: record a batch of outcomes. ``jobs`` are the executions' ``(job id, execution id,
+    queue)``, ``records`` their outcomes packed as the script reads them (``worker._finish.FinishRecord``,
+    ``fields`` long), in the same order."""
+
+    SCRIPT: ClassVar[str] = "finish"
+    keys: RQKeys
+    worker: str
+    stream: str
+    maxlen: int
+    now_ts: str  # RQ's timestamp text
+    now: float
+    fields: int
+    jobs: tuple[tuple[str, str, str], ...]
+    records: tuple[str, ...]
+
+    def queues(self) -> list[str]:
+        """The jobs' queues, each once."""
+        return list(dict.fromkeys(q for _, _, q in self.jobs))
+
+    def to_keys(self) -> list[Any]:
+        k, w = self.keys, self.worker
+        out = [self.stream, k.worker(w), k.worker_executions(w)]
+        for q in self.queues():
+            out += (k.queue(q), k.wip(q), k.finished(q), k.failed(q), k.scheduled(q))
+        execution_keys = k.execution_keys
+        for job_id, execution_id, _ in self.jobs:
+            out += execution_keys(job_id, execution_id)
+        return out
+
+    def to_args(self) -> list[Any]:
+        queues = self.queues()
+        head = [self.keys.prefix, self.worker, self.maxlen, self.now_ts, repr(self.now), self.fields]
+        return [*head, len(queues), *queues, len(self.records), *self.records]
+
+    def one(self, i: int) -> FinishCall:
+        """The same call with only the ``i``-th job (to record a refused batch job by job)."""
+        return dataclasses.replace(self, jobs=(self.jobs[i],), records=(self.records[i],))
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatCall:
+    """``heartbeat.lua``: renew ``worker``'s registration and the leases of its ``running`` executions
+    (``(job id, execution id, queue)``); ``now`` epoch seconds, ``now_ts`` RQ's text, ``nowf`` float text."""
+
+    SCRIPT: ClassVar[str] = "heartbeat"
+    keys: RQKeys
+    worker: str
+    now: int
+    now_ts: str
+    nowf: str
+    lease: int
+    worker_ttl: int
+    running: Sequence[tuple[str, str, str]]
+
+    def to_keys(self) -> list[Any]:
+        k = self.keys
+        out = [k.worker(self.worker), k.worker_executions(self.worker)]
+        for job_id, execution_id, queue in self.running:
+            out += (k.job(job_id), k.wip(queue), k.execution(job_id, execution_id), k.executions(job_id))
+        return out
+
+    def to_args(self) -> list[Any]:
+        head = [self.worker, self.now, self.now_ts, self.nowf, self.lease, self.worker_ttl, len(self.running)]
+        return head + [x for job_id, execution_id, _ in self.running for x in (job_id, execution_id)]
+
+
+@dataclass(frozen=True, slots=True)
+class ReapCall:
+    """``reap.lua``: recover the executions of ``queues`` whose lease lapsed (``policy``: ``requeue`` or
+    ``fail``), the ids stuck in RQ's intermediate lists and dead workers' claiming lists."""
+
+    SCRIPT: ClassVar[str] = "reap"
+    keys: RQKeys
+    stream: str
+    now: int
+    now_ts: str
+    policy: str
+    maxlen: int
+    exc_string: str  # RQ's encoded traceback of a failed orphan
+    error: str
+    queues: Sequence[str]
+
+    def to_keys(self) -> list[Any]:
+        k = self.keys
+        out = [self.stream, claiming_registry(k.prefix), k.rate_limit_keys]
+        for q in self.queues:
+            out += (k.queue(q), k.intermediate(q), k.wip(q), k.failed(q))
+        return out
+
+    def to_args(self) -> list[Any]:
+        head = [self.keys.prefix, self.now, self.now_ts, self.policy, self.maxlen, self.exc_string]
+        return [*head, self.error, len(self.queues), *self.queues]
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteCall:
+    """``promote.lua``: move the due scheduled jobs of ``queues`` to their queue, for each queue whose
+    scheduler lock ``holder`` holds or takes (``lock_ttl`` s); at most ``limit`` per queue."""
+
+    SCRIPT: ClassVar[str] = "promote"
+    keys: RQKeys
+    holder: str
+    now: str  # epoch s (float text)
+    now_ts: str
+    lock_ttl: int
+    stream: str
+    maxlen: int
+    limit: int
+    queues: Sequence[str]
+
+    def to_keys(self) -> list[Any]:
+        k = self.keys
+        out = [self.stream]
+        for q in self.queues:
+            out += (k.scheduler_lock(q), k.scheduled(q), k.queue(q))
+        return out
+
+    def to_args(self) -> list[Any]:
+        head = [self.keys.prefix, self.holder, self.now, self.now_ts, self.lock_ttl, self.maxlen, self.limit]
+        return [*head, len(self.queues), *self.queues]
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLocksCall:
+    """``release_locks.lua``: release the scheduler locks of ``queues`` that ``holder`` holds."""
+
+    SCRIPT: ClassVar[str] = "release_locks"
+    keys: RQKeys
+    holder: str
+    queues: Sequence[str]
+
+    def to_keys(self) -> list[Any]:
+        return [self.keys.scheduler_lock(q) for q in self.queues]
+
+    def to_args(self) -> list[Any]:
+        return [self.holder]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsCall:
+    """``limits.lua``: let parked jobs go whose flow limit has room (every key in use with ``tidy``)."""
+
+    SCRIPT: ClassVar[str] = "limits"
+    keys: RQKeys
+    now: str  # epoch s (float text)
+    now_ts: str
+    tidy: bool
+
+    def to_keys(self) -> list[Any]:
+        p = self.keys.prefix
+        return [limit_due(p), limit_keys(p)]
+
+    def to_args(self) -> list[Any]:
+        return [self.keys.prefix, self.now, self.now_ts, "1" if self.tidy else "0"]

@@ -196,6 +196,18 @@ class RQKeys:
         (``rq.job.Job.dependencies_key``)."""
         return f"{self.prefix}:job::{job_id}:dependencies"
 
+    def execution_keys(self, job_id: str, execution_id: str) -> tuple[str, str, str, str, str]:
+        """The keys finishing one execution touches, at once (the worker's hot path): :meth:`job`,
+        :meth:`execution`, :meth:`executions`, :meth:`results`, :meth:`dependents`."""
+        p = self.prefix
+        return (
+            f"{p}:job:{job_id}",
+            f"{p}:execution:{job_id}:{execution_id}",
+            f"{p}:executions:{job_id}",
+            f"{p}:results:{job_id}",
+            f"{p}:job:{job_id}:dependents",
+        )
+
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
 

@@ -18,6 +18,7 @@ from .._keys import claiming_list, paused_queue
 from .._redis.connection import Line
 from ..events._poison import report_malformed
 from ..rq import codec
+from ..rq._calls import ClaimCall
 from ._guard import QueueBackoff
 from ._job import ClaimedJob
 from ._state import Shared
@@ -57,41 +58,40 @@ class Claimer:
         given = given or []
         if n <= 0 and not given:
             return 0
-        args = self.args(n, given, given_queue, "")
-        if self.line is not None:
-            return self.take(await self.scripts.run_on(self.line, "claim", args))
-        return self.take(await self.scripts.run("claim", args))
+        return self.take(await self.scripts.call(self.call(n, given, given_queue), self.line))
 
-    def args(
-        self, n: int, given: list[str], given_queue: str, claiming: str, *, now_from_redis: bool = False
-    ) -> list[Any]:
-        """``claim.lua``'s arguments."""
+    def call(
+        self,
+        n: int,
+        given: list[str],
+        given_queue: str,
+        *,
+        use_claiming: bool = False,
+        now_from_redis: bool = False,
+    ) -> ClaimCall:
+        """One ``claim.lua`` call: up to ``n`` jobs of the active queues, after the ``given`` ids popped from
+        ``given_queue`` (and, with ``use_claiming``, those in this worker's claiming list)."""
         # reserve the execution numbers this call may use (gaps are harmless; reuse would not be)
         first_exec = self._exec_seq
         self._exec_seq += n + len(given)
         now = time.time()  # one reading: started_at and the flow limits' clock agree
         cfg = self.cfg
-        return [
-            cfg.prefix,
+        return ClaimCall(
+            self.keys,
             cfg.name,
+            cfg.stream,
             "" if now_from_redis else repr(now),
             "" if now_from_redis else codec.fmt_ts(datetime.fromtimestamp(now, UTC)),
             cfg.lease,
-            max(n, 0),
-            cfg.stream,
+            n,
             cfg.lifecycle_maxlen,
             given_queue,
-            claiming,
-            len(given),
-            *given,
-            *self._queue_args(n),
+            use_claiming,
+            given,
+            self.paused.active(self.queues) if n > 0 else [],
             self._exec_base,
             first_exec,
-        ]
-
-    def _queue_args(self, n: int) -> list[Any]:
-        queues = self.paused.active(self.queues) if n > 0 else []
-        return [len(queues), *queues]
+        )
 
     async def block(self, n: int) -> int:
         """Wait (without polling) for a job to be pushed, then claim it and up to ``n - 1`` more.
@@ -120,9 +120,10 @@ class Claimer:
     async def _block_pipelined(self, n: int, seconds: int) -> int:
         assert self.line is not None
         q = self.cfg.queues[0]
-        args = self.args(n, [], q, self.claiming, now_from_redis=True)
+        call = self.call(n, [], q, use_claiming=True, now_from_redis=True)
+        keys, args = call.to_keys(), call.to_args()
         blmove = ("BLMOVE", self.keys.queue(q), self.claiming, "LEFT", "RIGHT", seconds)
-        claim = self.scripts.command("claim", args)
+        claim = self.scripts.command(call.SCRIPT, args, keys)
         try:
             moved, reply = await self.line.execute(blmove, claim, blocking=seconds)
         except asyncio.CancelledError:
@@ -132,7 +133,7 @@ class Claimer:
                 if len(late) == 2 and isinstance(late[1], list):
                     self.take(late[1])
             raise
-        taken = self.take(await self.scripts.settle("claim", reply, args))  # NOSCRIPT: reload, again
+        taken = self.take(await self.scripts.settle(call.SCRIPT, reply, args, keys))  # NOSCRIPT: again
         if isinstance(moved, Exception):  # refused at once, so it would spin: pause the queue
             self.paused.failed(q, f"BLMOVE: {moved}")
         return taken

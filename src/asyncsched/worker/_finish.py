@@ -1,30 +1,30 @@
 """Completing: outcomes recorded in batches by ``finish.lua``, as typed records (not counted tuples).
 
-``finish.lua``'s arguments are a :class:`FinishBatch` header then one packed :class:`FinishRecord` per job
-(its fields joined by 0x1e: one argument per job is far cheaper to send than 29). The field order is the
-dataclass's; the script's header comment lists the same fields by number.
+A batch is one :class:`~asyncsched.rq._calls.FinishCall`: its header, the keys of every execution it
+records, then one packed :class:`FinishRecord` per job (its fields joined by 0x1e: one argument per job is
+far cheaper to send than 29). The field order is the tuple's; the script's header comment lists the same
+fields by number.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from redis.exceptions import RedisError
 
 from ..rq import codec
+from ..rq._calls import FinishCall
 from ._job import ClaimedJob, Outcome, OutcomeKind, result_type
 from ._state import REDIS_DOWN, Shared
 
 if TYPE_CHECKING:
     from .._metrics import ProcessMetrics
 
-__all__ = ["Completer", "FinishBatch", "FinishRecord"]
+__all__ = ["Completer", "FinishRecord"]
 
 log = logging.getLogger("asyncsched.worker")
 
@@ -94,32 +94,6 @@ class FinishRecord(NamedTuple):
 FIELDS = len(FinishRecord._fields)  # finish.lua's F
 
 
-@dataclass(frozen=True, slots=True)
-class FinishBatch:
-    """``finish.lua``'s call (a typed call of ``rq/_calls.py``'s kind: no KEYS yet, see the script's
-    header): the header, then one packed record per job."""
-
-    SCRIPT: ClassVar[str] = "finish"
-    prefix: str
-    worker: str
-    stream: str
-    maxlen: int
-    now_ts: str  # RQ's timestamp text
-    now: float
-    records: tuple[str, ...]  # packed FinishRecords
-
-    def to_keys(self) -> list[Any]:
-        return []
-
-    def to_args(self) -> list[Any]:
-        head = [self.prefix, self.worker, self.stream, self.maxlen, self.now_ts, repr(self.now)]
-        return [*head, FIELDS, len(self.records), *self.records]
-
-    def one(self, i: int) -> FinishBatch:
-        """The same header with only the ``i``-th record (to record a refused batch job by job)."""
-        return dataclasses.replace(self, records=(self.records[i],))
-
-
 def _known(job: ClaimedJob) -> tuple[str, str, str, str, str]:
     h = job.hash
     a, b, c, d = (h[k].decode(errors="replace") if h.get(k) else "" for k in _KNOWN)
@@ -139,6 +113,7 @@ class Completer:
 
     def __init__(self, w: Shared) -> None:
         self.cfg, self.running, self.scripts, self.outage = w.cfg, w.running, w.scripts, w.outage
+        self.keys = w.keys
         self._closing = w.signals.closing.is_set
         self.processed = 0
         self.metrics: ProcessMetrics | None = None  # asyncsched._metrics: observes each recorded batch
@@ -155,12 +130,12 @@ class Completer:
             if batch:
                 await self.finish(batch)
 
-    def batch(self, outcomes: list[Outcome]) -> FinishBatch:
+    def batch(self, outcomes: list[Outcome]) -> FinishCall:
         cfg = self.cfg
         records = tuple(FinishRecord.of(o).pack() for o in outcomes)
-        return FinishBatch(
-            cfg.prefix, cfg.name, cfg.stream, cfg.lifecycle_maxlen, codec.fmt_ts(), time.time(), records
-        )
+        jobs = tuple((o.job.id, o.job.execution_id, o.job.queue) for o in outcomes)
+        maxlen, now_ts, now = cfg.lifecycle_maxlen, codec.fmt_ts(), time.time()
+        return FinishCall(self.keys, cfg.name, cfg.stream, maxlen, now_ts, now, FIELDS, jobs, records)
 
     async def finish(self, outcomes: list[Outcome]) -> None:
         await self.record(outcomes, self.batch(outcomes))
@@ -169,14 +144,14 @@ class Completer:
         self.processed += len(outcomes)
         self.running.recorded(outcomes)
 
-    async def record(self, outcomes: list[Outcome], batch: FinishBatch) -> None:
+    async def record(self, outcomes: list[Outcome], batch: FinishCall) -> None:
         """Run finish.lua: retry while Redis is away; if Redis rejects the batch (a key of the wrong type,
         say), record the jobs one by one and give up only on those that fail: their lease lapses and the
         reaper recovers them. The worker goes on either way."""
         delay = 0.05
         while True:
             try:
-                await self.scripts.run(batch.SCRIPT, batch.to_args())  # no KEYS yet (finish.lua)
+                await self.scripts.call(batch)
                 return
             except REDIS_DOWN as exc:
                 self.outage.failed(exc)  # the outcomes are kept and recorded when Redis is back

@@ -11,12 +11,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .._keys import claiming_registry
 from .._version import __version__
 from ..exceptions import ConfigurationError
 from ..rq import codec
+from ..rq._calls import HeartbeatCall, ReapCall
 from ._state import REDIS_DOWN, Shared
 
 __all__ = ["Leases"]
@@ -104,12 +104,12 @@ class Leases:
     async def heartbeat(self) -> None:
         """Renew the worker's registration and its jobs' leases; stop the jobs it no longer holds."""
         cfg = self.cfg
-        running = [job for job, _ in self.w.running.jobs.values()]
-        args: list[Any] = [cfg.prefix, cfg.name, int(time.time()), codec.fmt_ts(), repr(time.time())]
-        args += [cfg.lease, cfg.lease + 60, len(running)]
-        for job in running:
-            args += [job.id, job.execution_id, job.queue]
-        reply = await self.w.scripts.run("heartbeat", args)
+        running = [(job.id, job.execution_id, job.queue) for job, _ in self.w.running.jobs.values()]
+        now = time.time()
+        call = HeartbeatCall(
+            self.w.keys, cfg.name, int(now), codec.fmt_ts(), repr(now), cfg.lease, cfg.lease + 60, running
+        )
+        reply = await self.w.scripts.call(call)
         if not reply[0] and self.registered:
             log.warning("worker %s: registration expired; registering again", cfg.name)
             self.registered = False
@@ -125,16 +125,18 @@ class Leases:
             f"asyncsched: worker lost: the lease of this execution lapsed at {codec.fmt_ts()} "
             "(its worker died or stalled); moved to FailedJobRegistry, due to AbandonedJobError"
         )
-        args: list[Any] = [
-            cfg.prefix,
+        call = ReapCall(
+            self.w.keys,
+            cfg.stream,
             int(time.time()),
             codec.fmt_ts(),
             cfg.orphan_policy,
-            cfg.stream,
             cfg.lifecycle_maxlen,
-        ]
-        args += [exc, "AbandonedJobError: worker lost", len(cfg.queues), *cfg.queues]
-        reply = await self.w.scripts.run("reap", args)
+            exc,
+            "AbandonedJobError: worker lost",
+            cfg.queues,
+        )
+        reply = await self.w.scripts.call(call)
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
         for job_id, action in out:
             if action.startswith(("skipped", "quarantined")):  # a key of the wrong type (reap.lua)

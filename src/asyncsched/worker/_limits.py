@@ -21,6 +21,7 @@ from typing import Any
 
 from .._keys import limit_key, limit_keys
 from ..rq import codec
+from ..rq._calls import LimitsCall
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
 
@@ -49,7 +50,7 @@ class LimitWaker:
         """Whether jobs parked by a rate limit are known to wait."""
         return self.due > 0
 
-    async def release(self, scripts: Scripts, prefix: str) -> int:
+    async def release(self, scripts: Scripts, keys: RQKeys) -> int:
         """Put back the parked jobs that may start now; how many."""
         mono = time.monotonic()
         tidy = mono - self._last_tidy >= _TIDY_EVERY
@@ -58,7 +59,7 @@ class LimitWaker:
         elif self.due < 0 or self.due > time.time():
             return 0
         woken = self._woken
-        moved, due = await scripts.run("limits", [prefix, repr(time.time()), codec.fmt_ts(), int(tidy)])
+        moved, due = await scripts.call(LimitsCall(keys, repr(time.time()), codec.fmt_ts(), tidy))
         known = float(due)
         if self._woken != woken and self.due > 0:  # a claim parked a job meanwhile: keep the earlier time
             known = self.due if known < 0 else min(known, self.due)

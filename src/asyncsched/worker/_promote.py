@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any
 
 from ..rq import codec
+from ..rq._calls import PromoteCall
 from ._state import REDIS_DOWN, Shared, log_refused
 
 __all__ = ["Promoter"]
@@ -21,7 +21,7 @@ class Promoter:
 
     def __init__(self, w: Shared) -> None:
         self.cfg, self.scripts, self.limits, self.signals = w.cfg, w.scripts, w.limits, w.signals
-        self.outage, self.skips = w.outage, w.skips
+        self.outage, self.skips, self.keys = w.outage, w.skips, w.keys
         self.next_due = -1  # earliest scheduled run-at seen by the last promotion (epoch ms)
         self.promote_at = 0.0  # when the promoter wakes next (epoch s); an earlier job wakes it sooner
         self.wake = asyncio.Event()
@@ -30,10 +30,10 @@ class Promoter:
         """One pass: parked jobs whose moment came, then scheduled jobs due; how many were queued."""
         cfg = self.cfg
         lock_ttl = max(10, math.ceil(3 * cfg.scheduler_interval))  # a dead holder is replaced quickly
-        args: list[Any] = [cfg.prefix, cfg.name, repr(time.time()), codec.fmt_ts(), lock_ttl, cfg.stream]
-        args += [cfg.lifecycle_maxlen, 1000, len(cfg.queues), *cfg.queues]
-        let_go = await self.limits.release(self.scripts, cfg.prefix)  # first: its moment is exact
-        promoted, earliest, *skipped = await self.scripts.run("promote", args)
+        let_go = await self.limits.release(self.scripts, self.keys)  # first: its moment is exact
+        now, now_ts, maxlen = repr(time.time()), codec.fmt_ts(), cfg.lifecycle_maxlen
+        call = PromoteCall(self.keys, cfg.name, now, now_ts, lock_ttl, cfg.stream, maxlen, 1000, cfg.queues)
+        promoted, earliest, *skipped = await self.scripts.call(call)
         for k in range(0, len(skipped), 2):  # keys of the wrong type (promote.lua): skipped, reported
             self.skips.report("promote", skipped[k].decode(), "skipped: " + skipped[k + 1].decode())
         self.next_due = int(earliest)

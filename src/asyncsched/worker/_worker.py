@@ -30,6 +30,7 @@ from .. import _tracing
 from .._redis import create_redis
 from .._supervise import Supervised, stop_all
 from ..config import Settings, get_settings
+from ..rq._calls import ReleaseLocksCall
 from ..rq._scripts import Scripts
 from ._arq import ArqConsumer, arq_functions
 from ._claim import Claimer
@@ -281,8 +282,7 @@ class Worker:
         await stop_all(self._background)
         self._background = []
         with contextlib.suppress(Exception):
-            queues = self.cfg.queues
-            await self._scripts.run("release_locks", [self.cfg.prefix, self.name, len(queues), *queues])
+            await self._scripts.call(ReleaseLocksCall(self.keys, self.name, self.cfg.queues))
         if not self._entered:  # used without ``async with``: leave nothing registered
             with contextlib.suppress(Exception):
                 await self.leases.register_death()

@@ -1,10 +1,13 @@
 -- Dequeue up to N jobs and mark them started in one step, leaving what an RQ worker leaves
 -- (job status/started_at/worker_name/last_heartbeat, PERSIST, execution hash, executions zset,
 -- wip member <job>:<exec>, RQ 3 worker executions set) plus a 'started' lifecycle record.
--- ARGV: prefix, worker, now (float s, or '' for Redis' clock), now_ts (RQ text), lease (s), n, stream, maxlen,
---       given_queue ('' if none), claiming list ('' if none), ngiven, <id>*ngiven,
---       nqueues, <queue>*nqueues, exec base (20 hex), first exec number
---       (the k-th job started gets execution id base .. %012x of first + k - 1, like RQ's uuid4().hex)
+-- KEYS: lifecycle stream, <p>:suspended, <p>:worker:<w>, <p>:worker:<w>:executions, the worker's claiming
+--       list, then three per queue named in ARGV (given_queue first when not '', then each of the queues):
+--       <p>:queue:<q>, <p>:wip:<q>, <ns>:paused:<q> (asyncsched.rq._calls.ClaimCall)
+-- ARGV: prefix (for the keys derived from a popped id: lib_keys.lua), worker, now (float s, or '' for
+--       Redis' clock), now_ts (RQ text), lease (s), n, maxlen, given_queue ('' if none), use the claiming
+--       list ('1' | '0'), ngiven, <id>*ngiven, nqueues, <queue>*nqueues, exec base (20 hex), first exec
+--       number (the k-th job started gets execution id base .. %012x of first + k - 1, like RQ's uuid4().hex)
 -- Returns a flat list of entries: id, exec, queue, <hgetall as a nested array>. Keys of the wrong type
 -- never abort the script half way: a job whose keys Redis refuses is popped and returned as
 -- id, '', queue, <error text> (the worker skips it); a queue whose keys are refused is not popped and
@@ -42,27 +45,35 @@ if now_s == '' then
   now_ts = rq_ts(tonumber(t[1]), tonumber(t[2]))
 end
 local now = tonumber(now_s)
-local n, stream, maxlen = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local n, stream, maxlen = tonumber(ARGV[6]), KEYS[1], ARGV[7]
 -- The claiming list is the worker's own BLMOVE target (its claim runs pipelined right behind the BLMOVE):
 -- its ids, which are of given_queue, are claimed first and count towards n.
-local given_q, claiming = ARGV[9], ARGV[10]
-local ngiven = tonumber(ARGV[11])
-local i = 12 + ngiven
+local given_q, claiming = ARGV[8], ARGV[9] == '1' and KEYS[5] or ''
+local ngiven = tonumber(ARGV[10])
+local i = 11 + ngiven
 local nqueues = tonumber(ARGV[i])
 local queues = {}
 for k = 1, nqueues do queues[k] = ARGV[i + k] end
 i = i + nqueues + 1
 local exec_base, exec_first = ARGV[i], tonumber(ARGV[i + 1])
+-- each queue's keys, from KEYS: {list, wip registry, paused flag}
+local qkeys, slot = {}, 6
+local function bind(q)
+  qkeys[q] = qkeys[q] or {KEYS[slot], KEYS[slot + 1], KEYS[slot + 2]}
+  slot = slot + 3
+end
+if given_q ~= '' then bind(given_q) end
+for _, q in ipairs(queues) do bind(q) end
 -- RQ's suspension (rq suspend / asyncsched suspend): claim nothing. Ids the worker already popped go back to
 -- the head of their queue; ids in the claiming list wait there for the claim after the resume.
-if redis.call('EXISTS', key_suspended(p)) == 1 then
-  for k = ngiven, 1, -1 do redis.call('LPUSH', key_queue(p, given_q), ARGV[11 + k]) end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  for k = ngiven, 1, -1 do redis.call('LPUSH', qkeys[given_q][1], ARGV[10 + k]) end
   return {'suspended'}
 end
 local used = 0
 local out = {}
-local wkey = key_worker(p, w)
-local wexec = key_worker_executions(p, w)
+local wkey = KEYS[3]
+local wexec = KEYS[4]
 local last_id = nil
 
 for _, check in ipairs({{stream, 'stream'}, {wexec, 'set'}, {wkey, 'hash'}}) do
@@ -132,7 +143,7 @@ local function start(id, q)
   redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', now_s, 'last_heartbeat', now_s, 'worker_name', w)
   redis.call('EXPIRE', xk, lease)
   redis.call('EXPIRE', ek, lease + 60)
-  redis.call('ZADD', key_registry(p, 'wip', q), math.floor(now) + lease, member)
+  redis.call('ZADD', qkeys[q][2], math.floor(now) + lease, member)
   redis.call('SADD', wexec, member)
   local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s}
   life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
@@ -154,7 +165,7 @@ end
 local usable = {}
 local function queue_ok(q)
   if usable[q] == nil then
-    local bad = wrong_type(key_queue(p, q), 'list') or wrong_type(key_registry(p, 'wip', q), 'zset')
+    local bad = wrong_type(qkeys[q][1], 'list') or wrong_type(qkeys[q][2], 'zset')
     usable[q] = not bad
     if bad then poison('', q, bad) end
   end
@@ -163,22 +174,22 @@ end
 
 -- A paused queue (asyncsched's key, set by TaskQueue.pause) gives nothing: ids already popped from it by a
 -- blocking pop (BLPOP's given ids, BLMOVE's claiming list) go back to its front, in order.
-local function paused(q) return redis.call('EXISTS', key_paused(p, q)) == 1 end
+local function paused(q) return redis.call('EXISTS', qkeys[q][3]) == 1 end
 local given_paused = given_q ~= '' and paused(given_q)
 
 if ngiven > 0 then
   if queue_ok(given_q) and not given_paused then
     for k = 1, ngiven do
-      start(ARGV[11 + k], given_q)
+      start(ARGV[10 + k], given_q)
     end
   else  -- popped by the worker's BLPOP: put them back where they were
     for k = ngiven, 1, -1 do
-      redis.pcall('LPUSH', key_queue(p, given_q), ARGV[11 + k])
+      redis.pcall('LPUSH', qkeys[given_q][1], ARGV[10 + k])
     end
   end
 end
 if given_paused and claiming ~= '' then
-  while type(redis.pcall('LMOVE', claiming, key_queue(p, given_q), 'RIGHT', 'LEFT')) == 'string' do end
+  while type(redis.pcall('LMOVE', claiming, qkeys[given_q][1], 'RIGHT', 'LEFT')) == 'string' do end
 end
 local count = 0
 if claiming ~= '' and n > 0 and queue_ok(given_q) and not given_paused then
@@ -196,7 +207,7 @@ end
 for _, q in ipairs(queues) do
   while count < n and parks < 100 and queue_ok(q) and not paused(q) do
     local want = n - count
-    local ids = redis.call('LPOP', key_queue(p, q), want)
+    local ids = redis.call('LPOP', qkeys[q][1], want)
     if not ids then break end
     for _, id in ipairs(ids) do
       if start(id, q) then count = count + 1 end

@@ -2,8 +2,13 @@
 -- job hash status/ended_at, result stream entry, finished/failed registry, TTLs, retry re-queue or
 -- schedule, execution cleanup, worker counters, dependents, plus one lifecycle record per job.
 -- A job no longer 'started' by this worker (cancelled, reaped, deleted) only has its execution cleaned.
--- ARGV: prefix, worker, stream, maxlen, now_ts, now (float), F (fields per job), njobs, then one
--- argument per job: its F fields joined by the byte 0x1e (record separator), in this order:
+-- KEYS: lifecycle stream, <p>:worker:<w>, <p>:worker:<w>:executions, then five per queue named in ARGV:
+-- <p>:queue:<q>, <p>:wip:<q>, <p>:finished:<q>, <p>:failed:<q>, <p>:scheduled:<q>, then five per job, in the
+-- order of the jobs: <p>:job:<id>, <p>:execution:<id>:<exec>, <p>:executions:<id>, <p>:results:<id>,
+-- <p>:job:<id>:dependents (asyncsched.rq._calls.FinishCall). Keys derived from data (a dependent's, its
+-- origin's, a rate or flow limit's) come from lib_keys.lua.
+-- ARGV: prefix, worker, maxlen, now_ts, now (float), F (fields per job), nqueues, <queue>*nqueues, njobs, then
+-- one argument per job: its F fields joined by the byte 0x1e (record separator), in this order:
 --  1 id  2 exec  3 queue  4 outcome (finished|failed|stopped|requeue|schedule)  5 result type
 --  6 return_value ('' none)  7 exc_string ('' none)  8 job ttl ('' keep, -1 persist, 0 delete, n)
 --  9 results ttl ('' none, -1 persist, n)  10 registry score  11 retries_left ('' keep)
@@ -16,15 +21,22 @@
 -- lifecycle stream only).
 --#include ratelimit
 --#include limits
-local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local now = tonumber(ARGV[6])
-local F, njobs = tonumber(ARGV[7]), tonumber(ARGV[8])
-local wkey = key_worker(p, w)
+local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], KEYS[1], ARGV[3], ARGV[4]
+local now = tonumber(ARGV[5])
+local F, nqueues = tonumber(ARGV[6]), tonumber(ARGV[7])
+local njobs = tonumber(ARGV[8 + nqueues])
+local first_job = 8 + nqueues  -- ARGV[first_job + j]: the j-th job's packed fields
+local qkeys = {}  -- queue -> {list, wip, finished, failed, scheduled}
+for k = 1, nqueues do
+  local b = 3 + 5 * (k - 1)
+  qkeys[ARGV[7 + k]] = {KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]}
+end
+local jobkeys_at = 3 + 5 * nqueues  -- KEYS[jobkeys_at + 5 * j + 1..5]: the j-th job's (from 0)
+local wkey = KEYS[2]
 local wexists = redis.call('EXISTS', wkey) == 1
 local out = {}
 
-local function enqueue_dependents(id, failed)
-  local dk = key_dependents(p, id)
+local function enqueue_dependents(dk, failed)
   local children = redis.call('SMEMBERS', dk)
   for _, child in ipairs(children) do
     local ck = key_job(p, child)
@@ -61,18 +73,17 @@ local function split(packed)
   end
   return fields
 end
-local jobs_packed = {}
-for j = 1, njobs do jobs_packed[j] = ARGV[8 + j] end
 local ok_count, fail_count, work_time = 0, 0, 0
 for j = 0, njobs - 1 do
-  local f = split(jobs_packed[j + 1])
+  local f = split(ARGV[first_job + j + 1])
   local id, ex, q, outcome = f[1], f[2], f[3], f[4]
-  local jk = key_job(p, id)
+  local qk, b = qkeys[q], jobkeys_at + 5 * j
+  local jk, rk, dk = KEYS[b + 1], KEYS[b + 4], KEYS[b + 5]
   local member = id .. ':' .. ex
-  redis.call('DEL', key_execution(p, member))
-  redis.call('ZREM', key_registry(p, 'wip', q), member)
-  redis.call('ZREM', key_executions(p, id), ex)
-  redis.call('SREM', key_worker_executions(p, w), member)
+  redis.call('DEL', KEYS[b + 2])
+  redis.call('ZREM', qk[2], member)
+  redis.call('ZREM', KEYS[b + 3], ex)
+  redis.call('SREM', KEYS[3], member)
   -- one read: the state check and the fields of the lifecycle record
   local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
     'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key',
@@ -109,7 +120,6 @@ for j = 0, njobs - 1 do
       r[#r + 1] = 'execution_id'; r[#r + 1] = ex
       r[#r + 1] = 'execution_started_at'; r[#r + 1] = ex_start
       r[#r + 1] = 'execution_ended_at'; r[#r + 1] = ex_end
-      local rk = key_results(p, id)
       redis.call('XADD', rk, 'MAXLEN', '~', 10, '*', unpack(r))
       if res_ttl == '-1' then redis.call('PERSIST', rk) elseif res_ttl ~= '' then redis.call('EXPIRE', rk, res_ttl) end
     end
@@ -122,18 +132,18 @@ for j = 0, njobs - 1 do
       redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
       if job_ttl ~= '0' then
         add_result()
-        redis.call('ZADD', key_registry(p, 'finished', q), score, id)
+        redis.call('ZADD', qk[3], score, id)
       end
-      enqueue_dependents(id, false)
+      enqueue_dependents(dk, false)
       if f[27] ~= '' then
         -- rq.Repeat.schedule: the run is recorded as finished, then the job runs again (no TTL applied)
         redis.call('HSET', jk, 'repeats_left', f[27], 'repeat_intervals', f[28])
         if f[29] == '0' then
           redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
-          redis.call('RPUSH', key_queue(p, q), id)
+          redis.call('RPUSH', qk[1], id)
         else
           redis.call('HSET', jk, 'status', 'scheduled')
-          redis.call('ZADD', key_registry(p, 'scheduled', q), f[29], id)
+          redis.call('ZADD', qk[5], f[29], id)
         end
       else
         apply_ttl()
@@ -141,20 +151,20 @@ for j = 0, njobs - 1 do
       ok_count = ok_count + 1
     elseif outcome == 'failed' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
-      redis.call('ZADD', key_registry(p, 'failed', q), score, id)
+      redis.call('ZADD', qk[4], score, id)
       add_result()
-      enqueue_dependents(id, true)
+      enqueue_dependents(dk, true)
       apply_ttl()
       fail_count = fail_count + 1
     else
       redis.call('HSET', jk, 'ended_at', now_ts)
       if outcome == 'schedule' then
         redis.call('HSET', jk, 'status', 'scheduled')
-        redis.call('ZADD', key_registry(p, 'scheduled', q), sched, id)
+        redis.call('ZADD', qk[5], sched, id)
       else
         redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
-        if front == '1' then redis.call('LPUSH', key_queue(p, q), id)
-        else redis.call('RPUSH', key_queue(p, q), id) end
+        if front == '1' then redis.call('LPUSH', qk[1], id)
+        else redis.call('RPUSH', qk[1], id) end
       end
       fail_count = fail_count + 1
     end
@@ -180,7 +190,7 @@ if wexists then
   if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
   if fail_count > 0 then redis.call('HINCRBY', wkey, 'failed_job_count', fail_count) end
   if work_time > 0 then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', tostring(work_time)) end
-  if redis.call('SCARD', key_worker_executions(p, w)) == 0 then
+  if redis.call('SCARD', KEYS[3]) == 0 then
     redis.call('HSET', wkey, 'state', 'idle')
     redis.call('HDEL', wkey, 'current_job')
   end

@@ -1,18 +1,20 @@
 -- Let parked jobs go when their flow limit has room again (lib_limits.lua): the keys whose next rate
 -- start is due, and with tidy = '1' every key in use (holders that no longer run are forgotten, waiting
 -- jobs filled in, and a key with nothing running, started or waiting is dropped).
+-- KEYS: <ns>:limit-due, <ns>:limit-keys (asyncsched.rq._calls.LimitsCall); a limit's own keys, its parked
+--       jobs' and their queues' come from lib_keys.lua (named by the data read)
 -- ARGV: prefix, now (float s), now_ts (RQ text), tidy ('1' | '0')
 -- Returns {jobs put back, earliest remaining due time (epoch s, text) or '-1'}
 --#include limits
 local p, now, now_ts, tidy = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
-local dk = key_limit_due(p)
+local dk = KEYS[1]
 local moved = 0
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', dk, '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', dk, key)
   moved = moved + lim_fill(p, key, now, now_ts)
 end
 if tidy then
-  local kk = key_limit_keys(p)
+  local kk = KEYS[2]
   for _, key in ipairs(redis.call('SMEMBERS', kk)) do
     local hk, ak = key_limit(p, key), key_limit(p, key, 'active')
     local sk, wk = key_limit(p, key, 'starts'), key_limit(p, key, 'waiting')

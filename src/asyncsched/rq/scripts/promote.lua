@@ -2,23 +2,23 @@
 -- <p>:scheduler-lock:<q> this worker holds or can take (so RQ's scheduler and ours never both promote).
 -- A job is due at its score (RQ: integer epoch seconds), or at its asyncsched_run_at (epoch ms, set by our
 -- enqueue, whose score is that time rounded up) when the two agree: never before the time asked for.
--- ARGV: prefix, holder, now (epoch s, fractional), now_ts, lock_ttl, stream, maxlen, limit, nqueues,
---   <queue>*nqueues
+-- KEYS: lifecycle stream, then three per queue: <p>:scheduler-lock:<q>, <p>:scheduled:<q>, <p>:queue:<q>
+--   (asyncsched.rq._calls.PromoteCall); a job's key comes from lib_keys.lua
+-- ARGV: prefix, holder, now (epoch s, fractional), now_ts, lock_ttl, maxlen, limit, nqueues, <queue>*nqueues
 -- Returns {promoted count, earliest remaining run-at (epoch ms, rounded up) or -1, <skipped: id ('' a key),
 --   why>*}: a key of the wrong type (a foreign writer's) is skipped and reported, never fails the promotion
 --   of the others; a job key of another type leaves the scheduled registry.
 --#include types
 local p, holder, now, now_ts, lock_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local stream, maxlen, limit, nq = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+local stream, maxlen, limit, nq = KEYS[1], ARGV[6], ARGV[7], tonumber(ARGV[8])
 local promoted, earliest = 0, -1
 local skipped = {}
 local function skip(id, why) skipped[#skipped + 1] = id; skipped[#skipped + 1] = why end
 local stream_bad = wrong_type(stream, 'stream')
 if stream_bad then skip('', stream_bad) end
 for k = 1, nq do
-  local q = ARGV[9 + k]
-  local lk = key_scheduler_lock(p, q)
-  local sk, qk = key_registry(p, 'scheduled', q), key_queue(p, q)
+  local q = ARGV[8 + k]
+  local lk, sk, qk = KEYS[3 * k - 1], KEYS[3 * k], KEYS[3 * k + 1]
   local bad = wrong_type(lk, 'string') or wrong_type(sk, 'zset') or wrong_type(qk, 'list')
   if bad then skip('', bad) end
   local cur = nil
@@ -56,9 +56,9 @@ for k = 1, nq do
           redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
           redis.call('HDEL', jk, 'asyncsched_run_at')
           if redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1' then
-            redis.call('LPUSH', key_queue(p, q), id)
+            redis.call('LPUSH', qk, id)
           else
-            redis.call('RPUSH', key_queue(p, q), id)
+            redis.call('RPUSH', qk, id)
           end
           local h = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
             'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')

@@ -5,7 +5,11 @@
 -- queued there a minute after it was first seen (RQ's first_seen key) goes back to its queue; it never ran.
 -- And returns the ids left in a dead worker's claiming list (<p>:asyncsched:claiming:<worker>, its BLMOVE
 -- target, normally emptied by the claim pipelined behind the BLMOVE) to the head of their queue.
--- ARGV: prefix, now (int s), now_ts, policy ('requeue'|'fail'), stream, maxlen, exc_string (b64 zlib),
+-- KEYS: lifecycle stream, <ns>:claiming, <p>:rl-keys, then four per queue: <p>:queue:<q>,
+--       <p>:queue:<q>:intermediate, <p>:wip:<q>, <p>:failed:<q> (asyncsched.rq._calls.ReapCall); keys named
+--       by what it reads (a dead worker's and its claiming list's queue, a job's, a rate limit's) come from
+--       lib_keys.lua
+-- ARGV: prefix, now (int s), now_ts, policy ('requeue'|'fail'), maxlen, exc_string (b64 zlib),
 --       error text, nqueues, <queue>*nqueues
 -- Returns a flat list: <id, action ('requeued'|'failed'|'unstuck'|'unclaimed'|'quarantined: <why>'|
 --   'skipped: <why>')>*. A key of the wrong type (planted by a foreign writer) never fails the reap: that id
@@ -13,8 +17,14 @@
 --   dead worker claimed from a queue whose key is of another type go to <p>:asyncsched:quarantine:<q>.
 --#include ratelimit
 --#include types
-local p, now, now_ts, policy, stream, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local exc, err, nq = ARGV[7], ARGV[8], tonumber(ARGV[9])
+local p, now, now_ts, policy, stream, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], KEYS[1], ARGV[5]
+local exc, err, nq = ARGV[6], ARGV[7], tonumber(ARGV[8])
+-- each of this reap's queues' keys, from KEYS: {list, intermediate, wip, failed}
+local qkeys = {}
+for k = 1, nq do
+  local b = 3 + 4 * (k - 1)
+  qkeys[ARGV[8 + k]] = {KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4]}
+end
 local out = {}
 local function report(id, action) out[#out + 1] = id; out[#out + 1] = action end
 local function skipped(id, why) report(id, 'skipped: ' .. why) end
@@ -40,7 +50,7 @@ local function unclaim(w, q, lk)
   return true
 end
 
-local registry = key_claiming_registry(p)
+local registry = KEYS[2]
 local rbad = wrong_type(registry, 'hash')
 if rbad then skipped('', rbad) else
   local claiming = redis.call('HGETALL', registry)
@@ -82,13 +92,13 @@ local function reap_one(q, member, qbad)
     if retries > 0 and policy ~= 'requeue' then redis.call('HSET', jk, 'retries_left', retries - 1) end
     redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts, 'ended_at', now_ts,
       'asyncsched_attempt', tostring((tonumber(attempt) or 1) + 1))
-    redis.call('RPUSH', key_queue(p, q), id)
+    redis.call('RPUSH', qkeys[q][1], id)
     kind = 'retry'
     report(id, 'requeued')
   else
     local ttl = tonumber(h[4] or '') or 31536000
     redis.call('HSET', jk, 'status', 'failed', 'ended_at', now_ts)
-    local fk, rk = key_registry(p, 'failed', q), key_results(p, id)
+    local fk, rk = qkeys[q][4], key_results(p, id)
     local fbad = wrong_type(fk, 'zset')
     if fbad then skipped(id, fbad) else redis.call('ZADD', fk, now + ttl, id) end
     if not wrong_type(rk, 'stream') then
@@ -115,7 +125,7 @@ end
 
 -- RQ's intermediate list of queue <q>: an id still queued a minute after it was first seen goes back
 local function sweep_intermediate(q, qbad)
-  local ik = key_intermediate(p, q)
+  local ik = qkeys[q][2]
   local ibad = wrong_type(ik, 'list')
   if ibad then skipped('', ibad); return end
   for _, id in ipairs(redis.call('LRANGE', ik, 0, -1)) do
@@ -138,7 +148,7 @@ local function sweep_intermediate(q, qbad)
         else
           redis.call('LREM', ik, 1, id)
           redis.call('DEL', fk)
-          redis.call('RPUSH', key_queue(p, q), id)
+          redis.call('RPUSH', qkeys[q][1], id)
           report(id, 'unstuck')
         end
       end
@@ -147,10 +157,10 @@ local function sweep_intermediate(q, qbad)
 end
 
 for k = 1, nq do
-  local q = ARGV[9 + k]
-  local qbad = wrong_type(key_queue(p, q), 'list')
+  local q = ARGV[8 + k]
+  local qbad = wrong_type(qkeys[q][1], 'list')
   sweep_intermediate(q, qbad)
-  local wk = key_registry(p, 'wip', q)
+  local wk = qkeys[q][3]
   local wbad = wrong_type(wk, 'zset')
   if wbad then skipped('', wbad) else
     for _, member in ipairs(redis.call('ZRANGEBYSCORE', wk, 0, now)) do
@@ -178,13 +188,13 @@ local function rl_cleanup(key)
   rl_fill(p, key, now, now_ts)
   local ak, wk = key_rl(p, key, 'allowed'), key_rl(p, key, 'rate_limited')
   if redis.call('ZCARD', ak) == 0 and redis.call('ZCARD', wk) == 0 then
-    redis.call('SREM', key_rl_keys(p), key)
+    redis.call('SREM', KEYS[3], key)
     redis.call('DEL', key_rl(p, key), ak, wk)
   end
 end
-local kbad = wrong_type(key_rl_keys(p), 'set')
+local kbad = wrong_type(KEYS[3], 'set')
 if kbad then skipped('', kbad) else
-  for _, key in ipairs(redis.call('SMEMBERS', key_rl_keys(p))) do
+  for _, key in ipairs(redis.call('SMEMBERS', KEYS[3])) do
     local why = guarded(rl_cleanup, key)
     if why then skipped('', 'rate limit ' .. key .. ': ' .. why) end
   end
