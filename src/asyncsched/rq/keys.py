@@ -127,12 +127,6 @@ class RQKeys:
         tag = cluster_tag(queue, True)
         return job_id if job_id.startswith(tag) else tag + job_id
 
-    def queue_of_job(self, job_id: str) -> str | None:
-        """In cluster mode, the queue whose tag ``job_id`` starts with (else ``None``)."""
-        if not self.cluster or not job_id.startswith("{") or "}" not in job_id:
-            return None
-        return job_id[1 : job_id.index("}")]
-
     @property
     def queues(self) -> str:
         return f"{self.prefix}:queues"
