@@ -17,8 +17,6 @@ from asyncsched.config import Settings
 from asyncsched.events import Event, EventBus
 from tests.waiting import eventually
 
-pytestmark = pytest.mark.cluster  # the bus suite runs on a Redis Cluster too
-
 EVENTS = 150
 
 
