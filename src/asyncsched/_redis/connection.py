@@ -40,12 +40,12 @@ except ImportError:  # pragma: no cover - older redis-py fixes the version once,
     _DriverInfo = None  # type: ignore[assignment,misc]
 
 from ..exceptions import BackendUnavailable, UnsupportedURL
-
-if TYPE_CHECKING:
-    from typing_extensions import TypeIs
 from ._line import Line
 from .cluster import CLUSTER_SCHEMES, create_cluster, create_sync_cluster, is_cluster
 from .sentinel import SentinelPool
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 __all__ = [
     "Line",

@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 DROP = "-"
-ALLOW = "allow"
 """Signature argument of :meth:`ScheduleIndex.claim` that removes the task from the index entirely."""
 
 FIRED_MAXLEN = 10_000
