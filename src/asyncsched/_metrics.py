@@ -321,7 +321,7 @@ async def redis_lines(redis: Any, prefix: str) -> list[str]:
         name = "asyncsched_scheduler_overdue_seconds"
         out += _family(name, "gauge", "Age of the oldest due tick not fired yet.", f"{name} {oldest:.3f}")
     with contextlib.suppress(Exception):
-        groups = await redis.xinfo_groups(lifecycle_stream(prefix))
+        groups = await redis.xinfo_groups(lifecycle_stream(prefix, cluster=is_cluster(redis)))
         for group in groups:
             name = group.get("name")
             if (name.decode() if isinstance(name, bytes) else name) == GROUP:

@@ -20,6 +20,10 @@ events) and durable subscriptions (one group per agent) all read through :class:
   ``cap``; :data:`REDIS_DOWN` is what a lost connection raises. :func:`consume` is the loop of a reader:
   one step after the other, NOGROUP recovery, errors logged and retried with backoff, never ending.
 
+On a Redis Cluster one ``XREAD``/``XREADGROUP`` may only name streams of one hash slot: a group over streams
+of several slots (the Recorder's lifecycle stream and event log) reads its pending entries one stream at a
+time, and :func:`wait_for_any` waits on each slot at once.
+
 Poison entries (an entry that can never be handled) are skipped alone, never with their batch: durable
 subscriptions put them in the dead-letter stream (:mod:`asyncsched.events._poison`); the Recorder and the
 publisher report them (rate-limited) and acknowledge them.
@@ -37,7 +41,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["REDIS_DOWN", "Backoff", "StreamGroup", "consume", "is_nogroup"]
+from ._redis.cluster import is_cluster
+
+__all__ = ["REDIS_DOWN", "Backoff", "StreamGroup", "consume", "is_nogroup", "wait_for_any"]
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 """What a lost or refused Redis connection raises."""
@@ -105,6 +111,14 @@ class StreamGroup:
     async def read_pending(self, after: Mapping[str, str], count: int) -> Any:
         """Entries delivered to this consumer and not acknowledged, after the ids ``after`` (per stream);
         the caller moves the cursors to the last ids it got."""
+        if len(after) > 1 and is_cluster(self.redis):  # one stream per call: they may be in several slots
+            out: list[Any] = []
+            for stream, cursor in after.items():
+                out += (
+                    await self.redis.xreadgroup(self.group, self.consumer, {stream: cursor}, count=count)
+                    or []
+                )
+            return out
         return await self.redis.xreadgroup(self.group, self.consumer, dict(after), count=count)  # type: ignore[arg-type]
 
     async def read_new(
@@ -156,6 +170,24 @@ class StreamGroup:
         for c in await self.redis.xinfo_consumers(stream, self.group):
             if not c["pending"] and c["idle"] > min_idle * 1000 and _text(c["name"]) != self.consumer:
                 await self.redis.xgroup_delconsumer(stream, self.group, c["name"])
+
+
+async def wait_for_any(redis: aioredis.Redis, ids: Mapping[str, str], block_ms: int) -> None:
+    """Wait until an entry follows ``ids`` (stream -> id) in any of the streams, or ``block_ms`` pass; reads
+    nothing for the caller. On a cluster each stream is waited on by its own ``XREAD`` (they may be in
+    several slots) and the others are cancelled once one returns (an ``XREAD`` consumes nothing)."""
+    if len(ids) < 2 or not is_cluster(redis):
+        await redis.xread(dict(ids), count=1, block=block_ms)  # type: ignore[arg-type]
+        return
+    waits = [asyncio.ensure_future(redis.xread({s: i}, count=1, block=block_ms)) for s, i in ids.items()]
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # an error of the one that returned is the caller's
+    finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 async def consume(
