@@ -51,3 +51,39 @@ def test_the_tree_holds_its_budgets() -> None:
         [sys.executable, "scripts/budgets.py", "--skip-mypy"], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_plain_any_fails_only_where_it_crosses_a_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = _budgets()
+    src = tmp_path / "src"
+    files = {
+        "asyncsched/__init__.py": "",
+        "asyncsched/a/__init__.py": "from ._m import Exported\n",
+        "asyncsched/a/_m.py": (
+            "from typing import Any\n"
+            "def imported(x: Any) -> None: ...\n"
+            "def local(x: Any) -> None: ...\n"
+            "def via_module(x: Any) -> None: ...\n"
+            "class Base:\n    def inherited(self) -> Any: ...\n"
+            "class Exported(Base):\n    def method(self, *args: Any, x: dict[str, Any]) -> None: ...\n"
+        ),
+        "asyncsched/a/_user.py": "from ._m import local\n",
+        "asyncsched/b/__init__.py": "",
+        "asyncsched/b/_n.py": "from ..a._m import imported\nfrom ..a import _m\n_m.via_module(1)\n",
+    }
+    for name, text in files.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(text)
+    monkeypatch.setattr(budgets, "ROOT", tmp_path)
+    monkeypatch.setattr(budgets, "SRC", src)
+    monkeypatch.setattr(budgets, "ANY_ALLOWED", {})
+    crossing = budgets.plain_any_signatures(only_crossing=True)
+    assert crossing == [
+        "src/asyncsched/a/_m.py:imported(x)",
+        "src/asyncsched/a/_m.py:via_module(x)",
+        "src/asyncsched/a/_m.py:Base.inherited(return)",
+    ]
+    assert len(budgets.plain_any_signatures()) == 4  # `local` is reported, not failed
+    assert len(budgets.check_any()) == 3

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import re
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
+from ._json import JSONValue
 from .exceptions import InvalidValue
 
 __all__ = [
@@ -69,7 +70,7 @@ def field_name(base: str, path: Path) -> str:
     return ".".join([base, *map(str, path)]) if base else ".".join(map(str, path))
 
 
-def find_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> tuple[Path, str] | None:
+def find_problem(value: object, *, max_depth: int = MAX_DEPTH) -> tuple[Path, str] | None:
     """The first place in ``value`` (lists, tuples, dicts, text) that is not storable, and why.
 
     Walks iteratively (no recursion limit to hit): lone surrogates in text and keys, nesting deeper than
@@ -97,7 +98,7 @@ def find_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> tuple[Path, str] 
     return None
 
 
-def check_value(value: Any, field: str, *, max_depth: int = MAX_DEPTH) -> None:
+def check_value(value: object, field: str, *, max_depth: int = MAX_DEPTH) -> None:
     """Raise :class:`InvalidValue` naming the place in ``value`` that is not storable (see
     :func:`find_problem`)."""
     problem = find_problem(value, max_depth=max_depth)
@@ -170,7 +171,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def loads_json(raw: bytes | str, field: str = "body", *, max_depth: int = MAX_DEPTH) -> Any:
+def loads_json(raw: bytes | str, field: str = "body", *, max_depth: int = MAX_DEPTH) -> JSONValue:
     """Parse JSON strictly: UTF-8 only, no ``NaN``/``Infinity``, no duplicate keys, nesting bounded before
     parsing, no lone surrogates from ``\\u`` escapes. Raises :class:`InvalidValue` naming ``field`` (and
     the place)."""
@@ -184,16 +185,18 @@ def loads_json(raw: bytes | str, field: str = "body", *, max_depth: int = MAX_DE
     if _depth_exceeds(text, max_depth):
         raise InvalidValue(field, f"nested deeper than {max_depth} levels")
     try:
-        value = json.loads(text, parse_constant=_NonFinite, object_pairs_hook=_unique_keys)
+        value: object = json.loads(text, parse_constant=_NonFinite, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         raise InvalidValue(field, f"invalid JSON: {exc}") from None
     if isinstance(value, _NonFinite) or "\\u" in text or "NaN" in text or "Infinity" in text:
         # only escapes can bring a surrogate into decoded text; the literals are found where they are
         check_value(value, field, max_depth=max_depth + 1)
-    return value
+    return cast("JSONValue", value)  # what json.loads built, non-finite constants refused above
 
 
-def check_job_args(args: Any, kwargs: Any, raw: bytes, limit: int, *, json_ascii: bool) -> None:
+def check_job_args(
+    args: Iterable[object], kwargs: object, raw: bytes, limit: int, *, json_ascii: bool
+) -> None:
     """The args/kwargs of one job, serialized as ``raw`` (before compression): size, nesting, text.
 
     ``json_ascii``: ``raw`` is ASCII-escaped JSON, so a payload without ``\\ud`` escapes and with few
@@ -206,7 +209,7 @@ def check_job_args(args: Any, kwargs: Any, raw: bytes, limit: int, *, json_ascii
     check_value(kwargs, "kwargs")
 
 
-def check_event_text(payload: Any, text: str, limit: int) -> None:
+def check_event_text(payload: object, text: str, limit: int) -> None:
     """One event envelope ``text`` (JSON, not ASCII-escaped) carrying ``payload``: size, nesting, text."""
     if len(text) * 4 > limit:  # a UTF-8 character is at most 4 bytes: only then count the bytes
         problem = event_size_problem(len(text.encode("utf-8", "surrogatepass")), limit)

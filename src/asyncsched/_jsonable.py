@@ -6,12 +6,11 @@ import dataclasses
 import enum
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
-from typing import Any
 
 __all__ = ["json_default", "plain"]
 
 
-def plain(obj: Any) -> Any:
+def plain(obj: object) -> object:
     """A JSON-able view of a dataclass, mapping or object with ``__dict__`` (shallow for objects)."""
     if obj is None or isinstance(obj, str | int | float | bool):
         return obj
@@ -28,7 +27,7 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def json_default(value: Any) -> Any:
+def json_default(value: object) -> object:
     """``json.dumps(..., default=json_default)``: dates and times ISO 8601, durations in seconds, enums by
     value, sets and tuples as lists, bytes as text, dataclasses as objects, anything else ``repr``."""
     if isinstance(value, datetime | date):

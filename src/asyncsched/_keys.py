@@ -1,63 +1,8 @@
-"""Redis keys of asyncsched's own: an alias of :mod:`asyncsched.rq.keys`, where every key is built."""
+"""Redis keys of asyncsched's own: an alias of :mod:`asyncsched.rq.keys`, where every key is built.
+
+Re-exports every name of that module's ``__all__`` (its key builders), so that the list is written once.
+"""
 
 from __future__ import annotations
 
-from .rq.keys import (
-    agent_event_channel,
-    agent_event_channel_pattern,
-    agent_event_stream,
-    broadcast_event_channel,
-    broadcast_event_stream,
-    claiming_list,
-    claiming_registry,
-    dead_letter_stream,
-    durable_consumer_alive,
-    event_log_stream,
-    lifecycle_ledger,
-    lifecycle_stream,
-    limit_key,
-    limit_keys,
-    ns,
-    paused_queue,
-    rate_limit_waits,
-    redis_marker,
-    sched_changes,
-    sched_fired,
-    sched_held,
-    sched_last,
-    sched_next,
-    sched_pending,
-    sched_sig,
-    sched_version,
-    scheduled_wake,
-)
-
-__all__ = [
-    "agent_event_channel",
-    "agent_event_channel_pattern",
-    "agent_event_stream",
-    "broadcast_event_channel",
-    "broadcast_event_stream",
-    "claiming_list",
-    "claiming_registry",
-    "dead_letter_stream",
-    "durable_consumer_alive",
-    "event_log_stream",
-    "lifecycle_ledger",
-    "lifecycle_stream",
-    "limit_key",
-    "limit_keys",
-    "ns",
-    "paused_queue",
-    "rate_limit_waits",
-    "redis_marker",
-    "sched_changes",
-    "sched_fired",
-    "sched_held",
-    "sched_last",
-    "sched_next",
-    "sched_pending",
-    "sched_sig",
-    "sched_version",
-    "scheduled_wake",
-]
+from .rq.keys import *  # noqa: F403 (the alias re-exports the key table as it is)

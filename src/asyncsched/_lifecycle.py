@@ -145,7 +145,7 @@ class LifecycleRecord:
         return EVENT_TYPES.get(self.kind)
 
 
-def cap_result(value: Any) -> str | None:
+def cap_result(value: object) -> str | None:
     """JSON text of ``value`` for the history, truncated to :data:`RESULT_CAP`; repr when not JSON-able."""
     if value is None:
         return None

@@ -26,7 +26,7 @@ LifespanFactory = Callable[[Any], AbstractAsyncContextManager[None]]
 
 
 @overload
-def lifespan(app: Any, /) -> AbstractAsyncContextManager[None]: ...
+def lifespan(app: object, /) -> AbstractAsyncContextManager[None]: ...
 
 
 @overload
@@ -43,7 +43,7 @@ def lifespan(
 
 
 def lifespan(
-    app: Any = None,
+    app: object = None,
     /,
     *,
     settings: Settings | None = None,

@@ -3,15 +3,19 @@
 :class:`Stacked`: ``async with`` calls ``_start(stack)``, which enters each part on one exit stack; a start
 that fails closes what it had opened before the error propagates; leaving closes everything in reverse
 order. :class:`Closing`: a component opened on first use, whose ``async with`` only closes it
-(``aclose()``) on the way out.
+(``aclose()``) on the way out. :class:`SyncClosing`: the same for the blocking facades (``with`` closes
+them with ``close()``); :class:`Facade`: a blocking facade over one async engine, opened on the portal's
+loop at first use.
 """
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import Self
+from typing import Generic, Protocol, Self, TypeVar
 
-__all__ = ["Closing", "Stacked"]
+from ._portal import portal
+
+__all__ = ["Closing", "Facade", "Stacked", "SyncClosing"]
 
 
 class Stacked:
@@ -52,3 +56,46 @@ class Closing:
     async def aclose(self) -> None:
         """Close what this component opened."""
         raise NotImplementedError
+
+
+class SyncClosing:
+    """Base of a blocking facade: ``with`` returns it as it is, and leaving calls :meth:`close`."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close what this facade opened."""
+        raise NotImplementedError
+
+
+class _Engine(Protocol):
+    async def aclose(self) -> None: ...
+
+
+E = TypeVar("E", bound=_Engine)
+
+
+class Facade(SyncClosing, Generic[E]):
+    """Base of a blocking facade over one async engine ``E``: made by :meth:`_open` on the portal's loop
+    at first use (:meth:`_opened`), closed by :meth:`close` (and made again by a later use)."""
+
+    _engine: E | None = None
+
+    async def _open(self) -> E:
+        """A new engine (on the portal's loop)."""
+        raise NotImplementedError
+
+    async def _opened(self) -> E:
+        if self._engine is None:
+            self._engine = await self._open()
+        return self._engine
+
+    def close(self) -> None:
+        """Close the engine's connections (they open again on the next call)."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            portal().call(engine.aclose)

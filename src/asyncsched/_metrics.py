@@ -1,5 +1,6 @@
-"""Per-process Prometheus metrics of workers and schedulers, and the tiny HTTP server that exposes them
-(``asyncsched worker --metrics-port``, ``asyncsched scheduler --metrics-port``).
+"""Per-process Prometheus metrics of workers and schedulers, exposed by the tiny HTTP server of
+:mod:`asyncsched._metrics_http` (``asyncsched worker --metrics-port``, ``asyncsched scheduler
+--metrics-port``).
 
 Written by hand (text format 0.0.4), with no client library: a worker observes each outcome with a few
 dictionary look-ups and two ``bisect`` calls, once per recorded batch, off the claim path, and nothing at
@@ -21,7 +22,10 @@ queues are the worker's own, so bounded by its command line):
   ticks_overdue`` and ``asyncsched_scheduler_overdue_seconds`` (the oldest due tick no replica fired yet),
   ``asyncsched_recorder_lag_entries`` (lifecycle entries not yet written to SQL: undelivered plus
   unacknowledged in the recorder's consumer group), ``asyncsched_rate_limit_waits_total{queue}`` (jobs that
-  had to wait for a rate-limit slot: counted in Redis by the scripts, see :func:`count_rate_limit_waits`).
+  had to wait for a rate-limit slot: counted in Redis by the scripts, see :func:`count_rate_limit_waits`),
+  ``asyncsched_dead_letters`` (entries in the dead-letter stream: ``asyncsched events dead-letters``).
+* ``asyncsched_dead_lettered_total{group}`` counter: stream entries this process put in the dead-letter
+  stream (poison it could not handle), by consumer group (``recorder``, ``events``, an agent).
 * ``asyncsched_event_delivery_lag_seconds{mode}`` histogram: an event's ``created_at`` (set when it is
   published) to its arrival in this process's event bus, ``mode`` ``live`` (pub/sub) or ``durable``
   (streams: includes the time the agent was away). Observed only in a process that serves metrics
@@ -30,19 +34,25 @@ queues are the worker's own, so bounded by its command line):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._keys import lifecycle_stream, rate_limit_waits, sched_next
+from ._keys import dead_letter_stream, lifecycle_stream, rate_limit_waits, sched_next
+from ._metrics_http import CONTENT_TYPE, serve
 from ._redis.cluster import is_cluster
+from ._streams import dead_lettered
 from .rq.jobhash import JobField
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 __all__ = [
     "CONTENT_TYPE",
@@ -59,7 +69,6 @@ _FUNCTION_PATH, _DESCRIPTION = JobField.FUNCTION_PATH.value, JobField.DESCRIPTIO
 
 log = logging.getLogger("asyncsched.metrics")
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_FUNCTIONS = 50
 """Distinct ``function`` label values one process reports; later ones are reported as ``other``."""
 
@@ -135,17 +144,21 @@ def observe_delivery(mode: str, created_at: datetime) -> None:
 
 
 def process_lines() -> list[str]:
-    """The series every process serving metrics has: event delivery lag."""
-    if bus_lag is None:
-        return []
+    """The series every process serving metrics has: event delivery lag, entries dead-lettered."""
+    name = "asyncsched_dead_lettered_total"
+    out = _family(name, "counter", "Stream entries this process put in the dead-letter stream, by group.")
+    out += [f'{name}{{group="{_label(group)}"}} {n}' for group, n in sorted(dead_lettered.items())]
     name = "asyncsched_event_delivery_lag_seconds"
-    out = _family(name, "histogram", "An event's publication to its arrival in this process's event bus.")
-    for mode, hist in bus_lag.items():
+    if bus_lag is not None:
+        out += _family(
+            name, "histogram", "An event's publication to its arrival in this process's event bus."
+        )
+    for mode, hist in (bus_lag or {}).items():
         out.extend(hist.lines(name, f'mode="{mode}"'))
     return out
 
 
-async def count_rate_limit_waits(redis: Any, prefix: str, queue: str, n: int = 1) -> None:
+async def count_rate_limit_waits(redis: aioredis.Redis, prefix: str, queue: str, n: int = 1) -> None:
     """Count ``n`` jobs of ``queue`` that had to wait for a rate-limit slot (Python callers; the Lua
     scripts call ``rl_count_wait`` of ``lib_ratelimit.lua``, which increments the same hash)."""
     await redis.hincrby(rate_limit_waits(prefix), queue, n)
@@ -289,7 +302,9 @@ class ProcessMetrics:
         name = "asyncsched_scheduler_ticks_total"
         return out + _family(name, "counter", "Ticks this scheduler fired.", f"{name} {self.ticks}")
 
-    async def render(self, redis: Any = None, prefix: str = "rq", *, worker: bool = True) -> str:
+    async def render(
+        self, redis: aioredis.Redis | None = None, prefix: str = "rq", *, worker: bool = True
+    ) -> str:
         """The exposition text: this process's series, then what Redis says (when ``redis`` is given)."""
         name = "asyncsched_process_start_time_seconds"
         out = _family(name, "gauge", "Start of this process (epoch seconds).", f"{name} {self.started:.3f}")
@@ -303,7 +318,7 @@ class ProcessMetrics:
         return "\n".join(out) + "\n"
 
 
-async def redis_lines(redis: Any, prefix: str) -> list[str]:
+async def redis_lines(redis: aioredis.Redis, prefix: str) -> list[str]:
     """Deployment-wide gauges read from Redis: overdue ticks and the recorder's backlog."""
     from .store._recorder import GROUP
 
@@ -312,8 +327,8 @@ async def redis_lines(redis: Any, prefix: str) -> list[str]:
     with contextlib.suppress(Exception):
         async with redis.pipeline(transaction=False) as pipe:
             key = sched_next(prefix, cluster=is_cluster(redis))
-            pipe.zcount(key, "-inf", now_ms)
-            pipe.zrange(key, 0, 0, withscores=True)
+            pipe.zcount(key, "-inf", now_ms)  # type: ignore[unused-awaitable]
+            pipe.zrange(key, 0, 0, withscores=True)  # type: ignore[unused-awaitable]
             overdue, first = await pipe.execute()
         oldest = max(0.0, (now_ms - first[0][1]) / 1000) if first and first[0][1] <= now_ms else 0.0
         name = "asyncsched_scheduler_ticks_overdue"
@@ -323,48 +338,29 @@ async def redis_lines(redis: Any, prefix: str) -> list[str]:
     with contextlib.suppress(Exception):
         groups = await redis.xinfo_groups(lifecycle_stream(prefix, cluster=is_cluster(redis)))
         for group in groups:
-            name = group.get("name")
-            if (name.decode() if isinstance(name, bytes) else name) == GROUP:
+            group_name: bytes | str | None = group.get("name")
+            if (group_name.decode() if isinstance(group_name, bytes) else group_name) == GROUP:
                 lag = int(group.get("lag") or 0) + int(group.get("pending") or 0)
                 name = "asyncsched_recorder_lag_entries"
                 out += _family(name, "gauge", "Lifecycle entries not yet written to SQL.", f"{name} {lag}")
+    with contextlib.suppress(Exception):
+        name, dead = (
+            "asyncsched_dead_letters",
+            await redis.xlen(dead_letter_stream(prefix, cluster=is_cluster(redis))),
+        )
+        out += _family(name, "gauge", "Entries in the dead-letter stream (poison no reader could handle).")
+        out.append(f"{name} {dead}")
     with contextlib.suppress(Exception):
         waits = await redis.hgetall(rate_limit_waits(prefix))
         name = "asyncsched_rate_limit_waits_total"
         out += _family(name, "counter", "Jobs that had to wait for a rate-limit slot, by queue.")
         for queue, n in sorted(waits.items()):
-            out.append(f'{name}{{queue="{_label(queue.decode(errors="replace"))}"}} {int(n)}')
+            text = queue.decode(errors="replace") if isinstance(queue, bytes) else queue
+            out.append(f'{name}{{queue="{_label(text)}"}} {int(n)}')
     return out
 
 
-async def serve(host: str, port: int, render: Callable[[], Awaitable[str]]) -> asyncio.Server:
-    """Serve ``GET /metrics`` (any other path: 404) on ``host:port`` until the returned server closes."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(10):
-                request = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-            parts = request.split()
-            if len(parts) >= 2 and parts[0] == b"GET" and parts[1].split(b"?")[0] == b"/metrics":
-                body, status, kind = (await render()).encode(), "200 OK", CONTENT_TYPE
-            else:
-                body, status, kind = b"not found: try /metrics\n", "404 Not Found", "text/plain"
-            head = f"HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {len(body)}\r\n"
-            writer.write(head.encode() + b"connection: close\r\n\r\n" + body)
-            await writer.drain()
-        except Exception as exc:
-            log.debug("metrics request failed: %s", exc)
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    return await asyncio.start_server(answer, host, port)
-
-
-def add_flags(parser: Any) -> None:
+def add_flags(parser: argparse.ArgumentParser) -> None:
     """``--metrics-port`` and ``--metrics-host`` of ``asyncsched worker`` and ``asyncsched scheduler``."""
     parser.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on this port (GET /metrics)"
@@ -375,7 +371,7 @@ def add_flags(parser: Any) -> None:
 
 
 async def expose(
-    stack: AsyncExitStack, args: Any, redis: Any, prefix: str, *, worker: bool
+    stack: AsyncExitStack, args: argparse.Namespace, redis: aioredis.Redis, prefix: str, *, worker: bool
 ) -> ProcessMetrics | None:
     """With ``--metrics-port``: new :class:`ProcessMetrics`, served until ``stack`` closes; else ``None``."""
     port = getattr(args, "metrics_port", None)

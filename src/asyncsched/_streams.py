@@ -20,33 +20,109 @@ events) and durable subscriptions (one group per agent) all read through :class:
   ``cap``; :data:`REDIS_DOWN` is what a lost connection raises. :func:`consume` is the loop of a reader:
   one step after the other, NOGROUP recovery, errors logged and retried with backoff, never ending.
 
+* **poison entries to a dead-letter stream** (:class:`Poison`, :meth:`StreamGroup.ack`): an entry that can
+  never be handled (it does not decode, or a durable callback failed every retry) is skipped alone, never
+  with its batch: the reader logs it (rate-limited, :func:`asyncsched.events._poison.report_malformed`) and
+  hands it to :meth:`StreamGroup.ack` with its batch, which appends it to the dead-letter stream
+  ``<ns>:events:dead`` (its stream, entry id, group, reason and data; see :mod:`asyncsched.events._poison`,
+  which lists, replays and deletes them) in the same ``MULTI`` as the acknowledgement. Counted per group
+  in :data:`dead_lettered` (``asyncsched_dead_lettered_total`` of /metrics). The Recorder, the
+  LifecyclePublisher and durable subscriptions all do so.
+
 On a Redis Cluster one ``XREAD``/``XREADGROUP`` may only name streams of one hash slot: a group over streams
 of several slots (the Recorder's lifecycle stream and event log) reads its pending entries one stream at a
 time, and :func:`wait_for_any` waits on each slot at once.
-
-Poison entries (an entry that can never be handled) are skipped alone, never with their batch: durable
-subscriptions put them in the dead-letter stream (:mod:`asyncsched.events._poison`); the Recorder and the
-publisher report them (rate-limited) and acknowledge them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._keys import dead_letter_stream
 from ._redis.cluster import is_cluster
+from .config import get_settings
 
-__all__ = ["REDIS_DOWN", "Backoff", "StreamGroup", "consume", "is_nogroup", "wait_for_any"]
+__all__ = [
+    "DEAD_LETTER_MAXLEN",
+    "REDIS_DOWN",
+    "Backoff",
+    "Entry",
+    "EntryId",
+    "Poison",
+    "StreamEntries",
+    "StreamGroup",
+    "consume",
+    "dead_lettered",
+    "is_nogroup",
+    "wait_for_any",
+]
+
+EntryId: TypeAlias = bytes | str
+"""A stream entry's id (``b"1700000000000-0"``; text where the caller gave it as text)."""
+
+Entry: TypeAlias = tuple[EntryId, dict[bytes, bytes]]
+"""One entry: its id and its fields (empty for an entry trimmed while pending)."""
+
+StreamEntries: TypeAlias = list[tuple[bytes | str, list[Entry]]]
+"""An ``XREADGROUP`` reply: per stream read, its entries (an empty list: nothing; ``None`` is not used)."""
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 """What a lost or refused Redis connection raises."""
+
+DEAD_LETTER_MAXLEN = 10_000
+"""Approximate bound of the dead-letter stream (oldest trimmed first)."""
+
+dead_lettered: dict[str, int] = {}
+"""Entries this process put in the dead-letter stream, by consumer group (``recorder``, ``events``, an
+agent's name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """An entry its reader can never handle, for the dead-letter stream: where it was (``stream``,
+    ``entry_id``), why (``reason``) and what it held (``data``: the raw field or fields)."""
+
+    stream: str
+    entry_id: EntryId
+    reason: str
+    data: object
+
+    def fields(self, group: str, max_bytes: int) -> dict[str, str | bytes]:
+        """The dead letter's fields; ``data`` cut to ``max_bytes`` (the reason then says so)."""
+        raw = _raw(self.data)
+        reason = self.reason
+        if len(raw) > max_bytes:
+            raw, reason = raw[:max_bytes], f"{reason} (data cut to {max_bytes} bytes)"
+        return {
+            "source": _text(self.stream),
+            "entry": _text(self.entry_id),
+            "group": group,
+            "reason": reason[:1000],
+            "data": raw,
+            "at": repr(time.time()),
+        }
+
+
+def _raw(data: object) -> str | bytes:
+    """An entry's data as stored in a dead letter: text or bytes as they are, fields as a JSON object."""
+    if isinstance(data, bytes | str):
+        return data
+    if isinstance(data, list | tuple) and len(data) % 2 == 0:  # a flat field/value reply
+        data = dict(zip(data[::2], data[1::2], strict=True))
+    if isinstance(data, Mapping):
+        return json.dumps({_text(k): _text(v) for k, v in data.items()}, ensure_ascii=False)
+    return repr(data)
 
 
 def is_nogroup(exc: BaseException) -> bool:
@@ -84,10 +160,22 @@ class StreamGroup:
     the group starts when it is first created (``$`` or ``0``)."""
 
     def __init__(
-        self, redis: aioredis.Redis, streams: Iterable[str], group: str, consumer: str, *, start: str = "$"
+        self,
+        redis: aioredis.Redis,
+        streams: Iterable[str],
+        group: str,
+        consumer: str,
+        *,
+        start: str = "$",
+        prefix: str | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.redis, self.streams, self.start = redis, list(streams), start
         self.group, self.consumer = group, consumer
+        self.dead_letters = None if prefix is None else dead_letter_stream(prefix, cluster=is_cluster(redis))
+        """The dead-letter stream of the key prefix ``prefix`` (``None``: a reader that must not meet
+        poison); a letter's data is cut to ``max_bytes`` (default: ``ASYNCSCHED_MAX_PAYLOAD_BYTES``)."""
+        self.max_bytes = max_bytes
         self.ready = False
         """The groups exist (as far as this reader knows: a NOGROUP reply says otherwise)."""
 
@@ -108,51 +196,76 @@ class StreamGroup:
         """Cursors that read this consumer's pending entries from the start (one per stream)."""
         return dict.fromkeys(self.streams, "0")
 
-    async def read_pending(self, after: Mapping[str, str], count: int) -> Any:
+    async def read_pending(self, after: Mapping[str, str], count: int) -> StreamEntries:
         """Entries delivered to this consumer and not acknowledged, after the ids ``after`` (per stream);
         the caller moves the cursors to the last ids it got."""
         if len(after) > 1 and is_cluster(self.redis):  # one stream per call: they may be in several slots
-            out: list[Any] = []
+            out: StreamEntries = []
             for stream, cursor in after.items():
-                out += (
-                    await self.redis.xreadgroup(self.group, self.consumer, {stream: cursor}, count=count)
-                    or []
-                )
+                out += await self.read_pending({stream: cursor}, count)
             return out
-        return await self.redis.xreadgroup(self.group, self.consumer, dict(after), count=count)  # type: ignore[arg-type]
+        ids: Any = dict(after)
+        reply = await self.redis.xreadgroup(self.group, self.consumer, ids, count=count)
+        return cast("StreamEntries", reply or [])  # RESP2's reply, as every client of the package speaks
 
     async def read_new(
         self, count: int, block: float | None = None, streams: Iterable[str] | None = None
-    ) -> Any:
+    ) -> StreamEntries:
         """Up to ``count`` entries never delivered to the group (per stream), waiting up to ``block``
         seconds for one (``None``: not at all)."""
         ids: Any = dict.fromkeys(self.streams if streams is None else streams, ">")
         wait = None if block is None else max(1, int(block * 1000))
-        return await self.redis.xreadgroup(self.group, self.consumer, ids, count=count, block=wait)
+        reply = await self.redis.xreadgroup(self.group, self.consumer, ids, count=count, block=wait)
+        return cast("StreamEntries", reply or [])
 
-    async def ack(self, entries: Mapping[str, list[Any]]) -> None:
-        """Acknowledge the ids per stream (one round trip): their effect is committed."""
-        pipe = self.redis.pipeline(transaction=False)
+    async def ack(self, entries: Mapping[str, Sequence[EntryId]], poison: Sequence[Poison] = ()) -> None:
+        """Acknowledge the ids per stream (one round trip): their effect is committed. The ``poison``
+        entries among them go to the dead-letter stream in the same ``MULTI`` (all or nothing)."""
+        if poison and self.dead_letters is None:
+            raise RuntimeError(
+                f"stream group {self.group!r} has no dead-letter stream for its poison entries"
+            )
+        if poison and is_cluster(self.redis) and entries:
+            # the dead-letter stream is in the bus's slot, the acknowledged streams maybe not: no MULTI
+            # across slots, so the letters first, then the acknowledgement (a crash in between repeats a
+            # letter, never loses one)
+            await self.ack({}, poison)
+            await self.ack(entries)
+            return
+        pipe = self.redis.pipeline(transaction=bool(poison))
+        for letter in poison:
+            cap = get_settings().max_payload_bytes if self.max_bytes is None else self.max_bytes
+            fields: Any = letter.fields(self.group, cap)
+            pipe.xadd(self.dead_letters, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)  # type: ignore[unused-awaitable, arg-type]
         for stream, ids in entries.items():
             if ids:
                 pipe.xack(stream, self.group, *ids)  # type: ignore[unused-awaitable]
         await pipe.execute()
+        if poison:
+            dead_lettered[self.group] = dead_lettered.get(self.group, 0) + len(poison)
 
-    async def ack_one(self, stream: str, entry_id: Any) -> None:
-        """Acknowledge one entry (its effect is committed)."""
-        await self.redis.xack(stream, self.group, entry_id)
+    async def ack_one(self, stream: str, entry_id: EntryId, poison: Poison | None = None) -> None:
+        """Acknowledge one entry (its effect is committed), dead-lettered when it is ``poison``."""
+        if poison is None:
+            await self.redis.xack(stream, self.group, entry_id)
+        else:
+            await self.ack({stream: [entry_id]}, [poison])
 
     async def autoclaim(
-        self, stream: str, min_idle: float, count: int, start: Any = "0-0", *, justid: bool = False
-    ) -> Any:
+        self, stream: str, min_idle: float, count: int, start: EntryId = "0-0", *, justid: bool = False
+    ) -> tuple[EntryId, list[Entry] | list[EntryId]]:
         """``XAUTOCLAIM``: take over entries of the group idle for ``min_idle`` seconds, from ``start``;
-        the reply is ``[next start, entries, ...]``."""
+        the next start (``0-0`` once the whole group was scanned) and the entries taken (their ids alone
+        with ``justid``)."""
         idle = int(min_idle * 1000)
-        return await self.redis.xautoclaim(
+        reply = await self.redis.xautoclaim(
             stream, self.group, self.consumer, idle, start_id=start, count=count, justid=justid
         )
+        if justid:  # redis-py answers the claimed ids alone (no next start): as if the scan were done
+            return b"0-0", cast("list[EntryId]", list(reply))
+        return cast("EntryId", reply[0]), cast("list[Entry]", list(reply[1]))
 
-    async def claim_from(self, stream: str, owner: str, min_idle: float, count: int) -> list[Any]:
+    async def claim_from(self, stream: str, owner: str, min_idle: float, count: int) -> list[Entry]:
         """Take over up to ``count`` pending entries of consumer ``owner`` idle for ``min_idle`` seconds;
         the entries (``[]`` when there are none)."""
         idle = max(1, int(min_idle * 1000))
@@ -162,7 +275,8 @@ class StreamGroup:
         if not pending:
             return []
         ids: Any = [p["message_id"] for p in pending]
-        return list(await self.redis.xclaim(stream, self.group, self.consumer, idle, ids) or [])
+        claimed = await self.redis.xclaim(stream, self.group, self.consumer, idle, ids)
+        return cast("list[Entry]", list(claimed or []))
 
     async def forget_idle(self, stream: str, min_idle: float) -> None:
         """Remove from the group the other consumers with nothing pending, silent for ``min_idle`` seconds

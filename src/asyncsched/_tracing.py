@@ -28,10 +28,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._protocols import TracedJob, TracedOutcome
 from .exceptions import ConfigurationError
 from .rq.jobhash import JobField
+from .rq.serializers import Format
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from .config import Settings
+
+_Outcome = TypeVar("_Outcome", bound=TracedOutcome)
 
 __all__ = ["configure", "disable", "enable", "enqueue_meta", "run_traced", "tick_span", "tracer"]
 
@@ -43,7 +52,7 @@ _api: Any = None
 TRACE_KEYS = ("traceparent", "tracestate")
 
 
-def enable(tracer_provider: Any = None) -> None:
+def enable(tracer_provider: TracerProvider | None = None) -> None:
     """Switch tracing on for this process (with ``tracer_provider``, default the global one)."""
     global tracer, _propagator, _api
     try:
@@ -66,7 +75,7 @@ def disable() -> None:
     tracer = None
 
 
-def configure(settings: Any) -> None:
+def configure(settings: Settings) -> None:
     """Called by each component with its settings: tracing on if they say so (loudly without the package)."""
     if settings.tracing and tracer is None:
         enable()
@@ -106,7 +115,7 @@ def _parent(raw: bytes | None, pickled: bool) -> Any:
     return _propagator.extract(carrier, context=_api.set_span_in_context(_api.INVALID_SPAN))
 
 
-async def run_traced(job: Any, fmt: Any, run: Awaitable[Any]) -> Any:
+async def run_traced(job: TracedJob, fmt: Format | str, run: Awaitable[_Outcome]) -> _Outcome:
     """Await ``run`` (the job's execution: an ``Outcome``) inside the job's ``run`` span."""
     h = job.hash
     function = (h.get(JobField.FUNCTION_PATH.value) or h.get(JobField.DESCRIPTION.value) or b"?").decode(

@@ -149,3 +149,30 @@ def test_a_missing_required_field_has_one_message_everywhere(
     response = _post(served, body)
     assert response.status_code == 422, response.text
     assert [(e["loc"], e["msg"]) for e in response.json()["detail"]] == [(["body", field], missing)]
+
+
+# Checks the table cannot state (a time zone that does not exist, a schedule that does not parse, a start
+# in the past of what a date task allows...) are made by the one definition check; the API answers them
+# with its words too, on the field.
+SEMANTIC: list[tuple[str, dict[str, Any]]] = [
+    ("timezone", {"timezone": "Mars/Olympus_Mons"}),
+    ("timezone", {"timezone": "../../etc/passwd"}),
+    ("schedule", {"schedule": "every blue moon"}),
+    ("schedule", {"type": "cron", "schedule": "61 * * * *"}),
+]
+
+
+@pytest.mark.parametrize(("field", "overrides"), SEMANTIC, ids=[f"{f}-{o}" for f, o in SEMANTIC])
+def test_semantic_problems_have_one_message_everywhere(
+    tmp_path: Path, served: RuntimeThread, field: str, overrides: dict[str, Any]
+) -> None:
+    body = {**BASE, **overrides}
+    problems = validate_definition(body)[1]
+    assert [p.field for p in problems] == [field]
+    expected = [(field, p.message) for p in problems]
+    path = tmp_path / "tasks.yaml"
+    path.write_text(f"tasks:\n  - {json.dumps(body)}\n", encoding="utf-8")
+    assert [(p.field, p.message) for p in validate_file(path, "a")[1]] == expected
+    response = _post(served, body)
+    assert response.status_code == 422, response.text
+    assert [(e["loc"][-1], e["msg"]) for e in response.json()["detail"]] == expected

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode as SyncClusterNode
@@ -120,7 +121,7 @@ def is_cluster(client: object) -> bool:
     return isinstance(client, (AsyncRedisCluster, SyncRedisCluster))
 
 
-async def pubsub_of(client: aioredis.Redis) -> Any:
+async def pubsub_of(client: aioredis.Redis) -> PubSub:
     """``client.pubsub()``, after a cluster client learned the slots (its pub/sub picks a node by slot and
     fails on an empty slot table; classic pub/sub reaches every node of a cluster from any one)."""
     if is_cluster(client):

@@ -114,7 +114,7 @@ def json_arg(kind: type) -> Callable[[str], Any]:
     return parse
 
 
-def emit_json(data: Any) -> None:
+def emit_json(data: object) -> None:
     """``data`` as one JSON document on stdout (as the API writes it: datetimes ISO 8601, durations in
     seconds, dataclasses as objects, anything else ``repr``)."""
     print(json.dumps(data, default=json_default, ensure_ascii=False, indent=2))

@@ -29,6 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .._boundary import check_event_text
+from .._lifetime import Closing
 from .._misuse import async_api
 from .._redis import create_redis, is_client
 from .._redis.connection import Line
@@ -52,7 +53,7 @@ logger = logging.getLogger("asyncsched.events")
 _CLOSE_GRACE = 30.0
 
 
-class EventBus:
+class EventBus(Closing):
     """Publish events to one agent or to all, and receive them with callbacks, ``listen()`` or ``events()``.
 
     Use as an async context manager::
@@ -192,9 +193,6 @@ class EventBus:
             self._attach(sub)
         if self.agent_name is not None or any(not s.durable for s in self._subs):
             await self._ensure_reader()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop receiving, let running callbacks finish, close connections (what ``async with`` does)."""

@@ -40,11 +40,11 @@ from redis.exceptions import ResponseError
 
 from .. import _keys, _metrics
 from .._redis.cluster import is_cluster
-from .._streams import REDIS_DOWN, StreamGroup, consume
+from .._streams import REDIS_DOWN, Poison, StreamGroup, consume
 from .._supervise import Supervised
 from ..config import Settings
 from ._envelope import Event, MalformedEvent
-from ._poison import dead_letter, report_malformed
+from ._poison import report_malformed
 from ._subscription import Subscription
 
 __all__ = ["READ_COUNT", "DurableAgents", "DurableConsumer", "DurableHost"]
@@ -226,7 +226,10 @@ class DurableConsumer:
         """This consumer's reader of the agent's group (on the bus's current client)."""
         redis = self.bus.redis
         if self._group is None or self._group.redis is not redis:
-            self._group = StreamGroup(redis, self.streams, self.agent, self.name)
+            cap = self.bus.settings.max_payload_bytes
+            self._group = StreamGroup(
+                redis, self.streams, self.agent, self.name, prefix=self.prefix, max_bytes=cap
+            )
         return self._group
 
     async def _run(self) -> None:
@@ -312,16 +315,18 @@ class DurableConsumer:
         try:
             for stream, entries in response:
                 for entry_id, fields in entries:
-                    if fields:  # a trimmed entry comes back without fields: nothing to do but acknowledge
-                        await self._deliver(stream, entry_id, fields)
-                    await group.ack_one(stream, entry_id)
+                    # a trimmed entry comes back without fields: nothing to do but acknowledge
+                    poison = await self._deliver(stream, entry_id, fields) if fields else None
+                    await group.ack_one(stream, entry_id, poison)
                     self.handled += 1
                     if self._stopping:
                         return
         finally:
             self._busy = False
 
-    async def _deliver(self, stream: Any, entry_id: Any, fields: dict[bytes, bytes]) -> None:
+    async def _deliver(self, stream: Any, entry_id: Any, fields: dict[bytes, bytes]) -> Poison | None:
+        """Deliver one entry's event to the agent's callbacks (retried); the entry as :class:`Poison` for
+        the dead-letter stream when it is not an event or its callbacks failed every retry."""
         raw = fields.get(b"e")
         try:
             if raw is None:
@@ -332,8 +337,7 @@ class DurableConsumer:
             where = f"{_text(stream)} (group {self.agent}, entry {_text(entry_id)})"
             data = raw if raw is not None else repr(fields)
             report_malformed("durable event", where, exc, data)
-            await self._dead_letter(stream, entry_id, f"malformed: {exc}", data)
-            return
+            return Poison(_text(stream), entry_id, f"malformed: {exc}", data)
         if _metrics.bus_lag is not None:  # a process serving metrics: delivery lag
             _metrics.observe_delivery("durable", event.created_at)
         subs = [s for s in self.bus.durable_subscriptions(self.agent) if s.matches(event.event_type)]
@@ -343,25 +347,13 @@ class DurableConsumer:
                 await asyncio.sleep(min(_RETRY_DELAY * 2 ** (attempt - 1), 5.0))
                 subs = [s for s, _ in failed if s.active]
             if not subs:
-                return
+                return None
             errors = await asyncio.gather(*(self.bus.invoke(s, event) for s in subs))
             failed = [(s, e) for s, e in zip(subs, errors, strict=True) if e is not None]
             if not failed:
-                return
+                return None
         sub, error = failed[0]
         name = getattr(sub.callback, "__qualname__", repr(sub.callback))
         reason = f"callback {name} failed {self.retries + 1} time(s): {type(error).__name__}: {error}"
         logger.error("agent %s: event %s goes to the dead-letter stream: %s", self.agent, event.id, reason)
-        await self._dead_letter(stream, entry_id, reason, raw)
-
-    async def _dead_letter(self, stream: Any, entry_id: Any, reason: str, data: Any) -> None:
-        await dead_letter(
-            self.bus.redis,
-            self.prefix,
-            source=_text(stream),
-            entry=entry_id,
-            group=self.agent,
-            reason=reason,
-            data=data,
-            max_bytes=self.bus.settings.max_payload_bytes,
-        )
+        return Poison(_text(stream), entry_id, reason, raw)

@@ -112,8 +112,7 @@ def _new_id() -> str:
     return f"{_getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
-_EVENT_TYPE = re.compile(r"[^\s*?\[\]]{1,200}")
-_AGENT = re.compile(r"[^\s*?\[\]]{1,200}")
+_NAME = re.compile(r"[^\s*?\[\]]{1,200}")  # an event type or an agent name
 
 
 _valid_names: set[str] = set()
@@ -133,28 +132,25 @@ def validate_event_type(event_type: object) -> str:
     Valid: 1-200 characters, no whitespace and no wildcard characters (``* ? [ ]``, which only
     subscriptions use). By convention ``{agent}.{action}``, ``task.{status}``, ``system.{event}``.
     """
-    if type(event_type) is str and event_type in _valid_names:
-        return event_type
-    if not isinstance(event_type, str) or _EVENT_TYPE.fullmatch(event_type) is None:
-        raise ConfigurationError(
-            f"invalid event_type {event_type!r}: use 1-200 characters without whitespace or wildcards "
-            "(e.g. 'email.processed', 'task.completed')"
-        )
-    _remember(event_type)
-    return event_type
+    return _checked(event_type, "event_type", "'email.processed', 'task.completed'")
 
 
 def validate_agent_name(name: object, field: str = "agent_name") -> str:
     """``name`` if it is a valid agent name (1-200 characters, no whitespace, no ``* ? [ ]``)."""
-    if type(name) is str and name in _valid_names:
-        return name
-    if not isinstance(name, str) or _AGENT.fullmatch(name) is None:
+    return _checked(name, field, "'email-agent'")
+
+
+def _checked(value: object, field: str, examples: str) -> str:
+    """``value`` if it is a valid name (remembered, so the next check is one set lookup)."""
+    if type(value) is str and value in _valid_names:
+        return value
+    if not isinstance(value, str) or _NAME.fullmatch(value) is None:
         raise ConfigurationError(
-            f"invalid {field} {name!r}: use 1-200 characters without whitespace or wildcards "
-            "(e.g. 'email-agent')"
+            f"invalid {field} {value!r}: use 1-200 characters without whitespace or wildcards "
+            f"(e.g. {examples})"
         )
-    _remember(name)
-    return name
+    _remember(value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .. import _keys
 from .._lifecycle import Lifecycle, LifecycleRecord
 from .._redis.cluster import is_cluster
-from .._streams import StreamGroup, consume
+from .._streams import Poison, StreamGroup, consume
 from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
@@ -225,7 +225,10 @@ class LifecyclePublisher:
         if self._group is None or self._group.redis is not self.bus.redis:
             # on a cluster: the scheduler's lifecycle stream (the queues' own streams: issue 20, not yet)
             self.stream = _keys.lifecycle_stream(self.settings.key_prefix, cluster=is_cluster(self.bus.redis))
-            self._group = StreamGroup(self.bus.redis, [self.stream], GROUP, self.consumer)
+            prefix, cap = self.settings.key_prefix, self.settings.max_payload_bytes
+            self._group = StreamGroup(
+                self.bus.redis, [self.stream], GROUP, self.consumer, prefix=prefix, max_bytes=cap
+            )
         return self._group
 
     async def run_once(self, block: float | None = None, pending: bool = False) -> int:
@@ -246,22 +249,26 @@ class LifecyclePublisher:
         self._busy = True
         try:
             events: list[Event] = []
+            poison: list[Poison] = []
             for entry_id, fields in entries:
                 if not fields:
                     continue
-                event = self._decode(entry_id, fields)
-                if event is not None:
-                    events.append(event)
+                decoded = self._decode(entry_id, fields)
+                if isinstance(decoded, Poison):
+                    poison.append(decoded)
+                elif decoded is not None:
+                    events.append(decoded)
             if events:
                 await self.bus.publish_many(events)
                 self.published += len(events)
-            await self.group.ack({self.stream: [entry_id for entry_id, _ in entries]})
+            await self.group.ack({self.stream: [entry_id for entry_id, _ in entries]}, poison)
             return len(entries)
         finally:
             self._busy = False
 
-    def _decode(self, entry_id: Any, fields: Any) -> Event | None:
-        """The event of one record, or ``None`` (nothing to publish, or malformed: reported, skipped)."""
+    def _decode(self, entry_id: Any, fields: Any) -> Event | Poison | None:
+        """The event of one record, ``None`` (nothing to publish), or the record as :class:`Poison` (it
+        cannot be decoded or sent: reported, for the dead-letter stream)."""
         try:
             event = lifecycle_event(LifecycleRecord.decode(fields))
             if event is not None:
@@ -269,8 +276,9 @@ class LifecyclePublisher:
             return event
         except Exception as exc:  # any record, however broken, is skipped on its own
             where = f"{self.stream} (entry {entry_id!r})"
-            report_malformed("lifecycle record", where, f"{type(exc).__name__}: {exc}", fields)
-            return None
+            reason = f"{type(exc).__name__}: {exc}"
+            report_malformed("lifecycle record", where, reason, fields)
+            return Poison(self.stream, entry_id, f"malformed: {reason}", fields)
 
     async def _claim(self) -> None:
         start: Any = "0-0"

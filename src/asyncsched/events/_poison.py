@@ -4,11 +4,14 @@
   preview), at most :data:`BURST` lines per source per :data:`WINDOW` seconds; beyond that, one summary
   line per window with the number skipped. A flood of garbage cannot flood the log.
 * The dead-letter stream ``<ns>:events:dead`` (:func:`asyncsched._keys.dead_letter_stream`) keeps each
-  durable entry that was acknowledged without being handled: a malformed envelope, or an event whose
-  callbacks failed every retry. Fields: ``source`` (stream), ``entry`` (its id there), ``group`` (the
-  agent), ``reason``, ``data`` (the original envelope; cut to ``ASYNCSCHED_MAX_PAYLOAD_BYTES``) and
-  ``at`` (epoch seconds). Bounded (``MAXLEN ~`` :data:`DEAD_LETTER_MAXLEN`). ``asyncsched events
-  dead-letters`` lists, replays and deletes them (:func:`list_dead_letters`, :func:`replay_dead_letter`,
+  stream entry that was acknowledged without being handled, written by the one stream consumer
+  (:class:`asyncsched._streams.Poison`): a malformed envelope or an event whose callbacks failed every
+  retry (durable subscriptions, ``group`` the agent), a lifecycle record the LifecyclePublisher cannot
+  decode (``group`` ``events``), a history entry the Recorder cannot decode (``group`` ``recorder``).
+  Fields: ``source`` (stream), ``entry`` (its id there), ``group``, ``reason``, ``data`` (the original
+  envelope, or the entry's fields as a JSON object; cut to ``ASYNCSCHED_MAX_PAYLOAD_BYTES``) and ``at``
+  (epoch seconds). Bounded (``MAXLEN ~`` :data:`DEAD_LETTER_MAXLEN`). ``asyncsched events dead-letters``
+  lists, replays (events only) and deletes them (:func:`list_dead_letters`, :func:`replay_dead_letter`,
   :func:`delete_dead_letters`).
 """
 
@@ -16,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from .. import _keys
 from .._redis.cluster import is_cluster
-from ..config import get_settings
+from .._streams import DEAD_LETTER_MAXLEN, EntryId, Poison, StreamGroup
 from ._envelope import Event, MalformedEvent
 
 __all__ = [
@@ -47,8 +50,6 @@ WINDOW = 60.0
 BURST = 5
 """Lines logged per source per window; the rest are counted and summarised."""
 
-DEAD_LETTER_MAXLEN = 10_000
-"""Approximate bound of the dead-letter stream (oldest trimmed first)."""
 
 PREVIEW = 120
 
@@ -63,7 +64,7 @@ class _Window:
 _windows: dict[str, _Window] = {}
 
 
-def preview(data: Any, limit: int = PREVIEW) -> str:
+def preview(data: object, limit: int = PREVIEW) -> str:
     """A short printable preview of a raw message."""
     if isinstance(data, bytes | bytearray | memoryview):
         text = bytes(data[: limit + 1]).decode(errors="replace")
@@ -74,7 +75,7 @@ def preview(data: Any, limit: int = PREVIEW) -> str:
 
 
 def report_malformed(
-    kind: str, source: str, reason: object, data: Any, log: logging.Logger | None = None
+    kind: str, source: str, reason: object, data: object, log: logging.Logger | None = None
 ) -> None:
     """Log a skipped message of ``kind`` (e.g. "event", "lifecycle record") from ``source`` (a channel
     or stream), rate-limited per source (see the module docs), on ``log`` (default ``asyncsched.events``)."""
@@ -113,33 +114,16 @@ async def dead_letter(
     prefix: str,
     *,
     source: str,
-    entry: Any,
+    entry: EntryId,
     group: str,
     reason: str,
-    data: Any,
+    data: object,
     max_bytes: int | None = None,
 ) -> None:
-    """Append one unhandled durable entry to the dead-letter stream (see the module docs); its data is cut
-    to ``max_bytes`` (default: the ``ASYNCSCHED_MAX_PAYLOAD_BYTES`` setting)."""
-    limit = get_settings().max_payload_bytes if max_bytes is None else max_bytes
-    raw = data if isinstance(data, bytes | str) else repr(data)
-    if len(raw) > limit:
-        raw = raw[:limit]
-        reason += f" (data cut to {limit} bytes)"
-    fields: dict[Any, Any] = {
-        "source": _text(source),
-        "entry": _text(entry),
-        "group": group,
-        "reason": reason[:1000],
-        "data": raw,
-        "at": repr(time.time()),
-    }
-    await redis.xadd(
-        _keys.dead_letter_stream(prefix, cluster=is_cluster(redis)),
-        fields,
-        maxlen=DEAD_LETTER_MAXLEN,
-        approximate=True,
-    )
+    """Append one unhandled entry to the dead-letter stream outside a reader (a reader hands its poison to
+    :meth:`asyncsched._streams.StreamGroup.ack`, which this calls, with nothing to acknowledge)."""
+    group_ = StreamGroup(redis, [], group, "", prefix=prefix, max_bytes=max_bytes)
+    await group_.ack({}, [Poison(source, entry, reason, data)])
 
 
 @dataclass(frozen=True)
@@ -155,15 +139,8 @@ class DeadLetter:
     at: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "entry": self.entry,
-            "group": self.group,
-            "reason": self.reason,
-            "at": self.at,
-            "data": self.data,
-        }
+        """A JSON-ready dict of the fields."""
+        return asdict(self)
 
 
 def _letter(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:

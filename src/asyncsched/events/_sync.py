@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .._lifetime import SyncClosing
 from .._portal import portal
 from ..config import Settings, get_settings
 from ._bus import Callback, Subscription
@@ -63,7 +64,7 @@ def close_shared_publishers() -> None:
 atexit.register(close_shared_publishers)  # registered after the portal's own atexit, so it runs first
 
 
-class EventBus:
+class EventBus(SyncClosing):
     """The spec's ``EventBus`` for sync code (Flask views, sync task functions in worker threads).
 
     Same arguments as :class:`asyncsched.events.EventBus`, except that ``redis`` is a URL (a client
@@ -151,9 +152,3 @@ class EventBus:
             bus, self._bus = self._bus, None
         if bus is not None:
             portal().call(bus.aclose)
-
-    def __enter__(self) -> EventBus:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

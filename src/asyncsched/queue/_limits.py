@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._keys import limit_key, limit_keys
@@ -75,7 +75,7 @@ class Limit:
             _check_key(_FIELD.sub("x", self.concurrency_key), "concurrency_key")
 
 
-def parse_rate(text: Any, field: str = "rate_limit") -> tuple[str | None, int, float]:
+def parse_rate(text: object, field: str = "rate_limit") -> tuple[str | None, int, float]:
     """``"[key:]N/[count]unit"`` -> (key or None, N, period in seconds); ValueError naming ``field``."""
     m = _RATE.match(text) if isinstance(text, str) else None
     if m is None:
@@ -238,16 +238,8 @@ class LimitUsage:
     waiting: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "kind": self.kind,
-            "max_concurrency": self.max_concurrency,
-            "rate": self.rate,
-            "period": self.period,
-            "running": self.running,
-            "started": self.started,
-            "waiting": self.waiting,
-        }
+        """A JSON-ready dict of the fields."""
+        return asdict(self)
 
 
 def _int(raw: Any) -> int | None:

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from .. import _tracing
 from .._keys import lifecycle_stream
+from .._lifetime import Closing
 from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.connection import Line
@@ -47,7 +48,7 @@ def _refused(result: Any) -> RedisRefused | None:
     return None
 
 
-class TaskQueue(QueueReader, QueueAdmin):
+class TaskQueue(QueueReader, QueueAdmin, Closing):
     """Enqueue jobs and inspect them. An async context manager; usable without entering it too.
 
     ``redis`` is a URL or a client (default: ``settings.redis_url``). ``name`` is the default queue;
@@ -94,12 +95,6 @@ class TaskQueue(QueueReader, QueueAdmin):
         self._pending: list[tuple[Part, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._prep = Preparer(self.settings, self.serializer, self.name, self.limits)
-
-    async def __aenter__(self) -> TaskQueue:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Finish pending writes, then close the client if this queue created it."""

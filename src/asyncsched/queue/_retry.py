@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "Retry",
@@ -185,12 +185,12 @@ def check_exception(name: str, *, allow: Iterable[str] | None = None) -> str | N
     return None
 
 
-def retry_from_data(data: Any, *, check_import: bool = True, allow: Iterable[str] | None = None) -> Retry:
+def retry_from_data(data: object, *, check_import: bool = True, allow: Iterable[str] | None = None) -> Retry:
     """The :class:`Retry` of a tasks.yaml / API value: a count, or a mapping of :data:`RETRY_KEYS`.
     ``ValueError`` says what is wrong; with ``check_import`` the ``on`` names must resolve to exception
     classes (:func:`check_exception`)."""
 
-    def whole(n: Any, low: int, high: int) -> bool:
+    def whole(n: object, low: int, high: int) -> TypeGuard[int]:
         return isinstance(n, int) and not isinstance(n, bool) and low <= n <= high
 
     def seconds(n: Any) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from .._lifetime import Facade
 from .._portal import portal
 from ..config import Settings, get_settings
 from ._limits import Limit, check_policies
@@ -16,7 +17,7 @@ from ._queue import TaskQueue as AsyncTaskQueue
 __all__ = ["TaskQueue"]
 
 
-class TaskQueue:
+class TaskQueue(Facade[AsyncTaskQueue]):
     """Sync twin of :class:`asyncsched.queue.TaskQueue` (same arguments, same results).
 
     Works from plain sync code and from sync task functions running in a worker's threads. The async
@@ -38,38 +39,18 @@ class TaskQueue:
         self._url = redis or self.settings.redis_url
         self._name = name
         self._serializer = serializer
-        self._queue: AsyncTaskQueue | None = None
 
-    async def _q(self) -> AsyncTaskQueue:
-        if self._queue is None:
-            client: aioredis.Redis | str = self._url
-            self._queue = AsyncTaskQueue(
-                client,
-                settings=self.settings,
-                name=self._name,
-                serializer=self._serializer,
-                limits=self._limits,
-            )
-        return self._queue
+    async def _open(self) -> AsyncTaskQueue:
+        client: aioredis.Redis | str = self._url
+        return AsyncTaskQueue(
+            client, settings=self.settings, name=self._name, serializer=self._serializer, limits=self._limits
+        )
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         async def run() -> Any:
-            q = await self._q()
-            return await getattr(q, method)(*args, **kwargs)
+            return await getattr(await self._opened(), method)(*args, **kwargs)
 
         return portal().call(run)
-
-    def __enter__(self) -> TaskQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the underlying client."""
-        if self._queue is not None:
-            queue, self._queue = self._queue, None
-            portal().call(queue.aclose)
 
     def enqueue(self, func: Callable[..., Any] | str | None = None, **options: Any) -> str:
         """Enqueue a job; see :meth:`asyncsched.queue.TaskQueue.enqueue`."""

@@ -140,7 +140,7 @@ def decode_exc(value: bytes | str) -> str:
         return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def encode_value(value: Any, fmt: Format | str) -> str | None:
+def encode_value(value: object, fmt: Format | str) -> str | None:
     """``return_value`` of a result entry (``None`` is not written)."""
     if value is None:
         return None

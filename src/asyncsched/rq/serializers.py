@@ -39,7 +39,7 @@ def detect(payload: bytes) -> Format:
     return Format.PICKLE
 
 
-def dumps(value: Any, fmt: Format | str) -> bytes:
+def dumps(value: object, fmt: Format | str) -> bytes:
     """Serialize ``value``; raises :class:`SerializationError` naming the offending type."""
     if fmt == Format.PICKLE:
         try:

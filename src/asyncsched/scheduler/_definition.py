@@ -334,7 +334,7 @@ def new_task(values: Mapping[str, Any]) -> ScheduledTask:
 def build_task(
     *,
     agent_name: str,
-    trigger: Any = None,
+    trigger: object = None,
     check_import: bool = True,
     source: str | None = None,
     **definition: Any,

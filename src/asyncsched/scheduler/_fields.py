@@ -212,7 +212,7 @@ FIELDS: dict[str, str] = {f.name: f.doc for f in TABLE}
 REQUIRED = tuple(f.name for f in TABLE if f.required)
 
 
-def rule_message(rule: str, value: Any) -> str:
+def rule_message(rule: str, value: object) -> str:
     """The one wording of a refused value, used by the YAML loader and the API alike."""
     return f"must be {rule}, got {value!r:.100}"
 
@@ -242,7 +242,7 @@ def _type_ok(value: Any, f: Field) -> bool:
     return isinstance(value, _ACCEPTS[f.name])
 
 
-def field_problem(f: Field, value: Any) -> str | None:
+def field_problem(f: Field, value: object) -> str | None:
     """What keeps ``value`` out of field ``f`` by the table (type, enum, length, pattern, bounds), worded
     by :func:`rule_message`; ``None`` when the table accepts it."""
     if not _type_ok(value, f):
@@ -276,7 +276,7 @@ def text_problem(value: str) -> str | None:
     return None if value.isascii() else _unicode_problem(value)
 
 
-def value_problem(value: Any, depth: int = 0) -> str | None:
+def value_problem(value: object, depth: int = 0) -> str | None:
     """What keeps ``value`` from being stored as JSON (type, NaN, depth, bad text), or ``None``."""
     if depth > LIMITS["depth"]:
         return f"is nested deeper than {LIMITS['depth']} levels"

@@ -95,7 +95,7 @@ class Loop(Recovery):
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _flusher(self) -> None:
         while True:

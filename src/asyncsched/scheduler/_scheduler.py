@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import TracebackType
 
 import redis.asyncio as aioredis
 
 from .. import _tracing
+from .._lifetime import Closing
 from .._protocols import RunQueue
 from .._redis import create_redis, is_client
 from .._supervise import Supervised
@@ -37,7 +37,7 @@ from ._loop import Loop
 __all__ = ["FLUSH_INTERVAL", "LEASE", "MAX_IDLE", "Firing", "TaskScheduler", "job_id_for"]
 
 
-class TaskScheduler(TaskCrud, Loop):
+class TaskScheduler(TaskCrud, Loop, Closing):
     """Scheduled tasks: register and edit them (any process), and fire them (``fire=True`` or :meth:`run`).
 
     ::
@@ -96,11 +96,6 @@ class TaskScheduler(TaskCrud, Loop):
         if self._fire:  # supervised: a crash is logged and the loop restarted with backoff
             self._runner = Supervised("asyncsched-scheduler", self.run).start()
         return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def _open(self) -> None:
         async with self._open_lock:

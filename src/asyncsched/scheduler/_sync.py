@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._lifetime import SyncClosing
 from .._portal import portal
 from ..config import Settings
 from ..store.models import ScheduledTask
 from ._scheduler import TaskScheduler as AsyncTaskScheduler
 from ._triggers import Trigger
 
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from ._base import Database
+
 __all__ = ["TaskScheduler"]
 
 
-class TaskScheduler:
+class TaskScheduler(SyncClosing):
     """Sync facade of :class:`asyncsched.scheduler.TaskScheduler` for sync code (the spec's startup snippet)::
 
         scheduler = TaskScheduler()
@@ -26,11 +32,19 @@ class TaskScheduler:
     Firing happens in ``asyncsched scheduler`` / ``asyncsched run``; this object only edits schedules.
     """
 
-    def __init__(self, redis: Any = None, *, settings: Settings | None = None, db: Any = None) -> None:
+    def __init__(
+        self,
+        redis: str | aioredis.Redis | None = None,
+        *,
+        settings: Settings | None = None,
+        db: Database | None = None,
+    ) -> None:
         self._async = portal().call(self._make, redis, settings, db)
 
     @staticmethod
-    async def _make(redis: Any, settings: Settings | None, db: Any) -> AsyncTaskScheduler:
+    async def _make(
+        redis: str | aioredis.Redis | None, settings: Settings | None, db: Database | None
+    ) -> AsyncTaskScheduler:
         return AsyncTaskScheduler(redis, settings=settings, db=db)
 
     def load_tasks_from_yaml(
@@ -86,9 +100,3 @@ class TaskScheduler:
     def close(self) -> None:
         """Close connections (also happens at interpreter exit with the portal)."""
         portal().call(self._async.aclose)
-
-    def __enter__(self) -> TaskScheduler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

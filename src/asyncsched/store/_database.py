@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from .._lifetime import Closing
 from ..config import Settings, get_settings
 from . import _migrate
 from .engine import check_database, create_engine, normalize_database_url
@@ -34,7 +34,7 @@ def _alembic_lock() -> asyncio.Lock:
     return lock
 
 
-class Database:
+class Database(Closing):
     """The SQL database of asyncsched: an async engine, a session factory and the migrations.
 
     ``async with Database(url) as db:`` — the URL defaults to ``settings.database_url``. The embedded
@@ -129,11 +129,6 @@ class Database:
         if self.auto_migrate:
             await self.migrate()
         return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Dispose of the engine's connections (when this handle created the engine)."""

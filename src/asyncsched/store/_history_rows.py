@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, overload
 
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle
+from .._streams import Poison
 from ..events._poison import report_malformed
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
@@ -227,6 +228,8 @@ class Batch:
     executions: dict[tuple[str, int], Row] = field(default_factory=dict)
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     ack: dict[str, list[bytes | str]] = field(default_factory=dict)
+    poison: list[Poison] = field(default_factory=list)
+    """Entries that cannot be decoded (acknowledged with the batch, into the dead-letter stream)."""
     trimmed: int = 0
     """Entries delivered again after Redis had trimmed them (read but never recorded): lost."""
     size: int = 0
@@ -268,6 +271,7 @@ class Batch:
             except Exception as exc:  # any entry, however broken, is skipped on its own
                 reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
                 report_malformed("history entry", stream, reason, raw, log)
+                self.poison.append(Poison(stream, entry_id, f"malformed: {reason}", raw))
 
     def rows(self, now: int) -> list[ExecutionRow]:
         """The merged rows' column values (``now``: epoch microseconds, their ``updated_at``)."""
@@ -289,6 +293,7 @@ class Batch:
             except Exception as exc:
                 reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
                 report_malformed("history entry", stream, reason, fields, log)
+                self.poison.append(Poison(stream, entry_id, f"malformed: {reason}", fields))
                 continue
             self.events.setdefault(event["id"], event)
 

@@ -128,7 +128,7 @@ class Recorder(BatchWriter):
         self.streams = [self.lifecycle_stream] + ([self.event_stream] if events else [])
         self.retention = _retention(self.settings, retention)
         self.claim_idle, self.max_backoff = claim_idle, max_backoff
-        self.group = StreamGroup(self.redis, self.streams, GROUP, self.consumer, start="0")
+        self.group = StreamGroup(self.redis, self.streams, GROUP, self.consumer, start="0", prefix=prefix)
         self.account = StreamAccount(self.redis, prefix, GROUP, self.consumer)
         self.losses = LossLog(loss_log_interval)
         self.reconciler = Reconciler(
@@ -324,7 +324,7 @@ class Recorder(BatchWriter):
         events = list(batch.events.values())
         if rows or events:
             await self._write(rows, events)
-        await self.group.ack(batch.ack)
+        await self.group.ack(batch.ack, batch.poison)
         if batch.trimmed:
             await self.account.count_lost(batch.trimmed)
             self.losses.add(batch.trimmed, None)

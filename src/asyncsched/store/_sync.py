@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from .._lifetime import Facade
 from .._portal import portal
 from ..config import Settings, get_settings
 from ._database import Database
@@ -15,7 +16,7 @@ from .models import EventMessage, TaskExecution
 __all__ = ["History"]
 
 
-class History:
+class History(Facade[Database]):
     """Sync reads of the SQL history (Flask/Django views, scripts), delegating to the async repositories.
 
     ``History(database_url=None, *, settings=None)``; use as a context manager or call :meth:`close`. The
@@ -26,40 +27,24 @@ class History:
     def __init__(self, database_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self._url = database_url or self.settings.database_url
-        self._db: Database | None = None
 
-    async def _database(self) -> Database:
-        if self._db is None:
-            db = Database(self._url, settings=self.settings)
-            await db.__aenter__()
-            self._db = db
-        return self._db
+    async def _open(self) -> Database:
+        db = Database(self._url, settings=self.settings)
+        return await db.__aenter__()  # a SQLite database is migrated here, as on the async side
 
     def _call(self, repo: str, method: str, *args: Any, **kwargs: Any) -> Any:
         async def run() -> Any:
-            db = await self._database()
+            db = await self._opened()
             target = ExecutionRepository(db) if repo == "executions" else EventRepository(db)
             return await getattr(target, method)(*args, **kwargs)
 
         return portal().call(run)
 
-    def __enter__(self) -> History:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Dispose of the database connections."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            portal().call(db.aclose)
-
     def migrate(self) -> None:
         """``alembic upgrade head`` (see :meth:`Database.migrate`)."""
 
         async def run() -> None:
-            await (await self._database()).migrate()
+            await (await self._opened()).migrate()
 
         portal().call(run)
 
@@ -104,6 +89,6 @@ class History:
         """Retention: see :func:`asyncsched.store.prune`."""
 
         async def run() -> PruneResult:
-            return await prune(await self._database(), older_than)
+            return await prune(await self._opened(), older_than)
 
         return portal().call(run)

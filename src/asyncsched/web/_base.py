@@ -8,7 +8,6 @@ reading one task, and lists and items shown for display (one bad row cannot fail
 from __future__ import annotations
 
 import logging
-import zoneinfo
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +26,15 @@ from ..queue._retry import retry_from_data
 from ._security import API_SOURCE, check_function, function_allowed
 from ._serialize import display_item
 from ._services import Services
-from ._validation import FieldError, ValidationFailed, error, parse_datetime
+from ._validation import FieldError, ValidationFailed, error
 
 if TYPE_CHECKING:
     from ..queue import Retry
     from ..store import Page, ScheduledTask
 
 __all__ = ["HandlerBase", "one_view", "page_view", "prefix_of", "problems_to_errors"]
+
+_SCHEDULE_FIELDS = frozenset({"type", "schedule", "timezone", "start", "align"})
 
 log = logging.getLogger("asyncsched.web")
 
@@ -121,23 +122,14 @@ class HandlerBase:
             raise ValidationFailed([error(("body", "retry"), str(exc))]) from None
 
     def _validate_schedule(self, body: dict[str, Any]) -> list[FieldError]:
-        errors: list[FieldError] = []
-        tz = body.get("timezone", "UTC")
-        try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-            errors.append(error(("body", "timezone"), f"unknown time zone {tz!r}"))
-            tz = "UTC"
-        from ..scheduler import parse_schedule
+        """The problems of the schedule fields (``type``, ``schedule``, ``timezone``, ``start``, ``align``)
+        as the one task definition words them (:func:`~asyncsched.scheduler._definition.validate_definition`,
+        as for a task file and in Python), each on its field; the other fields are checked elsewhere."""
+        from ..scheduler._definition import validate_definition  # the router imports no engine
 
-        try:
-            start = parse_datetime(body["start"]) if body.get("start") else None
-            parse_schedule(body["type"], body["schedule"], tz, start=start)
-        except TaskDefinitionError as exc:
-            errors.extend(problems_to_errors(exc, "schedule"))
-        except (ValueError, KeyError, TypeError) as exc:
-            errors.append(error(("body", "schedule"), str(exc) or "invalid schedule"))
-        return errors
+        definition = {k: v for k, v in body.items() if k != "agent_name" and v is not None}
+        _, problems = validate_definition(definition, check_import=False)
+        return [error(("body", p.field), p.message) for p in problems if p.field in _SCHEDULE_FIELDS]
 
     async def _task(self, params: dict[str, Any]) -> ScheduledTask:
         scheduler = await self.services.scheduler()

@@ -17,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from .._json import JSONObject
 from ..exceptions import (
     Conflict,
     InvalidJob,
@@ -54,7 +55,9 @@ TERMINAL = {"success", "failed", "cancelled", "skipped"}
 class Handlers(OperatorHandlers):
     """Endpoint bodies bound to one :class:`Services` (the shared checks: :class:`HandlerBase`)."""
 
-    async def list_rq_scheduler_jobs(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def list_rq_scheduler_jobs(
+        self, request: Request, params: dict[str, Any], body: None
+    ) -> JSONObject:
         """GET /rq-scheduler/jobs (web/_rqscheduler.py), paged like every list (``total``: the readable
         jobs, which the pages cover)."""
         data = await _rq_scheduler_jobs(self, request, params, body)
@@ -62,7 +65,7 @@ class Handlers(OperatorHandlers):
 
     # -- tasks -------------------------------------------------------------------------------------
 
-    async def create_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+    async def create_task(self, request: Request, params: dict[str, Any], body: dict[str, Any]) -> Response:
         settings = self.services.settings
         errors = self._validate_schedule(body)
         if errors:
@@ -85,7 +88,7 @@ class Handlers(OperatorHandlers):
             data, status_code=201, headers={"location": f"{prefix_of(request, '/tasks')}/tasks/{data['id']}"}
         )
 
-    async def create_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+    async def create_tasks(self, request: Request, params: dict[str, Any], body: dict[str, Any]) -> Response:
         """POST /tasks/bulk (web/_bulk.py): every item checked as ``create_task`` checks one."""
         agent = self.services.settings.agent
         scheduler = await self.services.scheduler()
@@ -94,7 +97,7 @@ class Handlers(OperatorHandlers):
         )
         return ApiJSON(data, status_code=201)
 
-    async def list_tasks(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def list_tasks(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         tasks = await self.services.tasks()
         page = await tasks.list_for_display(
             agent_name=params.get("agent_name"),
@@ -104,21 +107,21 @@ class Handlers(OperatorHandlers):
         )
         return page_view(page, task_to_dict, params)
 
-    async def get_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def get_task(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         return await one_view(self._task(params), task_to_dict, params["task_id"])
 
-    async def delete_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+    async def delete_task(self, request: Request, params: dict[str, Any], body: None) -> Response:
         scheduler = await self.services.scheduler()  # works on any row, readable or not
         await scheduler.unregister_task(params["task_id"], agent_name=params.get("agent_name"))
         return Response(status_code=204)
 
-    async def enable_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def enable_task(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         return await self._set_enabled(params, True)
 
-    async def disable_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def disable_task(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         return await self._set_enabled(params, False)
 
-    async def _set_enabled(self, params: dict[str, Any], enabled: bool) -> Any:
+    async def _set_enabled(self, params: dict[str, Any], enabled: bool) -> JSONObject:
         scheduler = await self.services.scheduler()
         if enabled:
             task = await self._runnable(params)
@@ -127,7 +130,7 @@ class Handlers(OperatorHandlers):
             task = await scheduler.disable(params["task_id"], agent_name=params.get("agent_name"))
         return await one_view(scheduler.get_task(task.id, agent_name=task.agent_name), task_to_dict, task.id)
 
-    async def run_task(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+    async def run_task(self, request: Request, params: dict[str, Any], body: None) -> Response:
         task = await self._runnable(params)
         scheduler = await self.services.scheduler()
         job_id = await scheduler.run_now(task)
@@ -135,7 +138,7 @@ class Handlers(OperatorHandlers):
 
     # -- executions --------------------------------------------------------------------------------
 
-    async def list_executions(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def list_executions(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         repo = await self.services.executions()
         filters = ("agent_name", "status", "task_id", "task_name", "job_id", "queue", "since", "until")
         page = await repo.list_for_display(
@@ -143,11 +146,11 @@ class Handlers(OperatorHandlers):
         )
         return page_view(page, execution_to_dict, params)
 
-    async def get_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def get_execution(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         repo = await self.services.executions()
         return await one_view(repo.get(params["execution_id"]), execution_to_dict, params["execution_id"])
 
-    async def cancel_execution(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def cancel_execution(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         key = params["execution_id"]
         repo = await self.services.executions()
         queue = await self.services.queue()
@@ -166,7 +169,7 @@ class Handlers(OperatorHandlers):
 
     # -- jobs, queues, workers ---------------------------------------------------------------------
 
-    async def enqueue_job(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+    async def enqueue_job(self, request: Request, params: dict[str, Any], body: dict[str, Any]) -> Response:
         errors: list[FieldError] = []
         at = None
         if body.get("at") is not None:
@@ -226,7 +229,7 @@ class Handlers(OperatorHandlers):
             status = str(await queue.status(job_id))
         return ApiJSON({"job_id": job_id, "status": status}, status_code=202)
 
-    async def get_job(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def get_job(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         queue = await self.services.queue()
         try:
             return job_to_dict(await queue.job(params["job_id"]))
@@ -235,7 +238,7 @@ class Handlers(OperatorHandlers):
         except LookupError as exc:
             raise JobNotFound(str(exc)) from None
 
-    async def list_queues(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def list_queues(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         queue = await self.services.queue()
         counts = await queue.queue_counts()
         paused = await queue.paused(list(counts))
@@ -243,18 +246,18 @@ class Handlers(OperatorHandlers):
         view = lambda row: {"name": row["name"], "counts": dict(row["counts"]), "paused": row["paused"]}  # noqa: E731
         return page_view(rows, view, params)
 
-    async def list_limits(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def list_limits(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         queue = await self.services.queue()
         return page_view(await queue.limits_usage(), lambda usage: usage.as_dict(), params)
 
-    async def list_workers(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def list_workers(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         queue = await self.services.queue()
         workers = sorted(await queue.workers(), key=lambda w: str(getattr(w, "name", "")))
         return page_view(workers, worker_to_dict, params)
 
     # -- events ------------------------------------------------------------------------------------
 
-    async def list_events(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def list_events(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         repo = await self.services.events()
         filters = ("event_type", "agent", "source_agent", "target_agent", "since", "until")
         page = await repo.list_for_display(
@@ -263,7 +266,7 @@ class Handlers(OperatorHandlers):
         view = event_view(self.services.settings.max_payload_bytes)
         return {**page_view(page, view, params), "source": "database"}
 
-    async def stream_events(self, request: Request, params: dict[str, Any], body: Any) -> Response:
+    async def stream_events(self, request: Request, params: dict[str, Any], body: None) -> Response:
         feed = await self.services.live()
         event_type, agent = params.get("event_type"), params.get("agent")
         last_id = request.headers.get("last-event-id")

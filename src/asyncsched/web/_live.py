@@ -12,9 +12,12 @@ import collections
 import contextlib
 import fnmatch
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..events import Event
 
 __all__ = ["RECENT", "LiveFeed", "event_to_dict"]
 
@@ -33,7 +36,7 @@ def _iso(value: Any) -> Any:
     return value
 
 
-def event_to_dict(event: Any) -> dict[str, Any]:
+def event_to_dict(event: object) -> dict[str, Any]:
     """The JSON view of a bus ``Event``, an ``EventMessage`` row or an already-plain mapping."""
     if isinstance(event, dict):
         get: Callable[[str], Any] = event.get
@@ -67,7 +70,7 @@ class LiveFeed:
         self._clients: set[asyncio.Queue[dict[str, Any]]] = set()
         self.received = 0
 
-    def push(self, event: Any) -> None:
+    def push(self, event: Event | Mapping[str, object]) -> None:
         """Deliver one event (a bus ``Event`` or a mapping) to every client. Never blocks."""
         data = event_to_dict(event)
         self.received += 1

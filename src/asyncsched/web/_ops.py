@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from .._json import JSONObject
 from ..exceptions import Conflict, JobError, JobNotFound
 from ._base import HandlerBase
 from ._serialize import job_to_dict, task_to_dict
@@ -70,7 +71,7 @@ class OperatorHandlers(HandlerBase):
 
     # -- tasks ---------------------------------------------------------------------------------------------
 
-    async def update_task(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def update_task(self, request: Request, params: dict[str, Any], body: dict[str, Any]) -> JSONObject:
         """PATCH /tasks/{task_id}: change some fields, validated as a create is; 409 on a name clash."""
         from ..scheduler._rename import check_rename
 
@@ -102,7 +103,7 @@ class OperatorHandlers(HandlerBase):
 
     # -- jobs ----------------------------------------------------------------------------------------------
 
-    async def requeue_job(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def requeue_job(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         """POST /jobs/{job_id}/requeue: a failed, stopped or cancelled job back on its queue (new attempt)."""
         queue = await self.services.queue()
         try:
@@ -113,7 +114,7 @@ class OperatorHandlers(HandlerBase):
             raise Conflict(str(exc)) from None
         return {"job_id": params["job_id"], "status": "queued"}
 
-    async def cancel_job(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def cancel_job(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         """POST /jobs/{job_id}/cancel: a queued/scheduled job never runs; a running one is stopped."""
         queue = await self.services.queue()
         if not await queue.cancel(params["job_id"]):
@@ -122,7 +123,7 @@ class OperatorHandlers(HandlerBase):
 
     # -- queues --------------------------------------------------------------------------------------------
 
-    async def list_queue_jobs(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def list_queue_jobs(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         """GET /queues/{queue}/jobs: one page of a queue's jobs (of one state, or all)."""
         from ..queue import JobStatus
 
@@ -138,32 +139,32 @@ class OperatorHandlers(HandlerBase):
             "limit": params["limit"],
         }
 
-    async def _set_paused(self, params: dict[str, Any], paused: bool) -> Any:
+    async def _set_paused(self, params: dict[str, Any], paused: bool) -> JSONObject:
         queue = await self.services.queue()
         name = params["queue"]
         changed = await (queue.pause(name) if paused else queue.resume(name))
         return {"name": name, "paused": paused, "changed": changed}
 
-    async def pause_queue(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def pause_queue(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         """POST /queues/{queue}/pause: asyncsched workers claim nothing from it until resumed."""
         return await self._set_paused(params, True)
 
-    async def resume_queue(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def resume_queue(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         """POST /queues/{queue}/resume."""
         return await self._set_paused(params, False)
 
-    async def requeue_failed(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def requeue_failed(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         """POST /queues/{queue}/failed/requeue: every failed job of the queue back on it."""
         queue = await self.services.queue()
         ids = await queue.requeue_failed(params["queue"])
         return {"queue": params["queue"], "count": len(ids), "job_ids": ids}
 
-    async def delete_failed(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def delete_failed(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         """DELETE /queues/{queue}/failed: delete every failed job of the queue."""
         queue = await self.services.queue()
         return {"queue": params["queue"], "count": await queue.delete_failed(params["queue"]), "job_ids": []}
 
-    async def empty_queue(self, request: Request, params: dict[str, Any], body: Any) -> Any:
+    async def empty_queue(self, request: Request, params: dict[str, Any], body: None) -> JSONObject:
         """DELETE /queues/{queue}/jobs: delete every queued (waiting) job of the queue, as ``rq empty``."""
         queue = await self.services.queue()
         return {"queue": params["queue"], "count": await queue.empty(params["queue"]), "job_ids": []}

@@ -56,7 +56,7 @@ RQ_SCHEDULER_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 async def list_rq_scheduler_jobs(
-    handlers: HandlerBase, request: Request, params: dict[str, Any], body: Any
+    handlers: HandlerBase, request: Request, params: dict[str, Any], body: None
 ) -> dict[str, Any]:
     """The handler (bound as ``Handlers.list_rq_scheduler_jobs``)."""
     from ..scheduler._rqscheduler import list_rq_scheduler_jobs as read_jobs

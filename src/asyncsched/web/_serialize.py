@@ -69,20 +69,20 @@ class ApiJSON(JSONResponse):
     (lists mark such items :func:`degraded <display_item>` first).
     """
 
-    def render(self, content: Any) -> bytes:
+    def render(self, content: object) -> bytes:
         text = _encode(content)
         if not text.isascii() and SURROGATE.search(text) is not None:
             text = SURROGATE.sub("\ufffd", text)
         return text.encode()
 
 
-def _pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+def _pick(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
     if isinstance(obj, Mapping):
         return {n: plain(obj.get(n)) for n in names}
     return {n: plain(getattr(obj, n, None)) for n in names}
 
 
-def task_to_dict(task: Any) -> dict[str, Any]:
+def task_to_dict(task: object) -> dict[str, Any]:
     """A scheduled task (the SQL model or the scheduler's own view)."""
     from ..scheduler._rows import COLUMNS  # loaded with the task shown (the router imports no engine)
 
@@ -95,7 +95,7 @@ def task_to_dict(task: Any) -> dict[str, Any]:
     return data
 
 
-def execution_to_dict(execution: Any) -> dict[str, Any]:
+def execution_to_dict(execution: object) -> dict[str, Any]:
     """A ``TaskExecution`` row (an empty ``worker_name``, as recorded for a job cancelled before any
     worker took it, is ``null``: no worker)."""
     data = _pick(execution, EXECUTION_FIELDS)
@@ -104,7 +104,7 @@ def execution_to_dict(execution: Any) -> dict[str, Any]:
     return data
 
 
-def job_to_dict(job: Any) -> dict[str, Any]:
+def job_to_dict(job: object) -> dict[str, Any]:
     """A queue ``JobRecord``."""
     data = plain(job)
     if not isinstance(data, dict):
@@ -112,7 +112,7 @@ def job_to_dict(job: Any) -> dict[str, Any]:
     return dict(data)
 
 
-def worker_to_dict(worker: Any) -> dict[str, Any]:
+def worker_to_dict(worker: object) -> dict[str, Any]:
     """A queue ``WorkerInfo``."""
     data = plain(worker)
     return dict(data) if isinstance(data, dict) else {"name": str(worker)}
@@ -140,7 +140,7 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
     return fixed
 
 
-def display_item(row: Any, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+def display_item(row: object, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """``view(row)`` made safe to show (see the module docstring); never raises."""
     row_id = str(getattr(row, "id", None) or getattr(row, "name", None) or "?")
     if hasattr(row, "table") and hasattr(row, "reason"):  # a store UnreadableRow

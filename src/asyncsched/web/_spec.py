@@ -70,6 +70,20 @@ class Operation:
 
 
 _paging = (_offset_q, _limit_q)
+
+
+def _window(verb: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``since``/``until`` time-window parameters of a listing (``verb``: "Enqueued", "Created")."""
+    when = {"type": "string", "format": "date-time"}
+    return _q("since", when, f"{verb} at or after."), _q("until", when, f"{verb} before.")
+
+
+_event_filters = (  # the listing's and the live stream's
+    _q("event_type", _printable, "Exact type or a wildcard pattern such as `task.*`."),
+    _q("agent", _name, "Source or target agent."),
+)
+
+
 _task_ref = (_task_id, *_agents)
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -97,8 +111,7 @@ OPERATIONS: tuple[Operation, ...] = (
                   _q("task_name", _printable, "The recorded task name (also of ad-hoc jobs)."),
                   _q("job_id", _printable),
                   _q("queue", _name),
-                  _q("since", {"type": "string", "format": "date-time"}, "Enqueued at or after."),
-                  _q("until", {"type": "string", "format": "date-time"}, "Enqueued before."),
+                  *_window("Enqueued"),
                   *_paging,
               ), response="ExecutionPage", errors=(422,)),
     Operation("get_execution", "GET", "/executions/{execution_id}", "Get an execution", "executions",
@@ -123,18 +136,15 @@ OPERATIONS: tuple[Operation, ...] = (
               "operations", params=_paging, response="LimitList", errors=(422,)),
     Operation("list_events", "GET", "/events", "Recent events", "events",
               params=(
-                  _q("event_type", _printable, "Exact type or a wildcard pattern such as `task.*`."),
-                  _q("agent", _name, "Source or target agent."),
+                  *_event_filters,
                   _q("source_agent", _name),
                   _q("target_agent", _name),
-                  _q("since", {"type": "string", "format": "date-time"}, "Created at or after."),
-                  _q("until", {"type": "string", "format": "date-time"}, "Created before."),
+                  *_window("Created"),
                   *_paging,
               ), response="EventPage", errors=(422,)),
     Operation("stream_events", "GET", "/events/stream", "Live events (Server-Sent Events)", "events",
               params=(
-                  _q("event_type", _printable, "Exact type or a wildcard pattern such as `task.*`."),
-                  _q("agent", _name, "Source or target agent."),
+                  *_event_filters,
                   _q("replay", {"type": "integer", "minimum": 0, "maximum": 200, "default": 0},
                      "Send this many of the most recent events first."),
               ), content_type="text/event-stream", errors=(422,)),

@@ -98,7 +98,7 @@ def parse_datetime(text: str) -> datetime:
         raise ValueError("out of range: its UTC time falls outside years 1-9999") from None
 
 
-def validate(value: Any, schema: Mapping[str, Any], loc: Loc = ("body",)) -> list[FieldError]:
+def validate(value: object, schema: Mapping[str, Any], loc: Loc = ("body",)) -> list[FieldError]:
     """Every problem of ``value`` against ``schema`` (empty when valid).
 
     Text anywhere in ``value`` (keys included) must not contain NUL characters, which databases refuse,

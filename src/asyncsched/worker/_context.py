@@ -48,7 +48,7 @@ MAX_PROGRESS_BYTES = 16_384
 _WAIT = 10.0  # a sync job waits at most this long for its progress to be written
 
 
-def check_progress(value: Any) -> float | dict[str, Any]:
+def check_progress(value: object) -> float | dict[str, Any]:
     """A fraction from 0 to 1, or a JSON object of at most :data:`MAX_PROGRESS_BYTES`; else InvalidValue."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value) or not 0 <= value <= 1:
@@ -82,7 +82,7 @@ class ProgressReporter:
         self._bus: EventBus | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
-    def report(self, job: CurrentJob, value: Any) -> None:
+    def report(self, job: CurrentJob, value: object) -> None:
         """``job.progress(value)``: validated here (in the caller); written before returning in a thread,
         in the background on the loop."""
         checked = check_progress(value)
@@ -99,7 +99,7 @@ class ProgressReporter:
         if not task.cancelled() and task.exception() is not None:
             log.warning("progress not recorded: %s", task.exception())
 
-    async def write(self, job: CurrentJob, value: Any, seq: int | None = None) -> None:
+    async def write(self, job: CurrentJob, value: object, seq: int | None = None) -> None:
         """Store ``meta["progress"]`` (compare-and-set) and publish ``task.progress``. Reports of one job
         are stored one at a time in the order they were made (``seq``): one overtaken by a later report
         is dropped."""

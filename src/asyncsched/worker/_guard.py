@@ -14,7 +14,6 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from ..events._poison import report_malformed
 
@@ -78,7 +77,7 @@ class QueueBackoff:
         return max(min(until for until, _ in self._paused.values()) - time.monotonic(), 0.0)
 
 
-def parse_command(data: Any, channel: str) -> dict[str, str] | None:
+def parse_command(data: object, channel: str) -> dict[str, str] | None:
     """The command of one control message (``{"command": ..., "job_id"/"execution_id": ...}``), or
     ``None`` when the message is malformed (reported, rate-limited)."""
     try:

@@ -26,9 +26,12 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..rq.serializers import Format
+
+if TYPE_CHECKING:
+    from rq.job import Job as RQJob
 
 __all__ = [
     "CurrentJob",
@@ -77,7 +80,7 @@ class CurrentJob(_Later):
     hash: Mapping[str, bytes] = field(repr=False)
     fmt: Format = Format.JSON
     connect: Callable[[], Any] | None = field(default=None, repr=False)
-    _rq: Any = field(default=None, repr=False)
+    _rq: RQJob | None = field(default=None, repr=False)
     resources: dict[str, Any] = field(default_factory=dict, repr=False)
     """What the worker's ``on_startup`` hook put in its context (DB pools, clients...), shared by jobs."""
     reporter: Any = field(default=None, repr=False)  # the worker's progress writer (worker._context)
@@ -157,7 +160,7 @@ class CurrentJob(_Later):
             raise RuntimeError("aprogress() needs a job run by an asyncsched worker")
         await self.reporter.write(self, value)
 
-    def rq_job(self) -> Any:
+    def rq_job(self) -> RQJob:
         """This job as an ``rq.job.Job`` on a synchronous connection (needs the ``rq`` package)."""
         if self._rq is None:
             from rq.job import Job
