@@ -1,7 +1,9 @@
 """Shared fixtures: every backend test runs on every backend.
 
 * ``redis_url`` is parametrized over ``memory`` (in-process fakeredis) and ``redis`` (a real redis-server
-  started for the session on a free loopback port, flushed before each test).
+  started for the session on a free loopback port, flushed before each test); tests marked ``cluster`` also
+  run on ``cluster``: a real Redis Cluster of three masters and three replicas, started once per session
+  (per xdist worker) and flushed (every master) before each test.
 * ``database_url`` is parametrized over ``sqlite`` (a fresh file) and ``postgresql`` (a fresh database on a
   real PostgreSQL cluster started for the session).
 
@@ -24,7 +26,15 @@ import redis.asyncio as aioredis
 from asyncsched._redis import create_redis, reset_memory_servers
 from asyncsched.config import Settings, set_settings
 
-from .servers import PostgresServer, RedisServer, ServerUnavailable, postgres_server, redis_server
+from .servers import (
+    ClusterSetup,
+    PostgresServer,
+    RedisServer,
+    ServerUnavailable,
+    cluster_setup,
+    postgres_server,
+    redis_server,
+)
 
 pytest_plugins = ["tests.guards"]  # bounded teardowns, a hard backstop, leaks reported where made
 
@@ -56,6 +66,20 @@ def loop_kind(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("--loop"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before the fixture manager adds the fixture's own params
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``cluster`` run on the Redis Cluster too (unless they chose their backends themselves)."""
+    if "redis_url" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("cluster") is None:
+        return
+    chosen = metafunc.definition.iter_markers("parametrize")
+    if any("redis_url" in str(m.args[0] if m.args else "") for m in chosen):
+        return
+    # as a marker: pytest then leaves the fixture's own params aside, as for a test's own parametrize
+    metafunc.definition.add_marker(
+        pytest.mark.parametrize("redis_url", ["memory", "redis", "cluster"], indirect=True)
+    )
+
+
 @contextmanager
 def _started(start: Callable[[], AbstractContextManager[_S]]) -> Iterator[_S]:
     """A server from ``start``; a missing binary fails the test with the install command (never skips)."""
@@ -71,6 +95,22 @@ def real_redis() -> Iterator[RedisServer]:
     """The session's real redis-server."""
     with _started(redis_server) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[ClusterSetup]:
+    """The session's Redis Cluster (three masters, three replicas), started on first use."""
+    with _started(cluster_setup) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(real_cluster: ClusterSetup) -> str:
+    """URL of the session's Redis Cluster, every master flushed before the test (a test's failover is
+    undone by the next test only in that its masters are whichever nodes are masters now)."""
+    real_cluster.wait_ready()
+    real_cluster.flush()
+    return real_cluster.url
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +154,8 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
         reset_memory_servers()
         yield f"memory://test-{uuid.uuid4().hex[:8]}"
         reset_memory_servers()
+    elif request.param == "cluster":
+        yield request.getfixturevalue("cluster_url")
     else:
         yield request.getfixturevalue("real_redis_url")
 

@@ -297,3 +297,148 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         server.stop("immediate")
         shutil.rmtree(datadir, ignore_errors=True)
+
+
+@dataclass
+class ClusterSetup:
+    """A Redis Cluster of three masters and three replicas on free loopback ports (one slot range each)."""
+
+    nodes: list[RedisServer]
+    workdir: str
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def _info(self) -> list[tuple[int, str, str]]:
+        """``(port, role, master node id)`` of every node still running."""
+        import redis as syncredis
+
+        rows = []
+        for node in self.nodes:
+            if node.proc.poll() is not None:
+                continue
+            with syncredis.Redis(port=node.port, decode_responses=True) as client:
+                for line in client.execute_command("CLUSTER", "NODES").splitlines():
+                    fields = line.split()
+                    if "myself" in fields[2]:
+                        rows.append((node.port, "master" if "master" in fields[2] else "replica", fields[3]))
+        return rows
+
+    def masters(self) -> list[int]:
+        """Ports of the nodes that are masters now."""
+        return [port for port, role, _ in self._info() if role == "master"]
+
+    def replicas(self) -> list[int]:
+        """Ports of the nodes that are replicas now."""
+        return [port for port, role, _ in self._info() if role == "replica"]
+
+    def ready(self) -> bool:
+        """Every running node says the cluster is ``ok`` and every replica's link to its master is up."""
+        import redis as syncredis
+
+        for node in self.nodes:
+            if node.proc.poll() is not None:
+                continue
+            with syncredis.Redis(port=node.port, decode_responses=True) as client:
+                if "cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                    return False
+                info = client.info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") != "up":
+                    return False
+        return True
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise ServerUnavailable(f"the Redis Cluster was not ready within {timeout}s")
+            time.sleep(0.05)
+
+    def flush(self) -> None:
+        """FLUSHALL on every master (replicas follow)."""
+        import redis as syncredis
+
+        for port in self.masters():
+            with syncredis.Redis(port=port) as client:
+                client.flushall()
+
+    def replica_for(self, key: str) -> int:
+        """Port of a replica of the master that serves ``key``'s hash slot."""
+        import redis as syncredis
+
+        with syncredis.Redis(port=self.masters()[0], decode_responses=True) as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            rows = [line.split() for line in client.execute_command("CLUSTER", "NODES").splitlines()]
+        owner = None
+        for row in rows:
+            for part in row[8:]:
+                start, _, end = part.partition("-")
+                if "[" not in part and int(start) <= slot <= int(end or start):
+                    owner = int(row[1].split("@")[0].rsplit(":", 1)[1])
+        if owner is not None:  # the master knows its replicas at once; other nodes learn them by gossip
+            with syncredis.Redis(port=owner, decode_responses=True) as client:
+                info = client.info("replication")
+            if "slave0" in info:
+                return int(info["slave0"]["port"])
+        raise ServerUnavailable(f"no replica serves the slot of {key!r}")
+
+    def failover(self, replica: int | None = None, timeout: float = 30.0) -> int:
+        """``CLUSTER FAILOVER`` on a replica (the first one, unless given); returns its port once it is a
+        master that every running node knows as such."""
+        import redis as syncredis
+
+        port = replica if replica is not None else self.replicas()[0]
+        deadline = time.monotonic() + timeout
+        asked = 0.0
+        while time.monotonic() < deadline:
+            if port in self.masters() and self.ready():
+                return port
+            if time.monotonic() - asked > 2.0:  # a manual failover can stall under load: ask again
+                with syncredis.Redis(port=port) as client:
+                    client.execute_command("CLUSTER", "FAILOVER")
+                asked = time.monotonic()
+            time.sleep(0.05)
+        raise ServerUnavailable(f"CLUSTER FAILOVER on {port} did not complete in {timeout}s")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@contextlib.contextmanager
+def cluster_setup() -> Iterator[ClusterSetup]:
+    """Start six cluster-enabled redis-servers, join them with ``redis-cli --cluster create`` (one replica
+    per master) and wait until every node reports the cluster ``ok`` and every replica is in sync."""
+    workdir = tempfile.mkdtemp(prefix="asyncsched-cluster-")
+    nodes: list[RedisServer] = []
+    setup = ClusterSetup(nodes, workdir)
+    try:
+        cli = find_binary("redis-cli")
+        for k in range(6):
+            port = free_port()
+            os.mkdir(ndir := os.path.join(workdir, f"node{k}"))
+            extra = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            extra += ("--cluster-node-timeout", "5000", "--cluster-port", str(free_port()))  # not port+10000
+            extra += ("--repl-diskless-sync-delay", "0")  # replicas sync at once, not after 5 s
+            nodes.append(RedisServer(port, _spawn_redis(port, ndir, *extra), ndir))
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        setup.wait_ready()
+        yield setup
+    finally:
+        setup.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -59,6 +59,7 @@ def test_api_token_is_not_in_repr() -> None:
     assert "s3cret" not in repr(Settings(api_token="s3cret"))
 
 
+@pytest.mark.cluster
 async def test_redis_factory_round_trip(redis: aioredis.Redis, redis_url: str) -> None:
     await check_redis(redis, redis_url)
     await redis.set("k", b"v")

@@ -144,11 +144,11 @@ class ControlPlane(Stacked):
         return ", ".join(parts) or "nothing"
 
     async def _start(self, stack: AsyncExitStack) -> None:
-        from ._redis import check_redis, create_redis
+        from ._redis import check_redis, create_redis, is_client
         from .events import EventBus, LifecyclePublisher, system_events
 
         s = self.settings
-        if isinstance(self._redis_arg, aioredis.Redis):
+        if is_client(self._redis_arg):
             redis = self._redis_arg
         else:
             redis = create_redis(self._redis_arg or s.redis_url)

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._keys import dead_letter_stream, lifecycle_stream, rate_limit_waits, sched_next
 from ._metrics_http import CONTENT_TYPE, serve
+from ._redis.cluster import is_cluster
 from ._streams import dead_lettered
 from .rq.jobhash import JobField
 
@@ -325,8 +326,9 @@ async def redis_lines(redis: aioredis.Redis, prefix: str) -> list[str]:
     now_ms = time.time() * 1000
     with contextlib.suppress(Exception):
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(sched_next(prefix), "-inf", now_ms)  # type: ignore[unused-awaitable]
-            pipe.zrange(sched_next(prefix), 0, 0, withscores=True)  # type: ignore[unused-awaitable]
+            key = sched_next(prefix, cluster=is_cluster(redis))
+            pipe.zcount(key, "-inf", now_ms)  # type: ignore[unused-awaitable]
+            pipe.zrange(key, 0, 0, withscores=True)  # type: ignore[unused-awaitable]
             overdue, first = await pipe.execute()
         oldest = max(0.0, (now_ms - first[0][1]) / 1000) if first and first[0][1] <= now_ms else 0.0
         name = "asyncsched_scheduler_ticks_overdue"
@@ -334,7 +336,7 @@ async def redis_lines(redis: aioredis.Redis, prefix: str) -> list[str]:
         name = "asyncsched_scheduler_overdue_seconds"
         out += _family(name, "gauge", "Age of the oldest due tick not fired yet.", f"{name} {oldest:.3f}")
     with contextlib.suppress(Exception):
-        groups = await redis.xinfo_groups(lifecycle_stream(prefix))
+        groups = await redis.xinfo_groups(lifecycle_stream(prefix, cluster=is_cluster(redis)))
         for group in groups:
             group_name: bytes | str | None = group.get("name")
             if (group_name.decode() if isinstance(group_name, bytes) else group_name) == GROUP:
@@ -342,7 +344,10 @@ async def redis_lines(redis: aioredis.Redis, prefix: str) -> list[str]:
                 name = "asyncsched_recorder_lag_entries"
                 out += _family(name, "gauge", "Lifecycle entries not yet written to SQL.", f"{name} {lag}")
     with contextlib.suppress(Exception):
-        name, dead = "asyncsched_dead_letters", await redis.xlen(dead_letter_stream(prefix))
+        name, dead = (
+            "asyncsched_dead_letters",
+            await redis.xlen(dead_letter_stream(prefix, cluster=is_cluster(redis))),
+        )
         out += _family(name, "gauge", "Entries in the dead-letter stream (poison no reader could handle).")
         out.append(f"{name} {dead}")
     with contextlib.suppress(Exception):

@@ -28,6 +28,10 @@ events) and durable subscriptions (one group per agent) all read through :class:
   which lists, replays and deletes them) in the same ``MULTI`` as the acknowledgement. Counted per group
   in :data:`dead_lettered` (``asyncsched_dead_lettered_total`` of /metrics). The Recorder, the
   LifecyclePublisher and durable subscriptions all do so.
+
+On a Redis Cluster one ``XREAD``/``XREADGROUP`` may only name streams of one hash slot: a group over streams
+of several slots (the Recorder's lifecycle stream and event log) reads its pending entries one stream at a
+time, and :func:`wait_for_any` waits on each slot at once.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._keys import dead_letter_stream
+from ._redis.cluster import is_cluster
 from .config import get_settings
 
 __all__ = [
@@ -60,6 +65,7 @@ __all__ = [
     "consume",
     "dead_lettered",
     "is_nogroup",
+    "wait_for_any",
 ]
 
 EntryId: TypeAlias = bytes | str
@@ -166,7 +172,7 @@ class StreamGroup:
     ) -> None:
         self.redis, self.streams, self.start = redis, list(streams), start
         self.group, self.consumer = group, consumer
-        self.dead_letters = None if prefix is None else dead_letter_stream(prefix)
+        self.dead_letters = None if prefix is None else dead_letter_stream(prefix, cluster=is_cluster(redis))
         """The dead-letter stream of the key prefix ``prefix`` (``None``: a reader that must not meet
         poison); a letter's data is cut to ``max_bytes`` (default: ``ASYNCSCHED_MAX_PAYLOAD_BYTES``)."""
         self.max_bytes = max_bytes
@@ -193,6 +199,11 @@ class StreamGroup:
     async def read_pending(self, after: Mapping[str, str], count: int) -> StreamEntries:
         """Entries delivered to this consumer and not acknowledged, after the ids ``after`` (per stream);
         the caller moves the cursors to the last ids it got."""
+        if len(after) > 1 and is_cluster(self.redis):  # one stream per call: they may be in several slots
+            out: StreamEntries = []
+            for stream, cursor in after.items():
+                out += await self.read_pending({stream: cursor}, count)
+            return out
         ids: Any = dict(after)
         reply = await self.redis.xreadgroup(self.group, self.consumer, ids, count=count)
         return cast("StreamEntries", reply or [])  # RESP2's reply, as every client of the package speaks
@@ -214,6 +225,13 @@ class StreamGroup:
             raise RuntimeError(
                 f"stream group {self.group!r} has no dead-letter stream for its poison entries"
             )
+        if poison and is_cluster(self.redis) and entries:
+            # the dead-letter stream is in the bus's slot, the acknowledged streams maybe not: no MULTI
+            # across slots, so the letters first, then the acknowledgement (a crash in between repeats a
+            # letter, never loses one)
+            await self.ack({}, poison)
+            await self.ack(entries)
+            return
         pipe = self.redis.pipeline(transaction=bool(poison))
         for letter in poison:
             cap = get_settings().max_payload_bytes if self.max_bytes is None else self.max_bytes
@@ -266,6 +284,24 @@ class StreamGroup:
         for c in await self.redis.xinfo_consumers(stream, self.group):
             if not c["pending"] and c["idle"] > min_idle * 1000 and _text(c["name"]) != self.consumer:
                 await self.redis.xgroup_delconsumer(stream, self.group, c["name"])
+
+
+async def wait_for_any(redis: aioredis.Redis, ids: Mapping[str, str], block_ms: int) -> None:
+    """Wait until an entry follows ``ids`` (stream -> id) in any of the streams, or ``block_ms`` pass; reads
+    nothing for the caller. On a cluster each stream is waited on by its own ``XREAD`` (they may be in
+    several slots) and the others are cancelled once one returns (an ``XREAD`` consumes nothing)."""
+    if len(ids) < 2 or not is_cluster(redis):
+        await redis.xread(dict(ids), count=1, block=block_ms)  # type: ignore[arg-type]
+        return
+    waits = [asyncio.ensure_future(redis.xread({s: i}, count=1, block=block_ms)) for s, i in ids.items()]
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # an error of the one that returned is the caller's
+    finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 async def consume(

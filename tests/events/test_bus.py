@@ -15,12 +15,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from asyncsched import ConfigurationError, SerializationError
 from asyncsched._keys import agent_event_stream, broadcast_event_stream, event_log_stream
+from asyncsched._redis import is_cluster
 from asyncsched.config import Settings
 from asyncsched.events import Event, EventBus
 from asyncsched.events._stream import EventStream
 
 from ..servers import RedisServer
 from .conftest import Collector
+
+pytestmark = pytest.mark.cluster  # the bus suite runs on a Redis Cluster too
 
 
 async def test_targeted_event_reaches_only_its_agent_and_broadcast_reaches_all(
@@ -279,8 +282,8 @@ async def test_invalid_names_and_payloads_are_refused_before_sending(
             bus.subscribe("*", "x", lambda e: None)
         assert await bus.listen(timeout=0.1) is None
     prefix = bus_settings.key_prefix
-    assert await redis.xlen(agent_event_stream(prefix, "a")) == 0
-    assert await redis.exists(event_log_stream(prefix)) == 0
+    assert await redis.xlen(agent_event_stream(prefix, "a", cluster=is_cluster(redis))) == 0
+    assert await redis.exists(event_log_stream(prefix, cluster=is_cluster(redis))) == 0
 
 
 async def test_persist_appends_the_envelope_to_the_event_log(
@@ -289,7 +292,7 @@ async def test_persist_appends_the_envelope_to_the_event_log(
     async with EventBus(settings=bus_settings, persist=True) as bus:
         targeted = await bus.publish("email.sent", "email-agent", {"to": "x@y.z"}, target_agent="crm")
         broadcast = await bus.publish("system.startup", "asyncsched")
-    entries = await redis.xrange(event_log_stream(bus_settings.key_prefix))
+    entries = await redis.xrange(event_log_stream(bus_settings.key_prefix, cluster=is_cluster(redis)))
     fields = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
     assert fields == [
         {
@@ -317,8 +320,14 @@ async def test_without_durable_subscribers_nothing_is_kept(
         await bus.publish("x.y", "src", target_agent="a")
         await bus.publish("x.y", "src")
     prefix = bus_settings.key_prefix
-    assert await redis.exists(agent_event_stream(prefix, "a"), broadcast_event_stream(prefix)) == 0
-    assert await redis.exists(event_log_stream(prefix)) == 0
+    assert (
+        await redis.exists(
+            agent_event_stream(prefix, "a", cluster=is_cluster(redis)),
+            broadcast_event_stream(prefix, cluster=is_cluster(redis)),
+        )
+        == 0
+    )
+    assert await redis.exists(event_log_stream(prefix, cluster=is_cluster(redis))) == 0
 
 
 async def test_publish_many_pipelines_prebuilt_events(bus_settings: Settings) -> None:

@@ -12,17 +12,20 @@ import pytest
 import redis.asyncio as aioredis
 
 from asyncsched._keys import agent_event_stream, broadcast_event_stream
+from asyncsched._redis import is_cluster
 from asyncsched.config import Settings
 from asyncsched.events import Event, EventBus
 
 from .conftest import Collector
 
+pytestmark = pytest.mark.cluster  # the bus suite runs on a Redis Cluster too
+
 
 async def _pending(redis: aioredis.Redis, settings: Settings, agent: str) -> int:
     total = 0
     for stream in (
-        agent_event_stream(settings.key_prefix, agent),
-        broadcast_event_stream(settings.key_prefix),
+        agent_event_stream(settings.key_prefix, agent, cluster=is_cluster(redis)),
+        broadcast_event_stream(settings.key_prefix, cluster=is_cluster(redis)),
     ):
         info = await redis.xpending(stream, agent)
         total += int(info["pending"])
@@ -83,7 +86,7 @@ async def test_each_durable_event_is_handled_once_per_agent(
 async def test_unacknowledged_event_of_a_dead_consumer_is_redelivered(
     bus_settings: Settings, redis: aioredis.Redis, collector: Collector
 ) -> None:
-    stream = agent_event_stream(bus_settings.key_prefix, "billing")
+    stream = agent_event_stream(bus_settings.key_prefix, "billing", cluster=is_cluster(redis))
     async with EventBus(settings=bus_settings) as bus:
         await bus.subscribe("billing", "*", lambda e: None, durable=True)
     async with EventBus(settings=bus_settings) as publisher:
@@ -101,7 +104,7 @@ async def test_unacknowledged_event_of_a_dead_consumer_is_redelivered(
 async def test_a_stable_consumer_name_resumes_its_own_pending_events_at_once(
     bus_settings: Settings, redis: aioredis.Redis, collector: Collector
 ) -> None:
-    stream = agent_event_stream(bus_settings.key_prefix, "billing")
+    stream = agent_event_stream(bus_settings.key_prefix, "billing", cluster=is_cluster(redis))
     async with EventBus(settings=bus_settings) as bus:
         await bus.subscribe("billing", "*", lambda e: None, durable=True)
     async with EventBus(settings=bus_settings) as bus:
@@ -216,4 +219,6 @@ async def test_durable_streams_are_bounded(redis_url: str, redis: aioredis.Redis
             [Event.create("x.y", "src", {"i": i}, target_agent="billing") for i in range(500)]
         )
     # MAXLEN ~ trims whole radix-tree nodes (100 entries by default): bounded, not exact.
-    assert await redis.xlen(agent_event_stream(settings.key_prefix, "billing")) <= 200
+    assert (
+        await redis.xlen(agent_event_stream(settings.key_prefix, "billing", cluster=is_cluster(redis))) <= 200
+    )

@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 
 from asyncsched._streams import Backoff, StreamGroup, consume, is_nogroup
 
+pytestmark = pytest.mark.cluster  # the bus suite runs on a Redis Cluster too
+
 
 def test_backoff_doubles_to_its_cap_and_starts_over_after_a_success() -> None:
     backoff = Backoff(first=0.1, cap=0.5)

@@ -18,6 +18,8 @@ from asyncsched.sync import EventBus
 
 from .workflow_tasks import process_pending_emails_task  # the spec's task, verbatim but for the import
 
+pytestmark = pytest.mark.cluster  # the sync bus runs on a Redis Cluster too
+
 
 @pytest.fixture
 def process_settings(redis_url: str) -> Iterator[Settings]:
@@ -124,6 +126,7 @@ def test_sync_errors_are_the_async_errors(process_settings: Settings) -> None:
 
 def test_event_log_setting_makes_every_bus_persist(redis_url: str) -> None:
     from asyncsched._keys import event_log_stream
+    from asyncsched._redis import is_cluster
 
     settings = Settings(redis_url=redis_url, event_log=True)
     assert Settings.from_env({"ASYNCSCHED_EVENT_LOG": "true"}).event_log is True
@@ -133,7 +136,8 @@ def test_event_log_setting_makes_every_bus_persist(redis_url: str) -> None:
 
     async def logged() -> list[Any]:
         async with AsyncEventBus(settings=settings) as bus:
-            return list(await bus.redis.xrange(event_log_stream(settings.key_prefix)))
+            stream = event_log_stream(settings.key_prefix, cluster=is_cluster(bus.redis))
+            return list(await bus.redis.xrange(stream))
 
     entries = asyncio.run(logged())
     assert [fields[b"id"].decode() for _, fields in entries] == [event.id]

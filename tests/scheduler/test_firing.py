@@ -12,6 +12,8 @@ from asyncsched.scheduler import TaskScheduler, job_id_for
 
 from .conftest import FUNCTION, Clock, RecordingQueue, wait_for
 
+pytestmark = pytest.mark.cluster  # the scheduler's firing runs on a Redis Cluster too
+
 
 def at(h: int, m: int = 0, s: int = 0) -> datetime:
     return datetime(2026, 6, 1, h, m, s, tzinfo=UTC)

@@ -23,6 +23,7 @@ def at(h: int, m: int = 0, s: int = 0) -> datetime:
     return datetime(2026, 6, 1, h, m, s, tzinfo=UTC)
 
 
+@pytest.mark.cluster
 async def test_a_claim_holds_only_while_the_index_still_has_the_tick_it_saw(
     scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
 ) -> None:
@@ -41,6 +42,7 @@ async def test_a_claim_holds_only_while_the_index_still_has_the_tick_it_saw(
     assert (await index.claim(task.id, to_ms(at(12, 1, 30)), nxt, [seen], lease)).code == 0
 
 
+@pytest.mark.cluster
 async def test_replicas_that_both_saw_a_tick_due_enqueue_it_once(
     sched_settings: Settings, queue: RecordingQueue, clock: Clock
 ) -> None:
@@ -68,6 +70,7 @@ async def _async(value: object) -> object:
     return value
 
 
+@pytest.mark.cluster
 async def test_an_expired_lease_is_taken_over_by_one_replica_only(
     sched_settings: Settings, queue: RecordingQueue, clock: Clock
 ) -> None:
@@ -103,6 +106,7 @@ async def test_an_expired_lease_is_taken_over_by_one_replica_only(
         await b.aclose()
 
 
+@pytest.mark.cluster
 async def test_relet_takes_only_an_expired_lease(
     scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
 ) -> None:
@@ -117,6 +121,7 @@ async def test_relet_takes_only_an_expired_lease(
     assert not await index.relet(task.id, to_ms(at(12)), to_ms(at(15)), to_ms(at(16)))  # no such lease
 
 
+@pytest.mark.cluster
 async def test_a_leased_tick_of_a_deleted_task_is_dropped_not_fired(
     scheduler: TaskScheduler, queue: RecordingQueue, clock: Clock
 ) -> None:
@@ -135,6 +140,7 @@ async def test_a_leased_tick_of_a_deleted_task_is_dropped_not_fired(
     assert queue.calls == []
 
 
+@pytest.mark.cluster
 async def test_a_large_batch_of_ticks_due_together_is_enqueued_once_across_three_replicas(
     sched_settings: Settings, queue: RecordingQueue, clock: Clock
 ) -> None:

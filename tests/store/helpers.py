@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from asyncsched import _keys
 from asyncsched._lifecycle import Lifecycle, LifecycleRecord
+from asyncsched._redis import is_cluster
 
 
 async def wait_until(
@@ -29,7 +30,8 @@ async def emit(redis: aioredis.Redis, *records: LifecycleRecord, prefix: str = "
     """XADD lifecycle records as the queue and worker do; return the entry ids."""
     ids = []
     for record in records:
-        entry = await redis.xadd(_keys.lifecycle_stream(prefix), record.encode())  # type: ignore[arg-type]
+        stream = _keys.lifecycle_stream(prefix, cluster=is_cluster(redis))
+        entry = await redis.xadd(stream, record.encode())  # type: ignore[arg-type]
         ids.append(entry.decode() if isinstance(entry, bytes) else entry)
     return ids
 

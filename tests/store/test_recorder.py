@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from asyncsched import _keys
 from asyncsched._lifecycle import RESULT_CAP, Lifecycle, LifecycleRecord
+from asyncsched._redis import is_cluster
 from asyncsched.config import Settings
 from asyncsched.store import (
     Database,
@@ -29,6 +30,8 @@ from asyncsched.store._recorder import GROUP
 
 from ..servers import RedisServer
 from .helpers import T0, emit, lifecycle, wait_until
+
+pytestmark = pytest.mark.cluster  # the Recorder runs on a Redis Cluster too
 
 
 def _recorder(redis: aioredis.Redis, db: Database, **options: Any) -> Recorder:
@@ -62,7 +65,9 @@ async def test_lifecycle_of_a_job_becomes_one_execution(redis: aioredis.Redis, d
     assert row.result == {"ok": 1}
     assert row.created_at == row.enqueued_at  # earliest known time of the attempt
     assert await rec.flush() == 0
-    assert (await redis.xpending(_keys.lifecycle_stream("rq"), GROUP))["pending"] == 0
+    assert (await redis.xpending(_keys.lifecycle_stream("rq", cluster=is_cluster(redis)), GROUP))[
+        "pending"
+    ] == 0
 
 
 async def test_out_of_order_batches_never_move_a_state_back(redis: aioredis.Redis, db: Database) -> None:
@@ -127,7 +132,9 @@ async def test_replayed_entries_change_nothing(redis: aioredis.Redis, db: Databa
     rec = _recorder(redis, db)
     await rec.flush()
     before = await ExecutionRepository(db).get("job-5")
-    await redis.xgroup_setid(_keys.lifecycle_stream("rq"), GROUP, "0")  # redeliver everything
+    await redis.xgroup_setid(
+        _keys.lifecycle_stream("rq", cluster=is_cluster(redis)), GROUP, "0"
+    )  # redeliver everything
     assert await rec.flush() == 3
     after = await ExecutionRepository(db).get("job-5")
     assert await _count(db) == 1
@@ -170,7 +177,7 @@ async def test_large_results_and_long_fields_are_capped(redis: aioredis.Redis, d
 
 
 async def test_malformed_and_trimmed_entries_are_skipped(redis: aioredis.Redis, db: Database) -> None:
-    stream = _keys.lifecycle_stream("rq")
+    stream = _keys.lifecycle_stream("rq", cluster=is_cluster(redis))
     await redis.xadd(stream, {"kind": "exploded", "job_id": "x", "queue": "q"})
     await redis.xadd(stream, {"job_id": "no-kind"})
     await emit(redis, LifecycleRecord(Lifecycle.QUEUED, "fine", "default"))
@@ -181,7 +188,7 @@ async def test_malformed_and_trimmed_entries_are_skipped(redis: aioredis.Redis, 
 
 
 async def test_event_log_becomes_event_messages_once(redis: aioredis.Redis, db: Database) -> None:
-    stream = _keys.event_log_stream("rq")
+    stream = _keys.event_log_stream("rq", cluster=is_cluster(redis))
     fields = {
         "id": "e" * 32,
         "event_type": "task.completed",
@@ -281,7 +288,7 @@ async def test_custom_prefix_and_group_created_on_entry(redis_url: str, db: Data
     try:
         settings = Settings(key_prefix="other")
         async with Recorder(redis_url, db=db, settings=settings, consumer="c"):
-            groups = await client.xinfo_groups(_keys.lifecycle_stream("other"))
+            groups = await client.xinfo_groups(_keys.lifecycle_stream("other", cluster=is_cluster(client)))
             assert [g["name"] for g in groups] in ([b"recorder"], ["recorder"])
             await emit(client, LifecycleRecord(Lifecycle.QUEUED, "p", "default"), prefix="other")
 
@@ -295,7 +302,7 @@ async def test_custom_prefix_and_group_created_on_entry(redis_url: str, db: Data
 
 async def test_a_restarted_recorder_writes_what_it_had_read(redis: aioredis.Redis, db: Database) -> None:
     """Entries read by a recorder that died before its XACK stay pending and are written on restart."""
-    stream = _keys.lifecycle_stream("rq")
+    stream = _keys.lifecycle_stream("rq", cluster=is_cluster(redis))
     await _recorder(redis, db).flush()  # creates the group
     await emit(redis, *lifecycle("crashed").values())
     await redis.xreadgroup(GROUP, "test", {stream: ">"}, count=10)  # read, then "crash"
@@ -306,7 +313,7 @@ async def test_a_restarted_recorder_writes_what_it_had_read(redis: aioredis.Redi
 
 
 async def test_entries_of_a_dead_consumer_are_claimed(redis: aioredis.Redis, db: Database) -> None:
-    stream = _keys.lifecycle_stream("rq")
+    stream = _keys.lifecycle_stream("rq", cluster=is_cluster(redis))
     await _recorder(redis, db).flush()
     await emit(redis, *lifecycle("orphaned").values())
     await redis.xreadgroup(GROUP, "dead-host", {stream: ">"}, count=10)
@@ -331,7 +338,10 @@ async def test_recorder_applies_retention(redis: aioredis.Redis, db: Database) -
 async def test_nul_characters_are_stripped(redis: aioredis.Redis, db: Database) -> None:
     """PostgreSQL refuses NUL in text; it is dropped from text fields instead of refusing the record."""
     await emit(redis, LifecycleRecord(Lifecycle.FAILED, "nul", "default", error="bad \x00 byte"))
-    await redis.xadd(_keys.event_log_stream("rq"), {"id": "ev", "event_type": "x\x00", "source_agent": "a"})
+    await redis.xadd(
+        _keys.event_log_stream("rq", cluster=is_cluster(redis)),
+        {"id": "ev", "event_type": "x\x00", "source_agent": "a"},
+    )
     await _recorder(redis, db).flush()
     assert (await ExecutionRepository(db).get("nul")).error == "bad  byte"
     assert (await EventRepository(db).get("ev")).event_type == "x"
@@ -359,7 +369,9 @@ async def test_a_row_the_database_refuses_is_dropped_alone(
     assert await rec.flush() == 7
     repo = ExecutionRepository(db)
     assert {r.job_id for r in (await repo.list()).items} == {"before", "after"}
-    assert (await redis.xpending(_keys.lifecycle_stream("rq"), GROUP))["pending"] == 0
+    assert (await redis.xpending(_keys.lifecycle_stream("rq", cluster=is_cluster(redis)), GROUP))[
+        "pending"
+    ] == 0
 
 
 async def test_recorder_survives_a_redis_restart(
@@ -398,7 +410,9 @@ async def test_missing_tables_keep_everything_pending(redis: aioredis.Redis, dat
         for _ in range(4):  # more than the poison threshold
             with pytest.raises(Exception, match="asyncsched_task_executions"):
                 await rec.flush()
-        assert (await redis.xpending(_keys.lifecycle_stream("rq"), GROUP))["pending"] == 3
+        assert (await redis.xpending(_keys.lifecycle_stream("rq", cluster=is_cluster(redis)), GROUP))[
+            "pending"
+        ] == 3
         await db.migrate()
         assert await rec.flush() == 3
         assert (await ExecutionRepository(db).get("early")).status == "success"

@@ -8,6 +8,9 @@ Schemes:
 * ``redis://``, ``rediss://`` (TLS), ``unix://`` — redis-py's own URL parsing (hiredis when installed).
 * ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` — the master of a Sentinel service,
   followed through failovers (see :mod:`asyncsched._redis.sentinel`).
+* ``redis+cluster://[[user]:password@]host:port[,host:port...]`` (``rediss+cluster://`` for TLS) — a Redis
+  Cluster through redis-py's cluster client, which follows MOVED/ASK and failovers (see
+  :mod:`asyncsched._redis.cluster`; keys then use the cluster layout of :mod:`asyncsched.rq.keys`).
 
 The clients return ``bytes`` (``decode_responses=False``), as python-rq expects.
 """
@@ -18,7 +21,7 @@ import asyncio
 import collections
 import contextlib
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
@@ -38,11 +41,24 @@ except ImportError:  # pragma: no cover - older redis-py fixes the version once,
 
 from ..exceptions import BackendUnavailable, UnsupportedURL
 from ._line import Line
+from .cluster import CLUSTER_SCHEMES, create_cluster, create_sync_cluster, is_cluster
 from .sentinel import SentinelPool
 
-__all__ = ["Line", "check_redis", "create_redis", "create_sync_redis", "mask_url", "reset_memory_servers"]
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
-_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel")
+__all__ = [
+    "Line",
+    "check_redis",
+    "create_redis",
+    "create_sync_redis",
+    "is_client",
+    "is_cluster",
+    "mask_url",
+    "reset_memory_servers",
+]
+
+_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", *CLUSTER_SCHEMES)
 _memory_servers: dict[str, Any] = {}
 _memory_lock = threading.Lock()
 
@@ -106,6 +122,9 @@ def create_redis(url: str, **options: Any) -> aioredis.Redis:
         options.setdefault("max_connections", 100)
         options.setdefault("timeout", 20)
         return _fast_packing(_sentinel_master(url, **options))
+    if scheme in CLUSTER_SCHEMES:
+        _driver_info(options)  # retries: redis-py's cluster policy (it re-reads the slots on errors)
+        return create_cluster(url, **options)
     raise UnsupportedURL(
         f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}; use one of: "
         + ", ".join(f"{s}://" for s in _SCHEMES)
@@ -133,7 +152,14 @@ def create_sync_redis(url: str) -> redis.Redis:
         return master
     if scheme in ("redis", "rediss", "unix"):
         return redis.Redis.from_url(url)
+    if scheme in CLUSTER_SCHEMES:
+        return create_sync_cluster(url)
     raise UnsupportedURL(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+
+
+def is_client(value: object) -> TypeIs[aioredis.Redis]:
+    """Whether ``value`` is an asyncio Redis client (single server or cluster) rather than a URL."""
+    return isinstance(value, aioredis.Redis) or is_cluster(value)
 
 
 def _driver_info(options: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._keys import sched_fired, sched_next, sched_pending
 from .._redis import check_redis, create_redis, mask_url
+from .._redis.cluster import is_cluster
 from ..config import Settings
 from ._common import EXIT_OK, EXIT_UNAVAILABLE, emit_json, fail, print_table, when
 from ._queues import queue_rows, queue_table
@@ -67,11 +68,12 @@ async def _schedulers(redis: Any, settings: Settings) -> dict[str, Any]:
     p = settings.key_prefix
     now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(sched_next(p))
-        pipe.zcount(sched_next(p), "-inf", now_ms)
-        pipe.zrange(sched_next(p), 0, 0, withscores=True)
-        pipe.zcard(sched_pending(p))
-        pipe.xrevrange(sched_fired(p), count=1)
+        c = is_cluster(redis)
+        pipe.zcard(sched_next(p, cluster=c))
+        pipe.zcount(sched_next(p, cluster=c), "-inf", now_ms)
+        pipe.zrange(sched_next(p, cluster=c), 0, 0, withscores=True)
+        pipe.zcard(sched_pending(p, cluster=c))
+        pipe.xrevrange(sched_fired(p, cluster=c), count=1)
         indexed, overdue, first, pending, fired = await pipe.execute()
     lag = max(0.0, (now_ms - first[0][1]) / 1000) if first else 0.0
     last = None

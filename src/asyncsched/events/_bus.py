@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from .._boundary import check_event_text
 from .._lifetime import Closing
 from .._misuse import async_api
-from .._redis import create_redis
+from .._redis import create_redis, is_client
 from .._redis.connection import Line
 from .._supervise import Supervised
 from ..config import Settings, get_settings
@@ -178,7 +178,7 @@ class EventBus(Closing):
 
     async def _start(self) -> None:
         self._loop = self._dispatcher.loop = self._listener.loop = asyncio.get_running_loop()
-        if isinstance(self._redis_arg, aioredis.Redis):
+        if is_client(self._redis_arg):
             self._redis = self._redis_arg
         else:
             self._redis = create_redis(self._redis_arg or self.settings.redis_url)

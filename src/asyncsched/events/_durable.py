@@ -39,6 +39,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys, _metrics
+from .._redis.cluster import is_cluster
 from .._streams import REDIS_DOWN, Poison, StreamGroup, consume
 from .._supervise import Supervised
 from ..config import Settings
@@ -159,9 +160,13 @@ class DurableConsumer:
         self.bus = bus
         self.agent = agent
         self.prefix = prefix
-        self.streams = [_keys.agent_event_stream(prefix, agent), _keys.broadcast_event_stream(prefix)]
+        self.cluster = is_cluster(bus.redis)
+        self.streams = [
+            _keys.agent_event_stream(prefix, agent, cluster=self.cluster),
+            _keys.broadcast_event_stream(prefix, cluster=self.cluster),
+        ]
         self.name = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.alive_key = _keys.durable_consumer_alive(prefix, agent, self.name)
+        self.alive_key = _keys.durable_consumer_alive(prefix, agent, self.name, cluster=self.cluster)
         self.claim_idle_ms = max(1, int(claim_idle * 1000))
         self.claim_every = claim_idle / 2
         self.renew_every = claim_idle / 3
@@ -274,7 +279,7 @@ class DurableConsumer:
         names = [_text(c) for c in consumers if _text(c) != self.name]
         if not names:
             return []
-        keys = [_keys.durable_consumer_alive(self.prefix, self.agent, n) for n in names]
+        keys = [_keys.durable_consumer_alive(self.prefix, self.agent, n, cluster=self.cluster) for n in names]
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 _ = pipe.exists(key)  # queued; replies come from execute()

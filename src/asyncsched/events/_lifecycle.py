@@ -36,6 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
 from .._lifecycle import Lifecycle, LifecycleRecord
+from .._redis.cluster import is_cluster
 from .._streams import Poison, StreamGroup, consume
 from .._supervise import Supervised
 from ..config import Settings, get_settings
@@ -222,6 +223,8 @@ class LifecyclePublisher:
     def group(self) -> StreamGroup:
         """This publisher's reader of the lifecycle stream (group ``events``), once started."""
         if self._group is None or self._group.redis is not self.bus.redis:
+            # on a cluster: the scheduler's lifecycle stream (the queues' own streams: issue 20, not yet)
+            self.stream = _keys.lifecycle_stream(self.settings.key_prefix, cluster=is_cluster(self.bus.redis))
             prefix, cap = self.settings.key_prefix, self.settings.max_payload_bytes
             self._group = StreamGroup(
                 self.bus.redis, [self.stream], GROUP, self.consumer, prefix=prefix, max_bytes=cap

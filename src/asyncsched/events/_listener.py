@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _keys
+from .._redis.cluster import pubsub_of
 from .._supervise import Supervised
 from ._envelope import Event, MalformedEvent
 from ._poison import report_malformed
@@ -92,7 +93,7 @@ class Listener:
         async with self._lock:
             if self.reader is not None or self._closed():
                 return
-            self._pubsub = redis.pubsub()
+            self._pubsub = await pubsub_of(redis)
             channels = [self.broadcast_channel]
             wanted = set(agents)
             if self.agent_name is not None and self.agent_name != MONITOR:

@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .. import _keys
+from .._redis.cluster import is_cluster
 from .._streams import DEAD_LETTER_MAXLEN, EntryId, Poison, StreamGroup
 from ._envelope import Event, MalformedEvent
 
@@ -161,13 +162,15 @@ def _letter(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
 
 async def list_dead_letters(redis: aioredis.Redis, prefix: str, count: int = 100) -> list[DeadLetter]:
     """The newest ``count`` dead letters, oldest first."""
-    entries: Any = await redis.xrevrange(_keys.dead_letter_stream(prefix), count=count)
+    entries: Any = await redis.xrevrange(
+        _keys.dead_letter_stream(prefix, cluster=is_cluster(redis)), count=count
+    )
     return [_letter(entry_id, fields) for entry_id, fields in reversed(entries)]
 
 
 async def delete_dead_letters(redis: aioredis.Redis, prefix: str, ids: list[str] | None = None) -> int:
     """Delete the dead letters ``ids`` (all of them when ``None``); how many were deleted."""
-    key = _keys.dead_letter_stream(prefix)
+    key = _keys.dead_letter_stream(prefix, cluster=is_cluster(redis))
     if ids is None:
         count = int(await redis.xlen(key))
         await redis.delete(key)
@@ -182,7 +185,7 @@ async def replay_dead_letter(
     to that agent's own stream, so other agents do not see a broadcast twice) and delete the letter; the
     new entry id. ``LookupError`` if there is no such letter; :class:`MalformedEvent` if its data is not a
     valid event (a poison message is never put back: publish a corrected event instead)."""
-    key = _keys.dead_letter_stream(prefix)
+    key = _keys.dead_letter_stream(prefix, cluster=is_cluster(redis))
     found: Any = await redis.xrange(key, min=letter_id, max=letter_id)
     if not found:
         raise LookupError(f"no dead letter {letter_id!r}")
@@ -190,7 +193,7 @@ async def replay_dead_letter(
     Event.from_json(letter.data, max_bytes=max_bytes)
     if not letter.group:
         raise MalformedEvent(f"dead letter {letter_id!r} names no agent to deliver it to")
-    target = _keys.agent_event_stream(prefix, letter.group)
+    target = _keys.agent_event_stream(prefix, letter.group, cluster=is_cluster(redis))
     new_id = await redis.xadd(target, {"e": letter.data})
     await redis.xdel(key, letter_id)
     return _text(new_id)

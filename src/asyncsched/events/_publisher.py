@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 from .. import _keys
 from .._boundary import check_event_text
+from .._redis.cluster import is_cluster
 from .._redis.connection import Line
 from .._redis.scripts import ScriptRegistry
 from ..config import Settings
@@ -62,7 +63,8 @@ class Publisher:
         self._maxlen = str(maxlen).encode()  # encoded once, not per publish
         self._max_payload_bytes = max_payload_bytes
         self._broadcast_channel = _keys.broadcast_event_channel(prefix)
-        self._broadcast_stream = _keys.broadcast_event_stream(prefix)
+        self._cluster = is_cluster(redis)  # the bus's streams then share one hash slot
+        self._broadcast_stream = _keys.broadcast_event_stream(prefix, cluster=self._cluster)
 
     async def publish(self, event: Event) -> None:
         """Send one event (one round trip)."""
@@ -93,10 +95,10 @@ class Publisher:
             keys = [self._broadcast_stream]
             args: list[Any] = [self._broadcast_channel, envelope, self._maxlen]
         else:
-            keys = [_keys.agent_event_stream(self._prefix, target)]
+            keys = [_keys.agent_event_stream(self._prefix, target, cluster=self._cluster)]
             args = [_keys.agent_event_channel(self._prefix, target), envelope, self._maxlen]
         if self._persist:
-            keys.append(_keys.event_log_stream(self._prefix))
+            keys.append(_keys.event_log_stream(self._prefix, cluster=self._cluster))
             for item in event.log_fields().items():
                 args.extend(item)
         return keys, args

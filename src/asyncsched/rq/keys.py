@@ -58,11 +58,16 @@ The Lua scripts (``rq/scripts/*.lua``) take the keys they know before the call a
 keys they derive from data they read (a popped job id, a job's ``origin``, a dependent's id) are built by
 ``rq/scripts/lib_keys.lua``, the one place Lua spells a key, mirroring the methods below. Those are the
 known exceptions for Redis Cluster, listed in ``docs/architecture.md`` ("Wire format").
+
+**Redis Cluster layout** (``cluster=True``): see :mod:`asyncsched.rq.slots`. Single-node mode (the default)
+keeps RQ's exact names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .slots import cluster_tag, events_tag, lifecycle_tag, ns, sched_tag
 
 __all__ = [
     "RQKeys",
@@ -73,11 +78,14 @@ __all__ = [
     "broadcast_event_stream",
     "claiming_list",
     "claiming_registry",
+    "cluster_tag",
     "dead_letter_stream",
     "durable_consumer_alive",
     "event_log_stream",
+    "events_tag",
     "lifecycle_ledger",
     "lifecycle_stream",
+    "lifecycle_tag",
     "limit_due",
     "limit_key",
     "limit_keys",
@@ -94,6 +102,7 @@ __all__ = [
     "sched_next",
     "sched_pending",
     "sched_sig",
+    "sched_tag",
     "sched_version",
     "scheduled_wake",
 ]
@@ -101,9 +110,22 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class RQKeys:
-    """Key builder for one prefix."""
+    """Key builder for one prefix. ``cluster``: the Redis Cluster layout (queue names as hash tags; see the
+    module's docstring), else RQ's exact key names."""
 
     prefix: str = "rq"
+    cluster: bool = False
+
+    def _q(self, name: str) -> str:
+        return cluster_tag(name, self.cluster)
+
+    def job_id(self, queue: str, job_id: str) -> str:
+        """The id a job of ``queue`` is stored under: ``job_id`` itself, or in cluster mode ``{queue}job_id``
+        (unless it already starts with that tag), so every key derived from the id shares the queue's slot."""
+        if not self.cluster:
+            return job_id
+        tag = cluster_tag(queue, True)
+        return job_id if job_id.startswith(tag) else tag + job_id
 
     @property
     def queues(self) -> str:
@@ -118,15 +140,16 @@ class RQKeys:
         return f"{self.prefix}:suspended"
 
     def queue(self, name: str) -> str:
-        return f"{self.prefix}:queue:{name}"
+        return f"{self.prefix}:queue:{self._q(name)}"
 
     def queue_name(self, key: str | bytes) -> str:
         """Inverse of :meth:`queue`."""
         text = key.decode() if isinstance(key, bytes) else key
-        return text[len(self.queue("")) :]
+        name = text[len(f"{self.prefix}:queue:") :]
+        return name[1:-1] if self.cluster and name.startswith("{") and name.endswith("}") else name
 
     def intermediate(self, name: str) -> str:
-        return f"{self.prefix}:queue:{name}:intermediate"
+        return f"{self.prefix}:queue:{self._q(name)}:intermediate"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -135,22 +158,22 @@ class RQKeys:
         return f"{self.prefix}:results:{job_id}"
 
     def wip(self, queue: str) -> str:
-        return f"{self.prefix}:wip:{queue}"
+        return f"{self.prefix}:wip:{self._q(queue)}"
 
     def finished(self, queue: str) -> str:
-        return f"{self.prefix}:finished:{queue}"
+        return f"{self.prefix}:finished:{self._q(queue)}"
 
     def failed(self, queue: str) -> str:
-        return f"{self.prefix}:failed:{queue}"
+        return f"{self.prefix}:failed:{self._q(queue)}"
 
     def deferred(self, queue: str) -> str:
-        return f"{self.prefix}:deferred:{queue}"
+        return f"{self.prefix}:deferred:{self._q(queue)}"
 
     def scheduled(self, queue: str) -> str:
-        return f"{self.prefix}:scheduled:{queue}"
+        return f"{self.prefix}:scheduled:{self._q(queue)}"
 
     def canceled(self, queue: str) -> str:
-        return f"{self.prefix}:canceled:{queue}"
+        return f"{self.prefix}:canceled:{self._q(queue)}"
 
     def execution(self, job_id: str, execution_id: str) -> str:
         return f"{self.prefix}:execution:{job_id}:{execution_id}"
@@ -186,13 +209,13 @@ class RQKeys:
         return f"{self.prefix}:worker:{name}:executions"
 
     def workers_of(self, queue: str) -> str:
-        return f"{self.prefix}:workers:{queue}"
+        return f"{self.prefix}:workers:{self._q(queue)}"
 
     def pubsub(self, worker_name: str) -> str:
         return f"{self.prefix}:pubsub:{worker_name}"
 
     def scheduler_lock(self, queue: str) -> str:
-        return f"{self.prefix}:scheduler-lock:{queue}"
+        return f"{self.prefix}:scheduler-lock:{self._q(queue)}"
 
     # RQ 3's RateLimit (``rq.rate_limit.RateLimitRegistry``)
     @property
@@ -219,20 +242,17 @@ class RQKeys:
 # asyncsched's own keys (not RQ's), under ``<prefix>:asyncsched:``
 
 
-def ns(prefix: str) -> str:
-    """The namespace of every asyncsched-owned key."""
-    return f"{prefix}:asyncsched"
+def lifecycle_stream(prefix: str, queue: str | None = None, *, cluster: bool = False) -> str:
+    """STREAM of job lifecycle records (see :mod:`asyncsched._lifecycle`); in cluster mode one per queue and
+    one of the scheduler (:func:`lifecycle_tag`)."""
+    return lifecycle_tag(prefix, queue, cluster)
 
 
-def lifecycle_stream(prefix: str) -> str:
-    """STREAM of job lifecycle records (see :mod:`asyncsched._lifecycle`)."""
-    return f"{ns(prefix)}:lifecycle"
-
-
-def lifecycle_ledger(prefix: str) -> str:
+def lifecycle_ledger(prefix: str, queue: str | None = None, *, cluster: bool = False) -> str:
     """HASH of the Recorder's accounting of the lifecycle stream: ``position`` (entries read or counted
-    lost), ``lost`` (records dropped before the Recorder read them), ``last_loss_at`` (epoch ms)."""
-    return f"{ns(prefix)}:lifecycle:ledger"
+    lost), ``lost`` (records dropped before the Recorder read them), ``last_loss_at`` (epoch ms); in cluster
+    mode one per lifecycle stream, in its slot."""
+    return f"{lifecycle_tag(prefix, queue, cluster)}:ledger"
 
 
 def redis_marker(prefix: str) -> str:
@@ -261,9 +281,9 @@ def rate_limit_waits(prefix: str) -> str:
     return f"{ns(prefix)}:rate-limit-waits"
 
 
-def event_log_stream(prefix: str) -> str:
+def event_log_stream(prefix: str, *, cluster: bool = False) -> str:
     """STREAM of published event envelopes to persist as ``EventMessage`` rows (when persistence is on)."""
-    return f"{ns(prefix)}:eventlog"
+    return f"{events_tag(prefix, True)}:eventlog" if cluster else f"{ns(prefix)}:eventlog"
 
 
 def agent_event_channel(prefix: str, agent: str) -> str:
@@ -281,47 +301,47 @@ def broadcast_event_channel(prefix: str) -> str:
     return f"{ns(prefix)}:events:broadcast"
 
 
-def agent_event_stream(prefix: str, agent: str) -> str:
+def agent_event_stream(prefix: str, agent: str, *, cluster: bool = False) -> str:
     """STREAM of events targeted at ``agent``, kept for its durable subscribers (consumer group = agent)."""
-    return f"{ns(prefix)}:events:stream:agent:{agent}"
+    return f"{events_tag(prefix, cluster)}:stream:agent:{agent}"
 
 
-def broadcast_event_stream(prefix: str) -> str:
+def broadcast_event_stream(prefix: str, *, cluster: bool = False) -> str:
     """STREAM of broadcast events, kept for durable subscribers (one consumer group per agent)."""
-    return f"{ns(prefix)}:events:stream:broadcast"
+    return f"{events_tag(prefix, cluster)}:stream:broadcast"
 
 
 # Scheduler (asyncsched.scheduler). SQL holds the schedules; these are the hot-path index, rebuilt from SQL.
 
 
-def sched_next(prefix: str) -> str:
+def sched_next(prefix: str, *, cluster: bool = False) -> str:
     """ZSET task id -> next fire time (epoch milliseconds): what an idle scheduler sleeps until."""
-    return f"{ns(prefix)}:sched:next"
+    return f"{sched_tag(prefix, cluster)}:next"
 
 
-def sched_sig(prefix: str) -> str:
+def sched_sig(prefix: str, *, cluster: bool = False) -> str:
     """HASH task id -> signature of the schedule (type, schedule, zone, anchor, enabled) it is indexed for."""
-    return f"{ns(prefix)}:sched:sig"
+    return f"{sched_tag(prefix, cluster)}:sig"
 
 
-def sched_pending(prefix: str) -> str:
+def sched_pending(prefix: str, *, cluster: bool = False) -> str:
     """ZSET ``<task id>:<tick ms>`` -> lease deadline (ms): claimed ticks not yet enqueued (recovery)."""
-    return f"{ns(prefix)}:sched:pending"
+    return f"{sched_tag(prefix, cluster)}:pending"
 
 
-def sched_fired(prefix: str) -> str:
+def sched_fired(prefix: str, *, cluster: bool = False) -> str:
     """STREAM of claimed ticks (task, tick, job id), trimmed: what fired, for humans and tests."""
-    return f"{ns(prefix)}:sched:fired"
+    return f"{sched_tag(prefix, cluster)}:fired"
 
 
-def sched_last(prefix: str) -> str:
+def sched_last(prefix: str, *, cluster: bool = False) -> str:
     """HASH task id -> ``<tick ms> <job id>`` of its latest run (run or held): what ``overlap`` checks."""
-    return f"{ns(prefix)}:sched:last"
+    return f"{sched_tag(prefix, cluster)}:last"
 
 
-def sched_held(prefix: str) -> str:
+def sched_held(prefix: str, *, cluster: bool = False) -> str:
     """HASH ``<task id>:<tick ms>`` -> job id a held run (``overlap: queue``) waits for, until enqueued."""
-    return f"{ns(prefix)}:sched:held"
+    return f"{sched_tag(prefix, cluster)}:held"
 
 
 def scheduled_wake(prefix: str, queue: str) -> str:
@@ -335,19 +355,19 @@ def sched_changes(prefix: str) -> str:
     return f"{ns(prefix)}:sched:changes"
 
 
-def sched_version(prefix: str) -> str:
+def sched_version(prefix: str, *, cluster: bool = False) -> str:
     """Counter bumped with every change, checked by idle replicas in case a pub/sub message was missed."""
-    return f"{ns(prefix)}:sched:version"
+    return f"{sched_tag(prefix, cluster)}:version"
 
 
-def dead_letter_stream(prefix: str) -> str:
+def dead_letter_stream(prefix: str, *, cluster: bool = False) -> str:
     """STREAM of durable events no consumer could handle (malformed, or callbacks failed every retry)."""
-    return f"{ns(prefix)}:events:dead"
+    return f"{events_tag(prefix, cluster)}:dead"
 
 
-def durable_consumer_alive(prefix: str, agent: str, consumer: str) -> str:
+def durable_consumer_alive(prefix: str, agent: str, consumer: str, *, cluster: bool = False) -> str:
     """STRING with a TTL: the heartbeat of a durable consumer of ``agent`` (absent: the consumer is gone)."""
-    return f"{ns(prefix)}:events:alive:{agent}:{consumer}"
+    return f"{events_tag(prefix, cluster)}:alive:{agent}:{consumer}"
 
 
 def limit_keys(prefix: str) -> str:

@@ -18,8 +18,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from .. import _keys
+from .._redis.cluster import is_cluster
 from ..rq.keys import RQKeys
+from ..rq.slots import sched_status_mirror
 from ..store.models import ScheduledTask
+from ._overlap import copy_statuses
 
 __all__ = [
     "DROP",
@@ -111,16 +114,19 @@ class ScheduleIndex:
 
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self.redis = redis
-        self.next_key = _keys.sched_next(prefix)
-        self.sig_key = _keys.sched_sig(prefix)
-        self.pending_key = _keys.sched_pending(prefix)
-        self.fired_key = _keys.sched_fired(prefix)
+        c = self.cluster = is_cluster(redis)  # every key below in one hash slot, the scheduler's
+        self.next_key = _keys.sched_next(prefix, cluster=c)
+        self.sig_key = _keys.sched_sig(prefix, cluster=c)
+        self.pending_key = _keys.sched_pending(prefix, cluster=c)
+        self.fired_key = _keys.sched_fired(prefix, cluster=c)
         self.channel = _keys.sched_changes(prefix)
-        self.version_key = _keys.sched_version(prefix)
-        self.last_key = _keys.sched_last(prefix)
-        self.held_key = _keys.sched_held(prefix)
-        self.lifecycle_key = _keys.lifecycle_stream(prefix)
-        self.job_prefix = RQKeys(prefix).job("")
+        self.version_key = _keys.sched_version(prefix, cluster=c)
+        self.last_key = _keys.sched_last(prefix, cluster=c)
+        self.held_key = _keys.sched_held(prefix, cluster=c)
+        self.lifecycle_key = _keys.lifecycle_stream(prefix, cluster=c)  # cluster: the scheduler's own
+        self.job_prefix = RQKeys(prefix, cluster=c).job("")
+        # cluster: the claim script reads a copy of the previous run's status in its own slot (_overlap)
+        self.status_prefix = sched_status_mirror(prefix) if c else self.job_prefix
         self._claim = redis.register_script(_script("claim"))
         self._sync = redis.register_script(_script("sync"))
         self._relet = redis.register_script(_script("relet"))
@@ -172,12 +178,20 @@ class ScheduleIndex:
         independent: pipelining only saves the round trips of a pass over many due tasks)."""
         keys = [self.next_key, self.pending_key, self.fired_key, self.sig_key]
         keys += [self.last_key, self.held_key, self.lifecycle_key]
+        if self.cluster:
+            judged = [
+                r.task_id for r in requests if r.sig != DROP and (r.overlap or Overlap()).policy != "allow"
+            ]
+            await copy_statuses(self.redis, self.last_key, self.job_prefix, self.status_prefix, judged)
         todo = list(range(len(requests)))
         replies: list[Any] = [None] * len(requests)
         for _attempt in range(2):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for i in todo:
-                    pipe.evalsha(self._claim.sha, len(keys), *keys, *self._claim_args(requests[i]))  # type: ignore[unused-awaitable]
+                    # as a raw command: a cluster pipeline refuses its evalsha method, not the command
+                    pipe.execute_command(
+                        "EVALSHA", self._claim.sha, len(keys), *keys, *self._claim_args(requests[i])
+                    )
                 results = await pipe.execute(raise_on_error=False)
             for i, result in zip(todo, results, strict=True):
                 replies[i] = result
@@ -193,7 +207,7 @@ class ScheduleIndex:
     def _claim_args(self, r: ClaimRequest) -> list[Any]:
         o = r.overlap or Overlap()
         args: list[Any] = [r.task_id, r.seen_ms, "" if r.next_ms is None else r.next_ms, r.lease_deadline_ms]
-        args += [FIRED_MAXLEN, r.sig, o.policy, self.job_prefix, repr(o.now), o.lifecycle_maxlen]
+        args += [FIRED_MAXLEN, r.sig, o.policy, self.status_prefix, repr(o.now), o.lifecycle_maxlen]
         args += [o.queue, o.agent_name, o.task_name, o.function]
         ids = list(r.job_ids) or [""] * len(r.ticks_ms)
         for tick, job_id in zip(r.ticks_ms, ids, strict=True):
@@ -224,14 +238,14 @@ class ScheduleIndex:
 
     async def sync_many(self, entries: Sequence[tuple[str, str, int | None]]) -> None:
         """:meth:`sync` for many ``(task id, signature, next ms)``, pipelined in chunks of 1,000."""
+        if entries:
+            await self.redis.script_load(self._sync.script)  # (every master of a cluster)
+        keys = [self.next_key, self.sig_key]
         for start in range(0, len(entries), 1000):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id, sig, next_ms in entries[start : start + 1000]:
-                    await self._sync(
-                        keys=[self.next_key, self.sig_key],
-                        args=[task_id, sig, "" if next_ms is None else next_ms],
-                        client=pipe,
-                    )
+                    args = [task_id, sig, "" if next_ms is None else next_ms]
+                    pipe.execute_command("EVALSHA", self._sync.sha, len(keys), *keys, *args)
                 await pipe.execute()
 
     async def expired_leases(self, now_ms: int, limit: int = 100) -> list[tuple[str, int]]:
@@ -259,6 +273,10 @@ class ScheduleIndex:
 
     async def notify(self, task_id: str | None = None) -> None:
         """Tell every replica that schedules changed (pub/sub now, version counter for the missed message)."""
+        if self.cluster:  # a channel is no key: no MULTI with PUBLISH on a cluster; the counter goes first
+            await self.redis.incr(self.version_key)
+            await self.redis.publish(self.channel, task_id or "*")
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(self.version_key)  # type: ignore[unused-awaitable]
             pipe.publish(self.channel, task_id or "*")  # type: ignore[unused-awaitable]

@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import Table, bindparam, or_, update
 
+from .._redis.cluster import pubsub_of
 from .._supervise import Supervised
 from ..store.models import ScheduledTask
 from ._base import FLUSH_INTERVAL, MAX_IDLE
@@ -72,7 +73,7 @@ class Loop(Recovery):
         """Set ``_changed`` on every change notice (pub/sub); resubscribe after a lost connection."""
         assert self._redis is not None
         while True:
-            pubsub = self._redis.pubsub()
+            pubsub = await pubsub_of(self._redis)
             try:
                 await pubsub.subscribe(self.index.channel)
                 self._listener_ready.set()

@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from .. import _tracing
 from .._lifetime import Closing
 from .._protocols import RunQueue
-from .._redis import create_redis
+from .._redis import create_redis, is_client
 from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ._base import FLUSH_INTERVAL, LEASE, MAX_IDLE, Database
@@ -101,7 +101,7 @@ class TaskScheduler(TaskCrud, Loop, Closing):
         async with self._open_lock:
             if self._opened:
                 return
-            if isinstance(self._redis_arg, aioredis.Redis):
+            if is_client(self._redis_arg):
                 self._redis = self._redis_arg
             else:
                 self._redis = create_redis(self._redis_arg or self.settings.redis_url)

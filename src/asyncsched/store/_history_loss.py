@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys
+from .._redis.cluster import is_cluster
 from ._history_rows import text
 
 __all__ = ["DEGRADED_FOR", "HistoryLoss", "LossLog", "StreamAccount", "history_loss"]
@@ -53,8 +54,9 @@ class StreamAccount:
 
     def __init__(self, redis: aioredis.Redis, prefix: str, group: str, consumer: str) -> None:
         self.redis = redis
-        self.stream = _keys.lifecycle_stream(prefix)
-        self.ledger = _keys.lifecycle_ledger(prefix)
+        cluster = is_cluster(redis)  # the stream and its ledger share a slot
+        self.stream = _keys.lifecycle_stream(prefix, cluster=cluster)
+        self.ledger = _keys.lifecycle_ledger(prefix, cluster=cluster)
         self.group = group
         self.consumer = consumer
         self._read = redis.register_script(_READ)
@@ -141,7 +143,8 @@ class HistoryLoss:
 
 async def history_loss(redis: aioredis.Redis, prefix: str) -> HistoryLoss:
     """What the ledger says: records lost so far and when the latest loss was found."""
-    lost, at = await redis.hmget(_keys.lifecycle_ledger(prefix), ["lost", "last_loss_at"])
+    ledger = _keys.lifecycle_ledger(prefix, cluster=is_cluster(redis))
+    lost, at = await redis.hmget(ledger, ["lost", "last_loss_at"])
     when = datetime.fromtimestamp(int(at) / 1000, UTC) if at else None
     return HistoryLoss(int(lost or 0), when)
 

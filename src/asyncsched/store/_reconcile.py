@@ -26,6 +26,7 @@ from redis.exceptions import ResponseError
 from sqlalchemy import and_, or_, select
 
 from .. import _keys
+from .._redis.cluster import is_cluster
 from ..rq.jobhash import JobField
 from ..rq.keys import RQKeys
 from ._database import Database
@@ -84,7 +85,7 @@ class Reconciler:
         self.redis = redis
         self.db = db
         self.keys = RQKeys(prefix)
-        self.stream = _keys.lifecycle_stream(prefix)
+        self.stream = _keys.lifecycle_stream(prefix, cluster=is_cluster(redis))
         self.acked_through = acked_through
         self.min_age = min_age
         self.page = page

@@ -40,8 +40,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys
-from .._redis import create_redis
-from .._streams import StreamGroup, is_nogroup
+from .._redis import create_redis, is_client, is_cluster
+from .._streams import StreamGroup, is_nogroup, wait_for_any
 from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ._database import Database
@@ -117,15 +117,14 @@ class Recorder(BatchWriter):
             raise ValueError(f"in_flight must be positive, got {in_flight}")
         self.settings = settings or get_settings()
         self.db = db
-        self._owns_redis = not isinstance(redis, aioredis.Redis)
-        self.redis = (
-            redis if isinstance(redis, aioredis.Redis) else create_redis(redis or self.settings.redis_url)
-        )
+        self._owns_redis = not is_client(redis)
+        self.redis = redis if is_client(redis) else create_redis(redis or self.settings.redis_url)
         self.batch_size, self.flush_interval, self.in_flight = batch_size, flush_interval, in_flight
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         prefix = self.settings.key_prefix
-        self.lifecycle_stream = _keys.lifecycle_stream(prefix)
-        self.event_stream = _keys.event_log_stream(prefix)
+        cluster = is_cluster(self.redis)  # the lifecycle stream and the event log are in two slots then
+        self.lifecycle_stream = _keys.lifecycle_stream(prefix, cluster=cluster)
+        self.event_stream = _keys.event_log_stream(prefix, cluster=cluster)
         self.streams = [self.lifecycle_stream] + ([self.event_stream] if events else [])
         self.retention = _retention(self.settings, retention)
         self.claim_idle, self.max_backoff = claim_idle, max_backoff
@@ -222,7 +221,7 @@ class Recorder(BatchWriter):
         if len(self.streams) > 1:
             ids[self.event_stream] = "$"
         block = max(1, int(self.flush_interval * 1000))
-        await self.redis.xread(ids, count=1, block=block)  # type: ignore[arg-type]
+        await wait_for_any(self.redis, ids, block)
 
     async def _read_pending(self) -> Batch | None:
         """This consumer's pending entries (a failed batch, a restart, claimed ones), from a cursor."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._keys import scheduled_wake
+from .._redis.cluster import pubsub_of
 from ._guard import parse_command
 from ._promote import Promoter
 from ._state import REDIS_DOWN, Shared
@@ -39,7 +40,7 @@ class Commands:
                 await self.signals.nap(1.0)
 
     async def _listen(self) -> None:
-        pubsub: Any = self.w.redis.pubsub()
+        pubsub: Any = await pubsub_of(self.w.redis)
         try:
             wakes = {scheduled_wake(self.cfg.prefix, q) for q in self.cfg.queues}
             await pubsub.subscribe(self.channel, *wakes)
