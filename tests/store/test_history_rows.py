@@ -105,3 +105,11 @@ def test_an_entry_read_again_is_acknowledged_once() -> None:
     assert (again.ack["s"], len(again)) == ([], 0)  # still held: acknowledged when it is written
     (row,) = hold.rows.values()
     assert row_ids(row) == [b"20000-0"]
+
+
+def test_a_text_is_clipped_to_each_column_it_fills() -> None:
+    long = b"x" * 300  # the same long text as function (500 characters) and as queue (200)
+    batch = Batch()
+    batch.add_flat("s", [b"1-0", 8, b"kind", b"queued", b"job_id", b"a", b"function", long, b"queue", long])
+    (row,) = batch.rows(NOW)
+    assert (len(row.function or ""), len(row.queue)) == (300, 200)

@@ -183,10 +183,15 @@ def row_ids(row: Row) -> list[bytes]:
 _new = tuple.__new__
 
 
-def sql_values(v: Row, now: int, texts: dict[bytes, str | None]) -> ExecutionRow:
-    """A row's column values (``now``: epoch microseconds; ``texts``: a cache of decoded short texts
-    shared by the rows of a batch: queue, function and worker names repeat)."""
+def sql_values(v: Row, now: int, texts: dict[tuple[Any, ...], tuple[str | None, ...]]) -> ExecutionRow:
+    """A row's column values (``now``: epoch microseconds; ``texts``: the short text columns decoded
+    once per batch: rows of a batch mostly share their task, queue and worker)."""
     get = v.get
+    raw = (get(b"scheduled_task_id"), get(b"agent_name"), get(b"task_name"), get(b"function"),
+           get(b"queue"), get(b"worker"))  # fmt: skip
+    short = texts.get(raw)
+    if short is None:
+        short = texts[raw] = _short(raw)
     enqueued, started, ended = get(b"enqueued_at"), get(b"started_at"), get(b"ended_at")
     ids = v[ROW_IDS]
     created = int(ids[: ids.index(b"-")]) * 1000  # the time of its first entry
@@ -206,12 +211,7 @@ def sql_values(v: Row, now: int, texts: dict[bytes, str | None]) -> ExecutionRow
             clip(v[ROW_JOB], _JOB_ID),
             v[ROW_ATTEMPT],
             v[ROW_STATUS],
-            _short(get(b"scheduled_task_id"), texts, _LIMITS["scheduled_task_id"]),
-            _short(get(b"agent_name"), texts, _LIMITS["agent_name"]),
-            _short(get(b"task_name"), texts, _LIMITS["task_name"]),
-            _short(get(b"function"), texts, _LIMITS["function"]),
-            _short(get(b"queue"), texts, _LIMITS["queue"]) or "default",
-            _short(get(b"worker"), texts, _LIMITS["worker_name"]),
+            *short,
             enqueued,
             started,
             ended,
@@ -227,15 +227,20 @@ def sql_values(v: Row, now: int, texts: dict[bytes, str | None]) -> ExecutionRow
     )
 
 
-def _short(raw: bytes | None, texts: dict[bytes, str | None], length: int | None) -> str | None:
-    """A short text column from its raw bytes, decoded and clipped once per batch (``texts``)."""
-    if raw is None:
-        return None
-    try:
-        return texts[raw]
-    except KeyError:
-        value = texts[raw] = clip(raw.decode(errors="replace"), length)
-        return value
+_SHORT_LIMITS = tuple(
+    _LIMITS[c] for c in ("scheduled_task_id", "agent_name", "task_name", "function", "queue", "worker_name")
+)
+
+
+def _short(raw: tuple[bytes | None, ...]) -> tuple[str | None, ...]:
+    """The short text columns (scheduled task id, agent, task, function, queue, worker) from their raw
+    bytes: decoded and clipped to each column (the queue ``default`` when missing)."""
+    out = [
+        None if r is None else clip(r.decode(errors="replace"), n)
+        for r, n in zip(raw, _SHORT_LIMITS, strict=True)
+    ]
+    out[4] = out[4] or "default"
+    return tuple(out)
 
 
 @dataclass
@@ -298,7 +303,7 @@ class Batch:
 
     def rows(self, now: int) -> list[ExecutionRow]:
         """The merged rows' column values (``now``: epoch microseconds, their ``updated_at``)."""
-        texts: dict[bytes, str | None] = {}
+        texts: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
         return [sql_values(row, now, texts) for row in self.executions.values()]
 
     def add_events(self, stream: str, entries: Sequence[Any]) -> None:
