@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from asyncsched.store._history_rows import Batch, ExecutionRow, row_ids
-from asyncsched.store._recorder_hold import QueuedHold
+from asyncsched.store._history_rows import Batch, ExecutionRow
+from asyncsched.store._recorder_hold import QueuedHold, row_ids
 
 NOW = 1_900_000_000_000_000
 

@@ -7,8 +7,8 @@ moves only to a strictly higher rank; fields of a record of higher or equal rank
 only fill what is missing; ``created_at`` keeps the earliest time; ``duration`` is ``ended_at -
 started_at`` when both are known.
 
-This is the Recorder's hot path (tens of thousands of records a second): records are merged from the raw
-field/value list Redis returns, text is decoded once, timestamps stay floats until the row is written.
+The Recorder's hot path (tens of thousands of records a second): records come as one flat list per read,
+each becomes one dict of its raw bytes (no per-field objects), rows are such dicts (see :data:`Row`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ..events._poison import report_malformed
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = [
-    "ROW_DUE", "STATUS_OF", "Batch", "ExecutionRow", "Row", "absorb", "decode_event", "micros", "row_ids",
-    "stream_items", "text",
+    "ROW_ATTEMPT", "ROW_DUE", "ROW_IDS", "ROW_JOB", "ROW_RANK", "ROW_STATUS", "STATUS_OF", "Batch",
+    "ExecutionRow", "Row", "decode_event", "merge", "micros", "stream_items", "text",
 ]  # fmt: skip
 
 log = logging.getLogger("asyncsched.store.recorder")
@@ -165,19 +165,6 @@ def merge(row: Row, rank: int, status: str, fields: Row, ids: bytes) -> None:
     else:
         for name, value in fields.items():
             row.setdefault(name, value)
-
-
-def absorb(row: Row, later: Row) -> None:
-    """Merge ``later``, a row of the same execution made from later entries, into ``row``."""
-    rank, status, ids = later.pop(ROW_RANK), later.pop(ROW_STATUS), later.pop(ROW_IDS)
-    for key in (ROW_JOB, ROW_ATTEMPT, ROW_DUE):
-        later.pop(key, None)
-    merge(row, rank, status, later, ids)
-
-
-def row_ids(row: Row) -> list[bytes]:
-    """The ids of the entries merged into ``row`` (each once, first seen first)."""
-    return list(dict.fromkeys(row[ROW_IDS].split(b",")))
 
 
 _new = tuple.__new__

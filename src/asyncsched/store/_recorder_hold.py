@@ -16,11 +16,24 @@ from __future__ import annotations
 import time
 
 from .._lifecycle import RANK, Lifecycle
-from ._history_rows import ROW_DUE, ROW_RANK, Batch, Row, absorb, row_ids
+from ._history_rows import ROW_ATTEMPT, ROW_DUE, ROW_IDS, ROW_JOB, ROW_RANK, ROW_STATUS, Batch, Row, merge
 
-__all__ = ["QueuedHold"]
+__all__ = ["QueuedHold", "row_ids"]
 
 _OPEN = RANK[Lifecycle.STARTED]  # rows of this rank or lower have no outcome yet
+
+
+def absorb(row: Row, later: Row) -> None:
+    """Merge ``later``, a row of the same execution made from later entries, into ``row``."""
+    rank, status, ids = later.pop(ROW_RANK), later.pop(ROW_STATUS), later.pop(ROW_IDS)
+    for key in (ROW_JOB, ROW_ATTEMPT, ROW_DUE):
+        later.pop(key, None)
+    merge(row, rank, status, later, ids)
+
+
+def row_ids(row: Row) -> list[bytes]:
+    """The ids of the entries merged into ``row`` (each once, first seen first)."""
+    return list(dict.fromkeys(row[ROW_IDS].split(b",")))
 
 
 class QueuedHold:
