@@ -64,7 +64,8 @@ class StreamAccount:
 
     async def read(self, count: int) -> tuple[int, tuple[int, int] | None, list[Any]]:
         """Read up to ``count`` new entries; returns (entries found lost, their time range in epoch ms
-        (after the last delivered, before the first present), the entries ``[id, [field, value...]]``)."""
+        (after the last delivered, before the first present), the entries as one flat list: each entry's id,
+        its count of field and value items, those items; see :meth:`~._history_rows.Batch.add_flat`)."""
         reply = await self._read(
             keys=[self.stream, self.ledger],
             args=[self.group, self.consumer, count, int(time.time() * 1000)],

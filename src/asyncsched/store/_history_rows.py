@@ -7,8 +7,8 @@ moves only to a strictly higher rank; fields of a record of higher or equal rank
 only fill what is missing; ``created_at`` keeps the earliest time; ``duration`` is ``ended_at -
 started_at`` when both are known.
 
-This is the Recorder's hot path (tens of thousands of records a second): records are merged from the raw
-field/value list Redis returns, text is decoded once, timestamps stay floats until the row is written.
+The Recorder's hot path (tens of thousands of records a second): records come as one flat list per read,
+each becomes one dict of its raw bytes (no per-field objects), rows are such dicts (see :data:`Row`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, NamedTuple, overload
 
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle
@@ -26,7 +27,10 @@ from .._streams import Poison
 from ..events._poison import report_malformed
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
-__all__ = ["STATUS_OF", "Batch", "ExecutionRow", "Row", "decode_event", "micros", "stream_items", "text"]
+__all__ = [
+    "ROW_ATTEMPT", "ROW_DUE", "ROW_IDS", "ROW_JOB", "ROW_RANK", "ROW_STATUS", "STATUS_OF", "Batch",
+    "ExecutionRow", "Row", "decode_event", "merge", "micros", "stream_items", "text",
+]  # fmt: skip
 
 log = logging.getLogger("asyncsched.store.recorder")
 
@@ -133,69 +137,69 @@ def micros(value: float) -> int:
     return whole * 1_000_000 + round((value - whole) * 1e6)
 
 
-class Row:
-    """One execution being merged inside a batch: raw record fields (bytes), merged by rank."""
+Row = dict[Any, Any]
+"""One execution being merged: the merged record fields (bytes keys, raw bytes or float times) and its
+bookkeeping under int keys: ``ROW_RANK``, ``ROW_STATUS``, ``ROW_JOB``, ``ROW_ATTEMPT``, ``ROW_IDS`` (its
+entries' ids joined by ``,``: a row may be held back unacknowledged) and ``ROW_DUE`` (held rows). Only text
+and numbers: the garbage collector does not track such a dict, so the thousands of rows alive at once
+(batches in flight, held rows) cost its collections nothing (as objects, they cost the Recorder a quarter of
+its CPU in collections)."""
 
-    __slots__ = ("attempt", "first_seen", "ids", "job_id", "rank", "status", "values")
+ROW_RANK, ROW_STATUS, ROW_JOB, ROW_ATTEMPT, ROW_IDS, ROW_DUE = range(6)
 
-    def __init__(
-        self,
-        job_id: str,
-        attempt: int,
-        first_seen: bytes | str,
-        rank: int,
-        status: str,
-        values: dict[bytes, Any],
-    ) -> None:
-        self.job_id = job_id
-        self.attempt = attempt
-        self.rank = rank
-        self.status = status
-        self.values = values  # the first record's own field dict: no copy
-        self.first_seen = first_seen  # id of its first entry in the batch (entries come in id order)
-        self.ids: list[bytes | str] = [
-            first_seen
-        ]  # its entries' ids (a row may be held back, unacknowledged)
 
-    def apply(self, rank: int, status: str, fields: dict[bytes, Any], entry_id: bytes | str = b"") -> None:
-        """Merge one record's remaining fields (``kind``/``job_id``/``attempt`` already taken out)."""
-        self.ids.append(entry_id)
-        if rank >= self.rank:
-            self.values.update(fields)  # equal or higher rank: its fields replace
-            if rank > self.rank:
-                self.rank, self.status = rank, status
-        else:
-            fields.update(self.values)  # lower rank: only fills what is missing
-            self.values = fields
+def new_row(job_id: str, attempt: int, entry_id: bytes, rank: int, status: str, fields: Row) -> Row:
+    """A row from its first record's field dict (taken over, not copied)."""
+    fields[ROW_RANK], fields[ROW_STATUS], fields[ROW_JOB] = rank, status, job_id
+    fields[ROW_ATTEMPT], fields[ROW_IDS] = attempt, entry_id
+    return fields
 
-    def sql_values(self, now: int, texts: dict[bytes, str | None]) -> ExecutionRow:
-        """This row's column values (``now``: epoch microseconds; ``texts``: a cache of decoded short
-        texts shared by the rows of a batch: queue, function and worker names repeat)."""
-        v = self.values
-        enqueued, started, ended = v.get(b"enqueued_at"), v.get(b"started_at"), v.get(b"ended_at")
-        created = _entry_micros(self.first_seen)
-        if enqueued is not None:
-            enqueued = micros(enqueued)
-            created = min(created, enqueued)
-        if started is not None:
-            started = micros(started)
-            created = min(created, started)
-        if ended is not None:
-            ended = micros(ended)
-        result = v.get(b"result")
-        error = v.get(b"error")
-        traceback = v.get(b"traceback")
-        progress, progress_at = v.get(b"progress"), v.get(b"progress_at")
-        return ExecutionRow(
-            clip(self.job_id, _JOB_ID),
-            self.attempt,
-            self.status,
-            _short(v.get(b"scheduled_task_id"), texts, _LIMITS["scheduled_task_id"]),
-            _short(v.get(b"agent_name"), texts, _LIMITS["agent_name"]),
-            _short(v.get(b"task_name"), texts, _LIMITS["task_name"]),
-            _short(v.get(b"function"), texts, _LIMITS["function"]),
-            _short(v.get(b"queue"), texts, _LIMITS["queue"]) or "default",
-            _short(v.get(b"worker"), texts, _LIMITS["worker_name"]),
+
+def merge(row: Row, rank: int, status: str, fields: Row, ids: bytes) -> None:
+    """Merge a record's fields (no bookkeeping keys) whose entries are ``ids``: the status moves only to a
+    higher rank; fields of an equal or higher rank replace, of a lower rank only fill what is missing."""
+    row[ROW_IDS] += b"," + ids
+    if rank >= row[ROW_RANK]:
+        row.update(fields)
+        if rank > row[ROW_RANK]:
+            row[ROW_RANK], row[ROW_STATUS] = rank, status
+    else:
+        for name, value in fields.items():
+            row.setdefault(name, value)
+
+
+_new = tuple.__new__
+
+
+def sql_values(v: Row, now: int, texts: dict[tuple[Any, ...], tuple[str | None, ...]]) -> ExecutionRow:
+    """A row's column values (``now``: epoch microseconds; ``texts``: the short text columns decoded
+    once per batch: rows of a batch mostly share their task, queue and worker)."""
+    get = v.get
+    raw = (get(b"scheduled_task_id"), get(b"agent_name"), get(b"task_name"), get(b"function"),
+           get(b"queue"), get(b"worker"))  # fmt: skip
+    short = texts.get(raw)
+    if short is None:
+        short = texts[raw] = _short(raw)
+    enqueued, started, ended = get(b"enqueued_at"), get(b"started_at"), get(b"ended_at")
+    ids = v[ROW_IDS]
+    created = int(ids[: ids.index(b"-")]) * 1000  # the time of its first entry
+    if enqueued is not None:
+        enqueued = micros(enqueued)
+        created = min(created, enqueued)
+    if started is not None:
+        started = micros(started)
+        created = min(created, started)
+    if ended is not None:
+        ended = micros(ended)
+    result, error, traceback = get(b"result"), get(b"error"), get(b"traceback")
+    progress, progress_at = get(b"progress"), get(b"progress_at")
+    return _new(
+        ExecutionRow,
+        (
+            clip(v[ROW_JOB], _JOB_ID),
+            v[ROW_ATTEMPT],
+            v[ROW_STATUS],
+            *short,
             enqueued,
             started,
             ended,
@@ -207,25 +211,31 @@ class Row:
             now,
             None if progress is None else result_json(progress.decode(errors="replace")),
             None if progress_at is None else micros(progress_at),
-        )
+        ),
+    )
 
 
-def _short(raw: bytes | None, texts: dict[bytes, str | None], length: int | None) -> str | None:
-    """A short text column from its raw bytes, decoded and clipped once per batch (``texts``)."""
-    if raw is None:
-        return None
-    try:
-        return texts[raw]
-    except KeyError:
-        value = texts[raw] = clip(raw.decode(errors="replace"), length)
-        return value
+_SHORT_LIMITS = tuple(
+    _LIMITS[c] for c in ("scheduled_task_id", "agent_name", "task_name", "function", "queue", "worker_name")
+)
+
+
+def _short(raw: tuple[bytes | None, ...]) -> tuple[str | None, ...]:
+    """The short text columns (scheduled task id, agent, task, function, queue, worker) from their raw
+    bytes: decoded and clipped to each column (the queue ``default`` when missing)."""
+    out = [
+        None if r is None else clip(r.decode(errors="replace"), n)
+        for r, n in zip(raw, _SHORT_LIMITS, strict=True)
+    ]
+    out[4] = out[4] or "default"
+    return tuple(out)
 
 
 @dataclass
 class Batch:
     """Entries of one read, decoded, with the ids to acknowledge per stream."""
 
-    executions: dict[tuple[str, int], Row] = field(default_factory=dict)
+    executions: dict[tuple[bytes, int], Row] = field(default_factory=dict)
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     ack: dict[str, list[bytes | str]] = field(default_factory=dict)
     poison: list[Poison] = field(default_factory=list)
@@ -239,44 +249,53 @@ class Batch:
 
     def add_lifecycle(self, stream: str, entries: Sequence[Any]) -> None:
         """Merge lifecycle entries ``[id, [field, value, ...] | {field: value}]`` into the rows."""
-        self.ack.setdefault(stream, []).extend([entry[0] for entry in entries])
-        self.size += len(entries)
-        rows = self.executions
-        kinds = _KINDS
-        for entry_id, raw in entries:
-            if not raw:
+        self._merge(stream, [(entry[0], _fields(entry[1])) for entry in entries])
+
+    def add_flat(self, stream: str, flat: Sequence[Any]) -> bytes | str | None:
+        """Merge lifecycle entries given as one flat list (the Recorder's read script): each entry's id,
+        its count of field and value items (0: trimmed), then those items. Returns the last id."""
+        self._merge(stream, _flat_records(flat))
+        ids = self.ack.get(stream)
+        return ids[-1] if ids else None
+
+    def _merge(self, stream: str, records: Iterable[tuple[Any, dict[bytes, Any] | None]]) -> None:
+        """Merge ``(entry id, fields)`` records (``None`` fields: trimmed) into the rows, one pass."""
+        ids = self.ack.setdefault(stream, [])
+        before = len(ids)
+        rows, kinds, times = self.executions, _KINDS, _TIME_FIELDS
+        for entry_id, fields in records:
+            ids.append(entry_id)
+            if not fields:
                 self.trimmed += 1
                 continue
             try:
-                fields: dict[bytes, Any]
-                if isinstance(raw, dict):
-                    fields = {(k if isinstance(k, bytes) else k.encode()): _b(v) for k, v in raw.items()}
-                else:
-                    it = iter(raw)
-                    fields = dict(zip(it, it, strict=False))
-                rank, status = kinds[fields.pop(b"kind")]
-                job_id = fields.pop(b"job_id").decode(errors="replace")
-                raw_attempt = fields.pop(b"attempt", None)
-                attempt = int(raw_attempt) if raw_attempt is not None else 1
-                for name in _TIME_FIELDS:  # checked here: a bad value skips its record, not the batch
+                rank, status = kinds[fields[b"kind"]]
+                raw_attempt = fields.get(b"attempt")
+                attempt = 1 if raw_attempt is None or raw_attempt == b"1" else int(raw_attempt)
+                for name in times:  # checked here: a bad value skips its record, not the batch
                     raw_time = fields.get(name)
                     if raw_time is not None:
-                        fields[name] = _finite(raw_time)
-                key = (job_id, attempt)
+                        value = float(raw_time)
+                        if not 0.0 <= value <= _MAX_SECONDS:
+                            raise ValueError(f"time {value!r} is out of range")
+                        fields[name] = value
+                key = (fields[b"job_id"], attempt)
                 row = rows.get(key)
                 if row is None:
-                    rows[key] = Row(job_id, attempt, entry_id, rank, status, fields)
+                    job_id = key[0].decode(errors="replace")
+                    rows[key] = new_row(job_id, attempt, _b(entry_id), rank, status, fields)
                 else:
-                    row.apply(rank, status, fields, entry_id)
+                    merge(row, rank, status, fields, _b(entry_id))
             except Exception as exc:  # any entry, however broken, is skipped on its own
                 reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
-                report_malformed("history entry", stream, reason, raw, log)
-                self.poison.append(Poison(stream, entry_id, f"malformed: {reason}", raw))
+                report_malformed("history entry", stream, reason, fields, log)
+                self.poison.append(Poison(stream, entry_id, f"malformed: {reason}", fields))
+        self.size += len(ids) - before
 
     def rows(self, now: int) -> list[ExecutionRow]:
         """The merged rows' column values (``now``: epoch microseconds, their ``updated_at``)."""
-        texts: dict[bytes, str | None] = {}
-        return [row.sql_values(now, texts) for row in self.executions.values()]
+        texts: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
+        return [sql_values(row, now, texts) for row in self.executions.values()]
 
     def add_events(self, stream: str, entries: Sequence[Any]) -> None:
         """Event-log entries ``[id, {field: value}]`` as ``EventMessage`` rows (first of an id wins)."""
@@ -301,21 +320,31 @@ class Batch:
 _MAX_SECONDS = 253402300799.0  # 9999-12-31T23:59:59: the last time both databases store
 
 
-def _finite(raw: bytes | str) -> float:
-    """A record's time (epoch seconds), refused when it is not a time both databases can store."""
-    value = float(raw)
-    if not 0.0 <= value <= _MAX_SECONDS:
-        raise ValueError(f"time {value!r} is out of range")
-    return value
-
-
 def _b(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-def _entry_micros(entry_id: bytes | str) -> int:
-    ms = entry_id.split(b"-", 1)[0] if isinstance(entry_id, bytes) else entry_id.split("-", 1)[0]
-    return int(ms) * 1000
+def _fields(raw: Any) -> dict[bytes, Any] | None:
+    """The field dict of a lifecycle entry given as ``[field, value, ...]`` or ``{field: value}``, with
+    bytes keys and values; ``None`` for an entry without fields (trimmed after delivery)."""
+    if not raw:
+        return None
+    if isinstance(raw, dict):
+        return {_b(k): _b(v) for k, v in raw.items()}
+    it = iter(raw)
+    return {_b(k): _b(v) for k, v in zip(it, it, strict=False)}
+
+
+def _flat_records(flat: Sequence[Any]) -> Iterator[tuple[Any, dict[bytes, Any] | None]]:
+    """``(entry id, fields)`` of the read script's flat list (see :meth:`Batch.add_flat`)."""
+    it = iter(flat)
+    for entry_id in it:
+        count = int(next(it))
+        if not count:
+            yield entry_id, None
+            continue
+        items = islice(it, count)
+        yield entry_id, dict(zip(items, items, strict=False))
 
 
 def _parse_time(value: str) -> datetime:

@@ -15,7 +15,8 @@ status, ``unknown`` (set by the reconciler when a job's records were lost): it r
 below the outcomes, so a late outcome still replaces it (and its reason), a late start does not.
 
 Rows of one statement must have distinct ``(job_id, attempt)`` (the batch merged them). Rows are written in
-key order, so concurrent batches lock shared rows in the same order and cannot deadlock.
+key order (PostgreSQL: the merge's ``ORDER BY``; SQLite: sorted here), so concurrent batches lock shared
+rows in the same order and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -176,21 +177,20 @@ async def upsert_executions(conn: AsyncConnection, rows: Sequence[ExecutionRow])
     ``INSERT ... ON CONFLICT`` statement run by the driver for every row."""
     if not rows:
         return
-    ordered = sorted(rows, key=_KEY)
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":  # (the merge takes the staged rows in key order itself)
         await conn.exec_driver_sql(_PG_STAGE)  # also opens the transaction the COPY must run in
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
-        await driver.copy_records_to_table(_STAGE, records=ordered, columns=_SENT)
+        await driver.copy_records_to_table(_STAGE, records=rows, columns=_SENT)
         await conn.exec_driver_sql(_PG_MERGE)
     else:
         t = sqlite_time
         params = [
             (*r[:9], t(r[9]), t(r[10]), t(r[11]), *r[12:16], t(r[16]), t(r[17]), r[18], t(r[19]))
-            for r in ordered
+            for r in sorted(rows, key=_KEY)
         ]
         await conn.exec_driver_sql(_SQLITE_UPSERT, params)
-    await fix_durations(conn, [r for r in ordered if r.ended_at is not None and r.started_at is None])
+    await fix_durations(conn, [r for r in rows if r.ended_at is not None and r.started_at is None])
 
 
 _KEY = itemgetter(0, 1)

@@ -244,8 +244,9 @@ class Recorder(BatchWriter):
         if lost:
             self.losses.add(lost, span)
         if entries:
-            self._last_id = text(entries[-1][0])
-            batch.add_lifecycle(self.lifecycle_stream, entries)
+            last = batch.add_flat(self.lifecycle_stream, entries)
+            if last is not None:
+                self._last_id = text(last)
         if len(self.streams) > 1:
             reply = await self.group.read_new(self.batch_size, streams=[self.event_stream])
             for stream, events in stream_items(reply):
@@ -299,7 +300,7 @@ class Recorder(BatchWriter):
                 if len(inflight) >= self.in_flight or (inflight and self._pending is not None):
                     total, error = await settle(inflight, total, error)
                     continue
-                batch = self.hold.due(everything=limit is None)
+                batch = self.hold.due(everything=limit is None, limit=self.batch_size)
                 if batch is None:
                     batch = await self._next_batch()
                     if batch is None:

@@ -16,20 +16,34 @@ from __future__ import annotations
 import time
 
 from .._lifecycle import RANK, Lifecycle
-from ._history_rows import Batch, Row
+from ._history_rows import ROW_ATTEMPT, ROW_DUE, ROW_IDS, ROW_JOB, ROW_RANK, ROW_STATUS, Batch, Row, merge
 
-__all__ = ["QueuedHold"]
+__all__ = ["QueuedHold", "row_ids"]
 
 _OPEN = RANK[Lifecycle.STARTED]  # rows of this rank or lower have no outcome yet
 
 
+def absorb(row: Row, later: Row) -> None:
+    """Merge ``later``, a row of the same execution made from later entries, into ``row``."""
+    rank, status, ids = later.pop(ROW_RANK), later.pop(ROW_STATUS), later.pop(ROW_IDS)
+    for key in (ROW_JOB, ROW_ATTEMPT, ROW_DUE):
+        later.pop(key, None)
+    merge(row, rank, status, later, ids)
+
+
+def row_ids(row: Row) -> list[bytes]:
+    """The ids of the entries merged into ``row`` (each once, first seen first)."""
+    return list(dict.fromkeys(row[ROW_IDS].split(b",")))
+
+
 class QueuedHold:
-    """The held rows of one Recorder, by ``(job_id, attempt)``: each with when it is due."""
+    """The held rows of one Recorder, by ``(job_id, attempt)``, in the order they were held (each with
+    when it is due under ``ROW_DUE``)."""
 
     def __init__(self, hold: float, stream: str) -> None:
         self.hold = hold
         self.stream = stream
-        self.rows: dict[tuple[str, int], tuple[Row, float]] = {}
+        self.rows: dict[tuple[bytes, int], Row] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -41,45 +55,49 @@ class QueuedHold:
         rows = batch.executions
         kept: set[bytes | str] = set()  # entries of this batch now held: not acknowledged with it
         earlier: list[bytes | str] = []  # entries of held rows written with this batch
-        if self.rows:
-            for key in [k for k in rows if k in self.rows]:
-                held, due = self.rows.pop(key)
-                new = rows[key]
-                before = list(held.ids)
-                held.apply(new.rank, new.status, new.values, new.first_seen)  # the held row is older
-                held.ids = list(dict.fromkeys([*held.ids, *new.ids[1:]]))  # an entry read again: once
-                if holding and held.rank <= _OPEN:
-                    self.rows[key] = (held, due)  # still no outcome: held until its time
-                    kept.update(new.ids)
-                    del rows[key]
+        held_rows = self.rows
+        if held_rows:
+            for key in [k for k in rows if k in held_rows]:
+                held, new = held_rows[key], rows[key]
+                before, new_ids = row_ids(held), row_ids(new)
+                absorb(held, new)  # the held row is older
+                if holding and held[ROW_RANK] <= _OPEN:
+                    kept.update(new_ids)
+                    del rows[key]  # still no outcome: held until its time, in its place
                 else:
+                    del held_rows[key]
                     rows[key] = held
                     earlier.extend(before)
         if holding and self.hold > 0:
             due = time.monotonic() + self.hold
             for key, row in list(rows.items()):
-                if row.rank <= _OPEN:
-                    self.rows[key] = (row, due)
-                    kept.update(row.ids)
+                if row[ROW_RANK] <= _OPEN:
+                    row[ROW_DUE] = due
+                    held_rows[key] = row
+                    kept.update(row_ids(row))
                     del rows[key]
         if kept or earlier:
             acks = batch.ack.get(self.stream, [])
             batch.ack[self.stream] = [i for i in acks if i not in kept] + earlier
             batch.size += len(earlier) - len(kept)
 
-    def due(self, *, everything: bool = False) -> Batch | None:
-        """A batch of the held rows whose time has come (``everything``: all of them), or ``None``."""
+    def due(self, *, everything: bool = False, limit: int | None = None) -> Batch | None:
+        """A batch of up to ``limit`` held rows whose time has come, oldest first (``everything``: of
+        the held rows whatever their time), or ``None``."""
         if not self.rows:
             return None
         now = time.monotonic()
-        keys = [k for k, (_, at) in self.rows.items() if everything or at <= now]
+        keys: list[tuple[bytes, int]] = []
+        for key, row in self.rows.items():  # in the order they were held: the due ones come first
+            if (not everything and row[ROW_DUE] > now) or (limit is not None and len(keys) >= limit):
+                break
+            keys.append(key)
         if not keys:
             return None
         batch = Batch()
         acks = batch.ack.setdefault(self.stream, [])
         for key in keys:
-            row, _ = self.rows.pop(key)
-            batch.executions[key] = row
-            acks.extend(row.ids)
+            row = batch.executions[key] = self.rows.pop(key)
+            acks.extend(row_ids(row))
         batch.size = len(acks)
         return batch

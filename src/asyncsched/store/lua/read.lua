@@ -4,7 +4,9 @@
 -- last-delivered entry (read, or counted lost). Entries are only ever trimmed from the front, so when
 -- the first entry of the stream lies past the last delivered one, the entries between were dropped
 -- unread: (entries-added - length) - position of them. They are added to 'lost' before reading on.
--- Returns {lost, last delivered id before this read, first entry id ('' none), entries}.
+-- Returns {lost, last delivered id before this read, first entry id ('' none), entries}; the entries are
+-- one flat list, each entry as its id, its count of field and value items (0: trimmed), then those items:
+-- the client builds no list per entry.
 local s, h = KEYS[1], KEYS[2]
 local group, consumer, count, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
@@ -50,6 +52,16 @@ local entries = {}
 if reply and #reply > 0 then
   if type(reply[1]) == 'table' then entries = reply[1][2] else entries = reply[2] end
 end
+local flat, n = {}, 0
+for i = 1, #entries do
+  local e = entries[i]
+  local fields = e[2]
+  local count = (type(fields) == 'table') and #fields or 0
+  flat[n + 1], flat[n + 2] = e[1], count
+  n = n + 2
+  for j = 1, count do flat[n + j] = fields[j] end
+  n = n + count
+end
 pos = pos + #entries
 local now_last = last
 if #entries > 0 then now_last = entries[#entries][1] end
@@ -59,4 +71,4 @@ if lost > 0 then
   redis.call('HINCRBY', h, 'lost', lost)
   redis.call('HSET', h, 'last_loss_at', now)
 end
-return {lost, last, first or '', entries}
+return {lost, last, first or '', flat}

@@ -1,0 +1,115 @@
+"""The Recorder's merge of lifecycle entries into rows: the read script's flat list and the nested entries
+of other reads give the same rows; held rows merge later entries and are released oldest first."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from asyncsched.store._history_rows import Batch, ExecutionRow
+from asyncsched.store._recorder_hold import QueuedHold, row_ids
+
+NOW = 1_900_000_000_000_000
+
+ENTRIES: list[tuple[bytes, list[bytes]]] = [
+    (b"20000-0", [b"kind", b"queued", b"job_id", b"a", b"queue", b"q", b"enqueued_at", b"10.5"]),
+    (b"20000-1", [b"kind", b"queued", b"job_id", b"b", b"enqueued_at", b"11"]),
+    (b"20001-0", [b"kind", b"started", b"job_id", b"a", b"started_at", b"12", b"worker", b"w"]),
+    (b"20001-1", []),  # trimmed after delivery
+    (b"20002-0", [b"kind", b"success", b"job_id", b"a", b"started_at", b"12", b"ended_at", b"13.25"]),
+    (b"20002-1", [b"kind", b"started", b"job_id", b"b", b"started_at", b"nan"]),  # bad time: skipped alone
+    (b"20003-0", [b"kind", b"retry", b"job_id", b"b", b"attempt", b"2", b"error", b"E: x"]),
+    (b"20003-1", [b"kind", b"queued", b"job_id", b"a", b"queue", b"late", b"function", b"f"]),  # lower rank
+    (b"20004-0", [b"kind", b"nonsense", b"job_id", b"c"]),  # unknown kind: skipped alone
+]
+
+
+def _flat(entries: list[tuple[bytes, list[bytes]]]) -> list[Any]:
+    out: list[Any] = []
+    for entry_id, fields in entries:
+        out += [entry_id, len(fields), *fields]
+    return out
+
+
+def _rows(batch: Batch) -> dict[tuple[str, int], ExecutionRow]:
+    return {(r.job_id, r.attempt): r for r in batch.rows(NOW)}
+
+
+def test_flat_and_nested_entries_merge_into_the_same_rows(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    flat, nested = Batch(), Batch()
+    assert flat.add_flat("s", _flat(ENTRIES)) == b"20004-0"
+    nested.add_lifecycle("s", [[i, f] for i, f in ENTRIES])
+    assert _rows(flat) == _rows(nested)
+    for batch in (flat, nested):
+        assert (len(batch), batch.trimmed) == (len(ENTRIES), 1)
+        assert batch.ack["s"] == [i for i, _ in ENTRIES]  # every entry acknowledged, skipped ones too
+    rows = _rows(flat)
+    assert set(rows) == {("a", 1), ("b", 1), ("b", 2)}
+    a = rows["a", 1]
+    assert (a.status, a.worker_name, a.function) == ("success", "w", "f")
+    assert a.queue == "q"  # the late queued record only fills what is missing
+    assert (a.enqueued_at, a.started_at, a.ended_at) == (10_500_000, 12_000_000, 13_250_000)
+    assert (a.duration, a.created_at, a.updated_at) == (1.25, 10_500_000, NOW)
+    b1 = rows["b", 1]
+    assert (b1.status, b1.started_at) == ("queued", None)  # its bad started record was skipped
+    assert (rows["b", 2].status, rows["b", 2].error) == ("failed", "E: x")
+
+
+def test_an_empty_flat_read_merges_nothing() -> None:
+    batch = Batch()
+    assert batch.add_flat("s", []) is None
+    assert (len(batch), batch.rows(NOW)) == (0, [])
+
+
+def test_held_rows_take_later_entries_and_are_released_oldest_first() -> None:
+    hold = QueuedHold(3600.0, "s")
+    first = Batch()
+    first.add_flat("s", _flat(ENTRIES[:2]))  # a and b queued
+    hold.take(first, holding=True)
+    assert (len(hold), first.rows(NOW), first.ack["s"], len(first)) == (2, [], [], 0)
+
+    second = Batch()
+    second.add_flat("s", _flat(ENTRIES[2:5]))  # a started, a trimmed entry, a success
+    hold.take(second, holding=True)
+    assert len(hold) == 1  # b stays held; a has its outcome and is written with this batch
+    (a,) = second.rows(NOW)
+    assert (a.job_id, a.status, a.enqueued_at, a.created_at) == ("a", "success", 10_500_000, 10_500_000)
+    assert sorted(second.ack["s"]) == [b"20000-0", b"20001-0", b"20001-1", b"20002-0"]
+    assert len(second) == 4
+
+    assert hold.due() is None  # not due yet
+    third = Batch()
+    third.add_flat("s", [b"20005-0", 4, b"kind", b"queued", b"job_id", b"d"])
+    hold.take(third, holding=True)
+    released = hold.due(everything=True, limit=1)
+    assert released is not None
+    assert [r.job_id for r in released.rows(NOW)] == ["b"]  # the oldest held first, up to the limit
+    assert released.ack["s"] == [b"20000-1"]
+    rest = hold.due(everything=True)
+    assert rest is not None
+    assert [r.job_id for r in rest.rows(NOW)] == ["d"]
+    assert len(hold) == 0
+
+
+def test_an_entry_read_again_is_acknowledged_once() -> None:
+    hold = QueuedHold(3600.0, "s")
+    first = Batch()
+    first.add_flat("s", _flat(ENTRIES[:1]))
+    hold.take(first, holding=True)
+    again = Batch()
+    again.add_flat("s", _flat(ENTRIES[:1]))  # the same entry delivered again (a restart)
+    hold.take(again, holding=True)
+    assert (again.ack["s"], len(again)) == ([], 0)  # still held: acknowledged when it is written
+    (row,) = hold.rows.values()
+    assert row_ids(row) == [b"20000-0"]
+
+
+def test_a_text_is_clipped_to_each_column_it_fills() -> None:
+    long = b"x" * 300  # the same long text as function (500 characters) and as queue (200)
+    batch = Batch()
+    batch.add_flat("s", [b"1-0", 8, b"kind", b"queued", b"job_id", b"a", b"function", long, b"queue", long])
+    (row,) = batch.rows(NOW)
+    assert (len(row.function or ""), len(row.queue)) == (300, 200)
