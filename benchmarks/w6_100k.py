@@ -157,9 +157,14 @@ def _catch_up(claims: _Claims, timeout: float) -> float | None:
     return None
 
 
-def _dispatch(url: str, db_url: str, tmp: str, replicas: int, measure: int) -> dict[str, Any]:
+def _dispatch(
+    url: str, db_url: str, tmp: str, replicas: int, measure: int, profile: str | None = None
+) -> dict[str, Any]:
     claims = _Claims(url)
-    procs = [_spawn(url, db_url, os.path.join(tmp, f"sched-{i}.out")) for i in range(replicas)]
+    procs = [
+        _spawn(url, db_url, os.path.join(tmp, f"sched-{i}.out"), profile if i == 0 else None)
+        for i in range(replicas)
+    ]
     monitors = [Monitor(p.pid, interval=0.5).__enter__() for p in procs]
     spawned = time.time()
     try:
@@ -295,6 +300,9 @@ def main() -> None:
     parser.add_argument("--spread", choices=["ms", "s"], default="ms")
     parser.add_argument("--measure", type=int, default=10, help="seconds of the dispatch window")
     parser.add_argument("--idle", type=int, default=10, help="seconds of the idle window (0: skip)")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="cProfile the first replica of the dispatch run into FILE (pstats)"
+    )
     args = parser.parse_args()
     result: dict[str, Any] = {"n": args.n, "spread": args.spread, "load_before": os.getloadavg()}
     with redis_server() as redis, tempfile.TemporaryDirectory() as tmp:
@@ -304,7 +312,7 @@ def main() -> None:
         result.update(timings)
         _fresh(db_url)
         syncredis.Redis.from_url(redis.url).flushall()
-        out = _dispatch(redis.url, db_url, tmp, args.replicas, args.measure)
+        out = _dispatch(redis.url, db_url, tmp, args.replicas, args.measure, args.profile)
         verdict = _verdict(redis.url, db_url.split("///", 1)[1], out, args.n, args.spread)
         result.update(out)
         result.update(verdict)

@@ -72,6 +72,13 @@ class SchedulerBase:
     _opened: bool
     _listener_ready: asyncio.Event
     _queue_owned = False
+    # what the firing loop read between passes (None / 0: unknown, read it): whether the index exists, and
+    # the time (ms) before which no lease can have expired
+    _indexed: bool | None = None
+    _leases_due_ms = 0
+    _due_read: list[tuple[str, int]] | None = None  # the due entries it read (a pass uses them, once)
+    # leases the loop releases with its next read (None: release each at once, outside the loop)
+    _release_later: list[tuple[str, int]] | None = None
     _owned_db: Any = None
 
     async def _open(self) -> None:

@@ -15,7 +15,8 @@ from sqlalchemy import Table, bindparam, or_, update
 
 from .._supervise import Supervised
 from ..store.models import ScheduledTask
-from ._base import FLUSH_INTERVAL, MAX_IDLE
+from ._base import FLUSH_INTERVAL, LEASE, MAX_IDLE
+from ._dispatch import DUE_BATCH
 from ._index import to_ms
 from ._recovery import Recovery
 
@@ -23,6 +24,7 @@ __all__ = ["Loop"]
 
 log = logging.getLogger("asyncsched.scheduler")
 
+_NEVER = 2**62
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _TABLE = cast(Table, ScheduledTask.__table__)
 _SET_TIMES = {"next_run_at": bindparam("b_next"), "updated_at": _TABLE.c.updated_at}
@@ -138,6 +140,7 @@ class Loop(Recovery):
             await self.rebuild_index()
             self._version = await self.index.version()
             log.info("scheduler running: %d task(s)", len(self._cache))
+            self._release_later = []
             while True:
                 _raise_if_cancelling()  # a cancel swallowed by a library below us still stops the loop
                 try:
@@ -162,24 +165,46 @@ class Loop(Recovery):
                     await asyncio.sleep(1.0)
         finally:
             await asyncio.gather(*(helper.stop() for helper in helpers))
+            released, self._release_later = self._release_later, None
+            if released:  # (else their leases expire and another replica enqueues them again: a no-op)
+                with contextlib.suppress(Exception):
+                    await self.index.done_many(released)
 
     async def _index_lost(self) -> bool:
-        """Whether Redis lost the index (restart without persistence, FLUSHALL) while SQL has live tasks."""
+        """Whether Redis lost the index (restart without persistence, FLUSHALL) while SQL has live tasks
+        (read with the wake state of the previous pass, when there was one)."""
+        indexed, self._indexed = self._indexed, None
         if not self._cache.fireable:
             return False
-        assert self._redis is not None
-        return not await self._redis.exists(self.index.sig_key)
+        if indexed is None:
+            assert self._redis is not None
+            indexed = bool(await self._redis.exists(self.index.sig_key))
+        return not indexed
 
     async def _wait(self) -> None:
-        earliest = await self.index.earliest()
+        # one round trip for everything between two passes: the last pass's leases released, the earliest
+        # next tick and lease, the change counter, the index's existence, and what is due already
+        released = self._release_later or []
+        now_ms = to_ms(self.clock())
+        state = await self.index.wake_state(now_ms, DUE_BATCH, released)
+        del released[: len(released)]
+        earliest = state.earliest
         timeout = MAX_IDLE
         if earliest is not None:
             timeout = min(MAX_IDLE, max(0.0, (earliest - to_ms(self.clock())) / 1000))
+        if timeout == 0 and state.due:
+            self._due_read = state.due  # the next pass claims these without reading them again
+        # no lease expires before the earliest one read, nor before a lease taken from now on would
+        lease_ms = _NEVER if state.lease_ms is None else state.lease_ms
+        self._leases_due_ms = min(lease_ms, to_ms(self.clock() + LEASE))
         if timeout > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # unlike 3.11's wait_for, never swallows a cancel
                     await self._changed.wait()
-        version = await self.index.version()
+            if self._changed.is_set():  # the counter as of the notices (else the next pass reads it)
+                state = await self.index.wake_state()
+        self._indexed = state.indexed
+        version = state.version
         if self._changed.is_set() or version != self._version:
             self._changed.clear()
             notices, self._notices = self._notices, []
