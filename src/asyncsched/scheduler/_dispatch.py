@@ -70,9 +70,11 @@ class Dispatch(SchedulerBase):
     async def run_pending(self, now: datetime | None = None) -> list[Firing]:
         """Claim and enqueue everything due at ``now`` (default: the clock); returns what was fired here."""
         await self._open()
+        due: list[tuple[str, int]] | None = None
+        if now is None:  # the loop's pass: it may have read them with its wake state already
+            due, self._due_read = self._due_read, None
         now = now or self.clock()
-        due, self._due_read = self._due_read, None
-        if not due:  # (the loop read them with the wake state when nothing was left to wait for)
+        if not due:
             due = await self.index.due(to_ms(now), limit=DUE_BATCH)
         fired = await self._fire_due(due, now) if due else []
         fired.extend(await self._recover(now))

@@ -15,7 +15,7 @@ from sqlalchemy import Table, bindparam, or_, update
 
 from .._supervise import Supervised
 from ..store.models import ScheduledTask
-from ._base import FLUSH_INTERVAL, LEASE, MAX_IDLE
+from ._base import FLUSH_INTERVAL, LEASE, MAX_IDLE, PASS_SPACING
 from ._dispatch import DUE_BATCH
 from ._index import to_ms
 from ._recovery import Recovery
@@ -140,7 +140,6 @@ class Loop(Recovery):
             await self.rebuild_index()
             self._version = await self.index.version()
             log.info("scheduler running: %d task(s)", len(self._cache))
-            self._release_later = []
             while True:
                 _raise_if_cancelling()  # a cancel swallowed by a library below us still stops the loop
                 try:
@@ -149,6 +148,8 @@ class Loop(Recovery):
                             "schedule index missing from Redis (restarted or flushed); rebuilt from SQL"
                         )
                         await self.rebuild_index()
+                    if self._release_later is None:  # this pass's leases: released by the read after it
+                        self._release_later = []
                     await self.run_pending()
                     if self._redis_down:
                         self._redis_down = False
@@ -182,12 +183,20 @@ class Loop(Recovery):
         return not indexed
 
     async def _wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        rest = self._pass_at + PASS_SPACING - loop.time()
+        if rest > 0:  # a busy replica claims what fell due meanwhile in one pass, not one pass per tick
+            await asyncio.sleep(rest)
         # one round trip for everything between two passes: the last pass's leases released, the earliest
         # next tick and lease, the change counter, the index's existence, and what is due already
-        released = self._release_later or []
         now_ms = to_ms(self.clock())
-        state = await self.index.wake_state(now_ms, DUE_BATCH, released)
-        del released[: len(released)]
+        # (a pass run from outside the loop meanwhile releases its own leases at once)
+        released, self._release_later = self._release_later or [], None
+        try:
+            state = await self.index.wake_state(now_ms, DUE_BATCH, released)
+        except BaseException:
+            self._release_later = released  # released with a later read (or their leases expire)
+            raise
         earliest = state.earliest
         timeout = MAX_IDLE
         if earliest is not None:
@@ -203,6 +212,7 @@ class Loop(Recovery):
                     await self._changed.wait()
             if self._changed.is_set():  # the counter as of the notices (else the next pass reads it)
                 state = await self.index.wake_state()
+        self._pass_at = loop.time()
         self._indexed = state.indexed
         version = state.version
         if self._changed.is_set() or version != self._version:
