@@ -182,13 +182,14 @@ def _dispatch(
         time.sleep(max(0.0, ready + 2 - time.time()))
         for mon in monitors:
             mon.sample()
-        c0, t0, r0 = sum(m.cpu_seconds() for m in monitors), time.monotonic(), _redis_cpu(claims.r)
+        c0, t0, r0, n0 = sum(m.cpu_seconds() for m in monitors), time.monotonic(), *_redis_work(claims.r)
         time.sleep(measure)
         for mon in monitors:
             mon.sample()
         replicas_cpu = sum(m.cpu_seconds() for m in monitors) - c0
         cpu = replicas_cpu / (time.monotonic() - t0)
-        redis_cpu, load_in_window = _redis_cpu(claims.r) - r0, os.getloadavg()
+        r1, n1 = _redis_work(claims.r)
+        redis_cpu, redis_commands, load_in_window = r1 - r0, n1 - n0, os.getloadavg()
         time.sleep(4)  # late ticks of the window
     finally:
         for proc in procs:
@@ -204,6 +205,7 @@ def _dispatch(
         "cpu_cores": round(cpu, 3),
         "replicas_cpu_s": round(replicas_cpu, 2),
         "redis_cpu_s": round(redis_cpu, 2),
+        "redis_commands": redis_commands,
         "load_in_window": [round(x, 2) for x in load_in_window],
         "peak_rss_mb": round(max(m.peak_mb() for m in monitors), 1),
         "_claims": claims.stop(),
@@ -211,9 +213,11 @@ def _dispatch(
     }
 
 
-def _redis_cpu(r: Any) -> float:
+def _redis_work(r: Any) -> tuple[float, int]:
+    """redis-server's CPU seconds and the commands it has run (those of scripts included)."""
     info = r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    calls = sum(int(v["calls"]) for v in r.info("commandstats").values())
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"]), calls
 
 
 def _verdict(url: str, db_path: str, out: dict[str, Any], n: int, spread: str) -> dict[str, Any]:
@@ -261,6 +265,7 @@ def _verdict(url: str, db_path: str, out: dict[str, Any], n: int, spread: str) -
         ),
         "ticks_per_s": round(len(expected) / out["window_s"], 1),
         "cpu_ms_per_tick": round(1000 * cpu / max(len(expected) / out["window_s"], 1), 3),
+        "redis_commands_per_tick": round(out["redis_commands"] / max(len(expected), 1), 1),
         "lag_p50_ms": round(percentile(lags, 0.5), 2),
         "lag_p99_ms": round(percentile(lags, 0.99), 2),
         "lag_max_ms": round(max(lags, default=float("nan")), 2),
@@ -350,7 +355,8 @@ def _summary(r: dict[str, Any]) -> str:
         f"  dispatch lag p50 {r['lag_p50_ms']} ms, p99 {r['lag_p99_ms']} ms (target p99 <= 20), max "
         f"{r['lag_max_ms']} ms: wall time, so it includes every wait for a CPU.",
         f"  CPU over the {r['window_s']} s window: replicas {r['replicas_cpu_s']} s "
-        f"({r['cpu_ms_per_tick']} ms per tick), redis-server {r['redis_cpu_s']} s: what the work costs, "
+        f"({r['cpu_ms_per_tick']} ms per tick), redis-server {r['redis_cpu_s']} s ("
+        f"{r['redis_commands_per_tick']} commands per tick, scripts' own included): what the work costs, "
         "whatever else runs.",
         f"  load average (1/5/15 min) in the window {load}; before {[round(x, 2) for x in r['load_before']]}."
         f" A 1-min load above {cores} means runnable processes waited for a core: lag then measures the "
