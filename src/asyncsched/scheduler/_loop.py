@@ -201,6 +201,8 @@ class Loop(Recovery):
         timeout = MAX_IDLE
         if earliest is not None:
             timeout = min(MAX_IDLE, max(0.0, (earliest - to_ms(self.clock())) / 1000))
+        if not state.indexed and self._cache.fireable:
+            timeout = 0.0  # the index is gone (Redis restarted, flushed): the next iteration rebuilds it
         if timeout == 0 and state.due:
             self._due_read = state.due  # the next pass claims these without reading them again
         # no lease expires before the earliest one read, nor before a lease taken from now on would
