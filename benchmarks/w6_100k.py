@@ -62,7 +62,7 @@ async def _register(url: str, db_url: str, n: int, spread: str) -> dict[str, flo
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
     await engine.dispose()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tasks = [
         build_task(
             agent_name="bench",
@@ -76,11 +76,16 @@ async def _register(url: str, db_url: str, n: int, spread: str) -> dict[str, flo
         )
         for k in range(n)
     ]
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     settings = Settings(redis_url=url, database_url=db_url)
     async with TaskScheduler(url, settings=settings) as scheduler:
         await scheduler.add_tasks(tasks)
-    return {"validate_s": round(t1 - t0, 2), "store_s": round(time.perf_counter() - t1, 2)}
+    return {
+        "validate_s": round(t1 - t0, 2),
+        "validate_cpu_s": round(c1 - c0, 2),
+        "store_s": round(time.perf_counter() - t1, 2),
+        "store_cpu_s": round(time.process_time() - c1, 2),
+    }
 
 
 def _database(url: str, tmp: str, n: int, spread: str) -> tuple[str, dict[str, float]]:
@@ -157,9 +162,14 @@ def _catch_up(claims: _Claims, timeout: float) -> float | None:
     return None
 
 
-def _dispatch(url: str, db_url: str, tmp: str, replicas: int, measure: int) -> dict[str, Any]:
+def _dispatch(
+    url: str, db_url: str, tmp: str, replicas: int, measure: int, profile: str | None = None
+) -> dict[str, Any]:
     claims = _Claims(url)
-    procs = [_spawn(url, db_url, os.path.join(tmp, f"sched-{i}.out")) for i in range(replicas)]
+    procs = [
+        _spawn(url, db_url, os.path.join(tmp, f"sched-{i}.out"), profile if i == 0 else None)
+        for i in range(replicas)
+    ]
     monitors = [Monitor(p.pid, interval=0.5).__enter__() for p in procs]
     spawned = time.time()
     try:
@@ -172,11 +182,14 @@ def _dispatch(url: str, db_url: str, tmp: str, replicas: int, measure: int) -> d
         time.sleep(max(0.0, ready + 2 - time.time()))
         for mon in monitors:
             mon.sample()
-        c0, t0 = sum(m.cpu_seconds() for m in monitors), time.monotonic()
+        c0, t0, r0, n0 = sum(m.cpu_seconds() for m in monitors), time.monotonic(), *_redis_work(claims.r)
         time.sleep(measure)
         for mon in monitors:
             mon.sample()
-        cpu = (sum(m.cpu_seconds() for m in monitors) - c0) / (time.monotonic() - t0)
+        replicas_cpu = sum(m.cpu_seconds() for m in monitors) - c0
+        cpu = replicas_cpu / (time.monotonic() - t0)
+        r1, n1 = _redis_work(claims.r)
+        redis_cpu, redis_commands, load_in_window = r1 - r0, n1 - n0, os.getloadavg()
         time.sleep(4)  # late ticks of the window
     finally:
         for proc in procs:
@@ -190,10 +203,21 @@ def _dispatch(url: str, db_url: str, tmp: str, replicas: int, measure: int) -> d
         "window_s": measure,
         "window_ms": (int((ready + 2) * 1000), int((ready + 2 + measure) * 1000)),
         "cpu_cores": round(cpu, 3),
+        "replicas_cpu_s": round(replicas_cpu, 2),
+        "redis_cpu_s": round(redis_cpu, 2),
+        "redis_commands": redis_commands,
+        "load_in_window": [round(x, 2) for x in load_in_window],
         "peak_rss_mb": round(max(m.peak_mb() for m in monitors), 1),
         "_claims": claims.stop(),
         "reader_missed": claims.missed,
     }
+
+
+def _redis_work(r: Any) -> tuple[float, int]:
+    """redis-server's CPU seconds and the commands it has run (those of scripts included)."""
+    info = r.info("cpu")
+    calls = sum(int(v["calls"]) for v in r.info("commandstats").values())
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"]), calls
 
 
 def _verdict(url: str, db_path: str, out: dict[str, Any], n: int, spread: str) -> dict[str, Any]:
@@ -241,6 +265,7 @@ def _verdict(url: str, db_path: str, out: dict[str, Any], n: int, spread: str) -
         ),
         "ticks_per_s": round(len(expected) / out["window_s"], 1),
         "cpu_ms_per_tick": round(1000 * cpu / max(len(expected) / out["window_s"], 1), 3),
+        "redis_commands_per_tick": round(out["redis_commands"] / max(len(expected), 1), 1),
         "lag_p50_ms": round(percentile(lags, 0.5), 2),
         "lag_p99_ms": round(percentile(lags, 0.99), 2),
         "lag_max_ms": round(max(lags, default=float("nan")), 2),
@@ -295,6 +320,9 @@ def main() -> None:
     parser.add_argument("--spread", choices=["ms", "s"], default="ms")
     parser.add_argument("--measure", type=int, default=10, help="seconds of the dispatch window")
     parser.add_argument("--idle", type=int, default=10, help="seconds of the idle window (0: skip)")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="cProfile the first replica of the dispatch run into FILE (pstats)"
+    )
     args = parser.parse_args()
     result: dict[str, Any] = {"n": args.n, "spread": args.spread, "load_before": os.getloadavg()}
     with redis_server() as redis, tempfile.TemporaryDirectory() as tmp:
@@ -304,7 +332,7 @@ def main() -> None:
         result.update(timings)
         _fresh(db_url)
         syncredis.Redis.from_url(redis.url).flushall()
-        out = _dispatch(redis.url, db_url, tmp, args.replicas, args.measure)
+        out = _dispatch(redis.url, db_url, tmp, args.replicas, args.measure, args.profile)
         verdict = _verdict(redis.url, db_url.split("///", 1)[1], out, args.n, args.spread)
         result.update(out)
         result.update(verdict)
@@ -313,6 +341,36 @@ def main() -> None:
             result.update(_idle(redis.url, db_url, tmp, args.idle))
     result["load_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))
+    print(_summary(result), file=sys.stderr)
+
+
+def _summary(r: dict[str, Any]) -> str:
+    """The result in words, for whoever re-runs this on another machine."""
+    cores = os.cpu_count() or 1
+    load = r.get("load_in_window", r["load_after"])
+    lines = [
+        f"W6 100k on {cores} core(s): {r['n']} interval schedules, {r['ticks_per_s']} ticks/s due, "
+        f"{r['replicas']} replicas; the run is {'VALID' if r['valid'] else 'INVALID'} (exactly once: "
+        f"{r['duplicates']} duplicate, {r['missing']} missing).",
+        f"  dispatch lag p50 {r['lag_p50_ms']} ms, p99 {r['lag_p99_ms']} ms (target p99 <= 20), max "
+        f"{r['lag_max_ms']} ms: wall time, so it includes every wait for a CPU.",
+        f"  CPU over the {r['window_s']} s window: replicas {r['replicas_cpu_s']} s "
+        f"({r['cpu_ms_per_tick']} ms per tick), redis-server {r['redis_cpu_s']} s ("
+        f"{r['redis_commands_per_tick']} commands per tick, scripts' own included): what the work costs, "
+        "whatever else runs.",
+        f"  load average (1/5/15 min) in the window {load}; before {[round(x, 2) for x in r['load_before']]}."
+        f" A 1-min load above {cores} means runnable processes waited for a core: lag then measures the "
+        "machine; compare CPU per tick instead, or re-run on a quiet machine.",
+        f"  peak RSS of the largest replica {r['peak_rss_mb']} MB (target <= 150).",
+    ]
+    if "validate_s" in r:
+        lines.append(
+            f"  registration (SQLite): validate {r['validate_s']} s wall / {r['validate_cpu_s']} s CPU, "
+            f"store {r['store_s']} s wall / {r['store_cpu_s']} s CPU (this process)."
+        )
+    if "idle_cpu_percent" in r:
+        lines.append(f"  idle: {r['idle_cpu_percent']} % of a core, RSS {r['idle_rss_mb']} MB.")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -126,9 +126,34 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000, help="schedules per round (default 100,000)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (each adds n new schedules)")
     args = parser.parse_args()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with redis_server() as redis, postgres_server() as pg:
         result = asyncio.run(run(redis.url, pg.dsn, args.n, args.repeat, _postmaster(pg.datadir)))
+    result["load_before"] = load_before
     print(json.dumps(result, indent=2))
+    print(_summary(result), file=sys.stderr)
+
+
+def _summary(r: dict[str, Any]) -> str:
+    """The result in words, for whoever re-runs this on another machine."""
+    cores = os.cpu_count() or 1
+    lines = [f"W6 bulk on {cores} core(s): {r['n']} schedules per round (target: validate + store <= 10 s)"]
+    for i, x in enumerate(r["rounds"]):
+        wall, cpu = (
+            x["validate_s"] + x["store_s"],
+            x["validate_cpu_s"] + x["store_cpu_s"] + x["store_db_cpu_s"],
+        )
+        lines.append(
+            f"  round {i}: {wall:.2f} s wall (validate {x['validate_s']} + store {x['store_s']}); "
+            f"CPU {cpu:.2f} s (validate {x['validate_cpu_s']}, store {x['store_cpu_s']} here "
+            f"+ {x['store_db_cpu_s']} PostgreSQL)"
+        )
+    lines.append(
+        f"  load average (1/5/15 min) before {r['load_before']}, after {r['load_average']}. "
+        f"With a load above {cores}, wall time is about CPU time x load / {cores} (the wait for a core); "
+        "the CPU seconds are what registration costs, comparable across machines."
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -89,8 +89,10 @@ async def _register(url: str, db_url: str, n: int, kind: str) -> float:
     return time.perf_counter() - t0
 
 
-def _spawn(url: str, db_url: str, out: str) -> subprocess.Popen[bytes]:
+def _spawn(url: str, db_url: str, out: str, profile: str | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if profile:
+        env["W6_PROFILE"] = profile
     fh = open(out, "wb")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), url, db_url],
@@ -258,11 +260,35 @@ class _Quiet(logging.Filter):
     cost the scheduler process a formatted write per dispatch)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.getMessage().startswith("scheduler running")
+        # (the format string, not the message: formatting every filtered line would cost the replica more)
+        return record.levelno >= logging.WARNING or str(record.msg).startswith("scheduler running")
 
 
-if __name__ == "__main__":
+def _main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_Quiet())
-    asyncio.run(_serve(sys.argv[1], sys.argv[2]))
+    profile = os.environ.get("W6_PROFILE")  # a cProfile dump of this replica, written when it stops
+    if not profile:
+        asyncio.run(_serve(sys.argv[1], sys.argv[2]))
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+
+    class _Start(logging.Filter):  # profile the steady state: from "scheduler running" on (not start-up)
+        def filter(self, record: logging.LogRecord) -> bool:
+            if str(record.msg).startswith("scheduler running"):
+                profiler.enable()
+            return True
+
+    logging.getLogger("asyncsched.scheduler").addFilter(_Start())
+    try:
+        asyncio.run(_serve(sys.argv[1], sys.argv[2]))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
+
+
+if __name__ == "__main__":
+    _main()

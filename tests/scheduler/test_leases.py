@@ -16,7 +16,7 @@ from asyncsched.config import Settings
 from asyncsched.scheduler import TaskScheduler, build_task, job_id_for
 from asyncsched.scheduler._index import to_ms
 
-from .conftest import FUNCTION, Clock, RecordingQueue
+from .conftest import FUNCTION, Clock, RecordingQueue, wait_for
 
 
 def at(h: int, m: int = 0, s: int = 0) -> datetime:
@@ -177,3 +177,41 @@ async def test_a_large_batch_of_ticks_due_together_is_enqueued_once_across_three
     finally:
         for replica in replicas:
             await replica.aclose()
+
+
+async def test_the_read_between_passes_releases_leases_and_returns_what_is_due(
+    scheduler: TaskScheduler, clock: Clock
+) -> None:
+    task = await scheduler.register_task(name="t", type="interval", schedule="1 minute", function=FUNCTION)
+    index = scheduler.index
+    tick = to_ms(at(12, 1))
+    before = await index.wake_state(tick, 500)
+    assert (before.next_ms, before.lease_ms, before.indexed) == (tick, None, True)
+    assert before.due == [(task.id, tick)]
+    assert before.earliest == tick
+    assert (await index.wake_state(tick - 1, 500)).due == []  # not due a millisecond earlier
+    assert (await index.claim(task.id, tick, to_ms(at(12, 2)), [tick], to_ms(at(12, 3)))).code == 1
+    leased = await index.wake_state(tick, 500)
+    assert (leased.lease_ms, leased.due, leased.earliest) == (to_ms(at(12, 3)), [], to_ms(at(12, 2)))
+    released = await index.wake_state(tick, 500, release=[(task.id, tick)])
+    assert released.lease_ms is None  # released before it was read
+    assert await index.expired_leases(to_ms(at(13))) == []
+
+
+async def test_a_running_scheduler_releases_the_lease_of_every_tick_it_fired(
+    sched_settings: Settings, queue: RecordingQueue
+) -> None:
+    """The loop releases a pass's leases with the read that follows it: none is left to expire."""
+    async with TaskScheduler(settings=sched_settings, queue=queue, fire=True) as firer:
+        await firer.register_task(name="t", type="cron", schedule="* * * * * *", function=FUNCTION)
+        await wait_for(lambda: _at_least(queue, 3))
+        # a leaked lease stays until it expires (60 s): with one per tick they would pile up
+        await wait_for(lambda: _leases_at_most(firer, 1))  # (the newest tick's, for a moment)
+
+
+async def _at_least(queue: RecordingQueue, n: int) -> bool:
+    return len(queue.calls) >= n
+
+
+async def _leases_at_most(scheduler: TaskScheduler, n: int) -> bool:
+    return int(await scheduler.index.redis.zcard(scheduler.index.pending_key)) <= n

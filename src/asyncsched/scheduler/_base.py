@@ -24,12 +24,16 @@ from ._cache import TaskCache
 from ._enqueue import enqueue_run
 from ._index import ScheduleIndex
 
-__all__ = ["FLUSH_INTERVAL", "LEASE", "MAX_IDLE", "SchedulerBase"]
+__all__ = ["FLUSH_INTERVAL", "LEASE", "MAX_IDLE", "PASS_SPACING", "SchedulerBase"]
 
 LEASE = timedelta(seconds=60)
 """How long a claimed tick may stay un-enqueued before another replica takes it over."""
 MAX_IDLE = 5.0
 """An idle scheduler wakes at the next tick, on a change notice, or after this many seconds at most."""
+PASS_SPACING = 0.002
+"""Seconds at least between the starts of two firing passes of one replica: under a steady stream of ticks
+(1,000/s) a pass takes all that fell due since the last one instead of one pass per tick, and replicas
+drift apart in phase, so each claims what fell due since another's pass instead of all racing for each."""
 FLUSH_INTERVAL = 1.0
 """last_run_at / next_run_at reach SQL in batches this often."""
 
@@ -72,6 +76,14 @@ class SchedulerBase:
     _opened: bool
     _listener_ready: asyncio.Event
     _queue_owned = False
+    # what the firing loop read between passes (None / 0: unknown, read it): whether the index exists, and
+    # the time (ms) before which no lease can have expired
+    _indexed: bool | None = None
+    _leases_due_ms = 0
+    _pass_at = 0.0  # when the loop's last pass started (event loop time)
+    _due_read: list[tuple[str, int]] | None = None  # the due entries it read (a pass uses them, once)
+    # leases the loop releases with its next read (None: release each at once, outside the loop)
+    _release_later: list[tuple[str, int]] | None = None
     _owned_db: Any = None
 
     async def _open(self) -> None:

@@ -141,6 +141,13 @@ class TaskCache:
         blob = self._rows.get(task_id)
         return None if blob is None else _unpack(task_id, blob)
 
+    def enabled(self, task_id: str) -> bool:
+        """Whether ``task_id`` is cached and enabled (a fireable row is, without unpacking it)."""
+        blob = self._rows.get(task_id)
+        if blob is None:
+            return False
+        return blob[:1] == _FIREABLE or bool(_unpack(task_id, blob).enabled)
+
     def pop(self, task_id: str) -> None:
         blob = self._rows.pop(task_id, None)
         if blob is not None and blob[:1] == _FIREABLE:

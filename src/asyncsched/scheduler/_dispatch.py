@@ -32,7 +32,8 @@ log = logging.getLogger("asyncsched.scheduler")
 DUE_BATCH = 500
 """Due index entries claimed per pass (more wait for the next pass, which follows at once)."""
 
-_Planned = tuple[TaskView, list[datetime], datetime | None]
+_Planned = tuple[TaskView, list[datetime], datetime | None, str]
+"""A due entry planned: the task, the ticks to run, the next tick to index, the schedule's signature."""
 
 
 class Dispatch(SchedulerBase):
@@ -69,8 +70,12 @@ class Dispatch(SchedulerBase):
     async def run_pending(self, now: datetime | None = None) -> list[Firing]:
         """Claim and enqueue everything due at ``now`` (default: the clock); returns what was fired here."""
         await self._open()
+        due: list[tuple[str, int]] | None = None
+        if now is None:  # the loop's pass: it may have read them with its wake state already
+            due, self._due_read = self._due_read, None
         now = now or self.clock()
-        due = await self.index.due(to_ms(now), limit=DUE_BATCH)
+        if not due:
+            due = await self.index.due(to_ms(now), limit=DUE_BATCH)
         fired = await self._fire_due(due, now) if due else []
         fired.extend(await self._recover(now))
         return fired
@@ -85,7 +90,10 @@ class Dispatch(SchedulerBase):
                 await self._reload()
                 reloaded = True
             plans = [self._plan(task_id, tick_ms, now) for task_id, tick_ms in pending]
-            requests = [self._request(t, ms, p, now) for (t, ms), p in zip(pending, plans, strict=True)]
+            seen_at = self.clock().timestamp()  # the overlap record's time, one per pass
+            requests = [
+                self._request(t, ms, p, now, seen_at) for (t, ms), p in zip(pending, plans, strict=True)
+            ]
             claims = await self.index.claim_many(requests)
             stale = []
             for (task_id, tick_ms), planned, claim in zip(pending, plans, claims, strict=True):
@@ -103,43 +111,45 @@ class Dispatch(SchedulerBase):
         return await self._fire_ticks(work)
 
     def _known(self, task_id: str) -> bool:
-        view = self._cache.get(task_id)
-        return view is not None and bool(view.enabled)
+        return self._cache.enabled(task_id)
 
     def _plan(self, task_id: str, tick_ms: int, now: datetime) -> _Planned | None:
         """The ticks to run and the next tick of a due entry; ``None``: deleted, disabled or unfireable."""
         view = self._cache.get(task_id)
         if view is None or not view.enabled or not view.fireable:
             return None
-        ticks, nxt = plan(view.as_task(), trigger_of(view.as_task()), from_ms(tick_ms), now)
-        return view, ticks, nxt
+        task = view.as_task()
+        ticks, nxt = plan(task, trigger_of(task), from_ms(tick_ms), now)
+        return view, ticks, nxt, signature(task)
 
-    def _request(self, task_id: str, tick_ms: int, planned: _Planned | None, now: datetime) -> ClaimRequest:
+    def _request(
+        self, task_id: str, tick_ms: int, planned: _Planned | None, now: datetime, seen_at: float
+    ) -> ClaimRequest:
         if planned is None:  # deleted or disabled: drop it from the index (unless it moved meanwhile)
             return ClaimRequest(task_id, tick_ms, None, [], to_ms(now), sig=DROP)
-        view, ticks, nxt = planned
+        view, ticks, nxt, sig = planned
         return ClaimRequest(
             task_id,
             tick_ms,
             None if nxt is None else to_ms(nxt),
             [to_ms(t) for t in ticks],
             to_ms(now + LEASE),
-            signature(view.as_task()),
+            sig,
             [job_id_for(task_id, t) for t in ticks],
-            self._overlap(view.as_task()),
+            self._overlap(view.as_task(), seen_at),
         )
 
     async def _claimed(
         self, planned: _Planned, tick_ms: int, claim: Claim
     ) -> list[tuple[ScheduledTask, datetime, str]]:
         """What a claim leaves to enqueue (nothing unless this replica won it); notes the run times."""
-        view, ticks, nxt = planned
+        view, ticks, nxt, sig = planned
         task = view.as_task()
         if claim.code == -1:  # SQL itself disagrees with the index (a row edited behind our back)
             log.warning(
                 "task %s/%s changed in SQL without notice; re-planned from now", task.agent_name, task.name
             )
-            await self.index.sync(task.id, signature(task), None if nxt is None else to_ms(nxt))
+            await self.index.sync(task.id, sig, None if nxt is None else to_ms(nxt))
             return []
         if claim.code == 0:
             return []  # another replica claimed it
@@ -150,7 +160,7 @@ class Dispatch(SchedulerBase):
                 policy_of(task).value,
             )
         self._sql_updates[task.id] = (ticks[-1] if ticks else task.last_run_at, nxt)
-        self._planned[task.id] = (signature(task), nxt)
+        self._planned[task.id] = (sig, nxt)
         work = []
         for tick, decision in zip(ticks, claim.decisions, strict=True):
             if decision == "skip":
@@ -162,14 +172,14 @@ class Dispatch(SchedulerBase):
                 work.append((task, tick, decision))
         return work
 
-    def _overlap(self, task: ScheduledTask) -> Overlap:
+    def _overlap(self, task: ScheduledTask, now: float) -> Overlap:
         return Overlap(
             overlap_of(task),
             task.queue,
             task.agent_name,
             task.name,
             task.function,
-            self.clock().timestamp(),
+            now,
             self.settings.lifecycle_maxlen,
         )
 
@@ -180,7 +190,10 @@ class Dispatch(SchedulerBase):
             return []
         outcomes = await asyncio.gather(*(self._enqueue_tick(t, tick, d == "hold") for t, tick, d in work))
         done = [(t.id, to_ms(tick)) for (t, tick, _d), out in zip(work, outcomes, strict=True) if out]
-        await self.index.done_many(done)
+        if self._release_later is None:
+            await self.index.done_many(done)
+        else:  # the firing loop releases them with the read that follows this pass (one round trip less)
+            self._release_later += done
         fired = [out for out in outcomes if isinstance(out, Firing)]
         if self.metrics is not None:
             now = self.clock().timestamp()

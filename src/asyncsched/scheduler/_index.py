@@ -31,6 +31,7 @@ __all__ = [
     "ClaimRequest",
     "Overlap",
     "ScheduleIndex",
+    "WakeState",
     "from_ms",
     "signature",
     "to_ms",
@@ -76,6 +77,23 @@ class ClaimRequest:
     sig: str = ""
     job_ids: Sequence[str] = ()
     overlap: Overlap | None = None
+
+
+@dataclass(frozen=True)
+class WakeState:
+    """See :meth:`ScheduleIndex.wake_state` (times in epoch ms; ``None``: nothing indexed / leased)."""
+
+    next_ms: int | None
+    lease_ms: int | None
+    version: int
+    indexed: bool
+    due: list[tuple[str, int]]
+
+    @property
+    def earliest(self) -> int | None:
+        """The earliest time anything is due: a next tick or an expiring lease."""
+        times = [t for t in (self.next_ms, self.lease_ms) if t is not None]
+        return min(times) if times else None
 
 
 def _script(name: str) -> str:
@@ -262,14 +280,38 @@ class ScheduleIndex:
         )
         return bool(result)
 
+    async def wake_state(
+        self, now_ms: int | None = None, due_limit: int = 0, release: Sequence[tuple[str, int]] = ()
+    ) -> WakeState:
+        """What the firing loop reads between passes, in one round trip: the earliest next tick and lease
+        deadline, the change counter, whether the index exists and (``due_limit``) the entries due at
+        ``now_ms`` (as :meth:`due`). ``release``: ticks whose leases to release first (:meth:`done_many`)."""
+        members = [pending_member(task_id, tick_ms) for task_id, tick_ms in release]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if members:  # (not one transaction: a claim between the two sees the job itself, as after both)
+                pipe.zrem(self.pending_key, *members)  # type: ignore[unused-awaitable]
+                pipe.hdel(self.held_key, *members)  # type: ignore[unused-awaitable]
+            pipe.zrange(self.next_key, 0, 0, withscores=True)  # type: ignore[unused-awaitable]
+            pipe.zrange(self.pending_key, 0, 0, withscores=True)  # type: ignore[unused-awaitable]
+            pipe.get(self.version_key)  # type: ignore[unused-awaitable]
+            pipe.exists(self.sig_key)  # type: ignore[unused-awaitable]
+            if due_limit and now_ms is not None:
+                pipe.zrangebyscore(  # type: ignore[unused-awaitable]
+                    self.next_key, "-inf", now_ms, start=0, num=due_limit, withscores=True
+                )
+            replies = await pipe.execute()
+        first, lease, version, indexed, *due = replies[2 if members else 0 :]
+        return WakeState(
+            int(first[0][1]) if first else None,
+            int(lease[0][1]) if lease else None,
+            int(version or 0),
+            bool(indexed),
+            [(_text(member), int(score)) for member, score in due[0]] if due else [],
+        )
+
     async def earliest(self) -> int | None:
         """The earliest time (ms) anything is due: a next tick or an expiring lease."""
-        times = []
-        for key in (self.next_key, self.pending_key):
-            rows = await self.redis.zrange(key, 0, 0, withscores=True)
-            if rows:
-                times.append(int(rows[0][1]))
-        return min(times) if times else None
+        return (await self.wake_state()).earliest
 
     async def notify(self, task_id: str | None = None) -> None:
         """Tell every replica that schedules changed (pub/sub now, version counter for the missed message)."""

@@ -16,7 +16,8 @@ from sqlalchemy import Table, bindparam, or_, update
 from .._redis.cluster import pubsub_of
 from .._supervise import Supervised
 from ..store.models import ScheduledTask
-from ._base import FLUSH_INTERVAL, MAX_IDLE
+from ._base import FLUSH_INTERVAL, LEASE, MAX_IDLE, PASS_SPACING
+from ._dispatch import DUE_BATCH
 from ._index import to_ms
 from ._recovery import Recovery
 
@@ -24,6 +25,7 @@ __all__ = ["Loop"]
 
 log = logging.getLogger("asyncsched.scheduler")
 
+_NEVER = 2**62
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _TABLE = cast(Table, ScheduledTask.__table__)
 _SET_TIMES = {"next_run_at": bindparam("b_next"), "updated_at": _TABLE.c.updated_at}
@@ -147,6 +149,8 @@ class Loop(Recovery):
                             "schedule index missing from Redis (restarted or flushed); rebuilt from SQL"
                         )
                         await self.rebuild_index()
+                    if self._release_later is None:  # this pass's leases: released by the read after it
+                        self._release_later = []
                     await self.run_pending()
                     if self._redis_down:
                         self._redis_down = False
@@ -163,24 +167,57 @@ class Loop(Recovery):
                     await asyncio.sleep(1.0)
         finally:
             await asyncio.gather(*(helper.stop() for helper in helpers))
+            released, self._release_later = self._release_later, None
+            if released:  # (else their leases expire and another replica enqueues them again: a no-op)
+                with contextlib.suppress(Exception):
+                    await self.index.done_many(released)
 
     async def _index_lost(self) -> bool:
-        """Whether Redis lost the index (restart without persistence, FLUSHALL) while SQL has live tasks."""
+        """Whether Redis lost the index (restart without persistence, FLUSHALL) while SQL has live tasks
+        (read with the wake state of the previous pass, when there was one)."""
+        indexed, self._indexed = self._indexed, None
         if not self._cache.fireable:
             return False
-        assert self._redis is not None
-        return not await self._redis.exists(self.index.sig_key)
+        if indexed is None:
+            assert self._redis is not None
+            indexed = bool(await self._redis.exists(self.index.sig_key))
+        return not indexed
 
     async def _wait(self) -> None:
-        earliest = await self.index.earliest()
+        loop = asyncio.get_running_loop()
+        rest = self._pass_at + PASS_SPACING - loop.time()
+        if rest > 0:  # a busy replica claims what fell due meanwhile in one pass, not one pass per tick
+            await asyncio.sleep(rest)
+        # one round trip for everything between two passes: the last pass's leases released, the earliest
+        # next tick and lease, the change counter, the index's existence, and what is due already
+        now_ms = to_ms(self.clock())
+        # (a pass run from outside the loop meanwhile releases its own leases at once)
+        released, self._release_later = self._release_later or [], None
+        try:
+            state = await self.index.wake_state(now_ms, DUE_BATCH, released)
+        except BaseException:
+            self._release_later = released  # released with a later read (or their leases expire)
+            raise
+        earliest = state.earliest
         timeout = MAX_IDLE
         if earliest is not None:
             timeout = min(MAX_IDLE, max(0.0, (earliest - to_ms(self.clock())) / 1000))
+        if not state.indexed and self._cache.fireable:
+            timeout = 0.0  # the index is gone (Redis restarted, flushed): the next iteration rebuilds it
+        if timeout == 0 and state.due:
+            self._due_read = state.due  # the next pass claims these without reading them again
+        # no lease expires before the earliest one read, nor before a lease taken from now on would
+        lease_ms = _NEVER if state.lease_ms is None else state.lease_ms
+        self._leases_due_ms = min(lease_ms, to_ms(self.clock() + LEASE))
         if timeout > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # unlike 3.11's wait_for, never swallows a cancel
                     await self._changed.wait()
-        version = await self.index.version()
+            if self._changed.is_set():  # the counter as of the notices (else the next pass reads it)
+                state = await self.index.wake_state()
+        self._pass_at = loop.time()
+        self._indexed = state.indexed
+        version = state.version
         if self._changed.is_set() or version != self._version:
             self._changed.clear()
             notices, self._notices = self._notices, []

@@ -26,6 +26,9 @@ class Recovery(Dispatch):
         """Enqueue claimed ticks whose claimer died before enqueueing (idempotent: the job id is unique)."""
         fired: list[Firing] = []
         now_ms = to_ms(now)
+        leases_due_ms, self._leases_due_ms = self._leases_due_ms, 0
+        if now_ms < leases_due_ms:  # the loop read the earliest lease deadline just before this pass
+            return fired
         for task_id, tick_ms in await self.index.expired_leases(now_ms):
             if not await self.index.relet(task_id, tick_ms, now_ms, to_ms(now + LEASE)):
                 continue

@@ -29,6 +29,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -54,16 +55,13 @@ EARLIEST = EPOCH
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 """Dates (``date`` schedules, interval ``start``) must lie in ``[EARLIEST, LATEST)``."""
 
-_UNITS: dict[str, int] = {}
-for _names, _secs in (
-    (("s", "sec", "secs", "second", "seconds"), 1),
-    (("m", "min", "mins", "minute", "minutes"), 60),
-    (("h", "hr", "hrs", "hour", "hours"), 3600),
-    (("d", "day", "days"), 86400),
-    (("w", "wk", "wks", "week", "weeks"), 604800),
-):
-    for _n in _names:
-        _UNITS[_n] = _secs
+_UNITS: dict[str, int] = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), 604800),
+}
 
 _INTERVAL_RE = re.compile(r"\A\s*(?:every\s+)?(\d{1,15}(?:\.\d{1,9})?)\s*([a-zA-Z]{1,10})\s*\Z")
 _MACROS = {
@@ -109,24 +107,25 @@ def parse_timezone(name: str | None) -> tzinfo:
 
 def parse_interval(text: str | int | float | timedelta) -> timedelta:
     """``"5 minutes"`` -> ``timedelta(minutes=5)``; numbers are seconds. Zero, negative, unparseable raise."""
-    if isinstance(text, timedelta):
-        delta = text
-    elif isinstance(text, bool):
+    if isinstance(text, bool):
         raise _invalid(f"interval must be like '5 minutes', got {text!r}")
-    elif isinstance(text, int | float):
-        delta = _delta(float(text), text)
-    else:
-        match = _INTERVAL_RE.match(str(text)) if len(str(text)) <= 100 else None
-        unit = match and _UNITS.get(match.group(2).lower())
-        if not match or not unit:
-            raise _invalid(
-                f"interval {str(text)[:100]!r} does not parse; write '<number> <unit>' with unit seconds, "
-                "minutes, hours, days or weeks, e.g. '5 minutes'"
-            )
-        delta = _delta(float(match.group(1)) * unit, text)
-    if delta <= timedelta(0):
+    if isinstance(text, int | float):
+        return _delta(float(text), text)
+    if isinstance(text, timedelta) and text <= timedelta(0):
         raise _invalid(f"interval must be positive, got {text!r}")
-    return delta
+    return text if isinstance(text, timedelta) else _parse_text(str(text))
+
+
+@lru_cache(maxsize=1024)  # 100,000 schedules share a few intervals; a replica re-reads one per tick
+def _parse_text(text: str) -> timedelta:
+    match = _INTERVAL_RE.match(text) if len(text) <= 100 else None
+    unit = match and _UNITS.get(match.group(2).lower())
+    if not match or not unit:
+        raise _invalid(
+            f"interval {text[:100]!r} does not parse; write '<number> <unit>' with unit seconds, "
+            "minutes, hours, days or weeks, e.g. '5 minutes'"
+        )
+    return _delta(float(match.group(1)) * unit, text)
 
 
 def _delta(seconds: float, given: object) -> timedelta:
