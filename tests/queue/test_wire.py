@@ -37,6 +37,8 @@ def test_asyncsched_keys_are_the_key_modules_own() -> None:
     k = RQKeys("p")
     assert k.dependents("j") == "p:job:j:dependents"
     assert k.dependencies("j") == "p:job::j:dependencies"  # RQ's own spelling, two colons
+    one = [k.job("j"), k.execution("j", "e"), k.executions("j"), k.results("j"), k.dependents("j")]
+    assert k.execution_keys([("j", "e", "q")]) == one  # built at once for finish.lua
     assert rq_keys.limit_key("p", "k", "active") == "p:asyncsched:limit:k:active"
 
 

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from .._redis.scripts import ScriptRegistry
 from ..config import Settings
 from ..exceptions import ConfigurationError
 from ._common import Subcommands
@@ -216,8 +217,8 @@ async def _take_lock(redis: Any, key: str, token: str, wait: float = 30.0) -> No
 
 async def _remove(redis: Any, key: str, jobs: list[Any]) -> list[Any]:
     """Remove each job from rq-scheduler's set if it is still at the time it was read; the removed ones."""
-    remove = redis.register_script(_REMOVE)
-    return [job for job in jobs if await remove(keys=[key], args=[job.id, repr(job.score)])]
+    scripts = ScriptRegistry(redis, {"remove": _REMOVE})
+    return [job for job in jobs if await scripts.run("remove", [job.id, repr(job.score)], [key])]
 
 
 async def _register(path: Path, agent: str, settings: Settings, redis: Any, check_import: bool) -> int:

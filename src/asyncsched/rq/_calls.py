@@ -204,10 +204,7 @@ class FinishCall:
         out = [self.stream, k.worker(w), k.worker_executions(w)]
         for q in self.queues():
             out += (k.queue(q), k.wip(q), k.finished(q), k.failed(q), k.scheduled(q))
-        execution_keys = k.execution_keys
-        for job_id, execution_id, _ in self.jobs:
-            out += execution_keys(job_id, execution_id)
-        return out
+        return out + k.execution_keys(self.jobs)
 
     def to_args(self) -> list[Any]:
         queues = self.queues()

@@ -62,6 +62,7 @@ known exceptions for Redis Cluster, listed in ``docs/architecture.md`` ("Wire fo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -167,17 +168,31 @@ class RQKeys:
         (``rq.job.Job.dependencies_key``)."""
         return f"{self.prefix}:job::{job_id}:dependencies"
 
-    def execution_keys(self, job_id: str, execution_id: str) -> tuple[str, str, str, str, str]:
-        """The keys finishing one execution touches, at once (the worker's hot path): :meth:`job`,
-        :meth:`execution`, :meth:`executions`, :meth:`results`, :meth:`dependents`."""
+    def execution_keys(self, executions: Iterable[tuple[str, str, str]]) -> list[str]:
+        """The keys finishing each ``(job id, execution id, queue)`` touches, five per execution, built at
+        once (the worker's hot path): :meth:`job`, :meth:`execution`, :meth:`executions`, :meth:`results`,
+        :meth:`dependents`."""
         p = self.prefix
-        return (
-            f"{p}:job:{job_id}",
-            f"{p}:execution:{job_id}:{execution_id}",
-            f"{p}:executions:{job_id}",
-            f"{p}:results:{job_id}",
-            f"{p}:job:{job_id}:dependents",
+        job, execution, executions_, results = (
+            f"{p}:job:",
+            f"{p}:execution:",
+            f"{p}:executions:",
+            f"{p}:results:",
         )
+        out: list[str] = []
+        add = out.extend
+        for job_id, execution_id, _ in executions:
+            jk = job + job_id
+            add(
+                (
+                    jk,
+                    f"{execution}{job_id}:{execution_id}",
+                    executions_ + job_id,
+                    results + job_id,
+                    jk + ":dependents",
+                )
+            )
+        return out
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"

@@ -15,10 +15,10 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from .. import _keys
-from ..rq.keys import RQKeys
+from .._redis.scripts import ScriptRegistry
+from ..rq._scripts import keyed
 from ..store.models import ScheduledTask
 
 __all__ = [
@@ -79,6 +79,10 @@ def _script(name: str) -> str:
     return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
+# Read once, at import (never from a coroutine); the claim derives the previous run's job key (lib_keys.lua)
+_SOURCES = {"claim": keyed(_script("claim")), "sync": _script("sync"), "relet": _script("relet")}
+
+
 def to_ms(dt: datetime) -> int:
     """Epoch milliseconds of an aware datetime (the index's score)."""
     return round(dt.timestamp() * 1000)
@@ -120,17 +124,13 @@ class ScheduleIndex:
         self.last_key = _keys.sched_last(prefix)
         self.held_key = _keys.sched_held(prefix)
         self.lifecycle_key = _keys.lifecycle_stream(prefix)
-        self.job_prefix = RQKeys(prefix).job("")
-        self._claim = redis.register_script(_script("claim"))
-        self._sync = redis.register_script(_script("sync"))
-        self._relet = redis.register_script(_script("relet"))
+        self.prefix = prefix
+        self._scripts = ScriptRegistry(redis, _SOURCES)
 
     async def sync(self, task_id: str, sig: str, next_ms: int | None) -> bool:
         """Index ``task_id`` at ``next_ms`` unless it already follows ``sig``; ``None`` drops it."""
-        result = await self._sync(
-            keys=[self.next_key, self.sig_key], args=[task_id, sig, "" if next_ms is None else next_ms]
-        )
-        return bool(result)
+        args = [task_id, sig, "" if next_ms is None else next_ms]
+        return bool(await self._scripts.run("sync", args, [self.next_key, self.sig_key]))
 
     async def drop(self, task_id: str) -> None:
         await self.sync(task_id, "", None)
@@ -172,28 +172,13 @@ class ScheduleIndex:
         independent: pipelining only saves the round trips of a pass over many due tasks)."""
         keys = [self.next_key, self.pending_key, self.fired_key, self.sig_key]
         keys += [self.last_key, self.held_key, self.lifecycle_key]
-        todo = list(range(len(requests)))
-        replies: list[Any] = [None] * len(requests)
-        for _attempt in range(2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    pipe.evalsha(self._claim.sha, len(keys), *keys, *self._claim_args(requests[i]))  # type: ignore[unused-awaitable]
-                results = await pipe.execute(raise_on_error=False)
-            for i, result in zip(todo, results, strict=True):
-                replies[i] = result
-            todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
-            if not todo:
-                break
-            await self.redis.script_load(self._claim.script)  # flushed or restarted: load it, claim the rest
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        replies = await self._scripts.run_many("claim", [(keys, self._claim_args(r)) for r in requests])
         return [Claim(int(reply[0]), tuple(_text(d) for d in reply[1:])) for reply in replies]
 
     def _claim_args(self, r: ClaimRequest) -> list[Any]:
         o = r.overlap or Overlap()
         args: list[Any] = [r.task_id, r.seen_ms, "" if r.next_ms is None else r.next_ms, r.lease_deadline_ms]
-        args += [FIRED_MAXLEN, r.sig, o.policy, self.job_prefix, repr(o.now), o.lifecycle_maxlen]
+        args += [FIRED_MAXLEN, r.sig, o.policy, self.prefix, repr(o.now), o.lifecycle_maxlen]
         args += [o.queue, o.agent_name, o.task_name, o.function]
         ids = list(r.job_ids) or [""] * len(r.ticks_ms)
         for tick, job_id in zip(r.ticks_ms, ids, strict=True):
@@ -224,15 +209,13 @@ class ScheduleIndex:
 
     async def sync_many(self, entries: Sequence[tuple[str, str, int | None]]) -> None:
         """:meth:`sync` for many ``(task id, signature, next ms)``, pipelined in chunks of 1,000."""
+        keys = [self.next_key, self.sig_key]
         for start in range(0, len(entries), 1000):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id, sig, next_ms in entries[start : start + 1000]:
-                    await self._sync(
-                        keys=[self.next_key, self.sig_key],
-                        args=[task_id, sig, "" if next_ms is None else next_ms],
-                        client=pipe,
-                    )
-                await pipe.execute()
+            calls = [
+                (keys, [task_id, sig, "" if next_ms is None else next_ms])
+                for task_id, sig, next_ms in entries[start : start + 1000]
+            ]
+            await self._scripts.run_many("sync", calls)
 
     async def expired_leases(self, now_ms: int, limit: int = 100) -> list[tuple[str, int]]:
         rows = await self.redis.zrangebyscore(self.pending_key, "-inf", now_ms, start=0, num=limit)
@@ -243,10 +226,8 @@ class ScheduleIndex:
         return out
 
     async def relet(self, task_id: str, tick_ms: int, now_ms: int, deadline_ms: int) -> bool:
-        result = await self._relet(
-            keys=[self.pending_key], args=[pending_member(task_id, tick_ms), now_ms, deadline_ms]
-        )
-        return bool(result)
+        args = [pending_member(task_id, tick_ms), now_ms, deadline_ms]
+        return bool(await self._scripts.run("relet", args, [self.pending_key]))
 
     async def earliest(self) -> int | None:
         """The earliest time (ms) anything is due: a next tick or an expiring lease."""

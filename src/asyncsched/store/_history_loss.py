@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys
+from .._redis.scripts import ScriptRegistry
 from ._history_rows import text
 
 __all__ = ["DEGRADED_FOR", "HistoryLoss", "LossLog", "StreamAccount", "history_loss"]
@@ -57,16 +58,13 @@ class StreamAccount:
         self.ledger = _keys.lifecycle_ledger(prefix)
         self.group = group
         self.consumer = consumer
-        self._read = redis.register_script(_READ)
-        self._trim = redis.register_script(_TRIM)
+        self._scripts = ScriptRegistry(redis, {"read": _READ, "trim": _TRIM})
 
     async def read(self, count: int) -> tuple[int, tuple[int, int] | None, list[Any]]:
         """Read up to ``count`` new entries; returns (entries found lost, their time range in epoch ms
         (after the last delivered, before the first present), the entries ``[id, [field, value...]]``)."""
-        reply = await self._read(
-            keys=[self.stream, self.ledger],
-            args=[self.group, self.consumer, count, int(time.time() * 1000)],
-        )
+        args = [self.group, self.consumer, count, int(time.time() * 1000)]
+        reply = await self._scripts.run("read", args, [self.stream, self.ledger])
         lost, last, first, entries = int(reply[0]), reply[1], reply[2], reply[3]
         span = None
         if lost:
@@ -84,7 +82,7 @@ class StreamAccount:
 
     async def trim(self) -> int:
         """Trim below what every group acknowledged; returns the entries removed."""
-        return int(await self._trim(keys=[self.stream], args=[]))
+        return int(await self._scripts.run("trim", [], [self.stream]))
 
     async def backlog(self) -> int:
         """Entries not yet recorded: pending in the group plus unread (lost ones not counted)."""
