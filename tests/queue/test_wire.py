@@ -164,3 +164,18 @@ def test_enqueue_options_are_enqueues_keyword_arguments() -> None:
     assert set(params) == ENQUEUE_OPTIONS
     defaults = {f.name: f.default for f in dataclasses.fields(EnqueueOptions)}
     assert {name: p.default for name, p in params.items()} == defaults
+
+
+def test_our_job_fields_are_spelled_only_by_the_codec() -> None:
+    """No Python module but ``rq/jobhash.py`` spells one of asyncsched's job-hash fields (they go through
+    ``JobField``); the Lua scripts spell them too, as RQ's own fields are spelled by RQ."""
+    ours = {f.value for f in JobField if f.value.startswith("asyncsched_")}
+    src = Path(rq_keys.__file__).parents[1]
+    found = [
+        f"{path.relative_to(src)}: {literal}"
+        for path in sorted(src.rglob("*.py"))
+        if path.name != "jobhash.py"
+        for literal in re.findall(r"""["'](asyncsched_\w+)["']""", path.read_text())
+        if literal in ours
+    ]
+    assert found == []

@@ -27,6 +27,7 @@ import yaml
 from .._redis.scripts import ScriptRegistry
 from ..config import Settings
 from ..exceptions import ConfigurationError
+from ..rq.jobhash import JobField
 from ._common import Subcommands
 
 __all__ = ["add_parser", "handle_import", "print_listing"]
@@ -172,7 +173,7 @@ def to_definition(
         notes.append(f"repeat: {job.repeat} run(s) left - NOT carried over, the task repeats until disabled")
     out.update(function=_function(job.function, check_import), args=list(job.args), kwargs=dict(job.kwargs))
     out["queue"] = job.queue
-    timeout = job.fields.get("timeout")
+    timeout = job.fields.get(JobField.TIMEOUT)
     if timeout and timeout.decode().lstrip("-").isdigit() and int(timeout) > 0:
         out["timeout"] = int(timeout)
     extra = sorted(set(job.meta) - _RESERVED)
@@ -180,7 +181,7 @@ def to_definition(
         notes.append(f"meta keys {', '.join(extra)} - not carried over")
     notes.extend(
         f"{field}={job.fields[field].decode()} - not carried over"
-        for field in ("result_ttl", "ttl", "failure_ttl", "retries_left")
+        for field in (JobField.RESULT_TTL, JobField.TTL, JobField.FAILURE_TTL, JobField.RETRIES_LEFT)
         if job.fields.get(field) not in (None, b"")
     )
     return out, notes

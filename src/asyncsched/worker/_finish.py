@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from ..rq import codec
 from ..rq._calls import FinishCall
+from ..rq.jobhash import JobField
 from ._job import ClaimedJob, Outcome, OutcomeKind, result_type
 from ._state import REDIS_DOWN, Shared
 
@@ -29,7 +30,10 @@ __all__ = ["Completer", "FinishRecord"]
 log = logging.getLogger("asyncsched.worker")
 
 SEP = "\x1e"
-_KNOWN = ("asyncsched_agent", "asyncsched_task", "asyncsched_function_path", "asyncsched_scheduled_task")
+# the fields recorded from the claim if the hash vanished meanwhile, as plain text (read per job)
+_KNOWN = tuple(
+    f.value for f in (JobField.AGENT, JobField.TASK, JobField.FUNCTION_PATH, JobField.SCHEDULED_TASK)
+)
 
 
 class FinishRecord(NamedTuple):

@@ -24,6 +24,7 @@ from ..queue._models import parse_intervals, retry_interval
 from ..queue._retry import backoff_wait, retry_matches
 from ..rq import codec
 from ..rq.codec import ResultType
+from ..rq.jobhash import JobField
 from ..rq.serializers import Format
 from ._rqjob import CurrentJob, Features, features, refused
 
@@ -35,6 +36,23 @@ DEFAULT_RESULT_TTL = 500  # rq.defaults.DEFAULT_RESULT_TTL
 DEFAULT_FAILURE_TTL = 31_536_000  # rq.defaults.DEFAULT_FAILURE_TTL (one year)
 STOPPED_TEXT = "Job stopped by user, work-horse terminated."  # RQ's text for a stopped job
 _uniform = random.uniform  # the draw of full jitter (a seam for tests)
+
+# The job-hash fields read here, as plain text: looked up per job (an enum attribute costs more to reach)
+_ATTEMPT, _RETRY, _RETRY_INTERVALS = (
+    JobField.ATTEMPT.value,
+    JobField.RETRY.value,
+    JobField.RETRY_INTERVALS.value,
+)
+_RETRIES_LEFT, _FAILURE_TTL, _RESULT_TTL = (
+    JobField.RETRIES_LEFT.value,
+    JobField.FAILURE_TTL.value,
+    JobField.RESULT_TTL.value,
+)
+_AT_FRONT_ON_RETRY, _DATA, _TIMEOUT = (
+    JobField.ENQUEUE_AT_FRONT_ON_RETRY.value,
+    JobField.DATA.value,
+    JobField.TIMEOUT.value,
+)
 
 
 def _int(h: Mapping[str, bytes], name: str) -> int | None:
@@ -61,7 +79,7 @@ class ClaimedJob:
     @property
     def attempt(self) -> int:
         try:
-            return _int(self.hash, "asyncsched_attempt") or 1
+            return _int(self.hash, _ATTEMPT) or 1
         except ValueError:
             return 1
 
@@ -109,14 +127,14 @@ def _retry_wait(h: Mapping[str, bytes], retries_left: int, exc: BaseException | 
     """Seconds before the next attempt, or ``None`` when the job is not retried: RQ's rule
     (``retries_left``/``retry_intervals``), refined by our ``asyncsched_retry`` policy (backoff with
     jitter, computed now; only on the named exception types). ``ValueError`` when a field is malformed."""
-    raw = h.get("asyncsched_retry")
+    raw = h.get(_RETRY)
     if not raw:
-        return retry_interval(parse_intervals(h.get("retry_intervals")), retries_left)
+        return retry_interval(parse_intervals(h.get(_RETRY_INTERVALS)), retries_left)
     policy = json.loads(raw)
     if policy.get("on") and not retry_matches(policy["on"], exc):
         return None
     if policy.get("backoff") != "exponential":
-        return retry_interval(parse_intervals(h.get("retry_intervals")), retries_left)
+        return retry_interval(parse_intervals(h.get(_RETRY_INTERVALS)), retries_left)
     n = int(policy["max"]) - retries_left + 1  # this is the n-th retry
     return backoff_wait(policy, max(n, 1), _uniform)
 
@@ -129,8 +147,8 @@ def _failure(
     h = job.hash
     wait: float | None = None
     try:
-        retries_left = _int(h, "retries_left")
-        failure_ttl = _int(h, "failure_ttl")
+        retries_left = _int(h, _RETRIES_LEFT)
+        failure_ttl = _int(h, _FAILURE_TTL)
         if retry and retries_left is not None and retries_left > 0:
             wait = _retry_wait(h, retries_left, exc)
     except (ValueError, TypeError, KeyError):
@@ -147,7 +165,7 @@ def _failure(
             retries_left=retries_left - 1,
             scheduled_at=int(now + wait),  # RQ's scheduled registry: whole seconds
             next_attempt=job.attempt + 1,
-            at_front=h.get("enqueue_at_front_on_retry") == b"1",
+            at_front=h.get(_AT_FRONT_ON_RETRY) == b"1",
         )
     ttl = DEFAULT_FAILURE_TTL if failure_ttl is None else failure_ttl
     return Outcome(
@@ -203,7 +221,7 @@ def _success(job: ClaimedJob, value: Any, fmt: Format, max_bytes: int | None = N
         text = f"return value of {size} bytes is over the limit of {max_bytes} (ASYNCSCHED_MAX_RESULT_BYTES)"
         return _failure(job, f"asyncsched.exceptions.InvalidValue: {text}", retry=False)
     try:
-        result_ttl = _int(job.hash, "result_ttl")
+        result_ttl = _int(job.hash, _RESULT_TTL)
     except ValueError:
         result_ttl = None
     ttl = DEFAULT_RESULT_TTL if result_ttl is None else result_ttl
@@ -246,14 +264,14 @@ def prepare(
     """
     h = job.hash
     try:
-        if "data" not in h:
+        if _DATA not in h:
             raise InvalidJob("job hash has no 'data' field")
-        name, args, kwargs, fmt = codec.decode_data(h["data"], accept_pickle=accept_pickle)
+        name, args, kwargs, fmt = codec.decode_data(h[_DATA], accept_pickle=accept_pickle)
         reason = refused(h)
         if reason is not None:
             raise InvalidJob(reason)
         func = import_function(name, allow=allow)
-        timeout = _int(h, "timeout")
+        timeout = _int(h, _TIMEOUT)
         job.features = features(h)
     except UnsafeJob as exc:
         return Prepared(outcome=_failure(job, f"asyncsched.exceptions.UnsafeJob: {exc}", retry=False))
