@@ -24,7 +24,7 @@ from ..queue._models import parse_intervals, retry_interval
 from ..queue._retry import backoff_wait, retry_matches
 from ..rq import codec
 from ..rq.codec import ResultType
-from ..rq.jobhash import JobField
+from ..rq.jobhash import JobField as F
 from ..rq.serializers import Format
 from ._rqjob import CurrentJob, Features, features, refused
 
@@ -38,21 +38,9 @@ STOPPED_TEXT = "Job stopped by user, work-horse terminated."  # RQ's text for a 
 _uniform = random.uniform  # the draw of full jitter (a seam for tests)
 
 # The job-hash fields read here, as plain text: looked up per job (an enum attribute costs more to reach)
-_ATTEMPT, _RETRY, _RETRY_INTERVALS = (
-    JobField.ATTEMPT.value,
-    JobField.RETRY.value,
-    JobField.RETRY_INTERVALS.value,
-)
-_RETRIES_LEFT, _FAILURE_TTL, _RESULT_TTL = (
-    JobField.RETRIES_LEFT.value,
-    JobField.FAILURE_TTL.value,
-    JobField.RESULT_TTL.value,
-)
-_AT_FRONT_ON_RETRY, _DATA, _TIMEOUT = (
-    JobField.ENQUEUE_AT_FRONT_ON_RETRY.value,
-    JobField.DATA.value,
-    JobField.TIMEOUT.value,
-)
+_ATTEMPT, _RETRY, _RETRY_INTERVALS = (f.value for f in (F.ATTEMPT, F.RETRY, F.RETRY_INTERVALS))
+_RETRIES_LEFT, _FAILURE_TTL, _RESULT_TTL = (f.value for f in (F.RETRIES_LEFT, F.FAILURE_TTL, F.RESULT_TTL))
+_AT_FRONT_ON_RETRY, _DATA, _TIMEOUT = (f.value for f in (F.ENQUEUE_AT_FRONT_ON_RETRY, F.DATA, F.TIMEOUT))
 
 
 def _int(h: Mapping[str, bytes], name: str) -> int | None:
