@@ -13,7 +13,7 @@ from .._misuse import async_api
 from ..exceptions import InvalidJob, JobError, JobNotFound
 from ..rq import codec
 from ..rq.codec import ResultEntry, ResultType
-from ..rq.jobhash import JobField
+from ..rq.jobhash import JobField, RQStatus
 from ..rq.keys import RQKeys
 from ._errors import backend_errors
 from ._limits import LimitUsage, limits_usage
@@ -23,7 +23,8 @@ log = logging.getLogger("asyncsched.queue")
 
 __all__ = ["QueueReader"]
 
-_PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created", b"rate_limited"})
+_ENDED = (RQStatus.FINISHED, RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED)
+_PENDING = frozenset(s.value.encode() for s in RQStatus if s not in _ENDED)  # no result yet, one may come
 
 
 def _is_fake(redis: aioredis.Redis) -> bool:

@@ -41,7 +41,7 @@ from .._redis.scripts import ScriptRegistry
 from ..exceptions import ConfigurationError, InvalidJob
 from ..queue._functions import import_function
 from ._hooks import Hooks, call_hook
-from ._rqjob import CurrentJob, set_current
+from ._rqjob import CurrentJob, JobOutcome, set_current
 
 __all__ = ["ArqConsumer", "arq_functions"]
 
@@ -226,9 +226,9 @@ class ArqConsumer:
             value, success = exc, False
         if current is not None:
             if success:
-                current.outcome, current.result = "finished", value
+                current.outcome, current.result = JobOutcome.FINISHED, value
             else:
-                current.outcome, current.error = "failed", value
+                current.outcome, current.error = JobOutcome.FAILED, value
             with contextlib.suppress(Exception):  # logged by _hook; the outcome stands
                 await self._hook("after_job", current)
         result = {**meta, "s": success, "r": value, "st": start, "ft": int(time.time() * 1000)}

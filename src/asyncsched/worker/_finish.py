@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from redis.exceptions import RedisError
 
+from .._lifecycle import Lifecycle
 from ..rq import codec
 from ..rq._calls import FinishCall
 from ..rq.jobhash import JobField
@@ -30,6 +31,7 @@ __all__ = ["Completer", "FinishRecord"]
 log = logging.getLogger("asyncsched.worker")
 
 SEP = "\x1e"
+_FINISHED = OutcomeKind.FINISHED  # bound once (reaching an enum member costs more, per job)
 # the fields recorded from the claim if the hash vanished meanwhile, as plain text (read per job)
 _KNOWN = tuple(
     f.value for f in (JobField.AGENT, JobField.TASK, JobField.FUNCTION_PATH, JobField.SCHEDULED_TASK)
@@ -55,7 +57,7 @@ class FinishRecord(NamedTuple):
     started: str  # execution start (epoch s, float)
     ended: str
     working_time: str  # seconds
-    life_kind: str  # the lifecycle record's kind
+    life_kind: Lifecycle  # the lifecycle record's kind
     error: str
     traceback: str
     result: str  # capped JSON of the return value
@@ -84,7 +86,7 @@ class FinishRecord(NamedTuple):
             str(o.scheduled_at), "1" if o.at_front else "0",
             repr(j.started), repr(o.ended), repr(max(o.ended - j.started, 0.0)),
             o.life_kind, o.error or "",
-            o.exc_text if o.kind != OutcomeKind.FINISHED and o.exc_text else "",
+            o.exc_text if o.kind != _FINISHED and o.exc_text else "",
             o.life_result or "",
             "" if o.next_attempt is None else str(o.next_attempt),
             *_known(j), *_repeat(o),
@@ -105,7 +107,7 @@ def _known(job: ClaimedJob) -> tuple[str, str, str, str, str]:
 
 
 def _repeat(o: Outcome) -> tuple[str, str, str]:
-    if o.repeat is None or o.kind != OutcomeKind.FINISHED:
+    if o.repeat is None or o.kind != _FINISHED:
         return "", "", ""
     left, intervals, wait = o.repeat
     return str(left), json.dumps(intervals), str(int(time.time()) + wait if wait else 0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .._lifecycle import cap_result
+from .._lifecycle import Lifecycle, cap_result
 from ..exceptions import FunctionNotAllowed, InvalidJob, JobTimeout, SerializationError, UnsafeJob
 from ..queue._functions import import_function
 from ..queue._models import parse_intervals, retry_interval
@@ -82,6 +82,11 @@ class OutcomeKind(StrEnum):
     SCHEDULE = "schedule"  # retried later: RQ's scheduled registry
 
 
+# bound once: reaching an enum member costs about 0.3 µs on Python 3.11, and these are reached per job
+_FINISHED = OutcomeKind.FINISHED
+_SUCCESSFUL, _UNSUCCESSFUL = int(ResultType.SUCCESSFUL), int(ResultType.FAILED)
+
+
 @dataclass
 class Outcome:
     """What ``finish.lua`` records for one execution."""
@@ -92,7 +97,7 @@ class Outcome:
     return_value: str | None = None  # base64 of the serialized value
     exc_text: str | None = None
     error: str | None = None
-    life_kind: str = "success"
+    life_kind: Lifecycle = Lifecycle.SUCCESS  # the lifecycle record's kind
     life_result: str | None = None
     retries_left: int | None = None
     scheduled_at: int = 0
@@ -149,7 +154,7 @@ def _failure(
             ended=now,
             exc_text=exc_text,
             error=_error_line(exc_text),
-            life_kind="retry",
+            life_kind=Lifecycle.RETRY,
             retries_left=retries_left - 1,
             scheduled_at=int(now + wait),  # RQ's scheduled registry: whole seconds
             next_attempt=job.attempt + 1,
@@ -162,7 +167,7 @@ def _failure(
         ended=now,
         exc_text=exc_text,
         error=_error_line(exc_text),
-        life_kind="failed",
+        life_kind=Lifecycle.FAILED,
         job_ttl=ttl,
         results_ttl=failure_ttl,  # RQ: the failure stream only expires when failure_ttl is set
         registry_score=str(int(now) + ttl) if ttl >= 0 else "+inf",
@@ -177,7 +182,7 @@ def stopped(job: ClaimedJob) -> Outcome:
     """A job stopped on request (RQ's stop-job or our cancel): RQ's ``stopped`` status."""
     out = _failure(job, STOPPED_TEXT, retry=False)
     out.kind = OutcomeKind.STOPPED
-    out.life_kind = "cancelled"
+    out.life_kind = Lifecycle.CANCELLED
     return out
 
 
@@ -187,7 +192,7 @@ def put_back(job: ClaimedJob) -> Outcome:
         job,
         OutcomeKind.REQUEUE,
         error="worker shut down before the job finished; re-queued",
-        life_kind="retry",
+        life_kind=Lifecycle.RETRY,
         next_attempt=job.attempt + 1,
     )
 
@@ -216,10 +221,9 @@ def _success(job: ClaimedJob, value: Any, fmt: Format, max_bytes: int | None = N
     now = time.time()
     return Outcome(
         job,
-        OutcomeKind.FINISHED,
+        _FINISHED,
         ended=now,
-        return_value=encoded,
-        life_kind="success",
+        return_value=encoded,  # life_kind: Lifecycle.SUCCESS, the default
         life_result=cap_result(value),
         job_ttl=ttl,
         results_ttl=ttl,
@@ -337,7 +341,7 @@ async def after_run(job: ClaimedJob, outcome: Outcome, executor: Executor, ctx: 
     f = job.features
     if f is None:
         return outcome
-    if outcome.kind == OutcomeKind.FINISHED and f.on_success:
+    if outcome.kind == _FINISHED and f.on_success:
         try:
             await _callback(executor, ctx, f.on_success, f.success_timeout, outcome.value)
         except Exception as cb_error:  # RQ: a failing success callback fails the job
@@ -390,4 +394,4 @@ def _log_stopped_callback(job_id: str, task: asyncio.Task[None]) -> None:
 
 def result_type(outcome: Outcome) -> int:
     """The result stream ``type`` for an outcome."""
-    return int(ResultType.SUCCESSFUL if outcome.kind == OutcomeKind.FINISHED else ResultType.FAILED)
+    return _SUCCESSFUL if outcome.kind == _FINISHED else _UNSUCCESSFUL

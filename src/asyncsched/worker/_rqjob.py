@@ -26,6 +26,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from ..rq.jobhash import JobField
@@ -49,11 +50,22 @@ CALLBACK_TIMEOUT = 60  # rq.defaults.CALLBACK_TIMEOUT
 UNSUPPORTED = {JobField.WEBHOOKS.value: "RQ webhooks (rq.Webhook)"}
 
 
+class JobOutcome(StrEnum):
+    """How a run ended, as an ``after_job`` hook sees it (``current_job().outcome``)."""
+
+    FINISHED = "finished"
+    FAILED = "failed"  # no retry left (or none asked for)
+    STOPPED = "stopped"  # RQ's stop-job, our cancel
+    RETRY = "retry"  # failed, and will run again (now or later)
+    REQUEUE = "requeue"  # interrupted by a shutdown: back on its queue
+    SCHEDULE = "schedule"  # (not seen by hooks today: a later retry is RETRY)
+
+
 class _Later:
     """State a job gets only when it is used (class-level defaults, not dataclass fields: making a job's
     context costs nothing for what most jobs never touch)."""
 
-    outcome: str | None = None  # for after_job hooks: finished | failed | stopped | retry | requeue
+    outcome: JobOutcome | None = None  # for after_job hooks
     error: BaseException | None = None  # for after_job: the job's exception
     result: Any = None  # for after_job: the return value of a finished job
     progress_stored: int = 0  # the seq of the last progress written
