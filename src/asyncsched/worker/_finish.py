@@ -93,7 +93,10 @@ class FinishRecord(NamedTuple):
         ))  # fmt: skip
 
     def pack(self) -> str:
-        """The one argument ``finish.lua`` splits on 0x1e."""
+        """The one argument ``finish.lua`` splits on 0x1e (a 0x1e inside a field becomes a space)."""
+        packed = SEP.join(self)
+        if packed.count(SEP) == len(self) - 1:  # no field holds one (the usual case): nothing to replace
+            return packed
         return SEP.join(x.replace(SEP, " ") for x in self)
 
 
