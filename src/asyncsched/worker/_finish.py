@@ -141,8 +141,9 @@ class Completer:
 
     def batch(self, outcomes: list[Outcome]) -> FinishCall:
         cfg = self.cfg
-        records = tuple(FinishRecord.of(o).pack() for o in outcomes)
-        jobs = tuple((o.job.id, o.job.execution_id, o.job.queue) for o in outcomes)
+        made = [FinishRecord.of(o) for o in outcomes]
+        records = tuple(r.pack() for r in made)
+        jobs = tuple(r[:3] for r in made)  # (id, execution id, queue): the record's first three fields
         maxlen, now_ts, now = cfg.lifecycle_maxlen, codec.fmt_ts(), time.time()
         return FinishCall(self.keys, cfg.name, cfg.stream, maxlen, now_ts, now, FIELDS, jobs, records)
 
