@@ -170,9 +170,9 @@ MUTANTS: list[Mutant] = [
         "retry-cap",
         "worker/_job.py",
         "    if not raw:\n"
-        '        return retry_interval(parse_intervals(h.get("retry_intervals")), retries_left)\n',
+        "        return retry_interval(parse_intervals(h.get(_RETRY_INTERVALS)), retries_left)\n",
         "    if not raw:\n"
-        '        return min(retry_interval(parse_intervals(h.get("retry_intervals")), retries_left), 1)\n',
+        "        return min(retry_interval(parse_intervals(h.get(_RETRY_INTERVALS)), retries_left), 1)\n",
         ["tests/worker/test_leases.py", *REAL_REDIS],
         "retry delays capped at 1 s",
         fast=True,

@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 _FUNCTION_PATH, _DESCRIPTION = JobField.FUNCTION_PATH.value, JobField.DESCRIPTION.value
+_ENQUEUED_AT = JobField.ENQUEUED_AT.value
 
 log = logging.getLogger("asyncsched.metrics")
 
@@ -255,7 +256,7 @@ class ProcessMetrics:
                 last_key = key
                 wait, run, kinds = series.wait, series.run, series.outcomes
             started = job.started
-            enqueued = h.get("enqueued_at")
+            enqueued = h.get(_ENQUEUED_AT)
             if enqueued:
                 at = clock._last_value if enqueued == clock._last else clock.epoch(enqueued)
                 if at is not None:

@@ -130,7 +130,7 @@ async def run_traced(job: TracedJob, fmt: Format | str, run: Awaitable[_Outcome]
         "asyncsched.function": function,
         "asyncsched.attempt": job.attempt,
     }
-    parent = _parent(h.get("meta"), str(fmt) == "pickle")
+    parent = _parent(h.get(JobField.META.value), str(fmt) == "pickle")
     if parent is None:  # a root span even inside another span of this process
         parent = _api.set_span_in_context(_api.INVALID_SPAN)
     kind = _api.SpanKind.CONSUMER

@@ -37,13 +37,20 @@ def test_asyncsched_keys_are_the_key_modules_own() -> None:
     k = RQKeys("p")
     assert k.dependents("j") == "p:job:j:dependents"
     assert k.dependencies("j") == "p:job::j:dependencies"  # RQ's own spelling, two colons
+    one = [k.job("j"), k.execution("j", "e"), k.executions("j"), k.results("j"), k.dependents("j")]
+    assert k.execution_keys([("j", "e", "q")]) == one  # built at once for finish.lua
     assert rq_keys.limit_key("p", "k", "active") == "p:asyncsched:limit:k:active"
 
 
 def test_scripts_spell_keys_only_in_lib_keys() -> None:
-    """Outside lib_keys.lua no script concatenates the prefix with a key name."""
-    spelled = re.compile(r"\bp \.\. '|\.\. ':(job|queue|worker|wip|results|execution|rl|asyncsched)")
-    for path in sorted(SCRIPTS.glob("*.lua")):
+    """Outside lib_keys.lua no script of the package (the wire format's, the scheduler's, the Recorder's,
+    the event bus's) concatenates the prefix with a key name, or a job id with a job key's prefix."""
+    spelled = re.compile(
+        r"\bp \.\. '|\.\. ':(job|queue|worker|wip|results|execution|rl|asyncsched)|ARGV\[\d+\] \.\. id"
+    )
+    package = SCRIPTS.parents[1]
+    assert len(list(package.rglob("*.lua"))) > len(list(SCRIPTS.glob("*.lua")))
+    for path in sorted(package.rglob("*.lua")):
         if path.name == "lib_keys.lua":
             continue
         code = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("--")]
@@ -162,3 +169,18 @@ def test_enqueue_options_are_enqueues_keyword_arguments() -> None:
     assert set(params) == ENQUEUE_OPTIONS
     defaults = {f.name: f.default for f in dataclasses.fields(EnqueueOptions)}
     assert {name: p.default for name, p in params.items()} == defaults
+
+
+def test_our_job_fields_are_spelled_only_by_the_codec() -> None:
+    """No Python module but ``rq/jobhash.py`` spells one of asyncsched's job-hash fields (they go through
+    ``JobField``); the Lua scripts spell them too, as RQ's own fields are spelled by RQ."""
+    ours = {f.value for f in JobField if f.value.startswith("asyncsched_")}
+    src = Path(rq_keys.__file__).parents[1]
+    found = [
+        f"{path.relative_to(src)}: {literal}"
+        for path in sorted(src.rglob("*.py"))
+        if path.name != "jobhash.py"
+        for literal in re.findall(r"""["'](asyncsched_\w+)["']""", path.read_text())
+        if literal in ours
+    ]
+    assert found == []

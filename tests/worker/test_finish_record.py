@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 
+from asyncsched._lifecycle import Lifecycle
 from asyncsched.rq._calls import FinishCall
 from asyncsched.rq._scripts import source
 from asyncsched.rq.keys import RQKeys
 from asyncsched.worker._finish import FIELDS, SEP, FinishRecord
 from asyncsched.worker._job import ClaimedJob, Outcome, OutcomeKind
+from asyncsched.worker._rqjob import JobOutcome
 
 
 def _header_numbers() -> set[int]:
@@ -29,8 +31,11 @@ def test_the_record_has_the_scripts_fields_in_its_order() -> None:
 def test_a_record_packs_to_one_argument_and_the_batch_to_the_scripts_arguments() -> None:
     job = ClaimedJob("j1", "e1", "default", {"asyncsched_task": b"nightly", "asyncsched_attempt": b"2"})
     out = Outcome(job, OutcomeKind.FAILED, exc_text="Traceback\nValueError: a\x1eb", error="ValueError")
+    out.life_kind = Lifecycle.FAILED
     record = FinishRecord.of(out)
     assert (record.kind, record.attempt, record.task_name) == ("failed", "2", "nightly")
+    assert record.kind is OutcomeKind.FAILED
+    assert record.life_kind is Lifecycle.FAILED
     assert record.traceback == "Traceback\nValueError: a\x1eb"  # a failure carries its traceback
     packed = record.pack()
     fields = packed.split(SEP)
@@ -48,3 +53,11 @@ def test_a_record_packs_to_one_argument_and_the_batch_to_the_scripts_arguments()
     assert batch.one(1).to_keys() == [*worker, *registries, *execution]
     assert len(batch.to_keys()) == 3 + 5 * 2 + 5 * 2
     assert OutcomeKind("finished") is OutcomeKind.FINISHED
+
+
+def test_hooks_see_the_outcome_as_an_enum() -> None:
+    """``current_job().outcome`` in an after_job hook is a :class:`JobOutcome` (a ``str``, as before)."""
+    assert [JobOutcome(k) for k in OutcomeKind] == [
+        JobOutcome.FINISHED, JobOutcome.FAILED, JobOutcome.STOPPED, JobOutcome.REQUEUE, JobOutcome.SCHEDULE,
+    ]  # fmt: skip
+    assert JobOutcome.RETRY == "retry"

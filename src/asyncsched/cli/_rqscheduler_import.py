@@ -24,8 +24,10 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from .._redis.scripts import ScriptRegistry
 from ..config import Settings
 from ..exceptions import ConfigurationError
+from ..rq.jobhash import JobField
 from ._common import Subcommands
 
 __all__ = ["add_parser", "handle_import", "print_listing"]
@@ -171,7 +173,7 @@ def to_definition(
         notes.append(f"repeat: {job.repeat} run(s) left - NOT carried over, the task repeats until disabled")
     out.update(function=_function(job.function, check_import), args=list(job.args), kwargs=dict(job.kwargs))
     out["queue"] = job.queue
-    timeout = job.fields.get("timeout")
+    timeout = job.fields.get(JobField.TIMEOUT)
     if timeout and timeout.decode().lstrip("-").isdigit() and int(timeout) > 0:
         out["timeout"] = int(timeout)
     extra = sorted(set(job.meta) - _RESERVED)
@@ -179,7 +181,7 @@ def to_definition(
         notes.append(f"meta keys {', '.join(extra)} - not carried over")
     notes.extend(
         f"{field}={job.fields[field].decode()} - not carried over"
-        for field in ("result_ttl", "ttl", "failure_ttl", "retries_left")
+        for field in (JobField.RESULT_TTL, JobField.TTL, JobField.FAILURE_TTL, JobField.RETRIES_LEFT)
         if job.fields.get(field) not in (None, b"")
     )
     return out, notes
@@ -216,8 +218,8 @@ async def _take_lock(redis: Any, key: str, token: str, wait: float = 30.0) -> No
 
 async def _remove(redis: Any, key: str, jobs: list[Any]) -> list[Any]:
     """Remove each job from rq-scheduler's set if it is still at the time it was read; the removed ones."""
-    remove = redis.register_script(_REMOVE)
-    return [job for job in jobs if await remove(keys=[key], args=[job.id, repr(job.score)])]
+    scripts = ScriptRegistry(redis, {"remove": _REMOVE})
+    return [job for job in jobs if await scripts.run("remove", [job.id, repr(job.score)], [key])]
 
 
 async def _register(path: Path, agent: str, settings: Settings, redis: Any, check_import: bool) -> int:

@@ -37,7 +37,6 @@ __all__ = ["TaskQueue"]
 
 _BATCH = 1000  # jobs per coalesced enqueue script call
 _WAIT_MS = 2000  # how long an enqueue waits for its replicas (wait_replicas)
-_PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created", b"rate_limited"})
 
 
 def _refused(result: Any) -> RedisRefused | None:

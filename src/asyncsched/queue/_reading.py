@@ -13,6 +13,7 @@ from .._misuse import async_api
 from ..exceptions import InvalidJob, JobError, JobNotFound
 from ..rq import codec
 from ..rq.codec import ResultEntry, ResultType
+from ..rq.jobhash import JobField, RQStatus
 from ..rq.keys import RQKeys
 from ._errors import backend_errors
 from ._limits import LimitUsage, limits_usage
@@ -22,7 +23,8 @@ log = logging.getLogger("asyncsched.queue")
 
 __all__ = ["QueueReader"]
 
-_PENDING = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"created", b"rate_limited"})
+_ENDED = (RQStatus.FINISHED, RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED)
+_PENDING = frozenset(s.value.encode() for s in RQStatus if s not in _ENDED)  # no result yet, one may come
 
 
 def _is_fake(redis: aioredis.Redis) -> bool:
@@ -49,7 +51,7 @@ class QueueReader:
     async def status(self, job_id: str) -> JobStatus:
         """The job's state. Raises :class:`JobNotFound`, and :class:`InvalidJob` naming a status that
         neither RQ 2.x/3.x nor asyncsched writes."""
-        raw = await self._r.hget(self.keys.job(job_id), "status")
+        raw = await self._r.hget(self.keys.job(job_id), JobField.STATUS)
         if raw is None:
             if await self._r.exists(self.keys.job(job_id)):
                 return JobStatus.QUEUED  # RQ's "created": a hash without a status yet
@@ -77,7 +79,7 @@ class QueueReader:
         of a job that was re-queued is not returned: the current attempt's is awaited.
         """
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hget(self.keys.job(job_id), "status")
+            pipe.hget(self.keys.job(job_id), JobField.STATUS)
             pipe.xrevrange(self.keys.results(job_id), count=1)
             status, entries = await pipe.execute()
         last_id: bytes | None = entries[0][0] if entries else None

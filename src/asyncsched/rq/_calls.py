@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .keys import RQKeys, claiming_list, claiming_registry, limit_due, limit_keys, paused_queue
@@ -137,10 +138,30 @@ class ProgressCall:
         return [self.worker, self.old or "", "1" if self.old else "0", self.new]
 
 
-# The worker's scripts
+# The worker's scripts. The two of its hot path (claim, finish) are made per claim and per batch: their
+# records are plain (not frozen) dataclasses, and the keys that only depend on the worker and its queues are
+# built once per combination and reused (cached below).
 
 
-@dataclass(frozen=True, slots=True)
+@functools.lru_cache(maxsize=256)
+def _claim_keys(prefix: str, worker: str, stream: str, queues: tuple[str, ...]) -> tuple[str, ...]:
+    k = RQKeys(prefix)
+    out = [stream, k.suspended, k.worker(worker), k.worker_executions(worker), claiming_list(prefix, worker)]
+    for q in queues:
+        out += (k.queue(q), k.wip(q), paused_queue(prefix, q))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _finish_keys(prefix: str, worker: str, stream: str, queues: tuple[str, ...]) -> tuple[str, ...]:
+    k = RQKeys(prefix)
+    out = [stream, k.worker(worker), k.worker_executions(worker)]
+    for q in queues:
+        out += (k.queue(q), k.wip(q), k.finished(q), k.failed(q), k.scheduled(q))
+    return tuple(out)
+
+
+@dataclass(slots=True)
 class ClaimCall:
     """``claim.lua``: start up to ``n`` jobs of ``queues`` (and the ``given`` ids a blocking pop took from
     ``given_queue``) for ``worker``. ``now``/``now_ts`` are ``""`` for Redis' clock (a claim pipelined behind
@@ -164,11 +185,8 @@ class ClaimCall:
     exec_first: int
 
     def to_keys(self) -> list[Any]:
-        k, p, w = self.keys, self.keys.prefix, self.worker
-        out = [self.stream, k.suspended, k.worker(w), k.worker_executions(w), claiming_list(p, w)]
-        for q in [self.given_queue, *self.queues] if self.given_queue else self.queues:
-            out += (k.queue(q), k.wip(q), paused_queue(p, q))
-        return out
+        queues = (self.given_queue, *self.queues) if self.given_queue else tuple(self.queues)
+        return list(_claim_keys(self.keys.prefix, self.worker, self.stream, queues))
 
     def to_args(self) -> list[Any]:
         return [
@@ -178,7 +196,7 @@ class ClaimCall:
         ]  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FinishCall:
     """``finish.lua``: record a batch of outcomes. ``jobs`` are the executions' ``(job id, execution id,
     queue)``, ``records`` their outcomes packed as the script reads them (``worker._finish.FinishRecord``,
@@ -194,23 +212,17 @@ class FinishCall:
     fields: int
     jobs: tuple[tuple[str, str, str], ...]
     records: tuple[str, ...]
+    queues: tuple[str, ...] = field(init=False)  # the jobs' queues, each once
 
-    def queues(self) -> list[str]:
-        """The jobs' queues, each once."""
-        return list(dict.fromkeys(q for _, _, q in self.jobs))
+    def __post_init__(self) -> None:
+        self.queues = tuple({q: None for _, _, q in self.jobs})
 
     def to_keys(self) -> list[Any]:
-        k, w = self.keys, self.worker
-        out = [self.stream, k.worker(w), k.worker_executions(w)]
-        for q in self.queues():
-            out += (k.queue(q), k.wip(q), k.finished(q), k.failed(q), k.scheduled(q))
-        execution_keys = k.execution_keys
-        for job_id, execution_id, _ in self.jobs:
-            out += execution_keys(job_id, execution_id)
-        return out
+        fixed = _finish_keys(self.keys.prefix, self.worker, self.stream, self.queues)
+        return [*fixed, *self.keys.execution_keys(self.jobs)]
 
     def to_args(self) -> list[Any]:
-        queues = self.queues()
+        queues = self.queues
         head = [self.keys.prefix, self.worker, self.maxlen, self.now_ts, repr(self.now), self.fields]
         return [*head, len(queues), *queues, len(self.records), *self.records]
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from .._redis.scripts import ScriptRegistry
 
-__all__ = ["SCRIPT_NAMES", "Scripts", "source"]
+__all__ = ["SCRIPT_NAMES", "Scripts", "keyed", "source"]
 
 SCRIPT_NAMES = (
     "enqueue",
@@ -48,6 +48,15 @@ def _read(name: str) -> str:
 
 # Read once, when the module is imported: never from a coroutine (file I/O would block the event loop).
 _SOURCES = {name: _read(name) for name in SCRIPT_NAMES}
+
+
+def keyed(text: str) -> str:
+    """Another package's script with ``lib_keys.lua`` first, for the keys it derives from data it reads
+    (the scheduler's claim reads the id of a task's previous run, and looks at that job's hash)."""
+    return _SOURCES_LIB + text
+
+
+_SOURCES_LIB = _text("lib_keys")
 
 
 def source(name: str) -> str:

@@ -54,6 +54,7 @@ class JobField(enum.StrEnum):
     REPEAT_INTERVALS = "repeat_intervals"
     RATE_LIMIT_KEY = "rate_limit_key"
     RATE_LIMIT_CONCURRENCY = "rate_limit_concurrency"
+    WEBHOOKS = "webhooks"  # RQ 3's Webhook: read only to refuse the job (asyncsched's worker lacks it)
     # asyncsched's own (RQ ignores fields it does not know)
     FUNCTION_PATH = "asyncsched_function_path"
     ATTEMPT = "asyncsched_attempt"

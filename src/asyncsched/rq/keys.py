@@ -65,47 +65,20 @@ keeps RQ's exact names.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .slots import cluster_tag, events_tag, lifecycle_tag, ns, sched_tag
 
 __all__ = [
-    "RQKeys",
-    "agent_event_channel",
-    "agent_event_channel_pattern",
-    "agent_event_stream",
-    "broadcast_event_channel",
-    "broadcast_event_stream",
-    "claiming_list",
-    "claiming_registry",
-    "cluster_tag",
-    "dead_letter_stream",
-    "durable_consumer_alive",
-    "event_log_stream",
-    "events_tag",
-    "lifecycle_ledger",
-    "lifecycle_stream",
-    "lifecycle_tag",
-    "limit_due",
-    "limit_key",
-    "limit_keys",
-    "limit_seq",
-    "ns",
-    "paused_queue",
-    "quarantine",
-    "rate_limit_waits",
-    "redis_marker",
-    "sched_changes",
-    "sched_fired",
-    "sched_held",
-    "sched_last",
-    "sched_next",
-    "sched_pending",
-    "sched_sig",
-    "sched_tag",
-    "sched_version",
+    "RQKeys", "agent_event_channel", "agent_event_channel_pattern", "agent_event_stream",
+    "broadcast_event_channel", "broadcast_event_stream", "claiming_list", "claiming_registry", "cluster_tag",
+    "dead_letter_stream", "durable_consumer_alive", "event_log_stream", "events_tag", "lifecycle_ledger",
+    "lifecycle_stream", "lifecycle_tag", "limit_due", "limit_key", "limit_keys", "limit_seq", "ns",
+    "paused_queue", "quarantine", "rate_limit_waits", "redis_marker", "sched_changes", "sched_fired",
+    "sched_held", "sched_last", "sched_next", "sched_pending", "sched_sig", "sched_tag", "sched_version",
     "scheduled_wake",
-]
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,17 +163,31 @@ class RQKeys:
         (``rq.job.Job.dependencies_key``)."""
         return f"{self.prefix}:job::{job_id}:dependencies"
 
-    def execution_keys(self, job_id: str, execution_id: str) -> tuple[str, str, str, str, str]:
-        """The keys finishing one execution touches, at once (the worker's hot path): :meth:`job`,
-        :meth:`execution`, :meth:`executions`, :meth:`results`, :meth:`dependents`."""
+    def execution_keys(self, executions: Iterable[tuple[str, str, str]]) -> list[str]:
+        """The keys finishing each ``(job id, execution id, queue)`` touches, five per execution, built at
+        once (the worker's hot path): :meth:`job`, :meth:`execution`, :meth:`executions`, :meth:`results`,
+        :meth:`dependents`."""
         p = self.prefix
-        return (
-            f"{p}:job:{job_id}",
-            f"{p}:execution:{job_id}:{execution_id}",
-            f"{p}:executions:{job_id}",
-            f"{p}:results:{job_id}",
-            f"{p}:job:{job_id}:dependents",
+        job, execution, executions_, results = (
+            f"{p}:job:",
+            f"{p}:execution:",
+            f"{p}:executions:",
+            f"{p}:results:",
         )
+        out: list[str] = []
+        add = out.extend
+        for job_id, execution_id, _ in executions:
+            jk = job + job_id
+            add(
+                (
+                    jk,
+                    f"{execution}{job_id}:{execution_id}",
+                    executions_ + job_id,
+                    results + job_id,
+                    jk + ":dependents",
+                )
+            )
+        return out
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"

@@ -63,7 +63,8 @@ def lifecycle_tag(prefix: str, queue: str | None = None, cluster: bool = False) 
 
 
 def sched_status_mirror(prefix: str) -> str:
-    """Cluster mode only: the prefix of ``{<ns>:sched}:status:<job id>``, a short-lived copy of a previous
-    run's ``status`` in the scheduler's slot, which its claim script reads for ``overlap`` (the job hash
-    itself is in its queue's slot; see :mod:`asyncsched.scheduler._overlap`)."""
-    return f"{sched_tag(prefix, True)}:status:"
+    """Cluster mode only: the base under which a short-lived copy of a previous run's ``status`` lives in
+    the scheduler's slot, ``{<ns>:sched}:status:job:<job id>`` (``RQKeys(base).job(id)``, ``key_job`` in
+    lib_keys.lua), which its claim script reads for ``overlap`` (the job hash itself is in its queue's
+    slot; see :mod:`asyncsched.scheduler._overlap`)."""
+    return f"{sched_tag(prefix, True)}:status"

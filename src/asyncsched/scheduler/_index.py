@@ -15,10 +15,11 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from .. import _keys
 from .._redis.cluster import is_cluster
+from .._redis.scripts import ScriptRegistry
+from ..rq._scripts import keyed
 from ..rq.keys import RQKeys
 from ..rq.slots import sched_status_mirror
 from ..store.models import ScheduledTask
@@ -100,6 +101,10 @@ def _script(name: str) -> str:
     return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
+# Read once, at import (never from a coroutine); the claim derives the previous run's job key (lib_keys.lua)
+_SOURCES = {"claim": keyed(_script("claim")), "sync": _script("sync"), "relet": _script("relet")}
+
+
 def to_ms(dt: datetime) -> int:
     """Epoch milliseconds of an aware datetime (the index's score)."""
     return round(dt.timestamp() * 1000)
@@ -143,18 +148,17 @@ class ScheduleIndex:
         self.held_key = _keys.sched_held(prefix, cluster=c)
         self.lifecycle_key = _keys.lifecycle_stream(prefix, cluster=c)  # cluster: the scheduler's own
         self.job_prefix = RQKeys(prefix, cluster=c).job("")
-        # cluster: the claim script reads a copy of the previous run's status in its own slot (_overlap)
-        self.status_prefix = sched_status_mirror(prefix) if c else self.job_prefix
-        self._claim = redis.register_script(_script("claim"))
-        self._sync = redis.register_script(_script("sync"))
-        self._relet = redis.register_script(_script("relet"))
+        # The claim script reads the previous run's status at key_job(status_base, id) (lib_keys.lua): the
+        # job hash itself, or on a cluster a copy of its status in the scheduler's own slot (_overlap).
+        self.status_base = sched_status_mirror(prefix) if c else prefix
+        self.status_prefix = RQKeys(self.status_base).job("")
+        self.prefix = prefix
+        self._scripts = ScriptRegistry(redis, _SOURCES)
 
     async def sync(self, task_id: str, sig: str, next_ms: int | None) -> bool:
         """Index ``task_id`` at ``next_ms`` unless it already follows ``sig``; ``None`` drops it."""
-        result = await self._sync(
-            keys=[self.next_key, self.sig_key], args=[task_id, sig, "" if next_ms is None else next_ms]
-        )
-        return bool(result)
+        args = [task_id, sig, "" if next_ms is None else next_ms]
+        return bool(await self._scripts.run("sync", args, [self.next_key, self.sig_key]))
 
     async def drop(self, task_id: str) -> None:
         await self.sync(task_id, "", None)
@@ -201,31 +205,13 @@ class ScheduleIndex:
                 r.task_id for r in requests if r.sig != DROP and (r.overlap or Overlap()).policy != "allow"
             ]
             await copy_statuses(self.redis, self.last_key, self.job_prefix, self.status_prefix, judged)
-        todo = list(range(len(requests)))
-        replies: list[Any] = [None] * len(requests)
-        for _attempt in range(2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    # as a raw command: a cluster pipeline refuses its evalsha method, not the command
-                    pipe.execute_command(
-                        "EVALSHA", self._claim.sha, len(keys), *keys, *self._claim_args(requests[i])
-                    )
-                results = await pipe.execute(raise_on_error=False)
-            for i, result in zip(todo, results, strict=True):
-                replies[i] = result
-            todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
-            if not todo:
-                break
-            await self.redis.script_load(self._claim.script)  # flushed or restarted: load it, claim the rest
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        replies = await self._scripts.run_many("claim", [(keys, self._claim_args(r)) for r in requests])
         return [Claim(int(reply[0]), tuple(_text(d) for d in reply[1:])) for reply in replies]
 
     def _claim_args(self, r: ClaimRequest) -> list[Any]:
         o = r.overlap or Overlap()
         args: list[Any] = [r.task_id, r.seen_ms, "" if r.next_ms is None else r.next_ms, r.lease_deadline_ms]
-        args += [FIRED_MAXLEN, r.sig, o.policy, self.status_prefix, repr(o.now), o.lifecycle_maxlen]
+        args += [FIRED_MAXLEN, r.sig, o.policy, self.status_base, repr(o.now), o.lifecycle_maxlen]
         args += [o.queue, o.agent_name, o.task_name, o.function]
         ids = list(r.job_ids) or [""] * len(r.ticks_ms)
         for tick, job_id in zip(r.ticks_ms, ids, strict=True):
@@ -256,15 +242,13 @@ class ScheduleIndex:
 
     async def sync_many(self, entries: Sequence[tuple[str, str, int | None]]) -> None:
         """:meth:`sync` for many ``(task id, signature, next ms)``, pipelined in chunks of 1,000."""
-        if entries:
-            await self.redis.script_load(self._sync.script)  # (every master of a cluster)
         keys = [self.next_key, self.sig_key]
         for start in range(0, len(entries), 1000):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id, sig, next_ms in entries[start : start + 1000]:
-                    args = [task_id, sig, "" if next_ms is None else next_ms]
-                    pipe.execute_command("EVALSHA", self._sync.sha, len(keys), *keys, *args)
-                await pipe.execute()
+            calls = [
+                (keys, [task_id, sig, "" if next_ms is None else next_ms])
+                for task_id, sig, next_ms in entries[start : start + 1000]
+            ]
+            await self._scripts.run_many("sync", calls)
 
     async def expired_leases(self, now_ms: int, limit: int = 100) -> list[tuple[str, int]]:
         rows = await self.redis.zrangebyscore(self.pending_key, "-inf", now_ms, start=0, num=limit)
@@ -275,10 +259,8 @@ class ScheduleIndex:
         return out
 
     async def relet(self, task_id: str, tick_ms: int, now_ms: int, deadline_ms: int) -> bool:
-        result = await self._relet(
-            keys=[self.pending_key], args=[pending_member(task_id, tick_ms), now_ms, deadline_ms]
-        )
-        return bool(result)
+        args = [pending_member(task_id, tick_ms), now_ms, deadline_ms]
+        return bool(await self._scripts.run("relet", args, [self.pending_key]))
 
     async def wake_state(
         self, now_ms: int | None = None, due_limit: int = 0, release: Sequence[tuple[str, int]] = ()

@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys
+from .._redis.scripts import ScriptRegistry
 from ..config import Settings
 from ..rq import codec
 from ..rq.keys import RQKeys
@@ -64,6 +65,7 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 _FIRE_SOURCE = (
     resources.files(__package__).joinpath("lua", "rqscheduler_fire.lua").read_text(encoding="utf-8")
 )
+_SOURCES = {"fire": _FIRE_SOURCE, "release": _RELEASE}
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,7 @@ class RQSchedulerBridge:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.zone = zone
         self.name = name or uuid.uuid4().hex[:12]
-        self._fire = redis.register_script(_FIRE_SOURCE)
-        self._release = redis.register_script(_RELEASE)
+        self._scripts = ScriptRegistry(redis, _SOURCES)
         self._skip: set[str] = set()  # jobs found unfireable: looked at again every INSTANCE_CHECK
         self._logged: dict[str, str] = {}  # job id -> the problem logged for it (logged once)
         self._instances: list[str] = []
@@ -169,7 +170,7 @@ class RQSchedulerBridge:
                 now = pinned or self.clock()
                 due = [d for d in await self._due(now) if d[0] not in tried]
         finally:
-            await self._release(keys=[self.keys.rq_scheduler_lock], args=[token])
+            await self._scripts.run("release", [token], [self.keys.rq_scheduler_lock])
         return fired
 
     async def _due(self, now: datetime) -> list[tuple[str, float]]:
@@ -188,7 +189,7 @@ class RQSchedulerBridge:
                 return None
             step = plan(job, now, self.zone)
             keys, args = self._script_call(job, step, token, now)
-            result = int(await self._fire(keys=keys, args=args))
+            result = int(await self._scripts.run("fire", args, keys))
             if result == -1:
                 return _LOST_LOCK
             if result == -2:

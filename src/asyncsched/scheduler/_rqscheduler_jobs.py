@@ -32,6 +32,7 @@ from typing import Any
 from croniter import croniter
 
 from ..rq import codec
+from ..rq.jobhash import JobField
 from ..rq.serializers import Format, detect
 
 __all__ = ["FIRE", "REMOVE", "SKIP", "Plan", "RQSchedulerJob", "cron_next", "plain_loads", "plan"]
@@ -130,13 +131,13 @@ class RQSchedulerJob:
             return cls(job_id, score, exists=False, problem="job hash missing (rq-scheduler drops it)")
         fields = codec.text_hash(raw)
         values: dict[str, Any] = {
-            "status": _text(fields.get("status")),
-            "queue": _text(fields.get("origin")) or None,
-            "description": _text(fields.get("description")),
+            "status": _text(fields.get(JobField.STATUS)),
+            "queue": _text(fields.get(JobField.ORIGIN)) or None,
+            "description": _text(fields.get(JobField.DESCRIPTION)),
             "fields": fields,
         }
         problems: list[str] = []
-        meta_raw = fields.get("meta")
+        meta_raw = fields.get(JobField.META)
         if meta_raw:
             try:
                 meta, fmt = _loads(meta_raw, accept_pickle)
@@ -146,7 +147,7 @@ class RQSchedulerJob:
             except Exception as exc:
                 problems.append(f"meta unreadable: {exc}")
         try:
-            payload = fields.get("data") or b""
+            payload = fields.get(JobField.DATA) or b""
             with contextlib.suppress(zlib.error):  # RQ reads uncompressed data too
                 payload = zlib.decompress(payload)
             value, _fmt = _loads(payload, accept_pickle)
@@ -157,7 +158,7 @@ class RQSchedulerJob:
             values.update(function=desc.split("(", 1)[0] or None, data_problem=str(exc) or type(exc).__name__)
         if not values["queue"]:
             problems.append("job has no origin (queue)")
-        if fields.get("dependency_ids") or fields.get("dependency_id"):
+        if fields.get(JobField.DEPENDENCY_IDS) or fields.get(JobField.DEPENDENCY_ID):
             problems.append("job has dependencies (depends_on), which asyncsched does not fire")
         job = cls(job_id, score, problem="; ".join(problems) or None, **values)
         if job.problem is None and job.cron_string:
@@ -184,7 +185,7 @@ class RQSchedulerJob:
             "use_local_timezone": bool(self.meta.get("use_local_timezone")),
             "next_run_at": self.next_run_at,
             "status": self.status,
-            "last_run_at": codec.parse_ts(self.fields.get("ended_at")),
+            "last_run_at": codec.parse_ts(self.fields.get(JobField.ENDED_AT)),
             "problem": self.problem,
         }
 

@@ -26,6 +26,7 @@ from redis.exceptions import ResponseError
 
 from .. import _keys
 from .._redis.cluster import is_cluster
+from .._redis.scripts import ScriptRegistry
 from ._history_rows import text
 
 __all__ = ["DEGRADED_FOR", "HistoryLoss", "LossLog", "StreamAccount", "history_loss"]
@@ -59,17 +60,14 @@ class StreamAccount:
         self.ledger = _keys.lifecycle_ledger(prefix, cluster=cluster)
         self.group = group
         self.consumer = consumer
-        self._read = redis.register_script(_READ)
-        self._trim = redis.register_script(_TRIM)
+        self._scripts = ScriptRegistry(redis, {"read": _READ, "trim": _TRIM})
 
     async def read(self, count: int) -> tuple[int, tuple[int, int] | None, list[Any]]:
         """Read up to ``count`` new entries; returns (entries found lost, their time range in epoch ms
         (after the last delivered, before the first present), the entries as one flat list: each entry's id,
         its count of field and value items, those items; see :meth:`~._history_rows.Batch.add_flat`)."""
-        reply = await self._read(
-            keys=[self.stream, self.ledger],
-            args=[self.group, self.consumer, count, int(time.time() * 1000)],
-        )
+        args = [self.group, self.consumer, count, int(time.time() * 1000)]
+        reply = await self._scripts.run("read", args, [self.stream, self.ledger])
         lost, last, first, entries = int(reply[0]), reply[1], reply[2], reply[3]
         span = None
         if lost:
@@ -87,7 +85,7 @@ class StreamAccount:
 
     async def trim(self) -> int:
         """Trim below what every group acknowledged; returns the entries removed."""
-        return int(await self._trim(keys=[self.stream], args=[]))
+        return int(await self._scripts.run("trim", [], [self.stream]))
 
     async def backlog(self) -> int:
         """Entries not yet recorded: pending in the group plus unread (lost ones not counted)."""

@@ -37,10 +37,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._redis.scripts import ScriptRegistry
 from ..exceptions import ConfigurationError, InvalidJob
 from ..queue._functions import import_function
 from ._hooks import Hooks, call_hook
-from ._rqjob import CurrentJob, set_current
+from ._rqjob import CurrentJob, JobOutcome, set_current
 
 __all__ = ["ArqConsumer", "arq_functions"]
 
@@ -52,15 +53,16 @@ PICKLE_PROTO = 0x80
 
 # Take one due job as arq's worker does (its WATCH/MULTI, in one script): not running elsewhere, still
 # due; mark it in progress, count the try. Returns {job bytes or false, try} or false.
+# KEYS: the queue, arq:in-progress:<id>, arq:retry:<id>, arq:job:<id>; ARGV: id, now (ms), in-progress ms
 _START = """
 local id, now, in_progress_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-if redis.call('EXISTS', 'arq:in-progress:' .. id) == 1 then return false end
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local score = redis.call('ZSCORE', KEYS[1], id)
 if not score or tonumber(score) > now then return false end
-redis.call('PSETEX', 'arq:in-progress:' .. id, in_progress_ms, '1')
-local try = redis.call('INCR', 'arq:retry:' .. id)
-redis.call('PEXPIRE', 'arq:retry:' .. id, 88400000)
-local job = redis.call('GET', 'arq:job:' .. id)
+redis.call('PSETEX', KEYS[2], in_progress_ms, '1')
+local try = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], 88400000)
+local job = redis.call('GET', KEYS[4])
 return {job or false, try, score}
 """
 
@@ -122,7 +124,7 @@ class ArqConsumer:
         self.max_tries = max_tries
         self.poll = poll
         self._slots = asyncio.Semaphore(concurrency)
-        self._start = redis.register_script(_START)
+        self._scripts = ScriptRegistry(redis, {"start": _START})
         self._tasks: set[asyncio.Task[None]] = set()
         self.processed = 0
         # the worker's before_job / after_job hooks (def hooks run in ``executor``, the job threads)
@@ -158,7 +160,8 @@ class ArqConsumer:
         await self._slots.acquire()
         in_progress_ms = int((self.job_timeout + 10) * 1000)
         try:
-            reply = await self._start(keys=[self.queue], args=[job_id, now, in_progress_ms])
+            keys = [self.queue, IN_PROGRESS + job_id, RETRY + job_id, JOB + job_id]
+            reply = await self._scripts.run("start", [job_id, now, in_progress_ms], keys)
         except BaseException:
             self._slots.release()
             raise
@@ -223,9 +226,9 @@ class ArqConsumer:
             value, success = exc, False
         if current is not None:
             if success:
-                current.outcome, current.result = "finished", value
+                current.outcome, current.result = JobOutcome.FINISHED, value
             else:
-                current.outcome, current.error = "failed", value
+                current.outcome, current.error = JobOutcome.FAILED, value
             with contextlib.suppress(Exception):  # logged by _hook; the outcome stands
                 await self._hook("after_job", current)
         result = {**meta, "s": success, "r": value, "st": start, "ft": int(time.time() * 1000)}

@@ -129,7 +129,7 @@ class ProgressReporter:
         key = self.keys.job(job.id)
         pickled = job.fmt is not serializers.Format.JSON
         for _ in range(5):
-            old: bytes | None = await self.redis.hget(key, "meta")  # type: ignore[assignment]
+            old: bytes | None = await self.redis.hget(key, JobField.META)  # type: ignore[assignment]
             meta = dict(job.meta)
             if old:
                 with contextlib.suppress(Exception):

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from redis.exceptions import RedisError
 
+from .._lifecycle import Lifecycle
 from ..rq import codec
 from ..rq._calls import FinishCall
+from ..rq.jobhash import JobField
 from ._job import ClaimedJob, Outcome, OutcomeKind, result_type
 from ._state import REDIS_DOWN, Shared
 
@@ -29,7 +31,11 @@ __all__ = ["Completer", "FinishRecord"]
 log = logging.getLogger("asyncsched.worker")
 
 SEP = "\x1e"
-_KNOWN = ("asyncsched_agent", "asyncsched_task", "asyncsched_function_path", "asyncsched_scheduled_task")
+_FINISHED = OutcomeKind.FINISHED  # bound once (reaching an enum member costs more, per job)
+# the fields recorded from the claim if the hash vanished meanwhile, as plain text (read per job)
+_KNOWN = tuple(
+    f.value for f in (JobField.AGENT, JobField.TASK, JobField.FUNCTION_PATH, JobField.SCHEDULED_TASK)
+)
 
 
 class FinishRecord(NamedTuple):
@@ -51,7 +57,7 @@ class FinishRecord(NamedTuple):
     started: str  # execution start (epoch s, float)
     ended: str
     working_time: str  # seconds
-    life_kind: str  # the lifecycle record's kind
+    life_kind: Lifecycle  # the lifecycle record's kind
     error: str
     traceback: str
     result: str  # capped JSON of the return value
@@ -80,14 +86,17 @@ class FinishRecord(NamedTuple):
             str(o.scheduled_at), "1" if o.at_front else "0",
             repr(j.started), repr(o.ended), repr(max(o.ended - j.started, 0.0)),
             o.life_kind, o.error or "",
-            o.exc_text if o.kind != OutcomeKind.FINISHED and o.exc_text else "",
+            o.exc_text if o.kind != _FINISHED and o.exc_text else "",
             o.life_result or "",
             "" if o.next_attempt is None else str(o.next_attempt),
             *_known(j), *_repeat(o),
         ))  # fmt: skip
 
     def pack(self) -> str:
-        """The one argument ``finish.lua`` splits on 0x1e."""
+        """The one argument ``finish.lua`` splits on 0x1e (a 0x1e inside a field becomes a space)."""
+        packed = SEP.join(self)
+        if packed.count(SEP) == len(self) - 1:  # no field holds one (the usual case): nothing to replace
+            return packed
         return SEP.join(x.replace(SEP, " ") for x in self)
 
 
@@ -101,7 +110,7 @@ def _known(job: ClaimedJob) -> tuple[str, str, str, str, str]:
 
 
 def _repeat(o: Outcome) -> tuple[str, str, str]:
-    if o.repeat is None or o.kind != OutcomeKind.FINISHED:
+    if o.repeat is None or o.kind != _FINISHED:
         return "", "", ""
     left, intervals, wait = o.repeat
     return str(left), json.dumps(intervals), str(int(time.time()) + wait if wait else 0)
@@ -132,8 +141,9 @@ class Completer:
 
     def batch(self, outcomes: list[Outcome]) -> FinishCall:
         cfg = self.cfg
-        records = tuple(FinishRecord.of(o).pack() for o in outcomes)
-        jobs = tuple((o.job.id, o.job.execution_id, o.job.queue) for o in outcomes)
+        made = [FinishRecord.of(o) for o in outcomes]
+        records = tuple(r.pack() for r in made)
+        jobs = tuple(r[:3] for r in made)  # (id, execution id, queue): the record's first three fields
         maxlen, now_ts, now = cfg.lifecycle_maxlen, codec.fmt_ts(), time.time()
         return FinishCall(self.keys, cfg.name, cfg.stream, maxlen, now_ts, now, FIELDS, jobs, records)
 

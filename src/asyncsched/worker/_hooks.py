@@ -35,7 +35,7 @@ from typing import Any
 from ..exceptions import ConfigurationError, FunctionNotAllowed, InvalidJob, WorkerHookError
 from ..queue._functions import resolve_function
 from ._job import ClaimedJob, Outcome, OutcomeKind, Prepared, execute, failure
-from ._rqjob import CurrentJob
+from ._rqjob import CurrentJob, JobOutcome
 
 __all__ = ["HOOK_NAMES", "Hooks", "WorkerHookError", "call_hook", "load_hooks", "run_hooked"]
 
@@ -132,7 +132,7 @@ async def run_hooked(
     outcome = await execute(job, prep, executor)
     if hooks.after_job is not None:
         retried = outcome.kind in (OutcomeKind.SCHEDULE, OutcomeKind.REQUEUE) and outcome.exc_text is not None
-        ctx.outcome = "retry" if retried else outcome.kind
+        ctx.outcome = JobOutcome.RETRY if retried else JobOutcome(outcome.kind)
         ctx.error = outcome.exc
         ctx.result = outcome.value
         try:

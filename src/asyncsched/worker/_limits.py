@@ -24,6 +24,7 @@ from .._keys import limit_key, limit_keys
 from ..rq import codec
 from ..rq._calls import LimitsCall
 from ..rq._scripts import Scripts
+from ..rq.jobhash import JobField
 from ..rq.keys import RQKeys
 
 __all__ = ["LimitWaker", "parked"]
@@ -114,7 +115,7 @@ async def parked(redis: Any, keys: RQKeys, queues: Sequence[str]) -> int:
         return 0
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(keys.job(job_id.decode()), "origin", "status")
+            pipe.hmget(keys.job(job_id.decode()), JobField.ORIGIN, JobField.STATUS)
         fields = await pipe.execute()
     wanted = {q.encode() for q in queues}  # a stale entry (a job cancelled or deleted) is not waited for
     return sum(1 for origin, status in fields if origin in wanted and status == b"rate_limited")

@@ -26,8 +26,10 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..rq.jobhash import JobField
 from ..rq.serializers import Format
 
 if TYPE_CHECKING:
@@ -48,14 +50,25 @@ log = logging.getLogger("asyncsched.worker")
 CALLBACK_TIMEOUT = 60  # rq.defaults.CALLBACK_TIMEOUT
 
 #: hash fields of RQ features this worker does not implement: the job is failed naming the feature
-UNSUPPORTED = {"webhooks": "RQ webhooks (rq.Webhook)"}
+UNSUPPORTED = {JobField.WEBHOOKS.value: "RQ webhooks (rq.Webhook)"}
+
+
+class JobOutcome(StrEnum):
+    """How a run ended, as an ``after_job`` hook sees it (``current_job().outcome``)."""
+
+    FINISHED = "finished"
+    FAILED = "failed"  # no retry left (or none asked for)
+    STOPPED = "stopped"  # RQ's stop-job, our cancel
+    RETRY = "retry"  # failed, and will run again (now or later)
+    REQUEUE = "requeue"  # interrupted by a shutdown: back on its queue
+    SCHEDULE = "schedule"  # (not seen by hooks today: a later retry is RETRY)
 
 
 class _Later:
     """State a job gets only when it is used (class-level defaults, not dataclass fields: making a job's
     context costs nothing for what most jobs never touch)."""
 
-    outcome: str | None = None  # for after_job hooks: finished | failed | stopped | retry | requeue
+    outcome: JobOutcome | None = None  # for after_job hooks
     error: BaseException | None = None  # for after_job: the job's exception
     result: Any = None  # for after_job: the return value of a finished job
     progress_stored: int = 0  # the seq of the last progress written
@@ -92,7 +105,7 @@ class CurrentJob(_Later):
 
     @property
     def description(self) -> str | None:
-        raw = self.hash.get("description")
+        raw = self.hash.get(JobField.DESCRIPTION)
         return raw.decode(errors="replace") if raw else None
 
     # ---------------------------------------------------------------- cancel token
@@ -131,7 +144,7 @@ class CurrentJob(_Later):
         """The job's RQ ``meta`` (as enqueued, plus the progress this job reported)."""
         if self._meta is None:
             self._meta = {}
-            raw = self.hash.get("meta")
+            raw = self.hash.get(JobField.META)
             if raw:
                 from ..rq import serializers
 
@@ -298,12 +311,19 @@ class Features:
         return self.repeats_left - 1, intervals, wait
 
 
-_FIELDS = (
-    "success_callback_name",
-    "failure_callback_name",
-    "stopped_callback_name",
-    "repeats_left",
+# looked for in every job's hash, as plain text (an enum attribute costs more to reach)
+_ON_SUCCESS, _ON_FAILURE, _ON_STOPPED = (
+    JobField.SUCCESS_CALLBACK_NAME.value,
+    JobField.FAILURE_CALLBACK_NAME.value,
+    JobField.STOPPED_CALLBACK_NAME.value,
 )
+_REPEATS_LEFT = JobField.REPEATS_LEFT.value
+_FIELDS = (_ON_SUCCESS, _ON_FAILURE, _ON_STOPPED, _REPEATS_LEFT)
+_TIMEOUTS = {
+    "success": JobField.SUCCESS_CALLBACK_TIMEOUT.value,
+    "failure": JobField.FAILURE_CALLBACK_TIMEOUT.value,
+    "stopped": JobField.STOPPED_CALLBACK_TIMEOUT.value,
+}
 
 
 def features(h: Mapping[str, bytes]) -> Features | None:
@@ -311,17 +331,17 @@ def features(h: Mapping[str, bytes]) -> Features | None:
     if not any(h.get(name) for name in _FIELDS):
         return None
     f = Features(
-        on_success=h.get("success_callback_name", b"").decode(),
-        on_failure=h.get("failure_callback_name", b"").decode(),
-        on_stopped=h.get("stopped_callback_name", b"").decode(),
+        on_success=h.get(_ON_SUCCESS, b"").decode(),
+        on_failure=h.get(_ON_FAILURE, b"").decode(),
+        on_stopped=h.get(_ON_STOPPED, b"").decode(),
     )
-    for kind in ("success", "failure", "stopped"):
-        raw = h.get(f"{kind}_callback_timeout")
+    for kind, name in _TIMEOUTS.items():
+        raw = h.get(name)
         if raw:
             setattr(f, f"{kind}_timeout", float(raw))
-    if h.get("repeats_left"):
-        f.repeats_left = int(h["repeats_left"])
-        raw = h.get("repeat_intervals")
+    if h.get(_REPEATS_LEFT):
+        f.repeats_left = int(h[_REPEATS_LEFT])
+        raw = h.get(JobField.REPEAT_INTERVALS)
         intervals = json.loads(raw) if raw else []
         if not isinstance(intervals, list) or not all(isinstance(i, int) and i >= 0 for i in intervals):
             raise ValueError(f"repeat_intervals must be a JSON list of seconds, got {raw!r}")

@@ -6,7 +6,8 @@
 -- ARGV[4] lease deadline (ms) of the runs to enqueue, ARGV[5] stream MAXLEN,
 -- ARGV[6] the schedule signature the caller planned with ('' = do not check; '-' = drop the task from the
 -- index, signature included: it was deleted or disabled), ARGV[7] overlap policy skip|queue|allow,
--- ARGV[8] job key prefix ('<p>:job:'), ARGV[9] now (epoch s), ARGV[10] lifecycle MAXLEN,
+-- ARGV[8] the key prefix (the previous run's job hash, read from KEYS[5], is key_job of lib_keys.lua,
+-- included first), ARGV[9] now (epoch s), ARGV[10] lifecycle MAXLEN,
 -- ARGV[11] queue, ARGV[12] agent, ARGV[13] task name, ARGV[14] function,
 -- ARGV[15..] pairs: tick (ms) to run, its job id. The ticks of one claim (several only with misfire 'all',
 -- which asks for each of them) are judged together against the run before them.
@@ -46,7 +47,7 @@ if policy ~= 'allow' then
         busy, state = true, 'not enqueued yet'
         held = redis.call('HEXISTS', KEYS[6], task .. ':' .. tick) == 1
       else
-        local st = redis.call('HGET', ARGV[8] .. id, 'status')
+        local st = redis.call('HGET', key_job(ARGV[8], id), 'status')
         if st == 'queued' or st == 'started' or st == 'scheduled' or st == 'deferred' then
           busy, state, held = true, st, st == 'deferred'
         end
