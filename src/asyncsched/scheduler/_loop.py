@@ -63,7 +63,7 @@ class Loop(Recovery):
                 for statement, params_list in ((_WITH_LAST, with_last), (_NO_LAST, no_last)):
                     if params_list:
                         await session.execute(statement, params_list)
-        except Exception:
+        except BaseException:  # failed, or cancelled by a stop mid-write: the final flush writes them
             for task_id, value in updates.items():  # keep them for the next flush
                 self._sql_updates.setdefault(task_id, value)
             raise
