@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .events import Event
     from .queue import RateLimit, Retry
 
-__all__ = ["EventSource", "RunQueue", "StoppableWorker", "TracedJob", "TracedOutcome"]
+__all__ = ["EventSource", "RunQueue", "StoppableWorker"]
 
 
 class RunQueue(Protocol):
@@ -83,31 +83,3 @@ class EventSource(Protocol):
 
     def events(self, event_type: str = "*") -> AsyncIterator[Event]:
         """Every event received from now on whose type matches ``event_type``, until the bus closes."""
-
-
-class TracedJob(Protocol):
-    """What a job's ``run`` span names (:class:`asyncsched.worker._job.ClaimedJob` is one): its ``id``, the
-    ``queue`` it was claimed from, its ``hash`` as claimed (function path, description, ``meta`` with the
-    trace parent) and which ``attempt`` this run is (1 for the first)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def queue(self) -> str: ...
-    @property
-    def hash(self) -> Mapping[str, bytes]: ...
-    @property
-    def attempt(self) -> int: ...
-
-
-class TracedOutcome(Protocol):
-    """What a job's ``run`` span records of how it ended (:class:`asyncsched.worker._job.Outcome` is one):
-    its ``kind`` (``success``, ``failed``...), and for a failed run the ``error`` line and the exception
-    ``exc`` when there is one."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def exc(self) -> BaseException | None: ...

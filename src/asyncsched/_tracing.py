@@ -28,9 +28,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ._protocols import TracedJob, TracedOutcome
 from .exceptions import ConfigurationError
 from .rq.jobhash import JobField
 from .rq.serializers import Format
@@ -39,6 +38,35 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from .config import Settings
+
+
+class TracedJob(Protocol):
+    """What a job's ``run`` span names (:class:`asyncsched.worker._job.ClaimedJob` is one): its ``id``, the
+    ``queue`` it was claimed from, its ``hash`` as claimed (function path, description, ``meta`` with the
+    trace parent) and which ``attempt`` this run is (1 for the first)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def hash(self) -> Mapping[str, bytes]: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+class TracedOutcome(Protocol):
+    """What a job's ``run`` span records of how it ended (:class:`asyncsched.worker._job.Outcome` is one):
+    its ``kind`` (``success``, ``failed``...), and for a failed run the ``error`` line and the exception
+    ``exc`` when there is one."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def exc(self) -> BaseException | None: ...
+
 
 _Outcome = TypeVar("_Outcome", bound=TracedOutcome)
 

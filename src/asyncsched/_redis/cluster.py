@@ -25,6 +25,7 @@ from redis.cluster import ClusterNode as SyncClusterNode
 from redis.cluster import RedisCluster as SyncRedisCluster
 
 from ..exceptions import UnsupportedURL
+from ._urls import mask_url
 
 __all__ = ["CLUSTER_SCHEMES", "ClusterURL", "create_cluster", "create_sync_cluster", "is_cluster", "parse"]
 
@@ -50,8 +51,6 @@ class ClusterURL:
 
 
 def _bad(url: str, why: str) -> UnsupportedURL:
-    from .connection import mask_url
-
     return UnsupportedURL(f"bad Redis Cluster URL {mask_url(url)}: {why}")
 
 

@@ -22,7 +22,7 @@ import collections
 import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - older redis-py fixes the version once,
 
 from ..exceptions import BackendUnavailable, UnsupportedURL
 from ._line import Line
+from ._urls import mask_url
 from .cluster import CLUSTER_SCHEMES, create_cluster, create_sync_cluster, is_cluster
 from .sentinel import SentinelPool
 
@@ -61,16 +62,6 @@ __all__ = [
 _SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", *CLUSTER_SCHEMES)
 _memory_servers: dict[str, Any] = {}
 _memory_lock = threading.Lock()
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _memory_server(name: str) -> Any:
