@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import _tracing
 from .._boundary import check_job_args
@@ -152,7 +152,12 @@ class Preparer:
     ) -> tuple[tuple[str, str], ...]:
         """The hash fields of RQ's job features and of our flow limits."""
         rq_limit = o.rate_limit if not isinstance(o.rate_limit, str) else None
+        if scheduled and (o.depends_on is not None or rq_limit is not None):
+            raise InvalidJob("depends_on and rate_limit cannot be combined with at/delay")
         rq_opts = rq_options(o, rq_limit)
+        own = (o.rate_limit, o.concurrency_key, o.max_concurrency)
+        if not self.limits and own == (None, None, None):
+            return rq_opts  # no flow limit: the common case makes no call
         flow = limits_field(
             path=path,
             queue=qname,
@@ -162,11 +167,7 @@ class Preparer:
             max_concurrency=o.max_concurrency,
             policies=self.limits,
         )
-        if flow is not None:
-            rq_opts = (*rq_opts, (F.LIMITS.value, flow))
-        if scheduled and (o.depends_on is not None or rq_limit is not None):
-            raise InvalidJob("depends_on and rate_limit cannot be combined with at/delay")
-        return rq_opts
+        return rq_opts if flow is None else (*rq_opts, (F.LIMITS.value, flow))
 
     def _header(
         self,
@@ -205,9 +206,9 @@ class Preparer:
         return header
 
 
-@dataclass(frozen=True, slots=True)
-class Shared:
-    """What jobs of one segment share (hashable: the key of the header cache)."""
+class Shared(NamedTuple):
+    """What jobs of one segment share (hashable: the key of the header cache; a tuple, so that building,
+    hashing and comparing one per enqueued job stay cheap)."""
 
     qname: str
     scheduled: bool
@@ -317,8 +318,13 @@ def _seconds(value: int | float | timedelta) -> int:
     return math.ceil(seconds)
 
 
+_NONE6 = (None,) * 6
+
+
 def rq_options(o: EnqueueOptions, rate_limit: RateLimit | None) -> tuple[tuple[str, str], ...]:
     """The RQ job hash fields (name, text) of these options, validated; hashable, for the header cache."""
+    if (o.on_success, o.on_failure, o.on_stopped, o.repeat, rate_limit, o.depends_on) == _NONE6:
+        return ()  # the common job: none of RQ's features (one comparison on the enqueue hot path)
     out: list[tuple[str, str]] = []
     for kind, cb in (("success", o.on_success), ("failure", o.on_failure), ("stopped", o.on_stopped)):
         if cb is None:

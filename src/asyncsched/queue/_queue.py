@@ -160,7 +160,9 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
         the job's keyword arguments (``"tenant:{tenant_id}"``); the queue's ``limits`` policies add theirs.
         """
         # every argument above, as one record (EnqueueOptions has the same fields: tests/queue/test_wire.py)
-        options = EnqueueOptions(**{k: v for k, v in locals().items() if k != "self"})
+        given = locals()  # a fresh dict (CPython): dropping "self" from it costs less than a comprehension
+        del given["self"]
+        options = EnqueueOptions(**given)
         job_id, part = self._prep.prepare(datetime.now(UTC), options)
         await self._submit(part)
         return job_id
