@@ -418,7 +418,7 @@ def cluster_setup() -> Iterator[ClusterSetup]:
         for k in range(6):
             port = free_port()
             os.mkdir(ndir := os.path.join(workdir, f"node{k}"))
-            extra = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            extra: tuple[str, ...] = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
             extra += ("--cluster-node-timeout", "5000", "--cluster-port", str(free_port()))  # not port+10000
             extra += ("--repl-diskless-sync-delay", "0")  # replicas sync at once, not after 5 s
             nodes.append(RedisServer(port, _spawn_redis(port, ndir, *extra), ndir))

@@ -1,0 +1,84 @@
+"""Where Redis spends its CPU per job: ``INFO commandstats`` deltas over an enqueue and a W2-like drain.
+
+Enqueues N no-op async jobs on a fresh redis-server, drains them with one burst worker, and prints per phase
+each command's calls and microseconds per job (``evalsha`` includes the commands its script calls, which
+are listed too: the script's own Lua time is ``evalsha`` less those), and Redis' CPU per job from
+``INFO cpu``.
+
+    python benchmarks/redis_cost.py [--n 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+
+import redis
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+async def noop() -> None:
+    """The job (imported by the worker as ``redis_cost:noop``)."""
+
+
+async def _enqueue(url: str, n: int) -> None:
+    from asyncsched.config import Settings
+    from asyncsched.queue import TaskQueue
+
+    async with TaskQueue(url, settings=Settings(redis_url=url)) as q:
+        await q.enqueue_many([{"func": "redis_cost:noop"} for _ in range(n)])
+
+
+def _stats(r: redis.Redis) -> dict[str, tuple[int, int]]:
+    return {k.removeprefix("cmdstat_"): (v["calls"], v["usec"]) for k, v in r.info("commandstats").items()}
+
+
+def _cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _report(name: str, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], n: int) -> None:
+    print(f"== {name}")
+    rows = []
+    for cmd, (calls, usec) in after.items():
+        c0, u0 = before.get(cmd, (0, 0))
+        if calls - c0:
+            rows.append((usec - u0, calls - c0, cmd))
+    for usec, calls, cmd in sorted(rows, reverse=True):
+        print(f"  {cmd:20} {calls / n:7.3f} calls/job {usec / n:7.2f} µs/job")
+    print(f"  total {sum(c for _, c, _ in rows) / n:.2f} calls/job")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=10000)
+    n = parser.parse_args().n
+    sys.path[:0] = [os.path.join(ROOT, "src"), ROOT]
+    from tests.servers import redis_server
+
+    with redis_server() as srv:
+        r = redis.Redis.from_url(srv.url)
+        s0, c0 = _stats(r), _cpu(r)
+        asyncio.run(_enqueue(srv.url, n))
+        s1, c1 = _stats(r), _cpu(r)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, os.path.join(ROOT, "src")])}
+        cmd = [sys.executable, "-m", "asyncsched.worker", "--redis-url", srv.url, "--no-scheduler", "--burst"]
+        null = subprocess.DEVNULL
+        subprocess.run(cmd, env=env, cwd=HERE, stdout=null, stderr=null, check=True)
+        s2, c2 = _stats(r), _cpu(r)
+        r.close()
+    _report("enqueue", s0, s1, n)
+    _report("worker", s1, s2, n)
+    print(f"Redis CPU per job: enqueue {(c1 - c0) / n * 1e6:.1f} µs, worker {(c2 - c1) / n * 1e6:.1f} µs")
+
+
+if __name__ == "__main__":
+    main()
