@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = "src/asyncsched"
-REAL_REDIS_SQLITE = ["-k", "redis-sqlite"]
+REAL_REDIS_SQLITE = ["-k", "redis-sqlite or sqlite-redis"]  # (test ids order the params either way)
 REAL_REDIS = ["-k", "redis and not memory"]
 
 
