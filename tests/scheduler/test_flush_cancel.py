@@ -50,3 +50,21 @@ async def test_a_cancelled_flush_keeps_its_run_times_for_the_next(
     await scheduler._flush()
     stored = await scheduler.get_task(task.id)
     assert stored.last_run_at is not None
+
+
+async def test_a_flush_without_a_run_never_erases_a_recorded_one(
+    scheduler: TaskScheduler, clock: Clock
+) -> None:
+    """A replica whose pass ran no tick (its cached copy has no last run) flushes only the next run time: it
+    used to write ``last_run_at = NULL`` over the run another replica (or its own earlier pass) recorded."""
+    task = await scheduler.register_task(name="t", type="interval", schedule="1 minute", function=FUNCTION)
+    clock.now = datetime(2030, 1, 1, 12, 1, tzinfo=UTC)
+    assert await scheduler.run_pending()
+    await scheduler._flush()
+    ran = (await scheduler.get_task(task.id)).last_run_at
+    assert ran is not None
+    scheduler._sql_updates[task.id] = (None, datetime(2030, 1, 1, 12, 3, tzinfo=UTC))
+    await scheduler._flush()
+    stored = await scheduler.get_task(task.id)
+    assert stored.last_run_at == ran
+    assert stored.next_run_at == datetime(2030, 1, 1, 12, 3, tzinfo=UTC)

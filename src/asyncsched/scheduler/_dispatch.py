@@ -159,7 +159,9 @@ class Dispatch(SchedulerBase):
                 *(task.agent_name, task.name, from_ms(tick_ms).isoformat(), len(ticks)),
                 policy_of(task).value,
             )
-        self._sql_updates[task.id] = (ticks[-1] if ticks else task.last_run_at, nxt)
+        pending = self._sql_updates.get(task.id)  # a run not flushed yet stays the last one
+        last = ticks[-1] if ticks else (pending[0] if pending else task.last_run_at)
+        self._sql_updates[task.id] = (last, nxt)
         self._planned[task.id] = (sig, nxt)
         work = []
         for tick, decision in zip(ticks, claim.decisions, strict=True):

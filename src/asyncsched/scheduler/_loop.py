@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from typing import Any, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,7 +39,8 @@ _WITH_LAST = (
     )
     .values(last_run_at=bindparam("b_last"), **_SET_TIMES)
 )
-_NO_LAST = update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(last_run_at=None, **_SET_TIMES)
+# no run to record: only the next run time (a replica's stale copy must never erase a recorded run)
+_NO_LAST = update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(**_SET_TIMES)
 
 
 class Loop(Recovery):
@@ -190,7 +192,7 @@ class Loop(Recovery):
             await asyncio.sleep(rest)
         # one round trip for everything between two passes: the last pass's leases released, the earliest
         # next tick and lease, the change counter, the index's existence, and what is due already
-        now_ms = to_ms(self.clock())
+        now_ms = math.floor(self.clock().timestamp() * 1000)  # never a tick the pass's clock finds ahead
         # (a pass run from outside the loop meanwhile releases its own leases at once)
         released, self._release_later = self._release_later or [], None
         try:
