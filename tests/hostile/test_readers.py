@@ -473,6 +473,7 @@ async def test_scheduler_change_feed_survives_garbage(
         for data in POISON.values():
             await redis.publish(firer.index.channel, data)
         await api.register_task(name="t", type="cron", schedule="* * * * * *", function=FUNCTION)
+        assert firer._listener_ready.is_set()  # no message (invalid UTF-8 included) interrupts the feed
         await eventually(lambda: len(queue.calls) >= 1, 30, "the new task to fire")
         assert firer._listener_ready.is_set()
         assert firer._runner is not None

@@ -87,7 +87,8 @@ class Loop(Recovery):
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=MAX_IDLE)
                     if message is not None:
                         data = message["data"]
-                        self._notices.append(data.decode() if isinstance(data, bytes) else str(data))
+                        text = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+                        self._notices.append(text)  # (garbage, invalid UTF-8 included, only wakes it)
                         self._changed.set()
             except Exception as exc:  # connection lost: the version counter covers the gap
                 _raise_if_cancelling()
