@@ -188,8 +188,8 @@ MUTANTS: list[Mutant] = [
     m(
         "promote-due",
         "rq/scripts/promote.lua",
-        "      elseif at_ms > now * 1000 then\n",
-        "      elseif false then\n",
+        "    elseif at_ms > a.now * 1000 then\n",
+        "    elseif false then\n",
         [
             "tests/worker/test_exact_delay.py",
             "tests/worker/test_leases.py",

@@ -14,6 +14,25 @@
 -- Returns {1, decision per tick ('run', 'hold': enqueue once the previous run ended, 'skip': recorded as
 -- skipped)} if this caller owns the ticks (the index still held ARGV[2] and now holds ARGV[3]),
 -- {0} if another replica moved the entry first, {-1} if the caller's copy of the schedule is stale.
+
+-- Is the previous run (run or held) still under way? Claimed but not enqueued yet (a lease), or its RQ job
+-- hash says queued, started, scheduled (delayed or waiting for a retry) or deferred (a held run).
+-- Returns busy, held (a run waits already), the previous run's job id and its state.
+local function previous_run(task)
+  local last = redis.call('HGET', KEYS[5], task)
+  if not last then return false, false, '', '' end
+  local tick, id = string.match(last, '^(%S+) (.+)$')
+  if not tick then return false, false, '', '' end
+  if redis.call('ZSCORE', KEYS[2], task .. ':' .. tick) then
+    return true, redis.call('HEXISTS', KEYS[6], task .. ':' .. tick) == 1, id, 'not enqueued yet'
+  end
+  local st = redis.call('HGET', key_job(ARGV[8], id), 'status')
+  if st == 'queued' or st == 'started' or st == 'scheduled' or st == 'deferred' then
+    return true, st == 'deferred', id, st
+  end
+  return false, false, id, ''
+end
+
 local task = ARGV[1]
 local current = redis.call('ZSCORE', KEYS[1], task)
 if not current or tonumber(current) ~= tonumber(ARGV[2]) then
@@ -33,28 +52,9 @@ if ARGV[3] == '' then
 else
   redis.call('ZADD', KEYS[1], ARGV[3], task)
 end
--- Is the previous run (run or held) still under way? Claimed but not enqueued yet (a lease), or its RQ job
--- hash says queued, started, scheduled (delayed or waiting for a retry) or deferred (a held run).
 local policy = ARGV[7]
 local busy, held, prev, state = false, false, '', ''
-if policy ~= 'allow' then
-  local last = redis.call('HGET', KEYS[5], task)
-  if last then
-    local tick, id = string.match(last, '^(%S+) (.+)$')
-    if tick then
-      prev = id
-      if redis.call('ZSCORE', KEYS[2], task .. ':' .. tick) then
-        busy, state = true, 'not enqueued yet'
-        held = redis.call('HEXISTS', KEYS[6], task .. ':' .. tick) == 1
-      else
-        local st = redis.call('HGET', key_job(ARGV[8], id), 'status')
-        if st == 'queued' or st == 'started' or st == 'scheduled' or st == 'deferred' then
-          busy, state, held = true, st, st == 'deferred'
-        end
-      end
-    end
-  end
-end
+if policy ~= 'allow' then busy, held, prev, state = previous_run(task) end
 local out = {1}
 local n = (#ARGV - 14) / 2
 for i = 1, n do
