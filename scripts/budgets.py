@@ -1,8 +1,11 @@
 """Size budgets of the source tree, checked in CI (docs/architecture.md, "Budgets").
 
 * no Python module of ``src/`` over 400 lines, no function or method over 60 lines;
-* Lua scripts: those over the function budget are reported (each script is one atomic operation), never
-  failed;
+* no Lua function over 60 lines either (:func:`lua_functions`): each named function of a script under
+  ``src/`` (``path:name``; ``path:outer.inner`` when nested) and the script's main chunk, its lines outside
+  every function (``path:<main>``: from its first to its last statement, less the functions and their
+  descriptions). Blocks are matched by their keywords outside strings and comments; a script whose blocks
+  do not match is a broken budget (never a guess);
 * repeated code: the pairs of places that share six or more lines, counted by the ``duplicates`` command
   where the machine has it (it is a developer tool: without it this part is skipped, with a note);
 * ``mypy`` (strict, as configured in pyproject.toml), unless ``--skip-mypy`` (CI ran it just before);
@@ -23,9 +26,9 @@
   with ``--list-any`` (reported, not failed).
 
 What is over budget today is listed in ``scripts/budgets-allow.txt`` with its current size. That list may
-only shrink: a module or function over budget that is not on it, or that grew beyond its listed size,
-fails the check. ``--tighten`` rewrites the list with the sizes of today (lowering entries, dropping those
-now within budget; it never adds or raises one).
+only shrink: a module or function (Python or Lua) over budget that is not on it, or that grew beyond its
+listed size, fails the check. ``--tighten`` rewrites the list with the sizes of today (lowering entries,
+dropping those now within budget; it never adds or raises one).
 
 Usage: ``python scripts/budgets.py [--skip-mypy] [--tighten] [--list-any]``; exit status 1 when a budget
 is broken.
@@ -250,12 +253,159 @@ def check_any(*, list_all: bool = False) -> list[str]:
     ]
 
 
-def lua_sizes() -> dict[str, int]:
-    """Lines of every Lua script under ``src/``."""
-    return {
-        str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())
-        for path in sorted(SRC.rglob("*.lua"))
-    }
+class LuaParseError(ValueError):
+    """A Lua script whose blocks the measurement cannot match (its size would be a guess: it fails)."""
+
+
+_LUA_OPENERS = frozenset({"function", "do", "if", "repeat"})  # `while`/`for` open with their `do`
+_LUA_LONG = re.compile(r"\[(=*)\[")
+_LUA_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LUA_NUMBER = re.compile(r"[0-9][A-Za-z0-9_.]*")
+
+
+def lua_tokens(text: str) -> list[tuple[str, int]]:
+    """The tokens of a Lua source with their line (1-based): words and single punctuation characters;
+    a string is one ``"<str>"`` token at the line it starts on; comments are dropped. An unfinished string
+    or long comment raises :class:`LuaParseError`."""
+    tokens: list[tuple[str, int]] = []
+    i, line, n = 0, 1, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+            i += 1
+        elif c.isspace():
+            i += 1
+        elif text.startswith("--", i):
+            long = _LUA_LONG.match(text, i + 2)
+            if long is None:  # to the end of the line
+                stop = text.find("\n", i)
+                i = n if stop < 0 else stop
+            else:
+                stop = _lua_long_end(text, long, line)
+                line += text.count("\n", i, stop)
+                i = stop
+        elif c in "'\"":
+            start = line
+            i += 1
+            while i < n and text[i] != c:
+                if text[i] == "\n":
+                    raise LuaParseError(f"line {start}: unfinished string")
+                if text[i] == "\\":  # an escape: the next character is the string's (a newline too)
+                    if text[i + 1 : i + 2] == "\n":
+                        line += 1
+                    i += 1
+                i += 1
+            if i >= n:
+                raise LuaParseError(f"line {start}: unfinished string")
+            tokens.append(("<str>", start))
+            i += 1
+        elif (long := _LUA_LONG.match(text, i)) is not None:
+            stop = _lua_long_end(text, long, line)
+            tokens.append(("<str>", line))
+            line += text.count("\n", i, stop)
+            i = stop
+        elif (word := _LUA_WORD.match(text, i) or _LUA_NUMBER.match(text, i)) is not None:
+            tokens.append((word.group(), line))
+            i = word.end()
+        else:
+            tokens.append((c, line))
+            i += 1
+    return tokens
+
+
+def _lua_long_end(text: str, opened: re.Match[str], line: int) -> int:
+    close = "]" + opened.group(1) + "]"
+    stop = text.find(close, opened.end())
+    if stop < 0:
+        raise LuaParseError(f"line {line}: unfinished long string or comment")
+    return stop + len(close)
+
+
+def _lua_function_name(tokens: list[tuple[str, int]], k: int) -> str | None:
+    """The name of the function whose ``function`` keyword is ``tokens[k]``: ``function a.b:c(``,
+    ``local function f(``, ``f = function(``; ``None`` for an anonymous one (part of its enclosing code)."""
+    parts: list[str] = []
+    j = k + 1
+    while j < len(tokens) and _LUA_WORD.fullmatch(tokens[j][0]):
+        parts.append(tokens[j][0])
+        if j + 1 < len(tokens) and tokens[j + 1][0] in ".:":
+            parts.append(tokens[j + 1][0])
+            j += 2
+        else:
+            break
+    if parts:
+        return "".join(parts)
+    assigned = k >= 2 and tokens[k - 1][0] == "=" and _LUA_WORD.fullmatch(tokens[k - 2][0]) is not None
+    if assigned and not (k >= 3 and tokens[k - 3][0] in "=~<>"):  # `f = function`, not `x == function`
+        return tokens[k - 2][0]
+    return None
+
+
+def lua_functions(text: str) -> tuple[dict[str, int], int]:
+    """The named functions of a Lua source with their lines (``outer.inner`` for a nested one, whose lines
+    count in its outer function too, as in Python), and the lines of its main chunk: from its first to its
+    last statement outside every named function, less those functions and the comment or blank lines right
+    above each (its description); 0 when all the code is in functions. Blocks are matched by their keywords
+    (``function``/``if``/``do``/``repeat`` against ``end``/``until``) outside strings and comments; a source
+    whose blocks do not match raises :class:`LuaParseError`."""
+    tokens = lua_tokens(text)
+    stack: list[tuple[str, int, str | None]] = []  # (opener, line, qualified name of a named function)
+    sizes: dict[str, int] = {}
+    spans: list[tuple[int, int]] = []  # lines of the top-level named functions
+    code_lines = set()
+    for k, (token, line) in enumerate(tokens):
+        named = [frame[2] for frame in stack if frame[2] is not None]
+        if not named:
+            code_lines.add(line)
+        if token in _LUA_OPENERS:
+            name = _lua_function_name(tokens, k) if token == "function" else None
+            qualified = None if name is None else ".".join([*named, name])
+            stack.append((token, line, qualified))
+        elif token in ("end", "until"):
+            if not stack:
+                raise LuaParseError(f"line {line}: `{token}` closes no block")
+            opener, start, qualified = stack.pop()
+            if (opener == "repeat") != (token == "until"):
+                raise LuaParseError(f"line {line}: `{token}` closes the `{opener}` of line {start}")
+            if qualified is not None:
+                key = qualified
+                while key in sizes:  # a redefinition: keep each
+                    key += "'"
+                sizes[key] = line - start + 1
+                if not any(frame[2] for frame in stack):
+                    spans.append((start, line))
+    if stack:
+        opener, start, _ = stack[-1]
+        raise LuaParseError(f"line {start}: `{opener}` is never closed")
+    covered = {n for start, stop in spans for n in range(start, stop + 1)}
+    for start, _ in spans:  # a function's description: the comment or blank lines right above it
+        above = start - 1
+        while above >= 1 and above not in covered and above not in code_lines:
+            covered.add(above)
+            above -= 1
+    main = sorted(code_lines - covered)
+    if not main:
+        return sizes, 0
+    return sizes, sum(1 for n in range(main[0], main[-1] + 1) if n not in covered)
+
+
+def lua_sizes() -> tuple[dict[str, int], list[str]]:
+    """Lines of every Lua function under ``src/`` (``path:name``) and of each script's main chunk
+    (``path:<main>``), with the scripts that could not be measured (each a broken budget)."""
+    sizes: dict[str, int] = {}
+    unreadable: list[str] = []
+    for path in sorted(SRC.rglob("*.lua")):
+        where = str(path.relative_to(ROOT))
+        try:
+            functions, main = lua_functions(path.read_text(encoding="utf-8"))
+        except LuaParseError as error:
+            unreadable.append(f"{where}: cannot measure its Lua functions ({error})")
+            continue
+        sizes.update({f"{where}:{name}": size for name, size in functions.items()})
+        if main:
+            sizes[f"{where}:<main>"] = main
+    return sizes, unreadable
 
 
 def read_allow() -> dict[str, int]:
@@ -335,9 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     modules, functions = module_sizes(), function_sizes()
     broken = check_sizes(modules, MODULE_LINES, allow, "module")
     broken += check_sizes(functions, FUNCTION_LINES, allow, "function")
-    for name, size in lua_sizes().items():
-        if size > FUNCTION_LINES:
-            print(f"report: {name}: Lua script of {size} lines (one atomic operation; function budget 60)")
+    lua, unreadable = lua_sizes()
+    broken += unreadable
+    broken += check_sizes(lua, FUNCTION_LINES, allow, "Lua function")
+    functions.update(lua)
 
     broken += check_any(list_all=args.list_any)
 

@@ -87,3 +87,72 @@ def test_a_plain_any_fails_only_where_it_crosses_a_package(
     ]
     assert len(budgets.plain_any_signatures()) == 4  # `local` is reported, not failed
     assert len(budgets.check_any()) == 3
+
+
+def test_lua_functions_are_measured_by_their_blocks() -> None:
+    budgets = _budgets()
+    source = (
+        "-- header: KEYS and ARGV\n"  # 1: the script's description, not its main chunk
+        "local p = ARGV[1]\n"  # 2: main starts
+        "\n"  # 3
+        "-- what outer does\n"  # 4: outer's description
+        "local function outer(a)\n"  # 5
+        "  local function inner(b)\n"  # 6
+        "    if b then return 'end' end\n"  # 7: a string holding `end`
+        '    local s = "function ( if \\" do"  -- end\n'  # 8: keywords in a string and a comment
+        "  end\n"  # 9
+        "  for i = 1, 2 do\n"  # 10
+        "    repeat a = a + 1 until a > i\n"  # 11
+        "  end\n"  # 12
+        "  --[[ end\n"  # 13: a long comment
+        "  end ]]\n"  # 14
+        "  local t = [==[ end\n"  # 15: a long string
+        "  ]==]\n"  # 16
+        "  while a do a = pcall(function() return 'x' end) end\n"  # 17: an anonymous function
+        "  return inner(a)\n"  # 18
+        "end\n"  # 19
+        "local q = outer(p)\n"  # 20: main again
+        "local f = function(x)\n"  # 21
+        "  do return x end\n"  # 22
+        "end\n"  # 23
+        "-- a comment of main\n"  # 24
+        "q = f(q)\n"  # 25
+        "return q\n"  # 26: main ends
+    )
+    sizes, main = budgets.lua_functions(source)
+    assert sizes == {"outer": 15, "outer.inner": 4, "f": 3}
+    assert main == 5  # lines 2, 20 and 24 to 26 (3 and 4 describe outer)
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("local function f()\n  if x then\n  end\n", "`function` is never closed"),
+        ("if x then\nend\nend\n", "line 3: `end` closes no block"),
+        ("repeat\n  x()\nend\n", "`end` closes the `repeat` of line 1"),
+        ("local s = 'end\n", "unfinished string"),
+        ("--[[ a comment\nend\n", "unfinished long string or comment"),
+    ],
+)
+def test_a_lua_script_whose_blocks_do_not_match_fails(source: str, why: str) -> None:
+    budgets = _budgets()
+    with pytest.raises(budgets.LuaParseError, match=why):
+        budgets.lua_functions(source)
+
+
+def test_a_lua_function_over_budget_fails_unless_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = _budgets()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.lua").write_text("local function big()\n" + "  x()\n" * 60 + "end\n" + "y()\n" * 61)
+    (src / "broken.lua").write_text("if x then\n")
+    monkeypatch.setattr(budgets, "ROOT", tmp_path)
+    monkeypatch.setattr(budgets, "SRC", src)
+    sizes, unreadable = budgets.lua_sizes()
+    assert sizes == {"src/big.lua:big": 62, "src/big.lua:<main>": 61}
+    assert unreadable == ["src/broken.lua: cannot measure its Lua functions (line 1: `if` is never closed)"]
+    assert budgets.check_sizes(sizes, 60, {"src/big.lua:big": 62}, "Lua function") == [
+        "src/big.lua:<main>: Lua function of 61 lines (budget 60), not on the allow-list"
+    ]
