@@ -353,11 +353,9 @@ def lua_functions(text: str) -> tuple[dict[str, int], int]:
     stack: list[tuple[str, int, str | None]] = []  # (opener, line, qualified name of a named function)
     sizes: dict[str, int] = {}
     spans: list[tuple[int, int]] = []  # lines of the top-level named functions
-    code_lines = set()
+    code_lines = {line for _, line in tokens}
     for k, (token, line) in enumerate(tokens):
         named = [frame[2] for frame in stack if frame[2] is not None]
-        if not named:
-            code_lines.add(line)
         if token in _LUA_OPENERS:
             name = _lua_function_name(tokens, k) if token == "function" else None
             qualified = None if name is None else ".".join([*named, name])
