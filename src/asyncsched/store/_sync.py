@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Concatenate, ParamSpec, TypeVar
 
 from .._lifetime import Facade
 from .._portal import portal
 from ..config import Settings, get_settings
 from ._database import Database
-from ._repository import EventRepository, ExecutionRepository, Page, PruneResult, prune
-from .models import EventMessage, TaskExecution
+from ._repository import EventRepository, ExecutionRepository, PruneResult, prune
 
 __all__ = ["History"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def _blocking(
+    repository: Callable[[Database], R], method: Callable[Concatenate[R, P], Awaitable[T]], doc: str
+) -> Callable[Concatenate[History, P], T]:
+    """A ``History`` method that runs the async repository ``method`` through the portal: same parameters
+    and result (``inspect.signature`` and mypy see the async method's), documented by ``doc``."""
+
+    def call(self: History, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        async def run() -> T:
+            return await method(repository(await self._opened()), *args, **kwargs)
+
+        return portal().call(run)
+
+    functools.update_wrapper(call, method, assigned=(), updated=())  # inspect.signature: the method's
+    call.__doc__ = doc
+    return call
 
 
 class History(Facade[Database]):
@@ -32,14 +53,6 @@ class History(Facade[Database]):
         db = Database(self._url, settings=self.settings)
         return await db.__aenter__()  # a SQLite database is migrated here, as on the async side
 
-    def _call(self, repo: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        async def run() -> Any:
-            db = await self._opened()
-            target = ExecutionRepository(db) if repo == "executions" else EventRepository(db)
-            return await getattr(target, method)(*args, **kwargs)
-
-        return portal().call(run)
-
     def migrate(self) -> None:
         """``alembic upgrade head`` (see :meth:`Database.migrate`)."""
 
@@ -48,42 +61,15 @@ class History(Facade[Database]):
 
         portal().call(run)
 
-    def executions(
-        self,
-        agent_name: str | None = None,
-        status: str | Iterable[str] | None = None,
-        task_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        offset: int = 0,
-        limit: int = 50,
-        **filters: Any,
-    ) -> Page[TaskExecution]:
-        """See :meth:`ExecutionRepository.list`."""
-        page: Page[TaskExecution] = self._call(
-            "executions", "list", agent_name, status, task_id, since, until, offset, limit, **filters
-        )
-        return page
-
-    def execution(self, id_or_job_id: str) -> TaskExecution:
-        """See :meth:`ExecutionRepository.get` (raises ``ExecutionNotFound``)."""
-        row: TaskExecution = self._call("executions", "get", id_or_job_id)
-        return row
-
-    def events(
-        self,
-        event_type: str | None = None,
-        agent: str | None = None,
-        since: datetime | None = None,
-        offset: int = 0,
-        limit: int = 50,
-        **filters: Any,
-    ) -> Page[EventMessage]:
-        """See :meth:`EventRepository.list`."""
-        page: Page[EventMessage] = self._call(
-            "events", "list", event_type, agent, since, offset, limit, **filters
-        )
-        return page
+    executions = _blocking(
+        ExecutionRepository, ExecutionRepository.list, "See :meth:`ExecutionRepository.list`."
+    )
+    execution = _blocking(
+        ExecutionRepository,
+        ExecutionRepository.get,
+        "See :meth:`ExecutionRepository.get` (raises ``ExecutionNotFound``).",
+    )
+    events = _blocking(EventRepository, EventRepository.list, "See :meth:`EventRepository.list`.")
 
     def prune(self, older_than: timedelta | datetime) -> PruneResult:
         """Retention: see :func:`asyncsched.store.prune`."""
