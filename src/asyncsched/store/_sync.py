@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Concatenate, ParamSpec, TypeVar
 
-from .._lifetime import Facade
+from .._lifetime import Facade, blocking
 from .._portal import portal
 from ..config import Settings, get_settings
 from ._database import Database
 from ._repository import EventRepository, ExecutionRepository, PruneResult, prune
 
 __all__ = ["History"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-T = TypeVar("T")
-
-
-def _blocking(
-    repository: Callable[[Database], R], method: Callable[Concatenate[R, P], Awaitable[T]], doc: str
-) -> Callable[Concatenate[History, P], T]:
-    """A ``History`` method that runs the async repository ``method`` through the portal: same parameters
-    and result (``inspect.signature`` and mypy see the async method's), documented by ``doc``."""
-
-    def call(self: History, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        async def run() -> T:
-            return await method(repository(await self._opened()), *args, **kwargs)
-
-        return portal().call(run)
-
-    functools.update_wrapper(call, method, assigned=(), updated=())  # inspect.signature: the method's
-    call.__doc__ = doc
-    return call
 
 
 class History(Facade[Database]):
@@ -53,6 +29,12 @@ class History(Facade[Database]):
         db = Database(self._url, settings=self.settings)
         return await db.__aenter__()  # a SQLite database is migrated here, as on the async side
 
+    async def _executions(self) -> ExecutionRepository:
+        return ExecutionRepository(await self._opened())
+
+    async def _events(self) -> EventRepository:
+        return EventRepository(await self._opened())
+
     def migrate(self) -> None:
         """``alembic upgrade head`` (see :meth:`Database.migrate`)."""
 
@@ -61,15 +43,13 @@ class History(Facade[Database]):
 
         portal().call(run)
 
-    executions = _blocking(
-        ExecutionRepository, ExecutionRepository.list, "See :meth:`ExecutionRepository.list`."
-    )
-    execution = _blocking(
-        ExecutionRepository,
+    executions = blocking(_executions, ExecutionRepository.list, "See :meth:`ExecutionRepository.list`.")
+    execution = blocking(
+        _executions,
         ExecutionRepository.get,
         "See :meth:`ExecutionRepository.get` (raises ``ExecutionNotFound``).",
     )
-    events = _blocking(EventRepository, EventRepository.list, "See :meth:`EventRepository.list`.")
+    events = blocking(_events, EventRepository.list, "See :meth:`EventRepository.list`.")
 
     def prune(self, older_than: timedelta | datetime) -> PruneResult:
         """Retention: see :func:`asyncsched.store.prune`."""
