@@ -84,6 +84,12 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its live children (PostgreSQL: the postmaster and its
+    backends); a process that is gone counts 0."""
+    return sum(_cpu_seconds(p) for p in process_tree(pid))
+
+
 class Monitor:
     """Samples memory and CPU of a process tree every ``interval`` seconds in a thread."""
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import io
 import json
@@ -35,8 +34,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from _common import process_tree, spawn_worker, stop_worker  # noqa: E402
-from w8_history import _check_sql, _cpu, _enqueue, _env, _wait_log  # noqa: E402
+from _common import spawn_worker, stop_worker, tree_cpu  # noqa: E402
+from w8_history import _check_sql, _cpu, _enqueue, _env, _loadavg, _wait_log  # noqa: E402
 
 
 def _make_stream(n: int, cache: str) -> None:
@@ -56,20 +55,6 @@ def _make_stream(n: int, cache: str) -> None:
         client = redis.Redis.from_url(server.url, socket_timeout=600)
         client.save()
         shutil.copy(os.path.join(server.workdir, "dump.rdb"), cache)
-
-
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its live children (PostgreSQL: the postmaster and its backends)."""
-    total = 0.0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError):
-            total += _cpu(p)
-    return total
-
-
-def _loadavg() -> str:
-    with open("/proc/loadavg") as fh:
-        return " ".join(fh.read().split()[:3])
 
 
 async def _drain_flush(recorder: Any) -> int:
@@ -110,7 +95,7 @@ async def _record(
             hold_queued=opts.hold,
         )
         prof = cProfile.Profile() if opts.profile else None
-        db_cpu = _tree_cpu(pg_pid) if opts.db == "postgresql" else 0.0
+        db_cpu = tree_cpu(pg_pid) if opts.db == "postgresql" else 0.0
         redis_cpu = _cpu(redis_pid)
         wall, cpu = time.perf_counter(), time.process_time()
         if prof:
@@ -119,7 +104,7 @@ async def _record(
         if prof:
             prof.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        db_cpu = _tree_cpu(pg_pid) - db_cpu if opts.db == "postgresql" else 0.0
+        db_cpu = tree_cpu(pg_pid) - db_cpu if opts.db == "postgresql" else 0.0
         redis_cpu = _cpu(redis_pid) - redis_cpu
         if opts.flush:
             await recorder.redis.aclose()  # (the loop's Recorder closed its own)

@@ -26,7 +26,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from profile_recorder import _fresh_db, _tree_cpu  # noqa: E402
+from _common import tree_cpu  # noqa: E402
+from profile_recorder import _fresh_db  # noqa: E402
 
 
 async def _fill(url: str, n: int, chunk: int) -> None:
@@ -70,13 +71,13 @@ async def _record(url: str, db_url: str, hold: float, pg_pid: int | None) -> dic
             await real(conn, rows)
 
         rec._upsert = counting  # type: ignore[method-assign]
-        db_cpu = _tree_cpu(pg_pid) if pg_pid else 0.0
+        db_cpu = tree_cpu(pg_pid) if pg_pid else 0.0
         wall, cpu = time.perf_counter(), time.process_time()
         async with rec:
             while await rec.account.backlog() or len(rec.hold):
                 await asyncio.sleep(0.1)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        db_cpu = _tree_cpu(pg_pid) - db_cpu if pg_pid else 0.0
+        db_cpu = tree_cpu(pg_pid) - db_cpu if pg_pid else 0.0
     return {"hold_queued": hold, "row_writes": writes, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "postgres_cpu_s": round(db_cpu, 2)}  # fmt: skip
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -41,7 +40,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from _common import process_tree, spawn_worker, stop_worker  # noqa: E402
+from _common import spawn_worker, stop_worker, tree_cpu  # noqa: E402
 
 
 async def _recorder_main(url: str, db_url: str) -> None:
@@ -259,20 +258,11 @@ def _loadavg() -> str:
         return " ".join(fh.read().split()[:3])
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its live children (PostgreSQL: the postmaster and its backends)."""
-    total = 0.0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError):
-            total += _cpu(p)
-    return total
-
-
 def _pg_cpu(pg: Any, kind: str) -> float:
     if kind != "postgresql":
         return 0.0
     with open(os.path.join(pg.datadir, "postmaster.pid")) as fh:
-        return _tree_cpu(int(fh.readline()))
+        return tree_cpu(int(fh.readline()))
 
 
 def run_cell(server: Any, pg: Any, kind: str, n: int, mode: str, tmp: str) -> dict[str, Any]:

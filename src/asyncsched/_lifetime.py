@@ -5,17 +5,19 @@ that fails closes what it had opened before the error propagates; leaving closes
 order. :class:`Closing`: a component opened on first use, whose ``async with`` only closes it
 (``aclose()``) on the way out. :class:`SyncClosing`: the same for the blocking facades (``with`` closes
 them with ``close()``); :class:`Facade`: a blocking facade over one async engine, opened on the portal's
-loop at first use.
+loop at first use, whose methods :func:`blocking` makes from the async methods they run.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Concatenate, Generic, ParamSpec, Protocol, Self, TypeVar
 
 from ._portal import portal
 
-__all__ = ["Closing", "Facade", "Stacked", "SyncClosing"]
+__all__ = ["Closing", "Facade", "Stacked", "SyncClosing", "blocking"]
 
 
 class Stacked:
@@ -99,3 +101,27 @@ class Facade(SyncClosing, Generic[E]):
         engine, self._engine = self._engine, None
         if engine is not None:
             portal().call(engine.aclose)
+
+
+F = TypeVar("F")
+X = TypeVar("X")
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def blocking(
+    target: Callable[[F], Awaitable[X]], method: Callable[Concatenate[X, P], Awaitable[T]], doc: str
+) -> Callable[Concatenate[F, P], T]:
+    """A method of a blocking facade ``F`` made from the async ``method`` it runs: on the portal's loop it
+    awaits ``target(facade)`` (the async object) and calls ``method`` on it. It takes ``method``'s
+    parameters and returns its result (for mypy and ``inspect.signature`` alike); ``doc`` documents it."""
+
+    def call(self: F, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        async def run() -> T:
+            return await method(await target(self), *args, **kwargs)
+
+        return portal().call(run)
+
+    functools.update_wrapper(call, method, assigned=(), updated=())  # inspect.signature: the method's
+    call.__doc__ = doc
+    return call

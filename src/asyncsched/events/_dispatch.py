@@ -14,6 +14,7 @@ import asyncio
 import functools
 import inspect
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from .. import _metrics
@@ -28,30 +29,24 @@ _ROUTE_CACHE_MAX = 4096
 _COROUTINE_RETURNED = "the callback returned a coroutine: make it an `async def` to have it run"
 
 
+@dataclass(eq=False, repr=False)
 class Dispatcher:
     """Hands events to ``sinks`` and to the live subscriptions among ``subs`` (both lists are the bus's:
     it adds and removes, the dispatcher reads; :meth:`forget_routes` after every change of ``subs``)."""
 
-    def __init__(
-        self,
-        subs: list[Subscription],
-        sinks: list[Sink],
-        *,
-        max_concurrency: int,
-        buffer_size: int,
-        threads: int,
-    ) -> None:
-        self.subs = subs
-        self.sinks = sinks
-        self.max_concurrency = max_concurrency
-        self.buffer_size = buffer_size
-        self.threads = threads
-        self.loop: asyncio.AbstractEventLoop | None = None  # the bus's, once started
-        self.routes: dict[tuple[str | None, str], tuple[Subscription, ...]] = {}
-        self.inflight: set[asyncio.Future[Any]] = set()  # sync callbacks running in threads
-        self.runners: set[Runner] = set()  # async callbacks: one runner per subscription
-        self._slot: asyncio.Future[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+    subs: list[Subscription]
+    sinks: list[Sink]
+    _: KW_ONLY
+    max_concurrency: int
+    buffer_size: int
+    threads: int
+    loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)  # the bus's, once started
+    routes: dict[tuple[str | None, str], tuple[Subscription, ...]] = field(default_factory=dict, init=False)
+    inflight: set[asyncio.Future[Any]] = field(default_factory=set, init=False)  # sync callbacks in threads
+    # async callbacks: one runner per subscription
+    runners: set[Runner] = field(default_factory=set, init=False)
+    _slot: asyncio.Future[None] | None = field(default=None, init=False)
+    _executor: ThreadPoolExecutor | None = field(default=None, init=False)
 
     def forget_routes(self) -> None:
         """Drop the route cache (a subscription came or went)."""

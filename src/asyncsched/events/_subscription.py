@@ -6,6 +6,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._envelope import Event
@@ -28,6 +29,7 @@ def is_async_callable(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
 
 
+@dataclass(eq=False, repr=False, slots=True)
 class Subscription:
     """One callback for one agent and one event-type pattern. Returned by :meth:`EventBus.subscribe`.
 
@@ -35,37 +37,21 @@ class Subscription:
     event published afterwards is received. :meth:`unsubscribe` stops deliveries.
     """
 
-    __slots__ = (
-        "_match",
-        "_ready",
-        "_runner",
-        "_unsubscribe",
-        "active",
-        "agent_name",
-        "callback",
-        "durable",
-        "event_type",
-        "is_async",
-    )
+    _unsubscribe: Callable[[Subscription], None]
+    agent_name: str
+    event_type: str
+    callback: Callback
+    durable: bool
+    is_async: bool = field(init=False)
+    active: bool = field(default=True, init=False)
+    _match: Callable[[str], bool] = field(init=False)
+    _ready: list[asyncio.Future[None]] = field(default_factory=list, init=False)
+    # async live subscriptions, once attached to a running bus
+    _runner: Runner | None = field(default=None, init=False)
 
-    def __init__(
-        self,
-        unsubscribe: Callable[[Subscription], None],
-        agent_name: str,
-        event_type: str,
-        callback: Callback,
-        durable: bool,
-    ) -> None:
-        self._unsubscribe = unsubscribe
-        self.agent_name = agent_name
-        self.event_type = event_type
-        self.callback = callback
-        self.durable = durable
-        self.is_async = is_async_callable(callback)
-        self._match = compile_pattern(event_type)
-        self._ready: list[asyncio.Future[None]] = []
-        self._runner: Runner | None = None  # async live subscriptions, once attached to a running bus
-        self.active = True
+    def __post_init__(self) -> None:
+        self.is_async = is_async_callable(self.callback)
+        self._match = compile_pattern(self.event_type)
 
     def matches(self, event_type: str) -> bool:
         """Whether this subscription's pattern matches ``event_type``."""

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-from .._lifetime import SyncClosing
+from .._lifetime import SyncClosing, blocking
 from .._portal import portal
 from ..config import Settings, get_settings
 from ._bus import Callback, Subscription
@@ -107,18 +107,17 @@ class EventBus(SyncClosing):
                 self._bus = bus
             return self._bus
 
-    def publish(
-        self,
-        event_type: str,
-        source_agent: str,
-        payload: Mapping[str, Any] | None = None,
-        target_agent: str | None = None,
-    ) -> Event:
-        """Publish an event (to ``target_agent``, or broadcast) and return it; see the async ``publish``."""
-        bus = self._bus
-        if bus is None:
-            bus = portal().call(_shared_publisher, self.url, self.settings, self.persist)
-        return portal().call(bus.publish, event_type, source_agent, payload, target_agent)
+    async def _publisher(self) -> AsyncEventBus:
+        """This bus's own async bus once it subscribed or listens, else the process's shared publisher."""
+        if self._bus is not None:
+            return self._bus
+        return await _shared_publisher(self.url, self.settings, self.persist)
+
+    publish = blocking(
+        _publisher,
+        AsyncEventBus.publish,
+        "Publish an event (to ``target_agent``, or broadcast) and return it; see the async ``publish``.",
+    )
 
     def subscribe(
         self, agent_name: str, event_type: str, callback: Callback, durable: bool = False

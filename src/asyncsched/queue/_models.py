@@ -79,17 +79,19 @@ def from_rq_status(value: str | bytes | None) -> JobStatus:
         ) from None
 
 
+@dataclass(eq=False, repr=False)
 class Callback:
     """A job callback (like ``rq.Callback``): ``func`` is a module-level function or a
     ``"module:function"`` path, run by the worker with RQ's signature (``on_success(job, connection,
     result)``, ``on_failure(job, connection, type, value, traceback)``, ``on_stopped(job, connection)``)
     within ``timeout`` seconds (RQ's default, 60)."""
 
-    def __init__(self, func: Callable[..., Any] | str, timeout: int | None = None) -> None:
-        if timeout is not None and timeout < 1:
-            raise ValueError(f"Callback timeout must be a whole number of seconds >= 1, got {timeout!r}")
-        self.func = func
-        self.timeout = timeout
+    func: Callable[..., Any] | str
+    timeout: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout < 1:
+            raise ValueError(f"Callback timeout must be a whole number of seconds >= 1, got {self.timeout!r}")
 
     def __repr__(self) -> str:
         return f"Callback({self.func!r}, timeout={self.timeout})"
@@ -112,18 +114,20 @@ class Repeat:
         return f"Repeat(times={self.times}, interval={self.intervals})"
 
 
+@dataclass(eq=False, repr=False)
 class RateLimit:
     """At most ``concurrency`` jobs with this ``key`` queued or running at once (like RQ 3's
     ``rq.RateLimit``, same keys: our workers and RQ's share the limit); the others wait as
     ``rate_limited`` (:attr:`JobStatus.DEFERRED`) for a slot."""
 
-    def __init__(self, key: str, concurrency: int) -> None:
-        if not key:
+    key: str
+    concurrency: int
+
+    def __post_init__(self) -> None:
+        if not self.key:
             raise ValueError("RateLimit key must be a non-empty string")
-        if concurrency < 1:
-            raise ValueError(f"RateLimit concurrency must be an integer >= 1, got {concurrency!r}")
-        self.key = key
-        self.concurrency = concurrency
+        if self.concurrency < 1:
+            raise ValueError(f"RateLimit concurrency must be an integer >= 1, got {self.concurrency!r}")
 
     def __repr__(self) -> str:
         return f"RateLimit({self.key!r}, concurrency={self.concurrency})"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, UnaryExpression, delete, func, literal_column, or_, select
+from sqlalchemy.orm import QueryableAttribute
 
 from ..exceptions import EventNotFound, ExecutionNotFound
 from ._database import Database
@@ -28,6 +30,9 @@ __all__ = [
 ]
 
 
+Row = TypeVar("Row", TaskExecution, EventMessage)
+
+
 def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
@@ -45,13 +50,50 @@ def _statuses(status: str | Iterable[str] | None) -> list[str] | None:
     return [str(v) for v in values]
 
 
-class ExecutionRepository:
-    """Read access to the execution history (:class:`TaskExecution`, written by the Recorder)."""
+class _History(Generic[Row]):
+    """What both history repositories share: the database, the page someone reads (filtered by
+    ``_where``, with :meth:`list`'s keyword filters) and retention by ``created_at``."""
+
+    _MODEL: type[Row]
+    _ORDER: tuple[UnaryExpression[Any], ...]  # newest first
+    _WHAT: str  # the rows' name in messages
+    _where: Callable[..., builtins.list[ColumnElement[bool]]]  # list()'s filters, by keyword
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _filters(
+    async def list_for_display(
+        self, offset: int = 0, limit: int = 50, **filters: Any
+    ) -> Page[Row | UnreadableRow]:
+        """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
+        comes back as an :class:`UnreadableRow` instead of failing the page, and the total is counted up
+        to :data:`COUNT_LIMIT` rows (``total_capped`` beyond; see :func:`read_page`)."""
+        names = inspect.signature(self._where).parameters
+        unknown = set(filters) - set(names)
+        if unknown:
+            raise TypeError(f"unknown {self._WHAT} filters: {', '.join(sorted(unknown))}")
+        query = select(self._MODEL).where(*self._where(**{name: filters.get(name) for name in names}))
+        return await read_page(
+            self.db, query, self._ORDER, offset, limit, model=self._MODEL, count_limit=COUNT_LIMIT
+        )
+
+    async def prune(self, older_than: timedelta | datetime) -> int:
+        """Delete the rows created (executions: first seen) before ``older_than`` (an age or a cutoff);
+        return how many."""
+        cutoff = _cutoff(older_than)
+        async with self.db.session() as session, session.begin():
+            result = await session.execute(delete(self._MODEL).where(self._MODEL.created_at < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class ExecutionRepository(_History[TaskExecution]):
+    """Read access to the execution history (:class:`TaskExecution`, written by the Recorder)."""
+
+    _MODEL = TaskExecution
+    _ORDER = (TaskExecution.created_at.desc(), TaskExecution.job_id.desc(), TaskExecution.attempt.desc())
+    _WHAT = "execution"
+
+    def _where(
         self,
         *,
         agent_name: str | None,
@@ -64,27 +106,19 @@ class ExecutionRepository:
         task_name: str | None = None,
     ) -> list[ColumnElement[bool]]:
         te = TaskExecution
-        where: list[ColumnElement[bool]] = []
-        if agent_name is not None:
-            where.append(te.agent_name == agent_name)
+        where = _equal(
+            (te.agent_name, agent_name),
+            (te.scheduled_task_id, task_id),
+            (te.queue, queue),
+            (te.job_id, job_id),
+            (te.task_name, task_name),
+        )
         statuses = _statuses(status)
         if statuses is not None:
             where.append(te.status.in_(statuses))
             if ExecutionStatus.SUCCESS.value not in statuses:  # lets both databases use the partial index
                 where.append(te.status != literal_column(f"'{ExecutionStatus.SUCCESS.value}'"))
-        if task_id is not None:
-            where.append(te.scheduled_task_id == task_id)
-        if since is not None:
-            where.append(te.created_at >= _aware(since))
-        if until is not None:
-            where.append(te.created_at < _aware(until))
-        if queue is not None:
-            where.append(te.queue == queue)
-        if job_id is not None:
-            where.append(te.job_id == job_id)
-        if task_name is not None:
-            where.append(te.task_name == task_name)
-        return where
+        return where + _window(te.created_at, since, until)
 
     async def list(
         self,
@@ -106,7 +140,7 @@ class ExecutionRepository:
         recorded task name, e.g. of ad-hoc jobs); ``since`` (inclusive)
         and ``until`` (exclusive) bound ``created_at``. ``limit`` is capped at :data:`MAX_LIMIT`.
         """
-        where = self._filters(
+        where = self._where(
             agent_name=agent_name,
             status=status,
             task_id=task_id,
@@ -117,31 +151,6 @@ class ExecutionRepository:
             task_name=task_name,
         )
         return await read_page(self.db, select(TaskExecution).where(*where), self._ORDER, offset, limit)
-
-    _ORDER = (TaskExecution.created_at.desc(), TaskExecution.job_id.desc(), TaskExecution.attempt.desc())
-
-    async def list_for_display(
-        self, offset: int = 0, limit: int = 50, **filters: Any
-    ) -> Page[TaskExecution | UnreadableRow]:
-        """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
-        comes back as an :class:`UnreadableRow` instead of failing the page, and the total is counted up
-        to :data:`COUNT_LIMIT` rows (``total_capped`` beyond; see :func:`read_page`)."""
-        where = self._filters(
-            agent_name=filters.pop("agent_name", None),
-            status=filters.pop("status", None),
-            task_id=filters.pop("task_id", None),
-            since=filters.pop("since", None),
-            until=filters.pop("until", None),
-            queue=filters.pop("queue", None),
-            job_id=filters.pop("job_id", None),
-            task_name=filters.pop("task_name", None),
-        )
-        if filters:
-            raise TypeError(f"unknown execution filters: {', '.join(sorted(filters))}")
-        query = select(TaskExecution).where(*where)
-        return await read_page(
-            self.db, query, self._ORDER, offset, limit, model=TaskExecution, count_limit=COUNT_LIMIT
-        )
 
     async def get(self, id_or_job_id: str) -> TaskExecution:
         """The execution with this id, else the latest attempt of the job with this id.
@@ -179,7 +188,7 @@ class ExecutionRepository:
         queue: str | None = None,
     ) -> dict[str, int]:
         """Number of executions per status (statuses with none are absent), with the same filters."""
-        where = self._filters(
+        where = self._where(
             agent_name=agent_name,
             status=None,
             task_id=task_id,
@@ -192,19 +201,13 @@ class ExecutionRepository:
         async with self.db.session() as session:
             return {status: int(n) for status, n in (await session.execute(query)).all()}
 
-    async def prune(self, older_than: timedelta | datetime) -> int:
-        """Delete executions first seen before ``older_than`` (an age or a cutoff); return how many."""
-        cutoff = _cutoff(older_than)
-        async with self.db.session() as session, session.begin():
-            result = await session.execute(delete(TaskExecution).where(TaskExecution.created_at < cutoff))
-        return int(getattr(result, "rowcount", 0) or 0)
 
-
-class EventRepository:
+class EventRepository(_History[EventMessage]):
     """The persisted event log (:class:`EventMessage`)."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    _MODEL = EventMessage
+    _ORDER = (EventMessage.created_at.desc(), EventMessage.id.desc())
+    _WHAT = "event"
 
     async def add(
         self,
@@ -260,62 +263,47 @@ class EventRepository:
         every ``agent`` given as a target only through ``target_agent``. ``since`` is inclusive, ``until``
         exclusive.
         """
-        where = _event_filters(event_type, agent, since, until, source_agent, target_agent)
+        where = self._where(event_type, agent, since, until, source_agent, target_agent)
         query = select(EventMessage).where(*where)
         return await read_page(self.db, query, self._ORDER, offset, limit)
 
-    _ORDER = (EventMessage.created_at.desc(), EventMessage.id.desc())
-
-    async def list_for_display(
-        self, offset: int = 0, limit: int = 50, **filters: Any
-    ) -> Page[EventMessage | UnreadableRow]:
-        """:meth:`list` (same keyword filters) for a page someone reads: a row that cannot be loaded
-        comes back as an :class:`UnreadableRow` instead of failing the page, and the total is counted up
-        to :data:`COUNT_LIMIT` rows (``total_capped`` beyond; see :func:`read_page`)."""
-        names = ("event_type", "agent", "since", "until", "source_agent", "target_agent")
-        unknown = set(filters) - set(names)
-        if unknown:
-            raise TypeError(f"unknown event filters: {', '.join(sorted(unknown))}")
-        query = select(EventMessage).where(*_event_filters(*(filters.get(n) for n in names)))
-        return await read_page(
-            self.db, query, self._ORDER, offset, limit, model=EventMessage, count_limit=COUNT_LIMIT
-        )
-
-    async def prune(self, older_than: timedelta | datetime) -> int:
-        """Delete events created before ``older_than`` (an age or a cutoff); return how many."""
-        cutoff = _cutoff(older_than)
-        async with self.db.session() as session, session.begin():
-            result = await session.execute(delete(EventMessage).where(EventMessage.created_at < cutoff))
-        return int(getattr(result, "rowcount", 0) or 0)
+    def _where(
+        self,
+        event_type: str | None,
+        agent: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        source_agent: str | None,
+        target_agent: str | None,
+    ) -> builtins.list[ColumnElement[bool]]:
+        em = EventMessage
+        where = _equal((em.source_agent, source_agent), (em.target_agent, target_agent))
+        if event_type is not None and event_type != "*":
+            if event_type.endswith("*"):
+                prefix = event_type[:-1]
+                escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                where.append(em.event_type.like(f"{escaped}%", escape="\\"))
+            else:
+                where.append(em.event_type == event_type)
+        if agent is not None:
+            where.append(or_(em.source_agent == agent, em.target_agent == agent))
+        return where + _window(em.created_at, since, until)
 
 
-def _event_filters(
-    event_type: str | None,
-    agent: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    source_agent: str | None,
-    target_agent: str | None,
+def _equal(*pairs: tuple[QueryableAttribute[Any], object]) -> list[ColumnElement[bool]]:
+    """``column == value`` for each pair whose value is given (not ``None``)."""
+    return [column == value for column, value in pairs if value is not None]
+
+
+def _window(
+    column: QueryableAttribute[datetime], since: datetime | None, until: datetime | None
 ) -> list[ColumnElement[bool]]:
-    em = EventMessage
+    """``since`` (inclusive) to ``until`` (exclusive) on ``column``, each bound when given."""
     where: list[ColumnElement[bool]] = []
-    if event_type is not None and event_type != "*":
-        if event_type.endswith("*"):
-            prefix = event_type[:-1]
-            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(em.event_type.like(f"{escaped}%", escape="\\"))
-        else:
-            where.append(em.event_type == event_type)
-    if agent is not None:
-        where.append(or_(em.source_agent == agent, em.target_agent == agent))
-    if source_agent is not None:
-        where.append(em.source_agent == source_agent)
-    if target_agent is not None:
-        where.append(em.target_agent == target_agent)
     if since is not None:
-        where.append(em.created_at >= _aware(since))
+        where.append(column >= _aware(since))
     if until is not None:
-        where.append(em.created_at < _aware(until))
+        where.append(column < _aware(until))
     return where
 
 

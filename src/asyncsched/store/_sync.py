@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
-from .._lifetime import Facade
+from .._lifetime import Facade, blocking
 from .._portal import portal
 from ..config import Settings, get_settings
 from ._database import Database
-from ._repository import EventRepository, ExecutionRepository, Page, PruneResult, prune
-from .models import EventMessage, TaskExecution
+from ._repository import EventRepository, ExecutionRepository, PruneResult, prune
 
 __all__ = ["History"]
 
@@ -32,13 +29,11 @@ class History(Facade[Database]):
         db = Database(self._url, settings=self.settings)
         return await db.__aenter__()  # a SQLite database is migrated here, as on the async side
 
-    def _call(self, repo: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        async def run() -> Any:
-            db = await self._opened()
-            target = ExecutionRepository(db) if repo == "executions" else EventRepository(db)
-            return await getattr(target, method)(*args, **kwargs)
+    async def _executions(self) -> ExecutionRepository:
+        return ExecutionRepository(await self._opened())
 
-        return portal().call(run)
+    async def _events(self) -> EventRepository:
+        return EventRepository(await self._opened())
 
     def migrate(self) -> None:
         """``alembic upgrade head`` (see :meth:`Database.migrate`)."""
@@ -48,42 +43,13 @@ class History(Facade[Database]):
 
         portal().call(run)
 
-    def executions(
-        self,
-        agent_name: str | None = None,
-        status: str | Iterable[str] | None = None,
-        task_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        offset: int = 0,
-        limit: int = 50,
-        **filters: Any,
-    ) -> Page[TaskExecution]:
-        """See :meth:`ExecutionRepository.list`."""
-        page: Page[TaskExecution] = self._call(
-            "executions", "list", agent_name, status, task_id, since, until, offset, limit, **filters
-        )
-        return page
-
-    def execution(self, id_or_job_id: str) -> TaskExecution:
-        """See :meth:`ExecutionRepository.get` (raises ``ExecutionNotFound``)."""
-        row: TaskExecution = self._call("executions", "get", id_or_job_id)
-        return row
-
-    def events(
-        self,
-        event_type: str | None = None,
-        agent: str | None = None,
-        since: datetime | None = None,
-        offset: int = 0,
-        limit: int = 50,
-        **filters: Any,
-    ) -> Page[EventMessage]:
-        """See :meth:`EventRepository.list`."""
-        page: Page[EventMessage] = self._call(
-            "events", "list", event_type, agent, since, offset, limit, **filters
-        )
-        return page
+    executions = blocking(_executions, ExecutionRepository.list, "See :meth:`ExecutionRepository.list`.")
+    execution = blocking(
+        _executions,
+        ExecutionRepository.get,
+        "See :meth:`ExecutionRepository.get` (raises ``ExecutionNotFound``).",
+    )
+    events = blocking(_events, EventRepository.list, "See :meth:`EventRepository.list`.")
 
     def prune(self, older_than: timedelta | datetime) -> PruneResult:
         """Retention: see :func:`asyncsched.store.prune`."""

@@ -7,9 +7,14 @@ published document and the server cannot disagree.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
+from sqlalchemy import Boolean, DateTime, Float, Integer, String
+from sqlalchemy.types import TypeEngine
+
 from ..scheduler._fields import function_schema, limit_schema, name_schema, task_schema
+from ..store.models import Base, EventMessage, ScheduledTask, TaskExecution, UTCDateTime
 from ._bulk import bulk_schemas
 from ._ops import ops_schemas
 from ._rqscheduler import RQ_SCHEDULER_SCHEMAS
@@ -42,6 +47,37 @@ _degraded = {
 }
 
 
+_object = {"type": "object"}
+_COLUMN_TYPES: tuple[tuple[type[TypeEngine[Any]], str], ...] = (
+    (Boolean, "boolean"),
+    (Integer, "integer"),
+    (Float, "number"),
+    (String, "string"),  # Text too
+)
+
+
+def _row_schema(
+    model: type[Base], exclude: Collection[str] = (), **special: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON view of a stored row: a property per column of ``model`` (but ``exclude``), typed from the
+    column (``null`` too when it is nullable; times as ``_datetime``), ``special`` where the column says too
+    little (JSON columns, enums, descriptions); and ``degraded``."""
+    properties: dict[str, Any] = {}
+    for column in model.__table__.columns:
+        if column.name in exclude:
+            continue
+        if column.name in special:
+            properties[column.name] = special.pop(column.name)
+        elif isinstance(column.type, DateTime | UTCDateTime):
+            properties[column.name] = _datetime
+        else:
+            kind = next(name for sql, name in _COLUMN_TYPES if isinstance(column.type, sql))
+            properties[column.name] = {"type": [kind, "null"] if column.nullable else kind}
+    if special:
+        raise ValueError(f"{model.__name__} has no column {', '.join(special)}")
+    return {"type": "object", "properties": {**properties, "degraded": _degraded}}
+
+
 def _page_of(item: str, **extra: Any) -> dict[str, Any]:
     """A page of a list: ``items`` at ``offset`` (at most ``limit``) out of ``total``."""
     return {
@@ -63,72 +99,23 @@ def _page_of(item: str, **extra: Any) -> dict[str, Any]:
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "TaskCreate": task_schema(),
-    "Task": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "agent_name": {"type": "string"},
-            "name": {"type": "string"},
-            "description": {"type": ["string", "null"]},
-            "enabled": {"type": "boolean"},
-            "type": {"type": "string"},
-            "schedule": {"type": "string"},
-            "timezone": {"type": "string"},
-            "function": {"type": "string"},
-            "args": {"type": "array"},
-            "kwargs": {"type": "object"},
-            "queue": {"type": "string"},
-            "options": {"type": "object"},
-            "source": {"type": ["string", "null"]},
-            "created_at": _datetime,
-            "updated_at": _datetime,
-            "last_run_at": _datetime,
-            "next_run_at": _datetime,
-            "degraded": _degraded,
-        },
-    },
+    "Task": _row_schema(
+        ScheduledTask, exclude={"anchor_at"}, args={"type": "array"}, kwargs=_object, options=_object
+    ),
     "TaskList": _page_of("Task"),
-    "Execution": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "job_id": {"type": "string"},
-            "scheduled_task_id": {"type": ["string", "null"]},
-            "agent_name": {"type": ["string", "null"]},
-            "task_name": {"type": ["string", "null"]},
-            "function": {"type": ["string", "null"]},
-            "queue": {"type": "string"},
-            "status": {"type": "string", "enum": STATUSES},
-            "attempt": {"type": "integer"},
-            "worker_name": {"type": ["string", "null"]},
-            "enqueued_at": _datetime,
-            "started_at": _datetime,
-            "ended_at": _datetime,
-            "duration": {"type": ["number", "null"], "description": "Seconds."},
-            "result": {},
-            "error": {"type": ["string", "null"]},
-            "traceback": {"type": ["string", "null"]},
-            "progress": {
-                "description": "The latest progress the job reported with current_job().progress(): a "
-                "fraction from 0 to 1 or a JSON object (null when it reported none)."
-            },
-            "progress_at": _datetime,
-            "degraded": _degraded,
+    "Execution": _row_schema(
+        TaskExecution,
+        exclude={"created_at", "updated_at"},
+        status={"type": "string", "enum": STATUSES},
+        duration={"type": ["number", "null"], "description": "Seconds."},
+        result={},
+        progress={
+            "description": "The latest progress the job reported with current_job().progress(): a "
+            "fraction from 0 to 1 or a JSON object (null when it reported none)."
         },
-    },
+    ),
     "ExecutionPage": _page_of("Execution"),
-    "Event": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "event_type": {"type": "string"},
-            "source_agent": {"type": "string"},
-            "target_agent": {"type": ["string", "null"]},
-            "payload": {"type": "object"},
-            "created_at": _datetime,
-            "degraded": _degraded,
-        },
-    },
+    "Event": _row_schema(EventMessage, payload=_object),
     "EventPage": _page_of("Event", source={"type": "string", "enum": ["database", "live"]}),
     "JobCreate": {
         "type": "object",

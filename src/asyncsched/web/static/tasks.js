@@ -9,6 +9,63 @@ const TASK_TEXT_FIELDS = ["name", "agent_name", "description", "type", "schedule
 const TASK_JSON_FIELDS = { args: "[]", kwargs: "{}" };
 let editing = null; // the task being edited; null while creating one
 
+// The form's fields, built once from this table: [name, label, control, attributes]. A select lists its
+// options as [value, text]; every field has an error span (task-error-<name>) that describes its control.
+const TASK_FIELDS = [
+  ["name", "name", "input", { required: "", maxlength: "200" }],
+  ["agent_name", "agent", "input", { placeholder: "the server's agent" }],
+  ["description", "description", "input", {}],
+  ["type", "type", "select", { options: [["interval"], ["cron"], ["date"]] }],
+  ["schedule", "schedule", "input", { required: "", placeholder: "5 minutes, 0 9 * * *, or an ISO time" }],
+  ["timezone", "time zone", "input", { placeholder: "UTC" }],
+  ["function", "function", "input", { required: "", class: "mono", placeholder: "package.module:function" }],
+  ["overlap", "overlap", "select", {
+    options: [
+      ["skip", "skip: a tick while the last run is busy is skipped"],
+      ["queue", "queue: it runs once the last run ends"],
+      ["allow", "allow: runs overlap"],
+    ],
+  }],
+  ["args", "args (JSON array)", "textarea", { rows: "1", class: "mono" }],
+  ["kwargs", "kwargs (JSON object)", "textarea", { rows: "2", class: "mono" }],
+  ["queue", "queue", "input", { placeholder: "default" }],
+  ["enabled", "enabled", "checkbox", { checked: "" }],
+];
+
+function taskField([name, label, control, attributes]) {
+  const field = el("div", undefined, "field");
+  field.dataset.field = name;
+  const input = document.createElement(control === "checkbox" ? "input" : control);
+  if (control === "checkbox") input.type = "checkbox";
+  if (control === "input") input.setAttribute("autocomplete", "off");
+  input.name = name;
+  input.id = "task-" + name;
+  input.setAttribute("aria-describedby", "task-error-" + name);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key !== "options") input.setAttribute(key, value);
+  }
+  for (const [value, text] of attributes.options || []) {
+    const option = el("option", text || value);
+    option.value = value;
+    input.appendChild(option);
+  }
+  const caption = el("label");
+  if (control === "checkbox") {
+    caption.append(input, " " + label);
+    field.append(caption);
+  } else {
+    caption.textContent = label;
+    caption.htmlFor = input.id;
+    field.append(caption, input);
+  }
+  const error = el("span", undefined, "field-error");
+  error.id = "task-error-" + name;
+  field.append(error);
+  return field;
+}
+
+document.getElementById("task-errors").before(...TASK_FIELDS.map(taskField));
+
 function taskForm() {
   return document.getElementById("task-form");
 }
