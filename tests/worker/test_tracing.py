@@ -190,6 +190,8 @@ async def main():
         assert "traceparent" not in ((await q.job(job)).meta or {})
 asyncio.run(main())
 from asyncsched import _tracing
+
+pytestmark = pytest.mark.cluster  # tracing runs on a Redis Cluster too
 print(asked, _tracing.tracer)
 """
 
