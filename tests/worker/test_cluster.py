@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import select
 
-from asyncsched._keys import claiming_registry, lifecycle_stream
+from asyncsched._keys import claiming_list, claiming_registry, lifecycle_stream
 from asyncsched._lifecycle import LifecycleRecord
 from asyncsched._redis import create_redis
 from asyncsched.config import Settings
@@ -240,3 +240,24 @@ async def test_registrations_and_events_per_queue(cluster_url: str, csettings: S
                     if event.event_type == "task.completed":
                         done.add(event.payload["job_id"])
                 assert len(publisher.lanes) == 3
+
+
+async def test_ids_left_in_a_claiming_list_go_back_or_are_taken(
+    cluster_url: str, csettings: Settings
+) -> None:
+    async with TaskQueue(cluster_url, settings=csettings) as queue:
+        a = await queue.enqueue(jobs.add, args=(1, 1), queue="alpha")
+        b = await queue.enqueue(jobs.add, args=(2, 2), queue="beta")
+        alpha = queue.keys.queue("alpha")
+        claiming = claiming_list("rq", "{alpha}w2")
+        async with Worker(QUEUES, redis=cluster_url, settings=csettings, name="w2") as worker:
+            # what a BLMOVE moved before it was cancelled (another queue delivered first)
+            assert await queue.redis.lmove(alpha, claiming, "LEFT", "RIGHT") == a.encode()
+            assert not await worker.claimer.queues_empty()  # a burst worker does not end before taking it
+        # stopped without running: the worker's own reap put it back at its queue's head
+        assert await queue.redis.lrange(alpha, 0, -1) == [a.encode()]
+        assert await queue.redis.llen(claiming) == 0
+        await queue.redis.lmove(alpha, claiming_list("rq", "{alpha}w3"), "LEFT", "RIGHT")
+        worker = await run_burst(QUEUES, redis=cluster_url, settings=csettings, name="w3")
+        assert worker.processed == 2  # the claiming list's id too
+        assert [await queue.result(i) for i in (a, b)] == [2, 4]

@@ -28,7 +28,7 @@ from ._finish import Completer
 from ._job import ClaimedJob, Outcome
 from ._leases import Leases
 from ._promote import Promoter
-from ._state import Shared
+from ._state import REDIS_DOWN, Shared
 
 __all__ = ["ClusterClaimer", "ClusterCompleter", "ClusterLeases", "ClusterPromoter", "Lanes"]
 
@@ -94,17 +94,29 @@ class ClusterClaimer(Claimer):
             ): q
             for q in queues
         }
-        done, pending = await asyncio.wait(moves, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            done, _ = await asyncio.wait(moves, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # the others (or all, at a stop): what one of them moved waits in its claiming list
+            for task in moves:
+                task.cancel()
+            await asyncio.gather(*moves, return_exceptions=True)
         delivered = False
         for task in done:
             exc = task.exception()
             if exc is not None:
                 self.paused.failed(moves[task], f"BLMOVE: {exc}")
-            delivered = delivered or task.result() is not None if exc is None else delivered
+            elif task.result() is not None:
+                delivered = True
         return await self.claim(n) if delivered else 0
+
+    async def queues_empty(self) -> bool:
+        if not await super().queues_empty():
+            return False
+        # ids a cancelled BLMOVE moved wait in the claiming lists: a burst worker takes them before it ends
+        async with self._r.pipeline(transaction=False) as pipe:
+            for q in self.queues:
+                pipe.llen(self._claiming(q))
+            return not any(n for n in await pipe.execute(raise_on_error=False) if isinstance(n, int))
 
     def _claiming(self, q: str) -> str:
         return claiming_list(self.cfg.prefix, self.lanes.alias[q])
@@ -178,6 +190,13 @@ class ClusterLeases(Leases):
             pipe.expire(key, cfg.lease + 60)
             await pipe.execute()
         await self.renewed(all(r[0] for r in replies), [raw for r in replies for raw in r[1:]])
+
+    async def register_death(self) -> None:
+        registered = self.registered
+        await super().register_death()
+        if registered:  # what our claiming lists hold goes back to its queue
+            with contextlib.suppress(*REDIS_DOWN):
+                await self.reap()
 
     async def reap(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
