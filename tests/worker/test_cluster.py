@@ -224,6 +224,12 @@ async def test_registrations_and_events_per_queue(cluster_url: str, csettings: S
             for q in ("{alpha}", "{delta}", "{beta}"):
                 assert await queue.redis.hget(claiming_registry("rq", q), q + "w1") == q.encode()
                 assert await queue.redis.exists(f"rq:worker:{q}w1")
+            await queue.redis.delete("rq:worker:{beta}w1")  # one alias expired (a long stall)
+            await worker.leases.heartbeat()
+            assert await queue.redis.exists("rq:worker:{beta}w1")
+            await queue.redis.delete("rq:worker:w1")  # the registration expired: registered again
+            await worker.leases.heartbeat()
+            assert [w.name for w in await queue.workers()] == ["w1"]
         assert await queue.workers() == []
         async with EventBus(cluster_url, settings=csettings, agent_name="mailer") as listener:
             publisher = open_publisher(cluster_url, settings=csettings)

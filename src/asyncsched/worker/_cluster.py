@@ -185,11 +185,14 @@ class ClusterLeases(Leases):
         ]
         replies = await asyncio.gather(*(self.w.scripts.call(c) for c in calls))
         key = self.keys.worker(cfg.name)
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hset(key, "last_heartbeat", ts)
-            pipe.expire(key, cfg.lease + 60)
-            await pipe.execute()
-        await self.renewed(all(r[0] for r in replies), [raw for r in replies for raw in r[1:]])
+        alive = bool(await self._r.expire(key, cfg.lease + 60))  # never recreates an expired registration
+        if alive:
+            await self._r.hset(key, "last_heartbeat", ts)
+            if not all(r[0] for r in replies) and self.registered:  # an alias alone expired: make it again
+                async with self._r.pipeline(transaction=False) as pipe:
+                    self.registration(pipe, ts)
+                    await pipe.execute()
+        await self.renewed(alive, [raw for r in replies for raw in r[1:]])
 
     async def register_death(self) -> None:
         registered = self.registered
