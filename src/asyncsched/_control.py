@@ -145,7 +145,7 @@ class ControlPlane(Stacked):
 
     async def _start(self, stack: AsyncExitStack) -> None:
         from ._redis import check_redis, create_redis, is_client
-        from .events import EventBus, LifecyclePublisher, system_events
+        from .events import EventBus, open_publisher, system_events
 
         s = self.settings
         if is_client(self._redis_arg):
@@ -161,13 +161,13 @@ class ControlPlane(Stacked):
             self.db = await stack.enter_async_context(migrated_database(s))
         bus = await stack.enter_async_context(EventBus(redis, settings=s))
         if self.history:
-            from .store import Recorder
+            from .store import open_recorder
 
             assert self.db is not None  # opened above: history needs it
-            await stack.enter_async_context(Recorder(redis, db=self.db, settings=s))
+            await stack.enter_async_context(open_recorder(redis, db=self.db, settings=s))
             log.info("recording job history into %s", self.db.url.render_as_string(hide_password=True))
         if self.events:
-            await stack.enter_async_context(LifecyclePublisher(redis, settings=s, bus=bus))
+            await stack.enter_async_context(open_publisher(redis, settings=s, bus=bus))
         await stack.enter_async_context(system_events(bus, self.component, s.agent))
         if self.run_scheduler:
             from .scheduler import TaskScheduler

@@ -48,16 +48,16 @@ async def enter(
     events: bool,
 ) -> None:
     """Enter the companions asked for on ``stack``, and announce ``component`` on the bus."""
-    from .events import EventBus, LifecyclePublisher, system_events
+    from .events import EventBus, open_publisher, system_events
 
     bus = await stack.enter_async_context(EventBus(redis, settings=settings))
     if history:
-        from .store import Database, Recorder
+        from .store import Database, open_recorder
 
         db = await stack.enter_async_context(Database(settings=settings))
         await db.check()
-        await stack.enter_async_context(Recorder(redis, db=db, settings=settings))
+        await stack.enter_async_context(open_recorder(redis, db=db, settings=settings))
         log.info("recording job history into %s", db.url.render_as_string(hide_password=True))
     if events:
-        await stack.enter_async_context(LifecyclePublisher(redis, settings=settings, bus=bus))
+        await stack.enter_async_context(open_publisher(redis, settings=settings, bus=bus))
     await stack.enter_async_context(system_events(bus, component, settings.agent))

@@ -4,7 +4,8 @@
 
     AsyncschedError
     ├── ConfigurationError (ValueError)          bad settings, unknown URL scheme
-    │   └── UnsupportedURL                         a URL whose scheme we do not serve
+    │   ├── UnsupportedURL                         a URL whose scheme we do not serve
+    │   └── ClusterUnsupported                     a feature whose keys span queues, on a Redis Cluster
     ├── BackendUnavailable (ConnectionError)     Redis or the database cannot be reached
     ├── RedisRefused (RuntimeError)              Redis answered an error (a key of the wrong type...)
     ├── SerializationError (TypeError)           a value cannot be stored (args, result, payload)
@@ -43,6 +44,7 @@ __all__ = [
     "AsyncschedError",
     "BackendUnavailable",
     "BrokenTask",
+    "ClusterUnsupported",
     "ComponentUnavailable",
     "ConfigurationError",
     "Conflict",
@@ -80,6 +82,12 @@ class ConfigurationError(AsyncschedError, ValueError):
 
 class UnsupportedURL(ConfigurationError):
     """A Redis or database URL uses a scheme asyncsched does not serve."""
+
+
+class ClusterUnsupported(ConfigurationError):
+    """A feature whose keys span queues, asked for on a Redis Cluster (where every script touches one
+    queue's hash slot): dependencies on a job of another queue, RQ 3 rate limits, flow limits, waiting for
+    replicas. Refused before anything is written (docs/architecture.md, "Redis Cluster")."""
 
 
 class BackendUnavailable(AsyncschedError, ConnectionError):

@@ -42,11 +42,11 @@ from ._redis import check_redis, create_redis, mask_url
 from ._redis._durability import warn_if_redis_may_lose_data
 from ._supervise import Supervised
 from .config import Settings, get_settings
-from .events import Event, EventBus, LifecyclePublisher, system_events
+from .events import Event, EventBus, open_publisher, system_events
 from .exceptions import ConfigurationError
 from .queue import TaskQueue
 from .scheduler import TaskScheduler
-from .store import Database, Recorder, ScheduledTask
+from .store import Database, ScheduledTask, open_recorder
 from .web import Services, create_app
 from .web._live import LiveFeed
 from .web._services import MONITOR, pump
@@ -233,9 +233,9 @@ class Runtime(Stacked):
         await warn_if_redis_may_lose_data(redis, s, "asyncsched run")
         db = await stack.enter_async_context(Database(settings=s))
         await db.migrate()
-        await stack.enter_async_context(Recorder(redis, db=db, settings=s))
+        await stack.enter_async_context(open_recorder(redis, db=db, settings=s))
         bus = await stack.enter_async_context(EventBus(redis, settings=s, agent_name=MONITOR, persist=True))
-        await stack.enter_async_context(LifecyclePublisher(redis, settings=s, bus=bus))
+        await stack.enter_async_context(open_publisher(redis, settings=s, bus=bus))
         await stack.enter_async_context(system_events(bus, "runtime", s.agent))
         queue = await stack.enter_async_context(TaskQueue(redis, settings=s))
         run_log = RunLog(queue)

@@ -37,6 +37,11 @@ class Clock:
         return self.now
 
 
+def plain(job_id: str) -> str:
+    """A tick's job id without the tag of its queue, which the scheduler puts first on a Redis Cluster."""
+    return job_id[job_id.index("}") + 1 :] if job_id.startswith("{") else job_id
+
+
 @dataclass
 class RecordingQueue:
     """Stands in for TaskQueue at the scheduler's one enqueue seam and records every call.
@@ -65,7 +70,8 @@ class RecordingQueue:
 
     @property
     def job_ids(self) -> list[str]:
-        return [c["job_id"] for c in self.calls]
+        """The ids enqueued, as ``job_id_for`` makes them (without a cluster's queue tag: :func:`plain`)."""
+        return [plain(c["job_id"]) for c in self.calls]
 
 
 async def create_tables(database_url: str) -> None:

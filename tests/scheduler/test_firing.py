@@ -10,7 +10,7 @@ import pytest
 from asyncsched.config import Settings
 from asyncsched.scheduler import TaskScheduler, job_id_for
 
-from .conftest import FUNCTION, Clock, RecordingQueue, wait_for
+from .conftest import FUNCTION, Clock, RecordingQueue, plain, wait_for
 
 pytestmark = pytest.mark.cluster  # the scheduler's firing runs on a Redis Cluster too
 
@@ -26,8 +26,10 @@ async def test_fires_each_tick_once_with_a_derived_job_id(
     assert await scheduler.run_pending() == []  # 12:00:00 is not after registration at 12:00:00
     clock.now = at(12, 1)
     fired = await scheduler.run_pending()
-    assert [f.job_id for f in fired] == [job_id_for(task.id, at(12, 1))]
-    assert fired[0].job_id == f"sched-{task.id}-{int(at(12, 1).timestamp())}"
+    assert [plain(f.job_id) for f in fired] == [job_id_for(task.id, at(12, 1))]
+    assert plain(fired[0].job_id) == f"sched-{task.id}-{int(at(12, 1).timestamp())}"
+    # the id the queue stores it under: on a cluster after its queue's tag (every key of the job in its slot)
+    assert fired[0].job_id == ("{default}" if scheduler.index.cluster else "") + plain(fired[0].job_id)
     assert await scheduler.run_pending() == []  # the same tick never again
     clock.now = at(12, 2, 30)
     await scheduler.run_pending()
@@ -70,7 +72,7 @@ async def test_lost_claim_is_recovered_after_its_lease(
     assert await scheduler.run_pending() == []  # lease still held
     clock.now = at(13, 1, 1)
     recovered = await scheduler.run_pending()
-    assert [f.job_id for f in recovered] == [job_id_for(task.id, at(13))]
+    assert [plain(f.job_id) for f in recovered] == [job_id_for(task.id, at(13))]
     clock.now = at(13, 5)
     assert await scheduler.run_pending() == []
     assert queue.job_ids == [job_id_for(task.id, at(13))]

@@ -16,7 +16,7 @@ from asyncsched.config import Settings
 from asyncsched.scheduler import TaskScheduler, build_task, job_id_for
 from asyncsched.scheduler._index import to_ms
 
-from .conftest import FUNCTION, Clock, RecordingQueue, wait_for
+from .conftest import FUNCTION, Clock, RecordingQueue, plain, wait_for
 
 
 def at(h: int, m: int = 0, s: int = 0) -> datetime:
@@ -55,7 +55,7 @@ async def test_replicas_that_both_saw_a_tick_due_enqueue_it_once(
             await b.run_pending(at(11))  # open b (nothing due at 11:00)
             seen = await b.index.due(to_ms(clock.now))
             assert seen == [(task.id, to_ms(clock.now))]
-            assert [f.job_id for f in await a.run_pending()] == [job_id_for(task.id, clock.now)]
+            assert [plain(f.job_id) for f in await a.run_pending()] == [job_id_for(task.id, clock.now)]
             stale = pytest.MonkeyPatch()
             with stale.context() as m:
                 m.setattr(b.index, "due", lambda now_ms, limit=500, _s=seen: _async(_s))
@@ -96,7 +96,7 @@ async def test_an_expired_lease_is_taken_over_by_one_replica_only(
             assert await b.run_pending() == []  # the lease is a's again (renewed): b must not take it
         assert other.calls == []
         queue.hold.set()
-        assert [f.job_id for f in await taking] == [job_id_for(task.id, at(13))]
+        assert [plain(f.job_id) for f in await taking] == [job_id_for(task.id, at(13))]
         assert queue.job_ids == [job_id_for(task.id, at(13))]
         assert await a.index.expired_leases(to_ms(at(14))) == []  # done: the lease is gone
     finally:
@@ -166,7 +166,7 @@ async def test_a_large_batch_of_ticks_due_together_is_enqueued_once_across_three
         fired: list[str] = []
         for _ in range(4):  # each pass claims at most DUE_BATCH entries; the loop runs passes until none
             passes = await asyncio.gather(*(r.run_pending() for r in replicas))
-            fired += [f.job_id for batch in passes for f in batch]
+            fired += [plain(f.job_id) for batch in passes for f in batch]
         expected = sorted(job_id_for(task_id, at(13)) for task_id in ids)
         assert sorted(fired) == expected
         assert sorted(queue.job_ids) == expected  # the recording queue keeps a repeated id: none

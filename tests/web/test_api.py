@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from asyncsched.runtime import Runtime
 
@@ -21,6 +22,7 @@ async def execution_of(
     return data if data["status"] == status else None
 
 
+@pytest.mark.cluster  # the API over a runtime on a Redis Cluster too
 async def test_task_endpoints_end_to_end(client: httpx.AsyncClient, runtime: Runtime) -> None:
     body = {
         "name": "api_add",
@@ -133,6 +135,7 @@ async def test_errors_name_the_offending_fields(client: httpx.AsyncClient) -> No
     assert [e["loc"] for e in nul.json()["detail"]] == [["body", "description"], ["body", "kwargs", "k\x00"]]
 
 
+@pytest.mark.cluster  # the API over a runtime on a Redis Cluster too
 async def test_jobs_cancel_queues_workers_and_events(client: httpx.AsyncClient, runtime: Runtime) -> None:
     accepted = await client.post(
         "/jobs",

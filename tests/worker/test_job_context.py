@@ -20,6 +20,8 @@ from asyncsched.worker._hooks import load_hooks
 from tests import ctxjobs
 from tests.waiting import eventually
 
+pytestmark = pytest.mark.cluster  # the job context runs on a Redis Cluster too
+
 
 async def test_progress_in_meta_and_events(queue: TaskQueue, redis_url: str, wsettings: Settings) -> None:
     got: list[Event] = []

@@ -3,6 +3,7 @@ delete of failed jobs, empty."""
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 import rq
 
@@ -11,6 +12,8 @@ from asyncsched.queue import JobStatus, TaskQueue
 from asyncsched.testing import run_burst
 from asyncsched.worker import Worker
 from tests import jobs
+
+pytestmark = pytest.mark.cluster  # pause, requeue, empty run on a Redis Cluster too
 
 
 async def test_paused_queue_gives_nothing_until_resumed(
@@ -36,6 +39,7 @@ async def test_paused_queue_gives_nothing_until_resumed(
     assert await queue.result(held) == 3
 
 
+@pytest.mark.parametrize("redis_url", ["memory", "redis"], indirect=True)  # a single-node claim call
 async def test_claim_puts_back_what_a_blocking_pop_took_from_a_paused_queue(
     queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
 ) -> None:

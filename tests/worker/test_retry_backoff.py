@@ -17,6 +17,8 @@ from asyncsched.queue._retry import backoff_wait, retry_from_data, retry_matches
 from asyncsched.testing import run_burst
 from tests import jobs
 
+pytestmark = pytest.mark.cluster  # retries run on a Redis Cluster too
+
 
 def test_exponential_policy_fields() -> None:
     retry = Retry(5, backoff="exponential", base=1, cap=10, jitter=True, on=(TimeoutError, "httpx.HTTPError"))
@@ -108,13 +110,13 @@ async def test_worker_backs_off_with_jitter(
     counter = str(tmp_path / "count")
     retry = Retry(3, backoff="exponential", base=20, cap=30, jitter=True)
     job_id = await queue.enqueue(jobs.fail_until, args=(counter, 9), retry=retry)
-    h = await redis.hgetall(f"rq:job:{job_id}")
+    h = await redis.hgetall(queue.keys.job(job_id))
     assert h[b"retries_left"] == b"3"
     assert json.loads(h[b"retry_intervals"]) == [20, 30, 30]
     before = time.time()
     await run_burst(redis=redis_url, settings=wsettings)
     assert await queue.status(job_id) == JobStatus.SCHEDULED
-    score = await redis.zscore("rq:scheduled:default", job_id)
+    score = await redis.zscore(queue.keys.scheduled("default"), job_id)
     assert draws == [(0.0, 20.0)]  # the first retry waits U(0, base)
     assert score is not None
     assert int(before + 10) - 1 <= score <= time.time() + 10

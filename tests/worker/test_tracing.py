@@ -120,6 +120,7 @@ async def test_a_job_of_stock_rq_without_traceparent_gets_a_root_span(
     assert named(spans, "enqueue") == []
 
 
+@pytest.mark.cluster  # the scheduler's job ids on a cluster carry their queue's tag
 async def test_a_scheduler_tick_is_the_root_of_its_jobs_trace(
     redis_url: str, tmp_path: Path, spans: InMemorySpanExporter
 ) -> None:

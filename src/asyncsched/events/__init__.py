@@ -17,6 +17,7 @@ from __future__ import annotations
 from ._bus import Callback, EventBus, Subscription
 from ._envelope import Event, MalformedEvent, validate_agent_name, validate_event_type
 from ._lifecycle import LifecyclePublisher, lifecycle_event, publish_system_event, system_events
+from ._lifecycle_lanes import PublisherLanes, open_publisher
 from ._stream import EventStream
 
 __all__ = [
@@ -26,8 +27,10 @@ __all__ = [
     "EventStream",
     "LifecyclePublisher",
     "MalformedEvent",
+    "PublisherLanes",
     "Subscription",
     "lifecycle_event",
+    "open_publisher",
     "publish_system_event",
     "system_events",
     "validate_agent_name",

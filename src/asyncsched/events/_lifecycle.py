@@ -159,7 +159,9 @@ class LifecyclePublisher:
         batch_size: int = 500,
         claim_idle: float = 60.0,
         consumer: str | None = None,
+        queue: str | None = None,
     ) -> None:
+        self.queue = queue  # on a cluster, the queue (its name in Redis) whose stream this one reads
         self.settings = settings or (bus.settings if bus is not None else get_settings())
         self._redis_arg = redis
         self._bus = bus
@@ -223,8 +225,9 @@ class LifecyclePublisher:
     def group(self) -> StreamGroup:
         """This publisher's reader of the lifecycle stream (group ``events``), once started."""
         if self._group is None or self._group.redis is not self.bus.redis:
-            # on a cluster: the scheduler's lifecycle stream (the queues' own streams: issue 20, not yet)
-            self.stream = _keys.lifecycle_stream(self.settings.key_prefix, cluster=is_cluster(self.bus.redis))
+            # on a cluster: the scheduler's lifecycle stream, or the queue's (one publisher each: _lanes.py)
+            cluster = is_cluster(self.bus.redis)
+            self.stream = _keys.lifecycle_stream(self.settings.key_prefix, self.queue, cluster=cluster)
             prefix, cap = self.settings.key_prefix, self.settings.max_payload_bytes
             self._group = StreamGroup(
                 self.bus.redis, [self.stream], GROUP, self.consumer, prefix=prefix, max_bytes=cap

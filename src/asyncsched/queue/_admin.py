@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._keys import paused_queue
+from .._keys import paused_queue, queue_registered
 from .._lifecycle import LIFECYCLE_MAXLEN
 from ..rq import codec
 from ..rq._calls import DeleteFailedCall, EmptyCall, RequeueCall
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
+from ..rq.slots import id_tag
+from ._cluster import stream_of_job
 from ._models import JobStatus
 
 __all__ = ["QueueAdmin"]
@@ -35,18 +37,21 @@ class QueueAdmin:
     async def pause(self, queue: str) -> bool:
         """Pause ``queue``: our workers claim nothing from it until :meth:`resume`. ``False`` if it was
         paused already."""
-        return bool(await self._r.set(paused_queue(self.prefix, queue), str(time.time()), nx=True))
+        key = paused_queue(self.prefix, self.keys.name(queue))
+        return bool(await self._r.set(key, str(time.time()), nx=True))
 
     async def resume(self, queue: str) -> bool:
         """Resume a paused queue; ``False`` if it was not paused."""
-        return bool(await self._r.delete(paused_queue(self.prefix, queue)))
+        return bool(await self._r.delete(paused_queue(self.prefix, self.keys.name(queue))))
 
     async def paused(self, queues: list[str] | None = None) -> set[str]:
         """Which of ``queues`` (default: every known queue) are paused."""
         names = list(queues) if queues is not None else await self._queue_names()
         if not names:
             return set()
-        flags = await self._r.mget([paused_queue(self.prefix, q) for q in names])
+        keys = [paused_queue(self.prefix, self.keys.name(q)) for q in names]
+        # on a cluster the flags live in their queues' slots: read node by node
+        flags = await (self._r.mget_nonatomic(keys) if self.keys.cluster else self._r.mget(keys))
         return {q for q, flag in zip(names, flags, strict=True) if flag is not None}
 
     async def _ids(self, queue: str, status: JobStatus) -> list[str]:
@@ -77,10 +82,23 @@ class QueueAdmin:
             chunk = ids[start : start + _BATCH]
             now, now_ts = int(time.time()), codec.fmt_ts()
             replies = await self._scripts.call_many(
-                [RequeueCall(self.keys, self.stream, i, now, now_ts, LIFECYCLE_MAXLEN) for i in chunk]
+                [self._requeue_call(i, now, now_ts, LIFECYCLE_MAXLEN) for i in chunk]
             )
             done.extend(i for i, rc in zip(chunk, replies, strict=True) if rc == 1)
+        if done and self.keys.cluster:
+            await self._registered(done[0])
         return done
+
+    def _requeue_call(self, job_id: str, now: int, now_ts: str, maxlen: int) -> RequeueCall:
+        """``requeue.lua``'s call for ``job_id``; on a cluster with its queue's stream and registry."""
+        if not self.keys.cluster:
+            return RequeueCall(self.keys, self.stream, job_id, now, now_ts, maxlen)
+        stream, registry = stream_of_job(self.prefix, job_id), queue_registered(self.prefix, id_tag(job_id))
+        return RequeueCall(self.keys, stream, job_id, now, now_ts, maxlen, registry)
+
+    async def _registered(self, job_id: str) -> None:
+        """On a cluster: the queue of ``job_id`` added to ``<p>:queues`` (the scripts cannot reach it)."""
+        await self._r.sadd(self.keys.queues, self.keys.queue(id_tag(job_id)))
 
     async def delete_failed(self, queue: str) -> int:
         """Delete every failed job of ``queue`` (hash, results, registry entry); returns how many."""

@@ -27,7 +27,7 @@ from ._functions import func_name
 from ._limits import Limit, limits_field
 from ._models import Callback, RateLimit, Repeat, Retry
 
-__all__ = ["ENQUEUE_OPTIONS", "EnqueueOptions", "Part", "Preparer", "segments"]
+__all__ = ["ENQUEUE_OPTIONS", "JOB_ID", "EnqueueOptions", "Part", "Preparer", "segments", "uuid4_text"]
 
 JOB_ID = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 Part = tuple[tuple[str, ...], list[Any]]  # a prepared job: the header it shares with like jobs, its values
@@ -101,6 +101,8 @@ class Preparer:
     """Prepares jobs of one queue object: its settings, serializer, flow-limit policies, and a cache of
     headers (jobs with the same options share one) and of the timestamp text of the batch."""
 
+    ids = JOB_ID  # what a job id given by the caller (or a dependency's) may look like
+
     def __init__(
         self, settings: Settings, serializer: Format, default_queue: str, limits: Mapping[str, Limit]
     ) -> None:
@@ -122,8 +124,7 @@ class Preparer:
         name = func_name(target)
         path = o.function_path or (target if isinstance(target, str) else name)
         args, kwargs = tuple(o.args), dict(o.kwargs or {})
-        job_id, fresh = _job_id(o)
-        qname = o.queue or self.default_queue
+        qname, job_id, fresh = self._identify(o)
         raw = serializers.dumps((name, None, args, kwargs), self.serializer)  # raises before any write
         check_job_args(
             args, kwargs, raw, self.settings.max_args_bytes, json_ascii=self.serializer == Format.JSON
@@ -147,6 +148,11 @@ class Preparer:
             values.append(str(_run_at_ms(when)))
         return job_id, (header, values)
 
+    def _identify(self, o: EnqueueOptions) -> tuple[str, str, bool]:
+        """The job's queue (its name in Redis), its id and whether the id was generated here."""
+        job_id, fresh = _job_id(o)
+        return o.queue or self.default_queue, job_id, fresh
+
     def _options(
         self, o: EnqueueOptions, path: str, qname: str, kwargs: dict[str, Any], scheduled: bool
     ) -> tuple[tuple[str, str], ...]:
@@ -154,7 +160,7 @@ class Preparer:
         rq_limit = o.rate_limit if not isinstance(o.rate_limit, str) else None
         if scheduled and (o.depends_on is not None or rq_limit is not None):
             raise InvalidJob("depends_on and rate_limit cannot be combined with at/delay")
-        rq_opts = rq_options(o, rq_limit)
+        rq_opts = rq_options(o, rq_limit, self.ids)
         own = (o.rate_limit, o.concurrency_key, o.max_concurrency)
         if not self.limits and own == (None, None, None):
             return rq_opts  # no flow limit: the common case makes no call
@@ -288,7 +294,7 @@ def _job_id(o: EnqueueOptions) -> tuple[str, bool]:
     if o.unique and o.job_id is None:
         raise InvalidJob("unique=True needs a job_id")
     if o.job_id is None:
-        return _uuid4(), True
+        return uuid4_text(), True
     if not JOB_ID.match(o.job_id):
         raise InvalidJob(f"job id {o.job_id!r} may only contain letters, digits, '_' and '-' (RQ's rule)")
     return o.job_id, False
@@ -303,7 +309,7 @@ def _when(o: EnqueueOptions, now: datetime) -> datetime | None:
     return None
 
 
-def _uuid4() -> str:
+def uuid4_text() -> str:
     """``str(uuid.uuid4())``, without the cost of building a ``UUID`` object."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
@@ -321,8 +327,11 @@ def _seconds(value: int | float | timedelta) -> int:
 _NONE6 = (None,) * 6
 
 
-def rq_options(o: EnqueueOptions, rate_limit: RateLimit | None) -> tuple[tuple[str, str], ...]:
-    """The RQ job hash fields (name, text) of these options, validated; hashable, for the header cache."""
+def rq_options(
+    o: EnqueueOptions, rate_limit: RateLimit | None, ids: re.Pattern[str] = JOB_ID
+) -> tuple[tuple[str, str], ...]:
+    """The RQ job hash fields (name, text) of these options, validated (``ids``: what a dependency's id
+    may look like); hashable, for the header cache."""
     if (o.on_success, o.on_failure, o.on_stopped, o.repeat, rate_limit, o.depends_on) == _NONE6:
         return ()  # the common job: none of RQ's features (one comparison on the enqueue hot path)
     out: list[tuple[str, str]] = []
@@ -346,11 +355,11 @@ def rq_options(o: EnqueueOptions, rate_limit: RateLimit | None) -> tuple[tuple[s
             )
         out += [(F.RATE_LIMIT_KEY, rate_limit.key), (F.RATE_LIMIT_CONCURRENCY, str(rate_limit.concurrency))]
     if o.depends_on is not None:
-        ids = [o.depends_on] if isinstance(o.depends_on, str) else list(o.depends_on)
-        bad = [i for i in ids if not JOB_ID.match(str(i))]
-        if not ids or bad:
+        deps = [o.depends_on] if isinstance(o.depends_on, str) else list(o.depends_on)
+        bad = [i for i in deps if not ids.match(str(i))]
+        if not deps or bad:
             raise InvalidJob(f"depends_on must be one or more job ids, got {o.depends_on!r}")
-        out += [(F.DEPENDENCY_ID, ids[0]), (F.DEPENDENCY_IDS, json.dumps(ids))]
+        out += [(F.DEPENDENCY_ID, deps[0]), (F.DEPENDENCY_IDS, json.dumps(deps))]
         out.append((F.ALLOW_DEPENDENCY_FAILURES, "1" if o.allow_dependency_failures else "0"))
     return tuple((str(k), v) for k, v in out)
 

@@ -14,6 +14,7 @@ from ..rq import codec, serializers
 from ..rq.codec import ResultEntry, ResultType
 from ..rq.jobhash import JobField as F
 from ..rq.jobhash import JobHash
+from ..rq.slots import untagged
 from ._retry import Retry
 
 __all__ = [
@@ -197,23 +198,27 @@ class JobRecord:
         latest: ResultEntry | None,
         *,
         accept_pickle: bool,
+        cluster: bool = False,
     ) -> JobRecord:
         """Build from ``HGETALL <p>:job:<id>`` and the latest result entry. Pickled payloads are only
         decoded when ``accept_pickle``; otherwise args/kwargs are empty and the function comes from the
-        description."""
+        description. ``cluster``: the queue and worker names lose the tag they have in Redis there."""
         h = JobHash(raw)
         description = h.text(F.DESCRIPTION)
         function, args, kwargs, fmt = _payload(h, description, accept_pickle)
         meta = _meta(h, accept_pickle)
         rq_status = h.text(F.STATUS) or "created"
         result, error, tb = _outcome(latest, accept_pickle)
+        origin, worker = h.text(F.ORIGIN), h.text(F.WORKER_NAME)
+        if cluster:
+            origin, worker = untagged(origin), untagged(worker)
         return cls(
             id=job_id,
             function=function,
             args=list(args),
             kwargs=kwargs,
             status=from_rq_status(rq_status),
-            queue=h.text(F.ORIGIN) or "default",
+            queue=origin or "default",
             agent_name=h.text(F.AGENT),
             task_name=h.text(F.TASK),
             scheduled_task_id=h.text(F.SCHEDULED_TASK),
@@ -221,7 +226,7 @@ class JobRecord:
             enqueued_at=h.ts(F.ENQUEUED_AT),
             started_at=h.ts(F.STARTED_AT),
             ended_at=h.ts(F.ENDED_AT),
-            worker_name=h.text(F.WORKER_NAME),
+            worker_name=worker,
             result=result,
             error=error,
             traceback=tb,

@@ -16,15 +16,17 @@ from .._keys import lifecycle_stream
 from .._lifetime import Closing
 from .._misuse import async_api
 from .._redis import create_redis
+from .._redis.cluster import is_cluster
 from .._redis.connection import Line
 from ..config import Settings, get_settings
-from ..exceptions import BackendUnavailable, JobError, JobNotFound, RedisRefused
+from ..exceptions import BackendUnavailable, ClusterUnsupported, JobError, JobNotFound, RedisRefused
 from ..rq import codec
-from ..rq._calls import CancelCall, EnqueueCall, RequeueCall
+from ..rq._calls import CancelCall, EnqueueCall
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
 from ..rq.serializers import Format
 from ._admin import QueueAdmin
+from ._cluster import ClusterPreparer, cluster_calls, in_order, refuse_limits, stream_of_job
 from ._enqueue import ENQUEUE_OPTIONS, EnqueueOptions, Part, Preparer, segments
 from ._errors import backend_errors
 from ._limits import Limit, check_policies
@@ -83,9 +85,11 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
         self.name = name
         self.serializer = Format(serializer or self.settings.serializer)
         self.accept_pickle = self.settings.accept_pickle or self.serializer == Format.PICKLE
-        self.keys = RQKeys(self.settings.key_prefix)
+        # on a Redis Cluster (chosen here, once): queue names as hash tags, one script call per queue
+        self._cluster = is_cluster(self.redis)
+        self.keys = RQKeys(self.settings.key_prefix, cluster=self._cluster)
         self.prefix = self.settings.key_prefix
-        self.stream = lifecycle_stream(self.prefix)
+        self.stream = lifecycle_stream(self.prefix)  # single node; on a cluster each queue has its own
         self._scripts = Scripts(self.redis)
         # the flusher's own connection; only with a client of our own (closed by aclose(), as that client is:
         # a queue wrapping the caller's client may be dropped without aclose())
@@ -94,6 +98,11 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
         self._pending: list[tuple[Part, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._prep = Preparer(self.settings, self.serializer, self.name, self.limits)
+        if self._cluster:
+            refuse_limits(self.limits)
+            if self.wait_replicas:
+                raise ClusterUnsupported("wait_replicas: WAIT is not supported on a Redis Cluster")
+            self._prep = ClusterPreparer(self.settings, self.serializer, self.name, self.limits)
 
     async def aclose(self) -> None:
         """Finish pending writes, then close the client if this queue created it."""
@@ -185,9 +194,12 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
         self._pending = [(part, fut) for part, fut in self._pending if fut.get_loop() is loop]
         while self._pending:
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-            call = self._enqueue_args([part for part, _ in batch])
+            parts = [part for part, _ in batch]
             try:
-                results = await self._scripts.call(call, self._line)
+                if self._cluster:
+                    results = await self._write_cluster(parts)
+                else:
+                    results = await self._scripts.call(self._enqueue_args(parts), self._line)
                 if self._line is not None and self.wait_replicas:
                     await self._replicated(self._line)
             except BaseException as exc:
@@ -239,7 +251,9 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
         if not parts:
             return []
         calls = [self._enqueue_args(parts[i : i + _BATCH]) for i in range(0, len(parts), _BATCH)]
-        if len(calls) == 1:
+        if self._cluster:
+            results = [await self._write_cluster(parts)]
+        elif len(calls) == 1:
             results = [await self._scripts.call(calls[0])]
         else:
             results = await self._scripts.call_many(calls)
@@ -252,6 +266,21 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
                 f"{_refused(refused[0][1])} (first: job {refused[0][0]})"
             )
         return ids
+
+    async def _write_cluster(self, parts: list[Part]) -> list[Any]:
+        """On a cluster: one enqueue call per queue (concurrent: queues live on different nodes), and the
+        queues added to ``<p>:queues`` (another slot); the replies in the order of ``parts``."""
+        calls = cluster_calls(self.keys, self.settings.lifecycle_maxlen, parts, _BATCH)
+        queue_keys = {self.keys.queue(parts[indices[0]][0][0]) for indices, _ in calls}
+        replies = await asyncio.gather(
+            self._r.sadd(self.keys.queues, *queue_keys), *(self._scripts.call(c) for _, c in calls)
+        )
+        written = [(indices, r) for (indices, _), r in zip(calls, replies[1:], strict=True)]
+        return in_order(len(parts), written)
+
+    def _stream_of(self, job_id: str) -> str:
+        """The lifecycle stream a script changing ``job_id`` appends to."""
+        return stream_of_job(self.prefix, job_id) if self._cluster else self.stream
 
     def _enqueue_args(self, parts: list[Part]) -> EnqueueCall:
         """The enqueue script's call for ``parts``."""
@@ -266,7 +295,7 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
         Returns ``False`` if the job had already ended. Raises :class:`JobNotFound`."""
         maxlen = self.settings.lifecycle_maxlen
         rc = await self._scripts.call(
-            CancelCall(self.keys, self.stream, job_id, int(time.time()), maxlen, codec.fmt_ts())
+            CancelCall(self.keys, self._stream_of(job_id), job_id, int(time.time()), maxlen, codec.fmt_ts())
         )
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
@@ -294,9 +323,9 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
     async def requeue(self, job_id: str) -> None:
         """Put a failed (or stopped/cancelled) job back on its queue as a new attempt."""
         maxlen = self.settings.lifecycle_maxlen
-        rc = await self._scripts.call(
-            RequeueCall(self.keys, self.stream, job_id, int(time.time()), codec.fmt_ts(), maxlen)
-        )
+        rc = await self._scripts.call(self._requeue_call(job_id, int(time.time()), codec.fmt_ts(), maxlen))
+        if rc == 1 and self._cluster:
+            await self._registered(job_id)
         if rc == -1:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
         if rc == 0:

@@ -128,7 +128,12 @@ class QueueReader:
         if not raw:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its TTL expired)")
         latest = ResultEntry.decode(*entries[0]) if entries else None
-        return JobRecord.from_hash(job_id, raw, latest, accept_pickle=self.accept_pickle)
+        return self._record(job_id, raw, latest)
+
+    def _record(self, job_id: str, raw: Any, latest: ResultEntry | None) -> JobRecord:
+        return JobRecord.from_hash(
+            job_id, raw, latest, accept_pickle=self.accept_pickle, cluster=self.keys.cluster
+        )
 
     async def _records(self, ids: list[str]) -> list[JobRecord]:
         if not ids:
@@ -144,7 +149,7 @@ class QueueReader:
             if raw:
                 latest = ResultEntry.decode(*entries[0]) if entries else None
                 try:
-                    out.append(JobRecord.from_hash(job_id, raw, latest, accept_pickle=self.accept_pickle))
+                    out.append(self._record(job_id, raw, latest))
                 except InvalidJob as exc:  # one malformed hash must not hide the rest of the listing
                     log.warning("listing skips job %s: %s", job_id, exc)
         return out

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .keys import RQKeys, claiming_list, claiming_registry, limit_due, limit_keys, paused_queue
+from .keys import (
+    RQKeys,
+    claiming_list,
+    claiming_registry,
+    limit_due,
+    limit_keys,
+    paused_queue,
+    unused_in_slot,
+)
 
 __all__ = [
     "CancelCall",
@@ -34,16 +42,19 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class EnqueueCall:
     """``enqueue.lua``: one batch of prepared jobs. ``segments`` is the flat list of segments (runs of jobs
-    sharing a header; built by ``asyncsched.queue._enqueue.segments``)."""
+    sharing a header; built by ``asyncsched.queue._enqueue.segments``). ``registry``: on a cluster, the
+    set in the queue's slot the script adds the queue's key to (``keys.queue_registered``), in place of
+    ``<p>:queues`` (the caller adds to that one)."""
 
     SCRIPT: ClassVar[str] = "enqueue"
     keys: RQKeys
     stream: str
     maxlen: int
     segments: Sequence[Any]
+    registry: str = ""
 
     def to_keys(self) -> list[Any]:
-        return [self.stream, self.keys.queues]
+        return [self.stream, self.registry or self.keys.queues]
 
     def to_args(self) -> list[Any]:
         return [self.keys.prefix, self.maxlen, *self.segments]
@@ -70,7 +81,8 @@ class CancelCall:
 
 @dataclass(frozen=True, slots=True)
 class RequeueCall:
-    """``requeue.lua``: put a failed, stopped or cancelled job back on its queue as a new attempt."""
+    """``requeue.lua``: put a failed, stopped or cancelled job back on its queue as a new attempt.
+    ``registry``: as :class:`EnqueueCall`'s."""
 
     SCRIPT: ClassVar[str] = "requeue"
     keys: RQKeys
@@ -79,9 +91,10 @@ class RequeueCall:
     now: int
     now_ts: str
     maxlen: int
+    registry: str = ""
 
     def to_keys(self) -> list[Any]:
-        return [self.keys.job(self.job_id), self.stream, self.keys.queues]
+        return [self.keys.job(self.job_id), self.stream, self.registry or self.keys.queues]
 
     def to_args(self) -> list[Any]:
         return [self.keys.prefix, self.job_id, self.now, self.now_ts, self.maxlen]
@@ -144,9 +157,13 @@ class ProgressCall:
 
 
 @functools.lru_cache(maxsize=256)
-def _claim_keys(prefix: str, worker: str, stream: str, queues: tuple[str, ...]) -> tuple[str, ...]:
+def _claim_keys(
+    prefix: str, worker: str, stream: str, queues: tuple[str, ...], cluster: bool
+) -> tuple[str, ...]:
     k = RQKeys(prefix)
-    out = [stream, k.suspended, k.worker(worker), k.worker_executions(worker), claiming_list(prefix, worker)]
+    # on a cluster one queue per call, and the suspension is checked by the worker (another slot)
+    suspended = unused_in_slot(prefix, queues[0], "suspended") if cluster else k.suspended
+    out = [stream, suspended, k.worker(worker), k.worker_executions(worker), claiming_list(prefix, worker)]
     for q in queues:
         out += (k.queue(q), k.wip(q), paused_queue(prefix, q))
     return tuple(out)
@@ -186,7 +203,7 @@ class ClaimCall:
 
     def to_keys(self) -> list[Any]:
         queues = (self.given_queue, *self.queues) if self.given_queue else tuple(self.queues)
-        return list(_claim_keys(self.keys.prefix, self.worker, self.stream, queues))
+        return list(_claim_keys(self.keys.prefix, self.worker, self.stream, queues, self.keys.cluster))
 
     def to_args(self) -> list[Any]:
         return [
@@ -261,7 +278,9 @@ class HeartbeatCall:
 @dataclass(frozen=True, slots=True)
 class ReapCall:
     """``reap.lua``: recover the executions of ``queues`` whose lease lapsed (``policy``: ``requeue`` or
-    ``fail``), the ids stuck in RQ's intermediate lists and dead workers' claiming lists."""
+    ``fail``), the ids stuck in RQ's intermediate lists and dead workers' claiming lists. On a cluster one
+    queue per call: the claiming registry is the queue's, and RQ 3's ``rl-keys`` (refused there) is
+    replaced by a key of the queue's slot that nothing writes."""
 
     SCRIPT: ClassVar[str] = "reap"
     keys: RQKeys
@@ -276,7 +295,11 @@ class ReapCall:
 
     def to_keys(self) -> list[Any]:
         k = self.keys
-        out = [self.stream, claiming_registry(k.prefix), k.rate_limit_keys]
+        if k.cluster:
+            q = k.name(self.queues[0])
+            out = [self.stream, claiming_registry(k.prefix, q), unused_in_slot(k.prefix, q, "rl-keys")]
+        else:
+            out = [self.stream, claiming_registry(k.prefix), k.rate_limit_keys]
         for q in self.queues:
             out += (k.queue(q), k.intermediate(q), k.wip(q), k.failed(q))
         return out

@@ -56,28 +56,35 @@ key                                         type    content
 
 The Lua scripts (``rq/scripts/*.lua``) take the keys they know before the call as ``KEYS`` (built here);
 keys they derive from data they read (a popped job id, a job's ``origin``, a dependent's id) are built by
-``rq/scripts/lib_keys.lua``, the one place Lua spells a key, mirroring the methods below. Those are the
-known exceptions for Redis Cluster, listed in ``docs/architecture.md`` ("Wire format").
-
-**Redis Cluster layout** (``cluster=True``): see :mod:`asyncsched.rq.slots`. Single-node mode (the default)
-keeps RQ's exact names.
+``rq/scripts/lib_keys.lua``, the one place Lua spells a key, mirroring the methods below (listed in
+``docs/architecture.md``, "Wire format"). **Redis Cluster layout** (``cluster=True``): see
+:mod:`asyncsched.rq.slots`; single-node mode (the default) keeps RQ's exact names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from .slots import cluster_tag, events_tag, lifecycle_tag, ns, sched_tag
+from .slots import (
+    cluster_tag,
+    events_tag,
+    lifecycle_tag,
+    ns,
+    queue_registered,
+    sched_tag,
+    unused_in_slot,
+)
 
 __all__ = [
     "RQKeys", "agent_event_channel", "agent_event_channel_pattern", "agent_event_stream",
     "broadcast_event_channel", "broadcast_event_stream", "claiming_list", "claiming_registry", "cluster_tag",
     "dead_letter_stream", "durable_consumer_alive", "event_log_stream", "events_tag", "lifecycle_ledger",
     "lifecycle_stream", "lifecycle_tag", "limit_due", "limit_key", "limit_keys", "limit_seq", "ns",
-    "paused_queue", "quarantine", "rate_limit_waits", "redis_marker", "sched_changes", "sched_fired",
-    "sched_held", "sched_last", "sched_next", "sched_pending", "sched_sig", "sched_tag", "sched_version",
-    "scheduled_wake",
+    "paused_queue", "quarantine", "queue_registered", "rate_limit_waits", "redis_marker", "sched_changes",
+    "sched_fired", "sched_held", "sched_last", "sched_next", "sched_pending", "sched_sig", "sched_tag",
+    "sched_version", "scheduled_wake", "unused_in_slot",
 ]  # fmt: skip
 
 
@@ -91,6 +98,11 @@ class RQKeys:
 
     def _q(self, name: str) -> str:
         return cluster_tag(name, self.cluster)
+
+    def name(self, queue: str) -> str:
+        """The name ``queue`` has in Redis: itself, or in cluster mode its hash tag ``{queue}`` (what the
+        scripts are given, and a cluster job's ``origin``); a tag already is returned as it is."""
+        return cluster_tag(queue, self.cluster)
 
     def job_id(self, queue: str, job_id: str) -> str:
         """The id a job of ``queue`` is stored under: ``job_id`` itself, or in cluster mode ``{queue}job_id``
@@ -252,9 +264,10 @@ def claiming_list(prefix: str, worker: str) -> str:
     return f"{ns(prefix)}:claiming:{worker}"
 
 
-def claiming_registry(prefix: str) -> str:
-    """HASH worker name -> queue of every claiming list, so the reaper can return a dead worker's ids."""
-    return f"{ns(prefix)}:claiming"
+def claiming_registry(prefix: str, queue: str = "") -> str:
+    """HASH worker name -> queue of every claiming list, so the reaper can return a dead worker's ids; on a
+    cluster one per queue (``queue``: its name in Redis, ``{q}``), in the queue's slot."""
+    return f"{ns(prefix)}:claiming:{queue}" if queue else f"{ns(prefix)}:claiming"
 
 
 def paused_queue(prefix: str, queue: str) -> str:
@@ -293,44 +306,6 @@ def agent_event_stream(prefix: str, agent: str, *, cluster: bool = False) -> str
     return f"{events_tag(prefix, cluster)}:stream:agent:{agent}"
 
 
-def broadcast_event_stream(prefix: str, *, cluster: bool = False) -> str:
-    """STREAM of broadcast events, kept for durable subscribers (one consumer group per agent)."""
-    return f"{events_tag(prefix, cluster)}:stream:broadcast"
-
-
-# Scheduler (asyncsched.scheduler). SQL holds the schedules; these are the hot-path index, rebuilt from SQL.
-
-
-def sched_next(prefix: str, *, cluster: bool = False) -> str:
-    """ZSET task id -> next fire time (epoch milliseconds): what an idle scheduler sleeps until."""
-    return f"{sched_tag(prefix, cluster)}:next"
-
-
-def sched_sig(prefix: str, *, cluster: bool = False) -> str:
-    """HASH task id -> signature of the schedule (type, schedule, zone, anchor, enabled) it is indexed for."""
-    return f"{sched_tag(prefix, cluster)}:sig"
-
-
-def sched_pending(prefix: str, *, cluster: bool = False) -> str:
-    """ZSET ``<task id>:<tick ms>`` -> lease deadline (ms): claimed ticks not yet enqueued (recovery)."""
-    return f"{sched_tag(prefix, cluster)}:pending"
-
-
-def sched_fired(prefix: str, *, cluster: bool = False) -> str:
-    """STREAM of claimed ticks (task, tick, job id), trimmed: what fired, for humans and tests."""
-    return f"{sched_tag(prefix, cluster)}:fired"
-
-
-def sched_last(prefix: str, *, cluster: bool = False) -> str:
-    """HASH task id -> ``<tick ms> <job id>`` of its latest run (run or held): what ``overlap`` checks."""
-    return f"{sched_tag(prefix, cluster)}:last"
-
-
-def sched_held(prefix: str, *, cluster: bool = False) -> str:
-    """HASH ``<task id>:<tick ms>`` -> job id a held run (``overlap: queue``) waits for, until enqueued."""
-    return f"{sched_tag(prefix, cluster)}:held"
-
-
 def scheduled_wake(prefix: str, queue: str) -> str:
     """Pub/sub channel: a job of ``queue`` was scheduled to run at the epoch ms in the message, so idle
     workers' promoters wake for it in time (published by ``rq/scripts/enqueue.lua``, which spells it too)."""
@@ -340,16 +315,6 @@ def scheduled_wake(prefix: str, queue: str) -> str:
 def sched_changes(prefix: str) -> str:
     """Pub/sub channel: a schedule changed (register, edit, enable, disable, delete); replicas reload."""
     return f"{ns(prefix)}:sched:changes"
-
-
-def sched_version(prefix: str, *, cluster: bool = False) -> str:
-    """Counter bumped with every change, checked by idle replicas in case a pub/sub message was missed."""
-    return f"{sched_tag(prefix, cluster)}:version"
-
-
-def dead_letter_stream(prefix: str, *, cluster: bool = False) -> str:
-    """STREAM of durable events no consumer could handle (malformed, or callbacks failed every retry)."""
-    return f"{events_tag(prefix, cluster)}:dead"
 
 
 def durable_consumer_alive(prefix: str, agent: str, consumer: str, *, cluster: bool = False) -> str:
@@ -383,3 +348,43 @@ def limit_key(prefix: str, key: str, part: str = "") -> str:
     ``starts`` (starts in the rate window) or ``waiting`` (parked jobs). The Lua scripts build the same."""
     base = f"{ns(prefix)}:limit:{key}"
     return f"{base}:{part}" if part else base
+
+
+class TaggedKey(Protocol):
+    """A key of one component's slot: ``<base>:<suffix>``, the base a hash tag in cluster mode."""
+
+    def __call__(self, prefix: str, *, cluster: bool = False) -> str: ...
+
+
+# The keys of the event bus's slot and of the scheduler's index (asyncsched.scheduler: SQL holds the
+# schedules, these are its hot-path index, rebuilt from SQL), one a line: name, slot, suffix, content.
+_TAGGED = """
+sched_next             sched  next              ZSET task id -> next fire time (epoch ms)
+sched_sig              sched  sig               HASH task id -> signature of the schedule it is indexed for
+sched_pending          sched  pending           ZSET <task>:<tick ms> -> lease deadline (ms): claimed, unsent
+sched_fired            sched  fired             STREAM of claimed ticks (task, tick, job id), trimmed
+sched_last             sched  last              HASH task id -> <tick ms> <job id> of its latest run (overlap)
+sched_held             sched  held              HASH <task>:<tick ms> -> job id a held run waits for
+sched_version          sched  version           Counter bumped with every change (replicas' missed notices)
+dead_letter_stream     events dead              STREAM of durable events no consumer could handle
+broadcast_event_stream events stream:broadcast  STREAM of broadcast events, kept for durable subscribers
+"""
+_SLOTS: dict[str, Callable[[str, bool], str]] = {"sched": sched_tag, "events": events_tag}
+
+
+def _tagged(line: str) -> TaggedKey:
+    name, slot, suffix, doc = line.split(maxsplit=3)
+    tag = _SLOTS[slot]
+
+    def key(prefix: str, *, cluster: bool = False) -> str:
+        return f"{tag(prefix, cluster)}:{suffix}"
+
+    key.__name__ = key.__qualname__ = name
+    key.__doc__ = doc + "."
+    return key
+
+
+(
+    sched_next, sched_sig, sched_pending, sched_fired, sched_last, sched_held, sched_version,
+    dead_letter_stream, broadcast_event_stream,
+) = map(_tagged, _TAGGED.strip().splitlines())  # fmt: skip

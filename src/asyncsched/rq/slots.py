@@ -19,7 +19,19 @@ from __future__ import annotations
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["cluster_tag", "events_tag", "lifecycle_tag", "ns", "sched_status_mirror", "sched_tag"]
+__all__ = [
+    "cluster_tag",
+    "events_tag",
+    "id_tag",
+    "lifecycle_tag",
+    "ns",
+    "queue_registered",
+    "sched_status_mirror",
+    "sched_tag",
+    "untagged",
+    "unused_in_slot",
+    "worker_alias",
+]  # fmt: skip
 
 
 def ns(prefix: str) -> str:
@@ -29,8 +41,11 @@ def ns(prefix: str) -> str:
 
 def cluster_tag(name: str, cluster: bool) -> str:
     """``name`` as a Redis Cluster hash tag (``{name}``) in cluster mode, else unchanged. A name with a brace
-    cannot be a tag: refused (:class:`ConfigurationError`) in cluster mode."""
+    cannot be a tag: refused (:class:`ConfigurationError`) in cluster mode; a name that is a tag already
+    (``{q}``: a queue's name in Redis on a cluster) is returned as it is."""
     if not cluster:
+        return name
+    if name[:1] == "{" and name.find("}") == len(name) - 1 and name.count("{") == 1 and len(name) > 2:
         return name
     if "{" in name or "}" in name:
         raise ConfigurationError(
@@ -68,3 +83,43 @@ def sched_status_mirror(prefix: str) -> str:
     lib_keys.lua), which its claim script reads for ``overlap`` (the job hash itself is in its queue's
     slot; see :mod:`asyncsched.scheduler._overlap`)."""
     return f"{sched_tag(prefix, True)}:status"
+
+
+def id_tag(job_id: str) -> str:
+    """The hash tag a cluster job id starts with (``{q}`` of ``{q}<uuid>``: the name of its queue in Redis),
+    or ``""`` for an id without one (a single-node id)."""
+    if job_id[:1] != "{":
+        return ""
+    end = job_id.find("}")
+    return job_id[: end + 1] if end > 1 else ""
+
+
+def worker_alias(worker: str, queue: str) -> str:
+    """Cluster mode only: the name a worker has in the scripts of one of its queues, ``{q}<worker>``
+    (``queue`` is the queue's name in Redis, ``{q}``), so that the keys the scripts derive from a worker's
+    name (``worker:<w>``, ``worker:<w>:executions``, its claiming list, ``pubsub:<w>``) share the queue's
+    slot. The worker's cluster-wide registration keeps its plain name."""
+    return f"{queue}{worker}"
+
+
+def untagged(name: str | None) -> str | None:
+    """Cluster mode: a name as users know it, without the tag it starts with in Redis (a queue's ``{q}``
+    -> ``q``, a worker's alias ``{q}<w>`` -> ``<w>``)."""
+    if name is None:
+        return None
+    tag = id_tag(name)
+    return (name[1:-1] if tag == name else name[len(tag) :]) if tag else name
+
+
+def queue_registered(prefix: str, queue: str) -> str:
+    """Cluster mode only: SET in the slot of ``queue`` (its name in Redis, ``{q}``) where ``enqueue.lua`` and
+    ``requeue.lua`` add the queue's key in place of ``<p>:queues`` (another slot; added to outside them)."""
+    return f"{ns(prefix)}:queues:{queue}"
+
+
+def unused_in_slot(prefix: str, queue: str, what: str) -> str:
+    """Cluster mode only: a key in the slot of ``queue`` (``{q}``) that nothing writes, given to a script in
+    place of a cluster-wide key (``what``: ``suspended``, ``rl-keys``) it reads but cannot reach there. The
+    feature behind it is checked outside the script (suspension) or refused on a cluster (RQ 3's
+    ``RateLimit``)."""
+    return f"{ns(prefix)}:unused:{queue}:{what}"

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from .. import _tracing
-from ..exceptions import InvalidValue
+from ..exceptions import ClusterUnsupported, InvalidValue
+from ..rq.slots import cluster_tag
 from ..store.models import ScheduledTask
 from ._base import LEASE, SchedulerBase
 from ._cache import TaskView, trigger_of
@@ -128,6 +129,7 @@ class Dispatch(SchedulerBase):
         if planned is None:  # deleted or disabled: drop it from the index (unless it moved meanwhile)
             return ClaimRequest(task_id, tick_ms, None, [], to_ms(now), sig=DROP)
         view, ticks, nxt, sig = planned
+        task = view.as_task()
         return ClaimRequest(
             task_id,
             tick_ms,
@@ -135,9 +137,14 @@ class Dispatch(SchedulerBase):
             [to_ms(t) for t in ticks],
             to_ms(now + LEASE),
             sig,
-            [job_id_for(task_id, t) for t in ticks],
-            self._overlap(view.as_task(), seen_at),
+            [self._job_id(task, t) for t in ticks],
+            self._overlap(task, seen_at),
         )
+
+    def _job_id(self, task: ScheduledTask, tick: datetime) -> str:
+        """The id the queue stores a tick's job under: on a cluster, after its queue's tag."""
+        job_id = job_id_for(task.id, tick)
+        return cluster_tag(task.queue, True) + job_id if self.index.cluster else job_id
 
     async def _claimed(
         self, planned: _Planned, tick_ms: int, claim: Claim
@@ -211,7 +218,7 @@ class Dispatch(SchedulerBase):
     async def _enqueue_tick(self, task: ScheduledTask, tick: datetime, held: bool) -> Firing | bool:
         """Enqueue one claimed tick: its :class:`Firing`; ``True`` when refused for good (the lease is
         released, nothing runs), ``False`` when it failed (the lease stays)."""
-        job_id = job_id_for(task.id, tick)
+        job_id = self._job_id(task, tick)
         try:
             after = await self.index.held_after(task.id, to_ms(tick)) if held else None
             if _tracing.tracer is None:
@@ -219,7 +226,7 @@ class Dispatch(SchedulerBase):
             else:  # the tick's span: its enqueue (and the run) join the tick's trace
                 with _tracing.tick_span(task.agent_name, task.name, tick):
                     await self._enqueue(task, job_id, tick, after=after)
-        except InvalidValue as exc:  # the task's own arguments are refused: retrying cannot help
+        except (InvalidValue, ClusterUnsupported) as exc:  # refused for good: retrying cannot help
             log.error(
                 "task %s/%s: tick %s not enqueued: %s", task.agent_name, task.name, tick.isoformat(), exc
             )

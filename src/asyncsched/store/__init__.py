@@ -3,12 +3,14 @@
 * :class:`Database` — engine + sessions + Alembic migrations shipped in ``store/migrations``.
 * :class:`ExecutionRepository`, :class:`EventRepository`, :class:`TaskRepository` — paged, filtered reads for
   the API and CLI (``list_for_display`` pages survive rows that cannot be loaded: :class:`UnreadableRow`).
-* :class:`Recorder` — writes the lifecycle stream and the event log to SQL in batches, off the hot path.
+* :class:`Recorder` — writes the lifecycle stream and the event log to SQL in batches, off the hot path;
+  :func:`open_recorder` gives it, or on a Redis Cluster :class:`RecorderLanes` (one per lifecycle stream).
 """
 
 from ._database import Database
 from ._migrate import MigrationError
 from ._recorder import Recorder
+from ._recorder_lanes import RecorderLanes, open_recorder
 from ._repository import (
     EventNotFound,
     EventRepository,
@@ -36,6 +38,7 @@ __all__ = [
     "Page",
     "PruneResult",
     "Recorder",
+    "RecorderLanes",
     "ScheduleType",
     "ScheduledTask",
     "TaskExecution",
@@ -44,6 +47,7 @@ __all__ = [
     "check_database",
     "create_engine",
     "normalize_database_url",
+    "open_recorder",
     "prune",
     "session_factory",
 ]

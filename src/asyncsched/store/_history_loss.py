@@ -53,11 +53,13 @@ def _before(a: str, b: str) -> bool:
 class StreamAccount:
     """One consumer of the lifecycle stream in group ``group``, reading through the accounting script."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, group: str, consumer: str) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, group: str, consumer: str, queue: str | None = None
+    ) -> None:
         self.redis = redis
-        cluster = is_cluster(redis)  # the stream and its ledger share a slot
-        self.stream = _keys.lifecycle_stream(prefix, cluster=cluster)
-        self.ledger = _keys.lifecycle_ledger(prefix, cluster=cluster)
+        cluster = is_cluster(redis)  # the stream and its ledger share a slot (on a cluster: ``queue``'s)
+        self.stream = _keys.lifecycle_stream(prefix, queue, cluster=cluster)
+        self.ledger = _keys.lifecycle_ledger(prefix, queue, cluster=cluster)
         self.group = group
         self.consumer = consumer
         self._scripts = ScriptRegistry(redis, {"read": _READ, "trim": _TRIM})

@@ -11,6 +11,7 @@ from typing import Any
 
 from .._keys import scheduled_wake
 from .._redis.cluster import pubsub_of
+from ..rq.slots import worker_alias
 from ._guard import parse_command
 from ._promote import Promoter
 from ._state import REDIS_DOWN, Shared
@@ -29,6 +30,10 @@ class Commands:
         self.promoter = promoter
         self.shutdown = shutdown
         self.channel = w.keys.pubsub(w.cfg.name)
+        # on a cluster, cancel.lua names the worker by its alias in the job's queue (_cluster.py)
+        self.channels = {self.channel}
+        if w.cluster:
+            self.channels |= {w.keys.pubsub(worker_alias(w.cfg.name, q)) for q in w.cfg.queues}
         self.listening = asyncio.Event()  # subscribed to RQ's command channel
 
     async def run(self) -> None:
@@ -43,7 +48,7 @@ class Commands:
         pubsub: Any = await pubsub_of(self.w.redis)
         try:
             wakes = {scheduled_wake(self.cfg.prefix, q) for q in self.cfg.queues}
-            await pubsub.subscribe(self.channel, *wakes)
+            await pubsub.subscribe(*self.channels, *wakes)
             self.listening.set()
             while not self.signals.closing.is_set():
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._keys import lifecycle_stream
 from .._lifecycle import Lifecycle, LifecycleRecord
+from .._redis.cluster import is_cluster
 from ..events._lifecycle import event_source
 from ..exceptions import InvalidValue
 from ..rq import serializers
@@ -31,6 +32,7 @@ from ..rq._calls import ProgressCall
 from ..rq._scripts import Scripts
 from ..rq.jobhash import JobField
 from ..rq.keys import RQKeys
+from ..rq.slots import worker_alias
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -79,6 +81,7 @@ class ProgressReporter:
         self._thread = threading.get_ident()  # the loop's thread
         self._scripts = Scripts(redis)
         self.keys = RQKeys(settings.key_prefix)
+        self.cluster = is_cluster(redis)  # the worker's alias and the stream of the job's queue (_cluster.py)
         self._bus: EventBus | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -120,7 +123,7 @@ class ProgressReporter:
             Lifecycle.PROGRESS, job.id, job.queue, job.attempt, worker=self.worker_name,
             progress=json.dumps(value), progress_at=time.time(),
         )  # fmt: skip
-        stream = lifecycle_stream(self.settings.key_prefix)
+        stream = lifecycle_stream(self.settings.key_prefix, job.queue, cluster=self.cluster)
         maxlen = self.settings.lifecycle_maxlen
         await self.redis.xadd(stream, record.encode(), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
 
@@ -138,7 +141,8 @@ class ProgressReporter:
                         meta = current
             meta["progress"] = value
             new = serializers.dumps(meta, job.fmt)
-            done = int(await self._scripts.call(ProgressCall(self.keys, job.id, self.worker_name, old, new)))
+            worker = worker_alias(self.worker_name, job.queue) if self.cluster else self.worker_name
+            done = int(await self._scripts.call(ProgressCall(self.keys, job.id, worker, old, new)))
             if done == 1:
                 job.meta.clear()
                 job.meta.update(meta)

@@ -148,11 +148,15 @@ class Completer:
         return FinishCall(self.keys, cfg.name, cfg.stream, maxlen, now_ts, now, FIELDS, jobs, records)
 
     async def finish(self, outcomes: list[Outcome]) -> None:
-        await self.record(outcomes, self.batch(outcomes))
+        await self.record_all(outcomes)
         if self.metrics is not None:
             self.metrics.observe_outcomes(outcomes)
         self.processed += len(outcomes)
         self.running.recorded(outcomes)
+
+    async def record_all(self, outcomes: list[Outcome]) -> None:
+        """Record a batch (one call; on a cluster one per queue: ``_cluster.ClusterCompleter``)."""
+        await self.record(outcomes, self.batch(outcomes))
 
     async def record(self, outcomes: list[Outcome], batch: FinishCall) -> None:
         """Run finish.lua: retry while Redis is away; if Redis rejects the batch (a key of the wrong type,

@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .._keys import claiming_registry
 from .._version import __version__
@@ -55,7 +56,8 @@ class Leases:
             "total_working_time": 0,
             "asyncsched": platform.python_implementation(),
         }
-        async with self._r.pipeline(transaction=True) as pipe:
+        async with self._r.pipeline(transaction=not self.w.cluster) as pipe:
+            self.registration(pipe, now)
             pipe.delete(key)
             pipe.hset(key, mapping=mapping)
             pipe.sadd(self.keys.workers, key)
@@ -67,16 +69,24 @@ class Leases:
             await pipe.execute()
         self.registered = True
 
+    def registration(self, pipe: Any, now: str) -> None:
+        """More of the worker's registration (on a cluster: ``_cluster.ClusterLeases``)."""
+
+    def unregistration(self, pipe: Any, now: str) -> None:
+        """More of the worker's unregistration (on a cluster: ``_cluster.ClusterLeases``)."""
+
     async def register_death(self) -> None:
         if not self.registered:
             return
         cfg = self.cfg
         key = self.keys.worker(cfg.name)
-        async with self._r.pipeline(transaction=True) as pipe:
+        now = codec.fmt_ts()
+        async with self._r.pipeline(transaction=not self.w.cluster) as pipe:
+            self.unregistration(pipe, now)
             pipe.srem(self.keys.workers, key)
             for q in cfg.queues:
                 pipe.srem(self.keys.workers_of(q), key)
-            pipe.hset(key, "death", codec.fmt_ts())
+            pipe.hset(key, "death", now)
             pipe.expire(key, 60)
             pipe.delete(self.keys.worker_executions(cfg.name))
             await pipe.execute()
@@ -110,33 +120,44 @@ class Leases:
             self.w.keys, cfg.name, int(now), codec.fmt_ts(), repr(now), cfg.lease, cfg.lease + 60, running
         )
         reply = await self.w.scripts.call(call)
-        if not reply[0] and self.registered:
-            log.warning("worker %s: registration expired; registering again", cfg.name)
+        await self.renewed(bool(reply[0]), reply[1:])
+
+    async def renewed(self, registered: bool, stopped: list[bytes]) -> None:
+        """After a heartbeat: register again if the registration expired; stop the jobs in ``stopped``."""
+        if not registered and self.registered:
+            log.warning("worker %s: registration expired; registering again", self.cfg.name)
             self.registered = False
             await self.register_birth()
-        for raw in reply[1:]:
+        for raw in stopped:
             reason = "no longer started by this worker (cancelled or reaped)"
             self.w.running.stop_job(raw.decode(), reason=reason)
 
     async def reap(self) -> list[tuple[str, str]]:
         """Recover jobs whose worker died (lease lapsed) on this worker's queues; returns (id, action)."""
         cfg = self.cfg
+        return self.reported(await self.w.scripts.call(self.reap_call(cfg.queues, cfg.stream)))
+
+    def reap_call(self, queues: tuple[str, ...] | list[str], stream: str) -> ReapCall:
+        """``reap.lua``'s call for ``queues``, appending to ``stream``."""
+        cfg = self.cfg
         exc = codec.encode_exc(
             f"asyncsched: worker lost: the lease of this execution lapsed at {codec.fmt_ts()} "
             "(its worker died or stalled); moved to FailedJobRegistry, due to AbandonedJobError"
         )
-        call = ReapCall(
+        return ReapCall(
             self.w.keys,
-            cfg.stream,
+            stream,
             int(time.time()),
             codec.fmt_ts(),
             cfg.orphan_policy,
             cfg.lifecycle_maxlen,
             exc,
             "AbandonedJobError: worker lost",
-            cfg.queues,
+            queues,
         )
-        reply = await self.w.scripts.call(call)
+
+    def reported(self, reply: list[Any]) -> list[tuple[str, str]]:
+        """``reap.lua``'s reply as (id, action), each logged."""
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
         for job_id, action in out:
             if action.startswith(("skipped", "quarantined")):  # a key of the wrong type (reap.lua)

@@ -5,11 +5,13 @@ lock per queue (``promote.lua``) keeps it to one at a time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
+from typing import Any
 
 from ..rq import codec
-from ..rq._calls import PromoteCall
+from ..rq._calls import PromoteCall, ReleaseLocksCall
 from ._state import REDIS_DOWN, Shared, log_refused
 
 __all__ = ["Promoter"]
@@ -30,17 +32,32 @@ class Promoter:
         """One pass: parked jobs whose moment came, then (unless ``scheduled`` is false: woken only for
         those) scheduled jobs due; how many were queued."""
         cfg = self.cfg
-        lock_ttl = max(10, math.ceil(3 * cfg.scheduler_interval))  # a dead holder is replaced quickly
         let_go = await self.limits.release(self.scripts, self.keys)  # first: its moment is exact
         if not scheduled:
             return let_go
         now, now_ts, maxlen = repr(time.time()), codec.fmt_ts(), cfg.lifecycle_maxlen
-        call = PromoteCall(self.keys, cfg.name, now, now_ts, lock_ttl, cfg.stream, maxlen, 1000, cfg.queues)
-        promoted, earliest, *skipped = await self.scripts.call(call)
+        call = PromoteCall(
+            self.keys, cfg.name, now, now_ts, self.lock_ttl(), cfg.stream, maxlen, 1000, cfg.queues
+        )
+        return self.promoted(await self.scripts.call(call)) + let_go
+
+    def lock_ttl(self) -> int:
+        """The scheduler lock's TTL (s): short, so that a dead holder is replaced quickly."""
+        return max(10, math.ceil(3 * self.cfg.scheduler_interval))
+
+    def promoted(self, reply: list[Any]) -> int:
+        """How many jobs ``promote.lua`` queued; notes the earliest run-at it saw (``next_due``) and reports
+        the keys of the wrong type it skipped."""
+        promoted, earliest, *skipped = reply
         for k in range(0, len(skipped), 2):  # keys of the wrong type (promote.lua): skipped, reported
             self.skips.report("promote", skipped[k].decode(), "skipped: " + skipped[k + 1].decode())
         self.next_due = int(earliest)
-        return int(promoted) + let_go
+        return int(promoted)
+
+    async def release_locks(self) -> None:
+        """Release the scheduler locks this worker holds (at its stop; errors ignored)."""
+        with contextlib.suppress(Exception):
+            await self.scripts.call(ReleaseLocksCall(self.keys, self.cfg.name, self.cfg.queues))
 
     async def run(self) -> None:
         refused = 0.0

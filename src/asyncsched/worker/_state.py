@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._redis.cluster import is_cluster
 from ..rq._scripts import Scripts
 from ..rq.keys import RQKeys
 from ._limits import LimitWaker
@@ -110,7 +112,11 @@ class Shared:
     skips: Skips = field(default_factory=Skips)
     limits: LimitWaker = field(default_factory=LimitWaker)
     keys: RQKeys = field(init=False)
+    cluster: bool = field(init=False)  # on a Redis Cluster: see _cluster.py
 
     def __post_init__(self) -> None:
         self.outage = Outage(self.cfg.name)
-        self.keys = RQKeys(self.cfg.prefix)
+        self.cluster = is_cluster(self.redis)
+        self.keys = RQKeys(self.cfg.prefix, cluster=self.cluster)
+        if self.cluster:  # the queues by their names in Redis ({q}), which the scripts are given
+            self.cfg = dataclasses.replace(self.cfg, queues=tuple(map(self.keys.name, self.cfg.queues)))

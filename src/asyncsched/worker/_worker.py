@@ -30,10 +30,10 @@ from .. import _tracing
 from .._redis import create_redis
 from .._supervise import Supervised, stop_all
 from ..config import Settings, get_settings
-from ..rq._calls import ReleaseLocksCall
 from ..rq._scripts import Scripts
 from ._arq import ArqConsumer, arq_functions
 from ._claim import Claimer
+from ._cluster import ClusterClaimer, ClusterCompleter, ClusterLeases, ClusterPromoter
 from ._commands import Commands
 from ._execute import Executor
 from ._finish import Completer
@@ -127,6 +127,7 @@ class Worker:
         self._scripts = Scripts(self.redis)
         running = Running(self.cfg.concurrency, self.cfg.threads)
         self._shared = Shared(self.cfg, self.redis, self._scripts, running)
+        self.cfg = self._shared.cfg  # on a cluster, with the queues' names in Redis
         self.keys, self._signals, self.running = self._shared.keys, self._shared.signals, running
         self._stop = self._signals.stop  # set by request_stop (runtime and the CLI watch it)
         self._entered = False
@@ -139,10 +140,16 @@ class Worker:
         """The parts, wired to each other."""
         w = self._shared
         self.executor = Executor(w, url, hooks)
-        self.claimer = Claimer(w, self.executor.dispatch)
-        self.completer = Completer(w)
-        self.promoter = Promoter(w)
-        self.leases = Leases(w, pipelined=lambda: self.claimer.pipelined)
+        if w.cluster:  # one script call per queue (hash slot): _cluster.py
+            self.claimer: Claimer = ClusterClaimer(w, self.executor.dispatch)
+            self.completer: Completer = ClusterCompleter(w)
+            self.promoter: Promoter = ClusterPromoter(w)
+            self.leases: Leases = ClusterLeases(w, pipelined=lambda: False)
+        else:
+            self.claimer = Claimer(w, self.executor.dispatch)
+            self.completer = Completer(w)
+            self.promoter = Promoter(w)
+            self.leases = Leases(w, pipelined=lambda: self.claimer.pipelined)
         self.commands = Commands(w, self.promoter, self.request_stop)
         self.loop = ClaimLoop(w, self.claimer, self.promoter.promote_once)
 
@@ -281,8 +288,7 @@ class Worker:
         self._signals.closing.set()
         await stop_all(self._background)
         self._background = []
-        with contextlib.suppress(Exception):
-            await self._scripts.call(ReleaseLocksCall(self.keys, self.name, self.cfg.queues))
+        await self.promoter.release_locks()
         if not self._entered:  # used without ``async with``: leave nothing registered
             with contextlib.suppress(Exception):
                 await self.leases.register_death()

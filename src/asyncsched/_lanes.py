@@ -1,0 +1,96 @@
+"""Readers of every queue's lifecycle stream on a Redis Cluster. There each queue appends to its own stream
+(in its slot) beside the scheduler's, so a reader of lifecycle records (the Recorder, the
+LifecyclePublisher) runs as one *lane* per stream: the main reader (the scheduler's stream, and what else
+it reads) plus one per queue it finds: the configured queues and ``<p>:queues``, looked at again every
+``discover_interval`` seconds (and when asked: :meth:`Lanes.discover`). Used on a cluster only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Generic, Protocol, Self, TypeVar
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+
+from ._redis import is_client, is_cluster
+from ._redis.cluster import CLUSTER_SCHEMES
+from .config import Settings
+from .rq.keys import RQKeys
+
+__all__ = ["Lanes", "on_cluster"]
+
+
+class _Reader(Protocol):
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+R = TypeVar("R", bound=_Reader)
+
+
+def on_cluster(redis: str | aioredis.Redis | None, settings: Settings) -> bool:
+    """Whether ``redis`` (a client, a URL or ``None``: ``settings.redis_url``) is a Redis Cluster."""
+    target = redis if redis is not None else settings.redis_url
+    if is_client(target):
+        return is_cluster(target)
+    return urlsplit(str(target)).scheme.lower() in CLUSTER_SCHEMES
+
+
+class Lanes(Generic[R]):
+    """``main`` and one reader per queue (``make(queue)``, the queue's name in Redis: ``{q}``); an async
+    context manager entering and leaving them all."""
+
+    def __init__(
+        self, main: R, make: Callable[[str], R], settings: Settings, discover_interval: float = 5.0
+    ) -> None:
+        self.main, self.make, self.settings = main, make, settings
+        self.keys = RQKeys(settings.key_prefix, cluster=True)
+        self.discover_interval = discover_interval
+        self.lanes: dict[str, R] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def client(self) -> aioredis.Redis:
+        """The cluster client (the main reader's)."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.main.__aenter__()
+        with contextlib.suppress(Exception):  # Redis may be down: the discovery loop tries again
+            await self.discover()
+        self._task = asyncio.get_running_loop().create_task(self._discovering())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for lane in list(self.lanes.values()):
+            await lane.__aexit__(exc_type, exc, tb)
+        await self.main.__aexit__(exc_type, exc, tb)
+
+    async def discover(self) -> list[str]:
+        """Start a lane for every queue not read yet; returns the queues (names in Redis) it added."""
+        members = await self.client().smembers(self.keys.queues)
+        names = {self.keys.name(q) for q in self.settings.queues}
+        names |= {self.keys.name(self.keys.queue_name(m)) for m in members}
+        added = sorted(names - set(self.lanes))
+        for q in added:
+            lane = self.make(q)
+            await lane.__aenter__()
+            self.lanes[q] = lane
+        return added
+
+    async def _discovering(self) -> None:
+        while True:
+            await asyncio.sleep(self.discover_interval)
+            with contextlib.suppress(Exception):  # Redis away: next time
+                await self.discover()
