@@ -19,6 +19,7 @@
 --#include ratelimit
 --#include limits
 --#include types
+--#include life
 local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 -- RQ's timestamp text ('%Y-%m-%dT%H:%M:%S.%fZ', UTC) of an epoch second and microsecond
@@ -152,13 +153,8 @@ local function start(id, q)
   redis.call('EXPIRE', ek, lease + 60)
   redis.call('ZADD', qkeys[q][2], math.floor(now) + lease, member)
   redis.call('SADD', wexec, member)
-  local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s}
-  life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
-  if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
-  if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
-  if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4]
-  elseif extra[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(extra[6], '^[^(]+') or extra[6]) end
-  if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
+  local life = life_job({'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s,
+    'attempt', extra[1] or '1'}, extra[2], extra[3], extra[4], extra[5], extra[6])
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
   out[#out + 1] = id
   out[#out + 1] = ex

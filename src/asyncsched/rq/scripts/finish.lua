@@ -21,6 +21,7 @@
 -- lifecycle stream only).
 --#include ratelimit
 --#include limits
+--#include life
 local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], KEYS[1], ARGV[3], ARGV[4]
 local now = tonumber(ARGV[5])
 local F, nqueues = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -110,7 +111,6 @@ for j = 0, njobs - 1 do
     local job_ttl, res_ttl, score = f[8], f[9], f[10]
     local retries, sched, front = f[11], f[12], f[13]
     local ex_start, ex_end, wt = f[14], f[15], f[16]
-    local extra = {cur[3], cur[4], cur[5], cur[6], cur[7], cur[8]}
     if f[21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', f[21]) end
     if retries ~= '' then redis.call('HSET', jk, 'retries_left', retries) end
     local function add_result()
@@ -171,13 +171,8 @@ for j = 0, njobs - 1 do
     if cur[9] then rl_release(p, cur[9], id, now, now_ts) end
     if cur[10] then lim_release(p, cur[10], id, now, now_ts) end
     if wt ~= '' then work_time = work_time + tonumber(wt) end
-    local life = {'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start, 'ended_at', ex_end}
-    life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
-    if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
-    if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
-    if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4]
-    elseif extra[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(extra[6], '^[^(]+') or extra[6]) end
-    if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
+    local life = life_job({'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start,
+      'ended_at', ex_end, 'attempt', cur[3] or '1'}, cur[4], cur[5], cur[6], cur[7], cur[8])
     if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
     if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
     if f[20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = f[20] end
