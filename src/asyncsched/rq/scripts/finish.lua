@@ -22,6 +22,7 @@
 --#include ratelimit
 --#include limits
 --#include life
+--#include many
 local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], KEYS[1], ARGV[3], ARGV[4]
 local now = tonumber(ARGV[5])
 local F, nqueues = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -75,16 +76,25 @@ local function split(packed)
   return fields
 end
 local ok_count, fail_count, work_time = 0, 0, 0
+-- writes sent once per batch (lib_many): executions deleted, wip / worker members removed, registry entries
+local gone, wip, wmembers, registry = {}, {}, {}, {}
+-- dependents are rare: one EXISTS over the batch's dependents keys spares a SMEMBERS per job
+local deps = 0
+for j = 0, njobs - 1, 500 do
+  local dks = {}
+  for k = j, math.min(j + 499, njobs - 1) do dks[#dks + 1] = KEYS[jobkeys_at + 5 * k + 5] end
+  deps = deps + redis.call('EXISTS', unpack(dks))
+end
 for j = 0, njobs - 1 do
   local f = split(ARGV[first_job + j + 1])
   local id, ex, q, outcome = f[1], f[2], f[3], f[4]
   local qk, b = qkeys[q], jobkeys_at + 5 * j
   local jk, rk, dk = KEYS[b + 1], KEYS[b + 4], KEYS[b + 5]
   local member = id .. ':' .. ex
-  redis.call('DEL', KEYS[b + 2])
-  redis.call('ZREM', qk[2], member)
+  gone[#gone + 1] = KEYS[b + 2]
+  many_add(wip, qk[2], member)
   redis.call('ZREM', KEYS[b + 3], ex)
-  redis.call('SREM', KEYS[3], member)
+  many_add(wmembers, KEYS[3], member)
   -- one read: the state check and the fields of the lifecycle record
   local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
     'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key',
@@ -132,9 +142,9 @@ for j = 0, njobs - 1 do
       redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
       if job_ttl ~= '0' then
         add_result()
-        redis.call('ZADD', qk[3], score, id)
+        many_add(registry, qk[3], score, id)
       end
-      enqueue_dependents(dk, false)
+      if deps > 0 then enqueue_dependents(dk, false) end
       if f[27] ~= '' then
         -- rq.Repeat.schedule: the run is recorded as finished, then the job runs again (no TTL applied)
         redis.call('HSET', jk, 'repeats_left', f[27], 'repeat_intervals', f[28])
@@ -151,9 +161,9 @@ for j = 0, njobs - 1 do
       ok_count = ok_count + 1
     elseif outcome == 'failed' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
-      redis.call('ZADD', qk[4], score, id)
+      many_add(registry, qk[4], score, id)
       add_result()
-      enqueue_dependents(dk, true)
+      if deps > 0 then enqueue_dependents(dk, true) end
       apply_ttl()
       fail_count = fail_count + 1
     else
@@ -180,6 +190,10 @@ for j = 0, njobs - 1 do
     out[#out + 1] = 1
   end
 end
+many_call('DEL', gone)
+many_send(wip, 'ZREM')
+many_send(wmembers, 'SREM')
+many_send(registry, 'ZADD')
 if wexists then
   -- worker counters once per batch
   if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
