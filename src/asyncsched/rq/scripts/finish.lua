@@ -67,13 +67,37 @@ local function enqueue_dependents(dk, failed)
   if #children > 0 then redis.call('DEL', dk) end
 end
 
-local function split(packed)
-  local fields, n = {}, 0
-  for field in string.gmatch(packed .. '\030', '([^\030]*)\030') do
-    n = n + 1
-    fields[n] = field
+-- a job's F fields: one string.match with F captures (Lua allows 32), far cheaper than a field at a time
+local split
+if F <= 32 then
+  local match, pattern = string.match, '^' .. string.rep('([^\030]*)\030', F - 1) .. '([^\030]*)$'
+  split = function(packed) return {match(packed, pattern)} end
+else
+  split = function(packed)
+    local fields = {}
+    for field in string.gmatch(packed .. '\030', '([^\030]*)\030') do fields[#fields + 1] = field end
+    return fields
   end
-  return fields
+end
+
+-- RQ's result stream entry of an execution (fields f of the job), and its TTL
+local function add_result(f, rk)
+  local r = {'type', f[5], 'worker_name', w}
+  if f[7] ~= '' then r[#r + 1] = 'exc_string'; r[#r + 1] = f[7] end
+  if f[6] ~= '' then r[#r + 1] = 'return_value'; r[#r + 1] = f[6] end
+  r[#r + 1] = 'execution_id'; r[#r + 1] = f[2]
+  r[#r + 1] = 'execution_started_at'; r[#r + 1] = f[14]
+  r[#r + 1] = 'execution_ended_at'; r[#r + 1] = f[15]
+  redis.call('XADD', rk, 'MAXLEN', '~', 10, '*', unpack(r))
+  local res_ttl = f[9]
+  if res_ttl == '-1' then redis.call('PERSIST', rk) elseif res_ttl ~= '' then redis.call('EXPIRE', rk, res_ttl) end
+end
+
+-- the job hash's TTL after its outcome ('' keep, -1 persist, 0 delete, n seconds)
+local function apply_ttl(jk, job_ttl)
+  if job_ttl == '0' then redis.call('DEL', jk)
+  elseif job_ttl == '-1' then redis.call('PERSIST', jk)
+  elseif job_ttl ~= '' then redis.call('EXPIRE', jk, job_ttl) end
 end
 local ok_count, fail_count, work_time = 0, 0, 0
 -- writes sent once per batch (lib_many): executions deleted, wip / worker members removed, registry entries
@@ -117,31 +141,13 @@ for j = 0, njobs - 1 do
     if cur[10] then lim_release(p, cur[10], id, now, now_ts) end  -- unless another worker runs it now
     out[#out + 1] = 0
   else
-    local rtype, rv, exc = f[5], f[6], f[7]
-    local job_ttl, res_ttl, score = f[8], f[9], f[10]
-    local retries, sched, front = f[11], f[12], f[13]
-    local ex_start, ex_end, wt = f[14], f[15], f[16]
+    local job_ttl, score = f[8], f[10]
     if f[21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', f[21]) end
-    if retries ~= '' then redis.call('HSET', jk, 'retries_left', retries) end
-    local function add_result()
-      local r = {'type', rtype, 'worker_name', w}
-      if exc ~= '' then r[#r + 1] = 'exc_string'; r[#r + 1] = exc end
-      if rv ~= '' then r[#r + 1] = 'return_value'; r[#r + 1] = rv end
-      r[#r + 1] = 'execution_id'; r[#r + 1] = ex
-      r[#r + 1] = 'execution_started_at'; r[#r + 1] = ex_start
-      r[#r + 1] = 'execution_ended_at'; r[#r + 1] = ex_end
-      redis.call('XADD', rk, 'MAXLEN', '~', 10, '*', unpack(r))
-      if res_ttl == '-1' then redis.call('PERSIST', rk) elseif res_ttl ~= '' then redis.call('EXPIRE', rk, res_ttl) end
-    end
-    local function apply_ttl()
-      if job_ttl == '0' then redis.call('DEL', jk)
-      elseif job_ttl == '-1' then redis.call('PERSIST', jk)
-      elseif job_ttl ~= '' then redis.call('EXPIRE', jk, job_ttl) end
-    end
+    if f[11] ~= '' then redis.call('HSET', jk, 'retries_left', f[11]) end
     if outcome == 'finished' then
       redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
       if job_ttl ~= '0' then
-        add_result()
+        add_result(f, rk)
         many_add(registry, qk[3], score, id)
       end
       if deps > 0 then enqueue_dependents(dk, false) end
@@ -156,33 +162,33 @@ for j = 0, njobs - 1 do
           redis.call('ZADD', qk[5], f[29], id)
         end
       else
-        apply_ttl()
+        apply_ttl(jk, job_ttl)
       end
       ok_count = ok_count + 1
     elseif outcome == 'failed' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
       many_add(registry, qk[4], score, id)
-      add_result()
+      add_result(f, rk)
       if deps > 0 then enqueue_dependents(dk, true) end
-      apply_ttl()
+      apply_ttl(jk, job_ttl)
       fail_count = fail_count + 1
     else
       redis.call('HSET', jk, 'ended_at', now_ts)
       if outcome == 'schedule' then
         redis.call('HSET', jk, 'status', 'scheduled')
-        redis.call('ZADD', qk[5], sched, id)
+        redis.call('ZADD', qk[5], f[12], id)
       else
         redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
-        if front == '1' then redis.call('LPUSH', qk[1], id)
+        if f[13] == '1' then redis.call('LPUSH', qk[1], id)
         else redis.call('RPUSH', qk[1], id) end
       end
       fail_count = fail_count + 1
     end
     if cur[9] then rl_release(p, cur[9], id, now, now_ts) end
     if cur[10] then lim_release(p, cur[10], id, now, now_ts) end
-    if wt ~= '' then work_time = work_time + tonumber(wt) end
-    local life = life_job({'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start,
-      'ended_at', ex_end, 'attempt', cur[3] or '1'}, cur[4], cur[5], cur[6], cur[7], cur[8])
+    if f[16] ~= '' then work_time = work_time + tonumber(f[16]) end
+    local life = life_job({'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
+      'ended_at', f[15], 'attempt', cur[3] or '1'}, cur[4], cur[5], cur[6], cur[7], cur[8])
     if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
     if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
     if f[20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = f[20] end
