@@ -101,35 +101,37 @@ class RequeueCall:
 
 
 @dataclass(frozen=True, slots=True)
-class EmptyCall:
-    """``empty.lua``: pop and delete up to ``batch`` queued jobs of ``queue``."""
+class _QueueBatchCall:
+    """A script that takes up to ``batch`` jobs from one key of ``queue`` (``KEY``: the ``RQKeys`` method
+    naming it)."""
 
-    SCRIPT: ClassVar[str] = "empty"
+    SCRIPT: ClassVar[str]
+    KEY: ClassVar[str]
     keys: RQKeys
     queue: str
     batch: int
 
     def to_keys(self) -> list[Any]:
-        return [self.keys.queue(self.queue)]
+        return [getattr(self.keys, self.KEY)(self.queue)]
 
     def to_args(self) -> list[Any]:
         return [self.keys.prefix, self.batch]
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteFailedCall:
+class EmptyCall(_QueueBatchCall):
+    """``empty.lua``: pop and delete up to ``batch`` queued jobs of ``queue``."""
+
+    SCRIPT: ClassVar[str] = "empty"
+    KEY: ClassVar[str] = "queue"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFailedCall(_QueueBatchCall):
     """``delete_failed.lua``: delete up to ``batch`` failed jobs of ``queue``."""
 
     SCRIPT: ClassVar[str] = "delete_failed"
-    keys: RQKeys
-    queue: str
-    batch: int
-
-    def to_keys(self) -> list[Any]:
-        return [self.keys.failed(self.queue)]
-
-    def to_args(self) -> list[Any]:
-        return [self.keys.prefix, self.batch]
+    KEY: ClassVar[str] = "failed"
 
 
 @dataclass(frozen=True, slots=True)

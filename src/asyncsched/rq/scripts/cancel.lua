@@ -3,6 +3,7 @@
 -- KEYS: the job, lifecycle stream. ARGV: prefix, id, now (int s), maxlen, now_ts (RQ's timestamp text)
 -- Returns -1 no such job, 0 already finished/failed/cancelled, 1 cancelled before running, 2 was running.
 --#include ratelimit
+--#include life
 local p, id, now, maxlen, now_ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jk, stream = KEYS[1], KEYS[2]
 local h = redis.call('HMGET', jk, 'status', 'origin', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
@@ -37,12 +38,8 @@ if h[10] then  -- RQ's RateLimitRegistry.cancel: out of the waiting line; the sl
   redis.call('ZREM', key_rl(p, h[10], 'rate_limited'), id)
   if status ~= 'started' then rl_release(p, h[10], id, tonumber(now), now_ts) end
 end
-local life = {'kind', 'cancelled', 'job_id', id, 'queue', q, 'attempt', h[4] or '1', 'ended_at', now}
+local life = life_job({'kind', 'cancelled', 'job_id', id, 'queue', q, 'attempt', h[4] or '1', 'ended_at', now},
+  h[5], h[6], h[7], h[8], h[9])
 if h[3] then life[#life + 1] = 'worker'; life[#life + 1] = h[3] end
-if h[5] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[5] end
-if h[6] then life[#life + 1] = 'task_name'; life[#life + 1] = h[6] end
-if h[7] then life[#life + 1] = 'function'; life[#life + 1] = h[7]
-elseif h[9] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[9], '^[^(]+') or h[9]) end
-if h[8] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[8] end
 redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
 return rc

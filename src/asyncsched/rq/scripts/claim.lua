@@ -19,6 +19,8 @@
 --#include ratelimit
 --#include limits
 --#include types
+--#include life
+--#include many
 local p, w, now_s, now_ts, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 -- RQ's timestamp text ('%Y-%m-%dT%H:%M:%S.%fZ', UTC) of an epoch second and microsecond
@@ -76,6 +78,7 @@ local out = {}
 local wkey = KEYS[3]
 local wexec = KEYS[4]
 local last_id = nil
+local wip, wmembers = {}, {}  -- the wip registries' and the worker's executions set's new members (lib_many)
 
 for _, check in ipairs({{stream, 'stream'}, {wexec, 'set'}, {wkey, 'hash'}}) do
   local bad = wrong_type(check[1], check[2])
@@ -150,15 +153,10 @@ local function start(id, q)
   redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', now_s, 'last_heartbeat', now_s, 'worker_name', w)
   redis.call('EXPIRE', xk, lease)
   redis.call('EXPIRE', ek, lease + 60)
-  redis.call('ZADD', qkeys[q][2], math.floor(now) + lease, member)
-  redis.call('SADD', wexec, member)
-  local life = {'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s}
-  life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
-  if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
-  if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
-  if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4]
-  elseif extra[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(extra[6], '^[^(]+') or extra[6]) end
-  if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
+  many_add(wip, qkeys[q][2], math.floor(now) + lease, member)
+  many_add(wmembers, wexec, member)
+  local life = life_job({'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s,
+    'attempt', extra[1] or '1'}, extra[2], extra[3], extra[4], extra[5], extra[6])
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
   out[#out + 1] = id
   out[#out + 1] = ex
@@ -225,6 +223,8 @@ end
 if limited_due then
   out[#out + 1] = ''; out[#out + 1] = 'limited'; out[#out + 1] = ''; out[#out + 1] = string.format('%.6f', limited_due)
 end
+many_send(wip, 'ZADD')
+many_send(wmembers, 'SADD')
 if last_id then redis.call('EXPIRE', wexec, lease + 60) end
 if last_id and redis.call('EXISTS', wkey) == 1 then
   redis.call('HSET', wkey, 'state', 'busy', 'current_job', last_id, 'last_heartbeat', now_ts)

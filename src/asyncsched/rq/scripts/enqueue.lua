@@ -18,6 +18,7 @@
 -- of the wrong type refuses the whole call (an error reply) before any write.
 --#include ratelimit
 --#include types
+--#include many
 local p, maxlen = ARGV[1], ARGV[2]
 local stream, queues_key = KEYS[1], KEYS[2]
 local out, n = {}, 0
@@ -54,6 +55,7 @@ while i <= #ARGV do
   if scheduled then bad = wrong_type(skey, 'zset') else bad = wrong_type(qkey, 'list') end
 
   local wake = nil
+  local pushed = {}  -- the segment's queued ids, pushed at once after its loop (lib_many)
   for _ = 1, njobs do
     local id, data = ARGV[i], ARGV[i + 1]
     i = i + 2
@@ -110,7 +112,7 @@ while i <= #ARGV do
       else
         redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
           unpack(ARGV, hash_from, hash_to))
-        redis.call(push, qkey, id)
+        many_add(pushed, qkey, id)
       end
       if meta then redis.call('HSET', jk, 'meta', meta) end
       if ttl ~= '' then redis.call('EXPIRE', jk, ttl) end
@@ -123,6 +125,7 @@ while i <= #ARGV do
       out[n] = 1
     end
   end
+  many_send(pushed, push)
   if wake then redis.call('PUBLISH', key_wake(p, q), string.format('%.0f', wake)) end
 end
 return out

@@ -21,6 +21,8 @@
 -- lifecycle stream only).
 --#include ratelimit
 --#include limits
+--#include life
+--#include many
 local p, w, stream, maxlen, now_ts = ARGV[1], ARGV[2], KEYS[1], ARGV[3], ARGV[4]
 local now = tonumber(ARGV[5])
 local F, nqueues = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -65,25 +67,58 @@ local function enqueue_dependents(dk, failed)
   if #children > 0 then redis.call('DEL', dk) end
 end
 
-local function split(packed)
-  local fields, n = {}, 0
-  for field in string.gmatch(packed .. '\030', '([^\030]*)\030') do
-    n = n + 1
-    fields[n] = field
+-- a job's F fields: one string.match with F captures (Lua allows 32), far cheaper than a field at a time
+local split
+if F <= 32 then
+  local match, pattern = string.match, '^' .. string.rep('([^\030]*)\030', F - 1) .. '([^\030]*)$'
+  split = function(packed) return {match(packed, pattern)} end
+else
+  split = function(packed)
+    local fields = {}
+    for field in string.gmatch(packed .. '\030', '([^\030]*)\030') do fields[#fields + 1] = field end
+    return fields
   end
-  return fields
+end
+
+-- RQ's result stream entry of an execution (fields f of the job), and its TTL
+local function add_result(f, rk)
+  local r = {'type', f[5], 'worker_name', w}
+  if f[7] ~= '' then r[#r + 1] = 'exc_string'; r[#r + 1] = f[7] end
+  if f[6] ~= '' then r[#r + 1] = 'return_value'; r[#r + 1] = f[6] end
+  r[#r + 1] = 'execution_id'; r[#r + 1] = f[2]
+  r[#r + 1] = 'execution_started_at'; r[#r + 1] = f[14]
+  r[#r + 1] = 'execution_ended_at'; r[#r + 1] = f[15]
+  redis.call('XADD', rk, 'MAXLEN', '~', 10, '*', unpack(r))
+  local res_ttl = f[9]
+  if res_ttl == '-1' then redis.call('PERSIST', rk) elseif res_ttl ~= '' then redis.call('EXPIRE', rk, res_ttl) end
+end
+
+-- the job hash's TTL after its outcome ('' keep, -1 persist, 0 delete, n seconds)
+local function apply_ttl(jk, job_ttl)
+  if job_ttl == '0' then redis.call('DEL', jk)
+  elseif job_ttl == '-1' then redis.call('PERSIST', jk)
+  elseif job_ttl ~= '' then redis.call('EXPIRE', jk, job_ttl) end
 end
 local ok_count, fail_count, work_time = 0, 0, 0
+-- writes sent once per batch (lib_many): executions deleted, wip / worker members removed, registry entries
+local gone, wip, wmembers, registry = {}, {}, {}, {}
+-- dependents are rare: one EXISTS over the batch's dependents keys spares a SMEMBERS per job
+local deps = 0
+for j = 0, njobs - 1, 500 do
+  local dks = {}
+  for k = j, math.min(j + 499, njobs - 1) do dks[#dks + 1] = KEYS[jobkeys_at + 5 * k + 5] end
+  deps = deps + redis.call('EXISTS', unpack(dks))
+end
 for j = 0, njobs - 1 do
   local f = split(ARGV[first_job + j + 1])
   local id, ex, q, outcome = f[1], f[2], f[3], f[4]
   local qk, b = qkeys[q], jobkeys_at + 5 * j
   local jk, rk, dk = KEYS[b + 1], KEYS[b + 4], KEYS[b + 5]
   local member = id .. ':' .. ex
-  redis.call('DEL', KEYS[b + 2])
-  redis.call('ZREM', qk[2], member)
+  gone[#gone + 1] = KEYS[b + 2]
+  many_add(wip, qk[2], member)
   redis.call('ZREM', KEYS[b + 3], ex)
-  redis.call('SREM', KEYS[3], member)
+  many_add(wmembers, KEYS[3], member)
   -- one read: the state check and the fields of the lifecycle record
   local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
     'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key',
@@ -106,35 +141,16 @@ for j = 0, njobs - 1 do
     if cur[10] then lim_release(p, cur[10], id, now, now_ts) end  -- unless another worker runs it now
     out[#out + 1] = 0
   else
-    local rtype, rv, exc = f[5], f[6], f[7]
-    local job_ttl, res_ttl, score = f[8], f[9], f[10]
-    local retries, sched, front = f[11], f[12], f[13]
-    local ex_start, ex_end, wt = f[14], f[15], f[16]
-    local extra = {cur[3], cur[4], cur[5], cur[6], cur[7], cur[8]}
+    local job_ttl, score = f[8], f[10]
     if f[21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', f[21]) end
-    if retries ~= '' then redis.call('HSET', jk, 'retries_left', retries) end
-    local function add_result()
-      local r = {'type', rtype, 'worker_name', w}
-      if exc ~= '' then r[#r + 1] = 'exc_string'; r[#r + 1] = exc end
-      if rv ~= '' then r[#r + 1] = 'return_value'; r[#r + 1] = rv end
-      r[#r + 1] = 'execution_id'; r[#r + 1] = ex
-      r[#r + 1] = 'execution_started_at'; r[#r + 1] = ex_start
-      r[#r + 1] = 'execution_ended_at'; r[#r + 1] = ex_end
-      redis.call('XADD', rk, 'MAXLEN', '~', 10, '*', unpack(r))
-      if res_ttl == '-1' then redis.call('PERSIST', rk) elseif res_ttl ~= '' then redis.call('EXPIRE', rk, res_ttl) end
-    end
-    local function apply_ttl()
-      if job_ttl == '0' then redis.call('DEL', jk)
-      elseif job_ttl == '-1' then redis.call('PERSIST', jk)
-      elseif job_ttl ~= '' then redis.call('EXPIRE', jk, job_ttl) end
-    end
+    if f[11] ~= '' then redis.call('HSET', jk, 'retries_left', f[11]) end
     if outcome == 'finished' then
       redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
       if job_ttl ~= '0' then
-        add_result()
-        redis.call('ZADD', qk[3], score, id)
+        add_result(f, rk)
+        many_add(registry, qk[3], score, id)
       end
-      enqueue_dependents(dk, false)
+      if deps > 0 then enqueue_dependents(dk, false) end
       if f[27] ~= '' then
         -- rq.Repeat.schedule: the run is recorded as finished, then the job runs again (no TTL applied)
         redis.call('HSET', jk, 'repeats_left', f[27], 'repeat_intervals', f[28])
@@ -146,38 +162,33 @@ for j = 0, njobs - 1 do
           redis.call('ZADD', qk[5], f[29], id)
         end
       else
-        apply_ttl()
+        apply_ttl(jk, job_ttl)
       end
       ok_count = ok_count + 1
     elseif outcome == 'failed' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
-      redis.call('ZADD', qk[4], score, id)
-      add_result()
-      enqueue_dependents(dk, true)
-      apply_ttl()
+      many_add(registry, qk[4], score, id)
+      add_result(f, rk)
+      if deps > 0 then enqueue_dependents(dk, true) end
+      apply_ttl(jk, job_ttl)
       fail_count = fail_count + 1
     else
       redis.call('HSET', jk, 'ended_at', now_ts)
       if outcome == 'schedule' then
         redis.call('HSET', jk, 'status', 'scheduled')
-        redis.call('ZADD', qk[5], sched, id)
+        redis.call('ZADD', qk[5], f[12], id)
       else
         redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
-        if front == '1' then redis.call('LPUSH', qk[1], id)
+        if f[13] == '1' then redis.call('LPUSH', qk[1], id)
         else redis.call('RPUSH', qk[1], id) end
       end
       fail_count = fail_count + 1
     end
     if cur[9] then rl_release(p, cur[9], id, now, now_ts) end
     if cur[10] then lim_release(p, cur[10], id, now, now_ts) end
-    if wt ~= '' then work_time = work_time + tonumber(wt) end
-    local life = {'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', ex_start, 'ended_at', ex_end}
-    life[#life + 1] = 'attempt'; life[#life + 1] = extra[1] or '1'
-    if extra[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = extra[2] end
-    if extra[3] then life[#life + 1] = 'task_name'; life[#life + 1] = extra[3] end
-    if extra[4] then life[#life + 1] = 'function'; life[#life + 1] = extra[4]
-    elseif extra[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(extra[6], '^[^(]+') or extra[6]) end
-    if extra[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = extra[5] end
+    if f[16] ~= '' then work_time = work_time + tonumber(f[16]) end
+    local life = life_job({'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
+      'ended_at', f[15], 'attempt', cur[3] or '1'}, cur[4], cur[5], cur[6], cur[7], cur[8])
     if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
     if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
     if f[20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = f[20] end
@@ -185,6 +196,10 @@ for j = 0, njobs - 1 do
     out[#out + 1] = 1
   end
 end
+many_call('DEL', gone)
+many_send(wip, 'ZREM')
+many_send(wmembers, 'SREM')
+many_send(registry, 'ZADD')
 if wexists then
   -- worker counters once per batch
   if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end

@@ -20,11 +20,13 @@ local function key_worker_executions(p, w) return p .. ':worker:' .. w .. ':exec
 local function key_pubsub(p, w) return p .. ':pubsub:' .. w end
 local function key_scheduler_lock(p, q) return p .. ':scheduler-lock:' .. q end
 local function key_suspended(p) return p .. ':suspended' end
--- RQ 3's RateLimit: its config hash, or its zset part 'allowed' / 'rate_limited'
-local function key_rl(p, key, part)
-  if part then return p .. ':rl:' .. key .. ':' .. part end
-  return p .. ':rl:' .. key
+-- a key with an optional part: base, or base:part
+local function key_part(base, part)
+  if part then return base .. ':' .. part end
+  return base
 end
+-- RQ 3's RateLimit: its config hash, or its zset part 'allowed' / 'rate_limited'
+local function key_rl(p, key, part) return key_part(p .. ':rl:' .. key, part) end
 local function key_rl_keys(p) return p .. ':rl-keys' end
 -- asyncsched's own, under <p>:asyncsched
 local function key_paused(p, q) return p .. ':asyncsched:paused:' .. q end
@@ -34,10 +36,7 @@ local function key_claiming_registry(p) return p .. ':asyncsched:claiming' end
 local function key_claiming(p, w) return p .. ':asyncsched:claiming:' .. w end
 local function key_rate_limit_waits(p) return p .. ':asyncsched:rate-limit-waits' end
 -- a flow limit's hash, or its zset part 'active', 'starts' or 'waiting' (lib_limits.lua)
-local function key_limit(p, key, part)
-  if part then return p .. ':asyncsched:limit:' .. key .. ':' .. part end
-  return p .. ':asyncsched:limit:' .. key
-end
+local function key_limit(p, key, part) return key_part(p .. ':asyncsched:limit:' .. key, part) end
 local function key_limit_keys(p) return p .. ':asyncsched:limit-keys' end
 local function key_limit_due(p) return p .. ':asyncsched:limit-due' end
 local function key_limit_seq(p) return p .. ':asyncsched:limit-seq' end

@@ -17,6 +17,7 @@
 --   dead worker claimed from a queue whose key is of another type go to <p>:asyncsched:quarantine:<q>.
 --#include ratelimit
 --#include types
+--#include life
 local p, now, now_ts, policy, stream, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], KEYS[1], ARGV[5]
 local exc, err, nq = ARGV[6], ARGV[7], tonumber(ARGV[8])
 -- each of this reap's queues' keys, from KEYS: {list, intermediate, wip, failed}
@@ -113,13 +114,9 @@ local function reap_one(q, member, qbad)
     end
   end
   if stream_bad then return end
-  local life = {'kind', kind, 'job_id', id, 'queue', q, 'attempt', attempt, 'ended_at', now, 'error', err}
+  local life = life_job({'kind', kind, 'job_id', id, 'queue', q, 'attempt', attempt, 'ended_at', now, 'error', err},
+    h[6], h[7], h[8], h[9], h[10])
   if h[2] then life[#life + 1] = 'worker'; life[#life + 1] = h[2] end
-  if h[6] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[6] end
-  if h[7] then life[#life + 1] = 'task_name'; life[#life + 1] = h[7] end
-  if h[8] then life[#life + 1] = 'function'; life[#life + 1] = h[8]
-  elseif h[10] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[10], '^[^(]+') or h[10]) end
-  if h[9] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[9] end
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
 end
 

@@ -2,6 +2,7 @@
 -- KEYS: the job, lifecycle stream, <p>:queues. ARGV: prefix, id, now (int s), now_ts, maxlen
 -- Returns -1 no such job, 0 not failed/stopped/cancelled, 1 requeued.
 --#include ratelimit
+--#include life
 local p, id, now, now_ts, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jk, stream, queues_key = KEYS[1], KEYS[2], KEYS[3]
 local h = redis.call('HMGET', jk, 'status', 'origin', 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
@@ -18,12 +19,8 @@ redis.call('PERSIST', jk)
 redis.call('SADD', queues_key, key_queue(p, q))
 -- a RateLimit job goes through RQ's admission, as RQ's requeue; RQ's keys of its limit refused: said, loudly
 local rl_bad = rl_push(p, q, id, false, tonumber(now), now_ts)
-local life = {'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', attempt, 'enqueued_at', now}
-if h[4] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[4] end
-if h[5] then life[#life + 1] = 'task_name'; life[#life + 1] = h[5] end
-if h[6] then life[#life + 1] = 'function'; life[#life + 1] = h[6]
-elseif h[8] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[8], '^[^(]+') or h[8]) end
-if h[7] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[7] end
+local life = life_job({'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', attempt, 'enqueued_at', now},
+  h[4], h[5], h[6], h[7], h[8])
 redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
 if rl_bad then return redis.error_reply('requeued without its rate limit: ' .. rl_bad) end
 return 1
