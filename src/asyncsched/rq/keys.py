@@ -65,7 +65,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, overload
 
 from .slots import (
     cluster_tag,
@@ -86,6 +86,22 @@ __all__ = [
     "sched_fired", "sched_held", "sched_last", "sched_next", "sched_pending", "sched_sig", "sched_tag",
     "sched_version", "scheduled_wake", "unused_in_slot",
 ]  # fmt: skip
+
+
+class _Fixed:
+    """A key of :class:`RQKeys` that takes no argument: ``<prefix>:<suffix>``, read as an attribute."""
+
+    __slots__ = ("suffix",)
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    @overload
+    def __get__(self, keys: None, owner: type[RQKeys]) -> _Fixed: ...
+    @overload
+    def __get__(self, keys: RQKeys, owner: type[RQKeys]) -> str: ...
+    def __get__(self, keys: RQKeys | None, owner: type[RQKeys]) -> str | _Fixed:
+        return self if keys is None else f"{keys.prefix}:{self.suffix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,17 +128,9 @@ class RQKeys:
         tag = cluster_tag(queue, True)
         return job_id if job_id.startswith(tag) else tag + job_id
 
-    @property
-    def queues(self) -> str:
-        return f"{self.prefix}:queues"
-
-    @property
-    def workers(self) -> str:
-        return f"{self.prefix}:workers"
-
-    @property
-    def suspended(self) -> str:
-        return f"{self.prefix}:suspended"
+    queues = _Fixed("queues")
+    workers = _Fixed("workers")
+    suspended = _Fixed("suspended")
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}:queue:{self._q(name)}"
@@ -217,22 +225,16 @@ class RQKeys:
         return f"{self.prefix}:scheduler-lock:{self._q(queue)}"
 
     # RQ 3's RateLimit (``rq.rate_limit.RateLimitRegistry``)
-    @property
-    def rate_limit_keys(self) -> str:
-        return f"{self.prefix}:rl-keys"
+    rate_limit_keys = _Fixed("rl-keys")
 
     def rate_limit(self, key: str, part: str = "") -> str:
         """The config HASH of a RateLimit key, or its ZSET ``part``: ``allowed`` or ``rate_limited``."""
         return f"{self.prefix}:rl:{key}:{part}" if part else f"{self.prefix}:rl:{key}"
 
     # rq-scheduler 0.14 (``rq_scheduler.Scheduler``'s class attributes; its ``rq`` is this prefix).
-    @property
-    def rq_scheduler_jobs(self) -> str:
-        return f"{self.prefix}:scheduler:scheduled_jobs"
+    rq_scheduler_jobs = _Fixed("scheduler:scheduled_jobs")
 
-    @property
-    def rq_scheduler_lock(self) -> str:
-        return f"{self.prefix}:scheduler_lock"
+    rq_scheduler_lock = _Fixed("scheduler_lock")
 
     def rq_scheduler_instance(self, name: str) -> str:
         return f"{self.prefix}:scheduler_instance:{name}"
