@@ -19,7 +19,6 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any, NamedTuple, overload
 
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle
@@ -251,12 +250,12 @@ class Batch:
         """Merge lifecycle entries ``[id, [field, value, ...] | {field: value}]`` into the rows."""
         self._merge(stream, [(entry[0], _fields(entry[1])) for entry in entries])
 
-    def add_flat(self, stream: str, flat: Sequence[Any]) -> bytes | str | None:
-        """Merge lifecycle entries given as one flat list (the Recorder's read script): each entry's id,
-        its count of field and value items (0: trimmed), then those items. Returns the last id."""
-        self._merge(stream, _flat_records(flat))
-        ids = self.ack.get(stream)
-        return ids[-1] if ids else None
+    def add_entries(self, stream: str, entries: Sequence[Any]) -> Any:
+        """Merge lifecycle entries as a read returns them: ``(id, fields)``, fields as a dict or a flat
+        ``[field, value, ...]`` list of bytes (``None`` or empty: trimmed); a dict is taken over. Returns
+        the last id."""
+        self._merge(stream, _dicts(entries))
+        return entries[-1][0] if entries else None
 
     def _merge(self, stream: str, records: Iterable[tuple[Any, dict[bytes, Any] | None]]) -> None:
         """Merge ``(entry id, fields)`` records (``None`` fields: trimmed) into the rows, one pass."""
@@ -335,16 +334,14 @@ def _fields(raw: Any) -> dict[bytes, Any] | None:
     return {_b(k): _b(v) for k, v in zip(it, it, strict=False)}
 
 
-def _flat_records(flat: Sequence[Any]) -> Iterator[tuple[Any, dict[bytes, Any] | None]]:
-    """``(entry id, fields)`` of the read script's flat list (see :meth:`Batch.add_flat`)."""
-    it = iter(flat)
-    for entry_id in it:
-        count = int(next(it))
-        if not count:
-            yield entry_id, None
-            continue
-        items = islice(it, count)
-        yield entry_id, dict(zip(items, items, strict=False))
+def _dicts(entries: Sequence[Any]) -> Iterator[tuple[Any, dict[bytes, Any] | None]]:
+    """``(id, fields dict)`` of entries whose fields are a dict or a flat list (see ``add_entries``)."""
+    for entry_id, raw in entries:
+        if raw.__class__ is list:
+            it = iter(raw)
+            yield entry_id, dict(zip(it, it, strict=False))
+        else:
+            yield entry_id, raw
 
 
 def _parse_time(value: str) -> datetime:

@@ -244,7 +244,7 @@ class Recorder(BatchWriter):
         if lost:
             self.losses.add(lost, span)
         if entries:
-            last = batch.add_flat(self.lifecycle_stream, entries)
+            last = batch.add_entries(self.lifecycle_stream, entries)
             if last is not None:
                 self._last_id = text(last)
         if len(self.streams) > 1:
