@@ -27,7 +27,7 @@ from ..events._poison import report_malformed
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = [
-    "ROW_ATTEMPT", "ROW_DUE", "ROW_IDS", "ROW_JOB", "ROW_RANK", "ROW_STATUS", "STATUS_OF", "Batch",
+    "ROW_ATTEMPT", "ROW_HELD", "ROW_IDS", "ROW_JOB", "ROW_RANK", "ROW_STATUS", "STATUS_OF", "Batch",
     "ExecutionRow", "Row", "decode_event", "merge", "micros", "stream_items", "text",
 ]  # fmt: skip
 
@@ -139,12 +139,12 @@ def micros(value: float) -> int:
 Row = dict[Any, Any]
 """One execution being merged: the merged record fields (bytes keys, raw bytes or float times) and its
 bookkeeping under int keys: ``ROW_RANK``, ``ROW_STATUS``, ``ROW_JOB``, ``ROW_ATTEMPT``, ``ROW_IDS`` (its
-entries' ids joined by ``,``: a row may be held back unacknowledged) and ``ROW_DUE`` (held rows). Only text
-and numbers: the garbage collector does not track such a dict, so the thousands of rows alive at once
-(batches in flight, held rows) cost its collections nothing (as objects, they cost the Recorder a quarter of
-its CPU in collections)."""
+entries' ids joined by ``,``: a row may be held back unacknowledged) and ``ROW_HELD`` (held rows: since
+when). Only text and numbers: the garbage collector does not track such a dict, so the thousands of rows
+alive at once (batches in flight, held rows) cost its collections nothing (as objects, they cost the
+Recorder a quarter of its CPU in collections)."""
 
-ROW_RANK, ROW_STATUS, ROW_JOB, ROW_ATTEMPT, ROW_IDS, ROW_DUE = range(6)
+ROW_RANK, ROW_STATUS, ROW_JOB, ROW_ATTEMPT, ROW_IDS, ROW_HELD = range(6)
 
 
 def new_row(job_id: str, attempt: int, entry_id: bytes, rank: int, status: str, fields: Row) -> Row:

@@ -87,7 +87,10 @@ class Recorder(BatchWriter):
     ``reconcile_interval`` and
     ``reconcile_age``: how often open executions older than that are checked against Redis.
     ``hold_queued``: seconds an execution seen without an outcome (queued, running) is held back by the
-    loop, so that its later records merge into it and it takes one write (:mod:`._recorder_hold`; 0: none).
+    loop, so that its later records merge into it and it takes one write (:mod:`._recorder_hold`; 0: none);
+    ``hold_behind``: how long while the reader is behind the stream (a catch-up reads ahead: its jobs'
+    outcomes are further down; at most ``claim_idle / 2``, so no reader claims what is held);
+    ``hold_rows``: at most that many rows held (about 0.5 KB each), past that they are written at once.
     """
 
     def __init__(
@@ -110,11 +113,12 @@ class Recorder(BatchWriter):
         reconcile_age: float = 10.0,
         loss_log_interval: float = 10.0,
         hold_queued: float = 1.0,
+        hold_behind: float = 30.0,
+        hold_rows: int = 250_000,
     ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if in_flight <= 0:
-            raise ValueError(f"in_flight must be positive, got {in_flight}")
+        for name, value in (("batch_size", batch_size), ("in_flight", in_flight), ("hold_rows", hold_rows)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         self.settings = settings or get_settings()
         self.db = db
         self._owns_redis = not is_client(redis)
@@ -134,7 +138,9 @@ class Recorder(BatchWriter):
         self.reconciler = Reconciler(
             self.redis, db, prefix, acked_through=self.account.acked_through, min_age=reconcile_age
         )
-        self.hold = QueuedHold(hold_queued, self.lifecycle_stream)
+        self.hold = QueuedHold(
+            hold_queued, self.lifecycle_stream, behind=min(hold_behind, claim_idle / 2), max_rows=hold_rows
+        )
         intervals = {"trim_interval": trim_interval, "prune_interval": prune_interval}
         self.watch = Watch(self, reconcile_interval=reconcile_interval, **intervals)
         self.recorded = 0
@@ -146,7 +152,7 @@ class Recorder(BatchWriter):
         self._task: asyncio.Task[None] | None = None
         self._next_claim, self._failing, self._batch_failures = 0.0, False, 0
         self._pending: dict[str, str] | None = dict.fromkeys(self.streams, "0")  # own pending first
-        self._last_id = "$"
+        self._last_id, self._behind = "$", False  # _behind: the last read of new entries was full
 
     # ------------------------------------------------------------------ lifetime
 
@@ -241,6 +247,7 @@ class Recorder(BatchWriter):
     async def _read_new(self) -> Batch | None:
         batch = Batch()
         lost, span, entries = await self.account.read(self.batch_size)
+        self._behind = len(entries) >= self.batch_size
         if lost:
             self.losses.add(lost, span)
         if entries:
@@ -300,7 +307,7 @@ class Recorder(BatchWriter):
                 if len(inflight) >= self.in_flight or (inflight and self._pending is not None):
                     total, error = await settle(inflight, total, error)
                     continue
-                batch = self.hold.due(everything=limit is None, limit=self.batch_size)
+                batch = self.hold.due(behind=self._behind, everything=limit is None, limit=self.batch_size)
                 if batch is None:
                     batch = await self._next_batch()
                     if batch is None:
