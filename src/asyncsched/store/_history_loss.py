@@ -71,12 +71,13 @@ class StreamAccount:
 
     def __init__(self, redis: aioredis.Redis, prefix: str, group: str, consumer: str) -> None:
         self.redis = redis
-        cluster = self._cluster = is_cluster(redis)  # the stream and its ledger share a slot
+        cluster = is_cluster(redis)  # the stream and its ledger share a slot
         self.stream = _keys.lifecycle_stream(prefix, cluster=cluster)
         self.ledger = _keys.lifecycle_ledger(prefix, cluster=cluster)
         self.group = group
         self.consumer = consumer
         self._scripts = ScriptRegistry(redis, {"read": _READ, "trim": _TRIM})
+        self._cluster = cluster  # (the read's MULTI is not sent to a cluster client)
 
     async def read(self, count: int) -> tuple[int, tuple[int, int] | None, list[Any]]:
         """Read up to ``count`` new entries; returns (entries found lost, their time range in epoch ms
