@@ -93,6 +93,9 @@ class Recorder(BatchWriter):
     ``hold_rows``: at most that many rows held (about 0.5 KB each), past that they are written at once.
     """
 
+    _ahead: asyncio.Task[Batch | None] | None  # the read sent ahead (_read)
+    _behind: bool  # the last read of new entries was full: more are waiting
+
     def __init__(
         self,
         redis: str | aioredis.Redis | None = None,
@@ -152,7 +155,7 @@ class Recorder(BatchWriter):
         self._task: asyncio.Task[None] | None = None
         self._next_claim, self._failing, self._batch_failures = 0.0, False, 0
         self._pending: dict[str, str] | None = dict.fromkeys(self.streams, "0")  # own pending first
-        self._last_id, self._behind = "$", False  # _behind: the last read of new entries was full
+        self._last_id, self._behind, self._ahead = "$", False, None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -298,7 +301,8 @@ class Recorder(BatchWriter):
             while error is None and (limit is None or batches < limit):
                 if self._stopping.is_set() and limit is not None:
                     break
-                if time.monotonic() >= self._next_claim:
+                claim = time.monotonic() >= self._next_claim
+                if claim and self._ahead is None:
                     if inflight:  # claiming re-reads our pending entries: none may be in flight
                         total, error = await settle(inflight, total, error, all_=True)
                         continue
@@ -309,7 +313,7 @@ class Recorder(BatchWriter):
                     continue
                 batch = self.hold.due(behind=self._behind, everything=limit is None, limit=self.batch_size)
                 if batch is None:
-                    batch = await self._next_batch()
+                    batch = await self._read(ahead=not claim)
                     if batch is None:
                         if self._pending is not None:
                             continue  # the groups were recreated
@@ -318,14 +322,33 @@ class Recorder(BatchWriter):
                 batches += 1
                 inflight.add(asyncio.create_task(self._commit(batch)))
         except BaseException:
+            self._drop_ahead()
             self._pending = self.group.cursors()  # a read failed: what it took is pending
             raise
         finally:
             total, error = await settle(inflight, total, error, all_=True)
         if error is not None:
+            self._drop_ahead()
             self._pending = self.group.cursors()
             raise error
         return total
+
+    async def _read(self, *, ahead: bool) -> Batch | None:
+        """The next batch read; with ``ahead``, the read after it is sent at once (Redis serves it while
+        this one is merged and written). A batch read ahead is taken by the next call, this ``_pump``'s or
+        a later one's; dropped on a failure, its entries stay pending and are read again first."""
+        task, self._ahead = self._ahead, None
+        batch = await (task if task is not None else self._next_batch())
+        if ahead and batch is not None and self._pending is None:
+            self._ahead = asyncio.create_task(self._next_batch())
+        return batch
+
+    def _drop_ahead(self) -> None:
+        task, self._ahead = self._ahead, None
+        if task is not None and not task.done():
+            task.cancel()
+        elif task is not None and not task.cancelled():
+            task.exception()  # (retrieved: its entries are pending, read again first)
 
     async def _commit(self, batch: Batch) -> int:
         rows = batch.rows(micros(time.time()))
