@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, overload
@@ -254,11 +254,12 @@ class Batch:
         """Merge lifecycle entries as a read returns them: ``(id, fields)``, fields as a dict or a flat
         ``[field, value, ...]`` list of bytes (``None`` or empty: trimmed); a dict is taken over. Returns
         the last id."""
-        self._merge(stream, _dicts(entries))
+        self._merge(stream, entries)
         return entries[-1][0] if entries else None
 
-    def _merge(self, stream: str, records: Iterable[tuple[Any, dict[bytes, Any] | None]]) -> None:
-        """Merge ``(entry id, fields)`` records (``None`` fields: trimmed) into the rows, one pass."""
+    def _merge(self, stream: str, records: Iterable[tuple[Any, Any]]) -> None:
+        """Merge ``(entry id, fields)`` records (fields: a dict, taken over, or a flat ``[field, value,
+        ...]`` list; ``None`` or empty: trimmed) into the rows, one pass."""
         ids = self.ack.setdefault(stream, [])
         before = len(ids)
         rows, kinds, times = self.executions, _KINDS, _TIME_FIELDS
@@ -267,6 +268,9 @@ class Batch:
             if not fields:
                 self.trimmed += 1
                 continue
+            if fields.__class__ is list:
+                it = iter(fields)
+                fields = dict(zip(it, it, strict=False))
             try:
                 rank, status = kinds[fields[b"kind"]]
                 raw_attempt = fields.get(b"attempt")
@@ -332,16 +336,6 @@ def _fields(raw: Any) -> dict[bytes, Any] | None:
         return {_b(k): _b(v) for k, v in raw.items()}
     it = iter(raw)
     return {_b(k): _b(v) for k, v in zip(it, it, strict=False)}
-
-
-def _dicts(entries: Sequence[Any]) -> Iterator[tuple[Any, dict[bytes, Any] | None]]:
-    """``(id, fields dict)`` of entries whose fields are a dict or a flat list (see ``add_entries``)."""
-    for entry_id, raw in entries:
-        if raw.__class__ is list:
-            it = iter(raw)
-            yield entry_id, dict(zip(it, it, strict=False))
-        else:
-            yield entry_id, raw
 
 
 def _parse_time(value: str) -> datetime:
