@@ -10,7 +10,10 @@ It reads two Redis streams with the consumer group ``recorder``:
 **Throughput.** A batch (up to ``batch_size`` entries) is merged in Python into one row per execution
 (a job's queued, started and finished records in one batch are one row write) and written with ONE bulk
 statement per table (:mod:`~asyncsched.store._history_sql`). Up to ``in_flight`` batches are written
-concurrently while the next ones are read and merged; each is acknowledged (XACK) only after its commit.
+concurrently while the next ones are read and merged (the next read is sent before a batch is written);
+each is acknowledged (XACK) only after its commit. Rows without an outcome are held back so that a job
+takes one write (:mod:`._recorder_hold`), longer while the reader is behind: a catch-up merges each job's
+records across its reads.
 
 **Failures.** If the database fails, nothing is acknowledged: the entries stay pending in Redis and are
 retried with back-off (capped at ``max_backoff``); merges are idempotent, so nothing is duplicated. A row
