@@ -195,3 +195,28 @@ async def test_a_read_sent_ahead_is_taken_or_read_again(
     assert await _statuses(db) == {f"r{i}": "success" for i in range(4)}
     assert int((await redis.xpending(_keys.lifecycle_stream("rq"), "recorder"))["pending"]) == 0
     await rec.redis.aclose() if rec._owns_redis else None
+
+
+async def test_the_objects_frozen_while_recorders_run_are_given_back(
+    redis: aioredis.Redis, db: Database
+) -> None:
+    """Recorders leave the process' long-lived objects out of full collections while they run (gc.freeze);
+    the last one to stop gives them back, so what became garbage meanwhile is collected."""
+    import gc
+    import weakref
+
+    class Box:
+        pass
+
+    box = Box()
+    box.cycle = box  # type: ignore[attr-defined]
+    ref = weakref.ref(box)
+    async with _recorder(redis, db, consumer="f1"):
+        async with _recorder(redis, db, consumer="f2"):
+            del box
+            gc.collect()
+            assert ref() is not None  # frozen: alive when the first Recorder started
+        gc.collect()
+        assert ref() is not None  # f1 still runs
+    gc.collect()
+    assert ref() is None  # given back and collected

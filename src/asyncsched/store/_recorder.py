@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import socket
@@ -54,7 +53,7 @@ from ._history_rows import STATUS_OF, Batch, decode_event, micros, stream_items,
 from ._reconcile import Reconciler
 from ._recorder_hold import QueuedHold
 from ._recorder_watch import Watch
-from ._recorder_write import BatchWriter, settle
+from ._recorder_write import BatchWriter, freeze_gc, settle, unfreeze_gc
 
 __all__ = ["GROUP", "STATUS_OF", "Recorder", "decode_event"]
 
@@ -165,10 +164,6 @@ class Recorder(BatchWriter):
 
     async def __aenter__(self) -> Recorder:
         self._stopping.clear()
-        # The objects alive now (modules, classes, settings: the process' long-lived ones) leave the
-        # collector's full passes: the Recorder's allocations (a reply's lists, rows in flight) trigger one
-        # every few thousand rows, and each walked them all (a quarter of the Recorder's CPU at 15k rows/s).
-        gc.freeze()
         with contextlib.suppress(Exception):  # Redis may be down: the loop keeps trying
             await self.group.ensure()
         # Supervised: should the loop ever end unasked (it catches every Exception itself), it is restarted
@@ -176,19 +171,25 @@ class Recorder(BatchWriter):
         name = f"asyncsched-recorder-{self.consumer}"
         self._task = Supervised(name, self._run, done=self._stopping.is_set).start().task
         await self.watch.start()
+        freeze_gc()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stopping.set()
-        await self.watch.stop()
-        task, self._task = self._task, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(task, timeout=self.flush_interval + 30.0)
-            except TimeoutError:
-                log.warning("recorder did not finish its last drain in time; entries stay pending in Redis")
+        try:
+            await self.watch.stop()
+            task, self._task = self._task, None
+            if task is not None:
+                try:
+                    await asyncio.wait_for(task, timeout=self.flush_interval + 30.0)
+                except TimeoutError:
+                    log.warning(
+                        "recorder did not finish its last drain in time; entries stay pending in Redis"
+                    )
+        finally:
+            unfreeze_gc()
         self.losses.flush(force=True)
         if self._owns_redis:
             await self.redis.aclose()
