@@ -8,7 +8,8 @@ For each database (PostgreSQL, SQLite) two runs on a fresh Redis and database:
 * **catch-up** (the Recorder's sustained capacity): the worker drains the N jobs with no Recorder running
   (3N lifecycle records wait in Redis); then the Recorder starts and is timed until it has recorded them.
   rows/s = N execution rows / that time (records/s = 3N / time). Each of the N jobs' ``queued`` record
-  precedes every start (bulk enqueue), so a job is two row writes here (insert, then update).
+  precedes every start (bulk enqueue); the Recorder, behind, holds the queued rows while it reads ahead
+  (``hold_behind``, ``hold_rows``), so a job is one row write here (its final row).
 
 Both report the Recorder process' CPU (seconds, and microseconds per row: the figure that does not depend
 on how busy the machine is), PostgreSQL's CPU (postmaster and backends) over the same span, and the load

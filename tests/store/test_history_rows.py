@@ -1,10 +1,9 @@
-"""The Recorder's merge of lifecycle entries into rows: the read script's flat list and the nested entries
-of other reads give the same rows; held rows merge later entries and are released oldest first."""
+"""The Recorder's merge of lifecycle entries into rows: entries as the client parses a read and as raw
+field lists give the same rows; held rows merge later entries and are released oldest first."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 
@@ -26,27 +25,26 @@ ENTRIES: list[tuple[bytes, list[bytes]]] = [
 ]
 
 
-def _flat(entries: list[tuple[bytes, list[bytes]]]) -> list[Any]:
-    out: list[Any] = []
-    for entry_id, fields in entries:
-        out += [entry_id, len(fields), *fields]
-    return out
+def _parsed(entries: list[tuple[bytes, list[bytes]]]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries as the client parses a read: ``(id, {field: value})``."""
+    return [(entry_id, dict(zip(fields[::2], fields[1::2], strict=True))) for entry_id, fields in entries]
 
 
 def _rows(batch: Batch) -> dict[tuple[str, int], ExecutionRow]:
     return {(r.job_id, r.attempt): r for r in batch.rows(NOW)}
 
 
-def test_flat_and_nested_entries_merge_into_the_same_rows(caplog: pytest.LogCaptureFixture) -> None:
+def test_parsed_and_raw_entries_merge_into_the_same_rows(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    flat, nested = Batch(), Batch()
-    assert flat.add_flat("s", _flat(ENTRIES)) == b"20004-0"
+    parsed, raw, nested = Batch(), Batch(), Batch()
+    assert parsed.add_entries("s", _parsed(ENTRIES)) == b"20004-0"
+    assert raw.add_entries("s", [[i, f or None] for i, f in ENTRIES]) == b"20004-0"  # as Redis sends them
     nested.add_lifecycle("s", [[i, f] for i, f in ENTRIES])
-    assert _rows(flat) == _rows(nested)
-    for batch in (flat, nested):
+    assert _rows(parsed) == _rows(raw) == _rows(nested)
+    for batch in (parsed, raw, nested):
         assert (len(batch), batch.trimmed) == (len(ENTRIES), 1)
         assert batch.ack["s"] == [i for i, _ in ENTRIES]  # every entry acknowledged, skipped ones too
-    rows = _rows(flat)
+    rows = _rows(parsed)
     assert set(rows) == {("a", 1), ("b", 1), ("b", 2)}
     a = rows["a", 1]
     assert (a.status, a.worker_name, a.function) == ("success", "w", "f")
@@ -58,21 +56,21 @@ def test_flat_and_nested_entries_merge_into_the_same_rows(caplog: pytest.LogCapt
     assert (rows["b", 2].status, rows["b", 2].error) == ("failed", "E: x")
 
 
-def test_an_empty_flat_read_merges_nothing() -> None:
+def test_an_empty_read_merges_nothing() -> None:
     batch = Batch()
-    assert batch.add_flat("s", []) is None
+    assert batch.add_entries("s", []) is None
     assert (len(batch), batch.rows(NOW)) == (0, [])
 
 
 def test_held_rows_take_later_entries_and_are_released_oldest_first() -> None:
     hold = QueuedHold(3600.0, "s")
     first = Batch()
-    first.add_flat("s", _flat(ENTRIES[:2]))  # a and b queued
+    first.add_entries("s", _parsed(ENTRIES[:2]))  # a and b queued
     hold.take(first, holding=True)
     assert (len(hold), first.rows(NOW), first.ack["s"], len(first)) == (2, [], [], 0)
 
     second = Batch()
-    second.add_flat("s", _flat(ENTRIES[2:5]))  # a started, a trimmed entry, a success
+    second.add_entries("s", _parsed(ENTRIES[2:5]))  # a started, a trimmed entry, a success
     hold.take(second, holding=True)
     assert len(hold) == 1  # b stays held; a has its outcome and is written with this batch
     (a,) = second.rows(NOW)
@@ -82,7 +80,7 @@ def test_held_rows_take_later_entries_and_are_released_oldest_first() -> None:
 
     assert hold.due() is None  # not due yet
     third = Batch()
-    third.add_flat("s", [b"20005-0", 4, b"kind", b"queued", b"job_id", b"d"])
+    third.add_entries("s", _parsed([(b"20005-0", [b"kind", b"queued", b"job_id", b"d"])]))
     hold.take(third, holding=True)
     released = hold.due(everything=True, limit=1)
     assert released is not None
@@ -97,10 +95,10 @@ def test_held_rows_take_later_entries_and_are_released_oldest_first() -> None:
 def test_an_entry_read_again_is_acknowledged_once() -> None:
     hold = QueuedHold(3600.0, "s")
     first = Batch()
-    first.add_flat("s", _flat(ENTRIES[:1]))
+    first.add_entries("s", _parsed(ENTRIES[:1]))
     hold.take(first, holding=True)
     again = Batch()
-    again.add_flat("s", _flat(ENTRIES[:1]))  # the same entry delivered again (a restart)
+    again.add_entries("s", _parsed(ENTRIES[:1]))  # the same entry delivered again (a restart)
     hold.take(again, holding=True)
     assert (again.ack["s"], len(again)) == ([], 0)  # still held: acknowledged when it is written
     (row,) = hold.rows.values()
@@ -110,6 +108,7 @@ def test_an_entry_read_again_is_acknowledged_once() -> None:
 def test_a_text_is_clipped_to_each_column_it_fills() -> None:
     long = b"x" * 300  # the same long text as function (500 characters) and as queue (200)
     batch = Batch()
-    batch.add_flat("s", [b"1-0", 8, b"kind", b"queued", b"job_id", b"a", b"function", long, b"queue", long])
+    fields = [b"kind", b"queued", b"job_id", b"a", b"function", long, b"queue", long]
+    batch.add_entries("s", [(b"1-0", fields)])
     (row,) = batch.rows(NOW)
     assert (len(row.function or ""), len(row.queue)) == (300, 200)

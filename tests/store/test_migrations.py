@@ -12,9 +12,9 @@ from sqlalchemy import inspect, text
 from asyncsched.store import Base, Database, MigrationError
 from asyncsched.store._migrate import MIGRATIONS, VERSION_TABLE
 
-HEAD = "0004_execution_progress"
+HEAD = "0005_partial_link_indexes"
 """The newest shipped revision (the chain: 0001 -> 0002_interval_anchor -> 0003_history_page_indexes ->
-0004_execution_progress)."""
+0004_execution_progress -> 0005_partial_link_indexes)."""
 
 
 async def _tables(db: Database) -> set[str]:
@@ -87,6 +87,7 @@ def test_migrations_ship_inside_the_package() -> None:
         "0002_interval_anchor.py",
         "0003_history_page_indexes.py",
         "0004_execution_progress.py",
+        "0005_partial_link_indexes.py",
     ]
 
 

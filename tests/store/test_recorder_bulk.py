@@ -165,3 +165,58 @@ async def test_a_reader_gone_with_nothing_pending_leaves_the_group(
              await redis.xinfo_consumers(stream, "recorder")}  # fmt: skip
     assert "ghost" not in names
     assert await _statuses(db) == {"g1": "success"}
+
+
+async def test_a_read_sent_ahead_is_taken_or_read_again(
+    redis: aioredis.Redis, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next read is sent while a batch is written: a loop round that ends takes it in the next
+    round; a failed write drops it and its entries, pending, are read again: nothing lost or doubled."""
+    records = [lifecycle(f"r{i}") for i in range(4)]
+    await emit(redis, *(r[kind] for r in records for kind in ("queued", "started", "success")))
+    rec = _recorder(redis, db, batch_size=3, in_flight=1, hold_queued=0.0)
+    await rec.group.ensure()
+    assert await rec._pump(limit=2) == 6  # (the first round claims, the second reads ahead)
+    assert rec._ahead is not None
+    real = rec._upsert
+    failures = [1]
+
+    async def flaky(conn: Any, rows: list[ExecutionRow]) -> None:
+        if failures:
+            failures.pop()
+            raise ConnectionError("database gone for one write")
+        await real(conn, rows)
+
+    monkeypatch.setattr(rec, "_upsert", flaky)
+    with pytest.raises(ConnectionError):
+        await rec._pump(limit=None)  # takes the batch read ahead, whose write fails
+    assert rec._ahead is None
+    assert await rec.flush() == 6
+    assert await _statuses(db) == {f"r{i}": "success" for i in range(4)}
+    assert int((await redis.xpending(_keys.lifecycle_stream("rq"), "recorder"))["pending"]) == 0
+    await rec.redis.aclose() if rec._owns_redis else None
+
+
+async def test_the_objects_frozen_while_recorders_run_are_given_back(
+    redis: aioredis.Redis, db: Database
+) -> None:
+    """Recorders leave the process' long-lived objects out of full collections while they run (gc.freeze);
+    the last one to stop gives them back, so what became garbage meanwhile is collected."""
+    import gc
+    import weakref
+
+    class Box:
+        pass
+
+    box = Box()
+    box.cycle = box  # type: ignore[attr-defined]
+    ref = weakref.ref(box)
+    async with _recorder(redis, db, consumer="f1"):
+        async with _recorder(redis, db, consumer="f2"):
+            del box
+            gc.collect()
+            assert ref() is not None  # frozen: alive when the first Recorder started
+        gc.collect()
+        assert ref() is not None  # f1 still runs
+    gc.collect()
+    assert ref() is None  # given back and collected

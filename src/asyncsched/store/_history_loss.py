@@ -40,6 +40,22 @@ _READ = resources.files(__package__).joinpath("lua", "read.lua").read_text()
 _TRIM = resources.files(__package__).joinpath("lua", "trim.lua").read_text()
 
 
+_XREADGROUP = b"XREADGROUP"
+"""The read's command name as bytes: redis-py then finds no reply callback for it and hands over the
+entries as Redis sent them (``[id, [field, value, ...]]``); its callback's tuple and dict per entry cost
+the Recorder about 1 µs a record. Should a redis-py version apply it anyway, the merge takes that shape
+too (:meth:`~._history_rows.Batch.add_entries`)."""
+
+
+def _entries(reply: Any) -> list[Any]:
+    """The entries of a one-stream read: RESP2 ``[[stream, entries]]`` or RESP3 ``{stream: entries}``
+    (nothing: ``None``/empty), as sent or as redis-py's callback parsed them."""
+    if not reply:
+        return []
+    (entries,) = reply.values() if isinstance(reply, dict) else [item[1] for item in reply]
+    return list(entries or [])
+
+
 def _ms(entry_id: bytes | str) -> int:
     return int(text(entry_id).split("-", 1)[0])
 
@@ -63,19 +79,36 @@ class StreamAccount:
         self.group = group
         self.consumer = consumer
         self._scripts = ScriptRegistry(redis, {"read": _READ, "trim": _TRIM})
+        self._cluster = cluster  # (the read's MULTI is not sent to a cluster client)
 
     async def read(self, count: int) -> tuple[int, tuple[int, int] | None, list[Any]]:
         """Read up to ``count`` new entries; returns (entries found lost, their time range in epoch ms
-        (after the last delivered, before the first present), the entries as one flat list: each entry's id,
-        its count of field and value items, those items; see :meth:`~._history_rows.Batch.add_flat`)."""
-        args = [self.group, self.consumer, count, int(time.time() * 1000)]
-        reply = await self._scripts.run("read", args, [self.stream, self.ledger])
-        lost, last, first, entries = int(reply[0]), reply[1], reply[2], reply[3]
+        (after the last delivered, before the first present), the entries as ``(id, fields)``, fields as
+        ``[field, value, ...]`` or ``{field: value}``).
+
+        One ``MULTI``: the accounting script (sent whole, not by SHA1: a server that forgot a script
+        must not let the read run unaccounted), then ``XREADGROUP``, whose entries come straight from
+        Redis. On Redis Cluster (redis-py's cluster transactions do not serve this) the script reads."""
+        args = [self.group, count, int(time.time() * 1000)]
+        if self._cluster:
+            account = await self._scripts.run("read", [*args, self.consumer], [self.stream, self.ledger])
+            reply = [[self.stream, account[3]]]
+        else:
+            pipe: Any = self.redis.pipeline(transaction=True)
+            pipe.execute_command("EVAL", _READ, 2, self.stream, self.ledger, *args)
+            # (a bytes name: redis-py applies no reply callback, see _XREADGROUP)
+            pipe.execute_command(_XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", count, "STREAMS",
+                                 self.stream, ">")  # fmt: skip
+            account, reply = await pipe.execute(raise_on_error=False)
+            for answer in (account, reply):
+                if isinstance(answer, Exception):
+                    raise answer
+        lost, last, first = int(account[0]), account[1], account[2]
         span = None
         if lost:
             until = _ms(first) if first else int(time.time() * 1000)
             span = (_ms(last) or until, until)  # nothing read before: only the end is known
-        return lost, span, list(entries or [])
+        return lost, span, _entries(reply)
 
     async def count_lost(self, n: int) -> None:
         """Add ``n`` entries that were read but trimmed before they were recorded to the ledger."""

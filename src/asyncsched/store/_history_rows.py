@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any, NamedTuple, overload
 
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle
@@ -28,7 +27,7 @@ from ..events._poison import report_malformed
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = [
-    "ROW_ATTEMPT", "ROW_DUE", "ROW_IDS", "ROW_JOB", "ROW_RANK", "ROW_STATUS", "STATUS_OF", "Batch",
+    "ROW_ATTEMPT", "ROW_HELD", "ROW_IDS", "ROW_JOB", "ROW_RANK", "ROW_STATUS", "STATUS_OF", "Batch",
     "ExecutionRow", "Row", "decode_event", "merge", "micros", "stream_items", "text",
 ]  # fmt: skip
 
@@ -140,12 +139,12 @@ def micros(value: float) -> int:
 Row = dict[Any, Any]
 """One execution being merged: the merged record fields (bytes keys, raw bytes or float times) and its
 bookkeeping under int keys: ``ROW_RANK``, ``ROW_STATUS``, ``ROW_JOB``, ``ROW_ATTEMPT``, ``ROW_IDS`` (its
-entries' ids joined by ``,``: a row may be held back unacknowledged) and ``ROW_DUE`` (held rows). Only text
-and numbers: the garbage collector does not track such a dict, so the thousands of rows alive at once
-(batches in flight, held rows) cost its collections nothing (as objects, they cost the Recorder a quarter of
-its CPU in collections)."""
+entries' ids joined by ``,``: a row may be held back unacknowledged) and ``ROW_HELD`` (held rows: since
+when). Only text and numbers: the garbage collector does not track such a dict, so the thousands of rows
+alive at once (batches in flight, held rows) cost its collections nothing (as objects, they cost the
+Recorder a quarter of its CPU in collections)."""
 
-ROW_RANK, ROW_STATUS, ROW_JOB, ROW_ATTEMPT, ROW_IDS, ROW_DUE = range(6)
+ROW_RANK, ROW_STATUS, ROW_JOB, ROW_ATTEMPT, ROW_IDS, ROW_HELD = range(6)
 
 
 def new_row(job_id: str, attempt: int, entry_id: bytes, rank: int, status: str, fields: Row) -> Row:
@@ -251,15 +250,16 @@ class Batch:
         """Merge lifecycle entries ``[id, [field, value, ...] | {field: value}]`` into the rows."""
         self._merge(stream, [(entry[0], _fields(entry[1])) for entry in entries])
 
-    def add_flat(self, stream: str, flat: Sequence[Any]) -> bytes | str | None:
-        """Merge lifecycle entries given as one flat list (the Recorder's read script): each entry's id,
-        its count of field and value items (0: trimmed), then those items. Returns the last id."""
-        self._merge(stream, _flat_records(flat))
-        ids = self.ack.get(stream)
-        return ids[-1] if ids else None
+    def add_entries(self, stream: str, entries: Sequence[Any]) -> Any:
+        """Merge lifecycle entries as a read returns them: ``(id, fields)``, fields as a dict or a flat
+        ``[field, value, ...]`` list of bytes (``None`` or empty: trimmed); a dict is taken over. Returns
+        the last id."""
+        self._merge(stream, entries)
+        return entries[-1][0] if entries else None
 
-    def _merge(self, stream: str, records: Iterable[tuple[Any, dict[bytes, Any] | None]]) -> None:
-        """Merge ``(entry id, fields)`` records (``None`` fields: trimmed) into the rows, one pass."""
+    def _merge(self, stream: str, records: Iterable[tuple[Any, Any]]) -> None:
+        """Merge ``(entry id, fields)`` records (fields: a dict, taken over, or a flat ``[field, value,
+        ...]`` list; ``None`` or empty: trimmed) into the rows, one pass."""
         ids = self.ack.setdefault(stream, [])
         before = len(ids)
         rows, kinds, times = self.executions, _KINDS, _TIME_FIELDS
@@ -268,6 +268,9 @@ class Batch:
             if not fields:
                 self.trimmed += 1
                 continue
+            if fields.__class__ is list:
+                it = iter(fields)
+                fields = dict(zip(it, it, strict=False))
             try:
                 rank, status = kinds[fields[b"kind"]]
                 raw_attempt = fields.get(b"attempt")
@@ -333,18 +336,6 @@ def _fields(raw: Any) -> dict[bytes, Any] | None:
         return {_b(k): _b(v) for k, v in raw.items()}
     it = iter(raw)
     return {_b(k): _b(v) for k, v in zip(it, it, strict=False)}
-
-
-def _flat_records(flat: Sequence[Any]) -> Iterator[tuple[Any, dict[bytes, Any] | None]]:
-    """``(entry id, fields)`` of the read script's flat list (see :meth:`Batch.add_flat`)."""
-    it = iter(flat)
-    for entry_id in it:
-        count = int(next(it))
-        if not count:
-            yield entry_id, None
-            continue
-        items = islice(it, count)
-        yield entry_id, dict(zip(items, items, strict=False))
 
 
 def _parse_time(value: str) -> datetime:

@@ -123,8 +123,8 @@ def _pg_merge() -> str:
             return f"u.{c}::json"
         if c in _TIMES:
             return f"'epoch'::timestamptz + u.{c} * interval '1 microsecond'"
-        if c == "id":  # made by the database from the key: one column less to send, and cheaper than a
-            return "md5(u.job_id || '#' || u.attempt)"  # random uuid (computed for every row, merged too)
+        if c == "id":  # made by the database: one column less to send (see _ORDERED_ID)
+            return "lpad(to_hex(u.created_at), 14, '0') || left(md5(u.job_id || '#' || u.attempt), 18)"
         return f"u.{c}"
 
     select = ", ".join(column(c) for c in COLUMNS)
@@ -135,11 +135,18 @@ def _pg_merge() -> str:
     )
 
 
+# _ORDERED_ID: an execution's id (32 hex digits) starts with its ``created_at`` in epoch microseconds (14
+# digits, up to the year 4253), then 18 digits of a hash of its key (PostgreSQL) or random ones (SQLite):
+# the ids of new rows come in time order, so the primary key index grows at its end instead of taking each
+# insert at a random page (random ids cost SQLite ~8 us a row at 200,000 rows). Any unique text would do:
+# an id is never derived again.
+
+
 def _sqlite_upsert() -> str:
     def mark(c: str) -> str:
         if c == "scheduled_task_id":
             return f"(SELECT id FROM {TASKS} WHERE id = ?)"
-        return "lower(hex(randomblob(16)))" if c == "id" else "?"
+        return "printf('%014x', ?) || lower(hex(randomblob(9)))" if c == "id" else "?"  # see _ORDERED_ID
 
     marks = ", ".join(mark(c) for c in COLUMNS)
     return (
@@ -186,7 +193,7 @@ async def upsert_executions(conn: AsyncConnection, rows: Sequence[ExecutionRow])
     else:
         t = sqlite_time
         params = [
-            (*r[:9], t(r[9]), t(r[10]), t(r[11]), *r[12:16], t(r[16]), t(r[17]), r[18], t(r[19]))
+            (r[16], *r[:9], t(r[9]), t(r[10]), t(r[11]), *r[12:16], t(r[16]), t(r[17]), r[18], t(r[19]))
             for r in sorted(rows, key=_KEY)
         ]
         await conn.exec_driver_sql(_SQLITE_UPSERT, params)

@@ -10,7 +10,10 @@ It reads two Redis streams with the consumer group ``recorder``:
 **Throughput.** A batch (up to ``batch_size`` entries) is merged in Python into one row per execution
 (a job's queued, started and finished records in one batch are one row write) and written with ONE bulk
 statement per table (:mod:`~asyncsched.store._history_sql`). Up to ``in_flight`` batches are written
-concurrently while the next ones are read and merged; each is acknowledged (XACK) only after its commit.
+concurrently while the next ones are read and merged (the next read is sent before a batch is written);
+each is acknowledged (XACK) only after its commit. Rows without an outcome are held back so that a job
+takes one write (:mod:`._recorder_hold`), longer while the reader is behind: a catch-up merges each job's
+records across its reads.
 
 **Failures.** If the database fails, nothing is acknowledged: the entries stay pending in Redis and are
 retried with back-off (capped at ``max_backoff``); merges are idempotent, so nothing is duplicated. A row
@@ -50,7 +53,7 @@ from ._history_rows import STATUS_OF, Batch, decode_event, micros, stream_items,
 from ._reconcile import Reconciler
 from ._recorder_hold import QueuedHold
 from ._recorder_watch import Watch
-from ._recorder_write import BatchWriter, settle
+from ._recorder_write import BatchWriter, freeze_gc, settle, unfreeze_gc
 
 __all__ = ["GROUP", "STATUS_OF", "Recorder", "decode_event"]
 
@@ -87,8 +90,14 @@ class Recorder(BatchWriter):
     ``reconcile_interval`` and
     ``reconcile_age``: how often open executions older than that are checked against Redis.
     ``hold_queued``: seconds an execution seen without an outcome (queued, running) is held back by the
-    loop, so that its later records merge into it and it takes one write (:mod:`._recorder_hold`; 0: none).
+    loop, so that its later records merge into it and it takes one write (:mod:`._recorder_hold`; 0: none);
+    ``hold_behind``: how long while the reader is behind the stream (a catch-up reads ahead: its jobs'
+    outcomes are further down; at most ``claim_idle / 2``, so no reader claims what is held);
+    ``hold_rows``: at most that many rows held (about 0.5 KB each), past that they are written at once.
     """
+
+    _ahead: asyncio.Task[Batch | None] | None  # the read sent ahead (_read)
+    _behind: bool  # the last read of new entries was full: more are waiting
 
     def __init__(
         self,
@@ -110,11 +119,12 @@ class Recorder(BatchWriter):
         reconcile_age: float = 10.0,
         loss_log_interval: float = 10.0,
         hold_queued: float = 1.0,
+        hold_behind: float = 30.0,
+        hold_rows: int = 250_000,
     ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if in_flight <= 0:
-            raise ValueError(f"in_flight must be positive, got {in_flight}")
+        for name, value in (("batch_size", batch_size), ("in_flight", in_flight), ("hold_rows", hold_rows)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         self.settings = settings or get_settings()
         self.db = db
         self._owns_redis = not is_client(redis)
@@ -134,7 +144,9 @@ class Recorder(BatchWriter):
         self.reconciler = Reconciler(
             self.redis, db, prefix, acked_through=self.account.acked_through, min_age=reconcile_age
         )
-        self.hold = QueuedHold(hold_queued, self.lifecycle_stream)
+        self.hold = QueuedHold(
+            hold_queued, self.lifecycle_stream, behind=min(hold_behind, claim_idle / 2), max_rows=hold_rows
+        )
         intervals = {"trim_interval": trim_interval, "prune_interval": prune_interval}
         self.watch = Watch(self, reconcile_interval=reconcile_interval, **intervals)
         self.recorded = 0
@@ -146,7 +158,7 @@ class Recorder(BatchWriter):
         self._task: asyncio.Task[None] | None = None
         self._next_claim, self._failing, self._batch_failures = 0.0, False, 0
         self._pending: dict[str, str] | None = dict.fromkeys(self.streams, "0")  # own pending first
-        self._last_id = "$"
+        self._last_id, self._behind, self._ahead = "$", False, None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -159,19 +171,25 @@ class Recorder(BatchWriter):
         name = f"asyncsched-recorder-{self.consumer}"
         self._task = Supervised(name, self._run, done=self._stopping.is_set).start().task
         await self.watch.start()
+        freeze_gc()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stopping.set()
-        await self.watch.stop()
-        task, self._task = self._task, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(task, timeout=self.flush_interval + 30.0)
-            except TimeoutError:
-                log.warning("recorder did not finish its last drain in time; entries stay pending in Redis")
+        try:
+            await self.watch.stop()
+            task, self._task = self._task, None
+            if task is not None:
+                try:
+                    await asyncio.wait_for(task, timeout=self.flush_interval + 30.0)
+                except TimeoutError:
+                    log.warning(
+                        "recorder did not finish its last drain in time; entries stay pending in Redis"
+                    )
+        finally:
+            unfreeze_gc()
         self.losses.flush(force=True)
         if self._owns_redis:
             await self.redis.aclose()
@@ -241,10 +259,11 @@ class Recorder(BatchWriter):
     async def _read_new(self) -> Batch | None:
         batch = Batch()
         lost, span, entries = await self.account.read(self.batch_size)
+        self._behind = len(entries) >= self.batch_size
         if lost:
             self.losses.add(lost, span)
         if entries:
-            last = batch.add_flat(self.lifecycle_stream, entries)
+            last = batch.add_entries(self.lifecycle_stream, entries)
             if last is not None:
                 self._last_id = text(last)
         if len(self.streams) > 1:
@@ -291,7 +310,8 @@ class Recorder(BatchWriter):
             while error is None and (limit is None or batches < limit):
                 if self._stopping.is_set() and limit is not None:
                     break
-                if time.monotonic() >= self._next_claim:
+                claim = time.monotonic() >= self._next_claim
+                if claim and self._ahead is None:
                     if inflight:  # claiming re-reads our pending entries: none may be in flight
                         total, error = await settle(inflight, total, error, all_=True)
                         continue
@@ -300,9 +320,9 @@ class Recorder(BatchWriter):
                 if len(inflight) >= self.in_flight or (inflight and self._pending is not None):
                     total, error = await settle(inflight, total, error)
                     continue
-                batch = self.hold.due(everything=limit is None, limit=self.batch_size)
+                batch = self.hold.due(behind=self._behind, everything=limit is None, limit=self.batch_size)
                 if batch is None:
-                    batch = await self._next_batch()
+                    batch = await self._read(ahead=not claim)
                     if batch is None:
                         if self._pending is not None:
                             continue  # the groups were recreated
@@ -311,14 +331,33 @@ class Recorder(BatchWriter):
                 batches += 1
                 inflight.add(asyncio.create_task(self._commit(batch)))
         except BaseException:
+            self._drop_ahead()
             self._pending = self.group.cursors()  # a read failed: what it took is pending
             raise
         finally:
             total, error = await settle(inflight, total, error, all_=True)
         if error is not None:
+            self._drop_ahead()
             self._pending = self.group.cursors()
             raise error
         return total
+
+    async def _read(self, *, ahead: bool) -> Batch | None:
+        """The next batch read; with ``ahead``, the read after it is sent at once (Redis serves it while
+        this one is merged and written). A batch read ahead is taken by the next call, this ``_pump``'s or
+        a later one's; dropped on a failure, its entries stay pending and are read again first."""
+        task, self._ahead = self._ahead, None
+        batch = await (task if task is not None else self._next_batch())
+        if ahead and batch is not None and self._pending is None:
+            self._ahead = asyncio.create_task(self._next_batch())
+        return batch
+
+    def _drop_ahead(self) -> None:
+        task, self._ahead = self._ahead, None
+        if task is not None and not task.done():
+            task.cancel()
+        elif task is not None and not task.cancelled():
+            task.exception()  # (retrieved: its entries are pending, read again first)
 
     async def _commit(self, batch: Batch) -> int:
         rows = batch.rows(micros(time.time()))

@@ -1,9 +1,15 @@
-"""Executions without an outcome yet (queued, running), held back briefly so most jobs take one write.
+"""Executions without an outcome yet (queued, running), held back so most jobs take one write.
 
 A job's ``queued`` record is usually followed within milliseconds by its ``started`` and outcome records.
-Written at once, the queued row costs an INSERT that the next batch turns into an UPDATE; held back up to
-``hold`` seconds (still held when its job starts, until that time), the later records merge into it in
-Python and the database sees one INSERT of the final row.
+Written at once, the queued row costs an INSERT that a later batch turns into an UPDATE (on PostgreSQL an
+UPDATE of a history row costs more than its INSERT: a new version in every index); held back, the later
+records merge into it in Python and the database sees one INSERT of the final row.
+
+How long: ``hold`` seconds once the reader has caught up with the stream (still held when its job starts,
+until that time). While the reader is behind (its last read was full: a backlog after an outage, or a
+burst), the outcome is usually further down the backlog, so a row is held up to ``behind`` seconds: a
+catch-up reads ahead and merges each job's records across its reads. At most ``max_rows`` rows are held
+(about half a kilobyte each: the fields the row still needs); past that, new rows are written at once.
 
 Nothing is lost by holding: a held row's stream entry is not acknowledged until the row is written (it
 stays pending in Redis, so a crash re-reads it), and a job that stays queued is written once its
@@ -16,7 +22,7 @@ from __future__ import annotations
 import time
 
 from .._lifecycle import RANK, Lifecycle
-from ._history_rows import ROW_ATTEMPT, ROW_DUE, ROW_IDS, ROW_JOB, ROW_RANK, ROW_STATUS, Batch, Row, merge
+from ._history_rows import ROW_ATTEMPT, ROW_HELD, ROW_IDS, ROW_JOB, ROW_RANK, ROW_STATUS, Batch, Row, merge
 
 __all__ = ["QueuedHold", "row_ids"]
 
@@ -26,7 +32,7 @@ _OPEN = RANK[Lifecycle.STARTED]  # rows of this rank or lower have no outcome ye
 def absorb(row: Row, later: Row) -> None:
     """Merge ``later``, a row of the same execution made from later entries, into ``row``."""
     rank, status, ids = later.pop(ROW_RANK), later.pop(ROW_STATUS), later.pop(ROW_IDS)
-    for key in (ROW_JOB, ROW_ATTEMPT, ROW_DUE):
+    for key in (ROW_JOB, ROW_ATTEMPT, ROW_HELD):
         later.pop(key, None)
     merge(row, rank, status, later, ids)
 
@@ -36,12 +42,24 @@ def row_ids(row: Row) -> list[bytes]:
     return list(dict.fromkeys(row[ROW_IDS].split(b",")))
 
 
+_SPENT = frozenset((b"kind", b"job_id", b"attempt"))  # fields a held row keeps under its bookkeeping keys
+
+
+def _compact(row: Row) -> Row:
+    """``row`` without the record fields the merge has already taken in (a smaller dict to hold)."""
+    return {k: v for k, v in row.items() if k not in _SPENT}
+
+
 class QueuedHold:
     """The held rows of one Recorder, by ``(job_id, attempt)``, in the order they were held (each with
-    when it is due under ``ROW_DUE``)."""
+    when it was held under ``ROW_HELD``)."""
 
-    def __init__(self, hold: float, stream: str) -> None:
+    def __init__(
+        self, hold: float, stream: str, *, behind: float | None = None, max_rows: int = 250_000
+    ) -> None:
         self.hold = hold
+        self.behind = hold if behind is None else max(hold, behind)
+        self.max_rows = max_rows
         self.stream = stream
         self.rows: dict[tuple[bytes, int], Row] = {}
 
@@ -68,28 +86,35 @@ class QueuedHold:
                     del held_rows[key]
                     rows[key] = held
                     earlier.extend(before)
-        if holding and self.hold > 0:
-            due = time.monotonic() + self.hold
+        room = self.max_rows - len(held_rows)
+        if holding and self.hold > 0 and room > 0:
+            now = time.monotonic()
             for key, row in list(rows.items()):
                 if row[ROW_RANK] <= _OPEN:
-                    row[ROW_DUE] = due
-                    held_rows[key] = row
+                    row[ROW_HELD] = now
+                    held_rows[key] = _compact(row)
                     kept.update(row_ids(row))
                     del rows[key]
+                    room -= 1
+                    if not room:
+                        break
         if kept or earlier:
             acks = batch.ack.get(self.stream, [])
             batch.ack[self.stream] = [i for i in acks if i not in kept] + earlier
             batch.size += len(earlier) - len(kept)
 
-    def due(self, *, everything: bool = False, limit: int | None = None) -> Batch | None:
-        """A batch of up to ``limit`` held rows whose time has come, oldest first (``everything``: of
-        the held rows whatever their time), or ``None``."""
+    def due(
+        self, *, behind: bool = False, everything: bool = False, limit: int | None = None
+    ) -> Batch | None:
+        """A batch of up to ``limit`` held rows whose time has come (``behind``: the reader is behind, the
+        rows are held longer), oldest first (``everything``: of the held rows whatever their time), or
+        ``None``."""
         if not self.rows:
             return None
-        now = time.monotonic()
+        since = time.monotonic() - (self.behind if behind else self.hold)
         keys: list[tuple[bytes, int]] = []
         for key, row in self.rows.items():  # in the order they were held: the due ones come first
-            if (not everything and row[ROW_DUE] > now) or (limit is not None and len(keys) >= limit):
+            if (not everything and row[ROW_HELD] > since) or (limit is not None and len(keys) >= limit):
                 break
             keys.append(key)
         if not keys:

@@ -168,7 +168,16 @@ class TaskExecution(Base):
         # The list's whole order (created_at, job_id, attempt) after each filter: a page is read off one
         # index, with no sort (migration 0003).
         Index("ix_task_execution_page", "created_at", "job_id", "attempt"),
-        Index("ix_task_execution_agent_page", "agent_name", "created_at", "job_id", "attempt"),
+        # partial: a row without an agent (or a task, below) costs no entry (0005)
+        Index(
+            "ix_task_execution_agent_page",
+            "agent_name",
+            "created_at",
+            "job_id",
+            "attempt",
+            postgresql_where=text("agent_name IS NOT NULL"),
+            sqlite_where=text("agent_name IS NOT NULL"),
+        ),
         # partial: an execution that succeeded (most of them) costs no entry here; filters on other statuses
         # name UNFINISHED_WHERE in their query (the repository does) so both databases use it (0004)
         Index(
@@ -180,7 +189,15 @@ class TaskExecution(Base):
             postgresql_where=text(UNFINISHED_WHERE),
             sqlite_where=text(UNFINISHED_WHERE),
         ),
-        Index("ix_task_execution_task_page", "scheduled_task_id", "created_at", "job_id", "attempt"),
+        Index(
+            "ix_task_execution_task_page",
+            "scheduled_task_id",
+            "created_at",
+            "job_id",
+            "attempt",
+            postgresql_where=text("scheduled_task_id IS NOT NULL"),
+            sqlite_where=text("scheduled_task_id IS NOT NULL"),
+        ),
         Index("ix_task_execution_queue_page", "queue", "created_at", "job_id", "attempt"),
     )
 
