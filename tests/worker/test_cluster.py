@@ -24,7 +24,7 @@ from asyncsched.exceptions import ClusterUnsupported, InvalidJob, JobError, JobN
 from asyncsched.queue import JobStatus, RateLimit, Retry, TaskQueue
 from asyncsched.queue._limits import Limit
 from asyncsched.rq.keys import RQKeys
-from asyncsched.store import Database, RecorderLanes, TaskExecution, open_recorder
+from asyncsched.store import Database, ExecutionRepository, RecorderLanes, TaskExecution, open_recorder
 from asyncsched.testing import run_burst
 from asyncsched.worker import Worker
 from tests import jobs
@@ -110,6 +110,11 @@ async def test_a_jobs_full_path_over_three_queues_with_history(
                 rows = {r.job_id: r for r in (await s.execute(select(TaskExecution))).scalars().all()}
             assert rows[failing].status == "failed"
             assert {rows[i].status for i in ids} == {"success"}
+            # the history names queues and workers as users know them, not by their tags in Redis
+            assert [rows[i].queue for i in ids] == QUEUES * 2
+            assert {rows[i].worker_name for i in ids} == {worker.name}
+            page = await ExecutionRepository(db).list(queue="delta")
+            assert {r.job_id for r in page.items} == {ids[1], ids[4]}
             assert len(recorder.lanes) == 3
 
 
@@ -239,12 +244,15 @@ async def test_registrations_and_events_per_queue(cluster_url: str, csettings: S
                     await queue.enqueue(jobs.add, args=(1, 2), queue=q, agent_name="mailer") for q in QUEUES
                 ]
                 await run_burst(QUEUES, redis=cluster_url, settings=csettings)
-                done: set[str] = set()
-                while not set(ids) <= done:
+                done: dict[str, tuple[str, str]] = {}
+                while not set(ids) <= set(done):
                     event = await listener.listen(timeout=15)
-                    assert event is not None, f"no event for {set(ids) - done}"
+                    assert event is not None, f"no event for {set(ids) - set(done)}"
                     if event.event_type == "task.completed":
-                        done.add(event.payload["job_id"])
+                        done[event.payload["job_id"]] = (event.payload["queue"], event.payload["worker"])
+                # the events name queues and workers as users know them, not by their tags in Redis
+                assert sorted(q for q, _ in done.values()) == sorted(QUEUES)
+                assert not any(str(w).startswith("{") for _, w in done.values())
                 assert len(publisher.lanes) == 3
 
 

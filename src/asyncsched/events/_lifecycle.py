@@ -27,6 +27,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -41,6 +42,7 @@ from .._streams import Poison, StreamGroup, consume
 from .._supervise import Supervised
 from ..config import Settings, get_settings
 from ..exceptions import ConfigurationError
+from ..rq.slots import untagged
 from ._bus import EventBus
 from ._envelope import Event, validate_agent_name
 from ._poison import report_malformed
@@ -81,9 +83,12 @@ def event_source(agent: str | None) -> str:
         return DEFAULT_SOURCE
 
 
-def lifecycle_event(record: LifecycleRecord) -> Event | None:
-    """The ``task.*`` event of a lifecycle record, or ``None`` for kinds that publish nothing."""
+def lifecycle_event(record: LifecycleRecord, untag: bool = False) -> Event | None:
+    """The ``task.*`` event of a lifecycle record, or ``None`` for kinds that publish nothing (``untag``:
+    a Redis Cluster's record, whose queue ``{q}`` and worker ``{q}<w>`` are named as users know them)."""
     event_type = record.event_type
+    if untag:
+        record = replace(record, queue=untagged(record.queue) or "", worker=untagged(record.worker))
     if event_type is None:
         return None
     duration = None
@@ -177,6 +182,7 @@ class LifecyclePublisher:
         self._stopping = False
         self._busy = False
         self._group: StreamGroup | None = None
+        self._cluster = False  # a Redis Cluster's records: names untagged (set with the group)
         self._need_pending = True
         self._next_claim = 0.0
 
@@ -226,7 +232,7 @@ class LifecyclePublisher:
         """This publisher's reader of the lifecycle stream (group ``events``), once started."""
         if self._group is None or self._group.redis is not self.bus.redis:
             # on a cluster: the scheduler's lifecycle stream, or the queue's (one publisher each: _lanes.py)
-            cluster = is_cluster(self.bus.redis)
+            self._cluster = cluster = is_cluster(self.bus.redis)
             self.stream = _keys.lifecycle_stream(self.settings.key_prefix, self.queue, cluster=cluster)
             prefix, cap = self.settings.key_prefix, self.settings.max_payload_bytes
             self._group = StreamGroup(
@@ -273,7 +279,7 @@ class LifecyclePublisher:
         """The event of one record, ``None`` (nothing to publish), or the record as :class:`Poison` (it
         cannot be decoded or sent: reported, for the dead-letter stream)."""
         try:
-            event = lifecycle_event(LifecycleRecord.decode(fields))
+            event = lifecycle_event(LifecycleRecord.decode(fields), self._cluster)
             if event is not None:
                 self.bus.envelope(event)  # what cannot be sent is refused here, alone, not with its batch
             return event

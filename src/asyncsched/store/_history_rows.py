@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, overload
 from .._lifecycle import RANK, RESULT_CAP, Lifecycle
 from .._streams import Poison
 from ..events._poison import report_malformed
+from ..rq.slots import untagged
 from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = [
@@ -170,15 +171,18 @@ def merge(row: Row, rank: int, status: str, fields: Row, ids: bytes) -> None:
 _new = tuple.__new__
 
 
-def sql_values(v: Row, now: int, texts: dict[tuple[Any, ...], tuple[str | None, ...]]) -> ExecutionRow:
+def sql_values(
+    v: Row, now: int, texts: dict[tuple[Any, ...], tuple[str | None, ...]], untag: bool = False
+) -> ExecutionRow:
     """A row's column values (``now``: epoch microseconds; ``texts``: the short text columns decoded
-    once per batch: rows of a batch mostly share their task, queue and worker)."""
+    once per batch: rows of a batch mostly share their task, queue and worker; ``untag``: on a Redis
+    Cluster, the queue and worker as users name them, without their hash tags)."""
     get = v.get
     raw = (get(b"scheduled_task_id"), get(b"agent_name"), get(b"task_name"), get(b"function"),
            get(b"queue"), get(b"worker"))  # fmt: skip
     short = texts.get(raw)
     if short is None:
-        short = texts[raw] = _short(raw)
+        short = texts[raw] = _short(raw, untag)
     enqueued, started, ended = get(b"enqueued_at"), get(b"started_at"), get(b"ended_at")
     ids = v[ROW_IDS]
     created = int(ids[: ids.index(b"-")]) * 1000  # the time of its first entry
@@ -219,9 +223,17 @@ _SHORT_LIMITS = tuple(
 )
 
 
-def _short(raw: tuple[bytes | None, ...]) -> tuple[str | None, ...]:
+def _untagged(name: bytes) -> bytes:
+    """A cluster's queue or worker name in Redis (``{q}``, ``{q}<w>``) as users know it."""
+    return (untagged(name.decode(errors="replace")) or "").encode()
+
+
+def _short(raw: tuple[bytes | None, ...], untag: bool) -> tuple[str | None, ...]:
     """The short text columns (scheduled task id, agent, task, function, queue, worker) from their raw
-    bytes: decoded and clipped to each column (the queue ``default`` when missing)."""
+    bytes: decoded and clipped to each column (the queue ``default`` when missing; ``untag``: the queue
+    ``{q}`` and the worker ``{q}<w>`` of a cluster's records as ``q`` and ``<w>``)."""
+    if untag:
+        raw = raw[:4] + tuple(None if r is None else _untagged(r) for r in raw[4:])
     out = [
         None if r is None else clip(r.decode(errors="replace"), n)
         for r, n in zip(raw, _SHORT_LIMITS, strict=True)
@@ -295,10 +307,11 @@ class Batch:
                 self.poison.append(Poison(stream, entry_id, f"malformed: {reason}", fields))
         self.size += len(ids) - before
 
-    def rows(self, now: int) -> list[ExecutionRow]:
-        """The merged rows' column values (``now``: epoch microseconds, their ``updated_at``)."""
+    def rows(self, now: int, untag: bool = False) -> list[ExecutionRow]:
+        """The merged rows' column values (``now``: epoch microseconds, their ``updated_at``; ``untag``:
+        records of a Redis Cluster, see :func:`sql_values`)."""
         texts: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
-        return [sql_values(row, now, texts) for row in self.executions.values()]
+        return [sql_values(row, now, texts, untag) for row in self.executions.values()]
 
     def add_events(self, stream: str, entries: Sequence[Any]) -> None:
         """Event-log entries ``[id, {field: value}]`` as ``EventMessage`` rows (first of an id wins)."""

@@ -132,7 +132,7 @@ class Recorder(BatchWriter):
         self.batch_size, self.flush_interval, self.in_flight = batch_size, flush_interval, in_flight
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         prefix = self.settings.key_prefix
-        cluster = is_cluster(self.redis)  # the lifecycle stream and the event log are in two slots then
+        self._cluster = cluster = is_cluster(self.redis)  # the lifecycle stream and the event log: 2 slots
         self.lifecycle_stream = _keys.lifecycle_stream(prefix, cluster=cluster)
         self.event_stream = _keys.event_log_stream(prefix, cluster=cluster)
         self.streams = [self.lifecycle_stream] + ([self.event_stream] if events else [])
@@ -360,7 +360,7 @@ class Recorder(BatchWriter):
             task.exception()  # (retrieved: its entries are pending, read again first)
 
     async def _commit(self, batch: Batch) -> int:
-        rows = batch.rows(micros(time.time()))
+        rows = batch.rows(micros(time.time()), self._cluster)
         events = list(batch.events.values())
         if rows or events:
             await self._write(rows, events)
