@@ -118,14 +118,16 @@ def decode_data(raw: bytes, *, accept_pickle: bool) -> tuple[str, tuple[Any, ...
     return func, tuple(args), kwargs, fmt
 
 
+def _cut(text: str) -> str:
+    return text[:75] + "..." if len(text) > 75 else text
+
+
 def call_string(func_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
-    """RQ's default ``description``: ``module.func(1, 'a', k=2)`` (each repr cut at 75 characters)."""
-
-    def cut(text: str) -> str:
-        return text[:75] + "..." if len(text) > 75 else text
-
-    parts = [cut(repr(a)) for a in args]
-    parts += sorted(f"{k}={cut(repr(v))}" for k, v in kwargs.items())
+    """RQ's default ``description``: ``module.func(1, 'a', k=2)`` (each repr cut at 75 characters).
+    Written for every enqueued job: no function made per call, no sort without keyword arguments."""
+    parts = [_cut(repr(a)) for a in args]
+    if kwargs:
+        parts += sorted(f"{k}={_cut(repr(v))}" for k, v in kwargs.items())
     return f"{func_name}({', '.join(parts)})"
 
 
