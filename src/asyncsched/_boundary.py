@@ -202,7 +202,8 @@ def check_job_args(
     ``json_ascii``: ``raw`` is ASCII-escaped JSON, so a payload without ``\\ud`` escapes and with few
     brackets needs no walk (the common case costs two byte scans).
     """
-    check_size(len(raw), limit, "args/kwargs", "ASYNCSCHED_MAX_ARGS_BYTES")
+    if len(raw) > limit:  # the check is inlined: this runs for every enqueued job
+        check_size(len(raw), limit, "args/kwargs", "ASYNCSCHED_MAX_ARGS_BYTES")
     if json_ascii and b"\\ud" not in raw and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return
     check_value(list(args), "args")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import zlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -59,6 +59,21 @@ def test_timestamps_match_rq() -> None:
     assert codec.parse_ts(b"2026-01-02T03:04:05.678901Z") == dt
     assert codec.parse_ts("2026-01-02T03:04:05Z") == dt.replace(microsecond=0)
     assert codec.parse_ts("") is None
+
+
+@pytest.mark.parametrize(
+    "dt",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=UTC),  # isoformat drops a zero fraction unless told
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),  # strftime's unpadded year
+        datetime(9999, 1, 1, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=-7))),
+    ],
+)
+def test_timestamp_text_is_rqs_strftime(dt: datetime) -> None:
+    """``fmt_ts`` writes RQ's ``utcformat`` text (``strftime('%Y-%m-%dT%H:%M:%S.%fZ')`` of the UTC time)."""
+    assert codec.fmt_ts(dt) == dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_call_string_is_rqs() -> None:

@@ -169,6 +169,32 @@ def test_enqueue_options_are_enqueues_keyword_arguments() -> None:
     assert set(params) == ENQUEUE_OPTIONS
     defaults = {f.name: f.default for f in dataclasses.fields(EnqueueOptions)}
     assert {name: p.default for name, p in params.items()} == defaults
+    assert list(params) == [f.name for f in dataclasses.fields(EnqueueOptions)]  # enqueue's call: in order
+
+
+async def test_enqueue_passes_each_argument_to_its_own_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``enqueue`` builds its :class:`EnqueueOptions` positionally (the fast way): every argument lands in
+    the field of its name (two swapped in that call would fail here)."""
+    from asyncsched.queue._enqueue import ENQUEUE_OPTIONS, Preparer
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def prepare(self: Preparer, now: object, options: object) -> None:
+        seen.append(options)
+        raise Stop
+
+    monkeypatch.setattr(Preparer, "prepare", prepare)
+    given = {name: object() for name in ENQUEUE_OPTIONS}
+    q = TaskQueue("memory://enqueue-args")
+    rest = {name: value for name, value in given.items() if name != "func"}
+    with pytest.raises(Stop):
+        await q.enqueue(given["func"], **rest)
+    await q.aclose()
+    (options,) = seen
+    assert {name: getattr(options, name) for name in given} == given
 
 
 def test_our_job_fields_are_spelled_only_by_the_codec() -> None:

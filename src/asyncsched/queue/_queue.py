@@ -168,10 +168,12 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
         default), ``max_concurrency=5`` (running at once) with an optional ``concurrency_key`` template of
         the job's keyword arguments (``"tenant:{tenant_id}"``); the queue's ``limits`` policies add theirs.
         """
-        # every argument above, as one record (EnqueueOptions has the same fields: tests/queue/test_wire.py)
-        given = locals()  # a fresh dict (CPython): dropping "self" from it costs less than a comprehension
-        del given["self"]
-        options = EnqueueOptions(**given)
+        # every argument above, as one record: positionally (~2 µs a job less than by keyword or from
+        # locals()); tests/queue/test_wire.py checks that each lands in the field of its name
+        options = EnqueueOptions(func, agent_name, task_name, function_path, args, kwargs, queue, job_id,
+            timeout, result_ttl, ttl, failure_ttl, retry, at, delay, meta, description, scheduled_task_id,
+            unique, at_front, depends_on, allow_dependency_failures, on_success, on_failure, on_stopped,
+            repeat, rate_limit, concurrency_key, max_concurrency)  # fmt: skip
         job_id, part = self._prep.prepare(datetime.now(UTC), options)
         await self._submit(part)
         return job_id

@@ -125,7 +125,9 @@ class Claimer:
                 if len(late) == 2 and isinstance(late[1], list):
                     self.take(late[1])
             raise
-        taken = self.take(await self.scripts.settle(call.SCRIPT, reply, args, keys))  # NOSCRIPT: again
+        if isinstance(reply, Exception):  # NOSCRIPT: loaded and run again (another error is raised)
+            reply = await self.scripts.settle(call.SCRIPT, reply, args, keys)
+        taken = self.take(reply)
         if isinstance(moved, Exception):  # refused at once, so it would spin: pause the queue
             self.paused.failed(q, f"BLMOVE: {moved}")
         return taken

@@ -50,18 +50,16 @@ class ClaimLoop:
                 log_refused(self.cfg.name, "claiming failed", exc, f"retrying in {refused:.0f}s")
                 await self.signals.pause(refused)
 
-    async def _free(self) -> int:
-        """How many jobs to claim now (waits a moment for sync slots; see below)."""
+    async def _more_threads(self, n: int) -> int:
+        """How many jobs to claim now when only ``n`` threads are free: sync jobs are claimed only for free
+        threads (a claimed job is "started" for RQ). With few threads free, a moment's wait lets more of
+        them free up, so one claim round trip fetches a batch instead of one or two jobs. Bounded: at most
+        2 ms before claiming what is free."""
         running, cfg = self.running, self.cfg
-        n = min(running.capacity(), cfg.batch_size)
-        if running.sync_running > 0 and 0 < n < cfg.threads // 2:
-            # Sync jobs are claimed only for free threads (a claimed job is "started" for RQ). With few
-            # threads free, a moment's wait lets more of them free up, so one claim round trip fetches a
-            # batch instead of one or two jobs. Bounded: at most 2 ms before claiming what is free.
-            deadline = time.monotonic() + 0.002
-            while n < cfg.threads // 2 and (left := deadline - time.monotonic()) > 0:
-                await running.wait_slot(left)
-                n = min(running.capacity(), cfg.batch_size)
+        deadline = time.monotonic() + 0.002
+        while n < cfg.threads // 2 and (left := deadline - time.monotonic()) > 0:
+            await running.wait_slot(left)
+            n = min(running.capacity(), cfg.batch_size)
         return n
 
     async def step(self) -> bool:
@@ -72,7 +70,9 @@ class ClaimLoop:
         if self.running.capacity() <= 0:
             await self.running.wait_slot()
             return False
-        n = await self._free()
+        n = min(self.running.capacity(), self.cfg.batch_size)
+        if self.running.sync_running > 0 and 0 < n < self.cfg.threads // 2:
+            n = await self._more_threads(n)  # (no coroutine on the common path: async jobs, or many free)
         if not claimer.paused.active(claimer.queues):  # every queue paused after error replies
             if self.cfg.burst and self.running.idle():
                 return True
