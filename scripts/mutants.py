@@ -244,7 +244,7 @@ MUTANTS: list[Mutant] = [
     m(
         "wire-queues-set",
         "rq/scripts/enqueue.lua",
-        "        redis.call('SADD', queues_key, qkey)\n",
+        "    redis.call('SADD', queues_key, qkey)\n",
         "",
         ["tests/worker/test_rq_interop.py", "tests/queue/test_rq_reads_ours.py", *REAL_REDIS],
         "queues missing from RQ's set of queues (rq info, Queue.all, rq-dashboard do not see them)",

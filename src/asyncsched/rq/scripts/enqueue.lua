@@ -27,36 +27,90 @@ local registered = {}
 local bad = wrong_type(stream, 'stream')
 if bad then return redis.error_reply(bad) end
 
-local i = 3
-while i <= #ARGV do
-  local q, status, unique, ttl, front = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local has_meta = ARGV[i + 5] == '1'
-  local hash_from = i + 7
-  local hash_to = hash_from + 2 * tonumber(ARGV[i + 6]) - 1
-  local life_from = hash_to + 2
-  local life_to = life_from + 2 * tonumber(ARGV[hash_to + 1]) - 1
-  local njobs = tonumber(ARGV[life_to + 1])
-  i = life_to + 2
-  local scheduled = status == 'scheduled'
+-- A segment's header from ARGV[i]: its shared options, argument ranges and keys, as a table s (with the ids to
+-- push and the earliest run-at, filled by its jobs), and the index of its first job's arguments
+local function read_segment(i)
+  local s = {q = ARGV[i], status = ARGV[i + 1], unique = ARGV[i + 2], ttl = ARGV[i + 3], front = ARGV[i + 4]}
+  s.has_meta = ARGV[i + 5] == '1'
+  s.hash_from = i + 7
+  s.hash_to = s.hash_from + 2 * tonumber(ARGV[i + 6]) - 1
+  s.life_from = s.hash_to + 2
+  s.life_to = s.life_from + 2 * tonumber(ARGV[s.hash_to + 1]) - 1
+  s.njobs = tonumber(ARGV[s.life_to + 1])
+  i = s.life_to + 2
+  s.scheduled = s.status == 'scheduled'
   -- RQ's dependencies and rate limit, from the shared hash fields (rare: found by one scan)
-  local deps, allow, rl_key, rl_conc = nil, false, nil, nil
-  for k = hash_from, hash_to, 2 do
+  s.allow = false
+  for k = s.hash_from, s.hash_to, 2 do
     local name = ARGV[k]
     if name == 'dependency_ids' then
-      deps = {}
-      for dep in string.gmatch(ARGV[k + 1], '"([^"]+)"') do deps[#deps + 1] = dep end
-    elseif name == 'allow_dependency_failures' then allow = ARGV[k + 1] == '1'
-    elseif name == 'rate_limit_key' then rl_key = ARGV[k + 1]
-    elseif name == 'rate_limit_concurrency' then rl_conc = ARGV[k + 1] end
+      s.deps = {}
+      for dep in string.gmatch(ARGV[k + 1], '"([^"]+)"') do s.deps[#s.deps + 1] = dep end
+    elseif name == 'allow_dependency_failures' then s.allow = ARGV[k + 1] == '1'
+    elseif name == 'rate_limit_key' then s.rl_key = ARGV[k + 1]
+    elseif name == 'rate_limit_concurrency' then s.rl_conc = ARGV[k + 1] end
   end
-  local qkey = key_queue(p, q)
-  local skey = key_registry(p, 'scheduled', q)
-  local push = front == '1' and 'LPUSH' or 'RPUSH'
-  if scheduled then bad = wrong_type(skey, 'zset') else bad = wrong_type(qkey, 'list') end
+  s.qkey = key_queue(p, s.q)
+  s.skey = key_registry(p, 'scheduled', s.q)
+  s.push = s.front == '1' and 'LPUSH' or 'RPUSH'
+  if s.scheduled then s.bad = wrong_type(s.skey, 'zset') else s.bad = wrong_type(s.qkey, 'list') end
+  s.pushed = {}  -- the segment's queued ids, pushed at once after its loop (lib_many)
+  return s, i
+end
 
-  local wake = nil
-  local pushed = {}  -- the segment's queued ids, pushed at once after its loop (lib_many)
-  for _ = 1, njobs do
+-- One job of segment s written (its hash, its queue, schedule or wait, its lifecycle record)
+local function write_job(s, jk, id, data, meta, desc, ts, epoch, score)
+  local q, qkey, ttl, deps, hash_from, hash_to = s.q, s.qkey, s.ttl, s.deps, s.hash_from, s.hash_to
+  if s.unique == '0' then redis.call('DEL', jk) end
+  -- rq.Queue.setup_dependencies: deferred while a dependency is neither finished nor (allowed) failed
+  local waiting = false
+  if deps then
+    for _, dep in ipairs(deps) do
+      local ds = redis.call('HGET', key_job(p, dep), 'status')
+      if ds and ds ~= 'finished' and not (s.allow and ds == 'failed') then waiting = true end
+    end
+  end
+  if s.scheduled then
+    redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
+      unpack(ARGV, hash_from, hash_to))
+    local run_ms = tonumber(score)
+    redis.call('ZADD', s.skey, math.ceil(run_ms / 1000), id)
+    redis.call('HSET', jk, 'asyncsched_run_at', score)
+    if not s.wake or run_ms < s.wake then s.wake = run_ms end
+  elseif waiting or s.rl_key then
+    redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
+      unpack(ARGV, hash_from, hash_to))
+    if waiting then
+      redis.call('HSET', jk, 'status', 'deferred')
+      -- RQ 2.x reads the score as an expiry (no ttl: never); RQ 3 only orders by it
+      local dscore = ttl ~= '' and tostring(math.floor(tonumber(epoch)) + tonumber(ttl)) or '+inf'
+      redis.call('ZADD', key_registry(p, 'deferred', q), dscore, id)
+      for _, dep in ipairs(deps) do
+        redis.call('SADD', key_dependents(p, dep), id)
+        redis.call('SADD', key_dependencies(p, id), dep)
+      end
+    else
+      rl_wait(p, s.rl_key, s.rl_conc, id, tonumber(epoch), ts)
+    end
+  else
+    redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
+      unpack(ARGV, hash_from, hash_to))
+    many_add(s.pushed, qkey, id)
+  end
+  if meta then redis.call('HSET', jk, 'meta', meta) end
+  if ttl ~= '' then redis.call('EXPIRE', jk, ttl) end
+  if not registered[q] then
+    redis.call('SADD', queues_key, qkey)
+    registered[q] = true
+  end
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'job_id', id, 'enqueued_at', epoch,
+    unpack(ARGV, s.life_from, s.life_to))
+end
+
+-- The jobs of segment s, from ARGV[i]: each written, skipped or refused; returns the index after them
+local function enqueue_jobs(s, i)
+  local has_meta, scheduled, unique, bad = s.has_meta, s.scheduled, s.unique, s.bad
+  for _ = 1, s.njobs do
     local id, data = ARGV[i], ARGV[i + 1]
     i = i + 2
     local meta
@@ -78,54 +132,19 @@ while i <= #ARGV do
     elseif unique == '1' and redis.call('EXISTS', jk) == 1 then
       out[n] = 0
     else
-      if unique == '0' then redis.call('DEL', jk) end
-      -- rq.Queue.setup_dependencies: deferred while a dependency is neither finished nor (allowed) failed
-      local waiting = false
-      if deps then
-        for _, dep in ipairs(deps) do
-          local ds = redis.call('HGET', key_job(p, dep), 'status')
-          if ds and ds ~= 'finished' and not (allow and ds == 'failed') then waiting = true end
-        end
-      end
-      if scheduled then
-        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
-          unpack(ARGV, hash_from, hash_to))
-        local run_ms = tonumber(score)
-        redis.call('ZADD', skey, math.ceil(run_ms / 1000), id)
-        redis.call('HSET', jk, 'asyncsched_run_at', score)
-        if not wake or run_ms < wake then wake = run_ms end
-      elseif waiting or rl_key then
-        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
-          unpack(ARGV, hash_from, hash_to))
-        if waiting then
-          redis.call('HSET', jk, 'status', 'deferred')
-          -- RQ 2.x reads the score as an expiry (no ttl: never); RQ 3 only orders by it
-          local dscore = ttl ~= '' and tostring(math.floor(tonumber(epoch)) + tonumber(ttl)) or '+inf'
-          redis.call('ZADD', key_registry(p, 'deferred', q), dscore, id)
-          for _, dep in ipairs(deps) do
-            redis.call('SADD', key_dependents(p, dep), id)
-            redis.call('SADD', key_dependencies(p, id), dep)
-          end
-        else
-          rl_wait(p, rl_key, rl_conc, id, tonumber(epoch), ts)
-        end
-      else
-        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
-          unpack(ARGV, hash_from, hash_to))
-        many_add(pushed, qkey, id)
-      end
-      if meta then redis.call('HSET', jk, 'meta', meta) end
-      if ttl ~= '' then redis.call('EXPIRE', jk, ttl) end
-      if not registered[q] then
-        redis.call('SADD', queues_key, qkey)
-        registered[q] = true
-      end
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'job_id', id, 'enqueued_at', epoch,
-        unpack(ARGV, life_from, life_to))
+      write_job(s, jk, id, data, meta, desc, ts, epoch, score)
       out[n] = 1
     end
   end
-  many_send(pushed, push)
-  if wake then redis.call('PUBLISH', key_wake(p, q), string.format('%.0f', wake)) end
+  return i
+end
+
+local i = 3
+while i <= #ARGV do
+  local s
+  s, i = read_segment(i)
+  i = enqueue_jobs(s, i)
+  many_send(s.pushed, s.push)
+  if s.wake then redis.call('PUBLISH', key_wake(p, s.q), string.format('%.0f', s.wake)) end
 end
 return out
