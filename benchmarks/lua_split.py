@@ -3,9 +3,11 @@
 Runs both texts alternately on one fresh redis-server, on the same data, and prints the median ``EVALSHA``
 microseconds per call (``INFO commandstats``: the script's Lua time plus the commands it sends, which are
 the same for both) of each. Covers ``promote`` (a batch of due jobs moved to their queue, each with its
-lifecycle record; and a call that finds none due) and the scheduler's ``claim`` (a tick that runs, and one
-skipped by its overlap policy). Splitting a script into functions costs a little per call: each ``local
-function`` is a closure made anew on every call (about 0.03 µs each).
+lifecycle record; and a call that finds none due), the scheduler's ``claim`` (a tick that runs, and one
+skipped by its overlap policy), and the worker's path: ``enqueue`` (a batch of queued jobs), ``claim`` (a
+batch started) and ``finish`` (a batch finished), each timed alone on the data the others leave.
+Splitting a script into functions costs a little per call: each ``local function`` is a closure made anew
+on every call (about 0.03 µs each).
 
     python benchmarks/lua_split.py [--rev HEAD] [--rounds 40]
 """
@@ -27,6 +29,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from asyncsched.rq import _scripts  # noqa: E402
+from asyncsched.rq._calls import ClaimCall, FinishCall  # noqa: E402
+from asyncsched.rq.keys import RQKeys  # noqa: E402
 from asyncsched.scheduler import _index  # noqa: E402
 from servers import find_binary, free_port  # noqa: E402
 
@@ -110,6 +114,85 @@ def claim_round(calls: int, policy: str) -> Callable[[redis.Redis, str], int]:
     return run
 
 
+STREAM = "rq:asyncsched:lifecycle"
+TS = "2026-01-01T00:00:00.000000Z"
+
+
+def _enqueue(r: redis.Redis, sha: str, batch: int) -> None:
+    """``batch`` queued jobs on queue ``q`` by enqueue.lua (``sha``), as one segment."""
+    jobs = [a for i in range(batch) for a in (f"j{i}", "data", "m.f()", TS, "1767225600.0")]
+    head = [
+        "q",
+        "queued",
+        "n",
+        "",
+        "0",
+        "0",
+        2,
+        "origin",
+        "q",
+        "status",
+        "queued",
+        1,
+        "kind",
+        "enqueued",
+        batch,
+    ]
+    out = r.evalsha(sha, 2, STREAM, "rq:queues", "rq", 10000, *head, *jobs)
+    assert out == [1] * batch, out
+
+
+def _claim(r: redis.Redis, sha: str, batch: int) -> list[str]:
+    """Claims ``batch`` jobs of ``q`` for worker ``w1`` by claim.lua (``sha``): their execution ids."""
+    call = ClaimCall(RQKeys("rq"), "w1", STREAM, "1767225601.0", TS, 60, batch, 10000, "", False, (), ("q",),
+                     "0" * 20, 1)  # fmt: skip
+    out = r.evalsha(sha, len(call.to_keys()), *call.to_keys(), *call.to_args())
+    assert len(out) == 4 * batch, out  # type: ignore[arg-type]
+    return [e.decode() for e in out[1::4]]  # type: ignore[index]
+
+
+def worker_round(script: str, batch: int, current: dict[str, str]) -> Callable[[redis.Redis, str], int]:
+    """``script`` (enqueue, claim or finish) timed alone on ``batch`` jobs; the others (this tree's,
+    ``current``: name -> sha) prepare its data before the statistics are reset."""
+
+    def run(r: redis.Redis, sha: str) -> int:
+        r.flushall()
+        r.hset("rq:worker:w1", "state", "idle")
+        if script == "enqueue":
+            r.config_resetstat()
+            _enqueue(r, sha, batch)
+            return 1
+        _enqueue(r, current["enqueue"], batch)
+        if script == "claim":
+            r.config_resetstat()
+            _claim(r, sha, batch)
+            return 1
+        execs = _claim(r, current["claim"], batch)
+        jobs = tuple((f"j{i}", execs[i], "q") for i in range(batch))
+        head = ["finished", "1", "", "", "", "500", "1767226000", "", "", "0"]  # fields 4-13
+        fields = [
+            *head,
+            "1767225601.0",
+            "1767225601.1",
+            "0.1",
+            "finished",
+            *[""] * 4,
+            "1",
+            "",
+            "",
+            "m.f",
+            *[""] * 4,
+        ]
+        records = tuple("\x1e".join([j, e, q, *fields]) for j, e, q in jobs)
+        call = FinishCall(RQKeys("rq"), "w1", STREAM, 10000, TS, 1767225601.2, 29, jobs, records)
+        r.config_resetstat()
+        out = r.evalsha(sha, len(call.to_keys()), *call.to_keys(), *call.to_args())
+        assert out == [1] * batch, out
+        return 1
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rev", default="HEAD", help="the revision to compare with (default HEAD)")
@@ -158,6 +241,18 @@ def main() -> None:
                 1,
             ),
         ]
+        current = {name: r.script_load(_scripts.source(name)) for name in ("enqueue", "claim")}
+        cases.extend(
+            (
+                f"{script} ({batch} job{'s' if batch > 1 else ''})",
+                _rq_script(args.rev, script),
+                _scripts.source(script),
+                worker_round(script, batch, current),
+                batch,
+            )
+            for script in ("enqueue", "claim", "finish")
+            for batch in (1, 100)
+        )
         for name, old, new, round_, per in cases:
             shas = [r.script_load(old), r.script_load(new)]
             times: list[list[float]] = [[], []]
