@@ -118,77 +118,57 @@ STREAM = "rq:asyncsched:lifecycle"
 TS = "2026-01-01T00:00:00.000000Z"
 
 
-def _enqueue(r: redis.Redis, sha: str, batch: int) -> None:
-    """``batch`` queued jobs on queue ``q`` by enqueue.lua (``sha``), as one segment."""
-    jobs = [a for i in range(batch) for a in (f"j{i}", "data", "m.f()", TS, "1767225600.0")]
-    head = [
-        "q",
-        "queued",
-        "n",
-        "",
-        "0",
-        "0",
-        2,
-        "origin",
-        "q",
-        "status",
-        "queued",
-        1,
-        "kind",
-        "enqueued",
-        batch,
-    ]
+def _enqueue(r: redis.Redis, sha: str, batch: int, start: int = 0) -> None:
+    """``batch`` queued jobs (ids ``j<start>``...) on queue ``q`` by enqueue.lua (``sha``), as one segment."""
+    jobs = [a for i in range(start, start + batch) for a in (f"j{i}", "data", "m.f()", TS, "1767225600.0")]
+    shared = ["origin", "q", "status", "queued"]
+    head = ["q", "queued", "n", "", "0", "0", 2, *shared, 1, "kind", "enqueued", batch]
     out = r.evalsha(sha, 2, STREAM, "rq:queues", "rq", 10000, *head, *jobs)
     assert out == [1] * batch, out
 
 
-def _claim(r: redis.Redis, sha: str, batch: int) -> list[str]:
-    """Claims ``batch`` jobs of ``q`` for worker ``w1`` by claim.lua (``sha``): their execution ids."""
+def _claim(r: redis.Redis, sha: str, batch: int, first: int = 1) -> list[str]:
+    """Claims ``batch`` jobs of ``q`` for worker ``w1`` by claim.lua (``sha``; execution numbers from
+    ``first``): their execution ids."""
     call = ClaimCall(RQKeys("rq"), "w1", STREAM, "1767225601.0", TS, 60, batch, 10000, "", False, (), ("q",),
-                     "0" * 20, 1)  # fmt: skip
+                     "0" * 20, first)  # fmt: skip
     out = r.evalsha(sha, len(call.to_keys()), *call.to_keys(), *call.to_args())
     assert len(out) == 4 * batch, out  # type: ignore[arg-type]
     return [e.decode() for e in out[1::4]]  # type: ignore[index]
 
 
+def _finish(r: redis.Redis, sha: str, jobs: tuple[tuple[str, str, str], ...]) -> None:
+    """``jobs`` (id, execution, queue) recorded as finished by finish.lua (``sha``)."""
+    fields = ["finished", "1", "", "", "", "500", "1767226000", "", "", "0"]  # fields 4-13
+    fields += ["1767225601.0", "1767225601.1", "0.1", "finished", "", "", "", "", "1", "", "", "m.f"]
+    fields += ["", "", "", ""]  # 26-29
+    records = tuple("\x1e".join([j, e, q, *fields]) for j, e, q in jobs)
+    call = FinishCall(RQKeys("rq"), "w1", STREAM, 10000, TS, 1767225601.2, 29, jobs, records)
+    out = r.evalsha(sha, len(call.to_keys()), *call.to_keys(), *call.to_args())
+    assert out == [1] * len(jobs), out
+
+
 def worker_round(script: str, batch: int, current: dict[str, str]) -> Callable[[redis.Redis, str], int]:
-    """``script`` (enqueue, claim or finish) timed alone on ``batch`` jobs; the others (this tree's,
-    ``current``: name -> sha) prepare its data before the statistics are reset."""
+    """``script`` (enqueue, claim or finish) timed alone on calls of ``batch`` jobs (one call, or 50 of one
+    job); the others (this tree's, ``current``: name -> sha) prepare its data before the statistics are
+    reset."""
+    calls = 1 if batch > 1 else 50
 
     def run(r: redis.Redis, sha: str) -> int:
         r.flushall()
         r.hset("rq:worker:w1", "state", "idle")
-        if script == "enqueue":
-            r.config_resetstat()
-            _enqueue(r, sha, batch)
-            return 1
-        _enqueue(r, current["enqueue"], batch)
-        if script == "claim":
-            r.config_resetstat()
-            _claim(r, sha, batch)
-            return 1
-        execs = _claim(r, current["claim"], batch)
-        jobs = tuple((f"j{i}", execs[i], "q") for i in range(batch))
-        head = ["finished", "1", "", "", "", "500", "1767226000", "", "", "0"]  # fields 4-13
-        fields = [
-            *head,
-            "1767225601.0",
-            "1767225601.1",
-            "0.1",
-            "finished",
-            *[""] * 4,
-            "1",
-            "",
-            "",
-            "m.f",
-            *[""] * 4,
-        ]
-        records = tuple("\x1e".join([j, e, q, *fields]) for j, e, q in jobs)
-        call = FinishCall(RQKeys("rq"), "w1", STREAM, 10000, TS, 1767225601.2, 29, jobs, records)
+        if script != "enqueue":
+            _enqueue(r, current["enqueue"], batch * calls)
+        execs = _claim(r, current["claim"], batch * calls) if script == "finish" else []
         r.config_resetstat()
-        out = r.evalsha(sha, len(call.to_keys()), *call.to_keys(), *call.to_args())
-        assert out == [1] * batch, out
-        return 1
+        for c in range(calls):
+            if script == "enqueue":
+                _enqueue(r, sha, batch, c * batch)
+            elif script == "claim":
+                _claim(r, sha, batch, 1 + c * batch)
+            else:
+                _finish(r, sha, tuple((f"j{k}", execs[k], "q") for k in range(c * batch, (c + 1) * batch)))
+        return calls
 
     return run
 

@@ -30,38 +30,38 @@ if bad then return redis.error_reply(bad) end
 -- A segment's header from ARGV[i]: its shared options, argument ranges and keys, as a table s (with the ids to
 -- push and the earliest run-at, filled by its jobs), and the index of its first job's arguments
 local function read_segment(i)
-  local s = {q = ARGV[i], status = ARGV[i + 1], unique = ARGV[i + 2], ttl = ARGV[i + 3], front = ARGV[i + 4]}
-  s.has_meta = ARGV[i + 5] == '1'
-  s.hash_from = i + 7
-  s.hash_to = s.hash_from + 2 * tonumber(ARGV[i + 6]) - 1
-  s.life_from = s.hash_to + 2
-  s.life_to = s.life_from + 2 * tonumber(ARGV[s.hash_to + 1]) - 1
-  s.njobs = tonumber(ARGV[s.life_to + 1])
-  i = s.life_to + 2
-  s.scheduled = s.status == 'scheduled'
+  local q, status, front = ARGV[i], ARGV[i + 1], ARGV[i + 4]
+  local hash_from = i + 7
+  local hash_to = hash_from + 2 * tonumber(ARGV[i + 6]) - 1
+  local life_from = hash_to + 2
+  local life_to = life_from + 2 * tonumber(ARGV[hash_to + 1]) - 1
+  local scheduled = status == 'scheduled'
   -- RQ's dependencies and rate limit, from the shared hash fields (rare: found by one scan)
-  s.allow = false
-  for k = s.hash_from, s.hash_to, 2 do
+  local deps, allow, rl_key, rl_conc = nil, false, nil, nil
+  for k = hash_from, hash_to, 2 do
     local name = ARGV[k]
     if name == 'dependency_ids' then
-      s.deps = {}
-      for dep in string.gmatch(ARGV[k + 1], '"([^"]+)"') do s.deps[#s.deps + 1] = dep end
-    elseif name == 'allow_dependency_failures' then s.allow = ARGV[k + 1] == '1'
-    elseif name == 'rate_limit_key' then s.rl_key = ARGV[k + 1]
-    elseif name == 'rate_limit_concurrency' then s.rl_conc = ARGV[k + 1] end
+      deps = {}
+      for dep in string.gmatch(ARGV[k + 1], '"([^"]+)"') do deps[#deps + 1] = dep end
+    elseif name == 'allow_dependency_failures' then allow = ARGV[k + 1] == '1'
+    elseif name == 'rate_limit_key' then rl_key = ARGV[k + 1]
+    elseif name == 'rate_limit_concurrency' then rl_conc = ARGV[k + 1] end
   end
-  s.qkey = key_queue(p, s.q)
-  s.skey = key_registry(p, 'scheduled', s.q)
-  s.push = s.front == '1' and 'LPUSH' or 'RPUSH'
-  if s.scheduled then s.bad = wrong_type(s.skey, 'zset') else s.bad = wrong_type(s.qkey, 'list') end
-  s.pushed = {}  -- the segment's queued ids, pushed at once after its loop (lib_many)
-  return s, i
+  local qkey = key_queue(p, q)
+  local skey = key_registry(p, 'scheduled', q)
+  local bad
+  if scheduled then bad = wrong_type(skey, 'zset') else bad = wrong_type(qkey, 'list') end
+  -- one constructor (a table sized at once); pushed: the segment's queued ids, pushed after its jobs (lib_many)
+  return {q = q, unique = ARGV[i + 2], ttl = ARGV[i + 3], has_meta = ARGV[i + 5] == '1', hash_from = hash_from,
+    hash_to = hash_to, life_from = life_from, life_to = life_to, njobs = tonumber(ARGV[life_to + 1]),
+    scheduled = scheduled, deps = deps, allow = allow, rl_key = rl_key, rl_conc = rl_conc, qkey = qkey,
+    skey = skey, push = front == '1' and 'LPUSH' or 'RPUSH', bad = bad, pushed = {}, wake = false}, life_to + 2
 end
 
--- One job of segment s written (its hash, its queue, schedule or wait, its lifecycle record)
-local function write_job(s, jk, id, data, meta, desc, ts, epoch, score)
-  local q, qkey, ttl, deps, hash_from, hash_to = s.q, s.qkey, s.ttl, s.deps, s.hash_from, s.hash_to
-  if s.unique == '0' then redis.call('DEL', jk) end
+-- A job of segment s that may not go straight to its queue (the segment is scheduled, has dependencies or a
+-- rate limit): its hash written, then scheduled, deferred, waiting for a rate slot, or pushed
+local function hold_job(s, jk, id, data, desc, ts, epoch, score)
+  local q, deps, hash_from, hash_to = s.q, s.deps, s.hash_from, s.hash_to
   -- rq.Queue.setup_dependencies: deferred while a dependency is neither finished nor (allowed) failed
   local waiting = false
   if deps then
@@ -83,6 +83,7 @@ local function write_job(s, jk, id, data, meta, desc, ts, epoch, score)
     if waiting then
       redis.call('HSET', jk, 'status', 'deferred')
       -- RQ 2.x reads the score as an expiry (no ttl: never); RQ 3 only orders by it
+      local ttl = s.ttl
       local dscore = ttl ~= '' and tostring(math.floor(tonumber(epoch)) + tonumber(ttl)) or '+inf'
       redis.call('ZADD', key_registry(p, 'deferred', q), dscore, id)
       for _, dep in ipairs(deps) do
@@ -95,21 +96,16 @@ local function write_job(s, jk, id, data, meta, desc, ts, epoch, score)
   else
     redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
       unpack(ARGV, hash_from, hash_to))
-    many_add(s.pushed, qkey, id)
+    many_add(s.pushed, s.qkey, id)
   end
-  if meta then redis.call('HSET', jk, 'meta', meta) end
-  if ttl ~= '' then redis.call('EXPIRE', jk, ttl) end
-  if not registered[q] then
-    redis.call('SADD', queues_key, qkey)
-    registered[q] = true
-  end
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'job_id', id, 'enqueued_at', epoch,
-    unpack(ARGV, s.life_from, s.life_to))
 end
 
--- The jobs of segment s, from ARGV[i]: each written, skipped or refused; returns the index after them
+-- The jobs of segment s, from ARGV[i]: each written (a plain queued job inline, the others by hold_job),
+-- skipped or refused; returns the index after them
 local function enqueue_jobs(s, i)
   local has_meta, scheduled, unique, bad = s.has_meta, s.scheduled, s.unique, s.bad
+  local q, qkey, ttl, pushed, hash_from, hash_to = s.q, s.qkey, s.ttl, s.pushed, s.hash_from, s.hash_to
+  local held = scheduled or s.deps or s.rl_key
   for _ = 1, s.njobs do
     local id, data = ARGV[i], ARGV[i + 1]
     i = i + 2
@@ -132,7 +128,22 @@ local function enqueue_jobs(s, i)
     elseif unique == '1' and redis.call('EXISTS', jk) == 1 then
       out[n] = 0
     else
-      write_job(s, jk, id, data, meta, desc, ts, epoch, score)
+      if unique == '0' then redis.call('DEL', jk) end
+      if held then
+        hold_job(s, jk, id, data, desc, ts, epoch, score)
+      else
+        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
+          unpack(ARGV, hash_from, hash_to))
+        many_add(pushed, qkey, id)
+      end
+      if meta then redis.call('HSET', jk, 'meta', meta) end
+      if ttl ~= '' then redis.call('EXPIRE', jk, ttl) end
+      if not registered[q] then
+        redis.call('SADD', queues_key, qkey)
+        registered[q] = true
+      end
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'job_id', id, 'enqueued_at', epoch,
+        unpack(ARGV, s.life_from, s.life_to))
       out[n] = 1
     end
   end
