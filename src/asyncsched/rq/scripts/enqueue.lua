@@ -27,10 +27,12 @@ local registered = {}
 local bad = wrong_type(stream, 'stream')
 if bad then return redis.error_reply(bad) end
 
--- A segment's header from ARGV[i]: its shared options, argument ranges and keys, as a table s (with the ids to
--- push and the earliest run-at, filled by its jobs), and the index of its first job's arguments
+-- A segment's header from ARGV[i]: queue, unique, ttl, has_meta, scheduled, the shared hash and lifecycle
+-- fields' ARGV ranges, njobs, dependencies, allow_dependency_failures, rate limit key and concurrency, list
+-- and scheduled keys, push command, the keys' type error, and the index of its first job's arguments.
+-- (Plain values, not a table, and few functions with few upvalues: each costs Redis on every call.)
 local function read_segment(i)
-  local q, status, front = ARGV[i], ARGV[i + 1], ARGV[i + 4]
+  local q, status, unique, ttl, front = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local hash_from = i + 7
   local hash_to = hash_from + 2 * tonumber(ARGV[i + 6]) - 1
   local life_from = hash_to + 2
@@ -47,43 +49,40 @@ local function read_segment(i)
     elseif name == 'rate_limit_key' then rl_key = ARGV[k + 1]
     elseif name == 'rate_limit_concurrency' then rl_conc = ARGV[k + 1] end
   end
-  local qkey = key_queue(p, q)
-  local skey = key_registry(p, 'scheduled', q)
+  local qkey, skey = key_queue(p, q), key_registry(p, 'scheduled', q)
   local bad
   if scheduled then bad = wrong_type(skey, 'zset') else bad = wrong_type(qkey, 'list') end
-  -- one constructor (a table sized at once); pushed: the segment's queued ids, pushed after its jobs (lib_many)
-  return {q = q, unique = ARGV[i + 2], ttl = ARGV[i + 3], has_meta = ARGV[i + 5] == '1', hash_from = hash_from,
-    hash_to = hash_to, life_from = life_from, life_to = life_to, njobs = tonumber(ARGV[life_to + 1]),
-    scheduled = scheduled, deps = deps, allow = allow, rl_key = rl_key, rl_conc = rl_conc, qkey = qkey,
-    skey = skey, push = front == '1' and 'LPUSH' or 'RPUSH', bad = bad, pushed = {}, wake = false}, life_to + 2
+  return q, unique, ttl, ARGV[i + 5] == '1', scheduled, hash_from, hash_to, life_from, life_to,
+    tonumber(ARGV[life_to + 1]), deps, allow, rl_key, rl_conc, qkey, skey, front == '1' and 'LPUSH' or 'RPUSH',
+    bad, life_to + 2
 end
 
--- A job of segment s that may not go straight to its queue (the segment is scheduled, has dependencies or a
--- rate limit): its hash written, then scheduled, deferred, waiting for a rate slot, or pushed
-local function hold_job(s, jk, id, data, desc, ts, epoch, score)
-  local q, deps, hash_from, hash_to = s.q, s.deps, s.hash_from, s.hash_to
+-- A job that may not go straight to its queue (its segment g = {q, ttl, scheduled, hash_from, hash_to, deps,
+-- allow, rl_key, rl_conc, qkey, skey, pushed} is scheduled, has dependencies or a rate limit): its hash
+-- written, then scheduled, deferred, waiting for a rate slot, or pushed; returns its run-at (ms) if scheduled
+local function hold_job(g, jk, id, data, desc, ts, epoch, score)
+  local q, ttl, scheduled, hash_from, hash_to, deps, allow, rl_key = g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8]
   -- rq.Queue.setup_dependencies: deferred while a dependency is neither finished nor (allowed) failed
   local waiting = false
   if deps then
     for _, dep in ipairs(deps) do
       local ds = redis.call('HGET', key_job(p, dep), 'status')
-      if ds and ds ~= 'finished' and not (s.allow and ds == 'failed') then waiting = true end
+      if ds and ds ~= 'finished' and not (allow and ds == 'failed') then waiting = true end
     end
   end
-  if s.scheduled then
+  if scheduled then
     redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
       unpack(ARGV, hash_from, hash_to))
     local run_ms = tonumber(score)
-    redis.call('ZADD', s.skey, math.ceil(run_ms / 1000), id)
+    redis.call('ZADD', g[11], math.ceil(run_ms / 1000), id)
     redis.call('HSET', jk, 'asyncsched_run_at', score)
-    if not s.wake or run_ms < s.wake then s.wake = run_ms end
-  elseif waiting or s.rl_key then
+    return run_ms
+  elseif waiting or rl_key then
     redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
       unpack(ARGV, hash_from, hash_to))
     if waiting then
       redis.call('HSET', jk, 'status', 'deferred')
       -- RQ 2.x reads the score as an expiry (no ttl: never); RQ 3 only orders by it
-      local ttl = s.ttl
       local dscore = ttl ~= '' and tostring(math.floor(tonumber(epoch)) + tonumber(ttl)) or '+inf'
       redis.call('ZADD', key_registry(p, 'deferred', q), dscore, id)
       for _, dep in ipairs(deps) do
@@ -91,46 +90,45 @@ local function hold_job(s, jk, id, data, desc, ts, epoch, score)
         redis.call('SADD', key_dependencies(p, id), dep)
       end
     else
-      rl_wait(p, s.rl_key, s.rl_conc, id, tonumber(epoch), ts)
+      rl_wait(p, rl_key, g[9], id, tonumber(epoch), ts)
     end
   else
     redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
       unpack(ARGV, hash_from, hash_to))
-    many_add(s.pushed, s.qkey, id)
+    many_add(g[12], g[10], id)
   end
 end
 
--- The jobs of segment s, from ARGV[i]: each written (a plain queued job inline, the others by hold_job),
--- skipped or refused; returns the index after them
-local function enqueue_jobs(s, i)
-  local has_meta, scheduled, unique, bad = s.has_meta, s.scheduled, s.unique, s.bad
-  local q, qkey, ttl, pushed, hash_from, hash_to = s.q, s.qkey, s.ttl, s.pushed, s.hash_from, s.hash_to
-  local held = scheduled or s.deps or s.rl_key
-  for _ = 1, s.njobs do
+local i = 3
+while i <= #ARGV do
+  local q, unique, ttl, has_meta, scheduled, hash_from, hash_to, life_from, life_to, njobs, deps, allow, rl_key,
+    rl_conc, qkey, skey, push, bad_q, first = read_segment(i)
+  i = first
+  local wake = nil
+  local pushed = {}  -- the segment's queued ids, pushed at once after its loop (lib_many)
+  -- the segment, for hold_job (only when its jobs may not go straight to the queue)
+  local held = (scheduled or deps or rl_key) and
+    {q, ttl, scheduled, hash_from, hash_to, deps, allow, rl_key, rl_conc, qkey, skey, pushed}
+  for _ = 1, njobs do
     local id, data = ARGV[i], ARGV[i + 1]
     i = i + 2
-    local meta
-    if has_meta then
-      meta = ARGV[i]
-      i = i + 1
-    end
+    local meta = has_meta and ARGV[i] or nil
+    if has_meta then i = i + 1 end
     local desc, ts, epoch = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     i = i + 3
-    local score
-    if scheduled then
-      score = ARGV[i]
-      i = i + 1
-    end
+    local score = scheduled and ARGV[i] or nil
+    if scheduled then i = i + 1 end
     local jk = key_job(p, id)
     n = n + 1
-    if bad then
-      out[n] = bad
+    if bad_q then
+      out[n] = bad_q
     elseif unique == '1' and redis.call('EXISTS', jk) == 1 then
       out[n] = 0
     else
       if unique == '0' then redis.call('DEL', jk) end
       if held then
-        hold_job(s, jk, id, data, desc, ts, epoch, score)
+        local run_ms = hold_job(held, jk, id, data, desc, ts, epoch, score)
+        if run_ms and (not wake or run_ms < wake) then wake = run_ms end
       else
         redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
           unpack(ARGV, hash_from, hash_to))
@@ -143,19 +141,11 @@ local function enqueue_jobs(s, i)
         registered[q] = true
       end
       redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'job_id', id, 'enqueued_at', epoch,
-        unpack(ARGV, s.life_from, s.life_to))
+        unpack(ARGV, life_from, life_to))
       out[n] = 1
     end
   end
-  return i
-end
-
-local i = 3
-while i <= #ARGV do
-  local s
-  s, i = read_segment(i)
-  i = enqueue_jobs(s, i)
-  many_send(s.pushed, s.push)
-  if s.wake then redis.call('PUBLISH', key_wake(p, s.q), string.format('%.0f', s.wake)) end
+  many_send(pushed, push)
+  if wake then redis.call('PUBLISH', key_wake(p, q), string.format('%.0f', wake)) end
 end
 return out
