@@ -180,8 +180,9 @@ local function paused(q) return redis.call('EXISTS', qkeys[q][3]) == 1 end
 local given_paused = given_q ~= '' and paused(given_q)
 local count = 0  -- jobs started from the claiming list and the queues, towards n
 
--- the ids the worker popped by BLPOP: started, or put back where they were when their queue is paused or refused
-local function claim_given()
+-- The ids the worker popped by BLPOP: started, or put back where they were when their queue is paused or
+-- refused; then those of its claiming list (few functions: each is a closure made on every call, which costs)
+local function claim_popped()
   if ngiven > 0 then
     if queue_ok(given_q) and not given_paused then
       for k = 1, ngiven do
@@ -196,10 +197,7 @@ local function claim_given()
   if given_paused and claiming ~= '' then
     while type(redis.pcall('LMOVE', claiming, qkeys[given_q][1], 'RIGHT', 'LEFT')) == 'string' do end
   end
-end
-
--- the ids in the worker's claiming list (its BLMOVE target), up to n
-local function claim_claiming()
+  -- then the ids in the worker's claiming list (its BLMOVE target), up to n
   if claiming ~= '' and n > 0 and queue_ok(given_q) and not given_paused then
     local ids = redis.pcall('LPOP', claiming, n)
     if type(ids) == 'table' and ids.err then
@@ -214,7 +212,7 @@ local function claim_claiming()
   end
 end
 
--- then the queues in order, until n jobs are started (or 100 parked)
+-- Then the queues in order, until n jobs are started (or 100 parked); returns the reply
 local function claim_queues()
   for _, q in ipairs(queues) do
     while count < n and parks < 100 and queue_ok(q) and not paused(q) do
@@ -227,10 +225,7 @@ local function claim_queues()
       if #ids < want then break end
     end
   end
-end
-
--- the batch's writes sent once, the worker's hash marked busy, and the reply
-local function finish_reply()
+  -- the batch's writes sent once, the worker's hash marked busy, and the reply
   if limited_due then
     out[#out + 1] = ''; out[#out + 1] = 'limited'; out[#out + 1] = ''; out[#out + 1] = string.format('%.6f', limited_due)
   end
@@ -243,7 +238,5 @@ local function finish_reply()
   return out
 end
 
-claim_given()
-claim_claiming()
-claim_queues()
-return finish_reply()
+claim_popped()
+return claim_queues()
