@@ -3,9 +3,11 @@
 Runs both texts alternately on one fresh redis-server, on the same data, and prints the median ``EVALSHA``
 microseconds per call (``INFO commandstats``: the script's Lua time plus the commands it sends, which are
 the same for both) of each. Covers ``promote`` (a batch of due jobs moved to their queue, each with its
-lifecycle record; and a call that finds none due) and the scheduler's ``claim`` (a tick that runs, and one
-skipped by its overlap policy). Splitting a script into functions costs a little per call: each ``local
-function`` is a closure made anew on every call (about 0.03 µs each).
+lifecycle record; and a call that finds none due), the scheduler's ``claim`` (a tick that runs, and one
+skipped by its overlap policy), and the worker's path: ``enqueue`` (a batch of queued jobs), ``claim`` (a
+batch started) and ``finish`` (a batch finished), each timed alone on the data the others leave.
+Splitting a script into functions costs a little per call: each ``local function`` is a closure made anew
+on every call (about 0.03 µs each).
 
     python benchmarks/lua_split.py [--rev HEAD] [--rounds 40]
 """
@@ -27,6 +29,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from asyncsched.rq import _scripts  # noqa: E402
+from asyncsched.rq._calls import ClaimCall, FinishCall  # noqa: E402
+from asyncsched.rq.keys import RQKeys  # noqa: E402
 from asyncsched.scheduler import _index  # noqa: E402
 from servers import find_binary, free_port  # noqa: E402
 
@@ -110,6 +114,65 @@ def claim_round(calls: int, policy: str) -> Callable[[redis.Redis, str], int]:
     return run
 
 
+STREAM = "rq:asyncsched:lifecycle"
+TS = "2026-01-01T00:00:00.000000Z"
+
+
+def _enqueue(r: redis.Redis, sha: str, batch: int, start: int = 0) -> None:
+    """``batch`` queued jobs (ids ``j<start>``...) on queue ``q`` by enqueue.lua (``sha``), as one segment."""
+    jobs = [a for i in range(start, start + batch) for a in (f"j{i}", "data", "m.f()", TS, "1767225600.0")]
+    shared = ["origin", "q", "status", "queued"]
+    head = ["q", "queued", "n", "", "0", "0", 2, *shared, 1, "kind", "enqueued", batch]
+    out = r.evalsha(sha, 2, STREAM, "rq:queues", "rq", 10000, *head, *jobs)
+    assert out == [1] * batch, out
+
+
+def _claim(r: redis.Redis, sha: str, batch: int, first: int = 1) -> list[str]:
+    """Claims ``batch`` jobs of ``q`` for worker ``w1`` by claim.lua (``sha``; execution numbers from
+    ``first``): their execution ids."""
+    call = ClaimCall(RQKeys("rq"), "w1", STREAM, "1767225601.0", TS, 60, batch, 10000, "", False, (), ("q",),
+                     "0" * 20, first)  # fmt: skip
+    out = r.evalsha(sha, len(call.to_keys()), *call.to_keys(), *call.to_args())
+    assert len(out) == 4 * batch, out  # type: ignore[arg-type]
+    return [e.decode() for e in out[1::4]]  # type: ignore[index]
+
+
+def _finish(r: redis.Redis, sha: str, jobs: tuple[tuple[str, str, str], ...]) -> None:
+    """``jobs`` (id, execution, queue) recorded as finished by finish.lua (``sha``)."""
+    fields = ["finished", "1", "", "", "", "500", "1767226000", "", "", "0"]  # fields 4-13
+    fields += ["1767225601.0", "1767225601.1", "0.1", "finished", "", "", "", "", "1", "", "", "m.f"]
+    fields += ["", "", "", ""]  # 26-29
+    records = tuple("\x1e".join([j, e, q, *fields]) for j, e, q in jobs)
+    call = FinishCall(RQKeys("rq"), "w1", STREAM, 10000, TS, 1767225601.2, 29, jobs, records)
+    out = r.evalsha(sha, len(call.to_keys()), *call.to_keys(), *call.to_args())
+    assert out == [1] * len(jobs), out
+
+
+def worker_round(script: str, batch: int, current: dict[str, str]) -> Callable[[redis.Redis, str], int]:
+    """``script`` (enqueue, claim or finish) timed alone on calls of ``batch`` jobs (one call, or 50 of one
+    job); the others (this tree's, ``current``: name -> sha) prepare its data before the statistics are
+    reset."""
+    calls = 1 if batch > 1 else 50
+
+    def run(r: redis.Redis, sha: str) -> int:
+        r.flushall()
+        r.hset("rq:worker:w1", "state", "idle")
+        if script != "enqueue":
+            _enqueue(r, current["enqueue"], batch * calls)
+        execs = _claim(r, current["claim"], batch * calls) if script == "finish" else []
+        r.config_resetstat()
+        for c in range(calls):
+            if script == "enqueue":
+                _enqueue(r, sha, batch, c * batch)
+            elif script == "claim":
+                _claim(r, sha, batch, 1 + c * batch)
+            else:
+                _finish(r, sha, tuple((f"j{k}", execs[k], "q") for k in range(c * batch, (c + 1) * batch)))
+        return calls
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rev", default="HEAD", help="the revision to compare with (default HEAD)")
@@ -158,6 +221,18 @@ def main() -> None:
                 1,
             ),
         ]
+        current = {name: r.script_load(_scripts.source(name)) for name in ("enqueue", "claim")}
+        cases.extend(
+            (
+                f"{script} ({batch} job{'s' if batch > 1 else ''})",
+                _rq_script(args.rev, script),
+                _scripts.source(script),
+                worker_round(script, batch, current),
+                batch,
+            )
+            for script in ("enqueue", "claim", "finish")
+            for batch in (1, 100)
+        )
         for name, old, new, round_, per in cases:
             shas = [r.script_load(old), r.script_load(new)]
             times: list[list[float]] = [[], []]

@@ -244,7 +244,7 @@ MUTANTS: list[Mutant] = [
     m(
         "wire-queues-set",
         "rq/scripts/enqueue.lua",
-        "        redis.call('SADD', queues_key, qkey)\n",
+        "    redis.call('SADD', queues_key, qkey)\n",
         "",
         ["tests/worker/test_rq_interop.py", "tests/queue/test_rq_reads_ours.py", *REAL_REDIS],
         "queues missing from RQ's set of queues (rq info, Queue.all, rq-dashboard do not see them)",
@@ -252,8 +252,9 @@ MUTANTS: list[Mutant] = [
     m(
         "wire-job-field",
         "rq/scripts/enqueue.lua",
-        "'description', desc, 'enqueued_at', ts,",
-        "'desc', desc, 'enqueued_at', ts,",
+        # the plain queued job's HSET (enqueue_jobs; hold_job's, less indented, is another path)
+        "        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,",
+        "        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'desc', desc,",
         ["tests/queue/test_rq_reads_ours.py", "tests/worker/test_rq_interop.py", *REAL_REDIS],
         "a job hash field under a name RQ does not read",
     ),

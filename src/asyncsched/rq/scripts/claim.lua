@@ -138,8 +138,7 @@ local function start(id, q)
   end
   used = used + 1
   local ex = exec_base .. string.format('%012x', exec_first + used - 1)
-  local member = id .. ':' .. ex
-  local ek = key_executions(p, id)
+  local member, ek = id .. ':' .. ex, key_executions(p, id)
   local z = redis.pcall('ZADD', ek, math.floor(now) + lease + 60, ex)  -- first write: may refuse the job
   if type(z) == 'table' and z.err then
     used = used - 1
@@ -158,10 +157,8 @@ local function start(id, q)
   local life = life_job({'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s,
     'attempt', extra[1] or '1'}, extra[2], extra[3], extra[4], extra[5], extra[6])
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
-  out[#out + 1] = id
-  out[#out + 1] = ex
-  out[#out + 1] = q
-  out[#out + 1] = h
+  local o = #out
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, ex, q, h
   last_id = id
   return true
 end
@@ -181,52 +178,65 @@ end
 -- blocking pop (BLPOP's given ids, BLMOVE's claiming list) go back to its front, in order.
 local function paused(q) return redis.call('EXISTS', qkeys[q][3]) == 1 end
 local given_paused = given_q ~= '' and paused(given_q)
+local count = 0  -- jobs started from the claiming list and the queues, towards n
 
-if ngiven > 0 then
-  if queue_ok(given_q) and not given_paused then
-    for k = 1, ngiven do
-      start(ARGV[10 + k], given_q)
+-- The ids the worker popped by BLPOP: started, or put back where they were when their queue is paused or
+-- refused; then those of its claiming list (few functions: each is a closure made on every call, which costs)
+local function claim_popped()
+  if ngiven > 0 then
+    if queue_ok(given_q) and not given_paused then
+      for k = 1, ngiven do
+        start(ARGV[10 + k], given_q)
+      end
+    else  -- popped by the worker's BLPOP: put them back where they were
+      for k = ngiven, 1, -1 do
+        redis.pcall('LPUSH', qkeys[given_q][1], ARGV[10 + k])
+      end
     end
-  else  -- popped by the worker's BLPOP: put them back where they were
-    for k = ngiven, 1, -1 do
-      redis.pcall('LPUSH', qkeys[given_q][1], ARGV[10 + k])
+  end
+  if given_paused and claiming ~= '' then
+    while type(redis.pcall('LMOVE', claiming, qkeys[given_q][1], 'RIGHT', 'LEFT')) == 'string' do end
+  end
+  -- then the ids in the worker's claiming list (its BLMOVE target), up to n
+  if claiming ~= '' and n > 0 and queue_ok(given_q) and not given_paused then
+    local ids = redis.pcall('LPOP', claiming, n)
+    if type(ids) == 'table' and ids.err then
+      poison('', given_q, 'key ' .. claiming .. ': ' .. ids.err)
+      ids = nil
+    end
+    if ids then
+      for _, id in ipairs(ids) do
+        if start(id, given_q) then count = count + 1 end
+      end
     end
   end
 end
-if given_paused and claiming ~= '' then
-  while type(redis.pcall('LMOVE', claiming, qkeys[given_q][1], 'RIGHT', 'LEFT')) == 'string' do end
-end
-local count = 0
-if claiming ~= '' and n > 0 and queue_ok(given_q) and not given_paused then
-  local ids = redis.pcall('LPOP', claiming, n)
-  if type(ids) == 'table' and ids.err then
-    poison('', given_q, 'key ' .. claiming .. ': ' .. ids.err)
-    ids = nil
-  end
-  if ids then
-    for _, id in ipairs(ids) do
-      if start(id, given_q) then count = count + 1 end
+
+-- Then the queues in order, until n jobs are started (or 100 parked); returns the reply
+local function claim_queues()
+  for _, q in ipairs(queues) do
+    while count < n and parks < 100 and queue_ok(q) and not paused(q) do
+      local want = n - count
+      local ids = redis.call('LPOP', qkeys[q][1], want)
+      if not ids then break end
+      for _, id in ipairs(ids) do
+        if start(id, q) then count = count + 1 end
+      end
+      if #ids < want then break end
     end
   end
-end
-for _, q in ipairs(queues) do
-  while count < n and parks < 100 and queue_ok(q) and not paused(q) do
-    local want = n - count
-    local ids = redis.call('LPOP', qkeys[q][1], want)
-    if not ids then break end
-    for _, id in ipairs(ids) do
-      if start(id, q) then count = count + 1 end
-    end
-    if #ids < want then break end
+  -- the batch's writes sent once, the worker's hash marked busy, and the reply
+  if limited_due then
+    out[#out + 1] = ''; out[#out + 1] = 'limited'; out[#out + 1] = ''; out[#out + 1] = string.format('%.6f', limited_due)
   end
+  many_send(wip, 'ZADD')
+  many_send(wmembers, 'SADD')
+  if last_id then redis.call('EXPIRE', wexec, lease + 60) end
+  if last_id and redis.call('EXISTS', wkey) == 1 then
+    redis.call('HSET', wkey, 'state', 'busy', 'current_job', last_id, 'last_heartbeat', now_ts)
+  end
+  return out
 end
-if limited_due then
-  out[#out + 1] = ''; out[#out + 1] = 'limited'; out[#out + 1] = ''; out[#out + 1] = string.format('%.6f', limited_due)
-end
-many_send(wip, 'ZADD')
-many_send(wmembers, 'SADD')
-if last_id then redis.call('EXPIRE', wexec, lease + 60) end
-if last_id and redis.call('EXISTS', wkey) == 1 then
-  redis.call('HSET', wkey, 'state', 'busy', 'current_job', last_id, 'last_heartbeat', now_ts)
-end
-return out
+
+claim_popped()
+return claim_queues()

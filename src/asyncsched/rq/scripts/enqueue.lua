@@ -27,16 +27,16 @@ local registered = {}
 local bad = wrong_type(stream, 'stream')
 if bad then return redis.error_reply(bad) end
 
-local i = 3
-while i <= #ARGV do
+-- A segment's header from ARGV[i]: queue, unique, ttl, has_meta, scheduled, the shared hash and lifecycle
+-- fields' ARGV ranges, njobs, dependencies, allow_dependency_failures, rate limit key and concurrency, list
+-- and scheduled keys, push command, the keys' type error, and the index of its first job's arguments.
+-- (Plain values, not a table, and few functions with few upvalues: each costs Redis on every call.)
+local function read_segment(i)
   local q, status, unique, ttl, front = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local has_meta = ARGV[i + 5] == '1'
   local hash_from = i + 7
   local hash_to = hash_from + 2 * tonumber(ARGV[i + 6]) - 1
   local life_from = hash_to + 2
   local life_to = life_from + 2 * tonumber(ARGV[hash_to + 1]) - 1
-  local njobs = tonumber(ARGV[life_to + 1])
-  i = life_to + 2
   local scheduled = status == 'scheduled'
   -- RQ's dependencies and rate limit, from the shared hash fields (rare: found by one scan)
   local deps, allow, rl_key, rl_conc = nil, false, nil, nil
@@ -49,66 +49,86 @@ while i <= #ARGV do
     elseif name == 'rate_limit_key' then rl_key = ARGV[k + 1]
     elseif name == 'rate_limit_concurrency' then rl_conc = ARGV[k + 1] end
   end
-  local qkey = key_queue(p, q)
-  local skey = key_registry(p, 'scheduled', q)
-  local push = front == '1' and 'LPUSH' or 'RPUSH'
+  local qkey, skey = key_queue(p, q), key_registry(p, 'scheduled', q)
+  local bad
   if scheduled then bad = wrong_type(skey, 'zset') else bad = wrong_type(qkey, 'list') end
+  return q, unique, ttl, ARGV[i + 5] == '1', scheduled, hash_from, hash_to, life_from, life_to,
+    tonumber(ARGV[life_to + 1]), deps, allow, rl_key, rl_conc, qkey, skey, front == '1' and 'LPUSH' or 'RPUSH',
+    bad, life_to + 2
+end
 
+-- A job that may not go straight to its queue (its segment g = {q, ttl, scheduled, hash_from, hash_to, deps,
+-- allow, rl_key, rl_conc, qkey, skey, pushed} is scheduled, has dependencies or a rate limit): its hash
+-- written, then scheduled, deferred, waiting for a rate slot, or pushed; returns its run-at (ms) if scheduled
+local function hold_job(g, jk, id, data, desc, ts, epoch, score)
+  local q, ttl, scheduled, hash_from, hash_to, deps, allow, rl_key = g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8]
+  -- rq.Queue.setup_dependencies: deferred while a dependency is neither finished nor (allowed) failed
+  local waiting = false
+  if deps then
+    for _, dep in ipairs(deps) do
+      local ds = redis.call('HGET', key_job(p, dep), 'status')
+      if ds and ds ~= 'finished' and not (allow and ds == 'failed') then waiting = true end
+    end
+  end
+  if scheduled then
+    redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
+      unpack(ARGV, hash_from, hash_to))
+    local run_ms = tonumber(score)
+    redis.call('ZADD', g[11], math.ceil(run_ms / 1000), id)
+    redis.call('HSET', jk, 'asyncsched_run_at', score)
+    return run_ms
+  elseif waiting or rl_key then
+    redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
+      unpack(ARGV, hash_from, hash_to))
+    if waiting then
+      redis.call('HSET', jk, 'status', 'deferred')
+      -- RQ 2.x reads the score as an expiry (no ttl: never); RQ 3 only orders by it
+      local dscore = ttl ~= '' and tostring(math.floor(tonumber(epoch)) + tonumber(ttl)) or '+inf'
+      redis.call('ZADD', key_registry(p, 'deferred', q), dscore, id)
+      for _, dep in ipairs(deps) do
+        redis.call('SADD', key_dependents(p, dep), id)
+        redis.call('SADD', key_dependencies(p, id), dep)
+      end
+    else
+      rl_wait(p, rl_key, g[9], id, tonumber(epoch), ts)
+    end
+  else
+    redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
+      unpack(ARGV, hash_from, hash_to))
+    many_add(g[12], g[10], id)
+  end
+end
+
+local i = 3
+while i <= #ARGV do
+  local q, unique, ttl, has_meta, scheduled, hash_from, hash_to, life_from, life_to, njobs, deps, allow, rl_key,
+    rl_conc, qkey, skey, push, bad_q, first = read_segment(i)
+  i = first
   local wake = nil
   local pushed = {}  -- the segment's queued ids, pushed at once after its loop (lib_many)
+  -- the segment, for hold_job (only when its jobs may not go straight to the queue)
+  local held = (scheduled or deps or rl_key) and
+    {q, ttl, scheduled, hash_from, hash_to, deps, allow, rl_key, rl_conc, qkey, skey, pushed}
   for _ = 1, njobs do
     local id, data = ARGV[i], ARGV[i + 1]
     i = i + 2
-    local meta
-    if has_meta then
-      meta = ARGV[i]
-      i = i + 1
-    end
+    local meta = has_meta and ARGV[i] or nil
+    if has_meta then i = i + 1 end
     local desc, ts, epoch = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     i = i + 3
-    local score
-    if scheduled then
-      score = ARGV[i]
-      i = i + 1
-    end
+    local score = scheduled and ARGV[i] or nil
+    if scheduled then i = i + 1 end
     local jk = key_job(p, id)
     n = n + 1
-    if bad then
-      out[n] = bad
+    if bad_q then
+      out[n] = bad_q
     elseif unique == '1' and redis.call('EXISTS', jk) == 1 then
       out[n] = 0
     else
       if unique == '0' then redis.call('DEL', jk) end
-      -- rq.Queue.setup_dependencies: deferred while a dependency is neither finished nor (allowed) failed
-      local waiting = false
-      if deps then
-        for _, dep in ipairs(deps) do
-          local ds = redis.call('HGET', key_job(p, dep), 'status')
-          if ds and ds ~= 'finished' and not (allow and ds == 'failed') then waiting = true end
-        end
-      end
-      if scheduled then
-        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
-          unpack(ARGV, hash_from, hash_to))
-        local run_ms = tonumber(score)
-        redis.call('ZADD', skey, math.ceil(run_ms / 1000), id)
-        redis.call('HSET', jk, 'asyncsched_run_at', score)
-        if not wake or run_ms < wake then wake = run_ms end
-      elseif waiting or rl_key then
-        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,
-          unpack(ARGV, hash_from, hash_to))
-        if waiting then
-          redis.call('HSET', jk, 'status', 'deferred')
-          -- RQ 2.x reads the score as an expiry (no ttl: never); RQ 3 only orders by it
-          local dscore = ttl ~= '' and tostring(math.floor(tonumber(epoch)) + tonumber(ttl)) or '+inf'
-          redis.call('ZADD', key_registry(p, 'deferred', q), dscore, id)
-          for _, dep in ipairs(deps) do
-            redis.call('SADD', key_dependents(p, dep), id)
-            redis.call('SADD', key_dependencies(p, id), dep)
-          end
-        else
-          rl_wait(p, rl_key, rl_conc, id, tonumber(epoch), ts)
-        end
+      if held then
+        local run_ms = hold_job(held, jk, id, data, desc, ts, epoch, score)
+        if run_ms and (not wake or run_ms < wake) then wake = run_ms end
       else
         redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,
           unpack(ARGV, hash_from, hash_to))

@@ -109,93 +109,105 @@ for j = 0, njobs - 1, 500 do
   for k = j, math.min(j + 499, njobs - 1) do dks[#dks + 1] = KEYS[jobkeys_at + 5 * k + 5] end
   deps = deps + redis.call('EXISTS', unpack(dks))
 end
-for j = 0, njobs - 1 do
-  local f = split(ARGV[first_job + j + 1])
-  local id, ex, q, outcome = f[1], f[2], f[3], f[4]
-  local qk, b = qkeys[q], jobkeys_at + 5 * j
-  local jk, rk, dk = KEYS[b + 1], KEYS[b + 4], KEYS[b + 5]
-  local member = id .. ':' .. ex
-  gone[#gone + 1] = KEYS[b + 2]
-  many_add(wip, qk[2], member)
-  redis.call('ZREM', KEYS[b + 3], ex)
-  many_add(wmembers, KEYS[3], member)
-  -- one read: the state check and the fields of the lifecycle record
-  local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
-    'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key',
-    'asyncsched_limits')
-  if not cur[1] and (outcome == 'finished' or outcome == 'failed' or outcome == 'stopped') then
-    -- the hash is gone (Redis lost its data, or the job was deleted while it ran): the job still ran,
-    -- so its outcome is recorded from what the worker knows (fields 22-26)
-    local life = {'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14], 'ended_at', f[15],
-      'attempt', f[22] ~= '' and f[22] or '1'}
-    local known = {{'agent_name', f[23]}, {'task_name', f[24]}, {'function', f[25]},
-      {'scheduled_task_id', f[26]}, {'error', f[18]}, {'traceback', f[19]}, {'result', f[20]}}
-    for _, kv in ipairs(known) do
-      if kv[2] and kv[2] ~= '' then life[#life + 1] = kv[1]; life[#life + 1] = kv[2] end
-    end
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
-    out[#out + 1] = 0
-  elseif cur[1] ~= 'started' or cur[2] ~= w then
-    -- cancelled while running: its rate-limit slot was kept until now (cancel.lua)
-    if cur[9] and cur[1] == 'canceled' then rl_release(p, cur[9], id, now, now_ts) end
-    if cur[10] then lim_release(p, cur[10], id, now, now_ts) end  -- unless another worker runs it now
-    out[#out + 1] = 0
-  else
-    local job_ttl, score = f[8], f[10]
-    if f[21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', f[21]) end
-    if f[11] ~= '' then redis.call('HSET', jk, 'retries_left', f[11]) end
-    if outcome == 'finished' then
-      redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
-      if job_ttl ~= '0' then
-        add_result(f, rk)
-        many_add(registry, qk[3], score, id)
-      end
-      if deps > 0 then enqueue_dependents(dk, false) end
-      if f[27] ~= '' then
-        -- rq.Repeat.schedule: the run is recorded as finished, then the job runs again (no TTL applied)
-        redis.call('HSET', jk, 'repeats_left', f[27], 'repeat_intervals', f[28])
-        if f[29] == '0' then
-          redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
-          redis.call('RPUSH', qk[1], id)
-        else
-          redis.call('HSET', jk, 'status', 'scheduled')
-          redis.call('ZADD', qk[5], f[29], id)
-        end
-      else
-        apply_ttl(jk, job_ttl)
-      end
-      ok_count = ok_count + 1
-    elseif outcome == 'failed' or outcome == 'stopped' then
-      redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
-      many_add(registry, qk[4], score, id)
+
+-- The outcome of a job still started by this worker written to its hash, registries, queue and results
+local function apply_outcome(f, id, outcome, qk, jk, rk, dk)
+  local job_ttl, score = f[8], f[10]
+  if f[21] ~= '' then redis.call('HSET', jk, 'asyncsched_attempt', f[21]) end
+  if f[11] ~= '' then redis.call('HSET', jk, 'retries_left', f[11]) end
+  if outcome == 'finished' then
+    redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
+    if job_ttl ~= '0' then
       add_result(f, rk)
-      if deps > 0 then enqueue_dependents(dk, true) end
-      apply_ttl(jk, job_ttl)
-      fail_count = fail_count + 1
-    else
-      redis.call('HSET', jk, 'ended_at', now_ts)
-      if outcome == 'schedule' then
-        redis.call('HSET', jk, 'status', 'scheduled')
-        redis.call('ZADD', qk[5], f[12], id)
-      else
-        redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
-        if f[13] == '1' then redis.call('LPUSH', qk[1], id)
-        else redis.call('RPUSH', qk[1], id) end
-      end
-      fail_count = fail_count + 1
+      many_add(registry, qk[3], score, id)
     end
-    if cur[9] then rl_release(p, cur[9], id, now, now_ts) end
-    if cur[10] then lim_release(p, cur[10], id, now, now_ts) end
-    if f[16] ~= '' then work_time = work_time + tonumber(f[16]) end
-    local life = life_job({'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
-      'ended_at', f[15], 'attempt', cur[3] or '1'}, cur[4], cur[5], cur[6], cur[7], cur[8])
-    if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
-    if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
-    if f[20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = f[20] end
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
-    out[#out + 1] = 1
+    if deps > 0 then enqueue_dependents(dk, false) end
+    if f[27] ~= '' then
+      -- rq.Repeat.schedule: the run is recorded as finished, then the job runs again (no TTL applied)
+      redis.call('HSET', jk, 'repeats_left', f[27], 'repeat_intervals', f[28])
+      if f[29] == '0' then
+        redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
+        redis.call('RPUSH', qk[1], id)
+      else
+        redis.call('HSET', jk, 'status', 'scheduled')
+        redis.call('ZADD', qk[5], f[29], id)
+      end
+    else
+      apply_ttl(jk, job_ttl)
+    end
+    ok_count = ok_count + 1
+  elseif outcome == 'failed' or outcome == 'stopped' then
+    redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
+    many_add(registry, qk[4], score, id)
+    add_result(f, rk)
+    if deps > 0 then enqueue_dependents(dk, true) end
+    apply_ttl(jk, job_ttl)
+    fail_count = fail_count + 1
+  else
+    redis.call('HSET', jk, 'ended_at', now_ts)
+    if outcome == 'schedule' then
+      redis.call('HSET', jk, 'status', 'scheduled')
+      redis.call('ZADD', qk[5], f[12], id)
+    else
+      redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_ts)
+      if f[13] == '1' then redis.call('LPUSH', qk[1], id)
+      else redis.call('RPUSH', qk[1], id) end
+    end
+    fail_count = fail_count + 1
   end
 end
+
+-- Each job of the batch: its execution cleaned up, then its outcome recorded (or only its lifecycle record
+-- when its hash is gone, or its limits released when it is no longer this worker's)
+local function finish_jobs()
+  for j = 0, njobs - 1 do
+    local f = split(ARGV[first_job + j + 1])
+    local id, ex, q, outcome = f[1], f[2], f[3], f[4]
+    local qk, b = qkeys[q], jobkeys_at + 5 * j
+    local jk, rk, dk = KEYS[b + 1], KEYS[b + 4], KEYS[b + 5]
+    local member = id .. ':' .. ex
+    gone[#gone + 1] = KEYS[b + 2]
+    many_add(wip, qk[2], member)
+    redis.call('ZREM', KEYS[b + 3], ex)
+    many_add(wmembers, KEYS[3], member)
+    -- one read: the state check and the fields of the lifecycle record
+    local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
+      'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key',
+      'asyncsched_limits')
+    if not cur[1] and (outcome == 'finished' or outcome == 'failed' or outcome == 'stopped') then
+      -- the hash is gone (Redis lost its data, or the job was deleted while it ran): the job still ran,
+      -- so its outcome is recorded from what the worker knows (fields 22-26)
+      local life = {'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14], 'ended_at', f[15],
+        'attempt', f[22] ~= '' and f[22] or '1'}
+      local known = {{'agent_name', f[23]}, {'task_name', f[24]}, {'function', f[25]},
+        {'scheduled_task_id', f[26]}, {'error', f[18]}, {'traceback', f[19]}, {'result', f[20]}}
+      for _, kv in ipairs(known) do
+        if kv[2] and kv[2] ~= '' then life[#life + 1] = kv[1]; life[#life + 1] = kv[2] end
+      end
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+      out[#out + 1] = 0
+    elseif cur[1] ~= 'started' or cur[2] ~= w then
+      -- cancelled while running: its rate-limit slot was kept until now (cancel.lua)
+      if cur[9] and cur[1] == 'canceled' then rl_release(p, cur[9], id, now, now_ts) end
+      if cur[10] then lim_release(p, cur[10], id, now, now_ts) end  -- unless another worker runs it now
+      out[#out + 1] = 0
+    else
+      apply_outcome(f, id, outcome, qk, jk, rk, dk)
+      if cur[9] then rl_release(p, cur[9], id, now, now_ts) end
+      if cur[10] then lim_release(p, cur[10], id, now, now_ts) end
+      if f[16] ~= '' then work_time = work_time + tonumber(f[16]) end
+      local life = life_job({'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
+        'ended_at', f[15], 'attempt', cur[3] or '1'}, cur[4], cur[5], cur[6], cur[7], cur[8])
+      if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
+      if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
+      if f[20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = f[20] end
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+      out[#out + 1] = 1
+    end
+  end
+end
+
+finish_jobs()
 many_call('DEL', gone)
 many_send(wip, 'ZREM')
 many_send(wmembers, 'SREM')
