@@ -62,7 +62,6 @@ ANY_ALLOWED: dict[str, str] = {
     # typed call that sent it. The file is being reworked (one script registry, typed calls: issue 19).
     "src/asyncsched/_redis/scripts.py:ScriptRegistry.settle(reply, return)": "a Lua script's reply",
     "src/asyncsched/_redis/scripts.py:ScriptRegistry.run(return)": "a Lua script's reply",
-    "src/asyncsched/_redis/scripts.py:ScriptRegistry.call(return)": "a Lua script's reply",
     "src/asyncsched/_redis/scripts.py:ScriptRegistry.run_on(return)": "a Lua script's reply",
 }
 """Public signatures that cross a package with a plain ``Any``, each for a value that is dynamic by nature."""

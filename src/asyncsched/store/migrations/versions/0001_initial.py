@@ -19,6 +19,12 @@ _TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    _scheduled_tasks()
+    _task_executions()
+    _event_messages()
+
+
+def _scheduled_tasks() -> None:
     op.create_table(
         "asyncsched_scheduled_tasks",
         sa.Column("id", sa.String(32), nullable=False),
@@ -45,6 +51,8 @@ def upgrade() -> None:
     op.create_index("ix_asyncsched_scheduled_tasks_agent_name", "asyncsched_scheduled_tasks", ["agent_name"])
     op.create_index("ix_scheduled_task_next_run", "asyncsched_scheduled_tasks", ["enabled", "next_run_at"])
 
+
+def _task_executions() -> None:
     op.create_table(
         "asyncsched_task_executions",
         sa.Column("id", sa.String(32), nullable=False),
@@ -84,6 +92,8 @@ def upgrade() -> None:
     ):
         op.create_index(name, "asyncsched_task_executions", columns)
 
+
+def _event_messages() -> None:
     op.create_table(
         "asyncsched_event_messages",
         sa.Column("id", sa.String(64), nullable=False),
