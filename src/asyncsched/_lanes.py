@@ -15,13 +15,15 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
+from ._keys import lifecycle_stream
 from ._redis import is_client, is_cluster
 from ._redis.cluster import CLUSTER_SCHEMES
 from .config import Settings
 from .rq.keys import RQKeys
 
-__all__ = ["Lanes", "on_cluster"]
+__all__ = ["Lanes", "group_lag", "lifecycle_streams", "on_cluster"]
 
 
 class _Reader(Protocol):
@@ -94,3 +96,28 @@ class Lanes(Generic[R]):
             await asyncio.sleep(self.discover_interval)
             with contextlib.suppress(Exception):  # Redis away: next time
                 await self.discover()
+
+
+async def lifecycle_streams(redis: aioredis.Redis, prefix: str) -> list[str]:
+    """The lifecycle streams the Recorder reads: the one stream, or on a Redis Cluster the scheduler's and
+    one per queue of ``<p>:queues`` (each in its queue's slot)."""
+    if not is_cluster(redis):
+        return [lifecycle_stream(prefix)]
+    keys = RQKeys(prefix, cluster=True)
+    queues = {keys.name(keys.queue_name(m)) for m in await redis.smembers(keys.queues)}
+    return [lifecycle_stream(prefix, cluster=True)] + [
+        lifecycle_stream(prefix, q, cluster=True) for q in sorted(queues)
+    ]
+
+
+async def group_lag(redis: aioredis.Redis, stream: str, group_name: str) -> int | None:
+    """Entries of ``stream`` the group has not acknowledged (unread + pending); ``None``: no such group."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:  # no such stream yet
+        return None
+    for group in groups:
+        name: bytes | str | None = group.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) == group_name:
+            return int(group.get("lag") or 0) + int(group.get("pending") or 0)
+    return None

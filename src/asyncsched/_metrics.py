@@ -45,7 +45,8 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ._keys import dead_letter_stream, lifecycle_stream, rate_limit_waits, sched_next
+from ._keys import dead_letter_stream, rate_limit_waits, sched_next
+from ._lanes import group_lag, lifecycle_streams
 from ._metrics_http import CONTENT_TYPE, serve
 from ._redis.cluster import is_cluster
 from ._streams import dead_lettered
@@ -337,13 +338,12 @@ async def redis_lines(redis: aioredis.Redis, prefix: str) -> list[str]:
         name = "asyncsched_scheduler_overdue_seconds"
         out += _family(name, "gauge", "Age of the oldest due tick not fired yet.", f"{name} {oldest:.3f}")
     with contextlib.suppress(Exception):
-        groups = await redis.xinfo_groups(lifecycle_stream(prefix, cluster=is_cluster(redis)))
-        for group in groups:
-            group_name: bytes | str | None = group.get("name")
-            if (group_name.decode() if isinstance(group_name, bytes) else group_name) == GROUP:
-                lag = int(group.get("lag") or 0) + int(group.get("pending") or 0)
-                name = "asyncsched_recorder_lag_entries"
-                out += _family(name, "gauge", "Lifecycle entries not yet written to SQL.", f"{name} {lag}")
+        streams = await lifecycle_streams(redis, prefix)
+        lags = [await group_lag(redis, stream, GROUP) for stream in streams]
+        if any(lag is not None for lag in lags):
+            lag = sum(lag or 0 for lag in lags)
+            name = "asyncsched_recorder_lag_entries"
+            out += _family(name, "gauge", "Lifecycle entries not yet written to SQL.", f"{name} {lag}")
     with contextlib.suppress(Exception):
         name, dead = (
             "asyncsched_dead_letters",

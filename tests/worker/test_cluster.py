@@ -275,3 +275,21 @@ async def test_ids_left_in_a_claiming_list_go_back_or_are_taken(
         worker = await run_burst(QUEUES, redis=cluster_url, settings=csettings, name="w3")
         assert worker.processed == 2  # the claiming list's id too
         assert [await queue.result(i) for i in (a, b)] == [2, 4]
+
+
+async def test_recorder_lag_metric_counts_every_queues_stream(
+    cluster_url: str, csettings: Settings, tmp_path: Path
+) -> None:
+    from asyncsched._metrics import redis_lines
+
+    async with (
+        Database(f"sqlite+aiosqlite:///{tmp_path}/h.db", auto_migrate=True) as db,
+        TaskQueue(cluster_url, settings=csettings) as queue,
+    ):
+        await queue.enqueue(jobs.add, args=(1, 1), queue="alpha")  # the queue is known: its lane starts
+        async with open_recorder(queue.redis, db=db, settings=csettings, flush_interval=0.05) as recorder:
+            await recorder.flush()
+        for n in range(5):  # recorded by nobody now: the lag is these records in alpha's stream
+            await queue.enqueue(jobs.add, args=(n, 1), queue="alpha")
+        lines = await redis_lines(queue.redis, csettings.key_prefix)
+        assert "asyncsched_recorder_lag_entries 5" in lines
