@@ -7,7 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -57,6 +57,18 @@ def _is(queue: TaskQueue, job_id: str, status: JobStatus) -> Callable[[], Awaita
 @pytest.fixture
 def csettings(cluster_url: str) -> Settings:
     return Settings(redis_url=cluster_url, queues=QUEUES)
+
+
+@pytest.fixture
+async def history(
+    cluster_url: str, csettings: Settings, tmp_path: Path
+) -> AsyncIterator[tuple[Database, TaskQueue]]:
+    """A history database (SQLite) and a queue on the cluster."""
+    async with (
+        Database(f"sqlite+aiosqlite:///{tmp_path}/h.db", auto_migrate=True) as db,
+        TaskQueue(cluster_url, settings=csettings) as queue,
+    ):
+        yield db, queue
 
 
 async def test_three_queues_live_on_three_masters(cluster_url: str) -> None:
@@ -278,18 +290,36 @@ async def test_ids_left_in_a_claiming_list_go_back_or_are_taken(
 
 
 async def test_recorder_lag_metric_counts_every_queues_stream(
-    cluster_url: str, csettings: Settings, tmp_path: Path
+    history: tuple[Database, TaskQueue], csettings: Settings
 ) -> None:
     from asyncsched._metrics import redis_lines
 
-    async with (
-        Database(f"sqlite+aiosqlite:///{tmp_path}/h.db", auto_migrate=True) as db,
-        TaskQueue(cluster_url, settings=csettings) as queue,
-    ):
-        await queue.enqueue(jobs.add, args=(1, 1), queue="alpha")  # the queue is known: its lane starts
-        async with open_recorder(queue.redis, db=db, settings=csettings, flush_interval=0.05) as recorder:
-            await recorder.flush()
-        for n in range(5):  # recorded by nobody now: the lag is these records in alpha's stream
-            await queue.enqueue(jobs.add, args=(n, 1), queue="alpha")
-        lines = await redis_lines(queue.redis, csettings.key_prefix)
-        assert "asyncsched_recorder_lag_entries 5" in lines
+    db, queue = history
+    await queue.enqueue(jobs.add, args=(1, 1), queue="alpha")  # the queue is known: its lane starts
+    async with open_recorder(queue.redis, db=db, settings=csettings, flush_interval=0.05) as recorder:
+        await recorder.flush()
+    for n in range(5):  # recorded by nobody now: the lag is these records in alpha's stream
+        await queue.enqueue(jobs.add, args=(n, 1), queue="alpha")
+    lines = await redis_lines(queue.redis, csettings.key_prefix)
+    assert "asyncsched_recorder_lag_entries 5" in lines
+
+
+async def test_reconciler_waits_for_the_queues_stream_before_marking_a_job_lost(
+    history: tuple[Database, TaskQueue], cluster_url: str, csettings: Settings
+) -> None:
+    db, queue = history
+    recorder = open_recorder(queue.redis, db=db, settings=csettings, flush_interval=0.05, reconcile_age=0)
+    assert isinstance(recorder, RecorderLanes)
+    job = await queue.enqueue(jobs.add, args=(1, 1), queue="alpha")
+    async with recorder:
+        await recorder.flush()
+    assert (await ExecutionRepository(db).get(job)).status == "queued"
+    # the job runs while nobody records: its outcome waits unread in alpha's stream; then its hash goes
+    await run_burst(["alpha"], redis=cluster_url, settings=csettings)
+    await queue.redis.delete(f"rq:job:{job}")
+    for _ in range(2):  # a pass finds it gone; the next would mark it once alpha's stream is read
+        await recorder.main.reconciler.run_once()
+    assert (await ExecutionRepository(db).get(job)).status == "queued"  # not marked lost
+    async with recorder:
+        await recorder.flush()
+    assert (await ExecutionRepository(db).get(job)).status == "success"

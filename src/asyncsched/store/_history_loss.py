@@ -29,7 +29,7 @@ from .._redis.cluster import is_cluster
 from .._redis.scripts import ScriptRegistry
 from ._history_rows import text
 
-__all__ = ["DEGRADED_FOR", "HistoryLoss", "LossLog", "StreamAccount", "history_loss"]
+__all__ = ["DEGRADED_FOR", "HistoryLoss", "LossLog", "StreamAccount", "acked_through", "history_loss"]
 
 DEGRADED_FOR = 3600.0
 """Seconds after the latest loss of history during which ``/health`` reports ``degraded``."""
@@ -150,21 +150,26 @@ class StreamAccount:
 
     async def acked_through(self, entry_id: str) -> bool:
         """Whether the group has read and acknowledged every entry up to ``entry_id`` (inclusive)."""
-        if entry_id in ("", "0-0"):
-            return True
-        try:
-            groups = await self.redis.xinfo_groups(self.stream)
-        except ResponseError:
-            return True  # no stream: nothing unread
-        group = next((g for g in groups if text(g["name"]) == self.group), None)
-        if group is None or _before(text(group["last-delivered-id"]), entry_id):
-            return False
-        if int(group.get("pending") or 0):
-            summary = await self.redis.xpending(self.stream, self.group)
-            oldest = summary.get("min")
-            if oldest is not None and not _before(entry_id, text(oldest)):
-                return False
+        return await acked_through(self.redis, self.stream, self.group, entry_id)
+
+
+async def acked_through(redis: aioredis.Redis, stream: str, group_name: str, entry_id: str) -> bool:
+    """Whether ``group_name`` has read and acknowledged every entry of ``stream`` up to ``entry_id``."""
+    if entry_id in ("", "0-0"):
         return True
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:
+        return True  # no stream: nothing unread
+    group = next((g for g in groups if text(g["name"]) == group_name), None)
+    if group is None or _before(text(group["last-delivered-id"]), entry_id):
+        return False
+    if int(group.get("pending") or 0):
+        summary = await redis.xpending(stream, group_name)
+        oldest = summary.get("min")
+        if oldest is not None and not _before(entry_id, text(oldest)):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,9 @@ from .. import _keys
 from .._redis.cluster import is_cluster
 from ..rq.jobhash import JobField
 from ..rq.keys import RQKeys
+from ..rq.slots import id_tag
 from ._database import Database
+from ._history_loss import acked_through
 from ._history_rows import text
 from ._history_sql import mark_unknown
 from .models import ExecutionStatus, TaskExecution, utcnow
@@ -67,6 +69,7 @@ def _moved(attempt: int) -> str:
 class _Suspects:
     seen_through: str  # the stream's last id when the jobs were seen
     keys: list[tuple[str, int, str]] = field(default_factory=list)
+    stream: str | None = None  # on a Redis Cluster: the queue's lifecycle stream (None: the Recorder's own)
 
 
 class Reconciler:
@@ -77,16 +80,20 @@ class Reconciler:
         redis: aioredis.Redis,
         db: Database,
         prefix: str,
-        *,
         acked_through: Callable[[str], Awaitable[bool]],
+        *,
         min_age: float = 10.0,
         page: int = 500,
+        group: str | None = None,
     ) -> None:
         self.redis = redis
         self.db = db
         self.keys = RQKeys(prefix)
-        self.stream = _keys.lifecycle_stream(prefix, cluster=is_cluster(redis))
+        self.prefix, self.cluster = prefix, is_cluster(redis)
+        self.stream = _keys.lifecycle_stream(prefix, cluster=self.cluster)
         self.acked_through = acked_through
+        self.group = group
+        """The Recorder's consumer group: on a cluster, the reader of each queue's stream it checks."""
         self.min_age = min_age
         self.page = page
         self.marked = 0
@@ -121,14 +128,25 @@ class Reconciler:
         return rows
 
     async def _inspect(self, rows: list[Any]) -> None:
+        if not (self.cluster and self.group is not None):
+            await self._inspect_on(rows, self.stream, None)
+            return
+        by_queue: dict[str, list[Any]] = {}
+        for row in rows:  # a cluster job's records are in its queue's stream, named by its id's tag
+            by_queue.setdefault(id_tag(row.job_id), []).append(row)
+        for tag, queue_rows in by_queue.items():
+            stream = _keys.lifecycle_stream(self.prefix, tag or None, cluster=True)
+            await self._inspect_on(queue_rows, stream, stream if tag else None)
+
+    async def _inspect_on(self, rows: list[Any], stream: str, lane: str | None) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:
             pipe.hmget(self.keys.job(row.job_id), [JobField.STATUS, JobField.ATTEMPT])  # type: ignore[unused-awaitable]
-        pipe.xinfo_stream(self.stream)  # type: ignore[unused-awaitable]
+        pipe.xinfo_stream(stream)  # type: ignore[unused-awaitable]
         replies = await pipe.execute(raise_on_error=False)
         info = replies[-1]
         seen = "0-0" if isinstance(info, ResponseError) else text(info["last-generated-id"])
-        suspects = _Suspects(seen)
+        suspects = _Suspects(seen, stream=lane)
         for row, reply in zip(rows, replies[:-1], strict=True):
             if isinstance(reply, Exception):
                 continue
@@ -146,7 +164,11 @@ class Reconciler:
         ready: list[tuple[str, int, str]] = []
         waiting: list[_Suspects] = []
         for group in self._suspects:
-            if await self.acked_through(group.seen_through):
+            if group.stream is not None and self.group is not None:
+                acked = await acked_through(self.redis, group.stream, self.group, group.seen_through)
+            else:
+                acked = await self.acked_through(group.seen_through)
+            if acked:
                 ready.extend(group.keys)
             else:
                 waiting.append(group)

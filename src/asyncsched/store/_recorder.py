@@ -142,7 +142,7 @@ class Recorder(BatchWriter):
         self.account = StreamAccount(self.redis, prefix, GROUP, self.consumer)
         self.losses = LossLog(loss_log_interval)
         self.reconciler = Reconciler(
-            self.redis, db, prefix, acked_through=self.account.acked_through, min_age=reconcile_age
+            self.redis, db, prefix, self.account.acked_through, min_age=reconcile_age, group=GROUP
         )
         self.hold = QueuedHold(
             hold_queued, self.lifecycle_stream, behind=min(hold_behind, claim_idle / 2), max_rows=hold_rows
