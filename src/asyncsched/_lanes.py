@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import urlsplit
@@ -23,7 +23,7 @@ from ._redis.cluster import CLUSTER_SCHEMES
 from .config import Settings
 from .rq.keys import RQKeys
 
-__all__ = ["Lanes", "group_lag", "lifecycle_streams", "on_cluster"]
+__all__ = ["Lanes", "cluster_queues", "group_lag", "lifecycle_streams", "on_cluster"]
 
 
 class _Reader(Protocol):
@@ -81,9 +81,7 @@ class Lanes(Generic[R]):
 
     async def discover(self) -> list[str]:
         """Start a lane for every queue not read yet; returns the queues (names in Redis) it added."""
-        members = await self.client().smembers(self.keys.queues)
-        names = {self.keys.name(q) for q in self.settings.queues}
-        names |= {self.keys.name(self.keys.queue_name(m)) for m in members}
+        names = await cluster_queues(self.client(), self.keys, self.settings.queues)
         added = sorted(names - set(self.lanes))
         for q in added:
             lane = self.make(q)
@@ -98,13 +96,18 @@ class Lanes(Generic[R]):
                 await self.discover()
 
 
+async def cluster_queues(redis: aioredis.Redis, keys: RQKeys, configured: Iterable[str] = ()) -> set[str]:
+    """The queues of a cluster (their names in Redis, ``{q}``): ``configured`` and those of ``<p>:queues``."""
+    names = {keys.name(q) for q in configured}
+    return names | {keys.name(keys.queue_name(m)) for m in await redis.smembers(keys.queues)}
+
+
 async def lifecycle_streams(redis: aioredis.Redis, prefix: str) -> list[str]:
     """The lifecycle streams the Recorder reads: the one stream, or on a Redis Cluster the scheduler's and
     one per queue of ``<p>:queues`` (each in its queue's slot)."""
     if not is_cluster(redis):
         return [lifecycle_stream(prefix)]
-    keys = RQKeys(prefix, cluster=True)
-    queues = {keys.name(keys.queue_name(m)) for m in await redis.smembers(keys.queues)}
+    queues = await cluster_queues(redis, RQKeys(prefix, cluster=True))
     return [lifecycle_stream(prefix, cluster=True)] + [
         lifecycle_stream(prefix, q, cluster=True) for q in sorted(queues)
     ]

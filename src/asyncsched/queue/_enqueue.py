@@ -338,8 +338,6 @@ def rq_options(
 ) -> tuple[tuple[str, str], ...]:
     """The RQ job hash fields (name, text) of these options, validated (``ids``: what a dependency's id
     may look like); hashable, for the header cache."""
-    if (o.on_success, o.on_failure, o.on_stopped, o.repeat, rate_limit, o.depends_on) == _NONE6:
-        return ()  # none of RQ's features (flow limits only)
     out: list[tuple[str, str]] = []
     for kind, cb in (("success", o.on_success), ("failure", o.on_failure), ("stopped", o.on_stopped)):
         if cb is None:
