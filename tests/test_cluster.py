@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
@@ -65,3 +67,17 @@ async def test_cluster_clients_follow_redirections(real_cluster: ClusterSetup, c
 def test_plain_clients_are_not_cluster_clients() -> None:
     assert not is_cluster(create_redis("memory://plain"))
     assert not is_client("redis://h:1/0")
+
+
+async def test_a_new_cluster_client_takes_a_burst_of_concurrent_commands(cluster_url: str) -> None:
+    """redis-py's cluster client, used by many tasks at once before it knows the cluster, handed one new
+    connection to two of them (AttributeError on a closed writer, ~1 burst in 10). A new client per round."""
+    for _round in range(25):
+        client = create_redis(cluster_url)
+        try:
+            results = await asyncio.gather(
+                *(client.set(f"burst:{i}", i) for i in range(80)), return_exceptions=True
+            )
+        finally:
+            await client.aclose()
+        assert [r for r in results if isinstance(r, BaseException)] == []

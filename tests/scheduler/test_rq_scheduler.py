@@ -309,3 +309,44 @@ async def test_the_fire_script_refuses_a_stale_read_or_a_lost_lock(redis_url: st
         assert await client.ttl("rq:scheduler_lock") > 0  # each job fired renews our lease on the lock
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("job_id", "when", "left"),
+    [("one-shot", T0 + timedelta(seconds=30), None), ("every-minute-x3", T0, 2)],
+)
+async def test_a_run_rqscheduler_enqueued_before_it_died_is_not_fired_again(
+    redis_url: str, job_id: str, when: datetime, left: int | None
+) -> None:
+    """rqscheduler stopped (SIGTERM) between pushing a job and moving it in its set leaves the run's tick
+    in the set; the job then runs and finishes. The bridge taking over reschedules it: no second run."""
+    create_jobs(redis_url)
+    conn = sync_redis(redis_url)
+    zrem = conn.zrem
+
+    def dies_on_target(key: str, *members: str) -> int:
+        if job_id in members:
+            raise SystemExit  # what rqscheduler's SIGTERM handler raises, here mid enqueue_job
+        return zrem(key, *members)
+
+    conn.zrem = dies_on_target  # type: ignore[method-assign]
+    with freeze_time(naive(when)), pytest.raises(SystemExit):
+        Scheduler(connection=conn, queue_name="default").enqueue_jobs()
+    assert job_id.encode() in conn.lrange("rq:queue:default", 0, -1)
+    conn.delete("rq:queue:default")
+    conn.hset(f"rq:job:{job_id}", "status", "finished")  # a worker ran it
+    conn.close()
+    client = create_redis(redis_url)
+    try:
+        bridge = RQSchedulerBridge(client, Settings(), zone=UTC)
+        fired = {f.job_id: f for f in await bridge.fire_due(when + timedelta(seconds=1))}
+        assert not fired[job_id].enqueued
+        assert job_id.encode() not in await client.lrange("rq:queue:default", 0, -1)
+        if left is None:
+            assert await client.zscore(SET, job_id) is None
+        else:
+            meta = plain_loads(await client.hget(f"rq:job:{job_id}", "meta"))
+            assert meta["repeat"] == left  # counted down once, by rqscheduler
+            assert await client.zscore(SET, job_id) > (when + timedelta(seconds=1)).timestamp()
+    finally:
+        await client.aclose()

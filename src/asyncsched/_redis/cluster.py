@@ -94,6 +94,21 @@ def _node(url: str, item: str) -> tuple[str, int]:
     return host, number
 
 
+class _Cluster(AsyncRedisCluster):
+    """redis-py's asyncio ``RedisCluster`` that learns the cluster before its first command runs.
+
+    redis-py 8 resolves a command's routing policy before it initializes the client; many tasks using a new
+    client at once then race on its first connections, and one may find its connection closed under it
+    (``AttributeError: 'NoneType' object has no attribute 'writelines'``). Initializing first, under the
+    client's own lock, leaves nothing to race on. Once initialized this is one attribute test per command.
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            _ = await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
 def create_cluster(url: str, **options: Any) -> aioredis.Redis:
     """An asyncio ``RedisCluster`` for ``url`` (typed as the ``Redis`` it stands in for: it answers the same
     commands, routed by key slot). Does not connect until first used."""
@@ -105,7 +120,7 @@ def create_cluster(url: str, **options: Any) -> aioredis.Redis:
     # (see _WaitingPool for a single server): a high ceiling per node
     options.setdefault("max_connections", 1000)
     nodes = [ClusterNode(host, port) for host, port in spec.nodes]
-    return cast(aioredis.Redis, AsyncRedisCluster(startup_nodes=nodes, **options))
+    return cast(aioredis.Redis, _Cluster(startup_nodes=nodes, **options))
 
 
 def create_sync_cluster(url: str) -> redis.Redis:

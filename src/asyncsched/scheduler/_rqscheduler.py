@@ -16,8 +16,9 @@ it off). It does what ``rqscheduler`` (rq-scheduler 0.14) does, with its own key
   ``queued`` lifecycle record, so the run is in the execution history as attempt N of the job id.
   A crash can never leave a job enqueued but not rescheduled, or the reverse.
 
-Differences from ``rqscheduler``, each deliberate: a job whose previous run is still queued or started is
-rescheduled without being enqueued again; jobs with ``depends_on``, without an origin, or whose meta is not
+Differences from ``rqscheduler``, each deliberate: a job whose previous run is still queued or started, or
+was enqueued for the tick now due already (``rqscheduler`` stopped between its two writes), is rescheduled
+without being enqueued again; jobs with ``depends_on``, without an origin, or whose meta is not
 plain data (unless pickle is accepted) are left alone and reported (listing, log); ``at_front`` is not
 honoured (rq-scheduler does not store it either, so ``rqscheduler`` cannot honour it from another process).
 """
@@ -41,6 +42,7 @@ from .. import _keys
 from .._redis.scripts import ScriptRegistry
 from ..config import Settings
 from ..rq import codec
+from ..rq.jobhash import JobField
 from ..rq.keys import RQKeys
 from ._rqscheduler_jobs import AGENT, FIRE, Plan, RQSchedulerJob, plan
 
@@ -209,9 +211,11 @@ class RQSchedulerBridge:
                 )
             else:
                 log.warning(
-                    "rq-scheduler job %s is still %s from its previous run: this run is skipped, next %s",
+                    "rq-scheduler job %s %s: this run is skipped, next %s",
                     job_id,
-                    job.status,
+                    "was enqueued for this run already (by a firer that stopped before rescheduling it)"
+                    if job.enqueued_for_this_tick
+                    else f"is still {job.status} from its previous run",
                     nxt.isoformat() if nxt else "none",
                 )
             return RQFiring(job_id, job.queue or "", job.next_run_at, nxt, step.mode == FIRE)
@@ -247,6 +251,7 @@ class RQSchedulerBridge:
             job.id[:200],
             (job.function or "")[:500],
             DEFAULT_TIMEOUT,
+            job.fields.get(JobField.ENQUEUED_AT) or b"",
         ]
         return keys, args
 

@@ -119,6 +119,12 @@ class RQSchedulerJob:
         return str(value) if value else None
 
     @property
+    def enqueued_for_this_tick(self) -> bool:
+        """Whether a run was enqueued at or after the time this entry is due (so this tick has run)."""
+        enqueued = codec.parse_ts(self.fields.get(JobField.ENQUEUED_AT))
+        return enqueued is not None and enqueued.timestamp() >= self.score
+
+    @property
     def kind(self) -> str:
         """``interval``, ``cron`` or ``once`` (the order rq-scheduler tests them in)."""
         return "interval" if self.interval else "cron" if self.cron_string else "once"
@@ -236,15 +242,17 @@ class Plan:
 def plan(job: RQSchedulerJob, now: datetime, zone: tzinfo | None = None) -> Plan:
     """What ``Scheduler.enqueue_job`` would do with ``job`` at ``now``: repeat countdown, next run.
 
-    One difference: while the job's previous run is still ``queued`` or ``started``, this run is skipped
+    Two differences: while the job's previous run is still ``queued`` or ``started``, this run is skipped
     (rescheduled without enqueueing and without counting down ``repeat``): re-pushing a job id whose run is
-    pending would run one job hash twice at once.
+    pending would run one job hash twice at once. And a run already enqueued for this tick (``enqueued_at``
+    at or after the due time: ``rqscheduler`` stopped between pushing the job and moving it in its set) is
+    skipped the same way, whatever its status now: rqscheduler counted ``repeat`` down before it pushed.
     """
     if not job.exists:
         return Plan(REMOVE, None, None)
     meta = dict(job.meta)
     repeat, interval, cron = meta.get("repeat"), meta.get("interval"), meta.get("cron_string")
-    busy = job.status in ("queued", "started")
+    busy = job.status in ("queued", "started") or job.enqueued_for_this_tick
     if repeat and not busy:
         meta["repeat"] = int(repeat) - 1
     now_s = calendar.timegm(now.astimezone(UTC).utctimetuple())

@@ -4,7 +4,8 @@
 -- KEYS: 1 scheduled_jobs ZSET, 2 scheduler_lock, 3 job hash, 4 queue list, 5 queues SET, 6 lifecycle STREAM
 -- ARGV: 1 job id, 2 score read, 3 lock token, 4 lock ttl (s), 5 mode fire|skip|gone, 6 next score ('' drops
 --   the job from the set), 7 status read, 8 meta read, 9 new meta ('' keeps it), 10 enqueued_at (RQ text),
---   11 now (epoch s), 12 queue name, 13 stream maxlen, 14 agent, 15 task name, 16 function, 17 timeout
+--   11 now (epoch s), 12 queue name, 13 stream maxlen, 14 agent, 15 task name, 16 function, 17 timeout,
+--   18 enqueued_at read
 -- Returns 1 enqueued, 2 rescheduled without enqueueing, 3 dropped (hash gone), 0 the score moved (fired by
 -- someone else), -1 the lock is not ours, -2 the job changed since it was read (read it again)
 local zk, lock, jk = KEYS[1], KEYS[2], KEYS[3]
@@ -20,8 +21,8 @@ if mode == 'gone' then
   return 3
 end
 if redis.call('EXISTS', jk) == 0 then return -2 end
-local h = redis.call('HMGET', jk, 'status', 'meta', 'asyncsched_attempt', 'ttl')
-if (h[1] or '') ~= ARGV[7] or (h[2] or '') ~= ARGV[8] then return -2 end
+local h = redis.call('HMGET', jk, 'status', 'meta', 'asyncsched_attempt', 'ttl', 'enqueued_at')
+if (h[1] or '') ~= ARGV[7] or (h[2] or '') ~= ARGV[8] or (h[5] or '') ~= ARGV[18] then return -2 end
 if ARGV[6] == '' then redis.call('ZREM', zk, id) else redis.call('ZADD', zk, ARGV[6], id) end
 if mode == 'skip' then return 2 end
 local attempt = tonumber(h[3])
