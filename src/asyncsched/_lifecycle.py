@@ -94,19 +94,26 @@ class LifecycleRecord:
     kind: Lifecycle
     job_id: str
     queue: str
+    """The queue's name as users see it (untagged on a Redis Cluster)."""
     attempt: int = 1
+    """1 for the first run of the job id; a retry or a rerun of a scheduled rq-scheduler job counts up."""
     agent_name: str | None = None
     task_name: str | None = None
     function: str | None = None
+    """The function path the job runs (``module:attr`` or RQ's dotted form)."""
     scheduled_task_id: str | None = None
+    """The scheduled task this run is a tick of, if any."""
     worker: str | None = None
     enqueued_at: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
-    result: str | None = None  # JSON text, capped at RESULT_CAP
-    error: str | None = None  # one line: "ExceptionType: message"
+    result: str | None = None
+    """JSON text of the return value, capped at ``RESULT_CAP``."""
+    error: str | None = None
+    """One line: ``ExceptionType: message``."""
     traceback: str | None = None
-    progress: str | None = None  # JSON text of the latest progress report (PROGRESS records)
+    progress: str | None = None
+    """JSON text of the latest progress report (``PROGRESS`` records)."""
     progress_at: float | None = None
 
     def encode(self) -> dict[str, str]:

@@ -143,8 +143,11 @@ class Problem:
 
     message: str
     file: str | None = None
+    """The YAML file the definition came from (``None`` for the API and code)."""
     line: int | None = None
+    """1-based line in ``file`` of the offending value."""
     task: str | None = None
+    """The task's name, when the definition has one."""
     field: str | None = None
 
     def __str__(self) -> str:

@@ -42,8 +42,11 @@ class LimitSpec:
     """One limit key as stored: a concurrency cap (``max``) and/or a rate (``rate`` per ``period`` s)."""
 
     key: str
+    """The limit key as stored (``{field}`` placeholders filled from the job's arguments)."""
     max: int | None = None
+    """Most jobs of this key running at once."""
     rate: int | None = None
+    """Most jobs of this key started per ``period`` seconds."""
     period: float | None = None
 
     def line(self) -> str:

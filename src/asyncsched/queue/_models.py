@@ -170,14 +170,18 @@ class JobRecord:
     status: JobStatus
     queue: str
     agent_name: str | None = None
+    """The agent the job was enqueued for (``agent_name=`` of ``enqueue``)."""
     task_name: str | None = None
     scheduled_task_id: str | None = None
+    """The scheduled task whose tick enqueued this job, if any."""
     created_at: datetime | None = None
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
     worker_name: str | None = None
+    """The worker that ran (or runs) the job."""
     result: Any = None
+    """The return value of a finished job (from RQ's results stream, or the hash for RQ < 1.12)."""
     error: str | None = None
     traceback: str | None = None
     retries_left: int | None = None
