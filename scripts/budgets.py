@@ -58,11 +58,6 @@ ANY_ALLOWED: dict[str, str] = {
     "src/asyncsched/queue/_reading.py:QueueReader.result(return)": "a user function's return value",
     "src/asyncsched/queue/_sync.py:TaskQueue.result(return)": "a user function's return value",
     "src/asyncsched/rq/codec.py:ResultEntry.value(return)": "a user function's return value",
-    # A Lua script's reply: its shape is the script's own (nested lists of bytes and integers), read by the
-    # typed call that sent it. The file is being reworked (one script registry, typed calls: issue 19).
-    "src/asyncsched/_redis/scripts.py:ScriptRegistry.settle(reply, return)": "a Lua script's reply",
-    "src/asyncsched/_redis/scripts.py:ScriptRegistry.run(return)": "a Lua script's reply",
-    "src/asyncsched/_redis/scripts.py:ScriptRegistry.run_on(return)": "a Lua script's reply",
 }
 """Public signatures that cross a package with a plain ``Any``, each for a value that is dynamic by nature."""
 

@@ -4,7 +4,9 @@ hash's field names (issue 19)."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,7 +14,8 @@ import redis.asyncio as aioredis
 from asyncsched import _keys
 from asyncsched._redis import create_redis
 from asyncsched._redis.connection import Line
-from asyncsched._redis.scripts import ScriptRegistry
+from asyncsched._redis.scripts import Reply, ScriptRegistry, as_bytes, as_int, as_list, as_text
+from asyncsched.exceptions import RedisRefused
 from asyncsched.queue import TaskQueue
 from asyncsched.rq import keys as rq_keys
 from asyncsched.rq._calls import (
@@ -135,6 +138,68 @@ async def test_registry_reloads_a_forgotten_script_on_every_path(real_redis_url:
     finally:
         await line.aclose()
         await client.aclose()
+
+
+@dataclass(frozen=True)
+class _Length:
+    """A typed call of ``_ECHO``, read by its own ``parse``: the length of the echoed argument."""
+
+    SCRIPT: ClassVar[str] = "echo"
+    arg: str
+
+    def to_keys(self) -> list[Any]:
+        return ["k"]
+
+    def to_args(self) -> list[Any]:
+        return [self.arg]
+
+    @staticmethod
+    def parse(reply: Reply) -> int:
+        return len(as_bytes(as_list(reply)[1]))
+
+
+@dataclass(frozen=True)
+class _Count:
+    SCRIPT: ClassVar[str] = "count"
+    parse = staticmethod(as_int)
+
+    def to_keys(self) -> list[Any]:
+        return []
+
+    def to_args(self) -> list[Any]:
+        return []
+
+
+async def test_typed_calls_return_what_their_parse_reads(real_redis_url: str) -> None:
+    client = create_redis(real_redis_url)
+    registry = ScriptRegistry(client, {"echo": _ECHO})
+    line = Line(client)
+    try:
+        assert await registry.call(_Length("abc")) == 3
+        assert await registry.call(_Length("abcd"), line) == 4
+        assert await registry.call_many([_Length("a"), _Length("ab")]) == [1, 2]
+        with pytest.raises(RedisRefused, match="expected an integer"):  # a shape the call never reads
+            await ScriptRegistry(client, {"count": "return 'x'"}).call(_Count())
+    finally:
+        await line.aclose()
+        await client.aclose()
+
+
+def test_replies_are_narrowed_or_refused() -> None:
+    assert as_int(3) == 3
+    assert as_bytes(b"x") == b"x"
+    assert as_text(b"\xc3\xa9") == "\u00e9"
+    assert as_list([1, b"a", None]) == [1, b"a", None]
+    for helper, wrong, expected in [
+        (as_int, b"1", "an integer"),
+        (as_bytes, 1, "a string"),
+        (as_text, None, "a string"),
+        (as_list, b"x", "an array"),
+    ]:
+        with pytest.raises(
+            RedisRefused, match=f"unexpected reply from a Redis script: .*expected {expected}"
+        ):
+            helper(wrong)
 
 
 async def test_queue_scripts_survive_a_script_flush(real_redis_url: str) -> None:

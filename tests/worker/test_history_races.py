@@ -25,18 +25,18 @@ async def test_heartbeat_right_after_finish_stops_nothing(
     'no longer started by this worker': it must not log (or act on) a stop of a job that just finished."""
     job_id = await queue.enqueue(jobs.async_add, args=(1, 2))
     async with Worker(redis=redis_url, settings=wsettings, burst=True) as worker:
-        real_run = worker._scripts.run
+        real_run = worker._scripts._run  # what every call on the pool runs (typed or by name)
         beats: list[Any] = []
 
-        async def run(name: str, args: list[Any], keys: list[Any]) -> Any:
-            reply = await real_run(name, args, keys)
+        async def run(name: str, args: list[Any], keys: list[Any], parse: Any) -> Any:
+            reply = await real_run(name, args, keys, parse)
             if name == "heartbeat":
                 beats.append(reply)
             if name == "finish":  # the race, made certain: a heartbeat between the script and the pop
                 await worker.leases.heartbeat()
             return reply
 
-        worker._scripts.run = run  # type: ignore[method-assign]
+        worker._scripts._run = run  # type: ignore[method-assign]
         with caplog.at_level(logging.INFO, logger="asyncsched"):
             await worker.run()
     assert any(job_id.encode() in beat[1:] for beat in beats)  # the heartbeat saw the job finished

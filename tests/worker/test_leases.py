@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -125,15 +126,15 @@ class _Outage:
 
         self.failed: dict[str, int] = dict.fromkeys(names, 0)
         self.times = times
-        original = worker._scripts.run
+        original = worker._scripts._run  # what every call on the pool runs (typed or by name)
 
-        async def run(name: str, args: list[object], keys: list[object]) -> object:
+        async def run(name: str, args: list[object], keys: list[object], parse: Any) -> object:
             if name in self.failed and self.failed[name] < self.times:
                 self.failed[name] += 1
                 raise RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
-            return await original(name, args, keys)
+            return await original(name, args, keys, parse)
 
-        worker._scripts.run = run  # type: ignore[method-assign]
+        worker._scripts._run = run  # type: ignore[method-assign]
 
 
 async def test_outcomes_finished_while_redis_is_down_are_recorded_when_it_is_back(

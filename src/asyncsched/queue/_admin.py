@@ -12,6 +12,7 @@ from typing import Any
 
 from .._keys import paused_queue, queue_registered
 from .._lifecycle import LIFECYCLE_MAXLEN
+from .._redis.scripts import as_int
 from ..rq import codec
 from ..rq._calls import DeleteFailedCall, EmptyCall, RequeueCall
 from ..rq._scripts import Scripts
@@ -105,13 +106,13 @@ class QueueAdmin:
         deleted = 0
         while True:
             taken, removed = await self._scripts.call(DeleteFailedCall(self.keys, queue, _BATCH))
-            deleted += int(removed)
-            if int(taken) == 0:
+            deleted += as_int(removed)
+            if as_int(taken) == 0:
                 return deleted
 
     async def empty(self, queue: str) -> int:
         """Remove every queued job of ``queue`` (as rq's ``Queue.empty``); returns how many."""
         removed = 0
-        while n := int(await self._scripts.call(EmptyCall(self.keys, queue, _BATCH))):
+        while n := await self._scripts.call(EmptyCall(self.keys, queue, _BATCH)):
             removed += n
         return removed

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from .._keys import lifecycle_stream, queue_registered
+from .._redis.scripts import Reply
 from ..exceptions import ClusterUnsupported, InvalidJob, JobNotFound
 from ..rq._calls import EnqueueCall
 from ..rq.keys import RQKeys
@@ -91,9 +91,9 @@ def stream_of_job(prefix: str, job_id: str) -> str:
     return lifecycle_stream(prefix, tag, cluster=True)
 
 
-def in_order(n: int, written: Sequence[tuple[list[int], Any]]) -> list[Any]:
+def in_order(n: int, written: Sequence[tuple[list[int], list[Reply]]]) -> list[Reply]:
     """Per-call replies (``(indices, reply)``) as one reply per part, in the parts' order."""
-    out: list[Any] = [None] * n
+    out: list[Reply] = [None] * n
     for indices, reply in written:
         for i, r in zip(indices, reply, strict=True):
             out[i] = r

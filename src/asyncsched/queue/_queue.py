@@ -18,6 +18,7 @@ from .._misuse import async_api
 from .._redis import create_redis
 from .._redis.cluster import is_cluster
 from .._redis.connection import Line
+from .._redis.scripts import Reply
 from ..config import Settings, get_settings
 from ..exceptions import BackendUnavailable, ClusterUnsupported, JobError, JobNotFound, RedisRefused
 from ..rq import codec
@@ -41,11 +42,10 @@ _BATCH = 1000  # jobs per coalesced enqueue script call
 _WAIT_MS = 2000  # how long an enqueue waits for its replicas (wait_replicas)
 
 
-def _refused(result: Any) -> RedisRefused | None:
+def _refused(result: Reply) -> RedisRefused | None:
     """The error of one job refused by the enqueue script (its text in place of 1/0), or ``None``."""
-    if isinstance(result, bytes | str):
-        text = result.decode(errors="replace") if isinstance(result, bytes) else result
-        return RedisRefused(f"Redis refused the enqueue: {text}")
+    if isinstance(result, bytes):
+        return RedisRefused(f"Redis refused the enqueue: {result.decode(errors='replace')}")
     return None
 
 
@@ -269,7 +269,7 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
             )
         return ids
 
-    async def _write_cluster(self, parts: list[Part]) -> list[Any]:
+    async def _write_cluster(self, parts: list[Part]) -> list[Reply]:
         """On a cluster: one enqueue call per queue (concurrent: queues live on different nodes), and the
         queues added to ``<p>:queues`` (another slot); the replies in the order of ``parts``."""
         calls = cluster_calls(self.keys, self.settings.lifecycle_maxlen, parts, _BATCH)

@@ -1,7 +1,8 @@
 """Typed calls of the wire format's Lua scripts: each record names its fields and derives the script's
 ``KEYS`` (built by :class:`~asyncsched.rq.keys.RQKeys`) and ``ARGV`` from them, in the order the script
 (``scripts/<name>.lua``, whose header documents both) reads them. Run with
-:meth:`asyncsched._redis.scripts.ScriptRegistry.call`.
+:meth:`asyncsched._redis.scripts.ScriptRegistry.call`, whose result is the record's ``parse`` of the reply
+(a ``staticmethod``: the narrowing helpers of ``asyncsched._redis.scripts``, or :meth:`ClaimCall.parse`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias, cast
 
+from .._redis.scripts import Reply, as_int, as_list
 from .keys import (
     RQKeys,
     claiming_list,
@@ -25,6 +27,7 @@ from .keys import (
 __all__ = [
     "CancelCall",
     "ClaimCall",
+    "ClaimReply",
     "DeleteFailedCall",
     "EmptyCall",
     "EnqueueCall",
@@ -52,6 +55,7 @@ class EnqueueCall:
     maxlen: int
     segments: Sequence[Any]
     registry: str = ""
+    parse = staticmethod(as_list)  # per job: 1 written, 0 skipped, or the error text of a refused one
 
     def to_keys(self) -> list[Any]:
         return [self.stream, self.registry or self.keys.queues]
@@ -71,6 +75,7 @@ class CancelCall:
     now: int
     maxlen: int
     now_ts: str
+    parse = staticmethod(as_int)
 
     def to_keys(self) -> list[Any]:
         return [self.keys.job(self.job_id), self.stream]
@@ -92,6 +97,7 @@ class RequeueCall:
     now_ts: str
     maxlen: int
     registry: str = ""
+    parse = staticmethod(as_int)
 
     def to_keys(self) -> list[Any]:
         return [self.keys.job(self.job_id), self.stream, self.registry or self.keys.queues]
@@ -124,6 +130,7 @@ class EmptyCall(_QueueBatchCall):
 
     SCRIPT: ClassVar[str] = "empty"
     KEY: ClassVar[str] = "queue"
+    parse = staticmethod(as_int)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +139,7 @@ class DeleteFailedCall(_QueueBatchCall):
 
     SCRIPT: ClassVar[str] = "delete_failed"
     KEY: ClassVar[str] = "failed"
+    parse = staticmethod(as_list)  # {entries taken, jobs deleted}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +153,7 @@ class ProgressCall:
     worker: str
     old: bytes | None
     new: bytes
+    parse = staticmethod(as_int)
 
     def to_keys(self) -> list[Any]:
         return [self.keys.job(self.job_id)]
@@ -178,6 +187,11 @@ def _finish_keys(prefix: str, worker: str, stream: str, queues: tuple[str, ...])
     for q in queues:
         out += (k.queue(q), k.wip(q), k.finished(q), k.failed(q), k.scheduled(q))
     return tuple(out)
+
+
+ClaimReply: TypeAlias = "list[bytes | list[bytes]]"
+"""``claim.lua``'s reply (see its header): per job its id, execution id, queue and hash (a flat array of
+fields and values), or an error text in place of the hash; ``[b'suspended']`` when workers are suspended."""
 
 
 @dataclass(slots=True)
@@ -214,6 +228,12 @@ class ClaimCall:
             len(self.queues), *self.queues, self.exec_base, self.exec_first,
         ]  # fmt: skip
 
+    @staticmethod
+    def parse(reply: Reply) -> ClaimReply:
+        """The reply, checked to be an array (its entries are as claim.lua's header says: not checked one
+        by one on the claim path)."""
+        return cast("ClaimReply", reply if isinstance(reply, list) else as_list(reply))
+
 
 @dataclass(slots=True)
 class FinishCall:
@@ -232,6 +252,7 @@ class FinishCall:
     jobs: tuple[tuple[str, str, str], ...]
     records: tuple[str, ...]
     queues: tuple[str, ...] = field(init=False)  # the jobs' queues, each once
+    parse = staticmethod(as_list)
 
     def __post_init__(self) -> None:
         self.queues = tuple({q: None for _, _, q in self.jobs})
@@ -264,6 +285,7 @@ class HeartbeatCall:
     lease: int
     worker_ttl: int
     running: Sequence[tuple[str, str, str]]
+    parse = staticmethod(as_list)
 
     def to_keys(self) -> list[Any]:
         k = self.keys
@@ -294,6 +316,7 @@ class ReapCall:
     exc_string: str  # RQ's encoded traceback of a failed orphan
     error: str
     queues: Sequence[str]
+    parse = staticmethod(as_list)
 
     def to_keys(self) -> list[Any]:
         k = self.keys
@@ -326,6 +349,7 @@ class PromoteCall:
     maxlen: int
     limit: int
     queues: Sequence[str]
+    parse = staticmethod(as_list)
 
     def to_keys(self) -> list[Any]:
         k = self.keys
@@ -347,6 +371,7 @@ class ReleaseLocksCall:
     keys: RQKeys
     holder: str
     queues: Sequence[str]
+    parse = staticmethod(as_int)
 
     def to_keys(self) -> list[Any]:
         return [self.keys.scheduler_lock(q) for q in self.queues]
@@ -364,6 +389,7 @@ class LimitsCall:
     now: str  # epoch s (float text)
     now_ts: str
     tidy: bool
+    parse = staticmethod(as_list)
 
     def to_keys(self) -> list[Any]:
         p = self.keys.prefix

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from .. import _keys
 from .._redis.cluster import is_cluster
-from .._redis.scripts import ScriptRegistry
+from .._redis.scripts import ScriptRegistry, as_int, as_list
 from ..rq._scripts import keyed
 from ..rq.keys import RQKeys
 from ..rq.slots import sched_status_mirror
@@ -206,7 +206,8 @@ class ScheduleIndex:
             ]
             await copy_statuses(self.redis, self.last_key, self.job_prefix, self.status_prefix, judged)
         replies = await self._scripts.run_many("claim", [(keys, self._claim_args(r)) for r in requests])
-        return [Claim(int(reply[0]), tuple(_text(d) for d in reply[1:])) for reply in replies]
+        claims = [as_list(reply) for reply in replies]
+        return [Claim(as_int(r[0]), tuple(_text(d) for d in r[1:])) for r in claims]
 
     def _claim_args(self, r: ClaimRequest) -> list[Any]:
         o = r.overlap or Overlap()

@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import _keys
-from .._redis.scripts import ScriptRegistry
+from .._redis.scripts import ScriptRegistry, as_int
 from ..config import Settings
 from ..rq import codec
 from ..rq.jobhash import JobField
@@ -191,7 +191,7 @@ class RQSchedulerBridge:
                 return None
             step = plan(job, now, self.zone)
             keys, args = self._script_call(job, step, token, now)
-            result = int(await self._scripts.run("fire", args, keys))
+            result = as_int(await self._scripts.run("fire", args, keys))
             if result == -1:
                 return _LOST_LOCK
             if result == -2:

@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 
 from .. import _keys
 from .._redis.cluster import is_cluster
-from .._redis.scripts import ScriptRegistry
+from .._redis.scripts import ScriptRegistry, as_bytes, as_int, as_list
 from ._history_rows import text
 
 __all__ = ["DEGRADED_FOR", "HistoryLoss", "LossLog", "StreamAccount", "acked_through", "history_loss"]
@@ -91,19 +91,22 @@ class StreamAccount:
         Redis. On Redis Cluster (redis-py's cluster transactions do not serve this) the script reads."""
         args = [self.group, count, int(time.time() * 1000)]
         if self._cluster:
-            account = await self._scripts.run("read", [*args, self.consumer], [self.stream, self.ledger])
-            reply = [[self.stream, account[3]]]
+            account = as_list(
+                await self._scripts.run("read", [*args, self.consumer], [self.stream, self.ledger])
+            )
+            reply: Any = [[self.stream, account[3]]]
         else:
             pipe: Any = self.redis.pipeline(transaction=True)
             pipe.execute_command("EVAL", _READ, 2, self.stream, self.ledger, *args)
             # (a bytes name: redis-py applies no reply callback, see _XREADGROUP)
             pipe.execute_command(_XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", count, "STREAMS",
                                  self.stream, ">")  # fmt: skip
-            account, reply = await pipe.execute(raise_on_error=False)
-            for answer in (account, reply):
+            answered, reply = await pipe.execute(raise_on_error=False)
+            for answer in (answered, reply):
                 if isinstance(answer, Exception):
                     raise answer
-        lost, last, first = int(account[0]), account[1], account[2]
+            account = as_list(answered)
+        lost, last, first = as_int(account[0]), as_bytes(account[1]), as_bytes(account[2])
         span = None
         if lost:
             until = _ms(first) if first else int(time.time() * 1000)
@@ -120,7 +123,7 @@ class StreamAccount:
 
     async def trim(self) -> int:
         """Trim below what every group acknowledged; returns the entries removed."""
-        return int(await self._scripts.run("trim", [], [self.stream]))
+        return as_int(await self._scripts.run("trim", [], [self.stream]))
 
     async def backlog(self) -> int:
         """Entries not yet recorded: pending in the group plus unread (lost ones not counted)."""

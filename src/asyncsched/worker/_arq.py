@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._redis.scripts import ScriptRegistry
+from .._redis.scripts import ScriptRegistry, as_bytes, as_int, as_list
 from ..exceptions import ConfigurationError, InvalidJob
 from ..queue._functions import import_function
 from ._hooks import Hooks, call_hook
@@ -168,8 +168,10 @@ class ArqConsumer:
         if not reply:
             self._slots.release()
             return 0
-        raw, job_try, score = reply
-        task = asyncio.get_running_loop().create_task(self._run(job_id, raw, int(job_try), int(float(score))))
+        raw, job_try, score = as_list(reply)
+        job = None if raw is None else as_bytes(raw)
+        run = self._run(job_id, job, as_int(job_try), int(float(as_bytes(score))))
+        task = asyncio.get_running_loop().create_task(run)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return 1

@@ -8,14 +8,14 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
 
 from redis.exceptions import ResponseError
 
 from .._keys import claiming_list, paused_queue
 from .._redis.connection import Line
 from ..events._poison import report_malformed
-from ..rq._calls import ClaimCall
+from ..exceptions import RedisRefused
+from ..rq._calls import ClaimCall, ClaimReply
 from ._guard import QueueBackoff
 from ._job import ClaimedJob
 from ._state import Shared
@@ -123,11 +123,11 @@ class Claimer:
             with contextlib.suppress(Exception):
                 late = await self.line.collect()
                 if len(late) == 2 and isinstance(late[1], list):
-                    self.take(late[1])
+                    self.take(call.parse(late[1]))
             raise
         if isinstance(reply, Exception):  # NOSCRIPT: loaded and run again (another error is raised)
             reply = await self.scripts.settle(call.SCRIPT, reply, args, keys)
-        taken = self.take(reply)
+        taken = self.take(call.parse(reply))
         if isinstance(moved, Exception):  # refused at once, so it would spin: pause the queue
             self.paused.failed(q, f"BLMOVE: {moved}")
         return taken
@@ -166,7 +166,7 @@ class Claimer:
             n for n, off in zip(lengths, paused, strict=True) if not isinstance(n, Exception) and off == 0
         )
 
-    def take(self, reply: list[Any]) -> int:
+    def take(self, reply: ClaimReply) -> int:
         """Start the jobs a claim script returned; how many. Entries of refused jobs and queues (an error
         text in place of the hash; see claim.lua) are reported and skipped."""
         if len(reply) == 1:  # {'suspended'}: rq suspend / asyncsched suspend
@@ -179,12 +179,17 @@ class Claimer:
         refused_queues: set[str] = set()
         for i in range(len(reply) // 4):
             job_id, exec_id, queue, flat = reply[4 * i : 4 * i + 4]
-            if exec_id == b"limited":  # a job waits for a rate limit: let it go when a start frees
-                self.limits.wake(float(flat))
+            if isinstance(job_id, list) or isinstance(exec_id, list) or isinstance(queue, list):
+                entry = reply[4 * i : 4 * i + 4]
+                raise RedisRefused(
+                    f"unexpected reply from claim.lua: {entry!r:.200} (expected id, exec, queue, hash)"
+                )
+            if exec_id == b"limited" and isinstance(flat, bytes):  # a job waits for a rate limit: let it go
+                self.limits.wake(float(flat))  # when a start frees
                 continue
             q = queue.decode(errors="replace")
-            if not isinstance(flat, list):
-                reason = flat.decode(errors="replace") if isinstance(flat, bytes) else str(flat)
+            if isinstance(flat, bytes):
+                reason = flat.decode(errors="replace")
                 if job_id:
                     why = f"{reason} (skipped and removed from the queue)"
                     report_malformed("job", f"queue {q}", why, job_id, log)

@@ -142,7 +142,7 @@ class ProgressReporter:
             meta["progress"] = value
             new = serializers.dumps(meta, job.fmt)
             worker = worker_alias(self.worker_name, job.queue) if self.cluster else self.worker_name
-            done = int(await self._scripts.call(ProgressCall(self.keys, job.id, worker, old, new)))
+            done = await self._scripts.call(ProgressCall(self.keys, job.id, worker, old, new))
             if done == 1:
                 job.meta.clear()
                 job.meta.update(meta)

@@ -10,10 +10,11 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._keys import claiming_registry
+from .._redis.scripts import Reply, as_text
 from .._version import __version__
 from ..exceptions import ConfigurationError
 from ..rq import codec
@@ -122,7 +123,7 @@ class Leases:
         reply = await self.w.scripts.call(call)
         await self.renewed(bool(reply[0]), reply[1:])
 
-    async def renewed(self, registered: bool, stopped: list[bytes]) -> None:
+    async def renewed(self, registered: bool, stopped: Sequence[Reply]) -> None:
         """After a heartbeat: register again if the registration expired; stop the jobs in ``stopped``."""
         if not registered and self.registered:
             log.warning("worker %s: registration expired; registering again", self.cfg.name)
@@ -130,7 +131,7 @@ class Leases:
             await self.register_birth()
         for raw in stopped:
             reason = "no longer started by this worker (cancelled or reaped)"
-            self.w.running.stop_job(raw.decode(), reason=reason)
+            self.w.running.stop_job(as_text(raw), reason=reason)
 
     async def reap(self) -> list[tuple[str, str]]:
         """Recover jobs whose worker died (lease lapsed) on this worker's queues; returns (id, action)."""
@@ -156,9 +157,9 @@ class Leases:
             queues,
         )
 
-    def reported(self, reply: list[Any]) -> list[tuple[str, str]]:
+    def reported(self, reply: list[Reply]) -> list[tuple[str, str]]:
         """``reap.lua``'s reply as (id, action), each logged."""
-        out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
+        out = [(as_text(reply[i]), as_text(reply[i + 1])) for i in range(0, len(reply), 2)]
         for job_id, action in out:
             if action.startswith(("skipped", "quarantined")):  # a key of the wrong type (reap.lua)
                 self.w.skips.report("reap", job_id, action)

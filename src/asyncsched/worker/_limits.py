@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._keys import limit_key, limit_keys
+from .._redis.scripts import as_bytes, as_int
 from ..rq import codec
 from ..rq._calls import LimitsCall
 from ..rq._scripts import Scripts
@@ -73,12 +74,13 @@ class LimitWaker:
         woken = self._woken
         sent = time.time()
         moved, due, redis_now = await scripts.call(LimitsCall(keys, repr(sent), codec.fmt_ts(), tidy))
-        self._offsets.append(float(redis_now) - sent)  # the script ran after ``sent``: never below the offset
-        known = float(due)
+        # the script ran after ``sent``: never below the offset
+        self._offsets.append(float(as_bytes(redis_now)) - sent)
+        known = float(as_bytes(due))
         if self._woken != woken and self.due > 0:  # a claim parked a job meanwhile: keep the earlier time
             known = self.due if known < 0 else min(known, self.due)
         self.due = known
-        return int(moved)
+        return as_int(moved)
 
     async def nap(self, wait: float, *stops: asyncio.Event) -> None:
         """Sleep ``wait`` seconds, less if parked jobs are due sooner; a new earlier due or any of

@@ -8,8 +8,8 @@ import asyncio
 import contextlib
 import math
 import time
-from typing import Any
 
+from .._redis.scripts import Reply, as_int, as_text
 from ..rq import codec
 from ..rq._calls import PromoteCall, ReleaseLocksCall
 from ._state import REDIS_DOWN, Shared, log_refused
@@ -45,14 +45,14 @@ class Promoter:
         """The scheduler lock's TTL (s): short, so that a dead holder is replaced quickly."""
         return max(10, math.ceil(3 * self.cfg.scheduler_interval))
 
-    def promoted(self, reply: list[Any]) -> int:
+    def promoted(self, reply: list[Reply]) -> int:
         """How many jobs ``promote.lua`` queued; notes the earliest run-at it saw (``next_due``) and reports
         the keys of the wrong type it skipped."""
         promoted, earliest, *skipped = reply
         for k in range(0, len(skipped), 2):  # keys of the wrong type (promote.lua): skipped, reported
-            self.skips.report("promote", skipped[k].decode(), "skipped: " + skipped[k + 1].decode())
-        self.next_due = int(earliest)
-        return int(promoted)
+            self.skips.report("promote", as_text(skipped[k]), "skipped: " + as_text(skipped[k + 1]))
+        self.next_due = as_int(earliest)
+        return as_int(promoted)
 
     async def release_locks(self) -> None:
         """Release the scheduler locks this worker holds (at its stop; errors ignored)."""
