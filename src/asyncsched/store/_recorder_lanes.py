@@ -29,10 +29,8 @@ class LaneRecorder(Recorder):
     def __init__(
         self, redis: aioredis.Redis, *, db: Database, settings: Settings, queue: str, **options: Any
     ):
-        super().__init__(
-            redis, db=db, settings=settings, events=False, retention=False,
-            reconcile_interval=math.inf, prune_interval=math.inf, **options,
-        )  # fmt: skip
+        own = {"events": False, "retention": False, "reconcile_interval": math.inf, "prune_interval": math.inf}
+        super().__init__(redis, db=db, settings=settings, **{**options, **own})  # the main's duties: not here
         prefix = self.settings.key_prefix
         self.queue = queue
         self.lifecycle_stream = _keys.lifecycle_stream(prefix, queue, cluster=True)
