@@ -43,6 +43,7 @@ key                                         type    content
 ``<ns>:lifecycle``                          STREAM  job lifecycle records (:mod:`asyncsched._lifecycle`)
 ``<ns>:lifecycle:ledger``                   HASH    the Recorder's accounting of that stream
 ``<ns>:marker``                             STRING  set by the Recorder: gone after Redis lost its data
+``<ns>:marker:{<n>}``                       STRING  the same, on a cluster: one per master, in its slots
 ``<ns>:claiming:<worker>``                  LIST    a single-queue worker's BLMOVE target
 ``<ns>:claiming``                           HASH    worker -> queue of every claiming list
 ``<ns>:paused:<q>``                         STRING  present while the queue is paused
@@ -256,9 +257,11 @@ def lifecycle_ledger(prefix: str, queue: str | None = None, *, cluster: bool = F
     return f"{lifecycle_tag(prefix, queue, cluster)}:ledger"
 
 
-def redis_marker(prefix: str) -> str:
-    """STRING set by the Recorder at start: its absence after a Redis restart means Redis lost its data."""
-    return f"{ns(prefix)}:marker"
+def redis_marker(prefix: str, tag: int | None = None) -> str:
+    """STRING set by the Recorder at start: its absence after a Redis restart means Redis lost its data. On
+    a cluster one per master, ``<ns>:marker:{<tag>}`` in one of its slots (:mod:`asyncsched.store._redis_wipe`
+    picks the tag)."""
+    return f"{ns(prefix)}:marker" if tag is None else f"{ns(prefix)}:marker:{{{tag}}}"
 
 
 def claiming_list(prefix: str, worker: str) -> str:
