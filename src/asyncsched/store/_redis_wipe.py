@@ -61,7 +61,8 @@ class RedisWipes:
 
     async def check(self, first: bool = False) -> list[Wipe]:
         """One pass over every master: the wipes found (each reported once: the marker is set again);
-        a restart that kept the data is logged here. ``first``: only learn the run ids and set the markers."""
+        a restart that kept the data is logged here. ``first`` (the Recorder starts): every marker is set
+        again, and the masters it sees for the first time are only learnt."""
         if self.no_info:
             return []
         if first:
@@ -79,15 +80,16 @@ class RedisWipes:
             if marker is None:
                 continue  # no slot: no data to lose
             previous = self._run_ids.get(name)
-            self._run_ids[name] = run_id
-            if previous == run_id:
-                continue
-            if previous is not None or self._started:  # restarted, or a new master (failover)
+            restarted = previous is not None and previous != run_id
+            if restarted or (previous is None and self._started):  # or a new master (failover)
                 if await self.redis.exists(marker):
                     self._kept(name, previous, run_id)
                 else:
                     found.append(Wipe(name or None, previous or "", run_id))
-            await self.redis.set(marker, run_id)
+            elif previous == run_id and not first:
+                continue
+            await self.redis.set(marker, run_id)  # (again at start: a flush before is not taken for a wipe)
+            self._run_ids[name] = run_id  # only now: a pass that failed before is done again
         self._started = True
         return found
 
