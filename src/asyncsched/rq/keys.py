@@ -145,6 +145,11 @@ class RQKeys:
     def intermediate(self, name: str) -> str:
         return f"{self.prefix}:queue:{self._q(name)}:intermediate"
 
+    def first_seen(self, name: str, job_id: str) -> str:
+        """STRING: when the reaper first saw ``job_id`` in the intermediate list of ``name`` (RQ's
+        ``Queue.intermediate_queue``; ``key_first_seen`` in ``lib_keys.lua``)."""
+        return f"{self.intermediate(name)}:first_seen:{job_id}"
+
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
