@@ -52,7 +52,8 @@ class ClusterPreparer(Preparer):
             raise ClusterUnsupported(_SPANNING)
         if o.depends_on is not None:
             deps = [o.depends_on] if isinstance(o.depends_on, str) else list(o.depends_on)
-            other = [d for d in deps if id_tag(str(d)) != qname]
+            # an id without a tag is no cluster job id at all: refused as such, with the other options
+            other = [d for d in deps if id_tag(str(d)) not in ("", qname)]
             if other:
                 raise ClusterUnsupported(
                     f"depends_on {other[0]!r}: a job of another queue than {qname} (on a Redis Cluster a "
