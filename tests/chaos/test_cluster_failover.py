@@ -130,5 +130,35 @@ async def test_a_wiped_master_is_reported_once_naming_it_and_its_jobs_reconciled
         assert (await repo.get(kept)).status == "queued"  # its master kept its data
 
 
+@pytest.mark.timeout(60)
+async def test_a_failover_is_not_taken_for_a_wipe(
+    real_cluster: ClusterSetup, cluster_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica promoted in its master's place is a new master to the Recorder: it finds that master's
+    marker there (same slots, same marker) and says the data is kept, no wipe."""
+    settings = Settings(redis_url=cluster_url, queues=QUEUES)
+    async with (
+        Database(f"sqlite+aiosqlite:///{tmp_path}/h.db", auto_migrate=True) as db,
+        TaskQueue(cluster_url, settings=settings) as queue,
+    ):
+        recorder = open_recorder(
+            queue.redis, db=db, settings=settings, flush_interval=0.05, trim_interval=0.1
+        )
+        with caplog.at_level(logging.WARNING, logger="asyncsched.store.recorder"):
+            async with recorder:
+                job = await queue.enqueue(jobs.add, args=(1, 1), queue="delta")
+                await recorder.flush()
+                replica = real_cluster.replica_for(queue.keys.queue("delta"))
+                await asyncio.to_thread(real_cluster.failover, replica)
+
+                def promoted() -> bool:
+                    return any("is a master now" in r.getMessage() for r in caplog.records)
+
+                await eventually(promoted, timeout=20, what="the Recorder to check the promoted replica")
+        assert f":{replica}" in next(r.getMessage() for r in caplog.records if "master now" in r.getMessage())
+        assert _wipes(caplog) == []
+        assert (await ExecutionRepository(db).get(job)).status == "queued"
+
+
 def _wipes(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "LOST ITS DATA" in r.getMessage()]

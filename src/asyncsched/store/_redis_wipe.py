@@ -56,7 +56,7 @@ class RedisWipes:
         self.no_info = False
         """The server has no ``INFO`` (``memory://``: an in-process Redis cannot restart behind our back)."""
         self._run_ids: dict[str, str] = {}  # master ("" on a single Redis) -> run_id seen last
-        self._markers: dict[str, str] = {}  # master -> its marker key (cluster)
+        self._markers: dict[str, str | None] = {}  # master -> its marker key (cluster), None: no slot
         self._started = False  # a first pass over every master completed
 
     async def check(self, first: bool = False) -> list[Wipe]:
@@ -120,15 +120,25 @@ class RedisWipes:
         if not self.cluster:
             return _keys.redis_marker(self.prefix)
         client = cast(Any, self.redis)
-        known = self._markers.get(name)
-        if known is not None and client.get_node_from_key(known).name == name:
-            return known
+        known = self._markers.get(name, "")
+        if known is None or (known and client.get_node_from_key(known).name == name):
+            return known  # (a master found without a slot is searched again once the masters change)
+        self._search(client)
+        return self._markers.get(name)
+
+    def _search(self, client: Any) -> None:
+        """A marker for every master: the smallest tag whose slot is one of its slots (one pass for all;
+        a master with no slot would take the whole search: its answer, none, is kept)."""
+        names = {str(node.name) for node in client.get_primaries()}
+        found: dict[str, str] = {}
         for n in range(_SEARCH):
             key = _keys.redis_marker(self.prefix, n)
-            if client.get_node_from_key(key).name == name:
-                self._markers[name] = key
-                return key
-        return None
+            owner = str(client.get_node_from_key(key).name)
+            if owner in names and owner not in found:
+                found[owner] = key
+                if len(found) == len(names):
+                    break
+        self._markers = {name: found.get(name) for name in names}
 
     def _kept(self, name: str, previous: str | None, run_id: str) -> None:
         if previous is None:
