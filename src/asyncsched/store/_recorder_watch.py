@@ -129,7 +129,7 @@ class Watch:
         if not found:
             return
         if self.wipes.cluster:
-            await self._report_cluster_wipes(found)
+            await self._report_cluster_wipes(self.wipes, found)
         else:
             await self._report_wipe(found[0])
         self.recorder.reconciler.restart()
@@ -153,14 +153,13 @@ class Watch:
             self._within(),
         )
 
-    async def _report_cluster_wipes(self, found: list[Wipe]) -> None:
-        assert self.wipes is not None
+    async def _report_cluster_wipes(self, wipes: RedisWipes, found: list[Wipe]) -> None:
         by_queue: dict[str, dict[str, int]] = {}
         with contextlib.suppress(Exception):
             by_queue = await open_by_queue(self.recorder.db)
         for wipe in found:
             node = wipe.node or "?"
-            queues, held = self.wipes.held_by(node, by_queue)
+            queues, held = wipes.held_by(node, by_queue)
             opened = "; ".join(f"{q}: {_statuses(by_queue[q])}" for q in queues) or "none"
             log.error(
                 "Redis Cluster master %s LOST ITS DATA (restarted without persistence, or flushed; run_id "
