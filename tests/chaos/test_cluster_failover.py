@@ -128,6 +128,7 @@ async def test_a_wiped_master_is_reported_once_naming_it_and_its_jobs_reconciled
         # read as the cluster's, a "restart" at every check)
         assert not [r for r in caplog.records if "kept its data" in r.getMessage()]
         assert (await repo.get(kept)).status == "queued"  # its master kept its data
+        assert "no longer exists in Redis" in ((await repo.get(lost[0])).error or "")  # the reason
 
 
 @pytest.mark.timeout(60)
