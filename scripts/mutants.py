@@ -258,6 +258,23 @@ MUTANTS: list[Mutant] = [
         ["tests/queue/test_rq_reads_ours.py", "tests/worker/test_rq_interop.py", *REAL_REDIS],
         "a job hash field under a name RQ does not read",
     ),
+    # --- Redis Cluster -------------------------------------------------------------------------------
+    m(
+        "cluster-wipe-one-node",
+        "store/_redis_wipe.py",
+        'info = await cast(Any, self.redis).info("server", target_nodes=node)',
+        'info = await self.redis.info("server")',
+        ["tests/chaos/test_cluster_failover.py", "-k", "wiped"],
+        "a cluster's run id read from whichever node answers: a wipe of another master is missed",
+    ),
+    m(
+        "cluster-workers-unfolded",
+        "queue/_reading.py",
+        "        if self.keys.cluster:\n            rows = await fold_aliases(self._r, self.keys, rows)\n",
+        "",
+        ["tests/worker/test_worker.py", "-k", "cluster and (registration or multi_queue)"],
+        "a cluster worker listed idle, with no current job, its queues tagged and its job counts zero",
+    ),
 ]
 
 

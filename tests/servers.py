@@ -56,6 +56,8 @@ class RedisServer:
     port: int
     proc: subprocess.Popen[bytes]
     workdir: str
+    extra: tuple[str, ...] = ()
+    """Arguments the server was started with beyond the common ones (a cluster node's), kept on restart."""
 
     @property
     def url(self) -> str:
@@ -73,7 +75,7 @@ class RedisServer:
     def restart(self) -> None:
         """Stop and start again on the same port (data is not persisted)."""
         self.stop()
-        self.proc = _spawn_redis(self.port, self.workdir)
+        self.proc = _spawn_redis(self.port, self.workdir, *self.extra)
 
 
 def _spawn_redis(port: int, workdir: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -401,6 +403,14 @@ class ClusterSetup:
             time.sleep(0.05)
         raise ServerUnavailable(f"CLUSTER FAILOVER on {port} did not complete in {timeout}s")
 
+    def wipe(self, port: int) -> None:
+        """Restart the master on ``port`` without its data (no persistence: it comes back empty, still the
+        master of its slots, and its replica resyncs to the empty data set) and wait until the cluster is
+        ready again. Quick, so that no failover happens meanwhile (node timeout 5 s)."""
+        node = next(n for n in self.nodes if n.port == port)
+        node.restart()
+        self.wait_ready()
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
@@ -421,7 +431,7 @@ def cluster_setup() -> Iterator[ClusterSetup]:
             extra: tuple[str, ...] = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
             extra += ("--cluster-node-timeout", "5000", "--cluster-port", str(free_port()))  # not port+10000
             extra += ("--repl-diskless-sync-delay", "0")  # replicas sync at once, not after 5 s
-            nodes.append(RedisServer(port, _spawn_redis(port, ndir, *extra), ndir))
+            nodes.append(RedisServer(port, _spawn_redis(port, ndir, *extra), ndir, extra))
         subprocess.run(
             [
                 cli,

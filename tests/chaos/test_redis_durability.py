@@ -13,7 +13,7 @@ from asyncsched._redis import create_redis
 from asyncsched._redis._durability import warn_if_redis_may_lose_data
 from asyncsched.config import Settings
 from asyncsched.exceptions import ConfigurationError
-from tests.servers import RedisServer
+from tests.servers import ClusterSetup, RedisServer
 
 from . import procs
 
@@ -92,3 +92,21 @@ async def test_info_reports_lost_history(own_redis: RedisServer, tmp_path: Path)
     finally:
         proc.stop()
     assert "history:  12 lifecycle records lost (latest loss at 2027-01-15T08:00:00+00:00)" in proc.log()
+
+
+@pytest.mark.cluster
+async def test_every_master_of_a_cluster_is_checked(
+    real_cluster: ClusterSetup, cluster_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # each master has its own configuration: one node's answer says nothing of the others
+    client = create_redis(cluster_url)
+    try:
+        production = Settings(redis_url=cluster_url, env="production")
+        with caplog.at_level(logging.WARNING, logger="asyncsched.redis"):
+            warnings = await warn_if_redis_may_lose_data(client, production, "worker")
+        masters = real_cluster.masters()
+        assert len(warnings) == len(masters) == 3  # the test nodes run with --save '' --appendonly no
+        for port in masters:
+            assert len([w for w in warnings if f"127.0.0.1:{port}: persistence is off" in w]) == 1
+    finally:
+        await client.aclose()

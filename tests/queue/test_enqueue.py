@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from asyncsched._keys import lifecycle_stream
-from asyncsched._lifecycle import LifecycleRecord
 from asyncsched.config import Settings
 from asyncsched.exceptions import InvalidJob, JobNotFound, SerializationError
 from asyncsched.queue import JobStatus, Retry, TaskQueue
 from tests import jobs
+from tests.rediskeys import all_keys, records
+
+pytestmark = pytest.mark.cluster  # the queue on a Redis Cluster too (keys from queue.keys, not literals)
 
 
 @pytest.fixture
@@ -26,11 +27,12 @@ async def test_enqueue_writes_rq_job(queue: TaskQueue, redis: aioredis.Redis) ->
     job_id = await queue.enqueue(
         jobs.add, args=(2, 3), agent_name="mail", task_name="digest", meta={"k": 1}, description="d"
     )
-    assert await redis.lrange("rq:queue:default", 0, -1) == [job_id.encode()]
-    assert await redis.smembers("rq:queues") == {b"rq:queue:default"}
-    h = await redis.hgetall(f"rq:job:{job_id}")
+    k = queue.keys
+    assert await redis.lrange(k.queue("default"), 0, -1) == [job_id.encode()]
+    assert await redis.smembers(k.queues) == {k.queue("default").encode()}
+    h = await redis.hgetall(k.job(job_id))
     assert h[b"status"] == b"queued"
-    assert h[b"origin"] == b"default"
+    assert h[b"origin"] == k.name("default").encode()
     assert h[b"timeout"] == b"180"
     assert h[b"asyncsched_agent"] == b"mail"
     assert h[b"asyncsched_task"] == b"digest"
@@ -43,8 +45,7 @@ async def test_enqueue_writes_rq_job(queue: TaskQueue, redis: aioredis.Redis) ->
     assert rec.description == "d"
     assert rec.enqueued_at is not None
     assert rec.attempt == 1
-    entries = await redis.xrange(lifecycle_stream("rq"))
-    record = LifecycleRecord.decode(entries[-1][1])
+    record = (await records(redis, k))[-1]
     assert (record.kind, record.job_id, record.agent_name, record.task_name) == (
         "queued",
         job_id,
@@ -76,21 +77,21 @@ async def test_bad_input_writes_nothing(queue: TaskQueue, redis: aioredis.Redis)
         await queue.enqueue(jobs.add, job_id="bad:id")
     with pytest.raises(SerializationError):
         await queue.enqueue_many([{"func": jobs.add, "args": (1, 2)}, {"func": jobs.echo, "args": ({1, 2},)}])
-    assert await redis.keys("rq:*") == []
+    assert await all_keys(redis, "*rq:*") == set()
 
 
 async def test_enqueue_many_one_round_trip(queue: TaskQueue, redis: aioredis.Redis) -> None:
     ids = await queue.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(20)])
     assert len(set(ids)) == 20
-    assert await redis.lrange("rq:queue:default", 0, -1) == [i.encode() for i in ids]
+    assert await redis.lrange(queue.keys.queue("default"), 0, -1) == [i.encode() for i in ids]
     assert await queue.enqueue_many([]) == []
 
 
 async def test_unique(queue: TaskQueue, redis: aioredis.Redis) -> None:
     first = await queue.enqueue(jobs.add, args=(1, 1), job_id="sched-t1-100", unique=True)
     again = await queue.enqueue(jobs.add, args=(9, 9), job_id="sched-t1-100", unique=True)
-    assert first == again == "sched-t1-100"
-    assert await redis.llen("rq:queue:default") == 1
+    assert first == again == queue.keys.job_id("default", "sched-t1-100")
+    assert await redis.llen(queue.keys.queue("default")) == 1
     assert (await queue.job(first)).args == [1, 1]
     with pytest.raises(InvalidJob):
         await queue.enqueue(jobs.add, unique=True)
@@ -99,11 +100,11 @@ async def test_unique(queue: TaskQueue, redis: aioredis.Redis) -> None:
 async def test_delay_schedules(queue: TaskQueue, redis: aioredis.Redis) -> None:
     job_id = await queue.enqueue(jobs.add, args=(1, 2), delay=timedelta(hours=1))
     assert await queue.status(job_id) == JobStatus.SCHEDULED
-    assert await redis.llen("rq:queue:default") == 0
-    score = await redis.zscore("rq:scheduled:default", job_id)
+    assert await redis.llen(queue.keys.queue("default")) == 0
+    score = await redis.zscore(queue.keys.scheduled("default"), job_id)
     assert score is not None
     assert score > datetime.now(UTC).timestamp() + 3000
-    h = await redis.hgetall(f"rq:job:{job_id}")
+    h = await redis.hgetall(queue.keys.job(job_id))
     assert b"enqueued_at" not in h
     past = await queue.enqueue(jobs.add, args=(1, 2), at=datetime.now(UTC) - timedelta(seconds=5))
     assert await queue.status(past) == JobStatus.QUEUED
@@ -111,7 +112,7 @@ async def test_delay_schedules(queue: TaskQueue, redis: aioredis.Redis) -> None:
 
 async def test_retry_fields(queue: TaskQueue, redis: aioredis.Redis) -> None:
     job_id = await queue.enqueue(jobs.add, args=(1, 2), retry=Retry(3, [1, 2, 3]))
-    h = await redis.hgetall(f"rq:job:{job_id}")
+    h = await redis.hgetall(queue.keys.job(job_id))
     assert (h[b"retries_left"], h[b"retry_intervals"]) == (b"3", b"[1, 2, 3]")
     job_id = await queue.enqueue(jobs.add, args=(1, 2), retry=2)
     assert (await queue.job(job_id)).retries_left == 2
@@ -126,9 +127,10 @@ async def test_cancel_queued_and_scheduled(queue: TaskQueue, redis: aioredis.Red
     assert await queue.cancel(b) is True
     assert await queue.cancel(a) is False
     assert await queue.status(a) == JobStatus.CANCELLED
-    assert await redis.llen("rq:queue:default") == 0
-    assert await redis.zcard("rq:scheduled:default") == 0
-    assert set(await redis.zrange("rq:canceled:default", 0, -1)) == {a.encode(), b.encode()}
+    k = queue.keys
+    assert await redis.llen(k.queue("default")) == 0
+    assert await redis.zcard(k.scheduled("default")) == 0
+    assert set(await redis.zrange(k.canceled("default"), 0, -1)) == {a.encode(), b.encode()}
     with pytest.raises(JobNotFound):
         await queue.cancel("nope")
     counts = await queue.queue_counts()
@@ -159,7 +161,7 @@ async def test_list_and_filter(queue: TaskQueue) -> None:
 async def test_pickle_queue(redis_url: str, redis: aioredis.Redis) -> None:
     async with TaskQueue(redis_url, settings=Settings(redis_url=redis_url), serializer="pickle") as q:
         job_id = await q.enqueue(jobs.echo, args=({1, 2},))
-        h = await redis.hgetall(f"rq:job:{job_id}")
+        h = await redis.hgetall(q.keys.job(job_id))
         assert zlib.decompress(h[b"data"])[:1] == b"\x80"
         assert (await q.job(job_id)).args == [{1, 2}]
     async with TaskQueue(redis_url, settings=Settings(redis_url=redis_url)) as q:
@@ -191,7 +193,7 @@ async def test_concurrent_enqueues_are_coalesced(queue: TaskQueue, redis: aiored
 
     ids = await asyncio.gather(*(queue.enqueue(jobs.add, args=(i, i)) for i in range(250)))
     assert len(set(ids)) == 250
-    assert set(await redis.lrange("rq:queue:default", 0, -1)) == {i.encode() for i in ids}
+    assert set(await redis.lrange(queue.keys.queue("default"), 0, -1)) == {i.encode() for i in ids}
     for i, job_id in enumerate(ids[:5]):
         assert (await queue.job(job_id)).args == [i, i]
     # a validation error belongs to its caller only; the others are written
@@ -208,7 +210,7 @@ async def test_concurrent_enqueues_are_coalesced(queue: TaskQueue, redis: aiored
 
 async def test_large_enqueue_many_is_split_in_order(queue: TaskQueue, redis: aioredis.Redis) -> None:
     ids = await queue.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(2500)])
-    assert await redis.lrange("rq:queue:default", 0, -1) == [i.encode() for i in ids]
+    assert await redis.lrange(queue.keys.queue("default"), 0, -1) == [i.encode() for i in ids]
     assert (await queue.job(ids[-1])).args == [2499, 2499]
 
 
@@ -239,28 +241,30 @@ async def test_mixed_batch_writes_each_job_as_a_single_enqueue_would(
     batch = await queue.enqueue_many(specs)
     single = [await queue.enqueue(**{**spec, "queue": "single"}) for spec in specs[:6] + specs[8:]]  # type: ignore[arg-type]
     per_job = {b"created_at", b"enqueued_at", b"origin", b"asyncsched_run_at"}  # times of each enqueue
+    k = queue.keys
 
     async def shape(job_id: str) -> dict[bytes, bytes]:
-        h = await redis.hgetall(f"rq:job:{job_id}")
-        return {k: v for k, v in h.items() if k not in per_job}
+        h = await redis.hgetall(k.job(job_id))
+        return {f: v for f, v in h.items() if f not in per_job}
 
     for mine, theirs in zip(batch[:6] + batch[8:], single, strict=True):
         assert await shape(mine) == await shape(theirs)
-        assert set(await redis.hgetall(f"rq:job:{mine}")) == set(await redis.hgetall(f"rq:job:{theirs}"))
-    assert (await queue.job("taken")).args == [0, 0]  # unique: the existing job is kept
-    assert await redis.lrange("rq:queue:default", 0, -1) == [
-        b"fresh",
-        b"taken",
+        assert set(await redis.hgetall(k.job(mine))) == set(await redis.hgetall(k.job(theirs)))
+    taken, fresh = k.job_id("default", "taken"), k.job_id("default", "fresh")
+    assert (await queue.job(taken)).args == [0, 0]  # unique: the existing job is kept
+    assert await redis.lrange(k.queue("default"), 0, -1) == [
+        fresh.encode(),
+        taken.encode(),
         *(batch[i].encode() for i in (0, 1, 3, 8, 9)),
     ]
-    assert await redis.lrange("rq:queue:other", 0, -1) == [batch[4].encode()]
-    assert await redis.zrange("rq:scheduled:default", 0, -1) == sorted(batch[i].encode() for i in (2, 5))
-    assert 400 < await redis.ttl(f"rq:job:{batch[5]}") <= 500
-    records = [LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq"))]
-    by_id = {r.job_id: r for r in records}
+    assert await redis.lrange(k.queue("other"), 0, -1) == [batch[4].encode()]
+    assert await redis.zrange(k.scheduled("default"), 0, -1) == sorted(batch[i].encode() for i in (2, 5))
+    assert 400 < await redis.ttl(k.job(batch[5])) <= 500
+    written = await records(redis, k, "default", "other")
+    by_id = {r.job_id: r for r in written}
     assert by_id[batch[4]].agent_name == "a"
     assert by_id[batch[2]].kind == "scheduled"
-    assert len([r for r in records if r.job_id == "taken"]) == 1  # the skipped duplicate left no record
+    assert len([r for r in written if r.job_id == taken]) == 1  # the skipped duplicate left no record
 
 
 async def test_unreachable_redis_is_backend_unavailable() -> None:

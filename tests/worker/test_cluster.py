@@ -323,3 +323,19 @@ async def test_reconciler_waits_for_the_queues_stream_before_marking_a_job_lost(
     async with recorder:
         await recorder.flush()
     assert (await ExecutionRepository(db).get(job)).status == "success"
+
+
+async def test_open_recorder_takes_the_main_recorders_options_on_a_cluster(
+    history: tuple[Database, TaskQueue], csettings: Settings
+) -> None:
+    # the lanes are made with the same options; those that are the main Recorder's alone used to be given
+    # twice to a lane (TypeError, raised in the background discovery: no lane, nothing recorded)
+    db, queue = history
+    job = await queue.enqueue(jobs.add, args=(1, 1), queue="alpha")
+    options = {"reconcile_interval": 0.2, "prune_interval": 5.0, "retention": False, "events": False}
+    recorder = open_recorder(queue.redis, db=db, settings=csettings, flush_interval=0.05, **options)
+    assert isinstance(recorder, RecorderLanes)
+    async with recorder:
+        await recorder.flush()
+        assert len(recorder.lanes) == 3
+    assert (await ExecutionRepository(db).get(job)).status == "queued"

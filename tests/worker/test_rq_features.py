@@ -35,6 +35,8 @@ from tests.waiting import eventually
 from tests.worker.test_rq_interop import rq_cli
 
 pytestmark = pytest.mark.rq_compat
+# Single node, but for the producer's validation: every other test drives the real `rq` package (or the
+# stock `rq worker`), which has no Redis Cluster support.
 
 needs_rq3 = pytest.mark.skipif(not hasattr(rq, "RateLimit"), reason="RateLimit is new in RQ 3")
 
@@ -365,8 +367,9 @@ async def test_our_producer_writes_rq_features_both_workers_honour(
     assert state["statuses"][7:] == ["finished"] * (int(with_repeat) + 3 * int(with_limit))
 
 
-async def test_producer_options_are_validated(real_redis_url: str) -> None:
-    async with TaskQueue(real_redis_url, settings=Settings(redis_url=real_redis_url)) as q:
+@pytest.mark.cluster
+async def test_producer_options_are_validated(redis_url: str) -> None:
+    async with TaskQueue(redis_url, settings=Settings(redis_url=redis_url)) as q:
         with pytest.raises(InvalidJob, match="depends_on"):
             await q.enqueue(jobs.add, args=(1, 2), depends_on=["not an id"])
         with pytest.raises(InvalidJob, match="at/delay"):

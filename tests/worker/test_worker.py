@@ -12,16 +12,18 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from asyncsched._keys import lifecycle_stream
-from asyncsched._lifecycle import LifecycleRecord
 from asyncsched._redis import create_redis
 from asyncsched.config import Settings
 from asyncsched.exceptions import JobError
 from asyncsched.queue import JobStatus, Retry, TaskQueue
+from asyncsched.rq.slots import untagged
 from asyncsched.testing import run_burst
 from asyncsched.worker import Worker
 from tests import jobs
+from tests.rediskeys import all_keys, records
 from tests.waiting import eventually
+
+pytestmark = pytest.mark.cluster  # the worker on a Redis Cluster too (keys from queue.keys, not literals)
 
 
 async def test_runs_sync_and_async_jobs(
@@ -41,17 +43,16 @@ async def test_runs_sync_and_async_jobs(
     assert rec.started_at is not None
     assert rec.ended_at is not None
     assert rec.started_at <= rec.ended_at
-    assert await redis.zcard("rq:wip:default") == 0
-    assert await redis.zscore("rq:finished:default", a) is not None
-    assert 400 < await redis.ttl(f"rq:job:{a}") <= 500
-    kinds = [
-        (r.kind, r.job_id)
-        for r in (LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq")))
-    ]
-    assert [k for k, j in kinds if j == a] == ["queued", "started", "success"]
-    records = [LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq"))]
-    done = next(r for r in records if r.job_id == a and r.kind == "success")
-    assert (done.agent_name, done.task_name, done.result, done.worker) == ("ag", "tk", "5", worker.name)
+    k = queue.keys
+    assert await redis.zcard(k.wip("default")) == 0
+    assert await redis.zscore(k.finished("default"), a) is not None
+    assert 400 < await redis.ttl(k.job(a)) <= 500
+    written = await records(redis, k)
+    assert [r.kind for r in written if r.job_id == a] == ["queued", "started", "success"]
+    done = next(r for r in written if r.job_id == a and r.kind == "success")
+    # (a record names the worker as it is named in its queue's scripts: on a cluster ``{q}<name>``)
+    assert (done.agent_name, done.task_name, done.result) == ("ag", "tk", "5")
+    assert untagged(done.worker) == worker.name
     assert done.started_at is not None
     assert done.ended_at is not None
 
@@ -73,7 +74,7 @@ async def test_failure_is_recorded_and_worker_goes_on(
     assert await queue.result(good) == 2
     with pytest.raises(JobError, match="kaput"):
         await queue.result(bad)
-    assert await redis.zscore("rq:failed:default", bad) is not None
+    assert await redis.zscore(queue.keys.failed("default"), bad) is not None
     workers = await queue.workers()
     assert workers == []  # deregistered at exit
 
@@ -84,11 +85,11 @@ async def test_bad_jobs_fail_with_a_clear_reason(
     missing = await queue.enqueue("tests.nowhere:func")
     noattr = await queue.enqueue("tests.jobs:nothing_here")
     malformed = await queue.enqueue(jobs.add, args=(1, 2))
-    await redis.hset(f"rq:job:{malformed}", "data", b"not zlib, not json")
+    await redis.hset(queue.keys.job(malformed), "data", b"not zlib, not json")
     async with TaskQueue(redis_url, settings=wsettings, serializer="pickle") as pq:
         pickled = await pq.enqueue(jobs.add, args=(1, 2))
     nodata = await queue.enqueue(jobs.add, args=(1, 2))
-    await redis.hdel(f"rq:job:{nodata}", "data")
+    await redis.hdel(queue.keys.job(nodata), "data")
     after = await queue.enqueue(jobs.add, args=(3, 4))
     await run_burst(redis=redis_url, settings=wsettings)
     assert "No module named 'tests.nowhere'" in ((await queue.job(missing)).error or "")
@@ -123,11 +124,7 @@ async def test_retries_then_success(
     assert rec.result == 3
     assert rec.attempt == 3
     assert rec.retries_left == 1
-    kinds = [
-        r.kind
-        for r in (LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq")))
-        if r.job_id == job_id
-    ]
+    kinds = [r.kind for r in await records(redis, queue.keys) if r.job_id == job_id]
     assert kinds == ["queued", "started", "retry", "started", "retry", "started", "success"]
 
 
@@ -138,7 +135,7 @@ async def test_retry_interval_schedules_then_runs(
     job_id = await queue.enqueue(jobs.fail_until, args=(counter, 2), retry=Retry(1, [1]))
     await run_burst(redis=redis_url, settings=wsettings)
     assert await queue.status(job_id) == JobStatus.SCHEDULED
-    assert await redis.zscore("rq:scheduled:default", job_id) is not None
+    assert await redis.zscore(queue.keys.scheduled("default"), job_id) is not None
     # a long-running worker promotes the due retry itself: no separate scheduler process
     async with Worker(redis=redis_url, settings=wsettings, scheduler_interval=0.1) as worker:
         task = asyncio.create_task(worker.run())
@@ -181,7 +178,7 @@ async def test_cancel_running_async_job(
         assert await queue.cancel(job_id) is True
         await eventually(lambda: not worker.running_jobs, what="the worker to drop the job")
         assert await queue.status(job_id) == JobStatus.CANCELLED
-        assert await redis.zcard("rq:wip:default") == 0
+        assert await redis.zcard(queue.keys.wip("default")) == 0
         ok = await queue.enqueue(jobs.add, args=(1, 1))
         assert await queue.result(ok, wait=20) == 2
         worker.request_stop()
@@ -220,9 +217,10 @@ async def test_graceful_shutdown_puts_back_unfinished(
     rec = await queue.job(long_id)
     assert rec.status == JobStatus.QUEUED
     assert rec.attempt == 2
-    assert await redis.lrange("rq:queue:default", 0, -1) == [long_id.encode()]
-    assert await redis.zcard("rq:wip:default") == 0
-    assert not await redis.sismember("rq:workers", f"rq:worker:{worker.name}")
+    k = queue.keys
+    assert await redis.lrange(k.queue("default"), 0, -1) == [long_id.encode()]
+    assert await redis.zcard(k.wip("default")) == 0
+    assert not await redis.sismember(k.workers, k.worker(worker.name))
 
 
 async def test_enqueue_from_a_sync_task(queue: TaskQueue, redis_url: str, wsettings: Settings) -> None:
@@ -249,7 +247,7 @@ async def test_registration_and_concurrency(
         assert info[0].successful_job_count == 20
         worker.request_stop()
         await task
-    h = await redis.hgetall("rq:worker:w-one")
+    h = await redis.hgetall(queue.keys.worker("w-one"))
     assert b"death" in h
 
 
@@ -310,13 +308,14 @@ async def test_reaper_puts_back_jobs_stuck_in_the_intermediate_list(
 ) -> None:
     job_id = await queue.enqueue(jobs.add, args=(1, 2))
     # a worker died between its BLMOVE and its claim: the id sits in the intermediate list
-    await redis.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
+    k = queue.keys
+    await redis.lmove(k.queue("default"), k.intermediate("default"), "LEFT", "RIGHT")
     async with Worker(redis=redis_url, settings=wsettings) as worker:
         assert await worker.reap() == []  # first seen now
-        first_seen = f"rq:queue:default:intermediate:first_seen:{job_id}"
+        first_seen = k.first_seen("default", job_id)
         await redis.set(first_seen, int(__import__("time").time()) - 120)  # ... two minutes ago
         assert await worker.reap() == [(job_id, "unstuck")]
-    assert await redis.lrange("rq:queue:default", 0, -1) == [job_id.encode()]
+    assert await redis.lrange(k.queue("default"), 0, -1) == [job_id.encode()]
     await run_burst(redis=redis_url, settings=wsettings)
     assert await queue.result(job_id) == 3
 
@@ -329,9 +328,10 @@ async def test_key_prefix_is_a_setting(redis_url: str, redis: aioredis.Redis) ->
         await run_burst(redis=redis_url, settings=settings)
         assert await q.result(job_id) == 3
         assert await q.status(later) == JobStatus.SCHEDULED
-    keys = {k.decode() for k in await redis.keys("*")}
+    keys = await all_keys(redis)
     assert keys
-    assert all(k.startswith("myapp:") for k in keys), keys
+    # (on a cluster the keys of one component's slot start with its tag: {myapp:asyncsched:...})
+    assert all(k.startswith(("myapp:", "{myapp:")) for k in keys), keys
 
 
 async def test_result_waits_for_the_current_attempt(
@@ -378,43 +378,48 @@ async def test_scheduler_lock_of_another_holder_is_respected(
     queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
 ) -> None:
     job_id = await queue.enqueue(jobs.add, args=(1, 2), at=datetime.now(UTC) + timedelta(seconds=1))
-    await redis.zadd("rq:scheduled:default", {job_id: 1})  # due long ago
-    await redis.set("rq:scheduler-lock:default", "rq-scheduler-elsewhere", ex=60)
+    k = queue.keys
+    await redis.zadd(k.scheduled("default"), {job_id: 1})  # due long ago
+    await redis.set(k.scheduler_lock("default"), "rq-scheduler-elsewhere", ex=60)
     await run_burst(redis=redis_url, settings=wsettings)
     assert await queue.status(job_id) == JobStatus.SCHEDULED  # RQ's scheduler owns this queue
-    await redis.delete("rq:scheduler-lock:default")
+    await redis.delete(k.scheduler_lock("default"))
     await run_burst(redis=redis_url, settings=wsettings)
     assert await queue.result(job_id) == 3
-    assert await redis.get("rq:scheduler-lock:default") is None  # released at exit
+    assert await redis.get(k.scheduler_lock("default")) is None  # released at exit
 
 
 async def test_malformed_hash_in_queue_is_failed_not_dropped(
     queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
 ) -> None:
-    await redis.hset("rq:job:garbage-1", mapping={"origin": "default", "whatever": "x"})
-    await redis.rpush("rq:queue:default", "garbage-1", "missing-2")
+    k = queue.keys
+    garbage, missing = k.job_id("default", "garbage-1"), k.job_id("default", "missing-2")
+    await redis.hset(k.job(garbage), mapping={"origin": k.name("default"), "whatever": "x"})
+    await redis.rpush(k.queue("default"), garbage, missing)
     ok = await queue.enqueue(jobs.add, args=(1, 1))
     await run_burst(redis=redis_url, settings=wsettings)
-    rec = await queue.job("garbage-1")
+    rec = await queue.job(garbage)
     assert rec.status == JobStatus.FAILED
     assert "no 'data'" in (rec.error or "")
     assert await queue.result(ok) == 2
-    assert await redis.llen("rq:queue:default") == 0
+    assert await redis.llen(k.queue("default")) == 0
 
 
 async def test_a_rejected_outcome_does_not_stall_the_worker(
     queue: TaskQueue, redis_url: str, wsettings: Settings, redis: aioredis.Redis
 ) -> None:
     ids = await queue.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(5)])
-    await redis.set(f"rq:results:{ids[2]}", "not a stream")  # XADD will fail with WRONGTYPE
+    await redis.set(queue.keys.results(ids[2]), "not a stream")  # XADD will fail with WRONGTYPE
     worker = await run_burst(redis=redis_url, settings=wsettings)
     assert worker.processed == 5
     for i in (0, 1, 3, 4):
         assert await queue.result(ids[i]) == 2 * i
-    assert await redis.type(f"rq:results:{ids[2]}") == b"string"  # its XADD really was refused
+    assert await redis.type(queue.keys.results(ids[2])) == b"string"  # its XADD really was refused
 
 
 # ---------------------------------------------------------------- the pipelined BLMOVE + claim (real Redis)
+# Single node only: the single-queue worker's claiming list and commandstats of one server (on a cluster the
+# claiming lists are per queue: tests/worker/test_cluster.py::test_ids_left_in_a_claiming_list_...).
 @pytest.mark.parametrize(
     "epoch",
     [0, 951782400, 1709164799.999999, 1735689599.5, 1767225600.000001, 4102444800, 1764201234.123456],

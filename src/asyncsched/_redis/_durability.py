@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..config import Settings
+from .cluster import is_cluster
 
 __all__ = ["durability_warnings", "warn_if_redis_may_lose_data"]
 
@@ -26,9 +27,32 @@ log = logging.getLogger("asyncsched.redis")
 
 
 async def durability_warnings(client: aioredis.Redis) -> list[str]:
-    """What in this Redis' configuration may lose acknowledged data (empty: nothing known)."""
-    memory: dict[str, Any] = await client.info("memory")
-    persistence: dict[str, Any] = await client.info("persistence")
+    """What in this Redis' configuration may lose acknowledged data (empty: nothing known). On a Redis
+    Cluster every master is asked (each has its own configuration), each warning starting with its
+    ``host:port``."""
+    if not is_cluster(client):
+        return await _warnings(client, None)
+    cluster: Any = client
+    if cluster._initialize:  # the masters are known before the first command
+        await cluster.initialize()
+    out: list[str] = []
+    for node in cluster.get_primaries():
+        out += [f"{node.name}: {w}" for w in await _warnings(client, node)]
+    return out
+
+
+async def _ask(client: aioredis.Redis, node: Any, command: str, arg: str) -> dict[str, Any]:
+    """``INFO <arg>`` or ``CONFIG GET <arg>`` of the client's server, or of cluster master ``node``."""
+    if node is None:
+        return dict(await getattr(client, command)(arg))
+    reply = await getattr(client, command)(arg, target_nodes=node)
+    return dict(reply.get(node.name, reply))  # (redis-py may key a node's answer by its name)
+
+
+async def _warnings(client: aioredis.Redis, node: Any) -> list[str]:
+    """The warnings of one server (``node``: a cluster master, ``None``: the client's only server)."""
+    memory = await _ask(client, node, "info", "memory")
+    persistence = await _ask(client, node, "info", "persistence")
     out: list[str] = []
     policy = str(memory.get("maxmemory_policy", "noeviction"))
     if int(memory.get("maxmemory", 0) or 0) > 0 and policy != "noeviction":
@@ -38,7 +62,7 @@ async def durability_warnings(client: aioredis.Redis) -> list[str]:
         )
     save: str | None = None
     try:
-        save = str((await client.config_get("save")).get("save", ""))
+        save = str((await _ask(client, node, "config_get", "save")).get("save", ""))
     except RedisError:
         save = None  # CONFIG refused: judged on INFO only
     aof = str(persistence.get("aof_enabled", "0")) == "1"

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
 
 from .._keys import lifecycle_stream, queue_registered
 from .._redis.scripts import Reply
 from ..exceptions import ClusterUnsupported, InvalidJob, JobNotFound
 from ..rq._calls import EnqueueCall
 from ..rq.keys import RQKeys
-from ..rq.slots import cluster_tag, id_tag
+from ..rq.slots import cluster_tag, id_tag, untagged, worker_alias
 from ._enqueue import JOB_ID, EnqueueOptions, Part, Preparer, segments, uuid4_text
 from ._limits import Limit
 
-__all__ = ["CLUSTER_JOB_ID", "ClusterPreparer", "cluster_calls", "refuse_limits", "stream_of_job"]
+__all__ = [
+    "CLUSTER_JOB_ID", "ClusterPreparer", "cluster_calls", "fold_aliases", "refuse_limits", "stream_of_job",
+]  # fmt: skip
 
 CLUSTER_JOB_ID = re.compile(r"\A\{[^{}]+\}[A-Za-z0-9_-]+\Z")
 
@@ -48,7 +53,8 @@ class ClusterPreparer(Preparer):
             raise ClusterUnsupported(_SPANNING)
         if o.depends_on is not None:
             deps = [o.depends_on] if isinstance(o.depends_on, str) else list(o.depends_on)
-            other = [d for d in deps if id_tag(str(d)) != qname]
+            # an id without a tag is no cluster job id at all: refused as such, with the other options
+            other = [d for d in deps if id_tag(str(d)) not in ("", qname)]
             if other:
                 raise ClusterUnsupported(
                     f"depends_on {other[0]!r}: a job of another queue than {qname} (on a Redis Cluster a "
@@ -97,4 +103,38 @@ def in_order(n: int, written: Sequence[tuple[list[int], list[Reply]]]) -> list[R
     for indices, reply in written:
         for i, r in zip(indices, reply, strict=True):
             out[i] = r
+    return out
+
+
+Row = tuple[str, dict[str, str], list[str]]
+_COUNTERS = ("successful_job_count", "failed_job_count", "total_working_time")
+
+
+async def fold_aliases(redis: aioredis.Redis, keys: RQKeys, rows: list[Row]) -> list[Row]:
+    """Workers as ``rq info`` shows them, on a cluster: a worker's registration (``rows``: name, hash,
+    current jobs) with what its scripts write under its alias in each queue's slot (``{q}<name>``: the
+    running executions, ``busy``, the job counters) folded in, and its queues without their tags."""
+    if not rows:
+        return rows
+    aliases = [[worker_alias(name, q) for q in h.get("queues", "").split(",") if q] for name, h, _ in rows]
+    pipeline: Any = redis.pipeline(transaction=False)  # (its queueing methods return the pipeline)
+    async with pipeline as pipe:
+        for alias in (a for group in aliases for a in group):
+            pipe.hgetall(keys.worker(alias))
+            pipe.smembers(keys.worker_executions(alias))
+        replies = iter(await pipe.execute())
+    out: list[Row] = []
+    for (name, h, current), group in zip(rows, aliases, strict=True):
+        h, jobs = dict(h), set(current)
+        for _ in group:
+            raw, executions = next(replies), next(replies)
+            lane = {a.decode(): b.decode(errors="replace") for a, b in raw.items()}
+            jobs |= {e.decode().split(":", 1)[0] for e in executions}
+            for counter in _COUNTERS:
+                total = float(h.get(counter) or 0) + float(lane.get(counter) or 0)
+                h[counter] = str(total if counter == "total_working_time" else int(total))
+            if lane.get("state") == "busy" and h.get("state") != "suspended":
+                h["state"] = "busy"
+        h["queues"] = ",".join(str(untagged(q)) for q in h.get("queues", "").split(",") if q)
+        out.append((name, h, sorted(jobs)))
     return out

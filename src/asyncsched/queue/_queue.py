@@ -270,15 +270,20 @@ class TaskQueue(QueueReader, QueueAdmin, Closing):
         return ids
 
     async def _write_cluster(self, parts: list[Part]) -> list[Reply]:
-        """On a cluster: one enqueue call per queue (concurrent: queues live on different nodes), and the
-        queues added to ``<p>:queues`` (another slot); the replies in the order of ``parts``."""
-        calls = cluster_calls(self.keys, self.settings.lifecycle_maxlen, parts, _BATCH)
-        queue_keys = {self.keys.queue(parts[indices[0]][0][0]) for indices, _ in calls}
+        """On a cluster: the enqueue calls of each queue (concurrent: queues live on different nodes; one
+        queue's calls one after another, so that its jobs are queued in the order given), and the queues
+        added to ``<p>:queues`` (another slot); the replies in the order of ``parts``."""
+        by_queue: dict[str, list[tuple[list[int], EnqueueCall]]] = {}
+        for indices, call in cluster_calls(self.keys, self.settings.lifecycle_maxlen, parts, _BATCH):
+            by_queue.setdefault(self.keys.queue(parts[indices[0]][0][0]), []).append((indices, call))
+
+        async def write(calls: list[tuple[list[int], EnqueueCall]]) -> list[tuple[list[int], Reply]]:
+            return [(indices, await self._scripts.call(call)) for indices, call in calls]
+
         replies = await asyncio.gather(
-            self._r.sadd(self.keys.queues, *queue_keys), *(self._scripts.call(c) for _, c in calls)
+            self._r.sadd(self.keys.queues, *by_queue), *(write(calls) for calls in by_queue.values())
         )
-        written = [(indices, r) for (indices, _), r in zip(calls, replies[1:], strict=True)]
-        return in_order(len(parts), written)
+        return in_order(len(parts), [w for queue in replies[1:] for w in queue])
 
     def _stream_of(self, job_id: str) -> str:
         """The lifecycle stream a script changing ``job_id`` appends to."""

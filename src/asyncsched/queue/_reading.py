@@ -15,6 +15,7 @@ from ..rq import codec
 from ..rq.codec import ResultEntry, ResultType
 from ..rq.jobhash import JobField, RQStatus
 from ..rq.keys import RQKeys
+from ._cluster import fold_aliases
 from ._errors import backend_errors
 from ._limits import LimitUsage, limits_usage
 from ._models import JobRecord, JobStatus, WorkerInfo, from_rq_status
@@ -263,7 +264,7 @@ class QueueReader:
                 pipe.hgetall(key)
                 pipe.smembers(key + b":executions")
             replies = await pipe.execute()
-        out = []
+        rows: list[tuple[str, dict[str, str], list[str]]] = []
         for n, key in enumerate(keys):
             raw, executions = replies[2 * n], replies[2 * n + 1]
             if not raw or b"death" in raw:
@@ -273,6 +274,11 @@ class QueueReader:
             current = sorted({e.decode().split(":", 1)[0] for e in executions})
             if not current and h.get("current_job"):
                 current = [h["current_job"]]
+            rows.append((name, h, current))
+        if self.keys.cluster:
+            rows = await fold_aliases(self._r, self.keys, rows)
+        out = []
+        for name, h, current in rows:
             out.append(
                 WorkerInfo(
                     name=name,

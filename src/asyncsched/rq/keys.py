@@ -43,6 +43,7 @@ key                                         type    content
 ``<ns>:lifecycle``                          STREAM  job lifecycle records (:mod:`asyncsched._lifecycle`)
 ``<ns>:lifecycle:ledger``                   HASH    the Recorder's accounting of that stream
 ``<ns>:marker``                             STRING  set by the Recorder: gone after Redis lost its data
+``<ns>:marker:{<n>}``                       STRING  the same, on a cluster: one per master, in its slots
 ``<ns>:claiming:<worker>``                  LIST    a single-queue worker's BLMOVE target
 ``<ns>:claiming``                           HASH    worker -> queue of every claiming list
 ``<ns>:paused:<q>``                         STRING  present while the queue is paused
@@ -143,6 +144,11 @@ class RQKeys:
 
     def intermediate(self, name: str) -> str:
         return f"{self.prefix}:queue:{self._q(name)}:intermediate"
+
+    def first_seen(self, name: str, job_id: str) -> str:
+        """STRING: when the reaper first saw ``job_id`` in the intermediate list of ``name`` (RQ's
+        ``Queue.intermediate_queue``; ``key_first_seen`` in ``lib_keys.lua``)."""
+        return f"{self.intermediate(name)}:first_seen:{job_id}"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -256,9 +262,11 @@ def lifecycle_ledger(prefix: str, queue: str | None = None, *, cluster: bool = F
     return f"{lifecycle_tag(prefix, queue, cluster)}:ledger"
 
 
-def redis_marker(prefix: str) -> str:
-    """STRING set by the Recorder at start: its absence after a Redis restart means Redis lost its data."""
-    return f"{ns(prefix)}:marker"
+def redis_marker(prefix: str, tag: int | None = None) -> str:
+    """STRING set by the Recorder at start: its absence after a Redis restart means Redis lost its data. On
+    a cluster one per master, ``<ns>:marker:{<tag>}`` in one of its slots (:mod:`asyncsched.store._redis_wipe`
+    picks the tag)."""
+    return f"{ns(prefix)}:marker" if tag is None else f"{ns(prefix)}:marker:{{{tag}}}"
 
 
 def claiming_list(prefix: str, worker: str) -> str:

@@ -24,15 +24,15 @@ __all__ = ["LaneRecorder", "RecorderLanes", "open_recorder"]
 
 class LaneRecorder(Recorder):
     """The Recorder of one queue's lifecycle stream on a cluster (``queue``: its name in Redis, ``{q}``):
-    no event log, no retention pruning or reconciling (the main Recorder's duties), only its stream."""
+    no event log, no retention pruning, reconciling or watching Redis for a wipe (the main Recorder's
+    duties), only its stream."""
 
     def __init__(
         self, redis: aioredis.Redis, *, db: Database, settings: Settings, queue: str, **options: Any
     ):
-        super().__init__(
-            redis, db=db, settings=settings, events=False, retention=False,
-            reconcile_interval=math.inf, prune_interval=math.inf, **options,
-        )  # fmt: skip
+        inf = math.inf
+        own = {"events": False, "retention": False, "reconcile_interval": inf, "prune_interval": inf}
+        super().__init__(redis, db=db, settings=settings, **{**options, **own})  # the main's duties: not here
         prefix = self.settings.key_prefix
         self.queue = queue
         self.lifecycle_stream = _keys.lifecycle_stream(prefix, queue, cluster=True)
@@ -40,6 +40,7 @@ class LaneRecorder(Recorder):
         self.group = StreamGroup(self.redis, self.streams, GROUP, self.consumer, start="0", prefix=prefix)
         self.account = StreamAccount(self.redis, prefix, GROUP, self.consumer, queue=queue)
         self.hold.stream = self.lifecycle_stream
+        self.watch.wipes = None  # the main Recorder watches every master: one report of a wipe
         self._pending = dict.fromkeys(self.streams, "0")
 
 

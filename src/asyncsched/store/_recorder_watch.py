@@ -2,8 +2,9 @@
 
 * trim the lifecycle stream below what every consumer group acknowledged (every ``trim_interval``);
 * log the losses found since the last line (at most once per ``loss_log_interval``);
-* notice that Redis lost its data (its ``run_id`` changed and the marker key set at start is gone) and say
-  so once, with what the history knows was in flight; the reconciler then starts over;
+* notice that Redis lost its data (its ``run_id`` changed and the marker key set at start is gone; on a
+  Redis Cluster per master: :mod:`asyncsched.store._redis_wipe`) and say so once, naming the master, with
+  what the history knows was in flight there; the reconciler then starts over;
 * reconcile open executions with Redis (every ``reconcile_interval``);
 * apply the retention (every ``prune_interval``).
 
@@ -21,14 +22,13 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
-from .. import _keys
 from .._supervise import Supervised, cancel_until_done
 from ..config import Settings
 from ._database import Database
 from ._history_loss import LossLog, StreamAccount
 from ._reconcile import Reconciler
+from ._redis_wipe import RedisWipes, Wipe, open_by_queue
 from ._repository import ExecutionRepository, prune
 
 __all__ = ["Watch", "Watched"]
@@ -66,11 +66,10 @@ class Watch:
         """Entries trimmed (all acknowledged by every group) so far."""
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
-        self._run_id: str | None = None
-        self._marker = _keys.redis_marker(recorder.settings.key_prefix)
+        self.wipes: RedisWipes | None = RedisWipes(recorder.redis, recorder.settings.key_prefix)
+        """Watches every Redis master for a wipe; ``None``: not this Recorder's duty (a cluster's lanes)."""
         self._next: dict[str, float] = {}
         self._failing: set[str] = set()
-        self._no_info = False
 
     async def start(self) -> None:
         self._stop.clear()
@@ -124,49 +123,57 @@ class Watch:
         self.trimmed += await self.recorder.account.trim()
 
     async def _check_redis(self, first: bool = False) -> None:
-        if self._no_info:
+        if self.wipes is None:
             return
-        redis = self.recorder.redis
-        try:
-            info = await redis.info("server")
-        except ResponseError as exc:
-            if "unknown command" not in str(exc).lower():
-                raise
-            # An in-process Redis (memory://) has no INFO and cannot restart behind our back.
-            self._no_info = True
+        found = await self.wipes.check(first=first)
+        if not found:
             return
-        run_id = str(info.get("run_id", ""))
-        if first or self._run_id is None:
-            self._run_id = run_id
-            await redis.set(self._marker, run_id)
-            return
-        if run_id == self._run_id:
-            return
-        previous, self._run_id = self._run_id, run_id
-        if await redis.exists(self._marker):
-            log.warning("Redis restarted (run_id %s -> %s) and kept its data", previous[:8], run_id[:8])
+        if self.wipes.cluster:
+            await self._report_cluster_wipes(self.wipes, found)
         else:
-            await self._report_wipe(previous, run_id)
-        await redis.set(self._marker, run_id)
+            await self._report_wipe(found[0])
+        self.recorder.reconciler.restart()
+        self._next["reconcile"] = 0.0
 
-    async def _report_wipe(self, previous: str, run_id: str) -> None:
+    def _within(self) -> str:
+        return f"marked 'unknown' within {self.reconcile_interval + self.recorder.reconciler.min_age:.0f}s"
+
+    async def _report_wipe(self, wipe: Wipe) -> None:
         counts: dict[str, int] = {}
         with contextlib.suppress(Exception):
             counts = await ExecutionRepository(self.recorder.db).counts()
-        open_ = {s: counts.get(s, 0) for s in ("scheduled", "deferred", "queued", "running")}
-        backlog = ", ".join(f"{n} {s}" for s, n in open_.items() if n) or "none"
         log.error(
             "Redis LOST ITS DATA (restarted without persistence, or flushed; run_id %s -> %s): jobs it held "
             "are gone, with any lifecycle records not yet recorded. Open executions in the history: %s; "
-            "those whose jobs are gone are marked 'unknown' within %.0fs. Configure Redis persistence "
-            "(appendonly yes), see docs/fault-tolerance.md",
-            previous[:8],
-            run_id[:8],
-            backlog,
-            self.reconcile_interval + self.recorder.reconciler.min_age,
+            "those whose jobs are gone are %s. Configure Redis persistence (appendonly yes), see "
+            "docs/fault-tolerance.md",
+            wipe.previous[:8],
+            wipe.run_id[:8],
+            _statuses(counts),
+            self._within(),
         )
-        self.recorder.reconciler.restart()
-        self._next["reconcile"] = 0.0
+
+    async def _report_cluster_wipes(self, wipes: RedisWipes, found: list[Wipe]) -> None:
+        by_queue: dict[str, dict[str, int]] = {}
+        with contextlib.suppress(Exception):
+            by_queue = await open_by_queue(self.recorder.db)
+        for wipe in found:
+            node = wipe.node or "?"
+            queues, held = wipes.held_by(node, by_queue)
+            opened = "; ".join(f"{q}: {_statuses(by_queue[q])}" for q in queues) or "none"
+            log.error(
+                "Redis Cluster master %s LOST ITS DATA (restarted without persistence, or flushed; run_id "
+                "%s -> %s): the jobs of the queues in its slots are gone, with any lifecycle records not yet "
+                "recorded. Open executions in the history of its queues: %s; those whose jobs are gone are "
+                "%s. Also lost there: %s. Configure Redis persistence (appendonly yes), see "
+                "docs/fault-tolerance.md",
+                node,
+                wipe.previous[:8],
+                wipe.run_id[:8],
+                opened,
+                self._within(),
+                ", ".join(held) or "nothing else of asyncsched's",
+            )
 
     async def _reconcile(self) -> None:
         await self.recorder.reconciler.run_once()
@@ -183,3 +190,9 @@ class Watch:
                 result.events,
                 retention,
             )
+
+
+def _statuses(counts: dict[str, int]) -> str:
+    """``20 queued, 1 running`` (the open statuses of ``counts`` that have executions), or ``none``."""
+    open_ = [(s, counts.get(s, 0)) for s in ("scheduled", "deferred", "queued", "running")]
+    return ", ".join(f"{n} {s}" for s, n in open_ if n) or "none"
