@@ -21,6 +21,8 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from asyncsched._keys import lifecycle_stream
+from asyncsched._lifecycle import LifecycleRecord
 from asyncsched.config import Settings
 from asyncsched.queue import JobStatus, TaskQueue
 from asyncsched.testing import run_burst
@@ -96,6 +98,21 @@ async def test_rq_jobs_run_on_our_worker(
     async with TaskQueue(redis_url, settings=wsettings, serializer=serializer) as ours:
         assert await ours.result(ok.id) == 5
         assert await ours.status(bad.id) == JobStatus.FAILED
+
+
+async def test_lifecycle_records_of_rq_jobs_name_their_function(
+    redis_url: str, wsettings: Settings, conn: syncredis.Redis
+) -> None:
+    """A job RQ enqueued has no function path of ours: its 'started' and outcome records both name the
+    function from its description (the outcome's is read by finish.lua, not taken from the claim)."""
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    ok = q.enqueue(jobs.add, 2, 3)
+    bad = q.enqueue(jobs.fail, "nope")
+    await run_burst(redis=redis_url, settings=wsettings)
+    records = [LifecycleRecord.decode(f) for _, f in conn.xrange(lifecycle_stream("rq"))]
+    seen = {(r.job_id, r.kind): (r.function, r.attempt, r.agent_name) for r in records}
+    assert seen[(ok.id, "started")] == seen[(ok.id, "success")] == ("tests.jobs.add", 1, None)
+    assert seen[(bad.id, "started")] == seen[(bad.id, "failed")] == ("tests.jobs.fail", 1, None)
 
 
 async def test_pickled_rq_job_refused_without_accept_pickle(
