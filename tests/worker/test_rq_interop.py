@@ -100,21 +100,6 @@ async def test_rq_jobs_run_on_our_worker(
         assert await ours.status(bad.id) == JobStatus.FAILED
 
 
-async def test_lifecycle_records_of_rq_jobs_name_their_function(
-    redis_url: str, wsettings: Settings, conn: syncredis.Redis
-) -> None:
-    """A job RQ enqueued has no function path of ours: its 'started' and outcome records both name the
-    function from its description (the outcome's is read by finish.lua, not taken from the claim)."""
-    q = Queue("default", connection=conn, serializer=JSONSerializer)
-    ok = q.enqueue(jobs.add, 2, 3)
-    bad = q.enqueue(jobs.fail, "nope")
-    await run_burst(redis=redis_url, settings=wsettings)
-    records = [LifecycleRecord.decode(f) for _, f in conn.xrange(lifecycle_stream("rq"))]
-    seen = {(r.job_id, r.kind): (r.function, r.attempt, r.agent_name) for r in records}
-    assert seen[(ok.id, "started")] == seen[(ok.id, "success")] == ("tests.jobs.add", 1, None)
-    assert seen[(bad.id, "started")] == seen[(bad.id, "failed")] == ("tests.jobs.fail", 1, None)
-
-
 async def test_pickled_rq_job_refused_without_accept_pickle(
     redis_url: str, wsettings: Settings, conn: syncredis.Redis
 ) -> None:
@@ -278,14 +263,17 @@ async def test_rq_dependents_run_after_parent(
 async def test_lifecycle_records_of_rq_jobs_name_the_function(
     redis_url: str, wsettings: Settings, conn: syncredis.Redis
 ) -> None:
-    from asyncsched._keys import lifecycle_stream
-    from asyncsched._lifecycle import LifecycleRecord
-
-    job = Queue("default", connection=conn, serializer=JSONSerializer).enqueue(jobs.add, 1, 2)
+    """A job RQ enqueued has no function path of ours: its 'started' and outcome records both name the
+    function from its description (the outcome's read by finish.lua, not taken from the claim)."""
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    job = q.enqueue(jobs.add, 1, 2)
+    bad = q.enqueue(jobs.fail, "nope")
     await run_burst(redis=redis_url, settings=wsettings)
     records = [LifecycleRecord.decode(f) for _, f in conn.xrange(lifecycle_stream("rq"))]
-    mine = [(r.kind, r.function) for r in records if r.job_id == job.id]
-    assert mine == [("started", "tests.jobs.add"), ("success", "tests.jobs.add")]
+    mine = [(r.kind, r.function, r.attempt) for r in records if r.job_id == job.id]
+    assert mine == [("started", "tests.jobs.add", 1), ("success", "tests.jobs.add", 1)]
+    failed = [(r.kind, r.function) for r in records if r.job_id == bad.id]
+    assert failed == [("started", "tests.jobs.fail"), ("failed", "tests.jobs.fail")]
 
 
 async def test_rq_worker_commands_stop_execution_kill_horse_shutdown(
