@@ -100,8 +100,8 @@ MUTANTS: list[Mutant] = [
     m(
         "worker-claim-lease",
         "rq/scripts/claim.lua",
-        "many_add(wip, qkeys[q][2], math.floor(now) + lease, member)",
-        "many_add(wip, qkeys[q][2], math.floor(now), member)",
+        "wip_score = tostring(math.floor(now) + lease + 60), tostring(math.floor(now) + lease)",
+        "wip_score = tostring(math.floor(now) + lease + 60), tostring(math.floor(now))",
         ["tests/worker/test_leases.py", *REAL_REDIS],
         "a claimed job starts with a lapsed lease (any reaper takes it)",
     ),

@@ -21,6 +21,8 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from asyncsched._keys import lifecycle_stream
+from asyncsched._lifecycle import LifecycleRecord
 from asyncsched.config import Settings
 from asyncsched.queue import JobStatus, TaskQueue
 from asyncsched.testing import run_burst
@@ -261,14 +263,17 @@ async def test_rq_dependents_run_after_parent(
 async def test_lifecycle_records_of_rq_jobs_name_the_function(
     redis_url: str, wsettings: Settings, conn: syncredis.Redis
 ) -> None:
-    from asyncsched._keys import lifecycle_stream
-    from asyncsched._lifecycle import LifecycleRecord
-
-    job = Queue("default", connection=conn, serializer=JSONSerializer).enqueue(jobs.add, 1, 2)
+    """A job RQ enqueued has no function path of ours: its 'started' and outcome records both name the
+    function from its description (the outcome's read by finish.lua, not taken from the claim)."""
+    q = Queue("default", connection=conn, serializer=JSONSerializer)
+    job = q.enqueue(jobs.add, 1, 2)
+    bad = q.enqueue(jobs.fail, "nope")
     await run_burst(redis=redis_url, settings=wsettings)
     records = [LifecycleRecord.decode(f) for _, f in conn.xrange(lifecycle_stream("rq"))]
-    mine = [(r.kind, r.function) for r in records if r.job_id == job.id]
-    assert mine == [("started", "tests.jobs.add"), ("success", "tests.jobs.add")]
+    mine = [(r.kind, r.function, r.attempt) for r in records if r.job_id == job.id]
+    assert mine == [("started", "tests.jobs.add", 1), ("success", "tests.jobs.add", 1)]
+    failed = [(r.kind, r.function) for r in records if r.job_id == bad.id]
+    assert failed == [("started", "tests.jobs.fail"), ("failed", "tests.jobs.fail")]
 
 
 async def test_rq_worker_commands_stop_execution_kill_horse_shutdown(

@@ -34,7 +34,14 @@ SEP = "\x1e"
 _FINISHED = OutcomeKind.FINISHED  # bound once (reaching an enum member costs more, per job)
 # the fields recorded from the claim if the hash vanished meanwhile, as plain text (read per job)
 _KNOWN = tuple(
-    f.value for f in (JobField.AGENT, JobField.TASK, JobField.FUNCTION_PATH, JobField.SCHEDULED_TASK)
+    f.value
+    for f in (
+        JobField.ATTEMPT,
+        JobField.AGENT,
+        JobField.TASK,
+        JobField.FUNCTION_PATH,
+        JobField.SCHEDULED_TASK,
+    )
 )
 
 
@@ -62,7 +69,7 @@ class FinishRecord(NamedTuple):
     traceback: str
     result: str  # capped JSON of the return value
     next_attempt: str  # '' keep
-    # what the worker knows of the job from its claim, recorded if the hash vanished meanwhile
+    # the job's hash fields as claimed (the attempt as written, '' if none), for its lifecycle record
     attempt: str
     agent: str
     task_name: str
@@ -105,8 +112,8 @@ FIELDS = len(FinishRecord._fields)  # finish.lua's F
 
 def _known(job: ClaimedJob) -> tuple[str, str, str, str, str]:
     h = job.hash
-    a, b, c, d = (h[k].decode(errors="replace") if h.get(k) else "" for k in _KNOWN)
-    return str(job.attempt), a, b, c, d
+    a, b, c, d, e = (h[k].decode(errors="replace") if h.get(k) else "" for k in _KNOWN)
+    return a, b, c, d, e
 
 
 def _repeat(o: Outcome) -> tuple[str, str, str]:

@@ -101,6 +101,24 @@ local EXTRA = {asyncsched_attempt = 1, asyncsched_agent = 2, asyncsched_task = 3
   asyncsched_function_path = 4, asyncsched_scheduled_task = 5, description = 6, status = 7,
   asyncsched_limits = 8, rate_limit_key = 9, rate_limit_concurrency = 10}
 local parks, limited_due = 0, nil
+-- the numbers every job's writes share, as text once (a number passed to redis.call is formatted anew on
+-- every call): the execution's and its executions zset's TTL, their expiry scores
+local lease_s, exec_ttl = ARGV[5], tostring(lease + 60)
+local exec_score, wip_score = tostring(math.floor(now) + lease + 60), tostring(math.floor(now) + lease)
+
+-- the 'started' lifecycle record of job id (fields extra, read from its hash); the stream is trimmed once,
+-- after the batch
+local function record_start(id, q, extra)
+  local agent, task, func, sched = extra[2], extra[3], extra[4], extra[5]
+  if func and not (agent or task or sched) then  -- the common case, sent without building a table
+    redis.call('XADD', stream, '*', 'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s,
+      'attempt', extra[1] or '1', 'function', func)
+    return
+  end
+  local life = life_job({'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s,
+    'attempt', extra[1] or '1'}, agent, task, func, sched, extra[6])
+  redis.call('XADD', stream, '*', unpack(life))
+end
 
 local function start(id, q)
   local jk = key_job(p, id)
@@ -110,7 +128,7 @@ local function start(id, q)
     poison(id, q, 'key ' .. jk .. ': ' .. h.err)
     return false
   end
-  local extra = {}
+  local extra = {false, false, false, false, false, false, false, false, false, false}  -- sized once: false is unset
   for k = 1, #h, 2 do
     local slot = EXTRA[h[k]]
     if slot then extra[slot] = h[k + 1] end
@@ -139,7 +157,7 @@ local function start(id, q)
   used = used + 1
   local ex = exec_base .. string.format('%012x', exec_first + used - 1)
   local member, ek = id .. ':' .. ex, key_executions(p, id)
-  local z = redis.pcall('ZADD', ek, math.floor(now) + lease + 60, ex)  -- first write: may refuse the job
+  local z = redis.pcall('ZADD', ek, exec_score, ex)  -- first write: may refuse the job
   if type(z) == 'table' and z.err then
     used = used - 1
     poison(id, q, 'key ' .. ek .. ': ' .. z.err)
@@ -150,13 +168,11 @@ local function start(id, q)
   if limits then lim_take(p, id, ex, limits, now) end
   local xk = key_execution(p, member)
   redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', now_s, 'last_heartbeat', now_s, 'worker_name', w)
-  redis.call('EXPIRE', xk, lease)
-  redis.call('EXPIRE', ek, lease + 60)
-  many_add(wip, qkeys[q][2], math.floor(now) + lease, member)
+  redis.call('EXPIRE', xk, lease_s)
+  redis.call('EXPIRE', ek, exec_ttl)
+  many_add(wip, qkeys[q][2], wip_score, member)
   many_add(wmembers, wexec, member)
-  local life = life_job({'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s,
-    'attempt', extra[1] or '1'}, extra[2], extra[3], extra[4], extra[5], extra[6])
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+  record_start(id, q, extra)
   local o = #out
   out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, ex, q, h
   last_id = id
@@ -231,7 +247,10 @@ local function claim_queues()
   end
   many_send(wip, 'ZADD')
   many_send(wmembers, 'SADD')
-  if last_id then redis.call('EXPIRE', wexec, lease + 60) end
+  if last_id then
+    redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen)  -- once for the batch's 'started' records
+    redis.call('EXPIRE', wexec, exec_ttl)
+  end
   if last_id and redis.call('EXISTS', wkey) == 1 then
     redis.call('HSET', wkey, 'state', 'busy', 'current_job', last_id, 'last_heartbeat', now_ts)
   end

@@ -99,17 +99,28 @@ local function hold_job(g, jk, id, data, desc, ts, epoch, score)
   end
 end
 
+-- A job's lifecycle record (its segment's shared fields are ARGV[life_from..life_to]). The stream is trimmed
+-- once a segment, by its last record (or after the segment, when its last job was skipped).
+local function record(id, epoch, life_from, life_to, trim)
+  if trim then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'job_id', id, 'enqueued_at', epoch,
+      unpack(ARGV, life_from, life_to))
+  else
+    redis.call('XADD', stream, '*', 'job_id', id, 'enqueued_at', epoch, unpack(ARGV, life_from, life_to))
+  end
+end
+
 local i = 3
 while i <= #ARGV do
   local q, unique, ttl, has_meta, scheduled, hash_from, hash_to, life_from, life_to, njobs, deps, allow, rl_key,
     rl_conc, qkey, skey, push, bad_q, first = read_segment(i)
   i = first
-  local wake = nil
+  local wake, untrimmed = nil, false  -- untrimmed: a record was added since the stream was last trimmed
   local pushed = {}  -- the segment's queued ids, pushed at once after its loop (lib_many)
   -- the segment, for hold_job (only when its jobs may not go straight to the queue)
   local held = (scheduled or deps or rl_key) and
     {q, ttl, scheduled, hash_from, hash_to, deps, allow, rl_key, rl_conc, qkey, skey, pushed}
-  for _ = 1, njobs do
+  for k = 1, njobs do
     local id, data = ARGV[i], ARGV[i + 1]
     i = i + 2
     local meta = has_meta and ARGV[i] or nil
@@ -140,12 +151,13 @@ while i <= #ARGV do
         redis.call('SADD', queues_key, qkey)
         registered[q] = true
       end
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'job_id', id, 'enqueued_at', epoch,
-        unpack(ARGV, life_from, life_to))
+      untrimmed = k < njobs
+      record(id, epoch, life_from, life_to, not untrimmed)
       out[n] = 1
     end
   end
   many_send(pushed, push)
+  if untrimmed then redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen) end  -- its last job was skipped
   if wake then redis.call('PUBLISH', key_wake(p, q), string.format('%.0f', wake)) end
 end
 return out

@@ -14,7 +14,7 @@
 --  9 results ttl ('' none, -1 persist, n)  10 registry score  11 retries_left ('' keep)
 --  12 scheduled score  13 at_front  14 exec started (float)  15 exec ended (float)  16 working time (s)
 --  17 lifecycle kind  18 error  19 traceback  20 result (capped JSON)  21 next attempt ('' keep)
---  22 attempt  23 agent  24 task name  25 function  26 scheduled task id (as claimed: for a vanished hash)
+--  22 attempt  23 agent  24 task name  25 function path  26 scheduled task id (as claimed; '' none)
 --  27 RQ Repeat: repeats left after this run ('' no repeat)  28 repeat intervals left (JSON)
 --  29 repeat run-at (epoch s; 0: re-queued now)
 -- Returns one integer per job: 1 recorded, 0 only cleaned up (a vanished hash: outcome recorded in the
@@ -80,15 +80,25 @@ else
   end
 end
 
--- RQ's result stream entry of an execution (fields f of the job), and its TTL
+-- RQ's result stream entry of an execution (fields f of the job), and its TTL. The usual entries (a return
+-- value or an error, not both) are sent without building a table.
 local function add_result(f, rk)
-  local r = {'type', f[5], 'worker_name', w}
-  if f[7] ~= '' then r[#r + 1] = 'exc_string'; r[#r + 1] = f[7] end
-  if f[6] ~= '' then r[#r + 1] = 'return_value'; r[#r + 1] = f[6] end
-  r[#r + 1] = 'execution_id'; r[#r + 1] = f[2]
-  r[#r + 1] = 'execution_started_at'; r[#r + 1] = f[14]
-  r[#r + 1] = 'execution_ended_at'; r[#r + 1] = f[15]
-  redis.call('XADD', rk, 'MAXLEN', '~', 10, '*', unpack(r))
+  local exc, rv = f[7], f[6]
+  if exc == '' then
+    if rv == '' then
+      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'execution_id', f[2],
+        'execution_started_at', f[14], 'execution_ended_at', f[15])
+    else
+      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'return_value', rv,
+        'execution_id', f[2], 'execution_started_at', f[14], 'execution_ended_at', f[15])
+    end
+  elseif rv == '' then
+    redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'exc_string', exc,
+      'execution_id', f[2], 'execution_started_at', f[14], 'execution_ended_at', f[15])
+  else
+    redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'exc_string', exc,
+      'return_value', rv, 'execution_id', f[2], 'execution_started_at', f[14], 'execution_ended_at', f[15])
+  end
   local res_ttl = f[9]
   if res_ttl == '-1' then redis.call('PERSIST', rk) elseif res_ttl ~= '' then redis.call('EXPIRE', rk, res_ttl) end
 end
@@ -157,6 +167,34 @@ local function apply_outcome(f, id, outcome, qk, jk, rk, dk)
   end
 end
 
+-- The lifecycle record of a job's outcome (fields f; those of the job's hash it names, 22-26, as the worker
+-- claimed it: only this worker writes them while the job is its own). The
+-- usual record (no agent, task or schedule; no error) is sent without building a table. The stream is
+-- trimmed once, after the batch.
+local function record_outcome(f, id, q, jk)
+  local attempt, agent, task, func, sched = f[22], f[23], f[24], f[25], f[26]
+  if attempt == '' then attempt = '1' end
+  if func ~= '' and agent == '' and task == '' and sched == '' and f[18] == '' and f[19] == '' then
+    if f[20] == '' then
+      redis.call('XADD', stream, '*', 'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
+        'ended_at', f[15], 'attempt', attempt, 'function', func)
+    else
+      redis.call('XADD', stream, '*', 'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
+        'ended_at', f[15], 'attempt', attempt, 'function', func, 'result', f[20])
+    end
+    return
+  end
+  -- no function path (a job RQ enqueued): its function is named from the description
+  local desc = func == '' and redis.call('HGET', jk, 'description')
+  local life = life_job({'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
+    'ended_at', f[15], 'attempt', attempt}, agent ~= '' and agent, task ~= '' and task, func ~= '' and func,
+    sched ~= '' and sched, desc)
+  if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
+  if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
+  if f[20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = f[20] end
+  redis.call('XADD', stream, '*', unpack(life))
+end
+
 -- Each job of the batch: its execution cleaned up, then its outcome recorded (or only its lifecycle record
 -- when its hash is gone, or its limits released when it is no longer this worker's)
 local function finish_jobs()
@@ -170,10 +208,8 @@ local function finish_jobs()
     many_add(wip, qk[2], member)
     redis.call('ZREM', KEYS[b + 3], ex)
     many_add(wmembers, KEYS[3], member)
-    -- one read: the state check and the fields of the lifecycle record
-    local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'asyncsched_attempt', 'asyncsched_agent',
-      'asyncsched_task', 'asyncsched_function_path', 'asyncsched_scheduled_task', 'description', 'rate_limit_key',
-      'asyncsched_limits')
+    -- one read: the state check and the limits to release
+    local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'rate_limit_key', 'asyncsched_limits')
     if not cur[1] and (outcome == 'finished' or outcome == 'failed' or outcome == 'stopped') then
       -- the hash is gone (Redis lost its data, or the job was deleted while it ran): the job still ran,
       -- so its outcome is recorded from what the worker knows (fields 22-26)
@@ -184,30 +220,26 @@ local function finish_jobs()
       for _, kv in ipairs(known) do
         if kv[2] and kv[2] ~= '' then life[#life + 1] = kv[1]; life[#life + 1] = kv[2] end
       end
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+      redis.call('XADD', stream, '*', unpack(life))
       out[#out + 1] = 0
     elseif cur[1] ~= 'started' or cur[2] ~= w then
       -- cancelled while running: its rate-limit slot was kept until now (cancel.lua)
-      if cur[9] and cur[1] == 'canceled' then rl_release(p, cur[9], id, now, now_ts) end
-      if cur[10] then lim_release(p, cur[10], id, now, now_ts) end  -- unless another worker runs it now
+      if cur[3] and cur[1] == 'canceled' then rl_release(p, cur[3], id, now, now_ts) end
+      if cur[4] then lim_release(p, cur[4], id, now, now_ts) end  -- unless another worker runs it now
       out[#out + 1] = 0
     else
       apply_outcome(f, id, outcome, qk, jk, rk, dk)
-      if cur[9] then rl_release(p, cur[9], id, now, now_ts) end
-      if cur[10] then lim_release(p, cur[10], id, now, now_ts) end
+      if cur[3] then rl_release(p, cur[3], id, now, now_ts) end
+      if cur[4] then lim_release(p, cur[4], id, now, now_ts) end
       if f[16] ~= '' then work_time = work_time + tonumber(f[16]) end
-      local life = life_job({'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
-        'ended_at', f[15], 'attempt', cur[3] or '1'}, cur[4], cur[5], cur[6], cur[7], cur[8])
-      if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
-      if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
-      if f[20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = f[20] end
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+      record_outcome(f, id, q, jk)
       out[#out + 1] = 1
     end
   end
 end
 
 finish_jobs()
+if njobs > 0 then redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen) end  -- once for the batch's records
 many_call('DEL', gone)
 many_send(wip, 'ZREM')
 many_send(wmembers, 'SREM')
