@@ -64,12 +64,12 @@ def test_an_empty_read_merges_nothing() -> None:
 
 def test_held_rows_take_later_entries_and_are_released_oldest_first() -> None:
     hold = QueuedHold(3600.0, "s")
-    first = Batch()
+    first = Batch(held=hold.rows)
     first.add_entries("s", _parsed(ENTRIES[:2]))  # a and b queued
     hold.take(first, holding=True)
     assert (len(hold), first.rows(NOW), first.ack["s"], len(first)) == (2, [], [], 0)
 
-    second = Batch()
+    second = Batch(held=hold.rows)
     second.add_entries("s", _parsed(ENTRIES[2:5]))  # a started, a trimmed entry, a success
     hold.take(second, holding=True)
     assert len(hold) == 1  # b stays held; a has its outcome and is written with this batch
@@ -79,7 +79,7 @@ def test_held_rows_take_later_entries_and_are_released_oldest_first() -> None:
     assert len(second) == 4
 
     assert hold.due() is None  # not due yet
-    third = Batch()
+    third = Batch(held=hold.rows)
     third.add_entries("s", _parsed([(b"20005-0", [b"kind", b"queued", b"job_id", b"d"])]))
     hold.take(third, holding=True)
     released = hold.due(everything=True, limit=1)
@@ -94,10 +94,10 @@ def test_held_rows_take_later_entries_and_are_released_oldest_first() -> None:
 
 def test_an_entry_read_again_is_acknowledged_once() -> None:
     hold = QueuedHold(3600.0, "s")
-    first = Batch()
+    first = Batch(held=hold.rows)
     first.add_entries("s", _parsed(ENTRIES[:1]))
     hold.take(first, holding=True)
-    again = Batch()
+    again = Batch(held=hold.rows)
     again.add_entries("s", _parsed(ENTRIES[:1]))  # the same entry delivered again (a restart)
     hold.take(again, holding=True)
     assert (again.ack["s"], len(again)) == ([], 0)  # still held: acknowledged when it is written
@@ -112,3 +112,44 @@ def test_a_text_is_clipped_to_each_column_it_fills() -> None:
     batch.add_entries("s", [(b"1-0", fields)])
     (row,) = batch.rows(NOW)
     assert (len(row.function or ""), len(row.queue)) == (300, 200)
+
+
+def test_a_batch_read_without_the_held_rows_is_refused() -> None:
+    hold = QueuedHold(3600.0, "s")
+    first = Batch(held=hold.rows)
+    first.add_entries("s", _parsed(ENTRIES[:1]))
+    hold.take(first, holding=True)
+    blind = Batch()  # would make a second row of a held execution
+    blind.add_entries("s", _parsed(ENTRIES[2:3]))
+    with pytest.raises(ValueError, match="held"):
+        hold.take(blind, holding=True)
+
+
+def test_entries_merged_into_a_row_released_before_the_take_go_with_that_row() -> None:
+    hold = QueuedHold(0.0001, "s")
+    first = Batch(held=hold.rows)
+    first.add_entries("s", _parsed(ENTRIES[:1]))  # a queued: held
+    hold.take(first, holding=True)
+    second = Batch(held=hold.rows)
+    second.add_entries("s", _parsed(ENTRIES[4:5]))  # a success: merged into the held row (read ahead)
+    released = hold.due(everything=True)  # the held row is written before the batch is taken
+    assert released is not None
+    (a,) = released.rows(NOW)
+    assert (a.status, a.enqueued_at, a.ended_at) == ("success", 10_500_000, 13_250_000)
+    assert released.ack["s"] == [b"20000-0", b"20002-0"]  # acknowledged after that row's commit
+    hold.take(second, holding=True)
+    assert (second.ack["s"], len(second), second.rows(NOW)) == ([], 0, [])  # not twice, not earlier
+    assert len(hold) == 0
+
+
+def test_records_merged_into_a_held_row_follow_the_merge_rule_in_order() -> None:
+    hold = QueuedHold(3600.0, "s")
+    first = Batch(held=hold.rows)
+    first.add_entries("s", _parsed(ENTRIES[:1]))  # a queued, queue q
+    hold.take(first, holding=True)
+    later = Batch(held=hold.rows)
+    later.add_entries("s", _parsed([ENTRIES[4], ENTRIES[7]]))  # a success, then a late queued record
+    hold.take(later, holding=True)
+    (a,) = later.rows(NOW)
+    assert (a.status, a.queue, a.function) == ("success", "q", "f")  # the late record only fills
+    assert sorted(later.ack["s"]) == [b"20000-0", b"20002-0", b"20003-1"]

@@ -200,23 +200,30 @@ async def test_a_read_sent_ahead_is_taken_or_read_again(
 async def test_the_objects_frozen_while_recorders_run_are_given_back(
     redis: aioredis.Redis, db: Database
 ) -> None:
-    """Recorders leave the process' long-lived objects out of full collections while they run (gc.freeze);
-    the last one to stop gives them back, so what became garbage meanwhile is collected."""
+    """Recorders leave the process' long-lived objects out of full collections while they run (gc.freeze)
+    and collect the young generation less often; the last one to stop gives both back, so what became
+    garbage meanwhile is collected."""
     import gc
     import weakref
 
     class Box:
         pass
 
+    from asyncsched.store._recorder_write import YOUNG
+
     box = Box()
     box.cycle = box  # type: ignore[attr-defined]
     ref = weakref.ref(box)
+    before = gc.get_threshold()
     async with _recorder(redis, db, consumer="f1"):
         async with _recorder(redis, db, consumer="f2"):
             del box
             gc.collect()
             assert ref() is not None  # frozen: alive when the first Recorder started
+            assert gc.get_threshold() == (max(before[0], YOUNG), *before[1:])  # young: collected less often
         gc.collect()
         assert ref() is not None  # f1 still runs
+        assert gc.get_threshold()[0] == max(before[0], YOUNG)
     gc.collect()
     assert ref() is None  # given back and collected
+    assert gc.get_threshold() == before  # the thresholds too

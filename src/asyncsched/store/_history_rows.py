@@ -29,7 +29,7 @@ from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
 
 __all__ = [
     "ROW_ATTEMPT", "ROW_HELD", "ROW_IDS", "ROW_JOB", "ROW_RANK", "ROW_STATUS", "STATUS_OF", "Batch",
-    "ExecutionRow", "Row", "decode_event", "merge", "micros", "stream_items", "text",
+    "ExecutionRow", "Row", "decode_event", "micros", "stream_items", "text",
 ]  # fmt: skip
 
 log = logging.getLogger("asyncsched.store.recorder")
@@ -73,6 +73,7 @@ _LIMITS = {
 _LIMITS["error"] = None
 _LIMITS["traceback"] = _TRACEBACK_CAP
 _JOB_ID = _LIMITS["job_id"]
+_JOB_ID_MAX = 1 << 62 if _JOB_ID is None else _JOB_ID  # (sql_values checks the length inline)
 
 
 @overload
@@ -142,8 +143,7 @@ Row = dict[Any, Any]
 bookkeeping under int keys: ``ROW_RANK``, ``ROW_STATUS``, ``ROW_JOB``, ``ROW_ATTEMPT``, ``ROW_IDS`` (its
 entries' ids joined by ``,``: a row may be held back unacknowledged) and ``ROW_HELD`` (held rows: since
 when). Only text and numbers: the garbage collector does not track such a dict, so the thousands of rows
-alive at once (batches in flight, held rows) cost its collections nothing (as objects, they cost the
-Recorder a quarter of its CPU in collections)."""
+alive at once (in flight, held) cost its collections nothing (as objects: a quarter of the Recorder's CPU)."""
 
 ROW_RANK, ROW_STATUS, ROW_JOB, ROW_ATTEMPT, ROW_IDS, ROW_HELD = range(6)
 
@@ -153,19 +153,6 @@ def new_row(job_id: str, attempt: int, entry_id: bytes, rank: int, status: str, 
     fields[ROW_RANK], fields[ROW_STATUS], fields[ROW_JOB] = rank, status, job_id
     fields[ROW_ATTEMPT], fields[ROW_IDS] = attempt, entry_id
     return fields
-
-
-def merge(row: Row, rank: int, status: str, fields: Row, ids: bytes) -> None:
-    """Merge a record's fields (no bookkeeping keys) whose entries are ``ids``: the status moves only to a
-    higher rank; fields of an equal or higher rank replace, of a lower rank only fill what is missing."""
-    row[ROW_IDS] += b"," + ids
-    if rank >= row[ROW_RANK]:
-        row.update(fields)
-        if rank > row[ROW_RANK]:
-            row[ROW_RANK], row[ROW_STATUS] = rank, status
-    else:
-        for name, value in fields.items():
-            row.setdefault(name, value)
 
 
 _new = tuple.__new__
@@ -184,7 +171,7 @@ def sql_values(
     if short is None:
         short = texts[raw] = _short(raw, untag)
     enqueued, started, ended = get(b"enqueued_at"), get(b"started_at"), get(b"ended_at")
-    ids = v[ROW_IDS]
+    ids, job = v[ROW_IDS], v[ROW_JOB]
     created = int(ids[: ids.index(b"-")]) * 1000  # the time of its first entry
     if enqueued is not None:
         enqueued = micros(enqueued)
@@ -199,7 +186,7 @@ def sql_values(
     return _new(
         ExecutionRow,
         (
-            clip(v[ROW_JOB], _JOB_ID),
+            job if len(job) <= _JOB_ID_MAX and "\x00" not in job else clip(job, _JOB_ID),  # (clip, inline)
             v[ROW_ATTEMPT],
             v[ROW_STATUS],
             *short,
@@ -254,6 +241,10 @@ class Batch:
     trimmed: int = 0
     """Entries delivered again after Redis had trimmed them (read but never recorded): lost."""
     size: int = 0
+    held: dict[tuple[bytes, int], Row] | None = None
+    """Rows held back (:class:`~._recorder_hold.QueuedHold`): their executions' records merge into them."""
+    touched: dict[tuple[bytes, int], tuple[Row, bytes]] = field(default_factory=dict)
+    """The held rows this batch merged records into, each with its ``ROW_IDS`` before."""
 
     def __len__(self) -> int:
         return self.size
@@ -274,7 +265,7 @@ class Batch:
         ...]`` list; ``None`` or empty: trimmed) into the rows, one pass."""
         ids = self.ack.setdefault(stream, [])
         before = len(ids)
-        rows, kinds, times = self.executions, _KINDS, _TIME_FIELDS
+        rows, kinds, times, held, touched = self.executions, _KINDS, _TIME_FIELDS, self.held, self.touched
         for entry_id, fields in records:
             ids.append(entry_id)
             if not fields:
@@ -282,7 +273,7 @@ class Batch:
                 continue
             if fields.__class__ is list:
                 it = iter(fields)
-                fields = dict(zip(it, it, strict=False))
+                fields = dict(zip(it, it))  # noqa: B905 (pairs: an odd field is dropped)
             try:
                 rank, status = kinds[fields[b"kind"]]
                 raw_attempt = fields.get(b"attempt")
@@ -295,12 +286,25 @@ class Batch:
                             raise ValueError(f"time {value!r} is out of range")
                         fields[name] = value
                 key = (fields[b"job_id"], attempt)
+                eid = entry_id if entry_id.__class__ is bytes else _b(entry_id)
                 row = rows.get(key)
+                if row is None and held is not None:
+                    row = held.get(key)
+                    if row is not None and key not in touched:
+                        touched[key] = (row, row[ROW_IDS])
                 if row is None:
-                    job_id = key[0].decode(errors="replace")
-                    rows[key] = new_row(job_id, attempt, _b(entry_id), rank, status, fields)
+                    rows[key] = new_row(key[0].decode(errors="replace"), attempt, eid, rank, status, fields)
+                    continue
+                # the merge rule: the status moves only to a higher rank; fields of an equal or higher
+                # rank replace, of a lower rank only fill what is missing
+                row[ROW_IDS] += b"," + eid
+                if rank >= row[ROW_RANK]:
+                    row.update(fields)
+                    if rank > row[ROW_RANK]:
+                        row[ROW_RANK], row[ROW_STATUS] = rank, status
                 else:
-                    merge(row, rank, status, fields, _b(entry_id))
+                    for name, value in fields.items():
+                        row.setdefault(name, value)
             except Exception as exc:  # any entry, however broken, is skipped on its own
                 reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
                 report_malformed("history entry", stream, reason, fields, log)

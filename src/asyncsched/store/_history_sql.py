@@ -192,8 +192,20 @@ async def upsert_executions(conn: AsyncConnection, rows: Sequence[ExecutionRow])
         await conn.exec_driver_sql(_PG_MERGE)
     else:
         t = sqlite_time
+        updated = {u: t(u) for u in {r[17] for r in rows}}  # (a batch's rows share their updated_at)
         params = [
-            (r[16], *r[:9], t(r[9]), t(r[10]), t(r[11]), *r[12:16], t(r[16]), t(r[17]), r[18], t(r[19]))
+            (
+                r[16],
+                *r[:9],
+                t(r[9]),
+                t(r[10]),
+                t(r[11]),
+                *r[12:16],
+                t(r[16]),
+                updated[r[17]],
+                r[18],
+                None if r[19] is None else t(r[19]),
+            )
             for r in sorted(rows, key=_KEY)
         ]
         await conn.exec_driver_sql(_SQLITE_UPSERT, params)

@@ -245,7 +245,7 @@ class Recorder(BatchWriter):
         """This consumer's pending entries (a failed batch, a restart, claimed ones), from a cursor."""
         assert self._pending is not None
         reply = await self.group.read_pending(self._pending, self.batch_size)
-        batch = Batch()
+        batch = Batch(held=self.hold.rows)
         for stream, entries in stream_items(reply):
             if entries:
                 self._pending[stream] = text(entries[-1][0])
@@ -257,7 +257,7 @@ class Recorder(BatchWriter):
         return batch
 
     async def _read_new(self) -> Batch | None:
-        batch = Batch()
+        batch = Batch(held=self.hold.rows)
         lost, span, entries = await self.account.read(self.batch_size)
         self._behind = len(entries) >= self.batch_size
         if lost:

@@ -22,19 +22,11 @@ from __future__ import annotations
 import time
 
 from .._lifecycle import RANK, Lifecycle
-from ._history_rows import ROW_ATTEMPT, ROW_HELD, ROW_IDS, ROW_JOB, ROW_RANK, ROW_STATUS, Batch, Row, merge
+from ._history_rows import ROW_HELD, ROW_IDS, ROW_RANK, Batch, Row
 
 __all__ = ["QueuedHold", "row_ids"]
 
 _OPEN = RANK[Lifecycle.STARTED]  # rows of this rank or lower have no outcome yet
-
-
-def absorb(row: Row, later: Row) -> None:
-    """Merge ``later``, a row of the same execution made from later entries, into ``row``."""
-    rank, status, ids = later.pop(ROW_RANK), later.pop(ROW_STATUS), later.pop(ROW_IDS)
-    for key in (ROW_JOB, ROW_ATTEMPT, ROW_HELD):
-        later.pop(key, None)
-    merge(row, rank, status, later, ids)
 
 
 def row_ids(row: Row) -> list[bytes]:
@@ -67,25 +59,26 @@ class QueuedHold:
         return len(self.rows)
 
     def take(self, batch: Batch, *, holding: bool) -> None:
-        """Merge the held rows of the batch's executions into them; then, when ``holding``, hold the
-        batch's rows without an outcome (queued, running) until their time. A row that gets its outcome
-        is written with the batch, and every entry merged into it is acknowledged with it."""
-        rows = batch.executions
-        kept: set[bytes | str] = set()  # entries of this batch now held: not acknowledged with it
-        earlier: list[bytes | str] = []  # entries of held rows written with this batch
+        """Settle the held rows the batch merged records into (read with ``Batch(held=self.rows)``):
+        one that got its outcome (or all, unless ``holding``) is written with the batch, and every entry
+        merged into it is acknowledged with it; one still without an outcome stays held, and so do its
+        new entries. Then, when ``holding``, hold the batch's rows without an outcome (queued, running)
+        until their time."""
         held_rows = self.rows
-        if held_rows:
-            for key in [k for k in rows if k in held_rows]:
-                held, new = held_rows[key], rows[key]
-                before, new_ids = row_ids(held), row_ids(new)
-                absorb(held, new)  # the held row is older
-                if holding and held[ROW_RANK] <= _OPEN:
-                    kept.update(new_ids)
-                    del rows[key]  # still no outcome: held until its time, in its place
-                else:
-                    del held_rows[key]
-                    rows[key] = held
-                    earlier.extend(before)
+        if batch.held is not held_rows:
+            raise ValueError("the batch was not read with Batch(held=hold.rows): held rows would be missed")
+        rows = batch.executions
+        kept: list[bytes] = []  # entries of this batch now held: not acknowledged with it
+        earlier: list[bytes | str] = []  # entries of held rows written with this batch
+        for key, (row, before) in batch.touched.items():
+            if held_rows.get(key) is not row or (holding and row[ROW_RANK] <= _OPEN):
+                # still held, or released (due) since the merge: acknowledged with the batch it is in
+                kept.extend(row[ROW_IDS][len(before) + 1 :].split(b","))
+            else:
+                del held_rows[key]
+                rows[key] = row
+                earlier.extend(before.split(b","))
+        batch.touched = {}
         room = self.max_rows - len(held_rows)
         if holding and self.hold > 0 and room > 0:
             now = time.monotonic()
@@ -93,15 +86,19 @@ class QueuedHold:
                 if row[ROW_RANK] <= _OPEN:
                     row[ROW_HELD] = now
                     held_rows[key] = _compact(row)
-                    kept.update(row_ids(row))
+                    kept.extend(row[ROW_IDS].split(b","))
                     del rows[key]
                     room -= 1
                     if not room:
                         break
         if kept or earlier:
             acks = batch.ack.get(self.stream, [])
-            batch.ack[self.stream] = [i for i in acks if i not in kept] + earlier
-            batch.size += len(earlier) - len(kept)
+            if kept:
+                spent = set(kept)
+                acks = [i for i in acks if i not in spent]
+            acks = list(dict.fromkeys(acks + earlier)) if earlier else acks
+            batch.size += len(acks) - len(batch.ack.get(self.stream, ()))
+            batch.ack[self.stream] = acks
 
     def due(
         self, *, behind: bool = False, everything: bool = False, limit: int | None = None
