@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from asyncsched.config import Settings
 from asyncsched.events import Event, EventBus
-from asyncsched.exceptions import BackendUnavailable
+from asyncsched.exceptions import BackendUnavailable, JobNotFound
 from asyncsched.queue import JobStatus, TaskQueue
 from asyncsched.worker import Worker
 from tests import jobs
@@ -70,9 +70,14 @@ async def test_queue_worker_and_bus_go_to_the_master(sentinel: SentinelSetup) ->
 
 async def test_failover_loses_nothing_acknowledged(sentinel: SentinelSetup) -> None:
     """Producers, a worker and a subscriber keep going through ``SENTINEL FAILOVER``: within a few seconds
-    of the promotion new jobs run and new events arrive, and every enqueue that returned an id ran."""
+    of the promotion new jobs run and new events arrive, and every enqueue that returned an id ran.
+
+    Except, as docs/fault-tolerance.md states, a write the old master acknowledged in the instant between
+    the replica's promotion and the master noticing it (an enqueue, or a run's finish): only a job
+    acknowledged while the failover was under way may be missing or left started, and at most two."""
     settings = Settings(redis_url=sentinel.url)
     acked: list[str] = []
+    acked_at: dict[str, float] = {}
     refused = 0
     received: set[int] = set()
     stop = asyncio.Event()
@@ -82,7 +87,9 @@ async def test_failover_loses_nothing_acknowledged(sentinel: SentinelSetup) -> N
         n = 0
         while not stop.is_set():
             try:
-                acked.append(await queue.enqueue(jobs.add, args=(n, 0)))
+                job_id = await queue.enqueue(jobs.add, args=(n, 0))
+                acked.append(job_id)
+                acked_at[job_id] = time.monotonic()
             except (RedisError, BackendUnavailable):
                 refused += 1  # not acknowledged: the caller knows it failed
             n += 1
@@ -106,6 +113,7 @@ async def test_failover_loses_nothing_acknowledged(sentinel: SentinelSetup) -> N
         tasks = [asyncio.create_task(produce(queue)), asyncio.create_task(publish(publisher))]
         await eventually(lambda: len(acked) > 20 and received, what="traffic before the failover")
         old = sentinel.master.port
+        switching = time.monotonic()
         new = await asyncio.to_thread(sentinel.failover)
         promoted = time.monotonic()
         assert new == sentinel.replica.port != old
@@ -119,13 +127,21 @@ async def test_failover_loses_nothing_acknowledged(sentinel: SentinelSetup) -> N
         stop.set()
         await asyncio.gather(*tasks)
 
-        async def all_done() -> bool:
-            statuses = await asyncio.gather(*(queue.status(j) for j in acked))
-            return all(s == JobStatus.SUCCESS for s in statuses)
+        in_switch = {j for j in acked if switching - 0.1 <= acked_at[j] <= promoted}
 
-        await eventually(all_done, timeout=30, what="every acknowledged job to succeed")
+        async def all_done() -> dict[str, object]:
+            statuses = await asyncio.gather(*(queue.status(j) for j in acked), return_exceptions=True)
+            others = {j: s for j, s in zip(acked, statuses, strict=True) if s != JobStatus.SUCCESS}
+            settled = all(
+                j in in_switch and (isinstance(s, JobNotFound) or s == JobStatus.RUNNING)
+                for j, s in others.items()
+            )
+            return {"others": others} if settled else {}
+
+        others = (await eventually(all_done, timeout=30, what="every acknowledged job to succeed"))["others"]
+    assert len(others) <= 2, others
     assert recovered < 10, f"recovery took {recovered:.1f}s"
-    assert all(on_port(new, f"rq:job:{j}") for j in acked)
+    assert all(on_port(new, f"rq:job:{j}") for j in acked if j not in others)
 
 
 async def test_wait_replicas_acknowledges_only_replicated_enqueues(
