@@ -34,7 +34,8 @@ def row_ids(row: Row) -> list[bytes]:
     return list(dict.fromkeys(row[ROW_IDS].split(b",")))
 
 
-_SPENT = frozenset((b"kind", b"job_id", b"attempt"))  # fields a held row keeps under its bookkeeping keys
+_SPENT = frozenset((b"k", b"j", b"a"))  # fields (tags: kind, job id, attempt) a held row keeps under its
+# bookkeeping keys
 
 
 def _compact(row: Row) -> Row:
