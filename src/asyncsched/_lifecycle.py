@@ -15,13 +15,13 @@ cap drops unread). Two consumer groups read it:
 The worker never waits on SQL or on event delivery. Records of one job may be consumed out of order across
 batches; consumers merge by :data:`RANK` so a later state is never overwritten by an earlier one.
 
-**The record's format** (``docs/lifecycle.md``). A record is packed: one stream field ``L`` holds its
-short fields as ``tag US value US tag US value ...`` (``US`` = ``"\x1f"``, the tags in :data:`TAGS`), and
-the free text (``result``, ``error``, ``traceback``, ``progress``) follows in fields of its own; a value
-holding ``US`` goes in a field of its own too, under its full name. Redis and its client then handle 2-4
-objects a record instead of 12-20, and a reader splits the packed field with one call. Records written
-before the packed format (one stream field per field, full names) are read as well: every reader accepts
-both, :meth:`LifecycleRecord.decode` and :func:`unpack`.
+**The record's format** (``docs/store.md``, "The lifecycle record format"). A record is packed: one stream
+field ``L`` holds its short fields as ``tag US value US tag US value ...`` (``US`` = ``"\x1f"``, the tags
+in :data:`TAGS`), and the free text (``result``, ``error``, ``traceback``, ``progress``) follows in fields
+of its own; a value holding ``US`` goes in a field of its own too, under its full name. Redis and its
+client then handle 2-4 objects a record instead of 12-20, and a reader splits the packed field with one
+call. Records written before the packed format (one stream field per field, full names) are read as
+well: every reader accepts both, :meth:`LifecycleRecord.decode` and :func:`unpack`.
 """
 
 from __future__ import annotations

@@ -175,7 +175,8 @@ local function record_outcome(f, id, q, jk)
   local attempt, agent, task, func, sched = f[22], f[23], f[24], f[25], f[26]
   if attempt == '' then attempt = '1' end
   if func ~= '' and agent == '' and task == '' and sched == '' and f[18] == '' and f[19] == ''
-      and life_plain(id, q, w, func .. attempt) then  -- (kind and times: the worker's own text)
+      and life_ok[q] and life_ok[w] and life_ok[func] and life_ok[attempt] and not string.find(id, '\31', 1, true)
+      then  -- (kind and times: the worker's own text)
     local life = 'k\31' .. f[17] .. '\31j\31' .. id .. '\31q\31' .. q .. '\31w\31' .. w .. '\31s\31' .. f[14] ..
       '\31d\31' .. f[15] .. '\31a\31' .. attempt .. '\31f\31' .. func
     if f[20] == '' then
