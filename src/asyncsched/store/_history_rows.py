@@ -116,7 +116,11 @@ ROW_RANK, ROW_STATUS, ROW_JOB, ROW_ATTEMPT, ROW_IDS, ROW_HELD = range(6)
 
 
 def new_row(job_id: str, attempt: int, entry_id: bytes, rank: int, status: str, fields: Row) -> Row:
-    """A row from its first record's field dict (taken over, not copied)."""
+    """A row from its first record's field dict (taken over, not copied; without its kind, job id and
+    attempt, kept under the bookkeeping keys: a smaller dict, as held rows are)."""
+    del fields[b"k"], fields[b"j"]
+    if b"a" in fields:
+        del fields[b"a"]
     fields[ROW_RANK], fields[ROW_STATUS], fields[ROW_JOB] = rank, status, job_id
     fields[ROW_ATTEMPT], fields[ROW_IDS] = attempt, entry_id
     return fields

@@ -39,7 +39,10 @@ _SPENT = frozenset((b"k", b"j", b"a"))  # fields (tags: kind, job id, attempt) a
 
 
 def _compact(row: Row) -> Row:
-    """``row`` without the record fields the merge has already taken in (a smaller dict to hold)."""
+    """``row`` without the record fields the merge has already taken in (a smaller dict to hold): a row
+    merged from one record has none (``new_row`` drops them), so it is held as it is."""
+    if b"k" not in row:
+        return row
     return {k: v for k, v in row.items() if k not in _SPENT}
 
 
