@@ -245,9 +245,9 @@ class Batch:
             if fields.__class__ is list and fields[0] == _PACKED:  # the usual record: one split
                 it = iter(fields[1].split(_SEP))
                 packed = dict(zip(it, it))  # noqa: B905 (pairs: an odd part is dropped)
-                if len(fields) > 2:  # free text, or a value holding the separator
-                    it = iter(fields)
-                    packed.update((_TAG_OF.get(k, k), v) for k, v in zip(it, it) if k != _PACKED)  # noqa: B905
+                for i in range(2, len(fields) - 1, 2):  # free text, or a value holding the separator
+                    name = fields[i]
+                    packed[_TAG_OF.get(name, name)] = fields[i + 1]
                 fields = packed
             else:
                 fields = _fields(fields)
