@@ -42,13 +42,19 @@ SHARED = ["success_callback_name", "", "failure_callback_name", "", "stopped_cal
           "origin", "q", "timeout", "180", "status", "queued", "asyncsched_function_path", "m:f",
           "asyncsched_attempt", "1"]  # fmt: skip
 LIFE = ["kind", "queued", "queue", "q", "attempt", "1", "function", "m:f"]
+PACKED_LIFE = ["L", "\x1f".join(["k", "queued", "q", "q", "a", "1", "f", "m:f"])]
 
 
-def enqueue(r: redis.Redis, sha: str, n: int, start: int = 0) -> None:
+def life_of(enqueue_lua: str) -> list[str]:
+    """The shared lifecycle fields a revision's enqueue.lua takes: packed since the packed record format."""
+    return PACKED_LIFE if "ARGV[life_from + 1]" in enqueue_lua else LIFE
+
+
+def enqueue(r: redis.Redis, sha: str, n: int, start: int = 0, life: list[str] = PACKED_LIFE) -> None:
     jobs = [
         a for i in range(start, start + n) for a in (f"job-{i:08d}", "x" * 40, "m.f()", TS, "1767225600.0")
     ]
-    head = ["q", "queued", "n", "", "0", "0", len(SHARED) // 2, *SHARED, len(LIFE) // 2, *LIFE, n]
+    head = ["q", "queued", "n", "", "0", "0", len(SHARED) // 2, *SHARED, len(life) // 2, *life, n]
     assert r.evalsha(sha, 2, STREAM, "rq:queues", "rq", 10000, *head, *jobs) == [1] * n
 
 
@@ -110,15 +116,16 @@ def instructions(sources: dict[str, str], which: str, out_dir: str) -> float:
         _wait_port(port, srv, "redis-server under valgrind", timeout=120)
         r = redis.Redis(port=port)
         shas = {k: r.script_load(v) for k, v in sources.items()}
+        life = life_of(sources["enqueue"])
         r.hset("rq:worker:w1", "state", "idle")
         n = BATCH * CALLS
         if which != "enqueue":
-            enqueue(r, shas["enqueue"], n)
+            enqueue(r, shas["enqueue"], n, life=life)
         execs = claim(r, shas["claim"], n) if which == "finish" else []
         _dump(srv.pid, "setup")
         for c in range(CALLS):
             if which == "enqueue":
-                enqueue(r, shas["enqueue"], BATCH, n + c * BATCH)
+                enqueue(r, shas["enqueue"], BATCH, n + c * BATCH, life=life)
             elif which == "claim":
                 claim(r, shas["claim"], BATCH, 1 + c * BATCH)
             else:

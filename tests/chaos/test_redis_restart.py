@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from asyncsched._keys import lifecycle_stream
+from asyncsched._lifecycle import unpack
 from asyncsched.config import Settings
 from asyncsched.exceptions import JobNotFound
 from asyncsched.queue import JobStatus, TaskQueue
@@ -72,8 +73,8 @@ async def test_worker_survives_redis_restart(own_redis: RedisServer, tmp_path: P
                 async def long_job_recorded() -> bool:
                     records = await q.redis.xrange(lifecycle_stream("rq"))
                     return any(
-                        f.get(b"job_id") == long_job.encode() and f.get(b"kind") == b"success"
-                        for _, f in records
+                        r.get("job_id") == long_job and r.get("kind") == "success"
+                        for r in (unpack(f) for _, f in records)  # (either record format)
                     )
 
                 await eventually(long_job_recorded, 30, "the job running through the restart to be recorded")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -121,6 +122,30 @@ async def test_publisher_turns_the_lifecycle_stream_into_events(
         assert await listener.listen(timeout=0) is None  # scheduled: nothing published
     pending = await redis.xpending(stream, GROUP)
     assert pending["pending"] == 0  # acknowledged after publishing
+
+
+async def test_publisher_reads_records_of_the_earlier_format(
+    bus_settings: Settings, redis: aioredis.Redis
+) -> None:
+    """Records the previous version wrote (one stream field per field, still in the stream after an
+    upgrade) are published as the packed ones are, with the same payload."""
+    stream = lifecycle_stream(bus_settings.key_prefix)
+    earlier = _record(Lifecycle.FAILED, job_id="job-e", worker="w1", error="ValueError: bad", attempt=2)
+    packed = _record(Lifecycle.FAILED, job_id="job-p", worker="w1", error="ValueError: bad", attempt=2)
+    fields = {
+        f.name: str(v) for f in dataclasses.fields(earlier) if (v := getattr(earlier, f.name)) is not None
+    }
+    async with EventBus(settings=bus_settings, agent_name="support-bot") as listener:
+        async with LifecyclePublisher(settings=bus_settings) as publisher:
+            await redis.xadd(stream, fields)  # type: ignore[arg-type]
+            await redis.xadd(stream, packed.encode())  # type: ignore[arg-type]
+            got = [await listener.listen(timeout=15) for _ in range(2)]
+        assert publisher.published == 2
+    assert got[0] is not None
+    assert got[1] is not None
+    assert got[0].event_type == got[1].event_type == "task.failed"
+    assert got[0].payload == {**got[1].payload, "job_id": "job-e"}
+    assert (got[0].payload["error"], got[0].payload["attempt"]) == ("ValueError: bad", 2)
 
 
 async def test_publisher_does_not_replay_old_history_but_resumes_its_group(

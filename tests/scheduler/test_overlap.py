@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from asyncsched import _keys
+from asyncsched._lifecycle import unpack
 from asyncsched.config import Settings
 from asyncsched.exceptions import TaskDefinitionError
 from asyncsched.queue import JobStatus, TaskQueue
@@ -33,7 +34,7 @@ async def _burst(settings: Settings) -> None:
 
 async def _skipped(queue: TaskQueue) -> list[dict[str, str]]:
     rows = await queue.redis.xrange(_keys.lifecycle_stream("rq"))
-    records = [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in rows]
+    records = [unpack(fields) for _id, fields in rows]  # (either record format)
     return [r for r in records if r["kind"] == "skipped"]
 
 

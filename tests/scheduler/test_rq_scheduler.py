@@ -14,6 +14,7 @@ from freezegun import freeze_time
 from rq_scheduler import Scheduler
 
 from asyncsched import _keys
+from asyncsched._lifecycle import unpack
 from asyncsched._redis import create_redis
 from asyncsched.config import Settings
 from asyncsched.scheduler._rqscheduler import RQSchedulerBridge, list_rq_scheduler_jobs
@@ -138,14 +139,13 @@ async def test_runs_are_attempts_in_the_lifecycle_stream(redis_url: str) -> None
             for job_id in ("every-minute-x3", "every-90s", "one-shot"):
                 await client.hset(f"rq:job:{job_id}", "status", "finished")
         rows = await client.xrange(_keys.lifecycle_stream("rq"))
+        records = [unpack(f) for _id, f in rows]  # (either record format)
         runs = [
-            (f[b"attempt"], f[b"agent_name"], f[b"task_name"], f[b"function"])
-            for _id, f in rows
-            if f[b"job_id"] == b"every-minute-x3"
+            (f["attempt"], f["agent_name"], f["task_name"], f["function"])
+            for f in records
+            if f["job_id"] == "every-minute-x3"
         ]
-        assert runs == [
-            (str(n).encode(), b"rq-scheduler", b"every-minute-x3", b"tests.jobs.add") for n in (1, 2, 3)
-        ]
+        assert runs == [(str(n), "rq-scheduler", "every-minute-x3", "tests.jobs.add") for n in (1, 2, 3)]
     finally:
         await client.aclose()
 

@@ -22,6 +22,7 @@ import redis as syncredis
 from rq_scheduler import Scheduler
 
 from asyncsched import _keys
+from asyncsched._lifecycle import unpack
 
 ROOT = Path(__file__).resolve().parents[2]
 SET = "rq:scheduler:scheduled_jobs"
@@ -114,11 +115,8 @@ def test_three_replicas_beside_rqscheduler_fire_each_job_once(real_redis_url: st
     finally:
         consumer.stopping.set()
         consumer.join()
-    ours_fired = {
-        f[b"job_id"].decode()
-        for _id, f in conn.xrange(_keys.lifecycle_stream("rq"))
-        if f.get(b"agent_name") == b"rq-scheduler"
-    }
+    records = [unpack(f) for _id, f in conn.xrange(_keys.lifecycle_stream("rq"))]  # (either format)
+    ours_fired = {f["job_id"] for f in records if f.get("agent_name") == "rq-scheduler"}
     conn.close()
     assert alone >= 4  # rqscheduler fired some jobs itself before our replicas came
     assert ours_fired  # and ours fired the rest

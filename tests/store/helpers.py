@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +35,16 @@ async def emit(redis: aioredis.Redis, *records: LifecycleRecord, prefix: str = "
         entry = await redis.xadd(stream, record.encode())  # type: ignore[arg-type]
         ids.append(entry.decode() if isinstance(entry, bytes) else entry)
     return ids
+
+
+async def emit_earlier(redis: aioredis.Redis, *records: LifecycleRecord, prefix: str = "rq") -> None:
+    """XADD lifecycle records as versions before the packed format did: one stream field per field."""
+    stream = _keys.lifecycle_stream(prefix, cluster=is_cluster(redis))
+    for record in records:
+        fields = {
+            f.name: str(v) for f in dataclasses.fields(record) if (v := getattr(record, f.name)) is not None
+        }
+        await redis.xadd(stream, fields)  # type: ignore[arg-type]
 
 
 T0 = float(int(time.time()) - 3600)

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from asyncsched._lifecycle import PACKED, pack
 from asyncsched.store._history_rows import Batch, ExecutionRow
 from asyncsched.store._recorder_hold import QueuedHold, row_ids
 
@@ -54,6 +55,33 @@ def test_parsed_and_raw_entries_merge_into_the_same_rows(caplog: pytest.LogCaptu
     b1 = rows["b", 1]
     assert (b1.status, b1.started_at) == ("queued", None)  # its bad started record was skipped
     assert (rows["b", 2].status, rows["b", 2].error) == ("failed", "E: x")
+
+
+def _packed(fields: list[bytes]) -> list[bytes]:
+    """An entry's fields as the packed format writes them (the same record)."""
+    names = [f.decode() for f in fields[::2]]
+    return [v.encode() for v in pack(zip(names, (f.decode() for f in fields[1::2]), strict=True))]
+
+
+def test_packed_entries_and_those_of_the_earlier_format_merge_into_the_same_rows() -> None:
+    """Records written before the packed format (still in the stream after an upgrade) give the same rows,
+    alone or mixed with packed ones; a value holding the separator, in a field of its own, too."""
+    packed = [(i, _packed(f) if f else f) for i, f in ENTRIES]
+    assert all(f[0] == PACKED.encode() for _, f in packed if f)
+    mixed = [p if k % 2 else e for k, (e, p) in enumerate(zip(ENTRIES, packed, strict=True))]
+    earlier, new, both, nested = Batch(), Batch(), Batch(), Batch()
+    earlier.add_entries("s", ENTRIES)
+    new.add_entries("s", packed)
+    both.add_entries("s", mixed)
+    nested.add_lifecycle(
+        "s", [[i, {k.decode(): v.decode() for k, v in zip(f[::2], f[1::2], strict=True)}] for i, f in mixed]
+    )
+    assert _rows(earlier) == _rows(new) == _rows(both) == _rows(nested)
+    assert [len(b.poison) for b in (earlier, new, both, nested)] == [2, 2, 2, 2]
+    odd = Batch()
+    odd.add_entries("s", [(b"1-0", _packed([b"kind", b"queued", b"job_id", b"x\x1fy", b"queue", b"q\x1f"]))])
+    (row,) = odd.rows(NOW)
+    assert (row.job_id, row.queue, row.status) == ("x\x1fy", "q\x1f", "queued")
 
 
 def test_an_empty_read_merges_nothing() -> None:

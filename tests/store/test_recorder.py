@@ -29,7 +29,7 @@ from asyncsched.store._history_rows import ExecutionRow
 from asyncsched.store._recorder import GROUP
 
 from ..servers import RedisServer
-from .helpers import T0, emit, lifecycle, wait_until
+from .helpers import T0, emit, emit_earlier, lifecycle, wait_until
 
 pytestmark = pytest.mark.cluster  # the Recorder runs on a Redis Cluster too
 
@@ -68,6 +68,27 @@ async def test_lifecycle_of_a_job_becomes_one_execution(redis: aioredis.Redis, d
     assert (await redis.xpending(_keys.lifecycle_stream("rq", cluster=is_cluster(redis)), GROUP))[
         "pending"
     ] == 0
+
+
+async def test_records_of_the_earlier_format_are_recorded_and_merge_with_packed_ones(
+    redis: aioredis.Redis, db: Database
+) -> None:
+    """After an upgrade the stream still holds records the previous version wrote (one stream field per
+    field): they are recorded as before, and merge with the packed records of the same executions."""
+    mixed = lifecycle("job-mixed", agent_name="mail", task_name="digest", function="app.mail:digest")
+    earlier = lifecycle("job-earlier", agent_name="mail", task_name="digest", function="app.mail:digest")
+    await emit_earlier(redis, mixed["queued"], *earlier.values())
+    await emit(redis, mixed["started"], mixed["success"])
+    rec = _recorder(redis, db)
+    assert await rec.flush() == 6
+    for job_id in ("job-mixed", "job-earlier"):
+        row = await ExecutionRepository(db).get(job_id)
+        assert (row.status, row.attempt, row.queue, row.worker_name) == ("success", 1, "default", "w1")
+        assert (row.agent_name, row.task_name, row.function) == ("mail", "digest", "app.mail:digest")
+        assert row.enqueued_at == datetime.fromtimestamp(T0, UTC)
+        assert row.ended_at == datetime.fromtimestamp(T0 + 3.5, UTC)
+        assert (row.duration, row.result) == (pytest.approx(2.5), {"ok": 1})
+    assert await _count(db) == 2
 
 
 async def test_out_of_order_batches_never_move_a_state_back(redis: aioredis.Redis, db: Database) -> None:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from .. import _tracing
 from .._boundary import check_job_args
+from .._lifecycle import pack
 from ..config import Settings
 from ..exceptions import InvalidJob
 from ..rq import codec, serializers
@@ -248,7 +249,8 @@ class Shared(NamedTuple):
 
     def hash_fields(self, status: str) -> tuple[list[str], list[str]]:
         """The shared hash fields (in RQ's order, see ``rq.job.Job.to_dict``, after the per-job ones) and
-        the shared lifecycle record fields, each a flat list of text."""
+        the shared lifecycle record fields (packed, :func:`asyncsched._lifecycle.pack`), each a flat list of
+        text."""
         names = dict(self.rq_opts)
         fields = [
             F.SUCCESS_CALLBACK_NAME, names.pop(F.SUCCESS_CALLBACK_NAME, ""),
@@ -282,7 +284,8 @@ class Shared(NamedTuple):
             fields += item
         if self.at_front and (F.DEPENDENCY_IDS in names or F.RATE_LIMIT_KEY in names):
             fields += (F.ENQUEUE_AT_FRONT, "1")  # for the later push (RQ's field)
-        life = ["kind", status, "queue", self.qname, "attempt", "1", "function", self.path]
+        life: list[tuple[str, str]] = [("kind", status), ("queue", self.qname), ("attempt", "1")]
+        life.append(("function", self.path))
         for hash_field, life_field, text in (
             (F.AGENT, "agent_name", self.agent_name),
             (F.TASK, "task_name", self.task_name),
@@ -290,8 +293,8 @@ class Shared(NamedTuple):
         ):
             if text is not None:
                 fields += (hash_field, text)
-                life += (life_field, text)
-        return [str(f) for f in fields], life
+                life.append((life_field, text))
+        return [str(f) for f in fields], pack(life)  # (the script adds each job's id and time)
 
 
 def _job_id(o: EnqueueOptions) -> tuple[str, bool]:

@@ -59,6 +59,11 @@ def keyed(text: str) -> str:
 _SOURCES_LIB = _text("lib_keys")
 
 
+def with_life(text: str) -> str:
+    """Another package's script with ``lib_life.lua`` first: it writes lifecycle records (``life_pack``)."""
+    return _text("lib_life") + text
+
+
 def source(name: str) -> str:
     """The text of ``scripts/<name>.lua`` as sent to Redis (its libraries included)."""
     return _SOURCES[name]

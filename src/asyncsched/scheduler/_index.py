@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from .. import _keys
 from .._redis.cluster import is_cluster
 from .._redis.scripts import ScriptRegistry, as_int, as_list
-from ..rq._scripts import keyed
+from ..rq._scripts import keyed, with_life
 from ..rq.keys import RQKeys
 from ..rq.slots import sched_status_mirror
 from ..store.models import ScheduledTask
@@ -102,7 +102,8 @@ def _script(name: str) -> str:
 
 
 # Read once, at import (never from a coroutine); the claim derives the previous run's job key (lib_keys.lua)
-_SOURCES = {"claim": keyed(_script("claim")), "sync": _script("sync"), "relet": _script("relet")}
+# and writes the lifecycle records of skipped ticks (lib_life.lua)
+_SOURCES = {"claim": keyed(with_life(_script("claim"))), "sync": _script("sync"), "relet": _script("relet")}
 
 
 def to_ms(dt: datetime) -> int:

@@ -42,6 +42,7 @@ from .. import _keys
 from .._redis.scripts import ScriptRegistry, as_int
 from ..config import Settings
 from ..rq import codec
+from ..rq._scripts import with_life
 from ..rq.jobhash import JobField
 from ..rq.keys import RQKeys
 from ._rqscheduler_jobs import AGENT, FIRE, Plan, RQSchedulerJob, plan
@@ -64,7 +65,7 @@ DEFAULT_TIMEOUT = 180
 INSTANCE_CHECK = 60.0
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-_FIRE_SOURCE = (
+_FIRE_SOURCE = with_life(  # (it writes a lifecycle record: lib_life.lua)
     resources.files(__package__).joinpath("lua", "rqscheduler_fire.lua").read_text(encoding="utf-8")
 )
 _SOURCES = {"fire": _FIRE_SOURCE, "release": _RELEASE}

@@ -7,25 +7,26 @@ moves only to a strictly higher rank; fields of a record of higher or equal rank
 only fill what is missing; ``created_at`` keeps the earliest time; ``duration`` is ``ended_at -
 started_at`` when both are known.
 
-The Recorder's hot path (tens of thousands of records a second): records come as one flat list per read,
-each becomes one dict of its raw bytes (no per-field objects), rows are such dicts (see :data:`Row`).
+The Recorder's hot path (tens of thousands of records a second): records come as one flat list per read;
+a packed record (:mod:`asyncsched._lifecycle`) becomes one dict of its raw bytes by tag with one split,
+a record of the earlier format (one stream field per field) the same dict; rows are such dicts (see
+:data:`Row`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple
 
-from .._lifecycle import RANK, RESULT_CAP, Lifecycle
+from .._lifecycle import PACKED, RANK, SEP, TAGS, Lifecycle
 from .._streams import Poison
 from ..events._poison import report_malformed
 from ..rq.slots import untagged
-from .models import EventMessage, ExecutionStatus, TaskExecution, utcnow
+from ._history_text import clip, column_length, decode_event, result_json, stream_items, text
+from .models import ExecutionStatus, TaskExecution
 
 __all__ = [
     "ROW_ATTEMPT", "ROW_HELD", "ROW_IDS", "ROW_JOB", "ROW_RANK", "ROW_STATUS", "STATUS_OF", "Batch",
@@ -52,56 +53,21 @@ _KINDS: Mapping[bytes, tuple[int, str]] = {
     kind.value.encode(): (RANK[kind], STATUS_OF[kind].value) for kind in Lifecycle
 }
 _TRACEBACK_CAP = 65_536
-_TIME_FIELDS = (b"enqueued_at", b"started_at", b"ended_at", b"progress_at")
-
-
-def text(value: bytes | str) -> str:
-    """Text of a Redis reply; undecodable bytes (garbage XADDed by hand) become U+FFFD, never an error."""
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _limit(table: Any, column: str) -> int | None:
-    length: int | None = getattr(table.c[column].type, "length", None)
-    return length
+_TIME_FIELDS = (b"e", b"s", b"d", b"p")  # enqueued_at, started_at, ended_at, progress_at (their tags)
+_PACKED, _SEP = PACKED.encode(), SEP.encode()
+_TAG_OF = {name.encode(): tag.encode() for name, tag in TAGS.items()}
+"""A record field's key in a row: its tag (a free-text field's, its name)."""
 
 
 _EXEC = TaskExecution.__table__
 _LIMITS = {
-    name: _limit(_EXEC, name)
+    name: column_length(_EXEC, name)
     for name in ("job_id", "scheduled_task_id", "agent_name", "task_name", "function", "queue", "worker_name")
 }
 _LIMITS["error"] = None
 _LIMITS["traceback"] = _TRACEBACK_CAP
 _JOB_ID = _LIMITS["job_id"]
 _JOB_ID_MAX = 1 << 62 if _JOB_ID is None else _JOB_ID  # (sql_values checks the length inline)
-
-
-@overload
-def clip(value: str, length: int | None) -> str: ...
-@overload
-def clip(value: str | None, length: int | None) -> str | None: ...
-def clip(value: str | None, length: int | None) -> str | None:
-    """Fit a text column: without NUL characters (PostgreSQL refuses them) and cut to ``length``."""
-    if value is None:
-        return None
-    if "\x00" in value:
-        value = value.replace("\x00", "")
-    if length is None or len(value) <= length:
-        return value
-    return value[:length]
-
-
-def result_json(raw: str | None) -> str | None:
-    """The JSON text stored for a record's result: as is when it is JSON, else as a JSON string."""
-    if raw is None:
-        return None
-    if len(raw) > RESULT_CAP:
-        return json.dumps({"truncated": True, "preview": raw[: RESULT_CAP - 64]})
-    try:
-        json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse: kept as text
-        return json.dumps(raw)
-    return raw
 
 
 class ExecutionRow(NamedTuple):
@@ -139,7 +105,8 @@ def micros(value: float) -> int:
 
 
 Row = dict[Any, Any]
-"""One execution being merged: the merged record fields (bytes keys, raw bytes or float times) and its
+"""One execution being merged: the merged record fields (keys: the fields' tags (``_lifecycle.TAGS``) or,
+free text, names, as bytes; raw bytes or float times) and its
 bookkeeping under int keys: ``ROW_RANK``, ``ROW_STATUS``, ``ROW_JOB``, ``ROW_ATTEMPT``, ``ROW_IDS`` (its
 entries' ids joined by ``,``: a row may be held back unacknowledged) and ``ROW_HELD`` (held rows: since
 when). Only text and numbers: the garbage collector does not track such a dict, so the thousands of rows
@@ -149,7 +116,11 @@ ROW_RANK, ROW_STATUS, ROW_JOB, ROW_ATTEMPT, ROW_IDS, ROW_HELD = range(6)
 
 
 def new_row(job_id: str, attempt: int, entry_id: bytes, rank: int, status: str, fields: Row) -> Row:
-    """A row from its first record's field dict (taken over, not copied)."""
+    """A row from its first record's field dict (taken over, not copied; without its kind, job id and
+    attempt, kept under the bookkeeping keys: a smaller dict, as held rows are)."""
+    del fields[b"k"], fields[b"j"]
+    if b"a" in fields:
+        del fields[b"a"]
     fields[ROW_RANK], fields[ROW_STATUS], fields[ROW_JOB] = rank, status, job_id
     fields[ROW_ATTEMPT], fields[ROW_IDS] = attempt, entry_id
     return fields
@@ -165,12 +136,11 @@ def sql_values(
     once per batch: rows of a batch mostly share their task, queue and worker; ``untag``: on a Redis
     Cluster, the queue and worker as users name them, without their hash tags)."""
     get = v.get
-    raw = (get(b"scheduled_task_id"), get(b"agent_name"), get(b"task_name"), get(b"function"),
-           get(b"queue"), get(b"worker"))  # fmt: skip
+    raw = (get(b"c"), get(b"g"), get(b"t"), get(b"f"), get(b"q"), get(b"w"))  # (tags, see _lifecycle.TAGS)
     short = texts.get(raw)
     if short is None:
         short = texts[raw] = _short(raw, untag)
-    enqueued, started, ended = get(b"enqueued_at"), get(b"started_at"), get(b"ended_at")
+    enqueued, started, ended = get(b"e"), get(b"s"), get(b"d")
     ids, job = v[ROW_IDS], v[ROW_JOB]
     created = int(ids[: ids.index(b"-")]) * 1000  # the time of its first entry
     if enqueued is not None:
@@ -182,7 +152,7 @@ def sql_values(
     if ended is not None:
         ended = micros(ended)
     result, error, traceback = get(b"result"), get(b"error"), get(b"traceback")
-    progress, progress_at = get(b"progress"), get(b"progress_at")
+    progress, progress_at = get(b"progress"), get(b"p")
     return _new(
         ExecutionRow,
         (
@@ -250,33 +220,40 @@ class Batch:
         return self.size
 
     def add_lifecycle(self, stream: str, entries: Sequence[Any]) -> None:
-        """Merge lifecycle entries ``[id, [field, value, ...] | {field: value}]`` into the rows."""
-        self._merge(stream, [(entry[0], _fields(entry[1])) for entry in entries])
+        """Merge lifecycle entries ``[id, [field, value, ...] | {field: value}]`` (text or bytes, either
+        format) into the rows."""
+        self._merge(stream, [(entry[0], entry[1]) for entry in entries])
 
     def add_entries(self, stream: str, entries: Sequence[Any]) -> Any:
-        """Merge lifecycle entries as a read returns them: ``(id, fields)``, fields as a dict or a flat
-        ``[field, value, ...]`` list of bytes (``None`` or empty: trimmed); a dict is taken over. Returns
-        the last id."""
+        """Merge lifecycle entries as a read returns them: ``(id, fields)``, fields as a flat ``[field,
+        value, ...]`` list of bytes or a dict (``None`` or empty: trimmed). Returns the last id."""
         self._merge(stream, entries)
         return entries[-1][0] if entries else None
 
     def _merge(self, stream: str, records: Iterable[tuple[Any, Any]]) -> None:
-        """Merge ``(entry id, fields)`` records (fields: a dict, taken over, or a flat ``[field, value,
-        ...]`` list; ``None`` or empty: trimmed) into the rows, one pass."""
+        """Merge ``(entry id, fields)`` records (fields: a flat ``[field, value, ...]`` list of bytes or a
+        dict, either format; ``None`` or empty: trimmed) into the rows, one pass."""
         ids = self.ack.setdefault(stream, [])
         before = len(ids)
         rows, kinds, times, held, touched = self.executions, _KINDS, _TIME_FIELDS, self.held, self.touched
-        for entry_id, fields in records:
+        for entry_id, raw in records:
             ids.append(entry_id)
-            if not fields:
+            if not raw:
                 self.trimmed += 1
                 continue
-            if fields.__class__ is list:
-                it = iter(fields)
-                fields = dict(zip(it, it))  # noqa: B905 (pairs: an odd field is dropped)
+            fields = raw
+            if fields.__class__ is list and fields[0] == _PACKED:  # the usual record: one split
+                it = iter(fields[1].split(_SEP))
+                packed = dict(zip(it, it))  # noqa: B905 (pairs: an odd part is dropped)
+                for i in range(2, len(fields) - 1, 2):  # free text, or a value holding the separator
+                    name = fields[i]
+                    packed[_TAG_OF.get(name, name)] = fields[i + 1]
+                fields = packed
+            else:
+                fields = _fields(fields)
             try:
-                rank, status = kinds[fields[b"kind"]]
-                raw_attempt = fields.get(b"attempt")
+                rank, status = kinds[fields[b"k"]]
+                raw_attempt = fields.get(b"a")
                 attempt = 1 if raw_attempt is None or raw_attempt == b"1" else int(raw_attempt)
                 for name in times:  # checked here: a bad value skips its record, not the batch
                     raw_time = fields.get(name)
@@ -285,7 +262,7 @@ class Batch:
                         if not 0.0 <= value <= _MAX_SECONDS:
                             raise ValueError(f"time {value!r} is out of range")
                         fields[name] = value
-                key = (fields[b"job_id"], attempt)
+                key = (fields[b"j"], attempt)
                 eid = entry_id if entry_id.__class__ is bytes else _b(entry_id)
                 row = rows.get(key)
                 if row is None and held is not None:
@@ -307,8 +284,11 @@ class Batch:
                         row.setdefault(name, value)
             except Exception as exc:  # any entry, however broken, is skipped on its own
                 reason = f"entry {text(entry_id)}: {type(exc).__name__}: {exc}"
-                report_malformed("history entry", stream, reason, fields, log)
-                self.poison.append(Poison(stream, entry_id, f"malformed: {reason}", fields))
+                if raw.__class__ is list:  # the entry's fields as written
+                    it = iter(raw)
+                    raw = dict(zip(it, it))  # noqa: B905
+                report_malformed("history entry", stream, reason, raw, log)
+                self.poison.append(Poison(stream, entry_id, f"malformed: {reason}", raw))
         self.size += len(ids) - before
 
     def rows(self, now: int, untag: bool = False) -> list[ExecutionRow]:
@@ -345,56 +325,22 @@ def _b(value: bytes | str) -> bytes:
 
 
 def _fields(raw: Any) -> dict[bytes, Any] | None:
-    """The field dict of a lifecycle entry given as ``[field, value, ...]`` or ``{field: value}``, with
-    bytes keys and values; ``None`` for an entry without fields (trimmed after delivery)."""
+    """The row fields of a lifecycle entry given as ``[field, value, ...]`` or ``{field: value}`` (text
+    or bytes; packed, or one stream field per field): bytes values by tag (free text by name); ``None``
+    for an entry without fields (trimmed after delivery)."""
     if not raw:
         return None
     if isinstance(raw, dict):
-        return {_b(k): _b(v) for k, v in raw.items()}
-    it = iter(raw)
-    return {_b(k): _b(v) for k, v in zip(it, it, strict=False)}
-
-
-def _parse_time(value: str) -> datetime:
-    try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except ValueError:
-        parsed = datetime.fromisoformat(value)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def decode_event(fields: Mapping[str, str]) -> dict[str, Any]:
-    """An ``EventMessage`` row from an event-log entry (flat fields, or one JSON field holding them)."""
-    data: dict[str, Any] = dict(fields)
-    if "id" not in data and len(data) == 1:
-        data = json.loads(next(iter(data.values())))
-        if not isinstance(data, dict):
-            raise ValueError(f"event envelope is a JSON {type(data).__name__}, not an object")
-    payload = data.get("payload")
-    if isinstance(payload, str):
-        payload = json.loads(payload) if payload else {}
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        payload = {"value": payload}
-    created = data.get("created_at")
-    table = EventMessage.__table__
-    return {
-        "id": clip(str(data["id"]), _limit(table, "id")),
-        "event_type": clip(str(data["event_type"]), _limit(table, "event_type")),
-        "source_agent": clip(str(data["source_agent"]), _limit(table, "source_agent")),
-        "target_agent": clip(data.get("target_agent") or None, _limit(table, "target_agent")),
-        "payload": payload,
-        "created_at": _parse_time(str(created)) if created else utcnow(),
-    }
-
-
-def stream_items(reply: Any) -> list[tuple[str, Any]]:
-    """``(stream, entries)`` of an XREAD/XREADGROUP reply, RESP2 or RESP3."""
-    items: Any = reply.items() if isinstance(reply, dict) else (reply or [])
-    out = []
-    for stream, entries in items:
-        if isinstance(entries, list) and len(entries) == 1 and isinstance(entries[0], list):
-            entries = entries[0]  # RESP3 wraps entries once more
-        out.append((text(stream), entries or []))
+        pairs = [(_b(k), _b(v)) for k, v in raw.items()]
+    else:
+        it = iter(raw)
+        pairs = [(_b(k), _b(v)) for k, v in zip(it, it, strict=False)]
+    out: dict[bytes, Any] = {}
+    for name, value in pairs:
+        if name == _PACKED:
+            it = iter(value.split(_SEP))
+            for tag, part in zip(it, it, strict=False):
+                out.setdefault(tag, part)
+        else:
+            out[_TAG_OF.get(name, name)] = value
     return out

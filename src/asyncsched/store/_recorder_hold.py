@@ -34,11 +34,15 @@ def row_ids(row: Row) -> list[bytes]:
     return list(dict.fromkeys(row[ROW_IDS].split(b",")))
 
 
-_SPENT = frozenset((b"kind", b"job_id", b"attempt"))  # fields a held row keeps under its bookkeeping keys
+_SPENT = frozenset((b"k", b"j", b"a"))  # fields (tags: kind, job id, attempt) a held row keeps under its
+# bookkeeping keys
 
 
 def _compact(row: Row) -> Row:
-    """``row`` without the record fields the merge has already taken in (a smaller dict to hold)."""
+    """``row`` without the record fields the merge has already taken in (a smaller dict to hold): a row
+    merged from one record has none (``new_row`` drops them), so it is held as it is."""
+    if b"k" not in row:
+        return row
     return {k: v for k, v in row.items() if k not in _SPENT}
 
 

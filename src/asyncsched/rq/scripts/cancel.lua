@@ -41,5 +41,5 @@ end
 local life = life_job({'kind', 'cancelled', 'job_id', id, 'queue', q, 'attempt', h[4] or '1', 'ended_at', now},
   h[5], h[6], h[7], h[8], h[9])
 if h[3] then life[#life + 1] = 'worker'; life[#life + 1] = h[3] end
-redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life_pack(life)))
 return rc

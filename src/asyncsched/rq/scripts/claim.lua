@@ -110,14 +110,17 @@ local exec_score, wip_score = tostring(math.floor(now) + lease + 60), tostring(m
 -- after the batch
 local function record_start(id, q, extra)
   local agent, task, func, sched = extra[2], extra[3], extra[4], extra[5]
-  if func and not (agent or task or sched) then  -- the common case, sent without building a table
-    redis.call('XADD', stream, '*', 'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s,
-      'attempt', extra[1] or '1', 'function', func)
+  local attempt = extra[1] or '1'
+  if func and not (agent or task or sched) and life_ok[q] and life_ok[w] and life_ok[func] and life_ok[attempt]
+      and not string.find(id, '\31', 1, true) then
+    -- the common case, packed without building a table
+    redis.call('XADD', stream, '*', 'L', 'k\31started\31j\31' .. id .. '\31q\31' .. q .. '\31w\31' .. w ..
+      '\31s\31' .. now_s .. '\31a\31' .. attempt .. '\31f\31' .. func)
     return
   end
   local life = life_job({'kind', 'started', 'job_id', id, 'queue', q, 'worker', w, 'started_at', now_s,
-    'attempt', extra[1] or '1'}, agent, task, func, sched, extra[6])
-  redis.call('XADD', stream, '*', unpack(life))
+    'attempt', attempt}, agent, task, func, sched, extra[6])
+  redis.call('XADD', stream, '*', unpack(life_pack(life)))
 end
 
 local function start(id, q)

@@ -4,7 +4,7 @@
 --   queue, status ('queued' | 'scheduled'), unique ('1': skip if the id exists, '0': replace it,
 --   'n': a freshly generated id), ttl ('' | s), at_front ('1'|'0'), has_meta ('1'|'0': a meta per job),
 --   nhash, <field, value>*nhash (the shared hash fields), nlife, <field, value>*nlife (shared lifecycle
---   record fields), njobs,
+--   record fields, packed: 'L' first, lib_life.lua), njobs,
 --   then per job: id, data, [meta if has_meta], description, timestamp text (created_at, and enqueued_at
 --   when queued), epoch seconds (the lifecycle record's enqueued_at), [if scheduled: run-at epoch ms]
 -- A scheduled job's score is its run-at rounded UP to whole seconds (RQ's scheduler reads integer seconds
@@ -99,14 +99,22 @@ local function hold_job(g, jk, id, data, desc, ts, epoch, score)
   end
 end
 
--- A job's lifecycle record (its segment's shared fields are ARGV[life_from..life_to]). The stream is trimmed
--- once a segment, by its last record (or after the segment, when its last job was skipped).
+-- A job's lifecycle record (its segment's shared fields are ARGV[life_from..life_to], packed: 'L', then the
+-- packed fields, then any in fields of their own; lib_life.lua): its id and time are added to the packed
+-- field (an id holding the separator in a field of its own). The stream is trimmed once a segment, by its
+-- last record (or after the segment, when its last job was skipped).
 local function record(id, epoch, life_from, life_to, trim)
-  if trim then
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'job_id', id, 'enqueued_at', epoch,
-      unpack(ARGV, life_from, life_to))
+  local packed = ARGV[life_from + 1]
+  if string.find(id, '\31', 1, true) then
+    redis.call('XADD', stream, '*', 'L', packed .. '\31e\31' .. epoch, 'job_id', id,
+      unpack(ARGV, life_from + 2, life_to))
+    if trim then redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen) end
+  elseif trim then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'L', packed .. '\31j\31' .. id .. '\31e\31' .. epoch,
+      unpack(ARGV, life_from + 2, life_to))
   else
-    redis.call('XADD', stream, '*', 'job_id', id, 'enqueued_at', epoch, unpack(ARGV, life_from, life_to))
+    redis.call('XADD', stream, '*', 'L', packed .. '\31j\31' .. id .. '\31e\31' .. epoch,
+      unpack(ARGV, life_from + 2, life_to))
   end
 end
 

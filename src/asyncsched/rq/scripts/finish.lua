@@ -174,13 +174,15 @@ end
 local function record_outcome(f, id, q, jk)
   local attempt, agent, task, func, sched = f[22], f[23], f[24], f[25], f[26]
   if attempt == '' then attempt = '1' end
-  if func ~= '' and agent == '' and task == '' and sched == '' and f[18] == '' and f[19] == '' then
+  if func ~= '' and agent == '' and task == '' and sched == '' and f[18] == '' and f[19] == ''
+      and life_ok[q] and life_ok[w] and life_ok[func] and life_ok[attempt] and not string.find(id, '\31', 1, true)
+      then  -- (kind and times: the worker's own text)
+    local life = 'k\31' .. f[17] .. '\31j\31' .. id .. '\31q\31' .. q .. '\31w\31' .. w .. '\31s\31' .. f[14] ..
+      '\31d\31' .. f[15] .. '\31a\31' .. attempt .. '\31f\31' .. func
     if f[20] == '' then
-      redis.call('XADD', stream, '*', 'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
-        'ended_at', f[15], 'attempt', attempt, 'function', func)
+      redis.call('XADD', stream, '*', 'L', life)
     else
-      redis.call('XADD', stream, '*', 'kind', f[17], 'job_id', id, 'queue', q, 'worker', w, 'started_at', f[14],
-        'ended_at', f[15], 'attempt', attempt, 'function', func, 'result', f[20])
+      redis.call('XADD', stream, '*', 'L', life, 'result', f[20])
     end
     return
   end
@@ -192,7 +194,7 @@ local function record_outcome(f, id, q, jk)
   if f[18] ~= '' then life[#life + 1] = 'error'; life[#life + 1] = f[18] end
   if f[19] ~= '' then life[#life + 1] = 'traceback'; life[#life + 1] = f[19] end
   if f[20] ~= '' then life[#life + 1] = 'result'; life[#life + 1] = f[20] end
-  redis.call('XADD', stream, '*', unpack(life))
+  redis.call('XADD', stream, '*', unpack(life_pack(life)))
 end
 
 -- Each job of the batch: its execution cleaned up, then its outcome recorded (or only its lifecycle record
@@ -220,7 +222,7 @@ local function finish_jobs()
       for _, kv in ipairs(known) do
         if kv[2] and kv[2] ~= '' then life[#life + 1] = kv[1]; life[#life + 1] = kv[2] end
       end
-      redis.call('XADD', stream, '*', unpack(life))
+      redis.call('XADD', stream, '*', unpack(life_pack(life)))
       out[#out + 1] = 0
     elseif cur[1] ~= 'started' or cur[2] ~= w then
       -- cancelled while running: its rate-limit slot was kept until now (cancel.lua)

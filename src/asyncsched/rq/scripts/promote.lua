@@ -10,6 +10,7 @@
 --   of the others; a job key of another type leaves the scheduled registry.
 --#include ratelimit
 --#include types
+--#include life
 
 -- The call (`a` below): its arguments, and what the reply gathers (promoted, earliest, skipped)
 local function read_call()
@@ -49,7 +50,7 @@ local function record_queued(a, jk, id, q)
   if h[4] then life[#life + 1] = 'function'; life[#life + 1] = h[4]
   elseif h[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[6], '^[^(]+') or h[6]) end
   if h[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[5] end
-  if not a.stream_bad then redis.call('XADD', a.stream, 'MAXLEN', '~', a.maxlen, '*', unpack(life)) end
+  if not a.stream_bad then redis.call('XADD', a.stream, 'MAXLEN', '~', a.maxlen, '*', unpack(life_pack(life))) end
 end
 
 -- A due job leaves the scheduled registry for its queue q (through RQ's admission when it has an RQ rate

@@ -117,7 +117,7 @@ local function reap_one(q, member, qbad)
   local life = life_job({'kind', kind, 'job_id', id, 'queue', q, 'attempt', attempt, 'ended_at', now, 'error', err},
     h[6], h[7], h[8], h[9], h[10])
   if h[2] then life[#life + 1] = 'worker'; life[#life + 1] = h[2] end
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life_pack(life)))
 end
 
 -- RQ's intermediate list of queue <q>: an id still queued a minute after it was first seen goes back

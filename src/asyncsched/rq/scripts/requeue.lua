@@ -21,6 +21,6 @@ redis.call('SADD', queues_key, key_queue(p, q))
 local rl_bad = rl_push(p, q, id, false, tonumber(now), now_ts)
 local life = life_job({'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', attempt, 'enqueued_at', now},
   h[4], h[5], h[6], h[7], h[8])
-redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life))
+redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(life_pack(life)))
 if rl_bad then return redis.error_reply('requeued without its rate limit: ' .. rl_bad) end
 return 1

@@ -72,7 +72,7 @@ for i = 1, n do
       'ended_at', ARGV[9], 'agent_name', ARGV[12], 'task_name', ARGV[13], 'scheduled_task_id', task,
       'error', why}
     if ARGV[14] ~= '' then life[#life + 1] = 'function'; life[#life + 1] = ARGV[14] end
-    redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', unpack(life))
+    redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', unpack(life_pack(life)))
   else
     redis.call('ZADD', KEYS[2], ARGV[4], task .. ':' .. tick)
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'task', task, 'tick', tick)

@@ -41,5 +41,5 @@ redis.call('RPUSH', KEYS[4], id)
 local life = {'kind', 'queued', 'job_id', id, 'queue', ARGV[12], 'attempt', attempt, 'enqueued_at', ARGV[11],
   'agent_name', ARGV[14], 'task_name', ARGV[15]}
 if ARGV[16] ~= '' then life[#life + 1] = 'function'; life[#life + 1] = ARGV[16] end
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[13], '*', unpack(life))
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[13], '*', unpack(life_pack(life)))
 return 1
