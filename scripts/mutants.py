@@ -252,7 +252,7 @@ MUTANTS: list[Mutant] = [
     m(
         "wire-job-field",
         "rq/scripts/enqueue.lua",
-        # the plain queued job's HSET, without a template (queue_job; a run of 8 or more: the next mutant)
+        # the plain queued job's HSET, without a template (write_job; a run of 8 or more: the next mutant)
         "  redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,\n",
         "  redis.call('HSET', jk, 'data', data, 'created_at', ts, 'desc', desc, 'enqueued_at', ts,\n",
         ["tests/queue/test_rq_reads_ours.py", "tests/worker/test_rq_interop.py", *REAL_REDIS],
