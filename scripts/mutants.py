@@ -252,11 +252,19 @@ MUTANTS: list[Mutant] = [
     m(
         "wire-job-field",
         "rq/scripts/enqueue.lua",
-        # the plain queued job's HSET (enqueue_jobs; hold_job's, less indented, is another path)
-        "        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc,",
-        "        redis.call('HSET', jk, 'data', data, 'created_at', ts, 'desc', desc,",
+        # the plain queued job's HSET, without a template (write_job; a run of 8 or more: the next mutant)
+        "  redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts,\n",
+        "  redis.call('HSET', jk, 'data', data, 'created_at', ts, 'desc', desc, 'enqueued_at', ts,\n",
         ["tests/queue/test_rq_reads_ours.py", "tests/worker/test_rq_interop.py", *REAL_REDIS],
         "a job hash field under a name RQ does not read",
+    ),
+    m(
+        "wire-template-field",
+        "rq/scripts/enqueue.lua",
+        "redis.call('HSET', jk, 'data', data, 'created_at', ts, 'description', desc, 'enqueued_at', ts)\n",
+        "redis.call('HSET', jk, 'data', data, 'created_at', ts, 'desc', desc, 'enqueued_at', ts)\n",
+        ["tests/queue/test_enqueue_template.py", *REAL_REDIS],
+        "a run of like jobs (the template's COPY) gets a hash the one-job path does not write",
     ),
     # --- Redis Cluster -------------------------------------------------------------------------------
     m(

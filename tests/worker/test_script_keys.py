@@ -55,7 +55,7 @@ _CHECK = """
 local __known = {}
 for _, k in ipairs(KEYS) do __known[k] = true end
 local __ALL = {DEL = true, EXISTS = true, UNLINK = true, MGET = true, TOUCH = true}
-local __TWO = {LMOVE = true, RPOPLPUSH = true, SMOVE = true}
+local __TWO = {LMOVE = true, RPOPLPUSH = true, SMOVE = true, COPY = true}
 local function __check(cmd, ...)
   local args, c = {...}, string.upper(cmd)
   local n = 1
@@ -167,6 +167,7 @@ async def test_scripts_touch_only_keys_passed_or_derived(checked_scripts: None, 
             assert await q.status(failing) == JobStatus.FAILED
             # the queue's scripts, too
             job = await q.enqueue(jobs.add, args=(1, 1))
+            await q.enqueue_many([{"func": jobs.add, "args": (i, i)} for i in range(10)])  # a template run
             assert await q.cancel(job)
             await q.requeue(job)
             await q.empty("default")

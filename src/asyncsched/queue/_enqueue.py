@@ -248,9 +248,9 @@ class Shared(NamedTuple):
         return (*head, *fields, str(len(life) // 2), *life)
 
     def hash_fields(self, status: str) -> tuple[list[str], list[str]]:
-        """The shared hash fields (in RQ's order, see ``rq.job.Job.to_dict``, after the per-job ones) and
-        the shared lifecycle record fields (packed, :func:`asyncsched._lifecycle.pack`), each a flat list of
-        text."""
+        """The shared hash fields (in RQ's order, see ``rq.job.Job.to_dict``; after the per-job ones, or
+        before them in a run ``enqueue.lua`` copies from a template) and the shared lifecycle record
+        fields (packed, :func:`asyncsched._lifecycle.pack`), each a flat list of text."""
         names = dict(self.rq_opts)
         fields = [
             F.SUCCESS_CALLBACK_NAME, names.pop(F.SUCCESS_CALLBACK_NAME, ""),

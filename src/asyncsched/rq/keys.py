@@ -49,6 +49,7 @@ key                                         type    content
 ``<ns>:paused:<q>``                         STRING  present while the queue is paused
 ``<ns>:rate-limit-waits``                   HASH    queue -> jobs that waited for an RQ 3 rate slot
 ``<ns>:wake:<q>``                           PUBSUB  a job of ``q`` was scheduled (epoch ms)
+``<ns>:enqueue-template:<q>``               HASH    inside one ``enqueue.lua`` call only (never seen)
 ``<ns>:limit-keys``, ``<ns>:limit:<key>...``  SET/H/Z flow limits (``lib_limits.lua``)
 ``<ns>:eventlog``                           STREAM  published events to persist
 ``<ns>:events:...``                         PUBSUB/STREAM  event bus channels, durable streams, alive keys
@@ -70,6 +71,7 @@ from typing import Protocol, overload
 
 from .slots import (
     cluster_tag,
+    enqueue_template,
     events_tag,
     lifecycle_tag,
     ns,
@@ -81,11 +83,11 @@ from .slots import (
 __all__ = [
     "RQKeys", "agent_event_channel", "agent_event_channel_pattern", "agent_event_stream",
     "broadcast_event_channel", "broadcast_event_stream", "claiming_list", "claiming_registry", "cluster_tag",
-    "dead_letter_stream", "durable_consumer_alive", "event_log_stream", "events_tag", "lifecycle_ledger",
-    "lifecycle_stream", "lifecycle_tag", "limit_due", "limit_key", "limit_keys", "limit_seq", "ns",
-    "paused_queue", "quarantine", "queue_registered", "rate_limit_waits", "redis_marker", "sched_changes",
-    "sched_fired", "sched_held", "sched_last", "sched_next", "sched_pending", "sched_sig", "sched_tag",
-    "sched_version", "scheduled_wake", "unused_in_slot",
+    "dead_letter_stream", "durable_consumer_alive", "enqueue_template", "event_log_stream", "events_tag",
+    "lifecycle_ledger", "lifecycle_stream", "lifecycle_tag", "limit_due", "limit_key", "limit_keys",
+    "limit_seq", "ns", "paused_queue", "quarantine", "queue_registered", "rate_limit_waits", "redis_marker",
+    "sched_changes", "sched_fired", "sched_held", "sched_last", "sched_next", "sched_pending", "sched_sig",
+    "sched_tag", "sched_version", "scheduled_wake", "unused_in_slot",
 ]  # fmt: skip
 
 
@@ -191,8 +193,7 @@ class RQKeys:
 
     def execution_keys(self, executions: Iterable[tuple[str, str, str]]) -> list[str]:
         """The keys finishing each ``(job id, execution id, queue)`` touches, five per execution, built at
-        once (the worker's hot path): :meth:`job`, :meth:`execution`, :meth:`executions`, :meth:`results`,
-        :meth:`dependents`."""
+        once: :meth:`job`, :meth:`execution`, :meth:`executions`, :meth:`results`, :meth:`dependents`."""
         p = self.prefix
         job, execution, executions_, results = (
             f"{p}:job:",
@@ -348,8 +349,7 @@ def limit_seq(prefix: str) -> str:
 
 
 def quarantine(prefix: str, queue: str) -> str:
-    """LIST where ``reap.lua`` sets aside the ids of ``queue`` a dead worker claimed while the queue key
-    had another type."""
+    """LIST where ``reap.lua`` sets aside ids of ``queue`` a dead worker claimed while the key was no list."""
     return f"{ns(prefix)}:quarantine:{queue}"
 
 

@@ -123,3 +123,9 @@ def unused_in_slot(prefix: str, queue: str, what: str) -> str:
     feature behind it is checked outside the script (suspension) or refused on a cluster (RQ 3's
     ``RateLimit``)."""
     return f"{ns(prefix)}:unused:{queue}:{what}"
+
+
+def enqueue_template(prefix: str, queue: str) -> str:
+    """HASH ``enqueue.lua`` writes the fields a run of ``queue``'s jobs share into, COPYs to each job and
+    deletes before it returns (in the slot of ``queue``, its name in Redis: ``q`` or ``{q}``)."""
+    return f"{ns(prefix)}:enqueue-template:{queue}"
