@@ -11,8 +11,9 @@ from asyncsched.rq.jobhash import CLAIMED_FIELDS, JOB_FIELDS
 
 def test_claim_script_returns_the_claimed_fields() -> None:
     source = _scripts.source("claim")
-    listed = re.search(r"local function claimed_slots\(\).*?ipairs\(\{(.*?)\}\)", source, re.S)
-    assert listed is not None
-    names = re.findall(r"'(\w+)'", listed.group(1))
-    assert names == list(CLAIMED_FIELDS)
+    table = re.search(r"local function claimed_slots\(\).*?return \{(.*?)\}", source, re.S)
+    assert table is not None
+    slots = {name: int(n) for name, n in re.findall(r"(\w+) = (\d+)", table.group(1))}
+    assert sorted(slots, key=slots.__getitem__) == list(CLAIMED_FIELDS)
+    assert sorted(slots.values()) == list(range(1, len(CLAIMED_FIELDS) + 1))
     assert set(CLAIMED_FIELDS) <= set(JOB_FIELDS)

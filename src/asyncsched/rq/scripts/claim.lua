@@ -101,17 +101,14 @@ end
 -- The job-hash fields read, by slot: 1-10 by this script (1-6 for the 'started' record), all of them by the
 -- worker, which gets them back (asyncsched.rq.jobhash.CLAIMED_FIELDS, in this order) and reads the rest of
 -- the hash only when a job asks for it (current_job().hash)
-local function claimed_slots()
-  local slots = {}
-  for k, name in ipairs({'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task', 'asyncsched_function_path',
-      'asyncsched_scheduled_task', 'description', 'status', 'asyncsched_limits', 'rate_limit_key',
-      'rate_limit_concurrency', 'data', 'timeout', 'result_ttl', 'failure_ttl', 'retries_left', 'retry_intervals',
-      'enqueue_at_front_on_retry', 'asyncsched_retry', 'meta', 'enqueued_at', 'webhooks', 'success_callback_name',
-      'failure_callback_name', 'stopped_callback_name', 'success_callback_timeout', 'failure_callback_timeout',
-      'stopped_callback_timeout', 'repeats_left', 'repeat_intervals'}) do
-    slots[name] = k
-  end
-  return slots
+local function claimed_slots()  -- a table constructor: sized at once (cheaper than inserting each name)
+  return {asyncsched_attempt = 1, asyncsched_agent = 2, asyncsched_task = 3, asyncsched_function_path = 4,
+    asyncsched_scheduled_task = 5, description = 6, status = 7, asyncsched_limits = 8, rate_limit_key = 9,
+    rate_limit_concurrency = 10, data = 11, timeout = 12, result_ttl = 13, failure_ttl = 14, retries_left = 15,
+    retry_intervals = 16, enqueue_at_front_on_retry = 17, asyncsched_retry = 18, meta = 19, enqueued_at = 20,
+    webhooks = 21, success_callback_name = 22, failure_callback_name = 23, stopped_callback_name = 24,
+    success_callback_timeout = 25, failure_callback_timeout = 26, stopped_callback_timeout = 27,
+    repeats_left = 28, repeat_intervals = 29}
 end
 local EXTRA = claimed_slots()
 
