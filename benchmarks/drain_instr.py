@@ -45,8 +45,11 @@ def _enqueue(tree: str, url: str, n: int) -> None:
 
 def measure(tree: str, n: int) -> tuple[float, float, float, float]:
     """(enqueue instructions, enqueue commands, worker instructions, worker commands) per job."""
-    port, tmp = free_port(), tempfile.mkdtemp()
-    out = os.path.join(tmp, "cg")
+    with tempfile.TemporaryDirectory() as tmp:
+        return _measure(tree, n, free_port(), os.path.join(tmp, "cg"))
+
+
+def _measure(tree: str, n: int, port: int, out: str) -> tuple[float, float, float, float]:
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", find_binary("redis-server"),
            "--port", str(port), "--save", "", "--appendonly", "no"]  # fmt: skip
     srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
