@@ -94,10 +94,11 @@ def finish(r: redis.Redis, sha: str, jobs: list[tuple[str, str]]) -> None:
         "",
         "",
         "",
-    ]  # fields 4-29
+        "",
+    ]  # fields 4-30
     records = tuple("\x1e".join([j, e, "q", *fields]) for j, e in jobs)
     execs = tuple((j, e, "q") for j, e in jobs)
-    call = FinishCall(RQKeys("rq"), "w1", STREAM, 10000, TS, 1767225601.2, 29, execs, records)
+    call = FinishCall(RQKeys("rq"), "w1", STREAM, 10000, TS, 1767225601.2, 30, execs, records)
     assert r.evalsha(sha, len(call.to_keys()), *call.to_keys(), *call.to_args()) == [1] * len(jobs)
 
 

@@ -141,9 +141,9 @@ def _finish(r: redis.Redis, sha: str, jobs: tuple[tuple[str, str, str], ...]) ->
     """``jobs`` (id, execution, queue) recorded as finished by finish.lua (``sha``)."""
     fields = ["finished", "1", "", "", "", "500", "1767226000", "", "", "0"]  # fields 4-13
     fields += ["1767225601.0", "1767225601.1", "0.1", "finished", "", "", "", "", "1", "", "", "m.f"]
-    fields += ["", "", "", ""]  # 26-29
+    fields += ["", "", "", "", ""]  # 26-30
     records = tuple("\x1e".join([j, e, q, *fields]) for j, e, q in jobs)
-    call = FinishCall(RQKeys("rq"), "w1", STREAM, 10000, TS, 1767225601.2, 29, jobs, records)
+    call = FinishCall(RQKeys("rq"), "w1", STREAM, 10000, TS, 1767225601.2, 30, jobs, records)
     out = r.evalsha(sha, len(call.to_keys()), *call.to_keys(), *call.to_args())
     assert out == [1] * len(jobs), out
 

@@ -114,3 +114,24 @@ def given_job(job: CurrentJob, x: int) -> dict[str, Any]:
 async def agiven_job(job: CurrentJob, x: int) -> dict[str, Any]:
     await asyncio.sleep(0)
     return {"id": job.id, "x": x, "cancelled": job.cancelled}
+
+
+@with_job
+def whole_hash(job: CurrentJob) -> dict[str, Any]:
+    """What the job sees of its hash: the claimed fields, then the whole hash (read on first use)."""
+    before = job._hash is None
+    h = job.hash
+    return {
+        "loaded_on_use": before and job._hash is not None,
+        "claimed": sorted(job.fields),
+        "hash": sorted(h),
+        "origin": h["origin"].decode(),
+        "status": h["status"].decode(),
+        "worker": h["worker_name"].decode(),
+        "rq_origin": job.rq_job().origin if "{" not in job.id else h["origin"].decode(),  # RQ: no cluster ids
+    }
+
+
+@with_job
+async def awhole_hash(job: CurrentJob) -> dict[str, Any]:
+    return {"hash": sorted(job.hash), "description": job.description, "meta": job.meta}

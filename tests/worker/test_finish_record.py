@@ -23,9 +23,9 @@ def _header_numbers() -> set[int]:
 
 def test_the_record_has_the_scripts_fields_in_its_order() -> None:
     assert _header_numbers() == set(range(1, FIELDS + 1))
-    assert FIELDS == len(FinishRecord._fields) == 29
+    assert FIELDS == len(FinishRecord._fields) == 30
     assert FinishRecord._fields[:4] == ("id", "execution_id", "queue", "kind")
-    assert FinishRecord._fields[-3:] == ("repeats_left", "repeat_intervals", "repeat_at")
+    assert FinishRecord._fields[-4:] == ("repeats_left", "repeat_intervals", "repeat_at", "limits")
 
 
 def test_a_record_packs_to_one_argument_and_the_batch_to_the_scripts_arguments() -> None:
@@ -53,6 +53,9 @@ def test_a_record_packs_to_one_argument_and_the_batch_to_the_scripts_arguments()
     assert batch.one(1).to_keys() == [*worker, *registries, *execution]
     assert len(batch.to_keys()) == 3 + 5 * 2 + 5 * 2
     assert OutcomeKind("finished") is OutcomeKind.FINISHED
+    assert record.limits == ""  # claimed without limits: finish.lua does not look for them
+    limited = ClaimedJob("j3", "e3", "default", {"rate_limit_key": b"api"})
+    assert FinishRecord.of(Outcome(limited, OutcomeKind.FINISHED)).limits == "1"
 
 
 def test_hooks_see_the_outcome_as_an_enum() -> None:

@@ -300,3 +300,29 @@ def test_worker_settings_typed_and_checked() -> None:
         ))  # fmt: skip
     with pytest.raises(TypeError, match="config"):
         Worker(["x"], redis="memory://wsettings", settings=settings, config=given)
+
+
+async def test_the_whole_hash_is_read_on_first_use(
+    queue: TaskQueue, redis: Any, redis_url: str, wsettings: Settings
+) -> None:
+    """The claim hands the worker only the fields it runs a job with; current_job().hash (and rq_job())
+    is the job's whole hash, read when first asked for, as it is once started."""
+    from asyncsched.rq.jobhash import CLAIMED_FIELDS
+
+    a = await queue.enqueue(ctxjobs.whole_hash)
+    b = await queue.enqueue(ctxjobs.awhole_hash, meta={"owner": "me"})
+    await run_burst(redis=redis_url, settings=wsettings, name="w-hash")
+    seen = await queue.result(a)
+    assert seen["loaded_on_use"]
+    assert set(seen["claimed"]) <= set(CLAIMED_FIELDS)
+    assert "data" in seen["claimed"]
+    assert {"origin", "created_at", "data", "status"} <= set(seen["hash"]) > set(seen["claimed"])
+    whole = await redis.hgetall(queue.keys.job(a))  # the same fields as stored
+    assert seen["hash"] == sorted(k.decode() for k in whole)
+    origin = queue.keys.name(queue.name)  # on a cluster, the queue's hash-tagged name
+    assert (seen["origin"], seen["rq_origin"], seen["status"]) == (origin, origin, "started")
+    assert seen["worker"].endswith("w-hash")  # on a cluster, the worker name of the queue's slot
+    seen_b = await queue.result(b)
+    assert "origin" in seen_b["hash"]
+    assert seen_b["meta"] == {"owner": "me"}
+    assert seen_b["description"].startswith("tests.ctxjobs.awhole_hash")

@@ -1,7 +1,7 @@
 """The job hash ``<p>:job:<id>``: every field name (RQ's and asyncsched's own) and their codec, in one place.
 
 Written by ``TaskQueue`` (the fields jobs share: :func:`shared_fields`; per-job ones by ``enqueue.lua``),
-claimed by ``claim.lua`` (which returns the whole hash to the worker) and read back by
+claimed by ``claim.lua`` (which returns the fields the worker reads: :data:`CLAIMED_FIELDS`) and read back by
 ``JobRecord.from_hash`` and the worker through :class:`JobHash`. The Lua scripts spell the same names.
 Verified against rq 2.12.0 and 3.0.0 (``rq.job.Job.to_dict``); RQ ignores the ``asyncsched_*`` fields.
 """
@@ -14,7 +14,7 @@ from datetime import datetime
 
 from . import codec
 
-__all__ = ["JOB_FIELDS", "RQ_JOB_FIELDS", "RQ_STATUSES", "JobField", "JobHash", "RQStatus"]
+__all__ = ["CLAIMED_FIELDS", "JOB_FIELDS", "RQ_JOB_FIELDS", "RQ_STATUSES", "JobField", "JobHash", "RQStatus"]
 
 
 class JobField(enum.StrEnum):
@@ -71,6 +71,24 @@ JOB_FIELDS: tuple[str, ...] = tuple(JobField)
 
 RQ_JOB_FIELDS: tuple[str, ...] = tuple(f for f in JobField if not f.startswith("asyncsched_"))
 """The fields RQ itself writes that we write or read."""
+
+CLAIMED_FIELDS: tuple[str, ...] = tuple(
+    f.value
+    for f in (
+        *(JobField.ATTEMPT, JobField.AGENT, JobField.TASK, JobField.FUNCTION_PATH, JobField.SCHEDULED_TASK),
+        *(JobField.DESCRIPTION, JobField.STATUS, JobField.LIMITS, JobField.RATE_LIMIT_KEY),
+        *(JobField.RATE_LIMIT_CONCURRENCY, JobField.DATA, JobField.TIMEOUT, JobField.RESULT_TTL),
+        *(JobField.FAILURE_TTL, JobField.RETRIES_LEFT, JobField.RETRY_INTERVALS),
+        *(JobField.ENQUEUE_AT_FRONT_ON_RETRY, JobField.RETRY, JobField.META, JobField.ENQUEUED_AT),
+        *(JobField.WEBHOOKS, JobField.SUCCESS_CALLBACK_NAME, JobField.FAILURE_CALLBACK_NAME),
+        *(JobField.STOPPED_CALLBACK_NAME, JobField.SUCCESS_CALLBACK_TIMEOUT),
+        *(JobField.FAILURE_CALLBACK_TIMEOUT, JobField.STOPPED_CALLBACK_TIMEOUT),
+        *(JobField.REPEATS_LEFT, JobField.REPEAT_INTERVALS),
+    )
+)
+"""The job-hash fields ``claim.lua`` returns to the worker (its ``claimed_slots``, in that order), those set
+to ``''`` left out but ``data``: every field the worker reads to run a job, its callbacks, hooks, metrics
+and spans. The whole hash is read only when a job asks for it (``current_job().hash``, ``rq_job()``)."""
 
 
 class RQStatus(enum.StrEnum):

@@ -157,7 +157,7 @@ class ProgressReporter:
             from ..events import EventBus
 
             self._bus = EventBus(self.redis, settings=self.settings)
-        h = job.hash
+        h = job.fields
 
         def text(name: JobField) -> str | None:
             raw = h.get(name)

@@ -29,7 +29,7 @@ class Executor:
 
     def __init__(self, w: Shared, url: str | None, hooks: Hooks | None) -> None:
         cfg = self.cfg = w.cfg
-        self.running, self.redis = w.running, w.redis
+        self.running, self.redis, self.keys = w.running, w.redis, w.keys
         self._url = url  # the Redis URL when the worker made its own client (None: a given client)
         self.hooks = hooks
         self.around = hooks is not None and hooks.around_jobs  # checked once per job
@@ -79,7 +79,7 @@ class Executor:
     async def _execute(self, job: ClaimedJob, prep: Prepared) -> None:
         ctx = CurrentJob(
             job.id, job.queue, job.execution_id, job.attempt, self.cfg.name, job.hash, prep.fmt,
-            self.sync_redis, resources=self.resources, reporter=self.reporter,
+            self.sync_redis, resources=self.resources, reporter=self.reporter, load_hash=self.job_hash,
         )  # fmt: skip
         job.context = ctx
         set_current(ctx)  # this task's context: the job's function, its threads, its callbacks
@@ -101,6 +101,11 @@ class Executor:
             log.exception("job %s: internal error", job.id)
             outcome = stopped(job)
         self.running.returned(job, outcome)
+
+    def job_hash(self, job_id: str) -> dict[str, bytes]:
+        """The whole hash of job ``job_id`` (a job's ``current_job().hash``, read on first use)."""
+        raw = self.sync_redis().hgetall(self.keys.job(job_id))
+        return {k.decode(): v for k, v in raw.items()}
 
     def sync_redis(self) -> Any:
         """A synchronous client on this worker's Redis (RQ callbacks' ``connection``); thread-safe."""

@@ -2,7 +2,7 @@
 
 A batch is one :class:`~asyncsched.rq._calls.FinishCall`: its header, the keys of every execution it
 records, then one packed :class:`FinishRecord` per job (its fields joined by 0x1e: one argument per job is
-far cheaper to send than 29). The field order is the tuple's; the script's header comment lists the same
+far cheaper to send than 30). The field order is the tuple's; the script's header comment lists the same
 fields by number.
 """
 
@@ -44,9 +44,11 @@ _KNOWN = tuple(
     )
 )
 
+_RATE_KEY, _LIMITS = JobField.RATE_LIMIT_KEY.value, JobField.LIMITS.value  # claimed only when set
+
 
 class FinishRecord(NamedTuple):
-    """One execution's outcome as ``finish.lua`` reads it (fields 1-29, in this order; '' = none/keep)."""
+    """One execution's outcome as ``finish.lua`` reads it (fields 1-30, in this order; '' = none/keep)."""
 
     id: str
     execution_id: str
@@ -79,6 +81,7 @@ class FinishRecord(NamedTuple):
     repeats_left: str
     repeat_intervals: str
     repeat_at: str
+    limits: str  # '1': claimed with a rate or flow limit (finish.lua then reads them from the hash), else ''
 
     @classmethod
     def of(cls, o: Outcome) -> FinishRecord:
@@ -96,7 +99,7 @@ class FinishRecord(NamedTuple):
             o.exc_text if o.kind != _FINISHED and o.exc_text else "",
             o.life_result or "",
             "" if o.next_attempt is None else str(o.next_attempt),
-            *_known(j), *_repeat(o),
+            *_known(j), *_repeat(o), "1" if _RATE_KEY in j.hash or _LIMITS in j.hash else "",
         ))  # fmt: skip
 
     def pack(self) -> str:

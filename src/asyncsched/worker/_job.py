@@ -57,7 +57,7 @@ class ClaimedJob:
     id: str
     execution_id: str
     queue: str
-    hash: dict[str, bytes]
+    hash: dict[str, bytes]  # the fields claim.lua returned (rq.jobhash.CLAIMED_FIELDS not empty), not all
     started: float = field(default_factory=time.time)
     stop_reason: str | None = None  # "stopped" (RQ stop-job / our cancel) or "shutdown"
     is_async: bool = False

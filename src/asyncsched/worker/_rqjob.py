@@ -77,6 +77,7 @@ class _Later:
     _cancel_event: threading.Event | None = None
     _meta: dict[str, Any] | None = None
     _progress_seq: int = 0
+    _hash: Mapping[str, bytes] | None = None  # the whole job hash, read on first use
 
 
 @dataclass(eq=False)
@@ -90,13 +91,27 @@ class CurrentJob(_Later):
     execution_id: str
     attempt: int
     worker_name: str
-    hash: Mapping[str, bytes] = field(repr=False)
+    fields: Mapping[str, bytes] = field(repr=False)
+    """The job-hash fields the worker claimed the job with (those of
+    :data:`~asyncsched.rq.jobhash.CLAIMED_FIELDS` not empty); the whole hash is :attr:`hash`."""
     fmt: Format = Format.JSON
     connect: Callable[[], Any] | None = field(default=None, repr=False)
     _rq: RQJob | None = field(default=None, repr=False)
     resources: dict[str, Any] = field(default_factory=dict, repr=False)
     """What the worker's ``on_startup`` hook put in its context (DB pools, clients...), shared by jobs."""
     reporter: Any = field(default=None, repr=False)  # the worker's progress writer (worker._context)
+    load_hash: Callable[[str], Mapping[str, bytes]] | None = field(default=None, repr=False)
+    """Reads a job's whole hash by its id (the worker's; ``None``: :attr:`hash` is :attr:`fields`)."""
+
+    @property
+    def hash(self) -> Mapping[str, bytes]:
+        """The job's whole RQ hash (field name -> raw value), read from Redis on first use: one ``HGETALL``
+        on the worker's synchronous connection (from an ``async def`` job it holds the event loop for that
+        round trip), then kept. Read after the claim: its ``status`` is ``started`` and its ``started_at``,
+        ``worker_name`` and ``last_heartbeat`` are this execution's."""
+        if self._hash is None:
+            self._hash = self.load_hash(self.id) if self.load_hash is not None else self.fields
+        return self._hash
 
     def next_progress(self) -> int:
         """The sequence number of a new progress report (reports are stored in this order)."""
@@ -105,7 +120,7 @@ class CurrentJob(_Later):
 
     @property
     def description(self) -> str | None:
-        raw = self.hash.get(JobField.DESCRIPTION)
+        raw = self.fields.get(JobField.DESCRIPTION)
         return raw.decode(errors="replace") if raw else None
 
     # ---------------------------------------------------------------- cancel token
@@ -144,7 +159,7 @@ class CurrentJob(_Later):
         """The job's RQ ``meta`` (as enqueued, plus the progress this job reported)."""
         if self._meta is None:
             self._meta = {}
-            raw = self.hash.get(JobField.META)
+            raw = self.fields.get(JobField.META)
             if raw:
                 from ..rq import serializers
 

@@ -8,11 +8,12 @@
 --       Redis' clock), now_ts (RQ text), lease (s), n, maxlen, given_queue ('' if none), use the claiming
 --       list ('1' | '0'), ngiven, <id>*ngiven, nqueues, <queue>*nqueues, exec base (20 hex), first exec
 --       number (the k-th job started gets execution id base .. %012x of first + k - 1, like RQ's uuid4().hex)
--- Returns a flat list of entries: id, exec, queue, <hgetall as a nested array>. Keys of the wrong type
--- never abort the script half way: a job whose keys Redis refuses is popped and returned as
--- id, '', queue, <error text> (the worker skips it); a queue whose keys are refused is not popped and
--- comes back as '', '', queue, <error text> (the worker backs that queue off). A worker key or the
--- lifecycle stream of the wrong type refuses the whole claim before any write. {'suspended'} when
+-- Returns a flat list of entries: id, exec, queue, <the job's fields the worker reads (EXTRA's), names and
+-- values as a nested array, those set to '' left out but data>. Keys of the wrong type never abort the
+-- script half way: a job whose keys Redis refuses is popped and returned as id, '', queue, <error text>
+-- (the worker skips it); a queue whose keys are refused is not popped and comes back as '', '', queue,
+-- <error text> (the worker backs that queue off). A worker key or the lifecycle stream of the wrong type
+-- refuses the whole claim before any write. {'suspended'} when
 -- workers are suspended (RQ's suspension key). A job over one of its flow limits (lib_limits.lua) is
 -- parked, not started; when one was parked because of a rate, a last entry '', 'limited', '', <when a start
 -- frees (epoch s)> tells the worker when to let it go.
@@ -97,9 +98,42 @@ local function poison(id, q, err)
   out[#out + 1] = err
 end
 
-local EXTRA = {asyncsched_attempt = 1, asyncsched_agent = 2, asyncsched_task = 3,
-  asyncsched_function_path = 4, asyncsched_scheduled_task = 5, description = 6, status = 7,
-  asyncsched_limits = 8, rate_limit_key = 9, rate_limit_concurrency = 10}
+-- The job-hash fields read, by slot: 1-10 by this script (1-6 for the 'started' record), all of them by the
+-- worker, which gets them back (asyncsched.rq.jobhash.CLAIMED_FIELDS, in this order) and reads the rest of
+-- the hash only when a job asks for it (current_job().hash)
+local function claimed_slots()  -- a table constructor: sized at once (cheaper than inserting each name)
+  return {asyncsched_attempt = 1, asyncsched_agent = 2, asyncsched_task = 3, asyncsched_function_path = 4,
+    asyncsched_scheduled_task = 5, description = 6, status = 7, asyncsched_limits = 8, rate_limit_key = 9,
+    rate_limit_concurrency = 10, data = 11, timeout = 12, result_ttl = 13, failure_ttl = 14, retries_left = 15,
+    retry_intervals = 16, enqueue_at_front_on_retry = 17, asyncsched_retry = 18, meta = 19, enqueued_at = 20,
+    webhooks = 21, success_callback_name = 22, failure_callback_name = 23, stopped_callback_name = 24,
+    success_callback_timeout = 25, failure_callback_timeout = 26, stopped_callback_timeout = 27,
+    repeats_left = 28, repeat_intervals = 29}
+end
+local EXTRA = claimed_slots()
+
+-- The fields of job hash h (HGETALL) this script reads (slots 1-10; false: unset), and h cut down in place
+-- to the fields returned to the worker (names and values of EXTRA's, '' left out but data: cheaper than a
+-- new table; its reply ends at the first nil); false when h is empty (no job)
+local function read_fields(h)
+  local extra = {false, false, false, false, false, false, false, false, false, false}  -- sized once
+  local nh, nf = #h, 0
+  for k = 1, nh, 2 do
+    local name = h[k]
+    local slot = EXTRA[name]
+    if slot then
+      local v = h[k + 1]
+      if slot <= 10 then extra[slot] = v end
+      if v ~= '' or slot == 11 then
+        h[nf + 1], h[nf + 2] = name, v
+        nf = nf + 2
+      end
+    end
+  end
+  h[nf + 1] = nil
+  return nh > 0 and extra
+end
+
 local parks, limited_due = 0, nil
 -- the numbers every job's writes share, as text once (a number passed to redis.call is formatted anew on
 -- every call): the execution's and its executions zset's TTL, their expiry scores
@@ -125,20 +159,16 @@ end
 
 local function start(id, q)
   local jk = key_job(p, id)
-  -- one read gives the status, our extra fields and the hash returned to the worker
+  -- one read gives the status, our extra fields and those returned to the worker (read_fields)
   local h = redis.pcall('HGETALL', jk)
   if h.err then
     poison(id, q, 'key ' .. jk .. ': ' .. h.err)
     return false
   end
-  local extra = {false, false, false, false, false, false, false, false, false, false}  -- sized once: false is unset
-  for k = 1, #h, 2 do
-    local slot = EXTRA[h[k]]
-    if slot then extra[slot] = h[k + 1] end
-  end
-  local status = extra[7]
+  local extra = read_fields(h)
   -- a missing hash is skipped (as RQ does); a malformed one is claimed so the worker fails it with a reason
-  if #h == 0 or status == 'canceled' or status == 'started' or status == 'finished' then
+  local status = extra and extra[7]
+  if not extra or status == 'canceled' or status == 'started' or status == 'finished' then
     return false
   end
   local limits = nil

@@ -16,7 +16,8 @@
 --  17 lifecycle kind  18 error  19 traceback  20 result (capped JSON)  21 next attempt ('' keep)
 --  22 attempt  23 agent  24 task name  25 function path  26 scheduled task id (as claimed; '' none)
 --  27 RQ Repeat: repeats left after this run ('' no repeat)  28 repeat intervals left (JSON)
---  29 repeat run-at (epoch s; 0: re-queued now)
+--  29 repeat run-at (epoch s; 0: re-queued now)  30 flow or rate limits ('1' if the job was claimed with
+--  rate_limit_key or asyncsched_limits set, else '': its hash is then not searched for them)
 -- Returns one integer per job: 1 recorded, 0 only cleaned up (a vanished hash: outcome recorded in the
 -- lifecycle stream only).
 --#include ratelimit
@@ -210,8 +211,11 @@ local function finish_jobs()
     many_add(wip, qk[2], member)
     redis.call('ZREM', KEYS[b + 3], ex)
     many_add(wmembers, KEYS[3], member)
-    -- one read: the state check and the limits to release
-    local cur = redis.call('HMGET', jk, 'status', 'worker_name', 'rate_limit_key', 'asyncsched_limits')
+    -- one read: the state check and the limits to release (when the job has any: a field looked for and
+    -- absent costs a scan of the hash)
+    local cur
+    if f[30] == '' then cur = redis.call('HMGET', jk, 'status', 'worker_name')
+    else cur = redis.call('HMGET', jk, 'status', 'worker_name', 'rate_limit_key', 'asyncsched_limits') end
     if not cur[1] and (outcome == 'finished' or outcome == 'failed' or outcome == 'stopped') then
       -- the hash is gone (Redis lost its data, or the job was deleted while it ran): the job still ran,
       -- so its outcome is recorded from what the worker knows (fields 22-26)
