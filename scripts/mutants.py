@@ -278,8 +278,8 @@ MUTANTS: list[Mutant] = [
     m(
         "cluster-wipe-stale-master",
         "store/_redis_wipe.py",
-        "if not any(o.epoch > m.epoch and o.slots",
-        "if not any(o.epoch < -1 and o.slots",
+        "if not any(o.epoch > m.epoch and _overlap(",
+        "if not any(o.epoch < -1 and _overlap(",
         ["tests/store/test_redis_wipes.py"],
         "a demoted master that says it still serves its slots is checked: its empty restart taken for a wipe",
     ),

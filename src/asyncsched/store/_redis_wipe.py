@@ -26,6 +26,7 @@ pass.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class _Master:
     node: Any = None
     slots: frozenset[int] | None = None
     epoch: int = 0
+    ranges: tuple[tuple[int, int], ...] = ()
 
 
 class RedisWipes:
@@ -275,23 +277,35 @@ def myself(name: str, node: Any, nodes: Any) -> _Master | None:
         flags = fields[2].split(",") if len(fields) > 7 else []
         if "myself" not in flags:
             continue
-        slots: set[int] = set()
-        for part in fields[8:]:
-            if not part.startswith("["):  # "[slot->-node]": a slot migrating, still served here
-                start, _, end = part.partition("-")
-                slots.update(range(int(start), int(end or start) + 1))
-        return _Master(name, node, frozenset(slots), int(fields[6])) if "master" in flags and slots else None
+        if "master" not in flags or len(fields) < 9:
+            return None
+        ranges, slots = _slots(tuple(fields[8:]))
+        return _Master(name, node, slots, int(fields[6]), ranges) if slots else None
     raise ValueError(f"CLUSTER NODES of {name} has no line for the node itself: {text[:200]!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _slots(parts: tuple[str, ...]) -> tuple[tuple[tuple[int, int], ...], frozenset[int]]:
+    """The slot ranges of a ``CLUSTER NODES`` line (its fields from the ninth) and the slots they hold
+    (made once: the same at every pass while the slots stay)."""
+    ranges = []
+    for part in parts:
+        if not part.startswith("["):  # "[slot->-node]": a slot migrating, still served here
+            start, _, end = part.partition("-")
+            ranges.append((int(start), int(end or start)))
+    return tuple(ranges), frozenset(n for start, end in ranges for n in range(start, end + 1))
 
 
 def serving(masters: list[_Master]) -> list[_Master]:
     """The ``masters`` that serve their slots: of two that claim a slot, the one with the newer configuration
     epoch (the other was demoted, and does not know it yet)."""
     return [
-        m
-        for m in masters
-        if not any(o.epoch > m.epoch and o.slots and m.slots and o.slots & m.slots for o in masters)
+        m for m in masters if not any(o.epoch > m.epoch and _overlap(o.ranges, m.ranges) for o in masters)
     ]
+
+
+def _overlap(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> bool:
+    return any(a0 <= b1 and b0 <= a1 for a0, a1 in a for b0, b1 in b)
 
 
 async def open_by_queue(db: Database) -> dict[str, dict[str, int]]:
