@@ -270,10 +270,26 @@ MUTANTS: list[Mutant] = [
     m(
         "cluster-wipe-one-node",
         "store/_redis_wipe.py",
-        'info = await cast(Any, self.redis).info("server", target_nodes=node)',
+        'info = await self._ask(master.node, "INFO", "server")',
         'info = await self.redis.info("server")',
         ["tests/chaos/test_cluster_failover.py", "-k", "wiped"],
         "a cluster's run id read from whichever node answers: a wipe of another master is missed",
+    ),
+    m(
+        "cluster-wipe-client-slots",
+        "store/_redis_wipe.py",
+        "client.keyslot(m) in master.slots]",
+        "client.get_node_from_key(m).name == master.name]",
+        ["tests/chaos/test_cluster_failover.py", "-k", "half_updated"],
+        "a master's slots from the client's table (patched one slot per MOVED): a failover goes unjudged",
+    ),
+    m(
+        "cluster-wipe-stale-master",
+        "store/_redis_wipe.py",
+        "if not any(o.epoch > m.epoch and _overlap(",
+        "if not any(o.epoch < -1 and _overlap(",
+        ["tests/store/test_redis_wipes.py"],
+        "a demoted master that says it still serves its slots is checked: its empty restart taken for a wipe",
     ),
     m(
         "cluster-workers-unfolded",
