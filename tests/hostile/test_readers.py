@@ -285,6 +285,18 @@ async def _subscribers(redis: aioredis.Redis, channel: str) -> bool:
     return bool(counts and counts[0][1])
 
 
+PACKED_POISON: list[dict[str, Any]] = [
+    {"L": "k\x1fsuccess\x1fj"},  # an odd number of parts
+    {"L": ""},
+    {"L": b"k\x1fstarted\x1fj\x1f\xff\xfe\x1fq\x1fq"},  # a tag that is not UTF-8
+    {"L": "k\x1fbogus\x1fj\x1fp4\x1fq\x1fq"},
+    {"L": "zz\x1fyy"},  # no kind, no job id
+    {"L": "k\x1fsuccess\x1fj\x1fp5\x1fq\x1fq\x1fs\x1fnan\x1fd\x1f1e400\x1fa\x1f-1"},
+    {"L": "k\x1fstarted\x1fj\x1fp6\x1fq\x1fq", "L2": "x", "attempt": "many"},
+]
+"""Packed lifecycle records (``asyncsched._lifecycle.pack``) that no producer writes."""
+
+
 async def test_lifecycle_publisher_skips_poison_records(
     bus_settings: Settings, redis: aioredis.Redis
 ) -> None:
@@ -306,6 +318,7 @@ async def test_lifecycle_publisher_skips_poison_records(
                 "queue": "q",
                 "error": "\ud800".encode("utf-8", "surrogatepass"),
             },
+            *PACKED_POISON,
         ]
         for fields in poison:
             await redis.xadd(stream, fields)
@@ -335,6 +348,7 @@ async def test_recorder_skips_poison_history_entries(
             "result": deep,
         },
         {"kind": "started", "job_id": "p3", "queue": "q", "attempt": "1e400"},
+        *PACKED_POISON,
     ]
     async with Database(settings=settings_) as db:
         await db.migrate()
