@@ -15,6 +15,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 
 import redis
 
@@ -26,12 +27,20 @@ async def noop() -> None:
     """The job (imported by the worker as ``redis_cost:noop``)."""
 
 
-async def _enqueue(url: str, n: int) -> None:
+async def _enqueue(url: str, n: int, w2_args: bool = False) -> None:
+    """Enqueue N no-op jobs; with ``w2_args`` W2's job and its arguments ``(i, time.time())``."""
     from asyncsched.config import Settings
     from asyncsched.queue import TaskQueue
 
+    def job(i: int) -> dict[str, object]:
+        return (
+            {"func": "tasks_asyncsched.noop", "args": (i, time.time())}
+            if w2_args
+            else {"func": "redis_cost:noop"}
+        )
+
     async with TaskQueue(url, settings=Settings(redis_url=url)) as q:
-        await q.enqueue_many([{"func": "redis_cost:noop"} for _ in range(n)])
+        await q.enqueue_many([job(i) for i in range(n)])
 
 
 def _stats(r: redis.Redis) -> dict[str, tuple[int, int]]:
