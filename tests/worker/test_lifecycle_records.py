@@ -3,6 +3,8 @@ stream field and the free text; a value holding the separator in a field of its 
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 from asyncsched._keys import lifecycle_stream
@@ -45,3 +47,27 @@ async def test_a_name_holding_the_separator_is_recorded_in_a_field_of_its_own(
     assert [(r.kind, r.job_id, r.queue, r.function) for r in records] == [
         (kind, job_id, name, "tests.jobs.add") for kind in ("queued", "started", "success")
     ]
+
+
+async def test_a_promoted_job_is_recorded_queued_with_its_agent_and_function(
+    redis_url: str, wsettings: Settings, redis: aioredis.Redis
+) -> None:
+    """promote.lua's 'queued' record carries what the job hash says (agent, task, function path)."""
+    async with TaskQueue(redis_url, settings=wsettings) as q:
+        job_id = await q.enqueue(jobs.add, args=(1, 2), delay=0.05, agent_name="ag", task_name="tk")
+        async with Worker(redis=redis_url, settings=wsettings) as worker:
+            task = asyncio.create_task(worker.run())
+            try:
+                assert await q.result(job_id, wait=20) == 3
+            finally:
+                worker.request_stop()
+                await task
+    records = [LifecycleRecord.decode(f) for _, f in await redis.xrange(lifecycle_stream("rq"))]
+    queued = [r for r in records if r.kind == "queued"]
+    assert len(queued) == 1, records  # the promotion's (a scheduled job is first recorded 'scheduled')
+    assert (queued[0].job_id, queued[0].agent_name, queued[0].task_name, queued[0].function) == (
+        job_id,
+        "ag",
+        "tk",
+        "tests.jobs.add",
+    )

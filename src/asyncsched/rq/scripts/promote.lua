@@ -43,13 +43,8 @@ end
 local function record_queued(a, jk, id, q)
   local h = redis.call('HMGET', jk, 'asyncsched_attempt', 'asyncsched_agent', 'asyncsched_task',
     'asyncsched_function_path', 'asyncsched_scheduled_task', 'description')
-  local life = {'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', h[1] or '1',
-    'enqueued_at', a.now_text}
-  if h[2] then life[#life + 1] = 'agent_name'; life[#life + 1] = h[2] end
-  if h[3] then life[#life + 1] = 'task_name'; life[#life + 1] = h[3] end
-  if h[4] then life[#life + 1] = 'function'; life[#life + 1] = h[4]
-  elseif h[6] then life[#life + 1] = 'function'; life[#life + 1] = (string.match(h[6], '^[^(]+') or h[6]) end
-  if h[5] then life[#life + 1] = 'scheduled_task_id'; life[#life + 1] = h[5] end
+  local life = life_job({'kind', 'queued', 'job_id', id, 'queue', q, 'attempt', h[1] or '1',
+    'enqueued_at', a.now_text}, h[2], h[3], h[4], h[5], h[6])
   if not a.stream_bad then redis.call('XADD', a.stream, 'MAXLEN', '~', a.maxlen, '*', unpack(life_pack(life))) end
 end
 
