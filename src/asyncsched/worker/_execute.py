@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,6 +38,7 @@ class Executor:
         self.pool = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="asyncsched-job")
         self.reporter: ProgressReporter | None = None
         self._sync: Any = None  # the synchronous client RQ callbacks get (made on first use)
+        self._sync_lock = threading.Lock()  # callbacks of concurrent jobs ask for it from several threads
         self._hooks_up = False
 
     async def start_hooks(self) -> None:
@@ -108,19 +110,24 @@ class Executor:
         return {k.decode(): v for k, v in raw.items()}
 
     def sync_redis(self) -> Any:
-        """A synchronous client on this worker's Redis (RQ callbacks' ``connection``); thread-safe."""
+        """A synchronous client on this worker's Redis (RQ callbacks' ``connection``); thread-safe: one
+        client however many threads ask at once (a second one made in a race would never be closed)."""
         if self._sync is None:
-            if self._url is not None:
-                self._sync = create_sync_redis(self._url)
-            else:  # given a client: the same server, from its connection settings
-                import redis as syncredis
-
-                kwargs = self.redis.connection_pool.connection_kwargs
-                if "server" in kwargs:  # fakeredis
-                    import fakeredis
-
-                    self._sync = fakeredis.FakeRedis(server=kwargs["server"])
-                else:
-                    keep = ("host", "port", "db", "username", "password", "path")
-                    self._sync = syncredis.Redis(**{k: v for k, v in kwargs.items() if k in keep})
+            with self._sync_lock:
+                if self._sync is None:
+                    self._sync = self._make_sync()
         return self._sync
+
+    def _make_sync(self) -> Any:
+        if self._url is not None:
+            return create_sync_redis(self._url)
+        # given a client: the same server, from its connection settings
+        import redis as syncredis
+
+        kwargs = self.redis.connection_pool.connection_kwargs
+        if "server" in kwargs:  # fakeredis
+            import fakeredis
+
+            return fakeredis.FakeRedis(server=kwargs["server"])
+        keep = ("host", "port", "db", "username", "password", "path")
+        return syncredis.Redis(**{k: v for k, v in kwargs.items() if k in keep})
