@@ -5,7 +5,10 @@ each command's calls and microseconds per job (``evalsha`` includes the commands
 are listed too: the script's own Lua time is ``evalsha`` less those), and Redis' CPU per job from
 ``INFO cpu``.
 
-    python benchmarks/redis_cost.py [--n 10000]
+``--args w2`` enqueues W2's job and arguments ``(i, time.time())`` instead of no-op jobs without
+arguments; ``--src CHECKOUT`` runs another checkout's asyncsched (enqueue and worker) for an A/B.
+
+    python benchmarks/redis_cost.py [--n 10000] [--args none|w2] [--src CHECKOUT]
 """
 
 from __future__ import annotations
@@ -69,16 +72,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=10000)
-    n = parser.parse_args().n
-    sys.path[:0] = [os.path.join(ROOT, "src"), ROOT]
+    parser.add_argument("--args", choices=["none", "w2"], default="none", help="the jobs' arguments")
+    parser.add_argument("--src", default=ROOT, help="the checkout of asyncsched to run (default: this one)")
+    opts = parser.parse_args()
+    n, src = opts.n, os.path.join(os.path.abspath(opts.src), "src")
+    sys.path[:0] = [src, ROOT]
     from tests.servers import redis_server
 
     with redis_server() as srv:
         r = redis.Redis.from_url(srv.url)
         s0, c0 = _stats(r), _cpu(r)
-        asyncio.run(_enqueue(srv.url, n))
+        asyncio.run(_enqueue(srv.url, n, w2_args=opts.args == "w2"))
         s1, c1 = _stats(r), _cpu(r)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, os.path.join(ROOT, "src")])}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, src]), "BENCH_LOG": os.devnull}
         cmd = [sys.executable, "-m", "asyncsched.worker", "--redis-url", srv.url, "--no-scheduler", "--burst"]
         null = subprocess.DEVNULL
         subprocess.run(cmd, env=env, cwd=HERE, stdout=null, stderr=null, check=True)

@@ -17,3 +17,14 @@ def sync_redis(url: str) -> syncredis.Redis:
         parts = urlsplit(url)
         return fakeredis.FakeRedis(server=_memory_server(parts.netloc + parts.path or "default"))
     return syncredis.Redis.from_url(url)
+
+
+def rq_payload(data: bytes) -> bytes:
+    """A job hash's ``data`` as RQ reads it (``Job.restore``): a zlib stream decompressed, anything else as
+    it is (asyncsched stores small payloads uncompressed: ``codec.pack_data``)."""
+    import zlib
+
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return data

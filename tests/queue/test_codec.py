@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zlib
 from datetime import UTC, datetime, timedelta, timezone
@@ -29,10 +30,14 @@ def test_detect_never_unpickles() -> None:
 
 def test_data_round_trip_and_rq_bytes() -> None:
     raw = codec.encode_data("operator.add", (2, 3), {}, "json")
-    assert zlib.decompress(raw) == b'["operator.add", null, [2, 3], {}]'
+    assert raw == b'["operator.add", null, [2, 3], {}]'  # small: as it is
     assert codec.decode_data(raw, accept_pickle=False) == ("operator.add", (2, 3), {}, Format.JSON)
     praw = codec.encode_data("operator.add", (2, 3), {}, "pickle")
-    assert pickle.loads(zlib.decompress(praw)) == ("operator.add", None, (2, 3), {})
+    assert pickle.loads(praw) == ("operator.add", None, (2, 3), {})
+    big = codec.encode_data("operator.add", ("x" * 200,), {}, "json")
+    assert json.loads(zlib.decompress(big)) == ["operator.add", None, ["x" * 200], {}]  # compressible: zlib
+    pbig = codec.encode_data("operator.add", ("x" * 200,), {}, "pickle")
+    assert pickle.loads(zlib.decompress(pbig))[2] == ("x" * 200,)
     uncompressed = json.dumps(["m.f", None, [], {"a": 1}]).encode()
     assert codec.decode_data(uncompressed, accept_pickle=False)[2] == {"a": 1}
     with pytest.raises(ValueError, match="sequence"):
@@ -129,3 +134,28 @@ def test_keys_use_the_prefix() -> None:
     assert k.queue_name(b"custom:queue:q") == "q"
     assert k.wip("q") == "custom:wip:q"
     assert k.worker_executions("w") == "custom:worker:w:executions"
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 100, 1000, 70_000])
+@pytest.mark.parametrize("kind", ["repetitive", "random"])
+def test_job_data_is_the_shorter_of_raw_and_zlib_and_rq_reads_it(size: int, kind: str) -> None:
+    """Tiny payloads are stored uncompressed (a zlib stream of them is longer, and keeps the job hash out of
+    Redis' compact listpack encoding); others compressed when that saves bytes. Real RQ reads them all."""
+    import base64
+
+    import redis
+    from rq.job import Job
+
+    text = "ab" * size if kind == "repetitive" else base64.b64encode(os.urandom(size)).decode()
+    for fmt in ("json", "pickle"):
+        raw = serializers.dumps(("tests.jobs.echo", None, (text[:size],), {}), fmt)
+        data = codec.encode_data("tests.jobs.echo", (text[:size],), {}, fmt)
+        assert len(data) <= len(raw)
+        if len(raw) <= codec.SMALL_DATA:
+            assert data == raw
+        elif kind == "repetitive":
+            assert zlib.decompress(data) == raw
+        assert codec.decode_data(data, accept_pickle=True)[1] == (text[:size],)
+        job = Job("x", connection=redis.Redis())  # never connects: restore reads nothing
+        job.restore({b"data": data, b"created_at": b"", b"origin": b"default"})
+        assert job.data == raw  # what RQ's worker unpacks

@@ -130,7 +130,7 @@ class Preparer:
         check_job_args(
             args, kwargs, raw, self.settings.max_args_bytes, json_ascii=self.serializer == Format.JSON
         )
-        data = codec.deflate(raw)  # codec.encode_data, with the boundary check between its two steps
+        data = codec.pack_data(raw)  # codec.encode_data, with the boundary check between its two steps
         if self._ts_for is not now:  # one timestamp text per batch
             self._ts_for, self._ts, self._epoch = now, codec.fmt_ts(now), repr(now.timestamp())
         when = None if o.at is None and o.delay is None else _when(o, now)

@@ -2,8 +2,8 @@
 
 * Hash timestamps are ``%Y-%m-%dT%H:%M:%S.%fZ`` UTC text; registry scores are integer epoch seconds; result
   stream and execution timestamps are float epoch seconds.
-* ``data`` is the zlib stream of ``serializer.dumps((func_name, None, args, kwargs))``; ``meta`` is
-  ``serializer.dumps(meta)`` without zlib.
+* ``data`` is ``serializer.dumps((func_name, None, args, kwargs))``, as a zlib stream (what RQ writes) when
+  that is shorter (:func:`pack_data`; RQ reads either); ``meta`` is ``serializer.dumps(meta)`` without zlib.
 * A result entry is ``type`` (1 ok, 2 failed, 3 stopped, 4 retried), ``worker_name``, ``return_value``
   (base64 of the serialized value, absent for ``None``), ``exc_string`` (base64 of zlib'd traceback text),
   ``execution_id``, ``execution_started_at``, ``execution_ended_at``; ``created_at`` is the stream id's ms.
@@ -32,6 +32,7 @@ __all__ = [
     "encode_data",
     "encode_exc",
     "fmt_ts",
+    "pack_data",
     "parse_ts",
     "text_hash",
 ]
@@ -63,6 +64,23 @@ def deflate(raw: bytes) -> bytes:
     return compressor.compress(raw) + compressor.flush()
 
 
+SMALL_DATA = 64
+"""Serialized job data up to this many bytes is stored as it is: a zlib stream of so few bytes is never
+shorter (its header, block and checksum take ~11), and a job hash whose values all fit in Redis'
+``hash-max-listpack-value`` (64 by default) stays a listpack (~2.5x less memory, cheaper to write)."""
+
+
+def pack_data(raw: bytes) -> bytes:
+    """The ``data`` field of serialized job data ``raw``: ``raw`` itself when it is small
+    (:data:`SMALL_DATA`) or does not compress, else its zlib stream (:func:`deflate`). RQ reads both (it
+    tries ``zlib.decompress`` and keeps the bytes when they are not a zlib stream; neither JSON's ``[`` nor
+    pickle's ``\\x80`` can open one), as does :func:`decode_data`."""
+    if len(raw) <= SMALL_DATA:
+        return raw
+    packed = deflate(raw)
+    return packed if len(packed) < len(raw) else raw
+
+
 def fmt_ts(dt: datetime | None = None) -> str:
     """RQ's timestamp text for ``dt`` (now when ``None``), always UTC."""
     dt = datetime.now(UTC) if dt is None else dt.astimezone(UTC)
@@ -92,7 +110,7 @@ def text_hash(raw: Mapping[bytes, bytes]) -> dict[str, bytes]:
 def encode_data(func_name: str, args: Sequence[Any], kwargs: Mapping[str, Any], fmt: Format | str) -> bytes:
     """The ``data`` field. Raises :class:`~asyncsched.exceptions.SerializationError` for bad arguments."""
     payload = (func_name, None, tuple(args), dict(kwargs))
-    return deflate(serializers.dumps(payload, fmt))
+    return pack_data(serializers.dumps(payload, fmt))
 
 
 def decode_data(raw: bytes, *, accept_pickle: bool) -> tuple[str, tuple[Any, ...], dict[str, Any], Format]:
