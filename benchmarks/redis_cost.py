@@ -6,9 +6,11 @@ are listed too: the script's own Lua time is ``evalsha`` less those), and Redis'
 ``INFO cpu``.
 
 ``--args w2`` enqueues W2's job and arguments ``(i, time.time())`` instead of no-op jobs without
-arguments; ``--src CHECKOUT`` runs another checkout's asyncsched (enqueue and worker) for an A/B.
+arguments; ``--singles`` enqueues with ``TaskQueue.enqueue`` from 100 concurrent coroutines (as the peer
+harness' W2 does) instead of ``enqueue_many``; ``--src CHECKOUT`` runs another checkout's asyncsched
+(enqueue and worker) for an A/B.
 
-    python benchmarks/redis_cost.py [--n 10000] [--args none|w2] [--src CHECKOUT]
+    python benchmarks/redis_cost.py [--n 10000] [--args none|w2] [--singles] [--src CHECKOUT]
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ async def noop() -> None:
     """The job (imported by the worker as ``redis_cost:noop``)."""
 
 
-async def _enqueue(url: str, n: int, w2_args: bool = False) -> None:
-    """Enqueue N no-op jobs; with ``w2_args`` W2's job and its arguments ``(i, time.time())``."""
+async def _enqueue(url: str, n: int, w2_args: bool = False, singles: bool = False) -> None:
+    """Enqueue N no-op jobs; with ``w2_args`` W2's job and its arguments ``(i, time.time())``; with
+    ``singles`` by ``TaskQueue.enqueue`` from 100 concurrent coroutines (the peer harness' W2 producer)."""
     from asyncsched.config import Settings
     from asyncsched.queue import TaskQueue
 
@@ -43,7 +46,16 @@ async def _enqueue(url: str, n: int, w2_args: bool = False) -> None:
         )
 
     async with TaskQueue(url, settings=Settings(redis_url=url)) as q:
-        await q.enqueue_many([job(i) for i in range(n)])
+        if not singles:
+            await q.enqueue_many([job(i) for i in range(n)])
+            return
+
+        async def producer(k: int) -> None:
+            for i in range(k, n, 100):
+                spec = job(i)
+                await q.enqueue(spec["func"], args=spec.get("args", ()))  # type: ignore[arg-type]
+
+        await asyncio.gather(*(producer(k) for k in range(100)))
 
 
 def _stats(r: redis.Redis) -> dict[str, tuple[int, int]]:
@@ -73,6 +85,7 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--args", choices=["none", "w2"], default="none", help="the jobs' arguments")
+    parser.add_argument("--singles", action="store_true", help="100 concurrent TaskQueue.enqueue")
     parser.add_argument("--src", default=ROOT, help="the checkout of asyncsched to run (default: this one)")
     opts = parser.parse_args()
     n, src = opts.n, os.path.join(os.path.abspath(opts.src), "src")
@@ -82,7 +95,7 @@ def main() -> None:
     with redis_server() as srv:
         r = redis.Redis.from_url(srv.url)
         s0, c0 = _stats(r), _cpu(r)
-        asyncio.run(_enqueue(srv.url, n, w2_args=opts.args == "w2"))
+        asyncio.run(_enqueue(srv.url, n, w2_args=opts.args == "w2", singles=opts.singles))
         s1, c1 = _stats(r), _cpu(r)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, src]), "BENCH_LOG": os.devnull}
         cmd = [sys.executable, "-m", "asyncsched.worker", "--redis-url", srv.url, "--no-scheduler", "--burst"]
