@@ -159,7 +159,8 @@ end
 
 local function start(id, q)
   local jk = key_job(p, id)
-  -- one read gives the status, our extra fields and those returned to the worker (read_fields)
+  -- one read gives the status, our extra fields and those returned to the worker (read_fields); the worker
+  -- reading them itself costs it more than it saves Redis (docs/performance.md, issue 20)
   local h = redis.pcall('HGETALL', jk)
   if h.err then
     poison(id, q, 'key ' .. jk .. ': ' .. h.err)
