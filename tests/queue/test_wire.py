@@ -18,6 +18,7 @@ from asyncsched._redis.scripts import Reply, ScriptRegistry, as_bytes, as_int, a
 from asyncsched.exceptions import RedisRefused
 from asyncsched.queue import TaskQueue
 from asyncsched.rq import keys as rq_keys
+from asyncsched.rq import slots
 from asyncsched.rq._calls import (
     CancelCall,
     DeleteFailedCall,
@@ -80,7 +81,7 @@ return {key_job(p, 'j'), key_dependents(p, 'j'), key_dependencies(p, 'j'), key_r
   key_rl(p, 'k'), key_rl(p, 'k', 'allowed'), key_rl_keys(p), key_paused(p, 'q'), key_wake(p, 'q'),
   key_quarantine(p, 'q'), key_claiming_registry(p), key_claiming(p, 'w'), key_rate_limit_waits(p),
   key_limit(p, 'k'), key_limit(p, 'k', 'waiting'), key_limit_keys(p), key_limit_due(p), key_limit_seq(p),
-  key_template(p, 'q')}
+  key_template(p, 'q'), key_result_scratch(p, 'q')}
 """
     )
     got = [b.decode() for b in await redis.eval(lua, 0, "pfx")]
@@ -93,7 +94,7 @@ return {key_job(p, 'j'), key_dependents(p, 'j'), key_dependencies(p, 'j'), key_r
         rq_keys.scheduled_wake(p, "q"), rq_keys.quarantine(p, "q"), rq_keys.claiming_registry(p),
         rq_keys.claiming_list(p, "w"), rq_keys.rate_limit_waits(p), rq_keys.limit_key(p, "k"),
         rq_keys.limit_key(p, "k", "waiting"), rq_keys.limit_keys(p), rq_keys.limit_due(p),
-        rq_keys.limit_seq(p), rq_keys.enqueue_template(p, "q"),
+        rq_keys.limit_seq(p), rq_keys.enqueue_template(p, "q"), slots.result_scratch(p, "q"),
     ]  # fmt: skip
 
 

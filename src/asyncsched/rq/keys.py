@@ -49,7 +49,7 @@ key                                         type    content
 ``<ns>:paused:<q>``                         STRING  present while the queue is paused
 ``<ns>:rate-limit-waits``                   HASH    queue -> jobs that waited for an RQ 3 rate slot
 ``<ns>:wake:<q>``                           PUBSUB  a job of ``q`` was scheduled (epoch ms)
-``<ns>:enqueue-template:<q>``               HASH    inside one ``enqueue.lua`` call only (never seen)
+``<ns>:enqueue-template:<q>``, ``<ns>:result-scratch:<q>``  HASH/STREAM  within one enqueue/finish call
 ``<ns>:limit-keys``, ``<ns>:limit:<key>...``  SET/H/Z flow limits (``lib_limits.lua``)
 ``<ns>:eventlog``                           STREAM  published events to persist
 ``<ns>:events:...``                         PUBSUB/STREAM  event bus channels, durable streams, alive keys

@@ -125,6 +125,13 @@ def unused_in_slot(prefix: str, queue: str, what: str) -> str:
     return f"{ns(prefix)}:unused:{queue}:{what}"
 
 
+def result_scratch(prefix: str, queue: str) -> str:
+    """STREAM ``finish.lua`` writes a job's result entry into, COPYs to the job's results stream (a copy is
+    sized to its entry; a stream Redis creates by ``XADD`` reserves ~4 KB) and deletes at once (in the slot
+    of ``queue``, its name in Redis: ``q`` or ``{q}``)."""
+    return f"{ns(prefix)}:result-scratch:{queue}"
+
+
 def enqueue_template(prefix: str, queue: str) -> str:
     """HASH ``enqueue.lua`` writes the fields a run of ``queue``'s jobs share into, COPYs to each job and
     deletes before it returns (in the slot of ``queue``, its name in Redis: ``q`` or ``{q}``)."""

@@ -6,7 +6,7 @@
 -- <p>:queue:<q>, <p>:wip:<q>, <p>:finished:<q>, <p>:failed:<q>, <p>:scheduled:<q>, then five per job, in the
 -- order of the jobs: <p>:job:<id>, <p>:execution:<id>:<exec>, <p>:executions:<id>, <p>:results:<id>,
 -- <p>:job:<id>:dependents (asyncsched.rq._calls.FinishCall). Keys derived from data (a dependent's, its
--- origin's, a rate or flow limit's) come from lib_keys.lua.
+-- origin's, a rate or flow limit's, a queue's result scratch stream) come from lib_keys.lua.
 -- ARGV: prefix, worker, maxlen, now_ts, now (float), F (fields per job), nqueues, <queue>*nqueues, njobs, then
 -- one argument per job: its F fields joined by the byte 0x1e (record separator), in this order:
 --  1 id  2 exec  3 queue  4 outcome (finished|failed|stopped|requeue|schedule)  5 result type
@@ -81,25 +81,50 @@ else
   end
 end
 
--- RQ's result stream entry of an execution (fields f of the job), and its TTL. The usual entries (a return
--- value or an error, not both) are sent without building a table.
-local function add_result(f, rk)
+-- RQ's result stream entry of an execution (fields f of the job) added to stream key. The usual entries (a
+-- return value or an error, not both) are sent without building a table.
+local function xadd_result(key, f)
   local exc, rv = f[7], f[6]
   if exc == '' then
     if rv == '' then
-      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'execution_id', f[2],
+      redis.call('XADD', key, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'execution_id', f[2],
         'execution_started_at', f[14], 'execution_ended_at', f[15])
     else
-      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'return_value', rv,
+      redis.call('XADD', key, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'return_value', rv,
         'execution_id', f[2], 'execution_started_at', f[14], 'execution_ended_at', f[15])
     end
   elseif rv == '' then
-    redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'exc_string', exc,
+    redis.call('XADD', key, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'exc_string', exc,
       'execution_id', f[2], 'execution_started_at', f[14], 'execution_ended_at', f[15])
   else
-    redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'exc_string', exc,
+    redis.call('XADD', key, 'MAXLEN', '~', '10', '*', 'type', f[5], 'worker_name', w, 'exc_string', exc,
       'return_value', rv, 'execution_id', f[2], 'execution_started_at', f[14], 'execution_ended_at', f[15])
   end
+end
+
+-- A queue's scratch stream (key_result_scratch, in its slot), emptied on its first use in a call: a foreign
+-- writer may have left anything there, a call that failed half way an entry.
+local scratch_of = {}
+local function scratch(q)
+  local sk = scratch_of[q]
+  if not sk then
+    sk = key_result_scratch(p, q)
+    redis.call('DEL', sk)
+    scratch_of[q] = sk
+  end
+  return sk
+end
+
+-- The job's result (fields f, queue q) added to its results stream rk, and the stream's TTL. A stream that
+-- XADD creates reserves a ~4 KB block for its first entries (Redis >= 7.0: stream-node-max-bytes), so a
+-- job's one-entry results stream took ~4.7 KB; a COPY is sized to its content (~0.8 KB). So a first result
+-- is written to the queue's scratch stream, copied to rk and the scratch deleted (its block reused by the
+-- next job's); a job whose stream exists (a retry, a repeat, a rerun) has the entry appended there.
+local function add_result(f, rk, q)
+  local sk = scratch(q)
+  xadd_result(sk, f)
+  if redis.call('COPY', sk, rk) == 0 then xadd_result(rk, f) end
+  redis.call('DEL', sk)
   local res_ttl = f[9]
   if res_ttl == '-1' then redis.call('PERSIST', rk) elseif res_ttl ~= '' then redis.call('EXPIRE', rk, res_ttl) end
 end
@@ -129,7 +154,7 @@ local function apply_outcome(f, id, outcome, qk, jk, rk, dk)
   if outcome == 'finished' then
     redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
     if job_ttl ~= '0' then
-      add_result(f, rk)
+      add_result(f, rk, f[3])
       many_add(registry, qk[3], score, id)
     end
     if deps > 0 then enqueue_dependents(dk, false) end
@@ -150,7 +175,7 @@ local function apply_outcome(f, id, outcome, qk, jk, rk, dk)
   elseif outcome == 'failed' or outcome == 'stopped' then
     redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
     many_add(registry, qk[4], score, id)
-    add_result(f, rk)
+    add_result(f, rk, f[3])
     if deps > 0 then enqueue_dependents(dk, true) end
     apply_ttl(jk, job_ttl)
     fail_count = fail_count + 1

@@ -33,6 +33,7 @@ local function key_paused(p, q) return p .. ':asyncsched:paused:' .. q end
 local function key_wake(p, q) return p .. ':asyncsched:wake:' .. q end
 local function key_quarantine(p, q) return p .. ':asyncsched:quarantine:' .. q end
 local function key_template(p, q) return p .. ':asyncsched:enqueue-template:' .. q end  -- enqueue.lua
+local function key_result_scratch(p, q) return p .. ':asyncsched:result-scratch:' .. q end  -- finish.lua
 local function key_claiming_registry(p) return p .. ':asyncsched:claiming' end
 local function key_claiming(p, w) return p .. ':asyncsched:claiming:' .. w end
 local function key_rate_limit_waits(p) return p .. ':asyncsched:rate-limit-waits' end
