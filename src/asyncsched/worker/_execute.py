@@ -39,6 +39,7 @@ class Executor:
         self.reporter: ProgressReporter | None = None
         self._sync: Any = None  # the synchronous client RQ callbacks get (made on first use)
         self._sync_lock = threading.Lock()  # callbacks of concurrent jobs ask for it from several threads
+        self._sync_closed = False
         self._hooks_up = False
 
     async def start_hooks(self) -> None:
@@ -62,8 +63,10 @@ class Executor:
     def close(self) -> None:
         """At the worker's exit: the pool (threads still running are not waited for) and the sync client."""
         self.pool.shutdown(wait=False, cancel_futures=True)
-        if self._sync is not None:
-            self._sync.close()
+        with self._sync_lock:
+            self._sync_closed = True
+            if self._sync is not None:
+                self._sync.close()
 
     def dispatch(self, job: ClaimedJob) -> None:
         """Start a claimed job in a task (or hand a refused one's outcome straight on)."""
@@ -114,6 +117,8 @@ class Executor:
         client however many threads ask at once (a second one made in a race would never be closed)."""
         if self._sync is None:
             with self._sync_lock:
+                if self._sync_closed:  # a thread of a job abandoned at exit: a client made now would leak
+                    raise RuntimeError("the worker has stopped: no Redis connection for this job any more")
                 if self._sync is None:
                     self._sync = self._make_sync()
         return self._sync
