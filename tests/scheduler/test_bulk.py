@@ -157,3 +157,25 @@ async def test_first_file_load_takes_the_bulk_path_and_a_reload_updates(
     assert calls == [2]
     assert [t.id for t in second] == [t.id for t in first]
     assert len(await scheduler.index.indexed_ids()) == 2
+
+
+async def test_a_rebuild_indexes_every_task_and_drops_what_sql_no_longer_holds(
+    scheduler: TaskScheduler,
+) -> None:
+    """More tasks than one write chunk (1,000) and than one scan page of the index: every task indexed, and
+    the entries of tasks gone from SQL (deleted while no replica ran) dropped, from the schedule and from
+    the signatures alike."""
+    ids = await scheduler.add_tasks([task(f"t{k}") for k in range(2_500)])
+    index = scheduler.index
+    for k in range(700):
+        await index.sync(f"ghost-{k}", "old-signature", 1_000 + k)
+    await index.redis.hset(index.sig_key, "ghost-sig-only", "x")
+    for k in range(0, 2_500, 3):  # index entries lost: written again
+        await index.sync(ids[k], "", None)
+    assert len(await index.indexed_ids()) == 2_500 - 834 + 701
+    await scheduler.rebuild_index()
+    assert await index.indexed_ids() == set(ids)
+    assert await index.redis.zcard(index.next_key) == 2_500
+    assert await index.redis.hlen(index.sig_key) == 2_500
+    assert await index.unknown_ids(set(ids)) == set()
+    assert await index.unknown_ids(set(ids[1:])) == {ids[0]}

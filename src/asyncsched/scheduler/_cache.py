@@ -157,8 +157,12 @@ class TaskCache:
         return set(self._rows)
 
     def views(self) -> Iterator[TaskView]:
-        for task_id, blob in list(self._rows.items()):
-            yield _unpack(task_id, blob)
+        """Every task, unpacked one at a time (over a copy of the ids: the cache may change meanwhile)."""
+        rows = self._rows
+        for task_id in list(rows):
+            blob = rows.get(task_id)
+            if blob is not None:
+                yield _unpack(task_id, blob)
 
     async def reload(self, sessions: Sessions) -> None:
         """Replace the cache with every task row of SQL (a row that cannot be read or fired is logged and
