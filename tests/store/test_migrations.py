@@ -163,3 +163,47 @@ def test_the_alembic_command_line_path(database_url: str, capsys: pytest.Capture
             assert await db.schema_diff() == []
 
     asyncio.run(check())
+
+
+def test_the_head_a_database_is_checked_against_is_alembics() -> None:
+    from asyncsched.store import _database, _migrate
+
+    assert _database.HEAD_REVISION == _migrate.head_revision() == HEAD
+    assert _database.VERSION_TABLE == VERSION_TABLE
+
+
+_ENTER = """
+import asyncio, sys
+from asyncsched.store import Database
+
+async def main(url):
+    async with Database(url, auto_migrate=True):
+        print("alembic" in sys.modules)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _enter(url: str) -> bool:
+    """Whether entering a migrating ``Database`` on ``url`` in a fresh process imported Alembic."""
+    import subprocess
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {"PYTHONPATH": src}
+    cmd = [sys.executable, "-c", _ENTER, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return out.stdout.strip() == "True"
+
+
+async def test_a_database_at_head_is_entered_without_alembic(database_url: str) -> None:
+    """Processes start on a migrated database without importing Alembic (~6.5 MB of every scheduler,
+    worker and API process); a database behind head is still migrated on entry."""
+    assert await asyncio.to_thread(_enter, database_url)  # new: migrated, so Alembic ran
+    async with Database(database_url, auto_migrate=False) as db:
+        assert await db.current_revision() == HEAD
+    assert not await asyncio.to_thread(_enter, database_url)  # at head: not imported
+    async with Database(database_url, auto_migrate=False) as db:
+        await db.downgrade("0004_execution_progress")
+    assert await asyncio.to_thread(_enter, database_url)  # behind: migrated again
+    async with Database(database_url, auto_migrate=False) as db:
+        assert await db.current_revision() == HEAD

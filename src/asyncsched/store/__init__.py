@@ -7,8 +7,8 @@
   :func:`open_recorder` gives it, or on a Redis Cluster :class:`RecorderLanes` (one per lifecycle stream).
 """
 
+from ..exceptions import MigrationError
 from ._database import Database
-from ._migrate import MigrationError
 from ._recorder import Recorder
 from ._recorder_lanes import RecorderLanes, open_recorder
 from ._repository import (
