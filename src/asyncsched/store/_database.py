@@ -27,7 +27,8 @@ _MIGRATE_LOCK = 0x61737963  # pg_advisory_xact_lock key: one migrating process a
 HEAD_REVISION = "0005_partial_link_indexes"
 """The newest migration shipped (``store/migrations/versions``; a test holds it to Alembic's own answer): a
 database already there is not migrated, and Alembic (~6.5 MB of modules) is never imported."""
-VERSION_TABLE = "asyncsched_alembic_version"  # _migrate.VERSION_TABLE (a test holds them equal)
+VERSION_TABLE = "asyncsched_alembic_version"
+"""Our own version table, so an application's Alembic history can share the database."""
 
 
 def _migrate() -> ModuleType:

@@ -14,6 +14,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from ..exceptions import MigrationError
+from . import _database
 from .models import Base
 
 __all__ = ["MIGRATIONS", "VERSION_TABLE", "MigrationError", "alembic_config", "head_revision", "schema_diff"]
@@ -21,8 +22,7 @@ __all__ = ["MIGRATIONS", "VERSION_TABLE", "MigrationError", "alembic_config", "h
 MIGRATIONS = Path(__file__).with_name("migrations")
 """The folder of ``env.py`` and ``versions/``."""
 
-VERSION_TABLE = "asyncsched_alembic_version"
-"""Our own version table, so an application's Alembic history can share the database."""
+VERSION_TABLE = _database.VERSION_TABLE
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -115,13 +115,13 @@ local function scratch(q)
   return sk
 end
 
--- The job's result (fields f, queue q) added to its results stream rk, and the stream's TTL. A stream that
+-- The job's result (fields f) added to its results stream rk, and the stream's TTL. A stream that
 -- XADD creates reserves a ~4 KB block for its first entries (Redis >= 7.0: stream-node-max-bytes), so a
 -- job's one-entry results stream took ~4.7 KB; a COPY is sized to its content (~0.8 KB). So a first result
 -- is written to the queue's scratch stream, copied to rk and the scratch deleted (its block reused by the
 -- next job's); a job whose stream exists (a retry, a repeat, a rerun) has the entry appended there.
-local function add_result(f, rk, q)
-  local sk = scratch(q)
+local function add_result(f, rk)
+  local sk = scratch(f[3])  -- the job's queue
   xadd_result(sk, f)
   if redis.call('COPY', sk, rk) == 0 then xadd_result(rk, f) end
   redis.call('DEL', sk)
@@ -154,7 +154,7 @@ local function apply_outcome(f, id, outcome, qk, jk, rk, dk)
   if outcome == 'finished' then
     redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
     if job_ttl ~= '0' then
-      add_result(f, rk, f[3])
+      add_result(f, rk)
       many_add(registry, qk[3], score, id)
     end
     if deps > 0 then enqueue_dependents(dk, false) end
@@ -175,7 +175,7 @@ local function apply_outcome(f, id, outcome, qk, jk, rk, dk)
   elseif outcome == 'failed' or outcome == 'stopped' then
     redis.call('HSET', jk, 'status', outcome, 'ended_at', now_ts)
     many_add(registry, qk[4], score, id)
-    add_result(f, rk, f[3])
+    add_result(f, rk)
     if deps > 0 then enqueue_dependents(dk, true) end
     apply_ttl(jk, job_ttl)
     fail_count = fail_count + 1
