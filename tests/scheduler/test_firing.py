@@ -328,3 +328,38 @@ async def test_a_running_replica_reloads_only_the_task_a_change_notice_names(
         await wait_for(lambda: _true(other.id not in firer._cache))
         assert full == 0
         assert firer._cache.fireable == 1
+
+
+@pytest.mark.parametrize("when", ["before the start", "while it runs"])
+async def test_index_keys_of_a_wrong_type_are_rebuilt_and_firing_goes_on(
+    sched_settings: Settings, queue: RecordingQueue, caplog: pytest.LogCaptureFixture, when: str
+) -> None:
+    """A foreign client's SET over the schedule index (its next-fire zset, signatures, leases): the replica
+    logs the key, deletes it and rebuilds the index from SQL, and fires on; it used to die at start-up
+    (or fail every pass, firing nothing, while it ran)."""
+    from asyncsched._redis import create_redis
+
+    redis = create_redis(sched_settings.redis_url)
+    async with TaskScheduler(settings=sched_settings, queue=queue) as api:
+        await api.register_task(name="t", type="interval", schedule="1 second", function=FUNCTION)
+        index = api.index
+    keys = (index.next_key, index.sig_key, index.pending_key, index.held_key)
+
+    async def spoil() -> None:
+        for key in keys:
+            await redis.delete(key)
+            await redis.set(key, "not the index")
+
+    if when == "before the start":
+        await spoil()
+    caplog.set_level("ERROR", logger="asyncsched.scheduler")
+    async with TaskScheduler(settings=sched_settings, queue=queue, fire=True):
+        if when == "while it runs":
+            await wait_for(lambda: _true(len(queue.calls) >= 1))
+            await spoil()
+        fired = len(queue.calls)
+        await wait_for(lambda: _true(len(queue.calls) > fired + 1))
+    types = [await redis.type(key) for key in keys[:2]]
+    await redis.aclose()
+    assert types == [b"zset", b"hash"]
+    assert any(index.next_key in r.getMessage() and "string" in r.getMessage() for r in caplog.records)

@@ -47,7 +47,10 @@ class Dispatch(SchedulerBase):
     async def rebuild_index(self) -> None:
         """Make the Redis index match SQL (at start; after a Redis restart nothing is lost). Written a
         chunk at a time as the tasks are read: the entries of 100,000 tasks held at once were a peak of
-        tens of MB in every replica."""
+        tens of MB in every replica. Index keys of a wrong type are deleted first (and logged), to be
+        written again here."""
+        for key, kind in await self.index.wrong_types():
+            log.error("schedule index key %s held a %s; deleted, rebuilt from SQL", key, kind)
         await self._reload()
         now = self.clock()
         entries: list[tuple[str, str, int | None]] = []

@@ -169,6 +169,25 @@ class ScheduleIndex:
         sigs = await self.redis.hkeys(self.sig_key)
         return {_text(m) for m in members} | {_text(s) for s in sigs}
 
+    async def wrong_types(self) -> list[tuple[str, str]]:
+        """The index's keys that hold another type than the index writes (a foreign client's ``SET`` or
+        ``LPUSH``), as ``(key, type found)``, deleted: every one is derived from SQL or short-lived, and
+        :meth:`Dispatch.rebuild_index` writes them again (each command on them would fail WRONGTYPE)."""
+        shapes = (
+            (self.next_key, "zset"), (self.sig_key, "hash"), (self.pending_key, "zset"),
+            (self.held_key, "hash"), (self.fired_key, "stream"), (self.last_key, "hash"),
+            (self.version_key, "string"),
+        )  # fmt: skip
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, _ in shapes:
+                pipe.type(key)  # type: ignore[unused-awaitable]
+            found = [_text(t) for t in await pipe.execute()]
+        pairs = zip(shapes, found, strict=True)
+        bad = [(key, kind) for (key, want), kind in pairs if kind not in (want, "none")]
+        if bad:
+            await self.redis.delete(*(key for key, _ in bad))
+        return bad
+
     async def unknown_ids(self, known: Container[str]) -> set[str]:
         """The indexed task ids not in ``known``, read a few hundred at a time (``ZSCAN``, ``HSCAN``): the
         whole index read at once (:meth:`indexed_ids`) was a transient of ~50 MB at 100,000 tasks."""

@@ -167,6 +167,9 @@ class Loop(Recovery):
                         self._redis_down = True
                     else:
                         log.exception("firing pass failed; retrying in 1 s")
+                        if "WRONGTYPE" in str(exc):  # a foreign write over an index key: repaired
+                            with contextlib.suppress(Exception):
+                                await self.rebuild_index()
                     await asyncio.sleep(1.0)
         finally:
             await asyncio.gather(*(helper.stop() for helper in helpers))
