@@ -197,3 +197,14 @@ class ArqSettings:
     """What an arq deployment's ``WorkerSettings`` looks like (read by ``Worker(arq="module:Class")``)."""
 
     functions = (arq_add, arq_fail)
+
+
+def rq_current_lazily() -> str:
+    """``<was rq.job imported before this job imported it>:<rq.get_current_job()'s id>``."""
+    import sys
+
+    before = "rq.job" in sys.modules
+    import rq
+
+    job = rq.get_current_job()
+    return f"{before}:{job.id if job else 'none'}"

@@ -22,7 +22,6 @@ import functools
 import inspect
 import json
 import logging
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ __all__ = [
     "Features",
     "current_job",
     "features",
-    "install_rq_current_job",
     "refused",
     "with_job",
 ]
@@ -283,22 +281,6 @@ class _RQJobVar:
 
     def __getattr__(self, name: str) -> Any:  # set, reset
         return getattr(self._var, name)
-
-
-def install_rq_current_job() -> None:
-    """Make ``rq.get_current_job()`` see jobs our worker runs (no-op without ``rq``; idempotent)."""
-    module: Any = sys.modules.get("rq.job")
-    if module is None:
-        try:
-            import rq.job as module
-        except ImportError:
-            return
-    var = getattr(module, "_current_job", None)  # RQ 3: a ContextVar
-    if var is not None and not isinstance(var, _RQJobVar):
-        module._current_job = _RQJobVar(var)
-    stack = getattr(module, "_job_stack", None)  # RQ 2: a LocalStack
-    if stack is not None and not isinstance(stack, _RQJobStack):
-        module._job_stack = _RQJobStack(stack)
 
 
 @dataclass

@@ -41,7 +41,7 @@ from ._hooks import Hooks
 from ._leases import Leases
 from ._loop import ClaimLoop
 from ._promote import Promoter
-from ._rqjob import install_rq_current_job
+from ._rqhook import install_rq_current_job
 from ._running import Running
 from ._settings import ORPHAN_POLICIES, WorkerSettings, merge_hooks
 from ._state import Shared
