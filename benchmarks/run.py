@@ -3,9 +3,11 @@
     python benchmarks/run.py [--quick] [--runs N] [--only W2,W3] [--libs rq,asyncsched]
                              [--out DIR] [--no-docs]
 
-Starts its own redis-server on a free loopback port (persistence off), creates the peers' venvs on first use
+Starts its own redis-server on a free loopback port (persistence off), creates the venvs on first use
 (``benchmarks/.venv-peers`` for rq, arq, saq and streaq; ``benchmarks/.venv-taskiq`` because taskiq-redis
-needs redis-py >= 6 while arq pins redis-py < 6), then runs every (library, workload) cell ``--runs`` times,
+needs redis-py >= 6 while arq pins redis-py < 6; ``benchmarks/.venv-ours`` with asyncsched installed as a
+user installs it, ``pip install -e <checkout>``: its own dependencies only, sources compiled; ``--quick``
+runs ours in the current interpreter instead), then runs every (library, workload) cell ``--runs`` times,
 interleaved so that a burst of load on the machine hits every library alike. Each cell is one subprocess of
 ``peers/<lib>_bench.py`` in the library's venv, which prints one JSON result line (see ``_common.py`` for
 what is measured and how). Writes ``results/<date>.json`` and ``.md`` and refreshes the generated part of
@@ -23,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,6 +38,10 @@ VENVS: dict[str, list[str]] = {
     # arq pins redis-py < 6; taskiq-redis 1.2 needs redis-py >= 6: two venvs
     "peers": ["rq==3.0.0", "arq==0.28.0", "saq[redis]==0.26.4", "streaq==7.2.0", "hiredis"],
     "taskiq": ["taskiq==0.13.0", "taskiq-redis==1.2.4", "hiredis"],
+    # asyncsched as a user installs it: its own dependencies only. The development venv also holds rq, the
+    # OpenTelemetry SDK and uvloop, which a worker imports when present (redis-py imports OpenTelemetry):
+    # ~5 MB more of RSS than a user's worker, and none of it in any peer's venv.
+    "ours": ["-e", ROOT],
 }
 
 
@@ -53,8 +59,8 @@ class Lib:
 
 
 LIBS: list[Lib] = [
-    Lib("asyncsched", None, "asyncsched_bench.py", ["W2", "W1bulk", "W3", "W4", "W5", "W6", "W7"]),
-    Lib("redis-py", None, "redispy_bench.py", ["W5"]),
+    Lib("asyncsched", "ours", "asyncsched_bench.py", ["W2", "W1bulk", "W3", "W4", "W5", "W6", "W7"]),
+    Lib("redis-py", "ours", "redispy_bench.py", ["W5"]),
     # rq's SimpleWorker runs one job at a time (~400 no-op jobs/s, ~75 sleeping jobs/s): smaller N keeps
     # each of its cells near 10 s. rq's W7 (plain def on SimpleWorker) is exactly its W2: one set of runs.
     Lib("rq", "peers", "rq_bench.py", ["W2", "W1bulk", "W3", "W4"], n_override={"W2": 4000, "W3": 750}),
@@ -451,7 +457,7 @@ def main() -> int:
     opts = parser.parse_args()
     if opts.base:
         ours = next(lib for lib in LIBS if lib.name == "asyncsched")
-        LIBS.insert(1, Lib(BASE, None, ours.runner, ours.workloads, checkout=os.path.abspath(opts.base)))
+        LIBS.insert(1, Lib(BASE, "ours", ours.runner, ours.workloads, checkout=os.path.abspath(opts.base)))
     runs = opts.runs or (1 if opts.quick else 3)
     sizes = SIZES["quick" if opts.quick else "full"]
 
@@ -476,8 +482,14 @@ def main() -> int:
             cells.append((lib, wl, n))
     if not cells:
         parser.error("nothing to run for that --only/--libs")
+    if opts.quick:  # a smoke test: ours in this interpreter, no venv to build
+        cells = [(replace(lib, venv=None) if lib.venv == "ours" else lib, wl, n) for lib, wl, n in cells]
     for venv in sorted({lib.venv for lib, _, _ in cells if lib.venv}):
         ensure_venv(venv)
+    # our sources compiled as a (non-editable) pip install compiles them: with PYTHONDONTWRITEBYTECODE set,
+    # a process would otherwise compile every module it imports at start-up (time and memory)
+    for tree in sorted({lib.checkout or ROOT for lib, _, _ in cells if lib.venv == "ours"}):
+        subprocess.run([venv_python("ours"), "-m", "compileall", "-q", os.path.join(tree, "src")], check=True)
 
     started = dt.datetime.now(dt.UTC)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
