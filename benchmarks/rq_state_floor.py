@@ -37,13 +37,13 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [os.path.join(ROOT, "src"), ROOT, HERE]
 
 from redis_cost import _cpu, _enqueue  # noqa: E402
-
 from tests.servers import redis_server  # noqa: E402
 
-# ARGV: worker, now (s), now_ts (RQ text), lease, result ttl, with_life ('1'|'0'), n. KEYS: none (a bench).
+# ARGV: worker, now (s), now_ts (RQ text), lease, result ttl, life ('0' none, '1' an entry a record, '2' one
+# entry a call), n. KEYS: none (a bench).
 CLAIM = r"""
 local w, now_s, now_ts, lease, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[7])
-local life, life1 = ARGV[6] == '1', ARGV[6] == '2' and {'XADD', 'rq:asyncsched:lifecycle', '*'}
+local life, life1 = ARGV[6] ~= '0', ARGV[6] == '2' and {'XADD', 'rq:asyncsched:lifecycle', '*'}
 local exec_ttl = tostring(tonumber(lease) + 60)
 local ids = redis.call('LPOP', 'rq:queue:default', n)
 if not ids then return {} end
@@ -52,22 +52,21 @@ for k, id in ipairs(ids) do
   local jk = 'rq:job:' .. id
   local h = redis.call('HGETALL', jk)
   local ex = string.format('%032x', k)
-  redis.call('HSET', jk, 'status', 'started', 'started_at', now_ts, 'worker_name', w, 'last_heartbeat', now_ts)
+  redis.call('HSET', jk, 'status', 'started', 'started_at', now_ts, 'worker_name', w,
+    'last_heartbeat', now_ts)
   redis.call('PERSIST', jk)
   local ek, xk = 'rq:executions:' .. id, 'rq:execution:' .. id .. ':' .. ex
   redis.call('ZADD', ek, now_s, ex)
-  redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', now_s, 'last_heartbeat', now_s, 'worker_name', w)
+  redis.call('HSET', xk, 'id', ex, 'job_id', id, 'created_at', now_s, 'last_heartbeat', now_s,
+    'worker_name', w)
   redis.call('EXPIRE', xk, lease)
   redis.call('EXPIRE', ek, exec_ttl)
   wip[#wip + 1] = now_s; wip[#wip + 1] = id .. ':' .. ex
   wset[#wset + 1] = id .. ':' .. ex
-  if life then
-    redis.call('XADD', 'rq:asyncsched:lifecycle', '*', 'L', 'k\31started\31j\31' .. id .. '\31q\31default\31w\31'
-      .. w .. '\31s\31' .. now_s .. '\31a\0311\31f\31tasks.noop')
-  elseif life1 then
-    life1[#life1 + 1] = 'L'; life1[#life1 + 1] = 'k\31started\31j\31' .. id .. '\31q\31default\31w\31'
-      .. w .. '\31s\31' .. now_s .. '\31a\0311\31f\31tasks.noop'
-  end
+  local rec = life and 'k\31started\31j\31' .. id .. '\31q\31default\31w\31' .. w .. '\31s\31' .. now_s ..
+    '\31a\0311\31f\31tasks.noop'
+  if rec and not life1 then redis.call('XADD', 'rq:asyncsched:lifecycle', '*', 'L', rec)
+  elseif rec then life1[#life1 + 1] = 'L'; life1[#life1 + 1] = rec end
   out[#out + 1] = id; out[#out + 1] = ex; out[#out + 1] = h
 end
 redis.call(unpack(wip))
@@ -79,10 +78,10 @@ return out
 # ARGV as CLAIM's, then id, exec pairs.
 FINISH = r"""
 local w, now_s, now_ts, rttl = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-local life, life1 = ARGV[6] == '1', ARGV[6] == '2' and {'XADD', 'rq:asyncsched:lifecycle', '*'}
+local life, life1 = ARGV[6] ~= '0', ARGV[6] == '2' and {'XADD', 'rq:asyncsched:lifecycle', '*'}
 local sk = 'rq:asyncsched:result-scratch:default'
-local gone, wip, wset, reg = {'DEL'}, {'ZREM', 'rq:wip:default'}, {'SREM', 'rq:worker:' .. w .. ':executions'},
-  {'ZADD', 'rq:finished:default'}
+local gone, wip, reg = {'DEL'}, {'ZREM', 'rq:wip:default'}, {'ZADD', 'rq:finished:default'}
+local wset = {'SREM', 'rq:worker:' .. w .. ':executions'}
 local ttl_set = false
 for k = 8, #ARGV, 2 do
   local id, ex = ARGV[k], ARGV[k + 1]
@@ -97,13 +96,10 @@ for k = 8, #ARGV, 2 do
     redis.call('XTRIM', sk, 'MAXLEN', '0')
     redis.call('EXPIRE', jk, rttl)
     reg[#reg + 1] = now_s; reg[#reg + 1] = id
-    if life then
-      redis.call('XADD', 'rq:asyncsched:lifecycle', '*', 'L', 'k\31finished\31j\31' .. id ..
-        '\31q\31default\31w\31' .. w .. '\31s\31' .. now_s .. '\31d\31' .. now_s .. '\31a\0311\31f\31tasks.noop')
-    elseif life1 then
-      life1[#life1 + 1] = 'L'; life1[#life1 + 1] = 'k\31finished\31j\31' .. id .. '\31q\31default\31w\31' .. w ..
-        '\31s\31' .. now_s .. '\31d\31' .. now_s .. '\31a\0311\31f\31tasks.noop'
-    end
+    local rec = life and 'k\31finished\31j\31' .. id .. '\31q\31default\31w\31' .. w .. '\31s\31' .. now_s ..
+      '\31d\31' .. now_s .. '\31a\0311\31f\31tasks.noop'
+    if rec and not life1 then redis.call('XADD', 'rq:asyncsched:lifecycle', '*', 'L', rec)
+    elseif rec then life1[#life1 + 1] = 'L'; life1[#life1 + 1] = rec end
   end
   redis.call('ZREM', 'rq:executions:' .. id, ex)
   gone[#gone + 1] = 'rq:execution:' .. id .. ':' .. ex
@@ -137,7 +133,8 @@ def _bare(url: str, life: str) -> None:
 
 
 def _ours(url: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, os.path.join(ROOT, "src")]), "BENCH_LOG": os.devnull}
+    path = os.pathsep.join([HERE, os.path.join(ROOT, "src")])
+    env = {**os.environ, "PYTHONPATH": path, "BENCH_LOG": os.devnull}
     cmd = [sys.executable, "-m", "asyncsched.worker", "--redis-url", url, "--no-scheduler", "--burst"]
     null = subprocess.DEVNULL
     subprocess.run(cmd, env=env, cwd=HERE, stdout=null, stderr=null, check=True)
@@ -145,8 +142,8 @@ def _ours(url: str) -> None:
 
 def _rq(url: str) -> None:
     env = {**os.environ, "PYTHONPATH": HERE, "BENCH_LOG": os.devnull}
-    cmd = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", url, "-w", "rq.worker.SimpleWorker", "-S", "rq.serializers.JSONSerializer",
-           "--logging_level", "WARNING", "default"]  # fmt: skip
+    cmd = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", url, "-w", "rq.worker.SimpleWorker",
+           "-S", "rq.serializers.JSONSerializer", "--logging_level", "WARNING", "default"]  # fmt: skip
     subprocess.run(cmd, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
 
 
@@ -165,12 +162,14 @@ def one(how: str, n: int) -> float:
         c1 = _cpu(r)
         left, done = r.llen("rq:queue:default"), r.zcard("rq:finished:default")
         r.close()
-    assert left == 0 and done == n, f"{how}: {left} jobs left, {done} finished of {n}"
+    assert left == 0, f"{how}: {left} jobs left"
+    assert done == n, f"{how}: {done} of {n} jobs finished"
     return (c1 - c0) / n * 1e6
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rq", action="store_true", help="also drain with RQ's own worker (SimpleWorker)")
