@@ -16,11 +16,8 @@ __all__ = ["install_rq_current_job"]
 
 
 def install_rq_current_job() -> None:
-    """Make ``rq.get_current_job()`` see jobs our worker runs (no-op without ``rq``; idempotent).
-
-    ``rq.job`` already imported is patched now; otherwise an import hook patches it when some code imports
-    it (a job module, a callback, a job function at its first call): importing ``rq`` ourselves would cost
-    every worker ~5.6 MB of memory for a feature only jobs written for RQ use."""
+    """Make ``rq.get_current_job()`` see jobs our worker runs: now, or when ``rq.job`` is imported (no-op
+    without ``rq``; idempotent)."""
     module: Any = sys.modules.get("rq.job")
     if module is not None:
         _patch_rq_job(module)
